@@ -1,0 +1,8 @@
+//! synscope: looks inside TCP and DNS exchanges with real hosts.
+//!
+//! Data flows one way: [`cli`] turns arguments into settings, a command drives a
+//! sans-IO [`probe`] state machine, which builds and reads packets with [`wire`]
+//! and talks to the network only through [`io`]; [`report`] prints the results.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod wire;

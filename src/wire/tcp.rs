@@ -1,0 +1,368 @@
+//! TCP segments (RFC 9293) with the options real stacks put on a SYN.
+
+use super::{Protocol, SeqNumber, WireError, transport_checksum};
+use pnet_packet::tcp::{MutableTcpPacket, TcpPacket};
+use std::fmt;
+use std::net::IpAddr;
+
+/// The TCP control bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: TcpFlags = TcpFlags(0x01);
+    pub const SYN: TcpFlags = TcpFlags(0x02);
+    pub const RST: TcpFlags = TcpFlags(0x04);
+    pub const PSH: TcpFlags = TcpFlags(0x08);
+    pub const ACK: TcpFlags = TcpFlags(0x10);
+    pub const URG: TcpFlags = TcpFlags(0x20);
+    pub const ECE: TcpFlags = TcpFlags(0x40);
+    pub const CWR: TcpFlags = TcpFlags(0x80);
+
+    pub fn contains(self, other: TcpFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+    pub fn union(self, other: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 | other.0)
+    }
+}
+
+impl fmt::Display for TcpFlags {
+    /// tcpdump's letters: S SYN, F FIN, R RST, P PSH, . ACK, U URG, E ECE, W CWR.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (flag, c) in [
+            (Self::SYN, 'S'),
+            (Self::FIN, 'F'),
+            (Self::RST, 'R'),
+            (Self::PSH, 'P'),
+            (Self::URG, 'U'),
+            (Self::ECE, 'E'),
+            (Self::CWR, 'W'),
+            (Self::ACK, '.'),
+        ] {
+            if self.contains(flag) {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The TCP options synscope understands; others are skipped and their kinds kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct TcpOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mss: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    /// (TSval, TSecr)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamps: Option<(u32, u32)>,
+    /// Number of SACK blocks carried.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub sack_blocks: u8,
+    /// Kinds of options not understood (skipped by their length byte).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<u8>,
+    /// The option area ended in a malformed option (the rest was ignored).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub malformed: bool,
+}
+
+fn is_zero(v: &u8) -> bool {
+    *v == 0
+}
+
+mod kind {
+    pub const EOL: u8 = 0;
+    pub const NOP: u8 = 1;
+    pub const MSS: u8 = 2;
+    pub const WSCALE: u8 = 3;
+    pub const SACK_PERM: u8 = 4;
+    pub const SACK: u8 = 5;
+    pub const TIMESTAMP: u8 = 8;
+}
+
+impl TcpOptions {
+    /// Options like Linux puts on its own SYN.
+    pub fn linux_syn(mss: u16, tsval: u32) -> TcpOptions {
+        TcpOptions {
+            mss: Some(mss),
+            window_scale: Some(7),
+            sack_permitted: true,
+            timestamps: Some((tsval, 0)),
+            ..TcpOptions::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mss.is_none() && self.window_scale.is_none() && !self.sack_permitted && self.timestamps.is_none()
+    }
+
+    /// Reads an option area. Never fails: a malformed tail is flagged, not fatal.
+    pub fn parse(mut b: &[u8]) -> TcpOptions {
+        let mut o = TcpOptions::default();
+        while let Some(&k) = b.first() {
+            match k {
+                kind::EOL => break,
+                kind::NOP => {
+                    b = &b[1..];
+                    continue;
+                }
+                _ => {}
+            }
+            let len = match b.get(1) {
+                Some(&l) if l >= 2 && (l as usize) <= b.len() => l as usize,
+                _ => {
+                    o.malformed = true;
+                    break;
+                }
+            };
+            let body = &b[2..len];
+            match (k, body.len()) {
+                (kind::MSS, 2) => o.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+                (kind::WSCALE, 1) => o.window_scale = Some(body[0]),
+                (kind::SACK_PERM, 0) => o.sack_permitted = true,
+                (kind::TIMESTAMP, 8) => {
+                    o.timestamps = Some((
+                        u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+                        u32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+                    ))
+                }
+                (kind::SACK, n) if n % 8 == 0 => o.sack_blocks = (n / 8) as u8,
+                (kind::MSS | kind::WSCALE | kind::SACK_PERM | kind::TIMESTAMP | kind::SACK, _) => o.malformed = true,
+                _ => o.unknown.push(k),
+            }
+            b = &b[len..];
+        }
+        o
+    }
+
+    /// The option area in Linux's layout, padded to a multiple of 4 bytes.
+    pub fn emit(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(20);
+        if let Some(mss) = self.mss {
+            v.extend_from_slice(&[kind::MSS, 4]);
+            v.extend_from_slice(&mss.to_be_bytes());
+        }
+        match (self.sack_permitted, self.timestamps) {
+            (true, Some(_)) => v.extend_from_slice(&[kind::SACK_PERM, 2]),
+            (true, None) => v.extend_from_slice(&[kind::NOP, kind::NOP, kind::SACK_PERM, 2]),
+            (false, Some(_)) => v.extend_from_slice(&[kind::NOP, kind::NOP]),
+            (false, None) => {}
+        }
+        if let Some((val, ecr)) = self.timestamps {
+            v.extend_from_slice(&[kind::TIMESTAMP, 10]);
+            v.extend_from_slice(&val.to_be_bytes());
+            v.extend_from_slice(&ecr.to_be_bytes());
+        }
+        if let Some(ws) = self.window_scale {
+            v.extend_from_slice(&[kind::NOP, kind::WSCALE, 3, ws]);
+        }
+        while v.len() % 4 != 0 {
+            v.push(kind::EOL);
+        }
+        v
+    }
+}
+
+impl fmt::Display for TcpOptions {
+    /// tcpdump-like: `mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(m) = self.mss {
+            parts.push(format!("mss {m}"));
+        }
+        if self.sack_permitted {
+            parts.push("sackOK".into());
+        }
+        if let Some((v, e)) = self.timestamps {
+            parts.push(format!("TS val {v} ecr {e}"));
+        }
+        if let Some(w) = self.window_scale {
+            parts.push(format!("wscale {w}"));
+        }
+        if self.sack_blocks > 0 {
+            parts.push(format!("sack {}", self.sack_blocks));
+        }
+        for k in &self.unknown {
+            parts.push(format!("opt-{k}"));
+        }
+        if self.malformed {
+            parts.push("malformed".into());
+        }
+        write!(f, "{}", parts.join(","))
+    }
+}
+
+/// A TCP segment's header fields and payload.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TcpRepr {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: SeqNumber,
+    pub ack: SeqNumber,
+    pub flags: TcpFlags,
+    pub window: u16,
+    pub urgent: u16,
+    pub options: TcpOptions,
+    pub payload: Vec<u8>,
+}
+
+impl TcpRepr {
+    pub const HEADER_LEN: usize = 20;
+
+    /// Parses a segment; the checksum is verified against the pseudo-header
+    /// of `src` → `dst`.
+    pub fn parse(bytes: &[u8], src: IpAddr, dst: IpAddr) -> Result<TcpRepr, WireError> {
+        let repr = Self::parse_unchecked(bytes)?;
+        if transport_checksum(src, dst, Protocol::TCP, bytes) != 0 {
+            return Err(WireError::Checksum("tcp"));
+        }
+        Ok(repr)
+    }
+
+    /// Parses a segment without looking at its checksum.
+    pub fn parse_unchecked(bytes: &[u8]) -> Result<TcpRepr, WireError> {
+        let p = TcpPacket::new(bytes).ok_or(WireError::Truncated("tcp"))?;
+        let off = p.get_data_offset() as usize * 4;
+        if off < Self::HEADER_LEN || off > bytes.len() {
+            return Err(WireError::BadLength("tcp"));
+        }
+        Ok(TcpRepr {
+            src_port: p.get_source(),
+            dst_port: p.get_destination(),
+            seq: SeqNumber(p.get_sequence()),
+            ack: SeqNumber(p.get_acknowledgement()),
+            flags: TcpFlags(bytes[13]),
+            window: p.get_window(),
+            urgent: p.get_urgent_ptr(),
+            options: TcpOptions::parse(&bytes[Self::HEADER_LEN..off]),
+            payload: bytes[off..].to_vec(),
+        })
+    }
+
+    /// Sequence space this segment occupies (SYN and FIN count one each).
+    pub fn segment_len(&self) -> u32 {
+        self.payload.len() as u32
+            + self.flags.contains(TcpFlags::SYN) as u32
+            + self.flags.contains(TcpFlags::FIN) as u32
+    }
+
+    /// The segment's bytes, checksum computed for `src` → `dst`.
+    pub fn emit(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+        let opts = self.options.emit();
+        let hl = Self::HEADER_LEN + opts.len();
+        let mut buf = vec![0u8; hl + self.payload.len()];
+        {
+            let mut p = MutableTcpPacket::new(&mut buf).expect("buffer sized above");
+            p.set_source(self.src_port);
+            p.set_destination(self.dst_port);
+            p.set_sequence(self.seq.0);
+            p.set_acknowledgement(self.ack.0);
+            p.set_data_offset((hl / 4) as u8);
+            p.set_window(self.window);
+            p.set_urgent_ptr(self.urgent);
+        }
+        buf[13] = self.flags.0;
+        buf[Self::HEADER_LEN..hl].copy_from_slice(&opts);
+        buf[hl..].copy_from_slice(&self.payload);
+        let c = transport_checksum(src, dst, Protocol::TCP, &buf);
+        buf[16..18].copy_from_slice(&c.to_be_bytes());
+        buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testutil::Noise;
+    use crate::wire::datagram::Checksums;
+    use crate::wire::datagram::tests::{fixture, with_full_checksum};
+    use crate::wire::{Datagram, Transport};
+
+    /// A SYN sent by Linux 6.18 (Python `connect` to 198.18.0.2:80 in the lab), captured
+    /// by tcpdump on the client veth.
+    pub static LINUX_SYN: &[u8] = include_bytes!("fixtures/linux_syn_v4.bin");
+
+    #[test]
+    fn options_like_linux() {
+        let o = TcpOptions::linux_syn(1460, 0x0102_0304);
+        assert_eq!(
+            o.emit(),
+            [2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7]
+        );
+        assert_eq!(TcpOptions::parse(&o.emit()), o);
+        assert_eq!(o.to_string(), "mss 1460,sackOK,TS val 16909060 ecr 0,wscale 7");
+    }
+
+    #[test]
+    fn options_unknown_skipped_malformed_flagged() {
+        // unknown kind 30 (MPTCP) with 4 bytes, then MSS
+        let o = TcpOptions::parse(&[30, 4, 0, 0, 2, 4, 1, 0]);
+        assert_eq!(o.unknown, vec![30]);
+        assert_eq!(o.mss, Some(256));
+        // length byte larger than the area
+        let o = TcpOptions::parse(&[2, 4, 5]);
+        assert!(o.malformed);
+        assert_eq!(o.mss, None);
+        // length 0 would loop forever in a naive parser
+        assert!(TcpOptions::parse(&[99, 0, 1, 1]).malformed);
+        // MSS with wrong length
+        assert!(TcpOptions::parse(&[2, 3, 5, 0]).malformed);
+    }
+
+    #[test]
+    fn parses_a_real_linux_syn() {
+        let d = Datagram::parse_with(LINUX_SYN, Checksums::Offloaded).unwrap();
+        let Transport::Tcp(t) = d.transport else { panic!("not tcp") };
+        assert_eq!(t.src_port, 53190);
+        assert_eq!(t.dst_port, 80);
+        assert_eq!(t.seq, SeqNumber(644410958));
+        assert_eq!(t.flags, TcpFlags::SYN);
+        assert_eq!(t.window, 64240);
+        let mut want = TcpOptions::linux_syn(1460, 1890636195);
+        want.window_scale = Some(10);
+        assert_eq!(t.options, want);
+
+        let d = Datagram::parse_with(fixture("synack_v6"), Checksums::Offloaded).unwrap();
+        let Transport::Tcp(t) = d.transport else { panic!("not tcp") };
+        assert_eq!((t.src_port, t.dst_port), (80, 56882));
+        assert_eq!(t.flags, TcpFlags::SYN.union(TcpFlags::ACK));
+        assert_eq!(t.ack, SeqNumber(825161695));
+        assert_eq!(t.options.mss, Some(1440));
+        assert_eq!(t.options.timestamps, Some((4185172279, 868152276)));
+    }
+
+    #[test]
+    fn bad_checksum_and_offsets_rejected() {
+        let full = with_full_checksum(LINUX_SYN);
+        let d = Datagram::parse(&full).unwrap();
+        let mut seg = full[20..].to_vec();
+        seg[17] ^= 1;
+        assert_eq!(TcpRepr::parse(&seg, d.ip.src, d.ip.dst), Err(WireError::Checksum("tcp")));
+        let mut seg = LINUX_SYN[20..].to_vec();
+        seg[12] = 0xf0; // 60-byte header in a 40-byte segment
+        assert_eq!(TcpRepr::parse_unchecked(&seg), Err(WireError::BadLength("tcp")));
+        seg[12] = 0x40;
+        assert_eq!(TcpRepr::parse_unchecked(&seg), Err(WireError::BadLength("tcp")));
+        assert_eq!(TcpRepr::parse_unchecked(&seg[..19]), Err(WireError::Truncated("tcp")));
+    }
+
+    #[test]
+    fn flags_display_like_tcpdump() {
+        assert_eq!(TcpFlags::SYN.union(TcpFlags::ACK).to_string(), "S.");
+        assert_eq!(TcpFlags::RST.union(TcpFlags::ACK).to_string(), "R.");
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let mut n = Noise::new(11);
+        for _ in 0..100_000 {
+            let input = n.mutate(&LINUX_SYN[20..]);
+            let _ = TcpRepr::parse_unchecked(&input);
+            let _ = TcpOptions::parse(&n.bytes(40));
+        }
+    }
+}
