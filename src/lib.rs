@@ -6,3 +6,4 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod wire;
+pub mod io;

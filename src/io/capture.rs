@@ -1,0 +1,191 @@
+//! Capture with kernel timestamps: an AF_PACKET/SOCK_DGRAM socket sees both the
+//! packets we send (PACKET_OUTGOING) and the replies, stamped by the kernel on
+//! one clock (CLOCK_REALTIME, the same stamp tcpdump reads), and a cBPF filter
+//! keeps everything else out of our process.
+
+use super::IoError;
+use super::bpf::{FlowFilter, Insn};
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// A kernel timestamp (CLOCK_REALTIME), nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The system clock now (the clock kernel packet stamps use).
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(d.as_nanos() as u64)
+    }
+    pub fn saturating_sub(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+    pub fn add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.as_nanos() as u64))
+    }
+}
+
+/// Direction of a captured packet, from this host's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Outgoing,
+    Incoming,
+}
+
+/// One captured packet, starting at its IP header.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub data: Vec<u8>,
+    pub timestamp: Timestamp,
+    pub direction: Direction,
+    /// The kernel did not fill in the transport checksum (offload on veth, lo).
+    pub checksum_offloaded: bool,
+    pub ifindex: i32,
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+const PACKET_OUTGOING: u8 = 4;
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
+
+/// The capture socket, registered with tokio.
+pub struct Capture {
+    fd: AsyncFd<Socket>,
+    buf: Vec<u8>,
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
+    // SAFETY: passes a pointer to a live i32 and its exact size.
+    let r = unsafe {
+        libc::setsockopt(fd, level, name, &val as *const i32 as *const libc::c_void, size_of::<i32>() as u32)
+    };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+impl Capture {
+    /// Opens a capture on `ifindex` (0 = every interface) with `filter` attached
+    /// before any packet can be queued. Must be called inside a tokio runtime.
+    pub fn open(ifindex: u32, filter: &FlowFilter) -> Result<Capture, IoError> {
+        let e = |op: &'static str| move |source| IoError::Socket { op, source };
+        // protocol 0: receives nothing until bound, so no unfiltered packet sneaks in
+        let sock = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0))).map_err(e("open capture socket"))?;
+        let prog: Vec<SockFilter> = filter.compile().iter().map(|i: &Insn| SockFilter::new(i.code, i.jt, i.jf, i.k)).collect();
+        sock.attach_filter(&prog).map_err(e("attach capture filter"))?;
+        let fd = sock.as_raw_fd();
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).map_err(e("enable SO_TIMESTAMPNS"))?;
+        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(e("enable PACKET_AUXDATA"))?;
+        // a big buffer so bursts of replies are not dropped (FORCE needs CAP_NET_ADMIN)
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 8 << 20).is_err() {
+            let _ = sock.set_recv_buffer_size(8 << 20);
+        }
+        // SAFETY: sockaddr_ll is plain old data; zeroed is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = ETH_P_ALL.to_be();
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: sll is a valid sockaddr_ll and the length matches.
+        let r = unsafe {
+            libc::bind(fd, &sll as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_ll>() as u32)
+        };
+        if r < 0 {
+            return Err(IoError::Socket { op: "bind capture socket", source: std::io::Error::last_os_error() });
+        }
+        sock.set_nonblocking(true).map_err(e("set capture non-blocking"))?;
+        // SAFETY: the Socket owns its fd for as long as the AsyncFd holds it.
+        let fd = unsafe { AsyncFd::register(sock) }
+            .map_err(|err| IoError::Socket { op: "register capture socket", source: err.into_parts().1 })?;
+        Ok(Capture { fd, buf: vec![0u8; 65536] })
+    }
+
+    /// Waits for the next packet.
+    pub async fn recv(&mut self) -> Result<Captured, IoError> {
+        loop {
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|source| IoError::Socket { op: "wait on capture socket", source })?;
+            let raw = guard.get_inner().as_raw_fd();
+            let buf = &mut self.buf;
+            match guard.try_io(|_| recv_one(raw, buf)) {
+                Ok(r) => return r.map_err(|source| IoError::Socket { op: "read capture socket", source }),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Reads a packet if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
+        let raw = self.fd.get_ref().as_raw_fd();
+        match recv_one(raw, &mut self.buf) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(source) => Err(IoError::Socket { op: "read capture socket", source }),
+        }
+    }
+}
+
+/// One `recvmsg` with its control messages: timestamp and auxdata.
+fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
+    // SAFETY: zeroed sockaddr_ll / msghdr / control buffer are valid; every pointer
+    // handed to recvmsg points into a live local buffer of the stated length, and
+    // the CMSG_* walk stays within msg_controllen as the kernel set it.
+    unsafe {
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let mut control = [0u64; 32];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = &mut sll as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = size_of_val(&control);
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut timestamp = None;
+        let mut status = 0u32;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                timestamp = Some(Timestamp(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64));
+            } else if c.cmsg_level == libc::SOL_PACKET && c.cmsg_type == libc::PACKET_AUXDATA {
+                let aux = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
+                status = aux.tp_status;
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        let len = (n as usize).min(buf.len());
+        Ok(Captured {
+            data: buf[..len].to_vec(),
+            // the kernel stamps every packet once SO_TIMESTAMPNS is on; fall back to now
+            timestamp: timestamp.unwrap_or_else(Timestamp::now),
+            direction: if sll.sll_pkttype == PACKET_OUTGOING { Direction::Outgoing } else { Direction::Incoming },
+            checksum_offloaded: status & TP_STATUS_CSUMNOTREADY != 0 || status & TP_STATUS_CSUM_VALID != 0,
+            ifindex: sll.sll_ifindex,
+        })
+    }
+}
+
+/// Drains whatever is queued (used after bursts, in tests and benchmarks).
+pub fn drain(c: &mut Capture, max: usize) -> Vec<Captured> {
+    let mut v = Vec::new();
+    while v.len() < max {
+        match c.try_recv() {
+            Ok(Some(p)) => v.push(p),
+            _ => break,
+        }
+    }
+    v
+}
+
+/// Keeps `Duration` in scope for docs of callers.
+pub type Elapsed = Duration;

@@ -1,0 +1,94 @@
+//! Which source address and interface the kernel would use for a destination,
+//! and source ports that no local socket can collide with.
+
+use super::IoError;
+use socket2::{Domain, Socket, Type};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+/// The kernel's choice of path to one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpAddr,
+    pub src: IpAddr,
+    /// Interface holding `src` (where replies arrive), with its index and MTU.
+    pub interface: String,
+    pub ifindex: u32,
+    pub mtu: u32,
+}
+
+impl Route {
+    /// Asks the routing table (by connecting a UDP socket, which sends nothing),
+    /// optionally restricted to one interface.
+    pub fn lookup(dst: IpAddr, interface: Option<&str>) -> Result<Route, IoError> {
+        let re = |source| IoError::Route { addr: dst, source };
+        let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let sock = Socket::new(domain, Type::DGRAM, None).map_err(re)?;
+        if let Some(name) = interface {
+            sock.bind_device(Some(name.as_bytes())).map_err(|e| IoError::Interface {
+                name: name.to_string(),
+                why: e.to_string(),
+            })?;
+        }
+        sock.connect(&SocketAddr::new(dst, 9).into()).map_err(re)?;
+        let udp: UdpSocket = sock.into();
+        let src = udp.local_addr().map_err(re)?.ip();
+        let interface = match interface {
+            Some(n) => n.to_string(),
+            None => interface_of(src).ok_or_else(|| IoError::Route {
+                addr: dst,
+                source: std::io::Error::other(format!("no interface holds source address {src}")),
+            })?,
+        };
+        let ifindex = nix::net::if_::if_nametoindex(interface.as_str()).map_err(|e| IoError::Interface {
+            name: interface.clone(),
+            why: e.desc().to_string(),
+        })?;
+        let mtu = std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1500);
+        Ok(Route { dst, src, interface, ifindex, mtu })
+    }
+
+    /// The MSS a local stack would announce on this path.
+    pub fn mss(&self) -> u16 {
+        let overhead = if self.dst.is_ipv4() { 40 } else { 60 };
+        self.mtu.saturating_sub(overhead).clamp(536, 65495) as u16
+    }
+}
+
+/// The interface that holds `addr`.
+fn interface_of(addr: IpAddr) -> Option<String> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifa in addrs {
+        let Some(a) = ifa.address else { continue };
+        let found = match addr {
+            IpAddr::V4(v4) => a.as_sockaddr_in().map(|s| s.ip() == v4).unwrap_or(false),
+            IpAddr::V6(v6) => a.as_sockaddr_in6().map(|s| s.ip() == v6).unwrap_or(false),
+        };
+        if found {
+            return Some(ifa.interface_name);
+        }
+    }
+    None
+}
+
+/// A TCP port bound (not listening) on our source address for as long as this
+/// lives: the kernel will hand it to no other socket, so our raw flows never
+/// collide with local connections. Replies to it still get the kernel's RST.
+pub struct PortReservation {
+    _sock: Socket,
+    pub port: u16,
+}
+
+impl PortReservation {
+    /// Reserves `port`, or a free ephemeral port when `port` is 0.
+    pub fn reserve(src: IpAddr, port: u16) -> Result<PortReservation, IoError> {
+        let pe = |source| IoError::Port { addr: src, port, source };
+        let domain = if src.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let sock = Socket::new(domain, Type::STREAM, None).map_err(pe)?;
+        sock.bind(&SocketAddr::new(src, port).into()).map_err(pe)?;
+        let bound = sock.local_addr().map_err(pe)?.as_socket().map(|a| a.port()).unwrap_or(port);
+        Ok(PortReservation { _sock: sock, port: bound })
+    }
+}
