@@ -7,3 +7,5 @@
 
 pub mod wire;
 pub mod io;
+pub mod event;
+pub mod probe;

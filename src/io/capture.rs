@@ -7,34 +7,9 @@ use super::IoError;
 use super::bpf::{FlowFilter, Insn};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
-/// A kernel timestamp (CLOCK_REALTIME), nanoseconds since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
-#[serde(transparent)]
-pub struct Timestamp(pub u64);
-
-impl Timestamp {
-    /// The system clock now (the clock kernel packet stamps use).
-    pub fn now() -> Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        Timestamp(d.as_nanos() as u64)
-    }
-    pub fn saturating_sub(self, earlier: Timestamp) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-    pub fn add(self, d: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(d.as_nanos() as u64))
-    }
-}
-
-/// Direction of a captured packet, from this host's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Outgoing,
-    Incoming,
-}
+pub use crate::event::{Direction, Timestamp};
 
 /// One captured packet, starting at its IP header.
 #[derive(Debug, Clone)]
@@ -187,5 +162,3 @@ pub fn drain(c: &mut Capture, max: usize) -> Vec<Captured> {
     v
 }
 
-/// Keeps `Duration` in scope for docs of callers.
-pub type Elapsed = Duration;

@@ -1,0 +1,8 @@
+//! Sans-IO probe logic: packets and timestamps in, packets to send and results out.
+//! Nothing here touches a socket or reads a clock.
+
+pub mod correlate;
+pub mod syn;
+
+pub use correlate::{Correlator, Ignored, Match};
+pub use syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
