@@ -9,3 +9,7 @@ pub mod wire;
 pub mod io;
 pub mod event;
 pub mod probe;
+pub mod report;
+pub mod cli;
+pub mod cmd;
+pub mod lab;

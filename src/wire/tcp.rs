@@ -167,9 +167,14 @@ impl TcpOptions {
     }
 }
 
-impl fmt::Display for TcpOptions {
-    /// tcpdump-like: `mss 1460,sackOK,TS val 1 ecr 0,nop,wscale 7`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl TcpOptions {
+    /// Like `Display` but without the timestamp values, which change with every
+    /// packet: `mss 1460,sackOK,TS,wscale 7`.
+    pub fn brief(&self) -> String {
+        self.describe(false)
+    }
+
+    fn describe(&self, ts_values: bool) -> String {
         let mut parts = Vec::new();
         if let Some(m) = self.mss {
             parts.push(format!("mss {m}"));
@@ -178,7 +183,7 @@ impl fmt::Display for TcpOptions {
             parts.push("sackOK".into());
         }
         if let Some((v, e)) = self.timestamps {
-            parts.push(format!("TS val {v} ecr {e}"));
+            parts.push(if ts_values { format!("TS val {v} ecr {e}") } else { "TS".into() });
         }
         if let Some(w) = self.window_scale {
             parts.push(format!("wscale {w}"));
@@ -192,7 +197,14 @@ impl fmt::Display for TcpOptions {
         if self.malformed {
             parts.push("malformed".into());
         }
-        write!(f, "{}", parts.join(","))
+        parts.join(",")
+    }
+}
+
+impl fmt::Display for TcpOptions {
+    /// tcpdump-like: `mss 1460,sackOK,TS val 1 ecr 0,wscale 7`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe(true))
     }
 }
 
@@ -295,6 +307,7 @@ mod tests {
         );
         assert_eq!(TcpOptions::parse(&o.emit()), o);
         assert_eq!(o.to_string(), "mss 1460,sackOK,TS val 16909060 ecr 0,wscale 7");
+        assert_eq!(o.brief(), "mss 1460,sackOK,TS,wscale 7");
     }
 
     #[test]

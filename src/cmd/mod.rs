@@ -1,0 +1,47 @@
+//! The commands: each wires settings, a probe state machine, the I/O layer and a report.
+
+pub mod demo;
+pub mod ping;
+
+use crate::cli::UsageError;
+use crate::io::IoError;
+
+/// Why a command could not run (exit status 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error("{0}")]
+    Usage(#[from] UsageError),
+    #[error("{0}")]
+    Io(#[from] IoError),
+    #[error("write output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl CmdError {
+    /// The one line printed on stderr, with the fix when privileges are missing.
+    pub fn line(&self) -> String {
+        match self {
+            CmdError::Io(e) if e.is_permission() => format!(
+                "{e} (raw sockets need CAP_NET_RAW and CAP_NET_ADMIN: run as root, or \
+                 `setcap cap_net_raw,cap_net_admin+ep` on the synscope binary)"
+            ),
+            e => e.to_string(),
+        }
+    }
+}
+
+/// Debug logging to stderr, on with `-v`.
+#[derive(Debug, Clone, Copy)]
+pub struct Log {
+    pub verbose: bool,
+}
+
+impl Log {
+    pub fn debug(&self, msg: impl FnOnce() -> String) {
+        if self.verbose {
+            eprintln!("synscope: {}", msg());
+        }
+    }
+}

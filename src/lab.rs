@@ -1,0 +1,176 @@
+//! A throwaway namespace lab: a client and a server network namespace joined by
+//! a veth pair, addresses from 198.18.0.0/15 and 2001:db8::/32, real kernel TCP
+//! listeners in the server, ports dropped or rejected by nftables. Used by
+//! `synscope demo` and the tests. Everything is removed when the `Lab` drops.
+//!
+//! Needs root and the `ip` (iproute2) and `nft` (nftables) tools.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+const CLIENT_MAC: &str = "02:53:53:00:00:01";
+const SERVER_MAC: &str = "02:53:53:00:00:02";
+/// Both veth ends carry this name, each inside its own namespace.
+pub const VETH: &str = "veth0";
+
+/// Which server ports do what; every other port is closed (kernel RST).
+#[derive(Debug, Clone, Default)]
+pub struct LabSpec {
+    pub open: Vec<u16>,
+    /// Silently dropped by nftables.
+    pub dropped: Vec<u16>,
+    /// Rejected with ICMP administratively prohibited (3/13, ICMPv6 1/1).
+    pub admin_prohibited: Vec<u16>,
+    /// Rejected with ICMP port unreachable (3/3, ICMPv6 1/4).
+    pub port_unreachable: Vec<u16>,
+}
+
+impl LabSpec {
+    /// The demo's and tests' default map.
+    pub fn standard() -> LabSpec {
+        LabSpec { open: vec![22, 80, 443], dropped: vec![21, 8443], admin_prohibited: vec![111], port_unreachable: vec![113] }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("lab: {0}")]
+pub struct LabError(pub String);
+
+/// A running lab. Dropping it deletes both namespaces (and so the veth pair,
+/// the nftables table and the listeners' sockets).
+pub struct Lab {
+    pub client_ns: String,
+    pub server_ns: String,
+    listeners: Vec<TcpListener>,
+    created: Vec<String>,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command, turning failure into a one-line error.
+fn run(args: &[&str], stdin: Option<&str>) -> Result<(), LabError> {
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| LabError(format!("cannot run '{}': {e} (install iproute2 and nftables)", args[0])))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(text.as_bytes()).map_err(|e| LabError(format!("{}: {e}", args.join(" "))))?;
+    }
+    let out = child.wait_with_output().map_err(|e| LabError(format!("{}: {e}", args.join(" "))))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(LabError(format!("'{}' failed: {}", args.join(" "), err.trim())));
+    }
+    Ok(())
+}
+
+/// Runs `f` on a thread that has entered namespace `ns`; sockets it creates stay there.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, LabError> {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).map_err(|e| LabError(format!("open {path}: {e}")))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| LabError(format!("enter namespace: {e}")))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| LabError("namespace thread panicked".into()))?
+}
+
+impl Lab {
+    /// Builds the lab. On failure everything made so far is removed.
+    pub fn up(spec: &LabSpec) -> Result<Lab, LabError> {
+        let id = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let mut lab = Lab {
+            client_ns: format!("synscope-{id}-cli"),
+            server_ns: format!("synscope-{id}-srv"),
+            listeners: Vec::new(),
+            created: Vec::new(),
+        };
+        let (c, s) = (lab.client_ns.clone(), lab.server_ns.clone());
+        for ns in [&c, &s] {
+            run(&["ip", "netns", "add", ns], None)?;
+            lab.created.push(ns.clone());
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"], None)?;
+        }
+        run(
+            &["ip", "link", "add", VETH, "netns", &c, "address", CLIENT_MAC, "type", "veth", "peer", "name", VETH, "netns", &s, "address", SERVER_MAC],
+            None,
+        )?;
+        for (ns, v4, v6, peer4, peer6, mac) in [
+            (&c, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, SERVER_MAC),
+            (&s, SERVER_V4, SERVER_V6, CLIENT_V4, CLIENT_V6, CLIENT_MAC),
+        ] {
+            run(&["ip", "-n", ns, "addr", "add", &format!("{v4}/24"), "dev", VETH], None)?;
+            run(&["ip", "-n", ns, "-6", "addr", "add", &format!("{v6}/64"), "dev", VETH, "nodad"], None)?;
+            run(&["ip", "-n", ns, "link", "set", VETH, "up"], None)?;
+            // static neighbours: no ARP or ND in the measured path
+            for peer in [IpAddr::V4(peer4), IpAddr::V6(peer6)] {
+                let p = peer.to_string();
+                run(&["ip", "-n", ns, "neigh", "replace", &p, "lladdr", mac, "dev", VETH, "nud", "permanent"], None)?;
+            }
+        }
+        // the server answers every rejected probe (no ICMP rate limit)
+        in_netns(&s, || {
+            let _ = std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0");
+            let _ = std::fs::write("/proc/sys/net/ipv6/icmp/ratelimit", "0");
+        })?;
+        if !(spec.dropped.is_empty() && spec.admin_prohibited.is_empty() && spec.port_unreachable.is_empty()) {
+            run(&["ip", "netns", "exec", &s, "nft", "-f", "-"], Some(&nft_ruleset(spec)))?;
+        }
+        let ports = spec.open.clone();
+        lab.listeners = in_netns(&s, move || -> Result<Vec<TcpListener>, LabError> {
+            ports
+                .iter()
+                .map(|p| TcpListener::bind(("::", *p)).map_err(|e| LabError(format!("listen on port {p}: {e}"))))
+                .collect()
+        })??;
+        Ok(lab)
+    }
+
+    /// A command that runs `program` inside the client namespace.
+    pub fn client_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.client_ns]).arg(program);
+        c
+    }
+
+    /// A command that runs `program` inside the server namespace.
+    pub fn server_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.server_ns]).arg(program);
+        c
+    }
+}
+
+fn nft_ruleset(spec: &LabSpec) -> String {
+    let set = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+    let mut rules = String::new();
+    for (ports, action) in [
+        (&spec.dropped, "drop"),
+        (&spec.admin_prohibited, "reject with icmpx type admin-prohibited"),
+        (&spec.port_unreachable, "reject with icmpx type port-unreachable"),
+    ] {
+        if !ports.is_empty() {
+            rules += &format!("    meta l4proto tcp th dport {{ {} }} counter {action}\n", set(ports));
+        }
+    }
+    format!("table inet synscope_lab {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n{rules}  }}\n}}\n")
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.listeners.clear();
+        for ns in self.created.drain(..).rev() {
+            let _ = run(&["ip", "netns", "del", &ns], None);
+        }
+    }
+}
