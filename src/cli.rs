@@ -113,7 +113,8 @@ pub struct DemoArgs {
 
 /// humantime durations, positive.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("bad duration '{s}': {e} (examples: 1s, 200ms, 5ms)"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("bad duration '{s}': {e} (examples: 1s, 200ms, 5ms)"))?;
     if d.is_zero() {
         return Err(format!("bad duration '{s}': must be more than zero"));
     }
@@ -150,7 +151,9 @@ pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), UsageError> {
         Ok(n) => Ok(n),
     };
     if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| UsageError(format!("missing ']' in '{s}'")))?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| UsageError(format!("missing ']' in '{s}'")))?;
         return match after {
             "" => Ok((host.to_string(), None)),
             a => match a.strip_prefix(':') {
@@ -177,7 +180,9 @@ pub fn resolve(host: &str, port: u16, v4: bool, v6: bool) -> Result<SocketAddr, 
         .to_socket_addrs()
         .map_err(|e| UsageError(format!("cannot resolve host '{host}': {e}")))?
         .collect();
-    let pick = addrs.iter().find(|a| (!v4 || a.is_ipv4()) && (!v6 || a.is_ipv6()));
+    let pick = addrs
+        .iter()
+        .find(|a| (!v4 || a.is_ipv4()) && (!v6 || a.is_ipv6()));
     pick.copied().ok_or_else(|| {
         let fam = if v4 { "IPv4" } else { "IPv6" };
         UsageError(format!("host '{host}' has no {fam} address"))
@@ -189,7 +194,10 @@ impl PingArgs {
         let (host, port_in_target) = split_host_port(&self.target)?;
         let port = match (self.port, port_in_target) {
             (Some(a), Some(b)) if a != b => {
-                return Err(UsageError(format!("port given twice: -p {a} and '{}'", self.target)));
+                return Err(UsageError(format!(
+                    "port given twice: -p {a} and '{}'",
+                    self.target
+                )));
             }
             (Some(0), _) => return Err(UsageError("bad port 0: expected 1-65535".into())),
             (Some(p), _) | (None, Some(p)) => p,
@@ -244,17 +252,32 @@ mod tests {
 
     #[test]
     fn settings_from_arguments() {
-        let cli = Cli::try_parse_from(["synscope", "ping", "[2001:db8::2]:443", "-c", "3", "-i", "5ms"]).unwrap();
-        let Command::Ping(p) = cli.command else { panic!() };
+        let cli = Cli::try_parse_from([
+            "synscope",
+            "ping",
+            "[2001:db8::2]:443",
+            "-c",
+            "3",
+            "-i",
+            "5ms",
+        ])
+        .unwrap();
+        let Command::Ping(p) = cli.command else {
+            panic!()
+        };
         let s = p.settings(false).unwrap();
         assert_eq!(s.target, "[2001:db8::2]:443".parse().unwrap());
         assert_eq!((s.count, s.interval), (Some(3), Duration::from_millis(5)));
         assert!(s.syn_options);
         let cli = Cli::try_parse_from(["synscope", "ping", "198.18.0.2:80", "-p", "81"]).unwrap();
-        let Command::Ping(p) = cli.command else { panic!() };
+        let Command::Ping(p) = cli.command else {
+            panic!()
+        };
         assert!(p.settings(false).is_err());
         let cli = Cli::try_parse_from(["synscope", "ping", "198.18.0.2", "-6"]).unwrap();
-        let Command::Ping(p) = cli.command else { panic!() };
+        let Command::Ping(p) = cli.command else {
+            panic!()
+        };
         assert!(p.settings(false).unwrap_err().0.contains("no IPv6 address"));
         assert!(Cli::try_parse_from(["synscope", "ping", "h", "-i", "0s"]).is_err());
         assert!(Cli::try_parse_from(["synscope", "ping", "h", "--ttl", "0"]).is_err());

@@ -12,7 +12,9 @@ pub struct Timestamp(pub u64);
 impl Timestamp {
     /// The system clock now (only the I/O layer and commands call this).
     pub fn now() -> Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(d.as_nanos() as u64)
     }
     pub fn saturating_sub(self, earlier: Timestamp) -> Duration {

@@ -33,7 +33,12 @@ pub struct LabSpec {
 impl LabSpec {
     /// The demo's and tests' default map.
     pub fn standard() -> LabSpec {
-        LabSpec { open: vec![22, 80, 443], dropped: vec![21, 8443], admin_prohibited: vec![111], port_unreachable: vec![113] }
+        LabSpec {
+            open: vec![22, 80, 443],
+            dropped: vec![21, 8443],
+            admin_prohibited: vec![111],
+            port_unreachable: vec![113],
+        }
     }
 }
 
@@ -55,25 +60,44 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Runs a command, turning failure into a one-line error.
 fn run(args: &[&str], stdin: Option<&str>) -> Result<(), LabError> {
     let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| LabError(format!("cannot run '{}': {e} (install iproute2 and nftables)", args[0])))?;
+    cmd.args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().map_err(|e| {
+        LabError(format!(
+            "cannot run '{}': {e} (install iproute2 and nftables)",
+            args[0]
+        ))
+    })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         use std::io::Write;
-        pipe.write_all(text.as_bytes()).map_err(|e| LabError(format!("{}: {e}", args.join(" "))))?;
+        pipe.write_all(text.as_bytes())
+            .map_err(|e| LabError(format!("{}: {e}", args.join(" "))))?;
     }
-    let out = child.wait_with_output().map_err(|e| LabError(format!("{}: {e}", args.join(" "))))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| LabError(format!("{}: {e}", args.join(" "))))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(LabError(format!("'{}' failed: {}", args.join(" "), err.trim())));
+        return Err(LabError(format!(
+            "'{}' failed: {}",
+            args.join(" "),
+            err.trim()
+        )));
     }
     Ok(())
 }
 
 /// Runs `f` on a thread that has entered namespace `ns`; sockets it creates stay there.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, LabError> {
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LabError> {
     let path = format!("/run/netns/{ns}");
     let file = std::fs::File::open(&path).map_err(|e| LabError(format!("open {path}: {e}")))?;
     std::thread::spawn(move || {
@@ -88,7 +112,11 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 impl Lab {
     /// Builds the lab. On failure everything made so far is removed.
     pub fn up(spec: &LabSpec) -> Result<Lab, LabError> {
-        let id = format!("{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         let mut lab = Lab {
             client_ns: format!("synscope-{id}-cli"),
             server_ns: format!("synscope-{id}-srv"),
@@ -102,20 +130,65 @@ impl Lab {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"], None)?;
         }
         run(
-            &["ip", "link", "add", VETH, "netns", &c, "address", CLIENT_MAC, "type", "veth", "peer", "name", VETH, "netns", &s, "address", SERVER_MAC],
+            &[
+                "ip", "link", "add", VETH, "netns", &c, "address", CLIENT_MAC, "type", "veth",
+                "peer", "name", VETH, "netns", &s, "address", SERVER_MAC,
+            ],
             None,
         )?;
         for (ns, v4, v6, peer4, peer6, mac) in [
             (&c, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, SERVER_MAC),
             (&s, SERVER_V4, SERVER_V6, CLIENT_V4, CLIENT_V6, CLIENT_MAC),
         ] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{v4}/24"), "dev", VETH], None)?;
-            run(&["ip", "-n", ns, "-6", "addr", "add", &format!("{v6}/64"), "dev", VETH, "nodad"], None)?;
+            run(
+                &[
+                    "ip",
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{v4}/24"),
+                    "dev",
+                    VETH,
+                ],
+                None,
+            )?;
+            run(
+                &[
+                    "ip",
+                    "-n",
+                    ns,
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    VETH,
+                    "nodad",
+                ],
+                None,
+            )?;
             run(&["ip", "-n", ns, "link", "set", VETH, "up"], None)?;
             // static neighbours: no ARP or ND in the measured path
             for peer in [IpAddr::V4(peer4), IpAddr::V6(peer6)] {
                 let p = peer.to_string();
-                run(&["ip", "-n", ns, "neigh", "replace", &p, "lladdr", mac, "dev", VETH, "nud", "permanent"], None)?;
+                run(
+                    &[
+                        "ip",
+                        "-n",
+                        ns,
+                        "neigh",
+                        "replace",
+                        &p,
+                        "lladdr",
+                        mac,
+                        "dev",
+                        VETH,
+                        "nud",
+                        "permanent",
+                    ],
+                    None,
+                )?;
             }
         }
         // the server answers every rejected probe (no ICMP rate limit)
@@ -123,14 +196,23 @@ impl Lab {
             let _ = std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0");
             let _ = std::fs::write("/proc/sys/net/ipv6/icmp/ratelimit", "0");
         })?;
-        if !(spec.dropped.is_empty() && spec.admin_prohibited.is_empty() && spec.port_unreachable.is_empty()) {
-            run(&["ip", "netns", "exec", &s, "nft", "-f", "-"], Some(&nft_ruleset(spec)))?;
+        if !(spec.dropped.is_empty()
+            && spec.admin_prohibited.is_empty()
+            && spec.port_unreachable.is_empty())
+        {
+            run(
+                &["ip", "netns", "exec", &s, "nft", "-f", "-"],
+                Some(&nft_ruleset(spec)),
+            )?;
         }
         let ports = spec.open.clone();
         lab.listeners = in_netns(&s, move || -> Result<Vec<TcpListener>, LabError> {
             ports
                 .iter()
-                .map(|p| TcpListener::bind(("::", *p)).map_err(|e| LabError(format!("listen on port {p}: {e}"))))
+                .map(|p| {
+                    TcpListener::bind(("::", *p))
+                        .map_err(|e| LabError(format!("listen on port {p}: {e}")))
+                })
                 .collect()
         })??;
         Ok(lab)
@@ -156,14 +238,25 @@ fn nft_ruleset(spec: &LabSpec) -> String {
     let mut rules = String::new();
     for (ports, action) in [
         (&spec.dropped, "drop"),
-        (&spec.admin_prohibited, "reject with icmpx type admin-prohibited"),
-        (&spec.port_unreachable, "reject with icmpx type port-unreachable"),
+        (
+            &spec.admin_prohibited,
+            "reject with icmpx type admin-prohibited",
+        ),
+        (
+            &spec.port_unreachable,
+            "reject with icmpx type port-unreachable",
+        ),
     ] {
         if !ports.is_empty() {
-            rules += &format!("    meta l4proto tcp th dport {{ {} }} counter {action}\n", set(ports));
+            rules += &format!(
+                "    meta l4proto tcp th dport {{ {} }} counter {action}\n",
+                set(ports)
+            );
         }
     }
-    format!("table inet synscope_lab {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n{rules}  }}\n}}\n")
+    format!(
+        "table inet synscope_lab {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n{rules}  }}\n}}\n"
+    )
 }
 
 impl Drop for Lab {

@@ -5,11 +5,11 @@
 //! and talks to the network only through [`io`]; [`report`] prints the results.
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod wire;
-pub mod io;
-pub mod event;
-pub mod probe;
-pub mod report;
 pub mod cli;
 pub mod cmd;
+pub mod event;
+pub mod io;
 pub mod lab;
+pub mod probe;
+pub mod report;
+pub mod wire;

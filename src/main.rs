@@ -21,16 +21,22 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let log = Log { verbose: cli.verbose };
+    let log = Log {
+        verbose: cli.verbose,
+    };
     let result: Result<bool, CmdError> = match &cli.command {
-        Command::Ping(args) => args.settings(cli.verbose).map_err(CmdError::from).and_then(|s| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))?;
-            let mut out = std::io::stdout().lock();
-            rt.block_on(cmd::ping::run(&s, &mut out, log)).map(|sum| sum.expectation_met)
-        }),
+        Command::Ping(args) => args
+            .settings(cli.verbose)
+            .map_err(CmdError::from)
+            .and_then(|s| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))?;
+                let mut out = std::io::stdout().lock();
+                rt.block_on(cmd::ping::run(&s, &mut out, log))
+                    .map(|sum| sum.expectation_met)
+            }),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

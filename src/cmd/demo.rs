@@ -13,14 +13,29 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
         ));
     }
     let spec = LabSpec::standard();
-    eprintln!("synscope demo: building a lab (namespaces, veth, server on {SERVER_V4} and {SERVER_V6})...");
+    eprintln!(
+        "synscope demo: building a lab (namespaces, veth, server on {SERVER_V4} and {SERVER_V6})..."
+    );
     let lab = Lab::up(&spec).map_err(|e| CmdError::Setup(e.to_string()))?;
-    let exe = std::env::current_exe().map_err(|e| CmdError::Setup(format!("find own executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CmdError::Setup(format!("find own executable: {e}")))?;
     let cases = [
         (format!("{SERVER_V4}:80"), "open", "a kernel TCP listener"),
-        (format!("{SERVER_V4}:81"), "closed", "nothing listens: the kernel answers RST"),
-        (format!("{SERVER_V4}:21"), "filtered", "nftables drops the SYN silently"),
-        (format!("{SERVER_V4}:111"), "filtered", "nftables rejects with ICMP admin-prohibited"),
+        (
+            format!("{SERVER_V4}:81"),
+            "closed",
+            "nothing listens: the kernel answers RST",
+        ),
+        (
+            format!("{SERVER_V4}:21"),
+            "filtered",
+            "nftables drops the SYN silently",
+        ),
+        (
+            format!("{SERVER_V4}:111"),
+            "filtered",
+            "nftables rejects with ICMP admin-prohibited",
+        ),
         (format!("[{SERVER_V6}]:443"), "open", "the same over IPv6"),
     ];
     let mut all_ok = true;
@@ -28,12 +43,30 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
         println!("\n### {target}: expect {expect} ({why})");
         let status = lab
             .client_command(&exe)
-            .args(["ping", target, "-c", &args.count.to_string(), "-i", "200ms", "-W", "500ms", "--expect", expect])
+            .args([
+                "ping",
+                target,
+                "-c",
+                &args.count.to_string(),
+                "-i",
+                "200ms",
+                "-W",
+                "500ms",
+                "--expect",
+                expect,
+            ])
             .status()
             .map_err(|e| CmdError::Setup(format!("run ping in the lab: {e}")))?;
         all_ok &= status.success();
     }
     drop(lab);
-    eprintln!("\nsynscope demo: lab removed{}", if all_ok { "; every port answered as expected" } else { "" });
+    eprintln!(
+        "\nsynscope demo: lab removed{}",
+        if all_ok {
+            "; every port answered as expected"
+        } else {
+            ""
+        }
+    );
     Ok(all_ok)
 }

@@ -30,10 +30,19 @@ async fn interrupted() {
 }
 
 /// Runs the pings and writes the report; returns the summary.
-pub async fn run(s: &PingSettings, out: &mut impl Write, log: Log) -> Result<PingSummary, CmdError> {
+pub async fn run(
+    s: &PingSettings,
+    out: &mut impl Write,
+    log: Log,
+) -> Result<PingSummary, CmdError> {
     let dst = s.target.ip();
     let route = Route::lookup(dst, s.interface.as_deref())?;
-    log.debug(|| format!("route to {dst}: source {} via {} (ifindex {}, mtu {})", route.src, route.interface, route.ifindex, route.mtu));
+    log.debug(|| {
+        format!(
+            "route to {dst}: source {} via {} (ifindex {}, mtu {})",
+            route.src, route.interface, route.ifindex, route.mtu
+        )
+    });
     let sender = RawSender::open(route.src, s.interface.as_deref())?;
     let filter = FlowFilter {
         local: route.src,
@@ -44,7 +53,14 @@ pub async fn run(s: &PingSettings, out: &mut impl Write, log: Log) -> Result<Pin
     };
     // Every interface unless one was named: on loopback and veth the path is
     // obvious, elsewhere replies may come back on another interface than the route's.
-    let mut capture = Capture::open(if s.interface.is_some() { route.ifindex } else { 0 }, &filter)?;
+    let mut capture = Capture::open(
+        if s.interface.is_some() {
+            route.ifindex
+        } else {
+            0
+        },
+        &filter,
+    )?;
     let fixed_port = match s.source_port {
         Some(p) => Some(PortReservation::reserve(route.src, p)?),
         None => None,
@@ -138,7 +154,11 @@ pub async fn run(s: &PingSettings, out: &mut impl Write, log: Log) -> Result<Pin
     let summary = report.summary(pinger.ignored(), started.elapsed(), was_interrupted);
     if !summary.ignored.is_empty() {
         log.debug(|| {
-            let parts: Vec<String> = summary.ignored.iter().map(|(k, v)| format!("{v} {}", k.name())).collect();
+            let parts: Vec<String> = summary
+                .ignored
+                .iter()
+                .map(|(k, v)| format!("{v} {}", k.name()))
+                .collect();
             format!("ignored packets: {}", parts.join(", "))
         });
     }

@@ -54,7 +54,12 @@ enum Check {
     Word(u32, u32),
     /// A 16-bit port at this offset of the transport header, within a range.
     /// For IPv4 the transport offset comes from the IHL (`ldx 4*([0]&0xf)`).
-    Port { v4: bool, off: u32, lo: u16, hi: u16 },
+    Port {
+        v4: bool,
+        off: u32,
+        lo: u16,
+        hi: u16,
+    },
 }
 
 impl Check {
@@ -104,7 +109,10 @@ fn addr_checks(addr: IpAddr, src: bool, out: &mut Vec<Check>) {
         IpAddr::V6(a) => {
             let base = if src { 8 } else { 24 };
             for (i, c) in a.octets().chunks(4).enumerate() {
-                out.push(Check::Word(base + 4 * i as u32, u32::from_be_bytes([c[0], c[1], c[2], c[3]])));
+                out.push(Check::Word(
+                    base + 4 * i as u32,
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+                ));
             }
         }
     }
@@ -115,21 +123,36 @@ impl FlowFilter {
     /// (b) ours to the remote (to timestamp our own sends), (c) ICMP errors to us.
     pub fn compile(&self) -> Vec<Insn> {
         let v4 = self.local.is_ipv4();
-        let (proto, proto_off, icmp) = if v4 { (ETH_P_IP, 9, 1) } else { (ETH_P_IPV6, 6, 58) };
+        let (proto, proto_off, icmp) = if v4 {
+            (ETH_P_IP, 9, 1)
+        } else {
+            (ETH_P_IPV6, 6, 58)
+        };
         let any = (0, u16::MAX);
         let local_ports = self.local_ports.unwrap_or(any);
         let remote_ports = self.remote_port.map(|p| (p, p)).unwrap_or(any);
         let mut alternatives: Vec<Vec<Check>> = Vec::new();
         for inbound in [true, false] {
-            let mut c = vec![Check::Proto(proto), Check::Byte(proto_off, self.protocol as u32)];
-            let (src, dst) = if inbound { (self.remote, Some(self.local)) } else { (Some(self.local), self.remote) };
+            let mut c = vec![
+                Check::Proto(proto),
+                Check::Byte(proto_off, self.protocol as u32),
+            ];
+            let (src, dst) = if inbound {
+                (self.remote, Some(self.local))
+            } else {
+                (Some(self.local), self.remote)
+            };
             if let Some(s) = src {
                 addr_checks(s, true, &mut c);
             }
             if let Some(d) = dst {
                 addr_checks(d, false, &mut c);
             }
-            let (sp, dp) = if inbound { (remote_ports, local_ports) } else { (local_ports, remote_ports) };
+            let (sp, dp) = if inbound {
+                (remote_ports, local_ports)
+            } else {
+                (local_ports, remote_ports)
+            };
             for (off, (lo, hi)) in [(0, sp), (2, dp)] {
                 if (lo, hi) != any {
                     c.push(Check::Port { v4, off, lo, hi });
@@ -147,14 +170,29 @@ impl FlowFilter {
             let mut used = 0;
             for check in alt {
                 // distance from after the check's first conditional jump to the end of this alternative
-                let first_jump_end = used + check.len() - if matches!(check, Check::Port { .. }) { 1 } else { 0 };
+                let first_jump_end = used + check.len()
+                    - if matches!(check, Check::Port { .. }) {
+                        1
+                    } else {
+                        0
+                    };
                 let fail = (total - first_jump_end) as u8;
                 check.compile(fail, &mut out);
                 used += check.len();
             }
-            out.push(Insn { code: op::RET_K, jt: 0, jf: 0, k: SNAPLEN });
+            out.push(Insn {
+                code: op::RET_K,
+                jt: 0,
+                jf: 0,
+                k: SNAPLEN,
+            });
         }
-        out.push(Insn { code: op::RET_K, jt: 0, jf: 0, k: 0 });
+        out.push(Insn {
+            code: op::RET_K,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        });
         out
     }
 }
@@ -164,7 +202,11 @@ impl FlowFilter {
 /// module emits are supported; anything else drops.
 pub fn run(prog: &[Insn], packet: &[u8], skb_protocol: u16) -> u32 {
     let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-    let load = |off: usize, n: usize| packet.get(off..off + n).map(|b| b.iter().fold(0u32, |v, &b| v << 8 | b as u32));
+    let load = |off: usize, n: usize| {
+        packet
+            .get(off..off + n)
+            .map(|b| b.iter().fold(0u32, |v, &b| v << 8 | b as u32))
+    };
     while let Some(i) = prog.get(pc) {
         pc += 1;
         let jump = |cond: bool| if cond { i.jt as usize } else { i.jf as usize };

@@ -36,9 +36,19 @@ pub struct Capture {
 fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
     // SAFETY: passes a pointer to a live i32 and its exact size.
     let r = unsafe {
-        libc::setsockopt(fd, level, name, &val as *const i32 as *const libc::c_void, size_of::<i32>() as u32)
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &val as *const i32 as *const libc::c_void,
+            size_of::<i32>() as u32,
+        )
     };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 impl Capture {
@@ -47,12 +57,20 @@ impl Capture {
     pub fn open(ifindex: u32, filter: &FlowFilter) -> Result<Capture, IoError> {
         let e = |op: &'static str| move |source| IoError::Socket { op, source };
         // protocol 0: receives nothing until bound, so no unfiltered packet sneaks in
-        let sock = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0))).map_err(e("open capture socket"))?;
-        let prog: Vec<SockFilter> = filter.compile().iter().map(|i: &Insn| SockFilter::new(i.code, i.jt, i.jf, i.k)).collect();
-        sock.attach_filter(&prog).map_err(e("attach capture filter"))?;
+        let sock = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
+            .map_err(e("open capture socket"))?;
+        let prog: Vec<SockFilter> = filter
+            .compile()
+            .iter()
+            .map(|i: &Insn| SockFilter::new(i.code, i.jt, i.jf, i.k))
+            .collect();
+        sock.attach_filter(&prog)
+            .map_err(e("attach capture filter"))?;
         let fd = sock.as_raw_fd();
-        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1).map_err(e("enable SO_TIMESTAMPNS"))?;
-        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1).map_err(e("enable PACKET_AUXDATA"))?;
+        setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
+            .map_err(e("enable SO_TIMESTAMPNS"))?;
+        setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
+            .map_err(e("enable PACKET_AUXDATA"))?;
         // a big buffer so bursts of replies are not dropped (FORCE needs CAP_NET_ADMIN)
         if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 8 << 20).is_err() {
             let _ = sock.set_recv_buffer_size(8 << 20);
@@ -64,30 +82,47 @@ impl Capture {
         sll.sll_ifindex = ifindex as i32;
         // SAFETY: sll is a valid sockaddr_ll and the length matches.
         let r = unsafe {
-            libc::bind(fd, &sll as *const _ as *const libc::sockaddr, size_of::<libc::sockaddr_ll>() as u32)
+            libc::bind(
+                fd,
+                &sll as *const _ as *const libc::sockaddr,
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
         };
         if r < 0 {
-            return Err(IoError::Socket { op: "bind capture socket", source: std::io::Error::last_os_error() });
+            return Err(IoError::Socket {
+                op: "bind capture socket",
+                source: std::io::Error::last_os_error(),
+            });
         }
-        sock.set_nonblocking(true).map_err(e("set capture non-blocking"))?;
+        sock.set_nonblocking(true)
+            .map_err(e("set capture non-blocking"))?;
         // SAFETY: the Socket owns its fd for as long as the AsyncFd holds it.
-        let fd = unsafe { AsyncFd::register(sock) }
-            .map_err(|err| IoError::Socket { op: "register capture socket", source: err.into_parts().1 })?;
-        Ok(Capture { fd, buf: vec![0u8; 65536] })
+        let fd = unsafe { AsyncFd::register(sock) }.map_err(|err| IoError::Socket {
+            op: "register capture socket",
+            source: err.into_parts().1,
+        })?;
+        Ok(Capture {
+            fd,
+            buf: vec![0u8; 65536],
+        })
     }
 
     /// Waits for the next packet.
     pub async fn recv(&mut self) -> Result<Captured, IoError> {
         loop {
-            let mut guard = self
-                .fd
-                .readable()
-                .await
-                .map_err(|source| IoError::Socket { op: "wait on capture socket", source })?;
+            let mut guard = self.fd.readable().await.map_err(|source| IoError::Socket {
+                op: "wait on capture socket",
+                source,
+            })?;
             let raw = guard.get_inner().as_raw_fd();
             let buf = &mut self.buf;
             match guard.try_io(|_| recv_one(raw, buf)) {
-                Ok(r) => return r.map_err(|source| IoError::Socket { op: "read capture socket", source }),
+                Ok(r) => {
+                    return r.map_err(|source| IoError::Socket {
+                        op: "read capture socket",
+                        source,
+                    });
+                }
                 Err(_would_block) => continue,
             }
         }
@@ -99,7 +134,10 @@ impl Capture {
         match recv_one(raw, &mut self.buf) {
             Ok(c) => Ok(Some(c)),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-            Err(source) => Err(IoError::Socket { op: "read capture socket", source }),
+            Err(source) => Err(IoError::Socket {
+                op: "read capture socket",
+                source,
+            }),
         }
     }
 }
@@ -111,7 +149,10 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
     // the CMSG_* walk stays within msg_controllen as the kernel set it.
     unsafe {
         let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
         let mut control = [0u64; 32];
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = &mut sll as *mut _ as *mut libc::c_void;
@@ -131,9 +172,12 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
             let c = &*cmsg;
             if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_TIMESTAMPNS {
                 let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
-                timestamp = Some(Timestamp(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64));
+                timestamp = Some(Timestamp(
+                    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+                ));
             } else if c.cmsg_level == libc::SOL_PACKET && c.cmsg_type == libc::PACKET_AUXDATA {
-                let aux = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
+                let aux =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
                 status = aux.tp_status;
             }
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
@@ -143,8 +187,13 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
             data: buf[..len].to_vec(),
             // the kernel stamps every packet once SO_TIMESTAMPNS is on; fall back to now
             timestamp: timestamp.unwrap_or_else(Timestamp::now),
-            direction: if sll.sll_pkttype == PACKET_OUTGOING { Direction::Outgoing } else { Direction::Incoming },
-            checksum_offloaded: status & TP_STATUS_CSUMNOTREADY != 0 || status & TP_STATUS_CSUM_VALID != 0,
+            direction: if sll.sll_pkttype == PACKET_OUTGOING {
+                Direction::Outgoing
+            } else {
+                Direction::Incoming
+            },
+            checksum_offloaded: status & TP_STATUS_CSUMNOTREADY != 0
+                || status & TP_STATUS_CSUM_VALID != 0,
             ifindex: sll.sll_ifindex,
         })
     }
@@ -161,4 +210,3 @@ pub fn drain(c: &mut Capture, max: usize) -> Vec<Captured> {
     }
     v
 }
-

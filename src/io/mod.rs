@@ -16,22 +16,37 @@ use std::net::IpAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
     #[error("{op}: {source}")]
-    Socket { op: &'static str, source: std::io::Error },
+    Socket {
+        op: &'static str,
+        source: std::io::Error,
+    },
     #[error("send to {addr}: {source}")]
-    Send { addr: IpAddr, source: std::io::Error },
+    Send {
+        addr: IpAddr,
+        source: std::io::Error,
+    },
     #[error("no route to {addr}: {source}")]
-    Route { addr: IpAddr, source: std::io::Error },
+    Route {
+        addr: IpAddr,
+        source: std::io::Error,
+    },
     #[error("interface {name}: {why}")]
     Interface { name: String, why: String },
     #[error("reserve source port {port} on {addr}: {source}")]
-    Port { addr: IpAddr, port: u16, source: std::io::Error },
+    Port {
+        addr: IpAddr,
+        port: u16,
+        source: std::io::Error,
+    },
 }
 
 impl IoError {
     /// Did this fail for lack of privileges (raw sockets need CAP_NET_RAW)?
     pub fn is_permission(&self) -> bool {
         let src = match self {
-            IoError::Socket { source, .. } | IoError::Send { source, .. } | IoError::Route { source, .. } => source,
+            IoError::Socket { source, .. }
+            | IoError::Send { source, .. }
+            | IoError::Route { source, .. } => source,
             IoError::Port { source, .. } => source,
             IoError::Interface { .. } => return false,
         };

@@ -14,21 +14,29 @@ impl RawSender {
     /// to an interface (SO_BINDTODEVICE).
     pub fn open(family: IpAddr, interface: Option<&str>) -> Result<RawSender, IoError> {
         let e = |op: &'static str| move |source| IoError::Socket { op, source };
-        let domain = if family.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let domain = if family.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
         // IPPROTO_RAW implies header-included sends on both families
         let sock = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
             .map_err(e("open raw socket"))?;
         if family.is_ipv4() {
-            sock.set_header_included_v4(true).map_err(e("set IP_HDRINCL"))?;
+            sock.set_header_included_v4(true)
+                .map_err(e("set IP_HDRINCL"))?;
         } else {
-            sock.set_header_included_v6(true).map_err(e("set IPV6_HDRINCL"))?;
+            sock.set_header_included_v6(true)
+                .map_err(e("set IPV6_HDRINCL"))?;
         }
         if let Some(ifname) = interface {
-            sock.bind_device(Some(ifname.as_bytes())).map_err(e("bind raw socket to interface"))?;
+            sock.bind_device(Some(ifname.as_bytes()))
+                .map_err(e("bind raw socket to interface"))?;
         }
         // never read: keep the receive queue of this socket empty
         let _ = sock.set_recv_buffer_size(0);
-        sock.set_nonblocking(true).map_err(e("set raw socket non-blocking"))?;
+        sock.set_nonblocking(true)
+            .map_err(e("set raw socket non-blocking"))?;
         Ok(RawSender { sock })
     }
 

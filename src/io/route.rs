@@ -21,13 +21,18 @@ impl Route {
     /// optionally restricted to one interface.
     pub fn lookup(dst: IpAddr, interface: Option<&str>) -> Result<Route, IoError> {
         let re = |source| IoError::Route { addr: dst, source };
-        let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let domain = if dst.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
         let sock = Socket::new(domain, Type::DGRAM, None).map_err(re)?;
         if let Some(name) = interface {
-            sock.bind_device(Some(name.as_bytes())).map_err(|e| IoError::Interface {
-                name: name.to_string(),
-                why: e.to_string(),
-            })?;
+            sock.bind_device(Some(name.as_bytes()))
+                .map_err(|e| IoError::Interface {
+                    name: name.to_string(),
+                    why: e.to_string(),
+                })?;
         }
         sock.connect(&SocketAddr::new(dst, 9).into()).map_err(re)?;
         let udp: UdpSocket = sock.into();
@@ -39,15 +44,22 @@ impl Route {
                 source: std::io::Error::other(format!("no interface holds source address {src}")),
             })?,
         };
-        let ifindex = nix::net::if_::if_nametoindex(interface.as_str()).map_err(|e| IoError::Interface {
-            name: interface.clone(),
-            why: e.desc().to_string(),
-        })?;
+        let ifindex =
+            nix::net::if_::if_nametoindex(interface.as_str()).map_err(|e| IoError::Interface {
+                name: interface.clone(),
+                why: e.desc().to_string(),
+            })?;
         let mtu = std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(1500);
-        Ok(Route { dst, src, interface, ifindex, mtu })
+        Ok(Route {
+            dst,
+            src,
+            interface,
+            ifindex,
+            mtu,
+        })
     }
 
     /// The MSS a local stack would announce on this path.
@@ -84,11 +96,27 @@ pub struct PortReservation {
 impl PortReservation {
     /// Reserves `port`, or a free ephemeral port when `port` is 0.
     pub fn reserve(src: IpAddr, port: u16) -> Result<PortReservation, IoError> {
-        let pe = |source| IoError::Port { addr: src, port, source };
-        let domain = if src.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+        let pe = |source| IoError::Port {
+            addr: src,
+            port,
+            source,
+        };
+        let domain = if src.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
         let sock = Socket::new(domain, Type::STREAM, None).map_err(pe)?;
         sock.bind(&SocketAddr::new(src, port).into()).map_err(pe)?;
-        let bound = sock.local_addr().map_err(pe)?.as_socket().map(|a| a.port()).unwrap_or(port);
-        Ok(PortReservation { _sock: sock, port: bound })
+        let bound = sock
+            .local_addr()
+            .map_err(pe)?
+            .as_socket()
+            .map(|a| a.port())
+            .unwrap_or(port);
+        Ok(PortReservation {
+            _sock: sock,
+            port: bound,
+        })
     }
 }

@@ -5,7 +5,9 @@
 
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
-use crate::wire::{Datagram, IcmpError, Protocol, SeqNumber, TcpFlags, TcpOptions, Transport, WireError};
+use crate::wire::{
+    Datagram, IcmpError, Protocol, SeqNumber, TcpFlags, TcpOptions, Transport, WireError,
+};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -103,7 +105,12 @@ pub struct Correlator {
 
 impl Correlator {
     pub fn new(local: IpAddr, remote: SocketAddr) -> Correlator {
-        Correlator { local, remote, outstanding: BTreeMap::new(), ignored: BTreeMap::new() }
+        Correlator {
+            local,
+            remote,
+            outstanding: BTreeMap::new(),
+            ignored: BTreeMap::new(),
+        }
     }
 
     pub fn add(&mut self, key: FlowKey) {
@@ -126,7 +133,13 @@ impl Correlator {
     }
 
     /// Classifies one captured packet (starting at its IP header).
-    pub fn classify(&mut self, data: &[u8], direction: Direction, at: Timestamp, offloaded: bool) -> Match {
+    pub fn classify(
+        &mut self,
+        data: &[u8],
+        direction: Direction,
+        at: Timestamp,
+        offloaded: bool,
+    ) -> Match {
         let m = self.classify_inner(data, direction, at, offloaded);
         if let Match::Ignored(why) = m {
             *self.ignored.entry(why).or_default() += 1;
@@ -134,8 +147,18 @@ impl Correlator {
         m
     }
 
-    fn classify_inner(&self, data: &[u8], direction: Direction, at: Timestamp, offloaded: bool) -> Match {
-        let checks = if offloaded { Checksums::Offloaded } else { Checksums::Verify };
+    fn classify_inner(
+        &self,
+        data: &[u8],
+        direction: Direction,
+        at: Timestamp,
+        offloaded: bool,
+    ) -> Match {
+        let checks = if offloaded {
+            Checksums::Offloaded
+        } else {
+            Checksums::Verify
+        };
         let d = match Datagram::parse_with(data, checks) {
             Ok(d) => d,
             Err(WireError::Checksum(_)) | Err(_) => return Match::Ignored(Ignored::Malformed),
@@ -143,25 +166,33 @@ impl Correlator {
         let target = self.remote.ip();
         match (&d.transport, direction) {
             (Transport::Tcp(t), Direction::Outgoing) => {
-                if d.ip.src != self.local || d.ip.dst != target || t.dst_port != self.remote.port() {
+                if d.ip.src != self.local || d.ip.dst != target || t.dst_port != self.remote.port()
+                {
                     // e.g. the target's own packets looped back on lo
                     return Match::Ignored(Ignored::OtherFlow);
                 }
                 match self.outstanding.get(&t.src_port) {
-                    Some(&isn) if t.flags == TcpFlags::SYN && t.seq == isn => {
-                        Match::Sent(FlowKey { src_port: t.src_port, isn }, at)
-                    }
+                    Some(&isn) if t.flags == TcpFlags::SYN && t.seq == isn => Match::Sent(
+                        FlowKey {
+                            src_port: t.src_port,
+                            isn,
+                        },
+                        at,
+                    ),
                     _ => Match::Ignored(Ignored::OwnTraffic),
                 }
             }
             (Transport::Tcp(t), Direction::Incoming) => {
-                if d.ip.src != target || d.ip.dst != self.local || t.src_port != self.remote.port() {
+                if d.ip.src != target || d.ip.dst != self.local || t.src_port != self.remote.port()
+                {
                     return Match::Ignored(Ignored::OtherFlow);
                 }
                 let Some(&isn) = self.outstanding.get(&t.dst_port) else {
                     return Match::Ignored(Ignored::NoProbe);
                 };
-                let answer = if t.flags.contains(TcpFlags::SYN.union(TcpFlags::ACK)) && !t.flags.contains(TcpFlags::RST) {
+                let answer = if t.flags.contains(TcpFlags::SYN.union(TcpFlags::ACK))
+                    && !t.flags.contains(TcpFlags::RST)
+                {
                     Answer::SynAck
                 } else if t.flags.contains(TcpFlags::RST.union(TcpFlags::ACK)) {
                     Answer::Rst
@@ -179,7 +210,13 @@ impl Correlator {
                     options: t.options.clone(),
                     at,
                 };
-                Match::Reply(FlowKey { src_port: t.dst_port, isn }, info)
+                Match::Reply(
+                    FlowKey {
+                        src_port: t.dst_port,
+                        isn,
+                    },
+                    info,
+                )
             }
             (Transport::Icmp(i), Direction::Incoming) => {
                 let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
@@ -201,14 +238,23 @@ impl Correlator {
                     return Match::Ignored(Ignored::WrongAck);
                 }
                 let info = ReplyInfo {
-                    answer: Answer::Icmp { error, from: d.ip.src },
+                    answer: Answer::Icmp {
+                        error,
+                        from: d.ip.src,
+                    },
                     ttl: d.ip.ttl,
                     window: 0,
                     flags: TcpFlags::default(),
                     options: TcpOptions::default(),
                     at,
                 };
-                Match::Reply(FlowKey { src_port: q.src_port, isn }, info)
+                Match::Reply(
+                    FlowKey {
+                        src_port: q.src_port,
+                        isn,
+                    },
+                    info,
+                )
             }
             (_, Direction::Outgoing) => Match::Ignored(Ignored::OwnTraffic),
             _ => Match::Ignored(Ignored::OtherFlow),
@@ -224,8 +270,14 @@ mod tests {
 
     /// The fixtures' flows: 198.18.0.1:53190 -> 198.18.0.2:80, ISN 644410958.
     fn v4() -> Correlator {
-        let mut c = Correlator::new("198.18.0.1".parse().unwrap(), "198.18.0.2:80".parse().unwrap());
-        c.add(FlowKey { src_port: 53190, isn: SeqNumber(644410958) });
+        let mut c = Correlator::new(
+            "198.18.0.1".parse().unwrap(),
+            "198.18.0.2:80".parse().unwrap(),
+        );
+        c.add(FlowKey {
+            src_port: 53190,
+            isn: SeqNumber(644410958),
+        });
         c
     }
 
@@ -234,30 +286,62 @@ mod tests {
     #[test]
     fn real_syn_and_synack_match() {
         let mut c = v4();
-        let key = FlowKey { src_port: 53190, isn: SeqNumber(644410958) };
-        assert_eq!(c.classify(fixture("syn_v4"), Direction::Outgoing, T, true), Match::Sent(key, T));
-        let Match::Reply(k, info) = c.classify(fixture("synack_v4"), Direction::Incoming, T, true) else {
+        let key = FlowKey {
+            src_port: 53190,
+            isn: SeqNumber(644410958),
+        };
+        assert_eq!(
+            c.classify(fixture("syn_v4"), Direction::Outgoing, T, true),
+            Match::Sent(key, T)
+        );
+        let Match::Reply(k, info) = c.classify(fixture("synack_v4"), Direction::Incoming, T, true)
+        else {
             panic!("no reply")
         };
         assert_eq!(k, key);
         assert_eq!(info.answer, Answer::SynAck);
-        assert_eq!((info.ttl, info.window, info.options.mss), (64, 65160, Some(1460)));
+        assert_eq!(
+            (info.ttl, info.window, info.options.mss),
+            (64, 65160, Some(1460))
+        );
     }
 
     #[test]
     fn real_rst_and_icmp_match() {
-        let mut c = Correlator::new("198.18.0.1".parse().unwrap(), "198.18.0.2:81".parse().unwrap());
-        c.add(FlowKey { src_port: 60236, isn: SeqNumber(2041246510) });
+        let mut c = Correlator::new(
+            "198.18.0.1".parse().unwrap(),
+            "198.18.0.2:81".parse().unwrap(),
+        );
+        c.add(FlowKey {
+            src_port: 60236,
+            isn: SeqNumber(2041246510),
+        });
         assert!(matches!(
             c.classify(fixture("rst_v4"), Direction::Incoming, T, true),
-            Match::Reply(_, ReplyInfo { answer: Answer::Rst, .. })
+            Match::Reply(
+                _,
+                ReplyInfo {
+                    answer: Answer::Rst,
+                    ..
+                }
+            )
         ));
-        let mut c = Correlator::new("2001:db8::1".parse().unwrap(), "[2001:db8::2]:111".parse().unwrap());
-        c.add(FlowKey { src_port: 60516, isn: SeqNumber(3715143809) });
-        let Match::Reply(_, info) = c.classify(fixture("icmp6_admin_v6"), Direction::Incoming, T, false) else {
+        let mut c = Correlator::new(
+            "2001:db8::1".parse().unwrap(),
+            "[2001:db8::2]:111".parse().unwrap(),
+        );
+        c.add(FlowKey {
+            src_port: 60516,
+            isn: SeqNumber(3715143809),
+        });
+        let Match::Reply(_, info) =
+            c.classify(fixture("icmp6_admin_v6"), Direction::Incoming, T, false)
+        else {
             panic!("no reply")
         };
-        let Answer::Icmp { error, from } = info.answer else { panic!() };
+        let Answer::Icmp { error, from } = info.answer else {
+            panic!()
+        };
         assert_eq!(error.name(), "admin-prohibited");
         assert_eq!(from, "2001:db8::2".parse::<IpAddr>().unwrap());
     }
@@ -265,7 +349,9 @@ mod tests {
     /// Builds a reply from the target like the fixture's SYN-ACK, with changes.
     fn spoof(f: impl FnOnce(&mut IpRepr, &mut TcpRepr)) -> Vec<u8> {
         let d = Datagram::parse_with(fixture("synack_v4"), Checksums::Offloaded).unwrap();
-        let Transport::Tcp(mut t) = d.transport else { panic!() };
+        let Transport::Tcp(mut t) = d.transport else {
+            panic!()
+        };
         let mut ip = d.ip;
         f(&mut ip, &mut t);
         ip.emit(&t.emit(ip.src, ip.dst))
@@ -276,7 +362,10 @@ mod tests {
         let mut c = v4();
         let cases: Vec<(Vec<u8>, Ignored)> = vec![
             (spoof(|_, t| t.ack = t.ack.add(1)), Ignored::WrongAck),
-            (spoof(|ip, _| ip.src = "198.18.0.3".parse().unwrap()), Ignored::OtherFlow),
+            (
+                spoof(|ip, _| ip.src = "198.18.0.3".parse().unwrap()),
+                Ignored::OtherFlow,
+            ),
             (spoof(|_, t| t.src_port = 81), Ignored::OtherFlow),
             (spoof(|_, t| t.dst_port = 1234), Ignored::NoProbe),
             (spoof(|_, t| t.flags = TcpFlags::ACK), Ignored::Unexpected),
@@ -284,40 +373,88 @@ mod tests {
             (fixture("synack_v4")[..30].to_vec(), Ignored::Malformed),
         ];
         for (bytes, why) in &cases {
-            assert_eq!(c.classify(bytes, Direction::Incoming, T, false), Match::Ignored(*why), "{why:?}");
+            assert_eq!(
+                c.classify(bytes, Direction::Incoming, T, false),
+                Match::Ignored(*why),
+                "{why:?}"
+            );
         }
         // a bad checksum where the kernel says the checksum is complete
         let mut bad = spoof(|_, _| {});
         bad[37] ^= 0x5a;
-        assert_eq!(c.classify(&bad, Direction::Incoming, T, false), Match::Ignored(Ignored::Malformed));
+        assert_eq!(
+            c.classify(&bad, Direction::Incoming, T, false),
+            Match::Ignored(Ignored::Malformed)
+        );
         assert_eq!(c.ignored()[&Ignored::WrongAck], 1);
         assert_eq!(c.ignored()[&Ignored::Malformed], 2);
         // the genuine one still matches afterwards
-        assert!(matches!(c.classify(&spoof(|_, _| {}), Direction::Incoming, T, false), Match::Reply(..)));
+        assert!(matches!(
+            c.classify(&spoof(|_, _| {}), Direction::Incoming, T, false),
+            Match::Reply(..)
+        ));
         // and once the probe is done, a duplicate is late
-        c.remove(FlowKey { src_port: 53190, isn: SeqNumber(644410958) });
-        assert_eq!(c.classify(&spoof(|_, _| {}), Direction::Incoming, T, false), Match::Ignored(Ignored::NoProbe));
+        c.remove(FlowKey {
+            src_port: 53190,
+            isn: SeqNumber(644410958),
+        });
+        assert_eq!(
+            c.classify(&spoof(|_, _| {}), Direction::Incoming, T, false),
+            Match::Ignored(Ignored::NoProbe)
+        );
     }
 
     #[test]
     fn icmp_quoting_another_seq_or_port_is_ignored() {
         let mut c = v4();
         let syn = crate::wire::datagram::tests::with_full_checksum(fixture("syn_v4"));
-        let (r, l): (IpAddr, IpAddr) = ("198.18.0.254".parse().unwrap(), "198.18.0.1".parse().unwrap());
+        let (r, l): (IpAddr, IpAddr) = (
+            "198.18.0.254".parse().unwrap(),
+            "198.18.0.1".parse().unwrap(),
+        );
         let icmp = |quote: &[u8]| {
-            let ip = IpRepr { src: r, dst: l, protocol: 1, ttl: 63, ident: 1, later_fragment: false, flow_label: 0 };
+            let ip = IpRepr {
+                src: r,
+                dst: l,
+                protocol: 1,
+                ttl: 63,
+                ident: 1,
+                later_fragment: false,
+                flow_label: 0,
+            };
             ip.emit(&IcmpRepr::emit_error(3, 13, quote, r, l))
         };
         // a router's error quoting our SYN counts, and names the router
-        let Match::Reply(_, info) = c.classify(&icmp(&syn), Direction::Incoming, T, false) else { panic!() };
-        assert_eq!(info.answer, Answer::Icmp { error: IcmpError { v6: false, icmp_type: 3, code: 13 }, from: r });
+        let Match::Reply(_, info) = c.classify(&icmp(&syn), Direction::Incoming, T, false) else {
+            panic!()
+        };
+        assert_eq!(
+            info.answer,
+            Answer::Icmp {
+                error: IcmpError {
+                    v6: false,
+                    icmp_type: 3,
+                    code: 13
+                },
+                from: r
+            }
+        );
         let mut other_seq = syn.clone();
         other_seq[27] ^= 1;
-        assert_eq!(c.classify(&icmp(&other_seq), Direction::Incoming, T, false), Match::Ignored(Ignored::WrongAck));
+        assert_eq!(
+            c.classify(&icmp(&other_seq), Direction::Incoming, T, false),
+            Match::Ignored(Ignored::WrongAck)
+        );
         let mut other_port = syn.clone();
         other_port[23] = 81;
-        assert_eq!(c.classify(&icmp(&other_port), Direction::Incoming, T, false), Match::Ignored(Ignored::IcmpOther));
-        assert_eq!(c.classify(&icmp(&syn[..20]), Direction::Incoming, T, false), Match::Ignored(Ignored::IcmpOther));
+        assert_eq!(
+            c.classify(&icmp(&other_port), Direction::Incoming, T, false),
+            Match::Ignored(Ignored::IcmpOther)
+        );
+        assert_eq!(
+            c.classify(&icmp(&syn[..20]), Direction::Incoming, T, false),
+            Match::Ignored(Ignored::IcmpOther)
+        );
     }
 
     #[test]
@@ -328,6 +465,9 @@ mod tests {
             std::mem::swap(&mut t.src_port, &mut t.dst_port);
             t.flags = TcpFlags::RST;
         });
-        assert_eq!(c.classify(&rst, Direction::Outgoing, T, false), Match::Ignored(Ignored::OwnTraffic));
+        assert_eq!(
+            c.classify(&rst, Direction::Outgoing, T, false),
+            Match::Ignored(Ignored::OwnTraffic)
+        );
     }
 }

@@ -97,7 +97,12 @@ pub struct SynPinger {
 impl SynPinger {
     pub fn new(cfg: SynProbeConfig) -> SynPinger {
         let corr = Correlator::new(cfg.src, cfg.dst);
-        SynPinger { cfg, corr, pending: BTreeMap::new(), next_seq: 0 }
+        SynPinger {
+            cfg,
+            corr,
+            pending: BTreeMap::new(),
+            next_seq: 0,
+        }
     }
 
     pub fn config(&self) -> &SynProbeConfig {
@@ -107,8 +112,19 @@ impl SynPinger {
     /// Builds the next probe's datagram. The caller sends it right away; `now`
     /// is the user-space time just before the send (the fallback send stamp).
     /// `isn`, `ident` and `tsval` come from the caller so tests are exact.
-    pub fn probe(&mut self, now: Timestamp, src_port: u16, isn: SeqNumber, ident: u16, tsval: u32) -> (FlowKey, Vec<u8>) {
-        let options = if self.cfg.syn_options { TcpOptions::linux_syn(self.cfg.mss, tsval) } else { TcpOptions::default() };
+    pub fn probe(
+        &mut self,
+        now: Timestamp,
+        src_port: u16,
+        isn: SeqNumber,
+        ident: u16,
+        tsval: u32,
+    ) -> (FlowKey, Vec<u8>) {
+        let options = if self.cfg.syn_options {
+            TcpOptions::linux_syn(self.cfg.mss, tsval)
+        } else {
+            TcpOptions::default()
+        };
         let tcp = TcpRepr {
             src_port,
             dst_port: self.cfg.dst.port(),
@@ -130,14 +146,25 @@ impl SynPinger {
         let bytes = ip.emit(&tcp.emit(ip.src, ip.dst));
         let key = FlowKey { src_port, isn };
         self.corr.add(key);
-        let p = Pending { seq: self.next_seq, user_sent: now, kernel_sent: None, deadline: now.add(self.cfg.timeout) };
+        let p = Pending {
+            seq: self.next_seq,
+            user_sent: now,
+            kernel_sent: None,
+            deadline: now.add(self.cfg.timeout),
+        };
         self.pending.insert(key, p);
         self.next_seq += 1;
         (key, bytes)
     }
 
     /// Feeds one captured packet; returns the probe it finished, if any.
-    pub fn on_packet(&mut self, data: &[u8], direction: Direction, at: Timestamp, offloaded: bool) -> Option<ProbeResult> {
+    pub fn on_packet(
+        &mut self,
+        data: &[u8],
+        direction: Direction,
+        at: Timestamp,
+        offloaded: bool,
+    ) -> Option<ProbeResult> {
         match self.corr.classify(data, direction, at, offloaded) {
             Match::Sent(key, ts) => {
                 if let Some(p) = self.pending.get_mut(&key) {
@@ -151,7 +178,10 @@ impl SynPinger {
                 let verdict = match &info.answer {
                     Answer::SynAck => Verdict::Open,
                     Answer::Rst => Verdict::Closed,
-                    Answer::Icmp { error, from } => Verdict::FilteredIcmp { reason: error.name(), from: *from },
+                    Answer::Icmp { error, from } => Verdict::FilteredIcmp {
+                        reason: error.name(),
+                        from: *from,
+                    },
                 };
                 let (sent, source) = match p.kernel_sent {
                     Some(k) => (k, RttSource::Kernel),
@@ -174,7 +204,12 @@ impl SynPinger {
 
     /// Expires probes whose deadline has passed by `now`.
     pub fn on_time(&mut self, now: Timestamp) -> Vec<ProbeResult> {
-        let expired: Vec<FlowKey> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(k, _)| *k).collect();
+        let expired: Vec<FlowKey> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
         let mut out: Vec<ProbeResult> = expired
             .into_iter()
             .filter_map(|key| {
@@ -187,7 +222,11 @@ impl SynPinger {
                     verdict: Verdict::NoAnswer,
                     sent_at: p.kernel_sent.unwrap_or(p.user_sent),
                     rtt: None,
-                    rtt_source: if p.kernel_sent.is_some() { RttSource::Kernel } else { RttSource::User },
+                    rtt_source: if p.kernel_sent.is_some() {
+                        RttSource::Kernel
+                    } else {
+                        RttSource::User
+                    },
                     reply: None,
                 })
             })
@@ -237,17 +276,39 @@ mod tests {
         // same header fields as the kernel's SYN, but for window scale 7 vs 10
         let kernel = crate::wire::datagram::tests::with_full_checksum(fixture("syn_v4"));
         assert_eq!(bytes.len(), kernel.len());
-        assert_eq!(bytes[20..36], kernel[20..36], "ports, seq, ack, offset, flags, window");
+        assert_eq!(
+            bytes[20..36],
+            kernel[20..36],
+            "ports, seq, ack, offset, flags, window"
+        );
         // the kernel stamps our SYN at +5 µs and the SYN-ACK at +36.5 µs
-        assert_eq!(p.on_packet(&bytes, Direction::Outgoing, Timestamp(t0.0 + 5_000), false), None);
-        let r = p.on_packet(fixture("synack_v4"), Direction::Incoming, Timestamp(t0.0 + 36_500), true).unwrap();
+        assert_eq!(
+            p.on_packet(&bytes, Direction::Outgoing, Timestamp(t0.0 + 5_000), false),
+            None
+        );
+        let r = p
+            .on_packet(
+                fixture("synack_v4"),
+                Direction::Incoming,
+                Timestamp(t0.0 + 36_500),
+                true,
+            )
+            .unwrap();
         assert_eq!(r.verdict, Verdict::Open);
         assert_eq!(r.rtt, Some(Duration::from_nanos(31_500)));
         assert_eq!(r.rtt_source, RttSource::Kernel);
         assert_eq!(key.src_port, 53190);
         assert_eq!(p.outstanding(), 0);
         // a duplicate SYN-ACK changes nothing
-        assert_eq!(p.on_packet(fixture("synack_v4"), Direction::Incoming, Timestamp(t0.0 + 50_000), true), None);
+        assert_eq!(
+            p.on_packet(
+                fixture("synack_v4"),
+                Direction::Incoming,
+                Timestamp(t0.0 + 50_000),
+                true
+            ),
+            None
+        );
     }
 
     #[test]
@@ -255,19 +316,43 @@ mod tests {
         let mut p = pinger(81);
         let t0 = Timestamp(5_000_000_000);
         p.probe(t0, 60236, SeqNumber(2041246510), 1, 1);
-        let r = p.on_packet(fixture("rst_v4"), Direction::Incoming, Timestamp(t0.0 + 20_000), true).unwrap();
+        let r = p
+            .on_packet(
+                fixture("rst_v4"),
+                Direction::Incoming,
+                Timestamp(t0.0 + 20_000),
+                true,
+            )
+            .unwrap();
         assert_eq!(r.verdict, Verdict::Closed);
-        assert_eq!(r.rtt_source, RttSource::User, "no captured SYN: user-space send time");
+        assert_eq!(
+            r.rtt_source,
+            RttSource::User,
+            "no captured SYN: user-space send time"
+        );
 
         let mut p = pinger(111);
         p.probe(t0, 60800, SeqNumber(3424312317), 1, 1);
-        let r = p.on_packet(fixture("icmp_admin_v4"), Direction::Incoming, Timestamp(t0.0 + 30_000), false).unwrap();
+        let r = p
+            .on_packet(
+                fixture("icmp_admin_v4"),
+                Direction::Incoming,
+                Timestamp(t0.0 + 30_000),
+                false,
+            )
+            .unwrap();
         assert_eq!(r.verdict.class(), "filtered");
         assert_eq!(r.verdict.reason(), Some("admin-prohibited"));
 
         let mut p = pinger(21);
         p.probe(t0, 40000, SeqNumber(1), 1, 1);
-        p.probe(t0.add(Duration::from_millis(500)), 40001, SeqNumber(2), 1, 1);
+        p.probe(
+            t0.add(Duration::from_millis(500)),
+            40001,
+            SeqNumber(2),
+            1,
+            1,
+        );
         assert_eq!(p.next_deadline(), Some(t0.add(Duration::from_secs(1))));
         assert!(p.on_time(t0.add(Duration::from_millis(999))).is_empty());
         let done = p.on_time(t0.add(Duration::from_secs(1)));

@@ -115,7 +115,12 @@ fn probe_json(r: &ProbeResult) -> Value {
 
 impl PingReport {
     pub fn new(target: PingTarget, format: OutputFormat, expect: Expect) -> PingReport {
-        PingReport { target, format, expect, results: Vec::new() }
+        PingReport {
+            target,
+            format,
+            expect,
+            results: Vec::new(),
+        }
     }
 
     pub fn results(&self) -> &[ProbeResult] {
@@ -126,8 +131,16 @@ impl PingReport {
     pub fn start(&self, out: &mut impl Write) -> std::io::Result<()> {
         if self.format == OutputFormat::Text {
             let t = &self.target;
-            let syn = if t.syn_options { "SYN with Linux-like options" } else { "bare SYN" };
-            writeln!(out, "SYNSCOPE {} ({}) from {} via {}: {}", t.host, t.address, t.source, t.interface, syn)?;
+            let syn = if t.syn_options {
+                "SYN with Linux-like options"
+            } else {
+                "bare SYN"
+            };
+            writeln!(
+                out,
+                "SYNSCOPE {} ({}) from {} via {}: {}",
+                t.host, t.address, t.source, t.interface, syn
+            )?;
         }
         Ok(())
     }
@@ -144,9 +157,23 @@ impl PingReport {
         Ok(())
     }
 
-    pub fn summary(&self, ignored: &BTreeMap<Ignored, u64>, elapsed: Duration, interrupted: bool) -> PingSummary {
-        let count = |c: &str| self.results.iter().filter(|r| r.verdict.class() == c).count();
-        let no_answer = self.results.iter().filter(|r| r.verdict == Verdict::NoAnswer).count();
+    pub fn summary(
+        &self,
+        ignored: &BTreeMap<Ignored, u64>,
+        elapsed: Duration,
+        interrupted: bool,
+    ) -> PingSummary {
+        let count = |c: &str| {
+            self.results
+                .iter()
+                .filter(|r| r.verdict.class() == c)
+                .count()
+        };
+        let no_answer = self
+            .results
+            .iter()
+            .filter(|r| r.verdict == Verdict::NoAnswer)
+            .count();
         let sent = self.results.len();
         let answered = sent - no_answer;
         let rtts: Vec<Duration> = self.results.iter().filter_map(|r| r.rtt).collect();
@@ -157,7 +184,11 @@ impl PingReport {
             closed: count("closed"),
             filtered: count("filtered"),
             no_answer,
-            loss_percent: if sent == 0 { 0.0 } else { 100.0 * no_answer as f64 / sent as f64 },
+            loss_percent: if sent == 0 {
+                0.0
+            } else {
+                100.0 * no_answer as f64 / sent as f64
+            },
             elapsed_ms: elapsed.as_secs_f64() * 1e3,
             rtt: RttStats::from_durations(&rtts),
             ignored: ignored.clone(),
@@ -191,7 +222,11 @@ impl PingReport {
                         "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} us",
                         r.min_us, r.avg_us, r.max_us, r.mdev_us
                     )?;
-                    writeln!(out, "rtt p50/p90/p99 = {:.3}/{:.3}/{:.3} us", r.p50_us, r.p90_us, r.p99_us)?;
+                    writeln!(
+                        out,
+                        "rtt p50/p90/p99 = {:.3}/{:.3}/{:.3} us",
+                        r.p50_us, r.p90_us, r.p99_us
+                    )?;
                 }
             }
             OutputFormat::Ndjson => {
@@ -205,7 +240,11 @@ impl PingReport {
                     "probes": self.results.iter().map(probe_json).collect::<Vec<_>>(),
                     "summary": s,
                 });
-                writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&doc).unwrap_or_default()
+                )?;
             }
         }
         out.flush()
@@ -261,13 +300,19 @@ mod tests {
 
     #[test]
     fn expectations() {
-        let icmp = Verdict::FilteredIcmp { reason: "admin-prohibited".into(), from: "198.18.0.2".parse().unwrap() };
+        let icmp = Verdict::FilteredIcmp {
+            reason: "admin-prohibited".into(),
+            from: "198.18.0.2".parse().unwrap(),
+        };
         use Verdict::*;
         assert!(expectation_met(&[r(Open), r(NoAnswer)], Expect::Open));
         assert!(!expectation_met(&[r(NoAnswer)], Expect::Open));
         assert!(!expectation_met(&[r(Open), r(Closed)], Expect::Open));
         assert!(expectation_met(&[r(NoAnswer)], Expect::Filtered));
-        assert!(expectation_met(&[r(icmp.clone()), r(NoAnswer)], Expect::Filtered));
+        assert!(expectation_met(
+            &[r(icmp.clone()), r(NoAnswer)],
+            Expect::Filtered
+        ));
         assert!(!expectation_met(&[r(icmp), r(Closed)], Expect::Filtered));
         assert!(expectation_met(&[r(Closed)], Expect::Closed));
         assert!(!expectation_met(&[], Expect::Closed));

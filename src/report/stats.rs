@@ -55,7 +55,10 @@ mod tests {
 
     #[test]
     fn ping_like_figures() {
-        let d: Vec<Duration> = [10, 20, 30, 40].iter().map(|&u| Duration::from_micros(u)).collect();
+        let d: Vec<Duration> = [10, 20, 30, 40]
+            .iter()
+            .map(|&u| Duration::from_micros(u))
+            .collect();
         let s = RttStats::from_durations(&d).unwrap();
         assert_eq!((s.min_us, s.avg_us, s.max_us), (10.0, 25.0, 40.0));
         assert!((s.mdev_us - 11.180339887).abs() < 1e-6);
@@ -66,7 +69,14 @@ mod tests {
     #[test]
     fn nearest_rank_percentiles_on_100_values() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!((percentile(&v, 50.0), percentile(&v, 90.0), percentile(&v, 99.0)), (50.0, 90.0, 99.0));
+        assert_eq!(
+            (
+                percentile(&v, 50.0),
+                percentile(&v, 90.0),
+                percentile(&v, 99.0)
+            ),
+            (50.0, 90.0, 99.0)
+        );
         assert_eq!(percentile(&v, 0.0), 1.0);
     }
 }

@@ -44,9 +44,13 @@ impl Datagram {
             Transport::Fragment
         } else {
             match (ip.protocol, ip.is_ipv6()) {
-                (Protocol::TCP, _) if verify => Transport::Tcp(TcpRepr::parse(payload, ip.src, ip.dst)?),
+                (Protocol::TCP, _) if verify => {
+                    Transport::Tcp(TcpRepr::parse(payload, ip.src, ip.dst)?)
+                }
                 (Protocol::TCP, _) => Transport::Tcp(TcpRepr::parse_unchecked(payload)?),
-                (Protocol::UDP, _) => Transport::Udp(UdpRepr::parse_with(payload, ip.src, ip.dst, verify)?),
+                (Protocol::UDP, _) => {
+                    Transport::Udp(UdpRepr::parse_with(payload, ip.src, ip.dst, verify)?)
+                }
                 (Protocol::ICMP, false) | (Protocol::ICMPV6, true) => {
                     Transport::Icmp(IcmpRepr::parse(payload, ip.src, ip.dst)?)
                 }
@@ -81,7 +85,9 @@ pub(crate) mod tests {
     /// A fixture with its TCP checksum completed, as it would arrive over a real NIC.
     pub fn with_full_checksum(bytes: &[u8]) -> Vec<u8> {
         let d = Datagram::parse_with(bytes, Checksums::Offloaded).unwrap();
-        let Transport::Tcp(t) = d.transport else { return bytes.to_vec() };
+        let Transport::Tcp(t) = d.transport else {
+            return bytes.to_vec();
+        };
         d.ip.emit(&t.emit(d.ip.src, d.ip.dst))
     }
 
@@ -95,7 +101,15 @@ pub(crate) mod tests {
 
     #[test]
     fn every_fixture_round_trips_through_repr() {
-        for name in ["syn_v4", "synack_v4", "rst_v4", "syn_v6", "synack_v6", "rst_v6", "finack_v4"] {
+        for name in [
+            "syn_v4",
+            "synack_v4",
+            "rst_v4",
+            "syn_v6",
+            "synack_v6",
+            "rst_v6",
+            "finack_v4",
+        ] {
             let raw = fixture(name);
             let full = with_full_checksum(raw);
             // emitted bytes equal the capture except for the completed checksum
@@ -103,7 +117,10 @@ pub(crate) mod tests {
             assert_eq!(raw.len(), full.len(), "{name}");
             assert_eq!(raw[..ck], full[..ck], "{name}");
             assert_eq!(raw[ck + 2..], full[ck + 2..], "{name}");
-            assert_eq!(Datagram::parse(&full).unwrap(), Datagram::parse_with(raw, Checksums::Offloaded).unwrap());
+            assert_eq!(
+                Datagram::parse(&full).unwrap(),
+                Datagram::parse_with(raw, Checksums::Offloaded).unwrap()
+            );
         }
     }
 }

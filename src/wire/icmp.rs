@@ -64,7 +64,12 @@ impl IcmpError {
             _ => "",
         };
         if n.is_empty() {
-            format!("icmp{}-{}-{}", if self.v6 { "6" } else { "" }, self.icmp_type, self.code)
+            format!(
+                "icmp{}-{}-{}",
+                if self.v6 { "6" } else { "" },
+                self.icmp_type,
+                self.code
+            )
         } else {
             n.to_string()
         }
@@ -84,7 +89,11 @@ impl IcmpRepr {
     }
 
     pub fn error(&self) -> Option<IcmpError> {
-        self.is_error().then_some(IcmpError { v6: self.v6, icmp_type: self.icmp_type, code: self.code })
+        self.is_error().then_some(IcmpError {
+            v6: self.v6,
+            icmp_type: self.icmp_type,
+            code: self.code,
+        })
     }
 
     /// Parses an ICMP (v4, `src`/`dst` IPv4) or ICMPv6 message, checksum verified.
@@ -101,7 +110,12 @@ impl IcmpRepr {
         if sum != 0 {
             return Err(WireError::Checksum("icmp"));
         }
-        let mut repr = IcmpRepr { v6, icmp_type: bytes[0], code: bytes[1], quoted: None };
+        let mut repr = IcmpRepr {
+            v6,
+            icmp_type: bytes[0],
+            code: bytes[1],
+            quoted: None,
+        };
         if repr.is_error() {
             repr.quoted = Self::parse_quote(&bytes[Self::HEADER_LEN..]);
         }
@@ -125,13 +139,23 @@ impl IcmpRepr {
 
     /// Builds an error message of this type and code quoting `original` (cut to
     /// what fits a minimum-MTU datagram), checksum computed for `src` → `dst`.
-    pub fn emit_error(icmp_type: u8, code: u8, original: &[u8], src: IpAddr, dst: IpAddr) -> Vec<u8> {
+    pub fn emit_error(
+        icmp_type: u8,
+        code: u8,
+        original: &[u8],
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Vec<u8> {
         let v6 = src.is_ipv6();
         let max_quote = if v6 { 1280 - 48 } else { 576 - 28 };
         let q = &original[..original.len().min(max_quote)];
         let mut b = vec![icmp_type, code, 0, 0, 0, 0, 0, 0];
         b.extend_from_slice(q);
-        let c = if v6 { transport_checksum(src, dst, Protocol::ICMPV6, &b) } else { checksum_with(0, &b) };
+        let c = if v6 {
+            transport_checksum(src, dst, Protocol::ICMPV6, &b)
+        } else {
+            checksum_with(0, &b)
+        };
         b[2..4].copy_from_slice(&c.to_be_bytes());
         b
     }
@@ -172,7 +196,8 @@ mod tests {
     #[test]
     fn truncated_quote_is_read_as_far_as_it_goes() {
         let syn = include_bytes!("fixtures/linux_syn_v4.bin");
-        let (s, d): (IpAddr, IpAddr) = ("198.18.0.9".parse().unwrap(), "198.18.0.1".parse().unwrap());
+        let (s, d): (IpAddr, IpAddr) =
+            ("198.18.0.9".parse().unwrap(), "198.18.0.1".parse().unwrap());
         // RFC 792 minimum: IP header + 8 bytes
         let m = IcmpRepr::emit_error(11, 0, &syn[..28], s, d);
         let i = IcmpRepr::parse(&m, s, d).unwrap();
@@ -189,15 +214,21 @@ mod tests {
 
     #[test]
     fn unknown_codes_get_numeric_names() {
-        let e = IcmpError { v6: false, icmp_type: 3, code: 5 };
+        let e = IcmpError {
+            v6: false,
+            icmp_type: 3,
+            code: 5,
+        };
         assert_eq!(e.name(), "icmp-3-5");
     }
 
     #[test]
     fn never_panics_on_noise() {
         let mut n = Noise::new(5);
-        let seeds: [&[u8]; 2] =
-            [include_bytes!("fixtures/linux_icmp_admin_v4.bin"), include_bytes!("fixtures/linux_icmp6_admin_v6.bin")];
+        let seeds: [&[u8]; 2] = [
+            include_bytes!("fixtures/linux_icmp_admin_v4.bin"),
+            include_bytes!("fixtures/linux_icmp6_admin_v6.bin"),
+        ];
         for k in 0..100_000 {
             let m = n.mutate(seeds[k % 2]);
             let _ = Datagram::parse(&m);

@@ -52,7 +52,11 @@ impl IpRepr {
 
     /// Header length this repr emits.
     pub fn header_len(&self) -> usize {
-        if self.is_ipv6() { Self::V6_HEADER_LEN } else { Self::V4_HEADER_LEN }
+        if self.is_ipv6() {
+            Self::V6_HEADER_LEN
+        } else {
+            Self::V4_HEADER_LEN
+        }
     }
 
     /// Parses an IP header; returns it and the transport bytes it carries (trimmed
@@ -133,8 +137,12 @@ impl IpRepr {
                     (*b as usize + 1) * 8
                 }
                 44 => {
-                    let hi = *bytes.get(off + 2).ok_or(WireError::Truncated("ipv6 frag"))?;
-                    let lo = *bytes.get(off + 3).ok_or(WireError::Truncated("ipv6 frag"))?;
+                    let hi = *bytes
+                        .get(off + 2)
+                        .ok_or(WireError::Truncated("ipv6 frag"))?;
+                    let lo = *bytes
+                        .get(off + 3)
+                        .ok_or(WireError::Truncated("ipv6 frag"))?;
                     later_fragment = (u16::from_be_bytes([hi, lo]) >> 3) != 0;
                     8
                 }
@@ -237,7 +245,10 @@ mod tests {
         let mut bytes = v4().emit(&[1u8; 40]);
         bytes.extend_from_slice(&[0xee; 6]);
         assert_eq!(IpRepr::parse(&bytes).unwrap().1.len(), 40);
-        assert_eq!(IpRepr::parse(&bytes[..50]), Err(WireError::Truncated("ipv4")));
+        assert_eq!(
+            IpRepr::parse(&bytes[..50]),
+            Err(WireError::Truncated("ipv4"))
+        );
         let mut bad = bytes.clone();
         bad[0] = 0x44; // IHL 16 bytes
         assert_eq!(IpRepr::parse(&bad), Err(WireError::BadLength("ipv4")));
@@ -274,10 +285,18 @@ mod tests {
     #[test]
     fn never_panics_on_noise() {
         let mut n = Noise::new(7);
-        let v6 = IpRepr { src: "2001:db8::1".parse().unwrap(), dst: "2001:db8::2".parse().unwrap(), ..v4() };
+        let v6 = IpRepr {
+            src: "2001:db8::1".parse().unwrap(),
+            dst: "2001:db8::2".parse().unwrap(),
+            ..v4()
+        };
         let seeds = [v4().emit(&[0; 20]), v6.emit(&[0; 20])];
         for i in 0..50_000 {
-            let input = if i % 3 == 0 { n.bytes(80) } else { n.mutate(&seeds[i % 2]) };
+            let input = if i % 3 == 0 {
+                n.bytes(80)
+            } else {
+                n.mutate(&seeds[i % 2])
+            };
             let _ = IpRepr::parse(&input);
         }
     }

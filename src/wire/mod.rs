@@ -49,7 +49,12 @@ pub fn checksum_with(initial: u32, data: &[u8]) -> u16 {
 }
 
 /// Partial sum of a transport pseudo-header (RFC 793 / RFC 8200 §8.1).
-pub fn pseudo_header_sum(src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, len: usize) -> u32 {
+pub fn pseudo_header_sum(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    proto: u8,
+    len: usize,
+) -> u32 {
     let mut sum: u32 = 0;
     let mut add = |b: &[u8]| {
         for c in b.chunks(2) {
@@ -72,7 +77,12 @@ pub fn pseudo_header_sum(src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8
 
 /// A transport checksum over a pseudo-header and `segment` (whose checksum field
 /// must be zero when emitting, or intact when verifying: then the result is 0).
-pub fn transport_checksum(src: std::net::IpAddr, dst: std::net::IpAddr, proto: u8, segment: &[u8]) -> u16 {
+pub fn transport_checksum(
+    src: std::net::IpAddr,
+    dst: std::net::IpAddr,
+    proto: u8,
+    segment: &[u8],
+) -> u16 {
     checksum_with(pseudo_header_sum(src, dst, proto, segment.len()), segment)
 }
 

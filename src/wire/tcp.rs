@@ -97,7 +97,10 @@ impl TcpOptions {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mss.is_none() && self.window_scale.is_none() && !self.sack_permitted && self.timestamps.is_none()
+        self.mss.is_none()
+            && self.window_scale.is_none()
+            && !self.sack_permitted
+            && self.timestamps.is_none()
     }
 
     /// Reads an option area. Never fails: a malformed tail is flagged, not fatal.
@@ -131,7 +134,9 @@ impl TcpOptions {
                     ))
                 }
                 (kind::SACK, n) if n % 8 == 0 => o.sack_blocks = (n / 8) as u8,
-                (kind::MSS | kind::WSCALE | kind::SACK_PERM | kind::TIMESTAMP | kind::SACK, _) => o.malformed = true,
+                (kind::MSS | kind::WSCALE | kind::SACK_PERM | kind::TIMESTAMP | kind::SACK, _) => {
+                    o.malformed = true
+                }
                 _ => o.unknown.push(k),
             }
             b = &b[len..];
@@ -183,7 +188,11 @@ impl TcpOptions {
             parts.push("sackOK".into());
         }
         if let Some((v, e)) = self.timestamps {
-            parts.push(if ts_values { format!("TS val {v} ecr {e}") } else { "TS".into() });
+            parts.push(if ts_values {
+                format!("TS val {v} ecr {e}")
+            } else {
+                "TS".into()
+            });
         }
         if let Some(w) = self.window_scale {
             parts.push(format!("wscale {w}"));
@@ -289,9 +298,9 @@ impl TcpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::Noise;
     use crate::wire::datagram::Checksums;
     use crate::wire::datagram::tests::{fixture, with_full_checksum};
+    use crate::wire::testutil::Noise;
     use crate::wire::{Datagram, Transport};
 
     /// A SYN sent by Linux 6.18 (Python `connect` to 198.18.0.2:80 in the lab), captured
@@ -303,10 +312,15 @@ mod tests {
         let o = TcpOptions::linux_syn(1460, 0x0102_0304);
         assert_eq!(
             o.emit(),
-            [2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7]
+            [
+                2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 0, 0, 0, 0, 1, 3, 3, 7
+            ]
         );
         assert_eq!(TcpOptions::parse(&o.emit()), o);
-        assert_eq!(o.to_string(), "mss 1460,sackOK,TS val 16909060 ecr 0,wscale 7");
+        assert_eq!(
+            o.to_string(),
+            "mss 1460,sackOK,TS val 16909060 ecr 0,wscale 7"
+        );
         assert_eq!(o.brief(), "mss 1460,sackOK,TS,wscale 7");
     }
 
@@ -329,7 +343,9 @@ mod tests {
     #[test]
     fn parses_a_real_linux_syn() {
         let d = Datagram::parse_with(LINUX_SYN, Checksums::Offloaded).unwrap();
-        let Transport::Tcp(t) = d.transport else { panic!("not tcp") };
+        let Transport::Tcp(t) = d.transport else {
+            panic!("not tcp")
+        };
         assert_eq!(t.src_port, 53190);
         assert_eq!(t.dst_port, 80);
         assert_eq!(t.seq, SeqNumber(644410958));
@@ -340,7 +356,9 @@ mod tests {
         assert_eq!(t.options, want);
 
         let d = Datagram::parse_with(fixture("synack_v6"), Checksums::Offloaded).unwrap();
-        let Transport::Tcp(t) = d.transport else { panic!("not tcp") };
+        let Transport::Tcp(t) = d.transport else {
+            panic!("not tcp")
+        };
         assert_eq!((t.src_port, t.dst_port), (80, 56882));
         assert_eq!(t.flags, TcpFlags::SYN.union(TcpFlags::ACK));
         assert_eq!(t.ack, SeqNumber(825161695));
@@ -354,13 +372,25 @@ mod tests {
         let d = Datagram::parse(&full).unwrap();
         let mut seg = full[20..].to_vec();
         seg[17] ^= 1;
-        assert_eq!(TcpRepr::parse(&seg, d.ip.src, d.ip.dst), Err(WireError::Checksum("tcp")));
+        assert_eq!(
+            TcpRepr::parse(&seg, d.ip.src, d.ip.dst),
+            Err(WireError::Checksum("tcp"))
+        );
         let mut seg = LINUX_SYN[20..].to_vec();
         seg[12] = 0xf0; // 60-byte header in a 40-byte segment
-        assert_eq!(TcpRepr::parse_unchecked(&seg), Err(WireError::BadLength("tcp")));
+        assert_eq!(
+            TcpRepr::parse_unchecked(&seg),
+            Err(WireError::BadLength("tcp"))
+        );
         seg[12] = 0x40;
-        assert_eq!(TcpRepr::parse_unchecked(&seg), Err(WireError::BadLength("tcp")));
-        assert_eq!(TcpRepr::parse_unchecked(&seg[..19]), Err(WireError::Truncated("tcp")));
+        assert_eq!(
+            TcpRepr::parse_unchecked(&seg),
+            Err(WireError::BadLength("tcp"))
+        );
+        assert_eq!(
+            TcpRepr::parse_unchecked(&seg[..19]),
+            Err(WireError::Truncated("tcp"))
+        );
     }
 
     #[test]

@@ -20,7 +20,12 @@ impl UdpRepr {
     }
 
     /// Parses a datagram, verifying its checksum only if `verify`.
-    pub fn parse_with(bytes: &[u8], src: IpAddr, dst: IpAddr, verify: bool) -> Result<UdpRepr, WireError> {
+    pub fn parse_with(
+        bytes: &[u8],
+        src: IpAddr,
+        dst: IpAddr,
+        verify: bool,
+    ) -> Result<UdpRepr, WireError> {
         let p = UdpPacket::new(bytes).ok_or(WireError::Truncated("udp"))?;
         let len = p.get_length() as usize;
         if len < Self::HEADER_LEN || len > bytes.len() {
@@ -66,14 +71,21 @@ mod tests {
     fn round_trip_v4_and_v6() {
         for (s, d) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
             let (s, d): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());
-            let u = UdpRepr { src_port: 40000, dst_port: 53, payload: b"\x12\x34query".to_vec() };
+            let u = UdpRepr {
+                src_port: 40000,
+                dst_port: 53,
+                payload: b"\x12\x34query".to_vec(),
+            };
             let b = u.emit(s, d);
             assert_eq!(&b[..6], &[0x9c, 0x40, 0, 53, 0, 15]);
             assert_eq!(UdpRepr::parse(&b, s, d).unwrap(), u);
             let mut bad = b.clone();
             bad[9] ^= 0xff;
             assert_eq!(UdpRepr::parse(&bad, s, d), Err(WireError::Checksum("udp")));
-            assert_eq!(UdpRepr::parse(&b[..10], s, d), Err(WireError::BadLength("udp")));
+            assert_eq!(
+                UdpRepr::parse(&b[..10], s, d),
+                Err(WireError::BadLength("udp"))
+            );
         }
     }
 
