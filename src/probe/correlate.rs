@@ -113,7 +113,7 @@ impl Correlator {
         }
     }
 
-    pub fn add(&mut self, key: FlowKey) {
+    pub fn track(&mut self, key: FlowKey) {
         self.outstanding.insert(key.src_port, key.isn);
     }
 
@@ -199,7 +199,7 @@ impl Correlator {
                 } else {
                     return Match::Ignored(Ignored::Unexpected);
                 };
-                if t.ack != isn.add(1) {
+                if t.ack != (isn + 1) {
                     return Match::Ignored(Ignored::WrongAck);
                 }
                 let info = ReplyInfo {
@@ -274,7 +274,7 @@ mod tests {
             "198.18.0.1".parse().unwrap(),
             "198.18.0.2:80".parse().unwrap(),
         );
-        c.add(FlowKey {
+        c.track(FlowKey {
             src_port: 53190,
             isn: SeqNumber(644410958),
         });
@@ -312,7 +312,7 @@ mod tests {
             "198.18.0.1".parse().unwrap(),
             "198.18.0.2:81".parse().unwrap(),
         );
-        c.add(FlowKey {
+        c.track(FlowKey {
             src_port: 60236,
             isn: SeqNumber(2041246510),
         });
@@ -330,7 +330,7 @@ mod tests {
             "2001:db8::1".parse().unwrap(),
             "[2001:db8::2]:111".parse().unwrap(),
         );
-        c.add(FlowKey {
+        c.track(FlowKey {
             src_port: 60516,
             isn: SeqNumber(3715143809),
         });
@@ -361,7 +361,7 @@ mod tests {
     fn spoofed_and_mismatched_replies_are_ignored_and_counted() {
         let mut c = v4();
         let cases: Vec<(Vec<u8>, Ignored)> = vec![
-            (spoof(|_, t| t.ack = t.ack.add(1)), Ignored::WrongAck),
+            (spoof(|_, t| t.ack = t.ack + 1), Ignored::WrongAck),
             (
                 spoof(|ip, _| ip.src = "198.18.0.3".parse().unwrap()),
                 Ignored::OtherFlow,

@@ -145,12 +145,12 @@ impl SynPinger {
         };
         let bytes = ip.emit(&tcp.emit(ip.src, ip.dst));
         let key = FlowKey { src_port, isn };
-        self.corr.add(key);
+        self.corr.track(key);
         let p = Pending {
             seq: self.next_seq,
             user_sent: now,
             kernel_sent: None,
-            deadline: now.add(self.cfg.timeout),
+            deadline: (now + self.cfg.timeout),
         };
         self.pending.insert(key, p);
         self.next_seq += 1;
@@ -346,16 +346,10 @@ mod tests {
 
         let mut p = pinger(21);
         p.probe(t0, 40000, SeqNumber(1), 1, 1);
-        p.probe(
-            t0.add(Duration::from_millis(500)),
-            40001,
-            SeqNumber(2),
-            1,
-            1,
-        );
-        assert_eq!(p.next_deadline(), Some(t0.add(Duration::from_secs(1))));
-        assert!(p.on_time(t0.add(Duration::from_millis(999))).is_empty());
-        let done = p.on_time(t0.add(Duration::from_secs(1)));
+        p.probe(t0 + Duration::from_millis(500), 40001, SeqNumber(2), 1, 1);
+        assert_eq!(p.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert!(p.on_time(t0 + Duration::from_millis(999)).is_empty());
+        let done = p.on_time(t0 + Duration::from_secs(1));
         assert_eq!(done.len(), 1);
         assert_eq!((done[0].seq, &done[0].verdict), (0, &Verdict::NoAnswer));
         assert_eq!(p.outstanding(), 1);

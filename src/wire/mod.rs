@@ -114,7 +114,7 @@ pub(crate) mod testutil {
                 }
             }
             let cut = self.next() as usize % (v.len() + 1);
-            if self.next() % 2 == 0 {
+            if self.next().is_multiple_of(2) {
                 v.truncate(cut);
             }
             v

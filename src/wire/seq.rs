@@ -9,13 +9,17 @@ use std::fmt;
 pub struct SeqNumber(pub u32);
 
 impl SeqNumber {
-    /// `self + n`, wrapping.
-    pub fn add(self, n: u32) -> SeqNumber {
-        SeqNumber(self.0.wrapping_add(n))
-    }
     /// Signed distance from `other` to `self`, wrap-aware.
     pub fn diff(self, other: SeqNumber) -> i32 {
         self.0.wrapping_sub(other.0) as i32
+    }
+}
+
+impl std::ops::Add<u32> for SeqNumber {
+    type Output = SeqNumber;
+    /// `self + n`, wrapping.
+    fn add(self, n: u32) -> SeqNumber {
+        SeqNumber(self.0.wrapping_add(n))
     }
 }
 
@@ -38,7 +42,7 @@ mod tests {
     #[test]
     fn wraps_and_orders_across_zero() {
         let near_top = SeqNumber(u32::MAX - 1);
-        let after = near_top.add(3);
+        let after = near_top + 3;
         assert_eq!(after, SeqNumber(1));
         assert!(after > near_top);
         assert_eq!(after.diff(near_top), 3);
