@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what synscope's demo, tests and benchmarks need on a fresh Debian
+# machine (run as root): iproute2 (ip netns, veth), nftables (filtered ports),
+# tcpdump (capture truth), procps (ps/sysctl).
+# With --bench it also installs the peer tools the benchmarks compare against.
+set -euo pipefail
+pkgs=(iproute2 nftables tcpdump procps)
+if [ "${1:-}" = "--bench" ]; then
+  pkgs+=(hping3 nmap time)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
