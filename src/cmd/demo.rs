@@ -5,6 +5,29 @@
 use super::CmdError;
 use crate::cli::DemoArgs;
 use crate::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_interrupt(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Ctrl-C and SIGTERM must not kill the demo before it removes its lab: note
+/// them instead (the running ping gets them too, prints its summary and ends),
+/// then stop and clean up. A handler, unlike SIG_IGN, is reset in children at exec.
+fn catch_interrupts() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(note_interrupt),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+}
 
 pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
     if !nix::unistd::geteuid().is_root() {
@@ -16,6 +39,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
     eprintln!(
         "synscope demo: building a lab (namespaces, veth, server on {SERVER_V4} and {SERVER_V6})..."
     );
+    catch_interrupts();
     let lab = Lab::up(&spec).map_err(|e| CmdError::Setup(e.to_string()))?;
     let exe = std::env::current_exe()
         .map_err(|e| CmdError::Setup(format!("find own executable: {e}")))?;
@@ -58,6 +82,11 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
             .status()
             .map_err(|e| CmdError::Setup(format!("run ping in the lab: {e}")))?;
         all_ok &= status.success();
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            eprintln!("synscope demo: interrupted");
+            all_ok = false;
+            break;
+        }
     }
     drop(lab);
     eprintln!(
