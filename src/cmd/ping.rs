@@ -4,6 +4,7 @@ use super::{CmdError, Log};
 use crate::cli::PingSettings;
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
+use crate::io::timer::PreciseTimer;
 use crate::io::{Capture, PortReservation, RawSender, Route};
 use crate::probe::{SynPinger, SynProbeConfig};
 use crate::report::ping::{PingReport, PingSummary, PingTarget};
@@ -11,7 +12,7 @@ use crate::wire::{Protocol, SeqNumber};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Resolves once SIGINT or SIGTERM arrives.
 async fn interrupted() {
@@ -81,6 +82,7 @@ pub async fn run(
         interface: route.interface.clone(),
         syn_options: s.syn_options,
     };
+    let mut timer = PreciseTimer::new()?;
     let mut report = PingReport::new(target, s.format, s.expect);
     report.start(out)?;
 
@@ -119,7 +121,8 @@ pub async fn run(
                     report.probe(out, r)?;
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {
+            t = timer.sleep_until(wake) => {
+                t?;
                 for r in pinger.on_time(Timestamp::now()) {
                     held.remove(&r.src_port);
                     report.probe(out, r)?;

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod capture;
 pub mod raw;
 pub mod route;
+pub mod timer;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use raw::RawSender;
