@@ -34,16 +34,31 @@ impl Expect {
 /// (it is loss) unless no probe was answered at all; for `filtered`, silence is
 /// the expected verdict.
 pub fn expectation_met(results: &[ProbeResult], expect: Expect) -> bool {
-    let mut seen = false;
+    let mut t = ExpectTracker::default();
     for r in results {
-        let class = r.verdict.class();
-        if class == expect.name() {
-            seen = true;
-        } else if r.verdict != Verdict::NoAnswer {
-            return false;
+        t.add(&r.verdict, expect);
+    }
+    t.met()
+}
+
+/// [`expectation_met`] kept up to date one verdict at a time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExpectTracker {
+    seen: bool,
+    contradicted: bool,
+}
+
+impl ExpectTracker {
+    pub fn add(&mut self, v: &Verdict, expect: Expect) {
+        if v.class() == expect.name() {
+            self.seen = true;
+        } else if *v != Verdict::NoAnswer {
+            self.contradicted = true;
         }
     }
-    seen
+    pub fn met(&self) -> bool {
+        self.seen && !self.contradicted
+    }
 }
 
 /// Who was probed and how, for the header line and the JSON document.
@@ -74,12 +89,21 @@ pub struct PingSummary {
     pub interrupted: bool,
 }
 
-/// Accumulates results and writes them in the chosen format.
+/// Accumulates results and writes them in the chosen format. Memory per probe
+/// is one RTT (8 bytes), plus its JSON text with `--json`, which prints every
+/// probe at the end.
 pub struct PingReport {
     pub target: PingTarget,
     pub format: OutputFormat,
     pub expect: Expect,
-    results: Vec<ProbeResult>,
+    sent: usize,
+    open: usize,
+    closed: usize,
+    filtered_icmp: usize,
+    no_answer: usize,
+    rtts_ns: Vec<u64>,
+    tracker: ExpectTracker,
+    json_probes: Vec<String>,
 }
 
 fn probe_json(r: &ProbeResult) -> Value {
@@ -119,12 +143,15 @@ impl PingReport {
             target,
             format,
             expect,
-            results: Vec::new(),
+            sent: 0,
+            open: 0,
+            closed: 0,
+            filtered_icmp: 0,
+            no_answer: 0,
+            rtts_ns: Vec::new(),
+            tracker: ExpectTracker::default(),
+            json_probes: Vec::new(),
         }
-    }
-
-    pub fn results(&self) -> &[ProbeResult] {
-        &self.results
     }
 
     /// The header line (text) or nothing (JSON formats carry it in the document).
@@ -150,10 +177,20 @@ impl PingReport {
         match self.format {
             OutputFormat::Text => writeln!(out, "{}", text_line(&r))?,
             OutputFormat::Ndjson => writeln!(out, "{}", probe_json(&r))?,
-            OutputFormat::Json => {}
+            OutputFormat::Json => self.json_probes.push(probe_json(&r).to_string()),
         }
         out.flush()?;
-        self.results.push(r);
+        self.sent += 1;
+        match r.verdict {
+            Verdict::Open => self.open += 1,
+            Verdict::Closed => self.closed += 1,
+            Verdict::FilteredIcmp { .. } => self.filtered_icmp += 1,
+            Verdict::NoAnswer => self.no_answer += 1,
+        }
+        if let Some(rtt) = r.rtt {
+            self.rtts_ns.push(rtt.as_nanos() as u64);
+        }
+        self.tracker.add(&r.verdict, self.expect);
         Ok(())
     }
 
@@ -163,26 +200,18 @@ impl PingReport {
         elapsed: Duration,
         interrupted: bool,
     ) -> PingSummary {
-        let count = |c: &str| {
-            self.results
-                .iter()
-                .filter(|r| r.verdict.class() == c)
-                .count()
-        };
-        let no_answer = self
-            .results
+        let rtts: Vec<Duration> = self
+            .rtts_ns
             .iter()
-            .filter(|r| r.verdict == Verdict::NoAnswer)
-            .count();
-        let sent = self.results.len();
-        let answered = sent - no_answer;
-        let rtts: Vec<Duration> = self.results.iter().filter_map(|r| r.rtt).collect();
+            .map(|&n| Duration::from_nanos(n))
+            .collect();
+        let (sent, no_answer) = (self.sent, self.no_answer);
         PingSummary {
             sent,
-            answered,
-            open: count("open"),
-            closed: count("closed"),
-            filtered: count("filtered"),
+            answered: sent - no_answer,
+            open: self.open,
+            closed: self.closed,
+            filtered: self.filtered_icmp + no_answer,
             no_answer,
             loss_percent: if sent == 0 {
                 0.0
@@ -193,7 +222,7 @@ impl PingReport {
             rtt: RttStats::from_durations(&rtts),
             ignored: ignored.clone(),
             expect: self.expect,
-            expectation_met: expectation_met(&self.results, self.expect),
+            expectation_met: self.tracker.met(),
             interrupted,
         }
     }
@@ -235,16 +264,14 @@ impl PingReport {
                 writeln!(out, "{v}")?;
             }
             OutputFormat::Json => {
-                let doc = json!({
-                    "target": self.target,
-                    "probes": self.results.iter().map(probe_json).collect::<Vec<_>>(),
-                    "summary": s,
-                });
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::to_string_pretty(&doc).unwrap_or_default()
-                )?;
+                // written piece by piece: no document tree of every probe in memory
+                let target = serde_json::to_string(&self.target).unwrap_or_default();
+                let summary = serde_json::to_string(s).unwrap_or_default();
+                write!(out, "{{\"target\":{target},\"probes\":[")?;
+                for (i, p) in self.json_probes.iter().enumerate() {
+                    write!(out, "{}{p}", if i == 0 { "" } else { "," })?;
+                }
+                writeln!(out, "],\"summary\":{summary}}}")?;
             }
         }
         out.flush()
