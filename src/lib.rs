@@ -12,4 +12,5 @@ pub mod io;
 pub mod lab;
 pub mod probe;
 pub mod report;
+pub mod scan;
 pub mod wire;

@@ -1,0 +1,346 @@
+//! Recognising scan replies without per-probe state: a reply is ours when it
+//! comes from a target (host, port) to our source port and carries the cookie
+//! of that 4-tuple (ack = cookie + 1, or the cookie quoted in an ICMP error).
+
+use super::{Cookie, PortList, TargetSet};
+use crate::event::Timestamp;
+use crate::probe::Ignored;
+use crate::wire::datagram::Checksums;
+use crate::wire::{
+    Datagram, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
+};
+use std::net::IpAddr;
+
+/// A (host, port) verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanVerdict {
+    Open,
+    Closed,
+    /// An ICMP error, named.
+    Filtered {
+        reason: String,
+        from: IpAddr,
+    },
+    NoResponse,
+}
+
+impl ScanVerdict {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScanVerdict::Open => "open",
+            ScanVerdict::Closed => "closed",
+            ScanVerdict::Filtered { .. } => "filtered",
+            ScanVerdict::NoResponse => "no-response",
+        }
+    }
+}
+
+/// A reply matched to a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReply {
+    pub host: IpAddr,
+    pub port: u16,
+    /// host index × number of ports + port index.
+    pub index: u64,
+    pub verdict: ScanVerdict,
+    pub ttl: u8,
+    pub window: u16,
+    pub options: TcpOptions,
+    pub at: Timestamp,
+}
+
+/// Everything needed to build probes and check replies.
+#[derive(Debug, Clone)]
+pub struct ScanMatcher {
+    pub local: IpAddr,
+    pub sport: u16,
+    pub cookie: Cookie,
+    pub targets: TargetSet,
+    pub ports: PortList,
+    pub ttl: u8,
+    pub syn_options: bool,
+    pub mss: u16,
+}
+
+impl ScanMatcher {
+    /// Probes in the whole scan (hosts × ports).
+    pub fn len(&self) -> u64 {
+        self.targets.len() * self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The (host, port) of probe `index`.
+    pub fn target(&self, index: u64) -> Option<(IpAddr, u16)> {
+        let n = self.ports.len();
+        Some((self.targets.get(index / n)?, self.ports.get(index % n)?))
+    }
+
+    fn index_of(&self, host: IpAddr, port: u16) -> Option<u64> {
+        Some(self.targets.index_of(host)? * self.ports.len() + self.ports.index_of(port)?)
+    }
+
+    /// The SYN of probe `index`, IP header included.
+    pub fn syn(&self, index: u64, ident: u16, tsval: u32) -> Option<Vec<u8>> {
+        let (host, port) = self.target(index)?;
+        let options = if self.syn_options {
+            TcpOptions::linux_syn(self.mss, tsval)
+        } else {
+            TcpOptions::default()
+        };
+        let tcp = TcpRepr {
+            src_port: self.sport,
+            dst_port: port,
+            seq: SeqNumber(self.cookie.seq(self.local, host, self.sport, port)),
+            flags: TcpFlags::SYN,
+            window: 64240,
+            options,
+            ..TcpRepr::default()
+        };
+        Some(self.ip(host, ident).emit(&tcp.emit(self.local, host)))
+    }
+
+    /// An RST that tears down the half-open connection an open port made.
+    pub fn rst(&self, host: IpAddr, port: u16) -> Vec<u8> {
+        let tcp = TcpRepr {
+            src_port: self.sport,
+            dst_port: port,
+            seq: SeqNumber(self.cookie.seq(self.local, host, self.sport, port)) + 1,
+            flags: TcpFlags::RST,
+            ..TcpRepr::default()
+        };
+        self.ip(host, 0).emit(&tcp.emit(self.local, host))
+    }
+
+    fn ip(&self, dst: IpAddr, ident: u16) -> IpRepr {
+        IpRepr {
+            src: self.local,
+            dst,
+            protocol: Protocol::TCP,
+            ttl: self.ttl,
+            ident,
+            later_fragment: false,
+            flow_label: 0,
+        }
+    }
+
+    /// Classifies one incoming packet.
+    pub fn classify(
+        &self,
+        data: &[u8],
+        offloaded: bool,
+        at: Timestamp,
+    ) -> Result<ScanReply, Ignored> {
+        let checks = if offloaded {
+            Checksums::Offloaded
+        } else {
+            Checksums::Verify
+        };
+        let d = Datagram::parse_with(data, checks).map_err(|_| Ignored::Malformed)?;
+        if d.ip.dst != self.local {
+            return Err(Ignored::OtherFlow);
+        }
+        match &d.transport {
+            Transport::Tcp(t) => {
+                if t.dst_port != self.sport {
+                    return Err(Ignored::OtherFlow);
+                }
+                let index = self
+                    .index_of(d.ip.src, t.src_port)
+                    .ok_or(Ignored::OtherFlow)?;
+                let verdict = if t.flags.contains(TcpFlags::SYN.union(TcpFlags::ACK))
+                    && !t.flags.contains(TcpFlags::RST)
+                {
+                    ScanVerdict::Open
+                } else if t.flags.contains(TcpFlags::RST.union(TcpFlags::ACK)) {
+                    ScanVerdict::Closed
+                } else {
+                    return Err(Ignored::Unexpected);
+                };
+                if t.ack
+                    != SeqNumber(
+                        self.cookie
+                            .seq(self.local, d.ip.src, self.sport, t.src_port),
+                    ) + 1
+                {
+                    return Err(Ignored::WrongAck);
+                }
+                Ok(ScanReply {
+                    host: d.ip.src,
+                    port: t.src_port,
+                    index,
+                    verdict,
+                    ttl: d.ip.ttl,
+                    window: t.window,
+                    options: t.options.clone(),
+                    at,
+                })
+            }
+            Transport::Icmp(i) => {
+                let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
+                    return Err(Ignored::IcmpOther);
+                };
+                if q.ip.src != self.local
+                    || q.ip.protocol != Protocol::TCP
+                    || q.src_port != self.sport
+                {
+                    return Err(Ignored::IcmpOther);
+                }
+                let index = self
+                    .index_of(q.ip.dst, q.dst_port)
+                    .ok_or(Ignored::IcmpOther)?;
+                let cookie = self
+                    .cookie
+                    .seq(self.local, q.ip.dst, self.sport, q.dst_port);
+                if q.tcp_seq.is_some_and(|s| s != cookie) {
+                    return Err(Ignored::WrongAck);
+                }
+                Ok(ScanReply {
+                    host: q.ip.dst,
+                    port: q.dst_port,
+                    index,
+                    verdict: ScanVerdict::Filtered {
+                        reason: error.name(),
+                        from: d.ip.src,
+                    },
+                    ttl: d.ip.ttl,
+                    window: 0,
+                    options: TcpOptions::default(),
+                    at,
+                })
+            }
+            _ => Err(Ignored::OtherFlow),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::targets::parse_target;
+    use crate::wire::IcmpRepr;
+
+    fn matcher() -> ScanMatcher {
+        let no = |_: &str| Err("none".to_string());
+        ScanMatcher {
+            local: "198.18.0.1".parse().unwrap(),
+            sport: 40000,
+            cookie: Cookie::new([3; 16]),
+            targets: TargetSet::build(&[parse_target("198.18.0.0/30", &no).unwrap()], &[]).unwrap(),
+            ports: PortList::parse("22,80,81").unwrap(),
+            ttl: 64,
+            syn_options: true,
+            mss: 1460,
+        }
+    }
+
+    /// The server's answer to probe `index`, as its kernel would build it.
+    fn answer(m: &ScanMatcher, index: u64, flags: TcpFlags, ack_delta: u32) -> Vec<u8> {
+        let syn = Datagram::parse(&m.syn(index, 1, 1).unwrap()).unwrap();
+        let Transport::Tcp(s) = syn.transport else {
+            panic!()
+        };
+        let tcp = TcpRepr {
+            src_port: s.dst_port,
+            dst_port: s.src_port,
+            seq: SeqNumber(99),
+            ack: s.seq + 1 + ack_delta,
+            flags,
+            window: 65160,
+            ..TcpRepr::default()
+        };
+        let ip = IpRepr {
+            src: syn.ip.dst,
+            dst: syn.ip.src,
+            ..syn.ip.clone()
+        };
+        ip.emit(&tcp.emit(ip.src, ip.dst))
+    }
+
+    #[test]
+    fn every_probe_index_round_trips_through_its_reply() {
+        let m = matcher();
+        assert_eq!(m.len(), 12);
+        let sa = TcpFlags::SYN.union(TcpFlags::ACK);
+        for i in 0..m.len() {
+            let r = m
+                .classify(&answer(&m, i, sa, 0), false, Timestamp(1))
+                .unwrap();
+            assert_eq!((r.index, r.verdict.clone()), (i, ScanVerdict::Open));
+            assert_eq!(Some((r.host, r.port)), m.target(i));
+        }
+        let ra = TcpFlags::RST.union(TcpFlags::ACK);
+        assert_eq!(
+            m.classify(&answer(&m, 4, ra, 0), false, Timestamp(1))
+                .unwrap()
+                .verdict,
+            ScanVerdict::Closed
+        );
+    }
+
+    #[test]
+    fn forged_replies_are_ignored() {
+        let m = matcher();
+        let sa = TcpFlags::SYN.union(TcpFlags::ACK);
+        assert_eq!(
+            m.classify(&answer(&m, 1, sa, 1), false, Timestamp(1)),
+            Err(Ignored::WrongAck)
+        );
+        let mut other = matcher();
+        other.cookie = Cookie::new([4; 16]);
+        assert_eq!(
+            m.classify(&answer(&other, 1, sa, 0), false, Timestamp(1)),
+            Err(Ignored::WrongAck)
+        );
+        other = matcher();
+        other.sport = 40001;
+        assert_eq!(
+            m.classify(&answer(&other, 1, sa, 0), false, Timestamp(1)),
+            Err(Ignored::OtherFlow)
+        );
+        assert_eq!(
+            m.classify(&answer(&m, 1, TcpFlags::ACK, 0), false, Timestamp(1)),
+            Err(Ignored::Unexpected)
+        );
+        assert_eq!(
+            m.classify(&[0x45, 0, 0], false, Timestamp(1)),
+            Err(Ignored::Malformed)
+        );
+    }
+
+    #[test]
+    fn icmp_errors_quote_the_cookie() {
+        let m = matcher();
+        let syn = m.syn(5, 1, 1).unwrap();
+        let (router, local): (IpAddr, IpAddr) = ("198.18.0.254".parse().unwrap(), m.local);
+        let wrap = |quote: &[u8]| {
+            let ip = IpRepr {
+                src: router,
+                dst: local,
+                protocol: 1,
+                ttl: 60,
+                ident: 0,
+                later_fragment: false,
+                flow_label: 0,
+            };
+            ip.emit(&IcmpRepr::emit_error(3, 13, quote, router, local))
+        };
+        let r = m.classify(&wrap(&syn), false, Timestamp(1)).unwrap();
+        assert_eq!(r.index, 5);
+        assert_eq!(
+            r.verdict,
+            ScanVerdict::Filtered {
+                reason: "admin-prohibited".into(),
+                from: router
+            }
+        );
+        let mut forged = syn.clone();
+        forged[26] ^= 0xff;
+        assert_eq!(
+            m.classify(&wrap(&forged), false, Timestamp(1)),
+            Err(Ignored::WrongAck)
+        );
+    }
+}

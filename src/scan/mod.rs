@@ -1,0 +1,15 @@
+//! Stateless scanning: which (host, port) pairs to probe, in which order, and how
+//! to recognise their replies without remembering each probe. Pure logic; the
+//! sockets are in `io` and the loop in `cmd::scan`.
+
+pub mod cookie;
+pub mod matcher;
+pub mod permute;
+pub mod ports;
+pub mod targets;
+
+pub use cookie::Cookie;
+pub use matcher::{ScanMatcher, ScanReply, ScanVerdict};
+pub use permute::{Permutation, Shard};
+pub use ports::PortList;
+pub use targets::TargetSet;

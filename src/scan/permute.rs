@@ -1,0 +1,171 @@
+//! A keyed pseudo-random permutation of 0..n computed on the fly (a Feistel
+//! network with cycle-walking), so probes go out in a scattered order without a
+//! shuffled list in memory, and a disjoint split of it into shards.
+
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
+
+const ROUNDS: u64 = 4;
+
+/// A bijection on 0..n, fixed by its seed.
+#[derive(Debug, Clone)]
+pub struct Permutation {
+    n: u64,
+    half_bits: u32,
+    key: [u8; 16],
+}
+
+impl Permutation {
+    pub fn new(n: u64, seed: u64) -> Permutation {
+        // the smallest even-bit domain 2^(2h) >= n (at least 4 bits)
+        let bits = (64 - n.saturating_sub(1).leading_zeros()).max(2);
+        let half_bits = bits.div_ceil(2);
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&seed.to_le_bytes());
+        key[8..].copy_from_slice(&n.to_le_bytes());
+        Permutation { n, half_bits, key }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn round(&self, r: u64, x: u64) -> u64 {
+        let mut h = SipHasher13::new_with_key(&self.key);
+        h.write_u64(r);
+        h.write_u64(x);
+        h.finish() & ((1 << self.half_bits) - 1)
+    }
+
+    fn feistel(&self, x: u64) -> u64 {
+        let mask = (1 << self.half_bits) - 1;
+        let (mut l, mut r) = (x >> self.half_bits, x & mask);
+        for i in 0..ROUNDS {
+            (l, r) = (r, l ^ self.round(i, r));
+        }
+        (l << self.half_bits) | r
+    }
+
+    fn feistel_inverse(&self, y: u64) -> u64 {
+        let mask = (1 << self.half_bits) - 1;
+        let (mut l, mut r) = (y >> self.half_bits, y & mask);
+        for i in (0..ROUNDS).rev() {
+            (l, r) = (r ^ self.round(i, l), l);
+        }
+        (l << self.half_bits) | r
+    }
+
+    /// The element at position `k` (k < n). Cycle-walking keeps it below n; the
+    /// domain is < 4n, so this takes < 4 steps on average.
+    pub fn at(&self, k: u64) -> u64 {
+        let mut x = self.feistel(k);
+        while x >= self.n {
+            x = self.feistel(x);
+        }
+        x
+    }
+
+    /// The position of element `x` (the inverse of [`Permutation::at`]).
+    pub fn position(&self, x: u64) -> u64 {
+        let mut k = self.feistel_inverse(x);
+        while k >= self.n {
+            k = self.feistel_inverse(k);
+        }
+        k
+    }
+}
+
+/// Shard `index` of `count`: positions index, index+count, index+2·count, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `I/N` with 0 <= I < N (0-based, as Kubernetes' JOB_COMPLETION_INDEX).
+    pub fn parse(s: &str) -> Result<Shard, String> {
+        let bad = || format!("bad shard '{s}': expected I/N with 0 <= I < N, e.g. 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// How many of `n` positions fall in this shard.
+    pub fn len(&self, n: u64) -> u64 {
+        if self.index >= n {
+            0
+        } else {
+            (n - self.index).div_ceil(self.count)
+        }
+    }
+
+    /// The `j`-th position of this shard.
+    pub fn position(&self, j: u64) -> u64 {
+        self.index + j * self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_a_bijection_with_an_inverse() {
+        for n in [1u64, 2, 3, 17, 1000, 65535, 70000] {
+            let p = Permutation::new(n, 42);
+            let mut seen = vec![false; n as usize];
+            for k in 0..n {
+                let x = p.at(k);
+                assert!(!seen[x as usize], "n={n}: {x} twice");
+                seen[x as usize] = true;
+                assert_eq!(p.position(x), k);
+            }
+        }
+    }
+
+    #[test]
+    fn scatters_and_depends_on_seed() {
+        let p = Permutation::new(65536, 1);
+        let first: Vec<u64> = (0..8).map(|k| p.at(k)).collect();
+        assert_ne!(first, (0..8).collect::<Vec<_>>());
+        let q = Permutation::new(65536, 2);
+        assert_ne!(first, (0..8).map(|k| q.at(k)).collect::<Vec<_>>());
+        assert_eq!(
+            first,
+            (0..8)
+                .map(|k| Permutation::new(65536, 1).at(k))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn shards_are_disjoint_and_cover_everything() {
+        let n = 1001;
+        let p = Permutation::new(n, 9);
+        let mut seen = vec![0u8; n as usize];
+        for i in 0..4 {
+            let s = Shard::parse(&format!("{i}/4")).unwrap();
+            for j in 0..s.len(n) {
+                seen[p.at(s.position(j)) as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1));
+        assert!(Shard::parse("4/4").is_err());
+        assert!(Shard::parse("1/0").is_err());
+        assert!(Shard::parse("x").is_err());
+        assert_eq!(Shard { index: 5, count: 8 }.len(3), 0);
+    }
+}
