@@ -25,6 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         remote_port: Some(target.port()),
         local_ports: None,
         protocol: Protocol::TCP,
+        outbound: true,
     };
     let mut capture = Capture::open(0, &filter)?;
     let mut pinger = SynPinger::new(SynProbeConfig {

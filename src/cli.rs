@@ -3,6 +3,8 @@
 
 use crate::report::OutputFormat;
 use crate::report::ping::Expect;
+use crate::scan::targets::{Range, parse_target};
+use crate::scan::{PortList, Shard, TargetSet};
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -50,6 +52,20 @@ pub enum Command {
     ///   synscope ping db.example -p 5432 --expect closed -c 3
     #[command(after_long_help = EXIT_CODES, verbatim_doc_comment)]
     Ping(PingArgs),
+    /// Stateless SYN scan of many hosts × ports, with sharding.
+    ///
+    /// Each probe's sequence number is a keyed hash (SipHash) of its 4-tuple, so
+    /// replies are checked without per-probe state; probes go out in a
+    /// pseudo-random order over the whole (host, port) space. Verdicts: open
+    /// (SYN-ACK, then torn down with an RST), closed (RST), filtered (ICMP error,
+    /// named) and no-response (after --retries).
+    ///
+    /// Examples:
+    ///   synscope scan 198.18.0.2 -p-  --rate 200000
+    ///   synscope scan 198.18.0.0/16 -p 22,80,443 --open --ndjson
+    ///   synscope scan --targets-file hosts.txt --top-ports 100 --shard 0/4 --seed 7
+    #[command(after_long_help = SCAN_EXIT_CODES, verbatim_doc_comment)]
+    Scan(ScanArgs),
     /// Build a throwaway namespace lab and ping an open, a closed and a filtered port.
     ///
     /// Needs root (network namespaces, veth, nftables) and the `ip` and `nft` tools.
@@ -102,6 +118,181 @@ pub struct PingArgs {
     /// Print one JSON line per probe as it happens, then the summary.
     #[arg(long)]
     pub ndjson: bool,
+}
+
+pub const SCAN_EXIT_CODES: &str = "\
+EXIT STATUS:
+  0  the scan ran to its end (whatever it found)
+  1  it was interrupted (SIGINT/SIGTERM); results so far are printed
+  2  usage or setup error (bad targets or ports, missing privileges)";
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Targets: addresses, CIDR prefixes (198.18.0.0/16, 2001:db8::/120), ranges
+    /// (198.18.0.1-198.18.0.9, 198.18.0.1-9) or names.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Read more targets from a file (one per line, # comments), or - for stdin.
+    #[arg(long, value_name = "FILE")]
+    pub targets_file: Option<String>,
+    /// Leave these out (same forms as targets; repeat or separate with commas).
+    #[arg(long, value_name = "TARGET", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Ports: 22,80,1000-2000; - for all (-p-).
+    #[arg(short, long, value_name = "PORTS")]
+    pub ports: Option<String>,
+    /// Scan the N most common TCP ports (built-in list).
+    #[arg(long, value_name = "N")]
+    pub top_ports: Option<usize>,
+    /// Probes per second, evenly paced.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub rate: u64,
+    /// Extra rounds for probes that got no answer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: u32,
+    /// The longest wait for late replies after each round (it ends sooner once
+    /// replies have stopped for several times the largest RTT seen).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub wait: Duration,
+    /// Print only open ports.
+    #[arg(long)]
+    pub open: bool,
+    /// This machine's part of the scan: I/N with 0 <= I < N. N machines with the
+    /// same --seed probe every (host, port) exactly once together.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Seed of the probe order (the same on every shard).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Source port of every probe (default: a free port, held for the scan).
+    #[arg(long)]
+    pub source_port: Option<u16>,
+    /// Send through this interface and capture only on it.
+    #[arg(short = 'I', long)]
+    pub interface: Option<String>,
+    /// IP TTL / hop limit of the probes.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: u8,
+    /// Send bare SYNs without options.
+    #[arg(long)]
+    pub bare_syn: bool,
+    /// Resolve names to IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Resolve names to IPv6 only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Print one JSON document at the end.
+    #[arg(long, conflicts_with = "ndjson")]
+    pub json: bool,
+    /// Print one JSON line per result as replies arrive, then the summary.
+    #[arg(long)]
+    pub ndjson: bool,
+    /// Never draw the progress bar (it is drawn on stderr only when that is a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Validated settings of `synscope scan`.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    pub targets: TargetSet,
+    pub ports: PortList,
+    pub rate: u64,
+    pub retries: u32,
+    pub wait: Duration,
+    pub open_only: bool,
+    pub shard: Shard,
+    pub seed: u64,
+    pub source_port: Option<u16>,
+    pub interface: Option<String>,
+    pub ttl: u8,
+    pub syn_options: bool,
+    pub format: OutputFormat,
+    pub progress: bool,
+    pub verbose: bool,
+}
+
+impl ScanArgs {
+    pub fn settings(&self, verbose: bool) -> Result<ScanSettings, UsageError> {
+        let ports = match (&self.ports, self.top_ports) {
+            (None, None) => {
+                return Err(UsageError(
+                    "give ports with -p (e.g. -p 22,80 or -p-) or --top-ports N".into(),
+                ));
+            }
+            (Some(p), None) => PortList::parse(p).map_err(|e| UsageError(e.0))?,
+            (None, Some(n)) => PortList::top(n).map_err(|e| UsageError(e.0))?,
+            (Some(p), Some(n)) => PortList::parse(p)
+                .map_err(|e| UsageError(e.0))?
+                .union(&PortList::top(n).map_err(|e| UsageError(e.0))?),
+        };
+        let mut specs = self.targets.clone();
+        if let Some(f) = &self.targets_file {
+            let text = if f == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map_err(|e| UsageError(format!("read targets from stdin: {e}")))?;
+                s
+            } else {
+                std::fs::read_to_string(f)
+                    .map_err(|e| UsageError(format!("read targets file '{f}': {e}")))?
+            };
+            specs.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            );
+        }
+        if specs.is_empty() {
+            return Err(UsageError(
+                "no targets: give addresses, prefixes, ranges or names, or --targets-file".into(),
+            ));
+        }
+        let (v4, v6) = (self.ipv4, self.ipv6);
+        let resolver = |name: &str| -> Result<IpAddr, String> {
+            resolve(name, 0, v4, v6).map(|a| a.ip()).map_err(|e| e.0)
+        };
+        let parse = |list: &[String]| -> Result<Vec<Range>, UsageError> {
+            list.iter()
+                .flat_map(|s| s.split(','))
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| parse_target(s, &resolver).map_err(|e| UsageError(e.0)))
+                .collect()
+        };
+        let targets = TargetSet::build(&parse(&specs)?, &parse(&self.exclude)?)
+            .map_err(|e| UsageError(e.0))?;
+        let shard = match &self.shard {
+            Some(s) => Shard::parse(s).map_err(UsageError)?,
+            None => Shard::WHOLE,
+        };
+        if self.source_port == Some(0) {
+            return Err(UsageError("--source-port must be 1-65535".into()));
+        }
+        let format = match (self.json, self.ndjson) {
+            (true, _) => OutputFormat::Json,
+            (_, true) => OutputFormat::Ndjson,
+            _ => OutputFormat::Text,
+        };
+        Ok(ScanSettings {
+            targets,
+            ports,
+            rate: self.rate,
+            retries: self.retries,
+            wait: self.wait,
+            open_only: self.open,
+            shard,
+            seed: self.seed.unwrap_or_else(rand::random),
+            source_port: self.source_port,
+            interface: self.interface.clone(),
+            ttl: self.ttl,
+            syn_options: !self.bare_syn,
+            format,
+            progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            verbose,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,11 @@ fn main() -> ExitCode {
                 rt.block_on(cmd::ping::run(&s, &mut out, log))
                     .map(|sum| sum.expectation_met)
             }),
+        Command::Scan(args) => args
+            .settings(cli.verbose)
+            .map_err(CmdError::from)
+            .and_then(|s| cmd::scan::run(&s, log))
+            .map(|sum| !sum.interrupted),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

@@ -51,6 +51,7 @@ pub async fn run(
         remote_port: Some(s.target.port()),
         local_ports: None,
         protocol: Protocol::TCP,
+        outbound: true,
     };
     // Every interface unless one was named: on loopback and veth the path is
     // obvious, elsewhere replies may come back on another interface than the route's.

@@ -45,6 +45,8 @@ pub struct FlowFilter {
     pub local_ports: Option<(u16, u16)>,
     /// Transport protocol (TCP or UDP).
     pub protocol: u8,
+    /// Also let through our own packets to the remote (to timestamp our sends).
+    pub outbound: bool,
 }
 
 /// A check that either holds (fall through) or fails (jump to the next alternative).
@@ -132,7 +134,12 @@ impl FlowFilter {
         let local_ports = self.local_ports.unwrap_or(any);
         let remote_ports = self.remote_port.map(|p| (p, p)).unwrap_or(any);
         let mut alternatives: Vec<Vec<Check>> = Vec::new();
-        for inbound in [true, false] {
+        let directions: &[bool] = if self.outbound {
+            &[true, false]
+        } else {
+            &[true]
+        };
+        for &inbound in directions {
             let mut c = vec![
                 Check::Proto(proto),
                 Check::Byte(proto_off, self.protocol as u32),
@@ -253,6 +260,7 @@ mod tests {
             remote_port: Some(port),
             local_ports: None,
             protocol: 6,
+            outbound: true,
         }
         .compile()
     }
@@ -293,6 +301,7 @@ mod tests {
             remote_port: None,
             local_ports: Some((53000, 53190)),
             protocol: 6,
+            outbound: true,
         };
         // synack_v4 goes to port 53190
         assert_eq!(run(&f.compile(), fixture("synack_v4"), 0x0800), SNAPLEN);
@@ -300,6 +309,11 @@ mod tests {
         assert_eq!(run(&f.compile(), fixture("synack_v4"), 0x0800), 0);
         f.local_ports = Some((50000, 53189));
         assert_eq!(run(&f.compile(), fixture("synack_v4"), 0x0800), 0);
+        // inbound only: our own SYN (from port 53190) is not captured
+        f.local_ports = Some((53190, 53190));
+        f.outbound = false;
+        assert_eq!(run(&f.compile(), fixture("synack_v4"), 0x0800), SNAPLEN);
+        assert_eq!(run(&f.compile(), fixture("syn_v4"), 0x0800), 0);
     }
 
     #[test]

@@ -51,10 +51,10 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result
     }
 }
 
-impl Capture {
-    /// Opens a capture on `ifindex` (0 = every interface) with `filter` attached
-    /// before any packet can be queued. Must be called inside a tokio runtime.
-    pub fn open(ifindex: u32, filter: &FlowFilter) -> Result<Capture, IoError> {
+/// Opens the packet socket: `filter` attached before it is bound to `ifindex`
+/// (0 = every interface), so no unfiltered packet is ever queued.
+fn open_socket(ifindex: u32, filter: &FlowFilter, rcvbuf: usize) -> Result<Socket, IoError> {
+    {
         let e = |op: &'static str| move |source| IoError::Socket { op, source };
         // protocol 0: receives nothing until bound, so no unfiltered packet sneaks in
         let sock = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
@@ -72,8 +72,8 @@ impl Capture {
         setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
             .map_err(e("enable PACKET_AUXDATA"))?;
         // a big buffer so bursts of replies are not dropped (FORCE needs CAP_NET_ADMIN)
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 8 << 20).is_err() {
-            let _ = sock.set_recv_buffer_size(8 << 20);
+        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf as i32).is_err() {
+            let _ = sock.set_recv_buffer_size(rcvbuf);
         }
         // SAFETY: sockaddr_ll is plain old data; zeroed is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -96,6 +96,15 @@ impl Capture {
         }
         sock.set_nonblocking(true)
             .map_err(e("set capture non-blocking"))?;
+        Ok(sock)
+    }
+}
+
+impl Capture {
+    /// Opens a capture on `ifindex` (0 = every interface) with `filter` attached
+    /// before any packet can be queued. Must be called inside a tokio runtime.
+    pub fn open(ifindex: u32, filter: &FlowFilter) -> Result<Capture, IoError> {
+        let sock = open_socket(ifindex, filter, 8 << 20)?;
         // SAFETY: the Socket owns its fd for as long as the AsyncFd holds it.
         let fd = unsafe { AsyncFd::register(sock) }.map_err(|err| IoError::Socket {
             op: "register capture socket",
@@ -139,6 +148,84 @@ impl Capture {
                 source,
             }),
         }
+    }
+}
+
+/// A capture read from a plain thread (the scanner's receiver), without tokio.
+pub struct BlockingCapture {
+    sock: Socket,
+    buf: Vec<u8>,
+}
+
+impl BlockingCapture {
+    /// As [`Capture::open`], with a receive buffer of `rcvbuf` bytes.
+    pub fn open(
+        ifindex: u32,
+        filter: &FlowFilter,
+        rcvbuf: usize,
+    ) -> Result<BlockingCapture, IoError> {
+        Ok(BlockingCapture {
+            sock: open_socket(ifindex, filter, rcvbuf)?,
+            buf: vec![0u8; 65536],
+        })
+    }
+
+    /// The next packet, or None if none came within `timeout`.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Captured>, IoError> {
+        let fd = self.sock.as_raw_fd();
+        match recv_one(fd, &mut self.buf) {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(source) => {
+                return Err(IoError::Socket {
+                    op: "read capture socket",
+                    source,
+                });
+            }
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r <= 0 {
+            return Ok(None);
+        }
+        match recv_one(fd, &mut self.buf) {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(source) => Err(IoError::Socket {
+                op: "read capture socket",
+                source,
+            }),
+        }
+    }
+
+    /// Packets the kernel dropped for lack of buffer space since the last call
+    /// (PACKET_STATISTICS).
+    pub fn drops(&self) -> u64 {
+        let mut st = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: st is a live tpacket_stats and len its size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                &mut st as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        if r < 0 { 0 } else { st.tp_drops as u64 }
     }
 }
 

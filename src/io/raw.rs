@@ -3,6 +3,7 @@
 use super::IoError;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 /// A raw socket that sends complete IPv4 or IPv6 datagrams as given.
 pub struct RawSender {
@@ -55,5 +56,75 @@ impl RawSender {
                 Err(source) => return Err(IoError::Send { addr: dst, source }),
             }
         }
+    }
+
+    /// Sends many datagrams with as few system calls as possible (sendmmsg).
+    /// A full queue is waited out, boundedly; a datagram the kernel refuses (e.g.
+    /// no route to its destination) is skipped. Returns how many were refused and
+    /// the first refusal.
+    pub fn send_batch(
+        &self,
+        packets: &[(IpAddr, &[u8])],
+    ) -> Result<(usize, Option<IoError>), IoError> {
+        let addrs: Vec<SockAddr> = packets
+            .iter()
+            .map(|(a, _)| SockAddr::from(SocketAddr::new(*a, 0)))
+            .collect();
+        let mut iovs: Vec<libc::iovec> = packets
+            .iter()
+            .map(|(_, b)| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: zeroed mmsghdr is valid; each header points at one live iovec and
+        // one live sockaddr of the stated length, all outliving the sendmmsg calls.
+        let mut msgs: Vec<libc::mmsghdr> = (0..packets.len())
+            .map(|i| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = addrs[i].len();
+                m.msg_hdr.msg_iov = &mut iovs[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let mut done = 0;
+        let mut stalls = 0;
+        let mut refused = 0;
+        let mut first = None;
+        while done < msgs.len() {
+            let rest = &mut msgs[done..];
+            // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.sock.as_raw_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len() as u32,
+                    0,
+                )
+            };
+            if n > 0 {
+                done += n as usize;
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
+                stalls += 1;
+                std::thread::sleep(std::time::Duration::from_micros(20));
+                continue;
+            }
+            let e = IoError::Send {
+                addr: packets[done].0,
+                source: err,
+            };
+            if e.is_permission() || stalls >= 1000 {
+                return Err(e);
+            }
+            refused += 1;
+            first.get_or_insert(e);
+            done += 1;
+        }
+        Ok((refused, first))
     }
 }

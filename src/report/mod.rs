@@ -1,6 +1,7 @@
 //! Results as people and programs read them: text lines, JSON, NDJSON, statistics.
 
 pub mod ping;
+pub mod scan;
 pub mod stats;
 
 pub use stats::RttStats;

@@ -1,0 +1,466 @@
+//! `synscope scan`: a sender thread paces SYNs over the permuted (host, port)
+//! space of this shard; a receiver thread checks replies against their cookies.
+//! The only per-probe memory is one "answered" bit (and a fixed ring of recent
+//! send times for RTTs), so memory does not grow with replies in flight.
+
+use super::{CmdError, Log};
+use crate::cli::ScanSettings;
+use crate::event::Timestamp;
+use crate::io::bpf::FlowFilter;
+use crate::io::capture::BlockingCapture;
+use crate::io::{IoError, PortReservation, RawSender, Route};
+use crate::probe::Ignored;
+use crate::report::OutputFormat;
+use crate::report::scan::{ScanResult, ScanSummary, write_summary_text, write_table};
+use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict};
+use crate::wire::Protocol;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Send times of recent probes, by shard-local probe number modulo its size.
+const RING: usize = 1 << 17;
+const RELAXED: Ordering = Ordering::Relaxed;
+
+/// State shared by the sender and the receiver.
+struct Shared {
+    /// One bit per probe of this shard: answered.
+    answered: Vec<AtomicU64>,
+    ring_probe: Vec<AtomicU64>,
+    ring_time: Vec<AtomicU64>,
+    replies: AtomicU64,
+    last_reply_ns: AtomicU64,
+    max_rtt_ns: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    /// Marks probe `j` answered; false if it already was (a duplicate).
+    fn mark(&self, j: u64) -> bool {
+        let bit = 1u64 << (j % 64);
+        self.answered[(j / 64) as usize].fetch_or(bit, RELAXED) & bit == 0
+    }
+    fn is_answered(&self, j: u64) -> bool {
+        self.answered[(j / 64) as usize].load(RELAXED) & (1 << (j % 64)) != 0
+    }
+    fn sent_at(&self, j: u64) -> Option<u64> {
+        let slot = (j as usize) % RING;
+        (self.ring_probe[slot].load(RELAXED) == j + 1).then(|| self.ring_time[slot].load(RELAXED))
+    }
+}
+
+/// What the receiver keeps per reply (options only for open ports).
+struct Kept {
+    results: Vec<ScanResult>,
+    ignored: BTreeMap<Ignored, u64>,
+    drops: u64,
+}
+
+/// Is a SIGINT or SIGTERM pending? (checked between batches)
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let _ = signal_hook_register(sig, flag.clone());
+    }
+    flag
+}
+
+fn signal_hook_register(sig: i32, flag: Arc<AtomicBool>) -> Result<(), std::io::Error> {
+    // a tokio-free signal watch: a thread blocked in sigwait would need masks on
+    // every thread; a tiny runtime thread is simpler and dies with the process
+    std::thread::Builder::new()
+        .name(format!("signal-{sig}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(_) => return,
+            };
+            rt.block_on(async {
+                let kind = tokio::signal::unix::SignalKind::from_raw(sig);
+                if let Ok(mut s) = tokio::signal::unix::signal(kind) {
+                    s.recv().await;
+                    flag.store(true, RELAXED);
+                }
+            });
+        })?;
+    Ok(())
+}
+
+pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
+    let first = s
+        .targets
+        .get(0)
+        .ok_or_else(|| CmdError::Setup("no targets".into()))?;
+    let route = Route::lookup(first, s.interface.as_deref())?;
+    let sender = Arc::new(RawSender::open(route.src, s.interface.as_deref())?);
+    let reservation = PortReservation::reserve(route.src, s.source_port.unwrap_or(0))?;
+    let sport = reservation.port;
+    let filter = FlowFilter {
+        local: route.src,
+        remote: None,
+        remote_port: None,
+        local_ports: Some((sport, sport)),
+        protocol: Protocol::TCP,
+        outbound: false,
+    };
+    let ifindex = if s.interface.is_some() {
+        route.ifindex
+    } else {
+        0
+    };
+    let mut capture = BlockingCapture::open(ifindex, &filter, 64 << 20)?;
+    let matcher = Arc::new(ScanMatcher {
+        local: route.src,
+        sport,
+        cookie: Cookie::new(rand::random()),
+        targets: s.targets.clone(),
+        ports: s.ports.clone(),
+        ttl: s.ttl,
+        syn_options: s.syn_options,
+        mss: route.mss(),
+    });
+    let total = matcher.len();
+    let perm = Arc::new(Permutation::new(total, s.seed));
+    let shard = s.shard;
+    let probes = shard.len(total);
+    log.debug(|| {
+        format!(
+            "scan: {} probes in shard {}/{} from {}:{} via {}",
+            probes, shard.index, shard.count, route.src, sport, route.interface
+        )
+    });
+    let shared = Arc::new(Shared {
+        answered: (0..probes.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+        ring_probe: (0..RING).map(|_| AtomicU64::new(0)).collect(),
+        ring_time: (0..RING).map(|_| AtomicU64::new(0)).collect(),
+        replies: AtomicU64::new(0),
+        last_reply_ns: AtomicU64::new(0),
+        max_rtt_ns: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let interrupted = interrupt_flag();
+
+    // the receiver: classify, dedupe, stream NDJSON, tear down open connections
+    let receiver = {
+        let (shared, matcher, perm, sender) = (
+            shared.clone(),
+            matcher.clone(),
+            perm.clone(),
+            sender.clone(),
+        );
+        let (stream, open_only) = (s.format == OutputFormat::Ndjson, s.open_only);
+        std::thread::Builder::new()
+            .name("receiver".into())
+            .spawn(move || -> Result<Kept, IoError> {
+                let mut kept = Kept {
+                    results: Vec::new(),
+                    ignored: BTreeMap::new(),
+                    drops: 0,
+                };
+                let stdout = std::io::stdout();
+                loop {
+                    let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
+                        if shared.stop.load(RELAXED) {
+                            break;
+                        }
+                        continue;
+                    };
+                    let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
+                        Ok(r) => r,
+                        Err(why) => {
+                            *kept.ignored.entry(why).or_default() += 1;
+                            continue;
+                        }
+                    };
+                    let k = perm.position(r.index);
+                    if k < shard.index || (k - shard.index) % shard.count != 0 {
+                        *kept.ignored.entry(Ignored::NoProbe).or_default() += 1;
+                        continue;
+                    }
+                    let j = (k - shard.index) / shard.count;
+                    if r.verdict == ScanVerdict::Open {
+                        // our own RST (besides the kernel's): never leave a half-open connection
+                        let _ = sender.send(r.host, &matcher.rst(r.host, r.port));
+                    }
+                    if !shared.mark(j) {
+                        *kept.ignored.entry(Ignored::NoProbe).or_default() += 1;
+                        continue;
+                    }
+                    let rtt_ns = shared.sent_at(j).map(|t| r.at.0.saturating_sub(t));
+                    if let Some(rtt) = rtt_ns {
+                        shared.max_rtt_ns.fetch_max(rtt, RELAXED);
+                    }
+                    shared.replies.fetch_add(1, RELAXED);
+                    shared.last_reply_ns.store(Timestamp::now().0, RELAXED);
+                    let res = ScanResult {
+                        index: r.index,
+                        host: r.host,
+                        port: r.port,
+                        ttl: Some(r.ttl),
+                        window: matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                            .then_some(r.window),
+                        options: (r.verdict == ScanVerdict::Open).then_some(r.options),
+                        verdict: r.verdict,
+                        rtt_ns,
+                    };
+                    if stream && (!open_only || res.verdict == ScanVerdict::Open) {
+                        let _ = writeln!(stdout.lock(), "{}", res.json());
+                    }
+                    if !open_only || res.verdict == ScanVerdict::Open {
+                        kept.results.push(res);
+                    }
+                }
+                kept.drops = capture.drops();
+                Ok(kept)
+            })
+            .map_err(|e| CmdError::Setup(format!("start receiver thread: {e}")))?
+    };
+
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut send_errors = 0u64;
+    let mut send_time = Duration::ZERO;
+    let batch = (s.rate / 5000).clamp(1, 64) as usize;
+    let mut progress = Progress::new(s.progress, probes);
+    let mut first_error: Option<IoError> = None;
+    'rounds: for round in 0..=s.retries {
+        let pass_start = Instant::now();
+        let mut in_pass = 0u64;
+        let mut j = 0u64;
+        let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(batch);
+        let mut numbers: Vec<u64> = Vec::with_capacity(batch);
+        while j < probes || !packets.is_empty() {
+            if interrupted.load(RELAXED) {
+                break 'rounds;
+            }
+            while packets.len() < batch && j < probes {
+                if round == 0 || !shared.is_answered(j) {
+                    let index = perm.at(shard.position(j));
+                    if let (Some((host, _)), Some(syn)) = (
+                        matcher.target(index),
+                        matcher.syn(
+                            index,
+                            rand::random(),
+                            (Timestamp::now().0 / 1_000_000) as u32,
+                        ),
+                    ) {
+                        packets.push((host, syn));
+                        numbers.push(j);
+                    }
+                }
+                j += 1;
+            }
+            if packets.is_empty() {
+                break;
+            }
+            // even pacing: batch n goes out at pass_start + n/rate
+            let due = pass_start + Duration::from_secs_f64(in_pass as f64 / s.rate as f64);
+            pace_until(due);
+            let now = Timestamp::now().0;
+            for &n in &numbers {
+                let slot = (n as usize) % RING;
+                shared.ring_time[slot].store(now, RELAXED);
+                shared.ring_probe[slot].store(n + 1, RELAXED);
+            }
+            let refs: Vec<(std::net::IpAddr, &[u8])> =
+                packets.iter().map(|(a, b)| (*a, b.as_slice())).collect();
+            let (refused, err) = sender.send_batch(&refs)?;
+            send_errors += refused as u64;
+            if first_error.is_none() {
+                first_error = err;
+            }
+            in_pass += packets.len() as u64;
+            sent += packets.len() as u64;
+            packets.clear();
+            numbers.clear();
+            progress.update(sent, shared.replies.load(RELAXED), started);
+        }
+        send_time += pass_start.elapsed();
+        log.debug(|| {
+            format!(
+                "round {round}: {in_pass} SYNs in {:?}",
+                pass_start.elapsed()
+            )
+        });
+        // wait for late replies: until they have stopped for a while, at most --wait
+        let last_send = Timestamp::now().0;
+        let wait_end = Instant::now() + s.wait;
+        while Instant::now() < wait_end && !interrupted.load(RELAXED) {
+            std::thread::sleep(Duration::from_millis(2));
+            let quiet_for = Timestamp::now()
+                .0
+                .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
+            let needed = (shared.max_rtt_ns.load(RELAXED) * 8).max(20_000_000);
+            if quiet_for > needed {
+                break;
+            }
+            progress.update(sent, shared.replies.load(RELAXED), started);
+        }
+        if (0..probes).all(|j| shared.is_answered(j)) {
+            break;
+        }
+    }
+    progress.finish();
+    shared.stop.store(true, RELAXED);
+    let kept = receiver
+        .join()
+        .map_err(|_| CmdError::Setup("receiver thread panicked".into()))??;
+    if send_errors > 0 {
+        log.debug(|| {
+            format!(
+                "{send_errors} SYNs refused by the kernel, first: {}",
+                first_error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            )
+        });
+        if send_errors == sent {
+            return Err(first_error
+                .map(CmdError::Io)
+                .unwrap_or_else(|| CmdError::Setup("every send failed".into())));
+        }
+    }
+    let was_interrupted = interrupted.load(RELAXED);
+    let mut results = kept.results;
+    let mut counts: HashMap<&'static str, u64> = HashMap::new();
+    for r in &results {
+        *counts.entry(r.verdict.name()).or_default() += 1;
+    }
+    // no-response: every probe of the shard without an answered bit
+    let mut no_response = 0u64;
+    for j in 0..probes {
+        if !shared.is_answered(j) {
+            no_response += 1;
+            if !s.open_only {
+                let index = perm.at(shard.position(j));
+                if let Some((host, port)) = matcher.target(index) {
+                    let r = ScanResult {
+                        index,
+                        host,
+                        port,
+                        verdict: ScanVerdict::NoResponse,
+                        rtt_ns: None,
+                        ttl: None,
+                        window: None,
+                        options: None,
+                    };
+                    if s.format == OutputFormat::Ndjson {
+                        println!("{}", r.json());
+                    }
+                    results.push(r);
+                }
+            }
+        }
+    }
+    let summary = ScanSummary {
+        hosts: s.targets.len(),
+        ports: s.ports.len(),
+        probes,
+        shard: format!("{}/{}", shard.index, shard.count),
+        seed: s.seed,
+        sent,
+        open: counts.get("open").copied().unwrap_or(0),
+        closed: counts.get("closed").copied().unwrap_or(0),
+        filtered: counts.get("filtered").copied().unwrap_or(0),
+        no_response,
+        send_errors,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        send_rate_pps: sent as f64 / send_time.as_secs_f64().max(1e-9),
+        ignored: kept.ignored,
+        capture_drops: kept.drops,
+        interrupted: was_interrupted,
+    };
+    if kept.drops > 0 {
+        eprintln!(
+            "synscope: warning: the capture buffer dropped {} replies (lower --rate); their ports were retried",
+            kept.drops
+        );
+    }
+    results.sort_by_key(|r| r.index);
+    let mut out = std::io::stdout().lock();
+    match s.format {
+        OutputFormat::Text => {
+            write_table(&mut out, &results, s.open_only)?;
+            write_summary_text(&mut out, &summary)?;
+        }
+        OutputFormat::Ndjson => {
+            let mut v = serde_json::to_value(&summary).unwrap_or_default();
+            v["type"] = serde_json::json!("summary");
+            writeln!(out, "{v}")?;
+        }
+        OutputFormat::Json => {
+            write!(out, "{{\"results\":[")?;
+            for (i, r) in results.iter().enumerate() {
+                write!(out, "{}{}", if i == 0 { "" } else { "," }, r.json())?;
+            }
+            writeln!(
+                out,
+                "],\"summary\":{}}}",
+                serde_json::to_string(&summary).unwrap_or_default()
+            )?;
+        }
+    }
+    out.flush()?;
+    drop(reservation);
+    Ok(summary)
+}
+
+/// Sleeps until `due`, spinning (yielding) for the last stretch.
+fn pace_until(due: Instant) {
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        let left = due - now;
+        if left > Duration::from_micros(200) {
+            std::thread::sleep(left - Duration::from_micros(100));
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The progress line on stderr (only on a terminal).
+struct Progress {
+    on: bool,
+    total: u64,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(on: bool, total: u64) -> Progress {
+        Progress {
+            on,
+            total,
+            last: Instant::now(),
+        }
+    }
+    fn update(&mut self, sent: u64, replies: u64, started: Instant) {
+        if !self.on || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = started.elapsed().as_secs_f64();
+        let rate = sent as f64 / secs.max(1e-9);
+        let eta = self.total.saturating_sub(sent) as f64 / rate.max(1.0);
+        let pct = 100.0 * sent.min(self.total) as f64 / self.total.max(1) as f64;
+        eprint!(
+            "\r[{pct:5.1}%] sent {sent}/{}  replies {replies}  {rate:.0} pkt/s  ETA {eta:.1}s   ",
+            self.total
+        );
+    }
+    fn finish(&self) {
+        if self.on {
+            eprintln!();
+        }
+    }
+}
