@@ -28,6 +28,10 @@ pub struct LabSpec {
     pub admin_prohibited: Vec<u16>,
     /// Rejected with ICMP port unreachable (3/3, ICMPv6 1/4).
     pub port_unreachable: Vec<u16>,
+    /// An IPv4 prefix the server answers for as a whole (`ip route add local
+    /// PREFIX dev lo` there, routed via the server on the client): one
+    /// namespace standing in for thousands of hosts.
+    pub many_hosts_v4: Option<String>,
 }
 
 impl LabSpec {
@@ -38,6 +42,7 @@ impl LabSpec {
             dropped: vec![21, 8443],
             admin_prohibited: vec![111],
             port_unreachable: vec![113],
+            many_hosts_v4: None,
         }
     }
 }
@@ -190,6 +195,25 @@ impl Lab {
                     None,
                 )?;
             }
+        }
+        if let Some(prefix) = &spec.many_hosts_v4 {
+            run(
+                &["ip", "-n", &s, "route", "add", "local", prefix, "dev", "lo"],
+                None,
+            )?;
+            run(
+                &[
+                    "ip",
+                    "-n",
+                    &c,
+                    "route",
+                    "add",
+                    prefix,
+                    "via",
+                    &SERVER_V4.to_string(),
+                ],
+                None,
+            )?;
         }
         // the server answers every rejected probe (no ICMP rate limit)
         in_netns(&s, || {

@@ -179,12 +179,10 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                             continue;
                         }
                     };
-                    let k = perm.position(r.index);
-                    if k < shard.index || (k - shard.index) % shard.count != 0 {
+                    let Some(j) = shard.local(perm.position(r.index)) else {
                         *kept.ignored.entry(Ignored::NoProbe).or_default() += 1;
                         continue;
-                    }
-                    let j = (k - shard.index) / shard.count;
+                    };
                     if r.verdict == ScanVerdict::Open {
                         // our own RST (besides the kernel's): never leave a half-open connection
                         let _ = sender.send(r.host, &matcher.rst(r.host, r.port));

@@ -116,6 +116,13 @@ impl Shard {
     pub fn position(&self, j: u64) -> u64 {
         self.index + j * self.count
     }
+
+    /// The inverse of [`Shard::position`]: which `j` position `k` is, if it is
+    /// in this shard at all.
+    pub fn local(&self, k: u64) -> Option<u64> {
+        let d = k.checked_sub(self.index)?;
+        d.is_multiple_of(self.count).then_some(d / self.count)
+    }
 }
 
 #[cfg(test)]
@@ -160,7 +167,9 @@ mod tests {
             let s = Shard::parse(&format!("{i}/4")).unwrap();
             for j in 0..s.len(n) {
                 seen[p.at(s.position(j)) as usize] += 1;
+                assert_eq!(s.local(s.position(j)), Some(j));
             }
+            assert_eq!(s.local(s.position(0) + 1), None);
         }
         assert!(seen.iter().all(|&c| c == 1));
         assert!(Shard::parse("4/4").is_err());

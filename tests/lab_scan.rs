@@ -1,0 +1,183 @@
+//! `synscope scan` against the kernel's TCP in a namespace lab: every port of
+//! the lab host classified (IPv4 and IPv6), a 65,536-host scan, and shards
+//! whose union is the full scan without duplicates. Needs root, `ip`, `nft`.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
+use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
+
+fn scan(lab: &Lab, args: &[&str]) -> Output {
+    lab.client_command(env!("CARGO_BIN_EXE_synscope"))
+        .arg("scan")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ndjson(out: &Output) -> Vec<Value> {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+/// (verdict, reason) of every port, from one scan's NDJSON.
+fn verdicts(lines: &[Value]) -> BTreeMap<u64, (String, Option<String>)> {
+    let mut m = BTreeMap::new();
+    for v in lines.iter().filter(|v| v["type"] == "result") {
+        let port = v["port"].as_u64().unwrap();
+        let prev = m.insert(
+            port,
+            (
+                v["verdict"].as_str().unwrap().to_string(),
+                v["reason"].as_str().map(str::to_string),
+            ),
+        );
+        assert!(prev.is_none(), "port {port} reported twice");
+    }
+    m
+}
+
+fn every_port_classified(target: &str) {
+    let lab = Lab::up(&LabSpec::standard()).unwrap();
+    let out = scan(
+        &lab,
+        &[
+            target, "-p-", "--rate", "100000", "--wait", "300ms", "--ndjson",
+        ],
+    );
+    let lines = ndjson(&out);
+    let got = verdicts(&lines);
+    assert_eq!(got.len(), 65535);
+    let spec = LabSpec::standard();
+    for port in 1..=65535u16 {
+        let want: (&str, Option<&str>) = if spec.open.contains(&port) {
+            ("open", None)
+        } else if spec.dropped.contains(&port) {
+            ("no-response", None)
+        } else if spec.admin_prohibited.contains(&port) {
+            ("filtered", Some("admin-prohibited"))
+        } else if spec.port_unreachable.contains(&port) {
+            ("filtered", Some("port-unreachable"))
+        } else {
+            ("closed", None)
+        };
+        let (v, r) = &got[&(port as u64)];
+        assert_eq!((v.as_str(), r.as_deref()), want, "port {port}");
+    }
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["open"], 3);
+    assert_eq!(summary["capture_drops"], 0);
+}
+
+#[test]
+fn every_port_of_the_lab_host_ipv4() {
+    every_port_classified(&SERVER_V4.to_string());
+}
+
+#[test]
+fn every_port_of_the_lab_host_ipv6() {
+    every_port_classified(&SERVER_V6.to_string());
+}
+
+#[test]
+fn open_only_text_table() {
+    let lab = Lab::up(&LabSpec::standard()).unwrap();
+    let out = scan(
+        &lab,
+        &[
+            &SERVER_V4.to_string(),
+            "-p",
+            "1-1000",
+            "--open",
+            "--rate",
+            "50000",
+            "--wait",
+            "200ms",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for port in ["22/tcp", "80/tcp", "443/tcp"] {
+        assert!(text.contains(port), "{text}");
+    }
+    assert!(
+        !text.contains("closed ports not shown") && !text.contains("111/tcp"),
+        "{text}"
+    );
+    assert!(text.contains("scanned 1 hosts x 1000 ports"), "{text}");
+}
+
+/// (host, port, verdict) of every result line.
+fn results(lines: &[Value]) -> Vec<(String, u64, String)> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "result")
+        .map(|v| {
+            (
+                v["host"].as_str().unwrap().to_string(),
+                v["port"].as_u64().unwrap(),
+                v["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn many_hosts_and_shards_union_to_the_full_scan() {
+    let spec = LabSpec {
+        many_hosts_v4: Some("198.19.0.0/16".into()),
+        ..LabSpec::standard()
+    };
+    let lab = Lab::up(&spec).unwrap();
+    let common = [
+        "198.19.0.0/16",
+        "-p",
+        "80,81",
+        "--rate",
+        "100000",
+        "--wait",
+        "500ms",
+        "--seed",
+        "7",
+        "--ndjson",
+    ];
+    let full = results(&ndjson(&scan(&lab, &common)));
+    assert_eq!(full.len(), 65536 * 2);
+    let full_set: BTreeSet<_> = full.iter().cloned().collect();
+    assert_eq!(full_set.len(), full.len(), "duplicates in the full scan");
+    assert!(
+        full.iter()
+            .all(|(_, p, v)| (*p == 80 && v == "open") || (*p == 81 && v == "closed"))
+    );
+
+    let mut union = Vec::new();
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let mut args = common.to_vec();
+        args.extend(["--shard", &shard]);
+        let part = results(&ndjson(&scan(&lab, &args)));
+        assert!(
+            (43690..=43691).contains(&part.len()),
+            "shard {shard}: {}",
+            part.len()
+        );
+        union.extend(part);
+    }
+    let union_set: BTreeSet<_> = union.iter().cloned().collect();
+    assert_eq!(
+        union.len(),
+        union_set.len(),
+        "a (host, port) probed by two shards"
+    );
+    assert_eq!(union_set, full_set);
+}
