@@ -9,35 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000}
 LOAD_N=${LOAD_N:-10000}
-CLI=synscope-bench-$$-cli
-SRV=synscope-bench-$$-srv
 T=198.18.0.2
 OUT=$(mktemp -d)
-LISTENER_PID=
-down() {
-  [ -n "$LISTENER_PID" ] && kill "$LISTENER_PID" 2>/dev/null || true
-  ip netns del "$CLI" 2>/dev/null || true
-  ip netns del "$SRV" 2>/dev/null || true
-  rm -rf "$OUT"
-}
-trap down EXIT
+OPEN_PORTS=80
+. bench/lab.sh
+trap 'lab_down; rm -rf "$OUT"' EXIT
 
 cargo build --release -q
 BIN=$PWD/target/release/synscope
-
-ip netns add "$CLI"; ip netns add "$SRV"
-ip -n "$CLI" link set lo up; ip -n "$SRV" link set lo up
-ip link add veth0 netns "$CLI" address 02:53:53:00:00:01 type veth peer name veth0 netns "$SRV" address 02:53:53:00:00:02
-ip -n "$CLI" addr add 198.18.0.1/24 dev veth0; ip -n "$SRV" addr add $T/24 dev veth0
-ip -n "$CLI" link set veth0 up; ip -n "$SRV" link set veth0 up
-ip -n "$CLI" neigh replace $T lladdr 02:53:53:00:00:02 dev veth0 nud permanent
-ip -n "$SRV" neigh replace 198.18.0.1 lladdr 02:53:53:00:00:01 dev veth0 nud permanent
-ip netns exec "$SRV" python3 -c '
-import socket, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.18.0.2", 80)); s.listen(4096); time.sleep(3600)' &
-LISTENER_PID=$!
-sleep 0.5
+lab_up
 
 capture() {  # capture NAME COMMAND...: run the command while tcpdump captures
   local name=$1; shift

@@ -6,7 +6,7 @@
 set -euo pipefail
 pkgs=(iproute2 nftables tcpdump procps)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(hping3 nmap time)
+  pkgs+=(hping3 nmap masscan time bc)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

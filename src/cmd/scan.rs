@@ -10,11 +10,10 @@ use crate::io::bpf::FlowFilter;
 use crate::io::capture::BlockingCapture;
 use crate::io::{IoError, PortReservation, RawSender, Route};
 use crate::probe::Ignored;
-use crate::report::OutputFormat;
-use crate::report::scan::{ScanResult, ScanSummary, write_summary_text, write_table};
+use crate::report::scan::{ScanOutput, ScanResult, ScanSummary};
 use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict};
 use crate::wire::Protocol;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -51,9 +50,9 @@ impl Shared {
     }
 }
 
-/// What the receiver keeps per reply (options only for open ports).
-struct Kept {
-    results: Vec<ScanResult>,
+/// What the receiver hands back when it ends.
+struct Received<W: Write> {
+    output: ScanOutput<W>,
     ignored: BTreeMap<Ignored, u64>,
     drops: u64,
 }
@@ -155,16 +154,11 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
             perm.clone(),
             sender.clone(),
         );
-        let (stream, open_only) = (s.format == OutputFormat::Ndjson, s.open_only);
+        let mut output = ScanOutput::new(std::io::stdout(), s.format, s.open_only);
         std::thread::Builder::new()
             .name("receiver".into())
-            .spawn(move || -> Result<Kept, IoError> {
-                let mut kept = Kept {
-                    results: Vec::new(),
-                    ignored: BTreeMap::new(),
-                    drops: 0,
-                };
-                let stdout = std::io::stdout();
+            .spawn(move || -> Result<Received<std::io::Stdout>, CmdError> {
+                let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
                 loop {
                     let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
                         if shared.stop.load(RELAXED) {
@@ -175,12 +169,12 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                     let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
                         Ok(r) => r,
                         Err(why) => {
-                            *kept.ignored.entry(why).or_default() += 1;
+                            *ignored.entry(why).or_default() += 1;
                             continue;
                         }
                     };
                     let Some(j) = shard.local(perm.position(r.index)) else {
-                        *kept.ignored.entry(Ignored::NoProbe).or_default() += 1;
+                        *ignored.entry(Ignored::NoProbe).or_default() += 1;
                         continue;
                     };
                     if r.verdict == ScanVerdict::Open {
@@ -188,7 +182,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                         let _ = sender.send(r.host, &matcher.rst(r.host, r.port));
                     }
                     if !shared.mark(j) {
-                        *kept.ignored.entry(Ignored::NoProbe).or_default() += 1;
+                        *ignored.entry(Ignored::NoProbe).or_default() += 1;
                         continue;
                     }
                     let rtt_ns = shared.sent_at(j).map(|t| r.at.0.saturating_sub(t));
@@ -208,15 +202,13 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                         verdict: r.verdict,
                         rtt_ns,
                     };
-                    if stream && (!open_only || res.verdict == ScanVerdict::Open) {
-                        let _ = writeln!(stdout.lock(), "{}", res.json());
-                    }
-                    if !open_only || res.verdict == ScanVerdict::Open {
-                        kept.results.push(res);
-                    }
+                    output.result(res)?;
                 }
-                kept.drops = capture.drops();
-                Ok(kept)
+                Ok(Received {
+                    output,
+                    ignored,
+                    drops: capture.drops(),
+                })
             })
             .map_err(|e| CmdError::Setup(format!("start receiver thread: {e}")))?
     };
@@ -295,7 +287,13 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
             let quiet_for = Timestamp::now()
                 .0
                 .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
-            let needed = (shared.max_rtt_ns.load(RELAXED) * 8).max(20_000_000);
+            // with no RTT seen yet there is nothing to judge by: wait it all out
+            let max_rtt = shared.max_rtt_ns.load(RELAXED);
+            let needed = if max_rtt == 0 {
+                u64::MAX
+            } else {
+                (max_rtt * 8).max(20_000_000)
+            };
             if quiet_for > needed {
                 break;
             }
@@ -307,7 +305,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     }
     progress.finish();
     shared.stop.store(true, RELAXED);
-    let kept = receiver
+    let received = receiver
         .join()
         .map_err(|_| CmdError::Setup("receiver thread panicked".into()))??;
     if send_errors > 0 {
@@ -327,37 +325,31 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         }
     }
     let was_interrupted = interrupted.load(RELAXED);
-    let mut results = kept.results;
-    let mut counts: HashMap<&'static str, u64> = HashMap::new();
-    for r in &results {
-        *counts.entry(r.verdict.name()).or_default() += 1;
-    }
+    let Received {
+        mut output,
+        ignored,
+        drops,
+    } = received;
     // no-response: every probe of the shard without an answered bit
-    let mut no_response = 0u64;
     for j in 0..probes {
         if !shared.is_answered(j) {
-            no_response += 1;
-            if !s.open_only {
-                let index = perm.at(shard.position(j));
-                if let Some((host, port)) = matcher.target(index) {
-                    let r = ScanResult {
-                        index,
-                        host,
-                        port,
-                        verdict: ScanVerdict::NoResponse,
-                        rtt_ns: None,
-                        ttl: None,
-                        window: None,
-                        options: None,
-                    };
-                    if s.format == OutputFormat::Ndjson {
-                        println!("{}", r.json());
-                    }
-                    results.push(r);
-                }
+            let index = perm.at(shard.position(j));
+            if let Some((host, port)) = matcher.target(index) {
+                let r = ScanResult {
+                    index,
+                    host,
+                    port,
+                    verdict: ScanVerdict::NoResponse,
+                    rtt_ns: None,
+                    ttl: None,
+                    window: None,
+                    options: None,
+                };
+                output.result(r)?;
             }
         }
     }
+    let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
     let summary = ScanSummary {
         hosts: s.targets.len(),
         ports: s.ports.len(),
@@ -365,48 +357,23 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         shard: format!("{}/{}", shard.index, shard.count),
         seed: s.seed,
         sent,
-        open: counts.get("open").copied().unwrap_or(0),
-        closed: counts.get("closed").copied().unwrap_or(0),
-        filtered: counts.get("filtered").copied().unwrap_or(0),
-        no_response,
+        open: count("open"),
+        closed: count("closed"),
+        filtered: count("filtered"),
+        no_response: count("no-response"),
         send_errors,
         elapsed_s: started.elapsed().as_secs_f64(),
         send_rate_pps: sent as f64 / send_time.as_secs_f64().max(1e-9),
-        ignored: kept.ignored,
-        capture_drops: kept.drops,
+        ignored,
+        capture_drops: drops,
         interrupted: was_interrupted,
     };
-    if kept.drops > 0 {
+    if drops > 0 {
         eprintln!(
-            "synscope: warning: the capture buffer dropped {} replies (lower --rate); their ports were retried",
-            kept.drops
+            "synscope: warning: the capture buffer dropped {drops} packets (lower --rate); unanswered ports were retried"
         );
     }
-    results.sort_by_key(|r| r.index);
-    let mut out = std::io::stdout().lock();
-    match s.format {
-        OutputFormat::Text => {
-            write_table(&mut out, &results, s.open_only)?;
-            write_summary_text(&mut out, &summary)?;
-        }
-        OutputFormat::Ndjson => {
-            let mut v = serde_json::to_value(&summary).unwrap_or_default();
-            v["type"] = serde_json::json!("summary");
-            writeln!(out, "{v}")?;
-        }
-        OutputFormat::Json => {
-            write!(out, "{{\"results\":[")?;
-            for (i, r) in results.iter().enumerate() {
-                write!(out, "{}{}", if i == 0 { "" } else { "," }, r.json())?;
-            }
-            writeln!(
-                out,
-                "],\"summary\":{}}}",
-                serde_json::to_string(&summary).unwrap_or_default()
-            )?;
-        }
-    }
-    out.flush()?;
+    output.finish(&summary)?;
     drop(reservation);
     Ok(summary)
 }

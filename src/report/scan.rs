@@ -74,34 +74,126 @@ pub struct ScanSummary {
     pub interrupted: bool,
 }
 
+/// Where results go as they arrive: NDJSON and JSON are streamed (nothing is
+/// kept), the text table keeps only what it lists (open, ICMP-filtered and
+/// no-response ports) and a count of closed ports per host.
+pub struct ScanOutput<W: Write> {
+    out: W,
+    format: super::OutputFormat,
+    open_only: bool,
+    written: u64,
+    kept: Vec<ScanResult>,
+    closed_per_host: BTreeMap<IpAddr, u64>,
+    /// Results by verdict name, whatever is printed.
+    pub counts: BTreeMap<&'static str, u64>,
+}
+
+impl<W: Write> ScanOutput<W> {
+    pub fn new(out: W, format: super::OutputFormat, open_only: bool) -> ScanOutput<W> {
+        ScanOutput {
+            out,
+            format,
+            open_only,
+            written: 0,
+            kept: Vec::new(),
+            closed_per_host: BTreeMap::new(),
+            counts: BTreeMap::new(),
+        }
+    }
+
+    /// One (host, port) result.
+    pub fn result(&mut self, r: ScanResult) -> std::io::Result<()> {
+        *self.counts.entry(r.verdict.name()).or_default() += 1;
+        if self.open_only && r.verdict != ScanVerdict::Open {
+            return Ok(());
+        }
+        match self.format {
+            super::OutputFormat::Ndjson => {
+                writeln!(self.out, "{}", r.json())?;
+                self.out.flush()?;
+            }
+            super::OutputFormat::Json => {
+                let sep = if self.written == 0 {
+                    "{\"results\":["
+                } else {
+                    ","
+                };
+                write!(self.out, "{sep}{}", r.json())?;
+            }
+            super::OutputFormat::Text => {
+                if r.verdict == ScanVerdict::Closed {
+                    *self.closed_per_host.entry(r.host).or_default() += 1;
+                } else {
+                    self.kept.push(r);
+                }
+            }
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// The table (text) or the document's end (JSON) or the summary line (NDJSON).
+    pub fn finish(mut self, s: &ScanSummary) -> std::io::Result<()> {
+        match self.format {
+            super::OutputFormat::Ndjson => {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["type"] = json!("summary");
+                writeln!(self.out, "{v}")?;
+            }
+            super::OutputFormat::Json => {
+                let start = if self.written == 0 {
+                    "{\"results\":["
+                } else {
+                    ""
+                };
+                writeln!(
+                    self.out,
+                    "{start}],\"summary\":{}}}",
+                    serde_json::to_string(s).unwrap_or_default()
+                )?;
+            }
+            super::OutputFormat::Text => {
+                self.kept.sort_by_key(|r| r.index);
+                write_table(
+                    &mut self.out,
+                    &self.kept,
+                    &self.closed_per_host,
+                    self.open_only,
+                )?;
+                write_summary_text(&mut self.out, s)?;
+            }
+        }
+        self.out.flush()
+    }
+}
+
 /// Writes the human table: per host, the open and ICMP-filtered ports, then
 /// the no-response ones (or their count), and the closed ones as a count.
 pub fn write_table(
     out: &mut impl Write,
     results: &[ScanResult],
+    closed_per_host: &BTreeMap<IpAddr, u64>,
     open_only: bool,
 ) -> std::io::Result<()> {
     let mut by_host: BTreeMap<IpAddr, Vec<&ScanResult>> = BTreeMap::new();
     for r in results {
         by_host.entry(r.host).or_default().push(r);
     }
-    for rs in by_host.values().filter(|v| !v.is_empty()) {
-        let host = rs[0].host;
-        let open: Vec<_> = rs
-            .iter()
-            .filter(|r| r.verdict == ScanVerdict::Open)
-            .collect();
-        if open_only && open.is_empty() {
+    if !open_only {
+        for h in closed_per_host.keys() {
+            by_host.entry(*h).or_default();
+        }
+    }
+    for (&host, rs) in &by_host {
+        let has_open = rs.iter().any(|r| r.verdict == ScanVerdict::Open);
+        if open_only && !has_open {
             continue;
         }
-        let closed = rs
-            .iter()
-            .filter(|r| r.verdict == ScanVerdict::Closed)
-            .count();
-        let silent: Vec<_> = rs
+        let closed = closed_per_host.get(&host).copied().unwrap_or(0);
+        let silent = rs
             .iter()
             .filter(|r| r.verdict == ScanVerdict::NoResponse)
-            .collect();
+            .count();
         writeln!(out, "\n{host}")?;
         writeln!(
             out,
@@ -113,7 +205,7 @@ pub fn write_table(
             .filter(|r| match r.verdict {
                 ScanVerdict::Open => true,
                 ScanVerdict::Filtered { .. } => !open_only,
-                ScanVerdict::NoResponse => !open_only && silent.len() <= 20,
+                ScanVerdict::NoResponse => !open_only && silent <= 20,
                 ScanVerdict::Closed => false,
             })
             .collect();
@@ -132,20 +224,16 @@ pub fn write_table(
             let ttl = r.ttl.map(|t| t.to_string()).unwrap_or_default();
             let win = r.window.map(|w| w.to_string()).unwrap_or_default();
             let opts = r.options.as_ref().map(|o| o.brief()).unwrap_or_default();
-            writeln!(
-                out,
-                "  {:<9} {:<12} {:<32} {:>10} {:>4} {:>6}  {opts}",
-                format!("{}/tcp", r.port),
-                r.verdict.name(),
-                reason,
-                rtt,
-                ttl,
-                win
-            )?;
+            let port = format!("{}/tcp", r.port);
+            let line = format!(
+                "  {port:<9} {:<12} {reason:<32} {rtt:>10} {ttl:>4} {win:>6}  {opts}",
+                r.verdict.name()
+            );
+            writeln!(out, "{}", line.trim_end())?;
         }
         if !open_only {
-            if silent.len() > 20 {
-                writeln!(out, "  {} ports with no response not shown", silent.len())?;
+            if silent > 20 {
+                writeln!(out, "  {silent} ports with no response not shown")?;
             }
             if closed > 0 {
                 writeln!(out, "  {closed} closed ports not shown (rst)")?;
