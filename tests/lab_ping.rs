@@ -297,3 +297,33 @@ fn rtts_match_a_tcpdump_capture_of_the_same_packets() {
     }
     assert_eq!(compared, 100);
 }
+
+#[test]
+fn sigint_prints_the_summary_so_far() {
+    let lab = lab();
+    let child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(["ping", &format!("{SERVER_V4}:80"), "-i", "50ms", "-v"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    // `ip netns exec` execs the binary: the child's pid is synscope's
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("--- 198.18.0.2:80 synscope ping statistics ---"),
+        "{text}"
+    );
+    assert!(text.contains("rtt p50/p90/p99"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ignored packets:") && err.contains("own-traffic"),
+        "{err}"
+    );
+}
