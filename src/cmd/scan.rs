@@ -220,58 +220,61 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     let batch = (s.rate / 5000).clamp(1, 64) as usize;
     let mut progress = Progress::new(s.progress, probes);
     let mut first_error: Option<IoError> = None;
-    'rounds: for round in 0..=s.retries {
-        let pass_start = Instant::now();
-        let mut in_pass = 0u64;
-        let mut j = 0u64;
-        let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(batch);
-        let mut numbers: Vec<u64> = Vec::with_capacity(batch);
-        while j < probes || !packets.is_empty() {
-            if interrupted.load(RELAXED) {
-                break 'rounds;
-            }
-            while packets.len() < batch && j < probes {
-                if round == 0 || !shared.is_answered(j) {
-                    let index = perm.at(shard.position(j));
-                    if let (Some((host, _)), Some(syn)) = (
-                        matcher.target(index),
-                        matcher.syn(
-                            index,
-                            rand::random(),
-                            (Timestamp::now().0 / 1_000_000) as u32,
-                        ),
-                    ) {
-                        packets.push((host, syn));
-                        numbers.push(j);
-                    }
-                }
-                j += 1;
-            }
-            if packets.is_empty() {
-                break;
-            }
-            // even pacing: batch n goes out at pass_start + n/rate
-            let due = pass_start + Duration::from_secs_f64(in_pass as f64 / s.rate as f64);
-            pace_until(due);
-            let now = Timestamp::now().0;
-            for &n in &numbers {
-                let slot = (n as usize) % RING;
-                shared.ring_time[slot].store(now, RELAXED);
-                shared.ring_probe[slot].store(n + 1, RELAXED);
-            }
-            let refs: Vec<(std::net::IpAddr, &[u8])> =
-                packets.iter().map(|(a, b)| (*a, b.as_slice())).collect();
-            let (refused, err) = sender.send_batch(&refs)?;
-            send_errors += refused as u64;
-            if first_error.is_none() {
-                first_error = err;
-            }
-            in_pass += packets.len() as u64;
-            sent += packets.len() as u64;
-            packets.clear();
-            numbers.clear();
-            progress.update(sent, shared.replies.load(RELAXED), started);
+    let sent_total = AtomicU64::new(0);
+    // one sender per core at high rates: on veth the receiving side's work runs
+    // inside the send call, so one thread tops out near one core's worth
+    let lanes: u64 = if s.rate >= 100_000 {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1)
+            .clamp(1, 4)
+    } else {
+        1
+    };
+    for round in 0..=s.retries {
+        if interrupted.load(RELAXED) {
+            break;
         }
+        let pass_start = Instant::now();
+        let ctx = Pass {
+            shared: &shared,
+            matcher: &matcher,
+            perm: &perm,
+            shard,
+            probes,
+            sender: &sender,
+            interrupted: &interrupted,
+            sent: &sent_total,
+            round,
+            batch,
+            rate_per_lane: s.rate as f64 / lanes as f64,
+            lanes,
+        };
+        let outcomes: Vec<Result<LaneStats, IoError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..lanes)
+                .map(|lane| {
+                    let ctx = &ctx;
+                    scope.spawn(move || ctx.run(lane, None))
+                })
+                .collect();
+            let mut all = vec![ctx.run(0, Some((&mut progress, started)))];
+            all.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Ok(LaneStats::default()))),
+            );
+            all
+        });
+        let mut in_pass = 0;
+        for o in outcomes {
+            let st = o?;
+            in_pass += st.sent;
+            send_errors += st.refused;
+            if first_error.is_none() {
+                first_error = st.first_error;
+            }
+        }
+        sent += in_pass;
         send_time += pass_start.elapsed();
         log.debug(|| {
             format!(
@@ -376,6 +379,90 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     output.finish(&summary)?;
     drop(reservation);
     Ok(summary)
+}
+
+/// What one round of sending needs, shared by its sender threads ("lanes").
+struct Pass<'a> {
+    shared: &'a Shared,
+    matcher: &'a ScanMatcher,
+    perm: &'a Permutation,
+    shard: crate::scan::Shard,
+    probes: u64,
+    sender: &'a RawSender,
+    interrupted: &'a AtomicBool,
+    sent: &'a AtomicU64,
+    round: u32,
+    batch: usize,
+    rate_per_lane: f64,
+    lanes: u64,
+}
+
+#[derive(Default)]
+struct LaneStats {
+    sent: u64,
+    refused: u64,
+    first_error: Option<IoError>,
+}
+
+impl Pass<'_> {
+    /// Sends lane `lane`'s probes (j = lane, lane + lanes, ...) of this round:
+    /// all of them in round 0, the unanswered ones after; evenly paced.
+    fn run(
+        &self,
+        lane: u64,
+        mut progress: Option<(&mut Progress, Instant)>,
+    ) -> Result<LaneStats, IoError> {
+        let start = Instant::now();
+        let mut st = LaneStats::default();
+        let mut j = lane;
+        let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(self.batch);
+        let mut numbers: Vec<u64> = Vec::with_capacity(self.batch);
+        loop {
+            if self.interrupted.load(RELAXED) {
+                break;
+            }
+            while packets.len() < self.batch && j < self.probes {
+                if self.round == 0 || !self.shared.is_answered(j) {
+                    let index = self.perm.at(self.shard.position(j));
+                    let tsval = (Timestamp::now().0 / 1_000_000) as u32;
+                    if let (Some((host, _)), Some(syn)) = (
+                        self.matcher.target(index),
+                        self.matcher.syn(index, rand::random(), tsval),
+                    ) {
+                        packets.push((host, syn));
+                        numbers.push(j);
+                    }
+                }
+                j += self.lanes;
+            }
+            if packets.is_empty() {
+                break;
+            }
+            // even pacing: this lane's n-th SYN goes out at start + n/rate
+            pace_until(start + Duration::from_secs_f64(st.sent as f64 / self.rate_per_lane));
+            let now = Timestamp::now().0;
+            for &n in &numbers {
+                let slot = (n as usize) % RING;
+                self.shared.ring_time[slot].store(now, RELAXED);
+                self.shared.ring_probe[slot].store(n + 1, RELAXED);
+            }
+            let refs: Vec<(std::net::IpAddr, &[u8])> =
+                packets.iter().map(|(a, b)| (*a, b.as_slice())).collect();
+            let (refused, err) = self.sender.send_batch(&refs)?;
+            st.refused += refused as u64;
+            if st.first_error.is_none() {
+                st.first_error = err;
+            }
+            st.sent += packets.len() as u64;
+            let total = self.sent.fetch_add(packets.len() as u64, RELAXED) + packets.len() as u64;
+            packets.clear();
+            numbers.clear();
+            if let Some((p, started)) = progress.as_mut() {
+                p.update(total, self.shared.replies.load(RELAXED), *started);
+            }
+        }
+        Ok(st)
+    }
 }
 
 /// Sleeps until `due`, spinning (yielding) for the last stretch.
