@@ -110,6 +110,15 @@ impl IcmpRepr {
         if sum != 0 {
             return Err(WireError::Checksum("icmp"));
         }
+        Self::parse_unchecked(bytes, v6)
+    }
+
+    /// Parses a message without looking at its checksum (for fuzzing and for
+    /// quotes of quotes); `v6` selects ICMPv6 type numbers.
+    pub fn parse_unchecked(bytes: &[u8], v6: bool) -> Result<IcmpRepr, WireError> {
+        if bytes.len() < Self::HEADER_LEN {
+            return Err(WireError::Truncated("icmp"));
+        }
         let mut repr = IcmpRepr {
             v6,
             icmp_type: bytes[0],

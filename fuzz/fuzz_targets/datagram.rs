@@ -1,0 +1,10 @@
+//! Whole captured datagrams, as the capture socket hands them over.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use synscope::wire::Datagram;
+use synscope::wire::datagram::Checksums;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Datagram::parse(data);
+    let _ = Datagram::parse_with(data, Checksums::Offloaded);
+});

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for RUNS executions each (default 10,000,000), seeded
+# with the real captures in src/wire/fixtures, and reports crashes.
+#   fuzz/run.sh                 # the full run
+#   RUNS=20000 fuzz/run.sh      # a smoke run (CI)
+# Needs cargo-fuzz (cargo install cargo-fuzz). Uses the stable toolchain with
+# no sanitizer (RUSTC_BOOTSTRAP lets cargo-fuzz pass its -Z flags).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-10000000}
+export RUSTC_BOOTSTRAP=1
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+status=0
+for t in ip tcp udp icmp datagram correlate; do
+  corpus=$(mktemp -d)
+  cp src/wire/fixtures/*.bin "$corpus/"
+  start=$(date +%s.%N)
+  if cargo fuzz run --sanitizer none "$t" "$corpus" -- -runs="$RUNS" -max_len=2048 >"$corpus/log" 2>&1; then
+    result=ok
+  else
+    result="CRASH (see fuzz/artifacts/$t)"; status=1
+    tail -20 "$corpus/log"
+  fi
+  secs=$(echo "$(date +%s.%N) - $start" | bc)
+  execs=$(grep -o 'Done [0-9]* runs' "$corpus/log" | grep -o '[0-9]*' || echo "?")
+  printf "%-10s %12s executions in %7.1fs  %s\n" "$t" "$execs" "$secs" "$result"
+  rm -rf "$corpus"
+done
+exit $status
