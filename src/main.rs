@@ -24,6 +24,9 @@ fn main() -> ExitCode {
     let log = Log {
         verbose: cli.verbose,
     };
+    if let Command::Dns(args) = &cli.command {
+        return dns_main(args, log);
+    }
     let result: Result<bool, CmdError> = match &cli.command {
         Command::Ping(args) => args
             .settings(cli.verbose)
@@ -38,10 +41,32 @@ fn main() -> ExitCode {
                     .map(|sum| sum.expectation_met)
             }),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Dns(_) => unreachable!("handled above"),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        Err(CmdError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("synscope: {}", e.line());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// `synscope dns`: its own exit statuses (0 pass, 1 check failed, 2 usage, 3 no answer).
+fn dns_main(args: &synscope::cli::DnsArgs, log: Log) -> ExitCode {
+    let run = || -> Result<u8, CmdError> {
+        let s = args.settings(log.verbose)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))?;
+        let mut out = std::io::stdout().lock();
+        rt.block_on(cmd::dns::run(&s, &mut out, log))
+    };
+    match run() {
+        Ok(code) => ExitCode::from(code),
         Err(CmdError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("synscope: {}", e.line());

@@ -2,7 +2,8 @@
 //! with kdig's for the same query. Needs root, `ip`, `nft`, `nsd`, `kdig`
 //! (scripts/setup.sh installs them); each test builds and removes its own lab.
 
-use std::process::{Command, Output, Stdio};
+use serde_json::Value;
+use std::process::{Output, Stdio};
 use synscope::lab::{Lab, LabSpec, VETH, in_netns};
 use synscope::lab_dns::LabDns;
 
@@ -59,4 +60,448 @@ fn capture_nsd_fixture() {
         reply,
     )
     .unwrap();
+}
+
+fn synscope(lab: &Lab, args: &[&str]) -> Output {
+    lab.client_command(env!("CARGO_BIN_EXE_synscope"))
+        .arg("dns")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// kdig's status and (answer, authority) records as (name, ttl, class, type, data).
+type Rr = (String, u64, String, String, String);
+
+fn kdig(lab: &Lab, args: &[&str]) -> (String, Vec<Rr>, Vec<Rr>) {
+    let o = lab
+        .client_command("kdig")
+        .args(["+timeout=2", "+retry=1"])
+        .args(args)
+        .output()
+        .expect("kdig (apt-get install knot-dnsutils)");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let status = text
+        .lines()
+        .find_map(|l| l.split("status: ").nth(1))
+        .map(|s| s.split(';').next().unwrap().trim().to_string())
+        .unwrap_or_else(|| panic!("no status in kdig output:\n{text}"));
+    let section = |title: &str| -> Vec<Rr> {
+        let mut in_it = false;
+        let mut v = Vec::new();
+        for l in text.lines() {
+            if l.starts_with(";; ") && l.ends_with("SECTION:") {
+                in_it = l == format!(";; {title} SECTION:");
+                continue;
+            }
+            if in_it {
+                if l.trim().is_empty() || l.starts_with(";;") {
+                    in_it = false;
+                    continue;
+                }
+                let w: Vec<&str> = l.split_whitespace().collect();
+                v.push((
+                    w[0].to_string(),
+                    w[1].parse().unwrap(),
+                    w[2].to_string(),
+                    w[3].to_string(),
+                    w[4..].join(" "),
+                ));
+            }
+        }
+        v
+    };
+    (status, section("ANSWER"), section("AUTHORITY"))
+}
+
+fn records(v: &Value) -> Vec<Rr> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["ttl"].as_u64().unwrap(),
+                r["class"].as_str().unwrap().to_string(),
+                r["type"].as_str().unwrap().to_string(),
+                r["data"]
+                    .as_str()
+                    .unwrap()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        })
+        .collect()
+}
+
+/// (synscope args, kdig args, expected status, expected transport)
+const CASES: &[(&[&str], &[&str], &str, &str)] = &[
+    (
+        &["a.lab.test", "A"],
+        &["a.lab.test", "A", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["a.lab.test", "AAAA"],
+        &["a.lab.test", "AAAA", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["b.lab.test"],
+        &["b.lab.test", "A", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["www.lab.test", "A"],
+        &["www.lab.test", "A", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["c3.lab.test", "CNAME"],
+        &["c3.lab.test", "CNAME", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["lab.test", "MX"],
+        &["lab.test", "MX", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["lab.test", "NS"],
+        &["lab.test", "NS", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["lab.test", "SOA"],
+        &["lab.test", "SOA", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["txt.lab.test", "TXT"],
+        &["txt.lab.test", "TXT", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["_sip._udp.lab.test", "SRV"],
+        &["_sip._udp.lab.test", "SRV", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["lab.test", "CAA"],
+        &["lab.test", "CAA", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["lab.test", "TYPE257"],
+        &["lab.test", "CAA", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["-x", "198.18.0.10"],
+        &["-x", "198.18.0.10", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["bücher.lab.test"],
+        &["xn--bcher-kva.lab.test", "A", "+edns", "+noidn"],
+        "NOERROR",
+        "udp",
+    ),
+    (
+        &["nx.lab.test", "A"],
+        &["nx.lab.test", "A", "+edns"],
+        "NXDOMAIN",
+        "udp",
+    ),
+    (
+        &["nodata.lab.test", "A"],
+        &["nodata.lab.test", "A", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    // 962 B: truncated without EDNS (kdig's default too), both retry over TCP
+    (
+        &["big.lab.test", "TXT", "--no-edns"],
+        &["big.lab.test", "TXT"],
+        "NOERROR",
+        "tcp",
+    ),
+    (
+        &["big.lab.test", "TXT"],
+        &["big.lab.test", "TXT", "+edns"],
+        "NOERROR",
+        "udp",
+    ),
+    // 2.4 KB: truncated even with EDNS 1232
+    (
+        &["huge.lab.test", "TXT"],
+        &["huge.lab.test", "TXT", "+edns"],
+        "NOERROR",
+        "tcp",
+    ),
+];
+
+fn compare_with_kdig(server: &str) {
+    let (_dns, lab) = lab();
+    for &(ours, theirs, status, transport) in CASES {
+        let mut args: Vec<&str> = ours.to_vec();
+        let at = format!("@{server}");
+        args.extend([at.as_str(), "--json", "--timeout", "1s"]);
+        let out = synscope(&lab, &args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc = json_of(&out);
+        let r = &doc["results"][0];
+        let mut kargs = vec![at.as_str()];
+        kargs.extend(theirs);
+        let (kstatus, kanswer, kauthority) = kdig(&lab, &kargs);
+        assert_eq!(r["status"], status, "{args:?}");
+        assert_eq!(kstatus, status, "kdig {kargs:?}");
+        assert_eq!(r["transport"], transport, "{args:?}");
+        let m = &r["message"];
+        assert_eq!(
+            records(&m["answer"]),
+            kanswer,
+            "answer of {args:?} vs kdig {kargs:?}"
+        );
+        assert_eq!(
+            records(&m["authority"]),
+            kauthority,
+            "authority of {args:?}"
+        );
+        assert_eq!(m["flags"]["qr"], true);
+        assert_eq!(r["udp"]["rtt_source"], "kernel", "{args:?}");
+        if transport == "tcp" {
+            assert_eq!(r["udp"]["truncated"], true);
+            assert!(r["tcp"]["total_us"].as_f64().unwrap() > 0.0);
+        }
+        if status == "NOERROR" && ours[0] == "nodata.lab.test" {
+            assert_eq!(records(&m["answer"]), vec![], "NODATA");
+            assert_eq!(kauthority[0].3, "SOA");
+        }
+    }
+}
+
+#[test]
+fn answers_match_kdig_v4() {
+    compare_with_kdig("198.18.0.2");
+}
+
+#[test]
+fn answers_match_kdig_v6() {
+    compare_with_kdig("2001:db8::2");
+}
+
+fn code_and_err(out: &Output) -> (Option<i32>, String) {
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn checks_and_exit_codes() {
+    let (_dns, lab) = lab();
+    let s = "@198.18.0.2";
+    let pass: &[&[&str]] = &[
+        &["a.lab.test", s, "--expect", "198.18.0.10"],
+        &["b.lab.test", s, "--expect", "198.18.0.12", "198.18.0.11"],
+        &[
+            "www.lab.test",
+            s,
+            "--expect",
+            "198.18.0.10",
+            "--max-time",
+            "1s",
+        ],
+        &["b.lab.test", s, "--expect-contains", "198.18.0.11"],
+        &[
+            "lab.test",
+            "MX",
+            s,
+            "--expect",
+            "10 mail.lab.test",
+            "20 MAIL2.lab.test.",
+        ],
+        &["nx.lab.test", s, "--expect-rcode", "nxdomain"],
+        &[
+            "nodata.lab.test",
+            s,
+            "--expect-rcode",
+            "NOERROR",
+            "--expect",
+        ],
+        &["txt.lab.test", "TXT", s, "--expect-regex", "^\"hello"],
+    ];
+    for args in pass {
+        let out = synscope(&lab, args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            code_and_err(&out).1
+        );
+    }
+    let fail: &[(&[&str], &str)] = &[
+        (
+            &["a.lab.test", s, "--expect", "198.18.0.11"],
+            "--expect: a.lab.test. A @198.18.0.2:53: answer is 198.18.0.10 instead of 198.18.0.11",
+        ),
+        (&["b.lab.test", s, "--expect", "198.18.0.11"], "--expect"),
+        (
+            &["b.lab.test", s, "--expect-contains", "198.18.0.99"],
+            "lacks 198.18.0.99",
+        ),
+        (
+            &["nx.lab.test", s, "--expect-rcode", "NOERROR"],
+            "status NXDOMAIN instead of NOERROR",
+        ),
+        (
+            &["txt.lab.test", "TXT", s, "--expect-regex", "^bye"],
+            "--expect-regex",
+        ),
+        (&["a.lab.test", s, "--max-time", "1ns"], "--max-time"),
+    ];
+    for (args, msg) in fail {
+        let (code, err) = code_and_err(&synscope(&lab, args));
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains(msg), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // nobody at .3: no answer after every retry
+    let (code, err) = code_and_err(&synscope(
+        &lab,
+        &[
+            "a.lab.test",
+            "@198.18.0.3",
+            "--timeout",
+            "100ms",
+            "--retries",
+            "1",
+        ],
+    ));
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("no answer from 198.18.0.3:53") && err.contains("2 attempt"),
+        "{err}"
+    );
+    // usage errors
+    for (args, msg) in [
+        (
+            &["a.lab.test", "BOGUS", s][..],
+            "unexpected argument 'BOGUS'",
+        ),
+        (
+            &["a.lab.test", s, "--expect-rcode", "NOPE"][..],
+            "bad --expect-rcode",
+        ),
+        (&["a.lab.test", s, "--ecs", "1.2.3.4"][..], "bad --ecs"),
+        (&[s][..], "no name to query"),
+    ] {
+        let (code, err) = code_and_err(&synscope(&lab, args));
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(msg), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn truncated_answer_shown_with_ignore_tc_and_both_timings_in_text() {
+    let (_dns, lab) = lab();
+    let out = synscope(
+        &lab,
+        &[
+            "big.lab.test",
+            "TXT",
+            "@198.18.0.2",
+            "--no-edns",
+            "--ignore-tc",
+            "--json",
+        ],
+    );
+    let doc = json_of(&out);
+    let r = &doc["results"][0];
+    assert_eq!(r["transport"], "udp");
+    assert_eq!(r["message"]["flags"]["tc"], true);
+    assert_eq!(r["message"]["answer"].as_array().unwrap().len(), 0);
+    let out = synscope(&lab, &["big.lab.test", "TXT", "@198.18.0.2", "--no-edns"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(";; WARNING: truncated reply from 198.18.0.2@53(UDP) in "),
+        "{text}"
+    );
+    assert!(text.contains(";; From 198.18.0.2@53(TCP) in "), "{text}");
+    assert!(text.contains("\"big4-"), "{text}");
+}
+
+#[test]
+fn several_servers_compared() {
+    let (_dns, lab) = lab();
+    let out = synscope(
+        &lab,
+        &["a.lab.test", "A", "AAAA", "@198.18.0.2", "@2001:db8::2"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(";; COMPARISON: all 2 servers gave the same answers"),
+        "{text}"
+    );
+    assert_eq!(text.matches(";; ->>HEADER<<-").count(), 4, "{text}");
+    // a silent server is a difference, and exit status 3
+    let out = synscope(
+        &lab,
+        &[
+            "a.lab.test",
+            "@198.18.0.2",
+            "@198.18.0.3",
+            "--timeout",
+            "100ms",
+            "--retries",
+            "0",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let doc = json_of(&out);
+    let d: Vec<&str> = doc["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        d,
+        vec![
+            "a.lab.test. A @198.18.0.2:53: NOERROR [198.18.0.10]",
+            "a.lab.test. A @198.18.0.3:53: no answer"
+        ]
+    );
 }
