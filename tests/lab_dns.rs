@@ -505,3 +505,122 @@ fn several_servers_compared() {
         ]
     );
 }
+
+#[test]
+fn bulk_ndjson_every_answer_checked() {
+    let (_dns, lab) = lab();
+    let dir = std::env::temp_dir().join(format!("{}-bulk", lab.client_ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("names.txt");
+    // (line, expected status, expected answers)
+    let kinds: &[(&str, &str, &[&str])] = &[
+        ("a.lab.test", "NOERROR", &["198.18.0.10"]),
+        ("a.lab.test,AAAA", "NOERROR", &["2001:db8::10"]),
+        ("www.lab.test,A", "NOERROR", &["198.18.0.10"]),
+        (
+            "lab.test,MX,198.18.0.2",
+            "NOERROR",
+            &["10 mail.lab.test.", "20 mail2.lab.test."],
+        ),
+        ("nx.lab.test", "NXDOMAIN", &[]),
+        ("nodata.lab.test,A", "NOERROR", &[]),
+        ("huge.lab.test,TXT", "NOERROR", &[]),
+    ];
+    let mut text = String::from("# a comment\n");
+    let n = 3000;
+    for i in 0..n {
+        text += kinds[i % kinds.len()].0;
+        text += "\n";
+    }
+    text += "bad..name\n";
+    std::fs::write(&file, text).unwrap();
+    let out = synscope(
+        &lab,
+        &[
+            "--file",
+            file.to_str().unwrap(),
+            "@198.18.0.2",
+            "--rate",
+            "20000",
+            "--timeout",
+            "1s",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        n + 2,
+        "one line per name, the bad line, the summary"
+    );
+    let mut seen = vec![false; n];
+    for l in &lines[..lines.len() - 1] {
+        if l.get("error").is_some() {
+            assert_eq!(l["input"], "bad..name");
+            continue;
+        }
+        // line numbers start at 2 (line 1 is the comment)
+        let i = l["line"].as_u64().unwrap() as usize - 2;
+        seen[i] = true;
+        let (_, status, answers) = kinds[i % kinds.len()];
+        assert_eq!(l["status"], status, "{l}");
+        if !kinds[i % kinds.len()].0.starts_with("huge") {
+            let got: Vec<&str> = l["answers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            assert_eq!(got, answers.to_vec(), "{l}");
+        } else {
+            assert_eq!(l["transport"], "tcp", "{l}");
+        }
+        assert_eq!(l["rtt_source"], "kernel", "{l}");
+    }
+    assert!(seen.iter().all(|s| *s));
+    let s = &lines[lines.len() - 1]["summary"];
+    assert_eq!(s["names"], n as u64 + 1);
+    assert_eq!(s["answered"], n as u64);
+    assert_eq!(s["timeouts"], 0);
+    assert_eq!(s["bad_lines"], 1);
+    assert_eq!(
+        s["rcodes"]["NXDOMAIN"],
+        (n / kinds.len()) as u64 + u64::from(n % kinds.len() > 4)
+    );
+    assert!(s["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(err.contains("q/s"), "{err}");
+
+    // stdin, with nobody answering: exit status 3 and every name a timeout
+    let mut child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args([
+            "dns",
+            "--file",
+            "-",
+            "@198.18.0.3",
+            "--timeout",
+            "100ms",
+            "--retries",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a.lab.test\nb.lab.test,AAAA\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["timeouts"], 2);
+}
