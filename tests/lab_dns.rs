@@ -624,3 +624,144 @@ fn bulk_ndjson_every_answer_checked() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["summary"]["timeouts"], 2);
 }
+
+/// The benchmark (printed, not asserted; run by bench/dns.sh with --release):
+/// bulk qps vs dnsperf against the same NSD, single-query latency vs kdig, peak
+/// RSS of a 1,000,000-name bulk run. BENCH_SECS (default 5) bounds each run.
+#[test]
+#[ignore]
+fn bench_vs_dnsperf_and_kdig() {
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let names: usize = std::env::var("BENCH_NAMES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let (_dns, lab) = lab();
+    let dir = std::env::temp_dir().join(format!("{}-bench", lab.client_ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let qfile = dir.join("queries.txt");
+    std::fs::write(&qfile, "a.lab.test A\n").unwrap();
+    // dnsperf
+    let o = lab
+        .client_command("dnsperf")
+        .args(["-s", "198.18.0.2", "-l", &secs.to_string(), "-d"])
+        .arg(&qfile)
+        .output()
+        .expect("dnsperf (scripts/setup.sh --bench)");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let pick = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .map(|l| l.trim().to_string())
+            .unwrap_or_default()
+    };
+    println!(
+        "dnsperf -l {secs}: {} | {} | {}",
+        pick("Queries per second"),
+        pick("Queries lost"),
+        pick("Average Latency")
+    );
+
+    // synscope bulk: 1M names (all a.lab.test A, every answer checked below)
+    let nfile = dir.join("names.txt");
+    std::fs::write(&nfile, "a.lab.test\n".repeat(names)).unwrap();
+    let started = std::time::Instant::now();
+    let mut child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(["dns", "--file"])
+        .arg(&nfile)
+        .args(["@198.18.0.2", "--timeout", "1s", "--retries", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // read the NDJSON as it comes: checks every answer, stops after BENCH_SECS*4
+    let (mut ok, mut bad) = (0u64, 0u64);
+    let mut summary = Value::Null;
+    {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v.get("summary").is_some() {
+                summary = v;
+                break;
+            }
+            if v["status"] == "NOERROR" && v["answers"][0] == "198.18.0.10" {
+                ok += 1;
+            } else {
+                bad += 1;
+            }
+            if started.elapsed().as_secs() > secs * 6 {
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    // peak RSS of the children waited for so far (synscope is by far the largest)
+    // SAFETY: getrusage fills a zeroed rusage struct we own.
+    let rss_kb = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru);
+        ru.ru_maxrss
+    };
+    let s = &summary["summary"];
+    println!(
+        "synscope bulk {names} names: {:.0} q/s answered, {ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs p99 {} µs, elapsed {:.2} s, peak RSS {} MiB",
+        s["qps"].as_f64().unwrap_or(0.0),
+        s["timeouts"],
+        s["latency_us"]["p50"],
+        s["latency_us"]["p99"],
+        s["elapsed_s"].as_f64().unwrap_or(0.0),
+        rss_kb / 1024
+    );
+    println!(
+        "synscope stderr: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+
+    // single-query latency: 50 synscope processes (kernel RTT) vs kdig (its own timer)
+    let mut ours = Vec::new();
+    for _ in 0..50 {
+        let o = synscope(&lab, &["a.lab.test", "@198.18.0.2", "--ndjson"]);
+        let v: Value =
+            serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap())
+                .unwrap();
+        ours.push(v["udp"]["rtt_us"].as_f64().unwrap());
+    }
+    let mut theirs = Vec::new();
+    for _ in 0..50 {
+        let o = lab
+            .client_command("kdig")
+            .args([
+                "@198.18.0.2",
+                "a.lab.test",
+                "A",
+                "+noall",
+                "+stats",
+                "+timeout=1",
+                "+retry=0",
+            ])
+            .output()
+            .unwrap();
+        let t = String::from_utf8_lossy(&o.stdout);
+        if let Some(ms) = t.split(" in ").nth(1).and_then(|r| r.split(" ms").next()) {
+            theirs.push(ms.trim().parse::<f64>().unwrap_or(f64::NAN) * 1000.0);
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "single query a.lab.test A, median of 50: synscope {:.1} µs (kernel timestamps), kdig {:.0} µs (0.1 ms resolution)",
+        med(&mut ours),
+        med(&mut theirs)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
