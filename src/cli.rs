@@ -602,3 +602,70 @@ mod tests {
         assert!(Cli::try_parse_from(["synscope", "ping", "h", "--json", "--ndjson"]).is_err());
     }
 }
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+    use hickory_proto::rr::RecordType;
+
+    fn dns(args: &[&str]) -> Result<DnsSettings, UsageError> {
+        let mut v = vec!["synscope", "dns"];
+        v.extend(args);
+        let cli = Cli::try_parse_from(v).map_err(|e| UsageError(e.to_string()))?;
+        let Command::Dns(d) = cli.command else {
+            panic!()
+        };
+        d.settings(false)
+    }
+
+    #[test]
+    fn dns_settings_from_arguments() {
+        let s = dns(&[
+            "lab.test",
+            "MX",
+            "aaaa",
+            "@198.18.0.2",
+            "@[2001:db8::2]:5353",
+        ])
+        .unwrap();
+        assert_eq!(s.types, vec![RecordType::MX, RecordType::AAAA]);
+        assert_eq!(
+            s.servers,
+            vec![
+                "198.18.0.2:53".parse().unwrap(),
+                "[2001:db8::2]:5353".parse().unwrap()
+            ]
+        );
+        assert!(!s.default_server && s.tcp_fallback && s.recursion_desired);
+        assert_eq!(s.edns.as_ref().unwrap().udp_size, 1232);
+        let s = dns(&["-x", "198.18.0.10", "@198.18.0.2", "--no-edns", "--short"]).unwrap();
+        assert_eq!(s.types, vec![RecordType::PTR]);
+        assert_eq!(s.name.unwrap().to_ascii(), "10.0.18.198.in-addr.arpa.");
+        assert!(s.edns.is_none());
+        assert_eq!(s.format, DnsFormat::Short);
+        let s = dns(&["--file", "-", "@198.18.0.2"]).unwrap();
+        assert_eq!(
+            (s.bulk, s.format),
+            (Some(BulkSource::Stdin), DnsFormat::Ndjson)
+        );
+        let s = dns(&["a", "@198.18.0.2", "--ecs", "198.18.0.0/24", "--do"]).unwrap();
+        let e = s.edns.unwrap();
+        assert_eq!(e.client_subnet, Some(("198.18.0.0".parse().unwrap(), 24)));
+        assert!(e.dnssec_ok);
+        assert!(dns(&["a", "@198.18.0.2", "--ecs", "198.18.0.0/33"]).is_err());
+        assert!(dns(&["a", "b", "@198.18.0.2"]).is_err());
+        assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
+        assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
+        assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
+    }
+
+    #[test]
+    fn resolv_conf_first_nameserver() {
+        let t = "# c\nsearch x\nnameserver 2001:db8::53\nnameserver 198.18.0.53\n";
+        assert_eq!(
+            resolv_conf_server(t),
+            Some("[2001:db8::53]:53".parse().unwrap())
+        );
+        assert_eq!(resolv_conf_server("search x\n"), None);
+    }
+}

@@ -517,3 +517,121 @@ impl BulkSummary {
         }})
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::dns::{Flags, ReplyRepr};
+
+    fn rr(t: &str, code: u16, data: &str) -> RecordRepr {
+        RecordRepr {
+            name: "b.lab.test.".into(),
+            ttl: 300,
+            class: "IN".into(),
+            rtype: t.into(),
+            data: data.into(),
+            type_code: code,
+        }
+    }
+
+    fn result(server: &str, rcode: u16, answer: Vec<RecordRepr>) -> DnsResult {
+        DnsResult {
+            server: server.parse().unwrap(),
+            name: "b.lab.test.".into(),
+            qtype: "A".into(),
+            qtype_code: 1,
+            query_size: 40,
+            attempts: 1,
+            udp: Some(UdpLeg {
+                rtt: Duration::from_micros(80),
+                rtt_source: RttSource::Kernel,
+                attempts: 1,
+                reply: ReplyRepr {
+                    id: 1,
+                    is_response: true,
+                    opcode: 0,
+                    flags: Flags::default(),
+                    rcode,
+                    question: None,
+                    question_count: 1,
+                    answer,
+                    authority: vec![],
+                    additional: vec![],
+                    edns: None,
+                    size: 100,
+                    partial: false,
+                },
+            }),
+            tcp: None,
+        }
+    }
+
+    fn b(server: &str) -> DnsResult {
+        result(
+            server,
+            0,
+            vec![
+                rr("CNAME", 5, "c.lab.test."),
+                rr("A", 1, "198.18.0.11"),
+                rr("A", 1, "198.18.0.12"),
+            ],
+        )
+    }
+
+    #[test]
+    fn normalized_values() {
+        assert_eq!(normalize("2001:DB8:0::1"), "2001:db8::1");
+        assert_eq!(normalize("Mail.Lab.Test."), "mail.lab.test");
+        assert_eq!(normalize("10 MAIL.lab.test."), "10 mail.lab.test");
+        assert_eq!(normalize("\"Hello\""), "\"Hello\"");
+    }
+
+    #[test]
+    fn checks_name_what_failed() {
+        let r = b("198.18.0.2:53");
+        assert_eq!(r.answer_set(), vec!["198.18.0.11", "198.18.0.12"]);
+        let ok = DnsChecks {
+            expect: Some(vec!["198.18.0.12".into(), "198.18.0.11".into()]),
+            contains: vec!["198.18.0.11".into()],
+            rcode: Some(0),
+            regex: Some(regex::Regex::new(r"\.12$").unwrap()),
+            max_time: Some(Duration::from_millis(1)),
+        };
+        assert!(check(&r, &ok).is_empty());
+        let bad = DnsChecks {
+            expect: Some(vec!["198.18.0.11".into()]),
+            contains: vec!["198.18.0.99".into()],
+            rcode: Some(3),
+            regex: Some(regex::Regex::new("^x").unwrap()),
+            max_time: Some(Duration::from_micros(10)),
+        };
+        let f = check(&r, &bad);
+        assert_eq!(
+            f,
+            vec![
+                "--expect-rcode: b.lab.test. A @198.18.0.2:53: status NOERROR instead of NXDOMAIN",
+                "--expect: b.lab.test. A @198.18.0.2:53: answer is 198.18.0.11, 198.18.0.12 instead of 198.18.0.11",
+                "--expect-contains: b.lab.test. A @198.18.0.2:53: answer 198.18.0.11, 198.18.0.12 lacks 198.18.0.99",
+                "--expect-regex: b.lab.test. A @198.18.0.2:53: no answer matches /^x/ (answer: 198.18.0.11, 198.18.0.12)",
+                "--max-time: b.lab.test. A @198.18.0.2:53: answered in 80.000us (over 10.000us)",
+            ]
+        );
+    }
+
+    #[test]
+    fn differences_between_servers() {
+        let same = [b("198.18.0.2:53"), b("[2001:db8::2]:53")];
+        assert!(differences(&same).is_empty());
+        let other = result("198.18.0.3:53", 0, vec![rr("A", 1, "198.18.0.11")]);
+        let nx = result("198.18.0.4:53", 3, vec![]);
+        let d = differences(&[b("198.18.0.2:53"), other, nx]);
+        assert_eq!(
+            d,
+            vec![
+                "b.lab.test. A @198.18.0.2:53: NOERROR [198.18.0.11, 198.18.0.12]",
+                "b.lab.test. A @198.18.0.3:53: NOERROR [198.18.0.11]",
+                "b.lab.test. A @198.18.0.4:53: NXDOMAIN []",
+            ]
+        );
+    }
+}
