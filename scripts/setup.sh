@@ -4,9 +4,9 @@
 # tcpdump (capture truth), procps (ps/sysctl).
 # With --bench it also installs the peer tools the benchmarks compare against.
 set -euo pipefail
-pkgs=(iproute2 nftables tcpdump procps)
+pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(hping3 nmap masscan time bc)
+  pkgs+=(hping3 nmap masscan time bc dnsperf)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -71,6 +71,24 @@ pub enum Command {
     /// Needs root (network namespaces, veth, nftables) and the `ip` and `nft` tools.
     /// Sends nothing outside the lab; removes everything it made when it ends.
     Demo(DemoArgs),
+    /// Query DNS servers with raw UDP packets, check answers, resolve lists fast.
+    ///
+    /// Each query is a DNS message in a UDP datagram built by synscope (random
+    /// source port, random id), timed with kernel timestamps; an answer counts only
+    /// if its server, ports, id and question match. A truncated (TC) answer is
+    /// repeated over TCP and both timings are shown. With several @SERVERs every
+    /// server is asked at once and the answers are compared.
+    ///
+    /// Examples:
+    ///   synscope dns example.com
+    ///   synscope dns www.lab.test A AAAA @198.18.0.2
+    ///   synscope dns lab.test MX @198.18.0.2 @2001:db8::2 --json
+    ///   synscope dns -x 198.18.0.10 @198.18.0.2 --short
+    ///   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
+    ///   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
+    ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
+    #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
+    Dns(DnsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +211,88 @@ pub struct ScanArgs {
     pub no_progress: bool,
 }
 
+pub const DNS_EXIT_CODES: &str = "\
+EXIT STATUS (dns):
+  0  every query was answered and every check passed
+  1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
+     --max-time); one line on stderr says which and why
+  2  usage or setup error (bad arguments, no server, missing privileges)
+  3  no answer: a server did not answer after every retry (bulk: some name got
+     no answer)";
+
+#[derive(Debug, Args)]
+pub struct DnsArgs {
+    /// NAME [TYPE...] [@SERVER...]: types A AAAA CNAME MX NS TXT SOA PTR SRV CAA
+    /// ANY TYPEnnn (default A); servers as @198.18.0.2, @[2001:db8::2]:5353, @name
+    /// (default: the first nameserver of /etc/resolv.conf).
+    #[arg(value_name = "NAME|TYPE|@SERVER", allow_hyphen_values = false)]
+    pub args: Vec<String>,
+    /// Reverse lookup: query the PTR record of this address.
+    #[arg(short = 'x', value_name = "ADDR")]
+    pub reverse: Option<IpAddr>,
+    /// EDNS0 UDP payload size advertised.
+    #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
+    pub bufsize: u16,
+    /// Set the EDNS0 DO (DNSSEC OK) bit.
+    #[arg(long = "do")]
+    pub dnssec_ok: bool,
+    /// EDNS Client Subnet option: ADDR/PREFIX, e.g. 198.18.0.0/24.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub ecs: Option<String>,
+    /// Send no OPT record (plain RFC 1035: answers above 512 bytes come truncated).
+    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs"])]
+    pub no_edns: bool,
+    /// Clear the RD (recursion desired) bit.
+    #[arg(long)]
+    pub norecurse: bool,
+    /// Do not repeat a truncated (TC) answer over TCP; show it as it is.
+    #[arg(long)]
+    pub ignore_tc: bool,
+    /// Retries after the first attempt, per query.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    /// Wait for an answer, per attempt (e.g. 2s, 300ms).
+    #[arg(short = 'W', long, default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print only the answers' data, one per line (like dig +short).
+    #[arg(long, conflicts_with_all = ["json", "ndjson"])]
+    pub short: bool,
+    /// Print one JSON document at the end.
+    #[arg(long, conflicts_with = "ndjson")]
+    pub json: bool,
+    /// Print one JSON line per query (bulk: per name), then a summary line.
+    #[arg(long)]
+    pub ndjson: bool,
+    /// The answer set (data of the answers of the queried type) must be exactly
+    /// these; `--expect` with no value expects an empty answer (NODATA).
+    #[arg(long, num_args = 0.., value_name = "VALUE")]
+    pub expect: Option<Vec<String>>,
+    /// The answer set must contain these.
+    #[arg(long, num_args = 1.., value_name = "VALUE")]
+    pub expect_contains: Vec<String>,
+    /// The response code must be this: NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...
+    #[arg(long, value_name = "RCODE")]
+    pub expect_rcode: Option<String>,
+    /// At least one answer's data must match this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub expect_regex: Option<String>,
+    /// The answer must arrive within this time (e.g. 50ms).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_time: Option<Duration>,
+    /// Bulk: read `name[,type[,server]]` lines from this file (`-` for stdin).
+    #[arg(short, long, value_name = "PATH")]
+    pub file: Option<String>,
+    /// Bulk: queries per second (default: as fast as --concurrency allows).
+    #[arg(long, value_name = "QPS")]
+    pub rate: Option<u32>,
+    /// Bulk: queries outstanding at once.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub concurrency: u32,
+    /// Bulk: no progress line on stderr (it is shown only on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
 /// Validated settings of `synscope scan`.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
@@ -300,6 +400,224 @@ pub struct DemoArgs {
     /// Probes per port.
     #[arg(short, long, default_value_t = 3)]
     pub count: u64,
+}
+
+/// How `synscope dns` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFormat {
+    Text,
+    Short,
+    Json,
+    Ndjson,
+}
+
+/// What `synscope dns` checks (exit status 1 when one fails).
+#[derive(Debug, Clone, Default)]
+pub struct DnsChecks {
+    pub expect: Option<Vec<String>>,
+    pub contains: Vec<String>,
+    pub rcode: Option<u16>,
+    pub regex: Option<regex::Regex>,
+    pub max_time: Option<Duration>,
+}
+
+impl DnsChecks {
+    pub fn is_empty(&self) -> bool {
+        self.expect.is_none()
+            && self.contains.is_empty()
+            && self.rcode.is_none()
+            && self.regex.is_none()
+            && self.max_time.is_none()
+    }
+}
+
+/// Where bulk names come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkSource {
+    Stdin,
+    File(std::path::PathBuf),
+}
+
+/// Validated settings of `synscope dns`.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// The name as given (or the address for -x), for messages.
+    pub display_name: String,
+    /// Single mode: the query name; None in bulk mode.
+    pub name: Option<hickory_proto::rr::Name>,
+    pub types: Vec<hickory_proto::rr::RecordType>,
+    pub servers: Vec<SocketAddr>,
+    /// The server came from /etc/resolv.conf (no @SERVER given).
+    pub default_server: bool,
+    pub edns: Option<crate::wire::dns::EdnsRepr>,
+    pub recursion_desired: bool,
+    pub tcp_fallback: bool,
+    pub retries: u32,
+    pub timeout: Duration,
+    pub format: DnsFormat,
+    pub checks: DnsChecks,
+    pub bulk: Option<BulkSource>,
+    pub rate: Option<u32>,
+    pub concurrency: u32,
+    pub progress: bool,
+    pub verbose: bool,
+}
+
+/// `@198.18.0.2`, `@[2001:db8::2]:5353`, `@ns.example` → a socket address.
+pub fn parse_server(s: &str) -> Result<SocketAddr, UsageError> {
+    let (host, port) = split_host_port(s)?;
+    if host.is_empty() {
+        return Err(UsageError(format!("empty server in '@{s}'")));
+    }
+    resolve(&host, port.unwrap_or(53), false, false)
+}
+
+/// The first `nameserver` of a resolv.conf text.
+pub fn resolv_conf_server(text: &str) -> Option<SocketAddr> {
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        if w.next() != Some("nameserver") {
+            return None;
+        }
+        // a link-local address may carry a zone (fe80::1%eth0): not supported here
+        let a: IpAddr = w.next()?.parse().ok()?;
+        Some(SocketAddr::new(a, 53))
+    })
+}
+
+impl DnsArgs {
+    pub fn settings(&self, verbose: bool) -> Result<DnsSettings, UsageError> {
+        use crate::wire::dns;
+        let mut name: Option<hickory_proto::rr::Name> = None;
+        let mut display_name = String::new();
+        let mut types = Vec::new();
+        let mut servers = Vec::new();
+        for a in &self.args {
+            if let Some(srv) = a.strip_prefix('@') {
+                servers.push(parse_server(srv)?);
+            } else if let (true, Some(t)) =
+                (name.is_some() || self.reverse.is_some(), dns::parse_type(a))
+            {
+                types.push(t);
+            } else if name.is_none() && self.reverse.is_none() {
+                name = Some(dns::parse_name(a).map_err(UsageError)?);
+                display_name = a.clone();
+            } else if let Some(t) = dns::parse_type(a) {
+                types.push(t);
+            } else {
+                return Err(UsageError(format!(
+                    "unexpected argument '{a}': not a query type (A, AAAA, MX, TYPE65, ...) or @SERVER"
+                )));
+            }
+        }
+        if let Some(addr) = self.reverse {
+            name = Some(dns::reverse_name(addr));
+            display_name = addr.to_string();
+            if types.is_empty() {
+                types.push(hickory_proto::rr::RecordType::PTR);
+            }
+        }
+        let bulk = match &self.file {
+            Some(f) if f == "-" => Some(BulkSource::Stdin),
+            Some(f) => Some(BulkSource::File(f.into())),
+            None => None,
+        };
+        if bulk.is_some() && name.is_some() {
+            return Err(UsageError(format!(
+                "give either NAME ('{display_name}') or --file, not both"
+            )));
+        }
+        if bulk.is_none() && name.is_none() {
+            return Err(UsageError(
+                "no name to query: give NAME, -x ADDR or --file FILE".into(),
+            ));
+        }
+        if types.is_empty() {
+            types.push(hickory_proto::rr::RecordType::A);
+        }
+        let default_server = servers.is_empty();
+        if default_server {
+            let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let s = resolv_conf_server(&text).ok_or_else(|| {
+                UsageError("no @SERVER given and no nameserver in /etc/resolv.conf".into())
+            })?;
+            servers.push(s);
+        }
+        let client_subnet = match &self.ecs {
+            None => None,
+            Some(s) => {
+                let bad = || {
+                    UsageError(format!(
+                        "bad --ecs '{s}': expected ADDR/PREFIX, e.g. 198.18.0.0/24"
+                    ))
+                };
+                let (a, p) = s.split_once('/').ok_or_else(bad)?;
+                let a: IpAddr = a.parse().map_err(|_| bad())?;
+                let p: u8 = p.parse().map_err(|_| bad())?;
+                if p > if a.is_ipv4() { 32 } else { 128 } {
+                    return Err(bad());
+                }
+                Some((a, p))
+            }
+        };
+        let edns = (!self.no_edns).then_some(dns::EdnsRepr {
+            udp_size: self.bufsize,
+            dnssec_ok: self.dnssec_ok,
+            client_subnet,
+        });
+        let rcode = match &self.expect_rcode {
+            None => None,
+            Some(r) => Some(dns::parse_rcode(r).ok_or_else(|| {
+                UsageError(format!(
+                    "bad --expect-rcode '{r}': expected NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ... or RCODEnn"
+                ))
+            })?),
+        };
+        let regex = match &self.expect_regex {
+            None => None,
+            Some(r) => Some(regex::Regex::new(r).map_err(|e| {
+                UsageError(format!(
+                    "bad --expect-regex '{r}': {}",
+                    e.to_string().lines().last().unwrap_or("")
+                ))
+            })?),
+        };
+        let format = match (self.short, self.json, self.ndjson) {
+            (true, _, _) => DnsFormat::Short,
+            (_, true, _) => DnsFormat::Json,
+            (_, _, true) => DnsFormat::Ndjson,
+            _ if bulk.is_some() => DnsFormat::Ndjson,
+            _ => DnsFormat::Text,
+        };
+        if self.rate == Some(0) {
+            return Err(UsageError("--rate must be at least 1".into()));
+        }
+        Ok(DnsSettings {
+            display_name,
+            name,
+            types,
+            servers,
+            default_server,
+            edns,
+            recursion_desired: !self.norecurse,
+            tcp_fallback: !self.ignore_tc,
+            retries: self.retries,
+            timeout: self.timeout,
+            format,
+            checks: DnsChecks {
+                expect: self.expect.clone(),
+                contains: self.expect_contains.clone(),
+                rcode,
+                regex,
+                max_time: self.max_time,
+            },
+            bulk,
+            rate: self.rate,
+            concurrency: self.concurrency,
+            progress: !self.no_progress,
+            verbose,
+        })
+    }
 }
 
 /// humantime durations, positive.
@@ -473,5 +791,72 @@ mod tests {
         assert!(Cli::try_parse_from(["synscope", "ping", "h", "-i", "0s"]).is_err());
         assert!(Cli::try_parse_from(["synscope", "ping", "h", "--ttl", "0"]).is_err());
         assert!(Cli::try_parse_from(["synscope", "ping", "h", "--json", "--ndjson"]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+    use hickory_proto::rr::RecordType;
+
+    fn dns(args: &[&str]) -> Result<DnsSettings, UsageError> {
+        let mut v = vec!["synscope", "dns"];
+        v.extend(args);
+        let cli = Cli::try_parse_from(v).map_err(|e| UsageError(e.to_string()))?;
+        let Command::Dns(d) = cli.command else {
+            panic!()
+        };
+        d.settings(false)
+    }
+
+    #[test]
+    fn dns_settings_from_arguments() {
+        let s = dns(&[
+            "lab.test",
+            "MX",
+            "aaaa",
+            "@198.18.0.2",
+            "@[2001:db8::2]:5353",
+        ])
+        .unwrap();
+        assert_eq!(s.types, vec![RecordType::MX, RecordType::AAAA]);
+        assert_eq!(
+            s.servers,
+            vec![
+                "198.18.0.2:53".parse().unwrap(),
+                "[2001:db8::2]:5353".parse().unwrap()
+            ]
+        );
+        assert!(!s.default_server && s.tcp_fallback && s.recursion_desired);
+        assert_eq!(s.edns.as_ref().unwrap().udp_size, 1232);
+        let s = dns(&["-x", "198.18.0.10", "@198.18.0.2", "--no-edns", "--short"]).unwrap();
+        assert_eq!(s.types, vec![RecordType::PTR]);
+        assert_eq!(s.name.unwrap().to_ascii(), "10.0.18.198.in-addr.arpa.");
+        assert!(s.edns.is_none());
+        assert_eq!(s.format, DnsFormat::Short);
+        let s = dns(&["--file", "-", "@198.18.0.2"]).unwrap();
+        assert_eq!(
+            (s.bulk, s.format),
+            (Some(BulkSource::Stdin), DnsFormat::Ndjson)
+        );
+        let s = dns(&["a", "@198.18.0.2", "--ecs", "198.18.0.0/24", "--do"]).unwrap();
+        let e = s.edns.unwrap();
+        assert_eq!(e.client_subnet, Some(("198.18.0.0".parse().unwrap(), 24)));
+        assert!(e.dnssec_ok);
+        assert!(dns(&["a", "@198.18.0.2", "--ecs", "198.18.0.0/33"]).is_err());
+        assert!(dns(&["a", "b", "@198.18.0.2"]).is_err());
+        assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
+        assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
+        assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
+    }
+
+    #[test]
+    fn resolv_conf_first_nameserver() {
+        let t = "# c\nsearch x\nnameserver 2001:db8::53\nnameserver 198.18.0.53\n";
+        assert_eq!(
+            resolv_conf_server(t),
+            Some("[2001:db8::53]:53".parse().unwrap())
+        );
+        assert_eq!(resolv_conf_server("search x\n"), None);
     }
 }

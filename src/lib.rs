@@ -10,6 +10,7 @@ pub mod cmd;
 pub mod event;
 pub mod io;
 pub mod lab;
+pub mod lab_dns;
 pub mod probe;
 pub mod report;
 pub mod scan;

@@ -24,33 +24,49 @@ fn main() -> ExitCode {
     let log = Log {
         verbose: cli.verbose,
     };
-    let result: Result<bool, CmdError> = match &cli.command {
+    let result: Result<u8, CmdError> = match &cli.command {
         Command::Ping(args) => args
             .settings(cli.verbose)
             .map_err(CmdError::from)
             .and_then(|s| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))?;
                 let mut out = std::io::stdout().lock();
-                rt.block_on(cmd::ping::run(&s, &mut out, log))
-                    .map(|sum| sum.expectation_met)
+                runtime()?
+                    .block_on(cmd::ping::run(&s, &mut out, log))
+                    .map(|sum| exit(sum.expectation_met))
             }),
         Command::Scan(args) => args
             .settings(cli.verbose)
             .map_err(CmdError::from)
             .and_then(|s| cmd::scan::run(&s, log))
-            .map(|sum| !sum.interrupted),
-        Command::Demo(args) => cmd::demo::run(args),
+            .map(|sum| exit(!sum.interrupted)),
+        Command::Dns(args) => args
+            .settings(log.verbose)
+            .map_err(CmdError::from)
+            .and_then(|s| {
+                let mut out = std::io::stdout().lock();
+                // dns has its own statuses: 0 pass, 1 check failed, 3 no answer
+                runtime()?.block_on(cmd::dns::run(&s, &mut out, log))
+            }),
+        Command::Demo(args) => cmd::demo::run(args).map(exit),
     };
     match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(code) => ExitCode::from(code),
         Err(CmdError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("synscope: {}", e.line());
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// 0 when the command's expectation held, 1 when not.
+fn exit(ok: bool) -> u8 {
+    if ok { 0 } else { 1 }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CmdError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))
 }

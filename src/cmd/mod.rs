@@ -1,6 +1,7 @@
 //! The commands: each wires settings, a probe state machine, the I/O layer and a report.
 
 pub mod demo;
+pub mod dns;
 pub mod ping;
 pub mod scan;
 

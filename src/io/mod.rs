@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod capture;
+pub mod dns_tcp;
 pub mod raw;
 pub mod route;
 pub mod timer;

@@ -120,3 +120,35 @@ impl PortReservation {
         })
     }
 }
+
+impl PortReservation {
+    /// Reserves a UDP `port` (a free one when 0) by binding a UDP socket to it,
+    /// so no local socket receives the replies to our raw queries and the kernel
+    /// answers them with no ICMP port unreachable.
+    pub fn reserve_udp(src: IpAddr, port: u16) -> Result<PortReservation, IoError> {
+        let pe = |source| IoError::Port {
+            addr: src,
+            port,
+            source,
+        };
+        let domain = if src.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let sock = Socket::new(domain, Type::DGRAM, None).map_err(pe)?;
+        // never read: datagrams queued here are dropped, not answered
+        let _ = sock.set_recv_buffer_size(0);
+        sock.bind(&SocketAddr::new(src, port).into()).map_err(pe)?;
+        let bound = sock
+            .local_addr()
+            .map_err(pe)?
+            .as_socket()
+            .map(|a| a.port())
+            .unwrap_or(port);
+        Ok(PortReservation {
+            _sock: sock,
+            port: bound,
+        })
+    }
+}

@@ -2,6 +2,7 @@
 //! Nothing here touches a socket or reads a clock.
 
 pub mod correlate;
+pub mod dns;
 pub mod syn;
 
 pub use correlate::{Correlator, Ignored, Match};

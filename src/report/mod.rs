@@ -1,5 +1,6 @@
 //! Results as people and programs read them: text lines, JSON, NDJSON, statistics.
 
+pub mod dns;
 pub mod ping;
 pub mod scan;
 pub mod stats;

@@ -5,6 +5,7 @@
 //! tests in each module). Emitters build exact bytes, checksums included.
 
 pub mod datagram;
+pub mod dns;
 pub mod icmp;
 pub mod ip;
 pub mod seq;

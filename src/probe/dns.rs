@@ -1,0 +1,603 @@
+//! The DNS exchange over raw UDP, sans-IO: queries go out as whole IP datagrams,
+//! captured packets and timestamps come in. A reply is accepted only when it
+//! comes from the server and port we asked, to the source port we used, with
+//! our id, the QR bit and our question; everything else is ignored and counted
+//! by reason. Retries and deadlines run on the timestamps handed in.
+
+use super::syn::RttSource;
+use crate::event::{Direction, Timestamp};
+use crate::wire::datagram::Checksums;
+use crate::wire::dns::{QueryRepr, Question, ReplyRepr};
+use crate::wire::{Datagram, IpRepr, Protocol, Transport, UdpRepr};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// How queries are sent and how long they wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsProbeConfig {
+    /// Our source address (one family).
+    pub src: IpAddr,
+    pub ttl: u8,
+    /// Wait for an answer, per attempt.
+    pub timeout: Duration,
+    /// Attempts after the first one.
+    pub retries: u32,
+}
+
+/// One query's identity on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueryKey {
+    pub server: SocketAddr,
+    pub src_port: u16,
+    pub id: u16,
+}
+
+/// Why a captured packet was not taken as an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsIgnored {
+    /// Unreadable IP/UDP/DNS (truncated, bad length, bad checksum).
+    Malformed,
+    /// Not between a server we asked and a port we use.
+    OtherFlow,
+    /// Right server and port, but nothing outstanding there (late or duplicate).
+    NoQuery,
+    /// Right server and port, an id we did not send.
+    WrongId,
+    /// Right id, but the question differs from ours.
+    WrongQuestion,
+    /// The QR bit is off: a query, not a response.
+    NotResponse,
+    /// ICMP, a fragment, or another protocol.
+    NotUdp,
+    /// Our own outgoing packets that are not queries.
+    OwnTraffic,
+}
+
+impl DnsIgnored {
+    pub fn name(self) -> &'static str {
+        match self {
+            DnsIgnored::Malformed => "malformed",
+            DnsIgnored::OtherFlow => "other-flow",
+            DnsIgnored::NoQuery => "no-query",
+            DnsIgnored::WrongId => "wrong-id",
+            DnsIgnored::WrongQuestion => "wrong-question",
+            DnsIgnored::NotResponse => "not-response",
+            DnsIgnored::NotUdp => "not-udp",
+            DnsIgnored::OwnTraffic => "own-traffic",
+        }
+    }
+}
+
+/// A finished query: answered or given up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsOutcome {
+    /// The caller's tag (line number, server index).
+    pub tag: u64,
+    pub key: QueryKey,
+    pub question: Question,
+    pub query_size: usize,
+    /// Attempts made (1 = no retry).
+    pub attempts: u32,
+    /// When the last attempt left (kernel stamp if captured).
+    pub sent_at: Timestamp,
+    pub rtt: Option<Duration>,
+    pub rtt_source: RttSource,
+    /// None: no answer after every attempt.
+    pub reply: Option<ReplyRepr>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    tag: u64,
+    question: Question,
+    datagram: Vec<u8>,
+    query_size: usize,
+    user_sent: Timestamp,
+    kernel_sent: Option<Timestamp>,
+    deadline: Timestamp,
+    attempts: u32,
+}
+
+/// Queries outstanding towards any number of servers.
+#[derive(Debug)]
+pub struct DnsExchange {
+    cfg: DnsProbeConfig,
+    pending: HashMap<QueryKey, Pending>,
+    /// Outstanding queries per (server, source port), to tell wrong ids from other flows.
+    ports: HashMap<(SocketAddr, u16), u32>,
+    /// Every source port we have used: replies to them are late, not foreign.
+    used_ports: HashSet<u16>,
+    deadlines: BinaryHeap<Reverse<(Timestamp, QueryKey)>>,
+    ignored: BTreeMap<DnsIgnored, u64>,
+}
+
+/// A datagram to (re)send now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resend {
+    pub key: QueryKey,
+    pub datagram: Vec<u8>,
+}
+
+impl DnsExchange {
+    pub fn new(cfg: DnsProbeConfig) -> DnsExchange {
+        DnsExchange {
+            cfg,
+            pending: HashMap::new(),
+            ports: HashMap::new(),
+            used_ports: HashSet::new(),
+            deadlines: BinaryHeap::new(),
+            ignored: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &DnsProbeConfig {
+        &self.cfg
+    }
+
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Is this (server, port, id) in use? The caller picks another id if so.
+    pub fn in_use(&self, key: &QueryKey) -> bool {
+        self.pending.contains_key(key)
+    }
+
+    pub fn ignored(&self) -> &BTreeMap<DnsIgnored, u64> {
+        &self.ignored
+    }
+
+    fn ignore(&mut self, why: DnsIgnored) -> Option<DnsOutcome> {
+        *self.ignored.entry(why).or_default() += 1;
+        None
+    }
+
+    /// Builds the datagram of a query and tracks it; the caller sends it right
+    /// away. `now` is the user-space time just before the send (the fallback
+    /// send stamp). The query's id must not be [`in_use`](Self::in_use).
+    pub fn query(
+        &mut self,
+        now: Timestamp,
+        tag: u64,
+        server: SocketAddr,
+        src_port: u16,
+        query: &QueryRepr,
+    ) -> (QueryKey, Vec<u8>) {
+        let key = QueryKey {
+            server,
+            src_port,
+            id: query.id,
+        };
+        let msg = query.emit();
+        let query_size = msg.len();
+        let udp = UdpRepr {
+            src_port,
+            dst_port: server.port(),
+            payload: msg,
+        };
+        let ip = IpRepr {
+            src: self.cfg.src,
+            dst: server.ip(),
+            protocol: Protocol::UDP,
+            ttl: self.cfg.ttl,
+            ident: query.id,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        let datagram = ip.emit(&udp.emit(ip.src, ip.dst));
+        let deadline = now + self.cfg.timeout;
+        if self.pending.contains_key(&key) {
+            self.forget(&key);
+        }
+        self.pending.insert(
+            key,
+            Pending {
+                tag,
+                question: query.question.clone(),
+                datagram: datagram.clone(),
+                query_size,
+                user_sent: now,
+                kernel_sent: None,
+                deadline,
+                attempts: 1,
+            },
+        );
+        *self.ports.entry((server, src_port)).or_default() += 1;
+        self.used_ports.insert(src_port);
+        self.deadlines.push(Reverse((deadline, key)));
+        (key, datagram)
+    }
+
+    fn forget(&mut self, key: &QueryKey) -> Option<Pending> {
+        let p = self.pending.remove(key)?;
+        let pk = (key.server, key.src_port);
+        if let Some(n) = self.ports.get_mut(&pk) {
+            *n -= 1;
+            if *n == 0 {
+                self.ports.remove(&pk);
+            }
+        }
+        Some(p)
+    }
+
+    /// The earliest deadline of an outstanding query.
+    pub fn next_deadline(&mut self) -> Option<Timestamp> {
+        while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
+            match self.pending.get(&key) {
+                Some(p) if p.deadline == at => return Some(at),
+                _ => {
+                    self.deadlines.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Queries whose deadline passed: retried (returned as datagrams to send,
+    /// stamped `now`) or given up (returned as outcomes without a reply).
+    pub fn on_time(&mut self, now: Timestamp) -> (Vec<DnsOutcome>, Vec<Resend>) {
+        let mut done = Vec::new();
+        let mut resend = Vec::new();
+        while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(p) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            if p.deadline != at {
+                continue; // superseded by a retry
+            }
+            if p.attempts <= self.cfg.retries {
+                p.attempts += 1;
+                p.user_sent = now;
+                p.kernel_sent = None;
+                p.deadline = now + self.cfg.timeout;
+                self.deadlines.push(Reverse((p.deadline, key)));
+                resend.push(Resend {
+                    key,
+                    datagram: p.datagram.clone(),
+                });
+            } else if let Some(p) = self.forget(&key) {
+                done.push(DnsOutcome {
+                    tag: p.tag,
+                    key,
+                    question: p.question,
+                    query_size: p.query_size,
+                    attempts: p.attempts,
+                    sent_at: p.kernel_sent.unwrap_or(p.user_sent),
+                    rtt: None,
+                    rtt_source: source_of(p.kernel_sent),
+                    reply: None,
+                });
+            }
+        }
+        (done, resend)
+    }
+
+    /// Looks at one captured packet (from its IP header): an answer to one of
+    /// our queries, the kernel's stamp of a query leaving, or ignored.
+    pub fn on_packet(
+        &mut self,
+        data: &[u8],
+        direction: Direction,
+        at: Timestamp,
+        checksum_offloaded: bool,
+    ) -> Option<DnsOutcome> {
+        let outgoing = direction == Direction::Outgoing;
+        // our own packets carry partial checksums; replies over veth/lo may too
+        let mode = if outgoing || checksum_offloaded {
+            Checksums::Offloaded
+        } else {
+            Checksums::Verify
+        };
+        let Ok(d) = Datagram::parse_with(data, mode) else {
+            return self.ignore(DnsIgnored::Malformed);
+        };
+        let Transport::Udp(u) = d.transport else {
+            return self.ignore(if outgoing {
+                DnsIgnored::OwnTraffic
+            } else {
+                DnsIgnored::NotUdp
+            });
+        };
+        if outgoing {
+            let key = match u.payload.get(..2) {
+                Some(id) => QueryKey {
+                    server: SocketAddr::new(d.ip.dst, u.dst_port),
+                    src_port: u.src_port,
+                    id: u16::from_be_bytes([id[0], id[1]]),
+                },
+                None => return self.ignore(DnsIgnored::OwnTraffic),
+            };
+            return match self.pending.get_mut(&key) {
+                Some(p) if d.ip.src == self.cfg.src && p.kernel_sent.is_none() => {
+                    p.kernel_sent = Some(at);
+                    None
+                }
+                _ => self.ignore(DnsIgnored::OwnTraffic),
+            };
+        }
+        let server = SocketAddr::new(d.ip.src, u.src_port);
+        if d.ip.dst != self.cfg.src {
+            return self.ignore(DnsIgnored::OtherFlow);
+        }
+        let Some(id) = u.payload.get(..2) else {
+            return self.ignore(DnsIgnored::Malformed);
+        };
+        let key = QueryKey {
+            server,
+            src_port: u.dst_port,
+            id: u16::from_be_bytes([id[0], id[1]]),
+        };
+        if !self.pending.contains_key(&key) {
+            return self.ignore(if self.ports.contains_key(&(server, u.dst_port)) {
+                DnsIgnored::WrongId
+            } else if self.used_ports.contains(&u.dst_port) {
+                DnsIgnored::NoQuery
+            } else {
+                DnsIgnored::OtherFlow
+            });
+        }
+        let Ok(reply) = ReplyRepr::parse(&u.payload) else {
+            return self.ignore(DnsIgnored::Malformed);
+        };
+        if !reply.is_response {
+            return self.ignore(DnsIgnored::NotResponse);
+        }
+        let question_ok = self.pending.get(&key).is_some_and(|p| {
+            reply.question_count == 1 && reply.question.as_ref() == Some(&p.question)
+        });
+        if !question_ok {
+            return self.ignore(DnsIgnored::WrongQuestion);
+        }
+        let p = self.forget(&key)?;
+        let sent = p.kernel_sent.unwrap_or(p.user_sent);
+        Some(DnsOutcome {
+            tag: p.tag,
+            key,
+            question: p.question,
+            query_size: p.query_size,
+            attempts: p.attempts,
+            sent_at: sent,
+            rtt: Some(at.saturating_sub(sent)),
+            rtt_source: source_of(p.kernel_sent),
+            reply: Some(reply),
+        })
+    }
+}
+
+fn source_of(kernel: Option<Timestamp>) -> RttSource {
+    if kernel.is_some() {
+        RttSource::Kernel
+    } else {
+        RttSource::User
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::dns::{EdnsRepr, parse_name};
+    use crate::wire::testutil::Noise;
+    use hickory_proto::rr::RecordType;
+
+    const CLIENT: &str = "198.18.0.1";
+    const SERVER: &str = "198.18.0.2:53";
+
+    fn ex(retries: u32) -> DnsExchange {
+        DnsExchange::new(DnsProbeConfig {
+            src: CLIENT.parse().unwrap(),
+            ttl: 64,
+            timeout: Duration::from_millis(100),
+            retries,
+        })
+    }
+
+    fn query(id: u16, name: &str) -> QueryRepr {
+        QueryRepr {
+            id,
+            question: Question::new(parse_name(name).unwrap(), RecordType::A),
+            recursion_desired: true,
+            edns: Some(EdnsRepr::default()),
+        }
+    }
+
+    /// A real NSD answer to `a.lab.test A` (id 0xbeef, EDNS 1232), captured in
+    /// the lab on the client's veth, IP header included, checksum offloaded.
+    pub(crate) const NSD_A_V4: &[u8] = include_bytes!("../wire/fixtures/nsd_a_v4.bin");
+
+    /// The reply datagram `server → client:port` carrying `msg`, full checksum.
+    fn reply_datagram(port: u16, msg: &[u8]) -> Vec<u8> {
+        let ip = IpRepr {
+            src: "198.18.0.2".parse().unwrap(),
+            dst: CLIENT.parse().unwrap(),
+            protocol: Protocol::UDP,
+            ttl: 64,
+            ident: 1,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        let u = UdpRepr {
+            src_port: 53,
+            dst_port: port,
+            payload: msg.to_vec(),
+        };
+        ip.emit(&u.emit(ip.src, ip.dst))
+    }
+
+    /// The DNS message inside the fixture.
+    fn fixture_msg() -> Vec<u8> {
+        let d = Datagram::parse_with(NSD_A_V4, Checksums::Offloaded).unwrap();
+        let Transport::Udp(u) = d.transport else {
+            panic!()
+        };
+        u.payload
+    }
+
+    #[test]
+    fn nsd_fixture_is_read_like_kdig() {
+        let r = ReplyRepr::parse(&fixture_msg()).unwrap();
+        assert_eq!(r.id, 0xbeef);
+        assert_eq!(r.flags.names(), "qr aa rd");
+        assert_eq!(r.rcode, 0);
+        assert_eq!(r.answer.len(), 1);
+        let a = &r.answer[0];
+        assert_eq!(
+            (
+                a.name.as_str(),
+                a.ttl,
+                a.class.as_str(),
+                a.rtype.as_str(),
+                a.data.as_str()
+            ),
+            ("a.lab.test.", 300, "IN", "A", "198.18.0.10")
+        );
+        assert_eq!(r.edns.as_ref().unwrap().udp_size, 1232);
+        assert_eq!(r.answer_set(RecordType::A), vec!["198.18.0.10"]);
+    }
+
+    #[test]
+    fn answer_matched_with_kernel_stamps() {
+        let mut e = ex(0);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let (key, dgram) = e.query(
+            Timestamp(1_000),
+            7,
+            server,
+            40000,
+            &query(0xbeef, "a.lab.test"),
+        );
+        assert_eq!(dgram[9], 17);
+        // our query leaving, seen by the capture: the kernel's send stamp
+        assert!(
+            e.on_packet(&dgram, Direction::Outgoing, Timestamp(2_000), true)
+                .is_none()
+        );
+        let msg = fixture_msg();
+        let r = e
+            .on_packet(
+                &reply_datagram(40000, &msg),
+                Direction::Incoming,
+                Timestamp(52_000),
+                false,
+            )
+            .unwrap();
+        assert_eq!((r.tag, r.key, r.attempts), (7, key, 1));
+        assert_eq!(r.rtt, Some(Duration::from_micros(50)));
+        assert_eq!(r.rtt_source, RttSource::Kernel);
+        assert_eq!(e.outstanding(), 0);
+        // the same reply again is a duplicate
+        assert!(
+            e.on_packet(
+                &reply_datagram(40000, &msg),
+                Direction::Incoming,
+                Timestamp(60_000),
+                false
+            )
+            .is_none()
+        );
+        assert_eq!(e.ignored().get(&DnsIgnored::NoQuery), Some(&1));
+    }
+
+    #[test]
+    fn wrong_id_port_question_and_qr_are_ignored() {
+        let mut e = ex(0);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        e.query(Timestamp(0), 0, server, 40000, &query(0xbeef, "a.lab.test"));
+        let msg = fixture_msg();
+        let mut wrong_id = msg.clone();
+        wrong_id[1] ^= 1;
+        let mut not_resp = msg.clone();
+        not_resp[2] &= 0x7f;
+        let mut other_q = msg.clone();
+        other_q[13] = b'b'; // b.lab.test
+        let cases = [
+            (reply_datagram(40000, &wrong_id), DnsIgnored::WrongId),
+            (reply_datagram(40001, &msg), DnsIgnored::OtherFlow),
+            (reply_datagram(40000, &not_resp), DnsIgnored::NotResponse),
+            (reply_datagram(40000, &other_q), DnsIgnored::WrongQuestion),
+            (reply_datagram(40000, &msg[..5]), DnsIgnored::Malformed),
+        ];
+        for (pkt, why) in cases {
+            assert!(
+                e.on_packet(&pkt, Direction::Incoming, Timestamp(1), false)
+                    .is_none()
+            );
+            assert_eq!(e.ignored().get(&why), Some(&1), "{why:?}");
+        }
+        // a corrupted checksum is malformed unless the kernel says offloaded
+        let mut bad = reply_datagram(40000, &msg);
+        let n = bad.len();
+        bad[n - 1] ^= 0x55;
+        assert!(
+            e.on_packet(&bad, Direction::Incoming, Timestamp(1), false)
+                .is_none()
+        );
+        assert_eq!(e.ignored().get(&DnsIgnored::Malformed), Some(&2));
+        // the question matches case-insensitively
+        let mut upper = msg.clone();
+        upper[13] = b'A';
+        assert!(
+            e.on_packet(
+                &reply_datagram(40000, &upper),
+                Direction::Incoming,
+                Timestamp(9),
+                false
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn retries_then_timeout() {
+        let mut e = ex(1);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let (key, dgram) = e.query(Timestamp(0), 3, server, 40000, &query(1, "a.lab.test"));
+        assert_eq!(e.next_deadline(), Some(Timestamp(100_000_000)));
+        let (done, resend) = e.on_time(Timestamp(50_000_000));
+        assert!(done.is_empty() && resend.is_empty());
+        let (done, resend) = e.on_time(Timestamp(100_000_000));
+        assert!(done.is_empty());
+        assert_eq!(
+            resend,
+            vec![Resend {
+                key,
+                datagram: dgram
+            }]
+        );
+        assert_eq!(e.next_deadline(), Some(Timestamp(200_000_000)));
+        let (done, resend) = e.on_time(Timestamp(200_000_000));
+        assert!(resend.is_empty());
+        assert_eq!(done.len(), 1);
+        assert_eq!(
+            (done[0].tag, done[0].attempts, done[0].reply.is_none()),
+            (3, 2, true)
+        );
+        assert_eq!(done[0].rtt_source, RttSource::User);
+        assert_eq!(e.outstanding(), 0);
+        assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let mut e = ex(0);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        e.query(Timestamp(0), 0, server, 40000, &query(0xbeef, "a.lab.test"));
+        let base = reply_datagram(40000, &fixture_msg());
+        let mut n = Noise::new(9);
+        for i in 0..30_000 {
+            let dir = if i % 2 == 0 {
+                Direction::Incoming
+            } else {
+                Direction::Outgoing
+            };
+            let _ = e.on_packet(&n.mutate(&base), dir, Timestamp(1), i % 3 == 0);
+            let _ = e.on_packet(&n.bytes(60), dir, Timestamp(1), true);
+        }
+    }
+}

@@ -1,0 +1,637 @@
+//! `synscope dns` output: kdig-like sections, `--short`, JSON/NDJSON, the
+//! checks for scripts, the comparison of several servers, the bulk summary.
+
+use super::micros;
+use super::stats::percentile;
+use crate::cli::{DnsChecks, DnsFormat};
+use crate::probe::dns::DnsIgnored;
+use crate::probe::syn::RttSource;
+use crate::wire::dns::{RecordRepr, ReplyRepr, opcode_name, rcode_name};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The UDP leg of a query.
+#[derive(Debug, Clone)]
+pub struct UdpLeg {
+    pub rtt: Duration,
+    pub rtt_source: RttSource,
+    pub attempts: u32,
+    pub reply: ReplyRepr,
+}
+
+/// The TCP leg after a truncated UDP answer.
+#[derive(Debug, Clone)]
+pub struct TcpLeg {
+    pub connect: Duration,
+    /// Query written to answer read.
+    pub exchange: Duration,
+    pub total: Duration,
+    pub reply: Option<ReplyRepr>,
+    pub error: Option<String>,
+}
+
+/// One query to one server, finished.
+#[derive(Debug, Clone)]
+pub struct DnsResult {
+    pub server: SocketAddr,
+    pub name: String,
+    pub qtype: String,
+    pub qtype_code: u16,
+    pub query_size: usize,
+    /// None: no UDP answer after `attempts` attempts.
+    pub udp: Option<UdpLeg>,
+    pub attempts: u32,
+    pub tcp: Option<TcpLeg>,
+}
+
+impl DnsResult {
+    /// The answer that counts: over TCP if the UDP one was truncated and TCP worked.
+    pub fn reply(&self) -> Option<&ReplyRepr> {
+        match &self.tcp {
+            Some(TcpLeg { reply: Some(r), .. }) => Some(r),
+            _ => self.udp.as_ref().map(|u| &u.reply),
+        }
+    }
+
+    /// Total time to the answer that counts.
+    pub fn time(&self) -> Option<Duration> {
+        let udp = self.udp.as_ref()?.rtt;
+        Some(match &self.tcp {
+            Some(t) if t.reply.is_some() => udp + t.total,
+            _ => udp,
+        })
+    }
+
+    pub fn transport(&self) -> &'static str {
+        match &self.tcp {
+            Some(TcpLeg { reply: Some(_), .. }) => "tcp",
+            _ => "udp",
+        }
+    }
+
+    /// The answer set the checks compare: data of answers of the queried type.
+    pub fn answer_set(&self) -> Vec<String> {
+        let Some(r) = self.reply() else {
+            return Vec::new();
+        };
+        r.answer
+            .iter()
+            .filter(|a| self.qtype_code == 255 || a.type_code == self.qtype_code)
+            .map(|a| a.data.clone())
+            .collect()
+    }
+}
+
+/// A value as compared: IP addresses canonical, names lower-case without the
+/// final dot, anything else as given.
+pub fn normalize(v: &str) -> String {
+    let t = v.trim();
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return ip.to_string();
+    }
+    let t = t.strip_suffix('.').unwrap_or(t);
+    // names inside data (MX, SOA...) too: lower-case, drop final dots per word
+    t.split(' ')
+        .map(|w| {
+            let w = w.strip_suffix('.').unwrap_or(w);
+            if w.starts_with('"') {
+                w.to_string()
+            } else {
+                w.to_ascii_lowercase()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Evaluates the checks on one result: the failures, one line each.
+pub fn check(result: &DnsResult, checks: &DnsChecks) -> Vec<String> {
+    let mut fail = Vec::new();
+    let who = format!("{} {} @{}", result.name, result.qtype, result.server);
+    let Some(reply) = result.reply() else {
+        return fail; // no answer is its own outcome (exit status 3)
+    };
+    let set: Vec<String> = result.answer_set();
+    let got: std::collections::BTreeSet<String> = set.iter().map(|v| normalize(v)).collect();
+    let show = |s: &std::collections::BTreeSet<String>| {
+        if s.is_empty() {
+            "(empty)".to_string()
+        } else {
+            s.iter().cloned().collect::<Vec<_>>().join(", ")
+        }
+    };
+    if let Some(want) = &checks.rcode
+        && reply.rcode != *want
+    {
+        fail.push(format!(
+            "--expect-rcode: {who}: status {} instead of {}",
+            rcode_name(reply.rcode),
+            rcode_name(*want)
+        ));
+    }
+    if let Some(want) = &checks.expect {
+        let want: std::collections::BTreeSet<String> = want.iter().map(|v| normalize(v)).collect();
+        if want != got {
+            fail.push(format!(
+                "--expect: {who}: answer is {} instead of {}",
+                show(&got),
+                show(&want)
+            ));
+        }
+    }
+    let missing: Vec<String> = checks
+        .contains
+        .iter()
+        .map(|v| normalize(v))
+        .filter(|v| !got.contains(v))
+        .collect();
+    if !missing.is_empty() {
+        fail.push(format!(
+            "--expect-contains: {who}: answer {} lacks {}",
+            show(&got),
+            missing.join(", ")
+        ));
+    }
+    if let Some(re) = &checks.regex
+        && !set.iter().any(|v| re.is_match(v))
+    {
+        fail.push(format!(
+            "--expect-regex: {who}: no answer matches /{}/ (answer: {})",
+            re.as_str(),
+            show(&got)
+        ));
+    }
+    if let (Some(max), Some(t)) = (checks.max_time, result.time())
+        && t > max
+    {
+        fail.push(format!(
+            "--max-time: {who}: answered in {} (over {})",
+            super::human(t),
+            super::human(max)
+        ));
+    }
+    fail
+}
+
+/// Servers whose answers differ, per query: (name type, lines).
+pub fn differences(results: &[DnsResult]) -> Vec<String> {
+    let mut by_q: BTreeMap<(String, String), Vec<&DnsResult>> = BTreeMap::new();
+    for r in results {
+        by_q.entry((r.name.clone(), r.qtype.clone()))
+            .or_default()
+            .push(r);
+    }
+    let mut out = Vec::new();
+    for ((name, qtype), rs) in by_q {
+        if rs.len() < 2 {
+            continue;
+        }
+        let view = |r: &DnsResult| match r.reply() {
+            None => "no answer".to_string(),
+            Some(rep) => {
+                let mut set: Vec<String> = r.answer_set().iter().map(|v| normalize(v)).collect();
+                set.sort();
+                format!("{} [{}]", rcode_name(rep.rcode), set.join(", "))
+            }
+        };
+        let first = view(rs[0]);
+        if rs.iter().all(|r| view(r) == first) {
+            continue;
+        }
+        for r in rs {
+            out.push(format!("{name} {qtype} @{}: {}", r.server, view(r)));
+        }
+    }
+    out
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", micros(d))
+}
+
+fn server_text(s: SocketAddr) -> String {
+    format!("{}@{}", s.ip(), s.port())
+}
+
+fn section(out: &mut impl Write, title: &str, rs: &[RecordRepr]) -> std::io::Result<()> {
+    if rs.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n;; {title} SECTION:")?;
+    for r in rs {
+        writeln!(
+            out,
+            "{:<24}\t{}\t{}\t{}\t{}",
+            r.name, r.ttl, r.class, r.rtype, r.data
+        )?;
+    }
+    Ok(())
+}
+
+/// kdig-like sections of one message.
+fn message_text(out: &mut impl Write, r: &ReplyRepr) -> std::io::Result<()> {
+    writeln!(
+        out,
+        ";; ->>HEADER<<- opcode: {}; status: {}; id: {}",
+        opcode_name(r.opcode),
+        rcode_name(r.rcode),
+        r.id
+    )?;
+    writeln!(
+        out,
+        ";; Flags: {}; QUERY: {}; ANSWER: {}; AUTHORITY: {}; ADDITIONAL: {}",
+        r.flags.names(),
+        r.question_count,
+        r.answer.len(),
+        r.authority.len(),
+        r.additional.len()
+    )?;
+    if let Some(e) = &r.edns {
+        writeln!(out, "\n;; EDNS PSEUDOSECTION:")?;
+        writeln!(
+            out,
+            ";; Version: {}; flags: {}; UDP size: {} B",
+            e.version,
+            if e.dnssec_ok { "do" } else { "" },
+            e.udp_size
+        )?;
+        for o in &e.options {
+            writeln!(out, ";; {o}")?;
+        }
+    }
+    if let Some(q) = &r.question {
+        writeln!(out, "\n;; QUESTION SECTION:")?;
+        writeln!(
+            out,
+            ";; {:<21}\t\tIN\t{}",
+            q.name.to_ascii(),
+            crate::wire::dns::type_name(q.qtype)
+        )?;
+    }
+    section(out, "ANSWER", &r.answer)?;
+    section(out, "AUTHORITY", &r.authority)?;
+    section(out, "ADDITIONAL", &r.additional)?;
+    Ok(())
+}
+
+/// One result as kdig would show it.
+pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
+    let Some(udp) = &r.udp else {
+        return writeln!(
+            out,
+            ";; no answer from {}(UDP) for {} {} after {} attempt(s)",
+            server_text(r.server),
+            r.name,
+            r.qtype,
+            r.attempts
+        );
+    };
+    if let Some(t) = &r.tcp {
+        writeln!(
+            out,
+            ";; WARNING: truncated reply from {}(UDP) in {}, {} B, retrying over TCP",
+            server_text(r.server),
+            us(udp.rtt),
+            udp.reply.size
+        )?;
+        match &t.reply {
+            Some(rep) => {
+                message_text(out, rep)?;
+                writeln!(out, "\n;; Received {} B", rep.size)?;
+                writeln!(
+                    out,
+                    ";; From {}(TCP) in {} (connect {}, exchange {}); UDP {} ({} timestamps)",
+                    server_text(r.server),
+                    us(t.total),
+                    us(t.connect),
+                    us(t.exchange),
+                    us(udp.rtt),
+                    source_name(udp.rtt_source)
+                )?;
+            }
+            None => {
+                message_text(out, &udp.reply)?;
+                writeln!(
+                    out,
+                    "\n;; TCP failed: {}",
+                    t.error.as_deref().unwrap_or("no answer")
+                )?;
+            }
+        }
+        return Ok(());
+    }
+    message_text(out, &udp.reply)?;
+    writeln!(out, "\n;; Received {} B", udp.reply.size)?;
+    writeln!(
+        out,
+        ";; From {}(UDP) in {} ({} timestamps, {} attempt{})",
+        server_text(r.server),
+        us(udp.rtt),
+        source_name(udp.rtt_source),
+        udp.attempts,
+        if udp.attempts == 1 { "" } else { "s" }
+    )
+}
+
+fn source_name(s: RttSource) -> &'static str {
+    match s {
+        RttSource::Kernel => "kernel",
+        RttSource::User => "user-space",
+    }
+}
+
+fn records_json(rs: &[RecordRepr]) -> Value {
+    serde_json::to_value(rs).unwrap_or(Value::Null)
+}
+
+fn reply_json(r: &ReplyRepr) -> Value {
+    json!({
+        "id": r.id,
+        "opcode": opcode_name(r.opcode),
+        "status": rcode_name(r.rcode),
+        "flags": r.flags,
+        "question": r.question.as_ref().map(|q| json!({
+            "name": q.name.to_ascii(),
+            "type": crate::wire::dns::type_name(q.qtype),
+        })),
+        "answer": records_json(&r.answer),
+        "authority": records_json(&r.authority),
+        "additional": records_json(&r.additional),
+        "edns": r.edns,
+        "size": r.size,
+    })
+}
+
+/// One result as a JSON object.
+pub fn result_json(r: &DnsResult, failures: &[String]) -> Value {
+    let reply = r.reply();
+    json!({
+        "server": r.server.to_string(),
+        "name": r.name,
+        "type": r.qtype,
+        "answered": reply.is_some(),
+        "status": reply.map(|x| rcode_name(x.rcode)),
+        "transport": r.transport(),
+        "time_us": r.time().map(micros),
+        "attempts": r.attempts,
+        "answers": r.answer_set(),
+        "udp": r.udp.as_ref().map(|u| json!({
+            "rtt_us": micros(u.rtt),
+            "rtt_source": u.rtt_source,
+            "truncated": u.reply.flags.tc,
+            "size": u.reply.size,
+        })),
+        "tcp": r.tcp.as_ref().map(|t| json!({
+            "connect_us": micros(t.connect),
+            "exchange_us": micros(t.exchange),
+            "total_us": micros(t.total),
+            "size": t.reply.as_ref().map(|x| x.size),
+            "error": t.error,
+        })),
+        "message": reply.map(reply_json),
+        "checks": if failures.is_empty() { json!("pass") } else { json!(failures) },
+    })
+}
+
+/// Writes the results of a single-name run; returns the check failures.
+pub fn write_results(
+    out: &mut impl Write,
+    format: DnsFormat,
+    results: &[DnsResult],
+    checks: &DnsChecks,
+    ignored: &BTreeMap<DnsIgnored, u64>,
+) -> std::io::Result<Vec<String>> {
+    let failures: Vec<Vec<String>> = results.iter().map(|r| check(r, checks)).collect();
+    let diffs = differences(results);
+    let several = results.len() > 1;
+    match format {
+        DnsFormat::Text => {
+            for (i, r) in results.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                if several {
+                    writeln!(
+                        out,
+                        ";; SERVER {} — {} {}",
+                        server_text(r.server),
+                        r.name,
+                        r.qtype
+                    )?;
+                }
+                result_text(out, r)?;
+            }
+            let servers: std::collections::BTreeSet<SocketAddr> =
+                results.iter().map(|r| r.server).collect();
+            if servers.len() > 1 {
+                if diffs.is_empty() {
+                    writeln!(
+                        out,
+                        "\n;; COMPARISON: all {} servers gave the same answers",
+                        servers.len()
+                    )?;
+                } else {
+                    writeln!(out, "\n;; DIFFERENCES:")?;
+                    for d in &diffs {
+                        writeln!(out, ";; {d}")?;
+                    }
+                }
+            }
+        }
+        DnsFormat::Short => {
+            let servers: std::collections::BTreeSet<SocketAddr> =
+                results.iter().map(|r| r.server).collect();
+            for r in results {
+                let Some(rep) = r.reply() else { continue };
+                for a in &rep.answer {
+                    if servers.len() > 1 {
+                        writeln!(out, "@{} {}", r.server, a.data)?;
+                    } else {
+                        writeln!(out, "{}", a.data)?;
+                    }
+                }
+            }
+        }
+        DnsFormat::Json => {
+            let doc = json!({
+                "results": results.iter().zip(&failures).map(|(r, f)| result_json(r, f)).collect::<Vec<_>>(),
+                "differences": diffs,
+                "ignored": ignored,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        }
+        DnsFormat::Ndjson => {
+            for (r, f) in results.iter().zip(&failures) {
+                writeln!(out, "{}", result_json(r, f))?;
+            }
+            writeln!(
+                out,
+                "{}",
+                json!({"summary": {"differences": diffs, "ignored": ignored}})
+            )?;
+        }
+    }
+    Ok(failures.into_iter().flatten().collect())
+}
+
+/// The bulk run's figures.
+#[derive(Debug, Clone, Default)]
+pub struct BulkSummary {
+    pub names: u64,
+    pub answered: u64,
+    pub timeouts: u64,
+    pub tcp: u64,
+    pub bad_lines: u64,
+    pub rcodes: BTreeMap<String, u64>,
+    /// Per answered query, microseconds ×10 (0.1 µs resolution) kept compactly.
+    pub rtts_decius: Vec<u32>,
+    pub elapsed: Duration,
+    pub sent_packets: u64,
+}
+
+impl BulkSummary {
+    pub fn to_json(&self, ignored: &BTreeMap<DnsIgnored, u64>) -> Value {
+        let mut v: Vec<f64> = self.rtts_decius.iter().map(|&x| x as f64 / 10.0).collect();
+        v.sort_by(f64::total_cmp);
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        json!({"summary": {
+            "names": self.names,
+            "answered": self.answered,
+            "timeouts": self.timeouts,
+            "tcp_fallbacks": self.tcp,
+            "bad_lines": self.bad_lines,
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "qps": self.answered as f64 / secs,
+            "packets_sent": self.sent_packets,
+            "latency_us": {
+                "p50": percentile(&v, 50.0),
+                "p90": percentile(&v, 90.0),
+                "p99": percentile(&v, 99.0),
+                "max": v.last().copied().unwrap_or(0.0),
+            },
+            "rcodes": self.rcodes,
+            "ignored": ignored,
+        }})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::dns::{Flags, ReplyRepr};
+
+    fn rr(t: &str, code: u16, data: &str) -> RecordRepr {
+        RecordRepr {
+            name: "b.lab.test.".into(),
+            ttl: 300,
+            class: "IN".into(),
+            rtype: t.into(),
+            data: data.into(),
+            type_code: code,
+        }
+    }
+
+    fn result(server: &str, rcode: u16, answer: Vec<RecordRepr>) -> DnsResult {
+        DnsResult {
+            server: server.parse().unwrap(),
+            name: "b.lab.test.".into(),
+            qtype: "A".into(),
+            qtype_code: 1,
+            query_size: 40,
+            attempts: 1,
+            udp: Some(UdpLeg {
+                rtt: Duration::from_micros(80),
+                rtt_source: RttSource::Kernel,
+                attempts: 1,
+                reply: ReplyRepr {
+                    id: 1,
+                    is_response: true,
+                    opcode: 0,
+                    flags: Flags::default(),
+                    rcode,
+                    question: None,
+                    question_count: 1,
+                    answer,
+                    authority: vec![],
+                    additional: vec![],
+                    edns: None,
+                    size: 100,
+                    partial: false,
+                },
+            }),
+            tcp: None,
+        }
+    }
+
+    fn b(server: &str) -> DnsResult {
+        result(
+            server,
+            0,
+            vec![
+                rr("CNAME", 5, "c.lab.test."),
+                rr("A", 1, "198.18.0.11"),
+                rr("A", 1, "198.18.0.12"),
+            ],
+        )
+    }
+
+    #[test]
+    fn normalized_values() {
+        assert_eq!(normalize("2001:DB8:0::1"), "2001:db8::1");
+        assert_eq!(normalize("Mail.Lab.Test."), "mail.lab.test");
+        assert_eq!(normalize("10 MAIL.lab.test."), "10 mail.lab.test");
+        assert_eq!(normalize("\"Hello\""), "\"Hello\"");
+    }
+
+    #[test]
+    fn checks_name_what_failed() {
+        let r = b("198.18.0.2:53");
+        assert_eq!(r.answer_set(), vec!["198.18.0.11", "198.18.0.12"]);
+        let ok = DnsChecks {
+            expect: Some(vec!["198.18.0.12".into(), "198.18.0.11".into()]),
+            contains: vec!["198.18.0.11".into()],
+            rcode: Some(0),
+            regex: Some(regex::Regex::new(r"\.12$").unwrap()),
+            max_time: Some(Duration::from_millis(1)),
+        };
+        assert!(check(&r, &ok).is_empty());
+        let bad = DnsChecks {
+            expect: Some(vec!["198.18.0.11".into()]),
+            contains: vec!["198.18.0.99".into()],
+            rcode: Some(3),
+            regex: Some(regex::Regex::new("^x").unwrap()),
+            max_time: Some(Duration::from_micros(10)),
+        };
+        let f = check(&r, &bad);
+        assert_eq!(
+            f,
+            vec![
+                "--expect-rcode: b.lab.test. A @198.18.0.2:53: status NOERROR instead of NXDOMAIN",
+                "--expect: b.lab.test. A @198.18.0.2:53: answer is 198.18.0.11, 198.18.0.12 instead of 198.18.0.11",
+                "--expect-contains: b.lab.test. A @198.18.0.2:53: answer 198.18.0.11, 198.18.0.12 lacks 198.18.0.99",
+                "--expect-regex: b.lab.test. A @198.18.0.2:53: no answer matches /^x/ (answer: 198.18.0.11, 198.18.0.12)",
+                "--max-time: b.lab.test. A @198.18.0.2:53: answered in 80.000us (over 10.000us)",
+            ]
+        );
+    }
+
+    #[test]
+    fn differences_between_servers() {
+        let same = [b("198.18.0.2:53"), b("[2001:db8::2]:53")];
+        assert!(differences(&same).is_empty());
+        let other = result("198.18.0.3:53", 0, vec![rr("A", 1, "198.18.0.11")]);
+        let nx = result("198.18.0.4:53", 3, vec![]);
+        let d = differences(&[b("198.18.0.2:53"), other, nx]);
+        assert_eq!(
+            d,
+            vec![
+                "b.lab.test. A @198.18.0.2:53: NOERROR [198.18.0.11, 198.18.0.12]",
+                "b.lab.test. A @198.18.0.3:53: NOERROR [198.18.0.11]",
+                "b.lab.test. A @198.18.0.4:53: NXDOMAIN []",
+            ]
+        );
+    }
+}

@@ -1,0 +1,556 @@
+//! DNS messages (RFC 1035, EDNS0 RFC 6891) over `hickory-proto`: a query we
+//! build ([`QueryRepr`]) and a reply we read ([`ReplyRepr`]). Replies are
+//! untrusted: parsing never panics, and records are turned into plain strings
+//! in presentation format (as kdig prints them) so the rest of synscope never
+//! touches the DNS crate's types for output.
+
+use super::WireError;
+use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// The header length of every DNS message.
+pub const HEADER_LEN: usize = 12;
+
+/// EDNS0 settings of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdnsRepr {
+    pub udp_size: u16,
+    pub dnssec_ok: bool,
+    /// EDNS Client Subnet (RFC 7871): address and source prefix length.
+    pub client_subnet: Option<(IpAddr, u8)>,
+}
+
+impl Default for EdnsRepr {
+    fn default() -> Self {
+        EdnsRepr {
+            udp_size: 1232,
+            dnssec_ok: false,
+            client_subnet: None,
+        }
+    }
+}
+
+/// A question: name, type, class. Names compare case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub name: Name,
+    pub qtype: RecordType,
+    pub qclass: DNSClass,
+}
+
+impl Question {
+    pub fn new(name: Name, qtype: RecordType) -> Question {
+        Question {
+            name,
+            qtype,
+            qclass: DNSClass::IN,
+        }
+    }
+}
+
+/// A query we send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryRepr {
+    pub id: u16,
+    pub question: Question,
+    pub recursion_desired: bool,
+    pub edns: Option<EdnsRepr>,
+}
+
+impl QueryRepr {
+    /// The query's wire bytes.
+    pub fn emit(&self) -> Vec<u8> {
+        let mut m = Message::new(self.id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = self.recursion_desired;
+        let mut q = Query::query(self.question.name.clone(), self.question.qtype);
+        q.set_query_class(self.question.qclass);
+        m.add_query(q);
+        if let Some(e) = &self.edns {
+            let mut edns = Edns::new();
+            edns.set_max_payload(e.udp_size.max(512));
+            edns.set_dnssec_ok(e.dnssec_ok);
+            if let Some((addr, prefix)) = e.client_subnet {
+                edns.options_mut()
+                    .insert(EdnsOption::Subnet(ClientSubnet::new(addr, prefix, 0)));
+            }
+            m.set_edns(edns);
+        }
+        // a message with one question and at most one OPT record always encodes
+        m.to_vec().unwrap_or_default()
+    }
+}
+
+/// Header flags of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Flags {
+    pub qr: bool,
+    pub aa: bool,
+    pub tc: bool,
+    pub rd: bool,
+    pub ra: bool,
+    pub ad: bool,
+    pub cd: bool,
+}
+
+impl Flags {
+    /// `qr aa rd` as kdig prints them.
+    pub fn names(&self) -> String {
+        let all = [
+            (self.qr, "qr"),
+            (self.aa, "aa"),
+            (self.tc, "tc"),
+            (self.rd, "rd"),
+            (self.ra, "ra"),
+            (self.ad, "ad"),
+            (self.cd, "cd"),
+        ];
+        let v: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        v.join(" ")
+    }
+}
+
+/// One resource record, in presentation format.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecordRepr {
+    pub name: String,
+    pub ttl: u32,
+    pub class: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub data: String,
+    #[serde(skip)]
+    pub type_code: u16,
+}
+
+/// The OPT pseudo-record of a reply.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EdnsInfo {
+    pub version: u8,
+    pub dnssec_ok: bool,
+    pub udp_size: u16,
+    pub options: Vec<String>,
+}
+
+/// A reply as read from the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyRepr {
+    pub id: u16,
+    pub is_response: bool,
+    pub opcode: u8,
+    pub flags: Flags,
+    /// The full response code (12 bits with EDNS).
+    pub rcode: u16,
+    pub question: Option<Question>,
+    pub question_count: u16,
+    pub answer: Vec<RecordRepr>,
+    pub authority: Vec<RecordRepr>,
+    pub additional: Vec<RecordRepr>,
+    pub edns: Option<EdnsInfo>,
+    /// Size of the message in bytes.
+    pub size: usize,
+    /// Only the header and question could be read (a truncated reply whose
+    /// records are cut).
+    pub partial: bool,
+}
+
+impl ReplyRepr {
+    /// Parses a reply. A message whose records cannot be decoded but whose
+    /// header and question can is returned with `partial` set when its TC bit is
+    /// on (a truncated UDP reply); anything else unreadable is an error.
+    pub fn parse(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(WireError::Truncated("dns"));
+        }
+        match Message::from_vec(bytes) {
+            Ok(m) => Ok(Self::from_message(&m, bytes.len())),
+            Err(_) => Self::parse_head(bytes),
+        }
+    }
+
+    fn parse_head(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
+        let mut d = BinDecoder::new(bytes);
+        let h = Header::read(&mut d).map_err(|_| WireError::Truncated("dns"))?;
+        if !h.metadata.truncation {
+            return Err(WireError::BadLength("dns"));
+        }
+        let question = if h.counts.queries >= 1 {
+            let q = Query::read(&mut d).map_err(|_| WireError::BadLength("dns"))?;
+            Some(Question {
+                name: q.name().clone(),
+                qtype: q.query_type(),
+                qclass: q.query_class(),
+            })
+        } else {
+            None
+        };
+        let md = &h.metadata;
+        Ok(ReplyRepr {
+            id: md.id,
+            is_response: md.message_type == MessageType::Response,
+            opcode: u8::from(md.op_code),
+            flags: flags_of(md),
+            rcode: u16::from(md.response_code),
+            question,
+            question_count: h.counts.queries,
+            answer: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+            edns: None,
+            size: bytes.len(),
+            partial: true,
+        })
+    }
+
+    fn from_message(m: &Message, size: usize) -> ReplyRepr {
+        let md = &m.metadata;
+        let edns = m.edns.as_ref().map(|e| EdnsInfo {
+            version: e.version(),
+            dnssec_ok: e.flags().dnssec_ok,
+            udp_size: e.max_payload(),
+            options: e
+                .options()
+                .as_ref()
+                .iter()
+                .map(|(code, opt)| edns_option_text(*code, opt))
+                .collect(),
+        });
+        let records = |v: &[Record]| v.iter().filter_map(record_repr).collect::<Vec<_>>();
+        ReplyRepr {
+            id: md.id,
+            is_response: md.message_type == MessageType::Response,
+            opcode: u8::from(md.op_code),
+            flags: flags_of(md),
+            rcode: u16::from(md.response_code),
+            question: m.queries.first().map(|q| Question {
+                name: q.name().clone(),
+                qtype: q.query_type(),
+                qclass: q.query_class(),
+            }),
+            question_count: m.queries.len() as u16,
+            answer: records(&m.answers),
+            authority: records(&m.authorities),
+            additional: records(&m.additionals),
+            edns,
+            size,
+            partial: false,
+        }
+    }
+
+    /// The data of the answer records of type `qtype` (every answer for ANY):
+    /// the "answer set" the checks compare.
+    pub fn answer_set(&self, qtype: RecordType) -> Vec<String> {
+        let code = u16::from(qtype);
+        self.answer
+            .iter()
+            .filter(|r| qtype == RecordType::ANY || r.type_code == code)
+            .map(|r| r.data.clone())
+            .collect()
+    }
+}
+
+fn flags_of(md: &hickory_proto::op::Metadata) -> Flags {
+    Flags {
+        qr: md.message_type == MessageType::Response,
+        aa: md.authoritative,
+        tc: md.truncation,
+        rd: md.recursion_desired,
+        ra: md.recursion_available,
+        ad: md.authentic_data,
+        cd: md.checking_disabled,
+    }
+}
+
+fn edns_option_text(code: EdnsCode, opt: &EdnsOption) -> String {
+    match opt {
+        EdnsOption::Subnet(s) => {
+            let mut t = String::new();
+            let _ = write!(t, "ECS: {s:?}");
+            t
+        }
+        _ => format!("{code:?}"),
+    }
+}
+
+/// A record in presentation format, or None for the OPT pseudo-record.
+fn record_repr(r: &Record) -> Option<RecordRepr> {
+    let rtype = r.record_type();
+    if rtype == RecordType::OPT {
+        return None;
+    }
+    Some(RecordRepr {
+        name: r.name.to_ascii(),
+        ttl: r.ttl,
+        class: class_name(r.dns_class),
+        rtype: type_name(rtype),
+        data: rdata_text(&r.data),
+        type_code: u16::from(rtype),
+    })
+}
+
+/// `A`, `AAAA`, ..., `TYPE65` for types without a mnemonic here.
+pub fn type_name(t: RecordType) -> String {
+    match t {
+        RecordType::Unknown(n) => format!("TYPE{n}"),
+        t => {
+            let mut s = String::new();
+            if write!(s, "{t}").is_err() || s.is_empty() || s == "Unknown" {
+                return format!("TYPE{}", u16::from(t));
+            }
+            s
+        }
+    }
+}
+
+fn class_name(c: DNSClass) -> String {
+    match c {
+        DNSClass::IN => "IN".into(),
+        DNSClass::CH => "CH".into(),
+        DNSClass::HS => "HS".into(),
+        DNSClass::NONE => "NONE".into(),
+        DNSClass::ANY => "ANY".into(),
+        other => format!("CLASS{}", u16::from(other)),
+    }
+}
+
+/// Parses a query type as given on the command line: `A`, `mx`, `TYPE65`.
+pub fn parse_type(s: &str) -> Option<RecordType> {
+    let up = s.to_ascii_uppercase();
+    if let Some(n) = up.strip_prefix("TYPE") {
+        return n.parse::<u16>().ok().map(RecordType::from);
+    }
+    match RecordType::from_str(&up) {
+        Ok(RecordType::Unknown(_)) | Err(_) => None,
+        Ok(t) => Some(t),
+    }
+}
+
+/// A query name from user input: IDN labels converted to punycode (IDNA),
+/// made absolute.
+pub fn parse_name(s: &str) -> Result<Name, String> {
+    if s.is_empty() {
+        return Err("empty name".into());
+    }
+    let mut n = Name::from_utf8(s).map_err(|e| format!("bad name '{s}': {e}"))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+/// The PTR name of an address: `10.0.18.198.in-addr.arpa.`, `...ip6.arpa.`.
+pub fn reverse_name(addr: IpAddr) -> Name {
+    let mut n = Name::from(addr);
+    n.set_fqdn(true);
+    n
+}
+
+/// The name of an rcode as kdig prints it.
+pub fn rcode_name(rcode: u16) -> String {
+    let s = match rcode {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        17 => "BADKEY",
+        18 => "BADTIME",
+        19 => "BADMODE",
+        20 => "BADNAME",
+        21 => "BADALG",
+        22 => "BADTRUNC",
+        23 => "BADCOOKIE",
+        n => return format!("RCODE{n}"),
+    };
+    s.to_string()
+}
+
+/// The rcode named `s` (case-insensitive, `RCODEnn` too).
+pub fn parse_rcode(s: &str) -> Option<u16> {
+    let up = s.to_ascii_uppercase();
+    if let Some(n) = up.strip_prefix("RCODE") {
+        return n.parse::<u16>().ok().filter(|n| *n < 4096);
+    }
+    (0..=23).find(|&n| rcode_name(n) == up)
+}
+
+/// The opcode's name.
+pub fn opcode_name(op: u8) -> String {
+    match op {
+        0 => "QUERY".into(),
+        1 => "IQUERY".into(),
+        2 => "STATUS".into(),
+        4 => "NOTIFY".into(),
+        5 => "UPDATE".into(),
+        n => format!("OPCODE{n}"),
+    }
+}
+
+/// A character-string quoted as in zone files: `"` and `\` escaped,
+/// non-printable bytes as `\DDD`.
+fn quote(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() + 2);
+    s.push('"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                s.push('\\');
+                s.push(b as char);
+            }
+            0x20..=0x7e => s.push(b as char),
+            _ => {
+                let _ = write!(s, "\\{b:03}");
+            }
+        }
+    }
+    s.push('"');
+    s
+}
+
+fn unknown_rdata(bytes: &[u8]) -> String {
+    let mut s = format!("\\# {}", bytes.len());
+    if !bytes.is_empty() {
+        s.push(' ');
+        for b in bytes {
+            let _ = write!(s, "{b:02X}");
+        }
+    }
+    s
+}
+
+/// Record data in presentation format (names in ASCII, as on the wire).
+pub fn rdata_text(d: &RData) -> String {
+    match d {
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(a) => a.0.to_string(),
+        RData::CNAME(n) => n.0.to_ascii(),
+        RData::NS(n) => n.0.to_ascii(),
+        RData::PTR(n) => n.0.to_ascii(),
+        RData::MX(mx) => format!("{} {}", mx.preference, mx.exchange.to_ascii()),
+        RData::SRV(s) => format!(
+            "{} {} {} {}",
+            s.priority,
+            s.weight,
+            s.port,
+            s.target.to_ascii()
+        ),
+        RData::SOA(s) => format!(
+            "{} {} {} {} {} {} {}",
+            s.mname.to_ascii(),
+            s.rname.to_ascii(),
+            s.serial,
+            s.refresh,
+            s.retry,
+            s.expire,
+            s.minimum
+        ),
+        RData::TXT(t) => t
+            .txt_data
+            .iter()
+            .map(|s| quote(s))
+            .collect::<Vec<_>>()
+            .join(" "),
+        RData::NULL(n) => unknown_rdata(&n.anything),
+        RData::Unknown { rdata, .. } => unknown_rdata(&rdata.anything),
+        other => {
+            // Display may fail (OPT has none): never panic, fall back to a marker
+            let mut s = String::new();
+            if write!(s, "{other}").is_err() {
+                s = "\\# ?".into();
+            }
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testutil::Noise;
+
+    fn q(name: &str, t: RecordType, edns: Option<EdnsRepr>) -> QueryRepr {
+        QueryRepr {
+            id: 0x1234,
+            question: Question::new(parse_name(name).unwrap(), t),
+            recursion_desired: true,
+            edns,
+        }
+    }
+
+    #[test]
+    fn query_bytes_exact() {
+        let b = q("a.lab.test", RecordType::A, None).emit();
+        assert_eq!(
+            b,
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\
+              \x01a\x03lab\x04test\x00\x00\x01\x00\x01"
+                .to_vec()
+        );
+        let b = q("a.lab.test.", RecordType::AAAA, Some(EdnsRepr::default())).emit();
+        // header: ARCOUNT 1; OPT: root, type 41, class = 1232, ttl 0, rdlen 0
+        assert_eq!(&b[10..12], &[0, 1]);
+        assert_eq!(
+            &b[b.len() - 11..],
+            b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00"
+        );
+        let mut e = EdnsRepr {
+            dnssec_ok: true,
+            ..Default::default()
+        };
+        e.client_subnet = Some(("198.18.0.0".parse().unwrap(), 24));
+        let b = q("a.lab.test", RecordType::A, Some(e)).emit();
+        let r = ReplyRepr::parse(&b).unwrap();
+        let info = r.edns.unwrap();
+        assert!(info.dnssec_ok);
+        assert_eq!(info.options.len(), 1);
+    }
+
+    #[test]
+    fn names_types_rcodes() {
+        assert_eq!(
+            parse_name("bücher.lab.test").unwrap().to_ascii(),
+            "xn--bcher-kva.lab.test."
+        );
+        assert!(parse_name("").is_err());
+        assert!(parse_name(&"a".repeat(64)).is_err());
+        assert_eq!(
+            reverse_name("198.18.0.10".parse().unwrap()).to_ascii(),
+            "10.0.18.198.in-addr.arpa."
+        );
+        assert!(
+            reverse_name("2001:db8::1".parse().unwrap())
+                .to_ascii()
+                .starts_with("1.0.0.0.")
+        );
+        assert_eq!(parse_type("mx"), Some(RecordType::MX));
+        assert_eq!(parse_type("TYPE65"), Some(RecordType::from(65)));
+        assert_eq!(parse_type("TYPE999"), Some(RecordType::Unknown(999)));
+        assert_eq!(parse_type("NOPE"), None);
+        assert_eq!(type_name(RecordType::Unknown(999)), "TYPE999");
+        assert_eq!(type_name(RecordType::CAA), "CAA");
+        assert_eq!(parse_rcode("nxdomain"), Some(3));
+        assert_eq!(parse_rcode("RCODE12"), Some(12));
+        assert_eq!(parse_rcode("bogus"), None);
+        assert_eq!(rcode_name(2), "SERVFAIL");
+        assert_eq!(quote(b"a\"b\\c\x01"), "\"a\\\"b\\\\c\\001\"");
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let base = q("www.lab.test", RecordType::A, Some(EdnsRepr::default())).emit();
+        let mut n = Noise::new(5);
+        for _ in 0..50_000 {
+            let _ = ReplyRepr::parse(&n.bytes(80));
+            let _ = ReplyRepr::parse(&n.mutate(&base));
+        }
+    }
+}
