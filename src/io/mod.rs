@@ -3,6 +3,7 @@
 
 pub mod bpf;
 pub mod capture;
+pub mod nft;
 pub mod raw;
 pub mod route;
 
