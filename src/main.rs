@@ -37,6 +37,15 @@ fn main() -> ExitCode {
                 rt.block_on(cmd::ping::run(&s, &mut out, log))
                     .map(|sum| sum.expectation_met)
             }),
+        Command::Trace(args) => args.settings().map_err(CmdError::from).and_then(|s| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))?;
+            let mut out = std::io::stdout().lock();
+            rt.block_on(cmd::trace::run(&s, &mut out, log))
+                .map(|sum| sum.all_succeeded)
+        }),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

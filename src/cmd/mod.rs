@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod ping;
+pub mod trace;
 
 use crate::cli::UsageError;
 use crate::io::IoError;

@@ -2,6 +2,7 @@
 
 pub mod ping;
 pub mod stats;
+pub mod trace;
 
 pub use stats::RttStats;
 
