@@ -120,6 +120,9 @@ pub struct PingArgs {
     /// Print one JSON line per probe as it happens, then the summary.
     #[arg(long)]
     pub ndjson: bool,
+    /// Write every packet sent and received to this pcap file (nanosecond stamps).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 pub const TRACE_EXIT_CODES: &str = "\
@@ -357,6 +360,7 @@ pub struct PingSettings {
     pub expect: Expect,
     pub format: OutputFormat,
     pub verbose: bool,
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 /// Splits `HOST[:PORT]`: `198.18.0.2:80`, `[2001:db8::2]:443`, `2001:db8::2`, `name:22`.
@@ -444,6 +448,7 @@ impl PingArgs {
             expect: self.expect,
             format,
             verbose,
+            pcap: self.pcap.clone(),
         })
     }
 }

@@ -924,3 +924,32 @@ fn half_open_recognises_syn_cookies() {
     assert_eq!(h["server_kept"], "syn-cookies", "{h}");
     assert_eq!(h["retransmissions"], 0);
 }
+
+#[test]
+fn ping_writes_a_pcap_too() {
+    let lab = lab();
+    let _srv = Server::start(&lab, 7012, Behaviour::WaitForFin(0));
+    let pcap = std::env::temp_dir().join(format!("synscope-ping-{}.pcap", std::process::id()));
+    let out = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(["ping", "198.18.0.2:7012", "-c", "2", "-i", "20ms", "--pcap"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = Command::new("tcpdump")
+        .args(["-n", "-r"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&pcap);
+    let text = String::from_utf8_lossy(&r.stdout);
+    // two SYNs and two SYN-ACKs (the kernel's RSTs too, when captured in time)
+    assert!(text.matches("Flags [S]").count() == 2, "{text}");
+    assert!(text.matches("Flags [S.]").count() == 2, "{text}");
+}
