@@ -66,6 +66,24 @@ pub enum Command {
     ///   synscope scan --targets-file hosts.txt --top-ports 100 --shard 0/4 --seed 7
     #[command(after_long_help = SCAN_EXIT_CODES, verbatim_doc_comment)]
     Scan(ScanArgs),
+    /// Time a whole TCP connection stage by stage: handshake, data, teardown.
+    ///
+    /// synscope plays the client with raw segments: SYN, ACK, the request (if
+    /// any), ACKs for what the server sends, then FIN (or RST) and the last ACK,
+    /// and TIME_WAIT. It prints a ladder diagram with both sides' states and a
+    /// table of stage times taken from the kernel's packet timestamps. While it
+    /// runs, an nftables table (owner flag: it vanishes with the process, even
+    /// on SIGKILL) keeps the local kernel from resetting exactly this flow.
+    ///
+    /// Examples:
+    ///   synscope trace 198.18.0.2:80 --send 'GET / HTTP/1.0\r\n\r\n'
+    ///   synscope trace 198.18.0.2:22                  # a banner server closes first?
+    ///   synscope trace 198.18.0.2:80 --close rst --json
+    ///   synscope trace 198.18.0.2:80 --count 20       # per-stage statistics
+    ///   synscope trace 198.18.0.2:80 --half-open --max-wait 70s
+    ///   synscope trace 198.18.0.2:80 --pcap trace.pcap
+    #[command(after_long_help = TRACE_EXIT_CODES, verbatim_doc_comment)]
+    Trace(TraceArgs),
     /// Build a throwaway namespace lab and ping an open, a closed and a filtered port.
     ///
     /// Needs root (network namespaces, veth, nftables) and the `ip` and `nft` tools.
@@ -136,6 +154,207 @@ pub struct PingArgs {
     /// Print one JSON line per probe as it happens, then the summary.
     #[arg(long)]
     pub ndjson: bool,
+    /// Write every packet sent and received to this pcap file (nanosecond stamps).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+}
+
+pub const TRACE_EXIT_CODES: &str = "\
+EXIT STATUS:
+  0  every trace completed the handshake (half-open: got a SYN-ACK)
+  1  a trace was refused, unanswered or interrupted
+  2  usage or setup error";
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Target: NAME, IPv4, IPv6, with an optional port: host:80, [2001:db8::2]:443.
+    #[arg(value_name = "HOST[:PORT]")]
+    pub target: String,
+    /// Destination port (default 80, or the port given with the host).
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Use IPv4 only.
+    #[arg(short = '4', conflicts_with = "ipv6")]
+    pub ipv4: bool,
+    /// Use IPv6 only.
+    #[arg(short = '6')]
+    pub ipv6: bool,
+    /// Send this request once connected; \r \n \t \\ are unescaped.
+    #[arg(long, value_name = "STRING", conflicts_with = "send_file")]
+    pub send: Option<String>,
+    /// Send the contents of this file once connected (at most 1 MiB).
+    #[arg(long, value_name = "FILE")]
+    pub send_file: Option<std::path::PathBuf>,
+    /// How we end the connection: fin (orderly) or rst (abort).
+    #[arg(long, value_enum, default_value = "fin")]
+    pub close: crate::probe::tcp_client::CloseMode,
+    /// We close once the connection has been quiet this long (our data acknowledged).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    pub idle: Duration,
+    /// How long we hold TIME_WAIT, answering retransmitted FINs (Linux holds 60s).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub time_wait: Duration,
+    /// First retransmission timeout of our segments (doubles on each retry).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub rto: Duration,
+    /// Retransmissions of one segment before giving up.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Upper bound on one trace (default 10s; with --half-open 70s, the time
+    /// Linux needs to give up on its SYN-ACK retransmissions).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_wait: Option<Duration>,
+    /// Send the SYN and never ACK the SYN-ACK: record the server's SYN-ACK
+    /// retransmission schedule, then clean up with an RST.
+    #[arg(long, conflicts_with_all = ["send", "send_file"])]
+    pub half_open: bool,
+    /// Repeat the trace N times and give per-stage statistics.
+    #[arg(short, long, default_value_t = 1)]
+    pub count: u64,
+    /// Pause between traces.
+    #[arg(short, long, default_value = "100ms", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Source port (default: a fresh free port per trace).
+    #[arg(long)]
+    pub source_port: Option<u16>,
+    /// Send through this interface and capture only on it.
+    #[arg(short = 'I', long)]
+    pub interface: Option<String>,
+    /// IP TTL / hop limit.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..))]
+    pub ttl: u8,
+    /// Send a SYN with only the MSS option (no timestamps, SACK, window scale).
+    #[arg(long)]
+    pub bare_syn: bool,
+    /// Print one JSON document at the end.
+    #[arg(long)]
+    pub json: bool,
+    /// Write every packet sent and received to this pcap file (nanosecond stamps).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
+}
+
+/// Validated settings of `synscope trace`.
+#[derive(Debug, Clone)]
+pub struct TraceSettings {
+    pub host: String,
+    pub target: SocketAddr,
+    pub payload: Vec<u8>,
+    pub close: crate::probe::tcp_client::CloseMode,
+    pub idle: Duration,
+    pub time_wait: Duration,
+    pub rto: Duration,
+    pub retries: u32,
+    pub max_wait: Duration,
+    pub half_open: bool,
+    pub count: u64,
+    pub interval: Duration,
+    pub source_port: Option<u16>,
+    pub interface: Option<String>,
+    pub ttl: u8,
+    pub syn_options: bool,
+    pub format: OutputFormat,
+    pub pcap: Option<std::path::PathBuf>,
+}
+
+/// `\r`, `\n`, `\t`, `\\` and `\0` in a `--send` string.
+pub fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('r') => out.push(b'\r'),
+            Some('n') => out.push(b'\n'),
+            Some('t') => out.push(b'\t'),
+            Some('0') => out.push(0),
+            Some('\\') => out.push(b'\\'),
+            Some(o) => {
+                out.push(b'\\');
+                let mut b = [0u8; 4];
+                out.extend_from_slice(o.encode_utf8(&mut b).as_bytes());
+            }
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+impl TraceArgs {
+    pub fn settings(&self) -> Result<TraceSettings, UsageError> {
+        let (host, port_in_target) = split_host_port(&self.target)?;
+        let port = match (self.port, port_in_target) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(UsageError(format!(
+                    "port given twice: -p {a} and '{}'",
+                    self.target
+                )));
+            }
+            (Some(0), _) => return Err(UsageError("bad port 0: expected 1-65535".into())),
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => 80,
+        };
+        if self.count == 0 {
+            return Err(UsageError("--count must be at least 1".into()));
+        }
+        if self.source_port == Some(0) {
+            return Err(UsageError("--source-port must be 1-65535".into()));
+        }
+        let max = crate::probe::tcp_client::MAX_PAYLOAD;
+        let payload = match (&self.send, &self.send_file) {
+            (Some(s), _) => unescape(s),
+            (None, Some(path)) => {
+                let data = std::fs::read(path)
+                    .map_err(|e| UsageError(format!("read --send-file {}: {e}", path.display())))?;
+                if data.len() > max {
+                    return Err(UsageError(format!(
+                        "--send-file {}: {} bytes, at most {max}",
+                        path.display(),
+                        data.len()
+                    )));
+                }
+                data
+            }
+            (None, None) => Vec::new(),
+        };
+        if payload.len() > max {
+            return Err(UsageError(format!("--send: at most {max} bytes")));
+        }
+        let target = resolve(&host, port, self.ipv4, self.ipv6)?;
+        let max_wait = self.max_wait.unwrap_or(if self.half_open {
+            Duration::from_secs(70)
+        } else {
+            Duration::from_secs(10)
+        });
+        Ok(TraceSettings {
+            host,
+            target,
+            payload,
+            close: self.close,
+            idle: self.idle,
+            time_wait: self.time_wait,
+            rto: self.rto,
+            retries: self.retries.min(15),
+            max_wait,
+            half_open: self.half_open,
+            count: self.count,
+            interval: self.interval,
+            source_port: self.source_port,
+            interface: self.interface.clone(),
+            ttl: self.ttl,
+            syn_options: !self.bare_syn,
+            format: if self.json {
+                OutputFormat::Json
+            } else {
+                OutputFormat::Text
+            },
+            pcap: self.pcap.clone(),
+        })
+    }
 }
 
 pub const SCAN_EXIT_CODES: &str = "\
@@ -650,6 +869,7 @@ pub struct PingSettings {
     pub expect: Expect,
     pub format: OutputFormat,
     pub verbose: bool,
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 /// Splits `HOST[:PORT]`: `198.18.0.2:80`, `[2001:db8::2]:443`, `2001:db8::2`, `name:22`.
@@ -737,6 +957,7 @@ impl PingArgs {
             expect: self.expect,
             format,
             verbose,
+            pcap: self.pcap.clone(),
         })
     }
 }
@@ -757,6 +978,37 @@ mod tests {
         assert!(split_host_port("h:70000").is_err());
         assert!(split_host_port("[2001:db8::2").is_err());
         assert!(split_host_port("[2001:db8::2]x").is_err());
+    }
+
+    #[test]
+    fn trace_settings() {
+        let cli = Cli::try_parse_from([
+            "synscope",
+            "trace",
+            "198.18.0.2:8080",
+            "--send",
+            "GET / HTTP/1.0\\r\\n\\r\\n",
+            "--close",
+            "rst",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!()
+        };
+        let s = t.settings().unwrap();
+        assert_eq!(s.target, "198.18.0.2:8080".parse().unwrap());
+        assert_eq!(s.payload, b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(s.close, crate::probe::tcp_client::CloseMode::Rst);
+        assert_eq!(s.max_wait, Duration::from_secs(10));
+        assert_eq!(unescape("a\\\\b\\x"), b"a\\b\\x");
+        assert!(
+            Cli::try_parse_from(["synscope", "trace", "h", "--half-open", "--send", "x"]).is_err()
+        );
+        let cli = Cli::try_parse_from(["synscope", "trace", "198.18.0.2", "--half-open"]).unwrap();
+        let Command::Trace(t) = cli.command else {
+            panic!()
+        };
+        assert_eq!(t.settings().unwrap().max_wait, Duration::from_secs(70));
     }
 
     #[test]

@@ -47,6 +47,12 @@ fn main() -> ExitCode {
                 // dns has its own statuses: 0 pass, 1 check failed, 3 no answer
                 runtime()?.block_on(cmd::dns::run(&s, &mut out, log))
             }),
+        Command::Trace(args) => args.settings().map_err(CmdError::from).and_then(|s| {
+            let mut out = std::io::stdout().lock();
+            runtime()?
+                .block_on(cmd::trace::run(&s, &mut out, log))
+                .map(|sum| exit(sum.all_succeeded))
+        }),
         Command::Demo(args) => cmd::demo::run(args).map(exit),
     };
     match result {

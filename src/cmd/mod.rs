@@ -4,6 +4,7 @@ pub mod demo;
 pub mod dns;
 pub mod ping;
 pub mod scan;
+pub mod trace;
 
 use crate::cli::UsageError;
 use crate::io::IoError;

@@ -63,6 +63,10 @@ pub async fn run(
         },
         &filter,
     )?;
+    let mut pcap = match &s.pcap {
+        Some(p) => Some(crate::io::pcap::PcapWriter::create(p)?),
+        None => None,
+    };
     let fixed_port = match s.source_port {
         Some(p) => Some(PortReservation::reserve(route.src, p)?),
         None => None,
@@ -117,6 +121,9 @@ pub async fn run(
             }
             pkt = capture.recv() => {
                 let p = pkt?;
+                if let Some(w) = pcap.as_mut() {
+                    w.write(p.timestamp, &p.data)?;
+                }
                 if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
                     held.remove(&r.src_port);
                     report.probe(out, r)?;
@@ -153,6 +160,9 @@ pub async fn run(
                 }
             }
         }
+    }
+    if let Some(w) = pcap.as_mut() {
+        w.flush()?;
     }
     // probes still outstanding at an interrupt are not counted
     let summary = report.summary(pinger.ignored(), started.elapsed(), was_interrupted);

@@ -4,6 +4,8 @@
 pub mod bpf;
 pub mod capture;
 pub mod dns_tcp;
+pub mod nft;
+pub mod pcap;
 pub mod raw;
 pub mod route;
 pub mod timer;
@@ -34,6 +36,12 @@ pub enum IoError {
     },
     #[error("interface {name}: {why}")]
     Interface { name: String, why: String },
+    #[error("{op} {}: {source}", path.display())]
+    File {
+        op: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("reserve source port {port} on {addr}: {source}")]
     Port {
         addr: IpAddr,
@@ -50,6 +58,7 @@ impl IoError {
             | IoError::Send { source, .. }
             | IoError::Route { source, .. } => source,
             IoError::Port { source, .. } => source,
+            IoError::File { .. } => return false,
             IoError::Interface { .. } => return false,
         };
         matches!(src.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))

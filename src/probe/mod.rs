@@ -4,6 +4,7 @@
 pub mod correlate;
 pub mod dns;
 pub mod syn;
+pub mod tcp_client;
 
 pub use correlate::{Correlator, Ignored, Match};
 pub use syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};

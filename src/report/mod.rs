@@ -4,6 +4,7 @@ pub mod dns;
 pub mod ping;
 pub mod scan;
 pub mod stats;
+pub mod trace;
 
 pub use stats::RttStats;
 

@@ -1,0 +1,299 @@
+//! `synscope trace`: one (or `--count`) whole TCP connections played with raw
+//! segments, timed by the kernel's capture stamps.
+
+use super::{CmdError, Log};
+use crate::cli::TraceSettings;
+use crate::event::{Direction, Timestamp};
+use crate::io::bpf::FlowFilter;
+use crate::io::nft::RstFilter;
+use crate::io::pcap::PcapWriter;
+use crate::io::{Capture, PortReservation, RawSender, Route};
+use crate::probe::tcp_client::{TcpClient, TcpClientConfig};
+use crate::report::OutputFormat;
+use crate::report::trace::{self as rep, TraceRun, TraceTarget};
+use crate::wire::datagram::Checksums;
+use crate::wire::{Datagram, Protocol, SeqNumber, TcpRepr, Transport};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Resolves once SIGINT or SIGTERM arrives.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// The outcome of all traces.
+pub struct TraceSummary {
+    pub runs: Vec<TraceRun>,
+    pub interrupted: bool,
+    pub all_succeeded: bool,
+}
+
+fn until(t: Timestamp) -> Instant {
+    Instant::now() + Duration::from_nanos(t.0.saturating_sub(Timestamp::now().0))
+}
+
+struct Io<'a> {
+    sender: &'a RawSender,
+    dst: std::net::IpAddr,
+    log: Log,
+}
+
+impl Io<'_> {
+    fn send(&self, c: &mut TcpClient, segs: Vec<TcpRepr>) -> Result<(), CmdError> {
+        for s in segs {
+            let bytes = c.datagram(&s);
+            self.sender.send(self.dst, &bytes)?;
+            self.log.debug(|| {
+                format!(
+                    "sent {} seq {} ack {} len {}",
+                    s.flags,
+                    s.seq,
+                    s.ack,
+                    s.payload.len()
+                )
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Feeds one captured packet to the client: our own (for its kernel stamp) or the peer's.
+fn on_captured(
+    c: &mut TcpClient,
+    local: SocketAddr,
+    remote: SocketAddr,
+    data: &[u8],
+    direction: Direction,
+    at: Timestamp,
+    offloaded: bool,
+) -> Vec<TcpRepr> {
+    let mode = if offloaded {
+        Checksums::Offloaded
+    } else {
+        Checksums::Verify
+    };
+    let Ok(d) = Datagram::parse_with(data, mode) else {
+        return Vec::new();
+    };
+    let Transport::Tcp(t) = d.transport else {
+        return Vec::new();
+    };
+    let ours = d.ip.src == local.ip()
+        && t.src_port == local.port()
+        && d.ip.dst == remote.ip()
+        && t.dst_port == remote.port();
+    let theirs = d.ip.src == remote.ip()
+        && t.src_port == remote.port()
+        && d.ip.dst == local.ip()
+        && t.dst_port == local.port();
+    match direction {
+        Direction::Outgoing if ours => {
+            c.on_sent_stamp(&t, at);
+            Vec::new()
+        }
+        Direction::Incoming if theirs => c.on_segment(&t, at),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one trace to its end (or an interrupt). Returns the client and whether
+/// the run was interrupted.
+#[allow(clippy::too_many_arguments)]
+async fn one_trace(
+    s: &TraceSettings,
+    route: &Route,
+    sender: &RawSender,
+    pcap: &mut Option<PcapWriter>,
+    signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    log: Log,
+) -> Result<(TcpClient, bool), CmdError> {
+    let dst = s.target;
+    let port = PortReservation::reserve(route.src, s.source_port.unwrap_or(0))?;
+    let local = SocketAddr::new(route.src, port.port);
+    let filter = FlowFilter {
+        local: route.src,
+        remote: Some(dst.ip()),
+        remote_port: Some(dst.port()),
+        local_ports: Some((port.port, port.port)),
+        protocol: Protocol::TCP,
+        outbound: true,
+    };
+    let mut capture = Capture::open(
+        if s.interface.is_some() {
+            route.ifindex
+        } else {
+            0
+        },
+        &filter,
+    )?;
+    let rst_filter = RstFilter::install(local, dst)?;
+    log.debug(|| {
+        format!(
+            "nftables table {} drops the kernel's RSTs to {dst} from {local}",
+            rst_filter.table
+        )
+    });
+    let mut c = TcpClient::new(TcpClientConfig {
+        src: local,
+        dst,
+        isn: SeqNumber(rand::random()),
+        ttl: s.ttl,
+        mss: route.mss(),
+        syn_options: s.syn_options,
+        payload: s.payload.clone(),
+        close: s.close,
+        half_open: s.half_open,
+        rto: s.rto,
+        max_retries: s.retries,
+        idle: s.idle,
+        time_wait: s.time_wait,
+        max_wait: s.max_wait,
+    });
+    let io = Io {
+        sender,
+        dst: dst.ip(),
+        log,
+    };
+    let segs = c.start(Timestamp::now());
+    io.send(&mut c, segs)?;
+    // a hard bound on top of the machine's own deadlines
+    let hard_end = Instant::now() + s.max_wait + s.time_wait + Duration::from_secs(5);
+    let mut was_interrupted = false;
+    while !c.is_done() {
+        let wake = c.poll_at().map(until).unwrap_or(hard_end).min(hard_end);
+        tokio::select! {
+            biased;
+            _ = signal.as_mut() => {
+                was_interrupted = true;
+                let segs = c.abort(Timestamp::now());
+                io.send(&mut c, segs)?;
+                break;
+            }
+            pkt = capture.recv() => {
+                let p = pkt?;
+                if let Some(w) = pcap.as_mut() {
+                    w.write(p.timestamp, &p.data)?;
+                }
+                let segs = on_captured(&mut c, local, dst, &p.data, p.direction, p.timestamp, p.checksum_offloaded);
+                io.send(&mut c, segs)?;
+            }
+            _ = tokio::time::sleep_until(wake) => {
+                if Instant::now() >= hard_end {
+                    let segs = c.abort(Timestamp::now());
+                    io.send(&mut c, segs)?;
+                    break;
+                }
+                let segs = c.poll(Timestamp::now());
+                io.send(&mut c, segs)?;
+            }
+        }
+    }
+    // collect the kernel's stamps of our last segments
+    let settle = Instant::now() + Duration::from_millis(20);
+    while let Ok(Ok(p)) = tokio::time::timeout_at(settle, capture.recv()).await {
+        if let Some(w) = pcap.as_mut() {
+            w.write(p.timestamp, &p.data)?;
+        }
+        on_captured(
+            &mut c,
+            local,
+            dst,
+            &p.data,
+            p.direction,
+            p.timestamp,
+            p.checksum_offloaded,
+        );
+    }
+    drop(rst_filter);
+    drop(port);
+    Ok((c, was_interrupted))
+}
+
+/// Runs the traces and writes the report.
+pub async fn run(
+    s: &TraceSettings,
+    out: &mut impl Write,
+    log: Log,
+) -> Result<TraceSummary, CmdError> {
+    let dst = s.target.ip();
+    let route = Route::lookup(dst, s.interface.as_deref())?;
+    log.debug(|| {
+        format!(
+            "route to {dst}: source {} via {} (ifindex {}, mtu {})",
+            route.src, route.interface, route.ifindex, route.mtu
+        )
+    });
+    let sender = RawSender::open(route.src, s.interface.as_deref())?;
+    let mut pcap = match &s.pcap {
+        Some(p) => Some(PcapWriter::create(p)?),
+        None => None,
+    };
+    let target = TraceTarget {
+        host: s.host.clone(),
+        address: s.target,
+        interface: route.interface.clone(),
+        close: s.close,
+        half_open: s.half_open,
+        request_bytes: s.payload.len(),
+        time_wait_ms: s.time_wait.as_nanos() as f64 / 1e6,
+    };
+    if s.format == OutputFormat::Text {
+        rep::write_header(out, &target)?;
+    }
+    let signal = interrupted();
+    tokio::pin!(signal);
+    let mut runs = Vec::new();
+    let mut was_interrupted = false;
+    for i in 0..s.count {
+        if i > 0 {
+            tokio::select! {
+                _ = &mut signal => { was_interrupted = true; break; }
+                _ = tokio::time::sleep(s.interval) => {}
+            }
+        }
+        let (c, intr) = one_trace(s, &route, &sender, &mut pcap, &mut signal, log).await?;
+        let run = TraceRun::from_client(i, &c);
+        if s.format == OutputFormat::Text {
+            rep::write_run(out, &target, &run, i == 0)?;
+            out.flush()?;
+        }
+        runs.push(run);
+        if intr {
+            was_interrupted = true;
+            break;
+        }
+    }
+    if let Some(w) = pcap.as_mut() {
+        w.flush()?;
+    }
+    match s.format {
+        OutputFormat::Json | OutputFormat::Ndjson => {
+            let doc = rep::json_document(&target, &runs, was_interrupted);
+            writeln!(out, "{doc}")?;
+        }
+        OutputFormat::Text => {
+            if runs.len() > 1 {
+                rep::write_stats(out, &runs)?;
+            }
+        }
+    }
+    let all_succeeded = !runs.is_empty() && runs.iter().all(|r| r.succeeded());
+    Ok(TraceSummary {
+        runs,
+        interrupted: was_interrupted,
+        all_succeeded: all_succeeded && !was_interrupted,
+    })
+}

@@ -1,0 +1,1551 @@
+//! A sans-IO TCP client that lives one whole connection: SYN, ACK, optional
+//! request data, ACKs for what the peer sends, FIN (or RST), final ACK and
+//! TIME_WAIT. Segments and timestamps in, segments to send out; retransmission,
+//! idle and TIME_WAIT timers are explicit deadlines read by [`TcpClient::poll_at`].
+//!
+//! Besides its own state (RFC 9293 names) it keeps the textbook state the peer
+//! must be in, inferred from what crossed the wire, and a log of every segment
+//! with the instant it was sent or received. The I/O layer may later replace a
+//! sent segment's user-space instant with the kernel's stamp
+//! ([`TcpClient::on_sent_stamp`]), so every stage is timed on the capture clock.
+
+use crate::event::Timestamp;
+use crate::wire::{IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// TCP connection states (RFC 9293 §3.3.2), named as `ss` and textbooks name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum TcpState {
+    #[serde(rename = "CLOSED")]
+    Closed,
+    #[serde(rename = "LISTEN")]
+    Listen,
+    #[serde(rename = "SYN_SENT")]
+    SynSent,
+    #[serde(rename = "SYN_RECV")]
+    SynReceived,
+    #[serde(rename = "ESTABLISHED")]
+    Established,
+    #[serde(rename = "FIN_WAIT_1")]
+    FinWait1,
+    #[serde(rename = "FIN_WAIT_2")]
+    FinWait2,
+    #[serde(rename = "CLOSING")]
+    Closing,
+    #[serde(rename = "TIME_WAIT")]
+    TimeWait,
+    #[serde(rename = "CLOSE_WAIT")]
+    CloseWait,
+    #[serde(rename = "LAST_ACK")]
+    LastAck,
+}
+
+impl TcpState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Closed => "CLOSED",
+            TcpState::Listen => "LISTEN",
+            TcpState::SynSent => "SYN_SENT",
+            TcpState::SynReceived => "SYN_RECV",
+            TcpState::Established => "ESTABLISHED",
+            TcpState::FinWait1 => "FIN_WAIT_1",
+            TcpState::FinWait2 => "FIN_WAIT_2",
+            TcpState::Closing => "CLOSING",
+            TcpState::TimeWait => "TIME_WAIT",
+            TcpState::CloseWait => "CLOSE_WAIT",
+            TcpState::LastAck => "LAST_ACK",
+        }
+    }
+}
+
+/// How we end the connection when it is our turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CloseMode {
+    /// An orderly close with FIN.
+    Fin,
+    /// An abort with RST (like SO_LINGER 0).
+    Rst,
+}
+
+/// Everything the client needs to know; numbers a test wants exact are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpClientConfig {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub isn: SeqNumber,
+    pub ttl: u8,
+    /// MSS we announce (and the most we put in one segment).
+    pub mss: u16,
+    /// MSS, SACK-permitted, timestamps and window scale on the SYN, like Linux.
+    pub syn_options: bool,
+    /// Request bytes sent once the connection is established.
+    pub payload: Vec<u8>,
+    pub close: CloseMode,
+    /// Send the SYN, record the SYN-ACKs, never complete the handshake.
+    pub half_open: bool,
+    /// First retransmission timeout; doubles on each retry.
+    pub rto: Duration,
+    /// Retransmissions of one segment before giving up.
+    pub max_retries: u32,
+    /// We close once the connection has been quiet this long (our data acknowledged).
+    pub idle: Duration,
+    /// How long we stay in TIME_WAIT answering retransmitted FINs.
+    pub time_wait: Duration,
+    /// Upper bound on the whole trace (half-open: how long SYN-ACKs are watched).
+    pub max_wait: Duration,
+}
+
+/// Who sent a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dir {
+    Sent,
+    Received,
+}
+
+/// Where a segment's instant comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StampSource {
+    Kernel,
+    User,
+}
+
+/// Something worth saying about one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Note {
+    /// We sent this again after its timer expired.
+    Retransmission,
+    /// The peer sent again what we already had (its retransmission).
+    Duplicate,
+    /// The peer's segment starts beyond what we expect: not taken, ACKed with rcv_nxt.
+    OutOfOrder,
+    /// Not acceptable (bad ACK, out-of-window RST, after close): ignored.
+    Ignored,
+    /// Half-open mode: a SYN-ACK left unanswered.
+    Unanswered,
+}
+
+/// One segment on the wire, as the ladder draws it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentEvent {
+    pub at: Timestamp,
+    pub stamp: StampSource,
+    pub dir: Dir,
+    #[serde(serialize_with = "flags_str")]
+    pub flags: TcpFlags,
+    pub seq: SeqNumber,
+    pub ack: SeqNumber,
+    /// Relative to the sender's ISN.
+    pub rel_seq: u32,
+    /// Relative to the receiver's ISN (0 without ACK).
+    pub rel_ack: u32,
+    pub len: u32,
+    pub window: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<Note>,
+    /// Our state once this segment was sent or processed.
+    pub client_state: TcpState,
+    /// The peer's state the textbook says it is in once it sent or received this.
+    pub server_state: TcpState,
+}
+
+fn flags_str<S: serde::Serializer>(f: &TcpFlags, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&f.to_string())
+}
+
+/// Which side a state belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Client,
+    Server,
+}
+
+/// A state entered, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateEntry {
+    pub side: Side,
+    pub state: TcpState,
+    pub at: Timestamp,
+    /// The segment (index in the log) that caused it, if any (timers cause none).
+    #[serde(skip)]
+    pub cause: Option<usize>,
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Teardown {
+    /// We sent FIN, the peer ACKed it, then sent its own FIN: four segments.
+    WeClosedFirst,
+    /// We sent FIN, the peer answered with FIN+ACK in one segment: three segments.
+    ThreeSegmentClose,
+    /// The peer's FIN came first (e.g. a banner server); we were in CLOSE_WAIT.
+    PeerClosedFirst,
+    /// Both FINs crossed: both sides went through CLOSING.
+    SimultaneousClose,
+    /// The peer reset the connection instead of closing it.
+    ResetByPeer,
+    /// We aborted with RST (`--close rst`, or giving up).
+    AbortedByUs,
+    /// RST in answer to our SYN: nothing listens.
+    Refused,
+    /// Our SYN (or later segment) was never answered.
+    NoAnswer,
+    /// `--half-open`: the handshake was left incomplete on purpose.
+    HalfOpen,
+    /// Interrupted before the connection ended.
+    Unfinished,
+}
+
+impl Teardown {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Teardown::WeClosedFirst => "we closed first (four segments: FIN, ACK, FIN, ACK)",
+            Teardown::ThreeSegmentClose => {
+                "we closed first, peer merged its ACK and FIN (three segments)"
+            }
+            Teardown::PeerClosedFirst => "peer closed first (its FIN, our ACK, our FIN, its ACK)",
+            Teardown::SimultaneousClose => "simultaneous close (FINs crossed, both CLOSING)",
+            Teardown::ResetByPeer => "reset by peer (RST instead of FIN)",
+            Teardown::AbortedByUs => "aborted by us with RST",
+            Teardown::Refused => "refused (RST to our SYN)",
+            Teardown::NoAnswer => "no answer",
+            Teardown::HalfOpen => "half-open: SYN-ACK never acknowledged, cleaned up with RST",
+            Teardown::Unfinished => "unfinished (interrupted)",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Retransmit {
+    deadline: Timestamp,
+    rto: Duration,
+    tries: u32,
+}
+
+/// The client state machine.
+#[derive(Debug)]
+pub struct TcpClient {
+    cfg: TcpClientConfig,
+    state: TcpState,
+    server: TcpState,
+    snd_una: SeqNumber,
+    snd_nxt: SeqNumber,
+    irs: Option<SeqNumber>,
+    rcv_nxt: SeqNumber,
+    /// Sequence number of our FIN once sent.
+    fin_seq: Option<SeqNumber>,
+    peer_mss: u16,
+    peer_window: u32,
+    /// Peer's window shift and ours, when both sides agreed to scale.
+    wscale: Option<(u8, u8)>,
+    ts_recent: Option<u32>,
+    rtx: Option<Retransmit>,
+    close_at: Option<Timestamp>,
+    time_wait_until: Option<Timestamp>,
+    give_up_at: Option<Timestamp>,
+    started: Option<Timestamp>,
+    ident: u16,
+    events: Vec<SegmentEvent>,
+    states: Vec<StateEntry>,
+    teardown: Option<Teardown>,
+    peer_fin_first: bool,
+    peer_fin_crossed: bool,
+    merged_fin_ack: bool,
+    received_data: u64,
+}
+
+const OUR_WSCALE: u8 = 7;
+const OUR_WINDOW: u32 = 64240;
+/// Largest request we send (bounded memory and retransmission work).
+pub const MAX_PAYLOAD: usize = 1 << 20;
+
+impl TcpClient {
+    pub fn new(cfg: TcpClientConfig) -> TcpClient {
+        let isn = cfg.isn;
+        let mut cfg = cfg;
+        cfg.payload.truncate(MAX_PAYLOAD);
+        TcpClient {
+            cfg,
+            state: TcpState::Closed,
+            server: TcpState::Listen,
+            snd_una: isn,
+            snd_nxt: isn,
+            irs: None,
+            rcv_nxt: SeqNumber(0),
+            fin_seq: None,
+            peer_mss: 536,
+            peer_window: 0,
+            wscale: None,
+            ts_recent: None,
+            rtx: None,
+            close_at: None,
+            time_wait_until: None,
+            give_up_at: None,
+            started: None,
+            ident: 1,
+            events: Vec::new(),
+            states: Vec::new(),
+            teardown: None,
+            peer_fin_first: false,
+            peer_fin_crossed: false,
+            merged_fin_ack: false,
+            received_data: 0,
+        }
+    }
+
+    pub fn config(&self) -> &TcpClientConfig {
+        &self.cfg
+    }
+    pub fn state(&self) -> TcpState {
+        self.state
+    }
+    pub fn server_state(&self) -> TcpState {
+        self.server
+    }
+    pub fn events(&self) -> &[SegmentEvent] {
+        &self.events
+    }
+    pub fn states(&self) -> &[StateEntry] {
+        &self.states
+    }
+    pub fn teardown(&self) -> Option<Teardown> {
+        self.teardown
+    }
+    pub fn isn(&self) -> SeqNumber {
+        self.cfg.isn
+    }
+    /// The peer's initial sequence number, once its SYN-ACK arrived.
+    pub fn peer_isn(&self) -> Option<SeqNumber> {
+        self.irs
+    }
+    pub fn received_bytes(&self) -> u64 {
+        self.received_data
+    }
+    /// The trace is over: nothing more will be sent or awaited.
+    pub fn is_done(&self) -> bool {
+        self.teardown.is_some() && self.state == TcpState::Closed
+    }
+
+    /// Sends the SYN. Call once, first.
+    pub fn start(&mut self, now: Timestamp) -> Vec<TcpRepr> {
+        if self.started.is_some() {
+            return Vec::new();
+        }
+        self.started = Some(now);
+        self.give_up_at = Some(now + self.cfg.max_wait);
+        let syn = self.syn(now);
+        self.snd_nxt = self.cfg.isn + 1;
+        self.set_state(
+            Side::Client,
+            TcpState::SynSent,
+            now,
+            Some(self.events.len()),
+        );
+        self.arm_rtx(now, true);
+        vec![self.record_sent(syn, now, None)]
+    }
+
+    /// Ends the trace early (Ctrl-C): an RST if a connection is open.
+    pub fn abort(&mut self, now: Timestamp) -> Vec<TcpRepr> {
+        if self.is_done() {
+            return Vec::new();
+        }
+        let out = self.send_rst_if_synchronized(now);
+        self.finish(Teardown::Unfinished, now);
+        out
+    }
+
+    /// The earliest instant at which [`TcpClient::poll`] has something to do.
+    pub fn poll_at(&self) -> Option<Timestamp> {
+        if self.is_done() {
+            return None;
+        }
+        [
+            self.rtx.as_ref().map(|r| r.deadline),
+            self.close_at,
+            self.time_wait_until,
+            self.give_up_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn poll(&mut self, now: Timestamp) -> Vec<TcpRepr> {
+        let mut out = Vec::new();
+        if self.is_done() || self.started.is_none() {
+            return out;
+        }
+        if self.time_wait_until.is_some_and(|t| now >= t) {
+            self.time_wait_until = None;
+            self.finish(self.closing_kind(), now);
+            return out;
+        }
+        if self.give_up_at.is_some_and(|t| now >= t) {
+            self.give_up_at = None;
+            if self.cfg.half_open && self.irs.is_some() {
+                out.extend(self.half_open_cleanup(now));
+                return out;
+            }
+            let kind = if self.irs.is_none() {
+                Teardown::NoAnswer
+            } else {
+                Teardown::Unfinished
+            };
+            out.extend(self.send_rst_if_synchronized(now));
+            self.finish(kind, now);
+            return out;
+        }
+        if let Some(r) = self.rtx.clone().filter(|r| now >= r.deadline) {
+            if r.tries >= self.cfg.max_retries {
+                self.rtx = None;
+                let kind = if self.irs.is_none() {
+                    Teardown::NoAnswer
+                } else {
+                    Teardown::AbortedByUs
+                };
+                out.extend(self.send_rst_if_synchronized(now));
+                self.finish(kind, now);
+                return out;
+            }
+            out.extend(self.retransmit(now));
+            let rto = r.rto.saturating_mul(2);
+            self.rtx = Some(Retransmit {
+                deadline: now + rto,
+                rto,
+                tries: r.tries + 1,
+            });
+        }
+        if self.close_at.is_some_and(|t| now >= t) {
+            self.close_at = None;
+            out.extend(self.close(now));
+        }
+        out
+    }
+
+    /// Feeds one segment received from the peer (already known to be of this flow).
+    pub fn on_segment(&mut self, seg: &TcpRepr, now: Timestamp) -> Vec<TcpRepr> {
+        if self.started.is_none() || self.is_done() {
+            self.record_received(seg, now, Some(Note::Ignored));
+            return Vec::new();
+        }
+        if self.state == TcpState::SynSent {
+            return self.on_segment_syn_sent(seg, now);
+        }
+        self.on_segment_synchronized(seg, now)
+    }
+
+    /// The kernel's stamp of one of our segments leaving: replaces the user-space
+    /// instant of the earliest matching sent segment not stamped yet.
+    pub fn on_sent_stamp(&mut self, seg: &TcpRepr, at: Timestamp) -> bool {
+        let Some(i) = self.events.iter().position(|e| {
+            e.dir == Dir::Sent
+                && e.stamp == StampSource::User
+                && e.seq == seg.seq
+                && e.ack == seg.ack
+                && e.flags == seg.flags
+                && e.len == seg.payload.len() as u32
+        }) else {
+            return false;
+        };
+        self.events[i].at = at;
+        self.events[i].stamp = StampSource::Kernel;
+        for s in self.states.iter_mut().filter(|s| s.cause == Some(i)) {
+            s.at = at;
+        }
+        true
+    }
+
+    /// The whole IP datagram for one of our segments.
+    pub fn datagram(&mut self, seg: &TcpRepr) -> Vec<u8> {
+        let ip = IpRepr {
+            src: self.cfg.src.ip(),
+            dst: self.cfg.dst.ip(),
+            protocol: Protocol::TCP,
+            ttl: self.cfg.ttl,
+            ident: self.ident,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        self.ident = self.ident.wrapping_add(1);
+        ip.emit(&seg.emit(ip.src, ip.dst))
+    }
+
+    // ---- incoming ----
+
+    fn on_segment_syn_sent(&mut self, seg: &TcpRepr, now: Timestamp) -> Vec<TcpRepr> {
+        let f = seg.flags;
+        let ack_ok = f.contains(TcpFlags::ACK) && seg.ack == self.cfg.isn + 1;
+        if f.contains(TcpFlags::ACK) && !ack_ok {
+            self.record_received(seg, now, Some(Note::Ignored));
+            return Vec::new();
+        }
+        if f.contains(TcpFlags::RST) {
+            if ack_ok {
+                self.server = TcpState::Closed;
+                self.record_received(seg, now, None);
+                self.finish(Teardown::Refused, now);
+            } else {
+                self.record_received(seg, now, Some(Note::Ignored));
+            }
+            return Vec::new();
+        }
+        if !(f.contains(TcpFlags::SYN) && ack_ok) {
+            // a bare SYN (simultaneous open) or stray segment: not traced
+            self.record_received(seg, now, Some(Note::Ignored));
+            return Vec::new();
+        }
+        if self.cfg.half_open {
+            let note = if self.irs == Some(seg.seq) {
+                Note::Duplicate
+            } else {
+                Note::Unanswered
+            };
+            if self.irs.is_none() {
+                self.irs = Some(seg.seq);
+                self.rcv_nxt = seg.seq + 1;
+                self.rtx = None;
+                self.server = TcpState::SynReceived;
+                let idx = self.events.len();
+                self.set_state(Side::Server, TcpState::SynReceived, now, Some(idx));
+            }
+            self.record_received(seg, now, Some(note));
+            return Vec::new();
+        }
+        self.irs = Some(seg.seq);
+        self.rcv_nxt = seg.seq + 1;
+        self.snd_una = seg.ack;
+        self.rtx = None;
+        self.peer_mss = seg.options.mss.unwrap_or(536);
+        let syn_ts = self.cfg.syn_options;
+        if syn_ts {
+            if let Some((val, _)) = seg.options.timestamps {
+                self.ts_recent = Some(val);
+            }
+            if let Some(w) = seg.options.window_scale {
+                self.wscale = Some((w.min(14), OUR_WSCALE));
+            }
+        }
+        // the SYN-ACK's window is never scaled
+        self.peer_window = seg.window as u32;
+        self.server = TcpState::SynReceived;
+        let idx = self.events.len();
+        self.set_state(Side::Server, TcpState::SynReceived, now, Some(idx));
+        self.record_received(seg, now, None);
+        // our ACK: ESTABLISHED here, and at the peer once it arrives
+        self.state = TcpState::Established;
+        let ack = self.segment(TcpFlags::ACK, self.snd_nxt, Vec::new(), now);
+        let mut out = vec![self.record_sent(ack, now, None)];
+        let idx = self.events.len() - 1;
+        self.set_state(Side::Client, TcpState::Established, now, Some(idx));
+        out.extend(self.send_data(now, false));
+        self.touch(now);
+        out
+    }
+
+    fn on_segment_synchronized(&mut self, seg: &TcpRepr, now: Timestamp) -> Vec<TcpRepr> {
+        let f = seg.flags;
+        let irs = self.irs.unwrap_or_default();
+        let mut out = Vec::new();
+        // a retransmitted SYN-ACK: our ACK was lost; ACK again
+        if f.contains(TcpFlags::SYN) {
+            let note = if seg.seq == irs {
+                Note::Duplicate
+            } else {
+                Note::Ignored
+            };
+            self.record_received(seg, now, Some(note));
+            if note == Note::Duplicate && self.state != TcpState::TimeWait {
+                out.push(self.ack_now(now));
+            }
+            return out;
+        }
+        let window = self.receive_window();
+        if f.contains(TcpFlags::RST) {
+            let off = seg.seq.diff(self.rcv_nxt);
+            if off >= 0 && (off as u32) < window.max(1) {
+                self.server = TcpState::Closed;
+                self.record_received(seg, now, None);
+                let kind = if self.state == TcpState::TimeWait {
+                    self.closing_kind()
+                } else {
+                    Teardown::ResetByPeer
+                };
+                self.finish(kind, now);
+            } else {
+                self.record_received(seg, now, Some(Note::Ignored));
+            }
+            return out;
+        }
+        if !f.contains(TcpFlags::ACK) {
+            self.record_received(seg, now, Some(Note::Ignored));
+            return out;
+        }
+        if seg.ack > self.snd_nxt {
+            // acknowledges something never sent: ignore, ACK what is true
+            self.record_received(seg, now, Some(Note::Ignored));
+            out.push(self.ack_now(now));
+            return out;
+        }
+        // ---- the ACK field ----
+        let mut our_fin_acked_now = false;
+        if seg.ack > self.snd_una {
+            self.snd_una = seg.ack;
+            if self.snd_una == self.snd_nxt {
+                self.rtx = None;
+            } else {
+                self.arm_rtx(now, true);
+            }
+            if self.fin_seq.is_some_and(|s| seg.ack == s + 1) {
+                our_fin_acked_now = true;
+            }
+            self.touch(now);
+        }
+        self.peer_window = self.scaled(seg.window);
+        // ---- the data and the FIN ----
+        let len = seg.payload.len() as u32;
+        let start = seg.seq.diff(self.rcv_nxt);
+        let end = start as i64 + len as i64; // relative end of the data
+        let mut note = None;
+        let mut accepted = 0u32;
+        let mut fin_now = false;
+        let mut need_ack = false;
+        if len > 0 {
+            need_ack = true;
+            if start > 0 {
+                note = Some(Note::OutOfOrder);
+            } else if end <= 0 {
+                note = Some(Note::Duplicate);
+            } else {
+                accepted = end as u32;
+                if start < 0 {
+                    note = Some(Note::Duplicate); // partly old
+                }
+            }
+        }
+        if f.contains(TcpFlags::FIN) {
+            need_ack = true;
+            if note != Some(Note::OutOfOrder) {
+                if end == accepted as i64 && !self.peer_fin_seen() {
+                    fin_now = true;
+                } else {
+                    note = Some(Note::Duplicate); // a retransmitted FIN
+                }
+            }
+        }
+        if len == 0
+            && !f.contains(TcpFlags::FIN)
+            && !our_fin_acked_now
+            && seg.ack == self.snd_una
+            && start != 0
+        {
+            note = Some(Note::Duplicate);
+        }
+        if accepted > 0 {
+            self.received_data += accepted as u64;
+            self.rcv_nxt = self.rcv_nxt + accepted;
+            self.touch(now);
+        }
+        if note.is_none()
+            && let Some((val, _)) = seg.options.timestamps
+        {
+            self.ts_recent = Some(val);
+        }
+        // our FIN acknowledged: FIN_WAIT_1 → FIN_WAIT_2, CLOSING → TIME_WAIT, LAST_ACK → CLOSED
+        let idx = self.events.len();
+        if our_fin_acked_now {
+            match self.state {
+                TcpState::FinWait1 if fin_now => self.merged_fin_ack = true,
+                TcpState::FinWait1 => {
+                    self.set_state(Side::Client, TcpState::FinWait2, now, Some(idx))
+                }
+                TcpState::Closing => self.enter_time_wait(now, idx),
+                TcpState::LastAck => {
+                    self.record_received(seg, now, note);
+                    self.finish(Teardown::PeerClosedFirst, now);
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        if fin_now {
+            self.rcv_nxt = self.rcv_nxt + 1;
+            // the peer is sending its FIN: ESTABLISHED → FIN_WAIT_1, CLOSE_WAIT → LAST_ACK
+            // a FIN that does not acknowledge ours left before ours arrived: the
+            // peer went FIN_WAIT_1 and then CLOSING on our FIN
+            let acks_ours = self.fin_seq.is_some_and(|s| seg.ack == s + 1);
+            let peer = match self.server {
+                TcpState::Established => TcpState::FinWait1,
+                TcpState::CloseWait if self.fin_seq.is_some() && !acks_ours => TcpState::Closing,
+                TcpState::CloseWait => TcpState::LastAck,
+                other => other,
+            };
+            if peer != self.server {
+                self.server = peer;
+                self.set_state(Side::Server, peer, now, Some(idx));
+            }
+            match self.state {
+                TcpState::Established => {
+                    self.peer_fin_first = true;
+                    self.set_state(Side::Client, TcpState::CloseWait, now, Some(idx));
+                }
+                TcpState::FinWait1 if self.merged_fin_ack => self.enter_time_wait(now, idx),
+                TcpState::FinWait1 => {
+                    self.peer_fin_crossed = true;
+                    self.set_state(Side::Client, TcpState::Closing, now, Some(idx));
+                }
+                TcpState::FinWait2 => self.enter_time_wait(now, idx),
+                _ => {}
+            }
+        }
+        if self.state == TcpState::TimeWait && note == Some(Note::Duplicate) {
+            // a retransmitted FIN in TIME_WAIT: our last ACK was lost
+            need_ack = true;
+        }
+        self.record_received(seg, now, note);
+        if need_ack {
+            out.push(self.ack_now(now));
+        }
+        if fin_now && self.state == TcpState::CloseWait {
+            out.extend(self.close(now));
+        } else if our_fin_acked_now || accepted > 0 {
+            out.extend(self.send_data(now, false));
+        }
+        out
+    }
+
+    fn peer_fin_seen(&self) -> bool {
+        matches!(
+            self.state,
+            TcpState::CloseWait | TcpState::LastAck | TcpState::Closing | TcpState::TimeWait
+        )
+    }
+
+    // ---- outgoing ----
+
+    fn syn(&mut self, now: Timestamp) -> TcpRepr {
+        let options = if self.cfg.syn_options {
+            let mut o = TcpOptions::linux_syn(self.cfg.mss, tsval(now));
+            o.window_scale = Some(OUR_WSCALE);
+            o
+        } else {
+            TcpOptions {
+                mss: Some(self.cfg.mss),
+                ..TcpOptions::default()
+            }
+        };
+        TcpRepr {
+            src_port: self.cfg.src.port(),
+            dst_port: self.cfg.dst.port(),
+            seq: self.cfg.isn,
+            flags: TcpFlags::SYN,
+            window: OUR_WINDOW as u16,
+            options,
+            ..TcpRepr::default()
+        }
+    }
+
+    fn segment(
+        &self,
+        flags: TcpFlags,
+        seq: SeqNumber,
+        payload: Vec<u8>,
+        now: Timestamp,
+    ) -> TcpRepr {
+        let window = match self.wscale {
+            Some((_, ours)) => (OUR_WINDOW >> ours) as u16,
+            None => OUR_WINDOW as u16,
+        };
+        let mut options = TcpOptions::default();
+        if let Some(recent) = self.ts_recent {
+            options.timestamps = Some((tsval(now), recent));
+        }
+        TcpRepr {
+            src_port: self.cfg.src.port(),
+            dst_port: self.cfg.dst.port(),
+            seq,
+            ack: if flags.contains(TcpFlags::ACK) {
+                self.rcv_nxt
+            } else {
+                SeqNumber(0)
+            },
+            flags,
+            window,
+            options,
+            payload,
+            ..TcpRepr::default()
+        }
+    }
+
+    fn ack_now(&mut self, now: Timestamp) -> TcpRepr {
+        let seq = self.snd_nxt;
+        let a = self.segment(TcpFlags::ACK, seq, Vec::new(), now);
+        self.record_sent(a, now, None)
+    }
+
+    /// Sends request bytes not sent yet, within the peer's window.
+    fn send_data(&mut self, now: Timestamp, retransmission: bool) -> Vec<TcpRepr> {
+        let mut out = Vec::new();
+        if !matches!(self.state, TcpState::Established | TcpState::CloseWait) {
+            return out;
+        }
+        let base = self.cfg.isn + 1;
+        let total = self.cfg.payload.len() as u32;
+        let mss = self.peer_mss.min(self.cfg.mss).max(1) as u32;
+        let mut off = self.snd_nxt.diff(base).max(0) as u32;
+        let limit = self.snd_una.diff(base).max(0) as u32 + self.peer_window.max(1);
+        let first = off == 0;
+        while off < total && off < limit {
+            let n = mss.min(total - off).min(limit - off);
+            let data = self.cfg.payload[off as usize..(off + n) as usize].to_vec();
+            let flags = if off + n == total {
+                TcpFlags::ACK.union(TcpFlags::PSH)
+            } else {
+                TcpFlags::ACK
+            };
+            let s = self.segment(flags, base + off, data, now);
+            out.push(self.record_sent(s, now, retransmission.then_some(Note::Retransmission)));
+            off += n;
+            self.snd_nxt = base + off;
+        }
+        if !out.is_empty() && (first || self.rtx.is_none()) {
+            self.arm_rtx(now, true);
+        }
+        out
+    }
+
+    /// Our turn to close: FIN (or RST with `--close rst`) once our data is acknowledged.
+    fn close(&mut self, now: Timestamp) -> Vec<TcpRepr> {
+        if !matches!(self.state, TcpState::Established | TcpState::CloseWait)
+            || self.fin_seq.is_some()
+        {
+            return Vec::new();
+        }
+        if self.snd_una != self.snd_nxt {
+            self.touch(now);
+            return Vec::new();
+        }
+        if self.cfg.close == CloseMode::Rst {
+            let out = self.send_rst_if_synchronized(now);
+            self.finish(Teardown::AbortedByUs, now);
+            return out;
+        }
+        let seq = self.snd_nxt;
+        self.fin_seq = Some(seq);
+        self.snd_nxt = seq + 1;
+        let next = if self.state == TcpState::CloseWait {
+            TcpState::LastAck
+        } else {
+            TcpState::FinWait1
+        };
+        let idx = self.events.len();
+        self.state = next;
+        self.set_state(Side::Client, next, now, Some(idx));
+        let fin = self.segment(TcpFlags::FIN.union(TcpFlags::ACK), seq, Vec::new(), now);
+        let out = vec![self.record_sent(fin, now, None)];
+        self.close_at = None;
+        self.arm_rtx(now, true);
+        out
+    }
+
+    fn retransmit(&mut self, now: Timestamp) -> Vec<TcpRepr> {
+        let mut out = Vec::new();
+        if self.state == TcpState::SynSent {
+            let syn = self.syn(now);
+            out.push(self.record_sent(syn, now, Some(Note::Retransmission)));
+            return out;
+        }
+        // go back to the oldest unacknowledged byte
+        let fin_pending = self.fin_seq.is_some_and(|f| self.snd_una.diff(f) <= 0);
+        let data_end = self.cfg.isn + 1 + self.cfg.payload.len() as u32;
+        if self.snd_una < data_end {
+            self.snd_nxt = self.snd_una;
+            let saved_fin = self.fin_seq.take();
+            let state = self.state;
+            // send_data only runs in ESTABLISHED/CLOSE_WAIT
+            self.state = TcpState::Established;
+            out.extend(self.send_data(now, true));
+            self.state = state;
+            self.fin_seq = saved_fin;
+        }
+        if let (true, Some(f)) = (fin_pending, self.fin_seq) {
+            let s = self.segment(TcpFlags::FIN.union(TcpFlags::ACK), f, Vec::new(), now);
+            out.push(self.record_sent(s, now, Some(Note::Retransmission)));
+            self.snd_nxt = f + 1;
+        }
+        out
+    }
+
+    fn send_rst_if_synchronized(&mut self, now: Timestamp) -> Vec<TcpRepr> {
+        // half-open mode stays in SYN_SENT with the peer's ISN known
+        if self.irs.is_none() || matches!(self.state, TcpState::Closed | TcpState::TimeWait) {
+            return Vec::new();
+        }
+        // RST+ACK: the kernel's own RSTs to this flow carry no ACK and are the
+        // ones the RST filter drops; ours must pass.
+        let seq = self.snd_nxt;
+        let rst = self.segment(TcpFlags::RST.union(TcpFlags::ACK), seq, Vec::new(), now);
+        self.server = TcpState::Closed;
+        let idx = self.events.len();
+        let out = vec![self.record_sent(rst, now, None)];
+        self.set_state(Side::Server, TcpState::Closed, now, Some(idx));
+        out
+    }
+
+    fn half_open_cleanup(&mut self, now: Timestamp) -> Vec<TcpRepr> {
+        let out = self.send_rst_if_synchronized(now);
+        self.finish(Teardown::HalfOpen, now);
+        out
+    }
+
+    // ---- bookkeeping ----
+
+    fn closing_kind(&self) -> Teardown {
+        if self.peer_fin_crossed {
+            Teardown::SimultaneousClose
+        } else if self.merged_fin_ack {
+            Teardown::ThreeSegmentClose
+        } else if self.peer_fin_first {
+            Teardown::PeerClosedFirst
+        } else {
+            Teardown::WeClosedFirst
+        }
+    }
+
+    fn enter_time_wait(&mut self, now: Timestamp, cause: usize) {
+        self.set_state(Side::Client, TcpState::TimeWait, now, Some(cause));
+        self.time_wait_until = Some(now + self.cfg.time_wait);
+        self.rtx = None;
+        self.close_at = None;
+    }
+
+    fn finish(&mut self, kind: Teardown, now: Timestamp) {
+        self.teardown = Some(kind);
+        self.rtx = None;
+        self.close_at = None;
+        self.time_wait_until = None;
+        self.give_up_at = None;
+        if self.state != TcpState::Closed {
+            self.set_state(Side::Client, TcpState::Closed, now, None);
+        }
+    }
+
+    /// Activity: restarts the idle timer that decides when we close.
+    fn touch(&mut self, now: Timestamp) {
+        if matches!(self.state, TcpState::Established) {
+            self.close_at = Some(now + self.cfg.idle);
+        }
+    }
+
+    fn arm_rtx(&mut self, now: Timestamp, restart: bool) {
+        if restart || self.rtx.is_none() {
+            self.rtx = Some(Retransmit {
+                deadline: now + self.cfg.rto,
+                rto: self.cfg.rto,
+                tries: 0,
+            });
+        }
+    }
+
+    fn receive_window(&self) -> u32 {
+        OUR_WINDOW
+    }
+
+    fn scaled(&self, window: u16) -> u32 {
+        match self.wscale {
+            Some((peer, _)) => (window as u32) << peer,
+            None => window as u32,
+        }
+    }
+
+    fn set_state(&mut self, side: Side, state: TcpState, at: Timestamp, cause: Option<usize>) {
+        if side == Side::Client {
+            self.state = state;
+        }
+        self.states.push(StateEntry {
+            side,
+            state,
+            at,
+            cause,
+        });
+    }
+
+    /// Logs one of our segments and updates the peer's textbook state as it arrives.
+    fn record_sent(&mut self, seg: TcpRepr, now: Timestamp, note: Option<Note>) -> TcpRepr {
+        let idx = self.events.len();
+        let f = seg.flags;
+        let before = self.server;
+        if f.contains(TcpFlags::ACK) && !f.contains(TcpFlags::RST) {
+            // what our ACK completes at the peer
+            self.server = match self.server {
+                TcpState::SynReceived => TcpState::Established,
+                TcpState::FinWait1 if self.peer_fin_seen() => TcpState::FinWait2,
+                TcpState::Closing if self.peer_fin_seen() => TcpState::TimeWait,
+                TcpState::LastAck if self.peer_fin_seen() => TcpState::Closed,
+                s => s,
+            };
+        }
+        if f.contains(TcpFlags::FIN) && note.is_none() {
+            self.server = match self.server {
+                TcpState::Established => TcpState::CloseWait,
+                TcpState::FinWait1 => TcpState::Closing,
+                TcpState::FinWait2 => TcpState::TimeWait,
+                s => s,
+            };
+        }
+        if self.server != before {
+            let s = self.server;
+            self.states.push(StateEntry {
+                side: Side::Server,
+                state: s,
+                at: now,
+                cause: Some(idx),
+            });
+        }
+        let irs = self.irs.unwrap_or_default();
+        self.events.push(SegmentEvent {
+            at: now,
+            stamp: StampSource::User,
+            dir: Dir::Sent,
+            flags: f,
+            seq: seg.seq,
+            ack: seg.ack,
+            rel_seq: seg.seq.0.wrapping_sub(self.cfg.isn.0),
+            rel_ack: if f.contains(TcpFlags::ACK) {
+                seg.ack.0.wrapping_sub(irs.0)
+            } else {
+                0
+            },
+            len: seg.payload.len() as u32,
+            window: seg.window,
+            note,
+            client_state: self.state,
+            server_state: self.server,
+        });
+        seg
+    }
+
+    fn record_received(&mut self, seg: &TcpRepr, now: Timestamp, note: Option<Note>) {
+        let f = seg.flags;
+        let irs = self.irs.unwrap_or(seg.seq);
+        self.events.push(SegmentEvent {
+            at: now,
+            stamp: StampSource::Kernel,
+            dir: Dir::Received,
+            flags: f,
+            seq: seg.seq,
+            ack: seg.ack,
+            rel_seq: seg.seq.0.wrapping_sub(irs.0),
+            rel_ack: if f.contains(TcpFlags::ACK) {
+                seg.ack.0.wrapping_sub(self.cfg.isn.0)
+            } else {
+                0
+            },
+            len: seg.payload.len() as u32,
+            window: seg.window,
+            note,
+            client_state: self.state,
+            server_state: self.server,
+        });
+    }
+}
+
+/// Our TCP timestamp clock: milliseconds, wrapping.
+fn tsval(now: Timestamp) -> u32 {
+    (now.0 / 1_000_000) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TcpState::*;
+
+    const ISN: SeqNumber = SeqNumber(1000);
+    const IRS: SeqNumber = SeqNumber(5000);
+    const T0: Timestamp = Timestamp(1_000_000_000_000);
+
+    fn at(us: u64) -> Timestamp {
+        T0 + Duration::from_micros(us)
+    }
+
+    fn cfg() -> TcpClientConfig {
+        TcpClientConfig {
+            src: "198.18.0.1:40000".parse().unwrap(),
+            dst: "198.18.0.2:80".parse().unwrap(),
+            isn: ISN,
+            ttl: 64,
+            mss: 1460,
+            syn_options: false,
+            payload: Vec::new(),
+            close: CloseMode::Fin,
+            half_open: false,
+            rto: Duration::from_millis(200),
+            max_retries: 3,
+            idle: Duration::from_millis(50),
+            time_wait: Duration::from_millis(500),
+            max_wait: Duration::from_secs(10),
+        }
+    }
+
+    /// A segment from the peer (port 80 → 40000).
+    fn peer(flags: TcpFlags, seq: SeqNumber, ack: SeqNumber, payload: &[u8]) -> TcpRepr {
+        TcpRepr {
+            src_port: 80,
+            dst_port: 40000,
+            seq,
+            ack,
+            flags,
+            window: 65160,
+            payload: payload.to_vec(),
+            options: if flags.contains(TcpFlags::SYN) {
+                TcpOptions {
+                    mss: Some(1460),
+                    ..TcpOptions::default()
+                }
+            } else {
+                TcpOptions::default()
+            },
+            ..TcpRepr::default()
+        }
+    }
+
+    const A: TcpFlags = TcpFlags::ACK;
+    fn fa() -> TcpFlags {
+        TcpFlags::FIN.union(TcpFlags::ACK)
+    }
+    fn sa() -> TcpFlags {
+        TcpFlags::SYN.union(TcpFlags::ACK)
+    }
+
+    /// What we sent, as (flags, seq, ack, payload length).
+    fn brief(segs: &[TcpRepr]) -> Vec<(TcpFlags, u32, u32, usize)> {
+        segs.iter()
+            .map(|s| (s.flags, s.seq.0, s.ack.0, s.payload.len()))
+            .collect()
+    }
+
+    fn states(c: &TcpClient, side: Side) -> Vec<&'static str> {
+        c.states()
+            .iter()
+            .filter(|s| s.side == side)
+            .map(|s| s.state.name())
+            .collect()
+    }
+
+    /// SYN at 0, SYN-ACK at 100 µs: returns the client in ESTABLISHED.
+    fn established(cfg: TcpClientConfig) -> TcpClient {
+        let mut c = TcpClient::new(cfg);
+        let syn = c.start(at(0));
+        assert_eq!(brief(&syn), [(TcpFlags::SYN, 1000, 0, 0)]);
+        assert_eq!(c.state(), SynSent);
+        let out = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+        assert_eq!(out[0].flags, A);
+        assert_eq!((out[0].seq, out[0].ack), (ISN + 1, IRS + 1));
+        assert_eq!(c.state(), Established);
+        assert_eq!(c.server_state(), Established);
+        c
+    }
+
+    #[test]
+    fn syn_sent_syn_ack_established_and_we_close_first_in_four_segments() {
+        let mut c = established(cfg());
+        // idle for 50 ms: we close
+        assert_eq!(c.poll_at(), Some(at(100 + 50_000)));
+        assert!(c.poll(at(50_000)).is_empty());
+        let fin = c.poll(at(50_100));
+        assert_eq!(brief(&fin), [(fa(), 1001, 5001, 0)]);
+        assert_eq!((c.state(), c.server_state()), (FinWait1, CloseWait));
+        // the peer ACKs our FIN, then closes too
+        assert!(
+            c.on_segment(&peer(A, IRS + 1, ISN + 2, b""), at(50_150))
+                .is_empty()
+        );
+        assert_eq!(c.state(), FinWait2);
+        let last = c.on_segment(&peer(fa(), IRS + 1, ISN + 2, b""), at(50_400));
+        assert_eq!(brief(&last), [(A, 1002, 5002, 0)]);
+        assert_eq!((c.state(), c.server_state()), (TimeWait, Closed));
+        // a retransmitted FIN in TIME_WAIT is answered again
+        let again = c.on_segment(&peer(fa(), IRS + 1, ISN + 2, b""), at(60_000));
+        assert_eq!(brief(&again), [(A, 1002, 5002, 0)]);
+        assert_eq!(c.events().last().unwrap().note, None);
+        assert_eq!(c.events()[c.events().len() - 2].note, Some(Note::Duplicate));
+        assert_eq!(c.poll_at(), Some(at(50_400 + 500_000)));
+        assert!(c.poll(at(550_400)).is_empty());
+        assert!(c.is_done());
+        assert_eq!(c.teardown(), Some(Teardown::WeClosedFirst));
+        assert_eq!(
+            states(&c, Side::Client),
+            [
+                "SYN_SENT",
+                "ESTABLISHED",
+                "FIN_WAIT_1",
+                "FIN_WAIT_2",
+                "TIME_WAIT",
+                "CLOSED"
+            ]
+        );
+        assert_eq!(
+            states(&c, Side::Server),
+            [
+                "SYN_RECV",
+                "ESTABLISHED",
+                "CLOSE_WAIT",
+                "LAST_ACK",
+                "CLOSED"
+            ]
+        );
+        let t = |s: TcpState| {
+            let e = c
+                .states()
+                .iter()
+                .find(|e| e.side == Side::Client && e.state == s);
+            e.unwrap().at
+        };
+        assert_eq!(t(TimeWait), at(50_400));
+        assert_eq!(t(Closed), at(550_400));
+        // relative numbers like tcpdump's: the peer's FIN is seq 1 ack 2
+        let e = &c.events()[5];
+        assert_eq!((e.dir, e.rel_seq, e.rel_ack), (Dir::Received, 1, 2));
+    }
+
+    #[test]
+    fn merged_fin_ack_is_a_three_segment_close() {
+        let mut c = established(cfg());
+        c.poll(at(50_100));
+        let last = c.on_segment(&peer(fa(), IRS + 1, ISN + 2, b""), at(50_300));
+        assert_eq!(brief(&last), [(A, 1002, 5002, 0)]);
+        assert_eq!(c.state(), TimeWait);
+        c.poll(at(550_300));
+        assert_eq!(c.teardown(), Some(Teardown::ThreeSegmentClose));
+        assert_eq!(
+            states(&c, Side::Client),
+            [
+                "SYN_SENT",
+                "ESTABLISHED",
+                "FIN_WAIT_1",
+                "TIME_WAIT",
+                "CLOSED"
+            ]
+        );
+    }
+
+    #[test]
+    fn banner_then_close_peer_closes_first() {
+        let mut c = established(cfg());
+        // "SSH-2.0\r\n" and FIN in one segment
+        let out = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b"SSH-2.0\r\n"), at(300));
+        assert_eq!(
+            brief(&out),
+            [(A, 1001, 5000 + 1 + 9 + 1, 0), (fa(), 1001, 5011, 0)]
+        );
+        assert_eq!(c.state(), LastAck);
+        assert_eq!(c.received_bytes(), 9);
+        assert!(
+            c.on_segment(&peer(A, IRS + 11, ISN + 2, b""), at(400))
+                .is_empty()
+        );
+        assert!(c.is_done());
+        assert_eq!(c.teardown(), Some(Teardown::PeerClosedFirst));
+        assert_eq!(
+            states(&c, Side::Client),
+            [
+                "SYN_SENT",
+                "ESTABLISHED",
+                "CLOSE_WAIT",
+                "LAST_ACK",
+                "CLOSED"
+            ]
+        );
+        assert_eq!(
+            states(&c, Side::Server),
+            [
+                "SYN_RECV",
+                "ESTABLISHED",
+                "FIN_WAIT_1",
+                "FIN_WAIT_2",
+                "TIME_WAIT"
+            ]
+        );
+    }
+
+    #[test]
+    fn crossing_fins_are_a_simultaneous_close() {
+        let mut c = established(cfg());
+        c.poll(at(50_100));
+        // the peer's FIN left before ours arrived: it acks only the handshake
+        let out = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b""), at(50_120));
+        assert_eq!(brief(&out), [(A, 1002, 5002, 0)]);
+        assert_eq!(c.state(), Closing);
+        assert!(
+            c.on_segment(&peer(A, IRS + 2, ISN + 2, b""), at(50_200))
+                .is_empty()
+        );
+        assert_eq!(c.state(), TimeWait);
+        c.poll(at(550_200));
+        assert_eq!(c.teardown(), Some(Teardown::SimultaneousClose));
+        assert_eq!(
+            states(&c, Side::Server),
+            [
+                "SYN_RECV",
+                "ESTABLISHED",
+                "CLOSE_WAIT",
+                "CLOSING",
+                "TIME_WAIT"
+            ]
+        );
+    }
+
+    #[test]
+    fn request_response_with_duplicate_and_out_of_order_segments() {
+        let mut cf = cfg();
+        cf.payload = b"GET / HTTP/1.0\r\n\r\n".to_vec();
+        let mut c = TcpClient::new(cf);
+        c.start(at(0));
+        let out = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+        let psh = TcpFlags::ACK.union(TcpFlags::PSH);
+        assert_eq!(brief(&out), [(A, 1001, 5001, 0), (psh, 1001, 5001, 18)]);
+        // out of order: bytes 6.. before 1..5 → duplicate ACK, nothing taken
+        let out = c.on_segment(&peer(A, IRS + 6, ISN + 19, b"world"), at(300));
+        assert_eq!(brief(&out), [(A, 1019, 5001, 0)]);
+        assert_eq!(c.events().last().unwrap().note, None);
+        assert_eq!(
+            c.events()[c.events().len() - 2].note,
+            Some(Note::OutOfOrder)
+        );
+        let out = c.on_segment(&peer(A, IRS + 1, ISN + 19, b"hello"), at(310));
+        assert_eq!(brief(&out), [(A, 1019, 5006, 0)]);
+        // the peer retransmits what we have: duplicate, ACKed again
+        let out = c.on_segment(&peer(A, IRS + 1, ISN + 19, b"hello"), at(320));
+        assert_eq!(brief(&out), [(A, 1019, 5006, 0)]);
+        assert_eq!(c.events()[c.events().len() - 2].note, Some(Note::Duplicate));
+        // partly old, partly new: the new part is taken
+        let out = c.on_segment(&peer(A, IRS + 4, ISN + 19, b"loworld"), at(330));
+        assert_eq!(brief(&out), [(A, 1019, 5011, 0)]);
+        assert_eq!(c.received_bytes(), 10);
+        // the request was acknowledged: no retransmission pending, idle close later
+        assert_eq!(c.poll_at(), Some(at(330 + 50_000)));
+    }
+
+    #[test]
+    fn unacknowledged_segments_are_retransmitted_with_backoff() {
+        let mut c = TcpClient::new(cfg());
+        c.start(at(0));
+        assert_eq!(c.poll_at(), Some(at(200_000)));
+        assert!(c.poll(at(199_999)).is_empty());
+        let r1 = c.poll(at(200_000));
+        assert_eq!(brief(&r1), [(TcpFlags::SYN, 1000, 0, 0)]);
+        assert_eq!(c.events().last().unwrap().note, Some(Note::Retransmission));
+        assert_eq!(c.poll_at(), Some(at(600_000)));
+        assert_eq!(c.poll(at(600_000)).len(), 1);
+        assert_eq!(c.poll_at(), Some(at(1_400_000)));
+        assert_eq!(c.poll(at(1_400_000)).len(), 1);
+        // three retries spent: the fourth deadline gives up
+        assert!(c.poll(at(3_000_000)).is_empty());
+        assert_eq!(c.teardown(), Some(Teardown::NoAnswer));
+        assert!(c.is_done());
+
+        // a lost request is sent again from the oldest unacknowledged byte
+        let mut cf = cfg();
+        cf.payload = vec![b'x'; 3000];
+        let mut c = TcpClient::new(cf);
+        c.start(at(0));
+        let out = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+        assert_eq!(
+            brief(&out)[1..],
+            [
+                (A, 1001, 5001, 1460),
+                (A, 1001 + 1460, 5001, 1460),
+                (TcpFlags::ACK.union(TcpFlags::PSH), 1001 + 2920, 5001, 80)
+            ]
+        );
+        c.on_segment(&peer(A, IRS + 1, ISN + 1461, b""), at(200));
+        let r = c.poll(at(200 + 200_000));
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].seq, r[0].payload.len()), (ISN + 1461, 1460));
+    }
+
+    #[test]
+    fn our_fin_is_retransmitted_and_a_late_ack_still_counts() {
+        let mut c = established(cfg());
+        c.poll(at(50_100));
+        let r = c.poll(at(250_100));
+        assert_eq!(brief(&r), [(fa(), 1001, 5001, 0)]);
+        assert!(
+            c.on_segment(&peer(A, IRS + 1, ISN + 2, b""), at(250_200))
+                .is_empty()
+        );
+        assert_eq!(c.state(), FinWait2);
+    }
+
+    #[test]
+    fn rst_variants() {
+        // refused: RST+ACK to our SYN
+        let mut c = TcpClient::new(cfg());
+        c.start(at(0));
+        let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
+        assert!(
+            c.on_segment(&peer(rst_ack, SeqNumber(0), ISN + 1, b""), at(50))
+                .is_empty()
+        );
+        assert_eq!(c.teardown(), Some(Teardown::Refused));
+        // an RST with a wrong ACK is not ours to believe
+        let mut c = TcpClient::new(cfg());
+        c.start(at(0));
+        c.on_segment(&peer(rst_ack, SeqNumber(0), ISN + 7, b""), at(50));
+        assert_eq!(c.state(), SynSent);
+
+        // reset by peer in ESTABLISHED: in-window accepted, out-of-window ignored
+        let mut c = established(cfg());
+        c.on_segment(
+            &peer(TcpFlags::RST, IRS + 100_000, SeqNumber(0), b""),
+            at(200),
+        );
+        assert_eq!(c.state(), Established);
+        assert_eq!(c.events().last().unwrap().note, Some(Note::Ignored));
+        c.on_segment(&peer(TcpFlags::RST, IRS + 1, SeqNumber(0), b""), at(300));
+        assert_eq!(c.teardown(), Some(Teardown::ResetByPeer));
+        assert_eq!(c.state(), Closed);
+
+        // --close rst: RST+ACK instead of FIN
+        let mut cf = cfg();
+        cf.close = CloseMode::Rst;
+        let mut c = established(cf);
+        let out = c.poll(at(50_100));
+        assert_eq!(brief(&out), [(rst_ack, 1001, 5001, 0)]);
+        assert_eq!(c.teardown(), Some(Teardown::AbortedByUs));
+        assert_eq!(c.server_state(), Closed);
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn half_open_records_synack_retransmissions_then_resets() {
+        let mut cf = cfg();
+        cf.half_open = true;
+        cf.max_wait = Duration::from_secs(4);
+        let mut c = TcpClient::new(cf);
+        c.start(at(0));
+        assert!(
+            c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100))
+                .is_empty()
+        );
+        assert_eq!((c.state(), c.server_state()), (SynSent, SynReceived));
+        // no SYN retransmission once the SYN-ACK came
+        assert_eq!(c.poll_at(), Some(at(4_000_000)));
+        assert!(
+            c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(1_000_100))
+                .is_empty()
+        );
+        assert!(
+            c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(3_000_100))
+                .is_empty()
+        );
+        let notes: Vec<_> = c.events().iter().map(|e| e.note).collect();
+        assert_eq!(
+            notes,
+            [
+                None,
+                Some(Note::Unanswered),
+                Some(Note::Duplicate),
+                Some(Note::Duplicate)
+            ]
+        );
+        let rst = c.poll(at(4_000_000));
+        let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
+        assert_eq!(brief(&rst), [(rst_ack, 1001, 5001, 0)]);
+        assert_eq!(c.teardown(), Some(Teardown::HalfOpen));
+    }
+
+    #[test]
+    fn kernel_stamps_replace_user_instants_of_segments_and_states() {
+        let mut c = TcpClient::new(cfg());
+        let syn = c.start(at(0));
+        assert!(c.on_sent_stamp(&syn[0], at(7)));
+        assert!(!c.on_sent_stamp(&syn[0], at(8)), "stamped once");
+        assert_eq!(c.events()[0].at, at(7));
+        assert_eq!(c.events()[0].stamp, StampSource::Kernel);
+        assert_eq!(c.states()[0].at, at(7));
+        let ack = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+        c.on_sent_stamp(&ack[0], at(112));
+        let est = c.states().iter().find(|s| s.state == Established).unwrap();
+        assert_eq!(est.at, at(112));
+    }
+
+    #[test]
+    fn timestamps_and_window_scale_follow_the_syn_ack() {
+        let mut cf = cfg();
+        cf.syn_options = true;
+        let mut c = TcpClient::new(cf);
+        let syn = c.start(at(0));
+        assert_eq!(syn[0].options.window_scale, Some(7));
+        let mut sa_seg = peer(sa(), IRS, ISN + 1, b"");
+        sa_seg.options.timestamps = Some((777, (at(0).0 / 1_000_000) as u32));
+        sa_seg.options.window_scale = Some(7);
+        let ack = c.on_segment(&sa_seg, at(100));
+        assert_eq!(ack[0].options.timestamps.unwrap().1, 777);
+        assert_eq!(ack[0].window, (64240 >> 7) as u16);
+    }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let mut cf = cfg();
+            cf.half_open = round % 5 == 0;
+            cf.payload = vec![1; (rnd() % 4000) as usize];
+            let mut c = TcpClient::new(cf);
+            c.start(at(0));
+            let mut now = 0;
+            for _ in 0..200 {
+                now += rnd() % 100_000;
+                let r = rnd();
+                let near = |base: SeqNumber, r: u64| base + (r % 8) as u32;
+                let seg = TcpRepr {
+                    src_port: 80,
+                    dst_port: 40000,
+                    seq: if r & 1 == 0 {
+                        near(IRS, r >> 8)
+                    } else {
+                        SeqNumber(rnd() as u32)
+                    },
+                    ack: if r & 2 == 0 {
+                        near(ISN, r >> 16)
+                    } else {
+                        SeqNumber(rnd() as u32)
+                    },
+                    flags: TcpFlags((rnd() & 0x3f) as u8),
+                    window: rnd() as u16,
+                    payload: vec![0; (rnd() % 3) as usize],
+                    ..TcpRepr::default()
+                };
+                c.on_segment(&seg, at(now));
+                if r & 4 == 0 {
+                    c.poll(at(now));
+                }
+            }
+            // bounded: every trace ends by max_wait at the latest
+            for _ in 0..100 {
+                match c.poll_at() {
+                    Some(t) => {
+                        c.poll(t);
+                    }
+                    None => break,
+                }
+            }
+            assert!(c.is_done(), "round {round}: {:?}", c.state());
+        }
+    }
+}

@@ -1,0 +1,556 @@
+//! `synscope trace` output: a textbook ladder diagram, a stage table, per-stage
+//! statistics over `--count` traces, and one JSON document.
+
+use super::{RttStats, human, micros};
+use crate::event::Timestamp;
+use crate::probe::tcp_client::{
+    CloseMode, Dir, Note, SegmentEvent, Side, StateEntry, TcpClient, TcpState, Teardown,
+};
+use crate::wire::TcpFlags;
+use serde::Serialize;
+use serde_json::json;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What Linux holds TIME_WAIT for (TCP_TIMEWAIT_LEN, "2·MSL").
+pub const LINUX_TIME_WAIT: Duration = Duration::from_secs(60);
+
+/// Who was traced and how.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceTarget {
+    pub host: String,
+    pub address: SocketAddr,
+    pub interface: String,
+    pub close: CloseMode,
+    pub half_open: bool,
+    pub request_bytes: usize,
+    pub time_wait_ms: f64,
+}
+
+/// One timed stage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    pub name: &'static str,
+    pub ns: u64,
+    pub us: f64,
+}
+
+/// What a half-open trace saw.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HalfOpenReport {
+    /// Each SYN-ACK, as milliseconds after our SYN.
+    pub synack_at_ms: Vec<f64>,
+    /// Gaps between successive SYN-ACKs, in milliseconds.
+    pub intervals_ms: Vec<f64>,
+    pub retransmissions: usize,
+    /// How long we watched after our SYN, in milliseconds.
+    pub watched_ms: f64,
+    /// `syn-cookies`, `half-open-state` or `unknown`.
+    pub server_kept: &'static str,
+    pub explanation: String,
+}
+
+/// One finished trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceRun {
+    pub index: u64,
+    pub source: SocketAddr,
+    pub isn: u32,
+    pub peer_isn: Option<u32>,
+    pub teardown: Teardown,
+    pub teardown_text: &'static str,
+    pub started_ns: u64,
+    pub received_bytes: u64,
+    pub stages: Vec<Stage>,
+    pub segments: Vec<SegmentEvent>,
+    pub states: Vec<StateEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open: Option<HalfOpenReport>,
+    /// Segments the kernel stamped / all we sent.
+    pub kernel_stamped: String,
+}
+
+fn stage(name: &'static str, from: Timestamp, to: Timestamp) -> Stage {
+    let d = to.saturating_sub(from);
+    Stage {
+        name,
+        ns: d.as_nanos() as u64,
+        us: micros(d),
+    }
+}
+
+fn is(e: &SegmentEvent, f: TcpFlags) -> bool {
+    e.flags.contains(f)
+}
+
+fn accepted(e: &SegmentEvent) -> bool {
+    !matches!(e.note, Some(Note::Ignored) | Some(Note::Duplicate))
+}
+
+/// The stage times of one trace, from its segment log and state entries.
+pub fn stages(events: &[SegmentEvent], states: &[StateEntry]) -> Vec<Stage> {
+    let mut out = Vec::new();
+    let syn_ack = TcpFlags::SYN.union(TcpFlags::ACK);
+    let synack = events
+        .iter()
+        .position(|e| e.dir == Dir::Received && is(e, syn_ack) && e.note != Some(Note::Ignored));
+    let first_syn = events
+        .iter()
+        .find(|e| e.dir == Dir::Sent && is(e, TcpFlags::SYN));
+    if let Some(i) = synack {
+        // the last SYN before the SYN-ACK (after a retransmission, Karn's ambiguity)
+        if let Some(syn) = events[..i]
+            .iter()
+            .rev()
+            .find(|e| e.dir == Dir::Sent && is(e, TcpFlags::SYN))
+        {
+            out.push(stage("SYN → SYN-ACK", syn.at, events[i].at));
+        }
+        let ack = events[i + 1..].iter().find(|e| {
+            e.dir == Dir::Sent && e.flags == TcpFlags::ACK && e.len == 0 && e.note.is_none()
+        });
+        if let Some(ack) = ack {
+            out.push(stage("SYN-ACK → ACK sent", events[i].at, ack.at));
+            let request = events
+                .iter()
+                .find(|e| e.dir == Dir::Sent && e.len > 0 && e.note.is_none());
+            let first_byte = events
+                .iter()
+                .find(|e| e.dir == Dir::Received && e.len > 0 && accepted(e));
+            match (request, first_byte) {
+                (Some(r), Some(b)) if b.at >= r.at => {
+                    out.push(stage("request → first byte", r.at, b.at))
+                }
+                (None, Some(b)) => {
+                    out.push(stage("ACK → first byte (server spoke first)", ack.at, b.at))
+                }
+                _ => {}
+            }
+        }
+    }
+    let our_fin = events
+        .iter()
+        .position(|e| e.dir == Dir::Sent && is(e, TcpFlags::FIN) && e.note.is_none());
+    let peer_fin = events
+        .iter()
+        .position(|e| e.dir == Dir::Received && is(e, TcpFlags::FIN) && accepted(e));
+    if let Some(f) = our_fin {
+        let fin_seq = events[f].seq + 1;
+        if let Some(a) = events[f + 1..].iter().find(|e| {
+            e.dir == Dir::Received && is(e, TcpFlags::ACK) && e.ack == fin_seq && accepted(e)
+        }) {
+            out.push(stage("FIN → ACK", events[f].at, a.at));
+        }
+        match peer_fin {
+            Some(p) if p > f => out.push(stage("FIN → peer FIN", events[f].at, events[p].at)),
+            Some(p) => out.push(stage("peer FIN → our FIN", events[p].at, events[f].at)),
+            None => {}
+        }
+    }
+    let client = |s: TcpState| {
+        states
+            .iter()
+            .find(|e| e.side == Side::Client && e.state == s)
+            .map(|e| e.at)
+    };
+    if let (Some(tw), Some(closed)) = (client(TcpState::TimeWait), client(TcpState::Closed)) {
+        out.push(stage("TIME_WAIT held", tw, closed));
+    }
+    if let (Some(syn), Some(closed)) = (first_syn, client(TcpState::Closed)) {
+        out.push(stage("total (SYN → CLOSED)", syn.at, closed));
+    }
+    out
+}
+
+/// SYN-ACK schedule and whether the server kept half-open state or used SYN cookies.
+pub fn half_open_report(events: &[SegmentEvent]) -> Option<HalfOpenReport> {
+    let syn = events
+        .iter()
+        .find(|e| e.dir == Dir::Sent && is(e, TcpFlags::SYN))?;
+    let syn_ack = TcpFlags::SYN.union(TcpFlags::ACK);
+    let at: Vec<Timestamp> = events
+        .iter()
+        .filter(|e| e.dir == Dir::Received && is(e, syn_ack) && e.note != Some(Note::Ignored))
+        .map(|e| e.at)
+        .collect();
+    let ms = |d: Duration| d.as_nanos() as f64 / 1e6;
+    let end = events.last().map(|e| e.at).unwrap_or(syn.at);
+    let watched = end.saturating_sub(syn.at);
+    let first = *at.first()?;
+    let retransmissions = at.len() - 1;
+    // Linux retransmits an unanswered SYN-ACK after 1 s (TCP_TIMEOUT_INIT); with
+    // SYN cookies it keeps no request and never does.
+    let after_first = end.saturating_sub(first);
+    let (server_kept, explanation) = if retransmissions > 0 {
+        (
+            "half-open-state",
+            format!(
+                "the server kept a request socket (SYN_RECV) and retransmitted its SYN-ACK {retransmissions} time(s)"
+            ),
+        )
+    } else if after_first >= Duration::from_millis(1500) {
+        (
+            "syn-cookies",
+            format!(
+                "no SYN-ACK retransmission in {:.1} s: the server kept no half-open state, as with SYN cookies",
+                after_first.as_secs_f64()
+            ),
+        )
+    } else {
+        (
+            "unknown",
+            "watched too briefly to tell SYN cookies from a retransmitting server (use --max-wait of 2s or more)".to_string(),
+        )
+    };
+    Some(HalfOpenReport {
+        synack_at_ms: at.iter().map(|t| ms(t.saturating_sub(syn.at))).collect(),
+        intervals_ms: at
+            .windows(2)
+            .map(|w| ms(w[1].saturating_sub(w[0])))
+            .collect(),
+        retransmissions,
+        watched_ms: ms(watched),
+        server_kept,
+        explanation,
+    })
+}
+
+impl TraceRun {
+    pub fn from_client(index: u64, c: &TcpClient) -> TraceRun {
+        // in time order on the kernel's clock (processing order can differ by µs)
+        let mut events = c.events().to_vec();
+        events.sort_by_key(|e| e.at);
+        let sent = events.iter().filter(|e| e.dir == Dir::Sent).count();
+        let stamped = events
+            .iter()
+            .filter(|e| {
+                e.dir == Dir::Sent && e.stamp == crate::probe::tcp_client::StampSource::Kernel
+            })
+            .count();
+        let teardown = c.teardown().unwrap_or(Teardown::Unfinished);
+        TraceRun {
+            index,
+            source: c.config().src,
+            isn: c.isn().0,
+            peer_isn: c.peer_isn().map(|s| s.0),
+            teardown,
+            teardown_text: teardown.describe(),
+            started_ns: events.first().map(|e| e.at.0).unwrap_or(0),
+            received_bytes: c.received_bytes(),
+            stages: stages(&events, c.states()),
+            half_open: if c.config().half_open {
+                half_open_report(&events)
+            } else {
+                None
+            },
+            states: c.states().to_vec(),
+            segments: events,
+            kernel_stamped: format!("{stamped}/{sent}"),
+        }
+    }
+
+    /// Did the handshake work (a SYN-ACK for half-open)?
+    pub fn succeeded(&self) -> bool {
+        !matches!(
+            self.teardown,
+            Teardown::Refused | Teardown::NoAnswer | Teardown::Unfinished
+        ) && self.peer_isn.is_some()
+    }
+}
+
+const ARROW: usize = 66;
+
+fn ladder_line(e: &SegmentEvent, t0: Timestamp) -> String {
+    let off = e.at.saturating_sub(t0);
+    let mut label = format!("{:<3} seq {} ({})", e.flags.to_string(), e.rel_seq, e.seq);
+    if e.flags.contains(TcpFlags::ACK) {
+        label += &format!(" ack {} ({})", e.rel_ack, e.ack);
+    }
+    if e.len > 0 {
+        label += &format!(" len {}", e.len);
+    }
+    let body = ARROW - 6;
+    let label = format!(" {label} ");
+    let pad = body.saturating_sub(label.chars().count());
+    let arrow = match e.dir {
+        Dir::Sent => format!("|--{label}{}-->|", "-".repeat(pad)),
+        Dir::Received => format!("|<--{label}{}--|", "-".repeat(pad)),
+    };
+    let note = match e.note {
+        Some(Note::Retransmission) => "  (retransmission)",
+        Some(Note::Duplicate) => "  (duplicate)",
+        Some(Note::OutOfOrder) => "  (out of order)",
+        Some(Note::Ignored) => "  (ignored)",
+        Some(Note::Unanswered) => "  (left unanswered)",
+        None => "",
+    };
+    format!(
+        "{:>12.3}ms  {:<12} {arrow} {:<12}{note}",
+        off.as_nanos() as f64 / 1e6,
+        e.client_state.name(),
+        e.server_state.name()
+    )
+}
+
+/// The ladder diagram of one trace.
+pub fn ladder(run: &TraceRun, target: &TraceTarget) -> String {
+    let mut s = String::new();
+    let t0 = Timestamp(run.started_ns);
+    let client = format!("client {}", run.source);
+    let server = format!("server {}", target.address);
+    s += &format!(
+        "{:>14}  {:<12} {client:<w$} {server}\n",
+        "time",
+        "",
+        w = ARROW + 1
+    );
+    for e in &run.segments {
+        s += &ladder_line(e, t0);
+        s.push('\n');
+    }
+    if let Some(closed) = run
+        .states
+        .iter()
+        .rev()
+        .find(|e| e.side == Side::Client && e.state == TcpState::Closed)
+    {
+        let off = closed.at.saturating_sub(t0);
+        s += &format!("{:>12.3}ms  CLOSED\n", off.as_nanos() as f64 / 1e6);
+    }
+    s
+}
+
+/// The stage table of one trace.
+pub fn stage_table(run: &TraceRun, target: &TraceTarget) -> String {
+    let mut s = format!("teardown: {}\n", run.teardown_text);
+    for st in &run.stages {
+        s += &format!(
+            "  {:<40} {:>14}\n",
+            st.name,
+            human(Duration::from_nanos(st.ns))
+        );
+    }
+    if run.stages.iter().any(|s| s.name == "TIME_WAIT held") {
+        s += &format!(
+            "  (TIME_WAIT held {} here; Linux holds it {} = 2·MSL)\n",
+            humantime::format_duration(Duration::from_secs_f64(target.time_wait_ms / 1000.0)),
+            humantime::format_duration(LINUX_TIME_WAIT)
+        );
+    }
+    if let Some(h) = &run.half_open {
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        s += &format!(
+            "  SYN-ACKs at ms after SYN: [{}]\n  intervals ms: [{}]\n  server kept: {} ({})\n  (Linux defaults: tcp_synack_retries=5, SYN-ACKs at 0, 1, 3, 7, 15, 31 s; gives up at ~63 s)\n",
+            list(&h.synack_at_ms),
+            list(&h.intervals_ms),
+            h.server_kept,
+            h.explanation
+        );
+    }
+    s += &format!(
+        "  received {} bytes; our segments stamped by the kernel: {}\n",
+        run.received_bytes, run.kernel_stamped
+    );
+    s
+}
+
+/// Per-stage statistics over several traces, in first-seen stage order.
+pub fn stage_stats(runs: &[TraceRun]) -> Vec<(&'static str, RttStats)> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for r in runs {
+        for s in &r.stages {
+            if !names.contains(&s.name) {
+                names.push(s.name);
+            }
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|n| {
+            let d: Vec<Duration> = runs
+                .iter()
+                .flat_map(|r| r.stages.iter().filter(|s| s.name == n))
+                .map(|s| Duration::from_nanos(s.ns))
+                .collect();
+            RttStats::from_durations(&d).map(|st| (n, st))
+        })
+        .collect()
+}
+
+/// Writes the text header line.
+pub fn write_header(out: &mut impl Write, t: &TraceTarget) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "SYNSCOPE TRACE {} ({}) via {}{}",
+        t.host,
+        t.address,
+        t.interface,
+        if t.half_open { ", half-open" } else { "" }
+    )
+}
+
+/// Writes one trace as text: the full ladder for the first, one line for the others.
+pub fn write_run(
+    out: &mut impl Write,
+    t: &TraceTarget,
+    run: &TraceRun,
+    full: bool,
+) -> std::io::Result<()> {
+    if full {
+        writeln!(out)?;
+        write!(out, "{}", ladder(run, t))?;
+        writeln!(out)?;
+        write!(out, "{}", stage_table(run, t))?;
+    } else {
+        let parts: Vec<String> = run
+            .stages
+            .iter()
+            .map(|s| format!("{}={}", s.name, human(Duration::from_nanos(s.ns))))
+            .collect();
+        writeln!(
+            out,
+            "trace {} from {}: {:?}; {}",
+            run.index + 1,
+            run.source,
+            run.teardown,
+            parts.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes per-stage statistics (text).
+pub fn write_stats(out: &mut impl Write, runs: &[TraceRun]) -> std::io::Result<()> {
+    let ok = runs.iter().filter(|r| r.succeeded()).count();
+    writeln!(out)?;
+    writeln!(
+        out,
+        "--- {} traces, {} completed the handshake ---",
+        runs.len(),
+        ok
+    )?;
+    writeln!(
+        out,
+        "  {:<40} {:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+        "stage (us)", "n", "min", "avg", "max", "p50", "p90", "p99"
+    )?;
+    for (name, s) in stage_stats(runs) {
+        writeln!(
+            out,
+            "  {:<40} {:>5} {:>11.3} {:>11.3} {:>11.3} {:>11.3} {:>11.3} {:>11.3}",
+            name, s.count, s.min_us, s.avg_us, s.max_us, s.p50_us, s.p90_us, s.p99_us
+        )?;
+    }
+    Ok(())
+}
+
+/// The whole JSON document.
+pub fn json_document(t: &TraceTarget, runs: &[TraceRun], interrupted: bool) -> serde_json::Value {
+    let stats: serde_json::Map<String, serde_json::Value> = stage_stats(runs)
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), json!(s)))
+        .collect();
+    json!({
+        "target": t,
+        "traces": runs,
+        "stats": stats,
+        "linux_time_wait_s": LINUX_TIME_WAIT.as_secs(),
+        "interrupted": interrupted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::tcp_client::{StampSource, TcpClientConfig};
+    use crate::wire::{SeqNumber, TcpRepr};
+
+    fn peer(flags: TcpFlags, seq: u32, ack: u32, payload: &[u8]) -> TcpRepr {
+        TcpRepr {
+            src_port: 80,
+            dst_port: 40000,
+            seq: SeqNumber(seq),
+            ack: SeqNumber(ack),
+            flags,
+            window: 65000,
+            payload: payload.to_vec(),
+            ..TcpRepr::default()
+        }
+    }
+
+    #[test]
+    fn stages_of_a_request_response_we_close_first() {
+        let us = |n: u64| Timestamp(1_000_000_000 + n * 1000);
+        let mut c = TcpClient::new(TcpClientConfig {
+            src: "198.18.0.1:40000".parse().unwrap(),
+            dst: "198.18.0.2:80".parse().unwrap(),
+            isn: SeqNumber(100),
+            ttl: 64,
+            mss: 1460,
+            syn_options: false,
+            payload: b"ping".to_vec(),
+            close: CloseMode::Fin,
+            half_open: false,
+            rto: Duration::from_secs(1),
+            max_retries: 3,
+            idle: Duration::from_millis(10),
+            time_wait: Duration::from_millis(100),
+            max_wait: Duration::from_secs(5),
+        });
+        let a = TcpFlags::ACK;
+        let syn = c.start(us(0));
+        c.on_sent_stamp(&syn[0], us(2));
+        let out = c.on_segment(&peer(TcpFlags::SYN.union(a), 900, 101, b""), us(50));
+        c.on_sent_stamp(&out[0], us(60));
+        c.on_sent_stamp(&out[1], us(61));
+        c.on_segment(&peer(a.union(TcpFlags::PSH), 901, 105, b"pong"), us(300));
+        let fin = c.poll(us(10_300));
+        c.on_sent_stamp(&fin[0], us(10_301));
+        c.on_segment(&peer(a, 905, 106, b""), us(10_350));
+        c.on_segment(&peer(TcpFlags::FIN.union(a), 905, 106, b""), us(10_400));
+        c.poll(us(110_400));
+        let run = TraceRun::from_client(0, &c);
+        let got: Vec<(&str, u64)> = run.stages.iter().map(|s| (s.name, s.ns / 1000)).collect();
+        assert_eq!(
+            got,
+            [
+                ("SYN → SYN-ACK", 48),
+                ("SYN-ACK → ACK sent", 10),
+                ("request → first byte", 239),
+                ("FIN → ACK", 49),
+                ("FIN → peer FIN", 99),
+                ("TIME_WAIT held", 100_000),
+                ("total (SYN → CLOSED)", 110_398),
+            ]
+        );
+        assert_eq!(run.teardown, Teardown::WeClosedFirst);
+        assert_eq!(run.kernel_stamped, "4/6");
+        assert!(run.segments.iter().any(|e| e.stamp == StampSource::User));
+        let t = TraceTarget {
+            host: "x".into(),
+            address: "198.18.0.2:80".parse().unwrap(),
+            interface: "veth0".into(),
+            close: CloseMode::Fin,
+            half_open: false,
+            request_bytes: 4,
+            time_wait_ms: 100.0,
+        };
+        let l = ladder(&run, &t);
+        assert!(l.contains("SYN_SENT"), "{l}");
+        assert!(l.contains("|-- S   seq 0 (100) "), "{l}");
+        assert!(l.contains("|<-- S.  seq 0 (900) ack 1 (101) "), "{l}");
+        assert!(l.contains("LAST_ACK"), "{l}");
+        let st = stage_table(&run, &t);
+        assert!(st.contains("Linux holds it 1m"), "{st}");
+        let doc = json_document(&t, &[run], false);
+        assert_eq!(doc["traces"][0]["teardown"], "we-closed-first");
+        assert_eq!(doc["traces"][0]["segments"][0]["flags"], "S");
+        assert_eq!(doc["stats"]["FIN → ACK"]["count"], 1);
+    }
+}
