@@ -114,6 +114,23 @@ pub fn in_netns<T: Send + 'static>(
     .map_err(|_| LabError("namespace thread panicked".into()))?
 }
 
+/// Starts `f` on a thread inside namespace `ns` and returns at once (for
+/// servers and responders that run while a test goes on).
+pub fn spawn_in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<std::thread::JoinHandle<T>, LabError> {
+    let path = format!("/run/netns/{ns}");
+    let file = std::fs::File::open(&path).map_err(|e| LabError(format!("open {path}: {e}")))?;
+    Ok(std::thread::spawn(move || {
+        // a thread that cannot enter the namespace must not run there by mistake
+        if let Err(e) = nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET) {
+            panic!("enter namespace: {e}");
+        }
+        f()
+    }))
+}
+
 impl Lab {
     /// Builds the lab. On failure everything made so far is removed.
     pub fn up(spec: &LabSpec) -> Result<Lab, LabError> {

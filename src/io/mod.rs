@@ -6,6 +6,7 @@ pub mod capture;
 pub mod dns_tcp;
 pub mod nft;
 pub mod pcap;
+pub mod privileges;
 pub mod raw;
 pub mod route;
 pub mod timer;
