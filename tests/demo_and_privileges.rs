@@ -6,11 +6,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_synscope");
 
 #[test]
 fn demo_runs_every_case_and_cleans_up() {
-    let before = lab_namespaces();
     let child = Command::new(BIN)
         .args(["demo", "-c", "1"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let prefix = format!("synscope-{}-", child.id());
+    let child = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&child.stdout);
     let err = String::from_utf8_lossy(&child.stderr);
     assert_eq!(child.status.code(), Some(0), "{out}\n{err}");
@@ -28,13 +31,12 @@ fn demo_runs_every_case_and_cleans_up() {
         err.contains("lab removed; every port answered as expected"),
         "{err}"
     );
-    // every namespace the demo made is gone (other test binaries run one at a time)
-    let after = lab_namespaces();
-    assert!(
-        after.is_subset(&before),
-        "left behind: {:?}",
-        after.difference(&before)
-    );
+    // every namespace the demo made (named after its pid) is gone
+    let left: Vec<String> = lab_namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 fn lab_namespaces() -> std::collections::BTreeSet<String> {
@@ -80,4 +82,82 @@ fn without_privileges_one_line_says_what_is_needed() {
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("demo needs root"), "{err}");
+}
+
+/// `setpriv` arguments that run as `nobody` with only these capabilities.
+fn nobody_with(caps: &str) -> Vec<String> {
+    vec![
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps=-all,{caps}"),
+        format!("--ambient-caps=-all,{caps}"),
+        "--".into(),
+        BIN.into(),
+    ]
+}
+
+#[test]
+fn with_only_the_two_capabilities_it_works_then_drops_them() {
+    use synscope::lab::{Lab, LabSpec, SERVER_V4};
+    let lab = Lab::up(&LabSpec::standard()).unwrap();
+    let target = format!("{SERVER_V4}:80");
+    let argv = nobody_with("+net_raw,+net_admin");
+    let out = lab
+        .client_command(&argv[0])
+        .args(&argv[1..])
+        .args(["ping", &target, "-c", "2", "-i", "50ms"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(" open rtt="));
+    let out = lab
+        .client_command(&argv[0])
+        .args(&argv[1..])
+        .args([
+            "scan",
+            &SERVER_V4.to_string(),
+            "-p",
+            "79-81",
+            "--wait",
+            "200ms",
+            "--ndjson",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // as root, a running ping holds no capability once its sockets are open
+    let child = lab
+        .client_command(BIN)
+        .args(["ping", &target, "-c", "30", "-i", "50ms"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let caps: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("CapEff:") || l.starts_with("CapPrm:"))
+        .collect();
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait_with_output();
+    assert_eq!(
+        caps,
+        ["CapPrm:\t0000000000000000", "CapEff:\t0000000000000000"],
+        "{status}"
+    );
 }

@@ -328,6 +328,8 @@ async fn bulk(
         outbound: false,
     };
     let mut capture = Capture::open(0, &filter)?;
+    // bulk opens no socket after this (TCP fallback needs no privilege)
+    crate::io::privileges::drop_all()?;
     log.debug(|| format!("bulk: source {} ports {lo}-{hi}", route.src));
     let mut ex = DnsExchange::new(DnsProbeConfig {
         src: route.src,

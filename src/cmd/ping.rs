@@ -71,6 +71,15 @@ pub async fn run(
         Some(p) => Some(PortReservation::reserve(route.src, p)?),
         None => None,
     };
+    // every socket this run needs is open (per-probe port reservations need no
+    // privilege): give up every capability
+    crate::io::privileges::drop_all()?;
+    log.debug(|| {
+        format!(
+            "capabilities dropped ({} effective left)",
+            crate::io::privileges::effective()
+        )
+    });
     let mut pinger = SynPinger::new(SynProbeConfig {
         src: route.src,
         dst: s.target,

@@ -113,6 +113,14 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         0
     };
     let mut capture = BlockingCapture::open(ifindex, &filter, 64 << 20)?;
+    // every socket is open and no other thread runs yet: give up every capability
+    crate::io::privileges::drop_all()?;
+    log.debug(|| {
+        format!(
+            "capabilities dropped ({} effective left)",
+            crate::io::privileges::effective()
+        )
+    });
     let matcher = Arc::new(ScanMatcher {
         local: route.src,
         sport,
