@@ -13,12 +13,31 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
-                _ => EXIT_USAGE,
-            };
-            let _ = e.print();
-            return ExitCode::from(code);
+            match e.kind() {
+                ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    return ExitCode::from(
+                        if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                            EXIT_USAGE
+                        } else {
+                            0
+                        },
+                    );
+                }
+                _ => {
+                    // one line, like every other error: clap's first line, without its usage block
+                    let text = e.render().to_string();
+                    let first = text
+                        .lines()
+                        .next()
+                        .unwrap_or("bad arguments")
+                        .trim_start_matches("error: ");
+                    eprintln!("synscope: {first} (see synscope --help)");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
         }
     };
     let log = Log {

@@ -66,7 +66,11 @@ pub fn parse_target(
             hi: (x & !mask) | mask,
         });
     }
-    if let Some((a, b)) = s.split_once('-') {
+    // a range starts with an address; anything else with a '-' is a host name
+    if let Some((a, b)) = s
+        .split_once('-')
+        .filter(|(a, _)| a.trim().parse::<IpAddr>().is_ok())
+    {
         let lo: IpAddr = a
             .trim()
             .parse()
@@ -282,6 +286,8 @@ mod tests {
         }
         let named = parse_target("lab", &|_| Ok("198.18.0.2".parse().unwrap())).unwrap();
         assert_eq!(named.lo, 0xc6120002);
+        let dashed = parse_target("web-1.lab", &|_| Ok("198.18.0.3".parse().unwrap())).unwrap();
+        assert_eq!(dashed.lo, 0xc6120003);
     }
 
     #[test]
