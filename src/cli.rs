@@ -17,6 +17,17 @@ EXIT STATUS:
   On Ctrl-C (SIGINT) or SIGTERM the summary so far is printed and the exit
   status is computed from the probes finished so far.";
 
+pub const ALL_EXIT_CODES: &str = "\
+EXIT STATUS:
+  0  success: the command's expectation held (ping: the port answered as
+     expected; scan: it ran to its end; trace: every trace completed;
+     dns: every check passed)
+  1  the expectation failed (ping: another verdict; scan: interrupted;
+     trace: refused, unanswered or unfinished; dns: a check failed)
+  2  usage or setup error (one line on stderr says what and on what)
+  3  dns only: no answer
+  Each command's page (synscope-ping(1), ...) gives its own details.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "synscope",
@@ -26,7 +37,7 @@ EXIT STATUS:
 timestamps, correlates them by sequence numbers and times every stage.\n\n\
 It needs raw sockets: run it as root, or give the binary the capabilities with\n  \
 setcap cap_net_raw,cap_net_admin+ep synscope",
-    after_long_help = EXIT_CODES
+    after_long_help = ALL_EXIT_CODES
 )]
 pub struct Cli {
     /// Print debug logs (ignored packets, sockets, timings) to stderr.
@@ -161,8 +172,10 @@ pub struct PingArgs {
 
 pub const TRACE_EXIT_CODES: &str = "\
 EXIT STATUS:
-  0  every trace completed the handshake (half-open: got a SYN-ACK)
-  1  a trace was refused, unanswered or interrupted
+  0  every trace completed: handshake, then closed by FIN or RST
+     (half-open: got a SYN-ACK)
+  1  a trace was refused, unanswered, unfinished (the peer did not close
+     before --max-wait) or interrupted
   2  usage or setup error";
 
 #[derive(Debug, Args)]

@@ -750,7 +750,7 @@ fn count_gives_per_stage_statistics_and_pcap_is_readable() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("--- 3 traces, 3 completed the handshake ---"),
+        text.contains("--- 3 traces, 3 completed (handshake, then closed) ---"),
         "{text}"
     );
     assert!(

@@ -250,7 +250,9 @@ impl TraceRun {
         }
     }
 
-    /// Did the handshake work (a SYN-ACK for half-open)?
+    /// Did the trace complete: a handshake, then a close by FIN or RST (for
+    /// half-open: a SYN-ACK)? A peer that never closes before --max-wait leaves
+    /// the trace unfinished.
     pub fn succeeded(&self) -> bool {
         !matches!(
             self.teardown,
@@ -431,7 +433,7 @@ pub fn write_stats(out: &mut impl Write, runs: &[TraceRun]) -> std::io::Result<(
     writeln!(out)?;
     writeln!(
         out,
-        "--- {} traces, {} completed the handshake ---",
+        "--- {} traces, {} completed (handshake, then closed) ---",
         runs.len(),
         ok
     )?;
