@@ -444,13 +444,15 @@ pub struct ScanArgs {
 }
 
 pub const DNS_EXIT_CODES: &str = "\
-EXIT STATUS (dns):
+EXIT STATUS:
   0  every query was answered and every check passed
   1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
      --max-time); one line on stderr says which and why
   2  usage or setup error (bad arguments, no server, missing privileges)
   3  no answer: a server did not answer after every retry (bulk: some name got
-     no answer)";
+     no answer)
+  On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
+  with \"interrupted\": true) and the status is 1.";
 
 #[derive(Debug, Args)]
 pub struct DnsArgs {

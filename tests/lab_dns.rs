@@ -766,3 +766,38 @@ fn bench_vs_dnsperf_and_kdig() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_stops_bulk_with_the_summary_so_far() {
+    let (_dns, lab) = lab();
+    let file = std::env::temp_dir().join(format!("{}-names.txt", lab.client_ns));
+    std::fs::write(&file, "a.lab.test\n".repeat(10_000)).unwrap();
+    let child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(["dns", "--file"])
+        .arg(&file)
+        .args(["@198.18.0.2", "--rate", "200"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let t0 = std::time::Instant::now();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["summary"]["interrupted"], true);
+    let answered = last["summary"]["answered"].as_u64().unwrap();
+    assert!(answered > 10 && answered < 10_000, "{answered}");
+}

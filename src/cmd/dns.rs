@@ -24,6 +24,8 @@ use tokio::time::Instant;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_CHECK_FAILED: u8 = 1;
 pub const EXIT_NO_ANSWER: u8 = 3;
+/// Stopped by SIGINT or SIGTERM (the summary so far is printed).
+pub const EXIT_INTERRUPTED: u8 = 1;
 
 fn add_ignored(to: &mut BTreeMap<DnsIgnored, u64>, from: &BTreeMap<DnsIgnored, u64>) {
     for (k, v) in from {
@@ -43,7 +45,16 @@ pub async fn run(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, 
     }
     match &s.bulk {
         Some(src) => bulk(s, src, out, log).await,
-        None => single(s, out, log).await,
+        None => {
+            // one query ends within its timeouts anyway; an interrupt just ends it sooner
+            tokio::select! {
+                r = single(s, out, log) => r,
+                _ = super::interrupted() => {
+                    eprintln!("synscope: interrupted before every answer came");
+                    Ok(EXIT_INTERRUPTED)
+                }
+            }
+        }
     }
 }
 
@@ -353,6 +364,8 @@ async fn bulk(
     route_ok.insert(default.ip(), true);
     let mut carry: Vec<DnsOutcome> = Vec::new();
     let mut batch: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(256);
+    let signal = super::interrupted();
+    tokio::pin!(signal);
 
     loop {
         // 1. send what the rate and the concurrency allow
@@ -518,6 +531,11 @@ async fn bulk(
                 }
             }
             _ = tokio::time::sleep_until(wake) => {}
+            _ = &mut signal => {
+                // stop: what is outstanding is neither answered nor timed out
+                sum.interrupted = true;
+                break;
+            }
         }
     }
     sum.elapsed = started.elapsed();
@@ -541,7 +559,9 @@ async fn bulk(
         s2["latency_us"]["p99"],
         s2["rcodes"]
     );
-    Ok(if sum.timeouts > 0 {
+    Ok(if sum.interrupted {
+        EXIT_INTERRUPTED
+    } else if sum.timeouts > 0 {
         EXIT_NO_ANSWER
     } else {
         EXIT_OK

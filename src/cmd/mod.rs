@@ -35,6 +35,22 @@ impl CmdError {
     }
 }
 
+/// Resolves once SIGINT or SIGTERM arrives (installed when first polled).
+pub(crate) async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 /// Debug logging to stderr, on with `-v`.
 #[derive(Debug, Clone, Copy)]
 pub struct Log {

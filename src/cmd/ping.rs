@@ -14,22 +14,6 @@ use std::io::Write;
 use std::time::Duration;
 use std::time::Instant;
 
-/// Resolves once SIGINT or SIGTERM arrives.
-async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Runs the pings and writes the report; returns the summary.
 pub async fn run(
     s: &PingSettings,
@@ -106,7 +90,7 @@ pub async fn run(
     let mut next_send = Instant::now();
     let mut sent: u64 = 0;
     let mut was_interrupted = false;
-    let signal = interrupted();
+    let signal = super::interrupted();
     tokio::pin!(signal);
 
     loop {

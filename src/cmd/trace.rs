@@ -18,22 +18,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Resolves once SIGINT or SIGTERM arrives.
-async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// The outcome of all traces.
 pub struct TraceSummary {
     pub runs: Vec<TraceRun>,
@@ -253,7 +237,7 @@ pub async fn run(
     if s.format == OutputFormat::Text {
         rep::write_header(out, &target)?;
     }
-    let signal = interrupted();
+    let signal = super::interrupted();
     tokio::pin!(signal);
     let mut runs = Vec::new();
     let mut was_interrupted = false;

@@ -490,6 +490,8 @@ pub struct BulkSummary {
     pub rtts_decius: Vec<u32>,
     pub elapsed: Duration,
     pub sent_packets: u64,
+    /// Stopped by SIGINT or SIGTERM before the input ended.
+    pub interrupted: bool,
 }
 
 impl BulkSummary {
@@ -514,6 +516,7 @@ impl BulkSummary {
             },
             "rcodes": self.rcodes,
             "ignored": ignored,
+            "interrupted": self.interrupted,
         }})
     }
 }
