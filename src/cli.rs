@@ -120,8 +120,9 @@ pub enum Command {
     Dns(DnsArgs),
 }
 
+/// `HOST[:PORT]`, `-p`, `-4`/`-6`: one target host and port (ping, trace).
 #[derive(Debug, Args)]
-pub struct PingArgs {
+pub struct TargetArgs {
     /// Target: NAME, IPv4, IPv6, with an optional port: host:80, [2001:db8::2]:443.
     #[arg(value_name = "HOST[:PORT]")]
     pub target: String,
@@ -134,6 +135,32 @@ pub struct PingArgs {
     /// Use IPv6 only.
     #[arg(short = '6')]
     pub ipv6: bool,
+}
+
+impl TargetArgs {
+    /// The host as given and its resolved address and port (default port 80).
+    pub fn resolve(&self) -> Result<(String, SocketAddr), UsageError> {
+        let (host, port_in_target) = split_host_port(&self.target)?;
+        let port = match (self.port, port_in_target) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(UsageError(format!(
+                    "port given twice: -p {a} and '{}'",
+                    self.target
+                )));
+            }
+            (Some(0), _) => return Err(UsageError("bad port 0: expected 1-65535".into())),
+            (Some(p), _) | (None, Some(p)) => p,
+            (None, None) => 80,
+        };
+        let addr = resolve(&host, port, self.ipv4, self.ipv6)?;
+        Ok((host, addr))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    #[command(flatten)]
+    pub dest: TargetArgs,
     /// Number of probes (default: until Ctrl-C).
     #[arg(short, long)]
     pub count: Option<u64>,
@@ -180,18 +207,8 @@ EXIT STATUS:
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
-    /// Target: NAME, IPv4, IPv6, with an optional port: host:80, [2001:db8::2]:443.
-    #[arg(value_name = "HOST[:PORT]")]
-    pub target: String,
-    /// Destination port (default 80, or the port given with the host).
-    #[arg(short, long)]
-    pub port: Option<u16>,
-    /// Use IPv4 only.
-    #[arg(short = '4', conflicts_with = "ipv6")]
-    pub ipv4: bool,
-    /// Use IPv6 only.
-    #[arg(short = '6')]
-    pub ipv6: bool,
+    #[command(flatten)]
+    pub dest: TargetArgs,
     /// Send this request once connected; \r \n \t \\ are unescaped.
     #[arg(long, value_name = "STRING", conflicts_with = "send_file")]
     pub send: Option<String>,
@@ -299,18 +316,6 @@ pub fn unescape(s: &str) -> Vec<u8> {
 
 impl TraceArgs {
     pub fn settings(&self) -> Result<TraceSettings, UsageError> {
-        let (host, port_in_target) = split_host_port(&self.target)?;
-        let port = match (self.port, port_in_target) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(UsageError(format!(
-                    "port given twice: -p {a} and '{}'",
-                    self.target
-                )));
-            }
-            (Some(0), _) => return Err(UsageError("bad port 0: expected 1-65535".into())),
-            (Some(p), _) | (None, Some(p)) => p,
-            (None, None) => 80,
-        };
         if self.count == 0 {
             return Err(UsageError("--count must be at least 1".into()));
         }
@@ -337,7 +342,7 @@ impl TraceArgs {
         if payload.len() > max {
             return Err(UsageError(format!("--send: at most {max} bytes")));
         }
-        let target = resolve(&host, port, self.ipv4, self.ipv6)?;
+        let (host, target) = self.dest.resolve()?;
         let max_wait = self.max_wait.unwrap_or(if self.half_open {
             Duration::from_secs(70)
         } else {
@@ -935,25 +940,13 @@ pub fn resolve(host: &str, port: u16, v4: bool, v6: bool) -> Result<SocketAddr, 
 
 impl PingArgs {
     pub fn settings(&self, verbose: bool) -> Result<PingSettings, UsageError> {
-        let (host, port_in_target) = split_host_port(&self.target)?;
-        let port = match (self.port, port_in_target) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(UsageError(format!(
-                    "port given twice: -p {a} and '{}'",
-                    self.target
-                )));
-            }
-            (Some(0), _) => return Err(UsageError("bad port 0: expected 1-65535".into())),
-            (Some(p), _) | (None, Some(p)) => p,
-            (None, None) => 80,
-        };
         if self.count == Some(0) {
             return Err(UsageError("--count must be at least 1".into()));
         }
         if self.source_port == Some(0) {
             return Err(UsageError("--source-port must be 1-65535".into()));
         }
-        let target = resolve(&host, port, self.ipv4, self.ipv6)?;
+        let (host, target) = self.dest.resolve()?;
         let format = match (self.json, self.ndjson) {
             (true, _) => OutputFormat::Json,
             (_, true) => OutputFormat::Ndjson,

@@ -22,12 +22,7 @@ pub async fn run(
 ) -> Result<PingSummary, CmdError> {
     let dst = s.target.ip();
     let route = Route::lookup(dst, s.interface.as_deref())?;
-    log.debug(|| {
-        format!(
-            "route to {dst}: source {} via {} (ifindex {}, mtu {})",
-            route.src, route.interface, route.ifindex, route.mtu
-        )
-    });
+    log.debug(|| format!("route to {dst}: {route}"));
     let sender = RawSender::open(route.src, s.interface.as_deref())?;
     let filter = FlowFilter {
         local: route.src,

@@ -214,12 +214,7 @@ pub async fn run(
 ) -> Result<TraceSummary, CmdError> {
     let dst = s.target.ip();
     let route = Route::lookup(dst, s.interface.as_deref())?;
-    log.debug(|| {
-        format!(
-            "route to {dst}: source {} via {} (ifindex {}, mtu {})",
-            route.src, route.interface, route.ifindex, route.mtu
-        )
-    });
+    log.debug(|| format!("route to {dst}: {route}"));
     let sender = RawSender::open(route.src, s.interface.as_deref())?;
     let mut pcap = match &s.pcap {
         Some(p) => Some(PcapWriter::create(p)?),

@@ -69,6 +69,17 @@ impl Route {
     }
 }
 
+impl std::fmt::Display for Route {
+    /// `source 198.18.0.1 via veth0 (ifindex 2, mtu 1500)`, for `-v` logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "source {} via {} (ifindex {}, mtu {})",
+            self.src, self.interface, self.ifindex, self.mtu
+        )
+    }
+}
+
 /// The interface that holds `addr`.
 fn interface_of(addr: IpAddr) -> Option<String> {
     let addrs = nix::ifaddrs::getifaddrs().ok()?;
@@ -94,38 +105,19 @@ pub struct PortReservation {
 }
 
 impl PortReservation {
-    /// Reserves `port`, or a free ephemeral port when `port` is 0.
+    /// Reserves TCP `port`, or a free ephemeral port when `port` is 0.
     pub fn reserve(src: IpAddr, port: u16) -> Result<PortReservation, IoError> {
-        let pe = |source| IoError::Port {
-            addr: src,
-            port,
-            source,
-        };
-        let domain = if src.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
-        };
-        let sock = Socket::new(domain, Type::STREAM, None).map_err(pe)?;
-        sock.bind(&SocketAddr::new(src, port).into()).map_err(pe)?;
-        let bound = sock
-            .local_addr()
-            .map_err(pe)?
-            .as_socket()
-            .map(|a| a.port())
-            .unwrap_or(port);
-        Ok(PortReservation {
-            _sock: sock,
-            port: bound,
-        })
+        Self::bind(src, port, Type::STREAM)
     }
-}
 
-impl PortReservation {
     /// Reserves a UDP `port` (a free one when 0) by binding a UDP socket to it,
     /// so no local socket receives the replies to our raw queries and the kernel
     /// answers them with no ICMP port unreachable.
     pub fn reserve_udp(src: IpAddr, port: u16) -> Result<PortReservation, IoError> {
+        Self::bind(src, port, Type::DGRAM)
+    }
+
+    fn bind(src: IpAddr, port: u16, kind: Type) -> Result<PortReservation, IoError> {
         let pe = |source| IoError::Port {
             addr: src,
             port,
@@ -136,9 +128,11 @@ impl PortReservation {
         } else {
             Domain::IPV6
         };
-        let sock = Socket::new(domain, Type::DGRAM, None).map_err(pe)?;
-        // never read: datagrams queued here are dropped, not answered
-        let _ = sock.set_recv_buffer_size(0);
+        let sock = Socket::new(domain, kind, None).map_err(pe)?;
+        if kind == Type::DGRAM {
+            // never read: datagrams queued here are dropped, not answered
+            let _ = sock.set_recv_buffer_size(0);
+        }
         sock.bind(&SocketAddr::new(src, port).into()).map_err(pe)?;
         let bound = sock
             .local_addr()
