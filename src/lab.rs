@@ -132,8 +132,11 @@ pub fn spawn_in_netns<T: Send + 'static>(
 }
 
 impl Lab {
-    /// Builds the lab. On failure everything made so far is removed.
+    /// Builds the lab. On failure everything made so far is removed. Namespaces
+    /// left by a lab whose process was killed (SIGKILL runs no destructor) are
+    /// removed first: their names carry the pid of a process that is gone.
     pub fn up(spec: &LabSpec) -> Result<Lab, LabError> {
+        remove_stale_namespaces();
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -271,6 +274,28 @@ impl Lab {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.server_ns]).arg(program);
         c
+    }
+}
+
+/// Deletes `synscope-<pid>-…` namespaces whose process no longer exists.
+pub fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("synscope-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&["ip", "netns", "del", &name], None);
+        }
     }
 }
 

@@ -161,3 +161,31 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
         "{status}"
     );
 }
+
+#[test]
+fn a_killed_demo_leaves_namespaces_that_the_next_lab_removes() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "-c", "20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!("synscope-{}-", child.id());
+    // wait (bounded) until its lab is up, then SIGKILL it: no destructor runs
+    let t0 = std::time::Instant::now();
+    while lab_namespaces().iter().all(|n| !n.starts_with(&prefix))
+        && t0.elapsed() < std::time::Duration::from_secs(10)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // its child ping may still run for a moment inside the namespace
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    synscope::lab::remove_stale_namespaces();
+    let left: Vec<String> = lab_namespaces()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

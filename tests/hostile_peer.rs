@@ -341,3 +341,20 @@ fn dns_keeps_the_right_answer_against_a_hostile_server() {
         );
     }
 }
+
+#[test]
+fn trace_sees_the_genuine_rst_through_the_garbage() {
+    let lab = hostile_lab();
+    let stop = Arc::new(AtomicBool::new(false));
+    let responder = tcp_responder(&lab, stop.clone());
+    let target = format!("{SERVER_V4}:{HOSTILE}");
+    let (code, out, err, took) = run(&lab, &["trace", &target, "--json", "--max-wait", "3s"]);
+    stop.store(true, Ordering::Relaxed);
+    responder.join().unwrap();
+    // refused by the genuine RST: status 1, and well within --max-wait
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let text = doc.to_string();
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+}

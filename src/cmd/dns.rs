@@ -46,6 +46,8 @@ pub async fn run(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, 
     match &s.bulk {
         Some(src) => bulk(s, src, out, log).await,
         None => {
+            // every server gets its own sockets as its query starts
+            crate::io::privileges::keep_only_network()?;
             // one query ends within its timeouts anyway; an interrupt just ends it sooner
             tokio::select! {
                 r = single(s, out, log) => r,

@@ -215,6 +215,9 @@ pub async fn run(
     let dst = s.target.ip();
     let route = Route::lookup(dst, s.interface.as_deref())?;
     log.debug(|| format!("route to {dst}: {route}"));
+    // each repetition opens a capture and a flow-scoped nftables rule: keep
+    // just what those need
+    crate::io::privileges::keep_only_network()?;
     let sender = RawSender::open(route.src, s.interface.as_deref())?;
     let mut pcap = match &s.pcap {
         Some(p) => Some(PcapWriter::create(p)?),

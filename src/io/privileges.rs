@@ -15,12 +15,32 @@ pub fn drop_all() -> Result<(), IoError> {
         CapSet::Effective,
         CapSet::Permitted,
     ] {
-        caps::clear(None, set).map_err(|e| IoError::Socket {
-            op: "drop capabilities",
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        caps::clear(None, set).map_err(|e| fail(&e))?;
     }
     Ok(())
+}
+
+/// Keeps only CAP_NET_RAW and CAP_NET_ADMIN (for commands that open new raw
+/// sockets or nftables rules as they go: trace, several DNS servers at once).
+pub fn keep_only_network() -> Result<(), IoError> {
+    use caps::Capability::{CAP_NET_ADMIN, CAP_NET_RAW};
+    let keep: caps::CapsHashSet = [CAP_NET_RAW, CAP_NET_ADMIN].into_iter().collect();
+    for set in [CapSet::Ambient, CapSet::Inheritable] {
+        caps::clear(None, set).map_err(|e| fail(&e))?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted] {
+        let now = caps::read(None, set).map_err(|e| fail(&e))?;
+        let kept: caps::CapsHashSet = now.intersection(&keep).copied().collect();
+        caps::set(None, set, &kept).map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
+fn fail(e: &caps::errors::CapsError) -> IoError {
+    IoError::Socket {
+        op: "drop capabilities",
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 /// The effective capabilities left (for `-v` and tests).
