@@ -58,6 +58,8 @@ pub struct Lab {
     pub server_ns: String,
     listeners: Vec<TcpListener>,
     created: Vec<String>,
+    /// Deletes the namespaces if this process dies without dropping the lab.
+    reaper: Option<std::process::Child>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -147,6 +149,7 @@ impl Lab {
             server_ns: format!("synscope-{id}-srv"),
             listeners: Vec::new(),
             created: Vec::new(),
+            reaper: None,
         };
         let (c, s) = (lab.client_ns.clone(), lab.server_ns.clone());
         for ns in [&c, &s] {
@@ -154,6 +157,7 @@ impl Lab {
             lab.created.push(ns.clone());
             run(&["ip", "-n", ns, "link", "set", "lo", "up"], None)?;
         }
+        lab.reaper = spawn_reaper(&[&c, &s]);
         run(
             &[
                 "ip", "link", "add", VETH, "netns", &c, "address", CLIENT_MAC, "type", "veth",
@@ -325,8 +329,34 @@ fn nft_ruleset(spec: &LabSpec) -> String {
     )
 }
 
+/// A watchdog in its own session: once this process is gone (even by SIGKILL,
+/// which runs no destructor) it deletes the namespaces. It polls every 100 ms
+/// for at most 24 hours, and is killed when the lab is dropped normally.
+fn spawn_reaper(namespaces: &[&str]) -> Option<std::process::Child> {
+    let dels: Vec<String> = namespaces
+        .iter()
+        .map(|n| format!("ip netns del {n} 2>/dev/null"))
+        .collect();
+    let script = format!(
+        "i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt 864000 ]; do sleep 0.1; i=$((i+1)); done; {dels}",
+        pid = std::process::id(),
+        dels = dels.join("; ")
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some(mut r) = self.reaper.take() {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
         self.listeners.clear();
         for ns in self.created.drain(..).rev() {
             let _ = run(&["ip", "netns", "del", &ns], None);

@@ -163,7 +163,7 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
 }
 
 #[test]
-fn a_killed_demo_leaves_namespaces_that_the_next_lab_removes() {
+fn a_killed_demo_leaves_no_namespace_behind() {
     let mut child = Command::new(BIN)
         .args(["demo", "-c", "20"])
         .stdout(std::process::Stdio::null())
