@@ -309,6 +309,23 @@ struct Pending {
     query: QueryRepr,
 }
 
+/// One NDJSON line of bulk output (fields in this order).
+#[derive(serde::Serialize)]
+struct NdjsonLine<'a> {
+    line: u64,
+    name: &'a str,
+    #[serde(rename = "type")]
+    qtype: &'a str,
+    server: SocketAddr,
+    status: Option<String>,
+    answers: Vec<String>,
+    time_us: Option<f64>,
+    rtt_source: Option<crate::probe::syn::RttSource>,
+    attempts: u32,
+    transport: &'static str,
+    truncated: Option<bool>,
+}
+
 async fn bulk(
     s: &DnsSettings,
     src: &BulkSource,
@@ -477,20 +494,22 @@ async fn bulk(
                 }
                 _ => sum.timeouts += 1,
             }
-            let line = json!({
-                "line": p.line_no,
-                "name": r.name,
-                "type": r.qtype,
-                "server": r.server.to_string(),
-                "status": r.reply().map(|x| rcode_name(x.rcode)),
-                "answers": r.answer_set(),
-                "time_us": r.time().map(crate::report::micros),
-                "rtt_source": r.udp.as_ref().map(|u| u.rtt_source),
-                "attempts": r.attempts,
-                "transport": r.transport(),
-                "truncated": r.udp.as_ref().map(|u| u.reply.flags.tc),
-            });
-            writeln!(out, "{line}")?;
+            // a plain struct, serialised straight to the output: no JSON tree per name
+            let line = NdjsonLine {
+                line: p.line_no,
+                name: &r.name,
+                qtype: &r.qtype,
+                server: r.server,
+                status: r.reply().map(|x| rcode_name(x.rcode)),
+                answers: r.answer_set(),
+                time_us: r.time().map(crate::report::micros),
+                rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
+                attempts: r.attempts,
+                transport: r.transport(),
+                truncated: r.udp.as_ref().map(|u| u.reply.flags.tc),
+            };
+            serde_json::to_writer(&mut out, &line).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
         }
         if input_done && ex.outstanding() == 0 {
             break;
