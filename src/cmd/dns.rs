@@ -147,6 +147,7 @@ async fn one_query(
         ttl: 64,
         timeout: s.timeout,
         retries: s.retries,
+        answers_only: false,
     });
     let query = query_of(s, name, qtype);
     let (_, dgram) = ex.query(Timestamp::now(), 0, server, port.port, &query);
@@ -366,6 +367,7 @@ async fn bulk(
         ttl: 64,
         timeout: s.timeout,
         retries: s.retries,
+        answers_only: true,
     });
     let mut pending: std::collections::HashMap<crate::probe::dns::QueryKey, Pending> =
         std::collections::HashMap::new();

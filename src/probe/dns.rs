@@ -24,6 +24,9 @@ pub struct DnsProbeConfig {
     pub timeout: Duration,
     /// Attempts after the first one.
     pub retries: u32,
+    /// Read only the answer section (bulk mode prints nothing else): the
+    /// authority and additional sections are left out of the reply.
+    pub answers_only: bool,
 }
 
 /// One query's identity on the wire.
@@ -343,7 +346,12 @@ impl DnsExchange {
                 DnsIgnored::OtherFlow
             });
         }
-        let Ok(reply) = ReplyRepr::parse(&u.payload) else {
+        let parsed = if self.cfg.answers_only {
+            ReplyRepr::parse_answers(&u.payload)
+        } else {
+            ReplyRepr::parse(&u.payload)
+        };
+        let Ok(reply) = parsed else {
             return self.ignore(DnsIgnored::Malformed);
         };
         if !reply.is_response {
@@ -395,6 +403,7 @@ mod tests {
             ttl: 64,
             timeout: Duration::from_millis(100),
             retries,
+            answers_only: false,
         })
     }
 

@@ -163,11 +163,21 @@ impl ReplyRepr {
     /// header and question can is returned with `partial` set when its TC bit is
     /// on (a truncated UDP reply); anything else unreadable is an error.
     pub fn parse(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
+        Self::parse_sections(bytes, true)
+    }
+
+    /// As [`ReplyRepr::parse`], but the authority and additional sections are
+    /// left empty (they are still checked to be well-formed): what bulk mode needs.
+    pub fn parse_answers(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
+        Self::parse_sections(bytes, false)
+    }
+
+    fn parse_sections(bytes: &[u8], all: bool) -> Result<ReplyRepr, WireError> {
         if bytes.len() < HEADER_LEN {
             return Err(WireError::Truncated("dns"));
         }
         match Message::from_vec(bytes) {
-            Ok(m) => Ok(Self::from_message(&m, bytes.len())),
+            Ok(m) => Ok(Self::from_message(&m, bytes.len(), all)),
             Err(_) => Self::parse_head(bytes),
         }
     }
@@ -206,7 +216,7 @@ impl ReplyRepr {
         })
     }
 
-    fn from_message(m: &Message, size: usize) -> ReplyRepr {
+    fn from_message(m: &Message, size: usize, all: bool) -> ReplyRepr {
         let md = &m.metadata;
         let edns = m.edns.as_ref().map(|e| EdnsInfo {
             version: e.version(),
@@ -233,8 +243,16 @@ impl ReplyRepr {
             }),
             question_count: m.queries.len() as u16,
             answer: records(&m.answers),
-            authority: records(&m.authorities),
-            additional: records(&m.additionals),
+            authority: if all {
+                records(&m.authorities)
+            } else {
+                Vec::new()
+            },
+            additional: if all {
+                records(&m.additionals)
+            } else {
+                Vec::new()
+            },
             edns,
             size,
             partial: false,
