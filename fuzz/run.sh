@@ -23,7 +23,7 @@ for t in ip tcp udp icmp datagram correlate dns; do
     result="CRASH (see fuzz/artifacts/$t)"; status=1
     tail -20 "$corpus/log"
   fi
-  secs=$(echo "$(date +%s.%N) - $start" | bc)
+  secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
   execs=$(grep -o 'Done [0-9]* runs' "$corpus/log" | grep -o '[0-9]*' || echo "?")
   printf "%-10s %12s executions in %7.1fs  %s\n" "$t" "$execs" "$secs" "$result"
   rm -rf "$corpus"
