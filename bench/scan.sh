@@ -14,7 +14,8 @@ export REJECT_PORTS="111 2049 4444 9999 40000"
 MANY_HOSTS=198.19.0.0/16
 OUT=$(mktemp -d)
 . bench/lab.sh
-trap 'lab_down; rm -rf "$OUT"' EXIT
+TRICKLE=
+trap '[ -n "$TRICKLE" ] && kill $TRICKLE 2>/dev/null; lab_down; rm -rf "$OUT"' EXIT
 cargo build --release -q
 BIN=$PWD/target/release/synscope
 lab_up
@@ -46,6 +47,11 @@ if command -v nmap >/dev/null; then
   done
 fi
 if command -v masscan >/dev/null; then
+  # masscan's receive thread wakes only on a packet: a trickle of pings from the
+  # server (dropped by the client's nftables) lets it notice its --wait is over
+  printf 'table inet trickle {\n chain input {\n type filter hook input priority filter; policy accept;\n ip saddr %s icmp type echo-request drop\n }\n}\n' $T4 | in_cli nft -f -
+  ip netns exec "$SRV" ping -q -i 0.1 -w 600 198.18.0.1 >/dev/null 2>&1 &
+  TRICKLE=$!
   for rate in 100000 1000000; do
     for r in $(seq 1 "$REPS"); do
       rm -f "$OUT/masscan.lst"
@@ -53,6 +59,7 @@ if command -v masscan >/dev/null; then
         --adapter veth0 --router-mac 02:53:53:00:00:02 -oL "$OUT/masscan.lst"
     done
   done
+  kill $TRICKLE 2>/dev/null || true
 fi
 
 lab_down
