@@ -44,6 +44,15 @@ pub struct Question {
 }
 
 impl Question {
+    /// The question as hickory decoded it.
+    fn of(q: &Query) -> Question {
+        Question {
+            name: q.name().clone(),
+            qtype: q.query_type(),
+            qclass: q.query_class(),
+        }
+    }
+
     pub fn new(name: Name, qtype: RecordType) -> Question {
         Question {
             name,
@@ -186,11 +195,7 @@ impl ReplyRepr {
             let mut question = None;
             for _ in 0..h.counts.queries {
                 let q = Query::read(&mut d).ok()?;
-                question.get_or_insert(Question {
-                    name: q.name().clone(),
-                    qtype: q.query_type(),
-                    qclass: q.query_class(),
-                });
+                question.get_or_insert(Question::of(&q));
             }
             let mut answer = Vec::with_capacity(usize::from(h.counts.answers).min(16));
             for _ in 0..h.counts.answers {
@@ -203,22 +208,7 @@ impl ReplyRepr {
                 }
                 answer.extend(record_repr(&r));
             }
-            let md = &h.metadata;
-            Some(ReplyRepr {
-                id: md.id,
-                is_response: md.message_type == MessageType::Response,
-                opcode: u8::from(md.op_code),
-                flags: flags_of(md),
-                rcode: u16::from(md.response_code),
-                question,
-                question_count: h.counts.queries,
-                answer,
-                authority: Vec::new(),
-                additional: Vec::new(),
-                edns: None,
-                size: bytes.len(),
-                partial: false,
-            })
+            Some(Self::from_header(&h, question, answer, bytes.len(), false))
         })();
         match head {
             Some(r) => Ok(r),
@@ -234,16 +224,29 @@ impl ReplyRepr {
         }
         let question = if h.counts.queries >= 1 {
             let q = Query::read(&mut d).map_err(|_| WireError::BadLength("dns"))?;
-            Some(Question {
-                name: q.name().clone(),
-                qtype: q.query_type(),
-                qclass: q.query_class(),
-            })
+            Some(Question::of(&q))
         } else {
             None
         };
+        Ok(Self::from_header(
+            &h,
+            question,
+            Vec::new(),
+            bytes.len(),
+            true,
+        ))
+    }
+
+    /// A reply of a header, its question and answers, and nothing else.
+    fn from_header(
+        h: &Header,
+        question: Option<Question>,
+        answer: Vec<RecordRepr>,
+        size: usize,
+        partial: bool,
+    ) -> ReplyRepr {
         let md = &h.metadata;
-        Ok(ReplyRepr {
+        ReplyRepr {
             id: md.id,
             is_response: md.message_type == MessageType::Response,
             opcode: u8::from(md.op_code),
@@ -251,13 +254,13 @@ impl ReplyRepr {
             rcode: u16::from(md.response_code),
             question,
             question_count: h.counts.queries,
-            answer: Vec::new(),
+            answer,
             authority: Vec::new(),
             additional: Vec::new(),
             edns: None,
-            size: bytes.len(),
-            partial: true,
-        })
+            size,
+            partial,
+        }
     }
 
     fn from_message(m: &Message, size: usize) -> ReplyRepr {
@@ -280,11 +283,7 @@ impl ReplyRepr {
             opcode: u8::from(md.op_code),
             flags: flags_of(md),
             rcode: u16::from(md.response_code),
-            question: m.queries.first().map(|q| Question {
-                name: q.name().clone(),
-                qtype: q.query_type(),
-                qclass: q.query_class(),
-            }),
+            question: m.queries.first().map(Question::of),
             question_count: m.queries.len() as u16,
             answer: records(&m.answers),
             authority: records(&m.authorities),
