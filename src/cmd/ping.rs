@@ -32,16 +32,7 @@ pub async fn run(
         protocol: Protocol::TCP,
         outbound: true,
     };
-    // Every interface unless one was named: on loopback and veth the path is
-    // obvious, elsewhere replies may come back on another interface than the route's.
-    let mut capture = Capture::open(
-        if s.interface.is_some() {
-            route.ifindex
-        } else {
-            0
-        },
-        &filter,
-    )?;
+    let mut capture = Capture::open(route.capture_ifindex(), &filter)?;
     let mut pcap = match &s.pcap {
         Some(p) => Some(crate::io::pcap::PcapWriter::create(p)?),
         None => None,

@@ -107,12 +107,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         protocol: Protocol::TCP,
         outbound: false,
     };
-    let ifindex = if s.interface.is_some() {
-        route.ifindex
-    } else {
-        0
-    };
-    let mut capture = BlockingCapture::open(ifindex, &filter, 64 << 20)?;
+    let mut capture = BlockingCapture::open(route.capture_ifindex(), &filter, 64 << 20)?;
     // every socket is open and no other thread runs yet: give up every capability
     crate::io::privileges::drop_all()?;
     log.debug(|| {

@@ -115,14 +115,7 @@ async fn one_trace(
         protocol: Protocol::TCP,
         outbound: true,
     };
-    let mut capture = Capture::open(
-        if s.interface.is_some() {
-            route.ifindex
-        } else {
-            0
-        },
-        &filter,
-    )?;
+    let mut capture = Capture::open(route.capture_ifindex(), &filter)?;
     let rst_filter = RstFilter::install(local, dst)?;
     log.debug(|| {
         format!(

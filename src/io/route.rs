@@ -14,12 +14,15 @@ pub struct Route {
     pub interface: String,
     pub ifindex: u32,
     pub mtu: u32,
+    /// The user named the interface (`-I`).
+    pub pinned: bool,
 }
 
 impl Route {
     /// Asks the routing table (by connecting a UDP socket, which sends nothing),
     /// optionally restricted to one interface.
     pub fn lookup(dst: IpAddr, interface: Option<&str>) -> Result<Route, IoError> {
+        let pinned = interface.is_some();
         let re = |source| IoError::Route { addr: dst, source };
         let domain = if dst.is_ipv4() {
             Domain::IPV4
@@ -59,7 +62,14 @@ impl Route {
             interface,
             ifindex,
             mtu,
+            pinned,
         })
+    }
+
+    /// Where to capture: the named interface, or every interface (0), since
+    /// replies may come back on another interface than the route's.
+    pub fn capture_ifindex(&self) -> u32 {
+        if self.pinned { self.ifindex } else { 0 }
     }
 
     /// The MSS a local stack would announce on this path.
