@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 use std::process::{Command, Output, Stdio};
+mod common;
+
 use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, VETH, in_netns};
 
 fn lab() -> Lab {
@@ -195,51 +197,12 @@ fn loopback_target() {
     drop(listener);
 }
 
-/// Reads a nanosecond pcap (tcpdump --time-stamp-precision=nano, Ethernet) into
-/// (timestamp ns, IP datagram) pairs.
-fn read_pcap(path: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
-    let d = std::fs::read(path).unwrap();
-    assert_eq!(&d[..4], &0xa1b23c4du32.to_le_bytes(), "nanosecond pcap");
-    let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= d.len() {
-        let w = |i: usize| u32::from_le_bytes(d[off + i..off + i + 4].try_into().unwrap()) as u64;
-        let (sec, ns, incl) = (w(0), w(4), w(8) as usize);
-        let pkt = &d[off + 16..(off + 16 + incl).min(d.len())];
-        out.push((
-            sec * 1_000_000_000 + ns,
-            pkt.get(14..).unwrap_or(&[]).to_vec(),
-        ));
-        off += 16 + incl;
-    }
-    out
-}
-
 #[test]
 fn rtts_match_a_tcpdump_capture_of_the_same_packets() {
     use synscope::wire::datagram::Checksums;
     use synscope::wire::{Datagram, TcpFlags, Transport};
     let lab = lab();
-    let pcap = std::env::temp_dir().join(format!("synscope-rtt-{}.pcap", std::process::id()));
-    let mut dump = lab
-        .client_command("tcpdump")
-        .args([
-            "-i",
-            VETH,
-            "-j",
-            "host",
-            "--time-stamp-precision=nano",
-            "-U",
-            "-w",
-        ])
-        .arg(&pcap)
-        .arg("tcp port 80")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tcpdump");
-    // wait (bounded) until tcpdump is capturing
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let dump = common::Tcpdump::start(&lab, "rtt", "tcp port 80");
     let out = ping(
         &lab,
         &[
@@ -251,16 +214,12 @@ fn rtts_match_a_tcpdump_capture_of_the_same_packets() {
             "--ndjson",
         ],
     );
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let _ = Command::new("kill")
-        .args(["-INT", &dump.id().to_string()])
-        .status();
-    let _ = dump.wait();
+    let captured = dump.stop();
     assert_eq!(out.status.code(), Some(0));
 
     let mut syn_at = std::collections::HashMap::new();
     let mut truth = std::collections::HashMap::new();
-    for (ts, pkt) in read_pcap(&pcap) {
+    for (ts, pkt) in captured {
         let Ok(d) = Datagram::parse_with(&pkt, Checksums::Offloaded) else {
             continue;
         };
@@ -276,7 +235,6 @@ fn rtts_match_a_tcpdump_capture_of_the_same_packets() {
             }
         }
     }
-    let _ = std::fs::remove_file(&pcap);
     let mut compared = 0;
     for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let v: Value = serde_json::from_slice(line).unwrap();

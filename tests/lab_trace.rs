@@ -8,6 +8,8 @@ use std::process::Command;
 use synscope::io::nft::RstFilter;
 use synscope::lab::{Lab, LabSpec, in_netns};
 
+mod common;
+
 fn lab() -> Lab {
     Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)")
 }
@@ -531,33 +533,11 @@ fn rst_filter_table_vanishes_after_sigkill() {
     assert_eq!(tables(&ns).trim(), "", "no table at all is left");
 }
 
-/// Reads a nanosecond pcap with Ethernet (tcpdump on veth) or raw-IP link type
-/// into (timestamp ns, IP datagram) pairs.
-fn read_pcap(path: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
-    let d = std::fs::read(path).unwrap();
-    assert_eq!(&d[..4], &0xa1b23c4du32.to_le_bytes(), "nanosecond pcap");
-    let link = u32::from_le_bytes(d[20..24].try_into().unwrap());
-    let skip = if link == 1 { 14 } else { 0 };
-    let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= d.len() {
-        let w = |i: usize| u32::from_le_bytes(d[off + i..off + i + 4].try_into().unwrap()) as u64;
-        let (sec, ns, incl) = (w(0), w(4), w(8) as usize);
-        let pkt = &d[off + 16..(off + 16 + incl).min(d.len())];
-        out.push((
-            sec * 1_000_000_000 + ns,
-            pkt.get(skip..).unwrap_or(&[]).to_vec(),
-        ));
-        off += 16 + incl;
-    }
-    out
-}
-
-/// (flags, seq, ack, len) → capture timestamps, from a pcap.
-fn capture_index(path: &std::path::Path) -> Vec<((String, u32, u32, u32), u64)> {
+/// (flags, seq, ack, len) → capture timestamps, from captured packets.
+fn capture_index(packets: Vec<(u64, Vec<u8>)>) -> Vec<((String, u32, u32, u32), u64)> {
     use synscope::wire::datagram::Checksums;
     use synscope::wire::{Datagram, Transport};
-    read_pcap(path)
+    packets
         .into_iter()
         .filter_map(|(ts, pkt)| {
             let d = Datagram::parse_with(&pkt, Checksums::Offloaded).ok()?;
@@ -579,25 +559,7 @@ fn capture_index(path: &std::path::Path) -> Vec<((String, u32, u32, u32), u64)> 
 fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
     let lab = lab();
     let _srv = Server::start(&lab, 7007, Behaviour::Echo);
-    let pcap = std::env::temp_dir().join(format!("synscope-trace-{}.pcap", std::process::id()));
-    let mut dump = lab
-        .client_command("tcpdump")
-        .args([
-            "-i",
-            synscope::lab::VETH,
-            "-j",
-            "host",
-            "--time-stamp-precision=nano",
-            "-U",
-            "-w",
-        ])
-        .arg(&pcap)
-        .arg("tcp port 7007")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(1000));
+    let dump = common::Tcpdump::start(&lab, "trace", "tcp port 7007");
     let out = trace(
         &lab,
         &[
@@ -609,19 +571,14 @@ fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
             "200ms",
         ],
     );
-    std::thread::sleep(Duration::from_millis(1200));
-    let _ = Command::new("kill")
-        .args(["-INT", &dump.id().to_string()])
-        .status();
-    let _ = dump.wait();
+    let captured = dump.stop();
     assert_eq!(
         out.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let index = capture_index(&pcap);
-    let _ = std::fs::remove_file(&pcap);
+    let index = capture_index(captured);
     let run = &json_of(&out)["traces"][0];
     let segs = run["segments"].as_array().unwrap();
     assert!(segs.len() >= 8, "{run}");
