@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_synscope");
 
 #[test]
@@ -110,12 +112,7 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
         .args(["ping", &target, "-c", "2", "-i", "50ms"])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains(" open rtt="));
     let out = lab
         .client_command(&argv[0])
@@ -131,12 +128,7 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
 
     // as root, a running ping holds no capability once its sockets are open
     let child = lab
@@ -151,9 +143,7 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
         .lines()
         .filter(|l| l.starts_with("CapEff:") || l.starts_with("CapPrm:"))
         .collect();
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    common::signal(&child, "-INT");
     let _ = child.wait_with_output();
     assert_eq!(
         caps,

@@ -7,6 +7,8 @@ use std::process::{Output, Stdio};
 use synscope::lab::{Lab, LabSpec, VETH, in_netns};
 use synscope::lab_dns::LabDns;
 
+mod common;
+
 fn lab() -> (LabDns, Lab) {
     let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
     let dns = LabDns::start(&lab).expect("nsd in the lab (apt-get install nsd)");
@@ -783,18 +785,11 @@ fn sigterm_stops_bulk_with_the_summary_so_far() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(600));
     let t0 = std::time::Instant::now();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    common::signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_file(&file);
     assert!(t0.elapsed() < std::time::Duration::from_secs(3));
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 1);
     let text = String::from_utf8_lossy(&out.stdout);
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["summary"]["interrupted"], true);

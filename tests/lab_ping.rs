@@ -4,7 +4,7 @@
 //! (CI installs them); each test builds and removes its own lab.
 
 use serde_json::Value;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 mod common;
 
 use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, VETH, in_netns};
@@ -162,12 +162,7 @@ fn fixed_source_port_interface_and_ttl() {
             "--json",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let doc = json_of(&out);
     assert_eq!(doc["target"]["interface"], VETH);
     for p in doc["probes"].as_array().unwrap() {
@@ -185,12 +180,7 @@ fn loopback_target() {
     })
     .unwrap();
     let out = ping(&lab, &["127.0.0.1:8080", "-c", "3", "-i", "20ms", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let doc = json_of(&out);
     assert_eq!(doc["summary"]["open"], 3);
     assert_eq!(doc["target"]["interface"], "lo");
@@ -269,9 +259,7 @@ fn sigint_prints_the_summary_so_far() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));
     // `ip netns exec` execs the binary: the child's pid is synscope's
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    common::signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
 use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 
+mod common;
+
 fn scan(lab: &Lab, args: &[&str]) -> Output {
     lab.client_command(env!("CARGO_BIN_EXE_synscope"))
         .arg("scan")
@@ -16,12 +18,7 @@ fn scan(lab: &Lab, args: &[&str]) -> Output {
 }
 
 fn ndjson(out: &Output) -> Vec<Value> {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(out, 0);
     out.stdout
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())

@@ -178,6 +178,18 @@ fn states_of(run: &Value, side: &str) -> Vec<String> {
         .collect()
 }
 
+/// Our source port in a trace's JSON (`"source": "198.18.0.1:40123"`).
+fn source_port(run: &Value) -> u16 {
+    run["source"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn stage_ns(run: &Value, name: &str) -> Option<u64> {
     run["stages"]
         .as_array()
@@ -243,12 +255,7 @@ fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
         hit
     });
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let doc = json_of(&out);
     let run = &doc["traces"][0];
     assert_eq!(run["teardown"], "we-closed-first", "{run}");
@@ -290,14 +297,7 @@ fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
     let tw = stage_ns(run, "TIME_WAIT held").unwrap();
     assert!((300_000_000..400_000_000).contains(&tw), "{tw}");
     // the server's socket is gone (it was LAST_ACK until our last ACK)
-    let port = run["source"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = source_port(run);
     assert!(
         ss_server(&lab, port).is_empty(),
         "{:?}",
@@ -310,12 +310,7 @@ fn peer_closes_first_banner_server_in_time_wait() {
     let lab = lab();
     let _srv = Server::start(&lab, 7002, Behaviour::BannerClose);
     let out = trace(&lab, &["198.18.0.2:7002", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let doc = json_of(&out);
     let run = &doc["traces"][0];
     assert_eq!(run["teardown"], "peer-closed-first", "{run}");
@@ -345,14 +340,7 @@ fn peer_closes_first_banner_server_in_time_wait() {
         "{run}"
     );
     // the server side holds TIME_WAIT (Linux: 60 s), as the trace says
-    let port: u16 = run["source"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = source_port(run);
     let lines = ss_server(&lab, port);
     assert!(
         lines.len() == 1 && lines[0].starts_with("TIME-WAIT"),
@@ -365,12 +353,7 @@ fn server_resets_instead_of_closing() {
     let lab = lab();
     let _srv = Server::start(&lab, 7004, Behaviour::Reset);
     let out = trace(&lab, &["198.18.0.2:7004", "--json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
     assert_eq!(run["teardown"], "reset-by-peer", "{run}");
     let last = run["segments"].as_array().unwrap().last().unwrap().clone();
@@ -393,12 +376,7 @@ fn request_response_then_abort_with_rst() {
             "--json",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
     assert_eq!(run["teardown"], "aborted-by-us", "{run}");
     assert_eq!(run["received_bytes"], 7);
@@ -409,14 +387,7 @@ fn request_response_then_abort_with_rst() {
         (Some("sent"), Some("R."))
     );
     // our RST+ACK passed the RST filter: nothing is left on the server
-    let port: u16 = run["source"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = source_port(run);
     assert!(
         ss_server(&lab, port).is_empty(),
         "{:?}",
@@ -431,14 +402,6 @@ fn tables(ns: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn kill(child: &std::process::Child, sig: &str) {
-    let st = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 #[test]
@@ -494,7 +457,7 @@ fn rst_filter_is_scoped_to_the_flow_and_gone_after_sigint() {
     };
     assert_eq!(run_port, 1);
 
-    kill(&child, "-INT");
+    common::signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -523,7 +486,7 @@ fn rst_filter_table_vanishes_after_sigkill() {
     wait_for("the trace's nftables table", 5, || {
         tables(&ns).contains("synscope_")
     });
-    kill(&child, "-KILL");
+    common::signal(&child, "-KILL");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), None, "killed by a signal");
     // the kernel deletes an owner table when its netlink socket closes
@@ -572,12 +535,7 @@ fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
         ],
     );
     let captured = dump.stop();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let index = capture_index(captured);
     let run = &json_of(&out)["traces"][0];
     let segs = run["segments"].as_array().unwrap();
@@ -662,12 +620,7 @@ fn count_gives_per_stage_statistics_and_pcap_is_readable() {
         .arg(&pcap)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let doc = json_of(&out);
     assert_eq!(doc["traces"].as_array().unwrap().len(), 4);
     let st = &doc["stats"]["SYN → SYN-ACK"];
@@ -761,12 +714,7 @@ fn retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack() {
         last_ack
     });
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
     assert!(
         states_of(run, "server").contains(&"LAST_ACK".to_string()),
@@ -818,12 +766,7 @@ fn half_open_records_the_synack_retransmission_schedule() {
         String::from_utf8_lossy(&out.stdout).contains(":7010")
     });
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
     assert_eq!(run["teardown"], "half-open");
     let h = &run["half_open"];
@@ -873,12 +816,7 @@ fn half_open_recognises_syn_cookies() {
             "--json",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
     let h = &run["half_open"];
     assert_eq!(h["server_kept"], "syn-cookies", "{h}");
@@ -896,12 +834,7 @@ fn ping_writes_a_pcap_too() {
         .arg(&pcap)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 0);
     let r = Command::new("tcpdump")
         .args(["-n", "-r"])
         .arg(&pcap)

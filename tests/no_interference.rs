@@ -3,9 +3,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use synscope::lab::{Lab, LabSpec, SERVER_V4, spawn_in_netns};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_synscope");
 
@@ -120,17 +122,10 @@ fn sigterm_stops_a_scan_with_the_results_so_far() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let t0 = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    common::signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_status(&out, 1);
     let text = String::from_utf8_lossy(&out.stdout);
     let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(summary["type"], "summary");

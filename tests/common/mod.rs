@@ -1,7 +1,9 @@
-//! Shared by the lab tests: tcpdump as the independent capture of the truth.
+//! Shared by the lab tests: tcpdump as the independent capture of the truth,
+//! signals and exit-status checks. (Each test file uses part of it.)
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use synscope::lab::{Lab, VETH};
 
@@ -71,4 +73,23 @@ impl Tcpdump {
         let _ = std::fs::remove_file(&self.path);
         packets
     }
+}
+
+/// Sends `sig` (`-INT`, `-TERM`, `-KILL`) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// The process exited with `code`; if not, its stderr says why.
+pub fn assert_status(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
