@@ -138,15 +138,7 @@ impl Capture {
 
     /// Reads a packet if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
-        let raw = self.fd.get_ref().as_raw_fd();
-        match recv_one(raw, &mut self.buf) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-            Err(source) => Err(IoError::Socket {
-                op: "read capture socket",
-                source,
-            }),
-        }
+        try_recv_one(self.fd.get_ref().as_raw_fd(), &mut self.buf)
     }
 }
 
@@ -175,15 +167,8 @@ impl BlockingCapture {
         timeout: std::time::Duration,
     ) -> Result<Option<Captured>, IoError> {
         let fd = self.sock.as_raw_fd();
-        match recv_one(fd, &mut self.buf) {
-            Ok(c) => return Ok(Some(c)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(source) => {
-                return Err(IoError::Socket {
-                    op: "read capture socket",
-                    source,
-                });
-            }
+        if let Some(c) = try_recv_one(fd, &mut self.buf)? {
+            return Ok(Some(c));
         }
         let mut pfd = libc::pollfd {
             fd,
@@ -196,14 +181,7 @@ impl BlockingCapture {
         if r <= 0 {
             return Ok(None);
         }
-        match recv_one(fd, &mut self.buf) {
-            Ok(c) => Ok(Some(c)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
-            Err(source) => Err(IoError::Socket {
-                op: "read capture socket",
-                source,
-            }),
-        }
+        try_recv_one(fd, &mut self.buf)
     }
 
     /// Packets the kernel dropped for lack of buffer space since the last call
@@ -225,6 +203,18 @@ impl BlockingCapture {
             )
         };
         if r < 0 { 0 } else { st.tp_drops as u64 }
+    }
+}
+
+/// One packet if one is queued (None if not), without waiting.
+fn try_recv_one(fd: RawFd, buf: &mut [u8]) -> Result<Option<Captured>, IoError> {
+    match recv_one(fd, buf) {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(source) => Err(IoError::Socket {
+            op: "read capture socket",
+            source,
+        }),
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
 use crate::wire::{
-    Datagram, IcmpError, Protocol, SeqNumber, TcpFlags, TcpOptions, Transport, WireError,
+    Datagram, IcmpError, Protocol, SeqNumber, SynAnswer, TcpFlags, TcpOptions, Transport, WireError,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -190,14 +190,10 @@ impl Correlator {
                 let Some(&isn) = self.outstanding.get(&t.dst_port) else {
                     return Match::Ignored(Ignored::NoProbe);
                 };
-                let answer = if t.flags.contains(TcpFlags::SYN.union(TcpFlags::ACK))
-                    && !t.flags.contains(TcpFlags::RST)
-                {
-                    Answer::SynAck
-                } else if t.flags.contains(TcpFlags::RST.union(TcpFlags::ACK)) {
-                    Answer::Rst
-                } else {
-                    return Match::Ignored(Ignored::Unexpected);
+                let answer = match t.flags.answer_to_syn() {
+                    Some(SynAnswer::SynAck) => Answer::SynAck,
+                    Some(SynAnswer::Rst) => Answer::Rst,
+                    None => return Match::Ignored(Ignored::Unexpected),
                 };
                 if t.ack != (isn + 1) {
                     return Match::Ignored(Ignored::WrongAck);

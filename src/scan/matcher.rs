@@ -7,7 +7,7 @@ use crate::event::Timestamp;
 use crate::probe::Ignored;
 use crate::wire::datagram::Checksums;
 use crate::wire::{
-    Datagram, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
+    Datagram, IpRepr, Protocol, SeqNumber, SynAnswer, TcpFlags, TcpOptions, TcpRepr, Transport,
 };
 use std::net::IpAddr;
 
@@ -150,14 +150,10 @@ impl ScanMatcher {
                 let index = self
                     .index_of(d.ip.src, t.src_port)
                     .ok_or(Ignored::OtherFlow)?;
-                let verdict = if t.flags.contains(TcpFlags::SYN.union(TcpFlags::ACK))
-                    && !t.flags.contains(TcpFlags::RST)
-                {
-                    ScanVerdict::Open
-                } else if t.flags.contains(TcpFlags::RST.union(TcpFlags::ACK)) {
-                    ScanVerdict::Closed
-                } else {
-                    return Err(Ignored::Unexpected);
+                let verdict = match t.flags.answer_to_syn() {
+                    Some(SynAnswer::SynAck) => ScanVerdict::Open,
+                    Some(SynAnswer::Rst) => ScanVerdict::Closed,
+                    None => return Err(Ignored::Unexpected),
                 };
                 if t.ack
                     != SeqNumber(

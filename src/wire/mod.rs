@@ -16,7 +16,7 @@ pub use datagram::{Datagram, Transport};
 pub use icmp::{IcmpError, IcmpRepr, Quoted};
 pub use ip::{IpRepr, Protocol};
 pub use seq::SeqNumber;
-pub use tcp::{TcpFlags, TcpOptions, TcpRepr};
+pub use tcp::{SynAnswer, TcpFlags, TcpOptions, TcpRepr};
 pub use udp::UdpRepr;
 
 /// Why a byte buffer could not be read as a packet.

@@ -25,6 +25,25 @@ impl TcpFlags {
     pub fn union(self, other: TcpFlags) -> TcpFlags {
         TcpFlags(self.0 | other.0)
     }
+
+    /// What these flags say in answer to a SYN: SYN-ACK (someone listens),
+    /// RST+ACK (nobody does), or nothing a SYN can get (None).
+    pub fn answer_to_syn(self) -> Option<SynAnswer> {
+        if self.contains(Self::SYN.union(Self::ACK)) && !self.contains(Self::RST) {
+            Some(SynAnswer::SynAck)
+        } else if self.contains(Self::RST.union(Self::ACK)) {
+            Some(SynAnswer::Rst)
+        } else {
+            None
+        }
+    }
+}
+
+/// The two segments that can answer a SYN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynAnswer {
+    SynAck,
+    Rst,
 }
 
 impl fmt::Display for TcpFlags {
