@@ -276,15 +276,3 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
         })
     }
 }
-
-/// Drains whatever is queued (used after bursts, in tests and benchmarks).
-pub fn drain(c: &mut Capture, max: usize) -> Vec<Captured> {
-    let mut v = Vec::new();
-    while v.len() < max {
-        match c.try_recv() {
-            Ok(Some(p)) => v.push(p),
-            _ => break,
-        }
-    }
-    v
-}
