@@ -168,14 +168,24 @@ fn a_killed_demo_leaves_no_namespace_behind() {
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert!(
+        lab_namespaces().iter().any(|n| n.starts_with(&prefix)),
+        "the lab of the demo never came up"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    // its child ping may still run for a moment inside the namespace
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    synscope::lab::remove_stale_namespaces();
-    let left: Vec<String> = lab_namespaces()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
+    // its reaper notices within 100 ms and deletes the namespaces (bounded wait)
+    let t0 = std::time::Instant::now();
+    let mut left: Vec<String>;
+    loop {
+        left = lab_namespaces()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        if left.is_empty() || t0.elapsed() > std::time::Duration::from_secs(3) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(left.is_empty(), "left behind: {left:?}");
 }
