@@ -192,6 +192,9 @@ async fn one_query(
             outcome.sent_at.0, outcome.rtt_source, outcome.rtt, outcome.attempts
         )
     });
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| format!("{server}: {f}"));
+    }
     let mut result = result_of(outcome, qtype);
     if s.tcp_fallback && result.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
         log.debug(|| format!("truncated answer from {server}: repeating over TCP"));
