@@ -1,7 +1,7 @@
 //! A real authoritative DNS server (NSD) inside a [`Lab`]'s server namespace,
 //! serving `lab.test.` (A, AAAA, a CNAME chain, MX, NS, SOA, TXT that needs TCP
 //! without EDNS, TXT that needs TCP even with EDNS, SRV, CAA, an IDN name, a
-//! NODATA name, a TXT set of ~3.4 KB that arrives IP-fragmented over UDP when
+//! NODATA name, a 3.4 KB TXT record (16 strings) that arrives IP-fragmented over UDP when
 //! the query allows 4,096 bytes (NSD's EDNS sizes are raised to 4,096 for it);
 //! any other name is NXDOMAIN) and the reverse zone of
 //! 198.18.0.0/24. Its config and zones live in a temporary directory; dropping

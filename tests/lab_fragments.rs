@@ -164,6 +164,48 @@ fn fragmented_answer(server: &str, tcpdump_filter: &str) {
     assert!(err.contains("1 datagram(s) reassembled"), "{err}");
 }
 
+/// Regenerates `src/wire/fixtures/nsd_frag_v{4,6}_N.bin`: the IP fragments of
+/// NSD's answer to `frag.lab.test TXT` (id 0xf4a6, EDNS 4096), as the kernel
+/// sent them and tcpdump captured them on the client's veth.
+#[test]
+#[ignore]
+fn capture_fragment_fixtures() {
+    let (_dns, lab) = dns_lab();
+    let q: &[u8] = b"\xf4\xa6\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x04frag\x03lab\x04test\x00\x00\x10\x00\x01\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00";
+    for (family, client, server) in [
+        ("v4", "198.18.0.1:0", "198.18.0.2:53"),
+        ("v6", "[2001:db8::1]:0", "[2001:db8::2]:53"),
+    ] {
+        let dump = common::Tcpdump::start(
+            &lab,
+            &format!("fixture-{family}"),
+            "src port 53 or ip[6:2] & 0x1fff != 0 or ip6[6] == 44",
+        );
+        synscope::lab::in_netns(&lab.client_ns, move || {
+            let s = std::net::UdpSocket::bind(client).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            s.send_to(q, server).unwrap();
+            let mut b = [0u8; 4096];
+            s.recv_from(&mut b).unwrap();
+        })
+        .unwrap();
+        let frags: Vec<Vec<u8>> = dump
+            .stop()
+            .into_iter()
+            .map(|(_, p)| p)
+            .filter(|p| IpRepr::parse_detail(p).is_ok_and(|d| d.fragment.is_some()))
+            .collect();
+        assert!(frags.len() >= 2, "{family}: {} fragments", frags.len());
+        for (i, f) in frags.iter().enumerate() {
+            let path = format!(
+                "{}/src/wire/fixtures/nsd_frag_{family}_{i}.bin",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            std::fs::write(path, f).unwrap();
+        }
+    }
+}
+
 #[test]
 fn dns_fragmented_answer_v4_equals_kdig() {
     fragmented_answer("198.18.0.2", "ip");

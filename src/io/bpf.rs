@@ -699,6 +699,39 @@ mod tests {
     }
 
     #[test]
+    fn real_fragments_of_a_dns_answer_are_accepted() {
+        use crate::wire::reassembly::tests::nsd_fragments;
+        for (v6, local, server, proto) in [
+            (false, "198.18.0.1", "198.18.0.2", 0x0800),
+            (true, "2001:db8::1", "2001:db8::2", 0x86dd),
+        ] {
+            let f = nsd_fragments(v6);
+            // the first fragment carries the UDP header: our port
+            let udp = &f[0][if v6 { 48 } else { 20 }..];
+            let port = u16::from_be_bytes([udp[2], udp[3]]);
+            let dns = |local_port: u16, remote: &str| FlowFilter {
+                local: local.parse().unwrap(),
+                remote: Some(remote.parse().unwrap()),
+                remote_port: Some(53),
+                local_ports: Some((local_port, local_port)),
+                protocol: 17,
+                outbound: true,
+            };
+            for frag in f {
+                assert_eq!(run(&dns(port, server).compile(), frag, proto), SNAPLEN);
+            }
+            // every fragment passes on addresses alone, the first one too
+            // (user space reassembles it, then reads the ports)
+            let other = dns(port.wrapping_add(1), server).compile();
+            assert_eq!(run(&other, f[0], proto), SNAPLEN);
+            let elsewhere = if v6 { "2001:db8::9" } else { "198.18.0.9" };
+            for frag in f {
+                assert_eq!(run(&dns(port, elsewhere).compile(), frag, proto), 0);
+            }
+        }
+    }
+
+    #[test]
     fn esp_from_the_peer_is_let_through_to_be_counted() {
         for (local, remote, name, proto) in [
             ("198.18.0.1", "198.18.0.2", "synack_v4", 0x0800),
