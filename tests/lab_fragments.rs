@@ -217,6 +217,54 @@ fn dns_fragmented_answer_v6_equals_kdig() {
 }
 
 #[test]
+fn dns_bulk_reassembles_many_fragmented_answers() {
+    let (_dns, lab) = dns_lab();
+    let dir = std::env::temp_dir().join(format!("{}-fragbulk", lab.client_ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("names.txt");
+    let n = 500;
+    std::fs::write(&file, "frag.lab.test,TXT\n".repeat(n)).unwrap();
+    let out = synscope(
+        &lab,
+        &[
+            "dns",
+            "--file",
+            file.to_str().unwrap(),
+            "@198.18.0.2",
+            "--bufsize",
+            "4096",
+            "--rate",
+            "20000",
+            "--timeout",
+            "2s",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    common::assert_status(&out, 0);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), n + 1, "one line per name, then the summary");
+    for l in &lines[..n] {
+        assert_eq!(l["status"], "NOERROR", "{l}");
+        assert_eq!(l["transport"], "udp", "{l}");
+        let answers = l["answers"].as_array().unwrap();
+        assert_eq!(answers.len(), 1, "{l}");
+        assert_eq!(
+            quoted_strings(answers[0].as_str().unwrap()).len(),
+            16,
+            "{l}"
+        );
+    }
+    let s = &lines[n]["summary"];
+    assert_eq!(
+        (s["answered"].as_u64(), s["timeouts"].as_u64()),
+        (Some(n as u64), Some(0))
+    );
+}
+
+#[test]
 fn dns_small_buffer_still_falls_back_to_tcp() {
     let (_dns, lab) = dns_lab();
     for server in ["@198.18.0.2", "@[2001:db8::2]"] {
