@@ -759,6 +759,33 @@ mod tests {
     }
 
     #[test]
+    fn far_conditional_jumps_go_through_a_trampoline() {
+        // byte 0: 1 jumps over `far` instructions to accept, 2 runs them, else reject
+        for far in [10usize, 254, 255, 256, 300] {
+            let mut a = Asm::default();
+            let (accept, reject) = (a.label(), a.label());
+            a.op(op::LD_B_ABS, 0);
+            a.jeq_to(1, accept);
+            a.jne_to(2, reject);
+            for _ in 0..far {
+                a.op(op::ADD_K, 1);
+            }
+            a.op(op::RET_K, 5);
+            a.mark(reject);
+            a.op(op::RET_K, 0);
+            a.mark(accept);
+            a.op(op::RET_K, 7);
+            let prog = a.finish();
+            assert_eq!(run(&prog, &[1], 0), 7, "{far}");
+            assert_eq!(run(&prog, &[3], 0), 0, "{far}");
+            // byte 2: falls through the additions
+            assert_eq!(run(&prog, &[2], 0), 5, "{far}");
+            let trampolines = prog.iter().filter(|i| i.code == op::JA).count();
+            assert_eq!(trampolines > 0, far + 3 > 255, "{far}: {prog:?}");
+        }
+    }
+
+    #[test]
     fn every_jump_lands_inside_the_program() {
         for local in ["198.18.0.1", "2001:db8::1"] {
             for outbound in [false, true] {
