@@ -7,7 +7,8 @@
 //!   behind Hop-by-Hop + Destination Options headers, an atomic Fragment
 //!   header, a chain of 7 headers (deeper than the capture filter walks), in
 //!   IPv4 or IPv6 fragments (sent last fragment first), or inside ESP; ping,
-//!   scan and trace must see the handshake, and count ESP as unreadable.
+//!   scan and trace must see the handshake, and count ESP as unreadable;
+//!   a SYN-ACK whose fragments come 30 ms apart is timed to its last fragment.
 //!
 //! Needs root, `ip`, `nft`, `nsd`, `kdig`, `tcpdump`. `SYNSCOPE_BIN=path`
 //! runs another synscope binary (e.g. an older build) against the same peers.
