@@ -661,6 +661,27 @@ pub struct DnsChecks {
 }
 
 impl DnsChecks {
+    /// The flags of the checks asked for, in the order they are evaluated.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut n = Vec::new();
+        if self.rcode.is_some() {
+            n.push("--expect-rcode");
+        }
+        if self.expect.is_some() {
+            n.push("--expect");
+        }
+        if !self.contains.is_empty() {
+            n.push("--expect-contains");
+        }
+        if self.regex.is_some() {
+            n.push("--expect-regex");
+        }
+        if self.max_time.is_some() {
+            n.push("--max-time");
+        }
+        n
+    }
+
     pub fn is_empty(&self) -> bool {
         self.expect.is_none()
             && self.contains.is_empty()

@@ -112,7 +112,17 @@ pub fn check(result: &DnsResult, checks: &DnsChecks) -> Vec<String> {
     let mut fail = Vec::new();
     let who = format!("{} {} @{}", result.name, result.qtype, result.server);
     let Some(reply) = result.reply() else {
-        return fail; // no answer is its own outcome (exit status 3)
+        // a check never passes on no answer: each one asked fails, and with
+        // none asked the result still says it was not answered
+        let why = "no answer";
+        let asked = checks.names();
+        if asked.is_empty() {
+            fail.push(format!("{who}: {why}"));
+        }
+        for flag in asked {
+            fail.push(format!("{flag}: {who}: {why}"));
+        }
+        return fail;
     };
     let set: Vec<String> = result.answer_set();
     let got: std::collections::BTreeSet<String> = set.iter().map(|v| normalize(v)).collect();
@@ -619,6 +629,33 @@ mod tests {
                 "--max-time: b.lab.test. A @198.18.0.2:53: answered in 80.000us (over 10.000us)",
             ]
         );
+    }
+
+    #[test]
+    fn no_answer_fails_every_check_and_is_never_a_pass() {
+        let mut r = b("198.18.0.2:53");
+        r.udp = None;
+        r.attempts = 3;
+        let checks = DnsChecks {
+            expect: Some(vec![]),
+            rcode: Some(0),
+            ..DnsChecks::default()
+        };
+        assert_eq!(
+            check(&r, &checks),
+            vec![
+                "--expect-rcode: b.lab.test. A @198.18.0.2:53: no answer",
+                "--expect: b.lab.test. A @198.18.0.2:53: no answer",
+            ]
+        );
+        // with no check asked the result still does not pass
+        let f = check(&r, &DnsChecks::default());
+        assert_eq!(f, vec!["b.lab.test. A @198.18.0.2:53: no answer"]);
+        let j = result_json(&r, &f);
+        assert_eq!(j["answered"], false);
+        assert_ne!(j["checks"], "pass");
+        // an answered query with no check asked passes
+        assert!(check(&b("198.18.0.2:53"), &DnsChecks::default()).is_empty());
     }
 
     #[test]
