@@ -7,7 +7,7 @@ use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
 use crate::io::{Capture, PortReservation, RawSender, Route, dns_tcp};
 use crate::probe::dns::{DnsExchange, DnsIgnored, DnsOutcome, DnsProbeConfig};
-use crate::report::dns::{BulkSummary, DnsResult, TcpLeg, UdpLeg, write_results};
+use crate::report::dns::{BulkSummary, DnsResult, TcpLeg, TimedBy, UdpLeg, write_results};
 use crate::wire::Protocol;
 use crate::wire::dns::{
     QueryRepr, Question, ReplyRepr, parse_name, parse_type, rcode_name, type_name,
@@ -119,6 +119,8 @@ fn result_of(o: DnsOutcome, qtype: RecordType) -> DnsResult {
             _ => None,
         },
         tcp: None,
+        refused: o.refused,
+        timed_by: TimedBy::RawCapture,
     }
 }
 
@@ -233,6 +235,16 @@ async fn single(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, C
     out.flush()?;
     let unanswered: Vec<&DnsResult> = results.iter().filter(|r| r.reply().is_none()).collect();
     if let Some(r) = unanswered.first() {
+        if let Some(f) = &r.refused {
+            eprintln!(
+                "synscope: no answer from {} for {} {}: {f} after {}",
+                r.server,
+                r.name,
+                r.qtype,
+                crate::report::human(f.after)
+            );
+            return Ok(EXIT_NO_ANSWER);
+        }
         eprintln!(
             "synscope: no answer from {} for {} {} after {} attempt(s) of {}",
             r.server,
