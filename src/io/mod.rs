@@ -9,11 +9,13 @@ pub mod pcap;
 pub mod privileges;
 pub mod raw;
 pub mod route;
+pub mod stamped_udp;
 pub mod timer;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use raw::RawSender;
 pub use route::{PortReservation, Route};
+pub use stamped_udp::{StampedUdp, UdpEvent};
 
 use std::net::IpAddr;
 
