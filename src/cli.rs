@@ -122,6 +122,7 @@ pub enum Command {
     ///   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
     ///   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
     ///   synscope dns a.lab.test @198.18.0.2 --no-raw
+    ///   synscope dns www.signed.test @198.18.0.2:8053 --expect-ad --expect-signed
     ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
@@ -459,7 +460,8 @@ pub const DNS_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  every query was answered and every check passed
   1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
-     --max-time); one line on stderr says which and why
+     --max-time, --expect-ad, --expect-signed); one line on stderr says which
+     and why
   2  usage or setup error (bad arguments, no server, missing privileges)
   3  no answer: a server did not answer after every retry, or an ICMP error
      (e.g. port-unreachable) ended a query (bulk: some name got no answer)
@@ -486,7 +488,7 @@ pub struct DnsArgs {
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub ecs: Option<String>,
     /// Send no OPT record (plain RFC 1035: answers above 512 bytes come truncated).
-    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs"])]
+    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs", "expect_ad", "expect_signed"])]
     pub no_edns: bool,
     /// Clear the RD (recursion desired) bit.
     #[arg(long)]
@@ -528,6 +530,15 @@ pub struct DnsArgs {
     /// At least one answer's data must match this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub expect_regex: Option<String>,
+    /// The AD bit must be set: the resolver validated the answer with DNSSEC.
+    /// Sets the DO bit (a resolver sets AD only for a query with DO or AD).
+    #[arg(long)]
+    pub expect_ad: bool,
+    /// Every RRset of the answer section must come with an RRSIG covering it
+    /// (same owner, same type); with an empty answer (NXDOMAIN, NODATA) the
+    /// authority section must hold RRSIGs. Sets the DO bit.
+    #[arg(long)]
+    pub expect_signed: bool,
     /// The answer must arrive within this time (e.g. 50ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<Duration>,
@@ -671,6 +682,10 @@ pub struct DnsChecks {
     pub rcode: Option<u16>,
     pub regex: Option<regex::Regex>,
     pub max_time: Option<Duration>,
+    /// The AD bit must be set.
+    pub ad: bool,
+    /// The answer (or the denial) must be signed.
+    pub signed: bool,
 }
 
 impl DnsChecks {
@@ -692,6 +707,12 @@ impl DnsChecks {
         if self.max_time.is_some() {
             n.push("--max-time");
         }
+        if self.ad {
+            n.push("--expect-ad");
+        }
+        if self.signed {
+            n.push("--expect-signed");
+        }
         n
     }
 
@@ -701,6 +722,8 @@ impl DnsChecks {
             && self.rcode.is_none()
             && self.regex.is_none()
             && self.max_time.is_none()
+            && !self.ad
+            && !self.signed
     }
 }
 
@@ -842,7 +865,7 @@ impl DnsArgs {
         };
         let edns = (!self.no_edns).then_some(dns::EdnsRepr {
             udp_size: self.bufsize,
-            dnssec_ok: self.dnssec_ok,
+            dnssec_ok: self.dnssec_ok || self.expect_ad || self.expect_signed,
             client_subnet,
         });
         let rcode = match &self.expect_rcode {
@@ -891,6 +914,8 @@ impl DnsArgs {
                 rcode,
                 regex,
                 max_time: self.max_time,
+                ad: self.expect_ad,
+                signed: self.expect_signed,
             },
             bulk,
             rate: self.rate,
@@ -1150,6 +1175,14 @@ mod dns_tests {
         assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
+        // the DNSSEC checks set the DO bit, and need EDNS
+        let s = dns(&["a", "@198.18.0.2", "--expect-ad"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.ad && !s.checks.signed);
+        let s = dns(&["a", "@198.18.0.2", "--expect-signed"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.signed);
+        assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--expect-signed"]).is_err());
+        assert!(!dns(&["a", "@198.18.0.2"]).unwrap().edns.unwrap().dnssec_ok);
+        assert!(dns(&["--file", "-", "@198.18.0.2", "--no-raw"]).is_err());
     }
 
     #[test]

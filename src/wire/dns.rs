@@ -480,6 +480,26 @@ fn unknown_rdata(bytes: &[u8]) -> String {
     s
 }
 
+/// RRSIG's type code.
+pub const RRSIG: u16 = 46;
+
+/// The type an RRSIG record covers (the first field of its data), or None for
+/// other records. Reads both the generic form (`\# N HEX`, how records
+/// without a presentation format here are shown) and a type mnemonic.
+pub fn rrsig_covers(r: &RecordRepr) -> Option<u16> {
+    if r.type_code != RRSIG {
+        return None;
+    }
+    let mut w = r.data.split_whitespace();
+    match w.next()? {
+        "\\#" => {
+            let _len = w.next()?;
+            u16::from_str_radix(w.next()?.get(..4)?, 16).ok()
+        }
+        t => parse_type(t).map(u16::from),
+    }
+}
+
 /// Record data in presentation format (names in ASCII, as on the wire).
 pub fn rdata_text(d: &RData) -> String {
     match d {
