@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::process::Output;
 use std::time::{Duration, Instant};
 use synscope::lab::{Lab, LabSpec};
-use synscope::lab_dns::LabDns;
+use synscope::lab_dns::{LabDns, LabUnbound, UNBOUND_PORT};
 
 mod common;
 
@@ -276,4 +276,110 @@ fn unprivileged_runs_time_with_socket_stamps_and_agree_with_kdig() {
         assert_eq!(r["refused"]["icmp"], "port-unreachable");
         assert_eq!(r["timed_by"], "socket-timestamps");
     }
+}
+
+#[test]
+fn dnssec_checks_against_nsd_and_a_validating_unbound() {
+    let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
+    let nsd = LabDns::start_signed(&lab).expect("nsd with a signed zone (nsd, ldnsutils)");
+    let _unbound =
+        LabUnbound::start(&lab, &nsd).expect("unbound in the lab (apt-get install unbound)");
+    let resolver = format!("@198.18.0.2:{UNBOUND_PORT}");
+    let resolver6 = format!("@[2001:db8::2]:{UNBOUND_PORT}");
+    let ok = |args: &[&str]| {
+        let out = synscope(&lab, args);
+        common::assert_status(&out, 0);
+        out
+    };
+    let fails = |args: &[&str], why: &str| {
+        let out = synscope(&lab, args);
+        common::assert_status(&out, 1);
+        let err = stderr(&out);
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    };
+    // through the validating resolver: AD, and signed
+    for r in [&resolver, &resolver6] {
+        ok(&[
+            "www.signed.test",
+            r,
+            "--expect-ad",
+            "--expect-signed",
+            "--expect",
+            "198.18.0.40",
+        ]);
+    }
+    ok(&[
+        "alias.signed.test",
+        &resolver,
+        "--expect-ad",
+        "--expect-signed",
+    ]);
+    ok(&[
+        "nx.signed.test",
+        &resolver,
+        "--expect-ad",
+        "--expect-signed",
+        "--expect-rcode",
+        "NXDOMAIN",
+    ]);
+    // the same check without the DO bit set by hand: --expect-ad sets it
+    let out = ok(&["www.signed.test", &resolver, "--expect-ad", "--json"]);
+    let r = &json_of(&out)["results"][0];
+    assert_eq!(r["message"]["flags"]["ad"], true);
+    assert_eq!(r["message"]["edns"]["dnssec_ok"], true);
+    // the unsigned zone through the same resolver: answered, not validated
+    fails(
+        &["a.lab.test", &resolver, "--expect-ad"],
+        "--expect-ad: a.lab.test. A @198.18.0.2:8053: the AD bit is not set",
+    );
+    fails(
+        &["a.lab.test", &resolver, "--expect-signed"],
+        "--expect-signed: a.lab.test. A @198.18.0.2:8053: no RRSIG covers a.lab.test. A",
+    );
+    // directly to NSD: signed (RRSIGs with DO), but no AD (NSD does not validate)
+    ok(&["www.signed.test", "@198.18.0.2", "--expect-signed"]);
+    ok(&["www.signed.test", "AAAA", "@2001:db8::2", "--expect-signed"]);
+    ok(&[
+        "nx.signed.test",
+        "@198.18.0.2",
+        "--expect-signed",
+        "--expect-rcode",
+        "NXDOMAIN",
+    ]);
+    fails(
+        &["www.signed.test", "@198.18.0.2", "--expect-ad"],
+        "--expect-ad: www.signed.test. A @198.18.0.2:53: the AD bit is not set",
+    );
+    // the unsigned zone directly: no RRSIG, for an answer and for a denial
+    fails(
+        &["a.lab.test", "@198.18.0.2", "--expect-signed"],
+        "no RRSIG covers a.lab.test. A",
+    );
+    fails(
+        &["nx.lab.test", "@198.18.0.2", "--expect-signed"],
+        "empty answer and no RRSIG in the authority section",
+    );
+    // the socket path checks the same
+    ok(&[
+        "www.signed.test",
+        &resolver,
+        "--no-raw",
+        "--expect-ad",
+        "--expect-signed",
+    ]);
+    // kdig agrees on the AD bit
+    let k = lab
+        .client_command("kdig")
+        .args([
+            "+dnssec",
+            "www.signed.test",
+            "@198.18.0.2",
+            "-p",
+            &UNBOUND_PORT.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&k.stdout);
+    assert!(text.contains("Flags: qr rd ra ad"), "{text}");
 }
