@@ -172,13 +172,19 @@ pub struct PingArgs {
     /// Number of probes (default: until Ctrl-C).
     #[arg(short, long)]
     pub count: Option<u64>,
-    /// Time between probes, e.g. 1s, 200ms, 5ms.
+    /// Time between probes, e.g. 1s, 200ms, 5ms, down to 1ns (as fast as
+    /// possible). Probes in flight are bounded (one reserved source port each:
+    /// half the ephemeral range, within the open-file limit; one with
+    /// --source-port); when that many are unanswered, the next waits, and
+    /// stderr says so once.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// How long each probe waits for its answer.
+    /// How long each probe waits for its answer: a reply the kernel stamped
+    /// later counts as loss (`late` among the ignored packets).
     #[arg(short = 'W', long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Source port for every probe (default: a fresh free port per probe).
+    /// Source port for every probe (default: a fresh free port per probe); one
+    /// probe is in flight at a time.
     #[arg(long)]
     pub source_port: Option<u16>,
     /// Send through this interface (SO_BINDTODEVICE) and capture only on it.

@@ -66,4 +66,12 @@ impl IoError {
         };
         matches!(src.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
     }
+
+    /// Did a port reservation fail because ports or open files ran out?
+    pub fn is_exhaustion(&self) -> bool {
+        matches!(self, IoError::Port { source, .. } if matches!(
+            source.raw_os_error(),
+            Some(libc::EADDRINUSE) | Some(libc::EMFILE) | Some(libc::ENFILE)
+        ))
+    }
 }
