@@ -52,14 +52,13 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result
 
 /// Opens the packet socket: `filter` attached before it is bound to `ifindex`
 /// (0 = every interface), so no unfiltered packet is ever queued.
-fn open_socket(ifindex: u32, filter: &FlowFilter, rcvbuf: usize) -> Result<Socket, IoError> {
+fn open_socket(ifindex: u32, program: &[Insn], rcvbuf: usize) -> Result<Socket, IoError> {
     {
         let e = |op: &'static str| move |source| IoError::Socket { op, source };
         // protocol 0: receives nothing until bound, so no unfiltered packet sneaks in
         let sock = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
             .map_err(e("open capture socket"))?;
-        let prog: Vec<SockFilter> = filter
-            .compile()
+        let prog: Vec<SockFilter> = program
             .iter()
             .map(|i: &Insn| SockFilter::new(i.code, i.jt, i.jf, i.k))
             .collect();
@@ -103,7 +102,7 @@ impl Capture {
     /// Opens a capture on `ifindex` (0 = every interface) with `filter` attached
     /// before any packet can be queued. Must be called inside a tokio runtime.
     pub fn open(ifindex: u32, filter: &FlowFilter) -> Result<Capture, IoError> {
-        let sock = open_socket(ifindex, filter, 8 << 20)?;
+        let sock = open_socket(ifindex, &filter.compile(), 8 << 20)?;
         // SAFETY: the Socket owns its fd for as long as the AsyncFd holds it.
         let fd = unsafe { AsyncFd::register(sock) }.map_err(|err| IoError::Socket {
             op: "register capture socket",
@@ -160,8 +159,18 @@ impl BlockingCapture {
         filter: &FlowFilter,
         rcvbuf: usize,
     ) -> Result<BlockingCapture, IoError> {
+        Self::open_program(ifindex, &filter.compile(), rcvbuf)
+    }
+
+    /// As [`BlockingCapture::open`], with a program of its own (several flow
+    /// filters chained, or the ARP / ND filters of host discovery).
+    pub fn open_program(
+        ifindex: u32,
+        program: &[Insn],
+        rcvbuf: usize,
+    ) -> Result<BlockingCapture, IoError> {
         Ok(BlockingCapture {
-            sock: open_socket(ifindex, filter, rcvbuf)?,
+            sock: open_socket(ifindex, program, rcvbuf)?,
             buf: vec![0u8; 65536],
         })
     }
