@@ -346,8 +346,12 @@ async fn single(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, C
         return Err(CmdError::Setup("no name to query".into()));
     };
     let path = path_of(s);
-    if path == Path::Socket && !s.no_raw {
-        log.debug(|| "no CAP_NET_RAW: timing with socket timestamps".into());
+    if path == Path::Socket {
+        if !s.no_raw {
+            log.debug(|| "no CAP_NET_RAW: timing with socket timestamps".into());
+        }
+        // ordinary UDP and TCP sockets need no capability at all
+        crate::io::privileges::drop_all()?;
     }
     let mut tasks = tokio::task::JoinSet::new();
     let mut order = Vec::new();
