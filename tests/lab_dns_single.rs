@@ -368,6 +368,38 @@ fn dnssec_checks_against_nsd_and_a_validating_unbound() {
         "--expect-ad",
         "--expect-signed",
     ]);
+    // DNSSEC records read like kdig's: RRSIG, DNSKEY (answer), NSEC (denial)
+    for (args, kargs) in [
+        (
+            &["www.signed.test", "@198.18.0.2", "--do", "--json"][..],
+            &["www.signed.test", "A", "@198.18.0.2", "+dnssec"][..],
+        ),
+        (
+            &["signed.test", "DNSKEY", "@198.18.0.2", "--do", "--json"][..],
+            &["signed.test", "DNSKEY", "@198.18.0.2", "+dnssec"][..],
+        ),
+        (
+            &["alias.signed.test", &resolver, "--do", "--json"][..],
+            &[
+                "alias.signed.test",
+                "A",
+                "@198.18.0.2",
+                "-p",
+                "8053",
+                "+dnssec",
+            ][..],
+        ),
+    ] {
+        let out = ok(args);
+        let r = &json_of(&out)["results"][0];
+        assert_eq!(answer_of(r), kdig(&lab, kargs), "{args:?}");
+    }
+    let out = ok(&["nx.signed.test", "@198.18.0.2", "--do"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\tNSEC\twww.signed.test. A RRSIG NSEC"),
+        "{text}"
+    );
     // kdig agrees on the AD bit
     let k = lab
         .client_command("kdig")
@@ -382,4 +414,118 @@ fn dnssec_checks_against_nsd_and_a_validating_unbound() {
         .unwrap();
     let text = String::from_utf8_lossy(&k.stdout);
     assert!(text.contains("Flags: qr rd ra ad"), "{text}");
+}
+
+/// Figures for the notes, not a check: time to exit on ICMP port-unreachable
+/// (raw and socket paths; `SYNSCOPE_BEFORE=/path/to/old/synscope` adds the old
+/// binary), and the RTT of each path beside tcpdump's stamps of the same
+/// packets on the client's veth. Run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_icmp_exit_and_rtt_against_tcpdump() {
+    let (_dns, lab) = lab();
+    let bin = env!("CARGO_BIN_EXE_synscope").to_string();
+    let mut bins = vec![("this", bin.clone())];
+    if let Ok(before) = std::env::var("SYNSCOPE_BEFORE") {
+        bins.push(("before", before));
+    }
+    for (label, b) in &bins {
+        for extra in [&[][..], &["--no-raw"][..]] {
+            if *label == "before" && !extra.is_empty() {
+                continue;
+            }
+            let mut took = Vec::new();
+            for _ in 0..5 {
+                let t = Instant::now();
+                let out = lab
+                    .client_command(b)
+                    .args(["dns", "a.lab.test", "@198.18.0.2:5353", "--json"])
+                    .args(extra)
+                    .output()
+                    .unwrap();
+                took.push(t.elapsed());
+                let after = serde_json::from_slice::<Value>(&out.stdout)
+                    .ok()
+                    .and_then(|d| d["results"][0]["refused"]["after_us"].as_f64());
+                eprintln!(
+                    "icmp exit {label} {extra:?}: status {:?} in {:?}; ICMP {:?} µs after the query",
+                    out.status.code(),
+                    t.elapsed(),
+                    after
+                );
+                if *label == "before" {
+                    break;
+                }
+            }
+            took.sort();
+            eprintln!(
+                "icmp exit {label} {extra:?}: median {:?}",
+                took[took.len() / 2]
+            );
+        }
+    }
+    // RTT: raw capture vs socket stamps vs tcpdump, the same packets
+    let dump = common::Tcpdump::start(&lab, "dns-single-rtt", "udp port 53");
+    let mut ours: Vec<(&str, u16, f64)> = Vec::new();
+    for i in 0..40 {
+        let mode: &[&str] = if i % 2 == 0 { &[] } else { &["--no-raw"] };
+        let out = synscope(
+            &lab,
+            &[&["a.lab.test", "@198.18.0.2", "--json"][..], mode].concat(),
+        );
+        let r = &json_of(&out)["results"][0];
+        ours.push((
+            if mode.is_empty() {
+                "raw capture"
+            } else {
+                "socket stamps"
+            },
+            r["message"]["id"].as_u64().unwrap() as u16,
+            r["udp"]["rtt_us"].as_f64().unwrap(),
+        ));
+    }
+    let pkts = dump.stop();
+    let mut sent = std::collections::HashMap::new();
+    let mut rtt = std::collections::HashMap::new();
+    for (t, p) in &pkts {
+        if p.len() < 30 || p[0] >> 4 != 4 {
+            continue;
+        }
+        let ihl = (p[0] & 0xf) as usize * 4;
+        let dport = u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]);
+        let id = u16::from_be_bytes([p[ihl + 8], p[ihl + 9]]);
+        if dport == 53 {
+            sent.insert(id, *t);
+        } else if let Some(s) = sent.get(&id) {
+            rtt.insert(id, (*t - *s) as f64 / 1000.0);
+        }
+    }
+    for mode in ["raw capture", "socket stamps"] {
+        let mut mine = Vec::new();
+        let mut theirs = Vec::new();
+        let mut diff = Vec::new();
+        for (m, id, us) in &ours {
+            if *m != mode {
+                continue;
+            }
+            if let Some(t) = rtt.get(id) {
+                mine.push(*us);
+                theirs.push(*t);
+                diff.push((us - t).abs());
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let n = diff.len();
+        let max = diff.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "rtt {mode}: n={n}, median synscope {:.1} µs, tcpdump {:.1} µs, |difference| median {:.2} µs, max {:.2} µs",
+            med(&mut mine),
+            med(&mut theirs),
+            med(&mut diff),
+            max
+        );
+    }
 }

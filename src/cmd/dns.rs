@@ -220,6 +220,9 @@ async fn exchange_socket(
 ) -> Result<DnsOutcome, CmdError> {
     let src = ex.config().src;
     let mut sock = StampedUdp::bind(SocketAddr::new(src, 0))?;
+    if !sock.ready_stamps().await? {
+        log.debug(|| "no kernel receive stamps: answers timed in user space".into());
+    }
     let port = sock.local_addr().port();
     let msg = query.emit();
     // the sequence number of each datagram in flight, to match its TX stamp

@@ -140,6 +140,11 @@ impl StampedUdp {
         self.local
     }
 
+    /// The sequence number the next datagram sent will get.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
     /// Sends one datagram; returns its sequence number, which its
     /// [`UdpEvent::Sent`] carries. A failed send (an error) may still have
     /// used a number: stamps of later sends are then not matched, never
@@ -212,6 +217,39 @@ impl StampedUdp {
             }
         }
         Ok(None)
+    }
+
+    /// Makes sure receive stamps are on before the first real datagram: the
+    /// kernel switches RX software stamping on for the first socket asking
+    /// from a work queue, a moment later, so a reply arriving at once could
+    /// come unstamped. Sends one-byte datagrams to this socket itself (local
+    /// delivery, nothing leaves the host) until one arrives stamped, at most
+    /// 20 times 1 ms apart; every event they cause is consumed here. False if
+    /// stamps never came (answers are then timed in user space, and say so).
+    pub async fn ready_stamps(&mut self) -> Result<bool, IoError> {
+        for _ in 0..20 {
+            self.send_to(self.local, b"\0")?;
+            let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
+            loop {
+                while let Some(ev) = self.try_recv()? {
+                    if let UdpEvent::Received {
+                        from,
+                        kernel_stamp: true,
+                        ..
+                    } = ev
+                        && from == self.local
+                    {
+                        // the probe's TX stamp may still be queued: take it too
+                        while self.try_recv()?.is_some() {}
+                        return Ok(true);
+                    }
+                }
+                if tokio::time::timeout_at(until, self.wait()).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Waits until a datagram or an error-queue report (TX stamp, ICMP error)
@@ -414,8 +452,12 @@ mod tests {
         let mut b = StampedUdp::bind(lo).unwrap();
         let (pa, pb) = (a.local_addr(), b.local_addr());
         assert_ne!(pa.port(), 0);
+        assert!(a.ready_stamps().await.unwrap());
+        // the stamp probes used the first numbers
+        let first = a.next_seq();
+        assert!(first > 0);
         let before = Timestamp::now();
-        assert_eq!(a.send_batch(&[(pb, b"one"), (pb, b"two")]).unwrap(), 0);
+        assert_eq!(a.send_batch(&[(pb, b"one"), (pb, b"two")]).unwrap(), first);
         let mut sent: Vec<u32> = events(&mut a, 2)
             .await
             .into_iter()
@@ -428,7 +470,7 @@ mod tests {
             })
             .collect();
         sent.sort();
-        assert_eq!(sent, vec![0, 1]);
+        assert_eq!(sent, vec![first, first + 1]);
         let got = events(&mut b, 2).await;
         assert_eq!(got.len(), 2, "{got:?}");
         for (e, want) in got.iter().zip([&b"one"[..], b"two"]) {
@@ -445,7 +487,7 @@ mod tests {
         }
         // b's port closed: the kernel answers a's next datagram with ICMP
         drop(b);
-        assert_eq!(a.send_to(pb, b"\x12\x34query").unwrap(), 2);
+        assert_eq!(a.send_to(pb, b"\x12\x34query").unwrap(), first + 2);
         let got = events(&mut a, 2).await;
         let icmp = got.iter().find_map(|e| match e {
             UdpEvent::Icmp {
