@@ -64,6 +64,34 @@ fn closed_udp_port_ends_at_once_with_the_icmp_reason() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("port-unreachable from"), "{text}");
     }
+    // a firewall's reject (nftables, in the server namespace: gone with it)
+    let st = lab
+        .server_command("nft")
+        .arg(
+            "add table inet dnsreject; \
+             add chain inet dnsreject input { type filter hook input priority filter; }; \
+             add rule inet dnsreject input udp dport 5454 reject with icmpx type admin-prohibited",
+        )
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for (server, from) in [
+        ("@198.18.0.2:5454", "198.18.0.2"),
+        ("@[2001:db8::2]:5454", "2001:db8::2"),
+    ] {
+        for extra in [&[][..], &["--no-raw"]] {
+            let out = synscope(
+                &lab,
+                &[&["a.lab.test", server, "--timeout", "5s"], extra].concat(),
+            );
+            common::assert_status(&out, 3);
+            let err = stderr(&out);
+            assert!(
+                err.contains(&format!("admin-prohibited from {from}")),
+                "{extra:?}: {err}"
+            );
+        }
+    }
     // JSON: no answer, the reason, the checks fail; one attempt, no retry
     let out = synscope(
         &lab,
