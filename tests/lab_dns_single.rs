@@ -286,6 +286,28 @@ fn unprivileged_runs_time_with_socket_stamps_and_agree_with_kdig() {
     assert_eq!(json_of(&out)["results"][0]["timed_by"], "raw-capture");
     let out = synscope(&lab, &["a.lab.test", "@198.18.0.2", "--no-raw", "--json"]);
     assert_eq!(json_of(&out)["results"][0]["timed_by"], "socket-timestamps");
+    // several servers, each on its own socket: answers compared, the refused one on its own
+    let t = Instant::now();
+    let out = as_nobody(
+        &lab,
+        &[
+            "a.lab.test",
+            "@198.18.0.2",
+            "@2001:db8::2",
+            "@198.18.0.2:5353",
+            "--timeout",
+            "5s",
+            "--json",
+        ],
+    );
+    assert!(t.elapsed() < Duration::from_secs(3));
+    common::assert_status(&out, 3);
+    let doc = json_of(&out);
+    for i in 0..2 {
+        assert_eq!(doc["results"][i]["answers"][0], "198.18.0.10", "{doc}");
+        assert_eq!(doc["results"][i]["timed_by"], "socket-timestamps");
+    }
+    assert_eq!(doc["results"][2]["refused"]["icmp"], "port-unreachable");
     // ICMP errors end the query at once here too (IP_RECVERR)
     for (server, from) in [
         ("@198.18.0.2:5353", "198.18.0.2"),
