@@ -227,7 +227,10 @@ fn zero_window_peer_request_never_acknowledged_exits_1_and_says_so() {
             .any(|e| e["dir"] == "sent" && e["flags"].as_str().unwrap().contains('F')),
         "no FIN while our data is unacknowledged: {run}"
     );
+    // our RST sits at the edge of the zero window (rel seq 1), where the
+    // peer takes it, not after the probe byte it never took
     assert_eq!(segs.last().unwrap()["flags"], "R.");
+    assert_eq!(segs.last().unwrap()["rel_seq"], 1);
     assert_monotone(run);
     common::assert_status(&text, 1);
     let t = String::from_utf8_lossy(&text.stdout);

@@ -1065,8 +1065,22 @@ impl TcpClient {
             return Vec::new();
         }
         // RST+ACK: the kernel's own RSTs to this flow carry no ACK and are the
-        // ones the RST filter drops; ours must pass.
-        let seq = self.snd_nxt;
+        // ones the RST filter drops; ours must pass. Its sequence number must
+        // fall in the peer's window or the peer drops it: like Linux
+        // (tcp_acceptable_seq), snd_nxt, or the window's end if snd_nxt is
+        // beyond it (a zero-window probe the peer never took).
+        // (half-open: our SYN's ACK was never taken in, snd_una is still the ISN)
+        let acked = if self.snd_una < self.cfg.isn + 1 {
+            self.cfg.isn + 1
+        } else {
+            self.snd_una
+        };
+        let wnd_end = acked + self.peer_window;
+        let seq = if self.snd_nxt > wnd_end {
+            wnd_end
+        } else {
+            self.snd_nxt
+        };
         let rst = self.segment(TcpFlags::RST.union(TcpFlags::ACK), seq, Vec::new(), now);
         self.server = TcpState::Closed;
         let idx = self.events.len();
@@ -1741,10 +1755,11 @@ mod tests {
         c.on_segment(&zero_ack, at(200_200));
         let r = c.poll(at(100 + 600_000));
         assert_eq!(brief(&r), [(A, 1001, 5001, 1)]);
-        // two retries spent: we give up with RST+ACK; no FIN was ever sent
+        // two retries spent: we give up with RST+ACK, at the window's edge
+        // (the peer never took the probe byte); no FIN was ever sent
         let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
         let r = c.poll(at(100 + 1_400_000));
-        assert_eq!(brief(&r), [(rst_ack, 1002, 5001, 0)]);
+        assert_eq!(brief(&r), [(rst_ack, 1001, 5001, 0)]);
         assert_eq!(c.teardown(), Some(Teardown::GaveUp));
         assert_eq!(
             states(&c, Side::Client),
