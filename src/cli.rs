@@ -20,10 +20,12 @@ EXIT STATUS:
 pub const ALL_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
-     expected; scan: it ran to its end; trace: every trace completed;
+     expected; scan: it ran to its end; trace: every trace did all it
+     was asked: handshake, request acknowledged, teardown as --close says;
      dns: every check passed)
   1  the expectation failed (ping: another verdict; scan: interrupted;
-     trace: refused, unanswered or unfinished; dns: a check failed)
+     trace: a trace did not, and its result line says what did not
+     happen; dns: a check failed)
   2  usage or setup error (one line on stderr says what and on what)
   3  dns only: no answer
   Each command's page (synscope-ping(1), ...) gives its own details.";
@@ -214,10 +216,15 @@ pub struct PingArgs {
 
 pub const TRACE_EXIT_CODES: &str = "\
 EXIT STATUS:
-  0  every trace completed: handshake, then closed by FIN or RST
+  0  every trace did all it was asked: the handshake, the request
+     (--send, --send-file) acknowledged in full, and the teardown --close
+     asks for (fin: both FINs sent and acknowledged; rst: our RST)
      (half-open: got a SYN-ACK)
-  1  a trace was refused, unanswered, unfinished (the peer did not close
-     before --max-wait) or interrupted
+  1  a trace did not: refused, unanswered, ended by an ICMP error, request
+     not acknowledged (e.g. a zero window), reset by the peer, given up
+     after unanswered retransmissions, still open at --max-wait, or
+     interrupted; its result: INCOMPLETE line (JSON: succeeded,
+     not_done) says what did not happen
   2  usage or setup error";
 
 #[derive(Debug, Args)]
