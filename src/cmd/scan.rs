@@ -375,6 +375,8 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         discovery: found.summary,
         skipped_addresses: net.skipped,
         send_backpressure: stalls,
+        not_probed: 0,
+        cut_short: 0,
     };
     if stalls > 0 {
         eprintln!(

@@ -139,6 +139,11 @@ impl Capture {
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
         try_recv_one(self.fd.get_ref().as_raw_fd(), &mut self.buf)
     }
+
+    /// Packets the kernel dropped for lack of buffer space since the last call.
+    pub fn drops(&self) -> u64 {
+        packet_drops(self.fd.get_ref().as_raw_fd())
+    }
 }
 
 /// A capture read from a plain thread (the scanner's receiver), without tokio.
@@ -201,23 +206,28 @@ impl BlockingCapture {
     /// Packets the kernel dropped for lack of buffer space since the last call
     /// (PACKET_STATISTICS).
     pub fn drops(&self) -> u64 {
-        let mut st = libc::tpacket_stats {
-            tp_packets: 0,
-            tp_drops: 0,
-        };
-        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: st is a live tpacket_stats and len its size.
-        let r = unsafe {
-            libc::getsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                &mut st as *mut _ as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if r < 0 { 0 } else { st.tp_drops as u64 }
+        packet_drops(self.sock.as_raw_fd())
     }
+}
+
+/// PACKET_STATISTICS: packets dropped for lack of buffer space since the last call.
+fn packet_drops(fd: RawFd) -> u64 {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: st is a live tpacket_stats and len its size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            &mut st as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 { 0 } else { st.tp_drops as u64 }
 }
 
 /// One packet if one is queued (None if not), without waiting.

@@ -13,11 +13,13 @@ pub mod privileges;
 pub mod raw;
 pub mod route;
 pub mod rtnl;
+pub mod stamped_udp;
 pub mod timer;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use raw::RawSender;
 pub use route::{PortReservation, Route};
+pub use stamped_udp::{StampedUdp, UdpEvent};
 
 use std::net::IpAddr;
 
@@ -70,5 +72,13 @@ impl IoError {
             IoError::Interface { .. } => return false,
         };
         matches!(src.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+    }
+
+    /// Did a port reservation fail because ports or open files ran out?
+    pub fn is_exhaustion(&self) -> bool {
+        matches!(self, IoError::Port { source, .. } if matches!(
+            source.raw_os_error(),
+            Some(libc::EADDRINUSE) | Some(libc::EMFILE) | Some(libc::ENFILE)
+        ))
     }
 }

@@ -2,6 +2,7 @@
 //! to recognise their replies without remembering each probe. Pure logic; the
 //! sockets are in `io` and the loop in `cmd::scan`.
 
+pub mod blocks;
 pub mod cookie;
 pub mod discovery;
 pub mod matcher;
@@ -11,6 +12,7 @@ pub mod ports;
 pub mod routes;
 pub mod targets;
 
+pub use blocks::{BlockState, Mark};
 pub use cookie::Cookie;
 pub use matcher::{ScanMatcher, ScanReply, ScanVerdict};
 pub use permute::{Permutation, Shard};
