@@ -455,6 +455,14 @@ pub struct ScanArgs {
     /// Send bare SYNs without options.
     #[arg(long)]
     pub bare_syn: bool,
+    /// Probe on-link targets without asking for them first. By default,
+    /// targets on a directly attached Ethernet link are resolved with ARP
+    /// (IPv4) or Neighbor Solicitation (IPv6) before any SYN: only hosts that
+    /// answer get SYNs (sent to their Ethernet address), the others are
+    /// reported once as `down (no ARP reply)`.
+    /// Example: synscope scan 198.18.200.0/24 -p 80 --no-discovery
+    #[arg(long)]
+    pub no_discovery: bool,
     /// Resolve names to IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     pub ipv4: bool,
@@ -587,6 +595,8 @@ pub struct ScanSettings {
     pub interface: Option<String>,
     pub ttl: u8,
     pub syn_options: bool,
+    /// Resolve on-link targets with ARP / ND before probing them.
+    pub discovery: bool,
     pub format: OutputFormat,
     pub progress: bool,
     pub verbose: bool,
@@ -674,6 +684,7 @@ impl ScanArgs {
             interface: self.interface.clone(),
             ttl: self.ttl,
             syn_options: !self.bare_syn,
+            discovery: !self.no_discovery,
             format,
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,

@@ -198,6 +198,11 @@ impl BlockingCapture {
         try_recv_one(fd, &mut self.buf)
     }
 
+    /// A packet if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
+        try_recv_one(self.sock.as_raw_fd(), &mut self.buf)
+    }
+
     /// Packets the kernel dropped for lack of buffer space since the last call
     /// (PACKET_STATISTICS).
     pub fn drops(&self) -> u64 {
