@@ -502,7 +502,10 @@ pub struct DnsArgs {
     /// Reverse lookup: query the PTR record of this address.
     #[arg(short = 'x', value_name = "ADDR")]
     pub reverse: Option<IpAddr>,
-    /// EDNS0 UDP payload size advertised.
+    /// EDNS0 UDP payload size advertised, 512 to 65535, e.g. --bufsize 4096 (as
+    /// kdig +bufsize=4096). Answers bigger than the path MTU arrive in IP
+    /// fragments, which synscope reassembles; an answer bigger than the size
+    /// comes back truncated (TC) and is repeated over TCP.
     #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
     pub bufsize: u16,
     /// Set the EDNS0 DO (DNSSEC OK) bit.
@@ -1246,6 +1249,9 @@ mod dns_tests {
         assert!(dns(&["a", "b", "@198.18.0.2"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
+        let s = dns(&["a", "@198.18.0.2", "--bufsize", "65535"]).unwrap();
+        assert_eq!(s.edns.unwrap().udp_size, 65535);
+        assert!(dns(&["a", "@198.18.0.2", "--bufsize", "65536"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
         // the DNSSEC checks set the DO bit, and need EDNS
         let s = dns(&["a", "@198.18.0.2", "--expect-ad"]).unwrap();

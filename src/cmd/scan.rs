@@ -203,6 +203,9 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                     };
                     output.result(res)?;
                 }
+                if let Some(f) = capture.fragments().describe() {
+                    log.debug(|| f);
+                }
                 Ok(Received {
                     output,
                     ignored,
