@@ -379,6 +379,82 @@ impl DnsExchange {
     }
 }
 
+/// An ICMP error quoting one of our queries: the server (or a router on the
+/// way) refused it, e.g. `port-unreachable from 198.18.0.3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The server the quoted query went to.
+    pub server: SocketAddr,
+    /// The ICMP error's name (`port-unreachable`, `admin-prohibited`, ...).
+    pub reason: String,
+    /// Who sent the ICMP error.
+    pub from: IpAddr,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} from {}", self.reason, self.from)
+    }
+}
+
+impl DnsExchange {
+    /// Reads a captured ICMP/ICMPv6 packet (from its IP header): an error that
+    /// quotes a query of ours to a server with queries outstanding is a
+    /// refusal; anything else is ignored and counted (`not-udp`).
+    pub fn on_icmp(&mut self, data: &[u8]) -> Option<Refusal> {
+        let refusal = (|| {
+            let d = Datagram::parse_with(data, Checksums::Verify).ok()?;
+            let Transport::Icmp(icmp) = d.transport else {
+                return None;
+            };
+            let error = icmp.error()?;
+            let q = icmp.quoted?;
+            let server = SocketAddr::new(q.ip.dst, q.dst_port);
+            let ours = q.ip.src == self.cfg.src
+                && q.ip.protocol == Protocol::UDP
+                && d.ip.dst == self.cfg.src
+                && self.ports.contains_key(&(server, q.src_port));
+            ours.then(|| Refusal {
+                server,
+                reason: error.name(),
+                from: d.ip.src,
+            })
+        })();
+        if refusal.is_none() {
+            self.ignore(DnsIgnored::NotUdp);
+        }
+        refusal
+    }
+
+    /// Ends every query outstanding to `server` at once, without an answer (it
+    /// refused one of them: no point retrying or waiting).
+    pub fn give_up_server(&mut self, server: SocketAddr) -> Vec<DnsOutcome> {
+        let keys: Vec<QueryKey> = self
+            .pending
+            .keys()
+            .filter(|k| k.server == server)
+            .copied()
+            .collect();
+        let mut done = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(p) = self.forget(&key) {
+                done.push(DnsOutcome {
+                    tag: p.tag,
+                    key,
+                    question: p.question,
+                    query_size: p.query_size,
+                    attempts: p.attempts,
+                    sent_at: p.kernel_sent.unwrap_or(p.user_sent),
+                    rtt: None,
+                    rtt_source: source_of(p.kernel_sent),
+                    reply: None,
+                });
+            }
+        }
+        done
+    }
+}
+
 fn source_of(kernel: Option<Timestamp>) -> RttSource {
     if kernel.is_some() {
         RttSource::Kernel
@@ -390,6 +466,7 @@ fn source_of(kernel: Option<Timestamp>) -> RttSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::IcmpRepr;
     use crate::wire::dns::{EdnsRepr, parse_name};
     use crate::wire::testutil::Noise;
     use hickory_proto::rr::RecordType;
@@ -590,6 +667,41 @@ mod tests {
         assert_eq!(done[0].rtt_source, RttSource::User);
         assert_eq!(e.outstanding(), 0);
         assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn icmp_port_unreachable_quoting_a_query_ends_every_query_to_that_server() {
+        let mut e = ex(2);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let other: SocketAddr = "198.18.0.9:53".parse().unwrap();
+        let (_, d1) = e.query(Timestamp(0), 1, server, 40000, &query(1, "a.lab.test"));
+        e.query(Timestamp(0), 2, server, 40001, &query(2, "b.lab.test"));
+        e.query(Timestamp(0), 3, other, 40000, &query(3, "a.lab.test"));
+        let (src, from) = (CLIENT.parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let icmp = IcmpRepr::emit_error(3, 3, &d1, from, src);
+        let ip = IpRepr {
+            src: from,
+            dst: src,
+            protocol: Protocol::ICMP,
+            ttl: 64,
+            ident: 9,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        let pkt = ip.emit(&icmp);
+        let r = e.on_icmp(&pkt).unwrap();
+        assert_eq!(r.server, server);
+        assert_eq!(r.to_string(), "port-unreachable from 198.18.0.2");
+        let mut done = e.give_up_server(r.server);
+        done.sort_by_key(|o| o.tag);
+        assert_eq!(done.iter().map(|o| o.tag).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(done.iter().all(|o| o.reply.is_none()));
+        assert_eq!(e.outstanding(), 1);
+        // once nothing is outstanding to that server, the same error is ignored
+        assert!(e.on_icmp(&pkt).is_none());
+        assert_eq!(e.ignored().get(&DnsIgnored::NotUdp), Some(&1));
+        // a UDP packet is not an ICMP error
+        assert!(e.on_icmp(&d1).is_none());
     }
 
     #[test]

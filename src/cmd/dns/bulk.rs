@@ -1,32 +1,42 @@
-//! `synscope dns --file`: bulk resolution, many names through one raw sender
-//! and one capture, one NDJSON line per name and a summary.
+//! `synscope dns --file`: bulk resolution. Every line is a query to each
+//! server (or, with `--spread`, to one server in turn), sent through one raw
+//! sender per source address and answered through one capture, checked with
+//! the same checks as a single query, and printed as one NDJSON line (or
+//! `--json`, `--short`), then a summary.
 
 use super::super::{CmdError, Log};
-use super::{EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, instant_of, over_tcp, query_of, result_of};
-use crate::cli::{BulkSource, DnsSettings};
+use super::{
+    EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, instant_of, over_tcp, query_of,
+    result_of,
+};
+use crate::cli::{BulkSource, DnsFormat, DnsSettings};
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
-use crate::io::{Capture, PortReservation, RawSender, Route};
-use crate::probe::dns::{DnsExchange, DnsOutcome, DnsProbeConfig};
-use crate::report::dns::BulkSummary;
+use crate::io::{Capture, Captured, IoError, PortReservation, RawSender, Route};
+use crate::probe::dns::{DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey};
+use crate::report::dns::{BulkSummary, DnsResult, check};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_name};
 use hickory_proto::rr::{Name, RecordType};
-use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Bulk only: some input line could not be read or parsed (the others were
+/// still queried).
+pub const EXIT_BAD_LINES: u8 = 2;
 
 /// One parsed bulk line.
 struct BulkLine {
     name: Name,
     qtype: RecordType,
-    server: SocketAddr,
+    /// The line's own server, if it names one.
+    server: Option<SocketAddr>,
 }
 
-fn parse_line(line: &str, default: SocketAddr) -> Result<BulkLine, String> {
+fn parse_line(line: &str) -> Result<BulkLine, String> {
     let mut parts = line.split(',').map(str::trim);
     let name = parse_name(parts.next().unwrap_or(""))?;
     let qtype = match parts.next() {
@@ -34,14 +44,14 @@ fn parse_line(line: &str, default: SocketAddr) -> Result<BulkLine, String> {
         Some(t) => parse_type(t).ok_or_else(|| format!("unknown type '{t}'"))?,
     };
     let server = match parts.next() {
-        None | Some("") => default,
+        None | Some("") => None,
         Some(sv) => {
             let (h, p) =
                 crate::cli::split_host_port(sv.trim_start_matches('@')).map_err(|e| e.0)?;
             let ip = h
                 .parse()
                 .map_err(|_| format!("server '{sv}' is not an IP address"))?;
-            SocketAddr::new(ip, p.unwrap_or(53))
+            Some(SocketAddr::new(ip, p.unwrap_or(53)))
         }
     };
     if parts.next().is_some() {
@@ -54,8 +64,48 @@ fn parse_line(line: &str, default: SocketAddr) -> Result<BulkLine, String> {
     })
 }
 
+/// A line's text, or why it is not text.
+type LineText<'a> = Result<&'a str, String>;
+
+/// Lines as bytes, so that a line that is not UTF-8 is an error of that line
+/// alone (with its number), not of the whole input.
+struct Lines<R> {
+    r: R,
+    buf: Vec<u8>,
+    no: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line's number and text (or why it is not text); None at the end.
+    fn next_line(&mut self) -> Result<Option<(u64, LineText<'_>)>, CmdError> {
+        self.buf.clear();
+        let n = self
+            .r
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| CmdError::Setup(format!("read names: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.no += 1;
+        let mut b = &self.buf[..];
+        while let [rest @ .., b'\n' | b'\r'] = b {
+            b = rest;
+        }
+        Ok(Some((
+            self.no,
+            std::str::from_utf8(b).map_err(|e| {
+                format!(
+                    "not UTF-8 (byte 0x{:02x} at column {})",
+                    b[e.valid_up_to()],
+                    e.valid_up_to() + 1
+                )
+            }),
+        )))
+    }
+}
+
 /// Reserves `n` consecutive UDP source ports (so one BPF range covers them).
-fn reserve_block(src: std::net::IpAddr, n: u16) -> Result<Vec<PortReservation>, CmdError> {
+fn reserve_block(src: IpAddr, n: u16) -> Result<Vec<PortReservation>, CmdError> {
     for _ in 0..50 {
         let base: u16 = 20000 + (rand::random::<u16>() % 40000);
         let mut held = Vec::with_capacity(n as usize);
@@ -74,9 +124,186 @@ fn reserve_block(src: std::net::IpAddr, n: u16) -> Result<Vec<PortReservation>, 
     )))
 }
 
+/// A query sent and not finished yet.
 struct Pending {
     line_no: u64,
     query: QueryRepr,
+}
+
+/// A finished query: its outcome and, if a server refused it, why.
+struct Finished {
+    outcome: DnsOutcome,
+    refused: Option<String>,
+}
+
+/// Everything that goes out from one source address: a raw sender, a block
+/// of source ports, one capture of the replies, and the exchange.
+struct RawPath {
+    src: IpAddr,
+    sender: RawSender,
+    capture: Capture,
+    ports: Vec<PortReservation>,
+    next_port: usize,
+    ex: DnsExchange,
+    pending: HashMap<QueryKey, Pending>,
+    batch: Vec<(IpAddr, Vec<u8>)>,
+}
+
+const PORTS: u16 = 64;
+
+impl RawPath {
+    fn open(src: IpAddr, s: &DnsSettings, log: Log) -> Result<RawPath, CmdError> {
+        let sender = RawSender::open(src, None)?;
+        let ports = reserve_block(src, PORTS)?;
+        let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
+        let filter = FlowFilter {
+            local: src,
+            remote: None,
+            remote_port: None,
+            local_ports: Some((lo, hi)),
+            protocol: Protocol::UDP,
+            // not our own queries (half the packets); latency is from the
+            // user-space send time to the kernel's receive stamp
+            outbound: false,
+        };
+        let capture = Capture::open(0, &filter)?;
+        log.debug(|| format!("bulk: source {src} ports {lo}-{hi}"));
+        Ok(RawPath {
+            src,
+            sender,
+            capture,
+            ports,
+            next_port: 0,
+            ex: DnsExchange::new(DnsProbeConfig {
+                src,
+                ttl: 64,
+                timeout: s.timeout,
+                retries: s.retries,
+                answers_only: true,
+            }),
+            pending: HashMap::new(),
+            batch: Vec::with_capacity(256),
+        })
+    }
+
+    /// Builds a query and queues it for the next [`flush`](Self::flush).
+    fn queue(&mut self, line_no: u64, server: SocketAddr, mut q: QueryRepr) {
+        let port = self.ports[self.next_port % self.ports.len()].port;
+        self.next_port += 1;
+        let mut tries = 0;
+        while self.ex.in_use(&QueryKey {
+            server,
+            src_port: port,
+            id: q.id,
+        }) && tries < 100
+        {
+            q.id = rand::random();
+            tries += 1;
+        }
+        let (key, dgram) = self.ex.query(Timestamp::now(), line_no, server, port, &q);
+        self.batch.push((server.ip(), dgram));
+        self.pending.insert(key, Pending { line_no, query: q });
+    }
+
+    /// Sends what is queued: one sendmmsg for the lot (a datagram the kernel
+    /// refuses times out like a lost one).
+    fn flush(&mut self) -> Result<(), CmdError> {
+        if !self.batch.is_empty() {
+            let refs: Vec<(IpAddr, &[u8])> =
+                self.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
+            self.sender.send_batch(&refs)?;
+            self.batch.clear();
+        }
+        Ok(())
+    }
+
+    /// One captured packet: an answer, or an ICMP error ending every query to
+    /// the server that sent it.
+    fn on_packet(&mut self, p: &Captured, done: &mut Vec<Finished>) {
+        if is_icmp(&p.data) {
+            if let Some(r) = self.ex.on_icmp(&p.data) {
+                let why = r.to_string();
+                done.extend(
+                    self.ex
+                        .give_up_server(r.server)
+                        .into_iter()
+                        .map(|o| Finished {
+                            outcome: o,
+                            refused: Some(why.clone()),
+                        }),
+                );
+            }
+        } else if let Some(o) =
+            self.ex
+                .on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
+        {
+            done.push(Finished {
+                outcome: o,
+                refused: None,
+            });
+        }
+    }
+
+    /// Reads what the capture has queued, without waiting.
+    fn poll(&mut self, done: &mut Vec<Finished>) -> Result<(), CmdError> {
+        for _ in 0..4096 {
+            match self.capture.try_recv()? {
+                Some(p) => self.on_packet(&p, done),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries and timeouts due by now.
+    fn on_time(&mut self, sent: &mut u64, done: &mut Vec<Finished>) -> Result<(), CmdError> {
+        let (gone, resend) = self.ex.on_time(Timestamp::now());
+        for r in resend {
+            self.sender.send(r.key.server.ip(), &r.datagram)?;
+            *sent += 1;
+        }
+        done.extend(gone.into_iter().map(|o| Finished {
+            outcome: o,
+            refused: None,
+        }));
+        Ok(())
+    }
+}
+
+/// Is this IP datagram ICMP (v4) or ICMPv6 (without extension headers)?
+fn is_icmp(d: &[u8]) -> bool {
+    match d.first().map(|b| b >> 4) {
+        Some(4) => d.get(9) == Some(&1),
+        Some(6) => d.get(6) == Some(&58),
+        _ => false,
+    }
+}
+
+/// Waits until one of the captures has a packet.
+async fn next_packet(paths: &mut [RawPath]) -> (usize, Result<Captured, IoError>) {
+    let mut futs: Vec<_> = paths
+        .iter_mut()
+        .enumerate()
+        .map(|(i, p)| Box::pin(async move { (i, p.capture.recv().await) }))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// The check verdict of one NDJSON line.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ChecksField<'a> {
+    /// `pass`, or `no-answer` (a check never passes without an answer).
+    Verdict(&'static str),
+    Failed(&'a [String]),
 }
 
 /// One NDJSON line of bulk output (fields in this order).
@@ -94,6 +321,212 @@ struct NdjsonLine<'a> {
     attempts: u32,
     transport: &'static str,
     truncated: Option<bool>,
+    /// Why there is no answer when a server refused (ICMP error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    /// Only when checks were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<ChecksField<'a>>,
+}
+
+/// A bad input line, as printed.
+#[derive(serde::Serialize)]
+struct BadLine<'a> {
+    line: u64,
+    input: &'a str,
+    error: &'a str,
+}
+
+/// Where results go: the output in the chosen format, the summary's figures.
+struct Report<'a, W: Write> {
+    out: std::io::BufWriter<W>,
+    s: &'a DnsSettings,
+    sum: BulkSummary,
+    several_servers: bool,
+    /// `--json`: the document is written at the end.
+    json_results: Vec<serde_json::Value>,
+    json_errors: Vec<serde_json::Value>,
+    first_failure: Option<String>,
+}
+
+impl<W: Write> Report<'_, W> {
+    fn bad_line(&mut self, line: u64, input: &str, error: &str) -> Result<(), CmdError> {
+        self.sum.bad_lines += 1;
+        let b = BadLine { line, input, error };
+        match self.s.format {
+            DnsFormat::Json => self
+                .json_errors
+                .push(serde_json::to_value(&b).unwrap_or_default()),
+            DnsFormat::Ndjson => {
+                serde_json::to_writer(&mut self.out, &b).map_err(std::io::Error::from)?;
+                self.out.write_all(b"\n")?;
+            }
+            // results only on stdout: the error goes to stderr
+            DnsFormat::Short | DnsFormat::Text => {
+                eprintln!("synscope: line {line}: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    fn result(&mut self, line: u64, r: &DnsResult, refused: Option<&str>) -> Result<(), CmdError> {
+        let sum = &mut self.sum;
+        match (r.reply(), r.time()) {
+            (Some(rep), Some(t)) => {
+                sum.answered += 1;
+                *sum.rcodes.entry(rcode_name(rep.rcode)).or_default() += 1;
+                sum.rtts_decius
+                    .push((t.as_nanos() / 100).min(u32::MAX as u128) as u32);
+            }
+            _ => match refused {
+                Some(why) => *sum.refused.entry(why.to_string()).or_default() += 1,
+                None => sum.timeouts += 1,
+            },
+        }
+        let with_checks = !self.s.checks.is_empty();
+        let failures = if with_checks && r.reply().is_some() {
+            check(r, &self.s.checks)
+        } else {
+            Vec::new()
+        };
+        for f in &failures {
+            let flag = f.split(':').next().unwrap_or(f);
+            *sum.check_failures.entry(flag.to_string()).or_default() += 1;
+        }
+        if !failures.is_empty() {
+            sum.failed_queries += 1;
+            if self.first_failure.is_none() {
+                self.first_failure = Some(format!("line {line}: {}", failures[0]));
+            }
+        }
+        let checks = with_checks.then(|| match (r.reply(), failures.is_empty()) {
+            (None, _) => ChecksField::Verdict("no-answer"),
+            (Some(_), true) => ChecksField::Verdict("pass"),
+            (Some(_), false) => ChecksField::Failed(&failures),
+        });
+        if self.s.format == DnsFormat::Short {
+            if let Some(rep) = r.reply() {
+                for a in &rep.answer {
+                    if self.several_servers {
+                        writeln!(self.out, "@{} {} {}", r.server, r.name, a.data)?;
+                    } else {
+                        writeln!(self.out, "{} {}", r.name, a.data)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // a plain struct, serialised straight to the output: no JSON tree per name
+        let l = NdjsonLine {
+            line,
+            name: &r.name,
+            qtype: &r.qtype,
+            server: r.server,
+            status: r.reply().map(|x| rcode_name(x.rcode)),
+            answers: r.answer_set(),
+            time_us: r.time().map(crate::report::micros),
+            rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
+            attempts: r.attempts,
+            transport: r.transport(),
+            truncated: r.udp.as_ref().map(|u| u.reply.flags.tc),
+            error: refused,
+            checks,
+        };
+        if self.s.format == DnsFormat::Json {
+            self.json_results
+                .push(serde_json::to_value(&l).map_err(std::io::Error::from)?);
+        } else {
+            serde_json::to_writer(&mut self.out, &l).map_err(std::io::Error::from)?;
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// The summary (last NDJSON line, or in the JSON document), the line on
+    /// stderr, and the exit status.
+    fn finish(
+        mut self,
+        ignored: &BTreeMap<crate::probe::dns::DnsIgnored, u64>,
+    ) -> Result<u8, CmdError> {
+        let sum = &self.sum;
+        let doc = sum.to_json(ignored);
+        match self.s.format {
+            DnsFormat::Json => {
+                let mut d = doc.clone();
+                d["results"] = serde_json::Value::Array(std::mem::take(&mut self.json_results));
+                d["errors"] = serde_json::Value::Array(std::mem::take(&mut self.json_errors));
+                writeln!(
+                    self.out,
+                    "{}",
+                    serde_json::to_string_pretty(&d).map_err(std::io::Error::from)?
+                )?;
+            }
+            DnsFormat::Ndjson => writeln!(self.out, "{doc}")?,
+            DnsFormat::Short | DnsFormat::Text => {}
+        }
+        self.out.flush()?;
+        let s2 = &doc["summary"];
+        let checks = if self.s.checks.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} queries failed a check {}",
+                sum.failed_queries,
+                serde_json::to_string(&sum.check_failures).unwrap_or_default()
+            )
+        };
+        let refused = if sum.refused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", refused {}",
+                serde_json::to_string(&sum.refused).unwrap_or_default()
+            )
+        };
+        eprintln!(
+            "synscope: {} names, {} queries, {} answered, {} timeouts{refused}, {} bad lines in {:.3} s: {:.0} q/s; latency p50 {} µs, p90 {} µs, p99 {} µs ({} timestamps); rcodes {}{checks}",
+            sum.names,
+            sum.queries,
+            sum.answered,
+            sum.timeouts,
+            sum.bad_lines,
+            sum.elapsed.as_secs_f64(),
+            s2["qps"].as_f64().unwrap_or(0.0),
+            s2["latency_us"]["p50"],
+            s2["latency_us"]["p90"],
+            s2["latency_us"]["p99"],
+            sum.timing,
+            s2["rcodes"]
+        );
+        if let Some(f) = &self.first_failure {
+            eprintln!("synscope: check failed: {f}");
+        }
+        Ok(if sum.interrupted {
+            EXIT_INTERRUPTED
+        } else if sum.bad_lines > 0 {
+            EXIT_BAD_LINES
+        } else if sum.timeouts > 0 || !sum.refused.is_empty() {
+            EXIT_NO_ANSWER
+        } else if sum.failed_queries > 0 {
+            EXIT_CHECK_FAILED
+        } else {
+            EXIT_OK
+        })
+    }
+}
+
+/// A query that was never sent: its server refused an earlier one.
+fn unsent(server: SocketAddr, q: &QueryRepr) -> DnsResult {
+    DnsResult {
+        server,
+        name: q.question.name.to_ascii(),
+        qtype: crate::wire::dns::type_name(q.question.qtype),
+        qtype_code: u16::from(q.question.qtype),
+        query_size: 0,
+        udp: None,
+        attempts: 0,
+        tcp: None,
+    }
 }
 
 pub(super) async fn bulk(
@@ -110,197 +543,183 @@ pub(super) async fn bulk(
                 .map_err(|e| CmdError::Setup(format!("open {}: {e}", p.display())))?,
         )),
     };
-    let mut lines = reader.lines();
-    let default = s.servers[0];
-    let route = Route::lookup(default.ip(), None)?;
-    let sender = RawSender::open(route.src, None)?;
-    const PORTS: u16 = 64;
-    let ports = reserve_block(route.src, PORTS)?;
-    let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
-    let filter = FlowFilter {
-        local: route.src,
-        remote: None,
-        remote_port: None,
-        local_ports: Some((lo, hi)),
-        protocol: Protocol::UDP,
-        // bulk: not our own queries (half the packets); latency is from the
-        // user-space send time to the kernel's receive stamp
-        outbound: false,
+    let mut lines = Lines {
+        r: reader,
+        buf: Vec::with_capacity(256),
+        no: 0,
     };
-    let mut capture = Capture::open(0, &filter)?;
+    // one path per source address of the @SERVERs (e.g. one IPv4, one IPv6)
+    let mut paths: Vec<RawPath> = Vec::new();
+    // which path reaches a server (None: none of ours does)
+    let mut path_of: HashMap<IpAddr, Option<usize>> = HashMap::new();
+    for server in &s.servers {
+        let route = Route::lookup(server.ip(), None)?;
+        let i = match paths.iter().position(|p| p.src == route.src) {
+            Some(i) => i,
+            None => {
+                paths.push(RawPath::open(route.src, s, log)?);
+                paths.len() - 1
+            }
+        };
+        path_of.insert(server.ip(), Some(i));
+    }
     // bulk opens no socket after this (TCP fallback needs no privilege)
     crate::io::privileges::drop_all()?;
-    log.debug(|| format!("bulk: source {} ports {lo}-{hi}", route.src));
-    let mut ex = DnsExchange::new(DnsProbeConfig {
-        src: route.src,
-        ttl: 64,
-        timeout: s.timeout,
-        retries: s.retries,
-        answers_only: true,
-    });
-    let mut pending: std::collections::HashMap<crate::probe::dns::QueryKey, Pending> =
-        std::collections::HashMap::new();
-    let mut sum = BulkSummary::default();
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let servers: Vec<SocketAddr> = s.servers.clone();
+    let several = servers.len() > 1;
+    let mut report = Report {
+        out: std::io::BufWriter::with_capacity(1 << 16, out),
+        s,
+        sum: BulkSummary {
+            servers: servers.clone(),
+            timing: "user-space send, kernel receive",
+            ..BulkSummary::default()
+        },
+        several_servers: several,
+        json_results: Vec::new(),
+        json_errors: Vec::new(),
+        first_failure: None,
+    };
+    // servers that refused a query (ICMP error): later lines to them are not sent
+    let mut refused: HashMap<SocketAddr, String> = HashMap::new();
     let progress = s.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_progress = started;
     let mut input_done = false;
-    let mut line_no: u64 = 0;
-    let mut first_sent: u64 = 0;
-    let mut next_port: usize = 0;
+    let mut queries_sent: u64 = 0;
+    let mut next_server: usize = 0;
     let concurrency = s.concurrency as usize;
-    let mut route_ok: BTreeMap<std::net::IpAddr, bool> = BTreeMap::new();
-    route_ok.insert(default.ip(), true);
-    let mut carry: Vec<DnsOutcome> = Vec::new();
-    let mut batch: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(256);
+    let mut finished: Vec<Finished> = Vec::new();
+    let mut targets: Vec<SocketAddr> = Vec::with_capacity(servers.len());
     let signal = super::super::interrupted();
     tokio::pin!(signal);
+    let outstanding = |paths: &[RawPath]| paths.iter().map(|p| p.ex.outstanding()).sum::<usize>();
 
     loop {
         // 1. send what the rate and the concurrency allow
         let mut budget = 256usize;
-        while !input_done && ex.outstanding() < concurrency && budget > 0 {
+        while !input_done && outstanding(&paths) < concurrency && budget > 0 {
             if let Some(rate) = s.rate {
                 let allowed = (started.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
-                if first_sent >= allowed {
+                if queries_sent >= allowed {
                     break;
                 }
             }
-            let Some(line) = lines.next() else {
+            let Some((line_no, text)) = lines.next_line()? else {
                 input_done = true;
                 break;
             };
-            let line = line.map_err(|e| CmdError::Setup(format!("read names: {e}")))?;
-            line_no += 1;
-            let t = line.trim();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            sum.names += 1;
-            let parsed = parse_line(t, default).and_then(|l| {
-                let ok = *route_ok.entry(l.server.ip()).or_insert_with(|| {
-                    Route::lookup(l.server.ip(), None).is_ok_and(|r| r.src == route.src)
-                });
-                if ok {
-                    Ok(l)
-                } else {
-                    Err(format!(
-                        "server {} is not reached from source {} (bulk mode uses one source address)",
-                        l.server, route.src
-                    ))
-                }
-            });
-            let l = match parsed {
-                Ok(l) => l,
+            let t = match text {
+                Ok(t) => t.trim(),
                 Err(e) => {
-                    sum.bad_lines += 1;
-                    writeln!(out, "{}", json!({"line": line_no, "input": t, "error": e}))?;
+                    let input = String::from_utf8_lossy(&lines.buf).trim_end().to_string();
+                    report.sum.names += 1;
+                    report.bad_line(line_no, &input, &e)?;
                     continue;
                 }
             };
-            budget -= 1;
-            let port = ports[next_port % ports.len()].port;
-            next_port += 1;
-            let mut q = query_of(s, l.name, l.qtype);
-            let mut tries = 0;
-            while ex.in_use(&crate::probe::dns::QueryKey {
-                server: l.server,
-                src_port: port,
-                id: q.id,
-            }) && tries < 100
-            {
-                q.id = rand::random();
-                tries += 1;
+            if t.is_empty() || t.starts_with('#') {
+                continue;
             }
-            let (key, dgram) = ex.query(Timestamp::now(), line_no, l.server, port, &q);
-            batch.push((l.server.ip(), dgram));
-            sum.sent_packets += 1;
-            first_sent += 1;
-            pending.insert(key, Pending { line_no, query: q });
-        }
-        if !batch.is_empty() {
-            // one sendmmsg for the lot; a refused datagram times out like a lost one
-            let refs: Vec<(std::net::IpAddr, &[u8])> =
-                batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
-            sender.send_batch(&refs)?;
-            batch.clear();
-        }
-        // 2. answers queued so far
-        let mut finished: Vec<DnsOutcome> = std::mem::take(&mut carry);
-        for _ in 0..4096 {
-            match capture.try_recv()? {
-                Some(p) => {
-                    if let Some(o) =
-                        ex.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
-                    {
-                        finished.push(o);
-                    }
+            report.sum.names += 1;
+            let l = match parse_line(t) {
+                Ok(l) => l,
+                Err(e) => {
+                    let t = t.to_string();
+                    report.bad_line(line_no, &t, &e)?;
+                    continue;
                 }
-                None => break,
+            };
+            targets.clear();
+            match l.server {
+                Some(sv) => targets.push(sv),
+                None if s.spread => {
+                    targets.push(servers[next_server % servers.len()]);
+                    next_server += 1;
+                }
+                None => targets.extend_from_slice(&servers),
+            }
+            // every target must be reachable from one of our source addresses
+            let unreachable = targets.iter().find(|sv| {
+                path_of
+                    .entry(sv.ip())
+                    .or_insert_with(|| {
+                        let src = Route::lookup(sv.ip(), None).ok()?.src;
+                        paths.iter().position(|p| p.src == src)
+                    })
+                    .is_none()
+            });
+            if let Some(sv) = unreachable {
+                let e = format!(
+                    "server {sv} is not reached from a source address of the @SERVERs (bulk mode sends from those only)"
+                );
+                let t = t.to_string();
+                report.bad_line(line_no, &t, &e)?;
+                continue;
+            }
+            for &server in &targets {
+                let q = query_of(s, l.name.clone(), l.qtype);
+                report.sum.queries += 1;
+                if let Some(why) = refused.get(&server) {
+                    let why = format!("{why} (refused before: not sent)");
+                    report.result(line_no, &unsent(server, &q), Some(&why))?;
+                    continue;
+                }
+                budget = budget.saturating_sub(1);
+                let Some(Some(i)) = path_of.get(&server.ip()).copied() else {
+                    continue;
+                };
+                paths[i].queue(line_no, server, q);
+                report.sum.sent_packets += 1;
+                queries_sent += 1;
             }
         }
-        // 3. deadlines
-        let (done, resend) = ex.on_time(Timestamp::now());
-        for r in resend {
-            sender.send(r.key.server.ip(), &r.datagram)?;
-            sum.sent_packets += 1;
+        for p in paths.iter_mut() {
+            p.flush()?;
         }
-        finished.extend(done);
-        for o in finished {
-            let Some(p) = pending.remove(&o.key) else {
+        // 2. answers queued so far, 3. deadlines
+        for p in paths.iter_mut() {
+            p.poll(&mut finished)?;
+            p.on_time(&mut report.sum.sent_packets, &mut finished)?;
+        }
+        for f in finished.drain(..) {
+            let key = f.outcome.key;
+            let Some(i) = path_of.get(&key.server.ip()).copied().flatten() else {
                 continue;
             };
-            let mut r = result_of(o, p.query.question.qtype);
+            let Some(p) = paths[i].pending.remove(&key) else {
+                continue;
+            };
+            if let Some(why) = &f.refused {
+                refused.entry(key.server).or_insert_with(|| why.clone());
+            }
+            let mut r = result_of(f.outcome, p.query.question.qtype);
             if s.tcp_fallback && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
                 r.tcp = Some(over_tcp(r.server, &p.query, s.timeout).await);
-                sum.tcp += 1;
+                report.sum.tcp += 1;
             }
-            match (r.reply(), r.time()) {
-                (Some(rep), Some(t)) => {
-                    sum.answered += 1;
-                    *sum.rcodes.entry(rcode_name(rep.rcode)).or_default() += 1;
-                    sum.rtts_decius
-                        .push((t.as_nanos() / 100).min(u32::MAX as u128) as u32);
-                }
-                _ => sum.timeouts += 1,
-            }
-            // a plain struct, serialised straight to the output: no JSON tree per name
-            let line = NdjsonLine {
-                line: p.line_no,
-                name: &r.name,
-                qtype: &r.qtype,
-                server: r.server,
-                status: r.reply().map(|x| rcode_name(x.rcode)),
-                answers: r.answer_set(),
-                time_us: r.time().map(crate::report::micros),
-                rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
-                attempts: r.attempts,
-                transport: r.transport(),
-                truncated: r.udp.as_ref().map(|u| u.reply.flags.tc),
-            };
-            serde_json::to_writer(&mut out, &line).map_err(std::io::Error::from)?;
-            out.write_all(b"\n")?;
+            report.result(p.line_no, &r, f.refused.as_deref())?;
         }
-        if input_done && ex.outstanding() == 0 {
+        if input_done && outstanding(&paths) == 0 {
             break;
         }
         if progress && last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let sum = &report.sum;
             eprint!(
                 "\r{} names, {} answered, {} timeouts, {} outstanding, {:.0} q/s   ",
                 sum.names,
                 sum.answered,
                 sum.timeouts,
-                ex.outstanding(),
+                outstanding(&paths),
                 sum.answered as f64 / secs
             );
         }
         // 4. wait when there is nothing to send right now
-        let can_send = !input_done && ex.outstanding() < concurrency;
+        let can_send = !input_done && outstanding(&paths) < concurrency;
         let rate_wait = s.rate.map(|rate| {
-            let next = (first_sent as f64) / rate as f64;
+            let next = (queries_sent as f64) / rate as f64;
             started + Duration::from_secs_f64(next)
         });
         let send_at = match (can_send, rate_wait) {
@@ -308,54 +727,37 @@ pub(super) async fn bulk(
             (true, Some(at)) if at > Instant::now() => Some(at),
             (true, _) => continue,
         };
-        let mut wake = ex
-            .next_deadline()
+        let mut wake = paths
+            .iter_mut()
+            .filter_map(|p| p.ex.next_deadline())
+            .min()
             .map(instant_of)
             .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
         if let Some(at) = send_at {
             wake = wake.min(at);
         }
         tokio::select! {
-            pkt = capture.recv() => {
+            (i, pkt) = next_packet(&mut paths) => {
                 let p = pkt?;
-                if let Some(o) = ex.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                    carry.push(o); // handled on the next turn
-                }
+                paths[i].on_packet(&p, &mut finished); // handled on the next turn
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = &mut signal => {
                 // stop: what is outstanding is neither answered nor timed out
-                sum.interrupted = true;
+                report.sum.interrupted = true;
                 break;
             }
         }
     }
-    sum.elapsed = started.elapsed();
+    report.sum.elapsed = started.elapsed();
     if progress {
         eprintln!();
     }
-    let doc = sum.to_json(ex.ignored());
-    writeln!(out, "{doc}")?;
-    out.flush()?;
-    let s2 = &doc["summary"];
-    eprintln!(
-        "synscope: {} names, {} answered, {} timeouts, {} bad lines in {:.3} s: {:.0} q/s; latency p50 {} µs, p90 {} µs, p99 {} µs; rcodes {}",
-        sum.names,
-        sum.answered,
-        sum.timeouts,
-        sum.bad_lines,
-        sum.elapsed.as_secs_f64(),
-        s2["qps"].as_f64().unwrap_or(0.0),
-        s2["latency_us"]["p50"],
-        s2["latency_us"]["p90"],
-        s2["latency_us"]["p99"],
-        s2["rcodes"]
-    );
-    Ok(if sum.interrupted {
-        EXIT_INTERRUPTED
-    } else if sum.timeouts > 0 {
-        EXIT_NO_ANSWER
-    } else {
-        EXIT_OK
-    })
+    let mut ignored = BTreeMap::new();
+    for p in &paths {
+        for (k, v) in p.ex.ignored() {
+            *ignored.entry(*k).or_default() += v;
+        }
+    }
+    report.finish(&ignored)
 }

@@ -1,0 +1,242 @@
+//! `synscope dns --file` (bulk) against a real NSD in a namespace lab: checks on
+//! every line with their exit status and per-check counts, bad and non-UTF-8
+//! lines, several servers, a closed UDP port (the kernel's ICMP
+//! port-unreachable). Needs root, `ip`, `nft`, `nsd` (scripts/setup.sh); each
+//! test builds and removes its own lab.
+
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Output, Stdio};
+use synscope::lab::{Lab, LabSpec};
+use synscope::lab_dns::LabDns;
+
+mod common;
+
+fn lab() -> (LabDns, Lab) {
+    let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
+    let dns = LabDns::start(&lab).expect("nsd in the lab (apt-get install nsd)");
+    (dns, lab)
+}
+
+/// `synscope dns -f - ARGS` in the client namespace with `input` on stdin.
+fn bulk(lab: &Lab, input: &[u8], args: &[&str]) -> Output {
+    let mut child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(["dns", "--file", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The NDJSON lines of the output: (per-query and error lines, summary).
+fn ndjson(out: &Output) -> (Vec<Value>, Value) {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let last = lines.pop().expect("a summary line");
+    assert!(last.get("summary").is_some(), "{last}");
+    (lines, last["summary"].clone())
+}
+
+#[test]
+fn checks_on_every_line_set_the_status_and_are_counted_per_check() {
+    let (_dns, lab) = lab();
+    // the example: a failing --expect in bulk is not silent
+    let out = bulk(
+        &lab,
+        b"www.lab.test\n",
+        &["@198.18.0.2", "--expect", "1.2.3.4"],
+    );
+    common::assert_status(&out, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("check failed: line 1: --expect: www.lab.test. A @198.18.0.2:53: answer is 198.18.0.10 instead of 1.2.3.4"),
+        "{err}"
+    );
+
+    // 3 lines pass, one fails --expect, one fails --expect and --expect-rcode
+    let input = b"a.lab.test\nwww.lab.test\nb.lab.test\nc3.lab.test\nnx.lab.test\n";
+    let out = bulk(
+        &lab,
+        input,
+        &[
+            "@198.18.0.2",
+            "--expect",
+            "198.18.0.10",
+            "--expect-rcode",
+            "NOERROR",
+        ],
+    );
+    common::assert_status(&out, 1);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 5);
+    let by_line = |n: u64| lines.iter().find(|l| l["line"] == n).unwrap();
+    for n in [1, 2, 4] {
+        assert_eq!(by_line(n)["checks"], "pass", "{}", by_line(n));
+    }
+    assert_eq!(
+        by_line(3)["checks"][0],
+        "--expect: b.lab.test. A @198.18.0.2:53: answer is 198.18.0.11, 198.18.0.12 instead of 198.18.0.10"
+    );
+    assert_eq!(by_line(5)["checks"].as_array().unwrap().len(), 2);
+    assert_eq!(sum["failed_checks"], 2);
+    assert_eq!(sum["check_failures"]["--expect"], 2);
+    assert_eq!(sum["check_failures"]["--expect-rcode"], 1);
+    assert_eq!(sum["answered"], 5);
+
+    // every check passing: status 0; --json is one document, --short the data
+    let out = bulk(
+        &lab,
+        b"a.lab.test\nwww.lab.test\n",
+        &["@198.18.0.2", "--expect-contains", "198.18.0.10", "--json"],
+    );
+    common::assert_status(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["results"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["results"][1]["checks"], "pass");
+    assert_eq!(doc["summary"]["failed_checks"], 0);
+    let out = bulk(
+        &lab,
+        b"a.lab.test\nlab.test,MX\n",
+        &["@198.18.0.2", "--short"],
+    );
+    common::assert_status(&out, 0);
+    let mut short: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    short.sort();
+    assert_eq!(
+        short,
+        [
+            "a.lab.test. 198.18.0.10",
+            "lab.test. 10 mail.lab.test.",
+            "lab.test. 20 mail2.lab.test."
+        ]
+    );
+}
+
+#[test]
+fn a_non_utf8_line_is_an_error_of_that_line_and_the_others_are_answered() {
+    let (_dns, lab) = lab();
+    let out = bulk(
+        &lab,
+        b"a.lab.test\nb\xff\xfe.lab.test\nbad..name\nb.lab.test,AAAA\n",
+        &["@198.18.0.2"],
+    );
+    common::assert_status(&out, 2);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let by_line = |n: u64| lines.iter().find(|l| l["line"] == n).unwrap();
+    assert_eq!(
+        by_line(2)["error"],
+        "not UTF-8 (byte 0xff at column 2)",
+        "{}",
+        by_line(2)
+    );
+    assert!(by_line(3)["error"].as_str().is_some(), "{}", by_line(3));
+    assert_eq!(by_line(1)["answers"][0], "198.18.0.10");
+    assert_eq!(by_line(4)["answers"][0], "2001:db8::11");
+    assert_eq!(sum["bad_lines"], 2);
+    assert_eq!(sum["answered"], 2);
+}
+
+#[test]
+fn several_servers_each_line_to_each_or_spread_in_turn() {
+    let (_dns, lab) = lab();
+    let names = b"a.lab.test\nb.lab.test\nwww.lab.test\nnx.lab.test\n";
+    // default: every line to every server (here IPv4 and IPv6: two senders)
+    let out = bulk(&lab, names, &["@198.18.0.2", "@[2001:db8::2]"]);
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 8);
+    for n in 1..=4u64 {
+        let mut servers: Vec<&str> = lines
+            .iter()
+            .filter(|l| l["line"] == n)
+            .map(|l| l["server"].as_str().unwrap())
+            .collect();
+        servers.sort();
+        assert_eq!(servers, ["198.18.0.2:53", "[2001:db8::2]:53"], "line {n}");
+    }
+    assert_eq!(
+        (sum["names"].clone(), sum["queries"].clone()),
+        (4.into(), 8.into())
+    );
+    // --spread: each line to one server, in turn
+    let out = bulk(&lab, names, &["@198.18.0.2", "@[2001:db8::2]", "--spread"]);
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 4);
+    for l in &lines {
+        let want = if l["line"].as_u64().unwrap() % 2 == 1 {
+            "198.18.0.2:53"
+        } else {
+            "[2001:db8::2]:53"
+        };
+        assert_eq!(l["server"], want, "{l}");
+    }
+    assert_eq!(sum["answered"], 4);
+}
+
+#[test]
+fn a_closed_udp_port_ends_its_queries_at_once_with_the_icmp_reason() {
+    let (_dns, lab) = lab();
+    // nothing listens on UDP 5353: the server's kernel answers port-unreachable
+    let names = "a.lab.test\n".repeat(50);
+    let t0 = std::time::Instant::now();
+    let out = bulk(
+        &lab,
+        names.as_bytes(),
+        &[
+            "@198.18.0.2:5353",
+            "@198.18.0.2",
+            "--timeout",
+            "2s",
+            "--retries",
+            "2",
+        ],
+    );
+    // waiting out the retries would take 6 s
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        t0.elapsed()
+    );
+    common::assert_status(&out, 3);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 100);
+    for l in &lines {
+        if l["server"] == "198.18.0.2:5353" {
+            assert!(
+                l["error"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("port-unreachable from 198.18.0.2"),
+                "{l}"
+            );
+            assert!(
+                l["status"].is_null() && l["attempts"].as_u64().unwrap() <= 1,
+                "{l}"
+            );
+        } else {
+            assert_eq!(l["status"], "NOERROR", "{l}");
+        }
+    }
+    assert_eq!(sum["answered"], 50);
+    assert_eq!(sum["timeouts"], 0);
+    let refused: u64 = sum["refused"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(refused, 50);
+}
