@@ -583,8 +583,8 @@ fn bulk_ndjson_every_answer_checked() {
         } else {
             assert_eq!(l["transport"], "tcp", "{l}");
         }
-        // bulk does not capture its own queries: user-space send time, kernel receive stamp
-        assert_eq!(l["rtt_source"], "user", "{l}");
+        // the raw socket's transmit stamp to the capture's receive stamp
+        assert_eq!(l["rtt_source"], "kernel", "{l}");
     }
     assert!(seen.iter().all(|s| *s));
     let s = &lines[lines.len() - 1]["summary"];

@@ -10,6 +10,7 @@ pub mod privileges;
 pub mod raw;
 pub mod route;
 pub mod timer;
+pub mod txstamp;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use raw::RawSender;

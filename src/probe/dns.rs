@@ -226,6 +226,16 @@ impl DnsExchange {
         Some(p)
     }
 
+    /// The kernel's stamp of a query's latest attempt leaving (a transmit
+    /// timestamp from the sending socket): its RTT is measured from there.
+    pub fn stamp_sent(&mut self, key: &QueryKey, at: Timestamp) {
+        if let Some(p) = self.pending.get_mut(key)
+            && p.kernel_sent.is_none()
+        {
+            p.kernel_sent = Some(at);
+        }
+    }
+
     /// The earliest deadline of an outstanding query.
     pub fn next_deadline(&mut self) -> Option<Timestamp> {
         while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {

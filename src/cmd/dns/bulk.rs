@@ -12,6 +12,7 @@ use super::{
 use crate::cli::{BulkSource, DnsFormat, DnsSettings};
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
+use crate::io::txstamp::SendLog;
 use crate::io::{Capture, Captured, IoError, PortReservation, RawSender, Route};
 use crate::probe::dns::{DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey};
 use crate::report::dns::{BulkSummary, DnsResult, check};
@@ -147,6 +148,13 @@ struct RawPath {
     ex: DnsExchange,
     pending: HashMap<QueryKey, Pending>,
     batch: Vec<(IpAddr, Vec<u8>)>,
+    /// The key of each datagram in `batch`.
+    batch_keys: Vec<QueryKey>,
+    refused_at: Vec<usize>,
+    /// The kernel stamps our sends (SO_TIMESTAMPING on the raw socket).
+    tx_stamps: bool,
+    sends: SendLog<QueryKey>,
+    stamps: Vec<(u32, Timestamp)>,
 }
 
 const PORTS: u16 = 64;
@@ -162,11 +170,20 @@ impl RawPath {
             remote_port: None,
             local_ports: Some((lo, hi)),
             protocol: Protocol::UDP,
-            // not our own queries (half the packets); latency is from the
-            // user-space send time to the kernel's receive stamp
+            // not our own queries (half the packets): their send times come
+            // from the sender's transmit stamps
             outbound: false,
         };
         let capture = Capture::open(0, &filter)?;
+        // the kernel's stamp of each query leaving, from the raw socket's error
+        // queue: without it, RTTs start at the user-space send time
+        let tx_stamps = match sender.enable_tx_stamps() {
+            Ok(()) => true,
+            Err(e) => {
+                log.debug(|| format!("bulk: no transmit timestamps ({e}): user-space send times"));
+                false
+            }
+        };
         log.debug(|| format!("bulk: source {src} ports {lo}-{hi}"));
         Ok(RawPath {
             src,
@@ -183,6 +200,11 @@ impl RawPath {
             }),
             pending: HashMap::new(),
             batch: Vec::with_capacity(256),
+            batch_keys: Vec::with_capacity(256),
+            refused_at: Vec::new(),
+            tx_stamps,
+            sends: SendLog::new(),
+            stamps: Vec::with_capacity(256),
         })
     }
 
@@ -202,6 +224,7 @@ impl RawPath {
         }
         let (key, dgram) = self.ex.query(Timestamp::now(), line_no, server, port, &q);
         self.batch.push((server.ip(), dgram));
+        self.batch_keys.push(key);
         self.pending.insert(key, Pending { line_no, query: q });
     }
 
@@ -211,8 +234,34 @@ impl RawPath {
         if !self.batch.is_empty() {
             let refs: Vec<(IpAddr, &[u8])> =
                 self.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
-            self.sender.send_batch(&refs)?;
+            self.refused_at.clear();
+            self.sender.send_batch_noting(&refs, &mut self.refused_at)?;
+            // a refused datagram took no send counter
+            let mut refused = self.refused_at.iter().peekable();
+            for (i, k) in self.batch_keys.iter().enumerate() {
+                if refused.next_if_eq(&&i).is_none() {
+                    self.sends.sent(*k);
+                }
+            }
             self.batch.clear();
+            self.batch_keys.clear();
+            self.take_stamps()?;
+        }
+        Ok(())
+    }
+
+    /// Applies the transmit stamps the kernel queued (before any answer to
+    /// those queries is read: veth and loopback stamp within the send call).
+    fn take_stamps(&mut self) -> Result<(), CmdError> {
+        if !self.tx_stamps {
+            return Ok(());
+        }
+        self.stamps.clear();
+        self.sender.tx_stamps(&mut self.stamps)?;
+        for &(counter, at) in &self.stamps {
+            if let Some(key) = self.sends.stamped(counter) {
+                self.ex.stamp_sent(&key, at);
+            }
         }
         Ok(())
     }
@@ -246,6 +295,7 @@ impl RawPath {
 
     /// Reads what the capture has queued, without waiting.
     fn poll(&mut self, done: &mut Vec<Finished>) -> Result<(), CmdError> {
+        self.take_stamps()?;
         for _ in 0..4096 {
             match self.capture.try_recv()? {
                 Some(p) => self.on_packet(&p, done),
@@ -258,9 +308,13 @@ impl RawPath {
     /// Retries and timeouts due by now.
     fn on_time(&mut self, sent: &mut u64, done: &mut Vec<Finished>) -> Result<(), CmdError> {
         let (gone, resend) = self.ex.on_time(Timestamp::now());
-        for r in resend {
+        for r in &resend {
             self.sender.send(r.key.server.ip(), &r.datagram)?;
+            self.sends.sent(r.key);
             *sent += 1;
+        }
+        if !resend.is_empty() {
+            self.take_stamps()?;
         }
         done.extend(gone.into_iter().map(|o| Finished {
             outcome: o,
@@ -572,7 +626,11 @@ pub(super) async fn bulk(
         s,
         sum: BulkSummary {
             servers: servers.clone(),
-            timing: "user-space send, kernel receive",
+            timing: if paths.iter().all(|p| p.tx_stamps) {
+                "kernel"
+            } else {
+                "user-space send, kernel receive"
+            },
             ..BulkSummary::default()
         },
         several_servers: several,
