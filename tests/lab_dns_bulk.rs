@@ -345,3 +345,195 @@ fn bulk_latency_from_kernel_stamps_matches_tcpdump() {
     );
     assert!(median < 10.0, "median error {median} µs");
 }
+
+/// The benchmark (printed, not asserted; run by bench/dns.sh with --release):
+/// bulk q/s beside dnsperf's against the same NSD (RRL off), in the same run,
+/// on a mixed query set (A, AAAA, CNAME chain, MX, TXT, NXDOMAIN) and on one
+/// repeated name, BENCH_ROUNDS times (default 3). synscope's every answer is
+/// checked against the zone. BENCH_SECS (default 5) is dnsperf's run time;
+/// synscope resolves BENCH_NAMES names (default 500,000).
+#[test]
+#[ignore]
+fn bench_bulk_vs_dnsperf() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (secs, names, rounds) = (
+        env("BENCH_SECS", 5),
+        env("BENCH_NAMES", 500_000) as usize,
+        env("BENCH_ROUNDS", 3),
+    );
+    let (_dns, lab) = lab();
+    let dir = std::env::temp_dir().join(format!("{}-bench", lab.client_ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    // (synscope line, dnsperf line, status, answer set)
+    let mixed: &[(&str, &str, &str, &[&str])] = &[
+        ("a.lab.test", "a.lab.test A", "NOERROR", &["198.18.0.10"]),
+        (
+            "a.lab.test,AAAA",
+            "a.lab.test AAAA",
+            "NOERROR",
+            &["2001:db8::10"],
+        ),
+        (
+            "www.lab.test",
+            "www.lab.test A",
+            "NOERROR",
+            &["198.18.0.10"],
+        ),
+        (
+            "lab.test,MX",
+            "lab.test MX",
+            "NOERROR",
+            &["10 mail.lab.test.", "20 mail2.lab.test."],
+        ),
+        (
+            "txt.lab.test,TXT",
+            "txt.lab.test TXT",
+            "NOERROR",
+            &["\"hello synlab\""],
+        ),
+        ("nx.lab.test", "nx.lab.test A", "NXDOMAIN", &[]),
+    ];
+    let single = &mixed[..1];
+    for round in 1..=rounds {
+        for (set, kinds) in [("mixed", mixed), ("single-name", single)] {
+            let qfile = dir.join("queries.txt");
+            let text: String = kinds.iter().map(|k| format!("{}\n", k.1)).collect();
+            std::fs::write(&qfile, text).unwrap();
+            let o = lab
+                .client_command("/usr/bin/time")
+                .args(["-f", "TIMECPU %U %S", "dnsperf"])
+                .args(["-s", "198.18.0.2", "-l", &secs.to_string(), "-d"])
+                .arg(&qfile)
+                .output()
+                .expect("dnsperf (scripts/setup.sh --bench)");
+            let text = String::from_utf8_lossy(&o.stdout);
+            let dnsperf_qps: f64 = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Queries per second:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(f64::NAN);
+            let dnsperf_queries: f64 = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Queries completed:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(f64::NAN);
+            let dnsperf_cpu = cpu_secs(&o.stderr);
+
+            let nfile = dir.join("names.txt");
+            let text: String = (0..names)
+                .map(|i| format!("{}\n", kinds[i % kinds.len()].0))
+                .collect();
+            std::fs::write(&nfile, text).unwrap();
+            let ofile = dir.join("out.ndjson");
+            let out = lab
+                .client_command("/usr/bin/time")
+                .args(["-f", "TIMECPU %U %S", env!("CARGO_BIN_EXE_synscope")])
+                .args(["dns", "--file"])
+                .arg(&nfile)
+                .args(["@198.18.0.2", "--timeout", "1s"])
+                .stdout(std::fs::File::create(&ofile).unwrap())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            // every answer checked against the zone
+            let (mut ok, mut bad) = (0u64, 0u64);
+            let mut summary = Value::Null;
+            let text = std::fs::read_to_string(&ofile).unwrap();
+            for l in text.lines() {
+                let v: Value = serde_json::from_str(l).unwrap();
+                if v.get("summary").is_some() {
+                    summary = v["summary"].clone();
+                    continue;
+                }
+                let (_, _, status, answers) =
+                    kinds[(v["line"].as_u64().unwrap() - 1) as usize % kinds.len()];
+                let got: Vec<&str> = v["answers"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                if v["status"] == status && got == answers {
+                    ok += 1;
+                } else {
+                    bad += 1;
+                    if bad <= 3 {
+                        println!("not as the zone says: {l}");
+                    }
+                }
+            }
+            let ours = summary["qps"].as_f64().unwrap_or(f64::NAN);
+            let lines = text.lines().count() as u64 - 1;
+            if lines != names as u64 {
+                println!("{lines} result lines for {names} names");
+            }
+            println!(
+                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {:.2} µs/query) | ratio {:.2}",
+                summary["timeouts"],
+                summary["latency_us"]["p50"],
+                summary["timing"],
+                cpu_secs(&out.stderr) * 1e6 / names as f64,
+                dnsperf_cpu * 1e6 / dnsperf_queries,
+                ours / dnsperf_qps
+            );
+            if !out.status.success() {
+                println!(
+                    "synscope stderr: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// User + system CPU seconds from `/usr/bin/time -f "TIMECPU %U %S"` on stderr.
+fn cpu_secs(stderr: &[u8]) -> f64 {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("TIMECPU "))
+        .map(|t| {
+            t.split_whitespace()
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// For profiling: runs `$PROFILE_CMD synscope dns --file ...` (e.g.
+/// PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names.
+#[test]
+#[ignore]
+fn profile_bulk() {
+    let (_dns, lab) = lab();
+    let file = std::env::temp_dir().join(format!("{}-names.txt", lab.client_ns));
+    let kinds = [
+        "a.lab.test",
+        "a.lab.test,AAAA",
+        "www.lab.test",
+        "lab.test,MX",
+        "txt.lab.test,TXT",
+        "nx.lab.test",
+    ];
+    let text: String = (0..300_000)
+        .map(|i| format!("{}\n", kinds[i % kinds.len()]))
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let cmd = std::env::var("PROFILE_CMD").unwrap_or_default();
+    let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+    argv.push(env!("CARGO_BIN_EXE_synscope").into());
+    let out = lab
+        .client_command(&argv[0])
+        .args(&argv[1..])
+        .args(["dns", "--file"])
+        .arg(&file)
+        .args(["@198.18.0.2"])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    println!("{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -301,67 +301,43 @@ impl DnsExchange {
         at: Timestamp,
         checksum_offloaded: bool,
     ) -> Option<DnsOutcome> {
-        let outgoing = direction == Direction::Outgoing;
-        // our own packets carry partial checksums; replies over veth/lo may too
-        let mode = if outgoing || checksum_offloaded {
-            Checksums::Offloaded
-        } else {
-            Checksums::Verify
-        };
-        let Ok(d) = Datagram::parse_with(data, mode) else {
-            return self.ignore(DnsIgnored::Malformed);
-        };
-        let Transport::Udp(u) = d.transport else {
-            return self.ignore(if outgoing {
-                DnsIgnored::OwnTraffic
-            } else {
-                DnsIgnored::NotUdp
-            });
-        };
-        if outgoing {
-            let key = match u.payload.get(..2) {
-                Some(id) => QueryKey {
-                    server: SocketAddr::new(d.ip.dst, u.dst_port),
-                    src_port: u.src_port,
-                    id: u16::from_be_bytes([id[0], id[1]]),
-                },
-                None => return self.ignore(DnsIgnored::OwnTraffic),
-            };
-            return match self.pending.get_mut(&key) {
-                Some(p) if d.ip.src == self.cfg.src && p.kernel_sent.is_none() => {
-                    p.kernel_sent = Some(at);
-                    None
-                }
-                _ => self.ignore(DnsIgnored::OwnTraffic),
-            };
-        }
-        let server = SocketAddr::new(d.ip.src, u.src_port);
-        if d.ip.dst != self.cfg.src {
-            return self.ignore(DnsIgnored::OtherFlow);
-        }
-        let Some(id) = u.payload.get(..2) else {
-            return self.ignore(DnsIgnored::Malformed);
-        };
-        let key = QueryKey {
-            server,
-            src_port: u.dst_port,
-            id: u16::from_be_bytes([id[0], id[1]]),
+        let r = read_packet(
+            self.cfg.src,
+            self.cfg.answers_only,
+            data,
+            direction,
+            at,
+            checksum_offloaded,
+        );
+        self.on_received(r)
+    }
+
+    /// Takes a packet [`read_packet`] read (possibly on another thread):
+    /// matches an answer to its query, or records a query's send stamp.
+    pub fn on_received(&mut self, r: Received) -> Option<DnsOutcome> {
+        let (key, message, at) = match r {
+            Received::Ignored(why) => return self.ignore(why),
+            Received::Sent { key, from, at } => {
+                return match self.pending.get_mut(&key) {
+                    Some(p) if from == self.cfg.src && p.kernel_sent.is_none() => {
+                        p.kernel_sent = Some(at);
+                        None
+                    }
+                    _ => self.ignore(DnsIgnored::OwnTraffic),
+                };
+            }
+            Received::Answer { key, message, at } => (key, message, at),
         };
         if !self.pending.contains_key(&key) {
-            return self.ignore(if self.ports.contains_key(&(server, u.dst_port)) {
+            return self.ignore(if self.ports.contains_key(&(key.server, key.src_port)) {
                 DnsIgnored::WrongId
-            } else if self.used_ports.contains(&u.dst_port) {
+            } else if self.used_ports.contains(&key.src_port) {
                 DnsIgnored::NoQuery
             } else {
                 DnsIgnored::OtherFlow
             });
         }
-        let parsed = if self.cfg.answers_only {
-            ReplyRepr::parse_answers(&u.payload)
-        } else {
-            ReplyRepr::parse(&u.payload)
-        };
-        let Ok(reply) = parsed else {
+        let Some(reply) = message else {
             return self.ignore(DnsIgnored::Malformed);
         };
         if !reply.is_response {
@@ -386,6 +362,90 @@ impl DnsExchange {
             rtt_source: source_of(p.kernel_sent),
             reply: Some(reply),
         })
+    }
+}
+
+/// A captured packet as read without the exchange's state (what needs no
+/// state, above all the DNS parse, can run on a thread of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A UDP datagram to us: from `key.server` to our port `key.src_port`
+    /// with DNS id `key.id`, and its message if it could be read.
+    Answer {
+        key: QueryKey,
+        message: Option<ReplyRepr>,
+        at: Timestamp,
+    },
+    /// A query of ours leaving (an outgoing capture), stamped by the kernel.
+    Sent {
+        key: QueryKey,
+        from: IpAddr,
+        at: Timestamp,
+    },
+    Ignored(DnsIgnored),
+}
+
+/// Reads one captured packet (from its IP header) for an exchange whose
+/// source address is `src`; `answers_only` as in [`DnsProbeConfig`].
+pub fn read_packet(
+    src: IpAddr,
+    answers_only: bool,
+    data: &[u8],
+    direction: Direction,
+    at: Timestamp,
+    checksum_offloaded: bool,
+) -> Received {
+    let outgoing = direction == Direction::Outgoing;
+    // our own packets carry partial checksums; replies over veth/lo may too
+    let mode = if outgoing || checksum_offloaded {
+        Checksums::Offloaded
+    } else {
+        Checksums::Verify
+    };
+    let Ok(d) = Datagram::parse_with(data, mode) else {
+        return Received::Ignored(DnsIgnored::Malformed);
+    };
+    let Transport::Udp(u) = d.transport else {
+        return Received::Ignored(if outgoing {
+            DnsIgnored::OwnTraffic
+        } else {
+            DnsIgnored::NotUdp
+        });
+    };
+    if outgoing {
+        return match u.payload.get(..2) {
+            Some(id) => Received::Sent {
+                key: QueryKey {
+                    server: SocketAddr::new(d.ip.dst, u.dst_port),
+                    src_port: u.src_port,
+                    id: u16::from_be_bytes([id[0], id[1]]),
+                },
+                from: d.ip.src,
+                at,
+            },
+            None => Received::Ignored(DnsIgnored::OwnTraffic),
+        };
+    }
+    if d.ip.dst != src {
+        return Received::Ignored(DnsIgnored::OtherFlow);
+    }
+    let Some(id) = u.payload.get(..2) else {
+        return Received::Ignored(DnsIgnored::Malformed);
+    };
+    let key = QueryKey {
+        server: SocketAddr::new(d.ip.src, u.src_port),
+        src_port: u.dst_port,
+        id: u16::from_be_bytes([id[0], id[1]]),
+    };
+    let parsed = if answers_only {
+        ReplyRepr::parse_answers(&u.payload)
+    } else {
+        ReplyRepr::parse(&u.payload)
+    };
+    Received::Answer {
+        key,
+        message: parsed.ok(),
+        at,
     }
 }
 

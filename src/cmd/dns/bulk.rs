@@ -12,9 +12,10 @@ use super::{
 use crate::cli::{BulkSource, DnsFormat, DnsSettings};
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
+use crate::io::capture::BlockingCapture;
 use crate::io::txstamp::SendLog;
-use crate::io::{Capture, Captured, IoError, PortReservation, RawSender, Route};
-use crate::probe::dns::{DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey};
+use crate::io::{IoError, PortReservation, RawSender, Route};
+use crate::probe::dns::{DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, read_packet};
 use crate::report::dns::{BulkSummary, DnsResult, check};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_name};
@@ -22,6 +23,8 @@ use hickory_proto::rr::{Name, RecordType};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -142,7 +145,9 @@ struct Finished {
 struct RawPath {
     src: IpAddr,
     sender: RawSender,
-    capture: Capture,
+    /// Until the receiver thread starts.
+    capture: Option<BlockingCapture>,
+    receiver: Option<std::thread::JoinHandle<Result<(), IoError>>>,
     ports: Vec<PortReservation>,
     next_port: usize,
     ex: DnsExchange,
@@ -174,7 +179,7 @@ impl RawPath {
             // from the sender's transmit stamps
             outbound: false,
         };
-        let capture = Capture::open(0, &filter)?;
+        let capture = BlockingCapture::open(0, &filter, 8 << 20)?;
         // the kernel's stamp of each query leaving, from the raw socket's error
         // queue: without it, RTTs start at the user-space send time
         let tx_stamps = match sender.enable_tx_stamps() {
@@ -188,7 +193,8 @@ impl RawPath {
         Ok(RawPath {
             src,
             sender,
-            capture,
+            capture: Some(capture),
+            receiver: None,
             ports,
             next_port: 0,
             ex: DnsExchange::new(DnsProbeConfig {
@@ -213,12 +219,15 @@ impl RawPath {
         let port = self.ports[self.next_port % self.ports.len()].port;
         self.next_port += 1;
         let mut tries = 0;
-        while self.ex.in_use(&QueryKey {
-            server,
-            src_port: port,
-            id: q.id,
-        }) && tries < 100
-        {
+        // not in use, nor finished and waiting to be reported
+        while tries < 100 && {
+            let k = QueryKey {
+                server,
+                src_port: port,
+                id: q.id,
+            };
+            self.ex.in_use(&k) || self.pending.contains_key(&k)
+        } {
             q.id = rand::random();
             tries += 1;
         }
@@ -266,40 +275,89 @@ impl RawPath {
         Ok(())
     }
 
-    /// One captured packet: an answer, or an ICMP error ending every query to
-    /// the server that sent it.
-    fn on_packet(&mut self, p: &Captured, done: &mut Vec<Finished>) {
-        if is_icmp(&p.data) {
-            if let Some(r) = self.ex.on_icmp(&p.data) {
-                let why = r.to_string();
-                done.extend(
-                    self.ex
-                        .give_up_server(r.server)
-                        .into_iter()
-                        .map(|o| Finished {
-                            outcome: o,
-                            refused: Some(why.clone()),
-                        }),
-                );
+    /// Starts the thread that reads and parses the replies (the first lever
+    /// of throughput: sending and receiving each get a core, as in dnsperf).
+    fn start_receiver(&mut self, index: usize, tx: RxSender, stop: &Arc<AtomicBool>) {
+        let Some(mut capture) = self.capture.take() else {
+            return;
+        };
+        let (src, stop) = (self.src, Arc::clone(stop));
+        self.receiver = Some(std::thread::spawn(move || {
+            let mut batch = Vec::with_capacity(RX_BATCH);
+            while !stop.load(Ordering::Relaxed) {
+                // wait only when nothing is in hand
+                let wait = if batch.is_empty() {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::ZERO
+                };
+                match capture.recv_timeout(wait)? {
+                    Some(p) => {
+                        batch.push(if is_icmp(&p.data) {
+                            Rx::Icmp(p.data)
+                        } else {
+                            Rx::Packet(read_packet(
+                                src,
+                                true,
+                                &p.data,
+                                p.direction,
+                                p.timestamp,
+                                p.checksum_offloaded,
+                            ))
+                        });
+                        if batch.len() < RX_BATCH {
+                            continue;
+                        }
+                    }
+                    None if batch.is_empty() => continue,
+                    None => {}
+                }
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(RX_BATCH));
+                if tx.send((index, full)).is_err() {
+                    break; // the main loop has ended
+                }
             }
-        } else if let Some(o) =
-            self.ex
-                .on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
-        {
-            done.push(Finished {
-                outcome: o,
-                refused: None,
-            });
-        }
+            Ok(())
+        }));
     }
 
-    /// Reads what the capture has queued, without waiting.
-    fn poll(&mut self, done: &mut Vec<Finished>) -> Result<(), CmdError> {
+    /// Takes what the receiver thread read: answers, or an ICMP error ending
+    /// every query to the server that sent it.
+    fn on_received(&mut self, batch: Vec<Rx>, done: &mut Vec<Finished>) -> Result<(), CmdError> {
+        // the send stamps of the queries first (their answers may be in this batch)
         self.take_stamps()?;
-        for _ in 0..4096 {
-            match self.capture.try_recv()? {
-                Some(p) => self.on_packet(&p, done),
-                None => break,
+        for r in batch {
+            match r {
+                Rx::Icmp(data) => {
+                    if let Some(r) = self.ex.on_icmp(&data) {
+                        let why = r.to_string();
+                        done.extend(self.ex.give_up_server(r.server).into_iter().map(|o| {
+                            Finished {
+                                outcome: o,
+                                refused: Some(why.clone()),
+                            }
+                        }));
+                    }
+                }
+                Rx::Packet(p) => {
+                    if let Some(o) = self.ex.on_received(p) {
+                        done.push(Finished {
+                            outcome: o,
+                            refused: None,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the receiver thread (it notices within 20 ms).
+    fn stop_receiver(&mut self) -> Result<(), CmdError> {
+        if let Some(h) = self.receiver.take() {
+            match h.join() {
+                Ok(r) => r?,
+                Err(_) => return Err(CmdError::Setup("bulk receiver thread panicked".into())),
             }
         }
         Ok(())
@@ -333,23 +391,17 @@ fn is_icmp(d: &[u8]) -> bool {
     }
 }
 
-/// Waits until one of the captures has a packet.
-async fn next_packet(paths: &mut [RawPath]) -> (usize, Result<Captured, IoError>) {
-    let mut futs: Vec<_> = paths
-        .iter_mut()
-        .enumerate()
-        .map(|(i, p)| Box::pin(async move { (i, p.capture.recv().await) }))
-        .collect();
-    std::future::poll_fn(|cx| {
-        for f in futs.iter_mut() {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
-                return std::task::Poll::Ready(v);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
+/// What the receiver thread hands over (answers by value, in batches: no
+/// allocation per packet for the common case).
+#[allow(clippy::large_enum_variant)]
+enum Rx {
+    Packet(Received),
+    /// An ICMP or ICMPv6 packet (rare), read by the exchange itself.
+    Icmp(Vec<u8>),
 }
+
+const RX_BATCH: usize = 256;
+type RxSender = tokio::sync::mpsc::UnboundedSender<(usize, Vec<Rx>)>;
 
 /// The check verdict of one NDJSON line.
 #[derive(serde::Serialize)]
@@ -619,6 +671,13 @@ pub(super) async fn bulk(
     }
     // bulk opens no socket after this (TCP fallback needs no privilege)
     crate::io::privileges::drop_all()?;
+    // then the receiver threads start, with no capability either
+    let (rx_tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    for (i, p) in paths.iter_mut().enumerate() {
+        p.start_receiver(i, rx_tx.clone(), &stop);
+    }
+    drop(rx_tx);
     let servers: Vec<SocketAddr> = s.servers.clone();
     let several = servers.len() > 1;
     let mut report = Report {
@@ -735,9 +794,11 @@ pub(super) async fn bulk(
         for p in paths.iter_mut() {
             p.flush()?;
         }
-        // 2. answers queued so far, 3. deadlines
+        // 2. answers read so far, 3. deadlines
+        while let Ok((i, batch)) = rx.try_recv() {
+            paths[i].on_received(batch, &mut finished)?;
+        }
         for p in paths.iter_mut() {
-            p.poll(&mut finished)?;
             p.on_time(&mut report.sum.sent_packets, &mut finished)?;
         }
         for f in finished.drain(..) {
@@ -795,9 +856,17 @@ pub(super) async fn bulk(
             wake = wake.min(at);
         }
         tokio::select! {
-            (i, pkt) = next_packet(&mut paths) => {
-                let p = pkt?;
-                paths[i].on_packet(&p, &mut finished); // handled on the next turn
+            got = rx.recv() => {
+                match got {
+                    Some((i, batch)) => paths[i].on_received(batch, &mut finished)?, // handled on the next turn
+                    None => {
+                        // every receiver thread ended: one failed
+                        for p in paths.iter_mut() {
+                            p.stop_receiver()?;
+                        }
+                        return Err(CmdError::Setup("bulk receiver threads ended".into()));
+                    }
+                }
             }
             _ = tokio::time::sleep_until(wake) => {}
             _ = &mut signal => {
@@ -808,6 +877,10 @@ pub(super) async fn bulk(
         }
     }
     report.sum.elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for p in paths.iter_mut() {
+        p.stop_receiver()?;
+    }
     if progress {
         eprintln!();
     }
