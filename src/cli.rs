@@ -35,6 +35,7 @@ EXIT STATUS:
     about = "Look inside TCP and DNS exchanges with real hosts",
     long_about = "synscope crafts raw TCP segments itself, captures the replies with kernel \
 timestamps, correlates them by sequence numbers and times every stage.\n\n\
+Durations (1s, 200ms, 5ms) are at most 24h.\n\n\
 It needs raw sockets: run it as root, or give the binary the capabilities with\n  \
 setcap cap_net_raw,cap_net_admin+ep synscope",
     after_long_help = ALL_EXIT_CODES
@@ -106,7 +107,13 @@ pub enum Command {
     /// source port, random id), timed with kernel timestamps; an answer counts only
     /// if its server, ports, id and question match. A truncated (TC) answer is
     /// repeated over TCP and both timings are shown. With several @SERVERs every
-    /// server is asked at once and the answers are compared.
+    /// server is asked at once and the answers are compared. An ICMP error quoting
+    /// a query (port unreachable, ...) ends that query at once, with the reason.
+    ///
+    /// Without CAP_NET_RAW (or with --no-raw) a single query goes out on an
+    /// ordinary UDP socket instead, timed by that socket's kernel TX and RX
+    /// stamps: no privilege needed. The output says which timed it
+    /// (`timed by: raw capture` or `timed by: socket timestamps`).
     ///
     /// Examples:
     ///   synscope dns example.com
@@ -115,6 +122,7 @@ pub enum Command {
     ///   synscope dns -x 198.18.0.10 @198.18.0.2 --short
     ///   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
     ///   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
+    ///   synscope dns a.lab.test @198.18.0.2 --no-raw
     ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
@@ -164,13 +172,19 @@ pub struct PingArgs {
     /// Number of probes (default: until Ctrl-C).
     #[arg(short, long)]
     pub count: Option<u64>,
-    /// Time between probes, e.g. 1s, 200ms, 5ms.
+    /// Time between probes, e.g. 1s, 200ms, 5ms, down to 1ns (as fast as
+    /// possible). Probes in flight are bounded (one reserved source port each:
+    /// half the ephemeral range, within the open-file limit; one with
+    /// --source-port); when that many are unanswered, the next waits, and
+    /// stderr says so once.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// How long each probe waits for its answer.
+    /// How long each probe waits for its answer: a reply the kernel stamped
+    /// later counts as loss (`late` among the ignored packets).
     #[arg(short = 'W', long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Source port for every probe (default: a fresh free port per probe).
+    /// Source port for every probe (default: a fresh free port per probe); one
+    /// probe is in flight at a time.
     #[arg(long)]
     pub source_port: Option<u16>,
     /// Send through this interface (SO_BINDTODEVICE) and capture only on it.
@@ -384,7 +398,8 @@ EXIT STATUS:
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Targets: addresses, CIDR prefixes (198.18.0.0/16, 2001:db8::/120), ranges
-    /// (198.18.0.1-198.18.0.9, 198.18.0.1-9) or names.
+    /// (198.18.0.1-198.18.0.9, 198.18.0.1-9) or names (IPv4 unless -6); - reads
+    /// them from stdin, one per line.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Read more targets from a file (one per line, # comments), or - for stdin.
@@ -393,7 +408,8 @@ pub struct ScanArgs {
     /// Leave these out (same forms as targets; repeat or separate with commas).
     #[arg(long, value_name = "TARGET", value_delimiter = ',')]
     pub exclude: Vec<String>,
-    /// Ports: 22,80,1000-2000; - for all (-p-).
+    /// Ports: 22,80,1000-2000; a range open at its end runs to 65535 (1024- is
+    /// 1024-65535, 1- every port); - for all (-p-).
     #[arg(short, long, value_name = "PORTS")]
     pub ports: Option<String>,
     /// Scan the N most common TCP ports (built-in list).
@@ -454,8 +470,8 @@ EXIT STATUS:
   1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
      --max-time); one line on stderr says which and why
   2  usage or setup error (bad arguments, no server, missing privileges)
-  3  no answer: a server did not answer after every retry, or refused the
-     query with an ICMP error (bulk: some query got no answer)
+  3  no answer: a server did not answer after every retry, or an ICMP error
+     (e.g. port-unreachable) ended a query (bulk: some query got no answer)
   Bulk (--file): every query is checked, and the status is the worst outcome:
   2 if some line could not be read or parsed (not UTF-8, bad name, type or
   server; each is reported with its line number, and the other lines are still
@@ -492,6 +508,12 @@ pub struct DnsArgs {
     /// Do not repeat a truncated (TC) answer over TCP; show it as it is.
     #[arg(long)]
     pub ignore_tc: bool,
+    /// Time single queries with an ordinary UDP socket's kernel timestamps
+    /// (TX stamps from the error queue, RX stamps on each answer) instead of
+    /// raw sockets and a packet capture. Without CAP_NET_RAW this is what
+    /// happens anyway; the output says which timed it (`timed by:`).
+    #[arg(long)]
+    pub no_raw: bool,
     /// Retries after the first attempt, per query.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
@@ -579,17 +601,24 @@ impl ScanArgs {
                 .map_err(|e| UsageError(e.0))?
                 .union(&PortList::top(n).map_err(|e| UsageError(e.0))?),
         };
-        let mut specs = self.targets.clone();
-        if let Some(f) = &self.targets_file {
-            let text = if f == "-" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                    .map_err(|e| UsageError(format!("read targets from stdin: {e}")))?;
-                s
-            } else {
+        // `-` as a target, like `--targets-file -`, reads targets from stdin (once)
+        let stdin =
+            self.targets.iter().any(|t| t == "-") || self.targets_file.as_deref() == Some("-");
+        let mut specs: Vec<String> = self.targets.iter().filter(|t| *t != "-").cloned().collect();
+        let mut texts = Vec::new();
+        if stdin {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| UsageError(format!("read targets from stdin: {e}")))?;
+            texts.push(s);
+        }
+        if let Some(f) = self.targets_file.as_ref().filter(|f| *f != "-") {
+            texts.push(
                 std::fs::read_to_string(f)
-                    .map_err(|e| UsageError(format!("read targets file '{f}': {e}")))?
-            };
+                    .map_err(|e| UsageError(format!("read targets file '{f}': {e}")))?,
+            );
+        }
+        for text in &texts {
             specs.extend(
                 text.lines()
                     .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -674,6 +703,27 @@ pub struct DnsChecks {
 }
 
 impl DnsChecks {
+    /// The flags of the checks asked for, in the order they are evaluated.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut n = Vec::new();
+        if self.rcode.is_some() {
+            n.push("--expect-rcode");
+        }
+        if self.expect.is_some() {
+            n.push("--expect");
+        }
+        if !self.contains.is_empty() {
+            n.push("--expect-contains");
+        }
+        if self.regex.is_some() {
+            n.push("--expect-regex");
+        }
+        if self.max_time.is_some() {
+            n.push("--max-time");
+        }
+        n
+    }
+
     pub fn is_empty(&self) -> bool {
         self.expect.is_none()
             && self.contains.is_empty()
@@ -704,6 +754,8 @@ pub struct DnsSettings {
     pub edns: Option<crate::wire::dns::EdnsRepr>,
     pub recursion_desired: bool,
     pub tcp_fallback: bool,
+    /// Single queries over an ordinary UDP socket even with CAP_NET_RAW.
+    pub no_raw: bool,
     pub retries: u32,
     pub timeout: Duration,
     pub format: DnsFormat,
@@ -781,6 +833,11 @@ impl DnsArgs {
                 "give either NAME ('{display_name}') or --file, not both"
             )));
         }
+        if bulk.is_some() && self.no_raw {
+            return Err(UsageError(
+                "--no-raw applies to single queries; bulk mode (--file) uses raw sockets".into(),
+            ));
+        }
         if bulk.is_none() && name.is_none() {
             return Err(UsageError(
                 "no name to query: give NAME, -x ADDR or --file FILE".into(),
@@ -855,6 +912,7 @@ impl DnsArgs {
             edns,
             recursion_desired: !self.norecurse,
             tcp_fallback: !self.ignore_tc,
+            no_raw: self.no_raw,
             retries: self.retries,
             timeout: self.timeout,
             format,
@@ -875,12 +933,21 @@ impl DnsArgs {
     }
 }
 
-/// humantime durations, positive.
+/// The longest duration any flag takes. Every timer adds durations to the
+/// current instant (and a few double them); a day keeps all of that far from
+/// any integer limit, and no wait of synscope's needs more.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// humantime durations, positive, at most [`MAX_DURATION`]: the one place a
+/// duration argument becomes a setting, so no later `Instant + Duration` overflows.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("bad duration '{s}': {e} (examples: 1s, 200ms, 5ms)"))?;
     if d.is_zero() {
         return Err(format!("bad duration '{s}': must be more than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!("bad duration '{s}': at most 24h"));
     }
     Ok(d)
 }
@@ -936,7 +1003,9 @@ pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), UsageError> {
     }
 }
 
-/// Resolves a host name or address, honouring -4/-6.
+/// Resolves a host name or address, honouring -4/-6. A name with both IPv4
+/// and IPv6 addresses gives its IPv4 one unless `-6` is given (nmap's rule:
+/// the same name means the same family on every host, whatever the resolver's order).
 pub fn resolve(host: &str, port: u16, v4: bool, v6: bool) -> Result<SocketAddr, UsageError> {
     if host.is_empty() {
         return Err(UsageError("empty host".into()));
@@ -945,12 +1014,19 @@ pub fn resolve(host: &str, port: u16, v4: bool, v6: bool) -> Result<SocketAddr, 
         .to_socket_addrs()
         .map_err(|e| UsageError(format!("cannot resolve host '{host}': {e}")))?
         .collect();
-    let pick = addrs
-        .iter()
-        .find(|a| (!v4 || a.is_ipv4()) && (!v6 || a.is_ipv6()));
+    let pick = if v6 {
+        addrs.iter().find(|a| a.is_ipv6())
+    } else {
+        let first = if v4 { None } else { addrs.first() };
+        addrs.iter().find(|a| a.is_ipv4()).or(first)
+    };
     pick.copied().ok_or_else(|| {
-        let fam = if v4 { "IPv4" } else { "IPv6" };
-        UsageError(format!("host '{host}' has no {fam} address"))
+        let fam = match (v4, v6) {
+            (true, _) => "IPv4 ",
+            (_, true) => "IPv6 ",
+            _ => "",
+        };
+        UsageError(format!("host '{host}' has no {fam}address"))
     })
 }
 
@@ -1002,6 +1078,26 @@ mod tests {
         assert!(split_host_port("h:70000").is_err());
         assert!(split_host_port("[2001:db8::2").is_err());
         assert!(split_host_port("[2001:db8::2]x").is_err());
+    }
+
+    #[test]
+    fn a_name_means_ipv4_unless_minus_6() {
+        // localhost has 127.0.0.1 (and often ::1, in any order)
+        assert!(resolve("localhost", 80, false, false).unwrap().is_ipv4());
+        assert!(resolve("localhost", 80, true, false).unwrap().is_ipv4());
+        assert!(resolve("::1", 80, false, false).unwrap().is_ipv6());
+        assert!(resolve("127.0.0.1", 80, false, true).is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        for huge in ["24h 1ns", "18446744073709551615s", "1000y"] {
+            assert!(
+                parse_duration(huge).unwrap_err().contains("at most 24h"),
+                "{huge}"
+            );
+        }
     }
 
     #[test]

@@ -373,6 +373,8 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         ignored,
         capture_drops: drops,
         interrupted: was_interrupted,
+        not_probed: 0,
+        cut_short: 0,
     };
     if drops > 0 {
         eprintln!(

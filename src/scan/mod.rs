@@ -2,12 +2,14 @@
 //! to recognise their replies without remembering each probe. Pure logic; the
 //! sockets are in `io` and the loop in `cmd::scan`.
 
+pub mod blocks;
 pub mod cookie;
 pub mod matcher;
 pub mod permute;
 pub mod ports;
 pub mod targets;
 
+pub use blocks::{BlockState, Mark};
 pub use cookie::Cookie;
 pub use matcher::{ScanMatcher, ScanReply, ScanVerdict};
 pub use permute::{Permutation, Shard};

@@ -15,8 +15,10 @@ use crate::io::bpf::FlowFilter;
 use crate::io::capture::BlockingCapture;
 use crate::io::txstamp::SendLog;
 use crate::io::{IoError, PortReservation, RawSender, Route};
-use crate::probe::dns::{DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, read_packet};
-use crate::report::dns::{BulkSummary, DnsResult, check};
+use crate::probe::dns::{
+    DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
+};
+use crate::report::dns::{BulkSummary, DnsResult, TimedBy, check};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_name};
 use hickory_proto::rr::{Name, RecordType};
@@ -132,12 +134,6 @@ fn reserve_block(src: IpAddr, n: u16) -> Result<Vec<PortReservation>, CmdError> 
 struct Pending {
     line_no: u64,
     query: QueryRepr,
-}
-
-/// A finished query: its outcome and, if a server refused it, why.
-struct Finished {
-    outcome: DnsOutcome,
-    refused: Option<String>,
 }
 
 /// Everything that goes out from one source address: a raw sender, a block
@@ -269,7 +265,7 @@ impl RawPath {
         self.sender.tx_stamps(&mut self.stamps)?;
         for &(counter, at) in &self.stamps {
             if let Some(key) = self.sends.stamped(counter) {
-                self.ex.stamp_sent(&key, at);
+                self.ex.on_sent(&key, at);
             }
         }
         Ok(())
@@ -293,18 +289,14 @@ impl RawPath {
                 };
                 match capture.recv_timeout(wait)? {
                     Some(p) => {
-                        batch.push(if is_icmp(&p.data) {
-                            Rx::Icmp(p.data)
-                        } else {
-                            Rx::Packet(read_packet(
-                                src,
-                                true,
-                                &p.data,
-                                p.direction,
-                                p.timestamp,
-                                p.checksum_offloaded,
-                            ))
-                        });
+                        batch.push(read_packet(
+                            src,
+                            true,
+                            &p.data,
+                            p.direction,
+                            p.timestamp,
+                            p.checksum_offloaded,
+                        ));
                         if batch.len() < RX_BATCH {
                             continue;
                         }
@@ -323,31 +315,19 @@ impl RawPath {
 
     /// Takes what the receiver thread read: answers, or an ICMP error ending
     /// every query to the server that sent it.
-    fn on_received(&mut self, batch: Vec<Rx>, done: &mut Vec<Finished>) -> Result<(), CmdError> {
+    fn on_received(&mut self, batch: Vec<Rx>, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
         // the send stamps of the queries first (their answers may be in this batch)
         self.take_stamps()?;
         for r in batch {
-            match r {
-                Rx::Icmp(data) => {
-                    if let Some(r) = self.ex.on_icmp(&data) {
-                        let why = r.to_string();
-                        done.extend(self.ex.give_up_server(r.server).into_iter().map(|o| {
-                            Finished {
-                                outcome: o,
-                                refused: Some(why.clone()),
-                            }
-                        }));
-                    }
-                }
-                Rx::Packet(p) => {
-                    if let Some(o) = self.ex.on_received(p) {
-                        done.push(Finished {
-                            outcome: o,
-                            refused: None,
-                        });
-                    }
-                }
+            let Some(o) = self.ex.on_received(r) else {
+                continue;
+            };
+            // an ICMP error ended it: the server refused, so every other
+            // query to it ends too (no retries to a server that refused)
+            if let Some(refusal) = o.refused {
+                done.extend(self.ex.give_up_server(o.key.server, refusal));
             }
+            done.push(o);
         }
         Ok(())
     }
@@ -364,7 +344,7 @@ impl RawPath {
     }
 
     /// Retries and timeouts due by now.
-    fn on_time(&mut self, sent: &mut u64, done: &mut Vec<Finished>) -> Result<(), CmdError> {
+    fn on_time(&mut self, sent: &mut u64, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
         let (gone, resend) = self.ex.on_time(Timestamp::now());
         for r in &resend {
             self.sender.send(r.key.server.ip(), &r.datagram)?;
@@ -374,31 +354,14 @@ impl RawPath {
         if !resend.is_empty() {
             self.take_stamps()?;
         }
-        done.extend(gone.into_iter().map(|o| Finished {
-            outcome: o,
-            refused: None,
-        }));
+        done.extend(gone);
         Ok(())
     }
 }
 
-/// Is this IP datagram ICMP (v4) or ICMPv6 (without extension headers)?
-fn is_icmp(d: &[u8]) -> bool {
-    match d.first().map(|b| b >> 4) {
-        Some(4) => d.get(9) == Some(&1),
-        Some(6) => d.get(6) == Some(&58),
-        _ => false,
-    }
-}
-
-/// What the receiver thread hands over (answers by value, in batches: no
-/// allocation per packet for the common case).
-#[allow(clippy::large_enum_variant)]
-enum Rx {
-    Packet(Received),
-    /// An ICMP or ICMPv6 packet (rare), read by the exchange itself.
-    Icmp(Vec<u8>),
-}
+/// What the receiver thread hands over: packets read and parsed, by value, in
+/// batches (no allocation per packet beyond the parse).
+type Rx = Received;
 
 const RX_BATCH: usize = 256;
 type RxSender = tokio::sync::mpsc::UnboundedSender<(usize, Vec<Rx>)>;
@@ -407,7 +370,7 @@ type RxSender = tokio::sync::mpsc::UnboundedSender<(usize, Vec<Rx>)>;
 #[derive(serde::Serialize)]
 #[serde(untagged)]
 enum ChecksField<'a> {
-    /// `pass`, or `no-answer` (a check never passes without an answer).
+    /// `pass`.
     Verdict(&'static str),
     Failed(&'a [String]),
 }
@@ -475,7 +438,17 @@ impl<W: Write> Report<'_, W> {
         Ok(())
     }
 
-    fn result(&mut self, line: u64, r: &DnsResult, refused: Option<&str>) -> Result<(), CmdError> {
+    /// One finished query; `unsent` if it was not sent because its server
+    /// had refused an earlier one.
+    fn result(&mut self, line: u64, r: &DnsResult, unsent: bool) -> Result<(), CmdError> {
+        let refused = r.refused.map(|f| {
+            if unsent {
+                format!("{f} (refused before: not sent)")
+            } else {
+                f.to_string()
+            }
+        });
+        let refused = refused.as_deref();
         let sum = &mut self.sum;
         match (r.reply(), r.time()) {
             (Some(rep), Some(t)) => {
@@ -484,13 +457,14 @@ impl<W: Write> Report<'_, W> {
                 sum.rtts_decius
                     .push((t.as_nanos() / 100).min(u32::MAX as u128) as u32);
             }
-            _ => match refused {
-                Some(why) => *sum.refused.entry(why.to_string()).or_default() += 1,
+            _ => match r.refused {
+                Some(f) => *sum.refused.entry(f.to_string()).or_default() += 1,
                 None => sum.timeouts += 1,
             },
         }
         let with_checks = !self.s.checks.is_empty();
-        let failures = if with_checks && r.reply().is_some() {
+        // a check never passes on no answer: each one asked fails then
+        let failures = if with_checks {
             check(r, &self.s.checks)
         } else {
             Vec::new()
@@ -505,10 +479,12 @@ impl<W: Write> Report<'_, W> {
                 self.first_failure = Some(format!("line {line}: {}", failures[0]));
             }
         }
-        let checks = with_checks.then(|| match (r.reply(), failures.is_empty()) {
-            (None, _) => ChecksField::Verdict("no-answer"),
-            (Some(_), true) => ChecksField::Verdict("pass"),
-            (Some(_), false) => ChecksField::Failed(&failures),
+        let checks = with_checks.then(|| {
+            if failures.is_empty() {
+                ChecksField::Verdict("pass")
+            } else {
+                ChecksField::Failed(&failures)
+            }
         });
         if self.s.format == DnsFormat::Short {
             if let Some(rep) = r.reply() {
@@ -622,7 +598,7 @@ impl<W: Write> Report<'_, W> {
 }
 
 /// A query that was never sent: its server refused an earlier one.
-fn unsent(server: SocketAddr, q: &QueryRepr) -> DnsResult {
+fn unsent(server: SocketAddr, q: &QueryRepr, refusal: Refusal) -> DnsResult {
     DnsResult {
         server,
         name: q.question.name.to_ascii(),
@@ -632,6 +608,8 @@ fn unsent(server: SocketAddr, q: &QueryRepr) -> DnsResult {
         udp: None,
         attempts: 0,
         tcp: None,
+        refused: Some(refusal),
+        timed_by: TimedBy::RawCapture,
     }
 }
 
@@ -698,7 +676,7 @@ pub(super) async fn bulk(
         first_failure: None,
     };
     // servers that refused a query (ICMP error): later lines to them are not sent
-    let mut refused: HashMap<SocketAddr, String> = HashMap::new();
+    let mut refused: HashMap<SocketAddr, Refusal> = HashMap::new();
     let progress = s.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_progress = started;
@@ -706,7 +684,7 @@ pub(super) async fn bulk(
     let mut queries_sent: u64 = 0;
     let mut next_server: usize = 0;
     let concurrency = s.concurrency as usize;
-    let mut finished: Vec<Finished> = Vec::new();
+    let mut finished: Vec<DnsOutcome> = Vec::new();
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(servers.len());
     let signal = super::super::interrupted();
     tokio::pin!(signal);
@@ -777,9 +755,8 @@ pub(super) async fn bulk(
             for &server in &targets {
                 let q = query_of(s, l.name.clone(), l.qtype);
                 report.sum.queries += 1;
-                if let Some(why) = refused.get(&server) {
-                    let why = format!("{why} (refused before: not sent)");
-                    report.result(line_no, &unsent(server, &q), Some(&why))?;
+                if let Some(&f) = refused.get(&server) {
+                    report.result(line_no, &unsent(server, &q, f), true)?;
                     continue;
                 }
                 budget = budget.saturating_sub(1);
@@ -801,23 +778,23 @@ pub(super) async fn bulk(
         for p in paths.iter_mut() {
             p.on_time(&mut report.sum.sent_packets, &mut finished)?;
         }
-        for f in finished.drain(..) {
-            let key = f.outcome.key;
+        for o in finished.drain(..) {
+            let key = o.key;
             let Some(i) = path_of.get(&key.server.ip()).copied().flatten() else {
                 continue;
             };
             let Some(p) = paths[i].pending.remove(&key) else {
                 continue;
             };
-            if let Some(why) = &f.refused {
-                refused.entry(key.server).or_insert_with(|| why.clone());
+            if let Some(f) = o.refused {
+                refused.entry(key.server).or_insert(f);
             }
-            let mut r = result_of(f.outcome, p.query.question.qtype);
+            let mut r = result_of(o, p.query.question.qtype);
             if s.tcp_fallback && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
                 r.tcp = Some(over_tcp(r.server, &p.query, s.timeout).await);
                 report.sum.tcp += 1;
             }
-            report.result(p.line_no, &r, f.refused.as_deref())?;
+            report.result(p.line_no, &r, false)?;
         }
         if input_done && outstanding(&paths) == 0 {
             break;
