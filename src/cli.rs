@@ -488,7 +488,12 @@ EXIT STATUS:
      and why
   2  usage or setup error (bad arguments, no server, missing privileges)
   3  no answer: a server did not answer after every retry, or an ICMP error
-     (e.g. port-unreachable) ended a query (bulk: some name got no answer)
+     (e.g. port-unreachable) ended a query (bulk: some query got no answer)
+  Bulk (--file): every query is checked, and the status is the worst outcome:
+  2 if some line could not be read or parsed (not UTF-8, bad name, type or
+  server; each is reported with its line number, and the other lines are still
+  queried), else 3 if some query got no answer, else 1 if some check failed,
+  else 0.
   On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
   with \"interrupted\": true) and the status is 1.";
 
@@ -570,8 +575,16 @@ pub struct DnsArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<Duration>,
     /// Bulk: read `name[,type[,server]]` lines from this file (`-` for stdin).
+    /// Each line is queried at each @SERVER (or, with --spread, at one of
+    /// them) and checked with every --expect* given; one NDJSON line per query,
+    /// then a summary with per-check failure counts. A line that cannot be read
+    /// or parsed is reported with its number and the others are still queried.
     #[arg(short, long, value_name = "PATH")]
     pub file: Option<String>,
+    /// Bulk: send each line to one @SERVER, taking them in turn (round-robin),
+    /// instead of to every @SERVER.
+    #[arg(long, requires = "file")]
+    pub spread: bool,
     /// Bulk: queries per second (default: as fast as --concurrency allows).
     #[arg(long, value_name = "QPS")]
     pub rate: Option<u32>,
@@ -794,6 +807,8 @@ pub struct DnsSettings {
     pub bulk: Option<BulkSource>,
     pub rate: Option<u32>,
     pub concurrency: u32,
+    /// Bulk: each line to one server in turn, not to every server.
+    pub spread: bool,
     pub progress: bool,
     pub verbose: bool,
 }
@@ -957,6 +972,7 @@ impl DnsArgs {
             bulk,
             rate: self.rate,
             concurrency: self.concurrency,
+            spread: self.spread,
             progress: !self.no_progress,
             verbose,
         })

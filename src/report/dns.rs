@@ -580,9 +580,22 @@ pub fn write_results(
 /// The bulk run's figures.
 #[derive(Debug, Clone, Default)]
 pub struct BulkSummary {
+    /// The servers of the command line.
+    pub servers: Vec<SocketAddr>,
+    /// Lines with a name (bad ones included).
     pub names: u64,
+    /// Queries: a name to one server.
+    pub queries: u64,
     pub answered: u64,
     pub timeouts: u64,
+    /// Queries a server refused (ICMP error), by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Answered queries that failed at least one check.
+    pub failed_queries: u64,
+    /// Failures per check (`--expect`, `--expect-rcode`, ...).
+    pub check_failures: BTreeMap<String, u64>,
+    /// What the latencies are measured between.
+    pub timing: &'static str,
     pub tcp: u64,
     pub bad_lines: u64,
     pub rcodes: BTreeMap<String, u64>,
@@ -600,9 +613,15 @@ impl BulkSummary {
         v.sort_by(f64::total_cmp);
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         json!({"summary": {
+            "servers": self.servers,
             "names": self.names,
+            "queries": self.queries,
             "answered": self.answered,
             "timeouts": self.timeouts,
+            "refused": self.refused,
+            "failed_checks": self.failed_queries,
+            "check_failures": self.check_failures,
+            "timing": self.timing,
             "tcp_fallbacks": self.tcp,
             "bad_lines": self.bad_lines,
             "elapsed_s": self.elapsed.as_secs_f64(),
