@@ -11,6 +11,7 @@
 //! (TX stamps by sequence number, replies with RX stamps, ICMP errors) until
 //! [`StampedUdp::try_recv`] returns None, and [`StampedUdp::wait`] for more.
 
+use super::capture::setsockopt_int;
 use super::{IoError, Timestamp};
 use crate::wire::IcmpError;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -54,24 +55,6 @@ pub struct StampedUdp {
     /// stamps can no longer be matched to datagrams and are dropped.
     numbering_lost: bool,
     buf: Vec<u8>,
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
-    // SAFETY: passes a pointer to a live i32 and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &val as *const i32 as *const libc::c_void,
-            size_of::<i32>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 /// The stamps asked of the kernel: software RX and TX, TX numbered, TX
