@@ -20,10 +20,12 @@ EXIT STATUS:
 pub const ALL_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
-     expected; scan: it ran to its end; trace: every trace completed;
+     expected; scan: it ran to its end; trace: every trace did all it
+     was asked: handshake, request acknowledged, teardown as --close says;
      dns: every check passed)
   1  the expectation failed (ping: another verdict; scan: interrupted;
-     trace: refused, unanswered or unfinished; dns: a check failed)
+     trace: a trace did not, and its result line says what did not
+     happen; dns: a check failed)
   2  usage or setup error (one line on stderr says what and on what)
   3  dns only: no answer
   Each command's page (synscope-ping(1), ...) gives its own details.";
@@ -214,10 +216,15 @@ pub struct PingArgs {
 
 pub const TRACE_EXIT_CODES: &str = "\
 EXIT STATUS:
-  0  every trace completed: handshake, then closed by FIN or RST
+  0  every trace did all it was asked: the handshake, the request
+     (--send, --send-file) acknowledged in full, and the teardown --close
+     asks for (fin: both FINs sent and acknowledged; rst: our RST)
      (half-open: got a SYN-ACK)
-  1  a trace was refused, unanswered, unfinished (the peer did not close
-     before --max-wait) or interrupted
+  1  a trace did not: refused, unanswered, ended by an ICMP error, request
+     not acknowledged (e.g. a zero window), reset by the peer, given up
+     after unanswered retransmissions, still open at --max-wait, or
+     interrupted; its result: INCOMPLETE line (JSON: succeeded,
+     not_done) says what did not happen
   2  usage or setup error";
 
 #[derive(Debug, Args)]
@@ -448,6 +455,14 @@ pub struct ScanArgs {
     /// Send bare SYNs without options.
     #[arg(long)]
     pub bare_syn: bool,
+    /// Probe on-link targets without asking for them first. By default,
+    /// targets on a directly attached Ethernet link are resolved with ARP
+    /// (IPv4) or Neighbor Solicitation (IPv6) before any SYN: only hosts that
+    /// answer get SYNs (sent to their Ethernet address), the others are
+    /// reported once as `down (no ARP reply)`.
+    /// Example: synscope scan 198.18.200.0/24 -p 80 --no-discovery
+    #[arg(long)]
+    pub no_discovery: bool,
     /// Resolve names to IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     pub ipv4: bool,
@@ -487,7 +502,10 @@ pub struct DnsArgs {
     /// Reverse lookup: query the PTR record of this address.
     #[arg(short = 'x', value_name = "ADDR")]
     pub reverse: Option<IpAddr>,
-    /// EDNS0 UDP payload size advertised.
+    /// EDNS0 UDP payload size advertised, 512 to 65535, e.g. --bufsize 4096 (as
+    /// kdig +bufsize=4096). Answers bigger than the path MTU arrive in IP
+    /// fragments, which synscope reassembles; an answer bigger than the size
+    /// comes back truncated (TC) and is repeated over TCP.
     #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
     pub bufsize: u16,
     /// Set the EDNS0 DO (DNSSEC OK) bit.
@@ -580,6 +598,8 @@ pub struct ScanSettings {
     pub interface: Option<String>,
     pub ttl: u8,
     pub syn_options: bool,
+    /// Resolve on-link targets with ARP / ND before probing them.
+    pub discovery: bool,
     pub format: OutputFormat,
     pub progress: bool,
     pub verbose: bool,
@@ -667,6 +687,7 @@ impl ScanArgs {
             interface: self.interface.clone(),
             ttl: self.ttl,
             syn_options: !self.bare_syn,
+            discovery: !self.no_discovery,
             format,
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,
@@ -1228,6 +1249,9 @@ mod dns_tests {
         assert!(dns(&["a", "b", "@198.18.0.2"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
+        let s = dns(&["a", "@198.18.0.2", "--bufsize", "65535"]).unwrap();
+        assert_eq!(s.edns.unwrap().udp_size, 65535);
+        assert!(dns(&["a", "@198.18.0.2", "--bufsize", "65536"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
         // the DNSSEC checks set the DO bit, and need EDNS
         let s = dns(&["a", "@198.18.0.2", "--expect-ad"]).unwrap();

@@ -1,7 +1,9 @@
 //! A real authoritative DNS server (NSD) inside a [`Lab`]'s server namespace,
 //! serving `lab.test.` (A, AAAA, a CNAME chain, MX, NS, SOA, TXT that needs TCP
 //! without EDNS, TXT that needs TCP even with EDNS, SRV, CAA, an IDN name, a
-//! NODATA name; any other name is NXDOMAIN) and the reverse zone of
+//! NODATA name, a 3.4 KB TXT record (16 strings) that arrives IP-fragmented over UDP when
+//! the query allows 4,096 bytes (NSD's EDNS sizes are raised to 4,096 for it);
+//! any other name is NXDOMAIN) and the reverse zone of
 //! 198.18.0.0/24. Its config and zones live in a temporary directory; dropping
 //! the server kills NSD (and its children) and removes the directory.
 //!
@@ -48,6 +50,7 @@ fn zone_text() -> String {
     let s200 = "x".repeat(200);
     let big: Vec<String> = (1..=4).map(|i| format!("\"big{i}-{s200}\"")).collect();
     let huge: Vec<String> = (1..=11).map(|i| format!("\"huge{i:02}-{s200}\"")).collect();
+    let frag: Vec<String> = (1..=16).map(|i| format!("\"frag{i:02}-{s200}\"")).collect();
     format!(
         "$ORIGIN lab.test.
 $TTL 300
@@ -80,9 +83,11 @@ xn--bcher-kva IN A 198.18.0.30
 big     IN TXT  {}
 huge    IN TXT  {}
 nodata  IN TXT  \"this name has no A record\"
+frag    IN TXT  {}
 ",
         big.join(" "),
-        huge.join(" ")
+        huge.join(" "),
+        frag.join(" ")
     )
 }
 
@@ -121,6 +126,9 @@ fn nsd_conf(dir: &std::path::Path, signed: bool) -> String {
   refuse-any: no
   rrl-ratelimit: 0
   rrl-whitelist-ratelimit: 0
+  # answers up to 4096 bytes over UDP (IP-fragmented), when the query allows it
+  ipv4-edns-size: 4096
+  ipv6-edns-size: 4096
 remote-control:
   control-enable: no
 zone:

@@ -335,6 +335,9 @@ async fn one_query(
             timed_by.name()
         )
     });
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| format!("{server}: {f}"));
+    }
     let mut result = result_of(outcome, qtype);
     result.timed_by = timed_by;
     if s.tcp_fallback && result.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
