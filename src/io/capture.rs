@@ -107,7 +107,8 @@ pub struct Capture {
     defrag: Defrag,
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
+/// An integer socket option (also used by [`super::stamped_udp`]).
+pub(super) fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
     // SAFETY: passes a pointer to a live i32 and its exact size.
     let r = unsafe {
         libc::setsockopt(
