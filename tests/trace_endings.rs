@@ -214,13 +214,19 @@ fn zero_window_peer_request_never_acknowledged_exits_1_and_says_so() {
              unacknowledged, then reset by us"
         ]
     );
-    // one-byte probes into the closed window, retransmitted, then our RST
+    // nothing into the closed window but one-byte probes on the timer, then our RST
     let segs = run["segments"].as_array().unwrap();
     let probes = segs
         .iter()
-        .filter(|e| e["dir"] == "sent" && e["len"] == 1)
+        .filter(|e| e["dir"] == "sent" && e["len"] == 1 && e["note"] == "window-probe")
         .count();
-    assert_eq!(probes, 3, "{run}");
+    assert_eq!(probes, 2, "{run}");
+    assert!(
+        !segs
+            .iter()
+            .any(|e| e["dir"] == "sent" && e["len"].as_u64() > Some(1)),
+        "{run}"
+    );
     assert!(
         !segs
             .iter()
@@ -238,6 +244,58 @@ fn zero_window_peer_request_never_acknowledged_exits_1_and_says_so() {
         t.contains("result: INCOMPLETE: request not acknowledged: 0 of 2 bytes (the peer advertised a zero window)"),
         "{t}"
     );
+}
+
+/// The same against the Linux kernel itself: a listener that never reads,
+/// with the smallest receive buffer, fills up and advertises a zero window;
+/// the kernel answers our one-byte probes with zero-window ACKs.
+#[test]
+fn zero_window_from_a_real_kernel() {
+    let lab = lab();
+    let listener = synscope::lab::in_netns(&lab.server_ns, || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(1).unwrap(); // the kernel's minimum
+        s.bind(&std::net::SocketAddr::from((SERVER_V4, 7783)).into())
+            .unwrap();
+        s.listen(8).unwrap();
+        s
+    })
+    .unwrap();
+    let file = std::env::temp_dir().join(format!("synscope-zw-{}.bin", std::process::id()));
+    std::fs::write(&file, vec![b'x'; 256 * 1024]).unwrap();
+    let (out, _) = trace(
+        &lab,
+        &[
+            &format!("{SERVER_V4}:7783"),
+            "--send-file",
+            file.to_str().unwrap(),
+            "--rto",
+            "100ms",
+            "--retries",
+            "2",
+            "--json",
+        ],
+    );
+    let _ = std::fs::remove_file(&file);
+    drop(listener);
+    common::assert_status(&out, 1);
+    let run = &json_of(&out)["traces"][0];
+    assert_eq!(run["teardown"], "gave-up", "{run}");
+    let nd = not_done(run);
+    assert!(
+        nd[0].starts_with("request not acknowledged: ")
+            && nd[0].ends_with(" of 262144 bytes (the peer advertised a zero window)"),
+        "{nd:?}"
+    );
+    // the kernel took some bytes, then its window closed
+    let zero_acks = run["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["dir"] == "received" && e["window"] == 0)
+        .count();
+    assert!(zero_acks >= 1, "{run}");
+    assert_monotone(run);
 }
 
 #[test]

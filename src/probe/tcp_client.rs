@@ -128,6 +128,9 @@ pub enum Note {
     Ignored,
     /// Half-open mode: a SYN-ACK left unanswered.
     Unanswered,
+    /// One byte sent into the peer's zero window, to learn when it opens
+    /// (the persist timer; counted among the retransmissions).
+    WindowProbe,
 }
 
 /// One segment on the wire, as the ladder draws it.
@@ -422,8 +425,7 @@ impl TcpClient {
         out
     }
 
-    /// An ICMP error quoting one of our segments (by its sequence number, when
-    /// the quote carries it): an unreachable, prohibited or time-exceeded error
+    /// An ICMP error quoting one of our segments (by its sequence number): an unreachable, prohibited or time-exceeded error
     /// ends the trace at once, with the reason, as ping reports it (a connection
     /// already open is reset). Path-MTU signals (fragmentation needed, packet
     /// too big), source quench and redirects do not.
@@ -443,10 +445,12 @@ impl TcpClient {
             return Vec::new();
         }
         let reason = error.name();
-        // sent by us: between our ISN and the next sequence number
-        if let Some(q) = quoted_seq
-            && (q.diff(self.cfg.isn) < 0 || q.diff(self.snd_nxt) > 0)
-        {
+        // the quote must name a segment we sent by its sequence number (a
+        // quote too short to carry it, against RFC 792/4443, names nothing)
+        let Some(q) = quoted_seq else {
+            return Vec::new();
+        };
+        if !self.events.iter().any(|e| e.dir == Dir::Sent && e.seq == q) {
             return Vec::new();
         }
         self.events.push(SegmentEvent {
@@ -454,7 +458,7 @@ impl TcpClient {
             stamp: StampSource::Kernel,
             dir: Dir::Received,
             flags: TcpFlags::default(),
-            seq: quoted_seq.unwrap_or_default(),
+            seq: q,
             ack: SeqNumber(0),
             rel_seq: 0,
             rel_ack: 0,
@@ -881,10 +885,11 @@ impl TcpClient {
         if need_ack {
             out.push(self.ack_now(now));
         }
-        if fin_now && self.state == TcpState::CloseWait {
+        // an ACK may open the window: send what waits, then close if it was
+        // our turn and everything is acknowledged
+        out.extend(self.send_data(now, false));
+        if self.state == TcpState::CloseWait {
             out.extend(self.close(now));
-        } else if our_fin_acked_now || accepted > 0 {
-            out.extend(self.send_data(now, false));
         }
         out
     }
@@ -976,7 +981,14 @@ impl TcpClient {
         let total = self.cfg.payload.len() as u32;
         let mss = self.peer_mss.min(self.cfg.mss).max(1) as u32;
         let mut off = self.snd_nxt.diff(base).max(0) as u32;
-        let limit = self.snd_una.diff(base).max(0) as u32 + self.peer_window.max(1);
+        // a zero window takes nothing until the timer probes it with one byte
+        let probe = retransmission && self.peer_window == 0;
+        let limit = self.snd_una.diff(base).max(0) as u32 + self.peer_window.max(probe as u32);
+        let note = if probe {
+            Some(Note::WindowProbe)
+        } else {
+            retransmission.then_some(Note::Retransmission)
+        };
         let first = off == 0;
         while off < total && off < limit {
             let n = mss.min(total - off).min(limit - off);
@@ -987,11 +999,16 @@ impl TcpClient {
                 TcpFlags::ACK
             };
             let s = self.segment(flags, base + off, data, now);
-            out.push(self.record_sent(s, now, retransmission.then_some(Note::Retransmission)));
+            out.push(self.record_sent(s, now, note));
             off += n;
             self.snd_nxt = base + off;
         }
         if !out.is_empty() && (first || self.rtx.is_none()) {
+            self.arm_rtx(now, true);
+        }
+        // a closed window with bytes still to send: the timer probes it with
+        // one byte (the persist timer, counted as retransmissions)
+        if off < total && self.rtx.is_none() {
             self.arm_rtx(now, true);
         }
         out
@@ -1004,7 +1021,8 @@ impl TcpClient {
         {
             return Vec::new();
         }
-        if self.snd_una != self.snd_nxt {
+        let data_end = self.cfg.isn + 1 + self.cfg.payload.len() as u32;
+        if self.snd_una != self.snd_nxt || self.snd_nxt < data_end {
             self.touch(now);
             return Vec::new();
         }
@@ -1745,14 +1763,14 @@ mod tests {
         let mut synack = peer(sa(), IRS, ISN + 1, b"");
         synack.window = 0;
         let out = c.on_segment(&synack, at(100));
-        // the ACK, then one byte probing the closed window
-        assert_eq!(brief(&out), [(A, 1001, 5001, 0), (A, 1001, 5001, 1)]);
+        // the ACK, nothing into the closed window until the timer probes it
+        assert_eq!(brief(&out), [(A, 1001, 5001, 0)]);
         let mut zero_ack = peer(A, IRS + 1, ISN + 1, b"");
         zero_ack.window = 0;
-        assert!(c.on_segment(&zero_ack, at(200)).is_empty());
         let r = c.poll(at(100 + 200_000));
         assert_eq!(brief(&r), [(A, 1001, 5001, 1)]);
-        c.on_segment(&zero_ack, at(200_200));
+        assert_eq!(c.events().last().unwrap().note, Some(Note::WindowProbe));
+        assert!(c.on_segment(&zero_ack, at(200_200)).is_empty());
         let r = c.poll(at(100 + 600_000));
         assert_eq!(brief(&r), [(A, 1001, 5001, 1)]);
         // two retries spent: we give up with RST+ACK, at the window's edge
@@ -1777,6 +1795,48 @@ mod tests {
         assert!(c.on_sent_stamp(&r[0], at(100 + 1_400_009)));
         let closed = c.states().last().unwrap();
         assert_eq!((closed.state, closed.at), (Closed, at(100 + 1_400_009)));
+    }
+
+    /// A request larger than the peer's window goes out as the window opens;
+    /// when it closes, no FIN jumps ahead of the unsent bytes: the persist
+    /// timer probes with one byte. (Before, an ACK of all that was sent so far
+    /// let the idle timer send a FIN in the middle of the request.)
+    #[test]
+    fn window_limited_request_is_sent_as_the_window_opens_and_never_overtaken_by_fin() {
+        let mut cf = cfg();
+        cf.payload = vec![b'x'; 3000];
+        let mut c = TcpClient::new(cf);
+        c.start(at(0));
+        let mut synack = peer(sa(), IRS, ISN + 1, b"");
+        synack.window = 1000;
+        let out = c.on_segment(&synack, at(100));
+        assert_eq!(brief(&out)[1..], [(A, 1001, 5001, 1000)]);
+        let mut ack = peer(A, IRS + 1, ISN + 1001, b"");
+        ack.window = 1000;
+        let out = c.on_segment(&ack, at(200));
+        assert_eq!(brief(&out), [(A, 2001, 5001, 1000)]);
+        // the window closes with 1000 bytes unsent: nothing to send, and the
+        // idle timer must not close
+        ack.ack = ISN + 2001;
+        ack.window = 0;
+        assert!(c.on_segment(&ack, at(300)).is_empty());
+        assert!(
+            c.poll(at(300 + 50_000)).is_empty(),
+            "the idle timer sends no FIN"
+        );
+        assert!(c.poll(at(300 + 100_000)).is_empty());
+        let probe = c.poll(at(300 + 200_000));
+        assert_eq!(brief(&probe), [(A, 3001, 5001, 1)]);
+        // it opens again (the probe byte not taken yet): the rest after the
+        // probe, with PSH, then the FIN once all is acknowledged
+        ack.window = 2000;
+        let out = c.on_segment(&ack, at(200_400));
+        let psh = A.union(TcpFlags::PSH);
+        assert_eq!(brief(&out), [(psh, 3002, 5001, 999)]);
+        ack.ack = ISN + 3001;
+        assert!(c.on_segment(&ack, at(200_500)).is_empty());
+        let fin = c.poll(at(200_500 + 50_000));
+        assert_eq!(brief(&fin), [(fa(), 4001, 5001, 0)]);
     }
 
     #[test]
@@ -1832,9 +1892,15 @@ mod tests {
         );
         assert_eq!(c.states().last().unwrap().at, at(40));
 
-        // quoting a sequence number we never sent, or a path-MTU signal: no end
+        // quoting a sequence number we never sent (even our next one), no
+        // sequence number at all, or a path-MTU signal: no end
         let mut c = TcpClient::new(cfg());
         c.start(at(0));
+        assert!(
+            c.on_icmp(icmp(false, 3, 13), from, Some(ISN + 1), at(40))
+                .is_empty()
+        );
+        assert!(c.on_icmp(icmp(false, 3, 13), from, None, at(40)).is_empty());
         assert!(
             c.on_icmp(icmp(false, 3, 13), from, Some(ISN + 5), at(40))
                 .is_empty()
@@ -1851,7 +1917,7 @@ mod tests {
 
         // ICMPv6 port unreachable on an open connection: we reset and end
         let mut c = established(cfg());
-        let out = c.on_icmp(icmp(true, 1, 4), from, None, at(500));
+        let out = c.on_icmp(icmp(true, 1, 4), from, Some(ISN + 1), at(500));
         assert_eq!(brief(&out), [(TcpFlags::RST.union(A), 1001, 5001, 0)]);
         assert_eq!(c.teardown(), Some(Teardown::Unreachable));
         assert_eq!(

@@ -336,6 +336,7 @@ fn ladder_line(e: &SegmentEvent, t0: Timestamp) -> String {
         Some(Note::OutOfOrder) => "  (out of order)",
         Some(Note::Ignored) => "  (ignored)",
         Some(Note::Unanswered) => "  (left unanswered)",
+        Some(Note::WindowProbe) => "  (zero-window probe)",
         None => "",
     };
     format!(
