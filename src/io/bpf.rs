@@ -422,46 +422,44 @@ impl FlowFilter {
 
     /// The cBPF program (see the module documentation for what it accepts).
     pub fn compile(&self) -> Vec<Insn> {
-        let mut a = Asm::default();
-        let (accept, reject, not_inbound) = (a.label(), a.label(), a.label());
+        compile_any(std::slice::from_ref(self))
+    }
+
+    /// This filter's tests: goto `accept` when the packet matches, else goto
+    /// (or fall through to) `reject`.
+    fn emit(&self, a: &mut Asm, accept: usize, reject: usize) {
+        let not_inbound = a.label();
         let v4 = self.local.is_ipv4();
         a.op(op::LD_H_ABS, op::AD_PROTOCOL);
         a.jne_to(if v4 { ETH_P_IP } else { ETH_P_IPV6 }, reject);
         if v4 {
-            self.inbound_v4(&mut a, accept, not_inbound);
+            self.inbound_v4(a, accept, not_inbound);
         } else {
-            self.inbound_v6(&mut a, accept, not_inbound);
+            self.inbound_v6(a, accept, not_inbound);
         }
         a.mark(not_inbound);
         if self.outbound {
-            self.outbound(&mut a, accept, reject);
+            self.outbound(a, accept, reject);
         }
-        a.mark(reject);
-        a.op(op::RET_K, 0);
-        a.mark(accept);
-        a.op(op::RET_K, SNAPLEN);
-        a.finish()
+        a.ja(reject);
     }
 }
 
 /// One program that accepts what any of `filters` accepts (a scan's probes
-/// leave from several source addresses). Each program's alternatives fall
-/// through to the next on failure and end in one `ret 0`, so the programs are
-/// chained by dropping every final `ret 0` but the last.
+/// leave from several source addresses): each filter's tests fall through to
+/// the next filter's when they fail, and all share one accept and one reject.
 pub fn compile_any(filters: &[FlowFilter]) -> Vec<Insn> {
-    let mut out = Vec::new();
+    let mut a = Asm::default();
+    let accept = a.label();
     for f in filters {
-        let mut p = f.compile();
-        p.pop();
-        out.extend(p);
+        let next = a.label();
+        f.emit(&mut a, accept, next);
+        a.mark(next);
     }
-    out.push(Insn {
-        code: op::RET_K,
-        jt: 0,
-        jf: 0,
-        k: 0,
-    });
-    out
+    a.op(op::RET_K, 0);
+    a.mark(accept);
+    a.op(op::RET_K, SNAPLEN);
+    a.finish()
 }
 
 /// Runs a program the way the kernel would on a SOCK_DGRAM packet socket, for
