@@ -30,7 +30,7 @@ pub struct Insn {
     pub k: u32,
 }
 
-mod op {
+pub(crate) mod op {
     pub const LD_W_ABS: u16 = 0x20;
     pub const LD_H_ABS: u16 = 0x28;
     pub const LD_B_ABS: u16 = 0x30;
@@ -422,26 +422,44 @@ impl FlowFilter {
 
     /// The cBPF program (see the module documentation for what it accepts).
     pub fn compile(&self) -> Vec<Insn> {
-        let mut a = Asm::default();
-        let (accept, reject, not_inbound) = (a.label(), a.label(), a.label());
+        compile_any(std::slice::from_ref(self))
+    }
+
+    /// This filter's tests: goto `accept` when the packet matches, else goto
+    /// (or fall through to) `reject`.
+    fn emit(&self, a: &mut Asm, accept: usize, reject: usize) {
+        let not_inbound = a.label();
         let v4 = self.local.is_ipv4();
         a.op(op::LD_H_ABS, op::AD_PROTOCOL);
         a.jne_to(if v4 { ETH_P_IP } else { ETH_P_IPV6 }, reject);
         if v4 {
-            self.inbound_v4(&mut a, accept, not_inbound);
+            self.inbound_v4(a, accept, not_inbound);
         } else {
-            self.inbound_v6(&mut a, accept, not_inbound);
+            self.inbound_v6(a, accept, not_inbound);
         }
         a.mark(not_inbound);
         if self.outbound {
-            self.outbound(&mut a, accept, reject);
+            self.outbound(a, accept, reject);
         }
-        a.mark(reject);
-        a.op(op::RET_K, 0);
-        a.mark(accept);
-        a.op(op::RET_K, SNAPLEN);
-        a.finish()
+        a.ja(reject);
     }
+}
+
+/// One program that accepts what any of `filters` accepts (a scan's probes
+/// leave from several source addresses): each filter's tests fall through to
+/// the next filter's when they fail, and all share one accept and one reject.
+pub fn compile_any(filters: &[FlowFilter]) -> Vec<Insn> {
+    let mut a = Asm::default();
+    let accept = a.label();
+    for f in filters {
+        let next = a.label();
+        f.emit(&mut a, accept, next);
+        a.mark(next);
+    }
+    a.op(op::RET_K, 0);
+    a.mark(accept);
+    a.op(op::RET_K, SNAPLEN);
+    a.finish()
 }
 
 /// Runs a program the way the kernel would on a SOCK_DGRAM packet socket, for
@@ -819,6 +837,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn several_local_addresses() {
+        let one = |local: &str| FlowFilter {
+            local: local.parse().unwrap(),
+            remote: None,
+            remote_port: None,
+            local_ports: None,
+            protocol: 6,
+            outbound: false,
+        };
+        let f = compile_any(&[one("127.0.0.1"), one("198.18.0.1")]);
+        assert_eq!(run(&f, fixture("synack_v4"), 0x0800), SNAPLEN);
+        assert_eq!(run(&f, fixture("icmp_admin_v4"), 0x0800), SNAPLEN);
+        let f = compile_any(&[one("198.18.0.1"), one("127.0.0.1")]);
+        assert_eq!(run(&f, fixture("synack_v4"), 0x0800), SNAPLEN);
+        let f = compile_any(&[one("127.0.0.1"), one("198.18.0.9")]);
+        assert_eq!(run(&f, fixture("synack_v4"), 0x0800), 0);
+        assert_eq!(run(&f, fixture("icmp_admin_v4"), 0x0800), 0);
     }
 
     #[test]
