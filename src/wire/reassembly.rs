@@ -390,14 +390,15 @@ impl Reassembler {
     }
 }
 
-/// False when a glance shows `packet` is no fragment: an IPv4 header without
-/// MF or an offset, or an IPv6 header followed directly by TCP, UDP or ICMPv6.
+/// False when a glance shows `packet` is no fragment: not IPv4 or IPv6 (an
+/// ARP packet, or too short to be read), an IPv4 header without MF or an
+/// offset, or an IPv6 header followed directly by TCP, UDP or ICMPv6.
 /// (Everything else gets the full parse.)
 fn may_be_fragment(packet: &[u8]) -> bool {
     match (packet.first().map(|b| b >> 4), packet.get(6), packet.get(7)) {
         (Some(4), Some(&hi), Some(&lo)) => u16::from_be_bytes([hi, lo]) & 0x3fff != 0,
         (Some(6), Some(&next), _) => !matches!(next, 6 | 17 | 58),
-        _ => true,
+        _ => false,
     }
 }
 
