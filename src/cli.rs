@@ -37,6 +37,7 @@ EXIT STATUS:
     about = "Look inside TCP and DNS exchanges with real hosts",
     long_about = "synscope crafts raw TCP segments itself, captures the replies with kernel \
 timestamps, correlates them by sequence numbers and times every stage.\n\n\
+Durations (1s, 200ms, 5ms) are at most 24h.\n\n\
 It needs raw sockets: run it as root, or give the binary the capabilities with\n  \
 setcap cap_net_raw,cap_net_admin+ep synscope",
     after_long_help = ALL_EXIT_CODES
@@ -108,7 +109,13 @@ pub enum Command {
     /// source port, random id), timed with kernel timestamps; an answer counts only
     /// if its server, ports, id and question match. A truncated (TC) answer is
     /// repeated over TCP and both timings are shown. With several @SERVERs every
-    /// server is asked at once and the answers are compared.
+    /// server is asked at once and the answers are compared. An ICMP error quoting
+    /// a query (port unreachable, ...) ends that query at once, with the reason.
+    ///
+    /// Without CAP_NET_RAW (or with --no-raw) a single query goes out on an
+    /// ordinary UDP socket instead, timed by that socket's kernel TX and RX
+    /// stamps: no privilege needed. The output says which timed it
+    /// (`timed by: raw capture` or `timed by: socket timestamps`).
     ///
     /// Examples:
     ///   synscope dns example.com
@@ -117,6 +124,8 @@ pub enum Command {
     ///   synscope dns -x 198.18.0.10 @198.18.0.2 --short
     ///   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
     ///   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
+    ///   synscope dns a.lab.test @198.18.0.2 --no-raw
+    ///   synscope dns www.signed.test @198.18.0.2:8053 --expect-ad --expect-signed
     ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
@@ -397,7 +406,8 @@ EXIT STATUS:
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Targets: addresses, CIDR prefixes (198.18.0.0/16, 2001:db8::/120), ranges
-    /// (198.18.0.1-198.18.0.9, 198.18.0.1-9) or names.
+    /// (198.18.0.1-198.18.0.9, 198.18.0.1-9) or names (IPv4 unless -6); - reads
+    /// them from stdin, one per line.
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
     /// Read more targets from a file (one per line, # comments), or - for stdin.
@@ -406,7 +416,8 @@ pub struct ScanArgs {
     /// Leave these out (same forms as targets; repeat or separate with commas).
     #[arg(long, value_name = "TARGET", value_delimiter = ',')]
     pub exclude: Vec<String>,
-    /// Ports: 22,80,1000-2000; - for all (-p-).
+    /// Ports: 22,80,1000-2000; a range open at its end runs to 65535 (1024- is
+    /// 1024-65535, 1- every port); - for all (-p-).
     #[arg(short, long, value_name = "PORTS")]
     pub ports: Option<String>,
     /// Scan the N most common TCP ports (built-in list).
@@ -444,6 +455,14 @@ pub struct ScanArgs {
     /// Send bare SYNs without options.
     #[arg(long)]
     pub bare_syn: bool,
+    /// Probe on-link targets without asking for them first. By default,
+    /// targets on a directly attached Ethernet link are resolved with ARP
+    /// (IPv4) or Neighbor Solicitation (IPv6) before any SYN: only hosts that
+    /// answer get SYNs (sent to their Ethernet address), the others are
+    /// reported once as `down (no ARP reply)`.
+    /// Example: synscope scan 198.18.200.0/24 -p 80 --no-discovery
+    #[arg(long)]
+    pub no_discovery: bool,
     /// Resolve names to IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     pub ipv4: bool,
@@ -465,10 +484,16 @@ pub const DNS_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  every query was answered and every check passed
   1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
-     --max-time); one line on stderr says which and why
+     --max-time, --expect-ad, --expect-signed); one line on stderr says which
+     and why
   2  usage or setup error (bad arguments, no server, missing privileges)
-  3  no answer: a server did not answer after every retry (bulk: some name got
-     no answer)
+  3  no answer: a server did not answer after every retry, or an ICMP error
+     (e.g. port-unreachable) ended a query (bulk: some query got no answer)
+  Bulk (--file): every query is checked, and the status is the worst outcome:
+  2 if some line could not be read or parsed (not UTF-8, bad name, type or
+  server; each is reported with its line number, and the other lines are still
+  queried), else 3 if some query got no answer, else 1 if some check failed,
+  else 0.
   On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
   with \"interrupted\": true) and the status is 1.";
 
@@ -482,7 +507,10 @@ pub struct DnsArgs {
     /// Reverse lookup: query the PTR record of this address.
     #[arg(short = 'x', value_name = "ADDR")]
     pub reverse: Option<IpAddr>,
-    /// EDNS0 UDP payload size advertised.
+    /// EDNS0 UDP payload size advertised, 512 to 65535, e.g. --bufsize 4096 (as
+    /// kdig +bufsize=4096). Answers bigger than the path MTU arrive in IP
+    /// fragments, which synscope reassembles; an answer bigger than the size
+    /// comes back truncated (TC) and is repeated over TCP.
     #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
     pub bufsize: u16,
     /// Set the EDNS0 DO (DNSSEC OK) bit.
@@ -492,7 +520,7 @@ pub struct DnsArgs {
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub ecs: Option<String>,
     /// Send no OPT record (plain RFC 1035: answers above 512 bytes come truncated).
-    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs"])]
+    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs", "expect_ad", "expect_signed"])]
     pub no_edns: bool,
     /// Clear the RD (recursion desired) bit.
     #[arg(long)]
@@ -500,6 +528,12 @@ pub struct DnsArgs {
     /// Do not repeat a truncated (TC) answer over TCP; show it as it is.
     #[arg(long)]
     pub ignore_tc: bool,
+    /// Time single queries with an ordinary UDP socket's kernel timestamps
+    /// (TX stamps from the error queue, RX stamps on each answer) instead of
+    /// raw sockets and a packet capture. Without CAP_NET_RAW this is what
+    /// happens anyway; the output says which timed it (`timed by:`).
+    #[arg(long)]
+    pub no_raw: bool,
     /// Retries after the first attempt, per query.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
@@ -528,12 +562,29 @@ pub struct DnsArgs {
     /// At least one answer's data must match this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub expect_regex: Option<String>,
+    /// The AD bit must be set: the resolver validated the answer with DNSSEC.
+    /// Sets the DO bit (a resolver sets AD only for a query with DO or AD).
+    #[arg(long)]
+    pub expect_ad: bool,
+    /// Every RRset of the answer section must come with an RRSIG covering it
+    /// (same owner, same type); with an empty answer (NXDOMAIN, NODATA) the
+    /// authority section must hold RRSIGs. Sets the DO bit.
+    #[arg(long)]
+    pub expect_signed: bool,
     /// The answer must arrive within this time (e.g. 50ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<Duration>,
     /// Bulk: read `name[,type[,server]]` lines from this file (`-` for stdin).
+    /// Each line is queried at each @SERVER (or, with --spread, at one of
+    /// them) and checked with every --expect* given; one NDJSON line per query,
+    /// then a summary with per-check failure counts. A line that cannot be read
+    /// or parsed is reported with its number and the others are still queried.
     #[arg(short, long, value_name = "PATH")]
     pub file: Option<String>,
+    /// Bulk: send each line to one @SERVER, taking them in turn (round-robin),
+    /// instead of to every @SERVER.
+    #[arg(long, requires = "file")]
+    pub spread: bool,
     /// Bulk: queries per second (default: as fast as --concurrency allows).
     #[arg(long, value_name = "QPS")]
     pub rate: Option<u32>,
@@ -560,6 +611,8 @@ pub struct ScanSettings {
     pub interface: Option<String>,
     pub ttl: u8,
     pub syn_options: bool,
+    /// Resolve on-link targets with ARP / ND before probing them.
+    pub discovery: bool,
     pub format: OutputFormat,
     pub progress: bool,
     pub verbose: bool,
@@ -579,17 +632,24 @@ impl ScanArgs {
                 .map_err(|e| UsageError(e.0))?
                 .union(&PortList::top(n).map_err(|e| UsageError(e.0))?),
         };
-        let mut specs = self.targets.clone();
-        if let Some(f) = &self.targets_file {
-            let text = if f == "-" {
-                let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                    .map_err(|e| UsageError(format!("read targets from stdin: {e}")))?;
-                s
-            } else {
+        // `-` as a target, like `--targets-file -`, reads targets from stdin (once)
+        let stdin =
+            self.targets.iter().any(|t| t == "-") || self.targets_file.as_deref() == Some("-");
+        let mut specs: Vec<String> = self.targets.iter().filter(|t| *t != "-").cloned().collect();
+        let mut texts = Vec::new();
+        if stdin {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| UsageError(format!("read targets from stdin: {e}")))?;
+            texts.push(s);
+        }
+        if let Some(f) = self.targets_file.as_ref().filter(|f| *f != "-") {
+            texts.push(
                 std::fs::read_to_string(f)
-                    .map_err(|e| UsageError(format!("read targets file '{f}': {e}")))?
-            };
+                    .map_err(|e| UsageError(format!("read targets file '{f}': {e}")))?,
+            );
+        }
+        for text in &texts {
             specs.extend(
                 text.lines()
                     .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -640,6 +700,7 @@ impl ScanArgs {
             interface: self.interface.clone(),
             ttl: self.ttl,
             syn_options: !self.bare_syn,
+            discovery: !self.no_discovery,
             format,
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,
@@ -671,15 +732,48 @@ pub struct DnsChecks {
     pub rcode: Option<u16>,
     pub regex: Option<regex::Regex>,
     pub max_time: Option<Duration>,
+    /// The AD bit must be set.
+    pub ad: bool,
+    /// The answer (or the denial) must be signed.
+    pub signed: bool,
 }
 
 impl DnsChecks {
+    /// The flags of the checks asked for, in the order they are evaluated.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut n = Vec::new();
+        if self.rcode.is_some() {
+            n.push("--expect-rcode");
+        }
+        if self.expect.is_some() {
+            n.push("--expect");
+        }
+        if !self.contains.is_empty() {
+            n.push("--expect-contains");
+        }
+        if self.regex.is_some() {
+            n.push("--expect-regex");
+        }
+        if self.max_time.is_some() {
+            n.push("--max-time");
+        }
+        if self.ad {
+            n.push("--expect-ad");
+        }
+        if self.signed {
+            n.push("--expect-signed");
+        }
+        n
+    }
+
     pub fn is_empty(&self) -> bool {
         self.expect.is_none()
             && self.contains.is_empty()
             && self.rcode.is_none()
             && self.regex.is_none()
             && self.max_time.is_none()
+            && !self.ad
+            && !self.signed
     }
 }
 
@@ -704,6 +798,8 @@ pub struct DnsSettings {
     pub edns: Option<crate::wire::dns::EdnsRepr>,
     pub recursion_desired: bool,
     pub tcp_fallback: bool,
+    /// Single queries over an ordinary UDP socket even with CAP_NET_RAW.
+    pub no_raw: bool,
     pub retries: u32,
     pub timeout: Duration,
     pub format: DnsFormat,
@@ -711,6 +807,8 @@ pub struct DnsSettings {
     pub bulk: Option<BulkSource>,
     pub rate: Option<u32>,
     pub concurrency: u32,
+    /// Bulk: each line to one server in turn, not to every server.
+    pub spread: bool,
     pub progress: bool,
     pub verbose: bool,
 }
@@ -779,6 +877,11 @@ impl DnsArgs {
                 "give either NAME ('{display_name}') or --file, not both"
             )));
         }
+        if bulk.is_some() && self.no_raw {
+            return Err(UsageError(
+                "--no-raw applies to single queries; bulk mode (--file) uses raw sockets".into(),
+            ));
+        }
         if bulk.is_none() && name.is_none() {
             return Err(UsageError(
                 "no name to query: give NAME, -x ADDR or --file FILE".into(),
@@ -814,7 +917,7 @@ impl DnsArgs {
         };
         let edns = (!self.no_edns).then_some(dns::EdnsRepr {
             udp_size: self.bufsize,
-            dnssec_ok: self.dnssec_ok,
+            dnssec_ok: self.dnssec_ok || self.expect_ad || self.expect_signed,
             client_subnet,
         });
         let rcode = match &self.expect_rcode {
@@ -853,6 +956,7 @@ impl DnsArgs {
             edns,
             recursion_desired: !self.norecurse,
             tcp_fallback: !self.ignore_tc,
+            no_raw: self.no_raw,
             retries: self.retries,
             timeout: self.timeout,
             format,
@@ -862,22 +966,34 @@ impl DnsArgs {
                 rcode,
                 regex,
                 max_time: self.max_time,
+                ad: self.expect_ad,
+                signed: self.expect_signed,
             },
             bulk,
             rate: self.rate,
             concurrency: self.concurrency,
+            spread: self.spread,
             progress: !self.no_progress,
             verbose,
         })
     }
 }
 
-/// humantime durations, positive.
+/// The longest duration any flag takes. Every timer adds durations to the
+/// current instant (and a few double them); a day keeps all of that far from
+/// any integer limit, and no wait of synscope's needs more.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// humantime durations, positive, at most [`MAX_DURATION`]: the one place a
+/// duration argument becomes a setting, so no later `Instant + Duration` overflows.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("bad duration '{s}': {e} (examples: 1s, 200ms, 5ms)"))?;
     if d.is_zero() {
         return Err(format!("bad duration '{s}': must be more than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(format!("bad duration '{s}': at most 24h"));
     }
     Ok(d)
 }
@@ -933,7 +1049,9 @@ pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), UsageError> {
     }
 }
 
-/// Resolves a host name or address, honouring -4/-6.
+/// Resolves a host name or address, honouring -4/-6. A name with both IPv4
+/// and IPv6 addresses gives its IPv4 one unless `-6` is given (nmap's rule:
+/// the same name means the same family on every host, whatever the resolver's order).
 pub fn resolve(host: &str, port: u16, v4: bool, v6: bool) -> Result<SocketAddr, UsageError> {
     if host.is_empty() {
         return Err(UsageError("empty host".into()));
@@ -942,12 +1060,19 @@ pub fn resolve(host: &str, port: u16, v4: bool, v6: bool) -> Result<SocketAddr, 
         .to_socket_addrs()
         .map_err(|e| UsageError(format!("cannot resolve host '{host}': {e}")))?
         .collect();
-    let pick = addrs
-        .iter()
-        .find(|a| (!v4 || a.is_ipv4()) && (!v6 || a.is_ipv6()));
+    let pick = if v6 {
+        addrs.iter().find(|a| a.is_ipv6())
+    } else {
+        let first = if v4 { None } else { addrs.first() };
+        addrs.iter().find(|a| a.is_ipv4()).or(first)
+    };
     pick.copied().ok_or_else(|| {
-        let fam = if v4 { "IPv4" } else { "IPv6" };
-        UsageError(format!("host '{host}' has no {fam} address"))
+        let fam = match (v4, v6) {
+            (true, _) => "IPv4 ",
+            (_, true) => "IPv6 ",
+            _ => "",
+        };
+        UsageError(format!("host '{host}' has no {fam}address"))
     })
 }
 
@@ -999,6 +1124,26 @@ mod tests {
         assert!(split_host_port("h:70000").is_err());
         assert!(split_host_port("[2001:db8::2").is_err());
         assert!(split_host_port("[2001:db8::2]x").is_err());
+    }
+
+    #[test]
+    fn a_name_means_ipv4_unless_minus_6() {
+        // localhost has 127.0.0.1 (and often ::1, in any order)
+        assert!(resolve("localhost", 80, false, false).unwrap().is_ipv4());
+        assert!(resolve("localhost", 80, true, false).unwrap().is_ipv4());
+        assert!(resolve("::1", 80, false, false).unwrap().is_ipv6());
+        assert!(resolve("127.0.0.1", 80, false, true).is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        for huge in ["24h 1ns", "18446744073709551615s", "1000y"] {
+            assert!(
+                parse_duration(huge).unwrap_err().contains("at most 24h"),
+                "{huge}"
+            );
+        }
     }
 
     #[test]
@@ -1120,7 +1265,18 @@ mod dns_tests {
         assert!(dns(&["a", "b", "@198.18.0.2"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
+        let s = dns(&["a", "@198.18.0.2", "--bufsize", "65535"]).unwrap();
+        assert_eq!(s.edns.unwrap().udp_size, 65535);
+        assert!(dns(&["a", "@198.18.0.2", "--bufsize", "65536"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
+        // the DNSSEC checks set the DO bit, and need EDNS
+        let s = dns(&["a", "@198.18.0.2", "--expect-ad"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.ad && !s.checks.signed);
+        let s = dns(&["a", "@198.18.0.2", "--expect-signed"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.signed);
+        assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--expect-signed"]).is_err());
+        assert!(!dns(&["a", "@198.18.0.2"]).unwrap().edns.unwrap().dnssec_ok);
+        assert!(dns(&["--file", "-", "@198.18.0.2", "--no-raw"]).is_err());
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn spawn_in_netns<T: Send + 'static>(
 impl Lab {
     /// Builds the lab. On failure everything made so far is removed. Namespaces
     /// left by a lab whose process was killed (SIGKILL runs no destructor) are
-    /// removed first: their names carry the pid of a process that is gone.
+    /// removed first: their owner markers name a process that is gone.
     pub fn up(spec: &LabSpec) -> Result<Lab, LabError> {
         remove_stale_namespaces();
         let id = format!(
@@ -153,8 +153,10 @@ impl Lab {
         };
         let (c, s) = (lab.client_ns.clone(), lab.server_ns.clone());
         for ns in [&c, &s] {
-            run(&["ip", "netns", "add", ns], None)?;
+            // the marker first: a namespace is never there without its proof of owner
+            mark_owned(ns)?;
             lab.created.push(ns.clone());
+            run(&["ip", "netns", "add", ns], None)?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"], None)?;
         }
         lab.reaper = spawn_reaper(&[&c, &s]);
@@ -281,24 +283,108 @@ impl Lab {
     }
 }
 
-/// Deletes `synscope-<pid>-…` namespaces whose process no longer exists.
+/// Where a lab records which process owns each of its namespaces.
+const OWNERS: &str = "/run/synscope";
+
+/// Who made a namespace: a process, told apart from a later one with the same
+/// pid by its start time, in a PID namespace (a pid means nothing outside it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    /// Field 22 of /proc/PID/stat: clock ticks after boot.
+    pub start: u64,
+    /// The inode of /proc/self/ns/pid.
+    pub pid_ns: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn me() -> Option<Owner> {
+        let pid = std::process::id();
+        Some(Owner {
+            pid,
+            start: start_time(pid)?,
+            pid_ns: pid_namespace()?,
+        })
+    }
+
+    /// `pid=… start=… pidns=…`, the marker file's text.
+    pub fn to_text(&self) -> String {
+        format!(
+            "pid={} start={} pidns={}\n",
+            self.pid, self.start, self.pid_ns
+        )
+    }
+
+    pub fn parse(text: &str) -> Option<Owner> {
+        let field = |k: &str| -> Option<u64> {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+        };
+        Some(Owner {
+            pid: u32::try_from(field("pid")?).ok()?,
+            start: field("start")?,
+            pid_ns: field("pidns")?,
+        })
+    }
+
+    /// Provably gone: it lived in our PID namespace and no process there has
+    /// its pid and start time. (From another PID namespace nothing is provable.)
+    pub fn is_gone(&self) -> bool {
+        pid_namespace() == Some(self.pid_ns) && start_time(self.pid) != Some(self.start)
+    }
+}
+
+/// The start time of process `pid` (field 22 of /proc/PID/stat), if it exists.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name (field 2) may hold spaces and ')': fields resume after the last ')'
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
+}
+
+fn owner_marker(ns: &str) -> String {
+    format!("{OWNERS}/{ns}")
+}
+
+/// Records this process as the owner of namespace `ns`.
+fn mark_owned(ns: &str) -> Result<(), LabError> {
+    let me = Owner::me().ok_or_else(|| LabError("read /proc/self/stat".into()))?;
+    std::fs::create_dir_all(OWNERS)
+        .and_then(|_| std::fs::write(owner_marker(ns), me.to_text()))
+        .map_err(|e| LabError(format!("write {}: {e}", owner_marker(ns))))
+}
+
+/// Deletes `synscope-…` namespaces that a lab provably made and whose process
+/// is provably gone (killed before its `Drop` ran): their owner marker under
+/// /run/synscope names a process of our PID namespace that no longer runs.
+/// A namespace without a marker, or whose owner runs or lives in another PID
+/// namespace, is someone else's and is left alone.
 pub fn remove_stale_namespaces() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+    let Ok(entries) = std::fs::read_dir(OWNERS) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("synscope-")
-            .and_then(|r| r.split('-').next())
+        if !name.starts_with("synscope-") {
+            continue;
+        }
+        let Some(owner) = std::fs::read_to_string(e.path())
+            .ok()
+            .and_then(|t| Owner::parse(&t))
         else {
             continue;
         };
-        let Ok(pid) = pid.parse::<u32>() else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = run(&["ip", "netns", "del", &name], None);
+        if owner.is_gone() {
+            if std::path::Path::new(&format!("/run/netns/{name}")).exists() {
+                let _ = run(&["ip", "netns", "del", &name], None);
+            }
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -335,7 +421,7 @@ fn nft_ruleset(spec: &LabSpec) -> String {
 fn spawn_reaper(namespaces: &[&str]) -> Option<std::process::Child> {
     let dels: Vec<String> = namespaces
         .iter()
-        .map(|n| format!("ip netns del {n} 2>/dev/null"))
+        .map(|n| format!("ip netns del {n} 2>/dev/null; rm -f {}", owner_marker(n)))
         .collect();
     let script = format!(
         "i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt 864000 ]; do sleep 0.1; i=$((i+1)); done; {dels}",
@@ -360,6 +446,34 @@ impl Drop for Lab {
         self.listeners.clear();
         for ns in self.created.drain(..).rev() {
             let _ = run(&["ip", "netns", "del", &ns], None);
+            let _ = std::fs::remove_file(owner_marker(&ns));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_owner_is_this_process_until_its_start_time_differs() {
+        let me = Owner::me().unwrap();
+        assert_eq!(me.pid, std::process::id());
+        assert_eq!(Owner::parse(&me.to_text()), Some(me.clone()));
+        assert!(!me.is_gone());
+        let reused_pid = Owner {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        assert!(reused_pid.is_gone());
+        // another PID namespace: nothing provable, never gone
+        let elsewhere = Owner {
+            pid_ns: me.pid_ns + 1,
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!elsewhere.is_gone());
+        assert_eq!(Owner::parse("pid=1 start=x pidns=2"), None);
+        assert_eq!(Owner::parse(""), None);
     }
 }

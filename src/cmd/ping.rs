@@ -246,6 +246,9 @@ pub async fn run(
     if let Some(w) = pcap.as_mut() {
         w.flush()?;
     }
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| f);
+    }
     // probes still outstanding at an interrupt are not counted
     let summary = report.summary(pinger.ignored(), started.elapsed(), was_interrupted);
     if !summary.ignored.is_empty() {

@@ -3,16 +3,16 @@
 //! The only per-probe memory is one "answered" bit (and a fixed ring of recent
 //! send times for RTTs), so memory does not grow with replies in flight.
 
+use super::scan_net::Network;
 use super::{CmdError, Log};
 use crate::cli::ScanSettings;
 use crate::event::Timestamp;
-use crate::io::bpf::FlowFilter;
-use crate::io::capture::BlockingCapture;
-use crate::io::{IoError, PortReservation, RawSender, Route};
+use crate::io::IoError;
+use crate::io::egress::Egress;
 use crate::probe::Ignored;
 use crate::report::scan::{ScanOutput, ScanResult, ScanSummary};
+use crate::scan::pace::Pacer;
 use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict};
-use crate::wire::Protocol;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
@@ -91,23 +91,9 @@ fn signal_hook_register(sig: i32, flag: Arc<AtomicBool>) -> Result<(), std::io::
 }
 
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
-    let first = s
-        .targets
-        .get(0)
-        .ok_or_else(|| CmdError::Setup("no targets".into()))?;
-    let route = Route::lookup(first, s.interface.as_deref())?;
-    let sender = Arc::new(RawSender::open(route.src, s.interface.as_deref())?);
-    let reservation = PortReservation::reserve(route.src, s.source_port.unwrap_or(0))?;
-    let sport = reservation.port;
-    let filter = FlowFilter {
-        local: route.src,
-        remote: None,
-        remote_port: None,
-        local_ports: Some((sport, sport)),
-        protocol: Protocol::TCP,
-        outbound: false,
-    };
-    let mut capture = BlockingCapture::open(route.capture_ifindex(), &filter, 64 << 20)?;
+    let interrupted = interrupt_flag();
+    // routes per target, every socket, the capture of replies to every source
+    let mut net = Network::open(s, log)?;
     // every socket is open and no other thread runs yet: give up every capability
     crate::io::privileges::drop_all()?;
     log.debug(|| {
@@ -116,15 +102,22 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
             crate::io::privileges::effective()
         )
     });
+    let mut output = ScanOutput::new(std::io::stdout(), s.format, s.open_only);
+    // on-link targets: only the hosts that answer ARP / ND get SYNs
+    let found = net.discover(s.rate, &mut output, &interrupted, log)?;
+    let sport = net.reservation.port;
+    let mut capture = net.capture;
+    let reservation = net.reservation;
+    let sender = Arc::new(net.egress);
     let matcher = Arc::new(ScanMatcher {
-        local: route.src,
+        sources: net.sources,
         sport,
         cookie: Cookie::new(rand::random()),
-        targets: s.targets.clone(),
+        targets: found.targets,
         ports: s.ports.clone(),
         ttl: s.ttl,
         syn_options: s.syn_options,
-        mss: route.mss(),
+        mss: net.mss,
     });
     let total = matcher.len();
     let perm = Arc::new(Permutation::new(total, s.seed));
@@ -132,8 +125,11 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     let probes = shard.len(total);
     log.debug(|| {
         format!(
-            "scan: {} probes in shard {}/{} from {}:{} via {}",
-            probes, shard.index, shard.count, route.src, sport, route.interface
+            "scan: {} probes in shard {}/{} from port {sport} of {:?}",
+            probes,
+            shard.index,
+            shard.count,
+            matcher.sources.sources()
         )
     });
     let shared = Arc::new(Shared {
@@ -147,7 +143,6 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         max_rtt_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
-    let interrupted = interrupt_flag();
 
     // the receiver: classify, dedupe, stream NDJSON, tear down open connections
     let receiver = {
@@ -157,7 +152,6 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
             perm.clone(),
             sender.clone(),
         );
-        let mut output = ScanOutput::new(std::io::stdout(), s.format, s.open_only);
         std::thread::Builder::new()
             .name("receiver".into())
             .spawn(move || -> Result<Received<std::io::Stdout>, CmdError> {
@@ -182,7 +176,9 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                     };
                     if r.verdict == ScanVerdict::Open {
                         // our own RST (besides the kernel's): never leave a half-open connection
-                        let _ = sender.send(r.host, &matcher.rst(r.host, r.port));
+                        if let Some(rst) = matcher.rst(r.host, r.port) {
+                            let _ = sender.send(r.host, &rst);
+                        }
                     }
                     if !shared.mark(j) {
                         *ignored.entry(Ignored::NoProbe).or_default() += 1;
@@ -207,6 +203,9 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                     };
                     output.result(res)?;
                 }
+                if let Some(f) = capture.fragments().describe() {
+                    log.debug(|| f);
+                }
                 Ok(Received {
                     output,
                     ignored,
@@ -219,6 +218,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     let started = Instant::now();
     let mut sent = 0u64;
     let mut send_errors = 0u64;
+    let mut stalls = net.stalls;
     let mut send_time = Duration::ZERO;
     let batch = (s.rate / 5000).clamp(1, 64) as usize;
     let mut progress = Progress::new(s.progress, probes);
@@ -235,7 +235,8 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         1
     };
     for round in 0..=s.retries {
-        if interrupted.load(RELAXED) {
+        // nothing to probe (every on-link target down): no wait for replies either
+        if interrupted.load(RELAXED) || probes == 0 {
             break;
         }
         let pass_start = Instant::now();
@@ -273,6 +274,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
             let st = o?;
             in_pass += st.sent;
             send_errors += st.refused;
+            stalls += st.stalls;
             if first_error.is_none() {
                 first_error = st.first_error;
             }
@@ -324,7 +326,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                     .unwrap_or_default()
             )
         });
-        if send_errors == sent {
+        if send_errors == sent && sent > 0 {
             return Err(first_error
                 .map(CmdError::Io)
                 .unwrap_or_else(|| CmdError::Setup("every send failed".into())));
@@ -373,7 +375,17 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         ignored,
         capture_drops: drops,
         interrupted: was_interrupted,
+        discovery: found.summary,
+        skipped_addresses: net.skipped,
+        send_backpressure: stalls,
+        not_probed: 0,
+        cut_short: 0,
     };
+    if stalls > 0 {
+        eprintln!(
+            "synscope: the kernel's send queue was full {stalls} times (back-pressure); sending slowed down and went on"
+        );
+    }
     if drops > 0 {
         eprintln!(
             "synscope: warning: the capture buffer dropped {drops} packets (lower --rate); unanswered ports were retried"
@@ -391,7 +403,7 @@ struct Pass<'a> {
     perm: &'a Permutation,
     shard: crate::scan::Shard,
     probes: u64,
-    sender: &'a RawSender,
+    sender: &'a Egress,
     interrupted: &'a AtomicBool,
     sent: &'a AtomicU64,
     round: u32,
@@ -404,6 +416,8 @@ struct Pass<'a> {
 struct LaneStats {
     sent: u64,
     refused: u64,
+    /// Times the kernel's queue was full (back-pressure).
+    stalls: u64,
     first_error: Option<IoError>,
 }
 
@@ -415,7 +429,7 @@ impl Pass<'_> {
         lane: u64,
         mut progress: Option<(&mut Progress, Instant)>,
     ) -> Result<LaneStats, IoError> {
-        let start = Instant::now();
+        let mut pacer = Pacer::new(self.rate_per_lane, Instant::now());
         let mut st = LaneStats::default();
         let mut j = lane;
         let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(self.batch);
@@ -441,8 +455,8 @@ impl Pass<'_> {
             if packets.is_empty() {
                 break;
             }
-            // even pacing: this lane's n-th SYN goes out at start + n/rate
-            pace_until(start + Duration::from_secs_f64(st.sent as f64 / self.rate_per_lane));
+            // even pacing (this lane's n-th SYN at start + n/rate), slower under back-pressure
+            pace_until(pacer.due(st.sent));
             let now = Timestamp::now().0;
             for &n in &numbers {
                 let slot = (n as usize) % RING;
@@ -451,12 +465,14 @@ impl Pass<'_> {
             }
             let refs: Vec<(std::net::IpAddr, &[u8])> =
                 packets.iter().map(|(a, b)| (*a, b.as_slice())).collect();
-            let (refused, err) = self.sender.send_batch(&refs)?;
-            st.refused += refused as u64;
+            let out = self.sender.send_many(&refs);
+            st.refused += out.refused as u64;
+            st.stalls += out.stalls;
             if st.first_error.is_none() {
-                st.first_error = err;
+                st.first_error = out.first_error;
             }
             st.sent += packets.len() as u64;
+            pacer.after_batch(st.sent, out.stalls > 0, Instant::now());
             let total = self.sent.fetch_add(packets.len() as u64, RELAXED) + packets.len() as u64;
             packets.clear();
             numbers.clear();

@@ -210,6 +210,9 @@ async fn one_trace(
             p.checksum_offloaded,
         );
     }
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| f);
+    }
     drop(rst_filter);
     drop(port);
     Ok((c, was_interrupted))

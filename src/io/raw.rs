@@ -41,6 +41,21 @@ impl RawSender {
         Ok(RawSender { sock })
     }
 
+    /// Asks the kernel for a transmit timestamp of every datagram sent from
+    /// now on, numbered by a send counter from 0 (see [`super::txstamp`]).
+    pub fn enable_tx_stamps(&self) -> Result<(), IoError> {
+        // the socket receives nothing but its stamps: room for a burst of them
+        super::txstamp::enable(self.sock.as_raw_fd(), false, 4 << 20)
+    }
+
+    /// The transmit stamps queued so far: (send counter, kernel time).
+    pub fn tx_stamps(
+        &self,
+        out: &mut Vec<(u32, crate::event::Timestamp)>,
+    ) -> Result<usize, IoError> {
+        super::txstamp::drain(self.sock.as_raw_fd(), out)
+    }
+
     /// Sends one datagram (IP header included) to `dst`.
     pub fn send(&self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
         let addr = SockAddr::from(SocketAddr::new(dst, 0));
@@ -65,6 +80,16 @@ impl RawSender {
     pub fn send_batch(
         &self,
         packets: &[(IpAddr, &[u8])],
+    ) -> Result<(usize, Option<IoError>), IoError> {
+        self.send_batch_noting(packets, &mut Vec::new())
+    }
+
+    /// As [`send_batch`](Self::send_batch), and notes the index of every
+    /// datagram refused in `refused` (in order).
+    pub fn send_batch_noting(
+        &self,
+        packets: &[(IpAddr, &[u8])],
+        refused_at: &mut Vec<usize>,
     ) -> Result<(usize, Option<IoError>), IoError> {
         let addrs: Vec<SockAddr> = packets
             .iter()
@@ -122,9 +147,46 @@ impl RawSender {
                 return Err(e);
             }
             refused += 1;
+            refused_at.push(done);
             first.get_or_insert(e);
             done += 1;
         }
         Ok((refused, first))
+    }
+
+    /// Sends many datagrams (sendmmsg) for a scan: a full queue (EAGAIN,
+    /// ENOBUFS) is back-pressure, waited out with growing pauses and counted;
+    /// a datagram the kernel refuses (no route, a broadcast address, a
+    /// firewall) is skipped and counted. Nothing here ends a scan.
+    pub fn send_many(&self, packets: &[(IpAddr, &[u8])]) -> super::link::SendOutcome {
+        let addrs: Vec<SockAddr> = packets
+            .iter()
+            .map(|(a, _)| SockAddr::from(SocketAddr::new(*a, 0)))
+            .collect();
+        let mut iovs: Vec<libc::iovec> = packets
+            .iter()
+            .map(|(_, b)| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: as in send_batch: every header points at live buffers.
+        let mut msgs: Vec<libc::mmsghdr> = (0..packets.len())
+            .map(|i| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = addrs[i].len();
+                m.msg_hdr.msg_iov = &mut iovs[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let fd = self.sock.as_raw_fd();
+        super::link::send_all(
+            &mut msgs,
+            // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
+            |rest| unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) },
+            |i| packets.get(i).map(|p| p.0),
+        )
     }
 }

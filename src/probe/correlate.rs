@@ -51,6 +51,9 @@ pub enum Ignored {
     IcmpOther,
     /// Our own outgoing packets other than probes (e.g. the kernel's RST).
     OwnTraffic,
+    /// To us in a protocol synscope cannot read: ESP (encrypted), an unknown
+    /// IPv6 next header, or an extension-header chain too long to walk.
+    Unreadable,
 }
 
 impl Ignored {
@@ -64,6 +67,7 @@ impl Ignored {
             Ignored::Unexpected => "unexpected",
             Ignored::IcmpOther => "icmp-other",
             Ignored::OwnTraffic => "own-traffic",
+            Ignored::Unreadable => "unreadable",
         }
     }
 }
@@ -287,6 +291,11 @@ impl Correlator {
                 Match::Reply(key, info)
             }
             (_, Direction::Outgoing) => Match::Ignored(Ignored::OwnTraffic),
+            (Transport::Other(_), Direction::Incoming)
+                if d.ip.src == target && d.ip.dst == self.local =>
+            {
+                Match::Ignored(Ignored::Unreadable)
+            }
             _ => Match::Ignored(Ignored::OtherFlow),
         }
     }
@@ -374,6 +383,59 @@ mod tests {
         };
         assert_eq!(error.name(), "admin-prohibited");
         assert_eq!(from, "2001:db8::2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn synack_behind_extension_headers_matches_and_esp_is_unreadable() {
+        use crate::wire::ip::insert_v6_ext_headers;
+        let raw = fixture("synack_v6");
+        let d = Datagram::parse_with(raw, Checksums::Offloaded).unwrap();
+        let Transport::Tcp(t) = &d.transport else {
+            panic!()
+        };
+        let mut c = Correlator::new(d.ip.dst, SocketAddr::new(d.ip.src, t.src_port));
+        let key = FlowKey {
+            src_port: t.dst_port,
+            isn: t.ack + u32::MAX, // ack - 1
+        };
+        c.track(key);
+        let hbh: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+        let dstopt: &[u8] = &[0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let atomic: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 1];
+        let ah: &[u8] = &[
+            0, 4, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        for exts in [
+            vec![(0u8, hbh), (60, dstopt)],
+            vec![(44, atomic)],
+            vec![(0, hbh), (51, ah), (44, atomic), (60, dstopt)],
+        ] {
+            let bytes = insert_v6_ext_headers(raw, &exts).unwrap();
+            let Match::Reply(k, info) = c.classify(&bytes, Direction::Incoming, T, true) else {
+                panic!("{exts:?} not matched")
+            };
+            assert_eq!((k, info.answer), (key, Answer::SynAck));
+        }
+        // the same segment inside ESP: counted, never read
+        let esp = IpRepr {
+            protocol: 50,
+            ..d.ip.clone()
+        }
+        .emit(&[&[0, 0, 1, 0, 0, 0, 0, 1][..], &raw[40..]].concat());
+        assert_eq!(
+            c.classify(&esp, Direction::Incoming, T, true),
+            Match::Ignored(Ignored::Unreadable)
+        );
+        // and an unknown next header after Destination Options
+        let unknown = insert_v6_ext_headers(&esp, &[(60, dstopt)]).map(|mut b| {
+            b[40] = 253;
+            b
+        });
+        assert_eq!(
+            c.classify(&unknown.unwrap(), Direction::Incoming, T, true),
+            Match::Ignored(Ignored::Unreadable)
+        );
+        assert_eq!(c.ignored()[&Ignored::Unreadable], 2);
     }
 
     /// Builds a reply from the target like the fixture's SYN-ACK, with changes.

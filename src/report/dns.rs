@@ -4,9 +4,9 @@
 use super::micros;
 use super::stats::percentile;
 use crate::cli::{DnsChecks, DnsFormat};
-use crate::probe::dns::DnsIgnored;
+use crate::probe::dns::{DnsIgnored, Refusal};
 use crate::probe::syn::RttSource;
-use crate::wire::dns::{RecordRepr, ReplyRepr, opcode_name, rcode_name};
+use crate::wire::dns::{RRSIG, RecordRepr, ReplyRepr, opcode_name, rcode_name, rrsig_covers};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,6 +33,26 @@ pub struct TcpLeg {
     pub error: Option<String>,
 }
 
+/// What took the query's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimedBy {
+    /// Raw sockets: our packets and the replies seen by a packet capture.
+    #[default]
+    RawCapture,
+    /// An ordinary UDP socket's kernel TX and RX stamps (no privileges).
+    SocketTimestamps,
+}
+
+impl TimedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimedBy::RawCapture => "raw capture",
+            TimedBy::SocketTimestamps => "socket timestamps",
+        }
+    }
+}
+
 /// One query to one server, finished.
 #[derive(Debug, Clone)]
 pub struct DnsResult {
@@ -45,6 +65,9 @@ pub struct DnsResult {
     pub udp: Option<UdpLeg>,
     pub attempts: u32,
     pub tcp: Option<TcpLeg>,
+    /// The ICMP error that ended the query without an answer.
+    pub refused: Option<Refusal>,
+    pub timed_by: TimedBy,
 }
 
 impl DnsResult {
@@ -112,7 +135,20 @@ pub fn check(result: &DnsResult, checks: &DnsChecks) -> Vec<String> {
     let mut fail = Vec::new();
     let who = format!("{} {} @{}", result.name, result.qtype, result.server);
     let Some(reply) = result.reply() else {
-        return fail; // no answer is its own outcome (exit status 3)
+        // a check never passes on no answer: each one asked fails, and with
+        // none asked the result still says it was not answered
+        let why = match &result.refused {
+            Some(r) => format!("no answer ({r})"),
+            None => "no answer".to_string(),
+        };
+        let asked = checks.names();
+        if asked.is_empty() {
+            fail.push(format!("{who}: {why}"));
+        }
+        for flag in asked {
+            fail.push(format!("{flag}: {who}: {why}"));
+        }
+        return fail;
     };
     let set: Vec<String> = result.answer_set();
     let got: std::collections::BTreeSet<String> = set.iter().map(|v| normalize(v)).collect();
@@ -173,7 +209,51 @@ pub fn check(result: &DnsResult, checks: &DnsChecks) -> Vec<String> {
             super::human(max)
         ));
     }
+    if checks.ad && !reply.flags.ad {
+        fail.push(format!(
+            "--expect-ad: {who}: the AD bit is not set (the answer was not validated)"
+        ));
+    }
+    if checks.signed
+        && let Some(why) = unsigned(reply)
+    {
+        fail.push(format!("--expect-signed: {who}: {why}"));
+    }
     fail
+}
+
+/// Why a reply is not signed, or None if it is: every RRset of the answer
+/// section has an RRSIG of the same owner covering its type; an empty answer
+/// (NXDOMAIN, NODATA) needs RRSIGs in the authority section (the signed denial).
+pub fn unsigned(reply: &ReplyRepr) -> Option<String> {
+    let sets: std::collections::BTreeSet<(String, u16, &str)> = reply
+        .answer
+        .iter()
+        .filter(|r| r.type_code != RRSIG)
+        .map(|r| (r.name.to_ascii_lowercase(), r.type_code, r.rtype.as_str()))
+        .collect();
+    if sets.is_empty() {
+        return if reply.authority.iter().any(|r| r.type_code == RRSIG) {
+            None
+        } else {
+            Some("empty answer and no RRSIG in the authority section (an unsigned denial)".into())
+        };
+    }
+    let missing: Vec<String> = sets
+        .iter()
+        .filter(|(name, code, _)| {
+            !reply
+                .answer
+                .iter()
+                .any(|r| rrsig_covers(r) == Some(*code) && r.name.eq_ignore_ascii_case(name))
+        })
+        .map(|(name, _, t)| format!("{name} {t}"))
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("no RRSIG covers {}", missing.join(", ")))
+    }
 }
 
 /// Servers whose answers differ, per query: (name type, lines).
@@ -280,14 +360,26 @@ fn message_text(out: &mut impl Write, r: &ReplyRepr) -> std::io::Result<()> {
 /// One result as kdig would show it.
 pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
     let Some(udp) = &r.udp else {
-        return writeln!(
-            out,
-            ";; no answer from {}(UDP) for {} {} after {} attempt(s)",
-            server_text(r.server),
-            r.name,
-            r.qtype,
-            r.attempts
-        );
+        return match &r.refused {
+            Some(f) => writeln!(
+                out,
+                ";; no answer from {}(UDP) for {} {}: {f} after {} (attempt {}; timed by: {})",
+                server_text(r.server),
+                r.name,
+                r.qtype,
+                us(f.after),
+                r.attempts,
+                r.timed_by.name()
+            ),
+            None => writeln!(
+                out,
+                ";; no answer from {}(UDP) for {} {} after {} attempt(s)",
+                server_text(r.server),
+                r.name,
+                r.qtype,
+                r.attempts
+            ),
+        };
     };
     if let Some(t) = &r.tcp {
         writeln!(
@@ -303,13 +395,14 @@ pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
                 writeln!(out, "\n;; Received {} B", rep.size)?;
                 writeln!(
                     out,
-                    ";; From {}(TCP) in {} (connect {}, exchange {}); UDP {} ({} timestamps)",
+                    ";; From {}(TCP) in {} (connect {}, exchange {}); UDP {} ({} timestamps; timed by: {})",
                     server_text(r.server),
                     us(t.total),
                     us(t.connect),
                     us(t.exchange),
                     us(udp.rtt),
-                    source_name(udp.rtt_source)
+                    source_name(udp.rtt_source),
+                    r.timed_by.name()
                 )?;
             }
             None => {
@@ -327,12 +420,13 @@ pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
     writeln!(out, "\n;; Received {} B", udp.reply.size)?;
     writeln!(
         out,
-        ";; From {}(UDP) in {} ({} timestamps, {} attempt{})",
+        ";; From {}(UDP) in {} ({} timestamps, {} attempt{}; timed by: {})",
         server_text(r.server),
         us(udp.rtt),
         source_name(udp.rtt_source),
         udp.attempts,
-        if udp.attempts == 1 { "" } else { "s" }
+        if udp.attempts == 1 { "" } else { "s" },
+        r.timed_by.name()
     )
 }
 
@@ -377,6 +471,12 @@ pub fn result_json(r: &DnsResult, failures: &[String]) -> Value {
         "transport": r.transport(),
         "time_us": r.time().map(micros),
         "attempts": r.attempts,
+        "timed_by": r.timed_by,
+        "refused": r.refused.map(|f| json!({
+            "icmp": f.error.name(),
+            "from": f.from.to_string(),
+            "after_us": micros(f.after),
+        })),
         "answers": r.answer_set(),
         "udp": r.udp.as_ref().map(|u| json!({
             "rtt_us": micros(u.rtt),
@@ -480,9 +580,22 @@ pub fn write_results(
 /// The bulk run's figures.
 #[derive(Debug, Clone, Default)]
 pub struct BulkSummary {
+    /// The servers of the command line.
+    pub servers: Vec<SocketAddr>,
+    /// Lines with a name (bad ones included).
     pub names: u64,
+    /// Queries: a name to one server.
+    pub queries: u64,
     pub answered: u64,
     pub timeouts: u64,
+    /// Queries a server refused (ICMP error), by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Answered queries that failed at least one check.
+    pub failed_queries: u64,
+    /// Failures per check (`--expect`, `--expect-rcode`, ...).
+    pub check_failures: BTreeMap<String, u64>,
+    /// What the latencies are measured between.
+    pub timing: &'static str,
     pub tcp: u64,
     pub bad_lines: u64,
     pub rcodes: BTreeMap<String, u64>,
@@ -500,9 +613,15 @@ impl BulkSummary {
         v.sort_by(f64::total_cmp);
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         json!({"summary": {
+            "servers": self.servers,
             "names": self.names,
+            "queries": self.queries,
             "answered": self.answered,
             "timeouts": self.timeouts,
+            "refused": self.refused,
+            "failed_checks": self.failed_queries,
+            "check_failures": self.check_failures,
+            "timing": self.timing,
             "tcp_fallbacks": self.tcp,
             "bad_lines": self.bad_lines,
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -566,6 +685,8 @@ mod tests {
                 },
             }),
             tcp: None,
+            refused: None,
+            timed_by: TimedBy::RawCapture,
         }
     }
 
@@ -599,6 +720,8 @@ mod tests {
             rcode: Some(0),
             regex: Some(regex::Regex::new(r"\.12$").unwrap()),
             max_time: Some(Duration::from_millis(1)),
+            ad: false,
+            signed: false,
         };
         assert!(check(&r, &ok).is_empty());
         let bad = DnsChecks {
@@ -607,6 +730,8 @@ mod tests {
             rcode: Some(3),
             regex: Some(regex::Regex::new("^x").unwrap()),
             max_time: Some(Duration::from_micros(10)),
+            ad: true,
+            signed: true,
         };
         let f = check(&r, &bad);
         assert_eq!(
@@ -617,8 +742,92 @@ mod tests {
                 "--expect-contains: b.lab.test. A @198.18.0.2:53: answer 198.18.0.11, 198.18.0.12 lacks 198.18.0.99",
                 "--expect-regex: b.lab.test. A @198.18.0.2:53: no answer matches /^x/ (answer: 198.18.0.11, 198.18.0.12)",
                 "--max-time: b.lab.test. A @198.18.0.2:53: answered in 80.000us (over 10.000us)",
+                "--expect-ad: b.lab.test. A @198.18.0.2:53: the AD bit is not set (the answer was not validated)",
+                "--expect-signed: b.lab.test. A @198.18.0.2:53: no RRSIG covers b.lab.test. A, b.lab.test. CNAME",
             ]
         );
+    }
+
+    #[test]
+    fn no_answer_fails_every_check_and_is_never_a_pass() {
+        let mut r = b("198.18.0.2:53");
+        r.udp = None;
+        r.attempts = 3;
+        let checks = DnsChecks {
+            expect: Some(vec![]),
+            rcode: Some(0),
+            ..DnsChecks::default()
+        };
+        assert_eq!(
+            check(&r, &checks),
+            vec![
+                "--expect-rcode: b.lab.test. A @198.18.0.2:53: no answer",
+                "--expect: b.lab.test. A @198.18.0.2:53: no answer",
+            ]
+        );
+        // with no check asked the result still does not pass
+        let f = check(&r, &DnsChecks::default());
+        assert_eq!(f, vec!["b.lab.test. A @198.18.0.2:53: no answer"]);
+        let j = result_json(&r, &f);
+        assert_eq!(j["answered"], false);
+        assert_ne!(j["checks"], "pass");
+        // an answered query with no check asked passes
+        assert!(check(&b("198.18.0.2:53"), &DnsChecks::default()).is_empty());
+    }
+
+    /// An RRSIG as shown without a presentation format: `\# N HEX`, the
+    /// first two bytes the covered type.
+    fn rrsig(owner: &str, covers: u16) -> RecordRepr {
+        RecordRepr {
+            name: owner.into(),
+            ttl: 300,
+            class: "IN".into(),
+            rtype: "RRSIG".into(),
+            data: format!("\\# 4 {covers:04X}0D02"),
+            type_code: RRSIG,
+        }
+    }
+
+    #[test]
+    fn signed_answers_and_denials() {
+        let mut r = b("198.18.0.2:53");
+        let signed = DnsChecks {
+            signed: true,
+            ad: true,
+            ..DnsChecks::default()
+        };
+        let mut reply = r.udp.as_ref().unwrap().reply.clone();
+        reply.flags.ad = true;
+        // A signed but the CNAME not
+        reply.answer.push(rrsig("B.lab.test.", 1));
+        r.udp.as_mut().unwrap().reply = reply.clone();
+        assert_eq!(
+            check(&r, &signed),
+            vec![
+                "--expect-signed: b.lab.test. A @198.18.0.2:53: no RRSIG covers b.lab.test. CNAME"
+            ]
+        );
+        // an RRSIG of another owner does not count
+        reply.answer.push(rrsig("x.lab.test.", 5));
+        r.udp.as_mut().unwrap().reply = reply.clone();
+        assert_eq!(check(&r, &signed).len(), 1);
+        reply.answer.push(rrsig("b.lab.test.", 5));
+        r.udp.as_mut().unwrap().reply = reply.clone();
+        assert!(check(&r, &signed).is_empty());
+        // a denial: signed only with RRSIGs in the authority section
+        let mut nx = result("198.18.0.2:53", 3, vec![]);
+        let mut d = nx.udp.as_ref().unwrap().reply.clone();
+        d.flags.ad = true;
+        nx.udp.as_mut().unwrap().reply = d.clone();
+        assert_eq!(
+            check(&nx, &signed),
+            vec![
+                "--expect-signed: b.lab.test. A @198.18.0.2:53: empty answer and no RRSIG in the authority section (an unsigned denial)"
+            ]
+        );
+        d.authority.push(rrsig("lab.test.", 6));
+        nx.udp.as_mut().unwrap().reply = d;
+        assert!(check(&nx, &signed).is_empty());
     }
 
     #[test]

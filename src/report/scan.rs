@@ -50,6 +50,68 @@ impl ScanResult {
     }
 }
 
+/// A host's state as host discovery found it (on-link targets only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostResult {
+    pub host: IpAddr,
+    pub up: bool,
+    /// "ARP" or "NDP": how it was asked.
+    pub method: &'static str,
+    pub mac: Option<crate::wire::MacAddr>,
+    pub rtt_ns: Option<u64>,
+}
+
+impl HostResult {
+    /// `arp-reply` / `nd-reply`, or `no ARP reply` / `no NDP reply`.
+    pub fn reason(&self) -> String {
+        match (self.up, self.method) {
+            (true, "ARP") => "arp-reply".into(),
+            (true, _) => "nd-reply".into(),
+            (false, m) => format!("no {m} reply"),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let mut v = json!({
+            "type": "host",
+            "host": self.host,
+            "state": if self.up { "up" } else { "down" },
+            "reason": self.reason(),
+        });
+        if let Some(m) = self.mac {
+            v["mac"] = json!(m);
+        }
+        if let Some(r) = self.rtt_ns {
+            v["rtt_us"] = json!(r as f64 / 1000.0);
+        }
+        v
+    }
+}
+
+/// What host discovery did, for the summary.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DiscoverySummary {
+    /// "ARP", "NDP".
+    pub method: String,
+    /// On-link addresses asked for.
+    pub addresses: u64,
+    pub up: u64,
+    pub down: u64,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    pub elapsed_s: f64,
+}
+
+impl DiscoverySummary {
+    /// `254 addresses, 5 hosts up (ARP) in 0.31 s`
+    pub fn line(&self) -> String {
+        format!(
+            "{} addresses, {} hosts up ({}) in {:.2} s",
+            self.addresses, self.up, self.method, self.elapsed_s
+        )
+    }
+}
+
 /// The end-of-scan figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanSummary {
@@ -72,17 +134,39 @@ pub struct ScanSummary {
     pub ignored: BTreeMap<crate::probe::Ignored, u64>,
     pub capture_drops: u64,
     pub interrupted: bool,
+    /// Host discovery of on-link targets (absent when none were on-link or
+    /// with --no-discovery).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoverySummary>,
+    /// Network and broadcast addresses of on-link IPv4 prefixes, not probed.
+    pub skipped_addresses: u64,
+    /// Times the kernel's send queue was full (EAGAIN/ENOBUFS) and sending
+    /// slowed down.
+    pub send_backpressure: u64,
+    /// Pairs never sent because the scan was interrupted (never reported as
+    /// no-response).
+    pub not_probed: u64,
+    /// Pairs sent but not answered when the interrupt came, in the block whose
+    /// wait it cut short: no verdict, not listed.
+    pub cut_short: u64,
 }
 
+/// No-response rows the text table keeps to list them; past this many it keeps
+/// only their count, so a huge silent scan costs no memory in text mode either.
+pub const LISTED_SILENT_MAX: usize = 1000;
+
 /// Where results go as they arrive: NDJSON and JSON are streamed (nothing is
-/// kept), the text table keeps only what it lists (open, ICMP-filtered and
-/// no-response ports) and a count of closed ports per host.
+/// kept), the text table keeps only what it lists (open and ICMP-filtered
+/// ports, and no-response ports up to [`LISTED_SILENT_MAX`], then only their
+/// count) and a count of closed ports per host.
 pub struct ScanOutput<W: Write> {
     out: W,
     format: super::OutputFormat,
     open_only: bool,
     written: u64,
     kept: Vec<ScanResult>,
+    /// No-response rows kept to be listed; None once there were too many.
+    silent: Option<Vec<ScanResult>>,
     closed_per_host: BTreeMap<IpAddr, u64>,
     /// Results by verdict name, whatever is printed.
     pub counts: BTreeMap<&'static str, u64>,
@@ -96,6 +180,7 @@ impl<W: Write> ScanOutput<W> {
             open_only,
             written: 0,
             kept: Vec::new(),
+            silent: Some(Vec::new()),
             closed_per_host: BTreeMap::new(),
             counts: BTreeMap::new(),
         }
@@ -120,20 +205,54 @@ impl<W: Write> ScanOutput<W> {
                 };
                 write!(self.out, "{sep}{}", r.json())?;
             }
-            super::OutputFormat::Text => {
-                if r.verdict == ScanVerdict::Closed {
-                    *self.closed_per_host.entry(r.host).or_default() += 1;
-                } else {
-                    self.kept.push(r);
+            super::OutputFormat::Text => match r.verdict {
+                ScanVerdict::Closed => *self.closed_per_host.entry(r.host).or_default() += 1,
+                ScanVerdict::NoResponse => {
+                    if let Some(rows) = &mut self.silent {
+                        if rows.len() < LISTED_SILENT_MAX {
+                            rows.push(r);
+                        } else {
+                            self.silent = None;
+                        }
+                    }
                 }
-            }
+                _ => self.kept.push(r),
+            },
         }
         self.written += 1;
         Ok(())
     }
 
-    /// The table (text) or the document's end (JSON) or the summary line (NDJSON).
-    pub fn finish(mut self, s: &ScanSummary) -> std::io::Result<()> {
+    /// A host as discovery found it: a line of its own (never one per port).
+    /// Text lists down hosts only (up hosts show in the table); --open hides both.
+    pub fn host(&mut self, h: &HostResult) -> std::io::Result<()> {
+        if self.open_only {
+            return Ok(());
+        }
+        match self.format {
+            super::OutputFormat::Ndjson => {
+                writeln!(self.out, "{}", h.json())?;
+            }
+            super::OutputFormat::Json => {
+                let sep = if self.written == 0 {
+                    "{\"results\":["
+                } else {
+                    ","
+                };
+                write!(self.out, "{sep}{}", h.json())?;
+                self.written += 1;
+            }
+            super::OutputFormat::Text if !h.up => {
+                writeln!(self.out, "{}  down ({})", h.host, h.reason())?;
+            }
+            super::OutputFormat::Text => {}
+        }
+        Ok(())
+    }
+
+    /// The table (text) or the document's end (JSON) or the summary line
+    /// (NDJSON); gives the writer back.
+    pub fn finish(mut self, s: &ScanSummary) -> std::io::Result<W> {
         match self.format {
             super::OutputFormat::Ndjson => {
                 let mut v = serde_json::to_value(s).unwrap_or_default();
@@ -153,6 +272,8 @@ impl<W: Write> ScanOutput<W> {
                 )?;
             }
             super::OutputFormat::Text => {
+                let listed_silent = self.silent.is_some();
+                self.kept.extend(self.silent.take().unwrap_or_default());
                 self.kept.sort_by_key(|r| r.index);
                 write_table(
                     &mut self.out,
@@ -160,10 +281,14 @@ impl<W: Write> ScanOutput<W> {
                     &self.closed_per_host,
                     self.open_only,
                 )?;
+                if !listed_silent && !self.open_only {
+                    write_silent_aggregate(&mut self.out, s, &self.kept, &self.closed_per_host)?;
+                }
                 write_summary_text(&mut self.out, s)?;
             }
         }
-        self.out.flush()
+        self.out.flush()?;
+        Ok(self.out)
     }
 }
 
@@ -243,6 +368,34 @@ pub fn write_table(
     Ok(())
 }
 
+/// The no-response results of a scan with too many to list, in two figures:
+/// how many, and (for a whole scan that ran to its end) how many hosts
+/// answered nothing at all, which is what a user of a big scan wants to know.
+fn write_silent_aggregate(
+    out: &mut impl Write,
+    s: &ScanSummary,
+    answers: &[ScanResult],
+    closed_per_host: &BTreeMap<IpAddr, u64>,
+) -> std::io::Result<()> {
+    write!(
+        out,
+        "\n{} (host, port) pairs gave no response (not listed: more than {LISTED_SILENT_MAX}; --ndjson lists each)",
+        s.no_response
+    )?;
+    if !s.interrupted && s.shard == "0/1" {
+        let mut answering: std::collections::BTreeSet<IpAddr> =
+            answers.iter().map(|r| r.host).collect();
+        answering.extend(closed_per_host.keys());
+        let silent_hosts = s.hosts.saturating_sub(answering.len() as u64);
+        write!(
+            out,
+            ": {silent_hosts} hosts × {} ports answered nothing at all",
+            s.ports
+        )?;
+    }
+    writeln!(out)
+}
+
 pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Result<()> {
     writeln!(out)?;
     writeln!(
@@ -265,5 +418,115 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
         s.sent,
         s.send_rate_pps,
         if s.interrupted { " (interrupted)" } else { "" }
-    )
+    )?;
+    if let Some(d) = &s.discovery {
+        writeln!(
+            out,
+            "discovery: {}, {} down; {} requests",
+            d.line(),
+            d.down,
+            d.requests
+        )?;
+    }
+    if s.skipped_addresses > 0 {
+        writeln!(
+            out,
+            "skipped {} network/broadcast addresses",
+            s.skipped_addresses
+        )?;
+    }
+    if s.send_backpressure > 0 {
+        writeln!(
+            out,
+            "send back-pressure: the kernel's queue was full {} times; sending slowed down",
+            s.send_backpressure
+        )?;
+    }
+    if s.interrupted {
+        writeln!(
+            out,
+            "not probed: {} pairs never sent; {} sent but unanswered when interrupted (no verdict)",
+            s.not_probed, s.cut_short
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(no_response: u64, interrupted: bool) -> ScanSummary {
+        ScanSummary {
+            hosts: 16384,
+            ports: 100,
+            probes: 1_638_400,
+            shard: "0/1".into(),
+            seed: 1,
+            sent: 3_276_800,
+            open: 1,
+            closed: 0,
+            filtered: 0,
+            no_response,
+            send_errors: 0,
+            elapsed_s: 1.0,
+            send_rate_pps: 1.0,
+            ignored: BTreeMap::new(),
+            capture_drops: 0,
+            interrupted,
+            not_probed: 7,
+            cut_short: 3,
+            discovery: None,
+            skipped_addresses: 0,
+            send_backpressure: 0,
+        }
+    }
+
+    fn silent(i: u64) -> ScanResult {
+        ScanResult {
+            index: i,
+            host: IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
+            port: 9,
+            verdict: ScanVerdict::NoResponse,
+            rtt_ns: None,
+            ttl: None,
+            window: None,
+            options: None,
+        }
+    }
+
+    /// The text output of these results and the rows it kept in memory.
+    fn text(results: impl Iterator<Item = ScanResult>, s: &ScanSummary) -> (String, usize) {
+        let mut out = ScanOutput::new(Vec::new(), crate::report::OutputFormat::Text, false);
+        for r in results {
+            out.result(r).unwrap();
+        }
+        let kept = out.kept.len() + out.silent.as_ref().map_or(0, Vec::len);
+        (String::from_utf8(out.finish(s).unwrap()).unwrap(), kept)
+    }
+
+    #[test]
+    fn a_few_silent_ports_are_listed_many_are_counted() {
+        let (t, kept) = text((0..5).map(silent), &summary(5, false));
+        assert_eq!(kept, 5);
+        assert_eq!(t.matches("no-response  no-response").count(), 5, "{t}");
+
+        let n = 20 * LISTED_SILENT_MAX as u64;
+        let (t, kept) = text((0..n).map(silent), &summary(n, false));
+        assert_eq!(kept, 0, "silent rows are not kept past the limit");
+        assert!(!t.contains("no-response  no-response"), "{t}");
+        assert!(
+            t.contains(&format!(
+                "{n} (host, port) pairs gave no response (not listed: more than 1000; --ndjson lists each): 16384 hosts × 100 ports answered nothing at all"
+            )),
+            "{t}"
+        );
+
+        let (t, _) = text((0..n).map(silent), &summary(n, true));
+        assert!(!t.contains("answered nothing at all"), "{t}");
+        assert!(
+            t.contains("not probed: 7 pairs never sent; 3 sent but unanswered when interrupted"),
+            "{t}"
+        );
+    }
 }

@@ -60,8 +60,13 @@ impl Permutation {
     }
 
     /// The element at position `k` (k < n). Cycle-walking keeps it below n; the
-    /// domain is < 4n, so this takes < 4 steps on average.
+    /// domain is < 4n, so this takes < 4 steps on average. It always ends: the
+    /// walk follows the cycle of `k`, meeting each element outside 0..n at most
+    /// once, and an empty permutation (or a k outside it) returns k unwalked.
     pub fn at(&self, k: u64) -> u64 {
+        if k >= self.n {
+            return k;
+        }
         let mut x = self.feistel(k);
         while x >= self.n {
             x = self.feistel(x);
@@ -71,6 +76,9 @@ impl Permutation {
 
     /// The position of element `x` (the inverse of [`Permutation::at`]).
     pub fn position(&self, x: u64) -> u64 {
+        if x >= self.n {
+            return x;
+        }
         let mut k = self.feistel_inverse(x);
         while k >= self.n {
             k = self.feistel_inverse(k);
@@ -141,6 +149,28 @@ mod tests {
                 assert_eq!(p.position(x), k);
             }
         }
+    }
+
+    #[test]
+    fn walks_are_short_and_always_end() {
+        // just above a power of 4: the domain is nearly 4n, the worst ratio
+        for n in [(1u64 << 20) + 1, (1u64 << 32) * 65535] {
+            let p = Permutation::new(n, 7);
+            let longest = (0..200_000u64)
+                .map(|k| {
+                    let (mut x, mut steps) = (p.feistel(k), 1);
+                    while x >= n {
+                        x = p.feistel(x);
+                        steps += 1;
+                    }
+                    steps
+                })
+                .max()
+                .unwrap();
+            assert!(longest < 100, "n={n}: {longest} steps");
+        }
+        let empty = Permutation::new(0, 1);
+        assert_eq!((empty.at(0), empty.position(5)), (0, 5));
     }
 
     #[test]

@@ -101,7 +101,8 @@ pub fn parse_target(
     }
     let a = match s.parse::<IpAddr>() {
         Ok(a) => a,
-        Err(_) => resolve(s).map_err(|e| TargetError(format!("cannot resolve host '{s}': {e}")))?,
+        // the resolver's message already names the host
+        Err(_) => resolve(s).map_err(TargetError)?,
     };
     let (v6, x) = to_u128(a);
     Ok(Range { v6, lo: x, hi: x })
@@ -175,10 +176,18 @@ impl TargetSet {
                 .collect(),
         );
         let ranges = subtract(inc, &exc);
-        let total: u128 = ranges.iter().map(|(lo, hi)| hi - lo + 1).sum();
+        // ::/0 holds 2^128 addresses, one more than u128 counts: saturate
+        let total: u128 = ranges.iter().fold(0u128, |n, (lo, hi)| {
+            n.saturating_add((hi - lo).saturating_add(1))
+        });
         if v6 && total > MAX_V6_ADDRESSES {
+            let held = if total == u128::MAX {
+                "2^128".to_string()
+            } else {
+                total.to_string()
+            };
             return Err(TargetError(format!(
-                "IPv6 targets hold {total} addresses; at most {MAX_V6_ADDRESSES} (a /104) can be scanned"
+                "IPv6 targets hold {held} addresses, too many: at most {MAX_V6_ADDRESSES} (a /104) can be scanned"
             )));
         }
         if total == 0 {
@@ -200,6 +209,29 @@ impl TargetSet {
 
     pub fn is_ipv6(&self) -> bool {
         self.v6
+    }
+
+    /// A set made of inclusive intervals (as integers of one family), which
+    /// may be empty (every on-link target of a scan can be down).
+    pub fn from_ranges(v6: bool, ranges: Vec<(u128, u128)>) -> TargetSet {
+        let ranges = merge(ranges);
+        let mut starts = Vec::with_capacity(ranges.len());
+        let mut n = 0u64;
+        for (lo, hi) in &ranges {
+            starts.push(n);
+            n = n.saturating_add((hi - lo).saturating_add(1).min(u64::MAX as u128) as u64);
+        }
+        TargetSet {
+            v6,
+            ranges,
+            starts,
+            len: n,
+        }
+    }
+
+    /// The sorted, disjoint intervals of the set.
+    pub fn ranges(&self) -> &[(u128, u128)] {
+        &self.ranges
     }
 
     pub fn len(&self) -> u64 {
@@ -315,6 +347,8 @@ mod tests {
         assert!(TargetSet::build(&[p("2001:db8::/104")], &[]).is_ok());
         let e = TargetSet::build(&[p("2001:db8::/64")], &[]).unwrap_err();
         assert!(e.0.contains("at most 16777216"), "{e}");
+        let all = TargetSet::build(&[p("::/0")], &[]).unwrap_err();
+        assert!(all.0.contains("2^128 addresses, too many"), "{all}");
         assert!(TargetSet::build(&[p("198.18.0.1"), p("2001:db8::1")], &[]).is_err());
         assert!(TargetSet::build(&[p("198.18.0.1")], &[p("198.18.0.0/24")]).is_err());
         assert_eq!(
