@@ -538,7 +538,8 @@ pub struct DnsArgs {
 /// Validated settings of `synscope scan`.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
-    pub targets: TargetSet,
+    /// One set per address family, IPv4 first (scanned in turn).
+    pub targets: Vec<TargetSet>,
     pub ports: PortList,
     pub rate: u64,
     pub retries: u32,
@@ -610,7 +611,7 @@ impl ScanArgs {
                 .map(|s| parse_target(s, &resolver).map_err(|e| UsageError(e.0)))
                 .collect()
         };
-        let targets = TargetSet::build(&parse(&specs)?, &parse(&self.exclude)?)
+        let targets = TargetSet::build_families(&parse(&specs)?, &parse(&self.exclude)?)
             .map_err(|e| UsageError(e.0))?;
         let shard = match &self.shard {
             Some(s) => Shard::parse(s).map_err(UsageError)?,
