@@ -107,7 +107,13 @@ pub enum Command {
     /// source port, random id), timed with kernel timestamps; an answer counts only
     /// if its server, ports, id and question match. A truncated (TC) answer is
     /// repeated over TCP and both timings are shown. With several @SERVERs every
-    /// server is asked at once and the answers are compared.
+    /// server is asked at once and the answers are compared. An ICMP error quoting
+    /// a query (port unreachable, ...) ends that query at once, with the reason.
+    ///
+    /// Without CAP_NET_RAW (or with --no-raw) a single query goes out on an
+    /// ordinary UDP socket instead, timed by that socket's kernel TX and RX
+    /// stamps: no privilege needed. The output says which timed it
+    /// (`timed by: raw capture` or `timed by: socket timestamps`).
     ///
     /// Examples:
     ///   synscope dns example.com
@@ -116,6 +122,7 @@ pub enum Command {
     ///   synscope dns -x 198.18.0.10 @198.18.0.2 --short
     ///   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
     ///   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
+    ///   synscope dns a.lab.test @198.18.0.2 --no-raw
     ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
@@ -165,13 +172,19 @@ pub struct PingArgs {
     /// Number of probes (default: until Ctrl-C).
     #[arg(short, long)]
     pub count: Option<u64>,
-    /// Time between probes, e.g. 1s, 200ms, 5ms.
+    /// Time between probes, e.g. 1s, 200ms, 5ms, down to 1ns (as fast as
+    /// possible). Probes in flight are bounded (one reserved source port each:
+    /// half the ephemeral range, within the open-file limit; one with
+    /// --source-port); when that many are unanswered, the next waits, and
+    /// stderr says so once.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// How long each probe waits for its answer.
+    /// How long each probe waits for its answer: a reply the kernel stamped
+    /// later counts as loss (`late` among the ignored packets).
     #[arg(short = 'W', long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Source port for every probe (default: a fresh free port per probe).
+    /// Source port for every probe (default: a fresh free port per probe); one
+    /// probe is in flight at a time.
     #[arg(long)]
     pub source_port: Option<u16>,
     /// Send through this interface (SO_BINDTODEVICE) and capture only on it.
@@ -457,8 +470,8 @@ EXIT STATUS:
   1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
      --max-time); one line on stderr says which and why
   2  usage or setup error (bad arguments, no server, missing privileges)
-  3  no answer: a server did not answer after every retry (bulk: some name got
-     no answer)
+  3  no answer: a server did not answer after every retry, or an ICMP error
+     (e.g. port-unreachable) ended a query (bulk: some name got no answer)
   On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
   with \"interrupted\": true) and the status is 1.";
 
@@ -490,6 +503,12 @@ pub struct DnsArgs {
     /// Do not repeat a truncated (TC) answer over TCP; show it as it is.
     #[arg(long)]
     pub ignore_tc: bool,
+    /// Time single queries with an ordinary UDP socket's kernel timestamps
+    /// (TX stamps from the error queue, RX stamps on each answer) instead of
+    /// raw sockets and a packet capture. Without CAP_NET_RAW this is what
+    /// happens anyway; the output says which timed it (`timed by:`).
+    #[arg(long)]
+    pub no_raw: bool,
     /// Retries after the first attempt, per query.
     #[arg(long, default_value_t = 2)]
     pub retries: u32,
@@ -672,6 +691,27 @@ pub struct DnsChecks {
 }
 
 impl DnsChecks {
+    /// The flags of the checks asked for, in the order they are evaluated.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut n = Vec::new();
+        if self.rcode.is_some() {
+            n.push("--expect-rcode");
+        }
+        if self.expect.is_some() {
+            n.push("--expect");
+        }
+        if !self.contains.is_empty() {
+            n.push("--expect-contains");
+        }
+        if self.regex.is_some() {
+            n.push("--expect-regex");
+        }
+        if self.max_time.is_some() {
+            n.push("--max-time");
+        }
+        n
+    }
+
     pub fn is_empty(&self) -> bool {
         self.expect.is_none()
             && self.contains.is_empty()
@@ -702,6 +742,8 @@ pub struct DnsSettings {
     pub edns: Option<crate::wire::dns::EdnsRepr>,
     pub recursion_desired: bool,
     pub tcp_fallback: bool,
+    /// Single queries over an ordinary UDP socket even with CAP_NET_RAW.
+    pub no_raw: bool,
     pub retries: u32,
     pub timeout: Duration,
     pub format: DnsFormat,
@@ -777,6 +819,11 @@ impl DnsArgs {
                 "give either NAME ('{display_name}') or --file, not both"
             )));
         }
+        if bulk.is_some() && self.no_raw {
+            return Err(UsageError(
+                "--no-raw applies to single queries; bulk mode (--file) uses raw sockets".into(),
+            ));
+        }
         if bulk.is_none() && name.is_none() {
             return Err(UsageError(
                 "no name to query: give NAME, -x ADDR or --file FILE".into(),
@@ -851,6 +898,7 @@ impl DnsArgs {
             edns,
             recursion_desired: !self.norecurse,
             tcp_fallback: !self.ignore_tc,
+            no_raw: self.no_raw,
             retries: self.retries,
             timeout: self.timeout,
             format,

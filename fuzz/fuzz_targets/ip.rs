@@ -6,7 +6,7 @@ use synscope::wire::IpRepr;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((ip, payload)) = IpRepr::parse(data) {
-        if ip.protocol < 128 && !ip.later_fragment && !matches!(ip.protocol, 0 | 43 | 44 | 60) {
+        if ip.protocol < 128 && !ip.later_fragment && !matches!(ip.protocol, 0 | 43 | 44 | 51 | 60) {
             let again = ip.emit(payload);
             let (back, p2) = IpRepr::parse(&again).expect("emitted header parses");
             assert_eq!((back.src, back.dst, back.protocol, back.ttl), (ip.src, ip.dst, ip.protocol, ip.ttl));
@@ -14,4 +14,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = IpRepr::parse_quoted(data);
+    // the detailed parse agrees with the plain one
+    if let Ok(p) = IpRepr::parse_detail(data) {
+        assert_eq!(IpRepr::parse(data), Ok((p.repr.clone(), p.payload)));
+        if let Some(f) = p.fragment {
+            assert!(f.header_len <= data.len() && f.next_header_at < f.header_len.max(1));
+        }
+    }
 });

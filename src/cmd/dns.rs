@@ -5,16 +5,18 @@ use super::{CmdError, Log};
 use crate::cli::{BulkSource, DnsSettings};
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
-use crate::io::{Capture, PortReservation, RawSender, Route, dns_tcp};
-use crate::probe::dns::{DnsExchange, DnsIgnored, DnsOutcome, DnsProbeConfig};
-use crate::report::dns::{BulkSummary, DnsResult, TcpLeg, UdpLeg, write_results};
+use crate::io::{
+    Capture, IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent, dns_tcp,
+};
+use crate::probe::dns::{DnsExchange, DnsIgnored, DnsOutcome, DnsProbeConfig, QueryKey};
+use crate::report::dns::{BulkSummary, DnsResult, TcpLeg, TimedBy, UdpLeg, write_results};
 use crate::wire::Protocol;
 use crate::wire::dns::{
     QueryRepr, Question, ReplyRepr, parse_name, parse_type, rcode_name, type_name,
 };
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -119,18 +121,34 @@ fn result_of(o: DnsOutcome, qtype: RecordType) -> DnsResult {
             _ => None,
         },
         tcp: None,
+        refused: o.refused,
+        timed_by: TimedBy::RawCapture,
     }
 }
 
-/// One query to one server over raw UDP (then TCP if truncated).
-async fn one_query(
-    s: &DnsSettings,
+/// How single queries are sent and timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Raw sockets, with a capture stamping our query and the answer.
+    Raw,
+    /// An ordinary UDP socket with kernel TX and RX stamps (no privilege).
+    Socket,
+}
+
+/// The raw path unless asked not to or CAP_NET_RAW is missing.
+fn path_of(s: &DnsSettings) -> Path {
+    if s.no_raw || !crate::io::privileges::has_net_raw() {
+        Path::Socket
+    } else {
+        Path::Raw
+    }
+}
+
+/// The raw path's sockets for one query: sender, source port, capture.
+fn open_raw(
+    route: &Route,
     server: SocketAddr,
-    name: Name,
-    qtype: RecordType,
-    log: Log,
-) -> Result<(DnsResult, BTreeMap<DnsIgnored, u64>), CmdError> {
-    let route = Route::lookup(server.ip(), None)?;
+) -> Result<(RawSender, PortReservation, Capture), IoError> {
     let sender = RawSender::open(route.src, None)?;
     let port = PortReservation::reserve_udp(route.src, 0)?;
     let filter = FlowFilter {
@@ -141,28 +159,31 @@ async fn one_query(
         protocol: Protocol::UDP,
         outbound: true,
     };
-    let mut capture = Capture::open(0, &filter)?;
-    let mut ex = DnsExchange::new(DnsProbeConfig {
-        src: route.src,
-        ttl: 64,
-        timeout: s.timeout,
-        retries: s.retries,
-        answers_only: false,
-    });
-    let query = query_of(s, name, qtype);
-    let (_, dgram) = ex.query(Timestamp::now(), 0, server, port.port, &query);
+    let capture = Capture::open(0, &filter)?;
+    Ok((sender, port, capture))
+}
+
+/// Runs `query` over raw UDP until answered, refused or given up.
+async fn exchange_raw(
+    ex: &mut DnsExchange,
+    (sender, port, mut capture): (RawSender, PortReservation, Capture),
+    server: SocketAddr,
+    query: &QueryRepr,
+    log: Log,
+) -> Result<DnsOutcome, CmdError> {
+    let (_, dgram) = ex.query(Timestamp::now(), 0, server, port.port, query);
     sender.send(server.ip(), &dgram)?;
     log.debug(|| {
         format!(
-            "sent {} {} to {server} from {}:{} id {}",
+            "sent {} {} to {server} from {}:{} id {} (raw)",
             query.question.name,
-            type_name(qtype),
-            route.src,
+            type_name(query.question.qtype),
+            ex.config().src,
             port.port,
             query.id
         )
     });
-    let outcome = loop {
+    loop {
         let wake = ex
             .next_deadline()
             .map(instant_of)
@@ -171,7 +192,7 @@ async fn one_query(
             pkt = capture.recv() => {
                 let p = pkt?;
                 if let Some(o) = ex.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                    break o;
+                    return Ok(o);
                 }
             }
             _ = tokio::time::sleep_until(wake) => {
@@ -181,18 +202,138 @@ async fn one_query(
                     sender.send(server.ip(), &r.datagram)?;
                 }
                 if let Some(o) = done.pop() {
-                    break o;
+                    return Ok(o);
                 }
             }
         }
+    }
+}
+
+/// Runs `query` over an ordinary UDP socket until answered, refused or given
+/// up: the kernel's TX stamp (error queue) and RX stamp time it, ICMP errors
+/// come through IP_RECVERR.
+async fn exchange_socket(
+    ex: &mut DnsExchange,
+    server: SocketAddr,
+    query: &QueryRepr,
+    log: Log,
+) -> Result<DnsOutcome, CmdError> {
+    let src = ex.config().src;
+    let mut sock = StampedUdp::bind(SocketAddr::new(src, 0))?;
+    let port = sock.local_addr().port();
+    let msg = query.emit();
+    // the sequence number of each datagram in flight, to match its TX stamp
+    let mut in_flight: HashMap<u32, QueryKey> = HashMap::new();
+    let (key, _) = ex.query(Timestamp::now(), 0, server, port, query);
+    in_flight.insert(sock.send_to(server, &msg)?, key);
+    log.debug(|| {
+        format!(
+            "sent {} {} to {server} from {src}:{port} id {} (UDP socket)",
+            query.question.name,
+            type_name(query.question.qtype),
+            query.id
+        )
+    });
+    loop {
+        while let Some(ev) = sock.try_recv()? {
+            let done = match ev {
+                UdpEvent::Sent { seq, at } => {
+                    if let Some(k) = in_flight.remove(&seq) {
+                        ex.on_sent(&k, at);
+                    }
+                    None
+                }
+                UdpEvent::Received { from, at, data, .. } => ex.on_message(from, port, &data, at),
+                UdpEvent::Icmp {
+                    error,
+                    from,
+                    to,
+                    quoted,
+                    at,
+                } => {
+                    let id = quoted.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                    ex.on_icmp(to, port, id, error, from, at)
+                }
+            };
+            if let Some(o) = done {
+                return Ok(o);
+            }
+        }
+        let wake = ex
+            .next_deadline()
+            .map(instant_of)
+            .unwrap_or_else(Instant::now);
+        tokio::select! {
+            r = sock.wait() => r?,
+            _ = tokio::time::sleep_until(wake) => {
+                let (mut done, resend) = ex.on_time(Timestamp::now());
+                for r in resend {
+                    log.debug(|| format!("no answer from {server} yet: retrying id {}", r.key.id));
+                    // a stamp of an earlier attempt must not time this one
+                    in_flight.retain(|_, k| *k != r.key);
+                    in_flight.insert(sock.send_to(server, &msg)?, r.key);
+                }
+                if let Some(o) = done.pop() {
+                    return Ok(o);
+                }
+            }
+        }
+    }
+}
+
+/// One query to one server over UDP, raw or through a socket (then TCP if
+/// truncated).
+async fn one_query(
+    s: &DnsSettings,
+    server: SocketAddr,
+    name: Name,
+    qtype: RecordType,
+    path: Path,
+    log: Log,
+) -> Result<(DnsResult, BTreeMap<DnsIgnored, u64>), CmdError> {
+    let route = Route::lookup(server.ip(), None)?;
+    let mut ex = DnsExchange::new(DnsProbeConfig {
+        src: route.src,
+        ttl: 64,
+        timeout: s.timeout,
+        retries: s.retries,
+        answers_only: false,
+    });
+    let query = query_of(s, name, qtype);
+    let raw = match path {
+        Path::Raw => match open_raw(&route, server) {
+            Ok(r) => Some(r),
+            // no raw socket after all (e.g. a seccomp or LSM rule): use a socket
+            Err(e) if e.is_permission() => {
+                log.debug(|| format!("{e}: timing with socket timestamps instead"));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Path::Socket => None,
+    };
+    let (outcome, timed_by) = match raw {
+        Some(r) => (
+            exchange_raw(&mut ex, r, server, &query, log).await?,
+            TimedBy::RawCapture,
+        ),
+        None => (
+            exchange_socket(&mut ex, server, &query, log).await?,
+            TimedBy::SocketTimestamps,
+        ),
     };
     log.debug(|| {
         format!(
-            "{server}: sent at {} ({:?}), rtt {:?}, attempts {}",
-            outcome.sent_at.0, outcome.rtt_source, outcome.rtt, outcome.attempts
+            "{server}: sent at {} ({:?}), rtt {:?}, attempts {}, timed by {}",
+            outcome.sent_at.0,
+            outcome.rtt_source,
+            outcome.rtt,
+            outcome.attempts,
+            timed_by.name()
         )
     });
     let mut result = result_of(outcome, qtype);
+    result.timed_by = timed_by;
     if s.tcp_fallback && result.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
         log.debug(|| format!("truncated answer from {server}: repeating over TCP"));
         result.tcp = Some(over_tcp(server, &query, s.timeout).await);
@@ -204,13 +345,17 @@ async fn single(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, C
     let Some(name) = s.name.clone() else {
         return Err(CmdError::Setup("no name to query".into()));
     };
+    let path = path_of(s);
+    if path == Path::Socket && !s.no_raw {
+        log.debug(|| "no CAP_NET_RAW: timing with socket timestamps".into());
+    }
     let mut tasks = tokio::task::JoinSet::new();
     let mut order = Vec::new();
     for &qtype in &s.types {
         for &server in &s.servers {
             let (s2, n2) = (s.clone(), name.clone());
             order.push((server, qtype));
-            tasks.spawn(async move { one_query(&s2, server, n2, qtype, log).await });
+            tasks.spawn(async move { one_query(&s2, server, n2, qtype, path, log).await });
         }
     }
     let mut results = Vec::new();
@@ -233,6 +378,16 @@ async fn single(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, C
     out.flush()?;
     let unanswered: Vec<&DnsResult> = results.iter().filter(|r| r.reply().is_none()).collect();
     if let Some(r) = unanswered.first() {
+        if let Some(f) = &r.refused {
+            eprintln!(
+                "synscope: no answer from {} for {} {}: {f} after {}",
+                r.server,
+                r.name,
+                r.qtype,
+                crate::report::human(f.after)
+            );
+            return Ok(EXIT_NO_ANSWER);
+        }
         eprintln!(
             "synscope: no answer from {} for {} {} after {} attempt(s) of {}",
             r.server,

@@ -13,7 +13,7 @@ pub struct Insn {
     pub k: u32,
 }
 
-mod op {
+pub(crate) mod op {
     pub const LD_W_ABS: u16 = 0x20;
     pub const LD_H_ABS: u16 = 0x28;
     pub const LD_B_ABS: u16 = 0x30;
@@ -204,6 +204,26 @@ impl FlowFilter {
     }
 }
 
+/// One program that accepts what any of `filters` accepts (a scan's probes
+/// leave from several source addresses). Each program's alternatives fall
+/// through to the next on failure and end in one `ret 0`, so the programs are
+/// chained by dropping every final `ret 0` but the last.
+pub fn compile_any(filters: &[FlowFilter]) -> Vec<Insn> {
+    let mut out = Vec::new();
+    for f in filters {
+        let mut p = f.compile();
+        p.pop();
+        out.extend(p);
+    }
+    out.push(Insn {
+        code: op::RET_K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    });
+    out
+}
+
 /// Runs a program the way the kernel would on a SOCK_DGRAM packet socket, for
 /// tests: returns the number of bytes to keep (0 = drop). Only the opcodes this
 /// module emits are supported; anything else drops.
@@ -314,6 +334,26 @@ mod tests {
         f.outbound = false;
         assert_eq!(run(&f.compile(), fixture("synack_v4"), 0x0800), SNAPLEN);
         assert_eq!(run(&f.compile(), fixture("syn_v4"), 0x0800), 0);
+    }
+
+    #[test]
+    fn several_local_addresses() {
+        let one = |local: &str| FlowFilter {
+            local: local.parse().unwrap(),
+            remote: None,
+            remote_port: None,
+            local_ports: None,
+            protocol: 6,
+            outbound: false,
+        };
+        let f = compile_any(&[one("127.0.0.1"), one("198.18.0.1")]);
+        assert_eq!(run(&f, fixture("synack_v4"), 0x0800), SNAPLEN);
+        assert_eq!(run(&f, fixture("icmp_admin_v4"), 0x0800), SNAPLEN);
+        let f = compile_any(&[one("198.18.0.1"), one("127.0.0.1")]);
+        assert_eq!(run(&f, fixture("synack_v4"), 0x0800), SNAPLEN);
+        let f = compile_any(&[one("127.0.0.1"), one("198.18.0.9")]);
+        assert_eq!(run(&f, fixture("synack_v4"), 0x0800), 0);
+        assert_eq!(run(&f, fixture("icmp_admin_v4"), 0x0800), 0);
     }
 
     #[test]

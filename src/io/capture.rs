@@ -52,14 +52,13 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result
 
 /// Opens the packet socket: `filter` attached before it is bound to `ifindex`
 /// (0 = every interface), so no unfiltered packet is ever queued.
-fn open_socket(ifindex: u32, filter: &FlowFilter, rcvbuf: usize) -> Result<Socket, IoError> {
+fn open_socket(ifindex: u32, program: &[Insn], rcvbuf: usize) -> Result<Socket, IoError> {
     {
         let e = |op: &'static str| move |source| IoError::Socket { op, source };
         // protocol 0: receives nothing until bound, so no unfiltered packet sneaks in
         let sock = Socket::new(Domain::PACKET, Type::DGRAM, Some(Protocol::from(0)))
             .map_err(e("open capture socket"))?;
-        let prog: Vec<SockFilter> = filter
-            .compile()
+        let prog: Vec<SockFilter> = program
             .iter()
             .map(|i: &Insn| SockFilter::new(i.code, i.jt, i.jf, i.k))
             .collect();
@@ -103,7 +102,7 @@ impl Capture {
     /// Opens a capture on `ifindex` (0 = every interface) with `filter` attached
     /// before any packet can be queued. Must be called inside a tokio runtime.
     pub fn open(ifindex: u32, filter: &FlowFilter) -> Result<Capture, IoError> {
-        let sock = open_socket(ifindex, filter, 8 << 20)?;
+        let sock = open_socket(ifindex, &filter.compile(), 8 << 20)?;
         // SAFETY: the Socket owns its fd for as long as the AsyncFd holds it.
         let fd = unsafe { AsyncFd::register(sock) }.map_err(|err| IoError::Socket {
             op: "register capture socket",
@@ -140,6 +139,11 @@ impl Capture {
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
         try_recv_one(self.fd.get_ref().as_raw_fd(), &mut self.buf)
     }
+
+    /// Packets the kernel dropped for lack of buffer space since the last call.
+    pub fn drops(&self) -> u64 {
+        packet_drops(self.fd.get_ref().as_raw_fd())
+    }
 }
 
 /// A capture read from a plain thread (the scanner's receiver), without tokio.
@@ -155,8 +159,18 @@ impl BlockingCapture {
         filter: &FlowFilter,
         rcvbuf: usize,
     ) -> Result<BlockingCapture, IoError> {
+        Self::open_program(ifindex, &filter.compile(), rcvbuf)
+    }
+
+    /// As [`BlockingCapture::open`], with a program of its own (several flow
+    /// filters chained, or the ARP / ND filters of host discovery).
+    pub fn open_program(
+        ifindex: u32,
+        program: &[Insn],
+        rcvbuf: usize,
+    ) -> Result<BlockingCapture, IoError> {
         Ok(BlockingCapture {
-            sock: open_socket(ifindex, filter, rcvbuf)?,
+            sock: open_socket(ifindex, program, rcvbuf)?,
             buf: vec![0u8; 65536],
         })
     }
@@ -187,23 +201,28 @@ impl BlockingCapture {
     /// Packets the kernel dropped for lack of buffer space since the last call
     /// (PACKET_STATISTICS).
     pub fn drops(&self) -> u64 {
-        let mut st = libc::tpacket_stats {
-            tp_packets: 0,
-            tp_drops: 0,
-        };
-        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: st is a live tpacket_stats and len its size.
-        let r = unsafe {
-            libc::getsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                &mut st as *mut _ as *mut libc::c_void,
-                &mut len,
-            )
-        };
-        if r < 0 { 0 } else { st.tp_drops as u64 }
+        packet_drops(self.sock.as_raw_fd())
     }
+}
+
+/// PACKET_STATISTICS: packets dropped for lack of buffer space since the last call.
+fn packet_drops(fd: RawFd) -> u64 {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: st is a live tpacket_stats and len its size.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            &mut st as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r < 0 { 0 } else { st.tp_drops as u64 }
 }
 
 /// One packet if one is queued (None if not), without waiting.

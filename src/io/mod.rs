@@ -2,18 +2,23 @@
 //! route and port selection.
 
 pub mod bpf;
+pub mod bpf_neigh;
 pub mod capture;
 pub mod dns_tcp;
+pub mod link;
 pub mod nft;
 pub mod pcap;
 pub mod privileges;
 pub mod raw;
 pub mod route;
+pub mod rtnl;
+pub mod stamped_udp;
 pub mod timer;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use raw::RawSender;
 pub use route::{PortReservation, Route};
+pub use stamped_udp::{StampedUdp, UdpEvent};
 
 use std::net::IpAddr;
 
@@ -53,15 +58,26 @@ pub enum IoError {
 
 impl IoError {
     /// Did this fail for lack of privileges (raw sockets need CAP_NET_RAW)?
+    /// Never for a send: privileges are checked when a socket is opened, and a
+    /// send fails with EACCES for a broadcast address and EPERM when a
+    /// firewall drops the packet, whoever runs it.
     pub fn is_permission(&self) -> bool {
         let src = match self {
-            IoError::Socket { source, .. }
-            | IoError::Send { source, .. }
-            | IoError::Route { source, .. } => source,
+            // nor for a route lookup (no privilege needed): EACCES there is a broadcast
+            IoError::Send { .. } | IoError::Route { .. } => return false,
+            IoError::Socket { source, .. } => source,
             IoError::Port { source, .. } => source,
             IoError::File { .. } => return false,
             IoError::Interface { .. } => return false,
         };
         matches!(src.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+    }
+
+    /// Did a port reservation fail because ports or open files ran out?
+    pub fn is_exhaustion(&self) -> bool {
+        matches!(self, IoError::Port { source, .. } if matches!(
+            source.raw_os_error(),
+            Some(libc::EADDRINUSE) | Some(libc::EMFILE) | Some(libc::ENFILE)
+        ))
     }
 }

@@ -49,3 +49,8 @@ pub fn effective() -> usize {
         .map(|s| s.len())
         .unwrap_or(0)
 }
+
+/// Is CAP_NET_RAW in the effective set (raw and packet sockets can be opened)?
+pub fn has_net_raw() -> bool {
+    caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_NET_RAW).unwrap_or(false)
+}

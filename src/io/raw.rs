@@ -127,4 +127,40 @@ impl RawSender {
         }
         Ok((refused, first))
     }
+
+    /// Sends many datagrams (sendmmsg) for a scan: a full queue (EAGAIN,
+    /// ENOBUFS) is back-pressure, waited out with growing pauses and counted;
+    /// a datagram the kernel refuses (no route, a broadcast address, a
+    /// firewall) is skipped and counted. Nothing here ends a scan.
+    pub fn send_many(&self, packets: &[(IpAddr, &[u8])]) -> super::link::SendOutcome {
+        let addrs: Vec<SockAddr> = packets
+            .iter()
+            .map(|(a, _)| SockAddr::from(SocketAddr::new(*a, 0)))
+            .collect();
+        let mut iovs: Vec<libc::iovec> = packets
+            .iter()
+            .map(|(_, b)| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: as in send_batch: every header points at live buffers.
+        let mut msgs: Vec<libc::mmsghdr> = (0..packets.len())
+            .map(|i| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = addrs[i].len();
+                m.msg_hdr.msg_iov = &mut iovs[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let fd = self.sock.as_raw_fd();
+        super::link::send_all(
+            &mut msgs,
+            // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
+            |rest| unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) },
+            |i| packets.get(i).map(|p| p.0),
+        )
+    }
 }

@@ -120,6 +120,43 @@ impl PortReservation {
         Self::bind(src, port, Type::STREAM)
     }
 
+    /// How many ephemeral ports one run may hold at once: half the kernel's
+    /// ephemeral range (the rest stays for other programs' connections), and no
+    /// more than the open-file limit allows (one socket each, 64 kept for the
+    /// rest). The soft open-file limit is first raised to the hard one.
+    pub fn capacity() -> usize {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| {
+                let mut it = t.split_whitespace().map(|w| w.parse::<usize>().ok());
+                let (lo, hi) = (it.next()??, it.next()??);
+                Some(hi.saturating_sub(lo) + 1)
+            })
+            .unwrap_or(28232);
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: get/setrlimit read or write one live rlimit struct.
+        let files = unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                if lim.rlim_cur < lim.rlim_max {
+                    let raised = libc::rlimit {
+                        rlim_cur: lim.rlim_max,
+                        rlim_max: lim.rlim_max,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                        lim = raised;
+                    }
+                }
+                lim.rlim_cur as usize
+            } else {
+                1024
+            }
+        };
+        (range / 2).min(files.saturating_sub(64)).max(1)
+    }
+
     /// Reserves a UDP `port` (a free one when 0) by binding a UDP socket to it,
     /// so no local socket receives the replies to our raw queries and the kernel
     /// answers them with no ICMP port unreachable.

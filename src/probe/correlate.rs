@@ -8,7 +8,7 @@ use crate::wire::datagram::Checksums;
 use crate::wire::{
     Datagram, IcmpError, Protocol, SeqNumber, SynAnswer, TcpFlags, TcpOptions, Transport, WireError,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// A probe's identity on the wire: our source port and initial sequence number.
@@ -43,12 +43,17 @@ pub enum Ignored {
     NoProbe,
     /// A SYN-ACK or RST whose ack is not our ISN + 1.
     WrongAck,
+    /// A reply to an outstanding probe stamped after that probe's deadline.
+    Late,
     /// A TCP segment that answers nothing (no SYN-ACK/RST, e.g. a bare ACK or SYN).
     Unexpected,
     /// An ICMP message that is not an error, or quotes something else.
     IcmpOther,
     /// Our own outgoing packets other than probes (e.g. the kernel's RST).
     OwnTraffic,
+    /// To us in a protocol synscope cannot read: ESP (encrypted), an unknown
+    /// IPv6 next header, or an extension-header chain too long to walk.
+    Unreadable,
 }
 
 impl Ignored {
@@ -58,9 +63,11 @@ impl Ignored {
             Ignored::OtherFlow => "other-flow",
             Ignored::NoProbe => "no-probe",
             Ignored::WrongAck => "wrong-ack",
+            Ignored::Late => "late",
             Ignored::Unexpected => "unexpected",
             Ignored::IcmpOther => "icmp-other",
             Ignored::OwnTraffic => "own-traffic",
+            Ignored::Unreadable => "unreadable",
         }
     }
 }
@@ -98,8 +105,10 @@ pub enum Match {
 pub struct Correlator {
     pub local: IpAddr,
     pub remote: SocketAddr,
-    /// Outstanding probes, by source port (one probe per port at a time).
-    outstanding: BTreeMap<u16, SeqNumber>,
+    /// Outstanding probes, by source port then ISN: several probes may share a
+    /// port (a fixed `--source-port`), told apart by the ack = ISN + 1 of the
+    /// answer or the sequence number an ICMP error quotes.
+    outstanding: BTreeSet<FlowKey>,
     ignored: BTreeMap<Ignored, u64>,
 }
 
@@ -108,18 +117,50 @@ impl Correlator {
         Correlator {
             local,
             remote,
-            outstanding: BTreeMap::new(),
+            outstanding: BTreeSet::new(),
             ignored: BTreeMap::new(),
         }
     }
 
     pub fn track(&mut self, key: FlowKey) {
-        self.outstanding.insert(key.src_port, key.isn);
+        self.outstanding.insert(key);
     }
 
     pub fn remove(&mut self, key: FlowKey) {
-        if self.outstanding.get(&key.src_port) == Some(&key.isn) {
-            self.outstanding.remove(&key.src_port);
+        self.outstanding.remove(&key);
+    }
+
+    /// Counts a packet ignored by the caller (e.g. a reply after its deadline).
+    pub fn count_ignored(&mut self, why: Ignored) {
+        *self.ignored.entry(why).or_default() += 1;
+    }
+
+    /// The probes outstanding on source port `port`.
+    fn on_port(&self, port: u16) -> impl Iterator<Item = &FlowKey> {
+        let key = |isn| FlowKey {
+            src_port: port,
+            isn: SeqNumber(isn),
+        };
+        self.outstanding.range(key(0)..=key(u32::MAX))
+    }
+
+    fn port_in_use(&self, port: u16) -> bool {
+        self.on_port(port).next().is_some()
+    }
+
+    /// The outstanding probe on `port` with ISN `isn`; if none, why the packet
+    /// is ignored (a probe on that port with another ISN, or none at all).
+    fn lookup(&self, port: u16, isn: SeqNumber) -> Result<FlowKey, Ignored> {
+        let key = FlowKey {
+            src_port: port,
+            isn,
+        };
+        if self.outstanding.contains(&key) {
+            Ok(key)
+        } else if self.port_in_use(port) {
+            Err(Ignored::WrongAck)
+        } else {
+            Err(Ignored::NoProbe)
         }
     }
 
@@ -171,15 +212,14 @@ impl Correlator {
                     // e.g. the target's own packets looped back on lo
                     return Match::Ignored(Ignored::OtherFlow);
                 }
-                match self.outstanding.get(&t.src_port) {
-                    Some(&isn) if t.flags == TcpFlags::SYN && t.seq == isn => Match::Sent(
-                        FlowKey {
-                            src_port: t.src_port,
-                            isn,
-                        },
-                        at,
-                    ),
-                    _ => Match::Ignored(Ignored::OwnTraffic),
+                let key = FlowKey {
+                    src_port: t.src_port,
+                    isn: t.seq,
+                };
+                if t.flags == TcpFlags::SYN && self.outstanding.contains(&key) {
+                    Match::Sent(key, at)
+                } else {
+                    Match::Ignored(Ignored::OwnTraffic)
                 }
             }
             (Transport::Tcp(t), Direction::Incoming) => {
@@ -187,17 +227,18 @@ impl Correlator {
                 {
                     return Match::Ignored(Ignored::OtherFlow);
                 }
-                let Some(&isn) = self.outstanding.get(&t.dst_port) else {
+                if !self.port_in_use(t.dst_port) {
                     return Match::Ignored(Ignored::NoProbe);
-                };
+                }
                 let answer = match t.flags.answer_to_syn() {
                     Some(SynAnswer::SynAck) => Answer::SynAck,
                     Some(SynAnswer::Rst) => Answer::Rst,
                     None => return Match::Ignored(Ignored::Unexpected),
                 };
-                if t.ack != (isn + 1) {
-                    return Match::Ignored(Ignored::WrongAck);
-                }
+                let key = match self.lookup(t.dst_port, SeqNumber(t.ack.0.wrapping_sub(1))) {
+                    Ok(k) => k,
+                    Err(why) => return Match::Ignored(why),
+                };
                 let info = ReplyInfo {
                     answer,
                     ttl: d.ip.ttl,
@@ -206,13 +247,7 @@ impl Correlator {
                     options: t.options.clone(),
                     at,
                 };
-                Match::Reply(
-                    FlowKey {
-                        src_port: t.dst_port,
-                        isn,
-                    },
-                    info,
-                )
+                Match::Reply(key, info)
             }
             (Transport::Icmp(i), Direction::Incoming) => {
                 let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
@@ -226,13 +261,22 @@ impl Correlator {
                 {
                     return Match::Ignored(Ignored::IcmpOther);
                 }
-                let Some(&isn) = self.outstanding.get(&q.src_port) else {
-                    return Match::Ignored(Ignored::NoProbe);
+                // a quote with 8 transport bytes carries our ISN; a shorter one
+                // (against RFC 792/4443) names the probe only if it is alone on its port
+                let key = match q.tcp_seq {
+                    Some(seq) => match self.lookup(q.src_port, SeqNumber(seq)) {
+                        Ok(k) => k,
+                        Err(why) => return Match::Ignored(why),
+                    },
+                    None => {
+                        let mut on_port = self.on_port(q.src_port);
+                        match (on_port.next(), on_port.next()) {
+                            (Some(k), None) => *k,
+                            (None, _) => return Match::Ignored(Ignored::NoProbe),
+                            (Some(_), Some(_)) => return Match::Ignored(Ignored::WrongAck),
+                        }
+                    }
                 };
-                // a quote with 8 transport bytes must carry our ISN
-                if q.tcp_seq.is_some_and(|s| s != isn.0) {
-                    return Match::Ignored(Ignored::WrongAck);
-                }
                 let info = ReplyInfo {
                     answer: Answer::Icmp {
                         error,
@@ -244,15 +288,14 @@ impl Correlator {
                     options: TcpOptions::default(),
                     at,
                 };
-                Match::Reply(
-                    FlowKey {
-                        src_port: q.src_port,
-                        isn,
-                    },
-                    info,
-                )
+                Match::Reply(key, info)
             }
             (_, Direction::Outgoing) => Match::Ignored(Ignored::OwnTraffic),
+            (Transport::Other(_), Direction::Incoming)
+                if d.ip.src == target && d.ip.dst == self.local =>
+            {
+                Match::Ignored(Ignored::Unreadable)
+            }
             _ => Match::Ignored(Ignored::OtherFlow),
         }
     }
@@ -342,6 +385,59 @@ mod tests {
         assert_eq!(from, "2001:db8::2".parse::<IpAddr>().unwrap());
     }
 
+    #[test]
+    fn synack_behind_extension_headers_matches_and_esp_is_unreadable() {
+        use crate::wire::ip::insert_v6_ext_headers;
+        let raw = fixture("synack_v6");
+        let d = Datagram::parse_with(raw, Checksums::Offloaded).unwrap();
+        let Transport::Tcp(t) = &d.transport else {
+            panic!()
+        };
+        let mut c = Correlator::new(d.ip.dst, SocketAddr::new(d.ip.src, t.src_port));
+        let key = FlowKey {
+            src_port: t.dst_port,
+            isn: t.ack + u32::MAX, // ack - 1
+        };
+        c.track(key);
+        let hbh: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+        let dstopt: &[u8] = &[0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let atomic: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 1];
+        let ah: &[u8] = &[
+            0, 4, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        for exts in [
+            vec![(0u8, hbh), (60, dstopt)],
+            vec![(44, atomic)],
+            vec![(0, hbh), (51, ah), (44, atomic), (60, dstopt)],
+        ] {
+            let bytes = insert_v6_ext_headers(raw, &exts).unwrap();
+            let Match::Reply(k, info) = c.classify(&bytes, Direction::Incoming, T, true) else {
+                panic!("{exts:?} not matched")
+            };
+            assert_eq!((k, info.answer), (key, Answer::SynAck));
+        }
+        // the same segment inside ESP: counted, never read
+        let esp = IpRepr {
+            protocol: 50,
+            ..d.ip.clone()
+        }
+        .emit(&[&[0, 0, 1, 0, 0, 0, 0, 1][..], &raw[40..]].concat());
+        assert_eq!(
+            c.classify(&esp, Direction::Incoming, T, true),
+            Match::Ignored(Ignored::Unreadable)
+        );
+        // and an unknown next header after Destination Options
+        let unknown = insert_v6_ext_headers(&esp, &[(60, dstopt)]).map(|mut b| {
+            b[40] = 253;
+            b
+        });
+        assert_eq!(
+            c.classify(&unknown.unwrap(), Direction::Incoming, T, true),
+            Match::Ignored(Ignored::Unreadable)
+        );
+        assert_eq!(c.ignored()[&Ignored::Unreadable], 2);
+    }
+
     /// Builds a reply from the target like the fixture's SYN-ACK, with changes.
     fn spoof(f: impl FnOnce(&mut IpRepr, &mut TcpRepr)) -> Vec<u8> {
         let d = Datagram::parse_with(fixture("synack_v4"), Checksums::Offloaded).unwrap();
@@ -396,6 +492,44 @@ mod tests {
         });
         assert_eq!(
             c.classify(&spoof(|_, _| {}), Direction::Incoming, T, false),
+            Match::Ignored(Ignored::NoProbe)
+        );
+    }
+
+    #[test]
+    fn probes_sharing_a_port_are_told_apart_by_isn() {
+        let mut c = v4();
+        let (a, b) = (SeqNumber(644410958), SeqNumber(77));
+        c.track(FlowKey {
+            src_port: 53190,
+            isn: b,
+        });
+        assert_eq!(c.outstanding(), 2);
+        // the fixture's SYN-ACK answers the first; one acking b + 1 the second
+        let Match::Reply(k, _) = c.classify(&spoof(|_, _| {}), Direction::Incoming, T, false)
+        else {
+            panic!()
+        };
+        assert_eq!(k.isn, a);
+        let Match::Reply(k, _) =
+            c.classify(&spoof(|_, t| t.ack = b + 1), Direction::Incoming, T, false)
+        else {
+            panic!()
+        };
+        assert_eq!(k.isn, b);
+        // an ack matching neither is a wrong ack, not a missing probe
+        assert_eq!(
+            c.classify(&spoof(|_, t| t.ack = b + 2), Direction::Incoming, T, false),
+            Match::Ignored(Ignored::WrongAck)
+        );
+        c.remove(FlowKey {
+            src_port: 53190,
+            isn: a,
+        });
+        assert_eq!(c.outstanding(), 1);
+        c.remove(k);
+        assert_eq!(
+            c.classify(&spoof(|_, t| t.ack = b + 1), Direction::Incoming, T, false),
             Match::Ignored(Ignored::NoProbe)
         );
     }

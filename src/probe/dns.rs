@@ -8,7 +8,7 @@ use super::syn::RttSource;
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
 use crate::wire::dns::{QueryRepr, Question, ReplyRepr};
-use crate::wire::{Datagram, IpRepr, Protocol, Transport, UdpRepr};
+use crate::wire::{Datagram, IcmpError, IpRepr, Protocol, Transport, UdpRepr};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -74,6 +74,34 @@ impl DnsIgnored {
     }
 }
 
+/// An ICMP error that ended a query at once: what it said and who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: IcmpError,
+    /// The server itself, or a router on the way.
+    pub from: IpAddr,
+    /// From the query leaving to the error arriving.
+    pub after: Duration,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} from {}", self.error.name(), self.from)
+    }
+}
+
+/// Does this ICMP error end a query? Unreachable (except "fragmentation
+/// needed" and "packet too big", which only ask for smaller packets), time
+/// exceeded and parameter problem do; source quench and redirects do not.
+pub fn ends_query(e: &IcmpError) -> bool {
+    match (e.v6, e.icmp_type) {
+        (false, 3) => e.code != 4,
+        (false, 11 | 12) => true,
+        (true, 1 | 3 | 4) => true,
+        _ => false,
+    }
+}
+
 /// A finished query: answered or given up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsOutcome {
@@ -88,8 +116,10 @@ pub struct DnsOutcome {
     pub sent_at: Timestamp,
     pub rtt: Option<Duration>,
     pub rtt_source: RttSource,
-    /// None: no answer after every attempt.
+    /// None: no answer after every attempt, or refused.
     pub reply: Option<ReplyRepr>,
+    /// The ICMP error that ended the query without an answer.
+    pub refused: Option<Refusal>,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +306,7 @@ impl DnsExchange {
                     rtt: None,
                     rtt_source: source_of(p.kernel_sent),
                     reply: None,
+                    refused: None,
                 });
             }
         }
@@ -283,7 +314,8 @@ impl DnsExchange {
     }
 
     /// Looks at one captured packet (from its IP header): an answer to one of
-    /// our queries, the kernel's stamp of a query leaving, or ignored.
+    /// our queries, the kernel's stamp of a query leaving, an ICMP error that
+    /// ends a query, or ignored.
     pub fn on_packet(
         &mut self,
         data: &[u8],
@@ -301,12 +333,25 @@ impl DnsExchange {
         let Ok(d) = Datagram::parse_with(data, mode) else {
             return self.ignore(DnsIgnored::Malformed);
         };
-        let Transport::Udp(u) = d.transport else {
-            return self.ignore(if outgoing {
-                DnsIgnored::OwnTraffic
-            } else {
-                DnsIgnored::NotUdp
-            });
+        let u = match d.transport {
+            Transport::Udp(u) => u,
+            Transport::Icmp(i) if !outgoing && d.ip.dst == self.cfg.src => {
+                let (Some(error), Some(q)) = (i.error(), i.quoted) else {
+                    return self.ignore(DnsIgnored::NotUdp);
+                };
+                if q.ip.protocol != Protocol::UDP || q.ip.src != self.cfg.src {
+                    return self.ignore(DnsIgnored::NotUdp);
+                }
+                let server = SocketAddr::new(q.ip.dst, q.dst_port);
+                return self.on_icmp(server, q.src_port, q.udp_payload_id, error, d.ip.src, at);
+            }
+            _ => {
+                return self.ignore(if outgoing {
+                    DnsIgnored::OwnTraffic
+                } else {
+                    DnsIgnored::NotUdp
+                });
+            }
         };
         if outgoing {
             let key = match u.payload.get(..2) {
@@ -317,39 +362,65 @@ impl DnsExchange {
                 },
                 None => return self.ignore(DnsIgnored::OwnTraffic),
             };
-            return match self.pending.get_mut(&key) {
-                Some(p) if d.ip.src == self.cfg.src && p.kernel_sent.is_none() => {
-                    p.kernel_sent = Some(at);
-                    None
-                }
-                _ => self.ignore(DnsIgnored::OwnTraffic),
-            };
+            if d.ip.src != self.cfg.src || !self.on_sent(&key, at) {
+                return self.ignore(DnsIgnored::OwnTraffic);
+            }
+            return None;
         }
-        let server = SocketAddr::new(d.ip.src, u.src_port);
         if d.ip.dst != self.cfg.src {
             return self.ignore(DnsIgnored::OtherFlow);
         }
-        let Some(id) = u.payload.get(..2) else {
+        self.on_message(
+            SocketAddr::new(d.ip.src, u.src_port),
+            u.dst_port,
+            &u.payload,
+            at,
+        )
+    }
+
+    /// The kernel's stamp of a query leaving (captured, or a socket's TX
+    /// stamp). False if no such query waits for one.
+    pub fn on_sent(&mut self, key: &QueryKey, at: Timestamp) -> bool {
+        match self.pending.get_mut(key) {
+            Some(p) if p.kernel_sent.is_none() => {
+                p.kernel_sent = Some(at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A DNS message from `server` to our `local_port` (read off a capture or
+    /// an ordinary UDP socket), received at `at`: the answer to one of our
+    /// queries, or ignored.
+    pub fn on_message(
+        &mut self,
+        server: SocketAddr,
+        local_port: u16,
+        payload: &[u8],
+        at: Timestamp,
+    ) -> Option<DnsOutcome> {
+        let Some(id) = payload.get(..2) else {
             return self.ignore(DnsIgnored::Malformed);
         };
         let key = QueryKey {
             server,
-            src_port: u.dst_port,
+            src_port: local_port,
             id: u16::from_be_bytes([id[0], id[1]]),
         };
         if !self.pending.contains_key(&key) {
-            return self.ignore(if self.ports.contains_key(&(server, u.dst_port)) {
+            return self.ignore(if self.ports.contains_key(&(server, local_port)) {
                 DnsIgnored::WrongId
-            } else if self.used_ports.contains(&u.dst_port) {
+            } else if self.used_ports.contains(&local_port) {
                 DnsIgnored::NoQuery
             } else {
                 DnsIgnored::OtherFlow
             });
         }
         let parsed = if self.cfg.answers_only {
-            ReplyRepr::parse_answers(&u.payload)
+            ReplyRepr::parse_answers(payload)
         } else {
-            ReplyRepr::parse(&u.payload)
+            ReplyRepr::parse(payload)
         };
         let Ok(reply) = parsed else {
             return self.ignore(DnsIgnored::Malformed);
@@ -375,6 +446,69 @@ impl DnsExchange {
             rtt: Some(at.saturating_sub(sent)),
             rtt_source: source_of(p.kernel_sent),
             reply: Some(reply),
+            refused: None,
+        })
+    }
+
+    /// An ICMP error from `from` about a datagram we sent from `local_port` to
+    /// `server`; `id` is the DNS id it quotes, when it quotes that far (then
+    /// it must be an outstanding query's; without it, the error counts only
+    /// when one query is outstanding on that port). Errors that end a query
+    /// ([`ends_query`]) end it at once, without a retry.
+    pub fn on_icmp(
+        &mut self,
+        server: SocketAddr,
+        local_port: u16,
+        id: Option<u16>,
+        error: IcmpError,
+        from: IpAddr,
+        at: Timestamp,
+    ) -> Option<DnsOutcome> {
+        if !ends_query(&error) {
+            return self.ignore(DnsIgnored::NotUdp);
+        }
+        let key = match id {
+            Some(id) => QueryKey {
+                server,
+                src_port: local_port,
+                id,
+            },
+            None if self.ports.get(&(server, local_port)) == Some(&1) => {
+                match self
+                    .pending
+                    .keys()
+                    .find(|k| k.server == server && k.src_port == local_port)
+                {
+                    Some(k) => *k,
+                    None => return self.ignore(DnsIgnored::NoQuery),
+                }
+            }
+            None => return self.ignore(DnsIgnored::NoQuery),
+        };
+        if !self.pending.contains_key(&key) {
+            return self.ignore(if self.used_ports.contains(&local_port) {
+                DnsIgnored::NoQuery
+            } else {
+                DnsIgnored::OtherFlow
+            });
+        }
+        let p = self.forget(&key)?;
+        let sent = p.kernel_sent.unwrap_or(p.user_sent);
+        Some(DnsOutcome {
+            tag: p.tag,
+            key,
+            question: p.question,
+            query_size: p.query_size,
+            attempts: p.attempts,
+            sent_at: sent,
+            rtt: None,
+            rtt_source: source_of(p.kernel_sent),
+            reply: None,
+            refused: Some(Refusal {
+                error,
+                from,
+                after: at.saturating_sub(sent),
+            }),
         })
     }
 }
@@ -560,6 +694,99 @@ mod tests {
             )
             .is_some()
         );
+    }
+
+    /// An ICMP error of `icmp_type`/`code` from `from`, quoting `original`.
+    fn icmp_datagram(from: &str, icmp_type: u8, code: u8, original: &[u8]) -> Vec<u8> {
+        let (src, dst): (IpAddr, IpAddr) = (from.parse().unwrap(), CLIENT.parse().unwrap());
+        let ip = IpRepr {
+            src,
+            dst,
+            protocol: Protocol::ICMP,
+            ttl: 64,
+            ident: 2,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        ip.emit(&crate::wire::IcmpRepr::emit_error(
+            icmp_type, code, original, src, dst,
+        ))
+    }
+
+    #[test]
+    fn icmp_port_unreachable_ends_the_query_at_once() {
+        let mut e = ex(2);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let (key, dgram) = e.query(
+            Timestamp(1_000),
+            4,
+            server,
+            40000,
+            &query(0xbeef, "a.lab.test"),
+        );
+        assert!(e.on_sent(&key, Timestamp(2_000)));
+        // the capture filter of a single query lets the error through
+        let filter = crate::io::bpf::FlowFilter {
+            local: CLIENT.parse().unwrap(),
+            remote: Some(server.ip()),
+            remote_port: Some(53),
+            local_ports: Some((40000, 40000)),
+            protocol: Protocol::UDP,
+            outbound: true,
+        }
+        .compile();
+        let unreach = icmp_datagram("198.18.0.2", 3, 3, &dgram);
+        assert_ne!(crate::io::bpf::run(&filter, &unreach, 0x0800), 0);
+        // errors that do not end a query, or quote another id, are ignored
+        let frag = icmp_datagram("198.18.0.2", 3, 4, &dgram);
+        assert!(
+            e.on_packet(&frag, Direction::Incoming, Timestamp(3_000), false)
+                .is_none()
+        );
+        let mut other = dgram.clone();
+        other[28] ^= 1;
+        let wrong = icmp_datagram("198.18.0.2", 3, 3, &other);
+        assert!(
+            e.on_packet(&wrong, Direction::Incoming, Timestamp(3_000), false)
+                .is_none()
+        );
+        assert_eq!(e.outstanding(), 1);
+        let o = e
+            .on_packet(&unreach, Direction::Incoming, Timestamp(39_000), false)
+            .unwrap();
+        assert_eq!((o.tag, o.key, o.attempts, o.reply), (4, key, 1, None));
+        let r = o.refused.unwrap();
+        assert_eq!(r.to_string(), "port-unreachable from 198.18.0.2");
+        assert_eq!(r.after, Duration::from_micros(37));
+        assert_eq!(e.outstanding(), 0);
+        // no retry follows
+        assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn icmp_quoting_only_the_udp_header_matches_the_port() {
+        let mut e = ex(0);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let (key, dgram) = e.query(Timestamp(0), 0, server, 40000, &query(7, "a.lab.test"));
+        // a router quoting the RFC 792 minimum: IP header + 8 bytes
+        let short = icmp_datagram("198.18.0.254", 11, 0, &dgram[..28]);
+        let o = e
+            .on_packet(&short, Direction::Incoming, Timestamp(5), false)
+            .unwrap();
+        assert_eq!(o.key, key);
+        assert_eq!(
+            o.refused.unwrap().to_string(),
+            "time-exceeded from 198.18.0.254"
+        );
+        // with two queries on one port the id is needed
+        e.query(Timestamp(0), 0, server, 40000, &query(8, "a.lab.test"));
+        let (_, d9) = e.query(Timestamp(0), 0, server, 40000, &query(9, "a.lab.test"));
+        let short = icmp_datagram("198.18.0.2", 3, 3, &d9[..28]);
+        assert!(
+            e.on_packet(&short, Direction::Incoming, Timestamp(5), false)
+                .is_none()
+        );
+        assert_eq!(e.outstanding(), 2);
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct SynPinger {
     cfg: SynProbeConfig,
     corr: Correlator,
     pending: BTreeMap<FlowKey, Pending>,
+    /// The pending probes by deadline (then sequence): expiry and the next
+    /// deadline cost O(log n) however many probes are in flight.
+    deadlines: BTreeMap<(Timestamp, u64), FlowKey>,
     next_seq: u64,
 }
 
@@ -101,6 +104,7 @@ impl SynPinger {
             cfg,
             corr,
             pending: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
             next_seq: 0,
         }
     }
@@ -152,7 +156,11 @@ impl SynPinger {
             kernel_sent: None,
             deadline: (now + self.cfg.timeout),
         };
-        self.pending.insert(key, p);
+        self.deadlines.insert((p.deadline, p.seq), key);
+        if let Some(old) = self.pending.insert(key, p) {
+            // the same port and ISN again (a caller's choice): the newer wins
+            self.deadlines.remove(&(old.deadline, old.seq));
+        }
         self.next_seq += 1;
         (key, bytes)
     }
@@ -173,7 +181,14 @@ impl SynPinger {
                 None
             }
             Match::Reply(key, info) => {
+                // answered after its deadline (read late, e.g. behind a burst):
+                // loss, as the timeout says; `on_time` expires the probe
+                if self.pending.get(&key)?.deadline < info.at {
+                    self.corr.count_ignored(super::Ignored::Late);
+                    return None;
+                }
                 let p = self.pending.remove(&key)?;
+                self.deadlines.remove(&(p.deadline, p.seq));
                 self.corr.remove(key);
                 let verdict = match &info.answer {
                     Answer::SynAck => Verdict::Open,
@@ -204,12 +219,13 @@ impl SynPinger {
 
     /// Expires probes whose deadline has passed by `now`.
     pub fn on_time(&mut self, now: Timestamp) -> Vec<ProbeResult> {
-        let expired: Vec<FlowKey> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
+        let mut expired = Vec::new();
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            expired.push(entry.remove());
+        }
         let mut out: Vec<ProbeResult> = expired
             .into_iter()
             .filter_map(|key| {
@@ -237,7 +253,7 @@ impl SynPinger {
 
     /// The earliest deadline among outstanding probes.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.pending.values().map(|p| p.deadline).min()
+        self.deadlines.keys().next().map(|k| k.0)
     }
 
     pub fn outstanding(&self) -> usize {
@@ -353,6 +369,55 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!((done[0].seq, &done[0].verdict), (0, &Verdict::NoAnswer));
         assert_eq!(p.outstanding(), 1);
+    }
+
+    #[test]
+    fn a_reply_stamped_after_its_deadline_is_late_and_the_probe_times_out() {
+        let mut p = pinger(81);
+        let t0 = Timestamp(5_000_000_000);
+        p.probe(t0, 60236, SeqNumber(2041246510), 1, 1);
+        // read only now, but stamped 1 ns after the deadline
+        let late = t0 + Duration::from_secs(1) + Duration::from_nanos(1);
+        assert_eq!(
+            p.on_packet(fixture("rst_v4"), Direction::Incoming, late, true),
+            None
+        );
+        assert_eq!(p.ignored()[&crate::probe::Ignored::Late], 1);
+        let done = p.on_time(late);
+        assert_eq!(done[0].verdict, Verdict::NoAnswer);
+        // stamped at the deadline itself it still counts
+        p.probe(t0, 60236, SeqNumber(2041246510), 1, 1);
+        let r = p.on_packet(
+            fixture("rst_v4"),
+            Direction::Incoming,
+            t0 + Duration::from_secs(1),
+            true,
+        );
+        assert_eq!(r.unwrap().verdict, Verdict::Closed);
+    }
+
+    #[test]
+    fn many_probes_in_flight_expire_in_send_order() {
+        let mut p = pinger(21);
+        let t0 = Timestamp(1_000_000_000);
+        for i in 0..10_000u32 {
+            p.probe(
+                t0 + Duration::from_nanos(i as u64),
+                1000 + (i % 3) as u16,
+                SeqNumber(i),
+                1,
+                1,
+            );
+        }
+        assert_eq!(p.outstanding(), 10_000);
+        assert_eq!(p.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        let done = p.on_time(t0 + Duration::from_secs(1) + Duration::from_nanos(4_999));
+        assert_eq!(done.len(), 5_000);
+        assert!(done.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(
+            p.next_deadline(),
+            Some(t0 + Duration::from_secs(1) + Duration::from_nanos(5_000))
+        );
     }
 
     #[test]

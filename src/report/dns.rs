@@ -4,7 +4,7 @@
 use super::micros;
 use super::stats::percentile;
 use crate::cli::{DnsChecks, DnsFormat};
-use crate::probe::dns::DnsIgnored;
+use crate::probe::dns::{DnsIgnored, Refusal};
 use crate::probe::syn::RttSource;
 use crate::wire::dns::{RecordRepr, ReplyRepr, opcode_name, rcode_name};
 use serde_json::{Value, json};
@@ -33,6 +33,26 @@ pub struct TcpLeg {
     pub error: Option<String>,
 }
 
+/// What took the query's timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimedBy {
+    /// Raw sockets: our packets and the replies seen by a packet capture.
+    #[default]
+    RawCapture,
+    /// An ordinary UDP socket's kernel TX and RX stamps (no privileges).
+    SocketTimestamps,
+}
+
+impl TimedBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            TimedBy::RawCapture => "raw capture",
+            TimedBy::SocketTimestamps => "socket timestamps",
+        }
+    }
+}
+
 /// One query to one server, finished.
 #[derive(Debug, Clone)]
 pub struct DnsResult {
@@ -45,6 +65,9 @@ pub struct DnsResult {
     pub udp: Option<UdpLeg>,
     pub attempts: u32,
     pub tcp: Option<TcpLeg>,
+    /// The ICMP error that ended the query without an answer.
+    pub refused: Option<Refusal>,
+    pub timed_by: TimedBy,
 }
 
 impl DnsResult {
@@ -112,7 +135,20 @@ pub fn check(result: &DnsResult, checks: &DnsChecks) -> Vec<String> {
     let mut fail = Vec::new();
     let who = format!("{} {} @{}", result.name, result.qtype, result.server);
     let Some(reply) = result.reply() else {
-        return fail; // no answer is its own outcome (exit status 3)
+        // a check never passes on no answer: each one asked fails, and with
+        // none asked the result still says it was not answered
+        let why = match &result.refused {
+            Some(r) => format!("no answer ({r})"),
+            None => "no answer".to_string(),
+        };
+        let asked = checks.names();
+        if asked.is_empty() {
+            fail.push(format!("{who}: {why}"));
+        }
+        for flag in asked {
+            fail.push(format!("{flag}: {who}: {why}"));
+        }
+        return fail;
     };
     let set: Vec<String> = result.answer_set();
     let got: std::collections::BTreeSet<String> = set.iter().map(|v| normalize(v)).collect();
@@ -280,14 +316,26 @@ fn message_text(out: &mut impl Write, r: &ReplyRepr) -> std::io::Result<()> {
 /// One result as kdig would show it.
 pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
     let Some(udp) = &r.udp else {
-        return writeln!(
-            out,
-            ";; no answer from {}(UDP) for {} {} after {} attempt(s)",
-            server_text(r.server),
-            r.name,
-            r.qtype,
-            r.attempts
-        );
+        return match &r.refused {
+            Some(f) => writeln!(
+                out,
+                ";; no answer from {}(UDP) for {} {}: {f} after {} (attempt {}; timed by: {})",
+                server_text(r.server),
+                r.name,
+                r.qtype,
+                us(f.after),
+                r.attempts,
+                r.timed_by.name()
+            ),
+            None => writeln!(
+                out,
+                ";; no answer from {}(UDP) for {} {} after {} attempt(s)",
+                server_text(r.server),
+                r.name,
+                r.qtype,
+                r.attempts
+            ),
+        };
     };
     if let Some(t) = &r.tcp {
         writeln!(
@@ -303,13 +351,14 @@ pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
                 writeln!(out, "\n;; Received {} B", rep.size)?;
                 writeln!(
                     out,
-                    ";; From {}(TCP) in {} (connect {}, exchange {}); UDP {} ({} timestamps)",
+                    ";; From {}(TCP) in {} (connect {}, exchange {}); UDP {} ({} timestamps; timed by: {})",
                     server_text(r.server),
                     us(t.total),
                     us(t.connect),
                     us(t.exchange),
                     us(udp.rtt),
-                    source_name(udp.rtt_source)
+                    source_name(udp.rtt_source),
+                    r.timed_by.name()
                 )?;
             }
             None => {
@@ -327,12 +376,13 @@ pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
     writeln!(out, "\n;; Received {} B", udp.reply.size)?;
     writeln!(
         out,
-        ";; From {}(UDP) in {} ({} timestamps, {} attempt{})",
+        ";; From {}(UDP) in {} ({} timestamps, {} attempt{}; timed by: {})",
         server_text(r.server),
         us(udp.rtt),
         source_name(udp.rtt_source),
         udp.attempts,
-        if udp.attempts == 1 { "" } else { "s" }
+        if udp.attempts == 1 { "" } else { "s" },
+        r.timed_by.name()
     )
 }
 
@@ -377,6 +427,12 @@ pub fn result_json(r: &DnsResult, failures: &[String]) -> Value {
         "transport": r.transport(),
         "time_us": r.time().map(micros),
         "attempts": r.attempts,
+        "timed_by": r.timed_by,
+        "refused": r.refused.map(|f| json!({
+            "icmp": f.error.name(),
+            "from": f.from.to_string(),
+            "after_us": micros(f.after),
+        })),
         "answers": r.answer_set(),
         "udp": r.udp.as_ref().map(|u| json!({
             "rtt_us": micros(u.rtt),
@@ -566,6 +622,8 @@ mod tests {
                 },
             }),
             tcp: None,
+            refused: None,
+            timed_by: TimedBy::RawCapture,
         }
     }
 
@@ -619,6 +677,33 @@ mod tests {
                 "--max-time: b.lab.test. A @198.18.0.2:53: answered in 80.000us (over 10.000us)",
             ]
         );
+    }
+
+    #[test]
+    fn no_answer_fails_every_check_and_is_never_a_pass() {
+        let mut r = b("198.18.0.2:53");
+        r.udp = None;
+        r.attempts = 3;
+        let checks = DnsChecks {
+            expect: Some(vec![]),
+            rcode: Some(0),
+            ..DnsChecks::default()
+        };
+        assert_eq!(
+            check(&r, &checks),
+            vec![
+                "--expect-rcode: b.lab.test. A @198.18.0.2:53: no answer",
+                "--expect: b.lab.test. A @198.18.0.2:53: no answer",
+            ]
+        );
+        // with no check asked the result still does not pass
+        let f = check(&r, &DnsChecks::default());
+        assert_eq!(f, vec!["b.lab.test. A @198.18.0.2:53: no answer"]);
+        let j = result_json(&r, &f);
+        assert_eq!(j["answered"], false);
+        assert_ne!(j["checks"], "pass");
+        // an answered query with no check asked passes
+        assert!(check(&b("198.18.0.2:53"), &DnsChecks::default()).is_empty());
     }
 
     #[test]

@@ -207,6 +207,7 @@ impl ScanMatcher {
                     at,
                 })
             }
+            Transport::Other(_) => Err(Ignored::Unreadable),
             _ => Err(Ignored::OtherFlow),
         }
     }
@@ -273,6 +274,29 @@ mod tests {
                 .unwrap()
                 .verdict,
             ScanVerdict::Closed
+        );
+    }
+
+    #[test]
+    fn fragments_and_esp_are_not_read_as_replies() {
+        let m = matcher();
+        let sa = TcpFlags::SYN.union(TcpFlags::ACK);
+        let whole = answer(&m, 2, sa, 0);
+        // the capture layer reassembles; a lone fragment is no answer
+        let pieces = crate::wire::reassembly::fragment(&whole, 5, 16);
+        assert_eq!(
+            m.classify(&pieces[0], false, Timestamp(1)),
+            Err(Ignored::OtherFlow)
+        );
+        let d = Datagram::parse(&whole).unwrap();
+        let esp = IpRepr {
+            protocol: 50,
+            ..d.ip
+        }
+        .emit(&whole[20..]);
+        assert_eq!(
+            m.classify(&esp, false, Timestamp(1)),
+            Err(Ignored::Unreadable)
         );
     }
 

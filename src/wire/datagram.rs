@@ -7,9 +7,13 @@ pub enum Transport {
     Tcp(TcpRepr),
     Udp(UdpRepr),
     Icmp(IcmpRepr),
-    /// A non-first fragment: no transport header to read.
+    /// A fragment of a larger datagram (first or later): its transport header
+    /// is cut short or absent. The capture layer reassembles fragments
+    /// ([`super::reassembly`]) before anything reads them.
     Fragment,
-    /// A protocol synscope does not read.
+    /// A protocol synscope does not read: another transport, ESP (whose
+    /// content is encrypted), IPv6 No Next Header, an unknown next header, or
+    /// an extension-header chain longer than [`super::ip::MAX_EXT_HEADERS`].
     Other(u8),
 }
 
@@ -39,8 +43,9 @@ impl Datagram {
     /// (ICMP is never offloaded and is always checked).
     pub fn parse_with(bytes: &[u8], checksums: Checksums) -> Result<Datagram, WireError> {
         let verify = checksums == Checksums::Verify;
-        let (ip, payload) = IpRepr::parse(bytes)?;
-        let transport = if ip.later_fragment {
+        let parsed = IpRepr::parse_detail(bytes)?;
+        let (ip, payload) = (parsed.repr, parsed.payload);
+        let transport = if parsed.fragment.is_some() {
             Transport::Fragment
         } else {
             match (ip.protocol, ip.is_ipv6()) {

@@ -12,6 +12,9 @@ pub struct Quoted {
     pub dst_port: u16,
     /// TCP sequence number of the quoted segment, when 8 bytes were quoted.
     pub tcp_seq: Option<u32>,
+    /// The first two bytes after a quoted UDP header (a DNS query's id), when
+    /// the quote reaches that far.
+    pub udp_payload_id: Option<u16>,
 }
 
 /// An ICMP or ICMPv6 message.
@@ -138,7 +141,12 @@ impl IcmpRepr {
         }
         let tcp_seq = (ip.protocol == Protocol::TCP && t.len() >= 8)
             .then(|| u32::from_be_bytes([t[4], t[5], t[6], t[7]]));
+        let udp_payload_id = match (ip.protocol == Protocol::UDP, t.get(8..10)) {
+            (true, Some(id)) => Some(u16::from_be_bytes([id[0], id[1]])),
+            _ => None,
+        };
         Some(Quoted {
+            udp_payload_id,
             src_port: u16::from_be_bytes([t[0], t[1]]),
             dst_port: u16::from_be_bytes([t[2], t[3]]),
             tcp_seq,

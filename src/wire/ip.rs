@@ -39,8 +39,62 @@ pub struct IpRepr {
     pub flow_label: u32,
 }
 
-/// Upper bound on IPv6 extension headers walked before giving up.
-const MAX_EXT_HEADERS: usize = 8;
+/// IPv6 extension headers walked before giving up (the chain is then
+/// reported as ending in the header it stopped at, a protocol nobody reads).
+/// The capture filter walks fewer ([`crate::io::bpf`]) and lets deeper chains
+/// through by address for this parser to read.
+pub const MAX_EXT_HEADERS: usize = 16;
+
+/// IPv6 next-header values of the extension headers synscope walks past.
+pub struct ExtHeader;
+impl ExtHeader {
+    pub const HOP_BY_HOP: u8 = 0;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    /// Encapsulating Security Payload: everything after it is encrypted, so the
+    /// walk ends there (the datagram carries protocol 50, which nothing reads).
+    pub const ESP: u8 = 50;
+    pub const AUTH: u8 = 51;
+    pub const DEST_OPTS: u8 = 60;
+    /// Headers with a length field that the walk skips.
+    pub fn is_skippable(next: u8) -> bool {
+        matches!(
+            next,
+            Self::HOP_BY_HOP | Self::ROUTING | Self::FRAGMENT | Self::AUTH | Self::DEST_OPTS
+        )
+    }
+}
+
+/// Where a fragment sits in the datagram it is part of (IPv4 header fields or
+/// the IPv6 Fragment header). Only fragments of a larger datagram have one: an
+/// IPv6 "atomic" fragment (offset 0, no more fragments, RFC 6946) is a whole
+/// datagram and is parsed as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentInfo {
+    /// IPv4 identification (16 bits) or IPv6 fragment identification.
+    pub ident: u32,
+    /// Offset of this fragment's data in the reassembled payload, in bytes.
+    pub offset: usize,
+    /// More fragments follow.
+    pub more: bool,
+    /// Bytes of the packet before the fragment's data that are kept on
+    /// reassembly: the IPv4 header, or the IPv6 header and the extension
+    /// headers before the Fragment header.
+    pub header_len: usize,
+    /// IPv6: offset of the next-header byte that names the Fragment header
+    /// (rewritten on reassembly); 0 for IPv4.
+    pub next_header_at: usize,
+}
+
+/// What [`IpRepr::parse_detail`] reads: the header, its transport bytes and,
+/// for a fragment, where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpParse<'a> {
+    pub repr: IpRepr,
+    /// The transport bytes, or for a fragment its share of the payload.
+    pub payload: &'a [u8],
+    pub fragment: Option<FragmentInfo>,
+}
 
 impl IpRepr {
     pub const V4_HEADER_LEN: usize = 20;
@@ -62,6 +116,17 @@ impl IpRepr {
     /// Parses an IP header; returns it and the transport bytes it carries (trimmed
     /// to the header's own length field, so link-layer padding is dropped).
     pub fn parse(bytes: &[u8]) -> Result<(IpRepr, &[u8]), WireError> {
+        Self::parse_detail(bytes).map(|p| (p.repr, p.payload))
+    }
+
+    /// As [`IpRepr::parse`], and says whether the packet is a fragment of a
+    /// larger datagram. IPv6 extension headers (Hop-by-Hop, Routing, Fragment,
+    /// Destination Options, Authentication) are skipped by their lengths; the
+    /// walk ends at the first other next header (a transport, ESP, No Next
+    /// Header or an unknown value, which becomes `protocol`), at the Fragment
+    /// header of a non-atomic fragment (its data is the rest of the datagram),
+    /// or after [`MAX_EXT_HEADERS`].
+    pub fn parse_detail(bytes: &[u8]) -> Result<IpParse<'_>, WireError> {
         match bytes.first().map(|b| b >> 4) {
             Some(4) => Self::parse_v4(bytes),
             Some(6) => Self::parse_v6(bytes),
@@ -97,7 +162,7 @@ impl IpRepr {
         Ok((repr, &bytes[start..]))
     }
 
-    fn parse_v4(bytes: &[u8]) -> Result<(IpRepr, &[u8]), WireError> {
+    fn parse_v4(bytes: &[u8]) -> Result<IpParse<'_>, WireError> {
         let p = Ipv4Packet::new(bytes).ok_or(WireError::Truncated("ipv4"))?;
         let ihl = p.get_header_length() as usize * 4;
         let total = p.get_total_length() as usize;
@@ -108,6 +173,14 @@ impl IpRepr {
             return Err(WireError::Truncated("ipv4"));
         }
         let frag_offset = p.get_fragment_offset();
+        let more = p.get_flags() & pnet_packet::ipv4::Ipv4Flags::MoreFragments != 0;
+        let fragment = (frag_offset != 0 || more).then_some(FragmentInfo {
+            ident: p.get_identification() as u32,
+            offset: frag_offset as usize * 8,
+            more,
+            header_len: ihl,
+            next_header_at: 0,
+        });
         let repr = IpRepr {
             src: IpAddr::V4(p.get_source()),
             dst: IpAddr::V4(p.get_destination()),
@@ -117,42 +190,67 @@ impl IpRepr {
             later_fragment: frag_offset != 0,
             flow_label: 0,
         };
-        Ok((repr, &bytes[ihl..total]))
+        Ok(IpParse {
+            repr,
+            payload: &bytes[ihl..total],
+            fragment,
+        })
     }
 
-    fn parse_v6(bytes: &[u8]) -> Result<(IpRepr, &[u8]), WireError> {
+    fn parse_v6(bytes: &[u8]) -> Result<IpParse<'_>, WireError> {
         let p = Ipv6Packet::new(bytes).ok_or(WireError::Truncated("ipv6"))?;
         let end = Self::V6_HEADER_LEN + p.get_payload_length() as usize;
         if end > bytes.len() {
             return Err(WireError::Truncated("ipv6"));
         }
         let mut next = p.get_next_header().0;
+        // where the byte naming the current header sits
+        let mut next_at = 6;
         let mut off = Self::V6_HEADER_LEN;
         let mut later_fragment = false;
+        let mut fragment = None;
+        let byte = |i: usize, what| bytes.get(i).copied().ok_or(WireError::Truncated(what));
         for _ in 0..MAX_EXT_HEADERS {
             let ext_len = match next {
                 // hop-by-hop, routing, destination options: (len + 1) * 8 octets
-                0 | 43 | 60 => {
-                    let b = bytes.get(off + 1).ok_or(WireError::Truncated("ipv6 ext"))?;
-                    (*b as usize + 1) * 8
+                ExtHeader::HOP_BY_HOP | ExtHeader::ROUTING | ExtHeader::DEST_OPTS => {
+                    (byte(off + 1, "ipv6 ext")? as usize + 1) * 8
                 }
-                44 => {
-                    let hi = *bytes
-                        .get(off + 2)
-                        .ok_or(WireError::Truncated("ipv6 frag"))?;
-                    let lo = *bytes
-                        .get(off + 3)
-                        .ok_or(WireError::Truncated("ipv6 frag"))?;
-                    later_fragment = (u16::from_be_bytes([hi, lo]) >> 3) != 0;
-                    8
-                }
+                // authentication header (RFC 4302): (len + 2) * 4 octets
+                ExtHeader::AUTH => (byte(off + 1, "ipv6 ah")? as usize + 2) * 4,
+                ExtHeader::FRAGMENT => 8,
                 _ => break,
             };
-            let n = *bytes.get(off).ok_or(WireError::Truncated("ipv6 ext"))?;
             if off + ext_len > end {
                 return Err(WireError::BadLength("ipv6 ext"));
             }
+            let n = byte(off, "ipv6 ext")?;
+            if next == ExtHeader::FRAGMENT {
+                let field = u16::from_be_bytes([bytes[off + 2], bytes[off + 3]]);
+                let offset = (field >> 3) as usize * 8;
+                let more = field & 1 != 0;
+                if offset != 0 || more {
+                    // a piece of a larger datagram: the rest is its data
+                    later_fragment = offset != 0;
+                    fragment = Some(FragmentInfo {
+                        ident: u32::from_be_bytes([
+                            bytes[off + 4],
+                            bytes[off + 5],
+                            bytes[off + 6],
+                            bytes[off + 7],
+                        ]),
+                        offset,
+                        more,
+                        header_len: off,
+                        next_header_at: next_at,
+                    });
+                    next = n;
+                    off += ext_len;
+                    break;
+                }
+            }
             next = n;
+            next_at = off;
             off += ext_len;
         }
         let repr = IpRepr {
@@ -164,7 +262,11 @@ impl IpRepr {
             later_fragment,
             flow_label: p.get_flow_label(),
         };
-        Ok((repr, &bytes[off..end]))
+        Ok(IpParse {
+            repr,
+            payload: &bytes[off..end],
+            fragment,
+        })
     }
 
     /// Builds the whole datagram: this header (IPv4 checksum computed, no options,
@@ -201,6 +303,35 @@ impl IpRepr {
         }
         buf
     }
+}
+
+/// `datagram` (an IPv6 datagram without extension headers, as
+/// [`IpRepr::emit`] builds it) with extension headers inserted after its
+/// header: each given as (its type, its bytes), its first byte (the next
+/// header) filled in to chain them; the last names the original protocol.
+/// None if `datagram` is not IPv6 or the result would not fit. For tests and
+/// the lab's raw responders.
+pub fn insert_v6_ext_headers(datagram: &[u8], headers: &[(u8, &[u8])]) -> Option<Vec<u8>> {
+    if datagram.first()? >> 4 != 6 || datagram.len() < IpRepr::V6_HEADER_LEN {
+        return None;
+    }
+    if headers.iter().any(|(_, b)| b.is_empty()) {
+        return None;
+    }
+    let mut out = datagram[..IpRepr::V6_HEADER_LEN].to_vec();
+    let original = out[6];
+    if let Some((first, _)) = headers.first() {
+        out[6] = *first;
+    }
+    for (i, (_, bytes)) in headers.iter().enumerate() {
+        let mut h = bytes.to_vec();
+        h[0] = headers.get(i + 1).map_or(original, |n| n.0);
+        out.extend_from_slice(&h);
+    }
+    out.extend_from_slice(&datagram[IpRepr::V6_HEADER_LEN..]);
+    let len = u16::try_from(out.len() - IpRepr::V6_HEADER_LEN).ok()?;
+    out[4..6].copy_from_slice(&len.to_be_bytes());
+    Some(out)
 }
 
 #[cfg(test)]
@@ -282,6 +413,132 @@ mod tests {
         assert_eq!(payload, &[7u8; 20]);
     }
 
+    /// An IPv6 header for 2001:db8::2 -> 2001:db8::1 followed by `exts` (each
+    /// naming the next) and 20 bytes of "transport" 0x07.
+    fn v6_with(first: u8, exts: &[&[u8]]) -> Vec<u8> {
+        let repr = IpRepr {
+            src: "2001:db8::2".parse().unwrap(),
+            dst: "2001:db8::1".parse().unwrap(),
+            protocol: first,
+            ttl: 64,
+            ident: 0,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        let mut payload: Vec<u8> = exts.concat();
+        payload.extend_from_slice(&[7u8; 20]);
+        repr.emit(&payload)
+    }
+
+    /// Hop-by-Hop with a PadN option (8 bytes), then Destination Options (16
+    /// bytes: PadN of 12), then TCP.
+    static HBH_TO_DSTOPT: [u8; 8] = [60, 0, 1, 4, 0, 0, 0, 0];
+    static DSTOPT_TO_TCP: [u8; 16] = [6, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    /// Routing header type 0 segments left 0, no addresses, then AH.
+    static ROUTING_TO_AH: [u8; 8] = [51, 0, 0, 0, 0, 0, 0, 0];
+    /// Authentication header: payload length 4 -> (4 + 2) * 4 = 24 bytes, then TCP.
+    static AH_TO_TCP: [u8; 24] = [
+        6, 4, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa, 0xaa,
+        0xaa, 0xaa, 0xaa, 0xaa,
+    ];
+    /// An atomic fragment (offset 0, M = 0), then TCP.
+    static ATOMIC_FRAG_TO_TCP: [u8; 8] = [6, 0, 0, 0, 0, 0, 0, 42];
+
+    #[test]
+    fn v6_extension_header_chain_is_walked() {
+        let cases: [(u8, &[&[u8]]); 4] = [
+            (0, &[&HBH_TO_DSTOPT, &DSTOPT_TO_TCP]),
+            (43, &[&ROUTING_TO_AH, &AH_TO_TCP]),
+            (44, &[&ATOMIC_FRAG_TO_TCP]),
+            (
+                0,
+                &[
+                    &[43, 0, 1, 4, 0, 0, 0, 0],
+                    &ROUTING_TO_AH,
+                    &[
+                        44, 4, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    ],
+                    &[60, 0, 0, 0, 0, 0, 0, 9],
+                    &DSTOPT_TO_TCP,
+                ],
+            ),
+        ];
+        for (first, exts) in cases {
+            let bytes = v6_with(first, exts);
+            let p = IpRepr::parse_detail(&bytes).unwrap();
+            assert_eq!(p.repr.protocol, Protocol::TCP, "{exts:?}");
+            assert_eq!(p.payload, &[7u8; 20], "{exts:?}");
+            assert_eq!(p.fragment, None);
+            assert!(!p.repr.later_fragment);
+        }
+    }
+
+    #[test]
+    fn v6_esp_unknown_and_too_deep_chains_end_the_walk() {
+        // ESP: the walk ends there, its content is opaque
+        let esp = v6_with(0, &[&[50, 0, 1, 4, 0, 0, 0, 0]]);
+        let p = IpRepr::parse_detail(&esp).unwrap();
+        assert_eq!((p.repr.protocol, p.payload.len()), (50, 20));
+        // an unknown next header after Destination Options
+        let unknown = v6_with(60, &[&[253, 0, 1, 4, 0, 0, 0, 0]]);
+        assert_eq!(IpRepr::parse(&unknown).unwrap().0.protocol, 253);
+        // 17 Destination Options headers: the walk gives up after 16
+        let dst: Vec<&[u8]> = vec![&[60, 0, 1, 4, 0, 0, 0, 0]; MAX_EXT_HEADERS + 1];
+        let deep = v6_with(60, &dst);
+        let (repr, payload) = IpRepr::parse(&deep).unwrap();
+        assert_eq!(repr.protocol, 60);
+        assert_eq!(payload.len(), 8 + 20);
+        // an extension header longer than the packet
+        let long = v6_with(0, &[&[6, 200, 1, 4, 0, 0, 0, 0]]);
+        assert_eq!(IpRepr::parse(&long), Err(WireError::BadLength("ipv6 ext")));
+        // a chain cut short (the length byte of the next header is missing)
+        let mut cut = v6_with(0, &[&[60, 0, 1, 4, 0, 0, 0, 0]]);
+        cut.truncate(48);
+        cut[4..6].copy_from_slice(&8u16.to_be_bytes());
+        assert_eq!(IpRepr::parse(&cut), Err(WireError::Truncated("ipv6 ext")));
+    }
+
+    #[test]
+    fn fragments_say_where_they_sit() {
+        // IPv4: id 0x1234, MF, offset 0 (first fragment)
+        let mut v = v4().emit(&[0; 16]);
+        v[6..8].copy_from_slice(&[0x20, 0]);
+        let p = IpRepr::parse_detail(&v).unwrap();
+        assert_eq!(
+            p.fragment,
+            Some(FragmentInfo {
+                ident: 0x1234,
+                offset: 0,
+                more: true,
+                header_len: 20,
+                next_header_at: 0
+            })
+        );
+        assert!(!p.repr.later_fragment);
+        // offset 3 (24 bytes), last
+        v[6..8].copy_from_slice(&[0x00, 3]);
+        let p = IpRepr::parse_detail(&v).unwrap();
+        assert_eq!(p.fragment.map(|f| (f.offset, f.more)), Some((24, false)));
+        assert!(p.repr.later_fragment);
+        // DF alone: whole
+        v[6..8].copy_from_slice(&[0x40, 0]);
+        assert_eq!(IpRepr::parse_detail(&v).unwrap().fragment, None);
+        // IPv6: Hop-by-Hop, then a Fragment header at 48 (offset 8, M, id 0x01020304)
+        let f = v6_with(0, &[&[44, 0, 1, 4, 0, 0, 0, 0], &[6, 0, 0, 9, 1, 2, 3, 4]]);
+        let p = IpRepr::parse_detail(&f).unwrap();
+        assert_eq!(
+            p.fragment,
+            Some(FragmentInfo {
+                ident: 0x0102_0304,
+                offset: 8,
+                more: true,
+                header_len: 48,
+                next_header_at: 40
+            })
+        );
+        assert_eq!((p.repr.protocol, p.payload.len()), (6, 20));
+    }
+
     #[test]
     fn never_panics_on_noise() {
         let mut n = Noise::new(7);
@@ -290,14 +547,21 @@ mod tests {
             dst: "2001:db8::2".parse().unwrap(),
             ..v4()
         };
-        let seeds = [v4().emit(&[0; 20]), v6.emit(&[0; 20])];
+        let seeds = [
+            v4().emit(&[0; 20]),
+            v6.emit(&[0; 20]),
+            v6_with(0, &[&HBH_TO_DSTOPT, &DSTOPT_TO_TCP]),
+            v6_with(43, &[&ROUTING_TO_AH, &AH_TO_TCP]),
+            v6_with(0, &[&[44, 0, 1, 4, 0, 0, 0, 0], &[6, 0, 0, 9, 1, 2, 3, 4]]),
+        ];
         for i in 0..50_000 {
             let input = if i % 3 == 0 {
                 n.bytes(80)
             } else {
-                n.mutate(&seeds[i % 2])
+                n.mutate(&seeds[i % seeds.len()])
             };
-            let _ = IpRepr::parse(&input);
+            let _ = IpRepr::parse_detail(&input);
+            let _ = IpRepr::parse_quoted(&input);
         }
     }
 }

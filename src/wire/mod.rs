@@ -4,17 +4,23 @@
 //! [`WireError`]; none of them can panic, whatever the input (see the fuzz-like unit
 //! tests in each module). Emitters build exact bytes, checksums included.
 
+pub mod arp;
 pub mod datagram;
 pub mod dns;
 pub mod icmp;
 pub mod ip;
+pub mod ndp;
+pub mod reassembly;
 pub mod seq;
 pub mod tcp;
 pub mod udp;
 
+pub use arp::{ArpOp, ArpRepr, MacAddr};
 pub use datagram::{Datagram, Transport};
 pub use icmp::{IcmpError, IcmpRepr, Quoted};
 pub use ip::{IpRepr, Protocol};
+pub use ndp::{NdpKind, NdpRepr};
+pub use reassembly::Reassembler;
 pub use seq::SeqNumber;
 pub use tcp::{SynAnswer, TcpFlags, TcpOptions, TcpRepr};
 pub use udp::UdpRepr;

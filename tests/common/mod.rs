@@ -48,6 +48,9 @@ impl Tcpdump {
                 "-j",
                 "host",
                 "--time-stamp-precision=nano",
+                // 64 MiB: fast pings must not overflow the truth's buffer
+                "-B",
+                "65536",
                 "-U",
                 "-w",
             ])

@@ -1,0 +1,167 @@
+//! Capture filters for host discovery: ARP messages and Neighbor
+//! Solicitations / Advertisements that concern one of our addresses (our own
+//! requests, for their kernel send stamps, and the answers to them).
+
+use super::bpf::{Insn, SNAPLEN, op};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+const ETH_P_ARP: u32 = 0x0806;
+const ETH_P_IPV6: u32 = 0x86dd;
+
+/// A tiny assembler: loads, equality tests that jump to a label when false,
+/// accepts and labels, resolved to relative jumps.
+enum Item {
+    Load(u16, u32),
+    /// Falls through when A == k, else jumps to the label.
+    EqOr(u32, usize),
+    Accept,
+    Label(usize),
+}
+
+fn assemble(items: &[Item]) -> Vec<Insn> {
+    // position of every label among the emitted instructions
+    let mut at = std::collections::HashMap::new();
+    let mut n = 0usize;
+    for i in items {
+        match i {
+            Item::Label(l) => {
+                at.insert(*l, n);
+            }
+            _ => n += 1,
+        }
+    }
+    let reject = n;
+    let mut out = Vec::with_capacity(n + 1);
+    for i in items {
+        let pc = out.len();
+        match *i {
+            Item::Load(code, k) => out.push(Insn {
+                code,
+                jt: 0,
+                jf: 0,
+                k,
+            }),
+            Item::EqOr(k, label) => {
+                let target = at.get(&label).copied().unwrap_or(reject);
+                let jf = target.saturating_sub(pc + 1).min(255) as u8;
+                out.push(Insn {
+                    code: op::JEQ_K,
+                    jt: 0,
+                    jf,
+                    k,
+                });
+            }
+            Item::Accept => out.push(Insn {
+                code: op::RET_K,
+                jt: 0,
+                jf: 0,
+                k: SNAPLEN,
+            }),
+            Item::Label(_) => {}
+        }
+    }
+    out.push(Insn {
+        code: op::RET_K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    });
+    out
+}
+
+const REJECT: usize = usize::MAX;
+
+/// ARP messages about `local`: replies to it and its own requests.
+pub fn arp(local: Ipv4Addr) -> Vec<Insn> {
+    use Item::*;
+    assemble(&[
+        Load(op::LD_H_ABS, op::AD_PROTOCOL),
+        EqOr(ETH_P_ARP, REJECT),
+        // target protocol address: a reply to us
+        Load(op::LD_W_ABS, 24),
+        EqOr(u32::from(local), 1),
+        Accept,
+        Label(1),
+        // sender protocol address: our own request
+        Load(op::LD_W_ABS, 14),
+        EqOr(u32::from(local), REJECT),
+        Accept,
+    ])
+}
+
+/// Neighbor Advertisements to `local` and its own Neighbor Solicitations
+/// (ND messages carry no extension headers: ICMPv6 right after 40 bytes).
+pub fn ndp(local: Ipv6Addr) -> Vec<Insn> {
+    use Item::*;
+    let words: Vec<u32> = local
+        .octets()
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let mut p = vec![
+        Load(op::LD_H_ABS, op::AD_PROTOCOL),
+        EqOr(ETH_P_IPV6, REJECT),
+        Load(op::LD_B_ABS, 6),
+        EqOr(58, REJECT),
+        Load(op::LD_B_ABS, 40),
+        EqOr(136, 1),
+    ];
+    for (i, w) in words.iter().enumerate() {
+        p.push(Load(op::LD_W_ABS, 24 + 4 * i as u32));
+        p.push(EqOr(*w, REJECT));
+    }
+    p.push(Accept);
+    p.push(Label(1));
+    p.push(EqOr(135, REJECT));
+    for (i, w) in words.iter().enumerate() {
+        p.push(Load(op::LD_W_ABS, 8 + 4 * i as u32));
+        p.push(EqOr(*w, REJECT));
+    }
+    p.push(Accept);
+    assemble(&p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::bpf::run;
+
+    static ARP_REQ: &[u8] = include_bytes!("../wire/fixtures/linux_arp_request_v4.bin");
+    static ARP_REP: &[u8] = include_bytes!("../wire/fixtures/linux_arp_reply_v4.bin");
+    static NS: &[u8] = include_bytes!("../wire/fixtures/linux_ns_v6.bin");
+    static NA: &[u8] = include_bytes!("../wire/fixtures/linux_na_v6.bin");
+
+    #[test]
+    fn arp_of_our_address_only() {
+        let ours = arp(Ipv4Addr::new(198, 18, 200, 1));
+        assert_eq!(run(&ours, ARP_REQ, 0x0806), SNAPLEN);
+        assert_eq!(run(&ours, ARP_REP, 0x0806), SNAPLEN);
+        assert_eq!(run(&ours, ARP_REP, 0x0800), 0);
+        assert_eq!(run(&ours, &ARP_REP[..20], 0x0806), 0);
+        let other = arp(Ipv4Addr::new(198, 18, 200, 9));
+        assert_eq!(run(&other, ARP_REQ, 0x0806), 0);
+        assert_eq!(run(&other, ARP_REP, 0x0806), 0);
+    }
+
+    #[test]
+    fn ndp_of_our_address_only() {
+        let ours = ndp("2001:db8:200::1".parse().unwrap());
+        assert_eq!(run(&ours, NS, 0x86dd), SNAPLEN);
+        assert_eq!(run(&ours, NA, 0x86dd), SNAPLEN);
+        assert_eq!(run(&ours, NA, 0x0806), 0);
+        let other = ndp("2001:db8:200::9".parse().unwrap());
+        assert_eq!(run(&other, NS, 0x86dd), 0);
+        assert_eq!(run(&other, NA, 0x86dd), 0);
+        // the host we asked sees our NS: not ours to capture there
+        let target = ndp("2001:db8:200::2".parse().unwrap());
+        assert_eq!(run(&target, NS, 0x86dd), 0);
+        assert_eq!(
+            run(
+                &ours,
+                crate::wire::datagram::tests::fixture("synack_v6"),
+                0x86dd
+            ),
+            0
+        );
+    }
+}
