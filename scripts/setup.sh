@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what synscope's demo, tests and benchmarks need on a fresh Debian
 # machine (run as root): iproute2 (ip netns, veth), nftables (filtered ports),
-# tcpdump (capture truth), procps (ps/sysctl).
+# tcpdump (capture truth), procps (ps/sysctl), time (peak memory of a run).
 # With --bench it also installs the peer tools the benchmarks compare against.
 set -euo pipefail
-pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils)
+pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils time)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(hping3 nmap masscan time bc dnsperf)
+  pkgs+=(hping3 nmap masscan bc dnsperf)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

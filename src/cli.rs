@@ -392,7 +392,9 @@ impl TraceArgs {
 pub const SCAN_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the scan ran to its end (whatever it found)
-  1  it was interrupted (SIGINT/SIGTERM); results so far are printed
+  1  it was interrupted (SIGINT/SIGTERM): results so far and the summary are
+     printed, with the pairs never sent counted as not probed (a second
+     signal ends it at once, without them)
   2  usage or setup error (bad targets or ports, missing privileges)";
 
 #[derive(Debug, Args)]

@@ -482,8 +482,7 @@ fn wait_for_late_replies(
 fn drain(s: &ScanSettings, shared: &Shared) {
     let seen = shared.idle_reads.load(RELAXED);
     let end = Instant::now() + s.wait;
-    while shared.idle_reads.load(RELAXED) <= seen && Instant::now() < end && !super::signalled()
-    {
+    while shared.idle_reads.load(RELAXED) <= seen && Instant::now() < end && !super::signalled() {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
