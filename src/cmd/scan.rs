@@ -410,7 +410,7 @@ fn send_blocks(
             }
         }
         // replies that came in time but wait in the capture queue still count
-        drain(s, b.shared);
+        drain(b.shared);
         // from here a reply to this block is late: the report below is final
         b.state.close();
         let silent = b.state.counts().silent;
@@ -478,10 +478,11 @@ fn wait_for_late_replies(
 }
 
 /// Waits until the receiver has read every reply captured so far (it found
-/// the queue empty since now): at most --wait more, at once on an interrupt.
-fn drain(s: &ScanSettings, shared: &Shared) {
+/// the queue empty since now), so a reply that came in time is never lost to
+/// a busy receiver: at most 10 s (against a flood), at once on an interrupt.
+fn drain(shared: &Shared) {
     let seen = shared.idle_reads.load(RELAXED);
-    let end = Instant::now() + s.wait;
+    let end = Instant::now() + Duration::from_secs(10);
     while shared.idle_reads.load(RELAXED) <= seen && Instant::now() < end && !super::signalled() {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -548,8 +549,8 @@ impl Pass<'_> {
                 let slot = (n as usize) % RING;
                 b.shared.ring_time[slot].store(now, RELAXED);
                 b.shared.ring_probe[slot].store(n + 1, RELAXED);
-                b.state.mark_sent(n);
             }
+            b.state.mark_sent(&numbers);
             let refs: Vec<(std::net::IpAddr, &[u8])> =
                 packets.iter().map(|(a, b)| (*a, b.as_slice())).collect();
             let (refused, err) = b.sender.send_batch(&refs)?;

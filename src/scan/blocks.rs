@@ -124,10 +124,13 @@ impl BlockState {
         self.read().range.clone()
     }
 
-    pub fn mark_sent(&self, j: u64) {
+    /// Marks probes sent (one batch of a sender, under one lock).
+    pub fn mark_sent(&self, probes: &[u64]) {
         let b = self.read();
-        if let Some((w, bit)) = b.slot(j) {
-            b.sent[w].fetch_or(bit, RELAXED);
+        for &j in probes {
+            if let Some((w, bit)) = b.slot(j) {
+                b.sent[w].fetch_or(bit, RELAXED);
+            }
         }
     }
 
@@ -229,9 +232,8 @@ mod tests {
     fn marks_counts_and_silent_probes_of_one_block() {
         let st = BlockState::new(200);
         st.start(100..230);
-        for j in (100..230).filter(|j| j % 3 != 0) {
-            st.mark_sent(j);
-        }
+        let sent: Vec<u64> = (100..230).filter(|j| j % 3 != 0).collect();
+        st.mark_sent(&sent);
         assert_eq!(st.mark_answered(101), Mark::First);
         assert_eq!(st.mark_answered(101), Mark::Again);
         assert_eq!(st.mark_answered(99), Mark::Elsewhere);
@@ -239,7 +241,7 @@ mod tests {
         // a reply that overtook the mark of its sending: answered all the same
         assert_eq!(st.mark_answered(102), Mark::First);
         assert!(st.is_answered(102) && !st.is_answered(104) && !st.is_answered(99));
-        let sent = (100..230).filter(|j| j % 3 != 0).count() as u64;
+        let sent = sent.len() as u64;
         let c = st.counts();
         assert_eq!(
             c,
@@ -272,8 +274,8 @@ mod tests {
         st.start(230..330);
         assert_eq!(st.counts().unsent, 100);
         assert_eq!(st.mark_answered(101), Mark::Elsewhere);
+        st.mark_sent(&(230..330).collect::<Vec<_>>());
         for j in 230..330 {
-            st.mark_sent(j);
             st.mark_answered(j);
         }
         assert!(st.all_answered());
