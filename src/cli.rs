@@ -464,6 +464,9 @@ pub struct ScanArgs {
     /// Never draw the progress bar (it is drawn on stderr only when that is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Probes per block of state (tests: many blocks from a small scan).
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    pub block_size: Option<u64>,
 }
 
 pub const DNS_EXIT_CODES: &str = "\
@@ -575,6 +578,8 @@ pub struct ScanSettings {
     pub format: OutputFormat,
     pub progress: bool,
     pub verbose: bool,
+    /// Probes per block of per-probe state (default: from the rate).
+    pub block_size: Option<u64>,
 }
 
 impl ScanArgs {
@@ -662,6 +667,7 @@ impl ScanArgs {
             format,
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,
+            block_size: self.block_size,
         })
     }
 }

@@ -477,3 +477,47 @@ fn a_dual_stack_name_means_ipv4_unless_minus_6() {
         assert_eq!(first["verdict"], "open");
     }
 }
+
+/// Many blocks: every port of the lab host in blocks of 4,096 probes (each
+/// sent, retried, reported, then reused) gets the verdict a single block gives,
+/// exactly once; replies arriving after their block was reported are ignored.
+#[test]
+fn a_scan_in_many_small_blocks_classifies_every_port_once() {
+    let lab = Lab::up(&LabSpec::standard()).unwrap();
+    let out = lab
+        .client_command(BIN)
+        .args(["scan", &SERVER_V4.to_string(), "-p-", "--rate", "100000"])
+        .args(["--wait", "300ms", "--ndjson", "--block-size", "4096"])
+        .output()
+        .unwrap();
+    common::assert_status(&out, 0);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (results, summary) = results_and_summary(&lines);
+    let mut seen = std::collections::BTreeMap::new();
+    for r in &results {
+        let port = r["port"].as_u64().unwrap() as u16;
+        assert!(
+            seen.insert(port, r["verdict"].as_str().unwrap()).is_none(),
+            "port {port} twice"
+        );
+    }
+    assert_eq!(seen.len(), 65535);
+    let spec = LabSpec::standard();
+    for (port, verdict) in seen {
+        let want = if spec.open.contains(&port) {
+            "open"
+        } else if spec.dropped.contains(&port) {
+            "no-response"
+        } else if spec.admin_prohibited.contains(&port) || spec.port_unreachable.contains(&port) {
+            "filtered"
+        } else {
+            "closed"
+        };
+        assert_eq!(verdict, want, "port {port}");
+    }
+    assert_eq!(summary["not_probed"], 0);
+    assert_eq!(summary["cut_short"], 0);
+}

@@ -191,7 +191,10 @@ fn scan_family(
     let shard = s.shard;
     let probes = shard.len(total);
     tally.probes += probes;
-    let block = blocks::block_size(s.rate).min(probes.max(1));
+    let block = s
+        .block_size
+        .unwrap_or_else(|| blocks::block_size(s.rate))
+        .min(probes.max(1));
     log.debug(|| {
         format!(
             "scan: {} probes in shard {}/{} from {}:{} via {}, in blocks of {block}",
