@@ -20,10 +20,12 @@ EXIT STATUS:
 pub const ALL_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
-     expected; scan: it ran to its end; trace: every trace completed;
+     expected; scan: it ran to its end; trace: every trace did all it
+     was asked: handshake, request acknowledged, teardown as --close says;
      dns: every check passed)
   1  the expectation failed (ping: another verdict; scan: interrupted;
-     trace: refused, unanswered or unfinished; dns: a check failed)
+     trace: a trace did not, and its result line says what did not
+     happen; dns: a check failed)
   2  usage or setup error (one line on stderr says what and on what)
   3  dns only: no answer
   Each command's page (synscope-ping(1), ...) gives its own details.";
@@ -123,6 +125,7 @@ pub enum Command {
     ///   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
     ///   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
     ///   synscope dns a.lab.test @198.18.0.2 --no-raw
+    ///   synscope dns www.signed.test @198.18.0.2:8053 --expect-ad --expect-signed
     ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
@@ -213,10 +216,15 @@ pub struct PingArgs {
 
 pub const TRACE_EXIT_CODES: &str = "\
 EXIT STATUS:
-  0  every trace completed: handshake, then closed by FIN or RST
+  0  every trace did all it was asked: the handshake, the request
+     (--send, --send-file) acknowledged in full, and the teardown --close
+     asks for (fin: both FINs sent and acknowledged; rst: our RST)
      (half-open: got a SYN-ACK)
-  1  a trace was refused, unanswered, unfinished (the peer did not close
-     before --max-wait) or interrupted
+  1  a trace did not: refused, unanswered, ended by an ICMP error, request
+     not acknowledged (e.g. a zero window), reset by the peer, given up
+     after unanswered retransmissions, still open at --max-wait, or
+     interrupted; its result: INCOMPLETE line (JSON: succeeded,
+     not_done) says what did not happen
   2  usage or setup error";
 
 #[derive(Debug, Args)]
@@ -449,6 +457,14 @@ pub struct ScanArgs {
     /// Send bare SYNs without options.
     #[arg(long)]
     pub bare_syn: bool,
+    /// Probe on-link targets without asking for them first. By default,
+    /// targets on a directly attached Ethernet link are resolved with ARP
+    /// (IPv4) or Neighbor Solicitation (IPv6) before any SYN: only hosts that
+    /// answer get SYNs (sent to their Ethernet address), the others are
+    /// reported once as `down (no ARP reply)`.
+    /// Example: synscope scan 198.18.200.0/24 -p 80 --no-discovery
+    #[arg(long)]
+    pub no_discovery: bool,
     /// Resolve names to IPv4 only.
     #[arg(short = '4', conflicts_with = "ipv6")]
     pub ipv4: bool,
@@ -473,10 +489,16 @@ pub const DNS_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  every query was answered and every check passed
   1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
-     --max-time); one line on stderr says which and why
+     --max-time, --expect-ad, --expect-signed); one line on stderr says which
+     and why
   2  usage or setup error (bad arguments, no server, missing privileges)
   3  no answer: a server did not answer after every retry, or an ICMP error
-     (e.g. port-unreachable) ended a query (bulk: some name got no answer)
+     (e.g. port-unreachable) ended a query (bulk: some query got no answer)
+  Bulk (--file): every query is checked, and the status is the worst outcome:
+  2 if some line could not be read or parsed (not UTF-8, bad name, type or
+  server; each is reported with its line number, and the other lines are still
+  queried), else 3 if some query got no answer, else 1 if some check failed,
+  else 0.
   On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
   with \"interrupted\": true) and the status is 1.";
 
@@ -490,7 +512,10 @@ pub struct DnsArgs {
     /// Reverse lookup: query the PTR record of this address.
     #[arg(short = 'x', value_name = "ADDR")]
     pub reverse: Option<IpAddr>,
-    /// EDNS0 UDP payload size advertised.
+    /// EDNS0 UDP payload size advertised, 512 to 65535, e.g. --bufsize 4096 (as
+    /// kdig +bufsize=4096). Answers bigger than the path MTU arrive in IP
+    /// fragments, which synscope reassembles; an answer bigger than the size
+    /// comes back truncated (TC) and is repeated over TCP.
     #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
     pub bufsize: u16,
     /// Set the EDNS0 DO (DNSSEC OK) bit.
@@ -500,7 +525,7 @@ pub struct DnsArgs {
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub ecs: Option<String>,
     /// Send no OPT record (plain RFC 1035: answers above 512 bytes come truncated).
-    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs"])]
+    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs", "expect_ad", "expect_signed"])]
     pub no_edns: bool,
     /// Clear the RD (recursion desired) bit.
     #[arg(long)]
@@ -542,12 +567,29 @@ pub struct DnsArgs {
     /// At least one answer's data must match this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub expect_regex: Option<String>,
+    /// The AD bit must be set: the resolver validated the answer with DNSSEC.
+    /// Sets the DO bit (a resolver sets AD only for a query with DO or AD).
+    #[arg(long)]
+    pub expect_ad: bool,
+    /// Every RRset of the answer section must come with an RRSIG covering it
+    /// (same owner, same type); with an empty answer (NXDOMAIN, NODATA) the
+    /// authority section must hold RRSIGs. Sets the DO bit.
+    #[arg(long)]
+    pub expect_signed: bool,
     /// The answer must arrive within this time (e.g. 50ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<Duration>,
     /// Bulk: read `name[,type[,server]]` lines from this file (`-` for stdin).
+    /// Each line is queried at each @SERVER (or, with --spread, at one of
+    /// them) and checked with every --expect* given; one NDJSON line per query,
+    /// then a summary with per-check failure counts. A line that cannot be read
+    /// or parsed is reported with its number and the others are still queried.
     #[arg(short, long, value_name = "PATH")]
     pub file: Option<String>,
+    /// Bulk: send each line to one @SERVER, taking them in turn (round-robin),
+    /// instead of to every @SERVER.
+    #[arg(long, requires = "file")]
+    pub spread: bool,
     /// Bulk: queries per second (default: as fast as --concurrency allows).
     #[arg(long, value_name = "QPS")]
     pub rate: Option<u32>,
@@ -575,6 +617,8 @@ pub struct ScanSettings {
     pub interface: Option<String>,
     pub ttl: u8,
     pub syn_options: bool,
+    /// Resolve on-link targets with ARP / ND before probing them.
+    pub discovery: bool,
     pub format: OutputFormat,
     pub progress: bool,
     pub verbose: bool,
@@ -664,6 +708,7 @@ impl ScanArgs {
             interface: self.interface.clone(),
             ttl: self.ttl,
             syn_options: !self.bare_syn,
+            discovery: !self.no_discovery,
             format,
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,
@@ -696,6 +741,10 @@ pub struct DnsChecks {
     pub rcode: Option<u16>,
     pub regex: Option<regex::Regex>,
     pub max_time: Option<Duration>,
+    /// The AD bit must be set.
+    pub ad: bool,
+    /// The answer (or the denial) must be signed.
+    pub signed: bool,
 }
 
 impl DnsChecks {
@@ -717,6 +766,12 @@ impl DnsChecks {
         if self.max_time.is_some() {
             n.push("--max-time");
         }
+        if self.ad {
+            n.push("--expect-ad");
+        }
+        if self.signed {
+            n.push("--expect-signed");
+        }
         n
     }
 
@@ -726,6 +781,8 @@ impl DnsChecks {
             && self.rcode.is_none()
             && self.regex.is_none()
             && self.max_time.is_none()
+            && !self.ad
+            && !self.signed
     }
 }
 
@@ -759,6 +816,8 @@ pub struct DnsSettings {
     pub bulk: Option<BulkSource>,
     pub rate: Option<u32>,
     pub concurrency: u32,
+    /// Bulk: each line to one server in turn, not to every server.
+    pub spread: bool,
     pub progress: bool,
     pub verbose: bool,
 }
@@ -867,7 +926,7 @@ impl DnsArgs {
         };
         let edns = (!self.no_edns).then_some(dns::EdnsRepr {
             udp_size: self.bufsize,
-            dnssec_ok: self.dnssec_ok,
+            dnssec_ok: self.dnssec_ok || self.expect_ad || self.expect_signed,
             client_subnet,
         });
         let rcode = match &self.expect_rcode {
@@ -916,10 +975,13 @@ impl DnsArgs {
                 rcode,
                 regex,
                 max_time: self.max_time,
+                ad: self.expect_ad,
+                signed: self.expect_signed,
             },
             bulk,
             rate: self.rate,
             concurrency: self.concurrency,
+            spread: self.spread,
             progress: !self.no_progress,
             verbose,
         })
@@ -1212,7 +1274,18 @@ mod dns_tests {
         assert!(dns(&["a", "b", "@198.18.0.2"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
+        let s = dns(&["a", "@198.18.0.2", "--bufsize", "65535"]).unwrap();
+        assert_eq!(s.edns.unwrap().udp_size, 65535);
+        assert!(dns(&["a", "@198.18.0.2", "--bufsize", "65536"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
+        // the DNSSEC checks set the DO bit, and need EDNS
+        let s = dns(&["a", "@198.18.0.2", "--expect-ad"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.ad && !s.checks.signed);
+        let s = dns(&["a", "@198.18.0.2", "--expect-signed"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.signed);
+        assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--expect-signed"]).is_err());
+        assert!(!dns(&["a", "@198.18.0.2"]).unwrap().edns.unwrap().dnssec_ok);
+        assert!(dns(&["--file", "-", "@198.18.0.2", "--no-raw"]).is_err());
     }
 
     #[test]

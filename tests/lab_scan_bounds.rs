@@ -190,7 +190,9 @@ fn a_scan_of_every_address_and_port_runs_in_bounded_memory_and_stops_on_sigint()
     let _ = std::fs::remove_file(&path);
     let (results, summary) = results_and_summary(&lines);
     assert_eq!(summary["interrupted"], true);
-    assert_eq!(summary["probes"], (1u64 << 32) * 65535);
+    // every address but the on-link /24's, which ARP finds down but the server
+    let probes = summary["probes"].as_u64().unwrap();
+    assert_eq!(probes, ((1u64 << 32) - 255) * 65535, "{summary}");
     // nothing unsent is reported, and every probe is accounted for once
     assert!(results.iter().all(|r| r["verdict"] != "no-response"));
     let count = |k: &str| summary[k].as_u64().unwrap();

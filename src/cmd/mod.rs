@@ -4,6 +4,7 @@ pub mod demo;
 pub mod dns;
 pub mod ping;
 pub mod scan;
+mod scan_net;
 pub mod trace;
 
 use crate::cli::UsageError;

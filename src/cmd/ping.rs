@@ -19,6 +19,11 @@ use std::time::Instant;
 /// are read on the next turn, and no probe expires until the buffer is empty).
 const DRAIN_MAX: usize = 4096;
 
+/// How long after a deadline a probe is expired: a reply the kernel stamped
+/// just before it may still be on its way into the capture queue (another
+/// CPU's receive path stamps a packet a few µs before it queues it).
+const SETTLE: Duration = Duration::from_millis(1);
+
 /// What the loop updates for each captured packet.
 struct Loop<'a> {
     pcap: &'a mut Option<PcapWriter>,
@@ -130,10 +135,9 @@ pub async fn run(
             break;
         }
         let can_send = more_to_send && st.pinger.outstanding() < window;
-        let deadline = st
-            .pinger
-            .next_deadline()
-            .map(|d| Instant::now() + Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0)));
+        let deadline = st.pinger.next_deadline().map(|d| {
+            Instant::now() + Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0)) + SETTLE
+        });
         let wake = match (can_send, deadline) {
             (true, Some(d)) => next_send.min(d),
             (true, None) => next_send,
@@ -151,8 +155,8 @@ pub async fn run(
             t = timer.sleep_until(wake) => t?,
         }
         // Everything the kernel queued before `now` is read before any probe
-        // expires at `now`: a burst of replies waiting in the capture buffer is
-        // never taken for silence.
+        // expires (at `now` - SETTLE): a burst of replies waiting in the
+        // capture buffer is never taken for silence.
         let now = Timestamp::now();
         let mut drained = false;
         for _ in 0..DRAIN_MAX {
@@ -165,7 +169,8 @@ pub async fn run(
             }
         }
         if drained {
-            for r in st.pinger.on_time(now) {
+            let settled = Timestamp(now.0.saturating_sub(SETTLE.as_nanos() as u64));
+            for r in st.pinger.on_time(settled) {
                 st.held.remove(&r.src_port);
                 st.report.probe(out, r)?;
             }
@@ -228,6 +233,9 @@ pub async fn run(
     }
     if let Some(w) = pcap.as_mut() {
         w.flush()?;
+    }
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| f);
     }
     // probes still outstanding at an interrupt are not counted
     let summary = report.summary(pinger.ignored(), started.elapsed(), was_interrupted);

@@ -4,19 +4,20 @@
 //! sent, its unanswered probes retried, its no-responses reported, then the
 //! next; per-probe memory is two bits of one block (and a fixed ring of recent
 //! send times for RTTs), whatever the size of the target space. A scan of both
-//! address families scans each in turn into one report.
+//! address families scans each in turn into one report. Routes, sockets and
+//! on-link discovery of each family are in `scan_net`.
 
+use super::scan_net::Network;
 use super::{CmdError, Log};
 use crate::cli::ScanSettings;
 use crate::event::Timestamp;
-use crate::io::bpf::FlowFilter;
-use crate::io::capture::BlockingCapture;
-use crate::io::{IoError, PortReservation, RawSender, Route};
+use crate::io::IoError;
+use crate::io::egress::Egress;
 use crate::probe::Ignored;
-use crate::report::scan::{ScanOutput, ScanResult, ScanSummary};
+use crate::report::scan::{DiscoverySummary, ScanOutput, ScanResult, ScanSummary};
 use crate::scan::blocks::{self, BlockState, Mark};
+use crate::scan::pace::Pacer;
 use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
-use crate::wire::Protocol;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,54 +46,6 @@ impl Shared {
     }
 }
 
-/// One address family's part of the scan: its sockets, all opened before the
-/// capabilities are dropped.
-struct Family {
-    route: Route,
-    sender: RawSender,
-    reservation: PortReservation,
-    capture: BlockingCapture,
-    matcher: ScanMatcher,
-}
-
-impl Family {
-    fn open(s: &ScanSettings, targets: &TargetSet) -> Result<Family, CmdError> {
-        let first = targets
-            .get(0)
-            .ok_or_else(|| CmdError::Setup("no targets".into()))?;
-        let route = Route::lookup(first, s.interface.as_deref())?;
-        let sender = RawSender::open(route.src, s.interface.as_deref())?;
-        let reservation = PortReservation::reserve(route.src, s.source_port.unwrap_or(0))?;
-        let sport = reservation.port;
-        let filter = FlowFilter {
-            local: route.src,
-            remote: None,
-            remote_port: None,
-            local_ports: Some((sport, sport)),
-            protocol: Protocol::TCP,
-            outbound: false,
-        };
-        let capture = BlockingCapture::open(route.capture_ifindex(), &filter, 64 << 20)?;
-        let matcher = ScanMatcher {
-            local: route.src,
-            sport,
-            cookie: Cookie::new(rand::random()),
-            targets: targets.clone(),
-            ports: s.ports.clone(),
-            ttl: s.ttl,
-            syn_options: s.syn_options,
-            mss: route.mss(),
-        };
-        Ok(Family {
-            route,
-            sender,
-            reservation,
-            capture,
-            matcher,
-        })
-    }
-}
-
 /// What the families' scans add up to.
 #[derive(Default)]
 struct Tally {
@@ -103,16 +56,38 @@ struct Tally {
     ignored: BTreeMap<Ignored, u64>,
     drops: u64,
     cut_short: u64,
+    stalls: u64,
+    skipped: u64,
+    discovery: Option<DiscoverySummary>,
+}
+
+/// Both families' discoveries in one summary ("ARP+NDP").
+fn add_discovery(
+    a: Option<DiscoverySummary>,
+    b: Option<DiscoverySummary>,
+) -> Option<DiscoverySummary> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(DiscoverySummary {
+            method: format!("{}+{}", a.method, b.method),
+            addresses: a.addresses + b.addresses,
+            up: a.up + b.up,
+            down: a.down + b.down,
+            requests: a.requests + b.requests,
+            elapsed_s: a.elapsed_s + b.elapsed_s,
+        }),
+        (a, b) => a.or(b),
+    }
 }
 
 type Output = Mutex<ScanOutput<std::io::Stdout>>;
 
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
+    // per family: routes per target, every socket, the capture of replies to every source
     let families = s
         .targets
         .iter()
-        .map(|t| Family::open(s, t))
+        .map(|t| Network::open(s, t, log).map(|net| (t, net)))
         .collect::<Result<Vec<_>, _>>()?;
     // every socket is open and no other thread runs yet: give up every capability
     crate::io::privileges::drop_all()?;
@@ -125,13 +100,12 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     let started = Instant::now();
     let output: Output = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
     let mut tally = Tally::default();
-    for fam in families {
-        let probes = s.shard.len(fam.matcher.len());
+    for (targets, net) in families {
         if super::signalled() {
-            tally.probes += probes;
+            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
             continue;
         }
-        scan_family(s, fam, &output, &mut tally, log)?;
+        scan_family(s, net, &output, &mut tally, log)?;
     }
     let was_interrupted = super::signalled();
     let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -154,6 +128,9 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         ignored: tally.ignored,
         capture_drops: tally.drops,
         interrupted: was_interrupted,
+        discovery: tally.discovery,
+        skipped_addresses: tally.skipped,
+        send_backpressure: tally.stalls,
         not_probed: if was_interrupted {
             tally.probes.saturating_sub(reported + tally.cut_short)
         } else {
@@ -161,6 +138,12 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         },
         cut_short: tally.cut_short,
     };
+    if tally.stalls > 0 {
+        eprintln!(
+            "synscope: the kernel's send queue was full {} times (back-pressure); sending slowed down and went on",
+            tally.stalls
+        );
+    }
     if tally.drops > 0 {
         eprintln!(
             "synscope: warning: the capture buffer dropped {} packets (lower --rate); unanswered ports were retried",
@@ -174,18 +157,35 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
 /// Scans one family's targets, block by block, into `output`.
 fn scan_family(
     s: &ScanSettings,
-    fam: Family,
+    mut net: Network,
     output: &Output,
     tally: &mut Tally,
     log: Log,
 ) -> Result<(), CmdError> {
-    let Family {
-        route,
-        sender,
-        reservation,
+    // on-link targets: only the hosts that answer ARP / ND get SYNs
+    let found = net.discover(s.rate, &mut lock(output), log)?;
+    tally.skipped += net.skipped;
+    tally.stalls += net.stalls;
+    tally.discovery = add_discovery(tally.discovery.take(), found.summary);
+    let Network {
+        sources,
+        egress: sender,
         mut capture,
-        matcher,
-    } = fam;
+        reservation,
+        mss,
+        ..
+    } = net;
+    let sport = reservation.port;
+    let matcher = ScanMatcher {
+        sources,
+        sport,
+        cookie: Cookie::new(rand::random()),
+        targets: found.targets,
+        ports: s.ports.clone(),
+        ttl: s.ttl,
+        syn_options: s.syn_options,
+        mss,
+    };
     let total = matcher.len();
     let perm = Permutation::new(total, s.seed);
     let shard = s.shard;
@@ -197,8 +197,11 @@ fn scan_family(
         .min(probes.max(1));
     log.debug(|| {
         format!(
-            "scan: {} probes in shard {}/{} from {}:{} via {}, in blocks of {block}",
-            probes, shard.index, shard.count, route.src, reservation.port, route.interface
+            "scan: {} probes in shard {}/{} from port {sport} of {:?}, in blocks of {block}",
+            probes,
+            shard.index,
+            shard.count,
+            matcher.sources.sources()
         )
     });
     let state = BlockState::new(block);
@@ -232,6 +235,9 @@ fn scan_family(
                 let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
                     shared.idle_reads.fetch_add(1, RELAXED);
                     if shared.stop.load(RELAXED) {
+                        if let Some(f) = capture.fragments().describe() {
+                            log.debug(|| f);
+                        }
                         return Ok(ignored);
                     }
                     continue;
@@ -249,7 +255,9 @@ fn scan_family(
                 };
                 if r.verdict == ScanVerdict::Open {
                     // our own RST (besides the kernel's): never leave a half-open connection
-                    let _ = sender.send(r.host, &matcher.rst(r.host, r.port));
+                    if let Some(rst) = matcher.rst(r.host, r.port) {
+                        let _ = sender.send(r.host, &rst);
+                    }
                 }
                 // a duplicate, or a late reply to a block already reported
                 if state.mark_answered(j) != Mark::First {
@@ -317,7 +325,7 @@ fn scan_family(
                     .unwrap_or_default()
             )
         });
-        if send_errors == sent {
+        if send_errors == sent && sent > 0 {
             return Err(first_error
                 .map(CmdError::Io)
                 .unwrap_or_else(|| CmdError::Setup("every send failed".into())));
@@ -335,7 +343,7 @@ struct Blocks<'a> {
     shard: crate::scan::Shard,
     probes: u64,
     block: u64,
-    sender: &'a RawSender,
+    sender: &'a Egress,
     batch: usize,
     lanes: u64,
 }
@@ -395,6 +403,7 @@ fn send_blocks(
                 let st = o?;
                 in_pass += st.sent;
                 tally.send_errors += st.refused;
+                tally.stalls += st.stalls;
                 if first_error.is_none() {
                     *first_error = st.first_error;
                 }
@@ -504,6 +513,8 @@ struct Pass<'a> {
 struct LaneStats {
     sent: u64,
     refused: u64,
+    /// Times the kernel's queue was full (back-pressure).
+    stalls: u64,
     first_error: Option<IoError>,
 }
 
@@ -517,7 +528,7 @@ impl Pass<'_> {
         mut progress: Option<(&mut Progress, Instant)>,
     ) -> Result<LaneStats, IoError> {
         let b = self.b;
-        let start = Instant::now();
+        let mut pacer = Pacer::new(self.rate_per_lane, Instant::now());
         let mut st = LaneStats::default();
         let mut j = self.range.start + lane;
         let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(b.batch);
@@ -543,8 +554,8 @@ impl Pass<'_> {
             if packets.is_empty() {
                 break;
             }
-            // even pacing: this lane's n-th SYN goes out at start + n/rate
-            if !pace_until(start + Duration::from_secs_f64(st.sent as f64 / self.rate_per_lane)) {
+            // even pacing (this lane's n-th SYN at start + n/rate), slower under back-pressure
+            if !pace_until(pacer.due(st.sent)) {
                 break;
             }
             let now = Timestamp::now().0;
@@ -556,12 +567,14 @@ impl Pass<'_> {
             b.state.mark_sent(&numbers);
             let refs: Vec<(std::net::IpAddr, &[u8])> =
                 packets.iter().map(|(a, b)| (*a, b.as_slice())).collect();
-            let (refused, err) = b.sender.send_batch(&refs)?;
-            st.refused += refused as u64;
+            let out = b.sender.send_many(&refs);
+            st.refused += out.refused as u64;
+            st.stalls += out.stalls;
             if st.first_error.is_none() {
-                st.first_error = err;
+                st.first_error = out.first_error;
             }
             st.sent += packets.len() as u64;
+            pacer.after_batch(st.sent, out.stalls > 0, Instant::now());
             let total = self.sent.fetch_add(packets.len() as u64, RELAXED) + packets.len() as u64;
             packets.clear();
             numbers.clear();

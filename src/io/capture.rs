@@ -2,11 +2,20 @@
 //! packets we send (PACKET_OUTGOING) and the replies, stamped by the kernel on
 //! one clock (CLOCK_REALTIME, the same stamp tcpdump reads), and a cBPF filter
 //! keeps everything else out of our process.
+//!
+//! IP fragments never reach the caller: they are reassembled here (bounded,
+//! see [`crate::wire::reassembly`]) and handed over as one whole datagram,
+//! stamped with the arrival of the fragment that completed it (the last to
+//! arrive). Every command (ping, scan, trace, dns) reads through this layer,
+//! IPv4 and IPv6 alike.
 
 use super::IoError;
 use super::bpf::{FlowFilter, Insn};
+use crate::wire::reassembly::{FragmentDrop, Outcome, Reassembler};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 
 pub use crate::event::{Direction, Timestamp};
@@ -22,6 +31,71 @@ pub struct Captured {
     pub ifindex: i32,
 }
 
+/// What reassembly did so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FragmentStats {
+    /// Datagrams put back together from fragments.
+    pub reassembled: u64,
+    /// Fragments that did not end up in a datagram, by reason.
+    pub dropped: BTreeMap<FragmentDrop, u64>,
+}
+
+impl FragmentStats {
+    /// "2 reassembled; 1 overlap, 3 timeout" for -v logs (None if no fragment came).
+    pub fn describe(&self) -> Option<String> {
+        if self.reassembled == 0 && self.dropped.is_empty() {
+            return None;
+        }
+        let mut s = format!(
+            "{} datagram(s) reassembled from fragments",
+            self.reassembled
+        );
+        if !self.dropped.is_empty() {
+            let parts: Vec<String> = self
+                .dropped
+                .iter()
+                .map(|(k, v)| format!("{v} {}", k.name()))
+                .collect();
+            s.push_str(&format!("; fragments dropped: {}", parts.join(", ")));
+        }
+        Some(s)
+    }
+}
+
+/// One reassembler per direction (on lo, the same fragment is seen leaving
+/// and arriving).
+#[derive(Debug, Default)]
+struct Defrag {
+    incoming: Reassembler,
+    outgoing: Reassembler,
+}
+
+impl Defrag {
+    /// The packet as it is, the datagram it completed, or None (held or dropped).
+    fn take(&mut self, c: Captured) -> Option<Captured> {
+        let r = match c.direction {
+            Direction::Incoming => &mut self.incoming,
+            Direction::Outgoing => &mut self.outgoing,
+        };
+        match r.push(&c.data, c.timestamp.0) {
+            Outcome::Whole => Some(c),
+            Outcome::Complete(data) => Some(Captured { data, ..c }),
+            Outcome::Held | Outcome::Dropped(_) => None,
+        }
+    }
+
+    fn stats(&self) -> FragmentStats {
+        let mut dropped = self.incoming.dropped().clone();
+        for (k, v) in self.outgoing.dropped() {
+            *dropped.entry(*k).or_default() += v;
+        }
+        FragmentStats {
+            reassembled: self.incoming.reassembled() + self.outgoing.reassembled(),
+            dropped,
+        }
+    }
+}
+
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_OUTGOING: u8 = 4;
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
@@ -30,9 +104,11 @@ const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 pub struct Capture {
     fd: AsyncFd<Socket>,
     buf: Vec<u8>,
+    defrag: Defrag,
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
+/// An integer socket option (also used by [`super::stamped_udp`]).
+pub(super) fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
     // SAFETY: passes a pointer to a live i32 and its exact size.
     let r = unsafe {
         libc::setsockopt(
@@ -111,10 +187,11 @@ impl Capture {
         Ok(Capture {
             fd,
             buf: vec![0u8; 65536],
+            defrag: Defrag::default(),
         })
     }
 
-    /// Waits for the next packet.
+    /// Waits for the next packet (or reassembled datagram).
     pub async fn recv(&mut self) -> Result<Captured, IoError> {
         loop {
             let mut guard = self.fd.readable().await.map_err(|source| IoError::Socket {
@@ -125,19 +202,33 @@ impl Capture {
             let buf = &mut self.buf;
             match guard.try_io(|_| recv_one(raw, buf)) {
                 Ok(r) => {
-                    return r.map_err(|source| IoError::Socket {
+                    let c = r.map_err(|source| IoError::Socket {
                         op: "read capture socket",
                         source,
-                    });
+                    })?;
+                    if let Some(c) = self.defrag.take(c) {
+                        return Ok(c);
+                    }
                 }
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Reads a packet if one is queued, without waiting.
+    /// Reads a packet (or reassembled datagram) if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
-        try_recv_one(self.fd.get_ref().as_raw_fd(), &mut self.buf)
+        let fd = self.fd.get_ref().as_raw_fd();
+        while let Some(c) = try_recv_one(fd, &mut self.buf)? {
+            if let Some(c) = self.defrag.take(c) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What reassembly did so far.
+    pub fn fragments(&self) -> FragmentStats {
+        self.defrag.stats()
     }
 
     /// Packets the kernel dropped for lack of buffer space since the last call.
@@ -150,6 +241,7 @@ impl Capture {
 pub struct BlockingCapture {
     sock: Socket,
     buf: Vec<u8>,
+    defrag: Defrag,
 }
 
 impl BlockingCapture {
@@ -172,30 +264,54 @@ impl BlockingCapture {
         Ok(BlockingCapture {
             sock: open_socket(ifindex, program, rcvbuf)?,
             buf: vec![0u8; 65536],
+            defrag: Defrag::default(),
         })
     }
 
-    /// The next packet, or None if none came within `timeout`.
+    /// The next packet (or reassembled datagram), or None if none came within
+    /// `timeout`.
     pub fn recv_timeout(
         &mut self,
         timeout: std::time::Duration,
     ) -> Result<Option<Captured>, IoError> {
         let fd = self.sock.as_raw_fd();
-        if let Some(c) = try_recv_one(fd, &mut self.buf)? {
-            return Ok(Some(c));
+        let deadline = Instant::now() + timeout.min(std::time::Duration::from_secs(3600));
+        loop {
+            while let Some(c) = try_recv_one(fd, &mut self.buf)? {
+                if let Some(c) = self.defrag.take(c) {
+                    return Ok(Some(c));
+                }
+                // a stream of fragments that complete nothing must not hold us past the deadline
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r <= 0 {
+                return Ok(None);
+            }
         }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r <= 0 {
-            return Ok(None);
-        }
-        try_recv_one(fd, &mut self.buf)
+    }
+
+    /// What reassembly did so far.
+    pub fn fragments(&self) -> FragmentStats {
+        self.defrag.stats()
+    }
+
+    /// A packet if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
+        try_recv_one(self.sock.as_raw_fd(), &mut self.buf)
     }
 
     /// Packets the kernel dropped for lack of buffer space since the last call

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod bpf_neigh;
 pub mod capture;
 pub mod dns_tcp;
+pub mod egress;
 pub mod link;
 pub mod nft;
 pub mod pcap;
@@ -14,6 +15,7 @@ pub mod route;
 pub mod rtnl;
 pub mod stamped_udp;
 pub mod timer;
+pub mod txstamp;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use raw::RawSender;

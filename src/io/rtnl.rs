@@ -14,6 +14,12 @@ use std::time::Duration;
 
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_GETNEIGH: u16 = 30;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// Neighbour state of an entry an administrator set (`ip neigh ... nud permanent`).
+pub const NUD_PERMANENT: u16 = 0x80;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 1;
@@ -84,10 +90,21 @@ impl RouteMsg {
     }
 }
 
+/// One neighbour table entry (ARP / ND cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighMsg {
+    pub ifindex: u32,
+    /// NUD_* bits.
+    pub state: u16,
+    pub dst: IpAddr,
+    pub lladdr: Option<crate::wire::MacAddr>,
+}
+
 /// One message read from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Route(RouteMsg),
+    Neigh(NeighMsg),
     Done,
     /// NLMSG_ERROR with a negative errno (0 is an ACK).
     Error(i32),
@@ -102,8 +119,12 @@ fn family(v6: bool) -> u8 {
 }
 
 fn header(out: &mut Vec<u8>, flags: u16, seq: u32) {
+    header_of(out, RTM_GETROUTE, flags, seq)
+}
+
+fn header_of(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32) {
     out.extend_from_slice(&0u32.to_ne_bytes()); // length, set at the end
-    out.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
     out.extend_from_slice(&flags.to_ne_bytes());
     out.extend_from_slice(&seq.to_ne_bytes());
     out.extend_from_slice(&0u32.to_ne_bytes());
@@ -154,6 +175,55 @@ pub fn encode_dump(seq: u32, v6: bool) -> Vec<u8> {
     finish(out)
 }
 
+/// A dump of the neighbour table of one family.
+pub fn encode_neigh_dump(seq: u32, v6: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32);
+    header_of(&mut out, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq);
+    out.extend_from_slice(&[family(v6), 0, 0, 0]);
+    out.extend_from_slice(&[0u8; 8]);
+    finish(out)
+}
+
+fn parse_neigh(body: &[u8]) -> Option<NeighMsg> {
+    let nd = body.get(..12)?;
+    let v6 = match nd[0] as i32 {
+        libc::AF_INET => false,
+        libc::AF_INET6 => true,
+        _ => return None,
+    };
+    let mut n = NeighMsg {
+        ifindex: u32::from_ne_bytes([nd[4], nd[5], nd[6], nd[7]]),
+        state: u16::from_ne_bytes([nd[8], nd[9]]),
+        dst: if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        },
+        lladdr: None,
+    };
+    let mut have_dst = false;
+    let mut attrs = &body[12..];
+    while let Some(a) = attrs.get(..4) {
+        let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
+        let kind = u16::from_ne_bytes([a[2], a[3]]) & 0x3fff;
+        let data = attrs.get(4..len.max(4))?;
+        match kind {
+            NDA_DST => {
+                n.dst = addr_of(v6, data)?;
+                have_dst = true;
+            }
+            NDA_LLADDR if data.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(data);
+                n.lladdr = Some(crate::wire::MacAddr(m));
+            }
+            _ => {}
+        }
+        attrs = attrs.get(((len + 3) & !3).max(4)..).unwrap_or(&[]);
+    }
+    have_dst.then_some(n)
+}
+
 fn addr_of(v6: bool, data: &[u8]) -> Option<IpAddr> {
     if v6 {
         let o: [u8; 16] = data.get(..16)?.try_into().ok()?;
@@ -199,6 +269,11 @@ pub fn parse(buf: &[u8], seq: u32) -> Vec<Reply> {
             RTM_NEWROUTE => {
                 if let Some(r) = parse_route(body) {
                     out.push(Reply::Route(r));
+                }
+            }
+            RTM_NEWNEIGH => {
+                if let Some(n) = parse_neigh(body) {
+                    out.push(Reply::Neigh(n));
                 }
             }
             _ => {}
@@ -273,7 +348,7 @@ impl Rtnl {
         })
     }
 
-    fn exchange(&mut self, msg: &[u8], seq: u32, dump: bool) -> std::io::Result<Vec<RouteMsg>> {
+    fn exchange(&mut self, msg: &[u8], seq: u32, dump: bool) -> std::io::Result<Vec<Reply>> {
         self.sock.send(msg, 0)?;
         let mut routes = Vec::new();
         // bounded: a dump of even a full Internet table ends well within this
@@ -281,8 +356,8 @@ impl Rtnl {
             let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
             for r in parse(&self.buf[..n.min(self.buf.len())], seq) {
                 match r {
-                    Reply::Route(m) => {
-                        routes.push(m);
+                    Reply::Route(_) | Reply::Neigh(_) => {
+                        routes.push(r);
                         if !dump {
                             return Ok(routes);
                         }
@@ -303,21 +378,52 @@ impl Rtnl {
         self.seq += 1;
         let seq = self.seq;
         let re = |source| IoError::Route { addr: dst, source };
-        self.exchange(&encode_get(seq, dst, oif), seq, false)
+        match self
+            .exchange(&encode_get(seq, dst, oif), seq, false)
             .map_err(re)?
             .pop()
-            .ok_or_else(|| re(std::io::Error::other("the kernel answered no route")))
+        {
+            Some(Reply::Route(r)) => Ok(r),
+            _ => Err(re(std::io::Error::other("the kernel answered no route"))),
+        }
+    }
+
+    /// The neighbour table (ARP or ND cache) of one family.
+    pub fn neighbours(&mut self, v6: bool) -> Result<Vec<NeighMsg>, IoError> {
+        self.seq += 1;
+        let seq = self.seq;
+        let all = self
+            .exchange(&encode_neigh_dump(seq, v6), seq, true)
+            .map_err(|source| IoError::Socket {
+                op: "dump neighbour table",
+                source,
+            })?;
+        Ok(all
+            .into_iter()
+            .filter_map(|r| match r {
+                Reply::Neigh(n) => Some(n),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Every route of one family in every table.
     pub fn dump(&mut self, v6: bool) -> Result<Vec<RouteMsg>, IoError> {
         self.seq += 1;
         let seq = self.seq;
-        self.exchange(&encode_dump(seq, v6), seq, true)
+        let all = self
+            .exchange(&encode_dump(seq, v6), seq, true)
             .map_err(|source| IoError::Socket {
                 op: "dump routing table",
                 source,
+            })?;
+        Ok(all
+            .into_iter()
+            .filter_map(|r| match r {
+                Reply::Route(m) => Some(m),
+                _ => None,
             })
+            .collect())
     }
 }
 
@@ -376,6 +482,32 @@ mod tests {
         assert_eq!(got[1], Reply::Done);
         // another request's answers are skipped
         assert!(parse(&two, 8).is_empty());
+    }
+
+    #[test]
+    fn neighbour_entries() {
+        // a permanent entry 198.18.0.2 at 02:53:53:00:00:02 on ifindex 2
+        let mut b = Vec::new();
+        header_of(&mut b, RTM_NEWNEIGH, 2, 5);
+        b.extend_from_slice(&[2, 0, 0, 0]);
+        b.extend_from_slice(&2i32.to_ne_bytes());
+        b.extend_from_slice(&NUD_PERMANENT.to_ne_bytes());
+        b.extend_from_slice(&[0, 1]);
+        attr(&mut b, NDA_DST, &[198, 18, 0, 2]);
+        attr(&mut b, NDA_LLADDR, &[2, 0x53, 0x53, 0, 0, 2]);
+        let got = parse(&finish(b), 5);
+        assert_eq!(
+            got,
+            [Reply::Neigh(NeighMsg {
+                ifindex: 2,
+                state: NUD_PERMANENT,
+                dst: "198.18.0.2".parse().unwrap(),
+                lladdr: Some(crate::wire::MacAddr([2, 0x53, 0x53, 0, 0, 2])),
+            })]
+        );
+        let d = encode_neigh_dump(3, false);
+        assert_eq!(u16::from_ne_bytes([d[4], d[5]]), RTM_GETNEIGH);
+        assert_eq!(d.len(), 28);
     }
 
     #[test]

@@ -50,6 +50,68 @@ impl ScanResult {
     }
 }
 
+/// A host's state as host discovery found it (on-link targets only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostResult {
+    pub host: IpAddr,
+    pub up: bool,
+    /// "ARP" or "NDP": how it was asked.
+    pub method: &'static str,
+    pub mac: Option<crate::wire::MacAddr>,
+    pub rtt_ns: Option<u64>,
+}
+
+impl HostResult {
+    /// `arp-reply` / `nd-reply`, or `no ARP reply` / `no NDP reply`.
+    pub fn reason(&self) -> String {
+        match (self.up, self.method) {
+            (true, "ARP") => "arp-reply".into(),
+            (true, _) => "nd-reply".into(),
+            (false, m) => format!("no {m} reply"),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        let mut v = json!({
+            "type": "host",
+            "host": self.host,
+            "state": if self.up { "up" } else { "down" },
+            "reason": self.reason(),
+        });
+        if let Some(m) = self.mac {
+            v["mac"] = json!(m);
+        }
+        if let Some(r) = self.rtt_ns {
+            v["rtt_us"] = json!(r as f64 / 1000.0);
+        }
+        v
+    }
+}
+
+/// What host discovery did, for the summary.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct DiscoverySummary {
+    /// "ARP", "NDP".
+    pub method: String,
+    /// On-link addresses asked for.
+    pub addresses: u64,
+    pub up: u64,
+    pub down: u64,
+    /// Requests sent, retries included.
+    pub requests: u64,
+    pub elapsed_s: f64,
+}
+
+impl DiscoverySummary {
+    /// `254 addresses, 5 hosts up (ARP) in 0.31 s`
+    pub fn line(&self) -> String {
+        format!(
+            "{} addresses, {} hosts up ({}) in {:.2} s",
+            self.addresses, self.up, self.method, self.elapsed_s
+        )
+    }
+}
+
 /// The end-of-scan figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanSummary {
@@ -72,6 +134,15 @@ pub struct ScanSummary {
     pub ignored: BTreeMap<crate::probe::Ignored, u64>,
     pub capture_drops: u64,
     pub interrupted: bool,
+    /// Host discovery of on-link targets (absent when none were on-link or
+    /// with --no-discovery).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoverySummary>,
+    /// Network and broadcast addresses of on-link IPv4 prefixes, not probed.
+    pub skipped_addresses: u64,
+    /// Times the kernel's send queue was full (EAGAIN/ENOBUFS) and sending
+    /// slowed down.
+    pub send_backpressure: u64,
     /// Pairs never sent because the scan was interrupted (never reported as
     /// no-response).
     pub not_probed: u64,
@@ -149,6 +220,33 @@ impl<W: Write> ScanOutput<W> {
             },
         }
         self.written += 1;
+        Ok(())
+    }
+
+    /// A host as discovery found it: a line of its own (never one per port).
+    /// Text lists down hosts only (up hosts show in the table); --open hides both.
+    pub fn host(&mut self, h: &HostResult) -> std::io::Result<()> {
+        if self.open_only {
+            return Ok(());
+        }
+        match self.format {
+            super::OutputFormat::Ndjson => {
+                writeln!(self.out, "{}", h.json())?;
+            }
+            super::OutputFormat::Json => {
+                let sep = if self.written == 0 {
+                    "{\"results\":["
+                } else {
+                    ","
+                };
+                write!(self.out, "{sep}{}", h.json())?;
+                self.written += 1;
+            }
+            super::OutputFormat::Text if !h.up => {
+                writeln!(self.out, "{}  down ({})", h.host, h.reason())?;
+            }
+            super::OutputFormat::Text => {}
+        }
         Ok(())
     }
 
@@ -321,6 +419,29 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
         s.send_rate_pps,
         if s.interrupted { " (interrupted)" } else { "" }
     )?;
+    if let Some(d) = &s.discovery {
+        writeln!(
+            out,
+            "discovery: {}, {} down; {} requests",
+            d.line(),
+            d.down,
+            d.requests
+        )?;
+    }
+    if s.skipped_addresses > 0 {
+        writeln!(
+            out,
+            "skipped {} network/broadcast addresses",
+            s.skipped_addresses
+        )?;
+    }
+    if s.send_backpressure > 0 {
+        writeln!(
+            out,
+            "send back-pressure: the kernel's queue was full {} times; sending slowed down",
+            s.send_backpressure
+        )?;
+    }
     if s.interrupted {
         writeln!(
             out,
@@ -355,6 +476,9 @@ mod tests {
             interrupted,
             not_probed: 7,
             cut_short: 3,
+            discovery: None,
+            skipped_addresses: 0,
+            send_backpressure: 0,
         }
     }
 

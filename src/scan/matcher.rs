@@ -2,6 +2,7 @@
 //! comes from a target (host, port) to our source port and carries the cookie
 //! of that 4-tuple (ack = cookie + 1, or the cookie quoted in an ICMP error).
 
+use super::routes::SourceMap;
 use super::{Cookie, PortList, TargetSet};
 use crate::event::Timestamp;
 use crate::probe::Ignored;
@@ -52,7 +53,8 @@ pub struct ScanReply {
 /// Everything needed to build probes and check replies.
 #[derive(Debug, Clone)]
 pub struct ScanMatcher {
-    pub local: IpAddr,
+    /// The source address of each target (its route's).
+    pub sources: SourceMap,
     pub sport: u16,
     pub cookie: Cookie,
     pub targets: TargetSet,
@@ -85,6 +87,7 @@ impl ScanMatcher {
     /// The SYN of probe `index`, IP header included.
     pub fn syn(&self, index: u64, ident: u16, tsval: u32) -> Option<Vec<u8>> {
         let (host, port) = self.target(index)?;
+        let local = self.sources.source_for(host)?;
         let options = if self.syn_options {
             TcpOptions::linux_syn(self.mss, tsval)
         } else {
@@ -93,30 +96,31 @@ impl ScanMatcher {
         let tcp = TcpRepr {
             src_port: self.sport,
             dst_port: port,
-            seq: SeqNumber(self.cookie.seq(self.local, host, self.sport, port)),
+            seq: SeqNumber(self.cookie.seq(local, host, self.sport, port)),
             flags: TcpFlags::SYN,
             window: 64240,
             options,
             ..TcpRepr::default()
         };
-        Some(self.ip(host, ident).emit(&tcp.emit(self.local, host)))
+        Some(self.ip(local, host, ident).emit(&tcp.emit(local, host)))
     }
 
     /// An RST that tears down the half-open connection an open port made.
-    pub fn rst(&self, host: IpAddr, port: u16) -> Vec<u8> {
+    pub fn rst(&self, host: IpAddr, port: u16) -> Option<Vec<u8>> {
+        let local = self.sources.source_for(host)?;
         let tcp = TcpRepr {
             src_port: self.sport,
             dst_port: port,
-            seq: SeqNumber(self.cookie.seq(self.local, host, self.sport, port)) + 1,
+            seq: SeqNumber(self.cookie.seq(local, host, self.sport, port)) + 1,
             flags: TcpFlags::RST,
             ..TcpRepr::default()
         };
-        self.ip(host, 0).emit(&tcp.emit(self.local, host))
+        Some(self.ip(local, host, 0).emit(&tcp.emit(local, host)))
     }
 
-    fn ip(&self, dst: IpAddr, ident: u16) -> IpRepr {
+    fn ip(&self, src: IpAddr, dst: IpAddr, ident: u16) -> IpRepr {
         IpRepr {
-            src: self.local,
+            src,
             dst,
             protocol: Protocol::TCP,
             ttl: self.ttl,
@@ -139,12 +143,11 @@ impl ScanMatcher {
             Checksums::Verify
         };
         let d = Datagram::parse_with(data, checks).map_err(|_| Ignored::Malformed)?;
-        if d.ip.dst != self.local {
-            return Err(Ignored::OtherFlow);
-        }
+        // the quoted or answering target's own source address, not just any of ours
+        let local = |target: IpAddr| self.sources.source_for(target);
         match &d.transport {
             Transport::Tcp(t) => {
-                if t.dst_port != self.sport {
+                if t.dst_port != self.sport || local(d.ip.src) != Some(d.ip.dst) {
                     return Err(Ignored::OtherFlow);
                 }
                 let index = self
@@ -156,10 +159,7 @@ impl ScanMatcher {
                     None => return Err(Ignored::Unexpected),
                 };
                 if t.ack
-                    != SeqNumber(
-                        self.cookie
-                            .seq(self.local, d.ip.src, self.sport, t.src_port),
-                    ) + 1
+                    != SeqNumber(self.cookie.seq(d.ip.dst, d.ip.src, self.sport, t.src_port)) + 1
                 {
                     return Err(Ignored::WrongAck);
                 }
@@ -178,7 +178,8 @@ impl ScanMatcher {
                 let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
                     return Err(Ignored::IcmpOther);
                 };
-                if q.ip.src != self.local
+                if local(q.ip.dst) != Some(q.ip.src)
+                    || local(q.ip.dst) != Some(d.ip.dst)
                     || q.ip.protocol != Protocol::TCP
                     || q.src_port != self.sport
                 {
@@ -187,9 +188,7 @@ impl ScanMatcher {
                 let index = self
                     .index_of(q.ip.dst, q.dst_port)
                     .ok_or(Ignored::IcmpOther)?;
-                let cookie = self
-                    .cookie
-                    .seq(self.local, q.ip.dst, self.sport, q.dst_port);
+                let cookie = self.cookie.seq(q.ip.src, q.ip.dst, self.sport, q.dst_port);
                 if q.tcp_seq.is_some_and(|s| s != cookie) {
                     return Err(Ignored::WrongAck);
                 }
@@ -222,7 +221,7 @@ mod tests {
     fn matcher() -> ScanMatcher {
         let no = |_: &str| Err("none".to_string());
         ScanMatcher {
-            local: "198.18.0.1".parse().unwrap(),
+            sources: SourceMap::single("198.18.0.1".parse().unwrap()),
             sport: 40000,
             cookie: Cookie::new([3; 16]),
             targets: TargetSet::build(&[parse_target("198.18.0.0/30", &no).unwrap()], &[]).unwrap(),
@@ -331,10 +330,50 @@ mod tests {
     }
 
     #[test]
+    fn each_target_from_its_own_source() {
+        let no = |_: &str| Err("none".to_string());
+        let (lo, lan): (IpAddr, IpAddr) =
+            ("127.0.0.1".parse().unwrap(), "198.18.0.1".parse().unwrap());
+        let m = ScanMatcher {
+            sources: SourceMap::from_spans(vec![
+                (0x7f00_0000, 0x7fff_ffff, lo),
+                (0xc612_0000, 0xc612_00ff, lan),
+            ]),
+            targets: TargetSet::build(
+                &[
+                    parse_target("127.0.0.1", &no).unwrap(),
+                    parse_target("198.18.0.2", &no).unwrap(),
+                ],
+                &[],
+            )
+            .unwrap(),
+            ..matcher()
+        };
+        let sa = TcpFlags::SYN.union(TcpFlags::ACK);
+        for i in 0..m.len() {
+            let syn = Datagram::parse(&m.syn(i, 1, 1).unwrap()).unwrap();
+            let want = if i < 3 { lo } else { lan };
+            assert_eq!(syn.ip.src, want, "probe {i}");
+            let r = m.classify(&answer(&m, i, sa, 0), false, Timestamp(1));
+            assert_eq!(r.map(|r| r.index), Ok(i));
+        }
+        // 198.18.0.2 answering to the loopback source is not our flow
+        let mut wrong = answer(&m, 4, sa, 0);
+        wrong[16..20].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(
+            m.classify(&wrong, true, Timestamp(1)),
+            Err(Ignored::OtherFlow)
+        );
+    }
+
+    #[test]
     fn icmp_errors_quote_the_cookie() {
         let m = matcher();
         let syn = m.syn(5, 1, 1).unwrap();
-        let (router, local): (IpAddr, IpAddr) = ("198.18.0.254".parse().unwrap(), m.local);
+        let (router, local): (IpAddr, IpAddr) = (
+            "198.18.0.254".parse().unwrap(),
+            "198.18.0.1".parse().unwrap(),
+        );
         let wrap = |quote: &[u8]| {
             let ip = IpRepr {
                 src: router,

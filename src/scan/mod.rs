@@ -4,9 +4,12 @@
 
 pub mod blocks;
 pub mod cookie;
+pub mod discovery;
 pub mod matcher;
+pub mod pace;
 pub mod permute;
 pub mod ports;
+pub mod routes;
 pub mod targets;
 
 pub use blocks::{BlockState, Mark};
@@ -14,4 +17,5 @@ pub use cookie::Cookie;
 pub use matcher::{ScanMatcher, ScanReply, ScanVerdict};
 pub use permute::{Permutation, Shard};
 pub use ports::PortList;
+pub use routes::SourceMap;
 pub use targets::TargetSet;

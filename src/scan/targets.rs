@@ -239,6 +239,29 @@ impl TargetSet {
         self.v6
     }
 
+    /// A set made of inclusive intervals (as integers of one family), which
+    /// may be empty (every on-link target of a scan can be down).
+    pub fn from_ranges(v6: bool, ranges: Vec<(u128, u128)>) -> TargetSet {
+        let ranges = merge(ranges);
+        let mut starts = Vec::with_capacity(ranges.len());
+        let mut n = 0u64;
+        for (lo, hi) in &ranges {
+            starts.push(n);
+            n = n.saturating_add((hi - lo).saturating_add(1).min(u64::MAX as u128) as u64);
+        }
+        TargetSet {
+            v6,
+            ranges,
+            starts,
+            len: n,
+        }
+    }
+
+    /// The sorted, disjoint intervals of the set.
+    pub fn ranges(&self) -> &[(u128, u128)] {
+        &self.ranges
+    }
+
     pub fn len(&self) -> u64 {
         self.len
     }

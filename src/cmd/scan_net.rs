@@ -1,0 +1,511 @@
+//! The network side of a scan, before any SYN: which route each target
+//! takes (the target set is cut at the routing table's prefix boundaries and
+//! each piece looked up once), which addresses are network or broadcast
+//! addresses (skipped), which on-link hosts answer ARP / Neighbor
+//! Solicitation (only they get SYNs), and the sockets that send each probe the
+//! way its route says.
+
+use super::{CmdError, Log};
+use crate::cli::ScanSettings;
+use crate::event::Timestamp;
+use crate::io::bpf::{FlowFilter, compile_any};
+use crate::io::bpf_neigh;
+use crate::io::capture::{BlockingCapture, Captured, Direction};
+use crate::io::egress::Egress;
+use crate::io::link::{ETH_P_ARP, ETH_P_IPV6, LinkInfo, LinkSender};
+use crate::io::rtnl::{NUD_PERMANENT, RouteType, Rtnl};
+use crate::io::{IoError, PortReservation, RawSender};
+use crate::report::scan::{DiscoverySummary, HostResult, ScanOutput};
+use crate::scan::TargetSet;
+use crate::scan::discovery::{Discovery, Step};
+use crate::scan::pace::Pacer;
+use crate::scan::routes::{SourceMap, split};
+use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr, Protocol};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+/// Rounds of discovery after the first, for addresses that did not answer.
+const DISCOVERY_RETRIES: u32 = 2;
+/// Longest wait for replies after each discovery round.
+const DISCOVERY_WAIT: Duration = Duration::from_millis(250);
+/// Source addresses one capture filter can hold (cBPF programs are bounded).
+const MAX_SOURCES: usize = 64;
+/// Addresses named in the "skipped" line on stderr.
+const NAMED_SKIPS: usize = 4;
+
+fn to_u128(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u32::from(v4) as u128,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn from_u128(v6: bool, x: u128) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(x))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(x as u32))
+    }
+}
+
+/// On-link addresses reached on one Ethernet link from one source address.
+struct OnLink {
+    link: usize,
+    src: IpAddr,
+    mac: MacAddr,
+    set: TargetSet,
+    capture: BlockingCapture,
+}
+
+/// Routes, sockets and the discovery still to run.
+pub struct Network {
+    pub sources: SourceMap,
+    pub egress: Egress,
+    /// The capture of replies to every source address.
+    pub capture: BlockingCapture,
+    pub reservation: PortReservation,
+    pub mss: u16,
+    /// Network and broadcast addresses left out.
+    pub skipped: u64,
+    /// Times discovery's sends met a full queue.
+    pub stalls: u64,
+    v6: bool,
+    /// Targets probed without discovery (off-link, local, or discovery off).
+    direct: Vec<(u128, u128)>,
+    on_link: Vec<OnLink>,
+}
+
+/// What discovery leaves to probe.
+pub struct Discovered {
+    pub targets: TargetSet,
+    pub summary: Option<DiscoverySummary>,
+}
+
+impl Network {
+    /// Looks up the routes and opens every socket (this needs the privileges
+    /// that are dropped right after).
+    pub fn open(s: &ScanSettings, targets: &TargetSet, log: Log) -> Result<Network, CmdError> {
+        let v6 = targets.is_ipv6();
+        let mut rtnl = Rtnl::open()?;
+        let oif = match &s.interface {
+            Some(name) => Some(nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| {
+                IoError::Interface {
+                    name: name.clone(),
+                    why: e.desc().to_string(),
+                }
+            })?),
+            None => None,
+        };
+        let table = rtnl.dump(v6)?;
+        // network and broadcast addresses of the IPv4 prefixes this host is on
+        let mut special: Vec<u128> = Vec::new();
+        if !v6 {
+            for r in &table {
+                if r.kind == RouteType::Unicast
+                    && r.protocol == 2
+                    && r.scope == 253
+                    && r.gateway.is_none()
+                    && r.dst_len <= 30
+                {
+                    let (lo, hi) = r.interval();
+                    special.extend([lo, hi]);
+                }
+            }
+            special.sort_unstable();
+            special.dedup();
+        }
+        let cuts = table
+            .iter()
+            .map(|r| r.interval())
+            .chain(special.iter().map(|&x| (x, x)));
+        let pieces = split(targets.ranges(), cuts);
+        log.debug(|| {
+            format!(
+                "routes: {} prefixes in the table, {} target pieces",
+                table.len(),
+                pieces.len()
+            )
+        });
+
+        let mut skipped = 0u64;
+        let mut named: Vec<IpAddr> = Vec::new();
+        let mut spans = Vec::with_capacity(pieces.len());
+        let mut direct = Vec::new();
+        let mut groups: BTreeMap<(u32, IpAddr), Vec<(u128, u128)>> = BTreeMap::new();
+        let mut links: BTreeMap<u32, LinkInfo> = BTreeMap::new();
+        for (lo, hi) in pieces {
+            let first = from_u128(v6, lo);
+            let is_special = lo == hi && special.binary_search(&lo).is_ok();
+            let r = if is_special {
+                None
+            } else {
+                Some(rtnl.get(first, oif)?)
+            };
+            let Some(r) = r.filter(|r| r.kind != RouteType::Broadcast) else {
+                skipped += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                if named.len() < NAMED_SKIPS {
+                    named.push(first);
+                }
+                continue;
+            };
+            let src = r
+                .prefsrc
+                .or((r.kind == RouteType::Local).then_some(first))
+                .ok_or_else(|| IoError::Route {
+                    addr: first,
+                    source: std::io::Error::other("the route gives no source address"),
+                })?;
+            spans.push((lo, hi, src));
+            let ifindex = r.oif.unwrap_or(0);
+            if let std::collections::btree_map::Entry::Vacant(e) = links.entry(ifindex) {
+                e.insert(LinkInfo::of(ifindex)?);
+            }
+            let link_local = matches!(first, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80);
+            let on_link = s.discovery
+                && r.kind == RouteType::Unicast
+                && r.gateway.is_none()
+                && links[&ifindex].mac.is_some()
+                && !link_local;
+            log.debug(|| {
+                format!(
+                    "route {}..{}: {:?} via #{} from {src}{}{}",
+                    first,
+                    from_u128(v6, hi),
+                    r.kind,
+                    ifindex,
+                    r.gateway
+                        .map(|g| format!(" gateway {g}"))
+                        .unwrap_or_default(),
+                    if on_link { " (on-link)" } else { "" }
+                )
+            });
+            if on_link {
+                groups.entry((ifindex, src)).or_default().push((lo, hi));
+            } else {
+                direct.push((lo, hi));
+            }
+        }
+        if skipped > 0 {
+            let list: Vec<String> = named.iter().map(IpAddr::to_string).collect();
+            eprintln!(
+                "synscope: skipped {skipped} network/broadcast address{} of on-link prefixes ({}{})",
+                if skipped == 1 { "" } else { "es" },
+                list.join(", "),
+                if skipped > named.len() as u64 {
+                    ", ..."
+                } else {
+                    ""
+                }
+            );
+        }
+        let sources = SourceMap::from_spans(spans);
+        let srcs = sources.sources();
+        if srcs.is_empty() {
+            return Err(CmdError::Setup(
+                "every target is a network or broadcast address of an on-link prefix".into(),
+            ));
+        }
+        if srcs.len() > MAX_SOURCES {
+            return Err(CmdError::Setup(format!(
+                "the targets' routes use {} source addresses; at most {MAX_SOURCES} in one scan",
+                srcs.len()
+            )));
+        }
+
+        // hosts with a static (permanent) neighbour entry are reached as the
+        // kernel reaches them, without asking: an administrator said where they are
+        if !groups.is_empty() {
+            let fixed: Vec<(u32, u128)> = rtnl
+                .neighbours(v6)?
+                .into_iter()
+                .filter(|n| n.state & NUD_PERMANENT != 0 && n.lladdr.is_some())
+                .map(|n| (n.ifindex, to_u128(n.dst)))
+                .collect();
+            for ((ifindex, _), ranges) in groups.iter_mut() {
+                let points: Vec<u128> = fixed
+                    .iter()
+                    .filter(|(i, _)| i == ifindex)
+                    .map(|(_, x)| *x)
+                    .collect();
+                if points.is_empty() {
+                    continue;
+                }
+                let cut = split(ranges, points.iter().map(|&x| (x, x)));
+                let (known, ask): (Vec<_>, Vec<_>) = cut
+                    .into_iter()
+                    .partition(|(lo, hi)| lo == hi && points.contains(lo));
+                direct.extend(known);
+                *ranges = ask;
+            }
+            groups.retain(|_, r| !r.is_empty());
+        }
+        let raw = RawSender::open(srcs[0], s.interface.as_deref())?;
+        let mut senders: Vec<LinkSender> = Vec::new();
+        let mut on_link = Vec::new();
+        for ((ifindex, src), ranges) in groups {
+            let info = links[&ifindex].clone();
+            let Some(mac) = info.mac else { continue };
+            let set = TargetSet::from_ranges(v6, ranges);
+            if set.len() > Discovery::MAX_ADDRESSES {
+                eprintln!(
+                    "synscope: warning: {} on-link addresses on {} are more than discovery takes ({}); probing them without it",
+                    set.len(),
+                    info.name,
+                    Discovery::MAX_ADDRESSES
+                );
+                direct.extend_from_slice(set.ranges());
+                continue;
+            }
+            let link = match senders.iter().position(|l| l.info.ifindex == ifindex) {
+                Some(i) => i,
+                None => {
+                    senders.push(LinkSender::open(info)?);
+                    senders.len() - 1
+                }
+            };
+            let program = match src {
+                IpAddr::V4(a) => bpf_neigh::arp(a),
+                IpAddr::V6(a) => bpf_neigh::ndp(a),
+            };
+            let capture = BlockingCapture::open_program(ifindex, &program, 4 << 20)?;
+            on_link.push(OnLink {
+                link,
+                src,
+                mac,
+                set,
+                capture,
+            });
+        }
+
+        // one source port for every source address: reserved on all of them
+        // at once when there are several
+        let reserve_on = if srcs.len() == 1 {
+            srcs[0]
+        } else if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        let reservation = PortReservation::reserve(reserve_on, s.source_port.unwrap_or(0))?;
+        let sport = reservation.port;
+        let filters: Vec<FlowFilter> = srcs
+            .iter()
+            .map(|&local| FlowFilter {
+                local,
+                remote: None,
+                remote_port: None,
+                local_ports: Some((sport, sport)),
+                protocol: Protocol::TCP,
+                outbound: false,
+            })
+            .collect();
+        let capture =
+            BlockingCapture::open_program(oif.unwrap_or(0), &compile_any(&filters), 64 << 20)?;
+        let mtu = links
+            .values()
+            .filter_map(|l| {
+                std::fs::read_to_string(format!("/sys/class/net/{}/mtu", l.name))
+                    .ok()
+                    .and_then(|m| m.trim().parse::<u32>().ok())
+            })
+            .min()
+            .unwrap_or(1500);
+        let overhead = if v6 { 60 } else { 40 };
+        Ok(Network {
+            sources,
+            egress: Egress::new(raw, senders),
+            capture,
+            reservation,
+            mss: mtu.saturating_sub(overhead).clamp(536, 65495) as u16,
+            skipped,
+            stalls: 0,
+            v6,
+            direct,
+            on_link,
+        })
+    }
+
+    /// Runs host discovery on every on-link group (at `rate` requests per
+    /// second), reports each host once through `output`, and returns what is
+    /// left to probe: every direct target and the hosts that answered.
+    pub fn discover<W: std::io::Write>(
+        &mut self,
+        rate: u64,
+        output: &mut ScanOutput<W>,
+        log: Log,
+    ) -> Result<Discovered, CmdError> {
+        let mut targets = std::mem::take(&mut self.direct);
+        if self.on_link.is_empty() {
+            return Ok(Discovered {
+                targets: TargetSet::from_ranges(self.v6, targets),
+                summary: None,
+            });
+        }
+        let method = if self.v6 { "NDP" } else { "ARP" };
+        let mut summary = DiscoverySummary {
+            method: method.into(),
+            ..DiscoverySummary::default()
+        };
+        let started = Instant::now();
+        for mut group in std::mem::take(&mut self.on_link) {
+            let link = &self.egress.links()[group.link];
+            let d = discover_link(&mut group, link, rate, &mut self.stalls);
+            summary.addresses += d.addresses();
+            summary.requests += d.requests();
+            summary.up += d.up().len() as u64;
+            let mut up = d.up().to_vec();
+            up.sort_by_key(|n| n.addr);
+            for n in &up {
+                self.egress.add_neighbour(n.addr, group.link, n.mac);
+                let x = to_u128(n.addr);
+                targets.push((x, x));
+                output.host(&HostResult {
+                    host: n.addr,
+                    up: true,
+                    method,
+                    mac: Some(n.mac),
+                    rtt_ns: n.rtt_ns,
+                })?;
+            }
+            for a in d.down() {
+                summary.down += 1;
+                output.host(&HostResult {
+                    host: a,
+                    up: false,
+                    method,
+                    mac: None,
+                    rtt_ns: None,
+                })?;
+            }
+            log.debug(|| {
+                format!(
+                    "discovery from {} on link #{}: {} of {} up",
+                    group.src,
+                    group.link,
+                    d.up().len(),
+                    d.addresses()
+                )
+            });
+        }
+        summary.elapsed_s = started.elapsed().as_secs_f64();
+        eprintln!("synscope: {}", summary.line());
+        Ok(Discovered {
+            targets: TargetSet::from_ranges(self.v6, targets),
+            summary: Some(summary),
+        })
+    }
+}
+
+/// Discovery on one link: requests paced at `rate`, replies read between
+/// batches and while waiting.
+fn discover_link(g: &mut OnLink, link: &LinkSender, rate: u64, stalls: &mut u64) -> Discovery {
+    let mut d = Discovery::new(g.set.clone(), DISCOVERY_RETRIES, DISCOVERY_WAIT);
+    let batch = (rate / 5000).clamp(1, 64) as usize;
+    let mut pacer = Pacer::new(rate as f64, Instant::now());
+    let mut sent = 0u64;
+    let proto = if g.src.is_ipv6() {
+        ETH_P_IPV6
+    } else {
+        ETH_P_ARP
+    };
+    loop {
+        if super::signalled() {
+            break;
+        }
+        match d.step(Timestamp::now(), batch) {
+            Step::Send(addrs) => {
+                sleep_until(pacer.due(sent));
+                let frames: Vec<(MacAddr, Vec<u8>)> =
+                    addrs.iter().map(|a| request(g.src, g.mac, *a)).collect();
+                let refs: Vec<(MacAddr, &[u8])> =
+                    frames.iter().map(|(m, b)| (*m, b.as_slice())).collect();
+                let o = link.send_batch(proto, &refs, &addrs);
+                sent += addrs.len() as u64;
+                *stalls += o.stalls;
+                pacer.after_batch(sent, o.stalls > 0, Instant::now());
+                drain(g, &mut d, Duration::ZERO);
+            }
+            Step::WaitUntil(t) => {
+                let left = t.saturating_sub(Timestamp::now());
+                drain(g, &mut d, left.min(Duration::from_millis(5)));
+            }
+            Step::Done => break,
+        }
+    }
+    d
+}
+
+/// The request for `target`: an ARP request broadcast, or a Neighbor
+/// Solicitation to the target's solicited-node group; with the Ethernet
+/// address it goes to.
+fn request(src: IpAddr, mac: MacAddr, target: IpAddr) -> (MacAddr, Vec<u8>) {
+    match (src, target) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => (MacAddr::BROADCAST, ArpRepr::request(mac, s, t).emit()),
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            let (bytes, group) = NdpRepr::solicitation(s, mac, t);
+            (group, bytes)
+        }
+        _ => (MacAddr::BROADCAST, Vec::new()),
+    }
+}
+
+/// Reads what the discovery capture holds (waiting up to `wait` for the
+/// first packet) and feeds our requests' send stamps and the replies to `d`.
+fn drain(g: &mut OnLink, d: &mut Discovery, wait: Duration) {
+    let mut wait = wait;
+    // bounded: a burst of replies is at most a few per address asked
+    for _ in 0..4096 {
+        let got = if wait.is_zero() {
+            g.capture.try_recv()
+        } else {
+            g.capture.recv_timeout(wait)
+        };
+        wait = Duration::ZERO;
+        let Ok(Some(p)) = got else { break };
+        feed(g.src, d, &p);
+    }
+}
+
+fn feed(src: IpAddr, d: &mut Discovery, p: &Captured) {
+    let outgoing = p.direction == Direction::Outgoing;
+    match src {
+        IpAddr::V4(ours) => {
+            let Ok(a) = ArpRepr::parse(&p.data) else {
+                return;
+            };
+            match a.op {
+                ArpOp::Request if outgoing && a.sender_ip == ours => {
+                    d.on_request_sent(a.target_ip.into(), p.timestamp)
+                }
+                ArpOp::Reply if !outgoing && a.target_ip == ours => {
+                    d.on_reply(a.sender_ip.into(), a.sender_mac, p.timestamp);
+                }
+                _ => {}
+            }
+        }
+        IpAddr::V6(ours) => {
+            let Ok((ip, nd)) = NdpRepr::parse_datagram(&p.data) else {
+                return;
+            };
+            match nd.kind {
+                NdpKind::Solicit if outgoing && ip.src == IpAddr::V6(ours) => {
+                    d.on_request_sent(nd.target.into(), p.timestamp)
+                }
+                NdpKind::Advert { .. } if !outgoing && ip.dst == IpAddr::V6(ours) => {
+                    if let Some(mac) = nd.lladdr {
+                        d.on_reply(nd.target.into(), mac, p.timestamp);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn sleep_until(due: Instant) {
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+}

@@ -1,0 +1,145 @@
+//! Targets on several routes: where a target set must be cut so that each
+//! piece has one route (the boundaries of the routing table's prefixes), and
+//! which source address each target's probes leave from. Pure: the lookups
+//! themselves are in `io::rtnl`.
+
+use std::net::IpAddr;
+
+/// Cuts the inclusive intervals `targets` at every boundary of `prefixes`, so
+/// that each piece lies wholly inside or wholly outside every prefix: the
+/// longest-prefix match, and so the route, is the same across a piece, and
+/// one lookup per piece tells the route of all of it.
+pub fn split(
+    targets: &[(u128, u128)],
+    prefixes: impl IntoIterator<Item = (u128, u128)>,
+) -> Vec<(u128, u128)> {
+    let mut cuts: Vec<u128> = prefixes
+        .into_iter()
+        .flat_map(|(lo, hi)| [Some(lo), hi.checked_add(1)])
+        .flatten()
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out = Vec::new();
+    for &(lo, hi) in targets {
+        let mut start = lo;
+        let first = cuts.partition_point(|&c| c <= lo);
+        for &c in &cuts[first..] {
+            if c > hi {
+                break;
+            }
+            out.push((start, c - 1));
+            start = c;
+        }
+        out.push((start, hi));
+    }
+    out
+}
+
+/// The source address of every target: sorted, disjoint spans of target
+/// addresses (as integers of one family), each with the source its route gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMap {
+    spans: Vec<(u128, u128, IpAddr)>,
+}
+
+fn key(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u32::from(v4) as u128,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl SourceMap {
+    /// Every target from one source.
+    pub fn single(src: IpAddr) -> SourceMap {
+        let hi = if src.is_ipv4() {
+            u32::MAX as u128
+        } else {
+            u128::MAX
+        };
+        SourceMap {
+            spans: vec![(0, hi, src)],
+        }
+    }
+
+    /// From (lo, hi, source) spans of one family; adjacent spans with the
+    /// same source are merged.
+    pub fn from_spans(mut spans: Vec<(u128, u128, IpAddr)>) -> SourceMap {
+        spans.sort_unstable_by_key(|s| s.0);
+        let mut out: Vec<(u128, u128, IpAddr)> = Vec::with_capacity(spans.len());
+        for s in spans {
+            match out.last_mut() {
+                Some(l) if l.2 == s.2 && l.1.checked_add(1) == Some(s.0) => l.1 = s.1,
+                _ => out.push(s),
+            }
+        }
+        SourceMap { spans: out }
+    }
+
+    /// The source the probes to `host` leave from (None: not a target).
+    pub fn source_for(&self, host: IpAddr) -> Option<IpAddr> {
+        let x = key(host);
+        let k = self.spans.partition_point(|s| s.0 <= x).checked_sub(1)?;
+        let (_, hi, src) = self.spans[k];
+        (x <= hi && src.is_ipv4() == host.is_ipv4()).then_some(src)
+    }
+
+    /// Every distinct source address, sorted.
+    pub fn sources(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.spans.iter().map(|s| s.2).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_at_prefix_boundaries() {
+        // targets 10.0.0.0/8 with routes 0/0, 10.1.0.0/16 and 10.255.255.255/32
+        let t = [(0x0a00_0000, 0x0aff_ffff)];
+        let p = [
+            (0, 0xffff_ffff),
+            (0x0a01_0000, 0x0a01_ffff),
+            (0x0aff_ffff, 0x0aff_ffff),
+        ];
+        assert_eq!(
+            split(&t, p),
+            [
+                (0x0a00_0000, 0x0a00_ffff),
+                (0x0a01_0000, 0x0a01_ffff),
+                (0x0a02_0000, 0x0aff_fffe),
+                (0x0aff_ffff, 0x0aff_ffff),
+            ]
+        );
+        // no prefix inside: unchanged; the whole IPv6 space does not overflow
+        assert_eq!(split(&[(5, 9)], [(0, 3), (20, 30)]), [(5, 9)]);
+        assert_eq!(
+            split(&[(0, u128::MAX)], [(0, u128::MAX), (7, 7)]),
+            [(0, 6), (7, 7), (8, u128::MAX)]
+        );
+    }
+
+    #[test]
+    fn sources_by_span() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let lan: IpAddr = "198.18.200.1".parse().unwrap();
+        let m = SourceMap::from_spans(vec![
+            (0xc612_c800, 0xc612_c8ff, lan),
+            (0x7f00_0000, 0x7fff_ffff, lo),
+        ]);
+        assert_eq!(m.source_for("127.0.0.1".parse().unwrap()), Some(lo));
+        assert_eq!(m.source_for("198.18.200.77".parse().unwrap()), Some(lan));
+        assert_eq!(m.source_for("198.18.201.1".parse().unwrap()), None);
+        assert_eq!(m.source_for("::1".parse().unwrap()), None);
+        assert_eq!(m.sources(), [lo, lan]);
+        let one = SourceMap::single(lan);
+        assert_eq!(one.source_for("1.2.3.4".parse().unwrap()), Some(lan));
+        let merged = SourceMap::from_spans(vec![(0, 4, lan), (5, 9, lan)]);
+        assert_eq!(merged.spans.len(), 1);
+    }
+}
