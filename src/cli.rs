@@ -400,7 +400,9 @@ impl TraceArgs {
 pub const SCAN_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the scan ran to its end (whatever it found)
-  1  it was interrupted (SIGINT/SIGTERM); results so far are printed
+  1  it was interrupted (SIGINT/SIGTERM): results so far and the summary are
+     printed, with the pairs never sent counted as not probed (a second
+     signal ends it at once, without them)
   2  usage or setup error (bad targets or ports, missing privileges)";
 
 #[derive(Debug, Args)]
@@ -478,6 +480,9 @@ pub struct ScanArgs {
     /// Never draw the progress bar (it is drawn on stderr only when that is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Probes per block of state (tests: many blocks from a small scan).
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    pub block_size: Option<u64>,
 }
 
 pub const DNS_EXIT_CODES: &str = "\
@@ -599,7 +604,8 @@ pub struct DnsArgs {
 /// Validated settings of `synscope scan`.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
-    pub targets: TargetSet,
+    /// One set per address family, IPv4 first (scanned in turn).
+    pub targets: Vec<TargetSet>,
     pub ports: PortList,
     pub rate: u64,
     pub retries: u32,
@@ -616,6 +622,8 @@ pub struct ScanSettings {
     pub format: OutputFormat,
     pub progress: bool,
     pub verbose: bool,
+    /// Probes per block of per-probe state (default: from the rate).
+    pub block_size: Option<u64>,
 }
 
 impl ScanArgs {
@@ -673,7 +681,7 @@ impl ScanArgs {
                 .map(|s| parse_target(s, &resolver).map_err(|e| UsageError(e.0)))
                 .collect()
         };
-        let targets = TargetSet::build(&parse(&specs)?, &parse(&self.exclude)?)
+        let targets = TargetSet::build_families(&parse(&specs)?, &parse(&self.exclude)?)
             .map_err(|e| UsageError(e.0))?;
         let shard = match &self.shard {
             Some(s) => Shard::parse(s).map_err(UsageError)?,
@@ -704,6 +712,7 @@ impl ScanArgs {
             format,
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,
+            block_size: self.block_size,
         })
     }
 }

@@ -23,7 +23,6 @@ use crate::scan::routes::{SourceMap, split};
 use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr, Protocol};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Rounds of discovery after the first, for addresses that did not answer.
@@ -86,8 +85,8 @@ pub struct Discovered {
 impl Network {
     /// Looks up the routes and opens every socket (this needs the privileges
     /// that are dropped right after).
-    pub fn open(s: &ScanSettings, log: Log) -> Result<Network, CmdError> {
-        let v6 = s.targets.is_ipv6();
+    pub fn open(s: &ScanSettings, targets: &TargetSet, log: Log) -> Result<Network, CmdError> {
+        let v6 = targets.is_ipv6();
         let mut rtnl = Rtnl::open()?;
         let oif = match &s.interface {
             Some(name) => Some(nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| {
@@ -120,7 +119,7 @@ impl Network {
             .iter()
             .map(|r| r.interval())
             .chain(special.iter().map(|&x| (x, x)));
-        let pieces = split(s.targets.ranges(), cuts);
+        let pieces = split(targets.ranges(), cuts);
         log.debug(|| {
             format!(
                 "routes: {} prefixes in the table, {} target pieces",
@@ -334,7 +333,6 @@ impl Network {
         &mut self,
         rate: u64,
         output: &mut ScanOutput<W>,
-        interrupted: &AtomicBool,
         log: Log,
     ) -> Result<Discovered, CmdError> {
         let mut targets = std::mem::take(&mut self.direct);
@@ -352,7 +350,7 @@ impl Network {
         let started = Instant::now();
         for mut group in std::mem::take(&mut self.on_link) {
             let link = &self.egress.links()[group.link];
-            let d = discover_link(&mut group, link, rate, interrupted, &mut self.stalls);
+            let d = discover_link(&mut group, link, rate, &mut self.stalls);
             summary.addresses += d.addresses();
             summary.requests += d.requests();
             summary.up += d.up().len() as u64;
@@ -401,13 +399,7 @@ impl Network {
 
 /// Discovery on one link: requests paced at `rate`, replies read between
 /// batches and while waiting.
-fn discover_link(
-    g: &mut OnLink,
-    link: &LinkSender,
-    rate: u64,
-    interrupted: &AtomicBool,
-    stalls: &mut u64,
-) -> Discovery {
+fn discover_link(g: &mut OnLink, link: &LinkSender, rate: u64, stalls: &mut u64) -> Discovery {
     let mut d = Discovery::new(g.set.clone(), DISCOVERY_RETRIES, DISCOVERY_WAIT);
     let batch = (rate / 5000).clamp(1, 64) as usize;
     let mut pacer = Pacer::new(rate as f64, Instant::now());
@@ -418,7 +410,7 @@ fn discover_link(
         ETH_P_ARP
     };
     loop {
-        if interrupted.load(Ordering::Relaxed) {
+        if super::signalled() {
             break;
         }
         match d.step(Timestamp::now(), batch) {
