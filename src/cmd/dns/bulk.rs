@@ -18,6 +18,7 @@ use crate::io::{IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent
 use crate::probe::dns::{
     DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
 };
+use crate::probe::fxhash::FxMap;
 use crate::report::dns::{BulkSummary, DnsResult, TimedBy, check};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_name};
@@ -141,7 +142,7 @@ struct Pending {
 struct Path {
     src: IpAddr,
     ex: DnsExchange,
-    pending: HashMap<QueryKey, Pending>,
+    pending: FxMap<QueryKey, Pending>,
     next_port: usize,
     link: Link,
 }
@@ -235,7 +236,7 @@ impl Path {
         Ok(Path {
             src,
             ex: Self::exchange(src, s),
-            pending: HashMap::new(),
+            pending: FxMap::default(),
             next_port: 0,
             link: Link::Raw(RawLink {
                 sender,
@@ -260,7 +261,7 @@ impl Path {
         Ok(Path {
             src,
             ex: Self::exchange(src, s),
-            pending: HashMap::new(),
+            pending: FxMap::default(),
             next_port: 0,
             link: Link::Socket(SocketLink {
                 sends: (0..SOCKETS).map(|_| SendLog::new()).collect(),
@@ -395,22 +396,19 @@ impl Path {
                 } else {
                     Duration::ZERO
                 };
-                match capture.recv_timeout(wait)? {
-                    Some(p) => {
-                        batch.push(read_packet(
-                            src,
-                            true,
-                            &p.data,
-                            p.direction,
-                            p.timestamp,
-                            p.checksum_offloaded,
-                        ));
-                        if batch.len() < RX_BATCH {
-                            continue;
-                        }
-                    }
-                    None if batch.is_empty() => continue,
-                    None => {}
+                let n = capture.recv_batch(wait, |p| {
+                    batch.push(read_packet(
+                        src,
+                        true,
+                        p.data,
+                        p.direction,
+                        p.timestamp,
+                        p.checksum_offloaded,
+                    ))
+                })?;
+                // hand over when the queue is empty, or a batch is full
+                if batch.is_empty() || (n > 0 && batch.len() < RX_BATCH) {
+                    continue;
                 }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(RX_BATCH));
                 if tx.send((index, full)).is_err() {
