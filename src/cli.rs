@@ -112,10 +112,14 @@ pub enum Command {
     /// server is asked at once and the answers are compared. An ICMP error quoting
     /// a query (port unreachable, ...) ends that query at once, with the reason.
     ///
-    /// Without CAP_NET_RAW (or with --no-raw) a single query goes out on an
-    /// ordinary UDP socket instead, timed by that socket's kernel TX and RX
+    /// Without CAP_NET_RAW (or with --no-raw) queries, single or bulk, go out on
+    /// ordinary UDP sockets instead, timed by those sockets' kernel TX and RX
     /// stamps: no privilege needed. The output says which timed it
     /// (`timed by: raw capture` or `timed by: socket timestamps`).
+    ///
+    /// Bulk (--file): one `name[,type[,server]]` per line, each to every
+    /// @SERVER (--spread: to one, in turn), every --expect* checked per query;
+    /// NDJSON (or --json, --short) and a summary with per-check failure counts.
     ///
     /// Examples:
     ///   synscope dns example.com
@@ -127,6 +131,7 @@ pub enum Command {
     ///   synscope dns a.lab.test @198.18.0.2 --no-raw
     ///   synscope dns www.signed.test @198.18.0.2:8053 --expect-ad --expect-signed
     ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
+    ///   synscope dns -f names.txt @198.18.0.2 @198.18.0.3 --spread --expect-rcode NOERROR
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
 }
@@ -533,10 +538,10 @@ pub struct DnsArgs {
     /// Do not repeat a truncated (TC) answer over TCP; show it as it is.
     #[arg(long)]
     pub ignore_tc: bool,
-    /// Time single queries with an ordinary UDP socket's kernel timestamps
-    /// (TX stamps from the error queue, RX stamps on each answer) instead of
-    /// raw sockets and a packet capture. Without CAP_NET_RAW this is what
-    /// happens anyway; the output says which timed it (`timed by:`).
+    /// Time queries (single and bulk) with ordinary UDP sockets' kernel
+    /// timestamps (TX stamps from the error queue, RX stamps on each answer)
+    /// instead of raw sockets and a packet capture. Without CAP_NET_RAW this
+    /// is what happens anyway; the output says which timed it (`timed by:`).
     #[arg(long)]
     pub no_raw: bool,
     /// Retries after the first attempt, per query.
@@ -885,11 +890,6 @@ impl DnsArgs {
             return Err(UsageError(format!(
                 "give either NAME ('{display_name}') or --file, not both"
             )));
-        }
-        if bulk.is_some() && self.no_raw {
-            return Err(UsageError(
-                "--no-raw applies to single queries; bulk mode (--file) uses raw sockets".into(),
-            ));
         }
         if bulk.is_none() && name.is_none() {
             return Err(UsageError(
@@ -1285,7 +1285,8 @@ mod dns_tests {
         assert!(s.edns.unwrap().dnssec_ok && s.checks.signed);
         assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--expect-signed"]).is_err());
         assert!(!dns(&["a", "@198.18.0.2"]).unwrap().edns.unwrap().dnssec_ok);
-        assert!(dns(&["--file", "-", "@198.18.0.2", "--no-raw"]).is_err());
+        // bulk has the socket path too
+        assert!(dns(&["--file", "-", "@198.18.0.2", "--no-raw"]).is_ok());
     }
 
     #[test]

@@ -20,8 +20,30 @@ fn lab() -> (LabDns, Lab) {
 
 /// `synscope dns -f - ARGS` in the client namespace with `input` on stdin.
 fn bulk(lab: &Lab, input: &[u8], args: &[&str]) -> Output {
+    run_bulk(lab, &[], input, args)
+}
+
+/// The same as user `nobody` with no capability at all.
+fn bulk_as_nobody(lab: &Lab, input: &[u8], args: &[&str]) -> Output {
+    let setpriv = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ];
+    run_bulk(lab, &setpriv, input, args)
+}
+
+fn run_bulk(lab: &Lab, wrapper: &[&str], input: &[u8], args: &[&str]) -> Output {
+    let mut argv: Vec<&str> = wrapper.to_vec();
+    argv.push(env!("CARGO_BIN_EXE_synscope"));
     let mut child = lab
-        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .client_command(argv[0])
+        .args(&argv[1..])
         .args(["dns", "--file", "-"])
         .args(args)
         .stdin(Stdio::piped())
@@ -290,19 +312,28 @@ fn dns_of(ip: &[u8]) -> Option<(String, String, bool)> {
 #[test]
 fn bulk_latency_from_kernel_stamps_matches_tcpdump() {
     let (_dns, lab) = lab();
+    // raw sockets and a capture (as root), then ordinary UDP sockets
+    for (extra, timed_by) in [
+        (None, "raw-capture"),
+        (Some("--no-raw"), "socket-timestamps"),
+    ] {
+        latency_vs_tcpdump(&lab, extra, timed_by);
+    }
+}
+
+fn latency_vs_tcpdump(lab: &Lab, extra: Option<&str>, timed_by: &str) {
     // distinct names (NXDOMAIN but for a few), so tcpdump's packets map to lines
     let n = 2000;
     let names: String = (0..n).map(|i| format!("n{i}.lab.test\n")).collect();
-    let tcpdump = common::Tcpdump::start(&lab, "bulk-rtt", "udp port 53");
-    let out = bulk(
-        &lab,
-        names.as_bytes(),
-        &["@198.18.0.2", "@[2001:db8::2]", "--rate", "20000"],
-    );
+    let tcpdump = common::Tcpdump::start(lab, "bulk-rtt", "udp port 53");
+    let mut args = vec!["@198.18.0.2", "@[2001:db8::2]", "--rate", "20000"];
+    args.extend(extra);
+    let out = bulk(lab, names.as_bytes(), &args);
     let packets = tcpdump.stop();
     common::assert_status(&out, 0);
     let (lines, sum) = ndjson(&out);
     assert_eq!(sum["timing"], "kernel", "{sum}");
+    assert_eq!(sum["timed_by"], timed_by, "{sum}");
     // the truth: tcpdump's stamps of each query leaving and its answer arriving
     let mut sent = std::collections::HashMap::new();
     let mut truth = std::collections::HashMap::new();
@@ -339,7 +370,7 @@ fn bulk_latency_from_kernel_stamps_matches_tcpdump() {
     errors.sort_by(f64::total_cmp);
     let median = errors[errors.len() / 2];
     eprintln!(
-        "bulk RTT vs tcpdump: |error| median {median:.3} µs, p90 {:.3} µs, over {} queries",
+        "bulk RTT ({timed_by}) vs tcpdump: |error| median {median:.3} µs, p90 {:.3} µs, over {} queries",
         errors[errors.len() * 9 / 10],
         errors.len()
     );
@@ -536,4 +567,63 @@ fn profile_bulk() {
         .unwrap();
     let _ = std::fs::remove_file(&file);
     println!("{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn unprivileged_bulk_uses_udp_sockets_with_kernel_stamps() {
+    let (_dns, lab) = lab();
+    // as nobody with no capability: ordinary UDP sockets, IPv4 and IPv6
+    let kinds: &[(&str, &str, &[&str])] = &[
+        ("a.lab.test", "NOERROR", &["198.18.0.10"]),
+        ("www.lab.test", "NOERROR", &["198.18.0.10"]),
+        ("b.lab.test,AAAA", "NOERROR", &["2001:db8::11"]),
+        ("nx.lab.test", "NXDOMAIN", &[]),
+        ("huge.lab.test,TXT", "NOERROR", &[]), // truncated: repeated over TCP
+    ];
+    let n = 500;
+    let input: String = (0..n)
+        .map(|i| format!("{}\n", kinds[i % kinds.len()].0))
+        .collect();
+    let out = bulk_as_nobody(&lab, input.as_bytes(), &["@198.18.0.2", "@[2001:db8::2]"]);
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 2 * n);
+    for l in &lines {
+        let (name, status, answers) =
+            kinds[(l["line"].as_u64().unwrap() as usize - 1) % kinds.len()];
+        assert_eq!(l["status"], status, "{l}");
+        if name.starts_with("huge") {
+            assert_eq!(l["transport"], "tcp", "{l}");
+        } else {
+            assert_eq!(l["answers"], serde_json::json!(answers), "{l}");
+        }
+        assert_eq!(l["rtt_source"], "kernel", "{l}");
+    }
+    assert_eq!(sum["timed_by"], "socket-timestamps");
+    assert_eq!(sum["timing"], "kernel");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("timed by socket timestamps"), "{err}");
+
+    // a closed port: the ICMP error comes through IP_RECVERR and ends the
+    // server's queries at once
+    let t0 = std::time::Instant::now();
+    let out = bulk_as_nobody(
+        &lab,
+        "a.lab.test\n".repeat(20).as_bytes(),
+        &["@198.18.0.2:5353", "--timeout", "2s"],
+    );
+    assert!(t0.elapsed() < std::time::Duration::from_secs(4));
+    common::assert_status(&out, 3);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 20);
+    for l in &lines {
+        assert!(
+            l["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("port-unreachable from 198.18.0.2"),
+            "{l}"
+        );
+    }
+    assert_eq!(sum["answered"], 0);
 }

@@ -77,7 +77,7 @@ pub unsafe fn scm_timestamp(cmsg: *const libc::cmsghdr) -> Option<Timestamp> {
 /// Returns how many were read.
 pub fn drain(fd: RawFd, out: &mut Vec<(u32, Timestamp)>) -> Result<usize, IoError> {
     let mut total = 0;
-    let mut control = vec![[0u64; CONTROL / 8]; BATCH];
+    let mut control = [[0u64; CONTROL / 8]; BATCH];
     let mut dummy = [0u8; 1];
     loop {
         // SAFETY: zeroed iovec/mmsghdr are valid; each header points at the one

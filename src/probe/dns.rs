@@ -4,13 +4,13 @@
 //! our id, the QR bit and our question; everything else is ignored and counted
 //! by reason. Retries and deadlines run on the timestamps handed in.
 
+use super::fxhash::{FxMap, FxSet};
 use super::syn::RttSource;
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
 use crate::wire::dns::{QueryRepr, Question, ReplyRepr};
 use crate::wire::{Datagram, IcmpError, IpRepr, Protocol, Transport, UdpRepr};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -134,16 +134,42 @@ struct Pending {
     attempts: u32,
 }
 
+/// Deadlines in time order. With one timeout for every query they are
+/// pushed in order (a queue, O(1)); one out of order (the clock stepped back)
+/// is inserted where it belongs.
+#[derive(Debug, Default)]
+struct Deadlines(VecDeque<(Timestamp, QueryKey)>);
+
+impl Deadlines {
+    fn push(&mut self, at: Timestamp, key: QueryKey) {
+        match self.0.back() {
+            Some(&(last, _)) if last > at => {
+                let i = self.0.partition_point(|&(t, _)| t <= at);
+                self.0.insert(i, (at, key));
+            }
+            _ => self.0.push_back((at, key)),
+        }
+    }
+
+    fn peek(&self) -> Option<(Timestamp, QueryKey)> {
+        self.0.front().copied()
+    }
+
+    fn pop(&mut self) {
+        self.0.pop_front();
+    }
+}
+
 /// Queries outstanding towards any number of servers.
 #[derive(Debug)]
 pub struct DnsExchange {
     cfg: DnsProbeConfig,
-    pending: HashMap<QueryKey, Pending>,
+    pending: FxMap<QueryKey, Pending>,
     /// Outstanding queries per (server, source port), to tell wrong ids from other flows.
-    ports: HashMap<(SocketAddr, u16), u32>,
+    ports: FxMap<(SocketAddr, u16), u32>,
     /// Every source port we have used: replies to them are late, not foreign.
-    used_ports: HashSet<u16>,
-    deadlines: BinaryHeap<Reverse<(Timestamp, QueryKey)>>,
+    used_ports: FxSet<u16>,
+    deadlines: Deadlines,
     ignored: BTreeMap<DnsIgnored, u64>,
 }
 
@@ -158,10 +184,10 @@ impl DnsExchange {
     pub fn new(cfg: DnsProbeConfig) -> DnsExchange {
         DnsExchange {
             cfg,
-            pending: HashMap::new(),
-            ports: HashMap::new(),
-            used_ports: HashSet::new(),
-            deadlines: BinaryHeap::new(),
+            pending: FxMap::default(),
+            ports: FxMap::default(),
+            used_ports: FxSet::default(),
+            deadlines: Deadlines::default(),
             ignored: BTreeMap::new(),
         }
     }
@@ -240,7 +266,7 @@ impl DnsExchange {
         );
         *self.ports.entry((server, src_port)).or_default() += 1;
         self.used_ports.insert(src_port);
-        self.deadlines.push(Reverse((deadline, key)));
+        self.deadlines.push(deadline, key);
         (key, datagram)
     }
 
@@ -258,7 +284,7 @@ impl DnsExchange {
 
     /// The earliest deadline of an outstanding query.
     pub fn next_deadline(&mut self) -> Option<Timestamp> {
-        while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
+        while let Some((at, key)) = self.deadlines.peek() {
             match self.pending.get(&key) {
                 Some(p) if p.deadline == at => return Some(at),
                 _ => {
@@ -274,7 +300,7 @@ impl DnsExchange {
     pub fn on_time(&mut self, now: Timestamp) -> (Vec<DnsOutcome>, Vec<Resend>) {
         let mut done = Vec::new();
         let mut resend = Vec::new();
-        while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
+        while let Some((at, key)) = self.deadlines.peek() {
             if at > now {
                 break;
             }
@@ -290,7 +316,7 @@ impl DnsExchange {
                 p.user_sent = now;
                 p.kernel_sent = None;
                 p.deadline = now + self.cfg.timeout;
-                self.deadlines.push(Reverse((p.deadline, key)));
+                self.deadlines.push(p.deadline, key);
                 resend.push(Resend {
                     key,
                     datagram: p.datagram.clone(),
@@ -996,6 +1022,26 @@ mod tests {
         assert_eq!(done.iter().map(|o| o.tag).collect::<Vec<_>>(), vec![2]);
         assert_eq!(done[0].refused, Some(refusal));
         assert_eq!(e.outstanding(), 1);
+    }
+
+    #[test]
+    fn deadlines_in_time_order_even_pushed_out_of_order() {
+        let k = |id| QueryKey {
+            server: SERVER.parse().unwrap(),
+            src_port: 1,
+            id,
+        };
+        let mut d = Deadlines::default();
+        d.push(Timestamp(5), k(1));
+        d.push(Timestamp(7), k(2));
+        d.push(Timestamp(3), k(3)); // the clock stepped back
+        d.push(Timestamp(7), k(4));
+        let mut order = Vec::new();
+        while let Some((t, key)) = d.peek() {
+            order.push((t.0, key.id));
+            d.pop();
+        }
+        assert_eq!(order, vec![(3, 3), (5, 1), (7, 2), (7, 4)]);
     }
 
     #[test]

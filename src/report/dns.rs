@@ -596,6 +596,8 @@ pub struct BulkSummary {
     pub check_failures: BTreeMap<String, u64>,
     /// What the latencies are measured between.
     pub timing: &'static str,
+    /// Which path took the stamps (raw capture, or socket timestamps).
+    pub timed_by: TimedBy,
     pub tcp: u64,
     pub bad_lines: u64,
     pub rcodes: BTreeMap<String, u64>,
@@ -622,6 +624,7 @@ impl BulkSummary {
             "failed_checks": self.failed_queries,
             "check_failures": self.check_failures,
             "timing": self.timing,
+            "timed_by": self.timed_by,
             "tcp_fallbacks": self.tcp,
             "bad_lines": self.bad_lines,
             "elapsed_s": self.elapsed.as_secs_f64(),

@@ -14,10 +14,11 @@ use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
 use crate::io::capture::BlockingCapture;
 use crate::io::txstamp::SendLog;
-use crate::io::{IoError, PortReservation, RawSender, Route};
+use crate::io::{IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent};
 use crate::probe::dns::{
     DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
 };
+use crate::probe::fxhash::FxMap;
 use crate::report::dns::{BulkSummary, DnsResult, TimedBy, check};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_name};
@@ -136,18 +137,31 @@ struct Pending {
     query: QueryRepr,
 }
 
-/// Everything that goes out from one source address: a raw sender, a block
-/// of source ports, one capture of the replies, and the exchange.
-struct RawPath {
+/// Everything that goes out from one source address: the exchange, the
+/// queries in flight, and how they are sent and received ([`Link`]).
+struct Path {
     src: IpAddr,
+    ex: DnsExchange,
+    pending: FxMap<QueryKey, Pending>,
+    next_port: usize,
+    link: Link,
+}
+
+/// How a path's queries travel and are timed.
+enum Link {
+    Raw(Box<RawLink>),
+    Socket(SocketLink),
+}
+
+/// With CAP_NET_RAW: a raw sender (kernel TX stamps from its error queue), a
+/// block of reserved source ports, and a capture of the replies read by a
+/// thread of its own.
+struct RawLink {
     sender: RawSender,
     /// Until the receiver thread starts.
     capture: Option<BlockingCapture>,
     receiver: Option<std::thread::JoinHandle<Result<(), IoError>>>,
     ports: Vec<PortReservation>,
-    next_port: usize,
-    ex: DnsExchange,
-    pending: HashMap<QueryKey, Pending>,
     batch: Vec<(IpAddr, Vec<u8>)>,
     /// The key of each datagram in `batch`.
     batch_keys: Vec<QueryKey>,
@@ -158,10 +172,43 @@ struct RawPath {
     stamps: Vec<(u32, Timestamp)>,
 }
 
-const PORTS: u16 = 64;
+/// Without CAP_NET_RAW (or with --no-raw): ordinary UDP sockets, timed by
+/// their kernel TX stamps (error queue) and RX stamps ([`StampedUdp`]).
+struct SocketLink {
+    socks: Vec<StampedUdp>,
+    /// Per socket: what was sent, in order, to match its TX stamps.
+    sends: Vec<SendLog<QueryKey>>,
+    /// Per socket: (server, DNS message, key) to send.
+    batch: Vec<Vec<(SocketAddr, Vec<u8>, QueryKey)>>,
+}
 
-impl RawPath {
-    fn open(src: IpAddr, s: &DnsSettings, log: Log) -> Result<RawPath, CmdError> {
+/// Source ports of the raw path (one reserved block, one BPF range).
+const PORTS: u16 = 64;
+/// Sockets of the socket path: each has its own receive buffer (an
+/// unprivileged process cannot raise one above net.core.rmem_max).
+const SOCKETS: usize = 16;
+
+/// The DNS message of a UDP datagram we built (after the IP and UDP headers).
+fn udp_payload(dgram: &[u8]) -> &[u8] {
+    let ip_len = match dgram.first().map(|b| b >> 4) {
+        Some(4) => usize::from(dgram[0] & 0xf) * 4,
+        _ => 40,
+    };
+    dgram.get(ip_len + 8..).unwrap_or(&[])
+}
+
+impl Path {
+    fn exchange(src: IpAddr, s: &DnsSettings) -> DnsExchange {
+        DnsExchange::new(DnsProbeConfig {
+            src,
+            ttl: 64,
+            timeout: s.timeout,
+            retries: s.retries,
+            answers_only: true,
+        })
+    }
+
+    fn open_raw(src: IpAddr, s: &DnsSettings, log: Log) -> Result<Path, CmdError> {
         let sender = RawSender::open(src, None)?;
         let ports = reserve_block(src, PORTS)?;
         let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
@@ -185,35 +232,68 @@ impl RawPath {
                 false
             }
         };
-        log.debug(|| format!("bulk: source {src} ports {lo}-{hi}"));
-        Ok(RawPath {
+        log.debug(|| format!("bulk: raw sockets from {src}, ports {lo}-{hi}"));
+        Ok(Path {
             src,
-            sender,
-            capture: Some(capture),
-            receiver: None,
-            ports,
+            ex: Self::exchange(src, s),
+            pending: FxMap::default(),
             next_port: 0,
-            ex: DnsExchange::new(DnsProbeConfig {
-                src,
-                ttl: 64,
-                timeout: s.timeout,
-                retries: s.retries,
-                answers_only: true,
-            }),
-            pending: HashMap::new(),
-            batch: Vec::with_capacity(256),
-            batch_keys: Vec::with_capacity(256),
-            refused_at: Vec::new(),
-            tx_stamps,
-            sends: SendLog::new(),
-            stamps: Vec::with_capacity(256),
+            link: Link::Raw(Box::new(RawLink {
+                sender,
+                capture: Some(capture),
+                receiver: None,
+                ports,
+                batch: Vec::with_capacity(256),
+                batch_keys: Vec::with_capacity(256),
+                refused_at: Vec::new(),
+                tx_stamps,
+                sends: SendLog::new(),
+                stamps: Vec::with_capacity(256),
+            })),
         })
+    }
+
+    fn open_socket(src: IpAddr, s: &DnsSettings, log: Log) -> Result<Path, IoError> {
+        let socks = (0..SOCKETS)
+            .map(|_| StampedUdp::bind(SocketAddr::new(src, 0)))
+            .collect::<Result<Vec<_>, _>>()?;
+        log.debug(|| format!("bulk: {SOCKETS} UDP sockets from {src}, socket timestamps"));
+        Ok(Path {
+            src,
+            ex: Self::exchange(src, s),
+            pending: FxMap::default(),
+            next_port: 0,
+            link: Link::Socket(SocketLink {
+                sends: (0..SOCKETS).map(|_| SendLog::new()).collect(),
+                batch: (0..SOCKETS).map(|_| Vec::new()).collect(),
+                socks,
+            }),
+        })
+    }
+
+    /// Are both ends of every RTT kernel stamps?
+    fn kernel_timed(&self) -> bool {
+        match &self.link {
+            Link::Raw(r) => r.tx_stamps,
+            Link::Socket(_) => true,
+        }
+    }
+
+    fn timed_by(&self) -> TimedBy {
+        match &self.link {
+            Link::Raw(_) => TimedBy::RawCapture,
+            Link::Socket(_) => TimedBy::SocketTimestamps,
+        }
     }
 
     /// Builds a query and queues it for the next [`flush`](Self::flush).
     fn queue(&mut self, line_no: u64, server: SocketAddr, mut q: QueryRepr) {
-        let port = self.ports[self.next_port % self.ports.len()].port;
-        self.next_port += 1;
+        let slot = self.next_port;
+        self.next_port = self.next_port.wrapping_add(1);
+        let port = match &self.link {
+            Link::Raw(r) => r.ports[slot % r.ports.len()].port,
+            Link::Socket(k) => k.socks[slot % k.socks.len()].local_addr().port(),
+        };
         let mut tries = 0;
         // not in use, nor finished and waiting to be reported
         while tries < 100 && {
@@ -228,57 +308,86 @@ impl RawPath {
             tries += 1;
         }
         let (key, dgram) = self.ex.query(Timestamp::now(), line_no, server, port, &q);
-        self.batch.push((server.ip(), dgram));
-        self.batch_keys.push(key);
+        match &mut self.link {
+            Link::Raw(r) => {
+                r.batch.push((server.ip(), dgram));
+                r.batch_keys.push(key);
+            }
+            Link::Socket(k) => {
+                let i = slot % k.socks.len();
+                k.batch[i].push((server, udp_payload(&dgram).to_vec(), key));
+            }
+        }
         self.pending.insert(key, Pending { line_no, query: q });
     }
 
-    /// Sends what is queued: one sendmmsg for the lot (a datagram the kernel
-    /// refuses times out like a lost one).
+    /// Sends what is queued (raw: one sendmmsg for the lot; a datagram the
+    /// kernel refuses times out like a lost one).
     fn flush(&mut self) -> Result<(), CmdError> {
-        if !self.batch.is_empty() {
-            let refs: Vec<(IpAddr, &[u8])> =
-                self.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
-            self.refused_at.clear();
-            self.sender.send_batch_noting(&refs, &mut self.refused_at)?;
-            // a refused datagram took no send counter
-            let mut refused = self.refused_at.iter().peekable();
-            for (i, k) in self.batch_keys.iter().enumerate() {
-                if refused.next_if_eq(&&i).is_none() {
-                    self.sends.sent(*k);
+        match &mut self.link {
+            Link::Raw(r) => {
+                if r.batch.is_empty() {
+                    return Ok(());
+                }
+                let refs: Vec<(IpAddr, &[u8])> =
+                    r.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
+                r.refused_at.clear();
+                r.sender.send_batch_noting(&refs, &mut r.refused_at)?;
+                // a refused datagram took no send counter
+                let mut refused = r.refused_at.iter().peekable();
+                for (i, k) in r.batch_keys.iter().enumerate() {
+                    if refused.next_if_eq(&&i).is_none() {
+                        r.sends.sent(*k);
+                    }
+                }
+                r.batch.clear();
+                r.batch_keys.clear();
+                self.take_stamps()?;
+            }
+            Link::Socket(k) => {
+                for (i, batch) in k.batch.iter_mut().enumerate() {
+                    for (to, msg, key) in batch.drain(..) {
+                        send_on(&mut k.socks[i], to, &msg)?;
+                        k.sends[i].sent(key);
+                    }
                 }
             }
-            self.batch.clear();
-            self.batch_keys.clear();
-            self.take_stamps()?;
         }
         Ok(())
     }
 
-    /// Applies the transmit stamps the kernel queued (before any answer to
-    /// those queries is read: veth and loopback stamp within the send call).
+    /// Applies the transmit stamps the kernel queued on the raw socket
+    /// (before any answer to those queries is read: veth and loopback stamp
+    /// within the send call).
     fn take_stamps(&mut self) -> Result<(), CmdError> {
-        if !self.tx_stamps {
+        let Link::Raw(r) = &mut self.link else {
+            return Ok(());
+        };
+        if !r.tx_stamps {
             return Ok(());
         }
-        self.stamps.clear();
-        self.sender.tx_stamps(&mut self.stamps)?;
-        for &(counter, at) in &self.stamps {
-            if let Some(key) = self.sends.stamped(counter) {
+        r.stamps.clear();
+        r.sender.tx_stamps(&mut r.stamps)?;
+        for &(counter, at) in &r.stamps {
+            if let Some(key) = r.sends.stamped(counter) {
                 self.ex.on_sent(&key, at);
             }
         }
         Ok(())
     }
 
-    /// Starts the thread that reads and parses the replies (the first lever
-    /// of throughput: sending and receiving each get a core, as in dnsperf).
+    /// Raw path: starts the thread that reads and parses the replies (the
+    /// first lever of throughput: sending and receiving each get a core, as
+    /// in dnsperf).
     fn start_receiver(&mut self, index: usize, tx: RxSender, stop: &Arc<AtomicBool>) {
-        let Some(mut capture) = self.capture.take() else {
+        let Link::Raw(r) = &mut self.link else {
+            return;
+        };
+        let Some(mut capture) = r.capture.take() else {
             return;
         };
         let (src, stop) = (self.src, Arc::clone(stop));
-        self.receiver = Some(std::thread::spawn(move || {
+        r.receiver = Some(std::thread::spawn(move || {
             let mut batch = Vec::with_capacity(RX_BATCH);
             while !stop.load(Ordering::Relaxed) {
                 // wait only when nothing is in hand
@@ -287,22 +396,19 @@ impl RawPath {
                 } else {
                     Duration::ZERO
                 };
-                match capture.recv_timeout(wait)? {
-                    Some(p) => {
-                        batch.push(read_packet(
-                            src,
-                            true,
-                            &p.data,
-                            p.direction,
-                            p.timestamp,
-                            p.checksum_offloaded,
-                        ));
-                        if batch.len() < RX_BATCH {
-                            continue;
-                        }
-                    }
-                    None if batch.is_empty() => continue,
-                    None => {}
+                let n = capture.recv_batch(wait, |p| {
+                    batch.push(read_packet(
+                        src,
+                        true,
+                        p.data,
+                        p.direction,
+                        p.timestamp,
+                        p.checksum_offloaded,
+                    ))
+                })?;
+                // hand over when the queue is empty, or a batch is full
+                if batch.is_empty() || (n > 0 && batch.len() < RX_BATCH) {
+                    continue;
                 }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(RX_BATCH));
                 if tx.send((index, full)).is_err() {
@@ -313,31 +419,67 @@ impl RawPath {
         }));
     }
 
-    /// Takes what the receiver thread read: answers, or an ICMP error ending
-    /// every query to the server that sent it.
+    /// An outcome: an ICMP error that ended a query means the server
+    /// refused, so every other query to it ends too (no retries to a server
+    /// that refused).
+    fn finished(&mut self, o: DnsOutcome, done: &mut Vec<DnsOutcome>) {
+        if let Some(refusal) = o.refused {
+            done.extend(self.ex.give_up_server(o.key.server, refusal));
+        }
+        done.push(o);
+    }
+
+    /// Raw path: takes what the receiver thread read.
     fn on_received(&mut self, batch: Vec<Rx>, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
         // the send stamps of the queries first (their answers may be in this batch)
         self.take_stamps()?;
         for r in batch {
-            let Some(o) = self.ex.on_received(r) else {
-                continue;
-            };
-            // an ICMP error ended it: the server refused, so every other
-            // query to it ends too (no retries to a server that refused)
-            if let Some(refusal) = o.refused {
-                done.extend(self.ex.give_up_server(o.key.server, refusal));
+            if let Some(o) = self.ex.on_received(r) {
+                self.finished(o, done);
             }
-            done.push(o);
         }
         Ok(())
     }
 
-    /// Stops the receiver thread (it notices within 20 ms).
-    fn stop_receiver(&mut self) -> Result<(), CmdError> {
-        if let Some(h) = self.receiver.take() {
-            match h.join() {
-                Ok(r) => r?,
-                Err(_) => return Err(CmdError::Setup("bulk receiver thread panicked".into())),
+    /// Socket path: reads what the sockets have queued, without waiting.
+    fn poll_sockets(&mut self, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
+        let Link::Socket(k) = &mut self.link else {
+            return Ok(());
+        };
+        for (i, sock) in k.socks.iter_mut().enumerate() {
+            let port = sock.local_addr().port();
+            // bounded per turn, so one busy socket cannot starve the rest
+            for _ in 0..1024 {
+                let Some(ev) = sock.try_recv()? else {
+                    break;
+                };
+                let o = match ev {
+                    UdpEvent::Sent { seq, at } => {
+                        if let Some(key) = k.sends[i].stamped(seq) {
+                            self.ex.on_sent(&key, at);
+                        }
+                        None
+                    }
+                    UdpEvent::Received { from, at, data, .. } => {
+                        self.ex.on_message(from, port, &data, at)
+                    }
+                    UdpEvent::Icmp {
+                        error,
+                        from,
+                        to,
+                        quoted,
+                        at,
+                    } => {
+                        let id = quoted.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                        self.ex.on_icmp(to, port, id, error, from, at)
+                    }
+                };
+                if let Some(o) = o {
+                    if let Some(refusal) = o.refused {
+                        done.extend(self.ex.give_up_server(o.key.server, refusal));
+                    }
+                    done.push(o);
+                }
             }
         }
         Ok(())
@@ -347,8 +489,22 @@ impl RawPath {
     fn on_time(&mut self, sent: &mut u64, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
         let (gone, resend) = self.ex.on_time(Timestamp::now());
         for r in &resend {
-            self.sender.send(r.key.server.ip(), &r.datagram)?;
-            self.sends.sent(r.key);
+            match &mut self.link {
+                Link::Raw(l) => {
+                    l.sender.send(r.key.server.ip(), &r.datagram)?;
+                    l.sends.sent(r.key);
+                }
+                Link::Socket(k) => {
+                    if let Some(i) = k
+                        .socks
+                        .iter()
+                        .position(|s| s.local_addr().port() == r.key.src_port)
+                    {
+                        send_on(&mut k.socks[i], r.key.server, udp_payload(&r.datagram))?;
+                        k.sends[i].sent(r.key);
+                    }
+                }
+            }
             *sent += 1;
         }
         if !resend.is_empty() {
@@ -357,6 +513,71 @@ impl RawPath {
         done.extend(gone);
         Ok(())
     }
+
+    /// Stops the receiver thread (it notices within 20 ms).
+    fn stop_receiver(&mut self) -> Result<(), CmdError> {
+        let Link::Raw(r) = &mut self.link else {
+            return Ok(());
+        };
+        if let Some(h) = r.receiver.take() {
+            match h.join() {
+                Ok(r) => r?,
+                Err(_) => return Err(CmdError::Setup("bulk receiver thread panicked".into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends on a UDP socket. An ICMP error about an earlier datagram leaves an
+/// error on the socket that the next send reports instead of sending (its
+/// details are on the error queue, where the socket path reads them): that
+/// send is made again, once. A failed send takes no TX stamp counter (Linux
+/// 6.x), so the stamps of later sends still match.
+fn send_on(sock: &mut StampedUdp, to: SocketAddr, msg: &[u8]) -> Result<u32, IoError> {
+    match sock.send_to(to, msg) {
+        Err(IoError::Send { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::ECONNREFUSED
+                        | libc::EHOSTUNREACH
+                        | libc::ENETUNREACH
+                        | libc::EHOSTDOWN
+                        | libc::EPROTO
+                )
+            ) =>
+        {
+            sock.send_to(to, msg)
+        }
+        r => r,
+    }
+}
+
+/// Waits until one of the socket path's sockets may have something queued
+/// (never, without a socket path).
+async fn sockets_ready(paths: &[Path]) -> Result<(), IoError> {
+    let mut futs: Vec<_> = paths
+        .iter()
+        .filter_map(|p| match &p.link {
+            Link::Socket(k) => Some(k.socks.iter()),
+            Link::Raw(_) => None,
+        })
+        .flatten()
+        .map(|s| Box::pin(s.wait()))
+        .collect();
+    if futs.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// What the receiver thread hands over: packets read and parsed, by value, in
@@ -566,7 +787,7 @@ impl<W: Write> Report<'_, W> {
             )
         };
         eprintln!(
-            "synscope: {} names, {} queries, {} answered, {} timeouts{refused}, {} bad lines in {:.3} s: {:.0} q/s; latency p50 {} µs, p90 {} µs, p99 {} µs ({} timestamps); rcodes {}{checks}",
+            "synscope: {} names, {} queries, {} answered, {} timeouts{refused}, {} bad lines in {:.3} s: {:.0} q/s; latency p50 {} µs, p90 {} µs, p99 {} µs ({} timestamps, timed by {}); rcodes {}{checks}",
             sum.names,
             sum.queries,
             sum.answered,
@@ -578,6 +799,7 @@ impl<W: Write> Report<'_, W> {
             s2["latency_us"]["p90"],
             s2["latency_us"]["p99"],
             sum.timing,
+            sum.timed_by.name(),
             s2["rcodes"]
         );
         if let Some(f) = &self.first_failure {
@@ -598,7 +820,7 @@ impl<W: Write> Report<'_, W> {
 }
 
 /// A query that was never sent: its server refused an earlier one.
-fn unsent(server: SocketAddr, q: &QueryRepr, refusal: Refusal) -> DnsResult {
+fn unsent(server: SocketAddr, q: &QueryRepr, refusal: Refusal, timed_by: TimedBy) -> DnsResult {
     DnsResult {
         server,
         name: q.question.name.to_ascii(),
@@ -609,7 +831,7 @@ fn unsent(server: SocketAddr, q: &QueryRepr, refusal: Refusal) -> DnsResult {
         attempts: 0,
         tcp: None,
         refused: Some(refusal),
-        timed_by: TimedBy::RawCapture,
+        timed_by,
     }
 }
 
@@ -632,8 +854,14 @@ pub(super) async fn bulk(
         buf: Vec::with_capacity(256),
         no: 0,
     };
-    // one path per source address of the @SERVERs (e.g. one IPv4, one IPv6)
-    let mut paths: Vec<RawPath> = Vec::new();
+    // one path per source address of the @SERVERs (e.g. one IPv4, one IPv6);
+    // raw sockets and a capture with CAP_NET_RAW, else (or with --no-raw)
+    // ordinary UDP sockets timed by their kernel stamps
+    let mut raw = !s.no_raw && crate::io::privileges::has_net_raw();
+    if !raw && !s.no_raw {
+        log.debug(|| "no CAP_NET_RAW: bulk timed with socket timestamps".into());
+    }
+    let mut paths: Vec<Path> = Vec::new();
     // which path reaches a server (None: none of ours does)
     let mut path_of: HashMap<IpAddr, Option<usize>> = HashMap::new();
     for server in &s.servers {
@@ -641,7 +869,18 @@ pub(super) async fn bulk(
         let i = match paths.iter().position(|p| p.src == route.src) {
             Some(i) => i,
             None => {
-                paths.push(RawPath::open(route.src, s, log)?);
+                let path = match raw.then(|| Path::open_raw(route.src, s, log)) {
+                    Some(Ok(p)) => p,
+                    // no raw socket after all (e.g. a seccomp or LSM rule)
+                    Some(Err(CmdError::Io(e))) if e.is_permission() && paths.is_empty() => {
+                        log.debug(|| format!("{e}: bulk timed with socket timestamps"));
+                        raw = false;
+                        Path::open_socket(route.src, s, log)?
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => Path::open_socket(route.src, s, log)?,
+                };
+                paths.push(path);
                 paths.len() - 1
             }
         };
@@ -663,11 +902,12 @@ pub(super) async fn bulk(
         s,
         sum: BulkSummary {
             servers: servers.clone(),
-            timing: if paths.iter().all(|p| p.tx_stamps) {
+            timing: if paths.iter().all(|p| p.kernel_timed()) {
                 "kernel"
             } else {
                 "user-space send, kernel receive"
             },
+            timed_by: paths.first().map(|p| p.timed_by()).unwrap_or_default(),
             ..BulkSummary::default()
         },
         several_servers: several,
@@ -688,7 +928,7 @@ pub(super) async fn bulk(
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(servers.len());
     let signal = super::super::interrupted();
     tokio::pin!(signal);
-    let outstanding = |paths: &[RawPath]| paths.iter().map(|p| p.ex.outstanding()).sum::<usize>();
+    let outstanding = |paths: &[Path]| paths.iter().map(|p| p.ex.outstanding()).sum::<usize>();
 
     loop {
         // 1. send what the rate and the concurrency allow
@@ -756,7 +996,8 @@ pub(super) async fn bulk(
                 let q = query_of(s, l.name.clone(), l.qtype);
                 report.sum.queries += 1;
                 if let Some(&f) = refused.get(&server) {
-                    report.result(line_no, &unsent(server, &q, f), true)?;
+                    let by = report.sum.timed_by;
+                    report.result(line_no, &unsent(server, &q, f, by), true)?;
                     continue;
                 }
                 budget = budget.saturating_sub(1);
@@ -776,6 +1017,7 @@ pub(super) async fn bulk(
             paths[i].on_received(batch, &mut finished)?;
         }
         for p in paths.iter_mut() {
+            p.poll_sockets(&mut finished)?;
             p.on_time(&mut report.sum.sent_packets, &mut finished)?;
         }
         for o in finished.drain(..) {
@@ -790,6 +1032,7 @@ pub(super) async fn bulk(
                 refused.entry(key.server).or_insert(f);
             }
             let mut r = result_of(o, p.query.question.qtype);
+            r.timed_by = paths[i].timed_by();
             if s.tcp_fallback && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
                 r.tcp = Some(over_tcp(r.server, &p.query, s.timeout).await);
                 report.sum.tcp += 1;
@@ -833,7 +1076,7 @@ pub(super) async fn bulk(
             wake = wake.min(at);
         }
         tokio::select! {
-            got = rx.recv() => {
+            got = rx.recv(), if raw => {
                 match got {
                     Some((i, batch)) => paths[i].on_received(batch, &mut finished)?, // handled on the next turn
                     None => {
@@ -845,6 +1088,7 @@ pub(super) async fn bulk(
                     }
                 }
             }
+            r = sockets_ready(&paths) => r?, // read on the next turn
             _ = tokio::time::sleep_until(wake) => {}
             _ = &mut signal => {
                 // stop: what is outstanding is neither answered nor timed out
