@@ -7,7 +7,8 @@
 //!   behind Hop-by-Hop + Destination Options headers, an atomic Fragment
 //!   header, a chain of 7 headers (deeper than the capture filter walks), in
 //!   IPv4 or IPv6 fragments (sent last fragment first), or inside ESP; ping,
-//!   scan and trace must see the handshake, and count ESP as unreadable.
+//!   scan and trace must see the handshake, and count ESP as unreadable;
+//!   a SYN-ACK whose fragments come 30 ms apart is timed to its last fragment.
 //!
 //! Needs root, `ip`, `nft`, `nsd`, `kdig`, `tcpdump`. `SYNSCOPE_BIN=path`
 //! runs another synscope binary (e.g. an older build) against the same peers.
@@ -217,6 +218,54 @@ fn dns_fragmented_answer_v6_equals_kdig() {
 }
 
 #[test]
+fn dns_bulk_reassembles_many_fragmented_answers() {
+    let (_dns, lab) = dns_lab();
+    let dir = std::env::temp_dir().join(format!("{}-fragbulk", lab.client_ns));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("names.txt");
+    let n = 500;
+    std::fs::write(&file, "frag.lab.test,TXT\n".repeat(n)).unwrap();
+    let out = synscope(
+        &lab,
+        &[
+            "dns",
+            "--file",
+            file.to_str().unwrap(),
+            "@198.18.0.2",
+            "--bufsize",
+            "4096",
+            "--rate",
+            "20000",
+            "--timeout",
+            "2s",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    common::assert_status(&out, 0);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), n + 1, "one line per name, then the summary");
+    for l in &lines[..n] {
+        assert_eq!(l["status"], "NOERROR", "{l}");
+        assert_eq!(l["transport"], "udp", "{l}");
+        let answers = l["answers"].as_array().unwrap();
+        assert_eq!(answers.len(), 1, "{l}");
+        assert_eq!(
+            quoted_strings(answers[0].as_str().unwrap()).len(),
+            16,
+            "{l}"
+        );
+    }
+    let s = &lines[n]["summary"];
+    assert_eq!(
+        (s["answered"].as_u64(), s["timeouts"].as_u64()),
+        (Some(n as u64), Some(0))
+    );
+}
+
+#[test]
 fn dns_small_buffer_still_falls_back_to_tcp() {
     let (_dns, lab) = dns_lab();
     for server in ["@198.18.0.2", "@[2001:db8::2]"] {
@@ -257,6 +306,9 @@ const FRAGMENTED: u16 = 7003;
 const ESP: u16 = 7004;
 const DEEP_CHAIN: u16 = 7005;
 const RAW_PORTS: [u16; 5] = [HBH_DSTOPT, ATOMIC_FRAGMENT, FRAGMENTED, ESP, DEEP_CHAIN];
+/// Fragments of 8 bytes (3 for a SYN-ACK) in order, 30 ms apart.
+const SLOW_FRAGMENTS: u16 = 7006;
+const SLOW_GAP: Duration = Duration::from_millis(30);
 /// The responder's initial sequence number.
 const ISS: u32 = 0x5eed_0000;
 
@@ -324,6 +376,7 @@ fn dress(port: u16, reply: &[u8], ip: &IpRepr, ident: u32) -> Vec<Vec<u8>> {
                 std::iter::once((0, hbh)).chain([(60, dstopt); 6]).collect();
             vec![insert_v6_ext_headers(reply, &chain).unwrap()]
         }
+        SLOW_FRAGMENTS => fragment(reply, ident, 8),
         FRAGMENTED => {
             // 16 bytes of TCP per fragment, the last one sent first
             let mut f = fragment(reply, ident, 16);
@@ -353,7 +406,7 @@ fn responder(lab: &Lab, local: IpAddr, stop: Arc<AtomicBool>) -> JoinHandle<()> 
             local,
             remote: None,
             remote_port: None,
-            local_ports: Some((HBH_DSTOPT, DEEP_CHAIN)),
+            local_ports: Some((HBH_DSTOPT, SLOW_FRAGMENTS)),
             protocol: Protocol::TCP,
             outbound: false,
         };
@@ -384,8 +437,11 @@ fn responder(lab: &Lab, local: IpAddr, stop: Arc<AtomicBool>) -> JoinHandle<()> 
             };
             ident += 1;
             let reply = ip.emit(&a.emit(ip.src, ip.dst));
-            for pkt in dress(t.dst_port, &reply, &ip, ident) {
-                raw.send(d.ip.src, &pkt).unwrap();
+            for (i, pkt) in dress(t.dst_port, &reply, &ip, ident).iter().enumerate() {
+                if i > 0 && t.dst_port == SLOW_FRAGMENTS {
+                    std::thread::sleep(SLOW_GAP);
+                }
+                raw.send(d.ip.src, pkt).unwrap();
             }
         }
     })
@@ -405,6 +461,7 @@ impl RawLab {
     fn up() -> RawLab {
         let mut spec = LabSpec::standard();
         spec.dropped.extend(RAW_PORTS);
+        spec.dropped.push(SLOW_FRAGMENTS);
         let lab = Lab::up(&spec).expect("lab up (needs root, iproute2, nftables)");
         let stop = Arc::new(AtomicBool::new(false));
         let threads = vec![
@@ -548,5 +605,87 @@ fn trace_completes_through_extension_headers_and_fragments() {
             .map(|s| s["flags"].as_str().unwrap())
             .collect();
         assert_eq!(flags, ["S", "S.", ".", "F.", "F.", "."], "{t}");
+    }
+}
+
+/// A SYN-ACK whose fragments arrive 30 ms apart is timed to its last fragment:
+/// ping's RTT equals the time tcpdump saw between our SYN and the fragment that
+/// completed the reply (found by reassembling tcpdump's capture).
+#[test]
+fn fragmented_reply_is_timed_by_its_last_fragment() {
+    use synscope::wire::reassembly::{Outcome, Reassembler};
+    let raw = RawLab::up();
+    for v6 in [false, true] {
+        let dump = common::Tcpdump::start(
+            &raw.lab,
+            &format!("slowfrag-{v6}"),
+            if v6 { "ip6" } else { "ip" },
+        );
+        let t = target(v6, SLOW_FRAGMENTS);
+        let out = synscope(
+            &raw.lab,
+            &["ping", &t, "-c", "3", "-i", "200ms", "-W", "1s", "--ndjson"],
+        );
+        let captured = dump.stop();
+        common::assert_status(&out, 0);
+        // from the capture: SYN stamps, first-fragment and completing stamps by ISN
+        let mut syn_at = std::collections::HashMap::new();
+        let mut first_frag_at = std::collections::HashMap::new();
+        let mut done_at = std::collections::HashMap::new();
+        let mut r = Reassembler::default();
+        let mut first_seen: Option<u64> = None;
+        for (ts, pkt) in &captured {
+            let whole = match r.push(pkt, *ts) {
+                Outcome::Whole => pkt.clone(),
+                Outcome::Complete(d) => d,
+                Outcome::Held => {
+                    first_seen.get_or_insert(*ts);
+                    continue;
+                }
+                Outcome::Dropped(why) => panic!("{why:?}"),
+            };
+            let Ok(d) = Datagram::parse_with(&whole, Checksums::Offloaded) else {
+                continue;
+            };
+            let Transport::Tcp(seg) = d.transport else {
+                continue;
+            };
+            if seg.flags == TcpFlags::SYN {
+                syn_at.insert(seg.seq.0, *ts);
+            } else if seg.flags == TcpFlags::SYN.union(TcpFlags::ACK) {
+                let isn = seg.ack.0.wrapping_sub(1);
+                done_at.insert(isn, *ts);
+                if let Some(f) = first_seen.take() {
+                    first_frag_at.insert(isn, f);
+                }
+            }
+        }
+        let mut compared = 0;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["type"] != "probe" {
+                continue;
+            }
+            assert_eq!(v["verdict"], "open", "{v}");
+            let isn = v["isn"].as_u64().unwrap() as u32;
+            let reported = v["rtt_ns"].as_u64().unwrap() as i64;
+            let (syn, done, first) = (syn_at[&isn], done_at[&isn], first_frag_at[&isn]);
+            // the pieces were spread over at least 2 gaps
+            assert!(
+                done - first >= 2 * SLOW_GAP.as_nanos() as u64 - 1_000_000,
+                "{t}: first fragment at {first}, completed at {done}, syn at {syn}"
+            );
+            let truth = (done - syn) as i64;
+            eprintln!(
+                "{t} probe {isn}: rtt {reported} ns, tcpdump SYN to last fragment {truth} ns"
+            );
+            // kernel stamps like tcpdump's; the bound leaves room for a loaded machine
+            assert!(
+                (reported - truth).abs() < 200_000,
+                "{t} probe {isn}: reported {reported} ns, last fragment at {truth} ns"
+            );
+            compared += 1;
+        }
+        assert_eq!(compared, 3, "{t}");
     }
 }

@@ -116,6 +116,8 @@ pub async fn run(
         PortReservation::capacity()
     };
     let mut window_said = false;
+    // when the first and the last probe went out
+    let mut send_span: Option<(Instant, Instant)> = None;
     let started = Instant::now();
     let mut next_send = Instant::now();
     let mut sent: u64 = 0;
@@ -213,6 +215,8 @@ pub async fn run(
             let tsval = (now.0 / 1_000_000) as u32;
             let (key, bytes) = st.pinger.probe(now, port, isn, rand::random(), tsval);
             sender.send(dst, &bytes)?;
+            let t = Instant::now();
+            send_span = Some((send_span.map_or(t, |(first, _)| first), t));
             log.debug(|| format!("sent SYN {} sport {} isn {}", sent, key.src_port, key.isn));
             sent += 1;
             next_send += s.interval;
@@ -223,6 +227,14 @@ pub async fn run(
         }
         // a 1 ns interval never waits: let the runtime poll its sockets and signals
         tokio::task::consume_budget().await;
+    }
+    if let (true, Some((first, last))) = (window_said && sent > 1, send_span) {
+        let avg = last.duration_since(first) / (sent - 1).min(u32::MAX as u64) as u32;
+        eprintln!(
+            "synscope: probes went out every {} on average (asked: every {})",
+            crate::report::human(avg),
+            humantime::format_duration(s.interval)
+        );
     }
     let drops = capture.drops();
     if drops > 0 {

@@ -14,7 +14,10 @@
 //!   every fragment (IPv4 MF or offset, IPv6 Fragment header with M or an
 //!   offset) is matched by its addresses and protocol; the capture layer
 //!   reassembles them ([`crate::wire::reassembly`]).
-//! - ESP from the remote to us, to be counted as unreadable, not lost in silence.
+//! - from the remote to us, what nobody can read: ESP, IPv6 No Next Header, the
+//!   experimental protocol numbers 253 and 254; user space counts them as
+//!   unreadable instead of losing them in silence. (Other protocols are other
+//!   flows and stay out.)
 //! - ICMP / ICMPv6 from anyone to us (errors come from routers too).
 //! - with `outbound`, our own packets to the remote (to timestamp our sends);
 //!   we build those ourselves, without extension headers or fragments.
@@ -66,6 +69,9 @@ pub const BPF_EXT_HEADERS: usize = 6;
 const ICMP: u32 = 1;
 const ICMPV6: u32 = 58;
 const ESP: u32 = 50;
+/// Next headers whose content synscope cannot read (ESP, No Next Header,
+/// experimental): let through from the remote to be counted.
+const OPAQUE: [u32; 4] = [ESP, 59, 253, 254];
 /// IPv6 extension headers with a (len + 1) * 8 length.
 const EXT_8: [u32; 3] = [0, 43, 60];
 const FRAGMENT: u32 = 44;
@@ -302,7 +308,9 @@ impl FlowFilter {
         self.source_is_remote(a, fail);
         a.op(op::LD_B_ABS, 9);
         a.jeq_to(proto, ports);
-        a.jeq_to(ESP, accept);
+        for t in OPAQUE {
+            a.jeq_to(t, accept);
+        }
         a.ja(fail);
         a.mark(ports);
         let (sp, dp) = self.ports(true);
@@ -379,7 +387,9 @@ impl FlowFilter {
         self.source_is_remote(a, fail);
         a.op(op::LD_MEM, 1);
         a.jeq_to(proto, ports);
-        a.jeq_to(ESP, accept);
+        for t in OPAQUE {
+            a.jeq_to(t, accept);
+        }
         a.ja(fail);
         a.mark(ports);
         let (sp, dp) = self.ports(true);
@@ -750,19 +760,12 @@ mod tests {
     }
 
     #[test]
-    fn esp_from_the_peer_is_let_through_to_be_counted() {
+    fn unreadable_protocols_from_the_peer_are_let_through_to_be_counted() {
         for (local, remote, name, proto) in [
             ("198.18.0.1", "198.18.0.2", "synack_v4", 0x0800),
             ("2001:db8::1", "2001:db8::2", "synack_v6", 0x86dd),
         ] {
             let f = filter(local, remote, 80);
-            let mut esp = fixture(name).to_vec();
-            if proto == 0x0800 {
-                esp[9] = 50;
-            } else {
-                esp[6] = 50;
-            }
-            assert_eq!(run(&f, &esp, proto), SNAPLEN, "{name}");
             let other = filter(
                 local,
                 if proto == 0x0800 {
@@ -772,7 +775,52 @@ mod tests {
                 },
                 80,
             );
-            assert_eq!(run(&other, &esp, proto), 0, "{name}");
+            // ESP, No Next Header, experimental; then GRE and SCTP, other flows
+            for (next, let_through) in [
+                (50, true),
+                (59, true),
+                (253, true),
+                (254, true),
+                (47, false),
+                (132, false),
+            ] {
+                let mut p = fixture(name).to_vec();
+                p[if proto == 0x0800 { 9 } else { 6 }] = next;
+                assert_eq!(run(&f, &p, proto) == SNAPLEN, let_through, "{name} {next}");
+                assert_eq!(run(&other, &p, proto), 0, "{name} {next}");
+                // behind extension headers too
+                if proto == 0x86dd {
+                    let behind = insert_v6_ext_headers(&p, &[(0, HBH), (60, DSTOPT)]).unwrap();
+                    assert_eq!(run(&f, &behind, proto) == SNAPLEN, let_through, "{next}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn far_conditional_jumps_go_through_a_trampoline() {
+        // byte 0: 1 jumps over `far` instructions to accept, 2 runs them, else reject
+        for far in [10usize, 254, 255, 256, 300] {
+            let mut a = Asm::default();
+            let (accept, reject) = (a.label(), a.label());
+            a.op(op::LD_B_ABS, 0);
+            a.jeq_to(1, accept);
+            a.jne_to(2, reject);
+            for _ in 0..far {
+                a.op(op::ADD_K, 1);
+            }
+            a.op(op::RET_K, 5);
+            a.mark(reject);
+            a.op(op::RET_K, 0);
+            a.mark(accept);
+            a.op(op::RET_K, 7);
+            let prog = a.finish();
+            assert_eq!(run(&prog, &[1], 0), 7, "{far}");
+            assert_eq!(run(&prog, &[3], 0), 0, "{far}");
+            // byte 2: falls through the additions
+            assert_eq!(run(&prog, &[2], 0), 5, "{far}");
+            let trampolines = prog.iter().filter(|i| i.code == op::JA).count();
+            assert_eq!(trampolines > 0, far + 3 > 255, "{far}: {prog:?}");
         }
     }
 

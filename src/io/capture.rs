@@ -309,9 +309,15 @@ impl BlockingCapture {
         self.defrag.stats()
     }
 
-    /// A packet if one is queued, without waiting.
+    /// A packet (or reassembled datagram) if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
-        try_recv_one(self.sock.as_raw_fd(), &mut self.buf)
+        let fd = self.sock.as_raw_fd();
+        while let Some(c) = try_recv_one(fd, &mut self.buf)? {
+            if let Some(c) = self.defrag.take(c) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
     }
 
     /// Packets the kernel dropped for lack of buffer space since the last call

@@ -65,6 +65,8 @@ pub struct TraceRun {
     pub succeeded: bool,
     /// What was asked and did not happen, one clause each (empty on success).
     pub not_done: Vec<String>,
+    /// One line: `complete: ...` (what happened) or `INCOMPLETE: ...`.
+    pub result: String,
     /// The ICMP error that ended the trace, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<IcmpEnd>,
@@ -247,6 +249,7 @@ impl TraceRun {
             teardown,
             teardown_text: teardown.describe(),
             succeeded: not_done.is_empty(),
+            result: result_text(c, &not_done),
             not_done,
             icmp: c.icmp().cloned(),
             started_ns: events.first().map(|e| e.at.0).unwrap_or(0),
@@ -270,14 +273,31 @@ impl TraceRun {
         self.succeeded
     }
 
-    /// One line on how it went: `complete` or what did not happen.
-    pub fn result_line(&self) -> String {
-        if self.succeeded {
-            "complete (handshake, request acknowledged, teardown as asked)".to_string()
-        } else {
-            format!("INCOMPLETE: {}", self.not_done.join("; "))
-        }
+    /// One line on how it went: what was done, or what did not happen.
+    pub fn result_line(&self) -> &str {
+        &self.result
     }
+}
+
+/// The result line: `complete: ` and what happened, or `INCOMPLETE: ` and
+/// what did not.
+fn result_text(c: &TcpClient, not_done: &[String]) -> String {
+    if !not_done.is_empty() {
+        return format!("INCOMPLETE: {}", not_done.join("; "));
+    }
+    let cfg = c.config();
+    if cfg.half_open {
+        return "complete: a SYN-ACK came; the handshake was left half-open as asked".to_string();
+    }
+    let mut s = "complete: handshake".to_string();
+    if !cfg.payload.is_empty() {
+        s += &format!(", request acknowledged ({} bytes)", cfg.payload.len());
+    }
+    s += match cfg.close {
+        CloseMode::Fin => ", orderly close with FINs",
+        CloseMode::Rst => ", aborted with our RST as asked",
+    };
+    s
 }
 
 /// The ladder is in wire order (kernel stamps), the states in processing
@@ -640,6 +660,7 @@ mod tests {
         c.on_segment(&peer(TcpFlags::FIN.union(a), 901, 101, b""), us(60));
         c.on_segment(&peer(a, 902, 102, b""), us(70));
         let run = TraceRun::from_client(1, &c);
+        assert_eq!(run.result, "complete: handshake, orderly close with FINs");
         let mut out = Vec::new();
         write_run(&mut out, &target(), &run, false).unwrap();
         let line = String::from_utf8(out).unwrap();
