@@ -211,22 +211,43 @@ fn a_scan_of_every_address_and_port_runs_in_bounded_memory_and_stops_on_sigint()
     assert!(count("not_probed") >= count("probes") - sent);
 }
 
+/// A scan whose output nobody reads blocks writing it, so the first SIGINT
+/// cannot end it (its summary has nowhere to go); the second ends it at once.
 #[test]
 fn a_second_sigint_ends_the_scan_at_once() {
-    let lab = closed_world();
-    let path = temp("twice.ndjson");
-    let scan = start_scan(
-        &lab,
-        &["0.0.0.0/0", "-p-", "--rate", "5000", "--ndjson"],
-        &path,
-    );
+    let lab = Lab::up(&LabSpec::standard()).unwrap();
+    let target = SERVER_V4.to_string();
+    let mut child = lab
+        .client_command(BIN)
+        .args(["scan", &target, "-p-", "--rate", "100000", "--ndjson"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // 65,535 result lines fill the pipe (64 KiB) long before the scan ends
     std::thread::sleep(Duration::from_secs(2));
-    scan.signal("-INT");
-    scan.signal("-INT");
+    common::signal(&child, "-INT");
+    std::thread::sleep(Duration::from_millis(500));
+    let stuck = child.try_wait().unwrap().is_none();
+    common::signal(&child, "-INT");
     let signalled = Instant::now();
-    let (code, _, err) = scan.finish();
-    let _ = std::fs::remove_file(&path);
-    assert_eq!(code, Some(1), "status of an interrupted scan: {err}");
+    let deadline = signalled + Duration::from_secs(5);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second SIGINT did not end the scan");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        stuck,
+        "the first SIGINT ended a scan whose output is blocked"
+    );
+    assert_eq!(status.code(), Some(1), "status of an interrupted scan");
     assert!(signalled.elapsed() < Duration::from_secs(1));
 }
 
