@@ -355,3 +355,79 @@ fn mixed_routes_each_target_from_its_own_source() {
         );
     }
 }
+
+/// The figures of bench/lan_scan.sh (run with --ignored; prints, asserts
+/// only that both tools found the LAN's hosts): the wall time of
+/// `synscope scan 198.18.200.0/24 -p 80` beside `nmap -sS -p 80 -n` on the
+/// same LAN in the same run, alternating, REPS times each.
+#[test]
+#[ignore]
+fn bench_lan_scan_against_nmap() {
+    let up = [2u8, 3, 77, 100, 200];
+    let spec = LabSpec {
+        lan: up
+            .iter()
+            .map(|&h| LanHost {
+                host: h,
+                open: if h % 2 == 0 { vec![80] } else { vec![] },
+            })
+            .collect(),
+        ..LabSpec::standard()
+    };
+    let lab = Lab::up(&spec).unwrap();
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let timed = |cmd: &mut std::process::Command| {
+        let t = std::time::Instant::now();
+        let out = cmd.output().unwrap();
+        (t.elapsed().as_secs_f64(), out)
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (t, out) = timed(lab.client_command(env!("CARGO_BIN_EXE_synscope")).args([
+            "scan",
+            "198.18.200.0/24",
+            "-p",
+            "80",
+            "--ndjson",
+        ]));
+        let lines = ndjson(&out);
+        let open = verdicts(&lines).values().filter(|v| *v == "open").count();
+        let found = hosts(&lines).values().filter(|s| s.0 == "up").count();
+        assert_eq!((found, open), (5, 3), "synscope");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let disc = stderr
+            .lines()
+            .find(|l| l.contains("hosts up"))
+            .unwrap_or("");
+        println!("synscope  {t:6.3} s   {disc}");
+        ours.push(t);
+
+        let (t, out) =
+            timed(
+                lab.client_command("nmap")
+                    .args(["-sS", "-p", "80", "-n", "198.18.200.0/24"]),
+            );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let done = text
+            .lines()
+            .find(|l| l.starts_with("Nmap done"))
+            .unwrap_or("");
+        // nmap counts this host (198.18.200.1) among those up
+        assert!(done.contains("(6 hosts up)"), "nmap: {text}");
+        assert_eq!(text.matches("80/tcp open").count(), 3, "nmap: {text}");
+        println!("nmap      {t:6.3} s   {done}");
+        theirs.push(t);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "median wall time, 198.18.200.0/24 -p 80 (5 hosts up, 3 open), {reps} runs each: synscope {:.3} s, nmap -sS {:.3} s",
+        median(&mut ours),
+        median(&mut theirs)
+    );
+}
