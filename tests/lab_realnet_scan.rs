@@ -298,12 +298,20 @@ fn mixed_routes_each_target_from_its_own_source() {
             "198.18.200.9",
             "198.18.210.2",
             &far,
+            // no route at all in the client: said once, not probed
+            "198.18.230.1",
             "-p",
             "80,81",
             "--ndjson",
         ],
     );
     let lines = ndjson(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 target address not probed: no route to 198.18.230.1"),
+        "{stderr}"
+    );
+    assert_eq!(summary(&lines)["unroutable_addresses"], 1);
     let v = verdicts(&lines);
     let want = [
         ("127.0.0.1", 80, "open"),

@@ -374,6 +374,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         interrupted: was_interrupted,
         discovery: found.summary,
         skipped_addresses: net.skipped,
+        unroutable_addresses: net.unroutable,
         send_backpressure: stalls,
         not_probed: 0,
         cut_short: 0,

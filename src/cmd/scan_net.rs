@@ -72,6 +72,8 @@ pub struct Network {
     pub mss: u16,
     /// Network and broadcast addresses left out.
     pub skipped: u64,
+    /// Target addresses with no usable route, left out.
+    pub unroutable: u64,
     /// Times discovery's sends met a full queue.
     pub stalls: u64,
     v6: bool,
@@ -133,6 +135,8 @@ impl Network {
         });
 
         let mut skipped = 0u64;
+        let mut unroutable = 0u64;
+        let mut no_route: Option<IoError> = None;
         let mut named: Vec<IpAddr> = Vec::new();
         let mut spans = Vec::with_capacity(pieces.len());
         let mut direct = Vec::new();
@@ -144,7 +148,32 @@ impl Network {
             let r = if is_special {
                 None
             } else {
-                Some(rtnl.get(first, oif)?)
+                // no route (or an unreachable, prohibit, blackhole one, or no
+                // source address): these targets cannot be probed; said once
+                match rtnl.get(first, oif) {
+                    Ok(r)
+                        if !matches!(r.kind, RouteType::Other(_))
+                            && (r.prefsrc.is_some() || r.kind == RouteType::Local) =>
+                    {
+                        Some(r)
+                    }
+                    Ok(r) => {
+                        unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                        no_route.get_or_insert(IoError::Route {
+                            addr: first,
+                            source: std::io::Error::other(format!(
+                                "route of type {:?} with no source address",
+                                r.kind
+                            )),
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                        no_route.get_or_insert(e);
+                        continue;
+                    }
+                }
             };
             let Some(r) = r.filter(|r| r.kind != RouteType::Broadcast) else {
                 skipped += (hi - lo + 1).min(u64::MAX as u128) as u64;
@@ -205,6 +234,20 @@ impl Network {
         }
         let sources = SourceMap::from_spans(spans);
         let srcs = sources.sources();
+        if let Some(e) = no_route {
+            if srcs.is_empty() {
+                return Err(e.into());
+            }
+            eprintln!(
+                "synscope: warning: {unroutable} target address{} not probed: {e}{}",
+                if unroutable == 1 { "" } else { "es" },
+                if unroutable > 1 {
+                    " (the first of them)"
+                } else {
+                    ""
+                }
+            );
+        }
         if srcs.is_empty() {
             return Err(CmdError::Setup(
                 "every target is a network or broadcast address of an on-link prefix".into(),
@@ -324,6 +367,7 @@ impl Network {
             reservation,
             mss: mtu.saturating_sub(overhead).clamp(536, 65495) as u16,
             skipped,
+            unroutable,
             stalls: 0,
             v6,
             direct,

@@ -140,6 +140,8 @@ pub struct ScanSummary {
     pub discovery: Option<DiscoverySummary>,
     /// Network and broadcast addresses of on-link IPv4 prefixes, not probed.
     pub skipped_addresses: u64,
+    /// Target addresses with no usable route (not probed, said on stderr).
+    pub unroutable_addresses: u64,
     /// Times the kernel's send queue was full (EAGAIN/ENOBUFS) and sending
     /// slowed down.
     pub send_backpressure: u64,
@@ -435,6 +437,13 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
             s.skipped_addresses
         )?;
     }
+    if s.unroutable_addresses > 0 {
+        writeln!(
+            out,
+            "not probed: {} target addresses with no route",
+            s.unroutable_addresses
+        )?;
+    }
     if s.send_backpressure > 0 {
         writeln!(
             out,
@@ -478,6 +487,7 @@ mod tests {
             cut_short: 3,
             discovery: None,
             skipped_addresses: 0,
+            unroutable_addresses: 0,
             send_backpressure: 0,
         }
     }
