@@ -159,6 +159,8 @@ fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
     assert_eq!(s["discovery"]["down"], 250);
     assert_eq!(s["send_errors"], 0);
     assert_eq!(s["no_response"], 0);
+    // each reply seen once (not again on the bridge, nor twice on lo)
+    assert_eq!(s["ignored"], serde_json::json!({}), "{s}");
 
     // the text table: one line per down host, none of its ports
     let out = scan(&lab, &["198.18.200.0/24", "-p", "22,80,81"]);
@@ -312,6 +314,7 @@ fn mixed_routes_each_target_from_its_own_source() {
         "{stderr}"
     );
     assert_eq!(summary(&lines)["unroutable_addresses"], 1);
+    assert_eq!(summary(&lines)["ignored"], serde_json::json!({}));
     let v = verdicts(&lines);
     let want = [
         ("127.0.0.1", 80, "open"),

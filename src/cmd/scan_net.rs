@@ -12,7 +12,7 @@ use crate::io::bpf::{FlowFilter, compile_any};
 use crate::io::bpf_neigh;
 use crate::io::capture::{BlockingCapture, Captured, Direction};
 use crate::io::egress::Egress;
-use crate::io::link::{ETH_P_ARP, ETH_P_IPV6, LinkInfo, LinkSender};
+use crate::io::link::{ETH_P_ARP, ETH_P_IPV6, LinkInfo, LinkSender, enslaved_interfaces};
 use crate::io::rtnl::{NUD_PERMANENT, RouteType, Rtnl};
 use crate::io::{IoError, PortReservation, RawSender};
 use crate::report::scan::{DiscoverySummary, HostResult, ScanOutput};
@@ -348,8 +348,14 @@ impl Network {
                 outbound: false,
             })
             .collect();
-        let capture =
-            BlockingCapture::open_program(oif.unwrap_or(0), &compile_any(&filters), 64 << 20)?;
+        // on every interface (or the one named), each reply once
+        let ports = if oif.is_some() {
+            Vec::new()
+        } else {
+            enslaved_interfaces()
+        };
+        let program = bpf_neigh::incoming_once(&ports, compile_any(&filters));
+        let capture = BlockingCapture::open_program(oif.unwrap_or(0), &program, 64 << 20)?;
         let mtu = links
             .values()
             .filter_map(|l| {

@@ -49,6 +49,27 @@ impl LinkInfo {
     }
 }
 
+/// Interfaces that are ports of a bridge or slaves of a bond (they have a
+/// master): what arrives there is seen again on the master.
+pub fn enslaved_interfaces() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = dir
+        .flatten()
+        .filter(|e| e.path().join("master").exists())
+        .filter_map(|e| {
+            std::fs::read_to_string(e.path().join("ifindex"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// What one batch of sends met.
 #[derive(Debug, Default)]
 pub struct SendOutcome {
