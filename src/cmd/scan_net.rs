@@ -404,9 +404,15 @@ impl Network {
             ..DiscoverySummary::default()
         };
         let started = Instant::now();
-        for mut group in std::mem::take(&mut self.on_link) {
-            let link = &self.egress.links()[group.link];
-            let d = discover_link(&mut group, link, rate, interrupted, &mut self.stalls);
+        let mut groups = std::mem::take(&mut self.on_link);
+        let done = discover_links(
+            &mut groups,
+            self.egress.links(),
+            rate,
+            interrupted,
+            &mut self.stalls,
+        );
+        for (group, d) in groups.iter().zip(done) {
             summary.addresses += d.addresses();
             summary.requests += d.requests();
             summary.up += d.up().len() as u64;
@@ -453,49 +459,76 @@ impl Network {
     }
 }
 
-/// Discovery on one link: requests paced at `rate`, replies read between
-/// batches and while waiting.
-fn discover_link(
-    g: &mut OnLink,
-    link: &LinkSender,
+/// Discovery on every link at once (so several links take as long as the
+/// slowest, not their sum): requests paced at `rate` in all, replies read
+/// between batches and while waiting.
+fn discover_links(
+    groups: &mut [OnLink],
+    links: &[LinkSender],
     rate: u64,
     interrupted: &AtomicBool,
     stalls: &mut u64,
-) -> Discovery {
-    let mut d = Discovery::new(g.set.clone(), DISCOVERY_RETRIES, DISCOVERY_WAIT);
+) -> Vec<Discovery> {
+    let mut ds: Vec<Discovery> = groups
+        .iter()
+        .map(|g| Discovery::new(g.set.clone(), DISCOVERY_RETRIES, DISCOVERY_WAIT))
+        .collect();
+    let mut done = vec![false; groups.len()];
     let batch = (rate / 5000).clamp(1, 64) as usize;
     let mut pacer = Pacer::new(rate as f64, Instant::now());
     let mut sent = 0u64;
-    let proto = if g.src.is_ipv6() {
-        ETH_P_IPV6
-    } else {
-        ETH_P_ARP
-    };
-    loop {
-        if interrupted.load(Ordering::Relaxed) {
-            break;
+    // bounded by the state machines, which end after their last round's wait
+    while !interrupted.load(Ordering::Relaxed) && done.contains(&false) {
+        let mut sent_any = false;
+        let mut earliest: Option<Timestamp> = None;
+        for (i, (g, d)) in groups.iter_mut().zip(ds.iter_mut()).enumerate() {
+            if done[i] {
+                continue;
+            }
+            match d.step(Timestamp::now(), batch) {
+                Step::Send(addrs) => {
+                    sleep_until(pacer.due(sent));
+                    let frames: Vec<(MacAddr, Vec<u8>)> =
+                        addrs.iter().map(|a| request(g.src, g.mac, *a)).collect();
+                    let refs: Vec<(MacAddr, &[u8])> =
+                        frames.iter().map(|(m, b)| (*m, b.as_slice())).collect();
+                    let proto = if g.src.is_ipv6() {
+                        ETH_P_IPV6
+                    } else {
+                        ETH_P_ARP
+                    };
+                    let o = links[g.link].send_batch(proto, &refs, &addrs);
+                    sent += addrs.len() as u64;
+                    *stalls += o.stalls;
+                    pacer.after_batch(sent, o.stalls > 0, Instant::now());
+                    drain(g, d, Duration::ZERO);
+                    sent_any = true;
+                }
+                Step::WaitUntil(t) => {
+                    earliest = Some(earliest.map_or(t, |e| Timestamp(e.0.min(t.0))));
+                }
+                Step::Done => done[i] = true,
+            }
         }
-        match d.step(Timestamp::now(), batch) {
-            Step::Send(addrs) => {
-                sleep_until(pacer.due(sent));
-                let frames: Vec<(MacAddr, Vec<u8>)> =
-                    addrs.iter().map(|a| request(g.src, g.mac, *a)).collect();
-                let refs: Vec<(MacAddr, &[u8])> =
-                    frames.iter().map(|(m, b)| (*m, b.as_slice())).collect();
-                let o = link.send_batch(proto, &refs, &addrs);
-                sent += addrs.len() as u64;
-                *stalls += o.stalls;
-                pacer.after_batch(sent, o.stalls > 0, Instant::now());
-                drain(g, &mut d, Duration::ZERO);
+        if sent_any {
+            continue;
+        }
+        let Some(until) = earliest else { continue };
+        let left = until
+            .saturating_sub(Timestamp::now())
+            .min(Duration::from_millis(5));
+        let waiting: Vec<usize> = (0..groups.len()).filter(|i| !done[*i]).collect();
+        if let [only] = waiting[..] {
+            // one link: sleep in its capture
+            drain(&mut groups[only], &mut ds[only], left);
+        } else {
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+            for &i in &waiting {
+                drain(&mut groups[i], &mut ds[i], Duration::ZERO);
             }
-            Step::WaitUntil(t) => {
-                let left = t.saturating_sub(Timestamp::now());
-                drain(g, &mut d, left.min(Duration::from_millis(5)));
-            }
-            Step::Done => break,
         }
     }
-    d
+    ds
 }
 
 /// The request for `target`: an ARP request broadcast, or a Neighbor
