@@ -395,50 +395,55 @@ fn bench_lan_scan_against_nmap() {
         let out = cmd.output().unwrap();
         (t.elapsed().as_secs_f64(), out)
     };
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let (t, out) = timed(lab.client_command(env!("CARGO_BIN_EXE_synscope")).args([
-            "scan",
-            "198.18.200.0/24",
-            "-p",
-            "80",
-            "--ndjson",
-        ]));
-        let lines = ndjson(&out);
-        let open = verdicts(&lines).values().filter(|v| *v == "open").count();
-        let found = hosts(&lines).values().filter(|s| s.0 == "up").count();
-        assert_eq!((found, open), (5, 3), "synscope");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let disc = stderr
-            .lines()
-            .find(|l| l.contains("hosts up"))
-            .unwrap_or("");
-        println!("synscope  {t:6.3} s   {disc}");
-        ours.push(t);
-
-        let (t, out) =
-            timed(
-                lab.client_command("nmap")
-                    .args(["-sS", "-p", "80", "-n", "198.18.200.0/24"]),
-            );
-        let text = String::from_utf8_lossy(&out.stdout);
-        let done = text
-            .lines()
-            .find(|l| l.starts_with("Nmap done"))
-            .unwrap_or("");
-        // nmap counts this host (198.18.200.1) among those up
-        assert!(done.contains("(6 hosts up)"), "nmap: {text}");
-        assert_eq!(text.matches("80/tcp open").count(), 3, "nmap: {text}");
-        println!("nmap      {t:6.3} s   {done}");
-        theirs.push(t);
-    }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!(
-        "median wall time, 198.18.200.0/24 -p 80 (5 hosts up, 3 open), {reps} runs each: synscope {:.3} s, nmap -sS {:.3} s",
-        median(&mut ours),
-        median(&mut theirs)
-    );
+    for (family, target, nmap_flag) in [
+        ("IPv4", "198.18.200.0/24", "-4"),
+        ("IPv6", "2001:db8:200::/120", "-6"),
+    ] {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let (t, out) = timed(
+                lab.client_command(env!("CARGO_BIN_EXE_synscope"))
+                    .args(["scan", target, "-p", "80", "--ndjson"]),
+            );
+            let lines = ndjson(&out);
+            let open = verdicts(&lines).values().filter(|v| *v == "open").count();
+            let found = hosts(&lines).values().filter(|s| s.0 == "up").count();
+            assert_eq!((found, open), (5, 3), "synscope {family}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let disc = stderr
+                .lines()
+                .find(|l| l.contains("hosts up"))
+                .unwrap_or("");
+            println!("synscope  {family}  {t:6.3} s   {disc}");
+            ours.push(t);
+
+            let (t, out) = timed(
+                lab.client_command("nmap")
+                    .args([nmap_flag, "-sS", "-p", "80", "-n", target]),
+            );
+            let text = String::from_utf8_lossy(&out.stdout);
+            let done = text
+                .lines()
+                .find(|l| l.starts_with("Nmap done"))
+                .unwrap_or("");
+            // nmap counts this host (198.18.200.1, 2001:db8:200::1) among those up
+            assert!(done.contains("(6 hosts up)"), "nmap {family}: {text}");
+            assert_eq!(
+                text.matches("80/tcp open").count(),
+                3,
+                "nmap {family}: {text}"
+            );
+            println!("nmap      {family}  {t:6.3} s   {done}");
+            theirs.push(t);
+        }
+        println!(
+            "median wall time, {target} -p 80 (5 hosts up, 3 open), {reps} runs each: synscope {:.3} s, nmap -sS {:.3} s",
+            median(&mut ours),
+            median(&mut theirs)
+        );
+    }
 }
