@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what synscope's demo, tests and benchmarks need on a fresh Debian
 # machine (run as root): iproute2 (ip netns, veth), nftables (filtered ports),
-# tcpdump (capture truth), procps (ps/sysctl).
+# tcpdump (capture truth), procps (ps/sysctl), nsd and unbound (real DNS servers),
+# knot-dnsutils (kdig) and ldnsutils (ldns-keygen, ldns-signzone for the signed lab zone),
+# time (GNU time: a scan's own peak memory).
 # With --bench it also installs the peer tools the benchmarks compare against.
 set -euo pipefail
-pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils)
+pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils unbound ldnsutils time)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(hping3 nmap masscan time bc dnsperf)
+  pkgs+=(hping3 nmap masscan bc dnsperf)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -20,10 +20,12 @@ EXIT STATUS:
 pub const ALL_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
-     expected; scan: it ran to its end; trace: every trace completed;
+     expected; scan: it ran to its end; trace: every trace did all it
+     was asked: handshake, request acknowledged, teardown as --close says;
      dns: every check passed)
   1  the expectation failed (ping: another verdict; scan: interrupted;
-     trace: refused, unanswered or unfinished; dns: a check failed)
+     trace: a trace did not, and its result line says what did not
+     happen; dns: a check failed)
   2  usage or setup error (one line on stderr says what and on what)
   3  dns only: no answer
   Each command's page (synscope-ping(1), ...) gives its own details.";
@@ -119,10 +121,14 @@ pub enum Command {
     /// server is asked at once and the answers are compared. An ICMP error quoting
     /// a query (port unreachable, ...) ends that query at once, with the reason.
     ///
-    /// Without CAP_NET_RAW (or with --no-raw) a single query goes out on an
-    /// ordinary UDP socket instead, timed by that socket's kernel TX and RX
+    /// Without CAP_NET_RAW (or with --no-raw) queries, single or bulk, go out on
+    /// ordinary UDP sockets instead, timed by those sockets' kernel TX and RX
     /// stamps: no privilege needed. The output says which timed it
     /// (`timed by: raw capture` or `timed by: socket timestamps`).
+    ///
+    /// Bulk (--file): one `name[,type[,server]]` per line, each to every
+    /// @SERVER (--spread: to one, in turn), every --expect* checked per query;
+    /// NDJSON (or --json, --short) and a summary with per-check failure counts.
     ///
     /// Examples:
     ///   synscope dns example.com
@@ -132,7 +138,9 @@ pub enum Command {
     ///   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
     ///   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
     ///   synscope dns a.lab.test @198.18.0.2 --no-raw
+    ///   synscope dns www.signed.test @198.18.0.2:8053 --expect-ad --expect-signed
     ///   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
+    ///   synscope dns -f names.txt @198.18.0.2 @198.18.0.3 --spread --expect-rcode NOERROR
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
 }
@@ -222,10 +230,15 @@ pub struct PingArgs {
 
 pub const TRACE_EXIT_CODES: &str = "\
 EXIT STATUS:
-  0  every trace completed: handshake, then closed by FIN or RST
+  0  every trace did all it was asked: the handshake, the request
+     (--send, --send-file) acknowledged in full, and the teardown --close
+     asks for (fin: both FINs sent and acknowledged; rst: our RST)
      (half-open: got a SYN-ACK)
-  1  a trace was refused, unanswered, unfinished (the peer did not close
-     before --max-wait) or interrupted
+  1  a trace did not: refused, unanswered, ended by an ICMP error, request
+     not acknowledged (e.g. a zero window), reset by the peer, given up
+     after unanswered retransmissions, still open at --max-wait, or
+     interrupted; its result: INCOMPLETE line (JSON: succeeded,
+     not_done) says what did not happen
   2  usage or setup error";
 
 #[derive(Debug, Args)]
@@ -401,7 +414,9 @@ impl TraceArgs {
 pub const SCAN_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the scan ran to its end (whatever it found)
-  1  it was interrupted (SIGINT/SIGTERM); results so far are printed
+  1  it was interrupted (SIGINT/SIGTERM): results so far and the summary are
+     printed, with the pairs never sent counted as not probed (a second
+     signal ends it at once, without them)
   2  usage or setup error (bad targets or ports, missing privileges)";
 
 #[derive(Debug, Args)]
@@ -479,16 +494,25 @@ pub struct ScanArgs {
     /// Never draw the progress bar (it is drawn on stderr only when that is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Probes per block of state (tests: many blocks from a small scan).
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+    pub block_size: Option<u64>,
 }
 
 pub const DNS_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  every query was answered and every check passed
   1  a check failed (--expect, --expect-contains, --expect-rcode, --expect-regex,
-     --max-time); one line on stderr says which and why
+     --max-time, --expect-ad, --expect-signed); one line on stderr says which
+     and why
   2  usage or setup error (bad arguments, no server, missing privileges)
   3  no answer: a server did not answer after every retry, or an ICMP error
-     (e.g. port-unreachable) ended a query (bulk: some name got no answer)
+     (e.g. port-unreachable) ended a query (bulk: some query got no answer)
+  Bulk (--file): every query is checked, and the status is the worst outcome:
+  2 if some line could not be read or parsed (not UTF-8, bad name, type or
+  server; each is reported with its line number, and the other lines are still
+  queried), else 3 if some query got no answer, else 1 if some check failed,
+  else 0.
   On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
   with \"interrupted\": true) and the status is 1.";
 
@@ -502,7 +526,10 @@ pub struct DnsArgs {
     /// Reverse lookup: query the PTR record of this address.
     #[arg(short = 'x', value_name = "ADDR")]
     pub reverse: Option<IpAddr>,
-    /// EDNS0 UDP payload size advertised.
+    /// EDNS0 UDP payload size advertised, 512 to 65535, e.g. --bufsize 4096 (as
+    /// kdig +bufsize=4096). Answers bigger than the path MTU arrive in IP
+    /// fragments, which synscope reassembles; an answer bigger than the size
+    /// comes back truncated (TC) and is repeated over TCP.
     #[arg(long, default_value_t = 1232, value_parser = clap::value_parser!(u16).range(512..))]
     pub bufsize: u16,
     /// Set the EDNS0 DO (DNSSEC OK) bit.
@@ -512,7 +539,7 @@ pub struct DnsArgs {
     #[arg(long, value_name = "ADDR/PREFIX")]
     pub ecs: Option<String>,
     /// Send no OPT record (plain RFC 1035: answers above 512 bytes come truncated).
-    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs"])]
+    #[arg(long, conflicts_with_all = ["dnssec_ok", "ecs", "expect_ad", "expect_signed"])]
     pub no_edns: bool,
     /// Clear the RD (recursion desired) bit.
     #[arg(long)]
@@ -520,10 +547,10 @@ pub struct DnsArgs {
     /// Do not repeat a truncated (TC) answer over TCP; show it as it is.
     #[arg(long)]
     pub ignore_tc: bool,
-    /// Time single queries with an ordinary UDP socket's kernel timestamps
-    /// (TX stamps from the error queue, RX stamps on each answer) instead of
-    /// raw sockets and a packet capture. Without CAP_NET_RAW this is what
-    /// happens anyway; the output says which timed it (`timed by:`).
+    /// Time queries (single and bulk) with ordinary UDP sockets' kernel
+    /// timestamps (TX stamps from the error queue, RX stamps on each answer)
+    /// instead of raw sockets and a packet capture. Without CAP_NET_RAW this
+    /// is what happens anyway; the output says which timed it (`timed by:`).
     #[arg(long)]
     pub no_raw: bool,
     /// Retries after the first attempt, per query.
@@ -554,12 +581,29 @@ pub struct DnsArgs {
     /// At least one answer's data must match this regular expression.
     #[arg(long, value_name = "REGEX")]
     pub expect_regex: Option<String>,
+    /// The AD bit must be set: the resolver validated the answer with DNSSEC.
+    /// Sets the DO bit (a resolver sets AD only for a query with DO or AD).
+    #[arg(long)]
+    pub expect_ad: bool,
+    /// Every RRset of the answer section must come with an RRSIG covering it
+    /// (same owner, same type); with an empty answer (NXDOMAIN, NODATA) the
+    /// authority section must hold RRSIGs. Sets the DO bit.
+    #[arg(long)]
+    pub expect_signed: bool,
     /// The answer must arrive within this time (e.g. 50ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<Duration>,
     /// Bulk: read `name[,type[,server]]` lines from this file (`-` for stdin).
+    /// Each line is queried at each @SERVER (or, with --spread, at one of
+    /// them) and checked with every --expect* given; one NDJSON line per query,
+    /// then a summary with per-check failure counts. A line that cannot be read
+    /// or parsed is reported with its number and the others are still queried.
     #[arg(short, long, value_name = "PATH")]
     pub file: Option<String>,
+    /// Bulk: send each line to one @SERVER, taking them in turn (round-robin),
+    /// instead of to every @SERVER.
+    #[arg(long, requires = "file")]
+    pub spread: bool,
     /// Bulk: queries per second (default: as fast as --concurrency allows).
     #[arg(long, value_name = "QPS")]
     pub rate: Option<u32>,
@@ -574,7 +618,8 @@ pub struct DnsArgs {
 /// Validated settings of `synscope scan`.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
-    pub targets: TargetSet,
+    /// One set per address family, IPv4 first (scanned in turn).
+    pub targets: Vec<TargetSet>,
     pub ports: PortList,
     pub rate: u64,
     pub retries: u32,
@@ -591,6 +636,8 @@ pub struct ScanSettings {
     pub format: OutputFormat,
     pub progress: bool,
     pub verbose: bool,
+    /// Probes per block of per-probe state (default: from the rate).
+    pub block_size: Option<u64>,
 }
 
 impl ScanArgs {
@@ -648,7 +695,7 @@ impl ScanArgs {
                 .map(|s| parse_target(s, &resolver).map_err(|e| UsageError(e.0)))
                 .collect()
         };
-        let targets = TargetSet::build(&parse(&specs)?, &parse(&self.exclude)?)
+        let targets = TargetSet::build_families(&parse(&specs)?, &parse(&self.exclude)?)
             .map_err(|e| UsageError(e.0))?;
         let shard = match &self.shard {
             Some(s) => Shard::parse(s).map_err(UsageError)?,
@@ -679,6 +726,7 @@ impl ScanArgs {
             format,
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,
+            block_size: self.block_size,
         })
     }
 }
@@ -707,6 +755,10 @@ pub struct DnsChecks {
     pub rcode: Option<u16>,
     pub regex: Option<regex::Regex>,
     pub max_time: Option<Duration>,
+    /// The AD bit must be set.
+    pub ad: bool,
+    /// The answer (or the denial) must be signed.
+    pub signed: bool,
 }
 
 impl DnsChecks {
@@ -728,6 +780,12 @@ impl DnsChecks {
         if self.max_time.is_some() {
             n.push("--max-time");
         }
+        if self.ad {
+            n.push("--expect-ad");
+        }
+        if self.signed {
+            n.push("--expect-signed");
+        }
         n
     }
 
@@ -737,6 +795,8 @@ impl DnsChecks {
             && self.rcode.is_none()
             && self.regex.is_none()
             && self.max_time.is_none()
+            && !self.ad
+            && !self.signed
     }
 }
 
@@ -770,6 +830,8 @@ pub struct DnsSettings {
     pub bulk: Option<BulkSource>,
     pub rate: Option<u32>,
     pub concurrency: u32,
+    /// Bulk: each line to one server in turn, not to every server.
+    pub spread: bool,
     pub progress: bool,
     pub verbose: bool,
 }
@@ -838,11 +900,6 @@ impl DnsArgs {
                 "give either NAME ('{display_name}') or --file, not both"
             )));
         }
-        if bulk.is_some() && self.no_raw {
-            return Err(UsageError(
-                "--no-raw applies to single queries; bulk mode (--file) uses raw sockets".into(),
-            ));
-        }
         if bulk.is_none() && name.is_none() {
             return Err(UsageError(
                 "no name to query: give NAME, -x ADDR or --file FILE".into(),
@@ -878,7 +935,7 @@ impl DnsArgs {
         };
         let edns = (!self.no_edns).then_some(dns::EdnsRepr {
             udp_size: self.bufsize,
-            dnssec_ok: self.dnssec_ok,
+            dnssec_ok: self.dnssec_ok || self.expect_ad || self.expect_signed,
             client_subnet,
         });
         let rcode = match &self.expect_rcode {
@@ -927,10 +984,13 @@ impl DnsArgs {
                 rcode,
                 regex,
                 max_time: self.max_time,
+                ad: self.expect_ad,
+                signed: self.expect_signed,
             },
             bulk,
             rate: self.rate,
             concurrency: self.concurrency,
+            spread: self.spread,
             progress: !self.no_progress,
             verbose,
         })
@@ -1223,7 +1283,19 @@ mod dns_tests {
         assert!(dns(&["a", "b", "@198.18.0.2"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--file", "x"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--bufsize", "100"]).is_err());
+        let s = dns(&["a", "@198.18.0.2", "--bufsize", "65535"]).unwrap();
+        assert_eq!(s.edns.unwrap().udp_size, 65535);
+        assert!(dns(&["a", "@198.18.0.2", "--bufsize", "65536"]).is_err());
         assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--do"]).is_err());
+        // the DNSSEC checks set the DO bit, and need EDNS
+        let s = dns(&["a", "@198.18.0.2", "--expect-ad"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.ad && !s.checks.signed);
+        let s = dns(&["a", "@198.18.0.2", "--expect-signed"]).unwrap();
+        assert!(s.edns.unwrap().dnssec_ok && s.checks.signed);
+        assert!(dns(&["a", "@198.18.0.2", "--no-edns", "--expect-signed"]).is_err());
+        assert!(!dns(&["a", "@198.18.0.2"]).unwrap().edns.unwrap().dnssec_ok);
+        // bulk has the socket path too
+        assert!(dns(&["--file", "-", "@198.18.0.2", "--no-raw"]).is_ok());
     }
 
     #[test]

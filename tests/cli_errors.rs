@@ -96,10 +96,6 @@ const CASES: &[(&[&str], &str)] = &[
         "range end is below its start",
     ),
     (
-        &["scan", "198.18.0.1", "2001:db8::1", "-p", "80"],
-        "mix IPv4 and IPv6",
-    ),
-    (
         &[
             "scan",
             "198.18.0.1",

@@ -394,7 +394,8 @@ fn fixed_source_port_at_a_fast_interval_waits_and_says_so() {
     assert!(doc["summary"]["elapsed_ms"].as_f64().unwrap() >= 200.0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("one at a time with a fixed --source-port"),
+        err.contains("one at a time with a fixed --source-port")
+            && err.contains("probes went out every "),
         "{err}"
     );
 }

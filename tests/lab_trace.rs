@@ -353,9 +353,15 @@ fn server_resets_instead_of_closing() {
     let lab = lab();
     let _srv = Server::start(&lab, 7004, Behaviour::Reset);
     let out = trace(&lab, &["198.18.0.2:7004", "--json"]);
-    common::assert_status(&out, 0);
+    // an RST is not the FIN close asked for (issue 9 §6): exit 1, and why
+    common::assert_status(&out, 1);
     let run = &json_of(&out)["traces"][0];
     assert_eq!(run["teardown"], "reset-by-peer", "{run}");
+    assert_eq!(run["succeeded"], false);
+    assert_eq!(
+        run["not_done"][0],
+        "no orderly close with FINs (--close fin): reset by peer (RST instead of FIN)"
+    );
     let last = run["segments"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["dir"], "received");
     assert!(last["flags"].as_str().unwrap().contains('R'), "{last}");
@@ -465,7 +471,7 @@ fn rst_filter_is_scoped_to_the_flow_and_gone_after_sigint() {
         "interrupted: not all traces finished"
     );
     let run = &json_of(&out)["traces"][0];
-    assert_eq!(run["teardown"], "unfinished");
+    assert_eq!(run["teardown"], "interrupted");
     assert_eq!(json_of(&out)["interrupted"], true);
     // we aborted with RST+ACK, which passed the filter: the server dropped it
     let last = run["segments"].as_array().unwrap().last().unwrap().clone();
@@ -663,7 +669,9 @@ fn count_gives_per_stage_statistics_and_pcap_is_readable() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("--- 3 traces, 3 completed (handshake, then closed) ---"),
+        text.contains(
+            "--- 3 traces, 3 complete (handshake, request acknowledged, teardown as asked) ---"
+        ),
         "{text}"
     );
     assert!(

@@ -52,6 +52,37 @@ pub(crate) async fn interrupted() {
     }
 }
 
+static SIGNALS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn count_signal(_: nix::libc::c_int) {
+    // a second SIGINT/SIGTERM: the user wants out now, not the summary
+    if SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1 {
+        // SAFETY: _exit is async-signal-safe; nothing is unwound or flushed
+        unsafe { nix::libc::_exit(1) };
+    }
+}
+
+/// For the blocking commands (scan): the first SIGINT or SIGTERM sets a flag
+/// the loops check (see [`signalled`]); a second one ends the process at once
+/// with status 1, the documented status of an interrupted run.
+pub(crate) fn catch_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(count_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+}
+
+/// Has a SIGINT or SIGTERM arrived since [`catch_signals`]?
+pub(crate) fn signalled() -> bool {
+    SIGNALS.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
 /// Debug logging to stderr, on with `-v`.
 #[derive(Debug, Clone, Copy)]
 pub struct Log {

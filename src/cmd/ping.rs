@@ -19,6 +19,11 @@ use std::time::Instant;
 /// are read on the next turn, and no probe expires until the buffer is empty).
 const DRAIN_MAX: usize = 4096;
 
+/// How long after a deadline a probe is expired: a reply the kernel stamped
+/// just before it may still be on its way into the capture queue (another
+/// CPU's receive path stamps a packet a few µs before it queues it).
+const SETTLE: Duration = Duration::from_millis(1);
+
 /// What the loop updates for each captured packet.
 struct Loop<'a> {
     pcap: &'a mut Option<PcapWriter>,
@@ -111,6 +116,8 @@ pub async fn run(
         PortReservation::capacity()
     };
     let mut window_said = false;
+    // when the first and the last probe went out
+    let mut send_span: Option<(Instant, Instant)> = None;
     let started = Instant::now();
     let mut next_send = Instant::now();
     let mut sent: u64 = 0;
@@ -130,10 +137,9 @@ pub async fn run(
             break;
         }
         let can_send = more_to_send && st.pinger.outstanding() < window;
-        let deadline = st
-            .pinger
-            .next_deadline()
-            .map(|d| Instant::now() + Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0)));
+        let deadline = st.pinger.next_deadline().map(|d| {
+            Instant::now() + Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0)) + SETTLE
+        });
         let wake = match (can_send, deadline) {
             (true, Some(d)) => next_send.min(d),
             (true, None) => next_send,
@@ -151,8 +157,8 @@ pub async fn run(
             t = timer.sleep_until(wake) => t?,
         }
         // Everything the kernel queued before `now` is read before any probe
-        // expires at `now`: a burst of replies waiting in the capture buffer is
-        // never taken for silence.
+        // expires (at `now` - SETTLE): a burst of replies waiting in the
+        // capture buffer is never taken for silence.
         let now = Timestamp::now();
         let mut drained = false;
         for _ in 0..DRAIN_MAX {
@@ -165,7 +171,8 @@ pub async fn run(
             }
         }
         if drained {
-            for r in st.pinger.on_time(now) {
+            let settled = Timestamp(now.0.saturating_sub(SETTLE.as_nanos() as u64));
+            for r in st.pinger.on_time(settled) {
                 st.held.remove(&r.src_port);
                 st.report.probe(out, r)?;
             }
@@ -208,6 +215,8 @@ pub async fn run(
             let tsval = (now.0 / 1_000_000) as u32;
             let (key, bytes) = st.pinger.probe(now, port, isn, rand::random(), tsval);
             sender.send(dst, &bytes)?;
+            let t = Instant::now();
+            send_span = Some((send_span.map_or(t, |(first, _)| first), t));
             log.debug(|| format!("sent SYN {} sport {} isn {}", sent, key.src_port, key.isn));
             sent += 1;
             next_send += s.interval;
@@ -219,6 +228,14 @@ pub async fn run(
         // a 1 ns interval never waits: let the runtime poll its sockets and signals
         tokio::task::consume_budget().await;
     }
+    if let (true, Some((first, last))) = (window_said && sent > 1, send_span) {
+        let avg = last.duration_since(first) / (sent - 1).min(u32::MAX as u64) as u32;
+        eprintln!(
+            "synscope: probes went out every {} on average (asked: every {})",
+            crate::report::human(avg),
+            humantime::format_duration(s.interval)
+        );
+    }
     let drops = capture.drops();
     if drops > 0 {
         eprintln!(
@@ -228,6 +245,9 @@ pub async fn run(
     }
     if let Some(w) = pcap.as_mut() {
         w.flush()?;
+    }
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| f);
     }
     // probes still outstanding at an interrupt are not counted
     let summary = report.summary(pinger.ignored(), started.elapsed(), was_interrupted);

@@ -1,7 +1,11 @@
 //! `synscope scan`: a sender thread paces SYNs over the permuted (host, port)
 //! space of this shard; a receiver thread checks replies against their cookies.
-//! The only per-probe memory is one "answered" bit (and a fixed ring of recent
-//! send times for RTTs), so memory does not grow with replies in flight.
+//! The space is taken one bounded block at a time (scan::blocks): a block is
+//! sent, its unanswered probes retried, its no-responses reported, then the
+//! next; per-probe memory is two bits of one block (and a fixed ring of recent
+//! send times for RTTs), whatever the size of the target space. A scan of both
+//! address families scans each in turn into one report. Routes, sockets and
+//! on-link discovery of each family are in `scan_net`.
 
 use super::scan_net::Network;
 use super::{CmdError, Log};
@@ -10,12 +14,12 @@ use crate::event::Timestamp;
 use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
-use crate::report::scan::{ScanOutput, ScanResult, ScanSummary};
+use crate::report::scan::{DiscoverySummary, ScanOutput, ScanResult, ScanSummary};
+use crate::scan::blocks::{self, BlockState, Mark};
 use crate::scan::pace::Pacer;
-use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict};
+use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -23,77 +27,69 @@ use std::time::{Duration, Instant};
 const RING: usize = 1 << 17;
 const RELAXED: Ordering = Ordering::Relaxed;
 
-/// State shared by the sender and the receiver.
+/// State shared by the senders and the receiver (besides the block's bits).
 struct Shared {
-    /// One bit per probe of this shard: answered.
-    answered: Vec<AtomicU64>,
     ring_probe: Vec<AtomicU64>,
     ring_time: Vec<AtomicU64>,
     replies: AtomicU64,
     last_reply_ns: AtomicU64,
     max_rtt_ns: AtomicU64,
+    /// Reads of the receiver that found the capture queue empty.
+    idle_reads: AtomicU64,
     stop: AtomicBool,
 }
 
 impl Shared {
-    /// Marks probe `j` answered; false if it already was (a duplicate).
-    fn mark(&self, j: u64) -> bool {
-        let bit = 1u64 << (j % 64);
-        self.answered[(j / 64) as usize].fetch_or(bit, RELAXED) & bit == 0
-    }
-    fn is_answered(&self, j: u64) -> bool {
-        self.answered[(j / 64) as usize].load(RELAXED) & (1 << (j % 64)) != 0
-    }
     fn sent_at(&self, j: u64) -> Option<u64> {
         let slot = (j as usize) % RING;
         (self.ring_probe[slot].load(RELAXED) == j + 1).then(|| self.ring_time[slot].load(RELAXED))
     }
 }
 
-/// What the receiver hands back when it ends.
-struct Received<W: Write> {
-    output: ScanOutput<W>,
+/// What the families' scans add up to.
+#[derive(Default)]
+struct Tally {
+    probes: u64,
+    sent: u64,
+    send_errors: u64,
+    send_time: Duration,
     ignored: BTreeMap<Ignored, u64>,
     drops: u64,
+    cut_short: u64,
+    stalls: u64,
+    skipped: u64,
+    unroutable: u64,
+    discovery: Option<DiscoverySummary>,
 }
 
-/// Is a SIGINT or SIGTERM pending? (checked between batches)
-fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        let _ = signal_hook_register(sig, flag.clone());
+/// Both families' discoveries in one summary ("ARP+NDP").
+fn add_discovery(
+    a: Option<DiscoverySummary>,
+    b: Option<DiscoverySummary>,
+) -> Option<DiscoverySummary> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(DiscoverySummary {
+            method: format!("{}+{}", a.method, b.method),
+            addresses: a.addresses + b.addresses,
+            up: a.up + b.up,
+            down: a.down + b.down,
+            requests: a.requests + b.requests,
+            elapsed_s: a.elapsed_s + b.elapsed_s,
+        }),
+        (a, b) => a.or(b),
     }
-    flag
 }
 
-fn signal_hook_register(sig: i32, flag: Arc<AtomicBool>) -> Result<(), std::io::Error> {
-    // a tokio-free signal watch: a thread blocked in sigwait would need masks on
-    // every thread; a tiny runtime thread is simpler and dies with the process
-    std::thread::Builder::new()
-        .name(format!("signal-{sig}"))
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(_) => return,
-            };
-            rt.block_on(async {
-                let kind = tokio::signal::unix::SignalKind::from_raw(sig);
-                if let Ok(mut s) = tokio::signal::unix::signal(kind) {
-                    s.recv().await;
-                    flag.store(true, RELAXED);
-                }
-            });
-        })?;
-    Ok(())
-}
+type Output = Mutex<ScanOutput<std::io::Stdout>>;
 
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
-    let interrupted = interrupt_flag();
-    // routes per target, every socket, the capture of replies to every source
-    let mut net = Network::open(s, log)?;
+    super::catch_signals();
+    // per family: routes per target, every socket, the capture of replies to every source
+    let families = s
+        .targets
+        .iter()
+        .map(|t| Network::open(s, t, log).map(|net| (t, net)))
+        .collect::<Result<Vec<_>, _>>()?;
     // every socket is open and no other thread runs yet: give up every capability
     crate::io::privileges::drop_all()?;
     log.debug(|| {
@@ -102,125 +98,126 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
             crate::io::privileges::effective()
         )
     });
-    let mut output = ScanOutput::new(std::io::stdout(), s.format, s.open_only);
+    let started = Instant::now();
+    let output: Output = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
+    let mut tally = Tally::default();
+    for (targets, net) in families {
+        if super::signalled() {
+            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
+            continue;
+        }
+        scan_family(s, net, &output, &mut tally, log)?;
+    }
+    let was_interrupted = super::signalled();
+    let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
+    let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
+    let reported = count("open") + count("closed") + count("filtered") + count("no-response");
+    let summary = ScanSummary {
+        hosts: s.targets.iter().map(TargetSet::len).sum(),
+        ports: s.ports.len(),
+        probes: tally.probes,
+        shard: format!("{}/{}", s.shard.index, s.shard.count),
+        seed: s.seed,
+        sent: tally.sent,
+        open: count("open"),
+        closed: count("closed"),
+        filtered: count("filtered"),
+        no_response: count("no-response"),
+        send_errors: tally.send_errors,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        send_rate_pps: tally.sent as f64 / tally.send_time.as_secs_f64().max(1e-9),
+        ignored: tally.ignored,
+        capture_drops: tally.drops,
+        interrupted: was_interrupted,
+        discovery: tally.discovery,
+        skipped_addresses: tally.skipped,
+        unroutable_addresses: tally.unroutable,
+        send_backpressure: tally.stalls,
+        not_probed: if was_interrupted {
+            tally.probes.saturating_sub(reported + tally.cut_short)
+        } else {
+            0
+        },
+        cut_short: tally.cut_short,
+    };
+    if tally.stalls > 0 {
+        eprintln!(
+            "synscope: the kernel's send queue was full {} times (back-pressure); sending slowed down and went on",
+            tally.stalls
+        );
+    }
+    if tally.drops > 0 {
+        eprintln!(
+            "synscope: warning: the capture buffer dropped {} packets (lower --rate); unanswered ports were retried",
+            tally.drops
+        );
+    }
+    output.finish(&summary)?;
+    Ok(summary)
+}
+
+/// Scans one family's targets, block by block, into `output`.
+fn scan_family(
+    s: &ScanSettings,
+    mut net: Network,
+    output: &Output,
+    tally: &mut Tally,
+    log: Log,
+) -> Result<(), CmdError> {
     // on-link targets: only the hosts that answer ARP / ND get SYNs
-    let found = net.discover(s.rate, &mut output, &interrupted, log)?;
-    let sport = net.reservation.port;
-    let mut capture = net.capture;
-    let reservation = net.reservation;
-    let sender = Arc::new(net.egress);
-    let matcher = Arc::new(ScanMatcher {
-        sources: net.sources,
+    let found = net.discover(s.rate, &mut lock(output), log)?;
+    tally.skipped += net.skipped;
+    tally.unroutable += net.unroutable;
+    tally.stalls += net.stalls;
+    tally.discovery = add_discovery(tally.discovery.take(), found.summary);
+    let Network {
+        sources,
+        egress: sender,
+        mut capture,
+        reservation,
+        mss,
+        ..
+    } = net;
+    let sport = reservation.port;
+    let matcher = ScanMatcher {
+        sources,
         sport,
         cookie: Cookie::new(rand::random()),
         targets: found.targets,
         ports: s.ports.clone(),
         ttl: s.ttl,
         syn_options: s.syn_options,
-        mss: net.mss,
-    });
+        mss,
+    };
     let total = matcher.len();
-    let perm = Arc::new(Permutation::new(total, s.seed));
+    let perm = Permutation::new(total, s.seed);
     let shard = s.shard;
     let probes = shard.len(total);
+    tally.probes += probes;
+    let block = s
+        .block_size
+        .unwrap_or_else(|| blocks::block_size(s.rate))
+        .min(probes.max(1));
     log.debug(|| {
         format!(
-            "scan: {} probes in shard {}/{} from port {sport} of {:?}",
+            "scan: {} probes in shard {}/{} from port {sport} of {:?}, in blocks of {block}",
             probes,
             shard.index,
             shard.count,
             matcher.sources.sources()
         )
     });
-    let shared = Arc::new(Shared {
-        answered: (0..probes.div_ceil(64))
-            .map(|_| AtomicU64::new(0))
-            .collect(),
+    let state = BlockState::new(block);
+    let shared = Shared {
         ring_probe: (0..RING).map(|_| AtomicU64::new(0)).collect(),
         ring_time: (0..RING).map(|_| AtomicU64::new(0)).collect(),
         replies: AtomicU64::new(0),
         last_reply_ns: AtomicU64::new(0),
         max_rtt_ns: AtomicU64::new(0),
+        idle_reads: AtomicU64::new(0),
         stop: AtomicBool::new(false),
-    });
-
-    // the receiver: classify, dedupe, stream NDJSON, tear down open connections
-    let receiver = {
-        let (shared, matcher, perm, sender) = (
-            shared.clone(),
-            matcher.clone(),
-            perm.clone(),
-            sender.clone(),
-        );
-        std::thread::Builder::new()
-            .name("receiver".into())
-            .spawn(move || -> Result<Received<std::io::Stdout>, CmdError> {
-                let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
-                loop {
-                    let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
-                        if shared.stop.load(RELAXED) {
-                            break;
-                        }
-                        continue;
-                    };
-                    let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
-                        Ok(r) => r,
-                        Err(why) => {
-                            *ignored.entry(why).or_default() += 1;
-                            continue;
-                        }
-                    };
-                    let Some(j) = shard.local(perm.position(r.index)) else {
-                        *ignored.entry(Ignored::NoProbe).or_default() += 1;
-                        continue;
-                    };
-                    if r.verdict == ScanVerdict::Open {
-                        // our own RST (besides the kernel's): never leave a half-open connection
-                        if let Some(rst) = matcher.rst(r.host, r.port) {
-                            let _ = sender.send(r.host, &rst);
-                        }
-                    }
-                    if !shared.mark(j) {
-                        *ignored.entry(Ignored::NoProbe).or_default() += 1;
-                        continue;
-                    }
-                    let rtt_ns = shared.sent_at(j).map(|t| r.at.0.saturating_sub(t));
-                    if let Some(rtt) = rtt_ns {
-                        shared.max_rtt_ns.fetch_max(rtt, RELAXED);
-                    }
-                    shared.replies.fetch_add(1, RELAXED);
-                    shared.last_reply_ns.store(Timestamp::now().0, RELAXED);
-                    let res = ScanResult {
-                        index: r.index,
-                        host: r.host,
-                        port: r.port,
-                        ttl: Some(r.ttl),
-                        window: matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
-                            .then_some(r.window),
-                        options: (r.verdict == ScanVerdict::Open).then_some(r.options),
-                        verdict: r.verdict,
-                        rtt_ns,
-                    };
-                    output.result(res)?;
-                }
-                Ok(Received {
-                    output,
-                    ignored,
-                    drops: capture.drops(),
-                })
-            })
-            .map_err(|e| CmdError::Setup(format!("start receiver thread: {e}")))?
     };
-
-    let started = Instant::now();
-    let mut sent = 0u64;
-    let mut send_errors = 0u64;
-    let mut stalls = net.stalls;
-    let mut send_time = Duration::ZERO;
     let batch = (s.rate / 5000).clamp(1, 64) as usize;
-    let mut progress = Progress::new(s.progress, probes);
-    let mut first_error: Option<IoError> = None;
-    let sent_total = AtomicU64::new(0);
     // one sender per core at high rates: on veth the receiving side's work runs
     // inside the send call, so one thread tops out near one core's worth
     let lanes: u64 = if s.rate >= 100_000 {
@@ -231,88 +228,96 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     } else {
         1
     };
-    for round in 0..=s.retries {
-        // nothing to probe (every on-link target down): no wait for replies either
-        if interrupted.load(RELAXED) || probes == 0 {
-            break;
-        }
-        let pass_start = Instant::now();
-        let ctx = Pass {
-            shared: &shared,
-            matcher: &matcher,
-            perm: &perm,
-            shard,
-            probes,
-            sender: &sender,
-            interrupted: &interrupted,
-            sent: &sent_total,
-            round,
-            batch,
-            rate_per_lane: s.rate as f64 / lanes as f64,
-            lanes,
-        };
-        let outcomes: Vec<Result<LaneStats, IoError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (1..lanes)
-                .map(|lane| {
-                    let ctx = &ctx;
-                    scope.spawn(move || ctx.run(lane, None))
-                })
-                .collect();
-            let mut all = vec![ctx.run(0, Some((&mut progress, started)))];
-            all.extend(
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Ok(LaneStats::default()))),
-            );
-            all
-        });
-        let mut in_pass = 0;
-        for o in outcomes {
-            let st = o?;
-            in_pass += st.sent;
-            send_errors += st.refused;
-            stalls += st.stalls;
-            if first_error.is_none() {
-                first_error = st.first_error;
+    let (sent_before, errors_before) = (tally.sent, tally.send_errors);
+    let mut first_error: Option<IoError> = None;
+    let outcome = std::thread::scope(|scope| {
+        // the receiver: classify, dedupe, stream results, tear down open connections
+        let receiver = scope.spawn(|| -> Result<BTreeMap<Ignored, u64>, CmdError> {
+            let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
+            loop {
+                let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
+                    shared.idle_reads.fetch_add(1, RELAXED);
+                    if shared.stop.load(RELAXED) {
+                        if let Some(f) = capture.fragments().describe() {
+                            log.debug(|| f);
+                        }
+                        return Ok(ignored);
+                    }
+                    continue;
+                };
+                let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
+                    Ok(r) => r,
+                    Err(why) => {
+                        *ignored.entry(why).or_default() += 1;
+                        continue;
+                    }
+                };
+                let Some(j) = shard.local(perm.position(r.index)) else {
+                    *ignored.entry(Ignored::NoProbe).or_default() += 1;
+                    continue;
+                };
+                if r.verdict == ScanVerdict::Open {
+                    // our own RST (besides the kernel's): never leave a half-open connection
+                    if let Some(rst) = matcher.rst(r.host, r.port) {
+                        let _ = sender.send(r.host, &rst);
+                    }
+                }
+                // a duplicate, or a late reply to a block already reported
+                if state.mark_answered(j) != Mark::First {
+                    *ignored.entry(Ignored::NoProbe).or_default() += 1;
+                    continue;
+                }
+                let rtt_ns = shared.sent_at(j).map(|t| r.at.0.saturating_sub(t));
+                if let Some(rtt) = rtt_ns {
+                    shared.max_rtt_ns.fetch_max(rtt, RELAXED);
+                }
+                shared.replies.fetch_add(1, RELAXED);
+                shared.last_reply_ns.store(Timestamp::now().0, RELAXED);
+                let res = ScanResult {
+                    index: r.index,
+                    host: r.host,
+                    port: r.port,
+                    ttl: Some(r.ttl),
+                    window: matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                        .then_some(r.window),
+                    options: (r.verdict == ScanVerdict::Open).then_some(r.options),
+                    verdict: r.verdict,
+                    rtt_ns,
+                };
+                lock(output).result(res)?;
             }
-        }
-        sent += in_pass;
-        send_time += pass_start.elapsed();
-        log.debug(|| {
-            format!(
-                "round {round}: {in_pass} SYNs in {:?}",
-                pass_start.elapsed()
-            )
         });
-        // wait for late replies: until they have stopped for a while, at most --wait
-        let last_send = Timestamp::now().0;
-        let wait_end = Instant::now() + s.wait;
-        while Instant::now() < wait_end && !interrupted.load(RELAXED) {
-            std::thread::sleep(Duration::from_millis(2));
-            let quiet_for = Timestamp::now()
-                .0
-                .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
-            // with no RTT seen yet there is nothing to judge by: wait it all out
-            let max_rtt = shared.max_rtt_ns.load(RELAXED);
-            let needed = if max_rtt == 0 {
-                u64::MAX
-            } else {
-                (max_rtt * 8).max(20_000_000)
-            };
-            if quiet_for > needed {
-                break;
-            }
-            progress.update(sent, shared.replies.load(RELAXED), started);
-        }
-        if (0..probes).all(|j| shared.is_answered(j)) {
-            break;
-        }
+        let sent = send_blocks(
+            s,
+            &Blocks {
+                shared: &shared,
+                state: &state,
+                matcher: &matcher,
+                perm: &perm,
+                shard,
+                probes,
+                block,
+                sender: &sender,
+                batch,
+                lanes,
+            },
+            output,
+            tally,
+            &mut first_error,
+            log,
+        );
+        shared.stop.store(true, RELAXED);
+        let received = receiver
+            .join()
+            .unwrap_or_else(|_| Err(CmdError::Setup("receiver thread panicked".into())));
+        sent.and(received)
+    });
+    let ignored = outcome?;
+    for (why, n) in ignored {
+        *tally.ignored.entry(why).or_default() += n;
     }
-    progress.finish();
-    shared.stop.store(true, RELAXED);
-    let received = receiver
-        .join()
-        .map_err(|_| CmdError::Setup("receiver thread panicked".into()))??;
+    tally.drops += capture.drops();
+    let (sent, send_errors) = (tally.sent - sent_before, tally.send_errors - errors_before);
     if send_errors > 0 {
         log.debug(|| {
             format!(
@@ -329,18 +334,115 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                 .unwrap_or_else(|| CmdError::Setup("every send failed".into())));
         }
     }
-    let was_interrupted = interrupted.load(RELAXED);
-    let Received {
-        mut output,
-        ignored,
-        drops,
-    } = received;
-    // no-response: every probe of the shard without an answered bit
-    for j in 0..probes {
-        if !shared.is_answered(j) {
-            let index = perm.at(shard.position(j));
-            if let Some((host, port)) = matcher.target(index) {
-                let r = ScanResult {
+    drop(reservation);
+    Ok(())
+}
+/// What sending a family's blocks needs, shared by its sender threads.
+struct Blocks<'a> {
+    shared: &'a Shared,
+    state: &'a BlockState,
+    matcher: &'a ScanMatcher,
+    perm: &'a Permutation,
+    shard: crate::scan::Shard,
+    probes: u64,
+    block: u64,
+    sender: &'a Egress,
+    batch: usize,
+    lanes: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends every block of the family: its rounds, the wait after each, then its
+/// no-responses. Ends at the first block after an interrupt; the probes of the
+/// block it cut short that were sent but unanswered are counted, not listed.
+fn send_blocks(
+    s: &ScanSettings,
+    b: &Blocks,
+    output: &Output,
+    tally: &mut Tally,
+    first_error: &mut Option<IoError>,
+    log: Log,
+) -> Result<(), CmdError> {
+    let started = Instant::now();
+    let sent_total = AtomicU64::new(0);
+    let mut progress = Progress::new(s.progress, b.probes);
+    for range in blocks::blocks(b.probes, b.block) {
+        if super::signalled() {
+            break;
+        }
+        b.state.start(range.clone());
+        for round in 0..=s.retries {
+            if super::signalled() {
+                break;
+            }
+            let pass_start = Instant::now();
+            let ctx = Pass {
+                b,
+                range: range.clone(),
+                sent: &sent_total,
+                round,
+                rate_per_lane: s.rate as f64 / b.lanes as f64,
+            };
+            let outcomes: Vec<Result<LaneStats, IoError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (1..b.lanes)
+                    .map(|lane| {
+                        let ctx = &ctx;
+                        scope.spawn(move || ctx.run(lane, None))
+                    })
+                    .collect();
+                let mut all = vec![ctx.run(0, Some((&mut progress, started)))];
+                all.extend(
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|_| Ok(LaneStats::default()))),
+                );
+                all
+            });
+            let mut in_pass = 0;
+            for o in outcomes {
+                let st = o?;
+                in_pass += st.sent;
+                tally.send_errors += st.refused;
+                tally.stalls += st.stalls;
+                if first_error.is_none() {
+                    *first_error = st.first_error;
+                }
+            }
+            tally.sent += in_pass;
+            tally.send_time += pass_start.elapsed();
+            log.debug(|| {
+                format!(
+                    "block {range:?} round {round}: {in_pass} SYNs in {:?}",
+                    pass_start.elapsed()
+                )
+            });
+            wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started);
+            if b.state.all_answered() {
+                break;
+            }
+        }
+        // replies that came in time but wait in the capture queue still count
+        drain(b.shared);
+        // from here a reply to this block is late: the report below is final
+        b.state.close();
+        let silent = b.state.counts().silent;
+        if super::signalled() {
+            tally.cut_short += silent;
+            break;
+        }
+        let mut out = lock(output);
+        let mut listed = 0u64;
+        b.state.for_each_silent(|j| {
+            // a huge block's list takes seconds: an interrupt stops it
+            if listed.is_multiple_of(4096) && super::signalled() {
+                return Ok(false);
+            }
+            let index = b.perm.at(b.shard.position(j));
+            if let Some((host, port)) = b.matcher.target(index) {
+                out.result(ScanResult {
                     index,
                     host,
                     port,
@@ -349,65 +451,65 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
                     ttl: None,
                     window: None,
                     options: None,
-                };
-                output.result(r)?;
+                })?;
             }
-        }
+            listed += 1;
+            Ok(true)
+        })?;
+        tally.cut_short += silent - listed;
     }
-    let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
-    let summary = ScanSummary {
-        hosts: s.targets.len(),
-        ports: s.ports.len(),
-        probes,
-        shard: format!("{}/{}", shard.index, shard.count),
-        seed: s.seed,
-        sent,
-        open: count("open"),
-        closed: count("closed"),
-        filtered: count("filtered"),
-        no_response: count("no-response"),
-        send_errors,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        send_rate_pps: sent as f64 / send_time.as_secs_f64().max(1e-9),
-        ignored,
-        capture_drops: drops,
-        interrupted: was_interrupted,
-        discovery: found.summary,
-        skipped_addresses: net.skipped,
-        unroutable_addresses: net.unroutable,
-        send_backpressure: stalls,
-        not_probed: 0,
-        cut_short: 0,
-    };
-    if stalls > 0 {
-        eprintln!(
-            "synscope: the kernel's send queue was full {stalls} times (back-pressure); sending slowed down and went on"
-        );
-    }
-    if drops > 0 {
-        eprintln!(
-            "synscope: warning: the capture buffer dropped {drops} packets (lower --rate); unanswered ports were retried"
-        );
-    }
-    output.finish(&summary)?;
-    drop(reservation);
-    Ok(summary)
+    progress.finish();
+    Ok(())
 }
 
-/// What one round of sending needs, shared by its sender threads ("lanes").
+/// Waits for late replies after a round: until they have stopped for a while,
+/// at most --wait, at once on an interrupt.
+fn wait_for_late_replies(
+    s: &ScanSettings,
+    shared: &Shared,
+    progress: &mut Progress,
+    sent: &AtomicU64,
+    started: Instant,
+) {
+    let last_send = Timestamp::now().0;
+    let wait_end = Instant::now() + s.wait;
+    while Instant::now() < wait_end && !super::signalled() {
+        std::thread::sleep(Duration::from_millis(2));
+        let quiet_for = Timestamp::now()
+            .0
+            .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
+        // with no RTT seen yet there is nothing to judge by: wait it all out
+        let max_rtt = shared.max_rtt_ns.load(RELAXED);
+        let needed = if max_rtt == 0 {
+            u64::MAX
+        } else {
+            (max_rtt * 8).max(20_000_000)
+        };
+        if quiet_for > needed {
+            break;
+        }
+        progress.update(sent.load(RELAXED), shared.replies.load(RELAXED), started);
+    }
+}
+
+/// Waits until the receiver has read every reply captured so far (it found
+/// the queue empty since now), so a reply that came in time is never lost to
+/// a busy receiver: at most 10 s (against a flood), at once on an interrupt.
+fn drain(shared: &Shared) {
+    let seen = shared.idle_reads.load(RELAXED);
+    let end = Instant::now() + Duration::from_secs(10);
+    while shared.idle_reads.load(RELAXED) <= seen && Instant::now() < end && !super::signalled() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One round of one block, shared by its sender threads ("lanes").
 struct Pass<'a> {
-    shared: &'a Shared,
-    matcher: &'a ScanMatcher,
-    perm: &'a Permutation,
-    shard: crate::scan::Shard,
-    probes: u64,
-    sender: &'a Egress,
-    interrupted: &'a AtomicBool,
+    b: &'a Blocks<'a>,
+    range: std::ops::Range<u64>,
     sent: &'a AtomicU64,
     round: u32,
-    batch: usize,
     rate_per_lane: f64,
-    lanes: u64,
 }
 
 #[derive(Default)]
@@ -420,50 +522,55 @@ struct LaneStats {
 }
 
 impl Pass<'_> {
-    /// Sends lane `lane`'s probes (j = lane, lane + lanes, ...) of this round:
-    /// all of them in round 0, the unanswered ones after; evenly paced.
+    /// Sends lane `lane`'s probes (j = start + lane, start + lane + lanes, ...)
+    /// of this round of the block: all of them in round 0, the unanswered ones
+    /// after; evenly paced; stops at an interrupt.
     fn run(
         &self,
         lane: u64,
         mut progress: Option<(&mut Progress, Instant)>,
     ) -> Result<LaneStats, IoError> {
+        let b = self.b;
         let mut pacer = Pacer::new(self.rate_per_lane, Instant::now());
         let mut st = LaneStats::default();
-        let mut j = lane;
-        let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(self.batch);
-        let mut numbers: Vec<u64> = Vec::with_capacity(self.batch);
+        let mut j = self.range.start + lane;
+        let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(b.batch);
+        let mut numbers: Vec<u64> = Vec::with_capacity(b.batch);
         loop {
-            if self.interrupted.load(RELAXED) {
+            if super::signalled() {
                 break;
             }
-            while packets.len() < self.batch && j < self.probes {
-                if self.round == 0 || !self.shared.is_answered(j) {
-                    let index = self.perm.at(self.shard.position(j));
+            while packets.len() < b.batch && j < self.range.end {
+                if self.round == 0 || !b.state.is_answered(j) {
+                    let index = b.perm.at(b.shard.position(j));
                     let tsval = (Timestamp::now().0 / 1_000_000) as u32;
                     if let (Some((host, _)), Some(syn)) = (
-                        self.matcher.target(index),
-                        self.matcher.syn(index, rand::random(), tsval),
+                        b.matcher.target(index),
+                        b.matcher.syn(index, rand::random(), tsval),
                     ) {
                         packets.push((host, syn));
                         numbers.push(j);
                     }
                 }
-                j += self.lanes;
+                j += b.lanes;
             }
             if packets.is_empty() {
                 break;
             }
             // even pacing (this lane's n-th SYN at start + n/rate), slower under back-pressure
-            pace_until(pacer.due(st.sent));
+            if !pace_until(pacer.due(st.sent)) {
+                break;
+            }
             let now = Timestamp::now().0;
             for &n in &numbers {
                 let slot = (n as usize) % RING;
-                self.shared.ring_time[slot].store(now, RELAXED);
-                self.shared.ring_probe[slot].store(n + 1, RELAXED);
+                b.shared.ring_time[slot].store(now, RELAXED);
+                b.shared.ring_probe[slot].store(n + 1, RELAXED);
             }
+            b.state.mark_sent(&numbers);
             let refs: Vec<(std::net::IpAddr, &[u8])> =
                 packets.iter().map(|(a, b)| (*a, b.as_slice())).collect();
-            let out = self.sender.send_many(&refs);
+            let out = b.sender.send_many(&refs);
             st.refused += out.refused as u64;
             st.stalls += out.stalls;
             if st.first_error.is_none() {
@@ -475,23 +582,27 @@ impl Pass<'_> {
             packets.clear();
             numbers.clear();
             if let Some((p, started)) = progress.as_mut() {
-                p.update(total, self.shared.replies.load(RELAXED), *started);
+                p.update(total, b.shared.replies.load(RELAXED), *started);
             }
         }
         Ok(st)
     }
 }
 
-/// Sleeps until `due`, spinning (yielding) for the last stretch.
-fn pace_until(due: Instant) {
+/// Sleeps until `due`, spinning (yielding) for the last stretch; false if an
+/// interrupt came first (a slow --rate sleeps long between SYNs).
+fn pace_until(due: Instant) -> bool {
     loop {
         let now = Instant::now();
         if now >= due {
-            return;
+            return true;
+        }
+        if super::signalled() {
+            return false;
         }
         let left = due - now;
         if left > Duration::from_micros(200) {
-            std::thread::sleep(left - Duration::from_micros(100));
+            std::thread::sleep((left - Duration::from_micros(100)).min(Duration::from_millis(50)));
         } else {
             std::thread::yield_now();
         }

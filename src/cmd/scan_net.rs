@@ -23,7 +23,6 @@ use crate::scan::routes::{SourceMap, split};
 use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr, Protocol};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Rounds of discovery after the first, for addresses that did not answer.
@@ -91,8 +90,8 @@ pub struct Discovered {
 impl Network {
     /// Looks up the routes and opens every socket (this needs the privileges
     /// that are dropped right after).
-    pub fn open(s: &ScanSettings, log: Log) -> Result<Network, CmdError> {
-        let v6 = s.targets.is_ipv6();
+    pub fn open(s: &ScanSettings, targets: &TargetSet, log: Log) -> Result<Network, CmdError> {
+        let v6 = targets.is_ipv6();
         let mut rtnl = Rtnl::open()?;
         let oif = match &s.interface {
             Some(name) => Some(nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| {
@@ -125,7 +124,7 @@ impl Network {
             .iter()
             .map(|r| r.interval())
             .chain(special.iter().map(|&x| (x, x)));
-        let pieces = split(s.targets.ranges(), cuts);
+        let pieces = split(targets.ranges(), cuts);
         log.debug(|| {
             format!(
                 "routes: {} prefixes in the table, {} target pieces",
@@ -388,7 +387,6 @@ impl Network {
         &mut self,
         rate: u64,
         output: &mut ScanOutput<W>,
-        interrupted: &AtomicBool,
         log: Log,
     ) -> Result<Discovered, CmdError> {
         let mut targets = std::mem::take(&mut self.direct);
@@ -405,13 +403,7 @@ impl Network {
         };
         let started = Instant::now();
         let mut groups = std::mem::take(&mut self.on_link);
-        let done = discover_links(
-            &mut groups,
-            self.egress.links(),
-            rate,
-            interrupted,
-            &mut self.stalls,
-        );
+        let done = discover_links(&mut groups, self.egress.links(), rate, &mut self.stalls);
         for (group, d) in groups.iter().zip(done) {
             summary.addresses += d.addresses();
             summary.requests += d.requests();
@@ -466,7 +458,6 @@ fn discover_links(
     groups: &mut [OnLink],
     links: &[LinkSender],
     rate: u64,
-    interrupted: &AtomicBool,
     stalls: &mut u64,
 ) -> Vec<Discovery> {
     let mut ds: Vec<Discovery> = groups
@@ -478,7 +469,7 @@ fn discover_links(
     let mut pacer = Pacer::new(rate as f64, Instant::now());
     let mut sent = 0u64;
     // bounded by the state machines, which end after their last round's wait
-    while !interrupted.load(Ordering::Relaxed) && done.contains(&false) {
+    while !super::signalled() && done.contains(&false) {
         let mut sent_any = false;
         let mut earliest: Option<Timestamp> = None;
         for (i, (g, d)) in groups.iter_mut().zip(ds.iter_mut()).enumerate() {

@@ -72,8 +72,24 @@ fn on_captured(
     let Ok(d) = Datagram::parse_with(data, mode) else {
         return Vec::new();
     };
-    let Transport::Tcp(t) = d.transport else {
-        return Vec::new();
+    let t = match d.transport {
+        Transport::Tcp(t) => t,
+        // an ICMP error quoting one of our segments of this flow
+        Transport::Icmp(i) if direction == Direction::Incoming && d.ip.dst == local.ip() => {
+            let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
+                return Vec::new();
+            };
+            if q.ip.src != local.ip()
+                || q.ip.dst != remote.ip()
+                || q.ip.protocol != Protocol::TCP
+                || q.src_port != local.port()
+                || q.dst_port != remote.port()
+            {
+                return Vec::new();
+            }
+            return c.on_icmp(error, d.ip.src, q.tcp_seq.map(SeqNumber), at);
+        }
+        _ => return Vec::new(),
     };
     let ours = d.ip.src == local.ip()
         && t.src_port == local.port()
@@ -193,6 +209,9 @@ async fn one_trace(
             p.timestamp,
             p.checksum_offloaded,
         );
+    }
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| f);
     }
     drop(rst_filter);
     drop(port);

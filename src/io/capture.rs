@@ -2,11 +2,20 @@
 //! packets we send (PACKET_OUTGOING) and the replies, stamped by the kernel on
 //! one clock (CLOCK_REALTIME, the same stamp tcpdump reads), and a cBPF filter
 //! keeps everything else out of our process.
+//!
+//! IP fragments never reach the caller: they are reassembled here (bounded,
+//! see [`crate::wire::reassembly`]) and handed over as one whole datagram,
+//! stamped with the arrival of the fragment that completed it (the last to
+//! arrive). Every command (ping, scan, trace, dns) reads through this layer,
+//! IPv4 and IPv6 alike.
 
 use super::IoError;
 use super::bpf::{FlowFilter, Insn};
+use crate::wire::reassembly::{FragmentDrop, Outcome, Reassembler};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 
 pub use crate::event::{Direction, Timestamp};
@@ -22,6 +31,74 @@ pub struct Captured {
     pub ifindex: i32,
 }
 
+/// What reassembly did so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FragmentStats {
+    /// Datagrams put back together from fragments.
+    pub reassembled: u64,
+    /// Fragments that did not end up in a datagram, by reason.
+    pub dropped: BTreeMap<FragmentDrop, u64>,
+}
+
+impl FragmentStats {
+    /// "2 reassembled; 1 overlap, 3 timeout" for -v logs (None if no fragment came).
+    pub fn describe(&self) -> Option<String> {
+        if self.reassembled == 0 && self.dropped.is_empty() {
+            return None;
+        }
+        let mut s = format!(
+            "{} datagram(s) reassembled from fragments",
+            self.reassembled
+        );
+        if !self.dropped.is_empty() {
+            let parts: Vec<String> = self
+                .dropped
+                .iter()
+                .map(|(k, v)| format!("{v} {}", k.name()))
+                .collect();
+            s.push_str(&format!("; fragments dropped: {}", parts.join(", ")));
+        }
+        Some(s)
+    }
+}
+
+/// One reassembler per direction (on lo, the same fragment is seen leaving
+/// and arriving).
+#[derive(Debug, Default)]
+struct Defrag {
+    incoming: Reassembler,
+    outgoing: Reassembler,
+}
+
+impl Defrag {
+    /// The packet as it is, the datagram it completed, or None (held or dropped).
+    fn take(&mut self, c: Captured) -> Option<Captured> {
+        match self.of(c.direction).push(&c.data, c.timestamp.0) {
+            Outcome::Whole => Some(c),
+            Outcome::Complete(data) => Some(Captured { data, ..c }),
+            Outcome::Held | Outcome::Dropped(_) => None,
+        }
+    }
+
+    fn of(&mut self, direction: Direction) -> &mut Reassembler {
+        match direction {
+            Direction::Incoming => &mut self.incoming,
+            Direction::Outgoing => &mut self.outgoing,
+        }
+    }
+
+    fn stats(&self) -> FragmentStats {
+        let mut dropped = self.incoming.dropped().clone();
+        for (k, v) in self.outgoing.dropped() {
+            *dropped.entry(*k).or_default() += v;
+        }
+        FragmentStats {
+            reassembled: self.incoming.reassembled() + self.outgoing.reassembled(),
+            dropped,
+        }
+    }
+}
+
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_OUTGOING: u8 = 4;
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
@@ -30,9 +107,11 @@ const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 pub struct Capture {
     fd: AsyncFd<Socket>,
     buf: Vec<u8>,
+    defrag: Defrag,
 }
 
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
+/// An integer socket option (also used by [`super::stamped_udp`]).
+pub(super) fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
     // SAFETY: passes a pointer to a live i32 and its exact size.
     let r = unsafe {
         libc::setsockopt(
@@ -111,10 +190,11 @@ impl Capture {
         Ok(Capture {
             fd,
             buf: vec![0u8; 65536],
+            defrag: Defrag::default(),
         })
     }
 
-    /// Waits for the next packet.
+    /// Waits for the next packet (or reassembled datagram).
     pub async fn recv(&mut self) -> Result<Captured, IoError> {
         loop {
             let mut guard = self.fd.readable().await.map_err(|source| IoError::Socket {
@@ -125,19 +205,33 @@ impl Capture {
             let buf = &mut self.buf;
             match guard.try_io(|_| recv_one(raw, buf)) {
                 Ok(r) => {
-                    return r.map_err(|source| IoError::Socket {
+                    let c = r.map_err(|source| IoError::Socket {
                         op: "read capture socket",
                         source,
-                    });
+                    })?;
+                    if let Some(c) = self.defrag.take(c) {
+                        return Ok(c);
+                    }
                 }
                 Err(_would_block) => continue,
             }
         }
     }
 
-    /// Reads a packet if one is queued, without waiting.
+    /// Reads a packet (or reassembled datagram) if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
-        try_recv_one(self.fd.get_ref().as_raw_fd(), &mut self.buf)
+        let fd = self.fd.get_ref().as_raw_fd();
+        while let Some(c) = try_recv_one(fd, &mut self.buf)? {
+            if let Some(c) = self.defrag.take(c) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What reassembly did so far.
+    pub fn fragments(&self) -> FragmentStats {
+        self.defrag.stats()
     }
 
     /// Packets the kernel dropped for lack of buffer space since the last call.
@@ -150,6 +244,9 @@ impl Capture {
 pub struct BlockingCapture {
     sock: Socket,
     buf: Vec<u8>,
+    defrag: Defrag,
+    /// Buffers of [`BlockingCapture::recv_batch`], made on first use.
+    batch_buf: Vec<u8>,
 }
 
 impl BlockingCapture {
@@ -172,35 +269,61 @@ impl BlockingCapture {
         Ok(BlockingCapture {
             sock: open_socket(ifindex, program, rcvbuf)?,
             buf: vec![0u8; 65536],
+            defrag: Defrag::default(),
+            batch_buf: Vec::new(),
         })
     }
 
-    /// The next packet, or None if none came within `timeout`.
+    /// The next packet (or reassembled datagram), or None if none came within
+    /// `timeout`.
     pub fn recv_timeout(
         &mut self,
         timeout: std::time::Duration,
     ) -> Result<Option<Captured>, IoError> {
         let fd = self.sock.as_raw_fd();
-        if let Some(c) = try_recv_one(fd, &mut self.buf)? {
-            return Ok(Some(c));
+        let deadline = Instant::now() + timeout.min(std::time::Duration::from_secs(3600));
+        loop {
+            while let Some(c) = try_recv_one(fd, &mut self.buf)? {
+                if let Some(c) = self.defrag.take(c) {
+                    return Ok(Some(c));
+                }
+                // a stream of fragments that complete nothing must not hold us past the deadline
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r <= 0 {
+                return Ok(None);
+            }
         }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r <= 0 {
-            return Ok(None);
-        }
-        try_recv_one(fd, &mut self.buf)
     }
 
-    /// A packet if one is queued, without waiting.
+    /// What reassembly did so far.
+    pub fn fragments(&self) -> FragmentStats {
+        self.defrag.stats()
+    }
+
+    /// A packet (or reassembled datagram) if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
-        try_recv_one(self.sock.as_raw_fd(), &mut self.buf)
+        let fd = self.sock.as_raw_fd();
+        while let Some(c) = try_recv_one(fd, &mut self.buf)? {
+            if let Some(c) = self.defrag.take(c) {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
     }
 
     /// Packets the kernel dropped for lack of buffer space since the last call
@@ -242,6 +365,152 @@ fn try_recv_one(fd: RawFd, buf: &mut [u8]) -> Result<Option<Captured>, IoError> 
     }
 }
 
+/// The kernel's timestamp and the auxdata status of a received message.
+///
+/// # Safety
+/// `msg` must be a msghdr whose control buffer the kernel just filled.
+unsafe fn control_of(msg: &libc::msghdr) -> (Option<Timestamp>, u32) {
+    let mut timestamp = None;
+    let mut status = 0u32;
+    // SAFETY: the CMSG_* walk stays within msg_controllen as the kernel set it.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                timestamp = Some(Timestamp(
+                    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+                ));
+            } else if c.cmsg_level == libc::SOL_PACKET && c.cmsg_type == libc::PACKET_AUXDATA {
+                let aux =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
+                status = aux.tp_status;
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    (timestamp, status)
+}
+
+/// One packet of a batch, borrowed from the capture's buffers.
+#[derive(Debug, Clone, Copy)]
+pub struct CapturedRef<'a> {
+    pub data: &'a [u8],
+    pub timestamp: Timestamp,
+    pub direction: Direction,
+    pub checksum_offloaded: bool,
+}
+
+/// Packets read by one `recvmmsg`.
+const BATCH: usize = 16;
+const CONTROL: usize = 32;
+
+impl BlockingCapture {
+    /// Reads up to 16 queued packets with one `recvmmsg` and hands each to
+    /// `f`, borrowed (no copy, no allocation); waits up to `timeout` when none
+    /// is queued. Returns how many were read.
+    pub fn recv_batch(
+        &mut self,
+        timeout: std::time::Duration,
+        mut f: impl FnMut(CapturedRef<'_>),
+    ) -> Result<usize, IoError> {
+        if self.batch_buf.is_empty() {
+            self.batch_buf = vec![0u8; BATCH * 65536];
+        }
+        let fd = self.sock.as_raw_fd();
+        let mut waited = false;
+        loop {
+            let mut sll: [libc::sockaddr_ll; BATCH] =
+                // SAFETY: sockaddr_ll is plain old data; zeroed is valid.
+                unsafe { std::mem::zeroed() };
+            let mut control = [[0u64; CONTROL]; BATCH];
+            let mut iovs: Vec<libc::iovec> = self
+                .batch_buf
+                .chunks_exact_mut(65536)
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
+                .collect();
+            // SAFETY: zeroed mmsghdr are valid; each points at its own live
+            // iovec, sockaddr_ll and control buffer of the stated sizes.
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (i, m) in msgs.iter_mut().enumerate() {
+                m.msg_hdr.msg_name = &mut sll[i] as *mut _ as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+                m.msg_hdr.msg_iov = &mut iovs[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m.msg_hdr.msg_control = control[i].as_mut_ptr() as *mut libc::c_void;
+                m.msg_hdr.msg_controllen = size_of_val(&control[i]);
+            }
+            // SAFETY: msgs is a valid array of BATCH initialised headers.
+            let n = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    msgs.as_mut_ptr(),
+                    BATCH as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    return Err(IoError::Socket {
+                        op: "read capture socket",
+                        source: e,
+                    });
+                }
+                if waited {
+                    return Ok(0);
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+                    return Ok(0);
+                }
+                waited = true;
+                continue;
+            }
+            let n = n as usize;
+            for (i, m) in msgs[..n].iter().enumerate() {
+                // SAFETY: the kernel filled this message's control buffer.
+                let (timestamp, status) = unsafe { control_of(&m.msg_hdr) };
+                let len = (m.msg_len as usize).min(65536);
+                let data = &self.batch_buf[i * 65536..i * 65536 + len];
+                let timestamp = timestamp.unwrap_or_else(Timestamp::now);
+                let direction = if sll[i].sll_pkttype == PACKET_OUTGOING {
+                    Direction::Outgoing
+                } else {
+                    Direction::Incoming
+                };
+                let whole;
+                let data = match self.defrag.of(direction).push(data, timestamp.0) {
+                    Outcome::Whole => data,
+                    Outcome::Complete(d) => {
+                        whole = d;
+                        &whole[..]
+                    }
+                    Outcome::Held | Outcome::Dropped(_) => continue,
+                };
+                f(CapturedRef {
+                    data,
+                    timestamp,
+                    direction,
+                    checksum_offloaded: status & TP_STATUS_CSUMNOTREADY != 0,
+                });
+            }
+            return Ok(n);
+        }
+    }
+}
+
 /// One `recvmsg` with its control messages: timestamp and auxdata.
 fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
     // SAFETY: zeroed sockaddr_ll / msghdr / control buffer are valid; every pointer
@@ -265,23 +534,7 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let mut timestamp = None;
-        let mut status = 0u32;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
-                timestamp = Some(Timestamp(
-                    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
-                ));
-            } else if c.cmsg_level == libc::SOL_PACKET && c.cmsg_type == libc::PACKET_AUXDATA {
-                let aux =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
-                status = aux.tp_status;
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
+        let (timestamp, status) = control_of(&msg);
         let len = (n as usize).min(buf.len());
         Ok(Captured {
             data: buf[..len].to_vec(),

@@ -15,6 +15,7 @@ pub mod route;
 pub mod rtnl;
 pub mod stamped_udp;
 pub mod timer;
+pub mod txstamp;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use raw::RawSender;

@@ -62,6 +62,21 @@ impl RawSender {
         }
     }
 
+    /// Asks the kernel for a transmit timestamp of every datagram sent from
+    /// now on, numbered by a send counter from 0 (see [`super::txstamp`]).
+    pub fn enable_tx_stamps(&self) -> Result<(), IoError> {
+        // the socket receives nothing but its stamps: room for a burst of them
+        super::txstamp::enable(self.sock.as_raw_fd(), false, 4 << 20)
+    }
+
+    /// The transmit stamps queued so far: (send counter, kernel time).
+    pub fn tx_stamps(
+        &self,
+        out: &mut Vec<(u32, crate::event::Timestamp)>,
+    ) -> Result<usize, IoError> {
+        super::txstamp::drain(self.sock.as_raw_fd(), out)
+    }
+
     /// Sends one datagram (IP header included) to `dst`.
     pub fn send(&self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
         let addr = SockAddr::from(SocketAddr::new(dst, 0));
@@ -86,6 +101,16 @@ impl RawSender {
     pub fn send_batch(
         &self,
         packets: &[(IpAddr, &[u8])],
+    ) -> Result<(usize, Option<IoError>), IoError> {
+        self.send_batch_noting(packets, &mut Vec::new())
+    }
+
+    /// As [`send_batch`](Self::send_batch), and notes the index of every
+    /// datagram refused in `refused` (in order).
+    pub fn send_batch_noting(
+        &self,
+        packets: &[(IpAddr, &[u8])],
+        refused_at: &mut Vec<usize>,
     ) -> Result<(usize, Option<IoError>), IoError> {
         let addrs: Vec<SockAddr> = packets
             .iter()
@@ -143,6 +168,7 @@ impl RawSender {
                 return Err(e);
             }
             refused += 1;
+            refused_at.push(done);
             first.get_or_insert(e);
             done += 1;
         }

@@ -11,6 +11,7 @@
 //! (TX stamps by sequence number, replies with RX stamps, ICMP errors) until
 //! [`StampedUdp::try_recv`] returns None, and [`StampedUdp::wait`] for more.
 
+use super::capture::setsockopt_int;
 use super::{IoError, Timestamp};
 use crate::wire::IcmpError;
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -50,25 +51,10 @@ pub struct StampedUdp {
     local: SocketAddr,
     /// The sequence number the next datagram gets (the kernel's OPT_ID counter).
     next_seq: u32,
+    /// A send failed: the kernel may have used a number for it or not, so TX
+    /// stamps can no longer be matched to datagrams and are dropped.
+    numbering_lost: bool,
     buf: Vec<u8>,
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
-    // SAFETY: passes a pointer to a live i32 and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &val as *const i32 as *const libc::c_void,
-            size_of::<i32>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 /// The stamps asked of the kernel: software RX and TX, TX numbered, TX
@@ -131,6 +117,7 @@ impl StampedUdp {
             fd,
             local,
             next_seq: 0,
+            numbering_lost: false,
             buf: vec![0u8; 65536],
         })
     }
@@ -140,10 +127,16 @@ impl StampedUdp {
         self.local
     }
 
+    /// The sequence number the next datagram sent will get.
+    pub fn next_seq(&self) -> u32 {
+        self.next_seq
+    }
+
     /// Sends one datagram; returns its sequence number, which its
-    /// [`UdpEvent::Sent`] carries. A failed send (an error) may still have
-    /// used a number: stamps of later sends are then not matched, never
-    /// mismatched, as long as the caller forgets what it sent before the error.
+    /// [`UdpEvent::Sent`] carries. A send that fails (an error other than a
+    /// full queue, which is waited out) may or may not have used a number in
+    /// the kernel: from then on this socket reports no TX stamps (never a
+    /// wrong one), and answers are timed from the user-space send time.
     pub fn send_to(&mut self, to: SocketAddr, payload: &[u8]) -> Result<u32, IoError> {
         let addr = SockAddr::from(to);
         let mut tries = 0;
@@ -160,6 +153,7 @@ impl StampedUdp {
                     std::thread::sleep(std::time::Duration::from_micros(50));
                 }
                 Err(source) => {
+                    self.numbering_lost = true;
                     return Err(IoError::Send {
                         addr: to.ip(),
                         source,
@@ -169,12 +163,56 @@ impl StampedUdp {
         }
     }
 
-    /// Sends every datagram in order; returns the sequence number of the
-    /// first (the others follow it). Stops at the first error.
+    /// Sends every datagram in order with as few system calls as possible
+    /// (sendmmsg; a full queue is waited out, boundedly); returns the sequence
+    /// number of the first (the others follow it). Stops at the first
+    /// datagram the kernel refuses: those before it were sent, and
+    /// [`next_seq`](Self::next_seq) tells how many.
     pub fn send_batch(&mut self, batch: &[(SocketAddr, &[u8])]) -> Result<u32, IoError> {
         let first = self.next_seq;
-        for (to, payload) in batch {
-            self.send_to(*to, payload)?;
+        let addrs: Vec<SockAddr> = batch.iter().map(|(a, _)| SockAddr::from(*a)).collect();
+        let mut iovs: Vec<libc::iovec> = batch
+            .iter()
+            .map(|(_, b)| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: zeroed mmsghdr is valid; each header points at one live iovec
+        // and one live sockaddr of the stated length, all outliving the calls.
+        let mut msgs: Vec<libc::mmsghdr> = (0..batch.len())
+            .map(|i| {
+                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
+                m.msg_hdr.msg_namelen = addrs[i].len();
+                m.msg_hdr.msg_iov = &mut iovs[i];
+                m.msg_hdr.msg_iovlen = 1;
+                m
+            })
+            .collect();
+        let fd = self.fd.get_ref().as_raw_fd();
+        let mut done = 0;
+        let mut stalls = 0;
+        while done < msgs.len() {
+            let rest = &mut msgs[done..];
+            // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
+            let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
+            if n > 0 {
+                done += n as usize;
+                self.next_seq = self.next_seq.wrapping_add(n as u32);
+                continue;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
+                stalls += 1;
+                std::thread::sleep(std::time::Duration::from_micros(20));
+                continue;
+            }
+            self.numbering_lost = true;
+            return Err(IoError::Send {
+                addr: batch[done].0.ip(),
+                source: err,
+            });
         }
         Ok(first)
     }
@@ -186,6 +224,7 @@ impl StampedUdp {
         // bounded: skipped reports and a pending socket error are few
         for _ in 0..64 {
             match recv(fd, &mut self.buf, true) {
+                Ok(Read::Event(UdpEvent::Sent { .. })) if self.numbering_lost => continue,
                 Ok(Read::Event(e)) => return Ok(Some(e)),
                 Ok(Read::Skip) => continue,
                 Ok(Read::Empty) => {}
@@ -212,6 +251,39 @@ impl StampedUdp {
             }
         }
         Ok(None)
+    }
+
+    /// Makes sure receive stamps are on before the first real datagram: the
+    /// kernel switches RX software stamping on for the first socket asking
+    /// from a work queue, a moment later, so a reply arriving at once could
+    /// come unstamped. Sends one-byte datagrams to this socket itself (local
+    /// delivery, nothing leaves the host) until one arrives stamped, at most
+    /// 20 times 1 ms apart; every event they cause is consumed here. False if
+    /// stamps never came (answers are then timed in user space, and say so).
+    pub async fn ready_stamps(&mut self) -> Result<bool, IoError> {
+        for _ in 0..20 {
+            self.send_to(self.local, b"\0")?;
+            let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1);
+            loop {
+                while let Some(ev) = self.try_recv()? {
+                    if let UdpEvent::Received {
+                        from,
+                        kernel_stamp: true,
+                        ..
+                    } = ev
+                        && from == self.local
+                    {
+                        // the probe's TX stamp may still be queued: take it too
+                        while self.try_recv()?.is_some() {}
+                        return Ok(true);
+                    }
+                }
+                if tokio::time::timeout_at(until, self.wait()).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// Waits until a datagram or an error-queue report (TX stamp, ICMP error)
@@ -394,8 +466,12 @@ mod tests {
 
     /// Drains events for up to 2 s until `want` of them came.
     async fn events(s: &mut StampedUdp, want: usize) -> Vec<UdpEvent> {
+        events_within(s, want, Duration::from_secs(2)).await
+    }
+
+    async fn events_within(s: &mut StampedUdp, want: usize, wait: Duration) -> Vec<UdpEvent> {
         let mut got = Vec::new();
-        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        let until = tokio::time::Instant::now() + wait;
         while got.len() < want && tokio::time::Instant::now() < until {
             while let Some(e) = s.try_recv().unwrap() {
                 got.push(e);
@@ -408,14 +484,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_failed_send_no_tx_stamp_is_reported() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut a = StampedUdp::bind(lo).unwrap();
+        let mut b = StampedUdp::bind(lo).unwrap();
+        assert!(a.ready_stamps().await.unwrap());
+        // refused at once (wrong family): the kernel's numbering is unknown now
+        assert!(a.send_to("[::1]:9".parse().unwrap(), b"x").is_err());
+        a.send_batch(&[(b.local_addr(), b"late")]).unwrap();
+        let got = events(&mut b, 1).await;
+        assert!(matches!(&got[..], [UdpEvent::Received { data, .. }] if data == b"late"));
+        let mine = events_within(&mut a, 1, Duration::from_millis(100)).await;
+        assert!(mine.is_empty(), "{mine:?}");
+    }
+
+    #[tokio::test]
     async fn loopback_stamps_and_port_unreachable() {
         let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut a = StampedUdp::bind(lo).unwrap();
         let mut b = StampedUdp::bind(lo).unwrap();
         let (pa, pb) = (a.local_addr(), b.local_addr());
         assert_ne!(pa.port(), 0);
+        assert!(a.ready_stamps().await.unwrap());
+        // the stamp probes used the first numbers
+        let first = a.next_seq();
+        assert!(first > 0);
         let before = Timestamp::now();
-        assert_eq!(a.send_batch(&[(pb, b"one"), (pb, b"two")]).unwrap(), 0);
+        assert_eq!(a.send_batch(&[(pb, b"one"), (pb, b"two")]).unwrap(), first);
         let mut sent: Vec<u32> = events(&mut a, 2)
             .await
             .into_iter()
@@ -428,7 +523,7 @@ mod tests {
             })
             .collect();
         sent.sort();
-        assert_eq!(sent, vec![0, 1]);
+        assert_eq!(sent, vec![first, first + 1]);
         let got = events(&mut b, 2).await;
         assert_eq!(got.len(), 2, "{got:?}");
         for (e, want) in got.iter().zip([&b"one"[..], b"two"]) {
@@ -445,7 +540,7 @@ mod tests {
         }
         // b's port closed: the kernel answers a's next datagram with ICMP
         drop(b);
-        assert_eq!(a.send_to(pb, b"\x12\x34query").unwrap(), 2);
+        assert_eq!(a.send_to(pb, b"\x12\x34query").unwrap(), first + 2);
         let got = events(&mut a, 2).await;
         let icmp = got.iter().find_map(|e| match e {
             UdpEvent::Icmp {

@@ -4,13 +4,13 @@
 //! our id, the QR bit and our question; everything else is ignored and counted
 //! by reason. Retries and deadlines run on the timestamps handed in.
 
+use super::fxhash::{FxMap, FxSet};
 use super::syn::RttSource;
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
 use crate::wire::dns::{QueryRepr, Question, ReplyRepr};
 use crate::wire::{Datagram, IcmpError, IpRepr, Protocol, Transport, UdpRepr};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -134,16 +134,42 @@ struct Pending {
     attempts: u32,
 }
 
+/// Deadlines in time order. With one timeout for every query they are
+/// pushed in order (a queue, O(1)); one out of order (the clock stepped back)
+/// is inserted where it belongs.
+#[derive(Debug, Default)]
+struct Deadlines(VecDeque<(Timestamp, QueryKey)>);
+
+impl Deadlines {
+    fn push(&mut self, at: Timestamp, key: QueryKey) {
+        match self.0.back() {
+            Some(&(last, _)) if last > at => {
+                let i = self.0.partition_point(|&(t, _)| t <= at);
+                self.0.insert(i, (at, key));
+            }
+            _ => self.0.push_back((at, key)),
+        }
+    }
+
+    fn peek(&self) -> Option<(Timestamp, QueryKey)> {
+        self.0.front().copied()
+    }
+
+    fn pop(&mut self) {
+        self.0.pop_front();
+    }
+}
+
 /// Queries outstanding towards any number of servers.
 #[derive(Debug)]
 pub struct DnsExchange {
     cfg: DnsProbeConfig,
-    pending: HashMap<QueryKey, Pending>,
+    pending: FxMap<QueryKey, Pending>,
     /// Outstanding queries per (server, source port), to tell wrong ids from other flows.
-    ports: HashMap<(SocketAddr, u16), u32>,
+    ports: FxMap<(SocketAddr, u16), u32>,
     /// Every source port we have used: replies to them are late, not foreign.
-    used_ports: HashSet<u16>,
-    deadlines: BinaryHeap<Reverse<(Timestamp, QueryKey)>>,
+    used_ports: FxSet<u16>,
+    deadlines: Deadlines,
     ignored: BTreeMap<DnsIgnored, u64>,
 }
 
@@ -158,10 +184,10 @@ impl DnsExchange {
     pub fn new(cfg: DnsProbeConfig) -> DnsExchange {
         DnsExchange {
             cfg,
-            pending: HashMap::new(),
-            ports: HashMap::new(),
-            used_ports: HashSet::new(),
-            deadlines: BinaryHeap::new(),
+            pending: FxMap::default(),
+            ports: FxMap::default(),
+            used_ports: FxSet::default(),
+            deadlines: Deadlines::default(),
             ignored: BTreeMap::new(),
         }
     }
@@ -240,7 +266,7 @@ impl DnsExchange {
         );
         *self.ports.entry((server, src_port)).or_default() += 1;
         self.used_ports.insert(src_port);
-        self.deadlines.push(Reverse((deadline, key)));
+        self.deadlines.push(deadline, key);
         (key, datagram)
     }
 
@@ -258,7 +284,7 @@ impl DnsExchange {
 
     /// The earliest deadline of an outstanding query.
     pub fn next_deadline(&mut self) -> Option<Timestamp> {
-        while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
+        while let Some((at, key)) = self.deadlines.peek() {
             match self.pending.get(&key) {
                 Some(p) if p.deadline == at => return Some(at),
                 _ => {
@@ -274,7 +300,7 @@ impl DnsExchange {
     pub fn on_time(&mut self, now: Timestamp) -> (Vec<DnsOutcome>, Vec<Resend>) {
         let mut done = Vec::new();
         let mut resend = Vec::new();
-        while let Some(Reverse((at, key))) = self.deadlines.peek().copied() {
+        while let Some((at, key)) = self.deadlines.peek() {
             if at > now {
                 break;
             }
@@ -290,7 +316,7 @@ impl DnsExchange {
                 p.user_sent = now;
                 p.kernel_sent = None;
                 p.deadline = now + self.cfg.timeout;
-                self.deadlines.push(Reverse((p.deadline, key)));
+                self.deadlines.push(p.deadline, key);
                 resend.push(Resend {
                     key,
                     datagram: p.datagram.clone(),
@@ -323,59 +349,43 @@ impl DnsExchange {
         at: Timestamp,
         checksum_offloaded: bool,
     ) -> Option<DnsOutcome> {
-        let outgoing = direction == Direction::Outgoing;
-        // our own packets carry partial checksums; replies over veth/lo may too
-        let mode = if outgoing || checksum_offloaded {
-            Checksums::Offloaded
-        } else {
-            Checksums::Verify
-        };
-        let Ok(d) = Datagram::parse_with(data, mode) else {
-            return self.ignore(DnsIgnored::Malformed);
-        };
-        let u = match d.transport {
-            Transport::Udp(u) => u,
-            Transport::Icmp(i) if !outgoing && d.ip.dst == self.cfg.src => {
-                let (Some(error), Some(q)) = (i.error(), i.quoted) else {
-                    return self.ignore(DnsIgnored::NotUdp);
-                };
-                if q.ip.protocol != Protocol::UDP || q.ip.src != self.cfg.src {
-                    return self.ignore(DnsIgnored::NotUdp);
-                }
-                let server = SocketAddr::new(q.ip.dst, q.dst_port);
-                return self.on_icmp(server, q.src_port, q.udp_payload_id, error, d.ip.src, at);
-            }
-            _ => {
-                return self.ignore(if outgoing {
-                    DnsIgnored::OwnTraffic
-                } else {
-                    DnsIgnored::NotUdp
-                });
-            }
-        };
-        if outgoing {
-            let key = match u.payload.get(..2) {
-                Some(id) => QueryKey {
-                    server: SocketAddr::new(d.ip.dst, u.dst_port),
-                    src_port: u.src_port,
-                    id: u16::from_be_bytes([id[0], id[1]]),
-                },
-                None => return self.ignore(DnsIgnored::OwnTraffic),
-            };
-            if d.ip.src != self.cfg.src || !self.on_sent(&key, at) {
-                return self.ignore(DnsIgnored::OwnTraffic);
-            }
-            return None;
-        }
-        if d.ip.dst != self.cfg.src {
-            return self.ignore(DnsIgnored::OtherFlow);
-        }
-        self.on_message(
-            SocketAddr::new(d.ip.src, u.src_port),
-            u.dst_port,
-            &u.payload,
+        let r = read_packet(
+            self.cfg.src,
+            self.cfg.answers_only,
+            data,
+            direction,
             at,
-        )
+            checksum_offloaded,
+        );
+        self.on_received(r)
+    }
+
+    /// Takes a packet [`read_packet`] read (possibly on another thread).
+    pub fn on_received(&mut self, r: Received) -> Option<DnsOutcome> {
+        match r {
+            Received::Ignored(why) => self.ignore(why),
+            Received::Sent { key, from, at } => {
+                if from != self.cfg.src || !self.on_sent(&key, at) {
+                    return self.ignore(DnsIgnored::OwnTraffic);
+                }
+                None
+            }
+            Received::Answer {
+                server,
+                local_port,
+                id,
+                message,
+                at,
+            } => self.on_reply(server, local_port, id, message, at),
+            Received::Icmp {
+                server,
+                local_port,
+                id,
+                error,
+                from,
+                at,
+            } => self.on_icmp(server, local_port, id, error, from, at),
+        }
     }
 
     /// The kernel's stamp of a query leaving (captured, or a socket's TX
@@ -403,10 +413,31 @@ impl DnsExchange {
         let Some(id) = payload.get(..2) else {
             return self.ignore(DnsIgnored::Malformed);
         };
+        let message = parse_message(payload, self.cfg.answers_only);
+        self.on_reply(
+            server,
+            local_port,
+            u16::from_be_bytes([id[0], id[1]]),
+            message,
+            at,
+        )
+    }
+
+    /// A DNS message with this `id` from `server` to our `local_port`,
+    /// already parsed (None: unreadable): the answer to one of our queries, or
+    /// ignored.
+    pub fn on_reply(
+        &mut self,
+        server: SocketAddr,
+        local_port: u16,
+        id: u16,
+        message: Option<ReplyRepr>,
+        at: Timestamp,
+    ) -> Option<DnsOutcome> {
         let key = QueryKey {
             server,
             src_port: local_port,
-            id: u16::from_be_bytes([id[0], id[1]]),
+            id,
         };
         if !self.pending.contains_key(&key) {
             return self.ignore(if self.ports.contains_key(&(server, local_port)) {
@@ -417,12 +448,7 @@ impl DnsExchange {
                 DnsIgnored::OtherFlow
             });
         }
-        let parsed = if self.cfg.answers_only {
-            ReplyRepr::parse_answers(payload)
-        } else {
-            ReplyRepr::parse(payload)
-        };
-        let Ok(reply) = parsed else {
+        let Some(reply) = message else {
             return self.ignore(DnsIgnored::Malformed);
         };
         if !reply.is_response {
@@ -510,6 +536,152 @@ impl DnsExchange {
                 after: at.saturating_sub(sent),
             }),
         })
+    }
+}
+
+impl DnsExchange {
+    /// Ends every query outstanding to `server` at once, without an answer:
+    /// it refused one of them (`refusal`), so there is no point retrying or
+    /// waiting (bulk mode, where many queries to one server are in flight).
+    pub fn give_up_server(&mut self, server: SocketAddr, refusal: Refusal) -> Vec<DnsOutcome> {
+        let keys: Vec<QueryKey> = self
+            .pending
+            .keys()
+            .filter(|k| k.server == server)
+            .copied()
+            .collect();
+        let mut done = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(p) = self.forget(&key) {
+                done.push(DnsOutcome {
+                    tag: p.tag,
+                    key,
+                    question: p.question,
+                    query_size: p.query_size,
+                    attempts: p.attempts,
+                    sent_at: p.kernel_sent.unwrap_or(p.user_sent),
+                    rtt: None,
+                    rtt_source: source_of(p.kernel_sent),
+                    reply: None,
+                    refused: Some(refusal),
+                });
+            }
+        }
+        done
+    }
+}
+
+fn parse_message(payload: &[u8], answers_only: bool) -> Option<ReplyRepr> {
+    if answers_only {
+        ReplyRepr::parse_answers(payload).ok()
+    } else {
+        ReplyRepr::parse(payload).ok()
+    }
+}
+
+/// A captured packet as read without the exchange's state: what needs no
+/// state, above all the DNS parse, can run on a thread of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A DNS message with this `id` from `server` to our `local_port`, parsed
+    /// (None: unreadable).
+    Answer {
+        server: SocketAddr,
+        local_port: u16,
+        id: u16,
+        message: Option<ReplyRepr>,
+        at: Timestamp,
+    },
+    /// A query of ours leaving (an outgoing capture), stamped by the kernel.
+    Sent {
+        key: QueryKey,
+        from: IpAddr,
+        at: Timestamp,
+    },
+    /// An ICMP error about a UDP datagram we sent (see [`DnsExchange::on_icmp`]).
+    Icmp {
+        server: SocketAddr,
+        local_port: u16,
+        id: Option<u16>,
+        error: IcmpError,
+        from: IpAddr,
+        at: Timestamp,
+    },
+    Ignored(DnsIgnored),
+}
+
+/// Reads one captured packet (from its IP header) for an exchange whose
+/// source address is `src`; `answers_only` as in [`DnsProbeConfig`].
+pub fn read_packet(
+    src: IpAddr,
+    answers_only: bool,
+    data: &[u8],
+    direction: Direction,
+    at: Timestamp,
+    checksum_offloaded: bool,
+) -> Received {
+    let outgoing = direction == Direction::Outgoing;
+    // our own packets carry partial checksums; replies over veth/lo may too
+    let mode = if outgoing || checksum_offloaded {
+        Checksums::Offloaded
+    } else {
+        Checksums::Verify
+    };
+    let Ok(d) = Datagram::parse_with(data, mode) else {
+        return Received::Ignored(DnsIgnored::Malformed);
+    };
+    let u = match d.transport {
+        Transport::Udp(u) => u,
+        Transport::Icmp(i) if !outgoing && d.ip.dst == src => {
+            let (Some(error), Some(q)) = (i.error(), i.quoted) else {
+                return Received::Ignored(DnsIgnored::NotUdp);
+            };
+            if q.ip.protocol != Protocol::UDP || q.ip.src != src {
+                return Received::Ignored(DnsIgnored::NotUdp);
+            }
+            return Received::Icmp {
+                server: SocketAddr::new(q.ip.dst, q.dst_port),
+                local_port: q.src_port,
+                id: q.udp_payload_id,
+                error,
+                from: d.ip.src,
+                at,
+            };
+        }
+        _ => {
+            return Received::Ignored(if outgoing {
+                DnsIgnored::OwnTraffic
+            } else {
+                DnsIgnored::NotUdp
+            });
+        }
+    };
+    if outgoing {
+        return match u.payload.get(..2) {
+            Some(id) => Received::Sent {
+                key: QueryKey {
+                    server: SocketAddr::new(d.ip.dst, u.dst_port),
+                    src_port: u.src_port,
+                    id: u16::from_be_bytes([id[0], id[1]]),
+                },
+                from: d.ip.src,
+                at,
+            },
+            None => Received::Ignored(DnsIgnored::OwnTraffic),
+        };
+    }
+    if d.ip.dst != src {
+        return Received::Ignored(DnsIgnored::OtherFlow);
+    }
+    let Some(id) = u.payload.get(..2) else {
+        return Received::Ignored(DnsIgnored::Malformed);
+    };
+    Received::Answer {
+        server: SocketAddr::new(d.ip.src, u.src_port),
+        local_port: u.dst_port,
+        id: u16::from_be_bytes([id[0], id[1]]),
+        message: parse_message(&u.payload, answers_only),
+        at,
     }
 }
 
@@ -817,6 +989,59 @@ mod tests {
         assert_eq!(done[0].rtt_source, RttSource::User);
         assert_eq!(e.outstanding(), 0);
         assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_refusal_ends_every_query_to_that_server_at_once() {
+        let mut e = ex(2);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let other: SocketAddr = "198.18.0.9:53".parse().unwrap();
+        let (_, d1) = e.query(Timestamp(0), 1, server, 40000, &query(1, "a.lab.test"));
+        e.query(Timestamp(0), 2, server, 40001, &query(2, "b.lab.test"));
+        e.query(Timestamp(0), 3, other, 40000, &query(3, "a.lab.test"));
+        let (src, from) = (CLIENT.parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let icmp = crate::wire::IcmpRepr::emit_error(3, 3, &d1, from, src);
+        let ip = IpRepr {
+            src: from,
+            dst: src,
+            protocol: Protocol::ICMP,
+            ttl: 64,
+            ident: 9,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        let pkt = ip.emit(&icmp);
+        let r = read_packet(src, true, &pkt, Direction::Incoming, Timestamp(5), false);
+        let o = e.on_received(r).unwrap();
+        let refusal = o.refused.unwrap();
+        assert_eq!(
+            (o.tag, refusal.to_string()),
+            (1, "port-unreachable from 198.18.0.2".into())
+        );
+        let done = e.give_up_server(o.key.server, refusal);
+        assert_eq!(done.iter().map(|o| o.tag).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(done[0].refused, Some(refusal));
+        assert_eq!(e.outstanding(), 1);
+    }
+
+    #[test]
+    fn deadlines_in_time_order_even_pushed_out_of_order() {
+        let k = |id| QueryKey {
+            server: SERVER.parse().unwrap(),
+            src_port: 1,
+            id,
+        };
+        let mut d = Deadlines::default();
+        d.push(Timestamp(5), k(1));
+        d.push(Timestamp(7), k(2));
+        d.push(Timestamp(3), k(3)); // the clock stepped back
+        d.push(Timestamp(7), k(4));
+        let mut order = Vec::new();
+        while let Some((t, key)) = d.peek() {
+            order.push((t.0, key.id));
+            d.pop();
+        }
+        assert_eq!(order, vec![(3, 3), (5, 1), (7, 2), (7, 4)]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod correlate;
 pub mod dns;
+pub mod fxhash;
 pub mod syn;
 pub mod tcp_client;
 

@@ -175,8 +175,19 @@ impl SynPinger {
     ) -> Option<ProbeResult> {
         match self.corr.classify(data, direction, at, offloaded) {
             Match::Sent(key, ts) => {
-                if let Some(p) = self.pending.get_mut(&key) {
-                    p.kernel_sent.get_or_insert(ts);
+                // the timeout runs from the moment the SYN left, not from the
+                // user-space instant before the send call (which a busy
+                // machine can delay by more than the timeout)
+                if let Some(p) = self.pending.get_mut(&key)
+                    && p.kernel_sent.is_none()
+                {
+                    p.kernel_sent = Some(ts);
+                    let deadline = ts + self.cfg.timeout;
+                    if deadline > p.deadline {
+                        self.deadlines.remove(&(p.deadline, p.seq));
+                        p.deadline = deadline;
+                        self.deadlines.insert((deadline, p.seq), key);
+                    }
                 }
                 None
             }
@@ -394,6 +405,29 @@ mod tests {
             true,
         );
         assert_eq!(r.unwrap().verdict, Verdict::Closed);
+    }
+
+    #[test]
+    fn the_timeout_runs_from_the_kernels_send_stamp() {
+        let mut p = pinger(81);
+        let t0 = Timestamp(5_000_000_000);
+        let (_, syn) = p.probe(t0, 60236, SeqNumber(2041246510), 1, 1);
+        // the process was descheduled for 1.5 s between its clock read and the send
+        let left = t0 + Duration::from_millis(1500);
+        assert_eq!(p.on_packet(&syn, Direction::Outgoing, left, false), None);
+        assert_eq!(p.next_deadline(), Some(left + Duration::from_secs(1)));
+        assert!(p.on_time(t0 + Duration::from_secs(2)).is_empty());
+        let r = p.on_packet(
+            fixture("rst_v4"),
+            Direction::Incoming,
+            left + Duration::from_micros(2),
+            true,
+        );
+        let r = r.unwrap();
+        assert_eq!(
+            (r.verdict, r.rtt),
+            (Verdict::Closed, Some(Duration::from_micros(2)))
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //! ([`TcpClient::on_sent_stamp`]), so every stage is timed on the capture clock.
 
 use crate::event::Timestamp;
-use crate::wire::{IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
+use crate::wire::{IcmpError, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// TCP connection states (RFC 9293 §3.3.2), named as `ss` and textbooks name them.
@@ -128,6 +128,9 @@ pub enum Note {
     Ignored,
     /// Half-open mode: a SYN-ACK left unanswered.
     Unanswered,
+    /// One byte sent into the peer's zero window, to learn when it opens
+    /// (the persist timer; counted among the retransmissions).
+    WindowProbe,
 }
 
 /// One segment on the wire, as the ladder draws it.
@@ -148,6 +151,10 @@ pub struct SegmentEvent {
     pub window: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<Note>,
+    /// Not a segment but an ICMP error quoting ours (`ICMP admin-prohibited
+    /// from 198.18.0.2`); `seq` is the quoted sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<String>,
     /// Our state once this segment was sent or processed.
     pub client_state: TcpState,
     /// The peer's state the textbook says it is in once it sent or received this.
@@ -191,16 +198,23 @@ pub enum Teardown {
     SimultaneousClose,
     /// The peer reset the connection instead of closing it.
     ResetByPeer,
-    /// We aborted with RST (`--close rst`, or giving up).
+    /// We aborted with RST, as `--close rst` asks.
     AbortedByUs,
+    /// Our retransmissions went unanswered (or unacknowledged): we gave up and
+    /// reset the connection.
+    GaveUp,
     /// RST in answer to our SYN: nothing listens.
     Refused,
-    /// Our SYN (or later segment) was never answered.
+    /// Our SYN was never answered.
     NoAnswer,
+    /// An ICMP error quoting one of our segments ended the connection.
+    Unreachable,
     /// `--half-open`: the handshake was left incomplete on purpose.
     HalfOpen,
-    /// Interrupted before the connection ended.
+    /// Still open at `--max-wait`: reset by us.
     Unfinished,
+    /// Interrupted (Ctrl-C, SIGTERM) before the connection ended.
+    Interrupted,
 }
 
 impl Teardown {
@@ -213,13 +227,57 @@ impl Teardown {
             Teardown::PeerClosedFirst => "peer closed first (its FIN, our ACK, our FIN, its ACK)",
             Teardown::SimultaneousClose => "simultaneous close (FINs crossed, both CLOSING)",
             Teardown::ResetByPeer => "reset by peer (RST instead of FIN)",
-            Teardown::AbortedByUs => "aborted by us with RST",
+            Teardown::AbortedByUs => "aborted by us with RST (--close rst)",
+            Teardown::GaveUp => {
+                "gave up: our retransmissions went unacknowledged, then reset by us"
+            }
             Teardown::Refused => "refused (RST to our SYN)",
-            Teardown::NoAnswer => "no answer",
+            Teardown::NoAnswer => "no answer to our SYN",
+            Teardown::Unreachable => "unreachable (an ICMP error quoting our segment)",
             Teardown::HalfOpen => "half-open: SYN-ACK never acknowledged, cleaned up with RST",
-            Teardown::Unfinished => "unfinished (interrupted)",
+            Teardown::Unfinished => "unfinished: still open at --max-wait, reset by us",
+            Teardown::Interrupted => "interrupted before the connection ended",
         }
     }
+
+    /// A short name for one-line summaries (as in the JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Teardown::WeClosedFirst => "we-closed-first",
+            Teardown::ThreeSegmentClose => "three-segment-close",
+            Teardown::PeerClosedFirst => "peer-closed-first",
+            Teardown::SimultaneousClose => "simultaneous-close",
+            Teardown::ResetByPeer => "reset-by-peer",
+            Teardown::AbortedByUs => "aborted-by-us",
+            Teardown::GaveUp => "gave-up",
+            Teardown::Refused => "refused",
+            Teardown::NoAnswer => "no-answer",
+            Teardown::Unreachable => "unreachable",
+            Teardown::HalfOpen => "half-open",
+            Teardown::Unfinished => "unfinished",
+            Teardown::Interrupted => "interrupted",
+        }
+    }
+
+    /// An orderly close: both FINs sent and acknowledged.
+    pub fn is_orderly(self) -> bool {
+        matches!(
+            self,
+            Teardown::WeClosedFirst
+                | Teardown::ThreeSegmentClose
+                | Teardown::PeerClosedFirst
+                | Teardown::SimultaneousClose
+        )
+    }
+}
+
+/// The ICMP error that ended a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IcmpEnd {
+    /// Its name, as ping gives it (`admin-prohibited`, `port-unreachable`, ...).
+    pub reason: String,
+    /// Who sent it (the target or a router on the way).
+    pub from: IpAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +317,9 @@ pub struct TcpClient {
     peer_fin_crossed: bool,
     merged_fin_ack: bool,
     received_data: u64,
+    /// The peer advertised a zero window while our request was not all sent.
+    zero_window: bool,
+    icmp: Option<IcmpEnd>,
 }
 
 const OUR_WSCALE: u8 = 7;
@@ -297,6 +358,8 @@ impl TcpClient {
             peer_fin_crossed: false,
             merged_fin_ack: false,
             received_data: 0,
+            zero_window: false,
+            icmp: None,
         }
     }
 
@@ -358,7 +421,113 @@ impl TcpClient {
             return Vec::new();
         }
         let out = self.send_rst_if_synchronized(now);
-        self.finish(Teardown::Unfinished, now);
+        self.finish(Teardown::Interrupted, now);
+        out
+    }
+
+    /// An ICMP error quoting one of our segments (by its sequence number): an unreachable, prohibited or time-exceeded error
+    /// ends the trace at once, with the reason, as ping reports it (a connection
+    /// already open is reset). Path-MTU signals (fragmentation needed, packet
+    /// too big), source quench and redirects do not.
+    pub fn on_icmp(
+        &mut self,
+        error: IcmpError,
+        from: IpAddr,
+        quoted_seq: Option<SeqNumber>,
+        now: Timestamp,
+    ) -> Vec<TcpRepr> {
+        let ends = match (error.v6, error.icmp_type, error.code) {
+            (false, 3, 4) | (false, 4 | 5, _) | (true, 2, _) => false,
+            (false, 3 | 11 | 12, _) | (true, 1 | 3 | 4, _) => true,
+            _ => false,
+        };
+        if !ends || self.started.is_none() || self.is_done() {
+            return Vec::new();
+        }
+        let reason = error.name();
+        // the quote must name a segment we sent by its sequence number (a
+        // quote too short to carry it, against RFC 792/4443, names nothing)
+        let Some(q) = quoted_seq else {
+            return Vec::new();
+        };
+        if !self.events.iter().any(|e| e.dir == Dir::Sent && e.seq == q) {
+            return Vec::new();
+        }
+        self.events.push(SegmentEvent {
+            at: now,
+            stamp: StampSource::Kernel,
+            dir: Dir::Received,
+            flags: TcpFlags::default(),
+            seq: q,
+            ack: SeqNumber(0),
+            rel_seq: 0,
+            rel_ack: 0,
+            len: 0,
+            window: 0,
+            note: None,
+            icmp: Some(format!("ICMP {reason} from {from}")),
+            client_state: self.state,
+            server_state: self.server,
+        });
+        self.icmp = Some(IcmpEnd { reason, from });
+        let out = self.send_rst_if_synchronized(now);
+        self.finish(Teardown::Unreachable, now);
+        out
+    }
+
+    /// The ICMP error that ended the trace, if one did.
+    pub fn icmp(&self) -> Option<&IcmpEnd> {
+        self.icmp.as_ref()
+    }
+
+    /// What was asked of this trace and did not happen, one clause each;
+    /// empty when the handshake, the request (acknowledged in full) and the
+    /// teardown asked for (`--close`) all happened. Call once it is done.
+    pub fn shortfalls(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let teardown = self.teardown.unwrap_or(Teardown::Interrupted);
+        if teardown == Teardown::Interrupted {
+            out.push("interrupted before the connection ended".to_string());
+            return out;
+        }
+        if self.irs.is_none() {
+            out.push(match &self.icmp {
+                Some(i) => format!("no handshake: ICMP {} from {}", i.reason, i.from),
+                None => format!("no handshake: {}", teardown.describe()),
+            });
+            return out;
+        }
+        if self.cfg.half_open {
+            return out;
+        }
+        let total = self.cfg.payload.len() as u32;
+        let acked = (self.snd_una.diff(self.cfg.isn + 1).max(0) as u32).min(total);
+        if acked < total {
+            out.push(format!(
+                "request not acknowledged: {acked} of {total} bytes{}",
+                if self.zero_window {
+                    " (the peer advertised a zero window)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        let (asked_ok, asked) = match self.cfg.close {
+            CloseMode::Fin => (
+                teardown.is_orderly(),
+                "no orderly close with FINs (--close fin)",
+            ),
+            CloseMode::Rst => (
+                teardown == Teardown::AbortedByUs,
+                "no abort by our RST (--close rst)",
+            ),
+        };
+        if !asked_ok {
+            out.push(match &self.icmp {
+                Some(i) => format!("{asked}: ICMP {} from {}", i.reason, i.from),
+                None => format!("{asked}: {}", teardown.describe()),
+            });
+        }
         out
     }
 
@@ -410,7 +579,7 @@ impl TcpClient {
                 let kind = if self.irs.is_none() {
                     Teardown::NoAnswer
                 } else {
-                    Teardown::AbortedByUs
+                    Teardown::GaveUp
                 };
                 out.extend(self.send_rst_if_synchronized(now));
                 self.finish(kind, now);
@@ -536,6 +705,7 @@ impl TcpClient {
         }
         // the SYN-ACK's window is never scaled
         self.peer_window = seg.window as u32;
+        self.note_zero_window();
         self.server = TcpState::SynReceived;
         let idx = self.events.len();
         self.set_state(Side::Server, TcpState::SynReceived, now, Some(idx));
@@ -610,6 +780,7 @@ impl TcpClient {
             self.touch(now);
         }
         self.peer_window = self.scaled(seg.window);
+        self.note_zero_window();
         // ---- the data and the FIN ----
         let len = seg.payload.len() as u32;
         let start = seg.seq.diff(self.rcv_nxt);
@@ -714,12 +885,21 @@ impl TcpClient {
         if need_ack {
             out.push(self.ack_now(now));
         }
-        if fin_now && self.state == TcpState::CloseWait {
+        // an ACK may open the window: send what waits, then close if it was
+        // our turn and everything is acknowledged
+        out.extend(self.send_data(now, false));
+        if self.state == TcpState::CloseWait {
             out.extend(self.close(now));
-        } else if our_fin_acked_now || accepted > 0 {
-            out.extend(self.send_data(now, false));
         }
         out
+    }
+
+    /// A zero window while request bytes wait to be sent or acknowledged.
+    fn note_zero_window(&mut self) {
+        let end = self.cfg.isn + 1 + self.cfg.payload.len() as u32;
+        if self.peer_window == 0 && self.snd_una < end && !self.cfg.payload.is_empty() {
+            self.zero_window = true;
+        }
     }
 
     fn peer_fin_seen(&self) -> bool {
@@ -801,7 +981,14 @@ impl TcpClient {
         let total = self.cfg.payload.len() as u32;
         let mss = self.peer_mss.min(self.cfg.mss).max(1) as u32;
         let mut off = self.snd_nxt.diff(base).max(0) as u32;
-        let limit = self.snd_una.diff(base).max(0) as u32 + self.peer_window.max(1);
+        // a zero window takes nothing until the timer probes it with one byte
+        let probe = retransmission && self.peer_window == 0;
+        let limit = self.snd_una.diff(base).max(0) as u32 + self.peer_window.max(probe as u32);
+        let note = if probe {
+            Some(Note::WindowProbe)
+        } else {
+            retransmission.then_some(Note::Retransmission)
+        };
         let first = off == 0;
         while off < total && off < limit {
             let n = mss.min(total - off).min(limit - off);
@@ -812,11 +999,16 @@ impl TcpClient {
                 TcpFlags::ACK
             };
             let s = self.segment(flags, base + off, data, now);
-            out.push(self.record_sent(s, now, retransmission.then_some(Note::Retransmission)));
+            out.push(self.record_sent(s, now, note));
             off += n;
             self.snd_nxt = base + off;
         }
         if !out.is_empty() && (first || self.rtx.is_none()) {
+            self.arm_rtx(now, true);
+        }
+        // a closed window with bytes still to send: the timer probes it with
+        // one byte (the persist timer, counted as retransmissions)
+        if off < total && self.rtx.is_none() {
             self.arm_rtx(now, true);
         }
         out
@@ -829,7 +1021,8 @@ impl TcpClient {
         {
             return Vec::new();
         }
-        if self.snd_una != self.snd_nxt {
+        let data_end = self.cfg.isn + 1 + self.cfg.payload.len() as u32;
+        if self.snd_una != self.snd_nxt || self.snd_nxt < data_end {
             self.touch(now);
             return Vec::new();
         }
@@ -890,8 +1083,22 @@ impl TcpClient {
             return Vec::new();
         }
         // RST+ACK: the kernel's own RSTs to this flow carry no ACK and are the
-        // ones the RST filter drops; ours must pass.
-        let seq = self.snd_nxt;
+        // ones the RST filter drops; ours must pass. Its sequence number must
+        // fall in the peer's window or the peer drops it: like Linux
+        // (tcp_acceptable_seq), snd_nxt, or the window's end if snd_nxt is
+        // beyond it (a zero-window probe the peer never took).
+        // (half-open: our SYN's ACK was never taken in, snd_una is still the ISN)
+        let acked = if self.snd_una < self.cfg.isn + 1 {
+            self.cfg.isn + 1
+        } else {
+            self.snd_una
+        };
+        let wnd_end = acked + self.peer_window;
+        let seq = if self.snd_nxt > wnd_end {
+            wnd_end
+        } else {
+            self.snd_nxt
+        };
         let rst = self.segment(TcpFlags::RST.union(TcpFlags::ACK), seq, Vec::new(), now);
         self.server = TcpState::Closed;
         let idx = self.events.len();
@@ -927,14 +1134,22 @@ impl TcpClient {
         self.close_at = None;
     }
 
+    /// Ends the trace. CLOSED is caused by the last segment if it was sent or
+    /// received at this very instant (our RST, the peer's RST or last ACK), so
+    /// it takes that segment's kernel stamp and never precedes it.
     fn finish(&mut self, kind: Teardown, now: Timestamp) {
+        let cause = self
+            .events
+            .len()
+            .checked_sub(1)
+            .filter(|&i| self.events[i].at == now);
         self.teardown = Some(kind);
         self.rtx = None;
         self.close_at = None;
         self.time_wait_until = None;
         self.give_up_at = None;
         if self.state != TcpState::Closed {
-            self.set_state(Side::Client, TcpState::Closed, now, None);
+            self.set_state(Side::Client, TcpState::Closed, now, cause);
         }
     }
 
@@ -1027,6 +1242,7 @@ impl TcpClient {
             len: seg.payload.len() as u32,
             window: seg.window,
             note,
+            icmp: None,
             client_state: self.state,
             server_state: self.server,
         });
@@ -1052,6 +1268,7 @@ impl TcpClient {
             len: seg.payload.len() as u32,
             window: seg.window,
             note,
+            icmp: None,
             client_state: self.state,
             server_state: self.server,
         });
@@ -1491,6 +1708,222 @@ mod tests {
         let ack = c.on_segment(&sa_seg, at(100));
         assert_eq!(ack[0].options.timestamps.unwrap().1, 777);
         assert_eq!(ack[0].window, (64240 >> 7) as u16);
+    }
+
+    fn icmp(v6: bool, icmp_type: u8, code: u8) -> IcmpError {
+        IcmpError {
+            v6,
+            icmp_type,
+            code,
+        }
+    }
+
+    #[test]
+    fn a_complete_trace_has_no_shortfalls_and_resets_or_half_closes_do() {
+        let mut cf = cfg();
+        cf.payload = b"hi".to_vec();
+        let mut c = TcpClient::new(cf.clone());
+        c.start(at(0));
+        c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+        c.on_segment(&peer(A, IRS + 1, ISN + 3, b""), at(200));
+        c.poll(at(50_200));
+        c.on_segment(&peer(fa(), IRS + 1, ISN + 4, b""), at(50_300));
+        c.poll(at(550_300));
+        assert_eq!(c.teardown(), Some(Teardown::ThreeSegmentClose));
+        assert!(c.shortfalls().is_empty(), "{:?}", c.shortfalls());
+
+        // the peer resets instead of closing: not the FIN close asked for
+        let mut c = established(cfg());
+        c.on_segment(&peer(TcpFlags::RST, IRS + 1, SeqNumber(0), b""), at(300));
+        assert_eq!(
+            c.shortfalls(),
+            ["no orderly close with FINs (--close fin): reset by peer (RST instead of FIN)"]
+        );
+        // --close rst asked and done
+        let mut cf = cfg();
+        cf.close = CloseMode::Rst;
+        let mut c = established(cf);
+        c.poll(at(50_100));
+        assert!(c.shortfalls().is_empty());
+        // refused: no handshake, nothing else said
+        let mut c = TcpClient::new(cfg());
+        c.start(at(0));
+        let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
+        c.on_segment(&peer(rst_ack, SeqNumber(0), ISN + 1, b""), at(50));
+        assert_eq!(c.shortfalls(), ["no handshake: refused (RST to our SYN)"]);
+    }
+
+    #[test]
+    fn zero_window_peer_gets_one_byte_probes_then_we_give_up_and_say_why() {
+        let mut cf = cfg();
+        cf.payload = b"hi".to_vec();
+        cf.max_retries = 2;
+        let mut c = TcpClient::new(cf);
+        c.start(at(0));
+        let mut synack = peer(sa(), IRS, ISN + 1, b"");
+        synack.window = 0;
+        let out = c.on_segment(&synack, at(100));
+        // the ACK, nothing into the closed window until the timer probes it
+        assert_eq!(brief(&out), [(A, 1001, 5001, 0)]);
+        let mut zero_ack = peer(A, IRS + 1, ISN + 1, b"");
+        zero_ack.window = 0;
+        let r = c.poll(at(100 + 200_000));
+        assert_eq!(brief(&r), [(A, 1001, 5001, 1)]);
+        assert_eq!(c.events().last().unwrap().note, Some(Note::WindowProbe));
+        assert!(c.on_segment(&zero_ack, at(200_200)).is_empty());
+        let r = c.poll(at(100 + 600_000));
+        assert_eq!(brief(&r), [(A, 1001, 5001, 1)]);
+        // two retries spent: we give up with RST+ACK, at the window's edge
+        // (the peer never took the probe byte); no FIN was ever sent
+        let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
+        let r = c.poll(at(100 + 1_400_000));
+        assert_eq!(brief(&r), [(rst_ack, 1001, 5001, 0)]);
+        assert_eq!(c.teardown(), Some(Teardown::GaveUp));
+        assert_eq!(
+            states(&c, Side::Client),
+            ["SYN_SENT", "ESTABLISHED", "CLOSED"]
+        );
+        assert_eq!(
+            c.shortfalls(),
+            [
+                "request not acknowledged: 0 of 2 bytes (the peer advertised a zero window)",
+                "no orderly close with FINs (--close fin): gave up: our retransmissions went \
+                 unacknowledged, then reset by us"
+            ]
+        );
+        // CLOSED takes the kernel's stamp of our RST: never before it
+        assert!(c.on_sent_stamp(&r[0], at(100 + 1_400_009)));
+        let closed = c.states().last().unwrap();
+        assert_eq!((closed.state, closed.at), (Closed, at(100 + 1_400_009)));
+    }
+
+    /// A request larger than the peer's window goes out as the window opens;
+    /// when it closes, no FIN jumps ahead of the unsent bytes: the persist
+    /// timer probes with one byte. (Before, an ACK of all that was sent so far
+    /// let the idle timer send a FIN in the middle of the request.)
+    #[test]
+    fn window_limited_request_is_sent_as_the_window_opens_and_never_overtaken_by_fin() {
+        let mut cf = cfg();
+        cf.payload = vec![b'x'; 3000];
+        let mut c = TcpClient::new(cf);
+        c.start(at(0));
+        let mut synack = peer(sa(), IRS, ISN + 1, b"");
+        synack.window = 1000;
+        let out = c.on_segment(&synack, at(100));
+        assert_eq!(brief(&out)[1..], [(A, 1001, 5001, 1000)]);
+        let mut ack = peer(A, IRS + 1, ISN + 1001, b"");
+        ack.window = 1000;
+        let out = c.on_segment(&ack, at(200));
+        assert_eq!(brief(&out), [(A, 2001, 5001, 1000)]);
+        // the window closes with 1000 bytes unsent: nothing to send, and the
+        // idle timer must not close
+        ack.ack = ISN + 2001;
+        ack.window = 0;
+        assert!(c.on_segment(&ack, at(300)).is_empty());
+        assert!(
+            c.poll(at(300 + 50_000)).is_empty(),
+            "the idle timer sends no FIN"
+        );
+        assert!(c.poll(at(300 + 100_000)).is_empty());
+        let probe = c.poll(at(300 + 200_000));
+        assert_eq!(brief(&probe), [(A, 3001, 5001, 1)]);
+        // it opens again (the probe byte not taken yet): the rest after the
+        // probe, with PSH, then the FIN once all is acknowledged
+        ack.window = 2000;
+        let out = c.on_segment(&ack, at(200_400));
+        let psh = A.union(TcpFlags::PSH);
+        assert_eq!(brief(&out), [(psh, 3002, 5001, 999)]);
+        ack.ack = ISN + 3001;
+        assert!(c.on_segment(&ack, at(200_500)).is_empty());
+        let fin = c.poll(at(200_500 + 50_000));
+        assert_eq!(brief(&fin), [(fa(), 4001, 5001, 0)]);
+    }
+
+    #[test]
+    fn out_of_window_rst_is_ignored_and_the_unacknowledged_request_said() {
+        let mut cf = cfg();
+        cf.payload = b"hi".to_vec();
+        cf.max_retries = 1;
+        let mut c = TcpClient::new(cf);
+        c.start(at(0));
+        c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+        let rst = peer(TcpFlags::RST, IRS + 1_000_000, SeqNumber(0), b"");
+        assert!(c.on_segment(&rst, at(150)).is_empty());
+        assert_eq!(c.events().last().unwrap().note, Some(Note::Ignored));
+        assert_eq!(c.state(), Established);
+        assert_eq!(
+            brief(&c.poll(at(100 + 200_000))),
+            [(A.union(TcpFlags::PSH), 1001, 5001, 2)]
+        );
+        c.on_segment(&rst, at(200_150));
+        c.poll(at(100 + 600_000));
+        assert_eq!(c.teardown(), Some(Teardown::GaveUp));
+        assert_eq!(c.shortfalls()[0], "request not acknowledged: 0 of 2 bytes");
+        assert_eq!(c.shortfalls().len(), 2);
+    }
+
+    #[test]
+    fn icmp_errors_end_the_trace_at_once_with_their_reason() {
+        let from: IpAddr = "198.18.0.2".parse().unwrap();
+        // admin-prohibited quoting our SYN, in SYN_SENT: no retransmission
+        let mut c = TcpClient::new(cfg());
+        c.start(at(0));
+        assert!(
+            c.on_icmp(icmp(false, 3, 13), from, Some(ISN), at(40))
+                .is_empty()
+        );
+        assert!(c.is_done());
+        assert_eq!(c.teardown(), Some(Teardown::Unreachable));
+        assert_eq!(c.poll_at(), None);
+        assert_eq!(
+            c.icmp(),
+            Some(&IcmpEnd {
+                reason: "admin-prohibited".into(),
+                from
+            })
+        );
+        assert_eq!(
+            c.shortfalls(),
+            ["no handshake: ICMP admin-prohibited from 198.18.0.2"]
+        );
+        assert_eq!(
+            c.events().last().unwrap().icmp.as_deref(),
+            Some("ICMP admin-prohibited from 198.18.0.2")
+        );
+        assert_eq!(c.states().last().unwrap().at, at(40));
+
+        // quoting a sequence number we never sent (even our next one), no
+        // sequence number at all, or a path-MTU signal: no end
+        let mut c = TcpClient::new(cfg());
+        c.start(at(0));
+        assert!(
+            c.on_icmp(icmp(false, 3, 13), from, Some(ISN + 1), at(40))
+                .is_empty()
+        );
+        assert!(c.on_icmp(icmp(false, 3, 13), from, None, at(40)).is_empty());
+        assert!(
+            c.on_icmp(icmp(false, 3, 13), from, Some(ISN + 5), at(40))
+                .is_empty()
+        );
+        assert!(
+            c.on_icmp(icmp(false, 3, 4), from, Some(ISN), at(41))
+                .is_empty()
+        );
+        assert!(
+            c.on_icmp(icmp(true, 2, 0), from, Some(ISN), at(42))
+                .is_empty()
+        );
+        assert_eq!(c.state(), SynSent);
+
+        // ICMPv6 port unreachable on an open connection: we reset and end
+        let mut c = established(cfg());
+        let out = c.on_icmp(icmp(true, 1, 4), from, Some(ISN + 1), at(500));
+        assert_eq!(brief(&out), [(TcpFlags::RST.union(A), 1001, 5001, 0)]);
+        assert_eq!(c.teardown(), Some(Teardown::Unreachable));
+        assert_eq!(
+            c.shortfalls(),
+            ["no orderly close with FINs (--close fin): ICMP port-unreachable from 198.18.0.2"]
+        );
     }
 
     #[test]

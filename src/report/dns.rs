@@ -6,7 +6,7 @@ use super::stats::percentile;
 use crate::cli::{DnsChecks, DnsFormat};
 use crate::probe::dns::{DnsIgnored, Refusal};
 use crate::probe::syn::RttSource;
-use crate::wire::dns::{RecordRepr, ReplyRepr, opcode_name, rcode_name};
+use crate::wire::dns::{RRSIG, RecordRepr, ReplyRepr, opcode_name, rcode_name, rrsig_covers};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -209,7 +209,51 @@ pub fn check(result: &DnsResult, checks: &DnsChecks) -> Vec<String> {
             super::human(max)
         ));
     }
+    if checks.ad && !reply.flags.ad {
+        fail.push(format!(
+            "--expect-ad: {who}: the AD bit is not set (the answer was not validated)"
+        ));
+    }
+    if checks.signed
+        && let Some(why) = unsigned(reply)
+    {
+        fail.push(format!("--expect-signed: {who}: {why}"));
+    }
     fail
+}
+
+/// Why a reply is not signed, or None if it is: every RRset of the answer
+/// section has an RRSIG of the same owner covering its type; an empty answer
+/// (NXDOMAIN, NODATA) needs RRSIGs in the authority section (the signed denial).
+pub fn unsigned(reply: &ReplyRepr) -> Option<String> {
+    let sets: std::collections::BTreeSet<(String, u16, &str)> = reply
+        .answer
+        .iter()
+        .filter(|r| r.type_code != RRSIG)
+        .map(|r| (r.name.to_ascii_lowercase(), r.type_code, r.rtype.as_str()))
+        .collect();
+    if sets.is_empty() {
+        return if reply.authority.iter().any(|r| r.type_code == RRSIG) {
+            None
+        } else {
+            Some("empty answer and no RRSIG in the authority section (an unsigned denial)".into())
+        };
+    }
+    let missing: Vec<String> = sets
+        .iter()
+        .filter(|(name, code, _)| {
+            !reply
+                .answer
+                .iter()
+                .any(|r| rrsig_covers(r) == Some(*code) && r.name.eq_ignore_ascii_case(name))
+        })
+        .map(|(name, _, t)| format!("{name} {t}"))
+        .collect();
+    if missing.is_empty() {
+        None
+    } else {
+        Some(format!("no RRSIG covers {}", missing.join(", ")))
+    }
 }
 
 /// Servers whose answers differ, per query: (name type, lines).
@@ -536,9 +580,24 @@ pub fn write_results(
 /// The bulk run's figures.
 #[derive(Debug, Clone, Default)]
 pub struct BulkSummary {
+    /// The servers of the command line.
+    pub servers: Vec<SocketAddr>,
+    /// Lines with a name (bad ones included).
     pub names: u64,
+    /// Queries: a name to one server.
+    pub queries: u64,
     pub answered: u64,
     pub timeouts: u64,
+    /// Queries a server refused (ICMP error), by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Answered queries that failed at least one check.
+    pub failed_queries: u64,
+    /// Failures per check (`--expect`, `--expect-rcode`, ...).
+    pub check_failures: BTreeMap<String, u64>,
+    /// What the latencies are measured between.
+    pub timing: &'static str,
+    /// Which path took the stamps (raw capture, or socket timestamps).
+    pub timed_by: TimedBy,
     pub tcp: u64,
     pub bad_lines: u64,
     pub rcodes: BTreeMap<String, u64>,
@@ -556,9 +615,16 @@ impl BulkSummary {
         v.sort_by(f64::total_cmp);
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         json!({"summary": {
+            "servers": self.servers,
             "names": self.names,
+            "queries": self.queries,
             "answered": self.answered,
             "timeouts": self.timeouts,
+            "refused": self.refused,
+            "failed_checks": self.failed_queries,
+            "check_failures": self.check_failures,
+            "timing": self.timing,
+            "timed_by": self.timed_by,
             "tcp_fallbacks": self.tcp,
             "bad_lines": self.bad_lines,
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -657,6 +723,8 @@ mod tests {
             rcode: Some(0),
             regex: Some(regex::Regex::new(r"\.12$").unwrap()),
             max_time: Some(Duration::from_millis(1)),
+            ad: false,
+            signed: false,
         };
         assert!(check(&r, &ok).is_empty());
         let bad = DnsChecks {
@@ -665,6 +733,8 @@ mod tests {
             rcode: Some(3),
             regex: Some(regex::Regex::new("^x").unwrap()),
             max_time: Some(Duration::from_micros(10)),
+            ad: true,
+            signed: true,
         };
         let f = check(&r, &bad);
         assert_eq!(
@@ -675,6 +745,8 @@ mod tests {
                 "--expect-contains: b.lab.test. A @198.18.0.2:53: answer 198.18.0.11, 198.18.0.12 lacks 198.18.0.99",
                 "--expect-regex: b.lab.test. A @198.18.0.2:53: no answer matches /^x/ (answer: 198.18.0.11, 198.18.0.12)",
                 "--max-time: b.lab.test. A @198.18.0.2:53: answered in 80.000us (over 10.000us)",
+                "--expect-ad: b.lab.test. A @198.18.0.2:53: the AD bit is not set (the answer was not validated)",
+                "--expect-signed: b.lab.test. A @198.18.0.2:53: no RRSIG covers b.lab.test. A, b.lab.test. CNAME",
             ]
         );
     }
@@ -704,6 +776,61 @@ mod tests {
         assert_ne!(j["checks"], "pass");
         // an answered query with no check asked passes
         assert!(check(&b("198.18.0.2:53"), &DnsChecks::default()).is_empty());
+    }
+
+    /// An RRSIG as shown without a presentation format: `\# N HEX`, the
+    /// first two bytes the covered type.
+    fn rrsig(owner: &str, covers: u16) -> RecordRepr {
+        RecordRepr {
+            name: owner.into(),
+            ttl: 300,
+            class: "IN".into(),
+            rtype: "RRSIG".into(),
+            data: format!("\\# 4 {covers:04X}0D02"),
+            type_code: RRSIG,
+        }
+    }
+
+    #[test]
+    fn signed_answers_and_denials() {
+        let mut r = b("198.18.0.2:53");
+        let signed = DnsChecks {
+            signed: true,
+            ad: true,
+            ..DnsChecks::default()
+        };
+        let mut reply = r.udp.as_ref().unwrap().reply.clone();
+        reply.flags.ad = true;
+        // A signed but the CNAME not
+        reply.answer.push(rrsig("B.lab.test.", 1));
+        r.udp.as_mut().unwrap().reply = reply.clone();
+        assert_eq!(
+            check(&r, &signed),
+            vec![
+                "--expect-signed: b.lab.test. A @198.18.0.2:53: no RRSIG covers b.lab.test. CNAME"
+            ]
+        );
+        // an RRSIG of another owner does not count
+        reply.answer.push(rrsig("x.lab.test.", 5));
+        r.udp.as_mut().unwrap().reply = reply.clone();
+        assert_eq!(check(&r, &signed).len(), 1);
+        reply.answer.push(rrsig("b.lab.test.", 5));
+        r.udp.as_mut().unwrap().reply = reply.clone();
+        assert!(check(&r, &signed).is_empty());
+        // a denial: signed only with RRSIGs in the authority section
+        let mut nx = result("198.18.0.2:53", 3, vec![]);
+        let mut d = nx.udp.as_ref().unwrap().reply.clone();
+        d.flags.ad = true;
+        nx.udp.as_mut().unwrap().reply = d.clone();
+        assert_eq!(
+            check(&nx, &signed),
+            vec![
+                "--expect-signed: b.lab.test. A @198.18.0.2:53: empty answer and no RRSIG in the authority section (an unsigned denial)"
+            ]
+        );
+        d.authority.push(rrsig("lab.test.", 6));
+        nx.udp.as_mut().unwrap().reply = d;
+        assert!(check(&nx, &signed).is_empty());
     }
 
     #[test]

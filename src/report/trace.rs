@@ -4,7 +4,7 @@
 use super::{RttStats, human, micros};
 use crate::event::Timestamp;
 use crate::probe::tcp_client::{
-    CloseMode, Dir, Note, SegmentEvent, Side, StateEntry, TcpClient, TcpState, Teardown,
+    CloseMode, Dir, IcmpEnd, Note, SegmentEvent, Side, StateEntry, TcpClient, TcpState, Teardown,
 };
 use crate::wire::TcpFlags;
 use serde::Serialize;
@@ -60,6 +60,16 @@ pub struct TraceRun {
     pub peer_isn: Option<u32>,
     pub teardown: Teardown,
     pub teardown_text: &'static str,
+    /// The handshake, the request (acknowledged) and the teardown asked for
+    /// all happened (half-open: a SYN-ACK came).
+    pub succeeded: bool,
+    /// What was asked and did not happen, one clause each (empty on success).
+    pub not_done: Vec<String>,
+    /// One line: `complete: ...` (what happened) or `INCOMPLETE: ...`.
+    pub result: String,
+    /// The ICMP error that ended the trace, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpEnd>,
     pub started_ns: u64,
     pub received_bytes: u64,
     pub stages: Vec<Stage>,
@@ -221,6 +231,7 @@ impl TraceRun {
         // in time order on the kernel's clock (processing order can differ by µs)
         let mut events = c.events().to_vec();
         events.sort_by_key(|e| e.at);
+        monotone_states(&mut events, c.states());
         let sent = events.iter().filter(|e| e.dir == Dir::Sent).count();
         let stamped = events
             .iter()
@@ -228,7 +239,8 @@ impl TraceRun {
                 e.dir == Dir::Sent && e.stamp == crate::probe::tcp_client::StampSource::Kernel
             })
             .count();
-        let teardown = c.teardown().unwrap_or(Teardown::Unfinished);
+        let teardown = c.teardown().unwrap_or(Teardown::Interrupted);
+        let not_done = c.shortfalls();
         TraceRun {
             index,
             source: c.config().src,
@@ -236,6 +248,10 @@ impl TraceRun {
             peer_isn: c.peer_isn().map(|s| s.0),
             teardown,
             teardown_text: teardown.describe(),
+            succeeded: not_done.is_empty(),
+            result: result_text(c, &not_done),
+            not_done,
+            icmp: c.icmp().cloned(),
             started_ns: events.first().map(|e| e.at.0).unwrap_or(0),
             received_bytes: c.received_bytes(),
             stages: stages(&events, c.states()),
@@ -250,14 +266,66 @@ impl TraceRun {
         }
     }
 
-    /// Did the trace complete: a handshake, then a close by FIN or RST (for
-    /// half-open: a SYN-ACK)? A peer that never closes before --max-wait leaves
-    /// the trace unfinished.
+    /// Did the trace do all it was asked: the handshake, the request
+    /// (acknowledged in full) and the teardown `--close` asks for (half-open: a
+    /// SYN-ACK)?
     pub fn succeeded(&self) -> bool {
-        !matches!(
-            self.teardown,
-            Teardown::Refused | Teardown::NoAnswer | Teardown::Unfinished
-        ) && self.peer_isn.is_some()
+        self.succeeded
+    }
+
+    /// One line on how it went: what was done, or what did not happen.
+    pub fn result_line(&self) -> &str {
+        &self.result
+    }
+}
+
+/// The result line: `complete: ` and what happened, or `INCOMPLETE: ` and
+/// what did not.
+fn result_text(c: &TcpClient, not_done: &[String]) -> String {
+    if !not_done.is_empty() {
+        return format!("INCOMPLETE: {}", not_done.join("; "));
+    }
+    let cfg = c.config();
+    if cfg.half_open {
+        return "complete: a SYN-ACK came; the handshake was left half-open as asked".to_string();
+    }
+    let mut s = "complete: handshake".to_string();
+    if !cfg.payload.is_empty() {
+        s += &format!(", request acknowledged ({} bytes)", cfg.payload.len());
+    }
+    s += match cfg.close {
+        CloseMode::Fin => ", orderly close with FINs",
+        CloseMode::Rst => ", aborted with our RST as asked",
+    };
+    s
+}
+
+/// The ladder is in wire order (kernel stamps), the states in processing
+/// order; where the two differ by a few µs (a segment that arrived while we
+/// were still sending the answer to the one before), a state would seem to go
+/// backwards. Each side's state is shown as the furthest it has reached.
+fn monotone_states(events: &mut [SegmentEvent], states: &[StateEntry]) {
+    let rank = |side: Side, st: TcpState| {
+        states
+            .iter()
+            .filter(|e| e.side == side)
+            .position(|e| e.state == st)
+    };
+    let mut furthest: [Option<(usize, TcpState)>; 2] = [None, None];
+    for e in events.iter_mut() {
+        for (i, side) in [Side::Client, Side::Server].into_iter().enumerate() {
+            let st = match side {
+                Side::Client => &mut e.client_state,
+                Side::Server => &mut e.server_state,
+            };
+            let Some(r) = rank(side, *st) else {
+                continue;
+            };
+            match furthest[i] {
+                Some((best, best_state)) if best > r => *st = best_state,
+                _ => furthest[i] = Some((r, *st)),
+            }
+        }
     }
 }
 
@@ -272,6 +340,9 @@ fn ladder_line(e: &SegmentEvent, t0: Timestamp) -> String {
     if e.len > 0 {
         label += &format!(" len {}", e.len);
     }
+    if let Some(icmp) = &e.icmp {
+        label = icmp.clone();
+    }
     let body = ARROW - 6;
     let label = format!(" {label} ");
     let pad = body.saturating_sub(label.chars().count());
@@ -285,6 +356,7 @@ fn ladder_line(e: &SegmentEvent, t0: Timestamp) -> String {
         Some(Note::OutOfOrder) => "  (out of order)",
         Some(Note::Ignored) => "  (ignored)",
         Some(Note::Unanswered) => "  (left unanswered)",
+        Some(Note::WindowProbe) => "  (zero-window probe)",
         None => "",
     };
     format!(
@@ -307,18 +379,27 @@ pub fn ladder(run: &TraceRun, target: &TraceTarget) -> String {
         "",
         w = ARROW + 1
     );
-    for e in &run.segments {
-        s += &ladder_line(e, t0);
-        s.push('\n');
-    }
-    if let Some(closed) = run
+    let closed = run
         .states
         .iter()
         .rev()
-        .find(|e| e.side == Side::Client && e.state == TcpState::Closed)
-    {
-        let off = closed.at.saturating_sub(t0);
-        s += &format!("{:>12.3}ms  CLOSED\n", off.as_nanos() as f64 / 1e6);
+        .find(|e| e.side == Side::Client && e.state == TcpState::Closed);
+    let closed_line = |at: Timestamp| {
+        let off = at.saturating_sub(t0);
+        format!("{:>12.3}ms  CLOSED\n", off.as_nanos() as f64 / 1e6)
+    };
+    let mut closed_shown = false;
+    for e in &run.segments {
+        // in time order: segments that came after we closed (ignored) follow it
+        if let Some(c) = closed.filter(|c| !closed_shown && e.at > c.at) {
+            s += &closed_line(c.at);
+            closed_shown = true;
+        }
+        s += &ladder_line(e, t0);
+        s.push('\n');
+    }
+    if let Some(c) = closed.filter(|_| !closed_shown) {
+        s += &closed_line(c.at);
     }
     s
 }
@@ -326,6 +407,7 @@ pub fn ladder(run: &TraceRun, target: &TraceTarget) -> String {
 /// The stage table of one trace.
 pub fn stage_table(run: &TraceRun, target: &TraceTarget) -> String {
     let mut s = format!("teardown: {}\n", run.teardown_text);
+    s += &format!("result: {}\n", run.result_line());
     for st in &run.stages {
         s += &format!(
             "  {:<40} {:>14}\n",
@@ -342,13 +424,16 @@ pub fn stage_table(run: &TraceRun, target: &TraceTarget) -> String {
     }
     if let Some(h) = &run.half_open {
         let list = |v: &[f64]| {
+            if v.is_empty() {
+                return "none".to_string();
+            }
             v.iter()
-                .map(|x| format!("{x:.1}"))
+                .map(|x| format!("{x:.1} ms"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         s += &format!(
-            "  SYN-ACKs at ms after SYN: [{}]\n  intervals ms: [{}]\n  server kept: {} ({})\n  (Linux defaults: tcp_synack_retries=5, SYN-ACKs at 0, 1, 3, 7, 15, 31 s; gives up at ~63 s)\n",
+            "  SYN-ACKs after our SYN: {}\n  gaps between them: {}\n  server kept: {} ({})\n  (Linux defaults: tcp_synack_retries=5, SYN-ACKs at 0, 1, 3, 7, 15, 31 s; gives up at ~63 s)\n",
             list(&h.synack_at_ms),
             list(&h.intervals_ms),
             h.server_kept,
@@ -415,12 +500,18 @@ pub fn write_run(
             .iter()
             .map(|s| format!("{}={}", s.name, human(Duration::from_nanos(s.ns))))
             .collect();
+        let result = if run.succeeded {
+            "complete".to_string()
+        } else {
+            format!("INCOMPLETE ({})", run.not_done.join("; "))
+        };
         writeln!(
             out,
-            "trace {} from {}: {:?}; {}",
+            "trace {} from {}: {}, {}; {}",
             run.index + 1,
             run.source,
-            run.teardown,
+            run.teardown.name(),
+            result,
             parts.join(" ")
         )?;
     }
@@ -433,7 +524,7 @@ pub fn write_stats(out: &mut impl Write, runs: &[TraceRun]) -> std::io::Result<(
     writeln!(out)?;
     writeln!(
         out,
-        "--- {} traces, {} completed (handshake, then closed) ---",
+        "--- {} traces, {} complete (handshake, request acknowledged, teardown as asked) ---",
         runs.len(),
         ok
     )?;
@@ -484,6 +575,113 @@ mod tests {
             payload: payload.to_vec(),
             ..TcpRepr::default()
         }
+    }
+
+    fn client(payload: &[u8]) -> TcpClient {
+        TcpClient::new(TcpClientConfig {
+            src: "198.18.0.1:40000".parse().unwrap(),
+            dst: "198.18.0.2:80".parse().unwrap(),
+            isn: SeqNumber(100),
+            ttl: 64,
+            mss: 1460,
+            syn_options: false,
+            payload: payload.to_vec(),
+            close: CloseMode::Fin,
+            half_open: false,
+            rto: Duration::from_secs(1),
+            max_retries: 3,
+            idle: Duration::from_millis(10),
+            time_wait: Duration::from_millis(100),
+            max_wait: Duration::from_secs(5),
+        })
+    }
+
+    fn target() -> TraceTarget {
+        TraceTarget {
+            host: "x".into(),
+            address: "198.18.0.2:80".parse().unwrap(),
+            interface: "veth0".into(),
+            close: CloseMode::Fin,
+            half_open: false,
+            request_bytes: 0,
+            time_wait_ms: 100.0,
+        }
+    }
+
+    /// A banner, then the peer's FIN, which arrived before our ACK of the
+    /// banner left (its kernel stamp is later): in wire order the ladder must
+    /// not show CLOSE_WAIT → ESTABLISHED.
+    #[test]
+    fn states_never_go_backwards_on_the_ladder() {
+        let us = |n: u64| Timestamp(1_000_000_000 + n * 1000);
+        let a = TcpFlags::ACK;
+        let mut c = client(b"");
+        let syn = c.start(us(0));
+        c.on_sent_stamp(&syn[0], us(1));
+        let out = c.on_segment(&peer(TcpFlags::SYN.union(a), 900, 101, b""), us(50));
+        c.on_sent_stamp(&out[0], us(51));
+        let ack_banner = c.on_segment(&peer(a, 901, 101, b"SSH-2.0\r\n"), us(100));
+        let out = c.on_segment(&peer(TcpFlags::FIN.union(a), 910, 101, b""), us(101));
+        c.on_sent_stamp(&ack_banner[0], us(102));
+        c.on_sent_stamp(&out[0], us(103));
+        c.on_sent_stamp(&out[1], us(104));
+        c.on_segment(&peer(a, 911, 102, b""), us(150));
+        let run = TraceRun::from_client(0, &c);
+        let shown: Vec<&str> = run.segments.iter().map(|e| e.client_state.name()).collect();
+        assert_eq!(
+            shown,
+            [
+                "SYN_SENT",
+                "SYN_SENT",
+                "ESTABLISHED",
+                "ESTABLISHED",
+                "CLOSE_WAIT",
+                // our ACK of the banner, stamped after the FIN arrived
+                "CLOSE_WAIT",
+                "CLOSE_WAIT",
+                "LAST_ACK",
+                "LAST_ACK"
+            ]
+        );
+        assert!(run.succeeded, "{:?}", run.not_done);
+        // the closing line comes after the last segment
+        let l = ladder(&run, &target());
+        let last = l.lines().last().unwrap();
+        assert!(last.ends_with("CLOSED") && last.contains("0.149ms"), "{l}");
+    }
+
+    #[test]
+    fn count_summaries_are_words() {
+        let us = |n: u64| Timestamp(1_000_000_000 + n * 1000);
+        let a = TcpFlags::ACK;
+        let mut c = client(b"");
+        c.start(us(0));
+        c.on_segment(&peer(TcpFlags::SYN.union(a), 900, 101, b""), us(50));
+        c.on_segment(&peer(TcpFlags::FIN.union(a), 901, 101, b""), us(60));
+        c.on_segment(&peer(a, 902, 102, b""), us(70));
+        let run = TraceRun::from_client(1, &c);
+        assert_eq!(run.result, "complete: handshake, orderly close with FINs");
+        let mut out = Vec::new();
+        write_run(&mut out, &target(), &run, false).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.starts_with("trace 2 from 198.18.0.1:40000: peer-closed-first, complete; "),
+            "{line}"
+        );
+        // an incomplete one says what did not happen
+        let mut c = client(b"hi");
+        c.start(us(0));
+        c.on_segment(&peer(TcpFlags::SYN.union(a), 900, 101, b""), us(50));
+        c.on_segment(&peer(TcpFlags::RST, 901, 0, b""), us(60));
+        let run = TraceRun::from_client(0, &c);
+        let mut out = Vec::new();
+        write_run(&mut out, &target(), &run, false).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.contains("reset-by-peer, INCOMPLETE (request not acknowledged: 0 of 2 bytes; no orderly close"),
+            "{line}"
+        );
+        assert!(!line.contains("ResetByPeer"), "{line}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct BlockState {
 
 struct Bits {
     range: Range<u64>,
+    /// Replies are taken (false once the block is closed for its report).
+    open: bool,
     sent: Vec<AtomicU64>,
     answered: Vec<AtomicU64>,
 }
@@ -86,6 +88,7 @@ impl BlockState {
         BlockState {
             inner: RwLock::new(Bits {
                 range: 0..0,
+                open: false,
                 sent: (0..words).map(|_| AtomicU64::new(0)).collect(),
                 answered: (0..words).map(|_| AtomicU64::new(0)).collect(),
             }),
@@ -106,6 +109,14 @@ impl BlockState {
             w.store(0, RELAXED);
         }
         b.range = range;
+        b.open = true;
+    }
+
+    /// Takes no more replies: from now on its bits are final (a reply counts
+    /// as [`Mark::Elsewhere`]), so the block can be reported without a reply
+    /// slipping in between its check and its report.
+    pub fn close(&self) {
+        self.inner.write().unwrap_or_else(|e| e.into_inner()).open = false;
     }
 
     /// The current block.
@@ -113,16 +124,19 @@ impl BlockState {
         self.read().range.clone()
     }
 
-    pub fn mark_sent(&self, j: u64) {
+    /// Marks probes sent (one batch of a sender, under one lock).
+    pub fn mark_sent(&self, probes: &[u64]) {
         let b = self.read();
-        if let Some((w, bit)) = b.slot(j) {
-            b.sent[w].fetch_or(bit, RELAXED);
+        for &j in probes {
+            if let Some((w, bit)) = b.slot(j) {
+                b.sent[w].fetch_or(bit, RELAXED);
+            }
         }
     }
 
     pub fn mark_answered(&self, j: u64) -> Mark {
         let b = self.read();
-        match b.slot(j) {
+        match b.slot(j).filter(|_| b.open) {
             None => Mark::Elsewhere,
             Some((w, bit)) if b.answered[w].fetch_or(bit, RELAXED) & bit == 0 => Mark::First,
             Some(_) => Mark::Again,
@@ -167,10 +181,10 @@ impl BlockState {
     }
 
     /// Calls `f` with every probe of the block that was sent and not answered,
-    /// in order.
+    /// in order, until it returns false.
     pub fn for_each_silent(
         &self,
-        mut f: impl FnMut(u64) -> std::io::Result<()>,
+        mut f: impl FnMut(u64) -> std::io::Result<bool>,
     ) -> std::io::Result<()> {
         let b = self.read();
         for (i, (s, a)) in b.sent.iter().zip(&b.answered).enumerate() {
@@ -180,7 +194,9 @@ impl BlockState {
                 if j >= b.range.end {
                     return Ok(());
                 }
-                f(j)?;
+                if !f(j)? {
+                    return Ok(());
+                }
                 left &= left - 1;
             }
         }
@@ -216,9 +232,8 @@ mod tests {
     fn marks_counts_and_silent_probes_of_one_block() {
         let st = BlockState::new(200);
         st.start(100..230);
-        for j in (100..230).filter(|j| j % 3 != 0) {
-            st.mark_sent(j);
-        }
+        let sent: Vec<u64> = (100..230).filter(|j| j % 3 != 0).collect();
+        st.mark_sent(&sent);
         assert_eq!(st.mark_answered(101), Mark::First);
         assert_eq!(st.mark_answered(101), Mark::Again);
         assert_eq!(st.mark_answered(99), Mark::Elsewhere);
@@ -226,7 +241,7 @@ mod tests {
         // a reply that overtook the mark of its sending: answered all the same
         assert_eq!(st.mark_answered(102), Mark::First);
         assert!(st.is_answered(102) && !st.is_answered(104) && !st.is_answered(99));
-        let sent = (100..230).filter(|j| j % 3 != 0).count() as u64;
+        let sent = sent.len() as u64;
         let c = st.counts();
         assert_eq!(
             c,
@@ -239,18 +254,28 @@ mod tests {
         let mut silent = Vec::new();
         st.for_each_silent(|j| {
             silent.push(j);
-            Ok(())
+            Ok(true)
         })
         .unwrap();
         let want: Vec<u64> = (100..230).filter(|j| j % 3 != 0 && *j != 101).collect();
         assert_eq!(silent, want);
         assert!(!st.all_answered());
+        let mut first_two = Vec::new();
+        st.for_each_silent(|j| {
+            first_two.push(j);
+            Ok(first_two.len() < 2)
+        })
+        .unwrap();
+        assert_eq!(first_two, want[..2]);
+        st.close();
+        assert_eq!(st.mark_answered(104), Mark::Elsewhere);
+        assert!(!st.is_answered(104));
         // the next block starts clean; replies to the old one are elsewhere
         st.start(230..330);
         assert_eq!(st.counts().unsent, 100);
         assert_eq!(st.mark_answered(101), Mark::Elsewhere);
+        st.mark_sent(&(230..330).collect::<Vec<_>>());
         for j in 230..330 {
-            st.mark_sent(j);
             st.mark_answered(j);
         }
         assert!(st.all_answered());

@@ -25,7 +25,15 @@ pub struct PortList(Vec<u16>);
 impl PortList {
     /// Parses `22,80,1000-2000`; `-` or `1-65535` means every port.
     pub fn parse(s: &str) -> Result<PortList, PortError> {
-        let bad = |part: &str, why: &str| PortError(format!("bad port '{part}' in '{s}': {why}"));
+        let bad = |part: &str, why: &str| {
+            // name the whole list only when the bad item is a part of it
+            let whole = if part.trim() == s.trim() {
+                String::new()
+            } else {
+                format!(" in '{s}'")
+            };
+            PortError(format!("bad port '{}'{whole}: {why}", part.trim()))
+        };
         let num = |part: &str, t: &str| -> Result<u16, PortError> {
             match t.trim().parse::<u32>() {
                 Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
@@ -117,6 +125,15 @@ mod tests {
         for bad in ["0", "65536", "a", "10-5", "", "1,,2"] {
             assert!(PortList::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            PortList::parse("0").unwrap_err().0,
+            "bad port '0': ports are 1-65535"
+        );
+        assert_eq!(
+            PortList::parse("80,0").unwrap_err().0,
+            "bad port '0' in '80,0': ports are 1-65535"
+        );
+        assert_eq!(PortList::parse("1-").unwrap().len(), 65535);
         assert_eq!(PortList::top(3).unwrap().0, vec![22, 80, 443]);
         assert!(PortList::top(0).is_err());
         assert!(PortList::top(TOP_PORTS.len() + 1).is_err());

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 /// Largest IPv6 target set (2^24 addresses: a /104).
 pub const MAX_V6_ADDRESSES: u128 = 1 << 24;
 
+const EVERY_TARGET_EXCLUDED: &str = "every target is excluded";
+
 /// One inclusive interval of addresses of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
@@ -191,7 +193,7 @@ impl TargetSet {
             )));
         }
         if total == 0 {
-            return Err(TargetError("every target is excluded".into()));
+            return Err(TargetError(EVERY_TARGET_EXCLUDED.into()));
         }
         let mut starts = Vec::with_capacity(ranges.len());
         let mut n = 0u64;
@@ -205,6 +207,32 @@ impl TargetSet {
             starts,
             len: n,
         })
+    }
+
+    /// One set per address family of `include`, IPv4 first, each minus
+    /// `exclude`: a scan may mix families and runs each in turn. A family whose
+    /// every target is excluded is left out (an error only if all are).
+    pub fn build_families(
+        include: &[Range],
+        exclude: &[Range],
+    ) -> Result<Vec<TargetSet>, TargetError> {
+        let mut sets = Vec::new();
+        let mut excluded = None;
+        for v6 in [false, true] {
+            let inc: Vec<Range> = include.iter().filter(|r| r.v6 == v6).copied().collect();
+            if inc.is_empty() {
+                continue;
+            }
+            match TargetSet::build(&inc, exclude) {
+                Ok(t) => sets.push(t),
+                Err(e) if e.0 == EVERY_TARGET_EXCLUDED => excluded = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        if sets.is_empty() {
+            return Err(excluded.unwrap_or_else(|| TargetError("no targets given".into())));
+        }
+        Ok(sets)
     }
 
     pub fn is_ipv6(&self) -> bool {
@@ -350,6 +378,21 @@ mod tests {
         let all = TargetSet::build(&[p("::/0")], &[]).unwrap_err();
         assert!(all.0.contains("2^128 addresses, too many"), "{all}");
         assert!(TargetSet::build(&[p("198.18.0.1"), p("2001:db8::1")], &[]).is_err());
+        let both = TargetSet::build_families(&[p("2001:db8::/127"), p("198.18.0.1")], &[]).unwrap();
+        assert_eq!(
+            both.iter()
+                .map(|t| (t.is_ipv6(), t.len()))
+                .collect::<Vec<_>>(),
+            vec![(false, 1), (true, 2)]
+        );
+        let v6_only =
+            TargetSet::build_families(&[p("2001:db8::1"), p("198.18.0.1")], &[p("198.18.0.0/24")])
+                .unwrap();
+        assert_eq!(v6_only.len(), 1);
+        assert!(v6_only[0].is_ipv6());
+        let e = TargetSet::build_families(&[p("198.18.0.1")], &[p("198.18.0.0/24")]).unwrap_err();
+        assert_eq!(e.0, "every target is excluded");
+        assert!(TargetSet::build_families(&[p("198.18.0.1"), p("::/0")], &[]).is_err());
         assert!(TargetSet::build(&[p("198.18.0.1")], &[p("198.18.0.0/24")]).is_err());
         assert_eq!(
             TargetSet::build(&[p("0.0.0.0/0")], &[]).unwrap().len(),

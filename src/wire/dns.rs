@@ -480,6 +480,155 @@ fn unknown_rdata(bytes: &[u8]) -> String {
     s
 }
 
+/// RRSIG's type code.
+pub const RRSIG: u16 = 46;
+
+/// The type an RRSIG record covers (the first field of its data), or None for
+/// other records. Reads the presentation format (a type mnemonic) and the
+/// generic form (`\# N HEX`, shown when the data does not parse).
+pub fn rrsig_covers(r: &RecordRepr) -> Option<u16> {
+    if r.type_code != RRSIG {
+        return None;
+    }
+    let mut w = r.data.split_whitespace();
+    match w.next()? {
+        "\\#" => {
+            let _len = w.next()?;
+            u16::from_str_radix(w.next()?.get(..4)?, 16).ok()
+        }
+        t => parse_type(t).map(u16::from),
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding), as zone files show keys and signatures.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (c.get(1).copied().unwrap_or(0) as u32) << 8
+            | c.get(2).copied().unwrap_or(0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+/// Seconds since the epoch as `YYYYMMDDHHmmSS` (UTC), as RRSIG validity is shown.
+fn sig_time(t: u32) -> String {
+    let (days, secs) = ((t / 86400) as i64, t % 86400);
+    // civil date from days since 1970-01-01 (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// An uncompressed name at the start of `b` (RRSIG signer, NSEC next name)
+/// and the bytes after it.
+fn rdata_name(b: &[u8]) -> Option<(String, &[u8])> {
+    let mut d = BinDecoder::new(b);
+    let n = Name::read(&mut d).ok()?;
+    let used = b.len() - d.len();
+    Some((n.to_ascii(), &b[used..]))
+}
+
+/// The types of an NSEC/NSEC3 type bitmap (RFC 4034 4.1.2), as mnemonics.
+fn type_bitmap(mut b: &[u8]) -> Option<Vec<String>> {
+    let mut types = Vec::new();
+    while !b.is_empty() {
+        let (window, len) = (*b.first()? as u16, *b.get(1)? as usize);
+        let bits = b.get(2..2 + len)?;
+        for (i, byte) in bits.iter().enumerate() {
+            for bit in 0..8 {
+                if byte & (0x80 >> bit) != 0 {
+                    let t = window << 8 | (i as u16 * 8 + bit);
+                    types.push(type_name(RecordType::from(t)));
+                }
+            }
+        }
+        b = &b[2 + len..];
+    }
+    Some(types)
+}
+
+/// RRSIG, DNSKEY, DS and NSEC data in presentation format (RFC 4034), which
+/// hickory reads only with its DNSSEC features; None if it does not parse.
+fn dnssec_text(code: u16, b: &[u8]) -> Option<String> {
+    let u16_at = |i: usize| Some(u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]));
+    let u32_at = |i: usize| {
+        Some(u32::from_be_bytes([
+            *b.get(i)?,
+            *b.get(i + 1)?,
+            *b.get(i + 2)?,
+            *b.get(i + 3)?,
+        ]))
+    };
+    match code {
+        // RRSIG: covered, algorithm, labels, original TTL, expiration,
+        // inception, key tag, signer, signature
+        RRSIG => {
+            let (signer, sig) = rdata_name(b.get(18..)?)?;
+            Some(format!(
+                "{} {} {} {} {} {} {} {signer} {}",
+                type_name(RecordType::from(u16_at(0)?)),
+                b.get(2)?,
+                b.get(3)?,
+                u32_at(4)?,
+                sig_time(u32_at(8)?),
+                sig_time(u32_at(12)?),
+                u16_at(16)?,
+                base64(sig)
+            ))
+        }
+        // DNSKEY: flags, protocol, algorithm, key
+        48 => Some(format!(
+            "{} {} {} {}",
+            u16_at(0)?,
+            b.get(2)?,
+            b.get(3)?,
+            base64(b.get(4..)?)
+        )),
+        // DS: key tag, algorithm, digest type, digest
+        43 => {
+            let mut digest = String::new();
+            for x in b.get(4..)? {
+                let _ = write!(digest, "{x:02X}");
+            }
+            Some(format!(
+                "{} {} {} {digest}",
+                u16_at(0)?,
+                b.get(2)?,
+                b.get(3)?
+            ))
+        }
+        // NSEC: next name, type bitmap
+        47 => {
+            let (next, rest) = rdata_name(b)?;
+            let mut words = vec![next];
+            words.extend(type_bitmap(rest)?);
+            Some(words.join(" "))
+        }
+        _ => None,
+    }
+}
+
 /// Record data in presentation format (names in ASCII, as on the wire).
 pub fn rdata_text(d: &RData) -> String {
     match d {
@@ -513,7 +662,8 @@ pub fn rdata_text(d: &RData) -> String {
             .collect::<Vec<_>>()
             .join(" "),
         RData::NULL(n) => unknown_rdata(&n.anything),
-        RData::Unknown { rdata, .. } => unknown_rdata(&rdata.anything),
+        RData::Unknown { code, rdata } => dnssec_text(u16::from(*code), &rdata.anything)
+            .unwrap_or_else(|| unknown_rdata(&rdata.anything)),
         other => {
             // Display may fail (OPT has none): never panic, fall back to a marker
             let mut s = String::new();
@@ -541,6 +691,64 @@ mod tests {
             panic!("not udp")
         };
         u.payload
+    }
+
+    #[test]
+    fn dnssec_records_in_presentation_format() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(sig_time(0), "19700101000000");
+        assert_eq!(sig_time(1_798_590_764), "20261230003244");
+        assert_eq!(sig_time(u32::MAX), "21060207062815");
+        // RRSIG over A, alg 13, 3 labels, TTL 300, key 598, signer signed.test.
+        let mut rrsig = vec![0, 1, 13, 3, 0, 0, 1, 44];
+        rrsig.extend(1_798_590_764u32.to_be_bytes());
+        rrsig.extend(0u32.to_be_bytes());
+        rrsig.extend(598u16.to_be_bytes());
+        rrsig.extend(b"\x06signed\x04test\x00");
+        rrsig.extend(b"foobar");
+        let text = dnssec_text(RRSIG, &rrsig).unwrap();
+        assert_eq!(
+            text,
+            "A 13 3 300 20261230003244 19700101000000 598 signed.test. Zm9vYmFy"
+        );
+        let r = RecordRepr {
+            name: "www.signed.test.".into(),
+            ttl: 300,
+            class: "IN".into(),
+            rtype: "RRSIG".into(),
+            data: text,
+            type_code: RRSIG,
+        };
+        assert_eq!(rrsig_covers(&r), Some(1));
+        // NSEC: next name, then A (1), RRSIG (46), NSEC (47) in window 0
+        let nsec = b"\x03www\x06signed\x04test\x00\x00\x06\x40\x00\x00\x00\x00\x03";
+        assert_eq!(
+            dnssec_text(47, nsec).unwrap(),
+            "www.signed.test. A RRSIG NSEC"
+        );
+        assert_eq!(
+            dnssec_text(43, b"\x21\xe8\x0d\x02\xab\xcd").unwrap(),
+            "8680 13 2 ABCD"
+        );
+        assert_eq!(
+            dnssec_text(48, b"\x01\x00\x03\x0dfoo").unwrap(),
+            "256 3 13 Zm9v"
+        );
+        // truncated or bad data: None (shown as \# N HEX), never a panic
+        for n in 0..rrsig.len() - 6 {
+            assert_eq!(dnssec_text(RRSIG, &rrsig[..n]), None, "{n}");
+        }
+        assert_eq!(dnssec_text(47, b"\x03www\x00\x00\x09\x40"), None);
+        let mut noise = Noise::new(46);
+        for _ in 0..20_000 {
+            let b = noise.mutate(&rrsig);
+            for code in [RRSIG, 43, 47, 48] {
+                let _ = dnssec_text(code, &b);
+            }
+        }
     }
 
     #[test]

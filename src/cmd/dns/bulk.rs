@@ -1,0 +1,1115 @@
+//! `synscope dns --file`: bulk resolution. Every line is a query to each
+//! server (or, with `--spread`, to one server in turn), sent through one raw
+//! sender per source address and answered through one capture, checked with
+//! the same checks as a single query, and printed as one NDJSON line (or
+//! `--json`, `--short`), then a summary.
+
+use super::super::{CmdError, Log};
+use super::{
+    EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, instant_of, over_tcp, query_of,
+    result_of,
+};
+use crate::cli::{BulkSource, DnsFormat, DnsSettings};
+use crate::event::Timestamp;
+use crate::io::bpf::FlowFilter;
+use crate::io::capture::BlockingCapture;
+use crate::io::txstamp::SendLog;
+use crate::io::{IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent};
+use crate::probe::dns::{
+    DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
+};
+use crate::probe::fxhash::FxMap;
+use crate::report::dns::{BulkSummary, DnsResult, TimedBy, check};
+use crate::wire::Protocol;
+use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_name};
+use hickory_proto::rr::{Name, RecordType};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Bulk only: some input line could not be read or parsed (the others were
+/// still queried).
+pub const EXIT_BAD_LINES: u8 = 2;
+
+/// One parsed bulk line.
+struct BulkLine {
+    name: Name,
+    qtype: RecordType,
+    /// The line's own server, if it names one.
+    server: Option<SocketAddr>,
+}
+
+fn parse_line(line: &str) -> Result<BulkLine, String> {
+    let mut parts = line.split(',').map(str::trim);
+    let name = parse_name(parts.next().unwrap_or(""))?;
+    let qtype = match parts.next() {
+        None | Some("") => RecordType::A,
+        Some(t) => parse_type(t).ok_or_else(|| format!("unknown type '{t}'"))?,
+    };
+    let server = match parts.next() {
+        None | Some("") => None,
+        Some(sv) => {
+            let (h, p) =
+                crate::cli::split_host_port(sv.trim_start_matches('@')).map_err(|e| e.0)?;
+            let ip = h
+                .parse()
+                .map_err(|_| format!("server '{sv}' is not an IP address"))?;
+            Some(SocketAddr::new(ip, p.unwrap_or(53)))
+        }
+    };
+    if parts.next().is_some() {
+        return Err("too many fields: expected name[,type[,server]]".into());
+    }
+    Ok(BulkLine {
+        name,
+        qtype,
+        server,
+    })
+}
+
+/// A line's text, or why it is not text.
+type LineText<'a> = Result<&'a str, String>;
+
+/// Lines as bytes, so that a line that is not UTF-8 is an error of that line
+/// alone (with its number), not of the whole input.
+struct Lines<R> {
+    r: R,
+    buf: Vec<u8>,
+    no: u64,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line's number and text (or why it is not text); None at the end.
+    fn next_line(&mut self) -> Result<Option<(u64, LineText<'_>)>, CmdError> {
+        self.buf.clear();
+        let n = self
+            .r
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|e| CmdError::Setup(format!("read names: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.no += 1;
+        let mut b = &self.buf[..];
+        while let [rest @ .., b'\n' | b'\r'] = b {
+            b = rest;
+        }
+        Ok(Some((
+            self.no,
+            std::str::from_utf8(b).map_err(|e| {
+                format!(
+                    "not UTF-8 (byte 0x{:02x} at column {})",
+                    b[e.valid_up_to()],
+                    e.valid_up_to() + 1
+                )
+            }),
+        )))
+    }
+}
+
+/// Reserves `n` consecutive UDP source ports (so one BPF range covers them).
+fn reserve_block(src: IpAddr, n: u16) -> Result<Vec<PortReservation>, CmdError> {
+    for _ in 0..50 {
+        let base: u16 = 20000 + (rand::random::<u16>() % 40000);
+        let mut held = Vec::with_capacity(n as usize);
+        for p in base..base + n {
+            match PortReservation::reserve_udp(src, p) {
+                Ok(r) => held.push(r),
+                Err(_) => break,
+            }
+        }
+        if held.len() == n as usize {
+            return Ok(held);
+        }
+    }
+    Err(CmdError::Setup(format!(
+        "could not reserve {n} consecutive UDP ports on {src}"
+    )))
+}
+
+/// A query sent and not finished yet.
+struct Pending {
+    line_no: u64,
+    query: QueryRepr,
+}
+
+/// Everything that goes out from one source address: the exchange, the
+/// queries in flight, and how they are sent and received ([`Link`]).
+struct Path {
+    src: IpAddr,
+    ex: DnsExchange,
+    pending: FxMap<QueryKey, Pending>,
+    next_port: usize,
+    link: Link,
+}
+
+/// How a path's queries travel and are timed.
+enum Link {
+    Raw(Box<RawLink>),
+    Socket(SocketLink),
+}
+
+/// With CAP_NET_RAW: a raw sender (kernel TX stamps from its error queue), a
+/// block of reserved source ports, and a capture of the replies read by a
+/// thread of its own.
+struct RawLink {
+    sender: RawSender,
+    /// Until the receiver thread starts.
+    capture: Option<BlockingCapture>,
+    receiver: Option<std::thread::JoinHandle<Result<(), IoError>>>,
+    ports: Vec<PortReservation>,
+    batch: Vec<(IpAddr, Vec<u8>)>,
+    /// The key of each datagram in `batch`.
+    batch_keys: Vec<QueryKey>,
+    refused_at: Vec<usize>,
+    /// The kernel stamps our sends (SO_TIMESTAMPING on the raw socket).
+    tx_stamps: bool,
+    sends: SendLog<QueryKey>,
+    stamps: Vec<(u32, Timestamp)>,
+}
+
+/// Without CAP_NET_RAW (or with --no-raw): ordinary UDP sockets, timed by
+/// their kernel TX stamps (error queue) and RX stamps ([`StampedUdp`]).
+struct SocketLink {
+    socks: Vec<StampedUdp>,
+    /// Per socket: what was sent, in order, to match its TX stamps.
+    sends: Vec<SendLog<QueryKey>>,
+    /// Per socket: (server, DNS message, key) to send.
+    batch: Vec<Vec<(SocketAddr, Vec<u8>, QueryKey)>>,
+}
+
+/// Source ports of the raw path (one reserved block, one BPF range).
+const PORTS: u16 = 64;
+/// Sockets of the socket path: each has its own receive buffer (an
+/// unprivileged process cannot raise one above net.core.rmem_max).
+const SOCKETS: usize = 16;
+
+/// The DNS message of a UDP datagram we built (after the IP and UDP headers).
+fn udp_payload(dgram: &[u8]) -> &[u8] {
+    let ip_len = match dgram.first().map(|b| b >> 4) {
+        Some(4) => usize::from(dgram[0] & 0xf) * 4,
+        _ => 40,
+    };
+    dgram.get(ip_len + 8..).unwrap_or(&[])
+}
+
+impl Path {
+    fn exchange(src: IpAddr, s: &DnsSettings) -> DnsExchange {
+        DnsExchange::new(DnsProbeConfig {
+            src,
+            ttl: 64,
+            timeout: s.timeout,
+            retries: s.retries,
+            answers_only: true,
+        })
+    }
+
+    fn open_raw(src: IpAddr, s: &DnsSettings, log: Log) -> Result<Path, CmdError> {
+        let sender = RawSender::open(src, None)?;
+        let ports = reserve_block(src, PORTS)?;
+        let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
+        let filter = FlowFilter {
+            local: src,
+            remote: None,
+            remote_port: None,
+            local_ports: Some((lo, hi)),
+            protocol: Protocol::UDP,
+            // not our own queries (half the packets): their send times come
+            // from the sender's transmit stamps
+            outbound: false,
+        };
+        let capture = BlockingCapture::open(0, &filter, 8 << 20)?;
+        // the kernel's stamp of each query leaving, from the raw socket's error
+        // queue: without it, RTTs start at the user-space send time
+        let tx_stamps = match sender.enable_tx_stamps() {
+            Ok(()) => true,
+            Err(e) => {
+                log.debug(|| format!("bulk: no transmit timestamps ({e}): user-space send times"));
+                false
+            }
+        };
+        log.debug(|| format!("bulk: raw sockets from {src}, ports {lo}-{hi}"));
+        Ok(Path {
+            src,
+            ex: Self::exchange(src, s),
+            pending: FxMap::default(),
+            next_port: 0,
+            link: Link::Raw(Box::new(RawLink {
+                sender,
+                capture: Some(capture),
+                receiver: None,
+                ports,
+                batch: Vec::with_capacity(256),
+                batch_keys: Vec::with_capacity(256),
+                refused_at: Vec::new(),
+                tx_stamps,
+                sends: SendLog::new(),
+                stamps: Vec::with_capacity(256),
+            })),
+        })
+    }
+
+    fn open_socket(src: IpAddr, s: &DnsSettings, log: Log) -> Result<Path, IoError> {
+        let socks = (0..SOCKETS)
+            .map(|_| StampedUdp::bind(SocketAddr::new(src, 0)))
+            .collect::<Result<Vec<_>, _>>()?;
+        log.debug(|| format!("bulk: {SOCKETS} UDP sockets from {src}, socket timestamps"));
+        Ok(Path {
+            src,
+            ex: Self::exchange(src, s),
+            pending: FxMap::default(),
+            next_port: 0,
+            link: Link::Socket(SocketLink {
+                sends: (0..SOCKETS).map(|_| SendLog::new()).collect(),
+                batch: (0..SOCKETS).map(|_| Vec::new()).collect(),
+                socks,
+            }),
+        })
+    }
+
+    /// Are both ends of every RTT kernel stamps?
+    fn kernel_timed(&self) -> bool {
+        match &self.link {
+            Link::Raw(r) => r.tx_stamps,
+            Link::Socket(_) => true,
+        }
+    }
+
+    fn timed_by(&self) -> TimedBy {
+        match &self.link {
+            Link::Raw(_) => TimedBy::RawCapture,
+            Link::Socket(_) => TimedBy::SocketTimestamps,
+        }
+    }
+
+    /// Builds a query and queues it for the next [`flush`](Self::flush).
+    fn queue(&mut self, line_no: u64, server: SocketAddr, mut q: QueryRepr) {
+        let slot = self.next_port;
+        self.next_port = self.next_port.wrapping_add(1);
+        let port = match &self.link {
+            Link::Raw(r) => r.ports[slot % r.ports.len()].port,
+            Link::Socket(k) => k.socks[slot % k.socks.len()].local_addr().port(),
+        };
+        let mut tries = 0;
+        // not in use, nor finished and waiting to be reported
+        while tries < 100 && {
+            let k = QueryKey {
+                server,
+                src_port: port,
+                id: q.id,
+            };
+            self.ex.in_use(&k) || self.pending.contains_key(&k)
+        } {
+            q.id = rand::random();
+            tries += 1;
+        }
+        let (key, dgram) = self.ex.query(Timestamp::now(), line_no, server, port, &q);
+        match &mut self.link {
+            Link::Raw(r) => {
+                r.batch.push((server.ip(), dgram));
+                r.batch_keys.push(key);
+            }
+            Link::Socket(k) => {
+                let i = slot % k.socks.len();
+                k.batch[i].push((server, udp_payload(&dgram).to_vec(), key));
+            }
+        }
+        self.pending.insert(key, Pending { line_no, query: q });
+    }
+
+    /// Sends what is queued (raw: one sendmmsg for the lot; a datagram the
+    /// kernel refuses times out like a lost one).
+    fn flush(&mut self) -> Result<(), CmdError> {
+        match &mut self.link {
+            Link::Raw(r) => {
+                if r.batch.is_empty() {
+                    return Ok(());
+                }
+                let refs: Vec<(IpAddr, &[u8])> =
+                    r.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
+                r.refused_at.clear();
+                r.sender.send_batch_noting(&refs, &mut r.refused_at)?;
+                // a refused datagram took no send counter
+                let mut refused = r.refused_at.iter().peekable();
+                for (i, k) in r.batch_keys.iter().enumerate() {
+                    if refused.next_if_eq(&&i).is_none() {
+                        r.sends.sent(*k);
+                    }
+                }
+                r.batch.clear();
+                r.batch_keys.clear();
+                self.take_stamps()?;
+            }
+            Link::Socket(k) => {
+                for (i, batch) in k.batch.iter_mut().enumerate() {
+                    for (to, msg, key) in batch.drain(..) {
+                        send_on(&mut k.socks[i], to, &msg)?;
+                        k.sends[i].sent(key);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the transmit stamps the kernel queued on the raw socket
+    /// (before any answer to those queries is read: veth and loopback stamp
+    /// within the send call).
+    fn take_stamps(&mut self) -> Result<(), CmdError> {
+        let Link::Raw(r) = &mut self.link else {
+            return Ok(());
+        };
+        if !r.tx_stamps {
+            return Ok(());
+        }
+        r.stamps.clear();
+        r.sender.tx_stamps(&mut r.stamps)?;
+        for &(counter, at) in &r.stamps {
+            if let Some(key) = r.sends.stamped(counter) {
+                self.ex.on_sent(&key, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Raw path: starts the thread that reads and parses the replies (the
+    /// first lever of throughput: sending and receiving each get a core, as
+    /// in dnsperf).
+    fn start_receiver(&mut self, index: usize, tx: RxSender, stop: &Arc<AtomicBool>) {
+        let Link::Raw(r) = &mut self.link else {
+            return;
+        };
+        let Some(mut capture) = r.capture.take() else {
+            return;
+        };
+        let (src, stop) = (self.src, Arc::clone(stop));
+        r.receiver = Some(std::thread::spawn(move || {
+            let mut batch = Vec::with_capacity(RX_BATCH);
+            while !stop.load(Ordering::Relaxed) {
+                // wait only when nothing is in hand
+                let wait = if batch.is_empty() {
+                    Duration::from_millis(20)
+                } else {
+                    Duration::ZERO
+                };
+                let n = capture.recv_batch(wait, |p| {
+                    batch.push(read_packet(
+                        src,
+                        true,
+                        p.data,
+                        p.direction,
+                        p.timestamp,
+                        p.checksum_offloaded,
+                    ))
+                })?;
+                // hand over when the queue is empty, or a batch is full
+                if batch.is_empty() || (n > 0 && batch.len() < RX_BATCH) {
+                    continue;
+                }
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(RX_BATCH));
+                if tx.send((index, full)).is_err() {
+                    break; // the main loop has ended
+                }
+            }
+            Ok(())
+        }));
+    }
+
+    /// An outcome: an ICMP error that ended a query means the server
+    /// refused, so every other query to it ends too (no retries to a server
+    /// that refused).
+    fn finished(&mut self, o: DnsOutcome, done: &mut Vec<DnsOutcome>) {
+        if let Some(refusal) = o.refused {
+            done.extend(self.ex.give_up_server(o.key.server, refusal));
+        }
+        done.push(o);
+    }
+
+    /// Raw path: takes what the receiver thread read.
+    fn on_received(&mut self, batch: Vec<Rx>, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
+        // the send stamps of the queries first (their answers may be in this batch)
+        self.take_stamps()?;
+        for r in batch {
+            if let Some(o) = self.ex.on_received(r) {
+                self.finished(o, done);
+            }
+        }
+        Ok(())
+    }
+
+    /// Socket path: reads what the sockets have queued, without waiting.
+    fn poll_sockets(&mut self, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
+        let Link::Socket(k) = &mut self.link else {
+            return Ok(());
+        };
+        for (i, sock) in k.socks.iter_mut().enumerate() {
+            let port = sock.local_addr().port();
+            // bounded per turn, so one busy socket cannot starve the rest
+            for _ in 0..1024 {
+                let Some(ev) = sock.try_recv()? else {
+                    break;
+                };
+                let o = match ev {
+                    UdpEvent::Sent { seq, at } => {
+                        if let Some(key) = k.sends[i].stamped(seq) {
+                            self.ex.on_sent(&key, at);
+                        }
+                        None
+                    }
+                    UdpEvent::Received { from, at, data, .. } => {
+                        self.ex.on_message(from, port, &data, at)
+                    }
+                    UdpEvent::Icmp {
+                        error,
+                        from,
+                        to,
+                        quoted,
+                        at,
+                    } => {
+                        let id = quoted.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                        self.ex.on_icmp(to, port, id, error, from, at)
+                    }
+                };
+                if let Some(o) = o {
+                    if let Some(refusal) = o.refused {
+                        done.extend(self.ex.give_up_server(o.key.server, refusal));
+                    }
+                    done.push(o);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries and timeouts due by now.
+    fn on_time(&mut self, sent: &mut u64, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
+        let (gone, resend) = self.ex.on_time(Timestamp::now());
+        for r in &resend {
+            match &mut self.link {
+                Link::Raw(l) => {
+                    l.sender.send(r.key.server.ip(), &r.datagram)?;
+                    l.sends.sent(r.key);
+                }
+                Link::Socket(k) => {
+                    if let Some(i) = k
+                        .socks
+                        .iter()
+                        .position(|s| s.local_addr().port() == r.key.src_port)
+                    {
+                        send_on(&mut k.socks[i], r.key.server, udp_payload(&r.datagram))?;
+                        k.sends[i].sent(r.key);
+                    }
+                }
+            }
+            *sent += 1;
+        }
+        if !resend.is_empty() {
+            self.take_stamps()?;
+        }
+        done.extend(gone);
+        Ok(())
+    }
+
+    /// Stops the receiver thread (it notices within 20 ms).
+    fn stop_receiver(&mut self) -> Result<(), CmdError> {
+        let Link::Raw(r) = &mut self.link else {
+            return Ok(());
+        };
+        if let Some(h) = r.receiver.take() {
+            match h.join() {
+                Ok(r) => r?,
+                Err(_) => return Err(CmdError::Setup("bulk receiver thread panicked".into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sends on a UDP socket. An ICMP error about an earlier datagram leaves an
+/// error on the socket that the next send reports instead of sending (its
+/// details are on the error queue, where the socket path reads them): that
+/// send is made again, once. A failed send takes no TX stamp counter (Linux
+/// 6.x), so the stamps of later sends still match.
+fn send_on(sock: &mut StampedUdp, to: SocketAddr, msg: &[u8]) -> Result<u32, IoError> {
+    match sock.send_to(to, msg) {
+        Err(IoError::Send { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(
+                    libc::ECONNREFUSED
+                        | libc::EHOSTUNREACH
+                        | libc::ENETUNREACH
+                        | libc::EHOSTDOWN
+                        | libc::EPROTO
+                )
+            ) =>
+        {
+            sock.send_to(to, msg)
+        }
+        r => r,
+    }
+}
+
+/// Waits until one of the socket path's sockets may have something queued
+/// (never, without a socket path).
+async fn sockets_ready(paths: &[Path]) -> Result<(), IoError> {
+    let mut futs: Vec<_> = paths
+        .iter()
+        .filter_map(|p| match &p.link {
+            Link::Socket(k) => Some(k.socks.iter()),
+            Link::Raw(_) => None,
+        })
+        .flatten()
+        .map(|s| Box::pin(s.wait()))
+        .collect();
+    if futs.is_empty() {
+        return std::future::pending().await;
+    }
+    std::future::poll_fn(|cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// What the receiver thread hands over: packets read and parsed, by value, in
+/// batches (no allocation per packet beyond the parse).
+type Rx = Received;
+
+const RX_BATCH: usize = 256;
+type RxSender = tokio::sync::mpsc::UnboundedSender<(usize, Vec<Rx>)>;
+
+/// The check verdict of one NDJSON line.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum ChecksField<'a> {
+    /// `pass`.
+    Verdict(&'static str),
+    Failed(&'a [String]),
+}
+
+/// One NDJSON line of bulk output (fields in this order).
+#[derive(serde::Serialize)]
+struct NdjsonLine<'a> {
+    line: u64,
+    name: &'a str,
+    #[serde(rename = "type")]
+    qtype: &'a str,
+    server: SocketAddr,
+    status: Option<String>,
+    answers: Vec<String>,
+    time_us: Option<f64>,
+    rtt_source: Option<crate::probe::syn::RttSource>,
+    attempts: u32,
+    transport: &'static str,
+    truncated: Option<bool>,
+    /// Why there is no answer when a server refused (ICMP error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    /// Only when checks were given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checks: Option<ChecksField<'a>>,
+}
+
+/// A bad input line, as printed.
+#[derive(serde::Serialize)]
+struct BadLine<'a> {
+    line: u64,
+    input: &'a str,
+    error: &'a str,
+}
+
+/// Where results go: the output in the chosen format, the summary's figures.
+struct Report<'a, W: Write> {
+    out: std::io::BufWriter<W>,
+    s: &'a DnsSettings,
+    sum: BulkSummary,
+    several_servers: bool,
+    /// `--json`: the document is written at the end.
+    json_results: Vec<serde_json::Value>,
+    json_errors: Vec<serde_json::Value>,
+    first_failure: Option<String>,
+}
+
+impl<W: Write> Report<'_, W> {
+    fn bad_line(&mut self, line: u64, input: &str, error: &str) -> Result<(), CmdError> {
+        self.sum.bad_lines += 1;
+        let b = BadLine { line, input, error };
+        match self.s.format {
+            DnsFormat::Json => self
+                .json_errors
+                .push(serde_json::to_value(&b).unwrap_or_default()),
+            DnsFormat::Ndjson => {
+                serde_json::to_writer(&mut self.out, &b).map_err(std::io::Error::from)?;
+                self.out.write_all(b"\n")?;
+            }
+            // results only on stdout: the error goes to stderr
+            DnsFormat::Short | DnsFormat::Text => {
+                eprintln!("synscope: line {line}: {error}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One finished query; `unsent` if it was not sent because its server
+    /// had refused an earlier one.
+    fn result(&mut self, line: u64, r: &DnsResult, unsent: bool) -> Result<(), CmdError> {
+        let refused = r.refused.map(|f| {
+            if unsent {
+                format!("{f} (refused before: not sent)")
+            } else {
+                f.to_string()
+            }
+        });
+        let refused = refused.as_deref();
+        let sum = &mut self.sum;
+        match (r.reply(), r.time()) {
+            (Some(rep), Some(t)) => {
+                sum.answered += 1;
+                *sum.rcodes.entry(rcode_name(rep.rcode)).or_default() += 1;
+                sum.rtts_decius
+                    .push((t.as_nanos() / 100).min(u32::MAX as u128) as u32);
+            }
+            _ => match r.refused {
+                Some(f) => *sum.refused.entry(f.to_string()).or_default() += 1,
+                None => sum.timeouts += 1,
+            },
+        }
+        let with_checks = !self.s.checks.is_empty();
+        // a check never passes on no answer: each one asked fails then
+        let failures = if with_checks {
+            check(r, &self.s.checks)
+        } else {
+            Vec::new()
+        };
+        for f in &failures {
+            let flag = f.split(':').next().unwrap_or(f);
+            *sum.check_failures.entry(flag.to_string()).or_default() += 1;
+        }
+        if !failures.is_empty() {
+            sum.failed_queries += 1;
+            if self.first_failure.is_none() {
+                self.first_failure = Some(format!("line {line}: {}", failures[0]));
+            }
+        }
+        let checks = with_checks.then(|| {
+            if failures.is_empty() {
+                ChecksField::Verdict("pass")
+            } else {
+                ChecksField::Failed(&failures)
+            }
+        });
+        if self.s.format == DnsFormat::Short {
+            if let Some(rep) = r.reply() {
+                for a in &rep.answer {
+                    if self.several_servers {
+                        writeln!(self.out, "@{} {} {}", r.server, r.name, a.data)?;
+                    } else {
+                        writeln!(self.out, "{} {}", r.name, a.data)?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        // a plain struct, serialised straight to the output: no JSON tree per name
+        let l = NdjsonLine {
+            line,
+            name: &r.name,
+            qtype: &r.qtype,
+            server: r.server,
+            status: r.reply().map(|x| rcode_name(x.rcode)),
+            answers: r.answer_set(),
+            time_us: r.time().map(crate::report::micros),
+            rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
+            attempts: r.attempts,
+            transport: r.transport(),
+            truncated: r.udp.as_ref().map(|u| u.reply.flags.tc),
+            error: refused,
+            checks,
+        };
+        if self.s.format == DnsFormat::Json {
+            self.json_results
+                .push(serde_json::to_value(&l).map_err(std::io::Error::from)?);
+        } else {
+            serde_json::to_writer(&mut self.out, &l).map_err(std::io::Error::from)?;
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
+    /// The summary (last NDJSON line, or in the JSON document), the line on
+    /// stderr, and the exit status.
+    fn finish(
+        mut self,
+        ignored: &BTreeMap<crate::probe::dns::DnsIgnored, u64>,
+    ) -> Result<u8, CmdError> {
+        let sum = &self.sum;
+        let doc = sum.to_json(ignored);
+        match self.s.format {
+            DnsFormat::Json => {
+                let mut d = doc.clone();
+                d["results"] = serde_json::Value::Array(std::mem::take(&mut self.json_results));
+                d["errors"] = serde_json::Value::Array(std::mem::take(&mut self.json_errors));
+                writeln!(
+                    self.out,
+                    "{}",
+                    serde_json::to_string_pretty(&d).map_err(std::io::Error::from)?
+                )?;
+            }
+            DnsFormat::Ndjson => writeln!(self.out, "{doc}")?,
+            DnsFormat::Short | DnsFormat::Text => {}
+        }
+        self.out.flush()?;
+        let s2 = &doc["summary"];
+        let checks = if self.s.checks.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} queries failed a check {}",
+                sum.failed_queries,
+                serde_json::to_string(&sum.check_failures).unwrap_or_default()
+            )
+        };
+        let refused = if sum.refused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", refused {}",
+                serde_json::to_string(&sum.refused).unwrap_or_default()
+            )
+        };
+        eprintln!(
+            "synscope: {} names, {} queries, {} answered, {} timeouts{refused}, {} bad lines in {:.3} s: {:.0} q/s; latency p50 {} µs, p90 {} µs, p99 {} µs ({} timestamps, timed by {}); rcodes {}{checks}",
+            sum.names,
+            sum.queries,
+            sum.answered,
+            sum.timeouts,
+            sum.bad_lines,
+            sum.elapsed.as_secs_f64(),
+            s2["qps"].as_f64().unwrap_or(0.0),
+            s2["latency_us"]["p50"],
+            s2["latency_us"]["p90"],
+            s2["latency_us"]["p99"],
+            sum.timing,
+            sum.timed_by.name(),
+            s2["rcodes"]
+        );
+        if let Some(f) = &self.first_failure {
+            eprintln!("synscope: check failed: {f}");
+        }
+        Ok(if sum.interrupted {
+            EXIT_INTERRUPTED
+        } else if sum.bad_lines > 0 {
+            EXIT_BAD_LINES
+        } else if sum.timeouts > 0 || !sum.refused.is_empty() {
+            EXIT_NO_ANSWER
+        } else if sum.failed_queries > 0 {
+            EXIT_CHECK_FAILED
+        } else {
+            EXIT_OK
+        })
+    }
+}
+
+/// A query that was never sent: its server refused an earlier one.
+fn unsent(server: SocketAddr, q: &QueryRepr, refusal: Refusal, timed_by: TimedBy) -> DnsResult {
+    DnsResult {
+        server,
+        name: q.question.name.to_ascii(),
+        qtype: crate::wire::dns::type_name(q.question.qtype),
+        qtype_code: u16::from(q.question.qtype),
+        query_size: 0,
+        udp: None,
+        attempts: 0,
+        tcp: None,
+        refused: Some(refusal),
+        timed_by,
+    }
+}
+
+pub(super) async fn bulk(
+    s: &DnsSettings,
+    src: &BulkSource,
+    out: &mut impl Write,
+    log: Log,
+) -> Result<u8, CmdError> {
+    let reader: Box<dyn BufRead> = match src {
+        BulkSource::Stdin => Box::new(std::io::BufReader::new(std::io::stdin())),
+        BulkSource::File(p) => Box::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            std::fs::File::open(p)
+                .map_err(|e| CmdError::Setup(format!("open {}: {e}", p.display())))?,
+        )),
+    };
+    let mut lines = Lines {
+        r: reader,
+        buf: Vec::with_capacity(256),
+        no: 0,
+    };
+    // one path per source address of the @SERVERs (e.g. one IPv4, one IPv6);
+    // raw sockets and a capture with CAP_NET_RAW, else (or with --no-raw)
+    // ordinary UDP sockets timed by their kernel stamps
+    let mut raw = !s.no_raw && crate::io::privileges::has_net_raw();
+    if !raw && !s.no_raw {
+        log.debug(|| "no CAP_NET_RAW: bulk timed with socket timestamps".into());
+    }
+    let mut paths: Vec<Path> = Vec::new();
+    // which path reaches a server (None: none of ours does)
+    let mut path_of: HashMap<IpAddr, Option<usize>> = HashMap::new();
+    for server in &s.servers {
+        let route = Route::lookup(server.ip(), None)?;
+        let i = match paths.iter().position(|p| p.src == route.src) {
+            Some(i) => i,
+            None => {
+                let path = match raw.then(|| Path::open_raw(route.src, s, log)) {
+                    Some(Ok(p)) => p,
+                    // no raw socket after all (e.g. a seccomp or LSM rule)
+                    Some(Err(CmdError::Io(e))) if e.is_permission() && paths.is_empty() => {
+                        log.debug(|| format!("{e}: bulk timed with socket timestamps"));
+                        raw = false;
+                        Path::open_socket(route.src, s, log)?
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => Path::open_socket(route.src, s, log)?,
+                };
+                paths.push(path);
+                paths.len() - 1
+            }
+        };
+        path_of.insert(server.ip(), Some(i));
+    }
+    // bulk opens no socket after this (TCP fallback needs no privilege)
+    crate::io::privileges::drop_all()?;
+    // then the receiver threads start, with no capability either
+    let (rx_tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    for (i, p) in paths.iter_mut().enumerate() {
+        p.start_receiver(i, rx_tx.clone(), &stop);
+    }
+    drop(rx_tx);
+    let servers: Vec<SocketAddr> = s.servers.clone();
+    let several = servers.len() > 1;
+    let mut report = Report {
+        out: std::io::BufWriter::with_capacity(1 << 16, out),
+        s,
+        sum: BulkSummary {
+            servers: servers.clone(),
+            timing: if paths.iter().all(|p| p.kernel_timed()) {
+                "kernel"
+            } else {
+                "user-space send, kernel receive"
+            },
+            timed_by: paths.first().map(|p| p.timed_by()).unwrap_or_default(),
+            ..BulkSummary::default()
+        },
+        several_servers: several,
+        json_results: Vec::new(),
+        json_errors: Vec::new(),
+        first_failure: None,
+    };
+    // servers that refused a query (ICMP error): later lines to them are not sent
+    let mut refused: HashMap<SocketAddr, Refusal> = HashMap::new();
+    let progress = s.progress && std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last_progress = started;
+    let mut input_done = false;
+    let mut queries_sent: u64 = 0;
+    let mut next_server: usize = 0;
+    let concurrency = s.concurrency as usize;
+    let mut finished: Vec<DnsOutcome> = Vec::new();
+    let mut targets: Vec<SocketAddr> = Vec::with_capacity(servers.len());
+    let signal = super::super::interrupted();
+    tokio::pin!(signal);
+    let outstanding = |paths: &[Path]| paths.iter().map(|p| p.ex.outstanding()).sum::<usize>();
+
+    loop {
+        // 1. send what the rate and the concurrency allow
+        let mut budget = 256usize;
+        while !input_done && outstanding(&paths) < concurrency && budget > 0 {
+            if let Some(rate) = s.rate {
+                let allowed = (started.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+                if queries_sent >= allowed {
+                    break;
+                }
+            }
+            let Some((line_no, text)) = lines.next_line()? else {
+                input_done = true;
+                break;
+            };
+            let t = match text {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    let input = String::from_utf8_lossy(&lines.buf).trim_end().to_string();
+                    report.sum.names += 1;
+                    report.bad_line(line_no, &input, &e)?;
+                    continue;
+                }
+            };
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            report.sum.names += 1;
+            let l = match parse_line(t) {
+                Ok(l) => l,
+                Err(e) => {
+                    let t = t.to_string();
+                    report.bad_line(line_no, &t, &e)?;
+                    continue;
+                }
+            };
+            targets.clear();
+            match l.server {
+                Some(sv) => targets.push(sv),
+                None if s.spread => {
+                    targets.push(servers[next_server % servers.len()]);
+                    next_server += 1;
+                }
+                None => targets.extend_from_slice(&servers),
+            }
+            // every target must be reachable from one of our source addresses
+            let unreachable = targets.iter().find(|sv| {
+                path_of
+                    .entry(sv.ip())
+                    .or_insert_with(|| {
+                        let src = Route::lookup(sv.ip(), None).ok()?.src;
+                        paths.iter().position(|p| p.src == src)
+                    })
+                    .is_none()
+            });
+            if let Some(sv) = unreachable {
+                let e = format!(
+                    "server {sv} is not reached from a source address of the @SERVERs (bulk mode sends from those only)"
+                );
+                let t = t.to_string();
+                report.bad_line(line_no, &t, &e)?;
+                continue;
+            }
+            for &server in &targets {
+                let q = query_of(s, l.name.clone(), l.qtype);
+                report.sum.queries += 1;
+                if let Some(&f) = refused.get(&server) {
+                    let by = report.sum.timed_by;
+                    report.result(line_no, &unsent(server, &q, f, by), true)?;
+                    continue;
+                }
+                budget = budget.saturating_sub(1);
+                let Some(Some(i)) = path_of.get(&server.ip()).copied() else {
+                    continue;
+                };
+                paths[i].queue(line_no, server, q);
+                report.sum.sent_packets += 1;
+                queries_sent += 1;
+            }
+        }
+        for p in paths.iter_mut() {
+            p.flush()?;
+        }
+        // 2. answers read so far, 3. deadlines
+        while let Ok((i, batch)) = rx.try_recv() {
+            paths[i].on_received(batch, &mut finished)?;
+        }
+        for p in paths.iter_mut() {
+            p.poll_sockets(&mut finished)?;
+            p.on_time(&mut report.sum.sent_packets, &mut finished)?;
+        }
+        for o in finished.drain(..) {
+            let key = o.key;
+            let Some(i) = path_of.get(&key.server.ip()).copied().flatten() else {
+                continue;
+            };
+            let Some(p) = paths[i].pending.remove(&key) else {
+                continue;
+            };
+            if let Some(f) = o.refused {
+                refused.entry(key.server).or_insert(f);
+            }
+            let mut r = result_of(o, p.query.question.qtype);
+            r.timed_by = paths[i].timed_by();
+            if s.tcp_fallback && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
+                r.tcp = Some(over_tcp(r.server, &p.query, s.timeout).await);
+                report.sum.tcp += 1;
+            }
+            report.result(p.line_no, &r, false)?;
+        }
+        if input_done && outstanding(&paths) == 0 {
+            break;
+        }
+        if progress && last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            let sum = &report.sum;
+            eprint!(
+                "\r{} names, {} answered, {} timeouts, {} outstanding, {:.0} q/s   ",
+                sum.names,
+                sum.answered,
+                sum.timeouts,
+                outstanding(&paths),
+                sum.answered as f64 / secs
+            );
+        }
+        // 4. wait when there is nothing to send right now
+        let can_send = !input_done && outstanding(&paths) < concurrency;
+        let rate_wait = s.rate.map(|rate| {
+            let next = (queries_sent as f64) / rate as f64;
+            started + Duration::from_secs_f64(next)
+        });
+        let send_at = match (can_send, rate_wait) {
+            (false, _) => None,
+            (true, Some(at)) if at > Instant::now() => Some(at),
+            (true, _) => continue,
+        };
+        let mut wake = paths
+            .iter_mut()
+            .filter_map(|p| p.ex.next_deadline())
+            .min()
+            .map(instant_of)
+            .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
+        if let Some(at) = send_at {
+            wake = wake.min(at);
+        }
+        tokio::select! {
+            got = rx.recv(), if raw => {
+                match got {
+                    Some((i, batch)) => paths[i].on_received(batch, &mut finished)?, // handled on the next turn
+                    None => {
+                        // every receiver thread ended: one failed
+                        for p in paths.iter_mut() {
+                            p.stop_receiver()?;
+                        }
+                        return Err(CmdError::Setup("bulk receiver threads ended".into()));
+                    }
+                }
+            }
+            r = sockets_ready(&paths) => r?, // read on the next turn
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = &mut signal => {
+                // stop: what is outstanding is neither answered nor timed out
+                report.sum.interrupted = true;
+                break;
+            }
+        }
+    }
+    report.sum.elapsed = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for p in paths.iter_mut() {
+        p.stop_receiver()?;
+    }
+    if progress {
+        eprintln!();
+    }
+    let mut ignored = BTreeMap::new();
+    for p in &paths {
+        for (k, v) in p.ex.ignored() {
+            *ignored.entry(*k).or_default() += v;
+        }
+    }
+    report.finish(&ignored)
+}
