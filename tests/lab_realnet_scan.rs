@@ -447,3 +447,25 @@ fn bench_lan_scan_against_nmap() {
         );
     }
 }
+
+/// Routes are looked up per region of the routing table, not per target:
+/// 128 scattered addresses behind the second route's gateway cost one lookup.
+#[test]
+fn scattered_targets_behind_one_route_cost_one_lookup() {
+    let lab = Lab::up(&spec()).unwrap();
+    let targets: Vec<String> = (0..128)
+        .map(|i| format!("198.18.220.{}", 2 * i + 1))
+        .collect();
+    let mut args: Vec<&str> = targets.iter().map(String::as_str).collect();
+    args.extend(["-p", "80", "-v", "--ndjson"]);
+    let out = scan(&lab, &args);
+    let lines = ndjson(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes: 1 lookups for 128 target addresses"),
+        "{stderr}"
+    );
+    let v = verdicts(&lines);
+    assert_eq!(v.len(), 128);
+    assert!(v.values().all(|x| x == "open"), "{v:?}");
+}

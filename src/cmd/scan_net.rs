@@ -13,13 +13,13 @@ use crate::io::bpf_neigh;
 use crate::io::capture::{BlockingCapture, Captured, Direction};
 use crate::io::egress::Egress;
 use crate::io::link::{ETH_P_ARP, ETH_P_IPV6, LinkInfo, LinkSender, enslaved_interfaces};
-use crate::io::rtnl::{NUD_PERMANENT, RouteType, Rtnl};
+use crate::io::rtnl::{NUD_PERMANENT, RouteMsg, RouteType, Rtnl};
 use crate::io::{IoError, PortReservation, RawSender};
 use crate::report::scan::{DiscoverySummary, HostResult, ScanOutput};
 use crate::scan::TargetSet;
 use crate::scan::discovery::{Discovery, Step};
 use crate::scan::pace::Pacer;
-use crate::scan::routes::{SourceMap, split};
+use crate::scan::routes::{Regions, SourceMap, split};
 use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr, Protocol};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -124,7 +124,8 @@ impl Network {
             .iter()
             .map(|r| r.interval())
             .chain(special.iter().map(|&x| (x, x)));
-        let pieces = split(targets.ranges(), cuts);
+        let regions = Regions::new(cuts);
+        let pieces = regions.split(targets.ranges());
         log.debug(|| {
             format!(
                 "routes: {} prefixes in the table, {} target pieces",
@@ -134,6 +135,8 @@ impl Network {
         });
 
         let mut skipped = 0u64;
+        let mut lookups = 0u64;
+        let mut last: Option<(usize, Option<RouteMsg>)> = None;
         let mut unroutable = 0u64;
         let mut no_route: Option<IoError> = None;
         let mut named: Vec<IpAddr> = Vec::new();
@@ -144,19 +147,36 @@ impl Network {
         for (lo, hi) in pieces {
             let first = from_u128(v6, lo);
             let is_special = lo == hi && special.binary_search(&lo).is_ok();
+            // one lookup per region, whatever the number of target intervals in it
+            let region = regions.of(lo);
+            let cached = match &last {
+                Some((at, r)) if *at == region => Some(r.clone()),
+                _ => None,
+            };
             let r = if is_special {
                 None
+            } else if let Some(r) = cached {
+                match r {
+                    Some(r) => Some(r),
+                    None => {
+                        unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                        continue;
+                    }
+                }
             } else {
                 // no route (or an unreachable, prohibit, blackhole one, or no
                 // source address): these targets cannot be probed; said once
+                lookups += 1;
                 match rtnl.get(first, oif) {
                     Ok(r)
                         if !matches!(r.kind, RouteType::Other(_))
                             && (r.prefsrc.is_some() || r.kind == RouteType::Local) =>
                     {
+                        last = Some((region, Some(r.clone())));
                         Some(r)
                     }
                     Ok(r) => {
+                        last = Some((region, None));
                         unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
                         no_route.get_or_insert(IoError::Route {
                             addr: first,
@@ -168,6 +188,7 @@ impl Network {
                         continue;
                     }
                     Err(e) => {
+                        last = Some((region, None));
                         unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
                         no_route.get_or_insert(e);
                         continue;
@@ -218,6 +239,12 @@ impl Network {
                 direct.push((lo, hi));
             }
         }
+        log.debug(|| {
+            format!(
+                "routes: {lookups} lookups for {} target addresses",
+                targets.len()
+            )
+        });
         if skipped > 0 {
             let list: Vec<String> = named.iter().map(IpAddr::to_string).collect();
             eprintln!(
