@@ -51,8 +51,9 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Largest number of addresses discovered on one link (memory: 9 bytes each).
-    pub const MAX_ADDRESSES: u64 = 1 << 22;
+    /// Largest number of addresses discovered on one link (memory: 8 bytes
+    /// and a bit each, 8.5 MiB at most).
+    pub const MAX_ADDRESSES: u64 = 1 << 20;
 
     pub fn new(set: TargetSet, retries: u32, max_wait: Duration) -> Discovery {
         let n = set.len().min(Self::MAX_ADDRESSES);
