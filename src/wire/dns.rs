@@ -74,6 +74,42 @@ pub struct QueryRepr {
 impl QueryRepr {
     /// The query's wire bytes.
     pub fn emit(&self) -> Vec<u8> {
+        match &self.edns {
+            Some(e) if e.client_subnet.is_some() => self.emit_hickory(),
+            _ => self.emit_plain(),
+        }
+    }
+
+    /// Header, question and a plain OPT record, written directly (what bulk
+    /// mode sends per name: a sixth of the cost of building a Message);
+    /// byte for byte what [`QueryRepr::emit_hickory`] writes.
+    fn emit_plain(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        b.extend_from_slice(&self.id.to_be_bytes());
+        b.push(if self.recursion_desired { 0x01 } else { 0x00 });
+        b.push(0);
+        let arcount = u16::from(self.edns.is_some());
+        for count in [1u16, 0, 0, arcount] {
+            b.extend_from_slice(&count.to_be_bytes());
+        }
+        for label in self.question.name.iter() {
+            b.push(label.len() as u8);
+            b.extend_from_slice(label);
+        }
+        b.push(0);
+        b.extend_from_slice(&u16::from(self.question.qtype).to_be_bytes());
+        b.extend_from_slice(&u16::from(self.question.qclass).to_be_bytes());
+        if let Some(e) = &self.edns {
+            b.push(0); // root
+            b.extend_from_slice(&41u16.to_be_bytes()); // OPT
+            b.extend_from_slice(&e.udp_size.max(512).to_be_bytes());
+            // extended rcode, version, flags (DO), no options
+            b.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+        }
+        b
+    }
+
+    fn emit_hickory(&self) -> Vec<u8> {
         let mut m = Message::new(self.id, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = self.recursion_desired;
         let mut q = Query::query(self.question.name.clone(), self.question.qtype);
@@ -528,6 +564,52 @@ pub fn rdata_text(d: &RData) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_query_bytes_are_hickorys() {
+        for name in [
+            "a.lab.test",
+            "xn--bcher-kva.lab.test",
+            "Mixed.CASE.test",
+            "bücher.lab.test",
+            "x",
+        ] {
+            for qtype in ["A", "AAAA", "TXT", "TYPE65", "ANY", "PTR"] {
+                for rd in [true, false] {
+                    for edns in [
+                        None,
+                        Some(EdnsRepr::default()),
+                        Some(EdnsRepr {
+                            udp_size: 4096,
+                            dnssec_ok: true,
+                            client_subnet: None,
+                        }),
+                        Some(EdnsRepr {
+                            udp_size: 100,
+                            dnssec_ok: false,
+                            client_subnet: None,
+                        }),
+                    ] {
+                        let q = QueryRepr {
+                            id: 0xbeef,
+                            question: Question::new(
+                                parse_name(name).unwrap(),
+                                parse_type(qtype).unwrap(),
+                            ),
+                            recursion_desired: rd,
+                            edns,
+                        };
+                        assert_eq!(
+                            q.emit_plain(),
+                            q.emit_hickory(),
+                            "{name} {qtype} {rd} {:?}",
+                            q.edns
+                        );
+                    }
+                }
+            }
+        }
+    }
     use crate::wire::testutil::Noise;
 
     /// The DNS message of NSD's real answer to `a.lab.test A` (captured in the lab).
