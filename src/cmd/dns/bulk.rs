@@ -226,6 +226,10 @@ impl Path {
             outbound: false,
         };
         let capture = BlockingCapture::open(0, &filter, 8 << 20)?;
+        // spares the kernel a copy of every query for this socket (best effort)
+        if let Err(e) = capture.ignore_outgoing() {
+            log.debug(|| format!("bulk: {e}"));
+        }
         // the kernel's stamp of each query leaving, from the raw socket's error
         // queue: without it, RTTs start at the user-space send time
         let tx_stamps = match sender.enable_tx_stamps() {
