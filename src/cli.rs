@@ -196,8 +196,9 @@ pub struct PingArgs {
     /// stderr says so once.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// How long each probe waits for its answer: a reply the kernel stamped
-    /// later counts as loss (`late` among the ignored packets).
+    /// How long each probe waits for its answer, from the kernel's stamp of
+    /// its SYN leaving: a reply the kernel stamped later counts as loss
+    /// (`late` among the ignored packets).
     #[arg(short = 'W', long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Source port for every probe (default: a fresh free port per probe); one
