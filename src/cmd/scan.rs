@@ -7,7 +7,7 @@
 //! address families scans each in turn into one report. Routes, sockets and
 //! on-link discovery of each family are in `scan_net`.
 
-use super::scan_net::Network;
+use super::scan_net::{Network, Opened};
 use super::{CmdError, Log};
 use crate::cli::ScanSettings;
 use crate::event::Timestamp;
@@ -75,6 +75,8 @@ fn add_discovery(
             down: a.down + b.down,
             requests: a.requests + b.requests,
             elapsed_s: a.elapsed_s + b.elapsed_s,
+            known_own: a.known_own + b.known_own,
+            known_neighbours: a.known_neighbours + b.known_neighbours,
         }),
         (a, b) => a.or(b),
     }
@@ -85,11 +87,28 @@ type Output = Mutex<ScanOutput<std::io::Stdout>>;
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
     // per family: routes per target, every socket, the capture of replies to every source
-    let families = s
-        .targets
-        .iter()
-        .map(|t| Network::open(s, t, log).map(|net| (t, net)))
-        .collect::<Result<Vec<_>, _>>()?;
+    // a family with no route at all is counted and said once; the others are
+    // scanned (exit 2 only when no target has a route)
+    let mut families = Vec::new();
+    let mut no_route: Vec<(u64, IoError)> = Vec::new();
+    for t in &s.targets {
+        match Network::open(s, t, log)? {
+            Opened::Net(net) => families.push((t, *net)),
+            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
+        }
+    }
+    if families.is_empty() && !no_route.is_empty() {
+        return Err(no_route.swap_remove(0).1.into());
+    }
+    let mut tally = Tally::default();
+    for (n, e) in &no_route {
+        eprintln!(
+            "synscope: warning: {n} target address{} not probed: {e}{}",
+            if *n == 1 { "" } else { "es" },
+            if *n > 1 { " (the first of them)" } else { "" }
+        );
+        tally.unroutable += n;
+    }
     // every socket is open and no other thread runs yet: give up every capability
     crate::io::privileges::drop_all()?;
     log.debug(|| {
@@ -100,7 +119,6 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     });
     let started = Instant::now();
     let output: Output = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
-    let mut tally = Tally::default();
     for (targets, net) in families {
         if super::signalled() {
             tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));

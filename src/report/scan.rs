@@ -100,13 +100,32 @@ pub struct DiscoverySummary {
     /// Requests sent, retries included.
     pub requests: u64,
     pub elapsed_s: f64,
+    /// Targets that are this host's own addresses: probed without asking.
+    pub known_own: u64,
+    /// Targets with a permanent neighbour entry: probed without asking.
+    pub known_neighbours: u64,
 }
 
 impl DiscoverySummary {
-    /// `254 addresses, 5 hosts up (ARP) in 0.31 s`
+    /// `254 addresses, 5 hosts up (ARP) in 0.31 s`, or with the targets
+    /// probed without asking: `252 addresses, 0 hosts up (ARP), 2 known
+    /// without asking (own address, neighbour table) in 0.31 s`.
     pub fn line(&self) -> String {
+        let known = self.known_own + self.known_neighbours;
+        let mut why = Vec::new();
+        if self.known_own > 0 {
+            why.push("own address");
+        }
+        if self.known_neighbours > 0 {
+            why.push("neighbour table");
+        }
+        let known = if known > 0 {
+            format!(", {known} known without asking ({})", why.join(", "))
+        } else {
+            String::new()
+        };
         format!(
-            "{} addresses, {} hosts up ({}) in {:.2} s",
+            "{} addresses, {} hosts up ({}){known} in {:.2} s",
             self.addresses, self.up, self.method, self.elapsed_s
         )
     }
@@ -157,6 +176,11 @@ pub struct ScanSummary {
 /// only their count, so a huge silent scan costs no memory in text mode either.
 pub const LISTED_SILENT_MAX: usize = 1000;
 
+/// Down hosts (no ARP / NDP reply) the text output lists one line each; past
+/// this many it counts them in one line at the end (NDJSON and JSON keep one
+/// record per host).
+pub const LISTED_DOWN_MAX: u64 = 1000;
+
 /// Where results go as they arrive: NDJSON and JSON are streamed (nothing is
 /// kept), the text table keeps only what it lists (open and ICMP-filtered
 /// ports, and no-response ports up to [`LISTED_SILENT_MAX`], then only their
@@ -170,6 +194,10 @@ pub struct ScanOutput<W: Write> {
     /// No-response rows kept to be listed; None once there were too many.
     silent: Option<Vec<ScanResult>>,
     closed_per_host: BTreeMap<IpAddr, u64>,
+    /// Down hosts seen (text lists the first [`LISTED_DOWN_MAX`]) and the
+    /// reason they were given.
+    down: u64,
+    down_reason: String,
     /// Results by verdict name, whatever is printed.
     pub counts: BTreeMap<&'static str, u64>,
 }
@@ -184,6 +212,8 @@ impl<W: Write> ScanOutput<W> {
             kept: Vec::new(),
             silent: Some(Vec::new()),
             closed_per_host: BTreeMap::new(),
+            down: 0,
+            down_reason: String::new(),
             counts: BTreeMap::new(),
         }
     }
@@ -245,7 +275,12 @@ impl<W: Write> ScanOutput<W> {
                 self.written += 1;
             }
             super::OutputFormat::Text if !h.up => {
-                writeln!(self.out, "{}  down ({})", h.host, h.reason())?;
+                self.down += 1;
+                if self.down <= LISTED_DOWN_MAX {
+                    writeln!(self.out, "{}  down ({})", h.host, h.reason())?;
+                } else if self.down_reason.is_empty() {
+                    self.down_reason = h.reason();
+                }
             }
             super::OutputFormat::Text => {}
         }
@@ -286,6 +321,14 @@ impl<W: Write> ScanOutput<W> {
                 if !listed_silent && !self.open_only {
                     write_silent_aggregate(&mut self.out, s, &self.kept, &self.closed_per_host)?;
                 }
+                if self.down > LISTED_DOWN_MAX {
+                    writeln!(
+                        self.out,
+                        "\n{} more hosts down ({}) not listed: more than {LISTED_DOWN_MAX}; --ndjson lists each",
+                        self.down - LISTED_DOWN_MAX,
+                        self.down_reason
+                    )?;
+                }
                 write_summary_text(&mut self.out, s)?;
             }
         }
@@ -311,6 +354,9 @@ pub fn write_table(
             by_host.entry(*h).or_default();
         }
     }
+    // hosts that answered nothing at all: one line each after the tables,
+    // never a table header with nothing under it
+    let mut silent_hosts: Vec<(IpAddr, usize)> = Vec::new();
     for (&host, rs) in &by_host {
         let has_open = rs.iter().any(|r| r.verdict == ScanVerdict::Open);
         if open_only && !has_open {
@@ -321,6 +367,10 @@ pub fn write_table(
             .iter()
             .filter(|r| r.verdict == ScanVerdict::NoResponse)
             .count();
+        if closed == 0 && silent == rs.len() {
+            silent_hosts.push((host, silent));
+            continue;
+        }
         writeln!(out, "\n{host}")?;
         writeln!(
             out,
@@ -366,6 +416,13 @@ pub fn write_table(
                 writeln!(out, "  {closed} closed ports not shown (rst)")?;
             }
         }
+    }
+    if !silent_hosts.is_empty() {
+        writeln!(out)?;
+    }
+    for (host, n) in silent_hosts {
+        let s = if n == 1 { "" } else { "s" };
+        writeln!(out, "{host}  no response ({n} port{s})")?;
     }
     Ok(())
 }
@@ -548,6 +605,7 @@ mod tests {
             down: 1,
             requests: 4,
             elapsed_s: 0.05,
+            ..DiscoverySummary::default()
         });
         String::from_utf8(out.finish(&s).unwrap()).unwrap()
     }
@@ -586,7 +644,17 @@ mod tests {
     fn a_few_silent_ports_are_listed_many_are_counted() {
         let (t, kept) = text((0..5).map(silent), &summary(5, false));
         assert_eq!(kept, 5);
-        assert_eq!(t.matches("no-response  no-response").count(), 5, "{t}");
+        // hosts that answered nothing: a line each, no table header
+        assert_eq!(t.matches("  no response (1 port)\n").count(), 5, "{t}");
+        assert!(!t.contains("PORT"), "{t}");
+        let answered = ScanResult {
+            verdict: ScanVerdict::Closed,
+            port: 10,
+            ..silent(0)
+        };
+        let (t, _) = text((0..5).map(silent).chain([answered]), &summary(5, false));
+        assert_eq!(t.matches("no-response  no-response").count(), 1, "{t}");
+        assert_eq!(t.matches("PORT").count(), 1, "{t}");
 
         let n = 20 * LISTED_SILENT_MAX as u64;
         let (t, kept) = text((0..n).map(silent), &summary(n, false));
@@ -604,6 +672,45 @@ mod tests {
         assert!(
             t.contains("not probed: 7 pairs never sent; 3 sent but unanswered when interrupted"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn many_down_hosts_are_listed_up_to_a_bound_then_counted() {
+        let mut out = ScanOutput::new(Vec::new(), crate::report::OutputFormat::Text, false);
+        let n = LISTED_DOWN_MAX + 2500;
+        for i in 0..n {
+            out.host(&HostResult {
+                host: IpAddr::from((0xc612_0000u32 + i as u32).to_be_bytes()),
+                up: false,
+                method: "ARP",
+                mac: None,
+                rtt_ns: None,
+            })
+            .unwrap();
+        }
+        let t = String::from_utf8(out.finish(&summary(0, false)).unwrap()).unwrap();
+        assert_eq!(t.matches("down (no ARP reply)\n").count(), 1000, "{t}");
+        assert!(
+            t.contains("2500 more hosts down (no ARP reply) not listed: more than 1000; --ndjson lists each"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_discovery_line_counts_targets_known_without_asking() {
+        let mut d = DiscoverySummary {
+            method: "ARP".into(),
+            addresses: 252,
+            elapsed_s: 0.5,
+            ..DiscoverySummary::default()
+        };
+        assert_eq!(d.line(), "252 addresses, 0 hosts up (ARP) in 0.50 s");
+        d.known_own = 1;
+        d.known_neighbours = 1;
+        assert_eq!(
+            d.line(),
+            "252 addresses, 0 hosts up (ARP), 2 known without asking (own address, neighbour table) in 0.50 s"
         );
     }
 }
