@@ -131,6 +131,68 @@ impl DiscoverySummary {
     }
 }
 
+/// What rate control saw, and how many verdicts could still be wrong.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RateSummary {
+    /// "auto" or "fixed".
+    pub mode: String,
+    /// The rate at the end (probes/s).
+    pub settled_pps: f64,
+    /// The largest loss of a time slice (0..1), and the rate it was sent at.
+    pub peak_loss: f64,
+    pub peak_loss_rate_pps: f64,
+    /// Loss over every probe to a host known to answer (0..1).
+    pub mean_loss: f64,
+    /// Rounds added to re-probe what went silent while loss was high.
+    pub extra_rounds: u64,
+    /// Estimated no-response pairs that are really lost probes: for each
+    /// block, its silent pairs × the chance every probe of a pair was lost.
+    pub uncertain_pairs: f64,
+}
+
+impl RateSummary {
+    /// `≈0 pairs uncertain; peak loss 43 % at 180k/s, settled at 19.8k/s (rate auto, 1 extra round)`
+    pub fn line(&self) -> String {
+        let loss = if self.peak_loss > 0.0 {
+            format!(
+                "peak loss {:.0} % at {}/s, mean {:.1} %",
+                self.peak_loss * 100.0,
+                si(self.peak_loss_rate_pps),
+                self.mean_loss * 100.0
+            )
+        } else {
+            "no loss seen".into()
+        };
+        let extra = match self.extra_rounds {
+            0 => String::new(),
+            1 => ", 1 extra round".into(),
+            n => format!(", {n} extra rounds"),
+        };
+        format!(
+            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra})",
+            self.uncertain_pairs,
+            if self.mode == "auto" {
+                "settled"
+            } else {
+                "sent"
+            },
+            si(self.settled_pps),
+            self.mode
+        )
+    }
+}
+
+/// 19800 → "19.8k", 1200000 → "1.2M".
+fn si(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
 /// The end-of-scan figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanSummary {
@@ -170,6 +232,8 @@ pub struct ScanSummary {
     /// Pairs sent but not answered when the interrupt came, in the block whose
     /// wait it cut short: no verdict, not listed.
     pub cut_short: u64,
+    /// Rate control and the coverage estimate.
+    pub coverage: RateSummary,
 }
 
 /// No-response rows the text table keeps to list them; past this many it keeps
@@ -508,6 +572,7 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
             s.send_backpressure
         )?;
     }
+    writeln!(out, "coverage: {}", s.coverage.line())?;
     if s.interrupted {
         writeln!(
             out,
@@ -546,6 +611,7 @@ mod tests {
             skipped_addresses: 0,
             unroutable_addresses: 0,
             send_backpressure: 0,
+            coverage: RateSummary::default(),
         }
     }
 
@@ -694,6 +760,32 @@ mod tests {
         assert!(
             t.contains("2500 more hosts down (no ARP reply) not listed: more than 1000; --ndjson lists each"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn the_coverage_line() {
+        let r = RateSummary {
+            mode: "auto".into(),
+            settled_pps: 19_800.0,
+            peak_loss: 0.43,
+            peak_loss_rate_pps: 180_000.0,
+            mean_loss: 0.021,
+            extra_rounds: 1,
+            uncertain_pairs: 0.2,
+        };
+        assert_eq!(
+            r.line(),
+            "≈0 pairs uncertain; peak loss 43 % at 180.0k/s, mean 2.1 %; settled at 19.8k/s (rate auto, 1 extra round)"
+        );
+        let r = RateSummary {
+            mode: "fixed".into(),
+            settled_pps: 1_000_000.0,
+            ..RateSummary::default()
+        };
+        assert_eq!(
+            r.line(),
+            "≈0 pairs uncertain; no loss seen; sent at 1.0M/s (rate fixed)"
         );
     }
 
