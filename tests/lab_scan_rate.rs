@@ -160,3 +160,112 @@ fn shards_without_a_seed_agree_and_cover_every_pair_once() {
     assert_eq!(seen.len(), 3000);
     assert!(seen.values().all(|&n| n == 1));
 }
+
+/// nmap's wrong verdicts on the standard lab's -p- (grepable output): open
+/// 22, 80, 443; filtered 21, 111, 113, 8443; every other port closed.
+fn nmap_wrong(grepable: &str) -> u64 {
+    let want_listed: BTreeMap<u64, &str> = [
+        (22, "open"),
+        (80, "open"),
+        (443, "open"),
+        (21, "filtered"),
+        (111, "filtered"),
+        (113, "filtered"),
+        (8443, "filtered"),
+    ]
+    .into();
+    let Some(line) = grepable.lines().find(|l| l.contains("Ports: ")) else {
+        return 65535;
+    };
+    let ports = line.split("Ports: ").nth(1).unwrap_or("");
+    let ports = ports.split('\t').next().unwrap_or("");
+    let mut got: BTreeMap<u64, String> = BTreeMap::new();
+    for p in ports.split(", ") {
+        let f: Vec<&str> = p.trim().split('/').collect();
+        if let (Some(n), Some(st)) = (f.first().and_then(|n| n.parse().ok()), f.get(1)) {
+            got.insert(n, st.to_string());
+        }
+    }
+    let ignored_closed = line.contains("Ignored State: closed");
+    let mut wrong = 0;
+    for (p, st) in &got {
+        let w = want_listed.get(p).copied().unwrap_or("closed");
+        if w != st {
+            wrong += 1;
+        }
+    }
+    for p in want_listed.keys() {
+        if !got.contains_key(p) {
+            wrong += 1;
+        }
+    }
+    if !ignored_closed {
+        wrong += 65535 - got.len() as u64;
+    }
+    wrong
+}
+
+/// The issue 12 benchmark (bench/rate.sh runs it in release): a full -p- scan
+/// of the server on the clean and the policed lab, by synscope with default
+/// options, synscope at the old default --rate 10000, and nmap -sS -T4, in the
+/// same run, BENCH_REPS times; wall time and wrong verdicts. With
+/// BENCH_TRACE=FILE, the -v rate trace of the last policed auto run goes there.
+#[test]
+#[ignore]
+fn bench_full_scan_clean_and_policed_against_nmap() {
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    for (name, spec) in [
+        ("clean", LabSpec::standard()),
+        ("policed 20k SYN/s", policed()),
+    ] {
+        let lab = Lab::up(&spec).unwrap();
+        for r in 0..reps {
+            let (out, t) = scan(&lab, &["198.18.0.2", "-p-", "--ndjson", "-v"]);
+            let lines = ndjson(&out);
+            let s = summary(&lines);
+            println!(
+                "{name} run {r}: synscope (default, auto) {t:.2} s, {} wrong, {} SYNs, coverage: {}",
+                wrong(&lines),
+                s["sent"],
+                s["coverage"]
+            );
+            if name.starts_with("policed")
+                && let Ok(path) = std::env::var("BENCH_TRACE")
+            {
+                std::fs::write(path, &out.stderr).unwrap();
+            }
+            let (out, t) = scan(&lab, &["198.18.0.2", "-p-", "--rate", "10000", "--ndjson"]);
+            let lines = ndjson(&out);
+            println!(
+                "{name} run {r}: synscope --rate 10000 (old default) {t:.2} s, {} wrong",
+                wrong(&lines)
+            );
+            if std::env::var("BENCH_NO_NMAP").is_ok() {
+                continue;
+            }
+            let t0 = Instant::now();
+            let out = lab
+                .client_command("nmap")
+                .args([
+                    "-sS",
+                    "-T4",
+                    "-p-",
+                    "-n",
+                    "--reason",
+                    "-oG",
+                    "-",
+                    "198.18.0.2",
+                ])
+                .output()
+                .unwrap();
+            let t = t0.elapsed().as_secs_f64();
+            println!(
+                "{name} run {r}: nmap -sS -T4 {t:.2} s, {} wrong",
+                nmap_wrong(&String::from_utf8_lossy(&out.stdout))
+            );
+        }
+    }
+}

@@ -271,16 +271,10 @@ fn scan_family(
         max_rtt_ns: AtomicU64::new(0),
         idle_reads: AtomicU64::new(0),
         stop: AtomicBool::new(false),
-        ctl: Mutex::new(match s.auto_rate {
-            Some((min, max)) => {
-                RateControl::new(s.rate as f64, min as f64, max as f64, Timestamp::now().0)
-            }
-            None => RateControl::new(
-                s.rate as f64,
-                s.rate as f64,
-                s.rate as f64,
-                Timestamp::now().0,
-            ),
+        ctl: Mutex::new(if s.verbose {
+            ctl_for(s).with_history()
+        } else {
+            ctl_for(s)
         }),
         known: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
         retry_since_ns: AtomicU64::new(u64::MAX),
@@ -588,6 +582,19 @@ fn send_blocks(
     }
     progress.finish();
     let ctl = lock(&b.shared.ctl);
+    // -v: every judged slice, for plots (bench/rate_plot.py reads these)
+    for j in ctl.history() {
+        log.debug(|| {
+            format!(
+                "rate-slice t_ms={:.1} sent_pps={:.0} ratio={} loss={} next_pps={:.0}",
+                j.at_ns.saturating_sub(ctl.origin()) as f64 / 1e6,
+                j.rate,
+                j.ratio.map_or("-".into(), |r| format!("{r:.3}")),
+                j.loss.map_or("-".into(), |l| format!("{l:.3}")),
+                j.next_rate
+            )
+        });
+    }
     let c = &mut tally.coverage;
     c.mode = if s.auto_rate.is_some() {
         "auto"
@@ -606,6 +613,13 @@ fn send_blocks(
     }
     c.mean_loss = c.mean_loss.max(ctl.mean_loss());
     Ok(())
+}
+
+/// The rate controller of a scan: bounded by --min-rate/--max-rate with
+/// --rate auto, pinned to the rate (measuring only) with a fixed one.
+fn ctl_for(s: &ScanSettings) -> RateControl {
+    let (min, max) = s.auto_rate.unwrap_or((s.rate, s.rate));
+    RateControl::new(s.rate as f64, min as f64, max as f64, Timestamp::now().0)
 }
 
 /// Rounds --rate auto may add to a block that saw loss.
@@ -728,6 +742,15 @@ impl Pass<'_> {
             // even pacing (this lane's n-th SYN at start + n/rate), slower under back-pressure
             if !pace_until(pacer.due(st.sent)) {
                 break;
+            }
+            // auto: after an oversleep, go on evenly rather than send a burst
+            // to catch up (a policer with a small burst drops bursts)
+            if self.auto {
+                let gap = Duration::from_secs_f64(4.0 / pacer.rate().max(1.0));
+                let due = pacer.due(st.sent);
+                if gap >= Duration::from_micros(80) && Instant::now() > due + gap {
+                    pacer.retarget(pacer.target(), st.sent, Instant::now());
+                }
             }
             let now = Timestamp::now().0;
             for &n in &numbers {

@@ -153,6 +153,11 @@ impl RateControl {
         &self.history
     }
 
+    /// The instant the controller started (ns).
+    pub fn origin(&self) -> u64 {
+        self.origin_ns
+    }
+
     /// How fast to send now (probes/s).
     pub fn rate(&self) -> f64 {
         self.rate
@@ -318,11 +323,14 @@ impl RateControl {
         // one cut per round trip: slices sent before the last cut took
         // effect say nothing new
         let answered = self.cut_index.is_some_and(|c| s.index <= c);
+        // loss must stand out of the sampling noise of this slice's count
+        let noise = 2.0 * (LOSS_LIMIT * (1.0 - LOSS_LIMIT) / s.known_sent.max(1) as f64).sqrt();
+        let lossy = |l: f64| l > LOSS_LIMIT + noise;
         match loss {
-            Some(l) if l > LOSS_LIMIT && answered => {
+            Some(l) if lossy(l) && answered => {
                 self.lossy += 1;
             }
-            Some(l) if l > LOSS_LIMIT => {
+            Some(l) if lossy(l) => {
                 self.lossy += 1;
                 self.cut_index = Some(self.now_index);
                 let delivered = sent_rate * (1.0 - l);
