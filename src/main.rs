@@ -73,6 +73,9 @@ fn main() -> ExitCode {
                 .map(|sum| exit(sum.all_succeeded))
         }),
         Command::Demo(args) => cmd::demo::run(args).map(exit),
+        Command::Exporter(args) => {
+            runtime().and_then(|rt| rt.block_on(cmd::exporter::run(&args.settings(), log)))
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

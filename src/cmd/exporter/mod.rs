@@ -1,0 +1,239 @@
+//! `synscope exporter`: the probes of a config file run continuously, their
+//! kernel-timestamped stage durations served to Prometheus as histograms on
+//! `/metrics`, and a blackbox-compatible `/probe?target=...&module=...`.
+//!
+//! One task per probe, each started at a random phase of its interval and
+//! running one probe at a time, so probes of one target never come in bursts.
+//! The raw sending sockets are opened once; then every capability but
+//! CAP_NET_RAW and CAP_NET_ADMIN goes (each run opens a flow-scoped capture,
+//! and a handshake its flow-scoped nftables rule, as `trace` does). SIGHUP
+//! reloads the config over the same metric families; SIGTERM or SIGINT ends
+//! the tasks (their Drop removes captures and nftables tables) and exits 0.
+
+pub mod config;
+pub mod http;
+pub mod run;
+
+use super::{CmdError, Log};
+use crate::cli::UsageError;
+use crate::report::metrics::{self, ExporterMetrics, ProbeInfo};
+use config::Config;
+use prometheus_client::registry::Registry;
+use run::Senders;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// Validated settings of `synscope exporter`.
+#[derive(Debug, Clone)]
+pub struct ExporterSettings {
+    pub config: PathBuf,
+    pub listen: Option<SocketAddr>,
+}
+
+/// What the HTTP handlers share.
+struct Shared {
+    registry: Registry,
+    config: RwLock<Arc<Config>>,
+    senders: Senders,
+    log: Log,
+}
+
+/// Spawns one task per probe; each records its runs in `m`.
+fn spawn_probes(
+    tasks: &mut JoinSet<()>,
+    cfg: &Config,
+    m: &ExporterMetrics,
+    senders: &Senders,
+    log: Log,
+) {
+    m.info.clear();
+    for spec in cfg.probes.iter().cloned() {
+        m.info
+            .get_or_create(&ProbeInfo {
+                probe: spec.name.clone(),
+                kind: spec.kind.name().to_string(),
+                target: spec.target.to_string(),
+            })
+            .set(1);
+        let (m, senders) = (m.clone(), senders.clone());
+        tasks.spawn(async move {
+            // a random phase: probes of one target (and of all) spread over the interval
+            let phase = spec.interval.mul_f64(rand::random::<f64>());
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + phase, spec.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let o = run::once(&spec, spec.target, &senders, log).await;
+                if let Some(e) = &o.error {
+                    log.debug(|| format!("probe {}: {e}", spec.name));
+                }
+                m.record(&spec.name, spec.kind.name(), &o);
+            }
+        });
+    }
+}
+
+/// Ends every probe task and waits until they are gone (their sockets and
+/// nftables tables are dropped by then).
+async fn stop(tasks: &mut JoinSet<()>) {
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+fn usage(e: config::ConfigError) -> CmdError {
+    CmdError::Usage(UsageError(e.to_string()))
+}
+
+/// Runs until SIGTERM or SIGINT; returns the exit status (0).
+pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
+    let cfg = config::load(&s.config).map_err(usage)?;
+    let listen = match (s.listen, cfg.listen) {
+        (Some(l), _) | (None, Some(l)) => l,
+        (None, None) => config::DEFAULT_LISTEN
+            .parse()
+            .map_err(|_| CmdError::Setup("bad default listen address".into()))?,
+    };
+    let senders = Senders::open()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| CmdError::Setup(format!("listen on {listen}: {e}")))?;
+    // captures and (handshake) nftables rules are opened per run: keep just those
+    crate::io::privileges::keep_only_network()?;
+    let (m, registry) = ExporterMetrics::new();
+    m.start_time.set(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    );
+    m.reload_ok.set(1);
+    let shared = Arc::new(Shared {
+        registry,
+        config: RwLock::new(Arc::new(cfg.clone())),
+        senders: senders.clone(),
+        log,
+    });
+    let mut tasks = JoinSet::new();
+    spawn_probes(&mut tasks, &cfg, &m, &senders, log);
+    eprintln!(
+        "synscope: exporter serving http://{listen}/metrics and /probe ({} probe(s) from {})",
+        cfg.probes.len(),
+        s.config.display()
+    );
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| CmdError::Setup(format!("catch SIGHUP: {e}")))?;
+    let signal = super::interrupted();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = hup.recv() => match config::load(&s.config) {
+                Ok(new) => {
+                    stop(&mut tasks).await;
+                    if new.listen.is_some() && new.listen != Some(listen) && s.listen.is_none() {
+                        eprintln!("synscope: reload: the listen address changes only on restart");
+                    }
+                    spawn_probes(&mut tasks, &new, &m, &senders, log);
+                    eprintln!("synscope: reloaded {} ({} probe(s))", s.config.display(), new.probes.len());
+                    if let Ok(mut c) = shared.config.write() {
+                        *c = Arc::new(new);
+                    }
+                    m.reloads.get_or_create(&metrics::ResultLabel { result: "success".into() }).inc();
+                    m.reload_ok.set(1);
+                }
+                Err(e) => {
+                    eprintln!("synscope: reload: {e}; the running config stays");
+                    m.reloads.get_or_create(&metrics::ResultLabel { result: "failure".into() }).inc();
+                    m.reload_ok.set(0);
+                }
+            },
+            conn = listener.accept() => {
+                let Ok((stream, _)) = conn else { continue };
+                let sh = shared.clone();
+                tokio::spawn(async move { serve(stream, &sh).await });
+            }
+            // a probe task never ends on its own; if one panicked, say so
+            Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = r && e.is_panic() {
+                    eprintln!("synscope: a probe task failed: {e}");
+                }
+            }
+        }
+    }
+    stop(&mut tasks).await;
+    eprintln!("synscope: exporter stopped");
+    Ok(0)
+}
+
+/// Answers one connection.
+async fn serve(mut stream: tokio::net::TcpStream, sh: &Shared) {
+    let Some(head) = http::read_head(&mut stream, Duration::from_secs(10)).await else {
+        return;
+    };
+    let reply = match http::parse_request(&head) {
+        None => http::response(400, "text/plain", "bad request\n"),
+        Some(r) if r.method != "GET" => http::response(405, "text/plain", "only GET\n"),
+        Some(r) => match r.path.as_str() {
+            "/metrics" => page(&r, metrics::encode(&sh.registry)),
+            "/probe" => probe(&r, sh).await,
+            "/" => http::response(
+                200,
+                "text/html",
+                "<html><head><title>synscope exporter</title></head><body>\
+                 <h1>synscope exporter</h1><p><a href=\"/metrics\">Metrics</a></p>\
+                 <p>/probe?target=HOST:PORT&amp;module=PROBE_NAME</p></body></html>\n",
+            ),
+            _ => http::response(404, "text/plain", "not found: try /metrics or /probe\n"),
+        },
+    };
+    http::write(&mut stream, &reply).await;
+}
+
+/// `/probe?target=HOST:PORT&module=NAME`: the probe NAME of the config, once,
+/// against the target; blackbox_exporter's page.
+async fn probe(r: &http::Request, sh: &Shared) -> Vec<u8> {
+    let bad = |msg: String| http::response(400, "text/plain", &format!("{msg}\n"));
+    let Some(target) = r.param("target") else {
+        return bad("target parameter is missing".into());
+    };
+    let module = r.param("module").unwrap_or("");
+    let cfg = match sh.config.read() {
+        Ok(c) => c.clone(),
+        Err(_) => return bad("config unavailable".into()),
+    };
+    let Some(spec) = cfg.probe(module) else {
+        return bad(format!(
+            "unknown module '{module}': a probe name of the config"
+        ));
+    };
+    let t = target.to_string();
+    let port = spec.kind.default_port();
+    let addr = match tokio::task::spawn_blocking(move || config::target(&t, port)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return bad(e),
+        Err(e) => return bad(format!("resolve: {e}")),
+    };
+    let o = run::once(spec, addr, &sh.senders, sh.log).await;
+    if let Some(e) = &o.error {
+        sh.log.debug(|| format!("/probe {module} {addr}: {e}"));
+    }
+    page(r, metrics::probe_page(&o, addr.is_ipv6()))
+}
+
+/// A metrics page in the format the client accepts (OpenMetrics for
+/// Prometheus, the classic text format for curl and promtool).
+fn page(r: &http::Request, openmetrics: String) -> Vec<u8> {
+    if metrics::wants_openmetrics(r.accept.as_deref()) {
+        http::response(200, metrics::CONTENT_TYPE, &openmetrics)
+    } else {
+        http::response(
+            200,
+            metrics::TEXT_CONTENT_TYPE,
+            &metrics::to_text_format(&openmetrics),
+        )
+    }
+}
