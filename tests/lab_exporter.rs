@@ -445,6 +445,36 @@ fn prometheus_scrapes_stage_histograms_losses_and_blackbox_probes() {
         )
         .is_some_and(|s| s > 0.0 && s < 1.0)
     );
+    // every query of the example Grafana dashboard is valid PromQL and,
+    // for the stages this lab has, returns data
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/grafana-exporter.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().unwrap() {
+            let q = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$probe", ".*")
+                .replace("$__rate_interval", "10s");
+            let path = format!("/api/v1/query?query={}", url_encode(&q));
+            let (status, body) = get(&lab, PROMETHEUS, &path).unwrap();
+            assert_eq!(status, 200, "{q}: {body}");
+            let title = panel["title"].as_str().unwrap();
+            if title.starts_with("SYN →") || title.starts_with("DNS") || title.starts_with("Loss")
+            {
+                assert!(!query(&lab, &q).is_empty(), "no data for {title}: {q}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10);
     drop(prom);
     drop(exp);
     drop(nsd);

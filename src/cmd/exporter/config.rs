@@ -358,6 +358,12 @@ max_time = "50ms"
         }
     }
 
+    #[test]
+    fn the_example_config_is_valid() {
+        let c = parse(include_str!("../../../examples/exporter.toml")).unwrap();
+        assert_eq!(c.probes.len(), 2);
+    }
+
     fn err(text: &str) -> String {
         let e = parse(text).unwrap_err();
         assert!(!e.contains('\n'), "one line: {e}");
