@@ -489,15 +489,20 @@ fn promtool_accepts_metrics_and_probe_pages() {
         &lab,
         &dir.0,
         &format!(
-            "{}{}",
+            "{}{}{}",
             syn_probe("open", 80, "100ms", "80ms"),
-            syn_probe("dropped", 21, "100ms", "80ms")
+            syn_probe("dropped", 21, "100ms", "80ms"),
+            syn_probe("open6", 80, "100ms", "80ms").replace("198.18.0.2", "[2001:db8::2]")
         ),
     );
     // every family present
     let page = until(Duration::from_secs(15), || {
         let p = metrics(&lab);
         (value(&p, "synscope_losses_total{probe=\"dropped\"}")? >= 1.0
+            && value(
+                &p,
+                "synscope_answers_total{probe=\"open6\",verdict=\"open\"}",
+            )? >= 1.0
             && p.contains("synscope_stage_duration_seconds_bucket"))
         .then_some(p)
     })
@@ -509,6 +514,14 @@ fn promtool_accepts_metrics_and_probe_pages() {
         value(&probe, "synscope_probe_verdict{verdict=\"closed\"}"),
         Some(1.0)
     );
+    let (_, probe6) = get(
+        &lab,
+        LISTEN,
+        "/probe?target=%5B2001%3Adb8%3A%3A2%5D%3A443&module=open",
+    )
+    .unwrap();
+    assert_eq!(value(&probe6, "probe_success"), Some(1.0), "{probe6}");
+    assert_eq!(value(&probe6, "probe_ip_protocol"), Some(6.0));
     for (what, text) in [("/metrics", &page), ("/probe", &probe)] {
         let mut c = Command::new("promtool")
             .args(["check", "metrics"])
@@ -671,7 +684,30 @@ fn link_down_is_loss_sighup_keeps_counters_sigterm_ends() {
     })
     .expect("probes still run after a failed reload");
 
-    // SIGTERM: a clean exit, status 0
+    // SIGTERM while a handshake waits on a dropped port (its nftables table
+    // in place): a clean exit, status 0, the table gone
+    std::fs::write(
+        dir.0.join("probes.toml"),
+        format!(
+            "{}[[probe]]\nname = \"hs\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:21\"\n\
+             interval = \"3s\"\ntimeout = \"2900ms\"\n",
+            syn_probe("open", 80, "100ms", "80ms")
+        ),
+    )
+    .unwrap();
+    common::signal(&exp.0, "-HUP");
+    let tables = || {
+        let out = lab
+            .client_command("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    until(Duration::from_secs(15), || {
+        tables().contains("synscope_").then_some(())
+    })
+    .expect("a handshake's nftables table");
     common::signal(&exp.0, "-TERM");
     let end = Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -683,4 +719,5 @@ fn link_down_is_loss_sighup_keeps_counters_sigterm_ends() {
     };
     assert_eq!(status.code(), Some(0), "{}", stderr_of(&dir.0));
     assert!(stderr_of(&dir.0).contains("exporter stopped"));
+    assert!(!tables().contains("synscope_"), "left behind: {}", tables());
 }

@@ -41,15 +41,36 @@ struct Shared {
     log: Log,
 }
 
-/// Spawns one task per probe; each records its runs in `m`.
-fn spawn_probes(
-    tasks: &mut JoinSet<()>,
-    cfg: &Config,
-    m: &ExporterMetrics,
-    senders: &Senders,
-    log: Log,
-) {
+/// The least time between the starts of two scheduled runs to one target
+/// address, whatever the probes: several probes of a host never arrive in a burst.
+const TARGET_GAP: Duration = Duration::from_millis(20);
+
+/// When the last scheduled run to each target address started.
+type Gates =
+    std::collections::HashMap<std::net::IpAddr, Arc<tokio::sync::Mutex<tokio::time::Instant>>>;
+
+/// The running probe tasks and the switch that ends them.
+struct Probes {
+    tasks: JoinSet<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Resolves once `rx` says stop (or its sender is gone).
+pub(crate) async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Spawns one task per probe; each records its runs in `m`. The probes of one
+/// target address start evenly spread over their interval (a random offset
+/// for the first), and no two scheduled runs to an address start within
+/// [`TARGET_GAP`].
+fn spawn_probes(cfg: &Config, m: &ExporterMetrics, senders: &Senders, log: Log) -> Probes {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = JoinSet::new();
     m.info.clear();
+    let mut gates: Gates = Gates::new();
+    let start = tokio::time::Instant::now();
+    let offset: f64 = rand::random();
     for spec in cfg.probes.iter().cloned() {
         m.info
             .get_or_create(&ProbeInfo {
@@ -58,30 +79,60 @@ fn spawn_probes(
                 target: spec.target.to_string(),
             })
             .set(1);
-        let (m, senders) = (m.clone(), senders.clone());
+        let ip = spec.target.ip();
+        let same: Vec<&config::ProbeSpec> =
+            cfg.probes.iter().filter(|p| p.target.ip() == ip).collect();
+        let k = same.iter().position(|p| p.name == spec.name).unwrap_or(0);
+        let phase = spec
+            .interval
+            .mul_f64(((offset + k as f64 / same.len() as f64) % 1.0).clamp(0.0, 1.0));
+        let gate = gates
+            .entry(ip)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(start - TARGET_GAP)))
+            .clone();
+        let (m, senders, rx) = (m.clone(), senders.clone(), rx.clone());
         tasks.spawn(async move {
-            // a random phase: probes of one target (and of all) spread over the interval
-            let phase = spec.interval.mul_f64(rand::random::<f64>());
-            let mut tick =
-                tokio::time::interval_at(tokio::time::Instant::now() + phase, spec.interval);
+            let mut tick = tokio::time::interval_at(start + phase, spec.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                let o = run::once(&spec, spec.target, &senders, log).await;
+                tokio::select! {
+                    _ = stopped(rx.clone()) => return,
+                    _ = tick.tick() => {}
+                }
+                {
+                    let mut last = gate.lock().await;
+                    let at = (*last + TARGET_GAP).max(tokio::time::Instant::now());
+                    tokio::time::sleep_until(at).await;
+                    *last = at;
+                }
+                let o = run::once(&spec, spec.target, &senders, log, stopped(rx.clone())).await;
                 if let Some(e) = &o.error {
                     log.debug(|| format!("probe {}: {e}", spec.name));
+                }
+                if *rx.borrow() {
+                    // cut short by a reload or SIGTERM: not a real outcome
+                    return;
                 }
                 m.record(&spec.name, spec.kind.name(), &o);
             }
         });
     }
+    Probes { tasks, stop }
 }
 
-/// Ends every probe task and waits until they are gone (their sockets and
-/// nftables tables are dropped by then).
-async fn stop(tasks: &mut JoinSet<()>) {
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
+/// Ends every probe task: a handshake in progress is aborted with an RST
+/// (as `trace` does on SIGINT); after a bound the rest are cancelled. Their
+/// sockets and nftables tables are gone when this returns.
+async fn stop(p: &mut Probes) {
+    let _ = p.stop.send(true);
+    let all = async { while p.tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(2), all)
+        .await
+        .is_err()
+    {
+        p.tasks.abort_all();
+        while p.tasks.join_next().await.is_some() {}
+    }
 }
 
 fn usage(e: config::ConfigError) -> CmdError {
@@ -117,8 +168,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
         senders: senders.clone(),
         log,
     });
-    let mut tasks = JoinSet::new();
-    spawn_probes(&mut tasks, &cfg, &m, &senders, log);
+    let mut probes = spawn_probes(&cfg, &m, &senders, log);
     eprintln!(
         "synscope: exporter serving http://{listen}/metrics and /probe ({} probe(s) from {})",
         cfg.probes.len(),
@@ -133,11 +183,11 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
             _ = &mut signal => break,
             _ = hup.recv() => match config::load(&s.config) {
                 Ok(new) => {
-                    stop(&mut tasks).await;
+                    stop(&mut probes).await;
                     if new.listen.is_some() && new.listen != Some(listen) && s.listen.is_none() {
                         eprintln!("synscope: reload: the listen address changes only on restart");
                     }
-                    spawn_probes(&mut tasks, &new, &m, &senders, log);
+                    probes = spawn_probes(&new, &m, &senders, log);
                     eprintln!("synscope: reloaded {} ({} probe(s))", s.config.display(), new.probes.len());
                     if let Ok(mut c) = shared.config.write() {
                         *c = Arc::new(new);
@@ -157,14 +207,14 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
                 tokio::spawn(async move { serve(stream, &sh).await });
             }
             // a probe task never ends on its own; if one panicked, say so
-            Some(r) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(r) = probes.tasks.join_next(), if !probes.tasks.is_empty() => {
                 if let Err(e) = r && e.is_panic() {
                     eprintln!("synscope: a probe task failed: {e}");
                 }
             }
         }
     }
-    stop(&mut tasks).await;
+    stop(&mut probes).await;
     eprintln!("synscope: exporter stopped");
     Ok(0)
 }
@@ -217,7 +267,7 @@ async fn probe(r: &http::Request, sh: &Shared) -> Vec<u8> {
         Ok(Err(e)) => return bad(e),
         Err(e) => return bad(format!("resolve: {e}")),
     };
-    let o = run::once(spec, addr, &sh.senders, sh.log).await;
+    let o = run::once(spec, addr, &sh.senders, sh.log, std::future::pending()).await;
     if let Some(e) = &o.error {
         sh.log.debug(|| format!("/probe {module} {addr}: {e}"));
     }

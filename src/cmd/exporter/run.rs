@@ -47,43 +47,41 @@ impl Senders {
 const SETTLE: Duration = Duration::from_millis(1);
 
 /// Runs `spec` once against `target` (the configured one or /probe's).
-pub async fn once(spec: &ProbeSpec, target: SocketAddr, senders: &Senders, log: Log) -> Outcome {
+pub async fn once(
+    spec: &ProbeSpec,
+    target: SocketAddr,
+    senders: &Senders,
+    log: Log,
+    stop: impl std::future::Future<Output = ()> + Send,
+) -> Outcome {
     let started = Instant::now();
+    tokio::pin!(stop);
     let r = match &spec.kind {
-        Kind::Syn { syn_options } => syn(target, spec.timeout, *syn_options, senders).await,
+        Kind::Syn { syn_options } => tokio::select! {
+            r = syn(target, spec.timeout, *syn_options, senders) => r,
+            _ = &mut stop => Err(CmdError::Setup("stopped".into())),
+        },
         Kind::Handshake {
             syn_options,
             request,
             close,
         } => {
-            handshake(
-                target,
-                spec.timeout,
-                *syn_options,
+            let h = Handshake {
+                syn_options: *syn_options,
                 request,
-                *close,
-                senders,
-                log,
-            )
-            .await
+                close: *close,
+            };
+            handshake(target, spec.timeout, &h, senders, log, &mut stop).await
         }
         Kind::Dns {
             name,
             qtype,
             recursion_desired,
             checks,
-        } => {
-            dns(
-                target,
-                spec.timeout,
-                name,
-                *qtype,
-                *recursion_desired,
-                checks,
-                log,
-            )
-            .await
-        }
+        } => tokio::select! {
+            r = dns(target, spec.timeout, name, *qtype, *recursion_desired, checks, log) => r,
+            _ = &mut stop => Err(CmdError::Setup("stopped".into())),
+        },
     };
     match r {
         Ok(mut o) => {
@@ -234,16 +232,27 @@ fn stage_slug(name: &str) -> Option<&'static str> {
     })
 }
 
+/// What a handshake probe plays.
+struct Handshake<'a> {
+    syn_options: bool,
+    request: &'a [u8],
+    close: crate::probe::tcp_client::CloseMode,
+}
+
 /// A whole connection with raw segments (trace's machinery): every stage.
 async fn handshake(
     dst: SocketAddr,
     timeout: Duration,
-    syn_options: bool,
-    request: &[u8],
-    close: crate::probe::tcp_client::CloseMode,
+    h: &Handshake<'_>,
     senders: &Senders,
     log: Log,
+    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<Outcome, CmdError> {
+    let Handshake {
+        syn_options,
+        request,
+        close,
+    } = *h;
     let route = Route::lookup(dst.ip(), None)?;
     let sender = senders.of(dst.ip())?;
     let s = crate::cli::TraceSettings {
@@ -266,10 +275,11 @@ async fn handshake(
         format: crate::report::OutputFormat::Text,
         pcap: None,
     };
-    let signal = std::future::pending::<()>();
-    tokio::pin!(signal);
-    let (c, _) =
-        crate::cmd::trace::one_trace(&s, &route, sender, &mut None, &mut signal, log).await?;
+    let (c, stopped) =
+        crate::cmd::trace::one_trace(&s, &route, sender, &mut None, stop, log).await?;
+    if stopped {
+        return Err(CmdError::Setup("stopped".into()));
+    }
     let run = crate::report::trace::TraceRun::from_client(0, &c);
     let syn_ack = TcpFlags::SYN.union(TcpFlags::ACK);
     let got = |f: TcpFlags| {
