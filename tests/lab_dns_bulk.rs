@@ -534,8 +534,8 @@ fn cpu_secs(stderr: &[u8]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// For profiling: runs `$PROFILE_CMD synscope dns --file ...` (e.g.
-/// PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names.
+/// For profiling: runs `$PROFILE_CMD synscope dns --file ... $PROFILE_ARGS`
+/// (e.g. PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names.
 #[test]
 #[ignore]
 fn profile_bulk() {
@@ -562,6 +562,11 @@ fn profile_bulk() {
         .args(["dns", "--file"])
         .arg(&file)
         .args(["@198.18.0.2"])
+        .args(
+            std::env::var("PROFILE_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdout(Stdio::null())
         .output()
         .unwrap();

@@ -51,8 +51,9 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Largest number of addresses discovered on one link (memory: 9 bytes each).
-    pub const MAX_ADDRESSES: u64 = 1 << 22;
+    /// Largest number of addresses discovered on one link (memory: 8 bytes
+    /// and a bit each, 8.5 MiB at most).
+    pub const MAX_ADDRESSES: u64 = 1 << 20;
 
     pub fn new(set: TargetSet, retries: u32, max_wait: Duration) -> Discovery {
         let n = set.len().min(Self::MAX_ADDRESSES);
@@ -155,10 +156,11 @@ impl Discovery {
         &self.up
     }
 
-    /// Addresses that never answered, ascending.
+    /// Addresses asked for that never answered, ascending (one never asked,
+    /// because discovery was interrupted, is not down: nothing is known of it).
     pub fn down(&self) -> impl Iterator<Item = IpAddr> + '_ {
         (0..self.len())
-            .filter(|i| !self.is_answered(*i))
+            .filter(|i| !self.is_answered(*i) && self.sent_at[*i as usize] != 0)
             .filter_map(|i| self.set.get(i))
     }
 
@@ -244,9 +246,18 @@ mod tests {
     }
 
     #[test]
+    fn an_address_never_asked_is_not_down() {
+        let mut d = Discovery::new(set("198.18.200.1-4"), 0, Duration::from_millis(200));
+        assert!(matches!(d.step(Timestamp(MS), 1), Step::Send(_)));
+        // interrupted here: only .1 was asked
+        assert_eq!(d.down().collect::<Vec<_>>(), [addr("198.18.200.1")]);
+    }
+
+    #[test]
     fn silence_waits_the_longest_and_all_answered_ends_at_once() {
         let mut d = Discovery::new(set("2001:db8:200::/127"), 2, Duration::from_millis(200));
         assert!(matches!(d.step(Timestamp(MS), 8), Step::Send(v) if v.len() == 2));
+        assert_eq!(d.down().count(), 2);
         assert_eq!(
             d.step(Timestamp(MS), 8),
             Step::WaitUntil(Timestamp(201 * MS))

@@ -605,7 +605,7 @@ struct NdjsonLine<'a> {
     qtype: &'a str,
     server: SocketAddr,
     status: Option<String>,
-    answers: Vec<String>,
+    answers: Answers<'a>,
     time_us: Option<f64>,
     rtt_source: Option<crate::probe::syn::RttSource>,
     attempts: u32,
@@ -617,6 +617,26 @@ struct NdjsonLine<'a> {
     /// Only when checks were given.
     #[serde(skip_serializing_if = "Option::is_none")]
     checks: Option<ChecksField<'a>>,
+}
+
+/// The answer set of a result ([`DnsResult::answer_set`]), serialised
+/// straight from the reply: no copy of each record's data.
+struct Answers<'a>(&'a DnsResult);
+
+impl serde::Serialize for Answers<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let r = self.0;
+        let mut seq = ser.serialize_seq(None)?;
+        if let Some(reply) = r.reply() {
+            for a in &reply.answer {
+                if r.qtype_code == 255 || a.type_code == r.qtype_code {
+                    seq.serialize_element(&a.data)?;
+                }
+            }
+        }
+        seq.end()
+    }
 }
 
 /// A bad input line, as printed.
@@ -726,7 +746,7 @@ impl<W: Write> Report<'_, W> {
             qtype: &r.qtype,
             server: r.server,
             status: r.reply().map(|x| rcode_name(x.rcode)),
-            answers: r.answer_set(),
+            answers: Answers(r),
             time_us: r.time().map(crate::report::micros),
             rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
             attempts: r.attempts,
