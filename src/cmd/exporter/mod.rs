@@ -41,6 +41,9 @@ struct Shared {
     log: Log,
 }
 
+/// HTTP connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+
 /// The least time between the starts of two scheduled runs to one target
 /// address, whatever the probes: several probes of a host never arrive in a burst.
 const TARGET_GAP: Duration = Duration::from_millis(20);
@@ -176,6 +179,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
     );
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| CmdError::Setup(format!("catch SIGHUP: {e}")))?;
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let signal = super::interrupted();
     tokio::pin!(signal);
     loop {
@@ -203,8 +207,14 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
             },
             conn = listener.accept() => {
                 let Ok((stream, _)) = conn else { continue };
+                // beyond the bound a connection is closed unanswered: a flood of
+                // idle clients cannot pile up tasks (each has a 10 s read limit)
+                let Ok(permit) = connections.clone().try_acquire_owned() else { continue };
                 let sh = shared.clone();
-                tokio::spawn(async move { serve(stream, &sh).await });
+                tokio::spawn(async move {
+                    serve(stream, &sh).await;
+                    drop(permit);
+                });
             }
             // a probe task never ends on its own; if one panicked, say so
             Some(r) = probes.tasks.join_next(), if !probes.tasks.is_empty() => {
