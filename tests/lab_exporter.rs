@@ -489,11 +489,45 @@ fn promtool_accepts_metrics_and_probe_pages() {
         &lab,
         &dir.0,
         &format!(
-            "{}{}{}",
+            "{}{}{}{}",
             syn_probe("open", 80, "100ms", "80ms"),
             syn_probe("dropped", 21, "100ms", "80ms"),
-            syn_probe("open6", 80, "100ms", "80ms").replace("198.18.0.2", "[2001:db8::2]")
+            syn_probe("open6", 80, "100ms", "80ms").replace("198.18.0.2", "[2001:db8::2]"),
+            // a handshake to a dropped port: the SYN and its retransmission
+            // (after 1 s; the next would be at 3 s) are two losses, and no latency
+            "[[probe]]\nname = \"hs21\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:21\"\n\
+             interval = \"3s\"\ntimeout = \"2500ms\"\n"
         ),
+    );
+    let hs = until(Duration::from_secs(15), || {
+        let p = metrics(&lab);
+        (value(
+            &p,
+            "synscope_probes_total{probe=\"hs21\",kind=\"handshake\"}",
+        )? >= 1.0)
+            .then_some(p)
+    })
+    .expect("a handshake run to a dropped port");
+    let runs = value(
+        &hs,
+        "synscope_probes_total{probe=\"hs21\",kind=\"handshake\"}",
+    )
+    .unwrap();
+    assert_eq!(
+        value(&hs, "synscope_losses_total{probe=\"hs21\"}"),
+        Some(2.0 * runs),
+        "{hs}"
+    );
+    assert!(
+        !hs.contains("stage_duration_seconds_count{probe=\"hs21\""),
+        "{hs}"
+    );
+    assert_eq!(
+        value(
+            &hs,
+            "synscope_last_verdict{probe=\"hs21\",verdict=\"no-answer\"}"
+        ),
+        Some(1.0)
     );
     // every family present
     let page = until(Duration::from_secs(15), || {
