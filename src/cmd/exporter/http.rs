@@ -165,6 +165,27 @@ mod tests {
     }
 
     #[test]
+    fn hostile_requests_never_panic() {
+        let alphabet = b"GET /?&=%+:[]\r\n HTTP/1.1 aA0\xff\xc3";
+        for n in 0..20_000u32 {
+            let len = (rand::random::<u32>() % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    if n % 2 == 0 {
+                        rand::random()
+                    } else {
+                        alphabet[rand::random::<u32>() as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            if let Some(r) = parse_request(&bytes) {
+                let _ = r.param("target");
+            }
+            let _ = percent_decode(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
     fn percent_escapes() {
         assert_eq!(
             percent_decode("%5B2001%3Adb8%3A%3A2%5D%3A443"),
