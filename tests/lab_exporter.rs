@@ -619,6 +619,29 @@ fn config_errors_are_one_line_and_exit_2() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains(want) && err.contains("bad.toml"), "{err}");
     }
+    // a listen address in use: one line, status 2, before any probe
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = dir.0.join("good.toml");
+    // (loopback: this exporter runs outside the lab, though it never gets to probe)
+    std::fs::write(
+        &p,
+        syn_probe("a", 80, "1s", "1s").replace("198.18.0.2", "127.0.0.1"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_synscope"))
+        .args([
+            "exporter",
+            "--listen",
+            &taken.local_addr().unwrap().to_string(),
+            "--config",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    common::assert_status(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("listen on 127.0.0.1:"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_synscope"))
         .args(["exporter", "--config", "/nonexistent/probes.toml"])
         .output()
