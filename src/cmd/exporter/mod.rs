@@ -2,13 +2,15 @@
 //! kernel-timestamped stage durations served to Prometheus as histograms on
 //! `/metrics`, and a blackbox-compatible `/probe?target=...&module=...`.
 //!
-//! One task per probe, each started at a random phase of its interval and
-//! running one probe at a time, so probes of one target never come in bursts.
+//! One task per probe, running one probe at a time; the probes of one address
+//! start evenly spread over their interval and two scheduled runs to one
+//! address start at least [`TARGET_GAP`] apart, so a host never gets a burst.
 //! The raw sending sockets are opened once; then every capability but
 //! CAP_NET_RAW and CAP_NET_ADMIN goes (each run opens a flow-scoped capture,
 //! and a handshake its flow-scoped nftables rule, as `trace` does). SIGHUP
 //! reloads the config over the same metric families; SIGTERM or SIGINT ends
-//! the tasks (their Drop removes captures and nftables tables) and exits 0.
+//! a handshake in flight with an RST, then the tasks (their Drop removes
+//! captures and nftables tables), and exits 0.
 
 pub mod config;
 pub mod http;
@@ -91,7 +93,10 @@ fn spawn_probes(cfg: &Config, m: &ExporterMetrics, senders: &Senders, log: Log) 
             .mul_f64(((offset + k as f64 / same.len() as f64) % 1.0).clamp(0.0, 1.0));
         let gate = gates
             .entry(ip)
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(start - TARGET_GAP)))
+            .or_insert_with(|| {
+                let before = start.checked_sub(TARGET_GAP).unwrap_or(start);
+                Arc::new(tokio::sync::Mutex::new(before))
+            })
             .clone();
         let (m, senders, rx) = (m.clone(), senders.clone(), rx.clone());
         tasks.spawn(async move {
@@ -155,6 +160,9 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CmdError::Setup(format!("listen on {listen}: {e}")))?;
+    // before anything is announced: a SIGHUP from then on reloads, never kills
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| CmdError::Setup(format!("catch SIGHUP: {e}")))?;
     // captures and (handshake) nftables rules are opened per run: keep just those
     crate::io::privileges::keep_only_network()?;
     let (m, registry) = ExporterMetrics::new();
@@ -177,8 +185,6 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
         cfg.probes.len(),
         s.config.display()
     );
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| CmdError::Setup(format!("catch SIGHUP: {e}")))?;
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let signal = super::interrupted();
     tokio::pin!(signal);
