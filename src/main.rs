@@ -29,11 +29,20 @@ fn main() -> ExitCode {
                 _ => {
                     // one line, like every other error: clap's first line, without its usage block
                     let text = e.render().to_string();
-                    let first = text
-                        .lines()
+                    let mut lines = text.lines();
+                    let mut first = lines
                         .next()
                         .unwrap_or("bad arguments")
-                        .trim_start_matches("error: ");
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    // "required arguments were not provided:" lists them below
+                    if first.ends_with(':') {
+                        let more: Vec<&str> = lines
+                            .take_while(|l| !l.trim().is_empty())
+                            .map(str::trim)
+                            .collect();
+                        first = format!("{first} {}", more.join(", "));
+                    }
                     eprintln!("synscope: {first} (see synscope --help)");
                     return ExitCode::from(EXIT_USAGE);
                 }
