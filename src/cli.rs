@@ -660,7 +660,7 @@ pub struct DnsArgs {
     pub file: Option<String>,
     /// Bulk: send each line to one @SERVER, taking them in turn (round-robin),
     /// instead of to every @SERVER.
-    #[arg(long, requires = "file")]
+    #[arg(long)]
     pub spread: bool,
     /// Bulk: queries per second (default: as fast as --concurrency allows).
     #[arg(long, value_name = "QPS")]
@@ -957,6 +957,11 @@ impl DnsArgs {
             return Err(UsageError(format!(
                 "give either NAME ('{display_name}') or --file, not both"
             )));
+        }
+        if bulk.is_none() && self.spread {
+            return Err(UsageError(
+                "--spread applies to bulk mode: give --file FILE".into(),
+            ));
         }
         if bulk.is_none() && name.is_none() {
             return Err(UsageError(

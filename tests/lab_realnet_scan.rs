@@ -246,6 +246,15 @@ fn local_range_never_aborts_at_low_or_high_rates() {
             }
         }
     }
+    // only the broadcast address: nothing to probe, said as such
+    let out = scan(&lab, &["198.18.200.255", "-p", "80"]);
+    common::assert_status(&out, 2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("every target is a network or broadcast address")
+            && !stderr.contains("CAP_NET_RAW"),
+        "{stderr}"
+    );
 }
 
 #[test]

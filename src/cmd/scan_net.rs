@@ -149,6 +149,7 @@ impl Network {
             let is_special = lo == hi && special.binary_search(&lo).is_ok();
             // one lookup per region, whatever the number of target intervals in it
             let region = regions.of(lo);
+            let looked_up_before = lookups;
             let cached = match &last {
                 Some((at, r)) if *at == region => Some(r.clone()),
                 _ => None,
@@ -220,19 +221,22 @@ impl Network {
                 && r.gateway.is_none()
                 && links[&ifindex].mac.is_some()
                 && !link_local;
-            log.debug(|| {
-                format!(
-                    "route {}..{}: {:?} via #{} from {src}{}{}",
-                    first,
-                    from_u128(v6, hi),
-                    r.kind,
-                    ifindex,
-                    r.gateway
-                        .map(|g| format!(" gateway {g}"))
-                        .unwrap_or_default(),
-                    if on_link { " (on-link)" } else { "" }
-                )
-            });
+            // once per lookup (not per target interval of a region)
+            if lookups != looked_up_before {
+                log.debug(|| {
+                    format!(
+                        "route {}..{}: {:?} via #{} from {src}{}{}",
+                        first,
+                        from_u128(v6, hi),
+                        r.kind,
+                        ifindex,
+                        r.gateway
+                            .map(|g| format!(" gateway {g}"))
+                            .unwrap_or_default(),
+                        if on_link { " (on-link)" } else { "" }
+                    )
+                });
+            }
             if on_link {
                 groups.entry((ifindex, src)).or_default().push((lo, hi));
             } else {

@@ -15,6 +15,9 @@ use std::time::Duration;
 
 /// Shortest quiet period that ends a round's wait once replies were seen.
 const MIN_QUIET: Duration = Duration::from_millis(20);
+/// The same for the last round: a slow host (a sleeping Wi-Fi client may take
+/// a hundred milliseconds to answer) still gets its last chance.
+const LAST_QUIET: Duration = Duration::from_millis(100);
 
 /// A host that answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,11 +107,17 @@ impl Discovery {
             if self.up.len() as u64 >= self.len() {
                 return Step::Done;
             }
+            let min_quiet = if self.round >= self.retries {
+                LAST_QUIET
+            } else {
+                MIN_QUIET
+            };
             let quiet = if self.max_rtt == 0 {
                 self.max_wait
             } else {
                 (self.max_rtt.saturating_mul(8))
-                    .clamp(MIN_QUIET.as_nanos() as u64, self.max_wait.max(1))
+                    .max(min_quiet.as_nanos() as u64)
+                    .min(self.max_wait.max(1))
             };
             let deadline = (self.last_send.max(self.last_reply).saturating_add(quiet))
                 .min(self.last_send.saturating_add(self.max_wait));
@@ -229,11 +238,12 @@ mod tests {
                 addr("198.18.200.4")
             ])
         );
-        assert!(matches!(
+        // the last round waits at least 100 ms for the slow
+        assert_eq!(
             d.step(Timestamp(t0 + 22 * MS), 10),
-            Step::WaitUntil(_)
-        ));
-        assert_eq!(d.step(Timestamp(t0 + 60 * MS), 10), Step::Done);
+            Step::WaitUntil(Timestamp(t0 + 121 * MS))
+        );
+        assert_eq!(d.step(Timestamp(t0 + 121 * MS), 10), Step::Done);
         assert_eq!(
             d.down().collect::<Vec<_>>(),
             [

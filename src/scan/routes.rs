@@ -58,8 +58,9 @@ pub fn split(
     Regions::new(prefixes).split(targets)
 }
 
-/// The source address of every target: sorted, disjoint spans of target
-/// addresses (as integers of one family), each with the source its route gives.
+/// The source address of every target: sorted, disjoint spans of addresses
+/// (as integers of one family) covering the targets, each with the source
+/// their route gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceMap {
     spans: Vec<(u128, u128, IpAddr)>,
@@ -85,14 +86,16 @@ impl SourceMap {
         }
     }
 
-    /// From (lo, hi, source) spans of one family; adjacent spans with the
-    /// same source are merged.
+    /// From disjoint (lo, hi, source) spans of one family. Consecutive spans
+    /// with the same source are merged across the gap between them (no target
+    /// lies there), so a million scattered targets behind one route make one
+    /// span.
     pub fn from_spans(mut spans: Vec<(u128, u128, IpAddr)>) -> SourceMap {
         spans.sort_unstable_by_key(|s| s.0);
-        let mut out: Vec<(u128, u128, IpAddr)> = Vec::with_capacity(spans.len());
+        let mut out: Vec<(u128, u128, IpAddr)> = Vec::new();
         for s in spans {
             match out.last_mut() {
-                Some(l) if l.2 == s.2 && l.1.checked_add(1) == Some(s.0) => l.1 = s.1,
+                Some(l) if l.2 == s.2 => l.1 = l.1.max(s.1),
                 _ => out.push(s),
             }
         }
@@ -182,7 +185,11 @@ mod tests {
         assert_eq!(m.sources(), [lo, lan]);
         let one = SourceMap::single(lan);
         assert_eq!(one.source_for("1.2.3.4".parse().unwrap()), Some(lan));
-        let merged = SourceMap::from_spans(vec![(0, 4, lan), (5, 9, lan)]);
-        assert_eq!(merged.spans.len(), 1);
+        let merged = SourceMap::from_spans(vec![(0, 4, lan), (5, 9, lan), (20, 29, lan)]);
+        assert_eq!(merged.spans, [(0, 29, lan)]);
+        // a span of another source between them keeps them apart
+        let apart = SourceMap::from_spans(vec![(0, 4, lan), (7, 7, lo), (20, 29, lan)]);
+        assert_eq!(apart.spans.len(), 3);
+        assert_eq!(apart.source_for(IpAddr::from([0, 0, 0, 7])), Some(lo));
     }
 }

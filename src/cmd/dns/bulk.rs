@@ -204,7 +204,10 @@ impl Path {
             ttl: 64,
             timeout: s.timeout,
             retries: s.retries,
-            answers_only: true,
+            // the answer set is all bulk prints and checks, except that
+            // --expect-signed looks at every RRset and at the authority
+            // section (a signed denial)
+            answers_only: !s.checks.signed,
         })
     }
 
@@ -223,6 +226,10 @@ impl Path {
             outbound: false,
         };
         let capture = BlockingCapture::open(0, &filter, 8 << 20)?;
+        // spares the kernel a copy of every query for this socket (best effort)
+        if let Err(e) = capture.ignore_outgoing() {
+            log.debug(|| format!("bulk: {e}"));
+        }
         // the kernel's stamp of each query leaving, from the raw socket's error
         // queue: without it, RTTs start at the user-space send time
         let tx_stamps = match sender.enable_tx_stamps() {
@@ -387,6 +394,7 @@ impl Path {
             return;
         };
         let (src, stop) = (self.src, Arc::clone(stop));
+        let answers_only = self.ex.config().answers_only;
         r.receiver = Some(std::thread::spawn(move || {
             let mut batch = Vec::with_capacity(RX_BATCH);
             while !stop.load(Ordering::Relaxed) {
@@ -399,7 +407,7 @@ impl Path {
                 let n = capture.recv_batch(wait, |p| {
                     batch.push(read_packet(
                         src,
-                        true,
+                        answers_only,
                         p.data,
                         p.direction,
                         p.timestamp,
