@@ -8,7 +8,7 @@ use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
 use crate::io::{Capture, PortReservation, RawSender, Route};
 use crate::probe::syn::RttSource;
-use crate::probe::tcp_client::Dir;
+use crate::probe::tcp_client::{Dir, Note};
 use crate::probe::{SynPinger, SynProbeConfig, Verdict};
 use crate::report::metrics::Outcome;
 use crate::wire::{Protocol, SeqNumber, TcpFlags};
@@ -310,13 +310,27 @@ async fn handshake(
         .iter()
         .filter_map(|st| Some((stage_slug(st.name)?, Duration::from_nanos(st.ns))))
         .collect();
+    // the peer's segments the client did not take, by why
+    let mut ignored: Vec<(&'static str, u64)> = Vec::new();
+    for e in run.segments.iter().filter(|e| e.dir == Dir::Received) {
+        let why = match e.note {
+            Some(Note::Ignored) => "unacceptable",
+            Some(Note::Duplicate) => "duplicate",
+            Some(Note::OutOfOrder) => "out-of-order",
+            _ => continue,
+        };
+        match ignored.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, n)) => *n += 1,
+            None => ignored.push((why, 1)),
+        }
+    }
     Ok(Outcome {
         success: run.succeeded,
         verdict,
         stages,
         losses,
         check_failures: Vec::new(),
-        ignored: Vec::new(),
+        ignored,
         error: None,
         duration: Duration::ZERO,
     })
