@@ -100,6 +100,7 @@ fn spawn_probes(cfg: &Config, m: &ExporterMetrics, senders: &Senders, log: Log) 
             .clone();
         let (m, senders, rx) = (m.clone(), senders.clone(), rx.clone());
         tasks.spawn(async move {
+            let mut kept = run::Kept::default();
             let mut tick = tokio::time::interval_at(start + phase, spec.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -113,7 +114,15 @@ fn spawn_probes(cfg: &Config, m: &ExporterMetrics, senders: &Senders, log: Log) 
                     tokio::time::sleep_until(at).await;
                     *last = at;
                 }
-                let o = run::once(&spec, spec.target, &senders, log, stopped(rx.clone())).await;
+                let o = run::once(
+                    &spec,
+                    spec.target,
+                    &senders,
+                    log,
+                    &mut kept,
+                    stopped(rx.clone()),
+                )
+                .await;
                 if let Some(e) = &o.error {
                     log.debug(|| format!("probe {}: {e}", spec.name));
                 }
@@ -283,7 +292,16 @@ async fn probe(r: &http::Request, sh: &Shared) -> Vec<u8> {
         Ok(Err(e)) => return bad(e),
         Err(e) => return bad(format!("resolve: {e}")),
     };
-    let o = run::once(spec, addr, &sh.senders, sh.log, std::future::pending()).await;
+    let mut kept = run::Kept::default();
+    let o = run::once(
+        spec,
+        addr,
+        &sh.senders,
+        sh.log,
+        &mut kept,
+        std::future::pending(),
+    )
+    .await;
     if let Some(e) = &o.error {
         sh.log.debug(|| format!("/probe {module} {addr}: {e}"));
     }

@@ -43,6 +43,14 @@ impl Senders {
     }
 }
 
+/// What a probe task keeps from one run to the next: a SYN probe's capture,
+/// with the route it was opened for (reopened when the route changes). Opening
+/// and closing a packet socket costs a BPF compile and an RCU grace period.
+#[derive(Default)]
+pub struct Kept {
+    syn: Option<(Route, Capture)>,
+}
+
 /// How long after its deadline a SYN probe is expired (see `ping`'s SETTLE).
 const SETTLE: Duration = Duration::from_millis(1);
 
@@ -52,13 +60,14 @@ pub async fn once(
     target: SocketAddr,
     senders: &Senders,
     log: Log,
+    kept: &mut Kept,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Outcome {
     let started = Instant::now();
     tokio::pin!(stop);
     let r = match &spec.kind {
         Kind::Syn { syn_options } => tokio::select! {
-            r = syn(target, spec.timeout, *syn_options, senders) => r,
+            r = syn(target, spec.timeout, *syn_options, senders, kept) => r,
             _ = &mut stop => Err(CmdError::Setup("stopped".into())),
         },
         Kind::Handshake {
@@ -105,18 +114,25 @@ async fn syn(
     timeout: Duration,
     syn_options: bool,
     senders: &Senders,
+    kept: &mut Kept,
 ) -> Result<Outcome, CmdError> {
     let route = Route::lookup(dst.ip(), None)?;
     let sender = senders.of(dst.ip())?;
-    let filter = FlowFilter {
-        local: route.src,
-        remote: Some(dst.ip()),
-        remote_port: Some(dst.port()),
-        local_ports: None,
-        protocol: Protocol::TCP,
-        outbound: true,
+    let (route, mut capture) = match kept.syn.take() {
+        Some((r, c)) if r == route => (r, c),
+        _ => {
+            let filter = FlowFilter {
+                local: route.src,
+                remote: Some(dst.ip()),
+                remote_port: Some(dst.port()),
+                local_ports: None,
+                protocol: Protocol::TCP,
+                outbound: true,
+            };
+            let c = Capture::open(route.capture_ifindex(), &filter)?;
+            (route, c)
+        }
     };
-    let mut capture = Capture::open(route.capture_ifindex(), &filter)?;
     // held until the answer: the kernel gives this port to no one else
     let port = PortReservation::reserve(route.src, 0)?;
     let mut pinger = SynPinger::new(SynProbeConfig {
@@ -136,6 +152,8 @@ async fn syn(
         rand::random(),
         (now.0 / 1_000_000) as u32,
     );
+    // what the capture queued since the last run (late replies) is ignored
+    // by this run's pinger, which knows only the probe below
     sender.send(dst.ip(), &bytes)?;
     let hard_end = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
     let result = loop {
@@ -157,10 +175,15 @@ async fn syn(
             }
             _ = tokio::time::sleep_until(wake) => {
                 // everything queued before now is read before the probe expires
+                let mut answered = None;
                 while let Some(p) = capture.try_recv()? {
                     if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                        return Ok(syn_outcome(Some(r), &pinger));
+                        answered = Some(r);
+                        break;
                     }
+                }
+                if answered.is_some() {
+                    break answered;
                 }
                 let settled = Timestamp(Timestamp::now().0.saturating_sub(SETTLE.as_nanos() as u64));
                 if let Some(r) = pinger.on_time(settled).pop() {
@@ -173,6 +196,7 @@ async fn syn(
         }
     };
     drop(port);
+    kept.syn = Some((route, capture));
     Ok(syn_outcome(result, &pinger))
 }
 
