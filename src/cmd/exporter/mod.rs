@@ -6,8 +6,9 @@
 //! start evenly spread over their interval and two scheduled runs to one
 //! address start at least [`TARGET_GAP`] apart, so a host never gets a burst.
 //! The raw sending sockets are opened once; then every capability but
-//! CAP_NET_RAW and CAP_NET_ADMIN goes (each run opens a flow-scoped capture,
-//! and a handshake its flow-scoped nftables rule, as `trace` does). SIGHUP
+//! CAP_NET_RAW and CAP_NET_ADMIN goes (a reload may add targets; a handshake
+//! opens a capture and a flow-scoped nftables rule per run, as `trace` does;
+//! a SYN probe keeps its capture between runs). SIGHUP
 //! reloads the config over the same metric families; SIGTERM or SIGINT ends
 //! a handshake in flight with an RST, then the tasks (their Drop removes
 //! captures and nftables tables), and exits 0.
