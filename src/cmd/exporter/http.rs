@@ -9,13 +9,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const MAX_HEAD: usize = 8192;
 
 /// A parsed request line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub method: String,
     pub path: String,
     pub query: Vec<(String, String)>,
     /// The `Accept` header, if any.
     pub accept: Option<String>,
+    /// Prometheus' `X-Prometheus-Scrape-Timeout-Seconds`, if given.
+    pub scrape_timeout: Option<f64>,
 }
 
 impl Request {
@@ -74,14 +76,19 @@ pub fn parse_request(head: &[u8]) -> Option<Request> {
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    let accept = text.lines().skip(1).find_map(|h| {
-        let (k, v) = h.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("accept")
-            .then(|| v.trim().to_string())
-    });
+    let header = |name: &str| {
+        text.lines().skip(1).find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
     Some(Request {
-        accept,
+        accept: header("accept"),
+        scrape_timeout: header("x-prometheus-scrape-timeout-seconds")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|t| t.is_finite() && *t > 0.0),
         method,
         path: percent_decode(path),
         query,
@@ -156,6 +163,12 @@ mod tests {
         assert_eq!(r.accept, None);
         let r = parse_request(b"GET / HTTP/1.1\r\naccept: text/plain\r\n\r\n").unwrap();
         assert_eq!(r.accept.as_deref(), Some("text/plain"));
+        assert_eq!(r.scrape_timeout, None);
+        let r = parse_request(
+            b"GET /probe HTTP/1.1\r\nX-Prometheus-Scrape-Timeout-Seconds: 0.9\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.scrape_timeout, Some(0.9));
         let r = parse_request(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(r.path, "/metrics");
         assert!(r.query.is_empty());

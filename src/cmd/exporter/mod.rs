@@ -44,6 +44,10 @@ struct Shared {
     log: Log,
 }
 
+/// How long before Prometheus' scrape timeout a /probe run must end
+/// (blackbox_exporter's default `timeout_offset`).
+const SCRAPE_TIMEOUT_OFFSET: f64 = 0.5;
+
 /// HTTP connections served at once.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -293,9 +297,15 @@ async fn probe(r: &http::Request, sh: &Shared) -> Vec<u8> {
         Ok(Err(e)) => return bad(e),
         Err(e) => return bad(format!("resolve: {e}")),
     };
+    // like blackbox_exporter: done half a second before Prometheus gives up
+    let mut spec = spec.clone();
+    if let Some(t) = r.scrape_timeout {
+        let budget = Duration::from_secs_f64((t - SCRAPE_TIMEOUT_OFFSET).clamp(0.1, 86400.0));
+        spec.timeout = spec.timeout.min(budget);
+    }
     let mut kept = run::Kept::default();
     let o = run::once(
-        spec,
+        &spec,
         addr,
         &sh.senders,
         sh.log,
