@@ -587,6 +587,21 @@ fn promtool_accepts_metrics_and_probe_pages() {
         400
     );
     assert_eq!(get(&lab, LISTEN, "/nothing").unwrap().0, 404);
+    let own = metrics(&lab);
+    assert_eq!(
+        value(
+            &own,
+            "synscope_exporter_http_requests_total{path=\"other\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            &own,
+            "synscope_exporter_http_requests_total{path=\"/probe\"}"
+        )
+        .is_some_and(|n| n >= 4.0)
+    );
     drop(exp);
 }
 

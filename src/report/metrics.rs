@@ -124,6 +124,11 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 
 /// The exporter's metric families. Cloning shares them: a config reload
@@ -142,6 +147,7 @@ pub struct ExporterMetrics {
     pub last_duration: Family<ProbeOnly, FGauge>,
     pub info: Family<ProbeInfo, Gauge>,
     pub reloads: Family<ResultLabel, Counter>,
+    pub http_requests: Family<PathLabel, Counter>,
     pub reload_ok: Gauge,
     pub start_time: FGauge,
 }
@@ -162,6 +168,7 @@ impl ExporterMetrics {
             last_duration: Family::default(),
             info: Family::default(),
             reloads: Family::default(),
+            http_requests: Family::default(),
             reload_ok: Gauge::default(),
             start_time: FGauge::default(),
         };
@@ -223,6 +230,11 @@ impl ExporterMetrics {
             "exporter_config_reloads",
             "Configuration reloads (SIGHUP) by result",
             m.reloads.clone(),
+        );
+        r.register(
+            "exporter_http_requests",
+            "HTTP requests by path (/metrics, /probe, /, other)",
+            m.http_requests.clone(),
         );
         r.register(
             "exporter_config_last_reload_successful",

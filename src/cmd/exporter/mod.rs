@@ -39,6 +39,7 @@ pub struct ExporterSettings {
 /// What the HTTP handlers share.
 struct Shared {
     registry: Registry,
+    metrics: ExporterMetrics,
     config: RwLock<Arc<Config>>,
     senders: Senders,
     log: Log,
@@ -189,6 +190,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
     m.reload_ok.set(1);
     let shared = Arc::new(Shared {
         registry,
+        metrics: m.clone(),
         config: RwLock::new(Arc::new(cfg.clone())),
         senders: senders.clone(),
         log,
@@ -257,18 +259,32 @@ async fn serve(mut stream: tokio::net::TcpStream, sh: &Shared) {
     let reply = match http::parse_request(&head) {
         None => http::response(400, "text/plain", "bad request\n"),
         Some(r) if r.method != "GET" => http::response(405, "text/plain", "only GET\n"),
-        Some(r) => match r.path.as_str() {
-            "/metrics" => page(&r, metrics::encode(&sh.registry)),
-            "/probe" => probe(&r, sh).await,
-            "/" => http::response(
-                200,
-                "text/html",
-                "<html><head><title>synscope exporter</title></head><body>\
+        Some(r) => {
+            let known = ["/metrics", "/probe", "/"];
+            let path = if known.contains(&r.path.as_str()) {
+                r.path.as_str()
+            } else {
+                "other"
+            };
+            sh.metrics
+                .http_requests
+                .get_or_create(&metrics::PathLabel {
+                    path: path.to_string(),
+                })
+                .inc();
+            match r.path.as_str() {
+                "/metrics" => page(&r, metrics::encode(&sh.registry)),
+                "/probe" => probe(&r, sh).await,
+                "/" => http::response(
+                    200,
+                    "text/html",
+                    "<html><head><title>synscope exporter</title></head><body>\
                  <h1>synscope exporter</h1><p><a href=\"/metrics\">Metrics</a></p>\
                  <p>/probe?target=HOST:PORT&amp;module=PROBE_NAME</p></body></html>\n",
-            ),
-            _ => http::response(404, "text/plain", "not found: try /metrics or /probe\n"),
-        },
+                ),
+                _ => http::response(404, "text/plain", "not found: try /metrics or /probe\n"),
+            }
+        }
     };
     http::write(&mut stream, &reply).await;
 }
