@@ -501,7 +501,9 @@ fn promtool_accepts_metrics_and_probe_pages() {
             // a handshake to a dropped port: the SYN and its retransmission
             // (after 1 s; the next would be at 3 s) are two losses, and no latency
             "[[probe]]\nname = \"hs21\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:21\"\n\
-             interval = \"3s\"\ntimeout = \"2500ms\"\n"
+             interval = \"3s\"\ntimeout = \"2500ms\"\n\n\
+             [[probe]]\nname = \"dns-closed\"\nkind = \"dns\"\ntarget = \"198.18.0.2:5\"\n\
+             interval = \"1s\"\ntimeout = \"900ms\"\nquery = \"a.lab.test\"\n"
         ),
     );
     let hs = until(Duration::from_secs(15), || {
@@ -533,6 +535,25 @@ fn promtool_accepts_metrics_and_probe_pages() {
             "synscope_last_verdict{probe=\"hs21\",verdict=\"no-answer\"}"
         ),
         Some(1.0)
+    );
+    // a DNS query to a closed UDP port: refused by ICMP, an answer (filtered), no loss
+    let dns = until(Duration::from_secs(10), || {
+        let p = metrics(&lab);
+        value(
+            &p,
+            "synscope_answers_total{probe=\"dns-closed\",verdict=\"filtered\"}",
+        )?;
+        Some(p)
+    })
+    .expect("an ICMP-refused DNS probe");
+    assert_eq!(
+        value(&dns, "synscope_losses_total{probe=\"dns-closed\"}"),
+        Some(0.0),
+        "{dns}"
+    );
+    assert_eq!(
+        value(&dns, "synscope_last_success{probe=\"dns-closed\"}"),
+        Some(0.0)
     );
     // every family present
     let page = until(Duration::from_secs(15), || {
