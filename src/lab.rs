@@ -56,11 +56,16 @@ pub struct LabError(pub String);
 pub struct Lab {
     pub client_ns: String,
     pub server_ns: String,
+    /// The routers between them, client side first (empty in the default
+    /// two-namespace lab; see [`routed`]).
+    pub routers: Vec<String>,
     listeners: Vec<TcpListener>,
     created: Vec<String>,
     /// Deletes the namespaces if this process dies without dropping the lab.
     reaper: Option<std::process::Child>,
 }
+
+pub mod routed;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -147,6 +152,7 @@ impl Lab {
         let mut lab = Lab {
             client_ns: format!("synscope-{id}-cli"),
             server_ns: format!("synscope-{id}-srv"),
+            routers: Vec::new(),
             listeners: Vec::new(),
             created: Vec::new(),
             reaper: None,
