@@ -8,7 +8,7 @@
 set -euo pipefail
 pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils unbound ldnsutils time)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(hping3 nmap masscan bc dnsperf)
+  pkgs+=(hping3 nmap masscan bc dnsperf traceroute)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
