@@ -981,4 +981,26 @@ mod tests {
         assert_eq!(i.get(&Ignored::NoProbe), Some(&1));
         assert_eq!(i.get(&Ignored::Malformed), Some(&1));
     }
+
+    #[test]
+    fn never_panics_on_noise() {
+        let mut n = crate::wire::testutil::Noise::new(21);
+        let mut p = PathProber::new(cfg());
+        let sent = send_due(&mut p, T0);
+        let seeds: Vec<Vec<u8>> = vec![
+            icmp(router(1), 11, 0, &sent[0].1, |_| {}),
+            synack(&sent[2].1, TcpFlags::SYN.union(TcpFlags::ACK)),
+            sent[3].1.clone(),
+        ];
+        for k in 0..30_000 {
+            let m = n.mutate(&seeds[k % seeds.len()]);
+            let dir = if k % 2 == 0 {
+                Direction::Incoming
+            } else {
+                Direction::Outgoing
+            };
+            p.on_packet(&m, dir, T0, k % 3 == 0);
+        }
+        let _ = p.result();
+    }
 }
