@@ -346,3 +346,24 @@ fn bad_command_lines_say_why_in_one_line_with_status_2() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn sigint_prints_the_result_so_far() {
+    let lab = lab();
+    let child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(["path", &targets(8443)[0].0, "-W", "20s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    common::signal(&child, "-INT");
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    common::assert_status(&out, 1);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(interrupted: result so far)"), "{text}");
+    assert!(text.contains("dropped after hop 2 (198.18.2.2)"), "{text}");
+}

@@ -613,7 +613,7 @@ impl PathProber {
         let mut first_seen: Vec<(u8, Change)> = Vec::new();
         for h in &hops {
             for c in h.changes().unwrap_or(&[]) {
-                if c.field != "ttl" && !first_seen.iter().any(|(_, f)| f == c) {
+                if c.field != "ttl" && !first_seen.iter().any(|(_, f)| same_change(f, c)) {
                     first_seen.push((h.ttl, c.clone()));
                 }
             }
@@ -682,6 +682,17 @@ impl PathProber {
             }
         }
     }
+}
+
+/// The same rewrite seen again at a later hop: the same field rewritten to
+/// the same value, or for the fields each probe sends differently (IP ID,
+/// sequence number, source port, TSval) the same field rewritten at all.
+fn same_change(a: &Change, b: &Change) -> bool {
+    let per_probe = |c: &Change| {
+        matches!(c.field, "ip-id" | "seq" | "src-port")
+            || (c.field == "timestamps" && c.seen != "absent")
+    };
+    a.field == b.field && (a.seen == b.seen || (per_probe(a) && per_probe(b)))
 }
 
 fn is_time_exceeded(e: IcmpError) -> bool {
@@ -1002,5 +1013,33 @@ mod tests {
             p.on_packet(&m, dir, T0, k % 3 == 0);
         }
         let _ = p.result();
+    }
+
+    #[test]
+    fn a_rewrite_of_per_probe_fields_is_named_once() {
+        let mut p = PathProber::new(cfg());
+        for (ttl, syn) in send_due(&mut p, T0) {
+            let pkt = match ttl {
+                1 => icmp(router(1), 11, 0, &syn, |_| {}),
+                // from hop 2 on every quote has IP ID 0 and a new sequence number
+                2..=4 => icmp(router(ttl), 11, 0, &syn, |q| {
+                    q[4] = 0;
+                    q[5] = 0;
+                    q[24] ^= 0xff;
+                }),
+                _ => synack(&syn, TcpFlags::SYN.union(TcpFlags::ACK)),
+            };
+            p.on_packet(
+                &pkt,
+                Direction::Incoming,
+                T0 + Duration::from_micros(9),
+                false,
+            );
+        }
+        let r = p.result();
+        let fields: Vec<(u8, &str)> = r.first_seen.iter().map(|(h, c)| (*h, c.field)).collect();
+        // matched by source port although the quoted sequence number is not ours
+        assert_eq!(fields, vec![(2, "seq"), (2, "ip-id")]);
+        assert_eq!(r.first_seen[1].1.seen, "0");
     }
 }
