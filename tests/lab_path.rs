@@ -367,3 +367,27 @@ fn sigint_prints_the_result_so_far() {
     assert!(text.contains("(interrupted: result so far)"), "{text}");
     assert!(text.contains("dropped after hop 2 (198.18.2.2)"), "{text}");
 }
+
+#[test]
+fn a_syn_proxy_nearer_than_the_server_is_told_by_its_ttl() {
+    let lab = lab();
+    // router 3 answers SYNs to 8090 itself (nftables synproxy, IPv4)
+    let (code, doc) = path_json(&lab, &targets(8090)[0].0, &["-c", "1"]);
+    assert_eq!(code, 0, "{doc}");
+    assert_eq!(doc["outcome"]["hop"], 4, "{doc}");
+    let d = &doc["reply_distance"];
+    assert_eq!(d["ttl"], 62, "{doc}");
+    assert_eq!(d["hops_back"], 2);
+    assert_eq!(d["nearer_than_destination"], true);
+    assert_eq!(d["zero_window"], true);
+    let out = synscope(&lab, &["path", &targets(8090)[0].0, "-c", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("something nearer answered for it"), "{text}");
+    assert!(text.contains("as Linux SYNPROXY's"), "{text}");
+    // the server itself: no such note
+    let (_, doc) = path_json(&lab, &targets(80)[0].0, &["-c", "1"]);
+    assert_eq!(doc["reply_distance"]["hops_back"], 3, "{doc}");
+    assert_eq!(doc["reply_distance"]["nearer_than_destination"], false);
+    let out = synscope(&lab, &["path", &targets(80)[0].0, "-c", "1"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
+}

@@ -48,22 +48,31 @@ pub struct RoutedSpec {
     pub dscp_ecn: Vec<u16>,
     /// SACK-permitted, timestamps and window scale replaced by NOPs.
     pub strip_options: Vec<u16>,
+    /// Answered by a SYN proxy (nftables `synproxy`) on the last router, in
+    /// front of the server: the router answers the SYN itself, with the
+    /// server's address, and opens the connection to the server only once
+    /// the client completes the handshake. IPv4 only: on this kernel (6.18)
+    /// the IPv6 `synproxy` swallowed SYNs without answering, so IPv6 SYNs to
+    /// these ports go to the server as to any other.
+    pub syn_proxy: Vec<u16>,
 }
 
 impl RoutedSpec {
     /// The tests' map: 3 routers, the policy on router 2; 80 open and
     /// untouched, 8443 dropped, 111 rejected, 8080 MSS-clamped, 8081 DSCP/ECN
-    /// rewritten, 8082 options stripped (all three open).
+    /// rewritten, 8082 options stripped (all three open); 8090 open behind a
+    /// SYN proxy on router 3.
     pub fn standard() -> RoutedSpec {
         RoutedSpec {
             routers: 3,
             policy_router: 2,
-            open: vec![80, 8080, 8081, 8082],
+            open: vec![80, 8080, 8081, 8082, 8090],
             dropped: vec![8443],
             admin_prohibited: vec![111],
             mss_clamp: vec![8080],
             dscp_ecn: vec![8081],
             strip_options: vec![8082],
+            syn_proxy: vec![8090],
         }
     }
 }
@@ -148,6 +157,32 @@ fn policy_ruleset(spec: &RoutedSpec) -> String {
     );
     format!(
         "table inet synscope_lab {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{rules}  }}\n}}\n"
+    )
+}
+
+/// The SYN proxy's ruleset (on the router next to the server): SYNs to the
+/// ports are not tracked, so they reach the `synproxy` statement as
+/// untracked; the handshake's last ACK is invalid to conntrack
+/// (`nf_conntrack_tcp_loose` 0) and goes to the proxy too.
+fn synproxy_ruleset(ports: &[u16]) -> String {
+    let set = ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "table inet synscope_synproxy {{
+  chain pre {{
+    type filter hook prerouting priority raw; policy accept;
+    meta nfproto ipv4 tcp dport {{ {set} }} tcp flags & (syn | ack) == syn notrack
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    meta nfproto ipv4 tcp dport {{ {set} }} ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+    meta nfproto ipv4 tcp dport {{ {set} }} ct state invalid drop
+  }}
+}}
+"
     )
 }
 
@@ -300,6 +335,18 @@ impl Lab {
             &["ip", "netns", "exec", policy, "nft", "-f", "-"],
             Some(&policy_ruleset(spec)),
         )?;
+        if !spec.syn_proxy.is_empty() {
+            let last = &chain[n];
+            run(
+                &["ip", "netns", "exec", last, "nft", "-f", "-"],
+                Some(&synproxy_ruleset(&spec.syn_proxy)),
+            )?;
+            // conntrack is in use now, and with it this namespace's sysctl
+            in_netns(last, || {
+                std::fs::write("/proc/sys/net/netfilter/nf_conntrack_tcp_loose", "0")
+            })?
+            .map_err(|e| LabError(format!("set nf_conntrack_tcp_loose: {e}")))?;
+        }
         let ports = spec.open.clone();
         lab.listeners = in_netns(
             &lab.server_ns,

@@ -195,6 +195,23 @@ pub struct EcnOutcome {
     pub bleached_at: Option<u8>,
 }
 
+/// How far away the destination's answer came from, by its TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyDistance {
+    /// The answer's TTL / hop limit as it arrived.
+    pub ttl: u8,
+    /// The initial TTL it most likely left with (the next of 32, 64, 128, 255).
+    pub initial: u8,
+    /// Routers it crossed on its way back: `initial - ttl`.
+    pub hops_back: u8,
+    /// It crossed fewer routers than the SYN took to reach the destination:
+    /// something nearer answered for it (a SYN proxy, a load balancer), or
+    /// the way back is shorter.
+    pub nearer: bool,
+    /// A SYN-ACK with window 0, as Linux SYNPROXY sends.
+    pub zero_window: bool,
+}
+
 /// A run's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathResult {
@@ -204,6 +221,8 @@ pub struct PathResult {
     /// Each change, with the hop whose quote showed it first.
     pub first_seen: Vec<(u8, Change)>,
     pub ecn: Option<EcnOutcome>,
+    /// Where the destination's first answer came from, by its TTL.
+    pub reply_distance: Option<ReplyDistance>,
     /// Probes sent beyond the destination's distance (answered by it too).
     pub beyond: usize,
     pub ignored: BTreeMap<Ignored, u64>,
@@ -635,11 +654,26 @@ impl PathProber {
                 })
                 .map(|(h, _)| *h),
         });
+        let reply_distance = match outcome {
+            Outcome::Reached { hop, .. } => {
+                hops[hop as usize - 1]
+                    .probes
+                    .iter()
+                    .find_map(|p| match &p.answer {
+                        Some(Answer::Destination {
+                            ttl, window, flags, ..
+                        }) => Some(reply_distance(*ttl, hop, *window, *flags)),
+                        _ => None,
+                    })
+            }
+            _ => None,
+        };
         PathResult {
             hops,
             outcome,
             first_seen,
             ecn,
+            reply_distance,
             beyond,
             ignored: self.ignored.clone(),
         }
@@ -681,6 +715,22 @@ impl PathProber {
                 }
             }
         }
+    }
+}
+
+/// Where an answer with TTL `ttl` came from, for a destination `hop` hops out.
+pub fn reply_distance(ttl: u8, hop: u8, window: u16, flags: TcpFlags) -> ReplyDistance {
+    let initial = [32u8, 64, 128, 255]
+        .into_iter()
+        .find(|i| *i >= ttl)
+        .unwrap_or(255);
+    let hops_back = initial - ttl;
+    ReplyDistance {
+        ttl,
+        initial,
+        hops_back,
+        nearer: (hops_back as u16 + 1) < hop as u16,
+        zero_window: window == 0 && flags.contains(TcpFlags::SYN),
     }
 }
 
@@ -1041,5 +1091,21 @@ mod tests {
         // matched by source port although the quoted sequence number is not ours
         assert_eq!(fields, vec![(2, "seq"), (2, "ip-id")]);
         assert_eq!(r.first_seen[1].1.seen, "0");
+    }
+
+    #[test]
+    fn an_answer_from_nearer_than_the_destination_is_told() {
+        let syn_ack = TcpFlags::SYN.union(TcpFlags::ACK);
+        // the server 4 hops out answers with 64 - 3
+        let d = reply_distance(61, 4, 65160, syn_ack);
+        assert_eq!(
+            (d.initial, d.hops_back, d.nearer, d.zero_window),
+            (64, 3, false, false)
+        );
+        // router 3 answers for it (SYNPROXY: window 0)
+        let d = reply_distance(62, 4, 0, syn_ack);
+        assert_eq!((d.hops_back, d.nearer, d.zero_window), (2, true, true));
+        assert_eq!(reply_distance(250, 3, 1, syn_ack).initial, 255);
+        assert!(!reply_distance(0, 1, 1, syn_ack).nearer);
     }
 }

@@ -147,6 +147,17 @@ struct EcnJson {
 }
 
 #[derive(Debug, Serialize)]
+struct ReplyDistanceJson {
+    ttl: u8,
+    initial_ttl: u8,
+    hops_back: u8,
+    /// Fewer hops back than the SYNs took out: something nearer answered.
+    nearer_than_destination: bool,
+    /// SYN-ACK with window 0 (as Linux SYNPROXY sends).
+    zero_window: bool,
+}
+
+#[derive(Debug, Serialize)]
 struct SentJson {
     flags: String,
     tos: u8,
@@ -166,6 +177,7 @@ struct PathJson<'a> {
     changes: Vec<ChangeJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ecn: Option<EcnJson>,
+    reply_distance: Option<ReplyDistanceJson>,
     beyond_destination: usize,
     ignored: std::collections::BTreeMap<&'static str, u64>,
     interrupted: bool,
@@ -329,6 +341,13 @@ pub fn write(
                 negotiated: e.negotiated,
                 bleached_at: e.bleached_at,
             }),
+            reply_distance: r.reply_distance.map(|d| ReplyDistanceJson {
+                ttl: d.ttl,
+                initial_ttl: d.initial,
+                hops_back: d.hops_back,
+                nearer_than_destination: d.nearer,
+                zero_window: d.zero_window,
+            }),
             beyond_destination: r.beyond,
             ignored: r.ignored.iter().map(|(k, v)| (k.name(), *v)).collect(),
             interrupted,
@@ -453,6 +472,25 @@ pub fn write(
             None => "ECE/CWR intact in every quote".into(),
         };
         writeln!(out, "ecn: {agreed}; {bleached}")?;
+    }
+    if let (Some(d), Outcome::Reached { hop, .. }) = (r.reply_distance, &r.outcome)
+        && d.nearer
+    {
+        writeln!(
+            out,
+            "note: the answer came with TTL {} (left with {}: {} hop{} back) but the destination \
+             is {hop} hops out: something nearer answered for it (a SYN proxy, a load balancer) \
+             or the way back is shorter{}",
+            d.ttl,
+            d.initial,
+            d.hops_back,
+            if d.hops_back == 1 { "" } else { "s" },
+            if d.zero_window {
+                "; its SYN-ACK has window 0, as Linux SYNPROXY's"
+            } else {
+                ""
+            }
+        )?;
     }
     if r.beyond > 0 {
         writeln!(
