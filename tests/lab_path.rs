@@ -391,3 +391,22 @@ fn a_syn_proxy_nearer_than_the_server_is_told_by_its_ttl() {
     let out = synscope(&lab, &["path", &targets(80)[0].0, "-c", "1"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("note:"));
 }
+
+#[test]
+fn the_lab_tarpit_answers_every_port_through_the_routers() {
+    let lab = lab();
+    let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit");
+    for target in [
+        format!("{}:1", tarpit.v4),
+        format!("{}:47123", tarpit.v4),
+        format!("[{}]:2", tarpit.v6),
+    ] {
+        let (code, doc) = path_json(&lab, &target, &["-c", "1"]);
+        assert_eq!(code, 0, "{target}: {doc}");
+        assert_eq!(doc["outcome"]["result"], "reached", "{doc}");
+        assert_eq!(doc["outcome"]["open"], true, "{doc}");
+        assert_eq!(doc["outcome"]["hop"], 4, "{doc}");
+        assert_eq!(doc["hops"][3]["probes"][0]["reply"]["window"], 29200);
+    }
+    drop(tarpit);
+}

@@ -375,6 +375,201 @@ impl Lab {
     }
 }
 
+/// The tarpit's addresses in a routed lab with `routers` routers: on the
+/// server's link, beside the server.
+pub fn tarpit_v4(routers: usize) -> Ipv4Addr {
+    link_v4(routers, 3)
+}
+pub fn tarpit_v6(routers: usize) -> Ipv6Addr {
+    link_v6(routers, 3)
+}
+
+/// A host that answers every TCP port with a SYN-ACK (a tarpit, or a proxy
+/// that accepts everything), in a routed lab's server namespace at
+/// [`tarpit_v4`] / [`tarpit_v6`]: a raw responder reads SYNs from a packet
+/// socket and answers each with a SYN-ACK (MSS 1460, window 29200, TTL 64)
+/// while nftables keeps the server's kernel from answering them. Stopped
+/// (and joined) on drop; its addresses vanish with the lab.
+pub struct Tarpit {
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Tarpit {
+    /// Starts the tarpit in `lab`, a routed lab with `routers` routers.
+    pub fn start(lab: &Lab, routers: usize) -> Result<Tarpit, LabError> {
+        let (v4, v6) = (tarpit_v4(routers), tarpit_v6(routers));
+        let srv = &lab.server_ns;
+        let last = lab
+            .routers
+            .get(routers.wrapping_sub(1))
+            .ok_or_else(|| LabError(format!("tarpit: no router {routers} in this lab")))?;
+        run(
+            &[
+                "ip",
+                "-n",
+                srv,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                super::VETH,
+            ],
+            None,
+        )?;
+        run(
+            &[
+                "ip",
+                "-n",
+                srv,
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                super::VETH,
+                "nodad",
+            ],
+            None,
+        )?;
+        for a in [IpAddr::V4(v4), IpAddr::V6(v6)] {
+            run(
+                &[
+                    "ip",
+                    "-n",
+                    last,
+                    "neigh",
+                    "replace",
+                    &a.to_string(),
+                    "lladdr",
+                    &mac(routers, 2),
+                    "dev",
+                    "right",
+                    "nud",
+                    "permanent",
+                ],
+                None,
+            )?;
+        }
+        run(
+            &["ip", "netns", "exec", srv, "nft", "-f", "-"],
+            Some(&format!(
+                "table inet synscope_tarpit {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    ip daddr {v4} meta l4proto tcp drop\n    ip6 daddr {v6} meta l4proto tcp drop\n  }}\n}}\n"
+            )),
+        )?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut t = Tarpit {
+            v4,
+            v6,
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        for local in [IpAddr::V4(v4), IpAddr::V6(v6)] {
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            let stop = stop.clone();
+            t.threads.push(super::spawn_in_netns(srv, move || {
+                tarpit_loop(local, &stop, ready_tx)
+            })?);
+            ready_rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .map_err(|_| LabError("tarpit: responder did not start".into()))?
+                .map_err(|e| LabError(format!("tarpit responder on {local}: {e}")))?;
+        }
+        Ok(t)
+    }
+}
+
+/// Answers every SYN to `local` with a SYN-ACK until `stop`; says on `ready`
+/// once its sockets are open (or why they are not).
+fn tarpit_loop(
+    local: IpAddr,
+    stop: &std::sync::atomic::AtomicBool,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    use crate::io::bpf::FlowFilter;
+    use crate::io::capture::BlockingCapture;
+    use crate::wire::datagram::Checksums;
+    use crate::wire::{
+        Datagram, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
+    };
+    let filter = FlowFilter {
+        local,
+        remote: None,
+        remote_port: None,
+        local_ports: None,
+        protocol: Protocol::TCP,
+        outbound: false,
+    };
+    let opened = BlockingCapture::open(0, &filter, 1 << 20)
+        .and_then(|c| crate::io::RawSender::open(local, None).map(|r| (c, r)));
+    let (mut cap, raw) = match opened {
+        Ok(x) => {
+            let _ = ready.send(Ok(()));
+            x
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let mut n: u32 = 0;
+    // bounded: at most a day of 20 ms waits
+    for _ in 0..(24 * 3600 * 50) {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(Some(p)) = cap.recv_timeout(std::time::Duration::from_millis(20)) else {
+            continue;
+        };
+        let Ok(d) = Datagram::parse_with(&p.data, Checksums::Offloaded) else {
+            continue;
+        };
+        let Transport::Tcp(t) = d.transport else {
+            continue;
+        };
+        if d.ip.dst != local
+            || t.flags.0 & (TcpFlags::SYN.0 | TcpFlags::ACK.0 | TcpFlags::RST.0) != TcpFlags::SYN.0
+        {
+            continue;
+        }
+        n = n.wrapping_add(1);
+        let tcp = TcpRepr {
+            src_port: t.dst_port,
+            dst_port: t.src_port,
+            seq: SeqNumber(0x7a7a_0000 ^ n.wrapping_mul(2_654_435_761)),
+            ack: t.seq + 1,
+            flags: TcpFlags::SYN.union(TcpFlags::ACK),
+            window: 29200,
+            options: TcpOptions {
+                mss: Some(1460),
+                ..TcpOptions::default()
+            },
+            ..TcpRepr::default()
+        };
+        let ip = IpRepr {
+            src: local,
+            dst: d.ip.src,
+            protocol: Protocol::TCP,
+            ttl: 64,
+            ident: n as u16,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        let _ = raw.send(d.ip.src, &ip.emit(&tcp.emit(ip.src, ip.dst)));
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
