@@ -149,7 +149,10 @@ pub enum Command {
     /// what was sent (MSS clamped, window scale / SACK / timestamps stripped,
     /// DSCP or ECN rewritten, ECE/CWR bleached, addresses and ports rewritten by
     /// NAT, IP ID, TTL). A router quotes a SYN as it arrived: a change made by
-    /// hop N on its way out shows at hop N+1.
+    /// hop N on its way out shows at hop N+1. When the destination's answer
+    /// crossed fewer routers back (by its TTL) than the SYNs took out, a note
+    /// says something nearer answered for it (a SYN proxy, a load balancer).
+    /// Hops go out 5 ahead of the farthest answer; 5 silent hops end the run.
     ///
     /// Examples:
     ///   synscope path 198.18.4.2:443
