@@ -10,6 +10,7 @@ use crate::io::{Capture, PortReservation, RawSender, Route};
 use crate::probe::path::{Outcome, PathConfig, PathProber};
 use crate::report::path::PathTarget;
 use crate::wire::{Protocol, SeqNumber};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -62,9 +63,12 @@ pub async fn run(
     };
     let mut prober = PathProber::new(cfg.clone());
     let mut timer = PreciseTimer::new()?;
-    // one reserved source port per probe, held to the end: no local
-    // connection can take a probe's four-tuple while its answers may come
-    let mut held: Vec<PortReservation> = Vec::new();
+    // one reserved source port per probe, held until it is answered or
+    // expires: no local connection can take its four-tuple meanwhile. Silent
+    // hops wait out their timeout while later ones answer, so up to
+    // --max-hops x --count may be held at once: the open-file limit is raised.
+    let _ = PortReservation::capacity();
+    let mut held: BTreeMap<u16, PortReservation> = BTreeMap::new();
     let mut interrupted = false;
     let signal = super::interrupted();
     tokio::pin!(signal);
@@ -80,9 +84,10 @@ pub async fn run(
                 rand::random(),
                 (now.0 / 1_000_000) as u32,
             );
-            held.push(r);
+            let port = r.port;
+            held.insert(port, r);
             sender.send(dst, &bytes)?;
-            log.debug(|| format!("sent SYN ttl {ttl} sport {}", held[held.len() - 1].port));
+            log.debug(|| format!("sent SYN ttl {ttl} sport {port}"));
         }
         if prober.is_done() {
             break;
@@ -123,6 +128,9 @@ pub async fn run(
         }
         if drained {
             prober.on_time(Timestamp(now.0.saturating_sub(SETTLE.as_nanos() as u64)));
+        }
+        for port in prober.take_finished() {
+            held.remove(&port);
         }
     }
     let drops = capture.drops();

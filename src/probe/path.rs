@@ -256,6 +256,8 @@ pub struct PathProber {
     /// The highest TTL a router answered with time-exceeded.
     farthest: u8,
     ignored: BTreeMap<Ignored, u64>,
+    /// Source ports of probes finished since [`PathProber::take_finished`].
+    finished: Vec<u16>,
 }
 
 impl PathProber {
@@ -270,6 +272,7 @@ impl PathProber {
             end_at: None,
             farthest: 0,
             ignored: BTreeMap::new(),
+            finished: Vec::new(),
         }
     }
 
@@ -406,6 +409,7 @@ impl PathProber {
             None => {}
         }
         let p = &self.probes[id];
+        self.finished.push(p.src_port);
         self.outcomes[id] = Some(ProbeOutcome {
             ttl: p.ttl,
             src_port: p.src_port,
@@ -589,6 +593,12 @@ impl PathProber {
             }
         }
         v
+    }
+
+    /// The source ports of the probes finished (answered or expired) since
+    /// the last call: their reservations can go.
+    pub fn take_finished(&mut self) -> Vec<u16> {
+        std::mem::take(&mut self.finished)
     }
 
     /// Counts of packets that were not answers to our probes, by reason.
