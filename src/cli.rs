@@ -77,9 +77,18 @@ pub enum Command {
     /// (SYN-ACK, then torn down with an RST), closed (RST), filtered (ICMP error,
     /// named) and no-response (after --retries).
     ///
+    /// Each target is probed from the source address and interface of its own
+    /// route. On-link targets (a directly attached Ethernet link) are first
+    /// asked for with ARP / Neighbor Solicitation: only hosts that answer get
+    /// SYNs, the others are reported once as `down (no ARP reply)`. Network and
+    /// broadcast addresses of on-link prefixes are skipped. A full send queue
+    /// slows the scan down, it never ends it.
+    ///
     /// Examples:
     ///   synscope scan 198.18.0.2 -p-  --rate 200000
     ///   synscope scan 198.18.0.0/16 -p 22,80,443 --open --ndjson
+    ///   synscope scan 198.18.200.0/24 -p 80          (a local LAN: ARP first)
+    ///   synscope scan 127.0.0.1 198.18.200.2 198.18.220.5 -p 80,81
     ///   synscope scan --targets-file hosts.txt --top-ports 100 --shard 0/4 --seed 7
     #[command(after_long_help = SCAN_EXIT_CODES, verbatim_doc_comment)]
     Scan(ScanArgs),
@@ -214,8 +223,9 @@ pub struct PingArgs {
     /// stderr says so once.
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
-    /// How long each probe waits for its answer: a reply the kernel stamped
-    /// later counts as loss (`late` among the ignored packets).
+    /// How long each probe waits for its answer, from the kernel's stamp of
+    /// its SYN leaving: a reply the kernel stamped later counts as loss
+    /// (`late` among the ignored packets).
     #[arg(short = 'W', long, default_value = "1s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Source port for every probe (default: a fresh free port per probe); one
@@ -620,7 +630,7 @@ pub struct DnsArgs {
     pub file: Option<String>,
     /// Bulk: send each line to one @SERVER, taking them in turn (round-robin),
     /// instead of to every @SERVER.
-    #[arg(long, requires = "file")]
+    #[arg(long)]
     pub spread: bool,
     /// Bulk: queries per second (default: as fast as --concurrency allows).
     #[arg(long, value_name = "QPS")]
@@ -917,6 +927,11 @@ impl DnsArgs {
             return Err(UsageError(format!(
                 "give either NAME ('{display_name}') or --file, not both"
             )));
+        }
+        if bulk.is_none() && self.spread {
+            return Err(UsageError(
+                "--spread applies to bulk mode: give --file FILE".into(),
+            ));
         }
         if bulk.is_none() && name.is_none() {
             return Err(UsageError(

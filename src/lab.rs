@@ -32,6 +32,50 @@ pub struct LabSpec {
     /// PREFIX dev lo` there, routed via the server on the client): one
     /// namespace standing in for thousands of hosts.
     pub many_hosts_v4: Option<String>,
+    /// A LAN on the client, as real networks have: a bridge `lan0` in the
+    /// client namespace holding [`CLIENT_LAN_V4`]/24 and [`CLIENT_LAN_V6`]/64,
+    /// and one namespace per host here, each on its own veth port of the
+    /// bridge, answering ARP and ND with its kernel, listening on its open
+    /// ports. No static neighbour entries: every other address of the LAN
+    /// answers nothing at all. Empty: no LAN.
+    pub lan: Vec<LanHost>,
+    /// A second route with its own source address: client interface `veth1`
+    /// ([`CLIENT_R2_V4`]/24, [`CLIENT_R2_V6`]/64) to a router namespace that
+    /// answers for [`FAR_V4`] and [`FAR_V6`] as a whole (routed via it), with
+    /// these ports open. None: no second route.
+    pub second_route: Option<Vec<u16>>,
+}
+
+/// One host of the lab's LAN: 198.18.200.`host` and 2001:db8:200::`host`
+/// (the same number, as an IPv6 group), with these ports open.
+#[derive(Debug, Clone, Default)]
+pub struct LanHost {
+    pub host: u8,
+    pub open: Vec<u16>,
+}
+
+pub const CLIENT_LAN_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
+pub const CLIENT_LAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1);
+/// The LAN's bridge in the client namespace.
+pub const LAN_BRIDGE: &str = "lan0";
+pub const CLIENT_R2_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 210, 1);
+pub const CLIENT_R2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x210, 0, 0, 0, 0, 1);
+pub const ROUTER_R2_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 210, 2);
+pub const ROUTER_R2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x210, 0, 0, 0, 0, 2);
+/// The client's interface of the second route.
+pub const VETH_R2: &str = "veth1";
+/// Answered as a whole by the router namespace of the second route.
+pub const FAR_V4: &str = "198.18.220.0/24";
+pub const FAR_V6: &str = "2001:db8:220::/120";
+
+/// The IPv4 address of LAN host `h`.
+pub fn lan_v4(h: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 200, h)
+}
+
+/// The IPv6 address of LAN host `h`.
+pub fn lan_v6(h: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, h as u16)
 }
 
 impl LabSpec {
@@ -43,6 +87,8 @@ impl LabSpec {
             admin_prohibited: vec![111],
             port_unreachable: vec![113],
             many_hosts_v4: None,
+            lan: Vec::new(),
+            second_route: None,
         }
     }
 }
@@ -56,9 +102,13 @@ pub struct LabError(pub String);
 pub struct Lab {
     pub client_ns: String,
     pub server_ns: String,
-    /// The routers between them, client side first (empty in the default
-    /// two-namespace lab; see [`routed`]).
+    /// The routed lab's routers between client and server, client side
+    /// first (see [`routed`]; empty in a lab made by [`Lab::up`]).
     pub routers: Vec<String>,
+    /// The namespaces of the LAN hosts (as in [`LabSpec::lan`]).
+    pub lan_ns: Vec<String>,
+    /// The router namespace of the second route.
+    pub router_ns: Option<String>,
     listeners: Vec<TcpListener>,
     created: Vec<String>,
     /// Deletes the namespaces if this process dies without dropping the lab.
@@ -153,19 +203,31 @@ impl Lab {
             client_ns: format!("synscope-{id}-cli"),
             server_ns: format!("synscope-{id}-srv"),
             routers: Vec::new(),
+            lan_ns: spec
+                .lan
+                .iter()
+                .map(|h| format!("synscope-{id}-h{}", h.host))
+                .collect(),
+            router_ns: spec
+                .second_route
+                .as_ref()
+                .map(|_| format!("synscope-{id}-r2")),
             listeners: Vec::new(),
             created: Vec::new(),
             reaper: None,
         };
         let (c, s) = (lab.client_ns.clone(), lab.server_ns.clone());
-        for ns in [&c, &s] {
+        let mut all = vec![c.clone(), s.clone()];
+        all.extend(lab.lan_ns.iter().cloned());
+        all.extend(lab.router_ns.iter().cloned());
+        for ns in &all {
             // the marker first: a namespace is never there without its proof of owner
             mark_owned(ns)?;
             lab.created.push(ns.clone());
             run(&["ip", "netns", "add", ns], None)?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"], None)?;
         }
-        lab.reaper = spawn_reaper(&[&c, &s]);
+        lab.reaper = spawn_reaper(&all.iter().map(String::as_str).collect::<Vec<_>>());
         run(
             &[
                 "ip", "link", "add", VETH, "netns", &c, "address", CLIENT_MAC, "type", "veth",
@@ -271,7 +333,149 @@ impl Lab {
                 })
                 .collect()
         })??;
+        lab.build_lan(spec)?;
+        lab.build_second_route(spec)?;
         Ok(lab)
+    }
+
+    /// The LAN of [`LabSpec::lan`]: a bridge in the client, one namespace per host.
+    fn build_lan(&mut self, spec: &LabSpec) -> Result<(), LabError> {
+        if spec.lan.is_empty() {
+            return Ok(());
+        }
+        let c = self.client_ns.clone();
+        run(
+            &[
+                "ip",
+                "-n",
+                &c,
+                "link",
+                "add",
+                LAN_BRIDGE,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+            None,
+        )?;
+        addresses(&c, LAN_BRIDGE, CLIENT_LAN_V4, CLIENT_LAN_V6)?;
+        for (h, ns) in spec.lan.iter().zip(self.lan_ns.clone()) {
+            // a host of a real LAN has long finished duplicate address
+            // detection; a fresh namespace would ignore ND until it has
+            no_dad(&ns)?;
+            let port = format!("lan{}", h.host);
+            let mac = format!("02:53:53:c8:00:{:02x}", h.host);
+            run(
+                &[
+                    "ip", "link", "add", &port, "netns", &c, "type", "veth", "peer", "name",
+                    "eth0", "netns", &ns, "address", &mac,
+                ],
+                None,
+            )?;
+            run(
+                &[
+                    "ip", "-n", &c, "link", "set", &port, "master", LAN_BRIDGE, "up",
+                ],
+                None,
+            )?;
+            addresses(&ns, "eth0", lan_v4(h.host), lan_v6(h.host))?;
+            run(
+                &[
+                    "ip",
+                    "-n",
+                    &ns,
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &CLIENT_LAN_V4.to_string(),
+                ],
+                None,
+            )?;
+            let ports = h.open.clone();
+            let listeners = in_netns(&ns, move || listen(&ports))??;
+            self.listeners.extend(listeners);
+        }
+        Ok(())
+    }
+
+    /// The second route of [`LabSpec::second_route`].
+    fn build_second_route(&mut self, spec: &LabSpec) -> Result<(), LabError> {
+        let (Some(open), Some(r)) = (&spec.second_route, self.router_ns.clone()) else {
+            return Ok(());
+        };
+        let c = self.client_ns.clone();
+        no_dad(&r)?;
+        run(
+            &[
+                "ip",
+                "link",
+                "add",
+                VETH_R2,
+                "netns",
+                &c,
+                "address",
+                "02:53:53:d2:00:01",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                VETH_R2,
+                "netns",
+                &r,
+                "address",
+                "02:53:53:d2:00:02",
+            ],
+            None,
+        )?;
+        addresses(&c, VETH_R2, CLIENT_R2_V4, CLIENT_R2_V6)?;
+        addresses(&r, VETH_R2, ROUTER_R2_V4, ROUTER_R2_V6)?;
+        run(
+            &["ip", "-n", &r, "route", "add", "local", FAR_V4, "dev", "lo"],
+            None,
+        )?;
+        run(
+            &[
+                "ip", "-n", &r, "-6", "route", "add", "local", FAR_V6, "dev", "lo",
+            ],
+            None,
+        )?;
+        run(
+            &[
+                "ip",
+                "-n",
+                &c,
+                "route",
+                "add",
+                FAR_V4,
+                "via",
+                &ROUTER_R2_V4.to_string(),
+            ],
+            None,
+        )?;
+        run(
+            &[
+                "ip",
+                "-n",
+                &c,
+                "-6",
+                "route",
+                "add",
+                FAR_V6,
+                "via",
+                &ROUTER_R2_V6.to_string(),
+            ],
+            None,
+        )?;
+        in_netns(&r, || {
+            let _ = std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0");
+            let _ = std::fs::write("/proc/sys/net/ipv6/icmp/ratelimit", "0");
+        })?;
+        let ports = open.clone();
+        let listeners = in_netns(&r, move || listen(&ports))??;
+        self.listeners.extend(listeners);
+        Ok(())
     }
 
     /// A command that runs `program` inside the client namespace.
@@ -287,6 +491,58 @@ impl Lab {
         c.args(["netns", "exec", &self.server_ns]).arg(program);
         c
     }
+}
+
+/// Listeners on `ports` (IPv6 and IPv4) in the calling thread's namespace.
+fn listen(ports: &[u16]) -> Result<Vec<TcpListener>, LabError> {
+    ports
+        .iter()
+        .map(|p| {
+            TcpListener::bind(("::", *p)).map_err(|e| LabError(format!("listen on port {p}: {e}")))
+        })
+        .collect()
+}
+
+/// Addresses on `dev` in `ns` (IPv4 /24, IPv6 /64 without DAD), and the link up.
+fn addresses(ns: &str, dev: &str, v4: Ipv4Addr, v6: Ipv6Addr) -> Result<(), LabError> {
+    run(
+        &[
+            "ip",
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{v4}/24"),
+            "dev",
+            dev,
+        ],
+        None,
+    )?;
+    run(
+        &[
+            "ip",
+            "-n",
+            ns,
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ],
+        None,
+    )?;
+    run(&["ip", "-n", ns, "link", "set", dev, "up"], None)
+}
+
+/// Turns duplicate address detection off for interfaces that come to `ns`.
+fn no_dad(ns: &str) -> Result<(), LabError> {
+    in_netns(ns, || {
+        for f in ["all", "default"] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{f}/accept_dad"), "0");
+        }
+    })
 }
 
 /// Where a lab records which process owns each of its namespaces.

@@ -138,6 +138,10 @@ const CASES: &[(&[&str], &str)] = &[
         "/nonexistent/names",
     ),
     (
+        &["dns", "a.lab.test", "@198.18.0.2", "--spread"],
+        "--spread applies to bulk mode",
+    ),
+    (
         &[
             "dns",
             "a.lab.test",

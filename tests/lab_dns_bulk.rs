@@ -534,8 +534,8 @@ fn cpu_secs(stderr: &[u8]) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// For profiling: runs `$PROFILE_CMD synscope dns --file ...` (e.g.
-/// PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names.
+/// For profiling: runs `$PROFILE_CMD synscope dns --file ... $PROFILE_ARGS`
+/// (e.g. PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names.
 #[test]
 #[ignore]
 fn profile_bulk() {
@@ -562,6 +562,11 @@ fn profile_bulk() {
         .args(["dns", "--file"])
         .arg(&file)
         .args(["@198.18.0.2"])
+        .args(
+            std::env::var("PROFILE_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdout(Stdio::null())
         .output()
         .unwrap();
@@ -626,4 +631,31 @@ fn unprivileged_bulk_uses_udp_sockets_with_kernel_stamps() {
         );
     }
     assert_eq!(sum["answered"], 0);
+}
+
+#[test]
+fn dnssec_checks_in_bulk_see_every_rrset_and_the_denial() {
+    let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
+    let _nsd = synscope::lab_dns::LabDns::start_signed(&lab)
+        .expect("nsd with a signed zone (nsd, ldnsutils)");
+    // signed answers, a signed CNAME chain, a signed denial: all pass
+    let out = bulk(
+        &lab,
+        b"www.signed.test\nalias.signed.test\nwww.signed.test,AAAA\nnx.signed.test\n",
+        &["@198.18.0.2", "--expect-signed"],
+    );
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|l| l["checks"] == "pass"), "{lines:?}");
+    assert_eq!(sum["failed_checks"], 0);
+    // the unsigned zone: an answer and a denial without RRSIGs both fail
+    let out = bulk(
+        &lab,
+        b"a.lab.test\nnx.lab.test\n",
+        &["@198.18.0.2", "--expect-signed"],
+    );
+    common::assert_status(&out, 1);
+    let (_, sum) = ndjson(&out);
+    assert_eq!(sum["check_failures"]["--expect-signed"], 2, "{sum}");
 }

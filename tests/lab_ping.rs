@@ -301,17 +301,23 @@ fn answered_in_capture(captured: &[(u64, Vec<u8>)]) -> std::collections::HashMap
 }
 
 /// Issue 9 §5: at a 1 ns interval (the send ceiling) every answer is matched,
-/// as a tcpdump capture of the same packets says; before, `-c 20000` reported
+/// on IPv4 and IPv6, as a tcpdump capture of the same packets says; before, `-c 20000` reported
 /// 100 % loss against a closed port while the RSTs arrived.
 #[test]
 fn fast_ping_keeps_every_answer_tcpdump_saw() {
     let lab = lab();
-    for (port, expect) in [(81u16, "closed"), (80, "open")] {
+    let v4 = SERVER_V4.to_string();
+    let v6 = format!("[{SERVER_V6}]");
+    for (host, port, expect) in [
+        (&v4, 81u16, "closed"),
+        (&v4, 80, "open"),
+        (&v6, 81, "closed"),
+    ] {
         let dump = common::Tcpdump::start(&lab, "fast", &format!("tcp port {port}"));
         let out = ping(
             &lab,
             &[
-                &format!("{SERVER_V4}:{port}"),
+                &format!("{host}:{port}"),
                 "-c",
                 "20000",
                 "-i",
@@ -333,7 +339,7 @@ fn fast_ping_keeps_every_answer_tcpdump_saw() {
         assert_eq!(
             doc["summary"]["no_answer"].as_u64(),
             Some(unanswered as u64),
-            "port {port}: {}",
+            "{host}:{port}: {}",
             doc["summary"]
         );
         for p in probes {
@@ -342,9 +348,9 @@ fn fast_ping_keeps_every_answer_tcpdump_saw() {
                 p["isn"].as_u64().unwrap() as u32,
             );
             let answered = truth[&key];
-            assert_eq!(p["reason"] != "no-answer", answered, "port {port}: {p}");
+            assert_eq!(p["reason"] != "no-answer", answered, "{host}:{port}: {p}");
         }
-        assert_eq!(unanswered, 0, "port {port}: the peer answered every SYN");
+        assert_eq!(unanswered, 0, "{host}:{port}: the peer answered every SYN");
     }
 }
 

@@ -398,3 +398,102 @@ fn count_summaries_print_words() {
         assert!(!t.contains(rust_name), "{rust_name}: {t}");
     }
 }
+
+/// CLOSED is stamped no earlier than the last segment before it (with `--close
+/// rst`, before: ~9 µs before our RST's kernel stamp on every trace).
+fn assert_closed_after_last_segment(run: &Value) {
+    let closed = run["states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["side"] == "client" && s["state"] == "CLOSED")
+        .map(|s| s["at"].as_u64().unwrap())
+        .next_back()
+        .unwrap();
+    let last = run["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["note"] != "ignored")
+        .map(|e| e["at"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        closed >= last,
+        "CLOSED {} ns before the last segment: {run}",
+        last - closed
+    );
+}
+
+/// A banner server closes first: its FIN often arrives while our ACK of the
+/// banner is still leaving (before: 7 of 30 ladders read CLOSE_WAIT →
+/// ESTABLISHED). And `--close rst` against a kernel listener.
+#[test]
+fn ladder_never_goes_backwards_and_closed_comes_last() {
+    let lab = lab();
+    let listener = synscope::lab::in_netns(&lab.server_ns, || {
+        std::net::TcpListener::bind((SERVER_V4, 7784)).unwrap()
+    })
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let server = std::thread::spawn(move || {
+        use std::io::Write;
+        let end = Instant::now() + Duration::from_secs(60);
+        while !st.load(Ordering::Relaxed) && Instant::now() < end {
+            match listener.accept() {
+                Ok((mut c, _)) => {
+                    let _ = c.write_all(b"SSH-2.0-synscope-lab\r\n");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    });
+    let (out, _) = trace(
+        &lab,
+        &[
+            &format!("{SERVER_V4}:7784"),
+            "-c",
+            "20",
+            "-i",
+            "1ms",
+            "--time-wait",
+            "5ms",
+            "--json",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    common::assert_status(&out, 0);
+    for run in json_of(&out)["traces"].as_array().unwrap() {
+        assert_eq!(run["teardown"], "peer-closed-first", "{run}");
+        assert_monotone(run);
+        assert_closed_after_last_segment(run);
+    }
+    let (out, _) = trace(
+        &lab,
+        &[
+            &format!("{SERVER_V4}:80"),
+            "--close",
+            "rst",
+            "--idle",
+            "5ms",
+            "-c",
+            "5",
+            "-i",
+            "1ms",
+            "--json",
+        ],
+    );
+    common::assert_status(&out, 0);
+    for run in json_of(&out)["traces"].as_array().unwrap() {
+        assert_eq!(run["teardown"], "aborted-by-us", "{run}");
+        assert_eq!(
+            run["result"],
+            "complete: handshake, aborted with our RST as asked"
+        );
+        assert_monotone(run);
+        assert_closed_after_last_segment(run);
+    }
+}

@@ -97,3 +97,40 @@ impl Log {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(e)
+    }
+
+    #[test]
+    fn only_opening_a_socket_can_lack_privileges() {
+        let open = CmdError::Io(IoError::Socket {
+            op: "open raw socket",
+            source: io(libc::EPERM),
+        });
+        assert!(open.line().contains("CAP_NET_RAW"), "{}", open.line());
+        // a broadcast address (EACCES) or a firewall (EPERM) refusing a send,
+        // and a route lookup to a broadcast address, are not about privileges
+        for e in [
+            IoError::Send {
+                addr: "198.18.200.255".parse().unwrap(),
+                source: io(libc::EACCES),
+            },
+            IoError::Send {
+                addr: "198.18.200.7".parse().unwrap(),
+                source: io(libc::EPERM),
+            },
+            IoError::Route {
+                addr: "198.18.200.255".parse().unwrap(),
+                source: io(libc::EACCES),
+            },
+        ] {
+            let line = CmdError::Io(e).line();
+            assert!(!line.contains("CAP_NET_RAW"), "{line}");
+        }
+    }
+}

@@ -58,6 +58,7 @@ struct Tally {
     cut_short: u64,
     stalls: u64,
     skipped: u64,
+    unroutable: u64,
     discovery: Option<DiscoverySummary>,
 }
 
@@ -130,6 +131,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         interrupted: was_interrupted,
         discovery: tally.discovery,
         skipped_addresses: tally.skipped,
+        unroutable_addresses: tally.unroutable,
         send_backpressure: tally.stalls,
         not_probed: if was_interrupted {
             tally.probes.saturating_sub(reported + tally.cut_short)
@@ -165,6 +167,7 @@ fn scan_family(
     // on-link targets: only the hosts that answer ARP / ND get SYNs
     let found = net.discover(s.rate, &mut lock(output), log)?;
     tally.skipped += net.skipped;
+    tally.unroutable += net.unroutable;
     tally.stalls += net.stalls;
     tally.discovery = add_discovery(tally.discovery.take(), found.summary);
     let Network {

@@ -12,14 +12,14 @@ use crate::io::bpf::{FlowFilter, compile_any};
 use crate::io::bpf_neigh;
 use crate::io::capture::{BlockingCapture, Captured, Direction};
 use crate::io::egress::Egress;
-use crate::io::link::{ETH_P_ARP, ETH_P_IPV6, LinkInfo, LinkSender};
-use crate::io::rtnl::{NUD_PERMANENT, RouteType, Rtnl};
+use crate::io::link::{ETH_P_ARP, ETH_P_IPV6, LinkInfo, LinkSender, enslaved_interfaces};
+use crate::io::rtnl::{NUD_PERMANENT, RouteMsg, RouteType, Rtnl};
 use crate::io::{IoError, PortReservation, RawSender};
 use crate::report::scan::{DiscoverySummary, HostResult, ScanOutput};
 use crate::scan::TargetSet;
 use crate::scan::discovery::{Discovery, Step};
 use crate::scan::pace::Pacer;
-use crate::scan::routes::{SourceMap, split};
+use crate::scan::routes::{Regions, SourceMap, split};
 use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr, Protocol};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -31,6 +31,9 @@ const DISCOVERY_RETRIES: u32 = 2;
 const DISCOVERY_WAIT: Duration = Duration::from_millis(250);
 /// Source addresses one capture filter can hold (cBPF programs are bounded).
 const MAX_SOURCES: usize = 64;
+/// Bytes of SYNs the kernel may hold for a scan (e.g. while it resolves the
+/// neighbours of on-link targets probed with --no-discovery): ~40,000 SYNs.
+const SEND_BUFFER: usize = 32 << 20;
 /// Addresses named in the "skipped" line on stderr.
 const NAMED_SKIPS: usize = 4;
 
@@ -68,6 +71,8 @@ pub struct Network {
     pub mss: u16,
     /// Network and broadcast addresses left out.
     pub skipped: u64,
+    /// Target addresses with no usable route, left out.
+    pub unroutable: u64,
     /// Times discovery's sends met a full queue.
     pub stalls: u64,
     v6: bool,
@@ -119,7 +124,8 @@ impl Network {
             .iter()
             .map(|r| r.interval())
             .chain(special.iter().map(|&x| (x, x)));
-        let pieces = split(targets.ranges(), cuts);
+        let regions = Regions::new(cuts);
+        let pieces = regions.split(targets.ranges());
         log.debug(|| {
             format!(
                 "routes: {} prefixes in the table, {} target pieces",
@@ -129,6 +135,10 @@ impl Network {
         });
 
         let mut skipped = 0u64;
+        let mut lookups = 0u64;
+        let mut last: Option<(usize, Option<RouteMsg>)> = None;
+        let mut unroutable = 0u64;
+        let mut no_route: Option<IoError> = None;
         let mut named: Vec<IpAddr> = Vec::new();
         let mut spans = Vec::with_capacity(pieces.len());
         let mut direct = Vec::new();
@@ -137,10 +147,54 @@ impl Network {
         for (lo, hi) in pieces {
             let first = from_u128(v6, lo);
             let is_special = lo == hi && special.binary_search(&lo).is_ok();
+            // one lookup per region, whatever the number of target intervals in it
+            let region = regions.of(lo);
+            let looked_up_before = lookups;
+            let cached = match &last {
+                Some((at, r)) if *at == region => Some(r.clone()),
+                _ => None,
+            };
             let r = if is_special {
                 None
+            } else if let Some(r) = cached {
+                match r {
+                    Some(r) => Some(r),
+                    None => {
+                        unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                        continue;
+                    }
+                }
             } else {
-                Some(rtnl.get(first, oif)?)
+                // no route (or an unreachable, prohibit, blackhole one, or no
+                // source address): these targets cannot be probed; said once
+                lookups += 1;
+                match rtnl.get(first, oif) {
+                    Ok(r)
+                        if !matches!(r.kind, RouteType::Other(_))
+                            && (r.prefsrc.is_some() || r.kind == RouteType::Local) =>
+                    {
+                        last = Some((region, Some(r.clone())));
+                        Some(r)
+                    }
+                    Ok(r) => {
+                        last = Some((region, None));
+                        unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                        no_route.get_or_insert(IoError::Route {
+                            addr: first,
+                            source: std::io::Error::other(format!(
+                                "route of type {:?} with no source address",
+                                r.kind
+                            )),
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        last = Some((region, None));
+                        unroutable += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                        no_route.get_or_insert(e);
+                        continue;
+                    }
+                }
             };
             let Some(r) = r.filter(|r| r.kind != RouteType::Broadcast) else {
                 skipped += (hi - lo + 1).min(u64::MAX as u128) as u64;
@@ -167,25 +221,34 @@ impl Network {
                 && r.gateway.is_none()
                 && links[&ifindex].mac.is_some()
                 && !link_local;
-            log.debug(|| {
-                format!(
-                    "route {}..{}: {:?} via #{} from {src}{}{}",
-                    first,
-                    from_u128(v6, hi),
-                    r.kind,
-                    ifindex,
-                    r.gateway
-                        .map(|g| format!(" gateway {g}"))
-                        .unwrap_or_default(),
-                    if on_link { " (on-link)" } else { "" }
-                )
-            });
+            // once per lookup (not per target interval of a region)
+            if lookups != looked_up_before {
+                log.debug(|| {
+                    format!(
+                        "route {}..{}: {:?} via #{} from {src}{}{}",
+                        first,
+                        from_u128(v6, hi),
+                        r.kind,
+                        ifindex,
+                        r.gateway
+                            .map(|g| format!(" gateway {g}"))
+                            .unwrap_or_default(),
+                        if on_link { " (on-link)" } else { "" }
+                    )
+                });
+            }
             if on_link {
                 groups.entry((ifindex, src)).or_default().push((lo, hi));
             } else {
                 direct.push((lo, hi));
             }
         }
+        log.debug(|| {
+            format!(
+                "routes: {lookups} lookups for {} target addresses",
+                targets.len()
+            )
+        });
         if skipped > 0 {
             let list: Vec<String> = named.iter().map(IpAddr::to_string).collect();
             eprintln!(
@@ -201,6 +264,20 @@ impl Network {
         }
         let sources = SourceMap::from_spans(spans);
         let srcs = sources.sources();
+        if let Some(e) = no_route {
+            if srcs.is_empty() {
+                return Err(e.into());
+            }
+            eprintln!(
+                "synscope: warning: {unroutable} target address{} not probed: {e}{}",
+                if unroutable == 1 { "" } else { "es" },
+                if unroutable > 1 {
+                    " (the first of them)"
+                } else {
+                    ""
+                }
+            );
+        }
         if srcs.is_empty() {
             return Err(CmdError::Setup(
                 "every target is a network or broadcast address of an on-link prefix".into(),
@@ -241,6 +318,7 @@ impl Network {
             groups.retain(|_, r| !r.is_empty());
         }
         let raw = RawSender::open(srcs[0], s.interface.as_deref())?;
+        raw.set_send_buffer(SEND_BUFFER);
         let mut senders: Vec<LinkSender> = Vec::new();
         let mut on_link = Vec::new();
         for ((ifindex, src), ranges) in groups {
@@ -300,8 +378,14 @@ impl Network {
                 outbound: false,
             })
             .collect();
-        let capture =
-            BlockingCapture::open_program(oif.unwrap_or(0), &compile_any(&filters), 64 << 20)?;
+        // on every interface (or the one named), each reply once
+        let ports = if oif.is_some() {
+            Vec::new()
+        } else {
+            enslaved_interfaces()
+        };
+        let program = bpf_neigh::incoming_once(&ports, compile_any(&filters));
+        let capture = BlockingCapture::open_program(oif.unwrap_or(0), &program, 64 << 20)?;
         let mtu = links
             .values()
             .filter_map(|l| {
@@ -319,6 +403,7 @@ impl Network {
             reservation,
             mss: mtu.saturating_sub(overhead).clamp(536, 65495) as u16,
             skipped,
+            unroutable,
             stalls: 0,
             v6,
             direct,
@@ -348,9 +433,9 @@ impl Network {
             ..DiscoverySummary::default()
         };
         let started = Instant::now();
-        for mut group in std::mem::take(&mut self.on_link) {
-            let link = &self.egress.links()[group.link];
-            let d = discover_link(&mut group, link, rate, &mut self.stalls);
+        let mut groups = std::mem::take(&mut self.on_link);
+        let done = discover_links(&mut groups, self.egress.links(), rate, &mut self.stalls);
+        for (group, d) in groups.iter().zip(done) {
             summary.addresses += d.addresses();
             summary.requests += d.requests();
             summary.up += d.up().len() as u64;
@@ -397,43 +482,75 @@ impl Network {
     }
 }
 
-/// Discovery on one link: requests paced at `rate`, replies read between
-/// batches and while waiting.
-fn discover_link(g: &mut OnLink, link: &LinkSender, rate: u64, stalls: &mut u64) -> Discovery {
-    let mut d = Discovery::new(g.set.clone(), DISCOVERY_RETRIES, DISCOVERY_WAIT);
+/// Discovery on every link at once (so several links take as long as the
+/// slowest, not their sum): requests paced at `rate` in all, replies read
+/// between batches and while waiting.
+fn discover_links(
+    groups: &mut [OnLink],
+    links: &[LinkSender],
+    rate: u64,
+    stalls: &mut u64,
+) -> Vec<Discovery> {
+    let mut ds: Vec<Discovery> = groups
+        .iter()
+        .map(|g| Discovery::new(g.set.clone(), DISCOVERY_RETRIES, DISCOVERY_WAIT))
+        .collect();
+    let mut done = vec![false; groups.len()];
     let batch = (rate / 5000).clamp(1, 64) as usize;
     let mut pacer = Pacer::new(rate as f64, Instant::now());
     let mut sent = 0u64;
-    let proto = if g.src.is_ipv6() {
-        ETH_P_IPV6
-    } else {
-        ETH_P_ARP
-    };
-    loop {
-        if super::signalled() {
-            break;
+    // bounded by the state machines, which end after their last round's wait
+    while !super::signalled() && done.contains(&false) {
+        let mut sent_any = false;
+        let mut earliest: Option<Timestamp> = None;
+        for (i, (g, d)) in groups.iter_mut().zip(ds.iter_mut()).enumerate() {
+            if done[i] {
+                continue;
+            }
+            match d.step(Timestamp::now(), batch) {
+                Step::Send(addrs) => {
+                    sleep_until(pacer.due(sent));
+                    let frames: Vec<(MacAddr, Vec<u8>)> =
+                        addrs.iter().map(|a| request(g.src, g.mac, *a)).collect();
+                    let refs: Vec<(MacAddr, &[u8])> =
+                        frames.iter().map(|(m, b)| (*m, b.as_slice())).collect();
+                    let proto = if g.src.is_ipv6() {
+                        ETH_P_IPV6
+                    } else {
+                        ETH_P_ARP
+                    };
+                    let o = links[g.link].send_batch(proto, &refs, &addrs);
+                    sent += addrs.len() as u64;
+                    *stalls += o.stalls;
+                    pacer.after_batch(sent, o.stalls > 0, Instant::now());
+                    drain(g, d, Duration::ZERO);
+                    sent_any = true;
+                }
+                Step::WaitUntil(t) => {
+                    earliest = Some(earliest.map_or(t, |e| Timestamp(e.0.min(t.0))));
+                }
+                Step::Done => done[i] = true,
+            }
         }
-        match d.step(Timestamp::now(), batch) {
-            Step::Send(addrs) => {
-                sleep_until(pacer.due(sent));
-                let frames: Vec<(MacAddr, Vec<u8>)> =
-                    addrs.iter().map(|a| request(g.src, g.mac, *a)).collect();
-                let refs: Vec<(MacAddr, &[u8])> =
-                    frames.iter().map(|(m, b)| (*m, b.as_slice())).collect();
-                let o = link.send_batch(proto, &refs, &addrs);
-                sent += addrs.len() as u64;
-                *stalls += o.stalls;
-                pacer.after_batch(sent, o.stalls > 0, Instant::now());
-                drain(g, &mut d, Duration::ZERO);
+        if sent_any {
+            continue;
+        }
+        let Some(until) = earliest else { continue };
+        let left = until
+            .saturating_sub(Timestamp::now())
+            .min(Duration::from_millis(5));
+        let waiting: Vec<usize> = (0..groups.len()).filter(|i| !done[*i]).collect();
+        if let [only] = waiting[..] {
+            // one link: sleep in its capture
+            drain(&mut groups[only], &mut ds[only], left);
+        } else {
+            std::thread::sleep(left.min(Duration::from_millis(1)));
+            for &i in &waiting {
+                drain(&mut groups[i], &mut ds[i], Duration::ZERO);
             }
-            Step::WaitUntil(t) => {
-                let left = t.saturating_sub(Timestamp::now());
-                drain(g, &mut d, left.min(Duration::from_millis(5)));
-            }
-            Step::Done => break,
         }
     }
-    d
+    ds
 }
 
 /// The request for `target`: an ARP request broadcast, or a Neighbor

@@ -56,6 +56,10 @@ pub(crate) mod op {
     pub const RET_K: u16 = 0x06;
     /// Ancillary load of skb->protocol (host order).
     pub const AD_PROTOCOL: u32 = (-0x1000i32) as u32;
+    /// Ancillary load of the interface index the packet was seen on.
+    pub const AD_IFINDEX: u32 = (-0x1000i32 + 8) as u32;
+    /// Ancillary load of the packet type (4 = outgoing).
+    pub const AD_PKTTYPE: u32 = (-0x1000i32 + 4) as u32;
 }
 
 const ETH_P_IP: u32 = 0x0800;
@@ -493,6 +497,8 @@ pub fn run(prog: &[Insn], packet: &[u8], skb_protocol: u16) -> u32 {
         };
         match i.code {
             op::LD_H_ABS if i.k == op::AD_PROTOCOL => a = skb_protocol as u32,
+            // in tests: an incoming packet (type 0) on no interface (0)
+            op::LD_W_ABS if i.k == op::AD_IFINDEX || i.k == op::AD_PKTTYPE => a = 0,
             op::LD_W_ABS | op::LD_H_ABS | op::LD_B_ABS => match load(i.k as usize, size(i.code)) {
                 Some(v) => a = v,
                 None => return 0,

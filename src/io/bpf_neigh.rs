@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 const ETH_P_ARP: u32 = 0x0806;
 const ETH_P_IPV6: u32 = 0x86dd;
+const PACKET_OUTGOING: u32 = 4;
 
 /// A tiny assembler: loads, equality tests that jump to a label when false,
 /// accepts and labels, resolved to relative jumps.
@@ -121,6 +122,55 @@ pub fn ndp(local: Ipv6Addr) -> Vec<Insn> {
     assemble(&p)
 }
 
+/// `program`, behind checks that drop what a capture on every interface
+/// would see twice: our own packets leaving (on loopback a reply to
+/// ourselves is seen leaving and arriving) and packets on any of `ifindexes`
+/// (the ports of a bridge or bond: a reply seen there is seen again on the
+/// master it is delivered up to).
+pub fn incoming_once(ifindexes: &[u32], program: Vec<Insn>) -> Vec<Insn> {
+    let n = ifindexes.len().min(200);
+    let ld = |k| Insn {
+        code: op::LD_W_ABS,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    // every test jumps to the `ret 0` after the last one when true
+    let mut out = vec![
+        ld(op::AD_PKTTYPE),
+        Insn {
+            code: op::JEQ_K,
+            jt: (n + 2) as u8,
+            jf: 0,
+            k: PACKET_OUTGOING,
+        },
+        ld(op::AD_IFINDEX),
+    ];
+    for (i, &ix) in ifindexes.iter().take(n).enumerate() {
+        out.push(Insn {
+            code: op::JEQ_K,
+            jt: (n - i) as u8,
+            jf: 0,
+            k: ix,
+        });
+    }
+    // none held: skip the `ret 0`
+    out.push(Insn {
+        code: op::JA,
+        jt: 0,
+        jf: 0,
+        k: 1,
+    });
+    out.push(Insn {
+        code: op::RET_K,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    });
+    out.extend(program);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +180,25 @@ mod tests {
     static ARP_REP: &[u8] = include_bytes!("../wire/fixtures/linux_arp_reply_v4.bin");
     static NS: &[u8] = include_bytes!("../wire/fixtures/linux_ns_v6.bin");
     static NA: &[u8] = include_bytes!("../wire/fixtures/linux_na_v6.bin");
+
+    #[test]
+    fn outgoing_and_bridge_port_copies_are_dropped_before_the_program() {
+        let prog = incoming_once(&[7, 9], arp(Ipv4Addr::new(198, 18, 200, 1)));
+        assert_eq!((prog[0].k, prog[2].k), (op::AD_PKTTYPE, op::AD_IFINDEX));
+        // every test lands on the `ret 0` at 6 when true
+        for (at, k) in [(1, 4), (3, 7), (4, 9)] {
+            assert_eq!((prog[at].code, prog[at].k), (op::JEQ_K, k));
+            assert_eq!(at + 1 + prog[at].jt as usize, 6, "test at {at}");
+            assert_eq!(prog[at].jf, 0);
+        }
+        // none held: the jump over it lands on the program's first instruction
+        assert_eq!((prog[5].code, prog[5].k), (op::JA, 1));
+        assert_eq!((prog[6].code, prog[6].k), (op::RET_K, 0));
+        assert_eq!(prog[7], arp(Ipv4Addr::new(198, 18, 200, 1))[0]);
+        // the interpreter sees an incoming packet on no interface: the program decides
+        assert_eq!(run(&prog, ARP_REP, 0x0806), SNAPLEN);
+        assert_eq!(run(&incoming_once(&[], vec![]), ARP_REP, 0x0806), 0);
+    }
 
     #[test]
     fn arp_of_our_address_only() {

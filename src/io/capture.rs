@@ -331,6 +331,23 @@ impl BlockingCapture {
     pub fn drops(&self) -> u64 {
         packet_drops(self.sock.as_raw_fd())
     }
+
+    /// Stops this socket from seeing the packets this host sends
+    /// (PACKET_IGNORE_OUTGOING, Linux 4.20): the kernel then no longer copies
+    /// each one for it, which a capture of replies alone does not need.
+    pub fn ignore_outgoing(&self) -> Result<(), IoError> {
+        const PACKET_IGNORE_OUTGOING: i32 = 23;
+        setsockopt_int(
+            self.sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            1,
+        )
+        .map_err(|source| IoError::Socket {
+            op: "set PACKET_IGNORE_OUTGOING",
+            source,
+        })
+    }
 }
 
 /// PACKET_STATISTICS: packets dropped for lack of buffer space since the last call.

@@ -49,6 +49,27 @@ impl LinkInfo {
     }
 }
 
+/// Interfaces that are ports of a bridge or slaves of a bond (they have a
+/// master): what arrives there is seen again on the master.
+pub fn enslaved_interfaces() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut out: Vec<u32> = dir
+        .flatten()
+        .filter(|e| e.path().join("master").exists())
+        .filter_map(|e| {
+            std::fs::read_to_string(e.path().join("ifindex"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
 /// What one batch of sends met.
 #[derive(Debug, Default)]
 pub struct SendOutcome {
@@ -201,4 +222,58 @@ pub(crate) fn send_all(
         done += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_errno(e: i32) {
+        // SAFETY: errno is this thread's own variable.
+        unsafe { *libc::__errno_location() = e }
+    }
+
+    /// A fake sendmmsg: takes the next scripted answer (n sent, or -errno).
+    fn run(script: &[i32], packets: usize) -> (SendOutcome, Vec<usize>) {
+        // SAFETY: zeroed mmsghdr is valid; the fake never reads them.
+        let mut msgs: Vec<libc::mmsghdr> = (0..packets)
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        let mut calls = Vec::new();
+        let mut i = 0;
+        let out = send_all(
+            &mut msgs,
+            |rest| {
+                calls.push(rest.len());
+                let r = script.get(i).copied().unwrap_or(rest.len() as i32);
+                i += 1;
+                if r < 0 {
+                    set_errno(-r);
+                    -1
+                } else {
+                    r
+                }
+            },
+            |_| Some("198.18.200.9".parse().unwrap()),
+        );
+        (out, calls)
+    }
+
+    #[test]
+    fn a_full_queue_is_waited_out_and_counted() {
+        let (o, calls) = run(&[2, -libc::EAGAIN, -libc::ENOBUFS, 3], 5);
+        assert_eq!((o.refused, o.stalls), (0, 2));
+        assert!(o.first_error.is_none());
+        assert_eq!(calls, [5, 3, 3, 3]);
+    }
+
+    #[test]
+    fn a_refused_packet_is_skipped_not_fatal() {
+        let (o, calls) = run(&[1, -libc::EACCES, -libc::EPERM], 4);
+        assert_eq!((o.refused, o.stalls), (2, 0));
+        assert_eq!(calls, [4, 3, 2, 1]);
+        let e = o.first_error.unwrap();
+        assert!(!e.is_permission(), "{e}");
+        assert!(e.to_string().starts_with("send to 198.18.200.9"), "{e}");
+    }
 }

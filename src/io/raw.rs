@@ -41,6 +41,27 @@ impl RawSender {
         Ok(RawSender { sock })
     }
 
+    /// Lets `bytes` of datagrams wait in the kernel (SO_SNDBUFFORCE with
+    /// CAP_NET_ADMIN, else as much as the system allows): datagrams to
+    /// on-link hosts whose neighbour entry is unresolved wait there, and a
+    /// small buffer turns a few hundred of them into back-pressure.
+    pub fn set_send_buffer(&self, bytes: usize) {
+        let v = bytes.min(i32::MAX as usize) as libc::c_int;
+        // SAFETY: passes a pointer to a live c_int and its exact size.
+        let r = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                &v as *const libc::c_int as *const libc::c_void,
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            let _ = self.sock.set_send_buffer_size(bytes);
+        }
+    }
+
     /// Asks the kernel for a transmit timestamp of every datagram sent from
     /// now on, numbered by a send counter from 0 (see [`super::txstamp`]).
     pub fn enable_tx_stamps(&self) -> Result<(), IoError> {

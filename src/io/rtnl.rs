@@ -432,8 +432,10 @@ mod tests {
     use super::*;
     use crate::wire::testutil::Noise;
 
-    /// The kernel's answer to `ip route get 198.18.200.7` in a namespace whose
-    /// veth0 (ifindex 2) holds 198.18.200.1/24: unicast, main table, link scope.
+    /// An answer laid out as the kernel lays out its answer to `ip route get
+    /// 198.18.200.7` in a namespace whose veth0 (ifindex 2) holds
+    /// 198.18.200.1/24: unicast, main table, link scope (the live kernel's
+    /// answers are checked in `the_kernel_answers_for_loopback`).
     fn answer_v4() -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&0u32.to_ne_bytes());
@@ -523,6 +525,29 @@ mod tests {
         r.dst = "2001:db8::".parse().unwrap();
         r.dst_len = 0;
         assert_eq!(r.interval(), (0, u128::MAX));
+    }
+
+    /// The running kernel's own answers (a lookup sends no packet): the route
+    /// to 127.0.0.1 is `local` via lo from 127.0.0.1, and 127.0.0.0/8 is in
+    /// the dump (from the local table, which /proc/net/route does not show).
+    #[test]
+    fn the_kernel_answers_for_loopback() {
+        let mut nl = Rtnl::open().unwrap();
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let r = nl.get(lo, None).unwrap();
+        assert_eq!((r.kind, r.dst, r.prefsrc), (RouteType::Local, lo, Some(lo)));
+        assert_eq!(r.oif, Some(nix::net::if_::if_nametoindex("lo").unwrap()));
+        let table = nl.dump(false).unwrap();
+        assert!(
+            table.iter().any(|m| m.kind == RouteType::Local
+                && m.dst_len == 8
+                && m.interval().0 == 0x7f00_0000),
+            "{table:?}"
+        );
+        let v6 = nl.get("::1".parse().unwrap(), None).unwrap();
+        assert_eq!(v6.kind, RouteType::Local);
+        assert!(nl.dump(true).unwrap().iter().all(|m| m.dst.is_ipv6()));
+        let _ = nl.neighbours(false).unwrap();
     }
 
     #[test]

@@ -209,6 +209,8 @@ impl Lab {
             client_ns: format!("synscope-{id}-cli"),
             server_ns: format!("synscope-{id}-srv"),
             routers: (1..=n).map(|k| format!("synscope-{id}-r{k}")).collect(),
+            lan_ns: Vec::new(),
+            router_ns: None,
             listeners: Vec::new(),
             created: Vec::new(),
             reaper: None,

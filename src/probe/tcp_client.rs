@@ -320,6 +320,8 @@ pub struct TcpClient {
     /// The peer advertised a zero window while our request was not all sent.
     zero_window: bool,
     icmp: Option<IcmpEnd>,
+    /// How many segments were logged when we reached CLOSED.
+    closed_after: Option<usize>,
 }
 
 const OUR_WSCALE: u8 = 7;
@@ -360,6 +362,7 @@ impl TcpClient {
             received_data: 0,
             zero_window: false,
             icmp: None,
+            closed_after: None,
         }
     }
 
@@ -630,7 +633,35 @@ impl TcpClient {
         for s in self.states.iter_mut().filter(|s| s.cause == Some(i)) {
             s.at = at;
         }
+        if self.closed_after.is_some_and(|n| i < n) {
+            self.settle_closed();
+        }
         true
+    }
+
+    /// CLOSED comes after every segment sent or received before it, on the
+    /// wire's clock too: one we sent just before processing the segment that
+    /// closed us may leave (be stamped) after that segment arrived.
+    fn settle_closed(&mut self) {
+        let Some(n) = self.closed_after else {
+            return;
+        };
+        let Some(latest) = self.events[..n.min(self.events.len())]
+            .iter()
+            .map(|e| e.at)
+            .max()
+        else {
+            return;
+        };
+        if let Some(c) = self
+            .states
+            .iter_mut()
+            .rev()
+            .find(|s| s.side == Side::Client && s.state == TcpState::Closed)
+            && c.at < latest
+        {
+            c.at = latest;
+        }
     }
 
     /// The whole IP datagram for one of our segments.
@@ -1150,6 +1181,8 @@ impl TcpClient {
         self.give_up_at = None;
         if self.state != TcpState::Closed {
             self.set_state(Side::Client, TcpState::Closed, now, cause);
+            self.closed_after = Some(self.events.len());
+            self.settle_closed();
         }
     }
 
@@ -1751,6 +1784,25 @@ mod tests {
         let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
         c.on_segment(&peer(rst_ack, SeqNumber(0), ISN + 1, b""), at(50));
         assert_eq!(c.shortfalls(), ["no handshake: refused (RST to our SYN)"]);
+    }
+
+    /// The peer's last ACK closes us, but the ACK we had just sent to its
+    /// retransmitted FIN leaves later on the wire: CLOSED follows it.
+    #[test]
+    fn closed_is_stamped_after_an_earlier_sent_segment_that_left_late() {
+        let mut c = established(cfg());
+        let out = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b""), at(1_000));
+        assert_eq!(brief(&out), [(A, 1001, 5002, 0), (fa(), 1001, 5002, 0)]);
+        let dup = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b""), at(1_010));
+        assert_eq!(brief(&dup), [(A, 1002, 5002, 0)]);
+        c.on_segment(&peer(A, IRS + 2, ISN + 2, b""), at(1_020));
+        assert!(c.is_done());
+        assert_eq!(c.states().last().unwrap().at, at(1_020));
+        c.on_sent_stamp(&out[0], at(1_005));
+        c.on_sent_stamp(&out[1], at(1_006));
+        c.on_sent_stamp(&dup[0], at(1_030));
+        let closed = c.states().last().unwrap();
+        assert_eq!((closed.state, closed.at), (Closed, at(1_030)));
     }
 
     #[test]

@@ -140,6 +140,8 @@ pub struct ScanSummary {
     pub discovery: Option<DiscoverySummary>,
     /// Network and broadcast addresses of on-link IPv4 prefixes, not probed.
     pub skipped_addresses: u64,
+    /// Target addresses with no usable route (not probed, said on stderr).
+    pub unroutable_addresses: u64,
     /// Times the kernel's send queue was full (EAGAIN/ENOBUFS) and sending
     /// slowed down.
     pub send_backpressure: u64,
@@ -435,6 +437,13 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
             s.skipped_addresses
         )?;
     }
+    if s.unroutable_addresses > 0 {
+        writeln!(
+            out,
+            "not probed: {} target addresses with no route",
+            s.unroutable_addresses
+        )?;
+    }
     if s.send_backpressure > 0 {
         writeln!(
             out,
@@ -478,6 +487,7 @@ mod tests {
             cut_short: 3,
             discovery: None,
             skipped_addresses: 0,
+            unroutable_addresses: 0,
             send_backpressure: 0,
         }
     }
@@ -503,6 +513,73 @@ mod tests {
         }
         let kept = out.kept.len() + out.silent.as_ref().map_or(0, Vec::len);
         (String::from_utf8(out.finish(s).unwrap()).unwrap(), kept)
+    }
+
+    /// Host lines of discovery in each format, around one port result.
+    fn with_hosts(format: crate::report::OutputFormat) -> String {
+        let mut out = ScanOutput::new(Vec::new(), format, false);
+        let down = HostResult {
+            host: "198.18.200.9".parse().unwrap(),
+            up: false,
+            method: "ARP",
+            mac: None,
+            rtt_ns: None,
+        };
+        let up = HostResult {
+            host: "198.18.200.2".parse().unwrap(),
+            up: true,
+            method: "ARP",
+            mac: Some(crate::wire::MacAddr([2, 0x53, 0x53, 0xc8, 0, 2])),
+            rtt_ns: Some(12_500),
+        };
+        out.host(&up).unwrap();
+        out.host(&down).unwrap();
+        out.result(ScanResult {
+            verdict: ScanVerdict::Closed,
+            host: up.host,
+            ..silent(0)
+        })
+        .unwrap();
+        let mut s = summary(0, false);
+        s.discovery = Some(DiscoverySummary {
+            method: "ARP".into(),
+            addresses: 2,
+            up: 1,
+            down: 1,
+            requests: 4,
+            elapsed_s: 0.05,
+        });
+        String::from_utf8(out.finish(&s).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn discovered_hosts_in_every_format() {
+        let j: Value =
+            serde_json::from_str(&with_hosts(crate::report::OutputFormat::Json)).unwrap();
+        let r = j["results"].as_array().unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            r[0],
+            json!({"type": "host", "host": "198.18.200.2", "state": "up", "reason": "arp-reply",
+                   "mac": "02:53:53:c8:00:02", "rtt_us": 12.5})
+        );
+        assert_eq!(
+            r[1],
+            json!({"type": "host", "host": "198.18.200.9", "state": "down", "reason": "no ARP reply"})
+        );
+        assert_eq!(j["summary"]["discovery"]["up"], 1);
+        let nd = with_hosts(crate::report::OutputFormat::Ndjson);
+        assert_eq!(nd.lines().count(), 4);
+        for l in nd.lines() {
+            serde_json::from_str::<Value>(l).unwrap();
+        }
+        let t = with_hosts(crate::report::OutputFormat::Text);
+        assert!(t.starts_with("198.18.200.9  down (no ARP reply)\n"), "{t}");
+        assert!(!t.contains("arp-reply"), "{t}");
+        assert!(
+            t.contains("discovery: 2 addresses, 1 hosts up (ARP) in 0.05 s, 1 down; 4 requests"),
+            "{t}"
+        );
     }
 
     #[test]

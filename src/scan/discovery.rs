@@ -15,6 +15,9 @@ use std::time::Duration;
 
 /// Shortest quiet period that ends a round's wait once replies were seen.
 const MIN_QUIET: Duration = Duration::from_millis(20);
+/// The same for the last round: a slow host (a sleeping Wi-Fi client may take
+/// a hundred milliseconds to answer) still gets its last chance.
+const LAST_QUIET: Duration = Duration::from_millis(100);
 
 /// A host that answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +54,9 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Largest number of addresses discovered on one link (memory: 9 bytes each).
-    pub const MAX_ADDRESSES: u64 = 1 << 22;
+    /// Largest number of addresses discovered on one link (memory: 8 bytes
+    /// and a bit each, 8.5 MiB at most).
+    pub const MAX_ADDRESSES: u64 = 1 << 20;
 
     pub fn new(set: TargetSet, retries: u32, max_wait: Duration) -> Discovery {
         let n = set.len().min(Self::MAX_ADDRESSES);
@@ -103,11 +107,17 @@ impl Discovery {
             if self.up.len() as u64 >= self.len() {
                 return Step::Done;
             }
+            let min_quiet = if self.round >= self.retries {
+                LAST_QUIET
+            } else {
+                MIN_QUIET
+            };
             let quiet = if self.max_rtt == 0 {
                 self.max_wait
             } else {
                 (self.max_rtt.saturating_mul(8))
-                    .clamp(MIN_QUIET.as_nanos() as u64, self.max_wait.max(1))
+                    .max(min_quiet.as_nanos() as u64)
+                    .min(self.max_wait.max(1))
             };
             let deadline = (self.last_send.max(self.last_reply).saturating_add(quiet))
                 .min(self.last_send.saturating_add(self.max_wait));
@@ -155,10 +165,11 @@ impl Discovery {
         &self.up
     }
 
-    /// Addresses that never answered, ascending.
+    /// Addresses asked for that never answered, ascending (one never asked,
+    /// because discovery was interrupted, is not down: nothing is known of it).
     pub fn down(&self) -> impl Iterator<Item = IpAddr> + '_ {
         (0..self.len())
-            .filter(|i| !self.is_answered(*i))
+            .filter(|i| !self.is_answered(*i) && self.sent_at[*i as usize] != 0)
             .filter_map(|i| self.set.get(i))
     }
 
@@ -227,11 +238,12 @@ mod tests {
                 addr("198.18.200.4")
             ])
         );
-        assert!(matches!(
+        // the last round waits at least 100 ms for the slow
+        assert_eq!(
             d.step(Timestamp(t0 + 22 * MS), 10),
-            Step::WaitUntil(_)
-        ));
-        assert_eq!(d.step(Timestamp(t0 + 60 * MS), 10), Step::Done);
+            Step::WaitUntil(Timestamp(t0 + 121 * MS))
+        );
+        assert_eq!(d.step(Timestamp(t0 + 121 * MS), 10), Step::Done);
         assert_eq!(
             d.down().collect::<Vec<_>>(),
             [
@@ -244,9 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn an_address_never_asked_is_not_down() {
+        let mut d = Discovery::new(set("198.18.200.1-4"), 0, Duration::from_millis(200));
+        assert!(matches!(d.step(Timestamp(MS), 1), Step::Send(_)));
+        // interrupted here: only .1 was asked
+        assert_eq!(d.down().collect::<Vec<_>>(), [addr("198.18.200.1")]);
+    }
+
+    #[test]
     fn silence_waits_the_longest_and_all_answered_ends_at_once() {
         let mut d = Discovery::new(set("2001:db8:200::/127"), 2, Duration::from_millis(200));
         assert!(matches!(d.step(Timestamp(MS), 8), Step::Send(v) if v.len() == 2));
+        assert_eq!(d.down().count(), 2);
         assert_eq!(
             d.step(Timestamp(MS), 8),
             Step::WaitUntil(Timestamp(201 * MS))

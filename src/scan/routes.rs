@@ -5,39 +5,62 @@
 
 use std::net::IpAddr;
 
-/// Cuts the inclusive intervals `targets` at every boundary of `prefixes`, so
-/// that each piece lies wholly inside or wholly outside every prefix: the
-/// longest-prefix match, and so the route, is the same across a piece, and
-/// one lookup per piece tells the route of all of it.
+/// The address space cut at every boundary of a set of prefixes: within one
+/// region each prefix covers all of it or none, so the longest-prefix match,
+/// and so the route, is the same across it; one lookup per region tells the
+/// route of every target in it, however many target intervals it holds.
+#[derive(Debug, Clone)]
+pub struct Regions {
+    cuts: Vec<u128>,
+}
+
+impl Regions {
+    pub fn new(prefixes: impl IntoIterator<Item = (u128, u128)>) -> Regions {
+        let mut cuts: Vec<u128> = prefixes
+            .into_iter()
+            .flat_map(|(lo, hi)| [Some(lo), hi.checked_add(1)])
+            .flatten()
+            .collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        Regions { cuts }
+    }
+
+    /// The region holding address `x` (regions are numbered in address order).
+    pub fn of(&self, x: u128) -> usize {
+        self.cuts.partition_point(|&c| c <= x)
+    }
+
+    /// Cuts the inclusive intervals `targets` where regions meet.
+    pub fn split(&self, targets: &[(u128, u128)]) -> Vec<(u128, u128)> {
+        let mut out = Vec::new();
+        for &(lo, hi) in targets {
+            let mut start = lo;
+            for &c in &self.cuts[self.of(lo)..] {
+                if c > hi {
+                    break;
+                }
+                out.push((start, c - 1));
+                start = c;
+            }
+            out.push((start, hi));
+        }
+        out
+    }
+}
+
+/// Cuts the inclusive intervals `targets` at every boundary of `prefixes`
+/// (see [`Regions`]).
 pub fn split(
     targets: &[(u128, u128)],
     prefixes: impl IntoIterator<Item = (u128, u128)>,
 ) -> Vec<(u128, u128)> {
-    let mut cuts: Vec<u128> = prefixes
-        .into_iter()
-        .flat_map(|(lo, hi)| [Some(lo), hi.checked_add(1)])
-        .flatten()
-        .collect();
-    cuts.sort_unstable();
-    cuts.dedup();
-    let mut out = Vec::new();
-    for &(lo, hi) in targets {
-        let mut start = lo;
-        let first = cuts.partition_point(|&c| c <= lo);
-        for &c in &cuts[first..] {
-            if c > hi {
-                break;
-            }
-            out.push((start, c - 1));
-            start = c;
-        }
-        out.push((start, hi));
-    }
-    out
+    Regions::new(prefixes).split(targets)
 }
 
-/// The source address of every target: sorted, disjoint spans of target
-/// addresses (as integers of one family), each with the source its route gives.
+/// The source address of every target: sorted, disjoint spans of addresses
+/// (as integers of one family) covering the targets, each with the source
+/// their route gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceMap {
     spans: Vec<(u128, u128, IpAddr)>,
@@ -63,14 +86,16 @@ impl SourceMap {
         }
     }
 
-    /// From (lo, hi, source) spans of one family; adjacent spans with the
-    /// same source are merged.
+    /// From disjoint (lo, hi, source) spans of one family. Consecutive spans
+    /// with the same source are merged across the gap between them (no target
+    /// lies there), so a million scattered targets behind one route make one
+    /// span.
     pub fn from_spans(mut spans: Vec<(u128, u128, IpAddr)>) -> SourceMap {
         spans.sort_unstable_by_key(|s| s.0);
-        let mut out: Vec<(u128, u128, IpAddr)> = Vec::with_capacity(spans.len());
+        let mut out: Vec<(u128, u128, IpAddr)> = Vec::new();
         for s in spans {
             match out.last_mut() {
-                Some(l) if l.2 == s.2 && l.1.checked_add(1) == Some(s.0) => l.1 = s.1,
+                Some(l) if l.2 == s.2 => l.1 = l.1.max(s.1),
                 _ => out.push(s),
             }
         }
@@ -125,6 +150,27 @@ mod tests {
     }
 
     #[test]
+    fn many_targets_in_few_regions() {
+        // 100,000 scattered single addresses under a default route, a /16
+        // and a /32: three lookups' worth of regions, not 100,000
+        let r = Regions::new([
+            (0, 0xffff_ffff),
+            (0x0a01_0000, 0x0a01_ffff),
+            (0x0aff_ffff, 0x0aff_ffff),
+        ]);
+        let targets: Vec<(u128, u128)> = (0..100_000u128)
+            .map(|i| (i * 42_949 + 7, i * 42_949 + 7))
+            .collect();
+        let pieces = r.split(&targets);
+        assert_eq!(pieces.len(), targets.len());
+        let mut regions: Vec<usize> = pieces.iter().map(|p| r.of(p.0)).collect();
+        regions.dedup();
+        assert!(regions.len() <= 4, "{}", regions.len());
+        // a piece never straddles two regions
+        assert!(pieces.iter().all(|p| r.of(p.0) == r.of(p.1)));
+    }
+
+    #[test]
     fn sources_by_span() {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let lan: IpAddr = "198.18.200.1".parse().unwrap();
@@ -139,7 +185,11 @@ mod tests {
         assert_eq!(m.sources(), [lo, lan]);
         let one = SourceMap::single(lan);
         assert_eq!(one.source_for("1.2.3.4".parse().unwrap()), Some(lan));
-        let merged = SourceMap::from_spans(vec![(0, 4, lan), (5, 9, lan)]);
-        assert_eq!(merged.spans.len(), 1);
+        let merged = SourceMap::from_spans(vec![(0, 4, lan), (5, 9, lan), (20, 29, lan)]);
+        assert_eq!(merged.spans, [(0, 29, lan)]);
+        // a span of another source between them keeps them apart
+        let apart = SourceMap::from_spans(vec![(0, 4, lan), (7, 7, lo), (20, 29, lan)]);
+        assert_eq!(apart.spans.len(), 3);
+        assert_eq!(apart.source_for(IpAddr::from([0, 0, 0, 7])), Some(lo));
     }
 }

@@ -204,7 +204,10 @@ impl Path {
             ttl: 64,
             timeout: s.timeout,
             retries: s.retries,
-            answers_only: true,
+            // the answer set is all bulk prints and checks, except that
+            // --expect-signed looks at every RRset and at the authority
+            // section (a signed denial)
+            answers_only: !s.checks.signed,
         })
     }
 
@@ -223,6 +226,10 @@ impl Path {
             outbound: false,
         };
         let capture = BlockingCapture::open(0, &filter, 8 << 20)?;
+        // spares the kernel a copy of every query for this socket (best effort)
+        if let Err(e) = capture.ignore_outgoing() {
+            log.debug(|| format!("bulk: {e}"));
+        }
         // the kernel's stamp of each query leaving, from the raw socket's error
         // queue: without it, RTTs start at the user-space send time
         let tx_stamps = match sender.enable_tx_stamps() {
@@ -387,6 +394,7 @@ impl Path {
             return;
         };
         let (src, stop) = (self.src, Arc::clone(stop));
+        let answers_only = self.ex.config().answers_only;
         r.receiver = Some(std::thread::spawn(move || {
             let mut batch = Vec::with_capacity(RX_BATCH);
             while !stop.load(Ordering::Relaxed) {
@@ -399,7 +407,7 @@ impl Path {
                 let n = capture.recv_batch(wait, |p| {
                     batch.push(read_packet(
                         src,
-                        true,
+                        answers_only,
                         p.data,
                         p.direction,
                         p.timestamp,
@@ -605,7 +613,7 @@ struct NdjsonLine<'a> {
     qtype: &'a str,
     server: SocketAddr,
     status: Option<String>,
-    answers: Vec<String>,
+    answers: Answers<'a>,
     time_us: Option<f64>,
     rtt_source: Option<crate::probe::syn::RttSource>,
     attempts: u32,
@@ -617,6 +625,26 @@ struct NdjsonLine<'a> {
     /// Only when checks were given.
     #[serde(skip_serializing_if = "Option::is_none")]
     checks: Option<ChecksField<'a>>,
+}
+
+/// The answer set of a result ([`DnsResult::answer_set`]), serialised
+/// straight from the reply: no copy of each record's data.
+struct Answers<'a>(&'a DnsResult);
+
+impl serde::Serialize for Answers<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let r = self.0;
+        let mut seq = ser.serialize_seq(None)?;
+        if let Some(reply) = r.reply() {
+            for a in &reply.answer {
+                if r.qtype_code == 255 || a.type_code == r.qtype_code {
+                    seq.serialize_element(&a.data)?;
+                }
+            }
+        }
+        seq.end()
+    }
 }
 
 /// A bad input line, as printed.
@@ -726,7 +754,7 @@ impl<W: Write> Report<'_, W> {
             qtype: &r.qtype,
             server: r.server,
             status: r.reply().map(|x| rcode_name(x.rcode)),
-            answers: r.answer_set(),
+            answers: Answers(r),
             time_us: r.time().map(crate::report::micros),
             rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
             attempts: r.attempts,
