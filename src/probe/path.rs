@@ -1118,4 +1118,60 @@ mod tests {
         assert_eq!(reply_distance(250, 3, 1, syn_ack).initial, 255);
         assert!(!reply_distance(0, 1, 1, syn_ack).nearer);
     }
+
+    #[test]
+    fn the_destination_rejecting_is_told_apart_from_a_router() {
+        let mut p = PathProber::new(cfg());
+        let dst: IpAddr = "198.18.4.2".parse().unwrap();
+        for (ttl, syn) in send_due(&mut p, T0) {
+            let pkt = match ttl {
+                1..=3 => icmp(router(ttl), 11, 0, &syn, |_| {}),
+                _ => icmp(dst, 3, 3, &syn, |_| {}),
+            };
+            p.on_packet(
+                &pkt,
+                Direction::Incoming,
+                T0 + Duration::from_micros(9),
+                false,
+            );
+        }
+        match p.result().outcome {
+            Outcome::Rejected {
+                ttl,
+                hop,
+                from,
+                error,
+                by_destination,
+            } => {
+                assert_eq!((ttl, hop, from, by_destination), (4, 4, dst, true));
+                assert_eq!(error.name(), "port-unreachable");
+            }
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn an_on_link_destination_is_hop_1() {
+        let mut c = cfg();
+        c.count = 1;
+        let mut p = PathProber::new(c);
+        for (_, syn) in send_due(&mut p, T0) {
+            let pkt = synack(&syn, TcpFlags::RST.union(TcpFlags::ACK));
+            p.on_packet(
+                &pkt,
+                Direction::Incoming,
+                T0 + Duration::from_micros(9),
+                false,
+            );
+        }
+        let r = p.result();
+        assert_eq!(
+            r.outcome,
+            Outcome::Reached {
+                hop: 1,
+                open: false
+            }
+        );
+        assert_eq!((r.hops.len(), r.beyond), (1, GAP as usize - 1));
+    }
 }
