@@ -33,7 +33,9 @@ pub struct PathArgs {
     #[arg(long)]
     pub ecn: bool,
     /// IPv4 TOS / IPv6 traffic class of the SYNs (DSCP << 2 | ECN), decimal or
-    /// 0x hex, e.g. 0xb8 for DSCP EF, 0x02 for ECT(0); default 0.
+    /// 0x hex, e.g. 0xb8 for DSCP EF, 0x02 for ECT(0), so rewrites show. (Linux
+    /// refuses ECN for a SYN that is itself ECT: with --ecn, an ECT value finds
+    /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
     /// Send a bare SYN without options (default: MSS, SACK-permitted,
