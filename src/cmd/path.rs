@@ -72,7 +72,14 @@ pub async fn run(
     let mut interrupted = false;
     let signal = super::interrupted();
     tokio::pin!(signal);
+    // deadlines are on the kernel's (wall) clock; should it jump back, this
+    // monotonic bound still ends the run: every hop waited out once, and a second
+    let started = Instant::now();
+    let bound = s.timeout * (u32::from(s.max_hops) + 1) + Duration::from_secs(1);
     loop {
+        if started.elapsed() > bound {
+            prober.on_time(Timestamp(u64::MAX));
+        }
         for ttl in prober.due() {
             let r = PortReservation::reserve(route.src, 0)?;
             let now = Timestamp::now();
