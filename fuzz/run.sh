@@ -11,7 +11,7 @@ RUNS=${RUNS:-10000000}
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 status=0
-for t in ip tcp udp icmp datagram correlate dns reassembly neighbour; do
+for t in ip tcp udp icmp datagram correlate dns reassembly neighbour path; do
   corpus=$(mktemp -d)
   cp src/wire/fixtures/*.bin "$corpus/"
   # the DNS target starts from the DNS message inside the captured NSD answer

@@ -8,7 +8,7 @@
 set -euo pipefail
 pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils unbound ldnsutils time prometheus)
 if [ "${1:-}" = "--bench" ]; then
-  pkgs+=(hping3 nmap masscan bc dnsperf prometheus-blackbox-exporter curl)
+  pkgs+=(hping3 nmap masscan bc dnsperf traceroute prometheus-blackbox-exporter curl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

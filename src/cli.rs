@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+pub mod path;
+
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the port answered as expected (--expect, default open)
@@ -22,10 +24,11 @@ EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
      expected; scan: it ran to its end; trace: every trace did all it
      was asked: handshake, request acknowledged, teardown as --close says;
-     dns: every check passed)
+     dns: every check passed; path: the destination answered the SYNs)
   1  the expectation failed (ping: another verdict; scan: interrupted;
      trace: a trace did not, and its result line says what did not
-     happen; dns: a check failed)
+     happen; dns: a check failed; path: the SYNs were dropped or rejected
+     on the way)
   2  usage or setup error (one line on stderr says what and on what)
   3  dns only: no answer
   Each command's page (synscope-ping(1), ...) gives its own details.";
@@ -145,8 +148,8 @@ pub enum Command {
     Dns(DnsArgs),
     /// Run SYN, handshake and DNS probes continuously for Prometheus.
     ///
-    /// The probes of a TOML config run at their intervals (each at a random
-    /// phase, one at a time per probe); their kernel-timestamped stage times
+    /// The probes of a TOML config run at their intervals (one at a time per
+    /// probe, spread over time per target); their kernel-timestamped stage times
     /// are served on http://LISTEN/metrics as histograms
     /// (synscope_stage_duration_seconds{probe,stage}), with counters of probes,
     /// answers by verdict, losses (an unanswered or retransmitted SYN is loss,
@@ -172,6 +175,30 @@ pub enum Command {
     ///   curl 'http://127.0.0.1:9799/probe?target=198.18.0.2:443&module=web'
     #[command(after_long_help = EXPORTER_EXIT_CODES, verbatim_doc_comment)]
     Exporter(ExporterArgs),
+    /// Find where a port's SYNs die: a TCP traceroute to the real port.
+    ///
+    /// SYNs to HOST:PORT with TTL / hop limit 1, 2, 3, ... (--count per hop, all
+    /// in flight at once, timed by kernel timestamps). Each router answers the
+    /// SYN whose TTL ran out there with ICMP time-exceeded; the destination
+    /// answers with a SYN-ACK or an RST; a filter with an ICMP error or nothing.
+    /// The result names the last hop that forwarded and the hop that dropped or
+    /// rejected. Each time-exceeded quotes our SYN as that router saw it: the
+    /// ladder shows, at the first hop whose quote shows it, what changed against
+    /// what was sent (MSS clamped, window scale / SACK / timestamps stripped,
+    /// DSCP or ECN rewritten, ECE/CWR bleached, addresses and ports rewritten by
+    /// NAT, IP ID, TTL). A router quotes a SYN as it arrived: a change made by
+    /// hop N on its way out shows at hop N+1. When the destination's answer
+    /// crossed fewer routers back (by its TTL) than the SYNs took out, a note
+    /// says something nearer answered for it (a SYN proxy, a load balancer).
+    /// Hops go out 5 ahead of the farthest answer; 5 silent hops end the run.
+    ///
+    /// Examples:
+    ///   synscope path 198.18.4.2:443
+    ///   synscope path [2001:db8:4::2]:8080 -c 5 --json
+    ///   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
+    ///   synscope path db.example -p 5432 -m 20 -W 2s
+    #[command(after_long_help = path::PATH_EXIT_CODES, verbatim_doc_comment)]
+    Path(path::PathArgs),
 }
 
 pub const EXPORTER_EXIT_CODES: &str = "\

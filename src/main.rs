@@ -81,6 +81,12 @@ fn main() -> ExitCode {
                 .block_on(cmd::trace::run(&s, &mut out, log))
                 .map(|sum| exit(sum.all_succeeded))
         }),
+        Command::Path(args) => args.settings().map_err(CmdError::from).and_then(|s| {
+            let mut out = std::io::stdout().lock();
+            runtime()?
+                .block_on(cmd::path::run(&s, &mut out, log))
+                .map(|sum| exit(sum.reached && !sum.interrupted))
+        }),
         Command::Demo(args) => cmd::demo::run(args).map(exit),
         Command::Exporter(args) => {
             runtime().and_then(|rt| rt.block_on(cmd::exporter::run(&args.settings(), log)))

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod dns;
 pub mod exporter;
+pub mod path;
 pub mod ping;
 pub mod scan;
 mod scan_net;

@@ -4,6 +4,7 @@
 pub mod correlate;
 pub mod dns;
 pub mod fxhash;
+pub mod path;
 pub mod syn;
 pub mod tcp_client;
 

@@ -2,6 +2,7 @@
 
 pub mod dns;
 pub mod metrics;
+pub mod path;
 pub mod ping;
 pub mod scan;
 pub mod stats;
