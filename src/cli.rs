@@ -24,7 +24,8 @@ EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
      expected; scan: it ran to its end; trace: every trace did all it
      was asked: handshake, request acknowledged, teardown as --close says;
-     dns: every check passed; path: the destination answered the SYNs)
+     dns: every check passed; path: the destination answered the SYNs;
+     exporter: stopped by SIGTERM or SIGINT)
   1  the expectation failed (ping: another verdict; scan: interrupted;
      trace: a trace did not, and its result line says what did not
      happen; dns: a check failed; path: the SYNs were dropped or rejected
