@@ -12,7 +12,8 @@ use super::{
 use crate::cli::{BulkSource, DnsFormat, DnsSettings};
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
-use crate::io::capture::BlockingCapture;
+use crate::io::capture::{BlockingCapture, CapturedRef};
+use crate::io::ring::RingCapture;
 use crate::io::txstamp::SendLog;
 use crate::io::{IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent};
 use crate::probe::dns::{
@@ -159,7 +160,7 @@ enum Link {
 struct RawLink {
     sender: RawSender,
     /// Until the receiver thread starts.
-    capture: Option<BlockingCapture>,
+    capture: Option<Replies>,
     receiver: Option<std::thread::JoinHandle<Result<(), IoError>>>,
     ports: Vec<PortReservation>,
     batch: Vec<(IpAddr, Vec<u8>)>,
@@ -225,7 +226,15 @@ impl Path {
             // from the sender's transmit stamps
             outbound: false,
         };
-        let capture = BlockingCapture::open(0, &filter, 8 << 20)?;
+        // a TPACKET_V3 ring: no system call nor copy per reply (else a
+        // socket read with recvmmsg)
+        let capture = match RingCapture::open(0, &filter, 8 << 20) {
+            Ok(c) => Replies::Ring(c),
+            Err(e) => {
+                log.debug(|| format!("bulk: no capture ring ({e}): socket reads"));
+                Replies::Queue(BlockingCapture::open(0, &filter, 8 << 20)?)
+            }
+        };
         // spares the kernel a copy of every query for this socket (best effort)
         if let Err(e) = capture.ignore_outgoing() {
             log.debug(|| format!("bulk: {e}"));
@@ -586,6 +595,32 @@ async fn sockets_ready(paths: &[Path]) -> Result<(), IoError> {
         std::task::Poll::Pending
     })
     .await
+}
+
+/// The capture of the raw path's replies.
+enum Replies {
+    Ring(RingCapture),
+    Queue(BlockingCapture),
+}
+
+impl Replies {
+    fn ignore_outgoing(&self) -> Result<(), IoError> {
+        match self {
+            Replies::Ring(c) => c.ignore_outgoing(),
+            Replies::Queue(c) => c.ignore_outgoing(),
+        }
+    }
+
+    fn recv_batch(
+        &mut self,
+        timeout: Duration,
+        f: impl FnMut(CapturedRef<'_>),
+    ) -> Result<usize, IoError> {
+        match self {
+            Replies::Ring(c) => c.recv_batch(timeout, f),
+            Replies::Queue(c) => c.recv_batch(timeout, f),
+        }
+    }
 }
 
 /// What the receiver thread hands over: packets read and parsed, by value, in
