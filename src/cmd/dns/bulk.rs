@@ -167,7 +167,9 @@ struct RawLink {
     /// The key of each datagram in `batch`.
     batch_keys: Vec<QueryKey>,
     refused_at: Vec<usize>,
-    /// The kernel stamps our sends (SO_TIMESTAMPING on the raw socket).
+    /// The capture sees our queries leave, with their kernel stamps.
+    sends_captured: bool,
+    /// Else the kernel stamps our sends (SO_TIMESTAMPING on the raw socket).
     tx_stamps: bool,
     sends: SendLog<QueryKey>,
     stamps: Vec<(u32, Timestamp)>,
@@ -216,36 +218,41 @@ impl Path {
         let sender = RawSender::open(src, None)?;
         let ports = reserve_block(src, PORTS)?;
         let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
-        let filter = FlowFilter {
+        let mut filter = FlowFilter {
             local: src,
             remote: None,
             remote_port: None,
             local_ports: Some((lo, hi)),
             protocol: Protocol::UDP,
-            // not our own queries (half the packets): their send times come
-            // from the sender's transmit stamps
-            outbound: false,
+            // our own queries too: the ring stamps them as they leave, as
+            // tcpdump sees them, with no stamp read off an error queue
+            outbound: true,
         };
-        // a TPACKET_V3 ring: no system call nor copy per reply (else a
-        // socket read with recvmmsg)
-        let capture = match RingCapture::open(0, &filter, 8 << 20) {
-            Ok(c) => Replies::Ring(c),
+        // a TPACKET_V3 ring: no system call nor copy per packet
+        let ring = RingCapture::open(0, &filter, 8 << 20);
+        let (capture, sends_captured, tx_stamps) = match ring {
+            Ok(c) => (Replies::Ring(c), true, false),
             Err(e) => {
                 log.debug(|| format!("bulk: no capture ring ({e}): socket reads"));
-                Replies::Queue(BlockingCapture::open(0, &filter, 8 << 20)?)
-            }
-        };
-        // spares the kernel a copy of every query for this socket (best effort)
-        if let Err(e) = capture.ignore_outgoing() {
-            log.debug(|| format!("bulk: {e}"));
-        }
-        // the kernel's stamp of each query leaving, from the raw socket's error
-        // queue: without it, RTTs start at the user-space send time
-        let tx_stamps = match sender.enable_tx_stamps() {
-            Ok(()) => true,
-            Err(e) => {
-                log.debug(|| format!("bulk: no transmit timestamps ({e}): user-space send times"));
-                false
+                // replies only (half the packets), read with recvmmsg; the
+                // send times come from the sender's transmit stamps
+                filter.outbound = false;
+                let c = BlockingCapture::open(0, &filter, 8 << 20)?;
+                // spares the kernel a copy of every query for this socket (best effort)
+                if let Err(e) = c.ignore_outgoing() {
+                    log.debug(|| format!("bulk: {e}"));
+                }
+                // without stamps, RTTs start at the user-space send time
+                let stamped = match sender.enable_tx_stamps() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log.debug(|| {
+                            format!("bulk: no transmit timestamps ({e}): user-space send times")
+                        });
+                        false
+                    }
+                };
+                (Replies::Queue(c), false, stamped)
             }
         };
         log.debug(|| format!("bulk: raw sockets from {src}, ports {lo}-{hi}"));
@@ -262,6 +269,7 @@ impl Path {
                 batch: Vec::with_capacity(256),
                 batch_keys: Vec::with_capacity(256),
                 refused_at: Vec::new(),
+                sends_captured,
                 tx_stamps,
                 sends: SendLog::new(),
                 stamps: Vec::with_capacity(256),
@@ -290,7 +298,7 @@ impl Path {
     /// Are both ends of every RTT kernel stamps?
     fn kernel_timed(&self) -> bool {
         match &self.link {
-            Link::Raw(r) => r.tx_stamps,
+            Link::Raw(r) => r.sends_captured || r.tx_stamps,
             Link::Socket(_) => true,
         }
     }
@@ -349,11 +357,13 @@ impl Path {
                     r.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
                 r.refused_at.clear();
                 r.sender.send_batch_noting(&refs, &mut r.refused_at)?;
-                // a refused datagram took no send counter
-                let mut refused = r.refused_at.iter().peekable();
-                for (i, k) in r.batch_keys.iter().enumerate() {
-                    if refused.next_if_eq(&&i).is_none() {
-                        r.sends.sent(*k);
+                if r.tx_stamps {
+                    // a refused datagram took no send counter
+                    let mut refused = r.refused_at.iter().peekable();
+                    for (i, k) in r.batch_keys.iter().enumerate() {
+                        if refused.next_if_eq(&&i).is_none() {
+                            r.sends.sent(*k);
+                        }
                     }
                 }
                 r.batch.clear();
@@ -509,7 +519,9 @@ impl Path {
             match &mut self.link {
                 Link::Raw(l) => {
                     l.sender.send(r.key.server.ip(), &r.datagram)?;
-                    l.sends.sent(r.key);
+                    if l.tx_stamps {
+                        l.sends.sent(r.key);
+                    }
                 }
                 Link::Socket(k) => {
                     if let Some(i) = k
@@ -604,13 +616,6 @@ enum Replies {
 }
 
 impl Replies {
-    fn ignore_outgoing(&self) -> Result<(), IoError> {
-        match self {
-            Replies::Ring(c) => c.ignore_outgoing(),
-            Replies::Queue(c) => c.ignore_outgoing(),
-        }
-    }
-
     fn recv_batch(
         &mut self,
         timeout: Duration,
