@@ -25,7 +25,7 @@ use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_known, rcode_name};
 use hickory_proto::rr::{Name, RecordType};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -1056,7 +1056,7 @@ pub(super) async fn bulk(
     }
     let mut paths: Vec<Path> = Vec::new();
     // which path reaches a server (None: none of ours does)
-    let mut path_of: HashMap<IpAddr, Option<usize>> = HashMap::new();
+    let mut path_of: FxMap<IpAddr, Option<usize>> = FxMap::default();
     for server in &s.servers {
         let route = Route::lookup(server.ip(), None)?;
         let i = match paths.iter().position(|p| p.src == route.src) {
@@ -1110,7 +1110,7 @@ pub(super) async fn bulk(
         server_text: Vec::new(),
     };
     // servers that refused a query (ICMP error): later lines to them are not sent
-    let mut refused: HashMap<SocketAddr, Refusal> = HashMap::new();
+    let mut refused: FxMap<SocketAddr, Refusal> = FxMap::default();
     let progress = s.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_progress = started;
