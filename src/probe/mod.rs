@@ -3,6 +3,7 @@
 
 pub mod correlate;
 pub mod dns;
+pub mod fingerprint;
 pub mod fxhash;
 pub mod path;
 pub mod syn;
