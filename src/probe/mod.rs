@@ -8,6 +8,7 @@ pub mod fxhash;
 pub mod path;
 pub mod syn;
 pub mod tcp_client;
+pub mod verify;
 
 pub use correlate::{Correlator, Ignored, Match};
 pub use syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
