@@ -122,3 +122,96 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
         assert!(!text.contains("syn-proxy"), "{t}: {text}");
     }
 }
+
+#[test]
+fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
+    let lab = lab();
+    let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit up");
+    let ping = |target: &str, extra: &[&str]| {
+        let mut args = vec!["ping", target, "-c", "2", "-i", "100ms", "--verify"];
+        args.extend_from_slice(extra);
+        synscope(&lab, &args)
+    };
+
+    // the SYN proxy: open, and said to be a proxy, with its evidence
+    let proxied = format!("{}:8090", routed::server_v4(3));
+    let out = ping(&proxied, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    common::assert_status(&out, 0);
+    assert!(
+        text.contains("open (syn-proxy: ttl 62, later 61, window 0, later"),
+        "{text}"
+    );
+    assert!(text.contains("canary ports: "), "{text}");
+    assert!(!text.contains("answers every port"), "{text}");
+    let doc = json(&ping(&proxied, &["--json"]));
+    let c = &doc["probes"][0]["check"];
+    assert_eq!(c["check"], "handshake", "{c}");
+    assert_eq!(c["result"], "syn-proxy", "{c}");
+    assert_eq!(c["evidence"][0]["field"], "ttl", "{c}");
+    assert_eq!(c["evidence"][0]["syn_ack"], 62, "{c}");
+    assert_eq!(c["evidence"][0]["later"], 61, "{c}");
+    assert_eq!(doc["summary"]["verify"]["syn_proxy"], 2, "{doc}");
+    assert_eq!(doc["summary"]["open"], 2, "{doc}");
+
+    // the server itself, v4 and v6 (v6 8090 bypasses the proxy): verified
+    for t in [
+        format!("{}:80", routed::server_v4(3)),
+        format!("[{}]:80", routed::server_v6(3)),
+        format!("[{}]:8090", routed::server_v6(3)),
+    ] {
+        let out = ping(&t, &[]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{text}");
+        common::assert_status(&out, 0);
+        assert_eq!(text.matches("open (verified)").count(), 2, "{t}: {text}");
+        assert!(!text.contains("syn-proxy:"), "{t}: {text}");
+        assert!(
+            text.contains("verify: 2 verified, 0 syn-proxy"),
+            "{t}: {text}"
+        );
+        assert!(!text.contains("answers every port"), "{t}: {text}");
+        assert_eq!(
+            text.lines()
+                .find(|l| l.starts_with("canary ports: "))
+                .map(|l| l.matches(" rst").count()),
+            Some(3),
+            "{t}: canaries closed: {text}"
+        );
+    }
+    // a closed port: its RST is the host's, no alarm
+    let closed = format!("{}:7777", routed::server_v4(3));
+    let out = ping(&closed, &["--expect", "closed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    common::assert_status(&out, 0);
+    assert!(!text.contains("rst not from the host"), "{text}");
+
+    // the tarpit answers its canaries too: said once, not counted as open
+    let t = format!("{}:80", tarpit.v4);
+    let out = ping(&t, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    common::assert_status(&out, 1);
+    assert_eq!(
+        text.matches("answers every port (tarpit/proxy): canary ports")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("(0 open"), "{text}");
+    assert!(text.contains("seq=0 sport="), "{text}");
+    assert!(!text.contains(" open (answers"), "{text}");
+    let doc = json(&ping(&t, &["--json"]));
+    assert_eq!(
+        doc["summary"]["verify"]["answers_every_port"], true,
+        "{doc}"
+    );
+    assert_eq!(doc["summary"]["open"], 0, "{doc}");
+    assert_eq!(doc["probes"][0]["verdict"], "answers-every-port", "{doc}");
+    let t6 = format!("[{}]:443", tarpit.v6);
+    let out = ping(&t6, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    common::assert_status(&out, 1);
+    assert!(text.contains("answers every port (tarpit/proxy)"), "{text}");
+}
