@@ -215,3 +215,51 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
     common::assert_status(&out, 1);
     assert!(text.contains("answers every port (tarpit/proxy)"), "{text}");
 }
+
+#[test]
+fn ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own() {
+    let lab = lab();
+    // router 3 answers SYNs to 7778 with an RST in the server's name: one hop
+    // closer than the server, so its TTL arrives one higher
+    let mut nft = lab
+        .router_command(3, "nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    std::io::Write::write_all(
+        nft.stdin.as_mut().unwrap(),
+        b"table inet synscope_inject {\n  chain inject {\n    type filter hook forward priority filter; policy accept;\n    tcp dport 7778 reject with tcp reset\n  }\n}\n",
+    )
+    .unwrap();
+    drop(nft.stdin.take());
+    let st = nft.wait().unwrap();
+    assert!(st.success());
+    let injected = format!("{}:7778", routed::server_v4(3));
+    let out = synscope(
+        &lab,
+        &[
+            "ping", &injected, "-c", "1", "--verify", "--expect", "closed",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    common::assert_status(&out, 0);
+    assert!(
+        text.contains("closed (rst not from the host?: rst ttl 62, host 61)"),
+        "{text}"
+    );
+    let out = synscope(
+        &lab,
+        &[
+            "ping", &injected, "-c", "1", "--verify", "--expect", "closed", "--json",
+        ],
+    );
+    let doc = json(&out);
+    let c = &doc["probes"][0]["check"];
+    assert_eq!(c["check"], "suspect-rst", "{c}");
+    assert_eq!(c["evidence"][0]["field"], "rst-ttl", "{c}");
+    assert_eq!(c["evidence"][0]["rst"], 62, "{c}");
+    assert_eq!(c["evidence"][0]["host"], 61, "{c}");
+    assert_eq!(doc["summary"]["verify"]["suspect_rst"], 1, "{doc}");
+}
