@@ -103,6 +103,12 @@ pub enum Command {
     /// runs, an nftables table (owner flag: it vanishes with the process, even
     /// on SIGKILL) keeps the local kernel from resetting exactly this flow.
     ///
+    /// The SYN-ACK's fingerprint (TTL / hop limit, window, option layout,
+    /// timestamp clock) is compared with the server's later segments: `port:
+    /// open (syn-proxy: ttl 62, later 61, window 0, later 64)` when a SYN proxy
+    /// answered for the server, `port: open (verified: ...)` when they match
+    /// (JSON: `verification`).
+    ///
     /// Examples:
     ///   synscope trace 198.18.0.2:80 --send 'GET / HTTP/1.0\r\n\r\n'
     ///   synscope trace 198.18.0.2:22                  # a banner server closes first?
