@@ -121,6 +121,29 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
         assert!(text.contains("port: open (verified"), "{t}: {text}");
         assert!(!text.contains("syn-proxy"), "{t}: {text}");
     }
+
+    // the tarpit sends nothing after its SYN-ACK: nothing to compare with
+    // (trace has no canaries: `ping --verify` names a host answering every port)
+    let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit up");
+    let t = format!("{}:80", tarpit.v4);
+    let out = synscope(
+        &lab,
+        &[
+            "trace",
+            &t,
+            "--idle",
+            "100ms",
+            "--time-wait",
+            "100ms",
+            "--max-wait",
+            "2s",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("port: open (unverified: nothing came after the SYN-ACK)"),
+        "{text}"
+    );
 }
 
 #[test]
