@@ -299,7 +299,7 @@ async fn handshake(
         format: crate::report::OutputFormat::Text,
         pcap: None,
     };
-    let (c, stopped) =
+    let (c, _fingerprints, stopped) =
         crate::cmd::trace::one_trace(&s, &route, sender, &mut None, stop, log).await?;
     if stopped {
         return Err(CmdError::Setup("stopped".into()));
