@@ -9,10 +9,14 @@ use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+pub mod path;
+
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the port answered as expected (--expect, default open)
-  1  it did not (other verdict, or no answer at all)
+  1  it did not (other verdict, or no answer at all); with --verify, a
+     SYN-ACK from a host that answers every port (its canary ports answer
+     too) is not counted as open
   2  usage or setup error (bad arguments, unknown host, missing privileges)
   On Ctrl-C (SIGINT) or SIGTERM the summary so far is printed and the exit
   status is computed from the probes finished so far.";
@@ -22,10 +26,12 @@ EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
      expected; scan: it ran to its end; trace: every trace did all it
      was asked: handshake, request acknowledged, teardown as --close says;
-     dns: every check passed)
+     dns: every check passed; path: the destination answered the SYNs;
+     exporter: stopped by SIGTERM or SIGINT)
   1  the expectation failed (ping: another verdict; scan: interrupted;
      trace: a trace did not, and its result line says what did not
-     happen; dns: a check failed)
+     happen; dns: a check failed; path: the SYNs were dropped or rejected
+     on the way)
   2  usage or setup error (one line on stderr says what and on what)
   3  dns only: no answer
   Each command's page (synscope-ping(1), ...) gives its own details.";
@@ -98,6 +104,12 @@ pub enum Command {
     /// runs, an nftables table (owner flag: it vanishes with the process, even
     /// on SIGKILL) keeps the local kernel from resetting exactly this flow.
     ///
+    /// The SYN-ACK's fingerprint (TTL / hop limit, window, option layout,
+    /// timestamp clock) is compared with the server's later segments: `port:
+    /// open (syn-proxy: ttl 62, later 61, window 0, later 64)` when a SYN proxy
+    /// answered for the server, `port: open (verified: ...)` when they match
+    /// (JSON: `verification`).
+    ///
     /// Examples:
     ///   synscope trace 198.18.0.2:80 --send 'GET / HTTP/1.0\r\n\r\n'
     ///   synscope trace 198.18.0.2:22                  # a banner server closes first?
@@ -143,6 +155,87 @@ pub enum Command {
     ///   synscope dns -f names.txt @198.18.0.2 @198.18.0.3 --spread --expect-rcode NOERROR
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
+    /// Run SYN, handshake and DNS probes continuously for Prometheus.
+    ///
+    /// The probes of a TOML config run at their intervals (one at a time per
+    /// probe, spread over time per target); their kernel-timestamped stage times
+    /// are served on http://LISTEN/metrics as histograms
+    /// (synscope_stage_duration_seconds{probe,stage}), with counters of probes,
+    /// answers by verdict, losses (an unanswered or retransmitted SYN is loss,
+    /// never latency), failed DNS checks and ignored packets. /probe?target=
+    /// HOST:PORT&module=NAME runs probe NAME once against the target and
+    /// answers like blackbox_exporter (probe_success, probe_duration_seconds).
+    /// SIGHUP reloads the config (counters carry on); SIGTERM stops it.
+    ///
+    /// Config (each [[probe]]: name, kind = syn | handshake | dns, target,
+    /// interval, timeout ≤ interval; handshake: request, close = fin | rst;
+    /// dns: query, type, expect, expect_contains, expect_rcode, expect_regex,
+    /// max_time; syn, handshake: bare_syn):
+    ///   [[probe]]
+    ///   name = "web"
+    ///   kind = "syn"
+    ///   target = "198.18.0.2:80"
+    ///   interval = "1s"
+    ///   timeout = "500ms"
+    ///
+    /// Examples:
+    ///   synscope exporter --config probes.toml
+    ///   synscope exporter --config probes.toml --listen [::1]:9799
+    ///   curl 'http://127.0.0.1:9799/probe?target=198.18.0.2:443&module=web'
+    #[command(after_long_help = EXPORTER_EXIT_CODES, verbatim_doc_comment)]
+    Exporter(ExporterArgs),
+    /// Find where a port's SYNs die: a TCP traceroute to the real port.
+    ///
+    /// SYNs to HOST:PORT with TTL / hop limit 1, 2, 3, ... (--count per hop, all
+    /// in flight at once, timed by kernel timestamps). Each router answers the
+    /// SYN whose TTL ran out there with ICMP time-exceeded; the destination
+    /// answers with a SYN-ACK or an RST; a filter with an ICMP error or nothing.
+    /// The result names the last hop that forwarded and the hop that dropped or
+    /// rejected. Each time-exceeded quotes our SYN as that router saw it: the
+    /// ladder shows, at the first hop whose quote shows it, what changed against
+    /// what was sent (MSS clamped, window scale / SACK / timestamps stripped,
+    /// DSCP or ECN rewritten, ECE/CWR bleached, addresses and ports rewritten by
+    /// NAT, IP ID, TTL). A router quotes a SYN as it arrived: a change made by
+    /// hop N on its way out shows at hop N+1. When the destination's answer
+    /// crossed fewer routers back (by its TTL) than the SYNs took out, a note
+    /// says something nearer answered for it (a SYN proxy, a load balancer).
+    /// Hops go out 5 ahead of the farthest answer; 5 silent hops end the run.
+    ///
+    /// Examples:
+    ///   synscope path 198.18.4.2:443
+    ///   synscope path [2001:db8:4::2]:8080 -c 5 --json
+    ///   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
+    ///   synscope path db.example -p 5432 -m 20 -W 2s
+    #[command(after_long_help = path::PATH_EXIT_CODES, verbatim_doc_comment)]
+    Path(path::PathArgs),
+}
+
+pub const EXPORTER_EXIT_CODES: &str = "\
+EXIT STATUS:
+  0  stopped by SIGTERM or SIGINT
+  2  usage or setup error: a bad config (one line says which file, line and
+     field), the listen address taken, missing privileges
+  A bad config on SIGHUP is reported on stderr and the running one stays.";
+
+/// Arguments of `synscope exporter`.
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// The TOML file listing the probes.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: std::path::PathBuf,
+    /// Where to serve /metrics and /probe (default: the config's `listen`,
+    /// else 127.0.0.1:9799).
+    #[arg(short, long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl ExporterArgs {
+    pub fn settings(&self) -> crate::cmd::exporter::ExporterSettings {
+        crate::cmd::exporter::ExporterSettings {
+            config: self.config.clone(),
+            listen: self.listen,
+        }
+    }
 }
 
 /// `HOST[:PORT]`, `-p`, `-4`/`-6`: one target host and port (ping, trace).
@@ -227,6 +320,20 @@ pub struct PingArgs {
     /// Write every packet sent and received to this pcap file (nanosecond stamps).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
+    /// Check that the SYN-ACK really comes from the server. First, SYNs to 3
+    /// random closed-on-any-normal-host canary ports (49152-65535): if all
+    /// answer SYN-ACK, the host answers every port (tarpit/proxy), said once,
+    /// and its SYN-ACKs are not counted as open. Then each SYN-ACK's handshake
+    /// is completed from raw (ACK, then a keepalive-style probe the server
+    /// ACKs), the server's next segments are compared with the SYN-ACK (TTL,
+    /// window, options, timestamp clock) and the connection is reset:
+    /// `open (syn-proxy: ttl 62, later 61, window 0, later 63)` when they
+    /// differ, `open (verified)` when not. An RST whose TTL or IP ID is not the
+    /// host's is shown as `closed (rst not from the host?: ...)`. The kernel's
+    /// own RSTs to the target port are held back by an nftables rule for the
+    /// run. Example: synscope ping 198.18.4.2:8090 -c 3 --verify
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub const TRACE_EXIT_CODES: &str = "\
@@ -1099,6 +1206,8 @@ pub struct PingSettings {
     pub format: OutputFormat,
     pub verbose: bool,
     pub pcap: Option<std::path::PathBuf>,
+    /// Canary ports first, then complete and check each handshake.
+    pub verify: bool,
 }
 
 /// Splits `HOST[:PORT]`: `198.18.0.2:80`, `[2001:db8::2]:443`, `2001:db8::2`, `name:22`.
@@ -1184,6 +1293,7 @@ impl PingArgs {
             format,
             verbose,
             pcap: self.pcap.clone(),
+            verify: self.verify,
         })
     }
 }

@@ -116,6 +116,9 @@ pub struct LabError(pub String);
 pub struct Lab {
     pub client_ns: String,
     pub server_ns: String,
+    /// The routed lab's routers between client and server, client side
+    /// first (see [`routed`]; empty in a lab made by [`Lab::up`]).
+    pub routers: Vec<String>,
     /// The namespaces of the LAN hosts (as in [`LabSpec::lan`]).
     pub lan_ns: Vec<String>,
     /// The router namespace of the second route.
@@ -125,6 +128,8 @@ pub struct Lab {
     /// Deletes the namespaces if this process dies without dropping the lab.
     reaper: Option<std::process::Child>,
 }
+
+pub mod routed;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -211,6 +216,7 @@ impl Lab {
         let mut lab = Lab {
             client_ns: format!("synscope-{id}-cli"),
             server_ns: format!("synscope-{id}-srv"),
+            routers: Vec::new(),
             lan_ns: spec
                 .lan
                 .iter()

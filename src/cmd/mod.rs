@@ -2,6 +2,8 @@
 
 pub mod demo;
 pub mod dns;
+pub mod exporter;
+pub mod path;
 pub mod ping;
 pub mod scan;
 mod scan_net;

@@ -97,7 +97,7 @@ fn rule_expressions(
     } else {
         (8, 24, 16)
     };
-    vec![
+    let mut e = vec![
         load(NETWORK_HEADER, src_off, alen),
         cmp_eq(addr_bytes(local.ip())),
         load(NETWORK_HEADER, dst_off, alen),
@@ -108,8 +108,13 @@ fn rule_expressions(
         ])
         .into(),
         cmp_eq(vec![6]),
-        load(TRANSPORT_HEADER, 0, 2),
-        cmp_eq(local.port().to_be_bytes().to_vec()),
+    ];
+    // local port 0: any of ours (ping --verify, one rule for the whole run)
+    if local.port() != 0 {
+        e.push(load(TRANSPORT_HEADER, 0, 2));
+        e.push(cmp_eq(local.port().to_be_bytes().to_vec()));
+    }
+    e.extend([
         load(TRANSPORT_HEADER, 2, 2),
         cmp_eq(remote.port().to_be_bytes().to_vec()),
         load(TRANSPORT_HEADER, 13, 1),
@@ -130,7 +135,8 @@ fn rule_expressions(
             )])),
         ])
         .into(),
-    ]
+    ]);
+    e
 }
 
 /// The netlink batch that creates the owner table, its chain and its rule.
@@ -206,7 +212,8 @@ pub fn batch(table: &str, local: SocketAddr, remote: SocketAddr, pid: u32) -> Ve
 }
 
 impl RstFilter {
-    /// Installs the filter for the flow `local` → `remote`. Needs CAP_NET_ADMIN.
+    /// Installs the filter for the flow `local` → `remote` (local port 0: from
+    /// any of our ports). Needs CAP_NET_ADMIN.
     pub fn install(local: SocketAddr, remote: SocketAddr) -> Result<RstFilter, IoError> {
         let table = format!("synscope_{}_{}", std::process::id(), local.port());
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(err("open netlink socket"))?;

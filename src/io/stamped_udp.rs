@@ -505,7 +505,9 @@ mod tests {
         let mut b = StampedUdp::bind(lo).unwrap();
         let (pa, pb) = (a.local_addr(), b.local_addr());
         assert_ne!(pa.port(), 0);
+        // both ends: b's RX stamps are checked below
         assert!(a.ready_stamps().await.unwrap());
+        assert!(b.ready_stamps().await.unwrap());
         // the stamp probes used the first numbers
         let first = a.next_seq();
         assert!(first > 0);

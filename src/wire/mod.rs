@@ -10,6 +10,7 @@ pub mod dns;
 pub mod icmp;
 pub mod ip;
 pub mod ndp;
+pub mod quote;
 pub mod reassembly;
 pub mod seq;
 pub mod tcp;
