@@ -124,6 +124,23 @@ const CASES: &[(&[&str], &str)] = &[
     ),
     (&["scan", "198.18.0.1", "-p", "80", "--rate", "0"], "--rate"),
     (
+        &["scan", "198.18.0.1", "-p", "80", "--rate", "fast"],
+        "'fast' is not a rate: give auto or probes per second",
+    ),
+    (
+        &[
+            "scan",
+            "198.18.0.1",
+            "-p",
+            "80",
+            "--min-rate",
+            "5000",
+            "--max-rate",
+            "1000",
+        ],
+        "--min-rate 5000 is above --max-rate 1000",
+    ),
+    (
         &["scan", "198.18.0.1", "-p", "80", "--wait", "soon"],
         "bad duration 'soon'",
     ),
