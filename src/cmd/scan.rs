@@ -516,14 +516,17 @@ fn send_blocks(
                 let mut ctl = lock(&b.shared.ctl);
                 ctl.on_receiver(b.shared.receiver_ns.load(RELAXED));
                 ctl.tick(Timestamp::now().0);
-                let loss = if round == 0 {
-                    let (n0, l0) = judged_before;
-                    let (n, l) = ctl.judged();
-                    if n > n0 {
-                        ((l - l0) / (n - n0) as f64).clamp(0.0, 1.0)
-                    } else {
-                        ctl.last_loss
-                    }
+                let (n0, l0) = judged_before;
+                let (n, l) = ctl.judged();
+                let first_round_loss = if n > n0 {
+                    ((l - l0) / (n - n0) as f64).clamp(0.0, 1.0)
+                } else {
+                    ctl.last_loss
+                };
+                // retries go at the rate control settled on (auto), whose last
+                // measured loss applies; at a fixed rate, the first round's
+                let loss = if round == 0 || s.auto_rate.is_none() {
+                    first_round_loss
                 } else {
                     ctl.last_loss
                 };
