@@ -104,6 +104,34 @@ fn policed_path_auto_gets_every_verdict_right_where_a_fixed_high_rate_does_not()
     assert!(c["uncertain_pairs"].as_f64().unwrap() >= 1.0, "{c}");
 }
 
+/// A bottleneck with a short queue (HTB, 8 Mbit/s, 10 packets, on the
+/// server's replies): auto backs off to what it carries, every verdict right.
+#[test]
+fn bottleneck_with_a_short_queue_auto_gets_every_verdict_right() {
+    let spec = LabSpec {
+        reply_bottleneck_kbit: Some(8_000),
+        ..LabSpec::standard()
+    };
+    let lab = Lab::up(&spec).unwrap();
+    let (out, t) = scan(&lab, &["198.18.0.2", "-p-", "--ndjson"]);
+    let lines = ndjson(&out);
+    let s = summary(&lines);
+    eprintln!(
+        "HTB 8 Mbit/s, 10-packet queue, default --rate auto: {t:.2} s, {} SYNs, coverage {}",
+        s["sent"], s["coverage"]
+    );
+    assert_eq!(wrong(&lines), 0, "{s}");
+    assert!(t < 60.0, "{t}");
+    // for the record: a fixed rate above the bottleneck
+    let (out, t) = scan(&lab, &["198.18.0.2", "-p-", "--rate", "200000", "--ndjson"]);
+    let lines = ndjson(&out);
+    eprintln!(
+        "HTB, --rate 200000: {t:.2} s, {} wrong, coverage {}",
+        wrong(&lines),
+        summary(&lines)["coverage"]
+    );
+}
+
 #[test]
 fn clean_path_auto_is_near_the_fixed_ceiling_and_says_no_loss() {
     let lab = Lab::up(&LabSpec::standard()).unwrap();

@@ -169,7 +169,10 @@ mod tests {
     #[test]
     fn derived_seed_is_fixed_and_follows_the_definition() {
         use crate::scan::{PortList, TargetSet};
-        let t = vec![TargetSet::from_ranges(false, vec![(0xc612_0000, 0xc612_00ff)])];
+        let t = vec![TargetSet::from_ranges(
+            false,
+            vec![(0xc612_0000, 0xc612_00ff)],
+        )];
         let p = PortList::parse("1-3000").unwrap();
         let a = derived_seed(&t, &p, 3);
         // the same on every machine and version: pinned
