@@ -203,6 +203,26 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
             "{t}: canaries closed: {text}"
         );
     }
+    // one fixed source port: the next probe waits for the check (and its RST)
+    let t = format!("{}:80", routed::server_v4(3));
+    let out = synscope(
+        &lab,
+        &[
+            "ping",
+            &t,
+            "-c",
+            "3",
+            "-i",
+            "1ns",
+            "--verify",
+            "--source-port",
+            "40999",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    common::assert_status(&out, 0);
+    assert_eq!(text.matches("open (verified)").count(), 3, "{text}");
+
     // a closed port: its RST is the host's, no alarm
     let closed = format!("{}:7777", routed::server_v4(3));
     let out = ping(&closed, &["--expect", "closed"]);

@@ -333,7 +333,7 @@ pub async fn run(
         if !more_to_send && st.busy() == 0 {
             break;
         }
-        let can_send = more_to_send && st.pinger.outstanding() < window;
+        let can_send = more_to_send && st.busy() < window;
         let verify_deadline = st.verify.as_ref().and_then(|v| v.verifier.next_deadline());
         let next = match (st.pinger.next_deadline(), verify_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -380,7 +380,7 @@ pub async fn run(
             }
             st.verify_due(out, settled)?;
         }
-        let outstanding = st.pinger.outstanding();
+        let outstanding = st.busy();
         if more_to_send && outstanding >= window && !window_said && Instant::now() >= next_send {
             window_said = true;
             eprintln!(
