@@ -203,6 +203,18 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
             "{t}: canaries closed: {text}"
         );
     }
+    // every checked handshake was reset: no connection left on the server
+    let ss = lab
+        .server_command("ss")
+        .args(["-Htn", "state", "established"])
+        .output()
+        .expect("run ss");
+    let left = String::from_utf8_lossy(&ss.stdout);
+    assert!(
+        !left.contains(":80 ") && !left.contains(":8090 "),
+        "left open: {left}"
+    );
+
     // one fixed source port: the next probe waits for the check (and its RST)
     let t = format!("{}:80", routed::server_v4(3));
     let out = synscope(
