@@ -264,6 +264,16 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
     );
     assert_eq!(doc["summary"]["open"], 0, "{doc}");
     assert_eq!(doc["probes"][0]["verdict"], "answers-every-port", "{doc}");
+    let out = ping(&t, &["--ndjson"]);
+    let first: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or(""),
+    )
+    .expect("an NDJSON line");
+    assert_eq!(first["type"], "canaries", "{first}");
+    assert_eq!(first["answers_every_port"], true, "{first}");
     let t6 = format!("[{}]:443", tarpit.v6);
     let out = ping(&t6, &[]);
     let text = String::from_utf8_lossy(&out.stdout);

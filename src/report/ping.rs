@@ -237,6 +237,15 @@ impl PingReport {
                 writeln!(out, "canary ports: {list}")?;
             }
         }
+        if self.format == OutputFormat::Ndjson {
+            let v = json!({
+                "type": "canaries",
+                "canary_ports": ports,
+                "canary_verdicts": verdicts,
+                "answers_every_port": answers_every_port,
+            });
+            writeln!(out, "{v}")?;
+        }
         self.verify = Some(VerifySummary {
             canary_ports: ports,
             canary_verdicts: verdicts,
