@@ -141,6 +141,7 @@ async fn canaries(
     sender: &RawSender,
     capture: &mut Capture,
     verifier: &mut Verifier,
+    pcap: &mut Option<PcapWriter>,
 ) -> Result<(Vec<u16>, Vec<String>, bool), CmdError> {
     let ports = verify::canary_ports(CANARIES, s.target.port(), rand::random);
     let mut probes = Vec::new();
@@ -174,6 +175,9 @@ async fn canaries(
         match tokio::time::timeout_at(end.into(), capture.recv()).await {
             Ok(p) => {
                 let p = p?;
+                if let Some(w) = pcap.as_mut() {
+                    w.write(p.timestamp, &p.data)?;
+                }
                 for (i, pr) in probes.iter_mut().enumerate() {
                     if let Some(r) =
                         pr.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
@@ -287,8 +291,16 @@ pub async fn run(
     let mut verifying = None;
     if let Some(c) = canary_capture.as_mut() {
         let mut verifier = Verifier::new(route.src, s.target, s.ttl);
-        let (ports, verdicts, all) =
-            canaries(s, route.src, route.mss(), &sender, c, &mut verifier).await?;
+        let (ports, verdicts, all) = canaries(
+            s,
+            route.src,
+            route.mss(),
+            &sender,
+            c,
+            &mut verifier,
+            &mut pcap,
+        )
+        .await?;
         log.debug(|| format!("canary ports {ports:?}: {verdicts:?}"));
         report.canaries(out, ports, verdicts, all)?;
         verifying = Some(Verifying {
