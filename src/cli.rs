@@ -26,7 +26,8 @@ EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
      expected; scan: it ran to its end; trace: every trace did all it
      was asked: handshake, request acknowledged, teardown as --close says;
-     dns: every check passed; path: the destination answered the SYNs)
+     dns: every check passed; path: the destination answered the SYNs;
+     exporter: stopped by SIGTERM or SIGINT)
   1  the expectation failed (ping: another verdict; scan: interrupted;
      trace: a trace did not, and its result line says what did not
      happen; dns: a check failed; path: the SYNs were dropped or rejected
@@ -154,6 +155,35 @@ pub enum Command {
     ///   synscope dns -f names.txt @198.18.0.2 @198.18.0.3 --spread --expect-rcode NOERROR
     #[command(after_long_help = DNS_EXIT_CODES, verbatim_doc_comment)]
     Dns(DnsArgs),
+    /// Run SYN, handshake and DNS probes continuously for Prometheus.
+    ///
+    /// The probes of a TOML config run at their intervals (one at a time per
+    /// probe, spread over time per target); their kernel-timestamped stage times
+    /// are served on http://LISTEN/metrics as histograms
+    /// (synscope_stage_duration_seconds{probe,stage}), with counters of probes,
+    /// answers by verdict, losses (an unanswered or retransmitted SYN is loss,
+    /// never latency), failed DNS checks and ignored packets. /probe?target=
+    /// HOST:PORT&module=NAME runs probe NAME once against the target and
+    /// answers like blackbox_exporter (probe_success, probe_duration_seconds).
+    /// SIGHUP reloads the config (counters carry on); SIGTERM stops it.
+    ///
+    /// Config (each [[probe]]: name, kind = syn | handshake | dns, target,
+    /// interval, timeout ≤ interval; handshake: request, close = fin | rst;
+    /// dns: query, type, expect, expect_contains, expect_rcode, expect_regex,
+    /// max_time; syn, handshake: bare_syn):
+    ///   [[probe]]
+    ///   name = "web"
+    ///   kind = "syn"
+    ///   target = "198.18.0.2:80"
+    ///   interval = "1s"
+    ///   timeout = "500ms"
+    ///
+    /// Examples:
+    ///   synscope exporter --config probes.toml
+    ///   synscope exporter --config probes.toml --listen [::1]:9799
+    ///   curl 'http://127.0.0.1:9799/probe?target=198.18.0.2:443&module=web'
+    #[command(after_long_help = EXPORTER_EXIT_CODES, verbatim_doc_comment)]
+    Exporter(ExporterArgs),
     /// Find where a port's SYNs die: a TCP traceroute to the real port.
     ///
     /// SYNs to HOST:PORT with TTL / hop limit 1, 2, 3, ... (--count per hop, all
@@ -178,6 +208,34 @@ pub enum Command {
     ///   synscope path db.example -p 5432 -m 20 -W 2s
     #[command(after_long_help = path::PATH_EXIT_CODES, verbatim_doc_comment)]
     Path(path::PathArgs),
+}
+
+pub const EXPORTER_EXIT_CODES: &str = "\
+EXIT STATUS:
+  0  stopped by SIGTERM or SIGINT
+  2  usage or setup error: a bad config (one line says which file, line and
+     field), the listen address taken, missing privileges
+  A bad config on SIGHUP is reported on stderr and the running one stays.";
+
+/// Arguments of `synscope exporter`.
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// The TOML file listing the probes.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: std::path::PathBuf,
+    /// Where to serve /metrics and /probe (default: the config's `listen`,
+    /// else 127.0.0.1:9799).
+    #[arg(short, long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+}
+
+impl ExporterArgs {
+    pub fn settings(&self) -> crate::cmd::exporter::ExporterSettings {
+        crate::cmd::exporter::ExporterSettings {
+            config: self.config.clone(),
+            listen: self.listen,
+        }
+    }
 }
 
 /// `HOST[:PORT]`, `-p`, `-4`/`-6`: one target host and port (ping, trace).
@@ -489,9 +547,17 @@ pub struct ScanArgs {
     /// Scan the N most common TCP ports (built-in list).
     #[arg(long, value_name = "N")]
     pub top_ports: Option<usize>,
-    /// Probes per second, evenly paced.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub rate: u64,
+    /// Probes per second: `auto` (closed-loop: starts at 20,000/s, ramps up
+    /// while replies keep pace, backs off when they stop, see docs/rate.md), or
+    /// a fixed number, evenly paced (e.g. --rate 10000).
+    #[arg(long, default_value = "auto", value_parser = parse_scan_rate)]
+    pub rate: ScanRate,
+    /// Lowest rate `--rate auto` may fall to (probes/s).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub min_rate: u64,
+    /// Highest rate `--rate auto` may reach (probes/s).
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_rate: u64,
     /// Extra rounds for probes that got no answer.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
@@ -502,11 +568,13 @@ pub struct ScanArgs {
     /// Print only open ports.
     #[arg(long)]
     pub open: bool,
-    /// This machine's part of the scan: I/N with 0 <= I < N. N machines with the
-    /// same --seed probe every (host, port) exactly once together.
+    /// This machine's part of the scan: I/N with 0 <= I < N. N machines running
+    /// the same scan probe every (host, port) exactly once together: without
+    /// --seed the order's seed is derived from the targets, ports and N.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Seed of the probe order (the same on every shard).
+    /// Seed of the probe order (the same on every shard; default: random, or
+    /// with --shard derived from the targets, ports and shard count).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Source port of every probe (default: a free port, held for the scan).
@@ -665,13 +733,36 @@ pub struct DnsArgs {
     pub no_progress: bool,
 }
 
+/// `--rate` of a scan: closed-loop, or fixed probes per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanRate {
+    Auto,
+    Fixed(u64),
+}
+
+fn parse_scan_rate(s: &str) -> Result<ScanRate, String> {
+    if s == "auto" {
+        return Ok(ScanRate::Auto);
+    }
+    match s.parse::<u64>() {
+        Ok(n) if (1..=10_000_000).contains(&n) => Ok(ScanRate::Fixed(n)),
+        _ => Err(format!(
+            "'{s}' is not a rate: give auto or probes per second, 1-10000000"
+        )),
+    }
+}
+
 /// Validated settings of `synscope scan`.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
     /// One set per address family, IPv4 first (scanned in turn).
     pub targets: Vec<TargetSet>,
     pub ports: PortList,
+    /// The fixed rate, or with --rate auto the rate the controller starts at
+    /// (also the rate of host discovery).
     pub rate: u64,
+    /// --rate auto: the controller's bounds (min, max); None: fixed rate.
+    pub auto_rate: Option<(u64, u64)>,
     pub retries: u32,
     pub wait: Duration,
     pub open_only: bool,
@@ -759,15 +850,38 @@ impl ScanArgs {
             (_, true) => OutputFormat::Ndjson,
             _ => OutputFormat::Text,
         };
+        // shards must agree on the order: without --seed they derive it from
+        // the scan's definition; a whole scan takes a random one
+        let seed = match self.seed {
+            Some(seed) => seed,
+            None if shard.count > 1 => {
+                crate::scan::permute::derived_seed(&targets, &ports, shard.count)
+            }
+            None => rand::random(),
+        };
+        if self.min_rate > self.max_rate {
+            return Err(UsageError(format!(
+                "--min-rate {} is above --max-rate {}",
+                self.min_rate, self.max_rate
+            )));
+        }
+        let (rate, auto_rate) = match self.rate {
+            ScanRate::Fixed(n) => (n, None),
+            ScanRate::Auto => (
+                (crate::scan::rate::START as u64).clamp(self.min_rate, self.max_rate),
+                Some((self.min_rate, self.max_rate)),
+            ),
+        };
         Ok(ScanSettings {
             targets,
             ports,
-            rate: self.rate,
+            rate,
+            auto_rate,
             retries: self.retries,
             wait: self.wait,
             open_only: self.open,
             shard,
-            seed: self.seed.unwrap_or_else(rand::random),
+            seed,
             source_port: self.source_port,
             interface: self.interface.clone(),
             ttl: self.ttl,

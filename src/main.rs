@@ -29,11 +29,20 @@ fn main() -> ExitCode {
                 _ => {
                     // one line, like every other error: clap's first line, without its usage block
                     let text = e.render().to_string();
-                    let first = text
-                        .lines()
+                    let mut lines = text.lines();
+                    let mut first = lines
                         .next()
                         .unwrap_or("bad arguments")
-                        .trim_start_matches("error: ");
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    // "required arguments were not provided:" lists them below
+                    if first.ends_with(':') {
+                        let more: Vec<&str> = lines
+                            .take_while(|l| !l.trim().is_empty())
+                            .map(str::trim)
+                            .collect();
+                        first = format!("{first} {}", more.join(", "));
+                    }
                     eprintln!("synscope: {first} (see synscope --help)");
                     return ExitCode::from(EXIT_USAGE);
                 }
@@ -79,6 +88,9 @@ fn main() -> ExitCode {
                 .map(|sum| exit(sum.reached && !sum.interrupted))
         }),
         Command::Demo(args) => cmd::demo::run(args).map(exit),
+        Command::Exporter(args) => {
+            runtime().and_then(|rt| rt.block_on(cmd::exporter::run(&args.settings(), log)))
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -167,6 +167,12 @@ const CASES: &[(&[&str], &str)] = &[
         "/nonexistent/request",
     ),
     (&["nosuchcommand"], "unrecognized subcommand"),
+    // exporter (its config errors: tests/lab_exporter.rs)
+    (&["exporter"], "--config <FILE>"),
+    (
+        &["exporter", "-c", "x.toml", "--listen", "localhost"],
+        "invalid value 'localhost'",
+    ),
 ];
 
 #[test]

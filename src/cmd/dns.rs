@@ -105,7 +105,7 @@ async fn over_tcp(server: SocketAddr, query: &QueryRepr, timeout: Duration) -> T
 fn result_of(o: DnsOutcome, qtype: RecordType) -> DnsResult {
     DnsResult {
         server: o.key.server,
-        name: o.question.name.to_ascii(),
+        name: crate::wire::dns::name_text(&o.question.name),
         qtype: type_name(qtype),
         qtype_code: u16::from(qtype),
         query_size: o.query_size,
@@ -127,7 +127,7 @@ fn result_of(o: DnsOutcome, qtype: RecordType) -> DnsResult {
 
 /// How single queries are sent and timed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
+pub(crate) enum Path {
     /// Raw sockets, with a capture stamping our query and the answer.
     Raw,
     /// An ordinary UDP socket with kernel TX and RX stamps (no privilege).
@@ -135,7 +135,7 @@ enum Path {
 }
 
 /// The raw path unless asked not to or CAP_NET_RAW is missing.
-fn path_of(s: &DnsSettings) -> Path {
+pub(crate) fn path_of(s: &DnsSettings) -> Path {
     if s.no_raw || !crate::io::privileges::has_net_raw() {
         Path::Socket
     } else {
@@ -288,7 +288,7 @@ async fn exchange_socket(
 
 /// One query to one server over UDP, raw or through a socket (then TCP if
 /// truncated).
-async fn one_query(
+pub(crate) async fn one_query(
     s: &DnsSettings,
     server: SocketAddr,
     name: Name,

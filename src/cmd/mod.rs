@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod dns;
+pub mod exporter;
 pub mod path;
 pub mod ping;
 pub mod scan;

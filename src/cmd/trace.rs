@@ -118,7 +118,7 @@ fn on_captured(
 /// Runs one trace to its end (or an interrupt). Returns the client and whether
 /// the run was interrupted.
 #[allow(clippy::too_many_arguments)]
-async fn one_trace(
+pub(crate) async fn one_trace(
     s: &TraceSettings,
     route: &Route,
     sender: &RawSender,
