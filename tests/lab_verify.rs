@@ -203,6 +203,38 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
             "{t}: canaries closed: {text}"
         );
     }
+    // every checked handshake was reset: no connection left on the server
+    let ss = lab
+        .server_command("ss")
+        .args(["-Htn", "state", "established"])
+        .output()
+        .expect("run ss");
+    let left = String::from_utf8_lossy(&ss.stdout);
+    assert!(
+        !left.contains(":80 ") && !left.contains(":8090 "),
+        "left open: {left}"
+    );
+
+    // one fixed source port: the next probe waits for the check (and its RST)
+    let t = format!("{}:80", routed::server_v4(3));
+    let out = synscope(
+        &lab,
+        &[
+            "ping",
+            &t,
+            "-c",
+            "3",
+            "-i",
+            "1ns",
+            "--verify",
+            "--source-port",
+            "40999",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    common::assert_status(&out, 0);
+    assert_eq!(text.matches("open (verified)").count(), 3, "{text}");
+
     // a closed port: its RST is the host's, no alarm
     let closed = format!("{}:7777", routed::server_v4(3));
     let out = ping(&closed, &["--expect", "closed"]);
@@ -232,6 +264,16 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
     );
     assert_eq!(doc["summary"]["open"], 0, "{doc}");
     assert_eq!(doc["probes"][0]["verdict"], "answers-every-port", "{doc}");
+    let out = ping(&t, &["--ndjson"]);
+    let first: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or(""),
+    )
+    .expect("an NDJSON line");
+    assert_eq!(first["type"], "canaries", "{first}");
+    assert_eq!(first["answers_every_port"], true, "{first}");
     let t6 = format!("[{}]:443", tarpit.v6);
     let out = ping(&t6, &[]);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -141,6 +141,7 @@ async fn canaries(
     sender: &RawSender,
     capture: &mut Capture,
     verifier: &mut Verifier,
+    pcap: &mut Option<PcapWriter>,
 ) -> Result<(Vec<u16>, Vec<String>, bool), CmdError> {
     let ports = verify::canary_ports(CANARIES, s.target.port(), rand::random);
     let mut probes = Vec::new();
@@ -174,6 +175,9 @@ async fn canaries(
         match tokio::time::timeout_at(end.into(), capture.recv()).await {
             Ok(p) => {
                 let p = p?;
+                if let Some(w) = pcap.as_mut() {
+                    w.write(p.timestamp, &p.data)?;
+                }
                 for (i, pr) in probes.iter_mut().enumerate() {
                     if let Some(r) =
                         pr.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
@@ -287,8 +291,16 @@ pub async fn run(
     let mut verifying = None;
     if let Some(c) = canary_capture.as_mut() {
         let mut verifier = Verifier::new(route.src, s.target, s.ttl);
-        let (ports, verdicts, all) =
-            canaries(s, route.src, route.mss(), &sender, c, &mut verifier).await?;
+        let (ports, verdicts, all) = canaries(
+            s,
+            route.src,
+            route.mss(),
+            &sender,
+            c,
+            &mut verifier,
+            &mut pcap,
+        )
+        .await?;
         log.debug(|| format!("canary ports {ports:?}: {verdicts:?}"));
         report.canaries(out, ports, verdicts, all)?;
         verifying = Some(Verifying {
@@ -333,7 +345,7 @@ pub async fn run(
         if !more_to_send && st.busy() == 0 {
             break;
         }
-        let can_send = more_to_send && st.pinger.outstanding() < window;
+        let can_send = more_to_send && st.busy() < window;
         let verify_deadline = st.verify.as_ref().and_then(|v| v.verifier.next_deadline());
         let next = match (st.pinger.next_deadline(), verify_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -380,7 +392,7 @@ pub async fn run(
             }
             st.verify_due(out, settled)?;
         }
-        let outstanding = st.pinger.outstanding();
+        let outstanding = st.busy();
         if more_to_send && outstanding >= window && !window_said && Instant::now() >= next_send {
             window_said = true;
             eprintln!(

@@ -143,7 +143,8 @@ pub enum Mismatch {
     /// Timestamps on the SYN-ACK but not later, or the other way round
     /// (RFC 7323: once negotiated, every segment carries them).
     Timestamps { syn_ack: bool, later: bool },
-    /// The timestamp clock ran backwards or faster than 1 kHz (with slack)
+    /// The timestamp clock ran backwards (more than a SYN cookie's 63 ticks)
+    /// or faster than 1 MHz (with slack)
     /// between the SYN-ACK and a later segment: another clock.
     TsClock {
         syn_ack: u32,
@@ -178,10 +179,17 @@ impl fmt::Display for Mismatch {
     }
 }
 
-/// The fastest timestamp clock RFC 7323 allows (1 ms per tick) ...
-const TS_HZ_MAX: u64 = 1000;
+/// The fastest timestamp clock taken as one host's: 1 MHz (Linux 6.7+ can
+/// run TSval in microseconds, `tcp_usec_ts`; RFC 7323's usual clock is
+/// 1 kHz). Another host's clock has an unrelated offset, 32 random bits, and
+/// almost never lands this close ...
+const TS_HZ_MAX: u64 = 1_000_000;
 /// ... plus this much slack in ticks (stamps are taken at different layers).
 const TS_SLACK: u64 = 1000;
+/// How far back a later TSval may be: a SYN cookie's SYN-ACK (Linux under a
+/// SYN flood) carries its options in the TSval's low 6 bits, so the real
+/// clock after it may read up to 63 ticks less.
+const TS_BACK_MAX: u32 = 64;
 
 /// Compares a SYN-ACK with the segments the same address sent later in the
 /// connection. Empty: nothing contradicts the SYN-ACK (or nothing came later:
@@ -215,9 +223,14 @@ pub fn compare(syn_ack: &Fingerprint, later: &[Fingerprint]) -> Vec<Mismatch> {
             let Some(v) = l.tsval else { continue };
             let elapsed_ms = l.at.saturating_sub(syn_ack.at).as_millis() as u64;
             let ticks = v.wrapping_sub(s);
-            // backwards (more than half the space) or faster than 1 kHz
-            let bad =
-                ticks > u32::MAX / 2 || ticks as u64 > elapsed_ms * TS_HZ_MAX / 1000 + TS_SLACK;
+            let back = s.wrapping_sub(v);
+            // backwards (more than half the space, beyond a SYN cookie's low
+            // bits) or faster than 1 MHz
+            let bad = if ticks > u32::MAX / 2 {
+                back > TS_BACK_MAX
+            } else {
+                ticks as u64 > elapsed_ms * TS_HZ_MAX / 1000 + TS_SLACK
+            };
             if bad {
                 out.push(Mismatch::TsClock {
                     syn_ack: s,
@@ -449,8 +462,8 @@ mod tests {
     fn another_timestamp_clock_or_lost_timestamps_are_evidence() {
         let syn_ack = fp(lab("server_synack"), 0);
         let mut later = fp(lab("server_fin_ack"), 204);
-        // 10 s of ticks in 204 ms
-        later.tsval = Some(syn_ack.tsval.unwrap() + 10_000);
+        // 10 000 s of 1 MHz ticks in 204 ms
+        later.tsval = Some(syn_ack.tsval.unwrap().wrapping_add(1_000_000_000));
         assert!(matches!(
             compare(&syn_ack, &[later.clone()])[..],
             [Mismatch::TsClock {
@@ -458,8 +471,11 @@ mod tests {
                 ..
             }]
         ));
-        later.tsval = Some(syn_ack.tsval.unwrap() - 5);
+        later.tsval = Some(syn_ack.tsval.unwrap() - 65);
         assert_eq!(compare(&syn_ack, &[later.clone()]).len(), 1, "backwards");
+        // a SYN cookie's low bits: up to 63 back is the same clock
+        later.tsval = Some(syn_ack.tsval.unwrap() - 63);
+        assert!(compare(&syn_ack, &[later.clone()]).is_empty());
         later.tsval = None;
         assert_eq!(
             compare(&syn_ack, &[later]),
@@ -468,9 +484,11 @@ mod tests {
                 later: false
             }]
         );
-        // a 1 kHz clock over 204 ms is fine
+        // a 1 kHz clock over 204 ms is fine, and a 1 MHz one (tcp_usec_ts)
         let mut ok = fp(lab("server_fin_ack"), 204);
         ok.tsval = Some(syn_ack.tsval.unwrap() + 204);
+        assert!(compare(&syn_ack, &[ok.clone()]).is_empty());
+        ok.tsval = Some(syn_ack.tsval.unwrap() + 204_000);
         assert!(compare(&syn_ack, &[ok]).is_empty());
     }
 

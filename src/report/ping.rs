@@ -237,6 +237,15 @@ impl PingReport {
                 writeln!(out, "canary ports: {list}")?;
             }
         }
+        if self.format == OutputFormat::Ndjson {
+            let v = json!({
+                "type": "canaries",
+                "canary_ports": ports,
+                "canary_verdicts": verdicts,
+                "answers_every_port": answers_every_port,
+            });
+            writeln!(out, "{v}")?;
+        }
         self.verify = Some(VerifySummary {
             canary_ports: ports,
             canary_verdicts: verdicts,
@@ -456,6 +465,84 @@ mod tests {
             rtt_source: RttSource::Kernel,
             reply: None,
         }
+    }
+
+    fn report() -> PingReport {
+        PingReport::new(
+            PingTarget {
+                host: "198.18.4.3".into(),
+                address: "198.18.4.3:80".parse().unwrap(),
+                source: "198.18.1.1".parse().unwrap(),
+                interface: "veth0".into(),
+                syn_options: true,
+            },
+            OutputFormat::Text,
+            Expect::Open,
+        )
+    }
+
+    #[test]
+    fn a_host_answering_every_port_is_said_once_and_not_counted_open() {
+        let mut rep = report();
+        let mut out = Vec::new();
+        rep.canaries(
+            &mut out,
+            vec![50000, 50001, 50002],
+            vec!["syn-ack".into(); 3],
+            true,
+        )
+        .unwrap();
+        rep.probe_checked(
+            &mut out,
+            r(Verdict::Open),
+            Some(ProbeCheck::AnswersEveryPort),
+        )
+        .unwrap();
+        let s = rep.summary(&BTreeMap::new(), Duration::ZERO, false);
+        assert_eq!((s.open, s.answered), (0, 1));
+        assert!(!s.expectation_met);
+        assert!(s.verify.unwrap().answers_every_port);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "198.18.4.3 answers every port (tarpit/proxy): canary ports 50000 syn-ack, 50001 syn-ack, 50002 syn-ack; its SYN-ACKs are not counted as open\n\
+             seq=0 sport=1 syn-ack (answers every port)\n"
+        );
+    }
+
+    #[test]
+    fn a_syn_proxied_port_is_open_with_its_evidence() {
+        use crate::probe::fingerprint::{Mismatch, VerificationJson};
+        let mut rep = report();
+        let mut out = Vec::new();
+        rep.canaries(&mut out, vec![50000], vec!["rst".into()], false)
+            .unwrap();
+        let mut fp = crate::probe::fingerprint::Fingerprint::of(
+            crate::wire::datagram::tests::fixture("synack_v4"),
+            Timestamp(0),
+        )
+        .unwrap();
+        let syn_ack = fp.clone();
+        fp.ttl -= 1;
+        let v = VerificationJson::new(&syn_ack, &[fp]);
+        assert_eq!(
+            v.evidence[0],
+            Mismatch::Ttl {
+                syn_ack: 64,
+                later: 63
+            }
+        );
+        rep.probe_checked(&mut out, r(Verdict::Open), Some(ProbeCheck::Handshake(v)))
+            .unwrap();
+        let s = rep.summary(&BTreeMap::new(), Duration::ZERO, false);
+        assert_eq!(s.open, 1);
+        assert!(s.expectation_met);
+        assert_eq!(s.verify.unwrap().syn_proxy, 1);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("seq=0 sport=1 open (syn-proxy: ttl 64, later 63)\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -782,15 +782,39 @@ fn dnssec_text(code: u16, b: &[u8]) -> Option<String> {
     }
 }
 
+/// An IPv4 address in dotted decimal, as its Display writes it, without the
+/// formatting machinery (the most common record of all).
+fn ipv4_text(a: std::net::Ipv4Addr) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
+}
+
 /// Record data in presentation format (names in ASCII, as on the wire).
 pub fn rdata_text(d: &RData) -> String {
     match d {
-        RData::A(a) => a.0.to_string(),
+        RData::A(a) => ipv4_text(a.0),
         RData::AAAA(a) => a.0.to_string(),
         RData::CNAME(n) => name_text(&n.0),
         RData::NS(n) => name_text(&n.0),
         RData::PTR(n) => name_text(&n.0),
-        RData::MX(mx) => format!("{} {}", mx.preference, name_text(&mx.exchange)),
+        RData::MX(mx) => {
+            let mut t = mx.preference.to_string();
+            t.push(' ');
+            t.push_str(&name_text(&mx.exchange));
+            t
+        }
         RData::SRV(s) => format!(
             "{} {} {} {}",
             s.priority,
@@ -1057,6 +1081,16 @@ mod tests {
 
     #[test]
     fn fast_paths_equal_the_general_ones() {
+        for a in [
+            "0.0.0.0",
+            "198.18.0.10",
+            "255.255.255.255",
+            "10.100.1.99",
+            "1.20.200.9",
+        ] {
+            let a: std::net::Ipv4Addr = a.parse().unwrap();
+            assert_eq!(ipv4_text(a), a.to_string());
+        }
         for n in [
             "a.lab.test",
             "a.lab.test.",

@@ -19,7 +19,7 @@ use crate::io::{IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent
 use crate::probe::dns::{
     DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
 };
-use crate::probe::fxhash::FxMap;
+use crate::probe::fxhash::{FxMap, FxSet};
 use crate::report::dns::{BulkSummary, DnsResult, TimedBy, check};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_known, rcode_name};
@@ -133,18 +133,14 @@ fn reserve_block(src: IpAddr, n: u16) -> Result<Vec<PortReservation>, CmdError> 
     )))
 }
 
-/// A query sent and not finished yet.
-struct Pending {
-    line_no: u64,
-    query: QueryRepr,
-}
-
 /// Everything that goes out from one source address: the exchange, the
 /// queries in flight, and how they are sent and received ([`Link`]).
 struct Path {
     src: IpAddr,
     ex: DnsExchange,
-    pending: FxMap<QueryKey, Pending>,
+    /// Queries sent and not reported yet (the exchange keeps the rest: the
+    /// line number as its tag, the question).
+    pending: FxSet<QueryKey>,
     next_port: usize,
     link: Link,
 }
@@ -260,7 +256,7 @@ impl Path {
         Ok(Path {
             src,
             ex: Self::exchange(src, s),
-            pending: FxMap::default(),
+            pending: FxSet::default(),
             next_port: 0,
             link: Link::Raw(Box::new(RawLink {
                 sender,
@@ -286,7 +282,7 @@ impl Path {
         Ok(Path {
             src,
             ex: Self::exchange(src, s),
-            pending: FxMap::default(),
+            pending: FxSet::default(),
             next_port: 0,
             link: Link::Socket(SocketLink {
                 sends: (0..SOCKETS).map(|_| SendLog::new()).collect(),
@@ -327,7 +323,7 @@ impl Path {
                 src_port: port,
                 id: q.id,
             };
-            self.ex.in_use(&k) || self.pending.contains_key(&k)
+            self.ex.in_use(&k) || self.pending.contains(&k)
         } {
             q.id = rand::random();
             tries += 1;
@@ -343,7 +339,7 @@ impl Path {
                 k.batch[i].push((server, udp_payload(&dgram).to_vec(), key));
             }
         }
-        self.pending.insert(key, Pending { line_no, query: q });
+        self.pending.insert(key);
     }
 
     /// Sends what is queued (raw: one sendmmsg for the lot; a datagram the
@@ -1219,19 +1215,33 @@ pub(super) async fn bulk(
             let Some(i) = path_of.get(&key.server.ip()).copied().flatten() else {
                 continue;
             };
-            let Some(p) = paths[i].pending.remove(&key) else {
+            if !paths[i].pending.remove(&key) {
                 continue;
-            };
+            }
             if let Some(f) = o.refused {
                 refused.entry(key.server).or_insert(f);
             }
-            let mut r = result_of(o, p.query.question.qtype);
+            let line_no = o.tag;
+            let truncated = o.reply.as_ref().is_some_and(|x| x.flags.tc);
+            let tc_question = truncated.then(|| o.question.clone());
+            let qtype = o.question.qtype;
+            let mut r = result_of(o, qtype);
             r.timed_by = paths[i].timed_by();
-            if s.tcp_fallback && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
-                r.tcp = Some(over_tcp(r.server, &p.query, s.timeout).await);
+            if s.tcp_fallback
+                && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc)
+                && let Some(question) = tc_question
+            {
+                // the query as it was sent (query_of, with its id)
+                let q = QueryRepr {
+                    id: key.id,
+                    question,
+                    recursion_desired: s.recursion_desired,
+                    edns: s.edns.clone(),
+                };
+                r.tcp = Some(over_tcp(r.server, &q, s.timeout).await);
                 report.sum.tcp += 1;
             }
-            report.result(p.line_no, &r, false)?;
+            report.result(line_no, &r, false)?;
         }
         if input_done && outstanding(&paths) == 0 {
             break;
