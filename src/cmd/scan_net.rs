@@ -19,7 +19,7 @@ use crate::report::scan::{DiscoverySummary, HostResult, ScanOutput};
 use crate::scan::TargetSet;
 use crate::scan::discovery::{Discovery, Step};
 use crate::scan::pace::Pacer;
-use crate::scan::routes::{Regions, SourceMap, split};
+use crate::scan::routes::{self, Regions, SourceMap, split};
 use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr, Protocol};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -138,7 +138,8 @@ impl Network {
         let cuts = table
             .iter()
             .map(|r| r.interval())
-            .chain(special.iter().map(|&x| (x, x)));
+            .chain(special.iter().map(|&x| (x, x)))
+            .chain(routes::reserved(v6).iter().copied());
         let regions = Regions::new(cuts);
         let pieces = regions.split(targets.ranges());
         log.debug(|| {
@@ -150,6 +151,8 @@ impl Network {
         });
 
         let mut skipped = 0u64;
+        // never unicast destinations (0.0.0.0/8, multicast, 240/4; ::, ff00::/8)
+        let mut reserved = 0u64;
         let mut own = 0u64;
         let mut neighbours = 0u64;
         let mut lookups = 0u64;
@@ -163,6 +166,10 @@ impl Network {
         let mut links: BTreeMap<u32, LinkInfo> = BTreeMap::new();
         for (lo, hi) in pieces {
             let first = from_u128(v6, lo);
+            if routes::is_reserved(v6, lo, hi) {
+                reserved += (hi - lo + 1).min(u64::MAX as u128) as u64;
+                continue;
+            }
             let is_special = lo == hi && special.binary_search(&lo).is_ok();
             // one lookup per region, whatever the number of target intervals in it
             let region = regions.of(lo);
@@ -269,6 +276,17 @@ impl Network {
                 targets.len()
             )
         });
+        if reserved > 0 {
+            eprintln!(
+                "synscope: skipped {reserved} address{} that cannot be unicast destinations ({})",
+                if reserved == 1 { "" } else { "es" },
+                if v6 {
+                    "::, multicast ff00::/8"
+                } else {
+                    "0.0.0.0/8, multicast 224.0.0.0/4, reserved 240.0.0.0/4"
+                }
+            );
+        }
         if skipped > 0 {
             let list: Vec<String> = named.iter().map(IpAddr::to_string).collect();
             eprintln!(
@@ -282,6 +300,8 @@ impl Network {
                 }
             );
         }
+        // both kinds count as skipped in the summary
+        skipped += reserved;
         let sources = SourceMap::from_spans(spans);
         let srcs = sources.sources();
         if let Some(e) = no_route {

@@ -58,6 +58,22 @@ pub fn split(
     Regions::new(prefixes).split(targets)
 }
 
+/// Addresses that are never unicast destinations, skipped in every scan (as
+/// zmap's default blocklist does): IPv4 "this network" 0.0.0.0/8 (the kernel
+/// answers a route lookup of 0.0.0.0 with "local"), multicast 224.0.0.0/4 and
+/// the reserved 240.0.0.0/4 with the limited broadcast; IPv6 the unspecified
+/// address and multicast ff00::/8. Sorted, inclusive.
+pub fn reserved(v6: bool) -> &'static [(u128, u128)] {
+    const V4: [(u128, u128); 2] = [(0, 0x00ff_ffff), (0xe000_0000, 0xffff_ffff)];
+    const V6: [(u128, u128); 2] = [(0, 0), (0xff << 120, u128::MAX)];
+    if v6 { &V6 } else { &V4 }
+}
+
+/// Is the whole interval [lo, hi] reserved (see [`reserved`])?
+pub fn is_reserved(v6: bool, lo: u128, hi: u128) -> bool {
+    reserved(v6).iter().any(|&(a, b)| a <= lo && hi <= b)
+}
+
 /// The source address of every target: sorted, disjoint spans of addresses
 /// (as integers of one family) covering the targets, each with the source
 /// their route gives.
@@ -168,6 +184,34 @@ mod tests {
         assert!(regions.len() <= 4, "{}", regions.len());
         // a piece never straddles two regions
         assert!(pieces.iter().all(|p| r.of(p.0) == r.of(p.1)));
+    }
+
+    #[test]
+    fn reserved_ranges() {
+        let v4 = |a: &str| u32::from(a.parse::<std::net::Ipv4Addr>().unwrap()) as u128;
+        assert!(is_reserved(false, 0, 0));
+        assert!(is_reserved(false, v4("0.1.2.3"), v4("0.255.255.255")));
+        assert!(!is_reserved(false, v4("0.255.255.255"), v4("1.0.0.0")));
+        assert!(is_reserved(false, v4("224.0.0.1"), v4("239.255.255.255")));
+        assert!(is_reserved(
+            false,
+            v4("255.255.255.255"),
+            v4("255.255.255.255")
+        ));
+        assert!(!is_reserved(false, v4("198.18.0.1"), v4("198.18.0.1")));
+        assert!(!is_reserved(false, v4("223.255.255.255"), v4("224.0.0.0")));
+        let v6 = |a: &str| u128::from(a.parse::<std::net::Ipv6Addr>().unwrap());
+        assert!(is_reserved(true, 0, 0));
+        assert!(!is_reserved(true, 0, 1));
+        assert!(is_reserved(true, v6("ff02::1"), v6("ff02::1")));
+        assert!(!is_reserved(true, v6("2001:db8::1"), v6("2001:db8::1")));
+        // the cuts split a /0 at their edges
+        let pieces = split(&[(0, 0xffff_ffff)], reserved(false).iter().copied());
+        let open: Vec<_> = pieces
+            .iter()
+            .filter(|p| !is_reserved(false, p.0, p.1))
+            .collect();
+        assert_eq!(open, [&(0x0100_0000, 0xdfff_ffff)]);
     }
 
     #[test]
