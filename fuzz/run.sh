@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for RUNS executions each (default 10,000,000), seeded
-# with the real captures in src/wire/fixtures, and reports crashes.
+# with the real captures in crates/synscope-wire/src/fixtures, and reports crashes.
 #   fuzz/run.sh                 # the full run
 #   RUNS=20000 fuzz/run.sh      # a smoke run (CI)
 # Needs cargo-fuzz (cargo install cargo-fuzz). Uses the stable toolchain with
@@ -13,9 +13,9 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 status=0
 for t in ip tcp udp icmp datagram correlate dns reassembly neighbour path verify; do
   corpus=$(mktemp -d)
-  cp src/wire/fixtures/*.bin src/probe/fixtures/*.bin "$corpus/"
+  cp crates/synscope-wire/src/fixtures/*.bin src/probe/fixtures/*.bin "$corpus/"
   # the DNS target starts from the DNS message inside the captured NSD answer
-  [ "$t" = dns ] && tail -c +29 src/wire/fixtures/nsd_a_v4.bin > "$corpus/nsd_answer"
+  [ "$t" = dns ] && tail -c +29 crates/synscope-wire/src/fixtures/nsd_a_v4.bin > "$corpus/nsd_answer"
   start=$(date +%s.%N)
   if cargo fuzz run --sanitizer none "$t" "$corpus" -- -runs="$RUNS" -max_len=2048 >"$corpus/log" 2>&1; then
     result=ok

@@ -15,7 +15,7 @@ fn lab() -> (LabDns, Lab) {
     (dns, lab)
 }
 
-/// Regenerates `src/wire/fixtures/nsd_a_v4.bin`: NSD's answer to `a.lab.test A`
+/// Regenerates `crates/synscope-wire/src/fixtures/nsd_a_v4.bin`: NSD's answer to `a.lab.test A`
 /// with id 0xbeef and EDNS 1232, as captured on the client's veth.
 #[test]
 #[ignore]
@@ -57,7 +57,7 @@ fn capture_nsd_fixture() {
     std::fs::write(
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/src/wire/fixtures/nsd_a_v4.bin"
+            "/crates/synscope-wire/src/fixtures/nsd_a_v4.bin"
         ),
         reply,
     )

@@ -165,7 +165,7 @@ fn fragmented_answer(server: &str, tcpdump_filter: &str) {
     assert!(err.contains("1 datagram(s) reassembled"), "{err}");
 }
 
-/// Regenerates `src/wire/fixtures/nsd_frag_v{4,6}_N.bin`: the IP fragments of
+/// Regenerates `crates/synscope-wire/src/fixtures/nsd_frag_v{4,6}_N.bin`: the IP fragments of
 /// NSD's answer to `frag.lab.test TXT` (id 0xf4a6, EDNS 4096), as the kernel
 /// sent them and tcpdump captured them on the client's veth.
 #[test]
@@ -199,7 +199,7 @@ fn capture_fragment_fixtures() {
         assert!(frags.len() >= 2, "{family}: {} fragments", frags.len());
         for (i, f) in frags.iter().enumerate() {
             let path = format!(
-                "{}/src/wire/fixtures/nsd_frag_{family}_{i}.bin",
+                "{}/crates/synscope-wire/src/fixtures/nsd_frag_{family}_{i}.bin",
                 env!("CARGO_MANIFEST_DIR")
             );
             std::fs::write(path, f).unwrap();

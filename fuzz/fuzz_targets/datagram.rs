@@ -1,8 +1,8 @@
 //! Whole captured datagrams, as the capture socket hands them over.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::wire::Datagram;
-use synscope::wire::datagram::Checksums;
+use synscope_wire::Datagram;
+use synscope_wire::datagram::Checksums;
 
 fuzz_target!(|data: &[u8]| {
     let _ = Datagram::parse(data);

@@ -3,7 +3,7 @@
 //! answer set can be read.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::wire::dns::{ReplyRepr, parse_type};
+use synscope_wire::dns::{ReplyRepr, parse_type};
 
 fuzz_target!(|data: &[u8]| {
     let full = ReplyRepr::parse(data);

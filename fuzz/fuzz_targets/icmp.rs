@@ -1,7 +1,7 @@
 //! ICMP and ICMPv6 messages with the datagram they quote (often cut short).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::wire::IcmpRepr;
+use synscope_wire::IcmpRepr;
 
 fuzz_target!(|data: &[u8]| {
     for v6 in [false, true] {

@@ -2,8 +2,8 @@
 //! emitted again and must parse to the same header.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::wire::IpRepr;
-use synscope::wire::ip::ExtHeader;
+use synscope_wire::IpRepr;
+use synscope_wire::ip::ExtHeader;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok((ip, payload)) = IpRepr::parse(data) {

@@ -2,7 +2,7 @@
 //! discovery's replies); what parses is emitted again and must parse back the same.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::wire::{ArpRepr, NdpRepr};
+use synscope_wire::{ArpRepr, NdpRepr};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(a) = ArpRepr::parse(data) {

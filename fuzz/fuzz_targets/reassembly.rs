@@ -5,8 +5,8 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
-use synscope::wire::IpRepr;
-use synscope::wire::reassembly::{Limits, Outcome, Reassembler};
+use synscope_wire::IpRepr;
+use synscope_wire::reassembly::{Limits, Outcome, Reassembler};
 
 fuzz_target!(|data: &[u8]| {
     let mut r = Reassembler::new(Limits {

@@ -2,7 +2,7 @@
 //! the same fields.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::wire::{TcpOptions, TcpRepr};
+use synscope_wire::{TcpOptions, TcpRepr};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(t) = TcpRepr::parse_unchecked(data) {

@@ -1,7 +1,7 @@
 //! UDP datagrams, with and without checksum checks; round trip of what parses.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::wire::UdpRepr;
+use synscope_wire::UdpRepr;
 
 fuzz_target!(|data: &[u8]| {
     let (a, b) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());

@@ -540,7 +540,7 @@ pub fn run(prog: &[Insn], packet: &[u8], skb_protocol: u16) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::datagram::tests::fixture;
+    use crate::wire::testutil::fixture;
 
     fn filter(local: &str, remote: &str, port: u16) -> Vec<Insn> {
         FlowFilter {
@@ -605,9 +605,9 @@ mod tests {
         assert_eq!(run(&f.compile(), fixture("syn_v4"), 0x0800), 0);
     }
 
-    use crate::wire::datagram::tests::with_full_checksum;
     use crate::wire::ip::insert_v6_ext_headers;
     use crate::wire::reassembly::fragment;
+    use crate::wire::testutil::with_full_checksum;
 
     const HBH: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
     const DSTOPT: &[u8] = &[0, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -734,7 +734,7 @@ mod tests {
 
     #[test]
     fn real_fragments_of_a_dns_answer_are_accepted() {
-        use crate::wire::reassembly::tests::nsd_fragments;
+        use crate::wire::testutil::nsd_fragments;
         for (v6, local, server, proto) in [
             (false, "198.18.0.1", "198.18.0.2", 0x0800),
             (true, "2001:db8::1", "2001:db8::2", 0x86dd),

@@ -176,10 +176,10 @@ mod tests {
     use super::*;
     use crate::io::bpf::run;
 
-    static ARP_REQ: &[u8] = include_bytes!("../wire/fixtures/linux_arp_request_v4.bin");
-    static ARP_REP: &[u8] = include_bytes!("../wire/fixtures/linux_arp_reply_v4.bin");
-    static NS: &[u8] = include_bytes!("../wire/fixtures/linux_ns_v6.bin");
-    static NA: &[u8] = include_bytes!("../wire/fixtures/linux_na_v6.bin");
+    static ARP_REQ: &[u8] = crate::wire::testutil::ARP_REQUEST_V4;
+    static ARP_REP: &[u8] = crate::wire::testutil::ARP_REPLY_V4;
+    static NS: &[u8] = crate::wire::testutil::NS_V6;
+    static NA: &[u8] = crate::wire::testutil::NA_V6;
 
     #[test]
     fn outgoing_and_bridge_port_copies_are_dropped_before_the_program() {
@@ -225,11 +225,7 @@ mod tests {
         let target = ndp("2001:db8:200::2".parse().unwrap());
         assert_eq!(run(&target, NS, 0x86dd), 0);
         assert_eq!(
-            run(
-                &ours,
-                crate::wire::datagram::tests::fixture("synack_v6"),
-                0x86dd
-            ),
+            run(&ours, crate::wire::testutil::fixture("synack_v6"), 0x86dd),
             0
         );
     }

@@ -304,7 +304,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::datagram::tests::fixture;
+    use crate::wire::testutil::fixture;
     use crate::wire::{IcmpRepr, IpRepr, TcpRepr};
 
     /// The fixtures' flows: 198.18.0.1:53190 -> 198.18.0.2:80, ISN 644410958.
@@ -537,7 +537,7 @@ mod tests {
     #[test]
     fn icmp_quoting_another_seq_or_port_is_ignored() {
         let mut c = v4();
-        let syn = crate::wire::datagram::tests::with_full_checksum(fixture("syn_v4"));
+        let syn = crate::wire::testutil::with_full_checksum(fixture("syn_v4"));
         let (r, l): (IpAddr, IpAddr) = (
             "198.18.0.254".parse().unwrap(),
             "198.18.0.1".parse().unwrap(),

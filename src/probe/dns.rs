@@ -727,7 +727,7 @@ mod tests {
 
     /// A real NSD answer to `a.lab.test A` (id 0xbeef, EDNS 1232), captured in
     /// the lab on the client's veth, IP header included, checksum offloaded.
-    pub(crate) const NSD_A_V4: &[u8] = include_bytes!("../wire/fixtures/nsd_a_v4.bin");
+    pub(crate) const NSD_A_V4: &[u8] = crate::wire::testutil::NSD_A_V4;
 
     /// The reply datagram `server → client:port` carrying `msg`, full checksum.
     fn reply_datagram(port: u16, msg: &[u8]) -> Vec<u8> {

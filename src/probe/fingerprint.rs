@@ -348,7 +348,7 @@ impl VerificationJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::datagram::tests::fixture;
+    use crate::wire::testutil::fixture;
 
     /// Segments captured on the routed lab's client (tests/lab_verify.rs):
     /// port 8090 behind router 3's nftables `synproxy`, port 80 straight to

@@ -280,7 +280,7 @@ impl SynPinger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::datagram::tests::fixture;
+    use crate::wire::testutil::fixture;
 
     /// Replays the lab capture: our SYN (as Linux sent it) and the SYN-ACK.
     fn pinger(port: u16) -> SynPinger {
@@ -301,7 +301,7 @@ mod tests {
         let t0 = Timestamp(1_000_000_000);
         let (key, bytes) = p.probe(t0, 53190, SeqNumber(644410958), 0x8f0d, 1890636195);
         // same header fields as the kernel's SYN, but for window scale 7 vs 10
-        let kernel = crate::wire::datagram::tests::with_full_checksum(fixture("syn_v4"));
+        let kernel = crate::wire::testutil::with_full_checksum(fixture("syn_v4"));
         assert_eq!(bytes.len(), kernel.len());
         assert_eq!(
             bytes[20..36],

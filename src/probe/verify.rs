@@ -351,7 +351,7 @@ mod tests {
         let done = v.on_time(T0 + Duration::from_secs(1), 1);
         assert_eq!(done[0].check.text(), "verified");
         // the server's TTL is 61: an RST with 62 is someone else's
-        let mut rst = crate::wire::datagram::tests::fixture("rst_v4").to_vec();
+        let mut rst = crate::wire::testutil::fixture("rst_v4").to_vec();
         assert_eq!(
             v.check_rst(&rst, T0),
             Some(ProbeCheck::SuspectRst {

@@ -518,7 +518,7 @@ mod tests {
         rep.canaries(&mut out, vec![50000], vec!["rst".into()], false)
             .unwrap();
         let mut fp = crate::probe::fingerprint::Fingerprint::of(
-            crate::wire::datagram::tests::fixture("synack_v4"),
+            crate::wire::testutil::fixture("synack_v4"),
             Timestamp(0),
         )
         .unwrap();

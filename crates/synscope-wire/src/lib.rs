@@ -3,6 +3,11 @@
 //! Every parser here takes untrusted bytes and returns a plain `Repr` struct or a
 //! [`WireError`]; none of them can panic, whatever the input (see the fuzz-like unit
 //! tests in each module). Emitters build exact bytes, checksums included.
+//!
+//! This crate does no I/O and imports nothing of synscope's: sockets, capture and
+//! the probe state machines live in the `synscope` crate, which depends on this one.
+
+#![deny(unsafe_code)]
 
 pub mod arp;
 pub mod datagram;
@@ -94,38 +99,5 @@ pub fn transport_checksum(
     checksum_with(pseudo_header_sum(src, dst, proto, segment.len()), segment)
 }
 
-#[cfg(test)]
-pub(crate) mod testutil {
-    /// A small deterministic generator for the no-panic tests (xorshift).
-    pub struct Noise(u64);
-    impl Noise {
-        pub fn new(seed: u64) -> Self {
-            Noise(seed | 1)
-        }
-        pub fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        pub fn bytes(&mut self, max: usize) -> Vec<u8> {
-            let n = (self.next() as usize) % (max + 1);
-            (0..n).map(|_| self.next() as u8).collect()
-        }
-        /// `base` with a few random bytes changed and a random truncation.
-        pub fn mutate(&mut self, base: &[u8]) -> Vec<u8> {
-            let mut v = base.to_vec();
-            for _ in 0..(self.next() % 4) {
-                if !v.is_empty() {
-                    let i = self.next() as usize % v.len();
-                    v[i] = self.next() as u8;
-                }
-            }
-            let cut = self.next() as usize % (v.len() + 1);
-            if self.next().is_multiple_of(2) {
-                v.truncate(cut);
-            }
-            v
-        }
-    }
-}
+#[cfg(any(test, feature = "test-support"))]
+pub mod testutil;

@@ -317,10 +317,10 @@ impl TcpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::datagram::Checksums;
-    use crate::wire::datagram::tests::{fixture, with_full_checksum};
-    use crate::wire::testutil::Noise;
-    use crate::wire::{Datagram, Transport};
+    use crate::datagram::Checksums;
+    use crate::testutil::Noise;
+    use crate::testutil::{fixture, with_full_checksum};
+    use crate::{Datagram, Transport};
 
     /// A SYN sent by Linux 6.18 (Python `connect` to 198.18.0.2:80 in the lab), captured
     /// by tcpdump on the client veth.

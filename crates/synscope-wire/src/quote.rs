@@ -90,7 +90,7 @@ impl QuotedTcp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::Noise;
+    use crate::testutil::Noise;
     use std::net::IpAddr;
 
     #[test]

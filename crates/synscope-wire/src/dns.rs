@@ -901,16 +901,16 @@ mod tests {
             }
         }
     }
-    use crate::wire::testutil::Noise;
+    use crate::testutil::Noise;
 
     /// The DNS message of NSD's real answer to `a.lab.test A` (captured in the lab).
     fn nsd_answer() -> Vec<u8> {
-        let d = crate::wire::Datagram::parse_with(
+        let d = crate::Datagram::parse_with(
             include_bytes!("fixtures/nsd_a_v4.bin"),
-            crate::wire::datagram::Checksums::Offloaded,
+            crate::datagram::Checksums::Offloaded,
         )
         .unwrap();
-        let crate::wire::Transport::Udp(u) = d.transport else {
+        let crate::Transport::Udp(u) = d.transport else {
             panic!("not udp")
         };
         u.payload

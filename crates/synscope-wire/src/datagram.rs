@@ -67,34 +67,9 @@ impl Datagram {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// Fixtures captured by tcpdump on the lab's client veth (see `fixtures/`).
-    /// TCP checksums in them are partial (offloaded), as the kernel hands them over.
-    pub fn fixture(name: &str) -> &'static [u8] {
-        match name {
-            "syn_v4" => include_bytes!("fixtures/linux_syn_v4.bin"),
-            "synack_v4" => include_bytes!("fixtures/linux_synack_v4.bin"),
-            "rst_v4" => include_bytes!("fixtures/linux_rst_v4.bin"),
-            "syn_v6" => include_bytes!("fixtures/linux_syn_v6.bin"),
-            "synack_v6" => include_bytes!("fixtures/linux_synack_v6.bin"),
-            "rst_v6" => include_bytes!("fixtures/linux_rst_v6.bin"),
-            "icmp_admin_v4" => include_bytes!("fixtures/linux_icmp_admin_v4.bin"),
-            "icmp6_admin_v6" => include_bytes!("fixtures/linux_icmp6_admin_v6.bin"),
-            "finack_v4" => include_bytes!("fixtures/linux_finack_v4.bin"),
-            _ => panic!("no fixture {name}"),
-        }
-    }
-
-    /// A fixture with its TCP checksum completed, as it would arrive over a real NIC.
-    pub fn with_full_checksum(bytes: &[u8]) -> Vec<u8> {
-        let d = Datagram::parse_with(bytes, Checksums::Offloaded).unwrap();
-        let Transport::Tcp(t) = d.transport else {
-            return bytes.to_vec();
-        };
-        d.ip.emit(&t.emit(d.ip.src, d.ip.dst))
-    }
+    use crate::testutil::{fixture, with_full_checksum};
 
     #[test]
     fn offloaded_checksums_need_the_offloaded_mode() {

@@ -128,7 +128,7 @@ impl ArpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::Noise;
+    use crate::testutil::Noise;
 
     /// Captured on a veth: the Linux kernel of 198.18.200.1 (02:53:53:00:c8:01)
     /// asking for 198.18.200.2, and that host's kernel answering.

@@ -174,7 +174,7 @@ impl NdpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::Noise;
+    use crate::testutil::Noise;
 
     /// Captured on a veth: the kernel of 2001:db8:200::1 (02:53:53:00:c8:01)
     /// soliciting 2001:db8:200::2, and that host's kernel advertising itself.

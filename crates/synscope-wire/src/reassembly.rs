@@ -481,11 +481,10 @@ pub fn fragment(datagram: &[u8], ident: u32, max_data: usize) -> Vec<Vec<u8>> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::wire::datagram::tests::{fixture, with_full_checksum};
-    use crate::wire::testutil::Noise;
-    use crate::wire::{Datagram, Transport};
+    use crate::testutil::{Noise, fixture, nsd_fragments, with_full_checksum};
+    use crate::{Datagram, Transport};
 
     const MS: u64 = 1_000_000;
 
@@ -504,26 +503,6 @@ pub(crate) mod tests {
             .enumerate()
             .map(|(i, &j)| r.push(&frags[j], i as u64 * MS))
             .collect()
-    }
-
-    /// NSD's 3,382-byte answer to `frag.lab.test TXT` (id 0xf4a6, EDNS 4096),
-    /// fragmented by the server's kernel: IPv4 at the veth MTU (1500), IPv6
-    /// at 1280 (NSD sends with the minimum MTU). Captured by tcpdump on the
-    /// lab's client veth (`capture_fragment_fixtures` in tests/lab_fragments.rs).
-    pub(crate) fn nsd_fragments(v6: bool) -> [&'static [u8]; 3] {
-        if v6 {
-            [
-                include_bytes!("fixtures/nsd_frag_v6_0.bin"),
-                include_bytes!("fixtures/nsd_frag_v6_1.bin"),
-                include_bytes!("fixtures/nsd_frag_v6_2.bin"),
-            ]
-        } else {
-            [
-                include_bytes!("fixtures/nsd_frag_v4_0.bin"),
-                include_bytes!("fixtures/nsd_frag_v4_1.bin"),
-                include_bytes!("fixtures/nsd_frag_v4_2.bin"),
-            ]
-        }
     }
 
     #[test]
@@ -558,7 +537,7 @@ pub(crate) mod tests {
                     panic!()
                 };
                 assert_eq!(u.src_port, 53);
-                let reply = crate::wire::dns::ReplyRepr::parse(&u.payload).unwrap();
+                let reply = crate::dns::ReplyRepr::parse(&u.payload).unwrap();
                 // one TXT record of 16 strings
                 assert_eq!(
                     (reply.id, reply.answer.len(), reply.size),
@@ -575,7 +554,7 @@ pub(crate) mod tests {
             } else {
                 shifted[7] += 1;
                 shifted[10..12].copy_from_slice(&[0, 0]);
-                let c = crate::wire::checksum_with(0, &shifted[..20]);
+                let c = crate::checksum_with(0, &shifted[..20]);
                 shifted[10..12].copy_from_slice(&c.to_be_bytes());
             }
             assert_eq!(r.push(f[0], 0), Outcome::Held);
@@ -602,7 +581,7 @@ pub(crate) mod tests {
         assert_eq!(&f[2][6..8], &[0x40, 4]); // DF, last, offset 4 (32 bytes)
         assert_eq!(&f[2][2..4], &[0, 28]);
         for frag in &f {
-            assert_eq!(crate::wire::checksum_with(0, &frag[..20]), 0);
+            assert_eq!(crate::checksum_with(0, &frag[..20]), 0);
             // no transport header to read in any of them
             assert_eq!(
                 Datagram::parse(frag).map(|d| d.transport),
@@ -646,7 +625,7 @@ pub(crate) mod tests {
         let parsed = IpRepr::parse_detail(&f[1]).unwrap();
         assert_eq!(
             parsed.fragment,
-            Some(crate::wire::ip::FragmentInfo {
+            Some(crate::ip::FragmentInfo {
                 ident: 0xdead_beef,
                 offset: 16,
                 more: true,
@@ -711,7 +690,7 @@ pub(crate) mod tests {
         bad.extend_from_slice(&whole[40..48]);
         bad[6..8].copy_from_slice(&[0x60, 1]);
         bad[10..12].copy_from_slice(&[0, 0]);
-        let c = crate::wire::checksum_with(0, &bad[..20]);
+        let c = crate::checksum_with(0, &bad[..20]);
         bad[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(r.push(&bad, MS), Outcome::Dropped(FragmentDrop::Overlap));
         assert_eq!(r.dropped()[&FragmentDrop::Overlap], 2);
@@ -770,7 +749,7 @@ pub(crate) mod tests {
         odd[3] -= 1;
         let c = {
             odd[10..12].copy_from_slice(&[0, 0]);
-            crate::wire::checksum_with(0, &odd[..20])
+            crate::checksum_with(0, &odd[..20])
         };
         odd[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(r.push(&odd, 0), Outcome::Dropped(FragmentDrop::BadLength));
@@ -778,7 +757,7 @@ pub(crate) mod tests {
         let mut big = f[1].clone();
         big[6..8].copy_from_slice(&(0x2000u16 | 8189).to_be_bytes());
         big[10..12].copy_from_slice(&[0, 0]);
-        let c = crate::wire::checksum_with(0, &big[..20]);
+        let c = crate::checksum_with(0, &big[..20]);
         big[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(r.push(&big, 0), Outcome::Dropped(FragmentDrop::TooBig));
         // the last fragment says the datagram ends at 40; another last one at 24
@@ -786,7 +765,7 @@ pub(crate) mod tests {
         let mut early_end = f[1].clone();
         early_end[6] &= !0x20;
         early_end[10..12].copy_from_slice(&[0, 0]);
-        let c = crate::wire::checksum_with(0, &early_end[..20]);
+        let c = crate::checksum_with(0, &early_end[..20]);
         early_end[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(
             r.push(&early_end, 1),

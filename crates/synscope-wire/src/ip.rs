@@ -41,7 +41,7 @@ pub struct IpRepr {
 
 /// IPv6 extension headers walked before giving up (the chain is then
 /// reported as ending in the header it stopped at, a protocol nobody reads).
-/// The capture filter walks fewer ([`crate::io::bpf`]) and lets deeper chains
+/// The capture filter walks fewer (synscope's `io::bpf` in the main crate) and lets deeper chains
 /// through by address for this parser to read.
 pub const MAX_EXT_HEADERS: usize = 16;
 
@@ -337,7 +337,7 @@ pub fn insert_v6_ext_headers(datagram: &[u8], headers: &[(u8, &[u8])]) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::Noise;
+    use crate::testutil::Noise;
     use std::net::Ipv4Addr;
 
     /// IPv4 header of a SYN captured in the lab (198.18.0.1 -> 198.18.0.2, TTL 64).
@@ -362,10 +362,10 @@ mod tests {
     fn v4_emit_matches_bytes_and_parses_back() {
         let bytes = v4().emit(&[0u8; 40]);
         let mut want = V4_HEADER;
-        let c = crate::wire::checksum_with(0, &want);
+        let c = crate::checksum_with(0, &want);
         want[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(&bytes[..20], &want);
-        assert_eq!(crate::wire::checksum_with(0, &bytes[..20]), 0);
+        assert_eq!(crate::checksum_with(0, &bytes[..20]), 0);
         let (repr, payload) = IpRepr::parse(&bytes).unwrap();
         assert_eq!(repr, v4());
         assert_eq!(payload.len(), 40);

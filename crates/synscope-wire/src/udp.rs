@@ -65,7 +65,7 @@ impl UdpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::Noise;
+    use crate::testutil::Noise;
 
     #[test]
     fn round_trip_v4_and_v6() {

@@ -181,8 +181,8 @@ impl IcmpRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testutil::Noise;
-    use crate::wire::{Datagram, Transport};
+    use crate::testutil::Noise;
+    use crate::{Datagram, Transport};
 
     fn icmp_of(bytes: &[u8]) -> IcmpRepr {
         match Datagram::parse(bytes).unwrap().transport {
