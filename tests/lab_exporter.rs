@@ -819,3 +819,138 @@ fn link_down_is_loss_sighup_keeps_counters_sigterm_ends() {
     assert!(stderr_of(&dir.0).contains("exporter stopped"));
     assert!(!tables().contains("synscope_"), "left behind: {}", tables());
 }
+
+/// `CapEff` and `CapPrm` of a running process.
+fn capabilities(pid: u32) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.starts_with("CapEff:") || l.starts_with("CapPrm:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn no_capability_left_every_kind_works_tables_go_with_sigkill() {
+    let lab = lab();
+    let _nsd = LabDns::start(&lab).expect("nsd up");
+    let dir = TempDir::new("caps");
+    let _http = HttpServer::start(&lab);
+    let config = format!(
+        "{}{}{}{}",
+        syn_probe("open", 80, "100ms", "90ms"),
+        "[[probe]]\nname = \"open6\"\nkind = \"syn\"\ntarget = \"[2001:db8::2]:80\"\n\
+         interval = \"100ms\"\ntimeout = \"90ms\"\n\n",
+        "[[probe]]\nname = \"web\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:8080\"\n\
+         interval = \"300ms\"\ntimeout = \"250ms\"\nrequest = \"GET / HTTP/1.0\\r\\n\\r\\n\"\n\n",
+        "[[probe]]\nname = \"ns\"\nkind = \"dns\"\ntarget = \"198.18.0.2\"\ninterval = \"300ms\"\n\
+         timeout = \"250ms\"\nquery = \"a.lab.test\"\nexpect = [\"198.18.0.10\"]\n\n",
+    );
+    let mut exp = exporter(&lab, &dir.0, &config);
+    let pid = exp.0.id();
+    // every kind succeeds, again and again, with no privilege left
+    let ok = |series: &str, n: f64| {
+        until(Duration::from_secs(20), || {
+            (value(&metrics(&lab), series)? >= n).then_some(())
+        })
+        .is_some()
+    };
+    for series in [
+        "synscope_answers_total{probe=\"open\",verdict=\"open\"}",
+        "synscope_answers_total{probe=\"open6\",verdict=\"open\"}",
+        "synscope_answers_total{probe=\"web\",verdict=\"open\"}",
+        "synscope_answers_total{probe=\"ns\",verdict=\"answered\"}",
+        "synscope_stage_duration_seconds_count{probe=\"web\",stage=\"request_first_byte\"}",
+        "synscope_stage_duration_seconds_count{probe=\"ns\",stage=\"query_answer\"}",
+    ] {
+        assert!(ok(series, 5.0), "{series}: {}", stderr_of(&dir.0));
+    }
+    assert_eq!(
+        capabilities(pid),
+        ["CapPrm:\t0000000000000000", "CapEff:\t0000000000000000"]
+    );
+    let page = metrics(&lab);
+    for (probe, verdict) in [
+        ("open", "open"),
+        ("open6", "open"),
+        ("web", "open"),
+        ("ns", "answered"),
+    ] {
+        let last = format!("synscope_last_verdict{{probe=\"{probe}\",verdict=\"{verdict}\"}}");
+        assert_eq!(value(&page, &last), Some(1.0), "{page}");
+        let errors = format!("synscope_probe_errors_total{{probe=\"{probe}\"}}");
+        assert_eq!(value(&page, &errors).unwrap_or(0.0), 0.0, "{page}");
+    }
+    // /probe of a handshake, unprivileged: the shared capture serves it too
+    let (status, body) = get(&lab, LISTEN, "/probe?target=198.18.0.2:8080&module=web").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+
+    // a reload that needs a new source address (loopback's) is refused and counted
+    std::fs::write(
+        dir.0.join("probes.toml"),
+        format!(
+            "{config}{}",
+            "[[probe]]\nname = \"lo\"\nkind = \"syn\"\ntarget = \"127.0.0.1:9\"\ninterval = \"1s\"\ntimeout = \"100ms\"\n"
+        ),
+    )
+    .unwrap();
+    common::signal(&exp.0, "-HUP");
+    until(Duration::from_secs(10), || {
+        value(
+            &metrics(&lab),
+            "synscope_exporter_config_reloads_total{result=\"failure\"}",
+        )
+    })
+    .expect("refused reload counted");
+    let err = stderr_of(&dir.0);
+    assert!(
+        err.contains("probe lo leaves from 127.0.0.1") && err.contains("the running config stays"),
+        "{err}"
+    );
+
+    // one owner table, scoped to our ports; gone when the process is killed
+    let tables = || {
+        let out = lab
+            .client_command("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let t = tables();
+    assert_eq!(
+        t.matches("synscope_").count(),
+        2,
+        "one per source address: {t}"
+    );
+    let out = lab
+        .client_command("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+    // each table drops the bare RSTs of its address' handshake ports, to anyone
+    for (family, src) in [("ip", "198.18.0.1"), ("ip6", "2001:db8::1")] {
+        let name = rules
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("table {family} synscope_{pid}_")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {family} table: {rules}"));
+        let (lo, hi) = name.split_once('_').unwrap();
+        // the handshake half of the block: SYN probes' ports keep the
+        // kernel's RST, which ends the half-open connection at the target
+        let span = hi.parse::<u16>().unwrap() - lo.parse::<u16>().unwrap() + 1;
+        assert_eq!(span, 64, "{rules}");
+        let rule =
+            format!("{family} saddr {src} tcp sport {lo}-{hi} tcp flags rst / rst,ack counter");
+        assert!(rules.contains(&rule), "{rule}: {rules}");
+    }
+    assert!(!rules.contains("daddr"), "{rules}");
+    let _ = exp.0.kill();
+    let _ = exp.0.wait();
+    until(Duration::from_secs(5), || {
+        (!tables().contains("synscope_")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("left behind after SIGKILL: {}", tables()));
+}
