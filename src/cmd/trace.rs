@@ -162,6 +162,7 @@ pub(crate) async fn one_trace(
         s,
         route,
         local,
+        SeqNumber(rand::random()),
         sender,
         Packets::Capture(&mut capture),
         pcap,
@@ -178,12 +179,14 @@ pub(crate) async fn one_trace(
 }
 
 /// Plays one connection from `local` (a port the caller holds, with the
-/// kernel's RSTs kept off it) over `packets` until it ends or `signal` fires.
+/// kernel's RSTs kept off it), starting at sequence number `isn`, over
+/// `packets` until it ends or `signal` fires.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn drive(
     s: &TraceSettings,
     route: &Route,
     local: SocketAddr,
+    isn: SeqNumber,
     sender: &RawSender,
     mut packets: Packets<'_>,
     pcap: &mut Option<PcapWriter>,
@@ -194,7 +197,7 @@ pub(crate) async fn drive(
     let mut c = TcpClient::new(TcpClientConfig {
         src: local,
         dst,
-        isn: SeqNumber(rand::random()),
+        isn,
         ttl: s.ttl,
         mss: route.mss(),
         syn_options: s.syn_options,

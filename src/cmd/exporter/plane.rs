@@ -16,14 +16,18 @@
 //!
 //! A run leases a port (the least recently used one: a peer's TIME_WAIT for
 //! it has the most time to go) and gets the packets of that port until the
-//! lease is dropped.
+//! lease is dropped. Ports come back often (64 of them), so a handshake's
+//! initial sequence number grows with the clock ([`Lease::isn`]): a peer still
+//! holding the last connection of the port in TIME_WAIT takes the new SYN as a
+//! new connection, as Linux does for its own reused ports, also for a SYN
+//! without timestamps (`bare_syn`).
 
 use crate::cmd::CmdError;
 use crate::io::bpf::FlowFilter;
 use crate::io::nft::RstFilter;
 use crate::io::{Capture, Captured, Direction, PortReservation};
 use crate::wire::datagram::Checksums;
-use crate::wire::{Datagram, Protocol, Transport};
+use crate::wire::{Datagram, Protocol, SeqNumber, Transport};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -55,6 +59,7 @@ struct Source {
     /// Free ports, SYN and handshake, least recently used first.
     free: Mutex<[VecDeque<u16>; 2]>,
     routes: Routes,
+    isn_offset: u32,
     _ports: Vec<PortReservation>,
     _rst: RstFilter,
     dispatcher: tokio::task::JoinHandle<()>,
@@ -78,6 +83,17 @@ pub struct Lease {
     pub rx: mpsc::Receiver<Captured>,
     kind: Use,
     source: Arc<Source>,
+}
+
+impl Lease {
+    /// A clock-driven initial sequence number, as RFC 6528 and Linux: a
+    /// random offset of this process plus the time in 64 ns ticks (a wrap takes
+    /// 275 s, more than four times the longest TIME_WAIT), so each connection
+    /// of a port starts after everything the previous one sent.
+    pub fn isn(&self) -> SeqNumber {
+        let ticks = (crate::event::Timestamp::now().0 >> 6) as u32;
+        SeqNumber(self.source.isn_offset.wrapping_add(ticks))
+    }
 }
 
 impl Drop for Lease {
@@ -190,6 +206,7 @@ impl Plane {
                     src,
                     free: Mutex::new(free),
                     routes,
+                    isn_offset: rand::random(),
                     _ports: ports,
                     _rst: rst,
                     dispatcher,

@@ -281,9 +281,12 @@ async fn handshake(
     // RSTs the start-time nftables rule drops
     let mut port = senders.plane.lease(route.src, Use::Handshake)?;
     let local = SocketAddr::new(route.src, port.port);
+    let isn = port.isn();
     let packets = crate::cmd::trace::Packets::Channel(&mut port.rx);
-    let (c, stopped) =
-        crate::cmd::trace::drive(&s, &route, local, sender, packets, &mut None, stop, log).await?;
+    let (c, stopped) = crate::cmd::trace::drive(
+        &s, &route, local, isn, sender, packets, &mut None, stop, log,
+    )
+    .await?;
     drop(port);
     if stopped {
         return Err(CmdError::Setup("stopped".into()));
