@@ -115,6 +115,8 @@ fn ephemeral() -> (u16, u16) {
             let mut it = t.split_whitespace().map(|w| w.parse::<u16>().ok());
             Some((it.next()??, it.next()??))
         })
+        // the block's end (base + BLOCK) must fit in a u16
+        .map(|(lo, hi)| (lo.max(1), hi.min(u16::MAX - 1)))
         .filter(|(lo, hi)| hi > lo && hi - lo >= BLOCK)
         .unwrap_or((32768, 60999))
 }
@@ -250,5 +252,40 @@ impl Plane {
             kind,
             source: source.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::datagram::tests::fixture;
+
+    fn captured(name: &str, direction: Direction) -> Captured {
+        Captured {
+            data: fixture(name).to_vec(),
+            timestamp: crate::event::Timestamp(0),
+            direction,
+            checksum_offloaded: true,
+            ifindex: 1,
+        }
+    }
+
+    #[test]
+    fn packets_go_to_our_port_of_their_flow() {
+        let port = |name: &str, d: Direction| local_port(&captured(name, d));
+        // our SYN from 53190 and the SYN-ACK to it
+        assert_eq!(port("syn_v4", Direction::Outgoing), Some(53190));
+        assert_eq!(port("synack_v4", Direction::Incoming), Some(53190));
+        assert_eq!(port("rst_v4", Direction::Incoming), Some(60236));
+        assert_eq!(port("syn_v6", Direction::Outgoing), Some(56882));
+        assert_eq!(port("synack_v6", Direction::Incoming), Some(56882));
+        // ICMP errors: the source port of the segment they quote
+        assert_eq!(port("icmp_admin_v4", Direction::Incoming), Some(60800));
+        assert_eq!(port("icmp6_admin_v6", Direction::Incoming), Some(60516));
+        // an ICMP error we send, and a truncated packet, go nowhere
+        assert_eq!(port("icmp_admin_v4", Direction::Outgoing), None);
+        let mut junk = captured("syn_v4", Direction::Incoming);
+        junk.data.truncate(30);
+        assert_eq!(local_port(&junk), None);
     }
 }
