@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark of `synscope dns` in a throwaway namespace lab with NSD (RRL off):
-#  1. bulk queries/s beside dnsperf's, both tools in the same run, on a mixed
+#  1. bulk queries/s beside dnsperf's (as it comes, and with -e: EDNS like ours),
+#     both tools in the same run, on a mixed
 #     query set (A, AAAA, CNAME chain, MX, TXT, NXDOMAIN) and on one repeated
 #     name, BENCH_ROUNDS times (default 3), with each tool's CPU time per query;
 #     synscope's every answer is checked against the zone;

@@ -2,7 +2,9 @@
 //! routers, server; router 2 drops 8443, rejects 111, clamps the MSS on 8080,
 //! rewrites DSCP/ECN on 8081, strips options on 8082) and runs a command in
 //! the client namespace, with SERVER4 / SERVER6 set to the server's
-//! addresses; the lab is removed when the command ends.
+//! addresses and TARPIT4 / TARPIT6 to the tarpit's (a raw responder beside
+//! the server that answers every port); the lab is removed when the command
+//! ends. Port 8090 (IPv4) is answered by a SYN proxy on router 3.
 //!
 //!     cargo run --example routed_lab -- sh -c 'synscope path $SERVER4:8080'   (as root)
 
@@ -16,12 +18,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let spec = RoutedSpec::standard();
     let lab = Lab::up_routed(&spec)?;
+    let tarpit = routed::Tarpit::start(&lab, spec.routers)?;
     let status = lab
         .client_command(&args[0])
         .args(&args[1..])
         .env("SERVER4", routed::server_v4(spec.routers).to_string())
         .env("SERVER6", routed::server_v6(spec.routers).to_string())
+        .env("TARPIT4", tarpit.v4.to_string())
+        .env("TARPIT6", tarpit.v6.to_string())
         .status()?;
+    drop(tarpit);
     drop(lab);
     std::process::exit(status.code().unwrap_or(1));
 }

@@ -11,9 +11,9 @@ RUNS=${RUNS:-10000000}
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 status=0
-for t in ip tcp udp icmp datagram correlate dns reassembly neighbour path; do
+for t in ip tcp udp icmp datagram correlate dns reassembly neighbour path verify; do
   corpus=$(mktemp -d)
-  cp src/wire/fixtures/*.bin "$corpus/"
+  cp src/wire/fixtures/*.bin src/probe/fixtures/*.bin "$corpus/"
   # the DNS target starts from the DNS message inside the captured NSD answer
   [ "$t" = dns ] && tail -c +29 src/wire/fixtures/nsd_a_v4.bin > "$corpus/nsd_answer"
   start=$(date +%s.%N)

@@ -14,7 +14,9 @@ pub mod path;
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the port answered as expected (--expect, default open)
-  1  it did not (other verdict, or no answer at all)
+  1  it did not (other verdict, or no answer at all); with --verify, a
+     SYN-ACK from a host that answers every port (its canary ports answer
+     too) is not counted as open
   2  usage or setup error (bad arguments, unknown host, missing privileges)
   On Ctrl-C (SIGINT) or SIGTERM the summary so far is printed and the exit
   status is computed from the probes finished so far.";
@@ -101,6 +103,12 @@ pub enum Command {
     /// table of stage times taken from the kernel's packet timestamps. While it
     /// runs, an nftables table (owner flag: it vanishes with the process, even
     /// on SIGKILL) keeps the local kernel from resetting exactly this flow.
+    ///
+    /// The SYN-ACK's fingerprint (TTL / hop limit, window, option layout,
+    /// timestamp clock) is compared with the server's later segments: `port:
+    /// open (syn-proxy: ttl 62, later 61, window 0, later 64)` when a SYN proxy
+    /// answered for the server, `port: open (verified: ...)` when they match
+    /// (JSON: `verification`).
     ///
     /// Examples:
     ///   synscope trace 198.18.0.2:80 --send 'GET / HTTP/1.0\r\n\r\n'
@@ -314,6 +322,20 @@ pub struct PingArgs {
     /// Write every packet sent and received to this pcap file (nanosecond stamps).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
+    /// Check that the SYN-ACK really comes from the server. First, SYNs to 3
+    /// random closed-on-any-normal-host canary ports (49152-65535): if all
+    /// answer SYN-ACK, the host answers every port (tarpit/proxy), said once,
+    /// and its SYN-ACKs are not counted as open. Then each SYN-ACK's handshake
+    /// is completed from raw (ACK, then a keepalive-style probe the server
+    /// ACKs), the server's next segments are compared with the SYN-ACK (TTL,
+    /// window, options, timestamp clock) and the connection is reset:
+    /// `open (syn-proxy: ttl 62, later 61, window 0, later 63)` when they
+    /// differ, `open (verified)` when not. An RST whose TTL or IP ID is not the
+    /// host's is shown as `closed (rst not from the host?: ...)`. The kernel's
+    /// own RSTs to the target port are held back by an nftables rule for the
+    /// run. Example: synscope ping 198.18.4.2:8090 -c 3 --verify
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub const TRACE_EXIT_CODES: &str = "\
@@ -527,9 +549,17 @@ pub struct ScanArgs {
     /// Scan the N most common TCP ports (built-in list).
     #[arg(long, value_name = "N")]
     pub top_ports: Option<usize>,
-    /// Probes per second, evenly paced.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub rate: u64,
+    /// Probes per second: `auto` (closed-loop: starts at 20,000/s, ramps up
+    /// while replies keep pace, backs off when they stop, see docs/rate.md), or
+    /// a fixed number, evenly paced (e.g. --rate 10000).
+    #[arg(long, default_value = "auto", value_parser = parse_scan_rate)]
+    pub rate: ScanRate,
+    /// Lowest rate `--rate auto` may fall to (probes/s).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub min_rate: u64,
+    /// Highest rate `--rate auto` may reach (probes/s).
+    #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_rate: u64,
     /// Extra rounds for probes that got no answer.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
@@ -540,11 +570,13 @@ pub struct ScanArgs {
     /// Print only open ports.
     #[arg(long)]
     pub open: bool,
-    /// This machine's part of the scan: I/N with 0 <= I < N. N machines with the
-    /// same --seed probe every (host, port) exactly once together.
+    /// This machine's part of the scan: I/N with 0 <= I < N. N machines running
+    /// the same scan probe every (host, port) exactly once together: without
+    /// --seed the order's seed is derived from the targets, ports and N.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Seed of the probe order (the same on every shard).
+    /// Seed of the probe order (the same on every shard; default: random, or
+    /// with --shard derived from the targets, ports and shard count).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Source port of every probe (default: a free port, held for the scan).
@@ -703,13 +735,36 @@ pub struct DnsArgs {
     pub no_progress: bool,
 }
 
+/// `--rate` of a scan: closed-loop, or fixed probes per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanRate {
+    Auto,
+    Fixed(u64),
+}
+
+fn parse_scan_rate(s: &str) -> Result<ScanRate, String> {
+    if s == "auto" {
+        return Ok(ScanRate::Auto);
+    }
+    match s.parse::<u64>() {
+        Ok(n) if (1..=10_000_000).contains(&n) => Ok(ScanRate::Fixed(n)),
+        _ => Err(format!(
+            "'{s}' is not a rate: give auto or probes per second, 1-10000000"
+        )),
+    }
+}
+
 /// Validated settings of `synscope scan`.
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
     /// One set per address family, IPv4 first (scanned in turn).
     pub targets: Vec<TargetSet>,
     pub ports: PortList,
+    /// The fixed rate, or with --rate auto the rate the controller starts at
+    /// (also the rate of host discovery).
     pub rate: u64,
+    /// --rate auto: the controller's bounds (min, max); None: fixed rate.
+    pub auto_rate: Option<(u64, u64)>,
     pub retries: u32,
     pub wait: Duration,
     pub open_only: bool,
@@ -797,15 +852,38 @@ impl ScanArgs {
             (_, true) => OutputFormat::Ndjson,
             _ => OutputFormat::Text,
         };
+        // shards must agree on the order: without --seed they derive it from
+        // the scan's definition; a whole scan takes a random one
+        let seed = match self.seed {
+            Some(seed) => seed,
+            None if shard.count > 1 => {
+                crate::scan::permute::derived_seed(&targets, &ports, shard.count)
+            }
+            None => rand::random(),
+        };
+        if self.min_rate > self.max_rate {
+            return Err(UsageError(format!(
+                "--min-rate {} is above --max-rate {}",
+                self.min_rate, self.max_rate
+            )));
+        }
+        let (rate, auto_rate) = match self.rate {
+            ScanRate::Fixed(n) => (n, None),
+            ScanRate::Auto => (
+                (crate::scan::rate::START as u64).clamp(self.min_rate, self.max_rate),
+                Some((self.min_rate, self.max_rate)),
+            ),
+        };
         Ok(ScanSettings {
             targets,
             ports,
-            rate: self.rate,
+            rate,
+            auto_rate,
             retries: self.retries,
             wait: self.wait,
             open_only: self.open,
             shard,
-            seed: self.seed.unwrap_or_else(rand::random),
+            seed,
             source_port: self.source_port,
             interface: self.interface.clone(),
             ttl: self.ttl,
@@ -1130,6 +1208,8 @@ pub struct PingSettings {
     pub format: OutputFormat,
     pub verbose: bool,
     pub pcap: Option<std::path::PathBuf>,
+    /// Canary ports first, then complete and check each handshake.
+    pub verify: bool,
 }
 
 /// Splits `HOST[:PORT]`: `198.18.0.2:80`, `[2001:db8::2]:443`, `2001:db8::2`, `name:22`.
@@ -1215,6 +1295,7 @@ impl PingArgs {
             format,
             verbose,
             pcap: self.pcap.clone(),
+            verify: self.verify,
         })
     }
 }

@@ -44,6 +44,17 @@ pub struct LabSpec {
     /// answers for [`FAR_V4`] and [`FAR_V6`] as a whole (routed via it), with
     /// these ports open. None: no second route.
     pub second_route: Option<Vec<u16>>,
+    /// A policer on the server: nftables drops TCP SYNs over this many per
+    /// second (`limit rate over N/second drop`), before any other rule.
+    pub syn_policer: Option<u32>,
+    /// A bottleneck on the server's replies: an HTB class of this many
+    /// kbit/s on its veth with a short (10 packet) queue; what overflows is
+    /// dropped. (A stand-in for a router's queue: the path between client
+    /// and server is one veth.)
+    pub reply_bottleneck_kbit: Option<u32>,
+    /// Keep the server's ICMP rate limits at the Linux defaults (else they
+    /// are off, so every rejected probe is answered).
+    pub icmp_ratelimit: bool,
 }
 
 /// One host of the lab's LAN: 198.18.200.`host` and 2001:db8:200::`host`
@@ -89,6 +100,9 @@ impl LabSpec {
             many_hosts_v4: None,
             lan: Vec::new(),
             second_route: None,
+            syn_policer: None,
+            reply_bottleneck_kbit: None,
+            icmp_ratelimit: false,
         }
     }
 }
@@ -310,13 +324,35 @@ impl Lab {
             )?;
         }
         // the server answers every rejected probe (no ICMP rate limit)
-        in_netns(&s, || {
-            let _ = std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0");
-            let _ = std::fs::write("/proc/sys/net/ipv6/icmp/ratelimit", "0");
-        })?;
+        if !spec.icmp_ratelimit {
+            in_netns(&s, || {
+                let _ = std::fs::write("/proc/sys/net/ipv4/icmp_ratelimit", "0");
+                let _ = std::fs::write("/proc/sys/net/ipv6/icmp/ratelimit", "0");
+            })?;
+        }
+        if let Some(kbit) = spec.reply_bottleneck_kbit {
+            let rate = format!("{kbit}kbit");
+            for args in [
+                vec![
+                    "qdisc", "add", "dev", VETH, "root", "handle", "1:", "htb", "default", "10",
+                ],
+                vec![
+                    "class", "add", "dev", VETH, "parent", "1:", "classid", "1:10", "htb", "rate",
+                    &rate,
+                ],
+                vec![
+                    "qdisc", "add", "dev", VETH, "parent", "1:10", "pfifo", "limit", "10",
+                ],
+            ] {
+                let mut full = vec!["ip", "netns", "exec", &s, "tc"];
+                full.extend(args);
+                run(&full, None)?;
+            }
+        }
         if !(spec.dropped.is_empty()
             && spec.admin_prohibited.is_empty()
-            && spec.port_unreachable.is_empty())
+            && spec.port_unreachable.is_empty()
+            && spec.syn_policer.is_none())
         {
             run(
                 &["ip", "netns", "exec", &s, "nft", "-f", "-"],
@@ -654,6 +690,11 @@ pub fn remove_stale_namespaces() {
 fn nft_ruleset(spec: &LabSpec) -> String {
     let set = |v: &[u16]| v.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
     let mut rules = String::new();
+    if let Some(n) = spec.syn_policer {
+        rules += &format!(
+            "    tcp flags & (syn | ack) == syn limit rate over {n}/second counter drop\n"
+        );
+    }
     for (ports, action) in [
         (&spec.dropped, "drop"),
         (

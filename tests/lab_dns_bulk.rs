@@ -435,25 +435,33 @@ fn bench_bulk_vs_dnsperf() {
             let qfile = dir.join("queries.txt");
             let text: String = kinds.iter().map(|k| format!("{}\n", k.1)).collect();
             std::fs::write(&qfile, text).unwrap();
-            let o = lab
-                .client_command("/usr/bin/time")
-                .args(["-f", "TIMECPU %U %S", "dnsperf"])
-                .args(["-s", "198.18.0.2", "-l", &secs.to_string(), "-d"])
-                .arg(&qfile)
-                .output()
-                .expect("dnsperf (scripts/setup.sh --bench)");
-            let text = String::from_utf8_lossy(&o.stdout);
-            let dnsperf_qps: f64 = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("Queries per second:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(f64::NAN);
-            let dnsperf_queries: f64 = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("Queries completed:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                .unwrap_or(f64::NAN);
-            let dnsperf_cpu = cpu_secs(&o.stderr);
+            // dnsperf as it comes (queries without EDNS), and with -e: an
+            // OPT record in every query, as synscope sends by default, so
+            // that the server does the same work for both
+            let dnsperf = |extra: &[&str]| {
+                let o = lab
+                    .client_command("/usr/bin/time")
+                    .args(["-f", "TIMECPU %U %S", "dnsperf"])
+                    .args(["-s", "198.18.0.2", "-l", &secs.to_string(), "-d"])
+                    .arg(&qfile)
+                    .args(extra)
+                    .output()
+                    .expect("dnsperf (scripts/setup.sh --bench)");
+                let text = String::from_utf8_lossy(&o.stdout);
+                let qps: f64 = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Queries per second:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(f64::NAN);
+                let queries: f64 = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("Queries completed:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(f64::NAN);
+                (qps, cpu_secs(&o.stderr) * 1e6 / queries)
+            };
+            let (dnsperf_qps, dnsperf_cpu) = dnsperf(&[]);
+            let (edns_qps, edns_cpu) = dnsperf(&["-e"]);
 
             let nfile = dir.join("names.txt");
             let text: String = (0..names)
@@ -502,13 +510,13 @@ fn bench_bulk_vs_dnsperf() {
                 println!("{lines} result lines for {names} names");
             }
             println!(
-                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {:.2} µs/query) | ratio {:.2}",
+                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query), ratio {:.2}",
                 summary["timeouts"],
                 summary["latency_us"]["p50"],
                 summary["timing"],
                 cpu_secs(&out.stderr) * 1e6 / names as f64,
-                dnsperf_cpu * 1e6 / dnsperf_queries,
-                ours / dnsperf_qps
+                ours / dnsperf_qps,
+                ours / edns_qps
             );
             if !out.status.success() {
                 println!(

@@ -863,7 +863,16 @@ fn no_capability_left_every_kind_works_tables_go_with_sigkill() {
         "synscope_stage_duration_seconds_count{probe=\"web\",stage=\"request_first_byte\"}",
         "synscope_stage_duration_seconds_count{probe=\"ns\",stage=\"query_answer\"}",
     ] {
-        assert!(ok(series, 5.0), "{series}: {}", stderr_of(&dir.0));
+        assert!(
+            ok(series, 5.0),
+            "{series}: {}\n{}",
+            stderr_of(&dir.0),
+            metrics(&lab)
+                .lines()
+                .filter(|l| l.contains("web"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     assert_eq!(
         capabilities(pid),

@@ -103,7 +103,7 @@ fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // discovery: 256 - network - broadcast - our own address = 253 asked
     assert!(
-        stderr.contains("253 addresses, 3 hosts up (ARP) in"),
+        stderr.contains("253 addresses, 3 hosts up (ARP), 1 known without asking (own address) in"),
         "{stderr}"
     );
     assert!(
@@ -184,7 +184,7 @@ fn local_ipv6_range_resolved_by_neighbor_solicitation() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // 256 addresses but our own: IPv6 has no broadcast address to skip
     assert!(
-        stderr.contains("255 addresses, 3 hosts up (NDP) in"),
+        stderr.contains("255 addresses, 3 hosts up (NDP), 1 known without asking (own address) in"),
         "{stderr}"
     );
     let h = hosts(&lines);
@@ -477,4 +477,106 @@ fn scattered_targets_behind_one_route_cost_one_lookup() {
     let v = verdicts(&lines);
     assert_eq!(v.len(), 128);
     assert!(v.values().all(|x| x == "open"), "{v:?}");
+}
+
+/// Issue 9 polish: targets probed without asking (our own address, a
+/// permanent neighbour entry) are counted in the discovery line and summary.
+#[test]
+fn discovery_line_counts_targets_known_without_asking() {
+    let lab = Lab::up(&spec()).unwrap();
+    let st = lab
+        .client_command("ip")
+        .args([
+            "neigh",
+            "add",
+            "198.18.200.50",
+            "lladdr",
+            "02:53:53:c8:00:32",
+        ])
+        .args(["dev", "lan0", "nud", "permanent"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = scan(
+        &lab,
+        &["198.18.200.0/24", "-p", "80", "--wait", "200ms", "--ndjson"],
+    );
+    let lines = ndjson(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "252 addresses, 3 hosts up (ARP), 2 known without asking (own address, neighbour table) in"
+        ),
+        "{stderr}"
+    );
+    let d = &summary(&lines)["discovery"];
+    assert_eq!(
+        (d["known_own"].as_u64(), d["known_neighbours"].as_u64()),
+        (Some(1), Some(1)),
+        "{d}"
+    );
+    // the known hosts were probed without discovery
+    let v = verdicts(&lines);
+    assert_eq!(v[&("198.18.200.1".into(), 80)], "closed");
+    assert!(v.contains_key(&("198.18.200.50".into(), 80)));
+}
+
+/// Issue 9 polish: with --no-discovery, a host that answered nothing gets one
+/// line, not a table header with nothing under it.
+#[test]
+fn no_discovery_text_gives_silent_hosts_one_line() {
+    let lab = Lab::up(&spec()).unwrap();
+    let out = scan(
+        &lab,
+        &[
+            "198.18.200.0/29",
+            "-p",
+            "80,81",
+            "--no-discovery",
+            "--wait",
+            "300ms",
+        ],
+    );
+    common::assert_status(&out, 0);
+    let t = String::from_utf8_lossy(&out.stdout);
+    // tables for the hosts that answered (.1 ourselves, .2, .3), none else
+    assert_eq!(t.matches("PORT").count(), 3, "{t}");
+    for h in 4..=7 {
+        let line = format!("198.18.200.{h}  no response (2 ports)");
+        // or our kernel's host-unreachable once its ARP gave up: a table row
+        assert!(t.contains(&line) || t.contains("filtered"), "{t}");
+    }
+}
+
+/// Issue 9 polish: one family with no route at all does not stop the other.
+#[test]
+fn a_family_with_no_route_is_counted_and_the_other_scanned() {
+    let lab = Lab::up(&spec()).unwrap();
+    let out = scan(
+        &lab,
+        &[
+            "198.18.0.2",
+            "2001:db8:ffff::1",
+            "-p",
+            "22,23",
+            "--wait",
+            "200ms",
+            "--ndjson",
+        ],
+    );
+    let lines = ndjson(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: 1 target address not probed")
+            && stderr.contains("2001:db8:ffff::1"),
+        "{stderr}"
+    );
+    let v = verdicts(&lines);
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[&("198.18.0.2".into(), 22)], "open");
+    assert_eq!(v[&("198.18.0.2".into(), 23)], "closed");
+    assert_eq!(summary(&lines)["unroutable_addresses"], 1);
+    // no target with a route at all: exit 2
+    let out = scan(&lab, &["2001:db8:ffff::1", "198.18.254.1", "-p", "22"]);
+    common::assert_status(&out, 2);
 }

@@ -105,7 +105,7 @@ async fn over_tcp(server: SocketAddr, query: &QueryRepr, timeout: Duration) -> T
 fn result_of(o: DnsOutcome, qtype: RecordType) -> DnsResult {
     DnsResult {
         server: o.key.server,
-        name: o.question.name.to_ascii(),
+        name: crate::wire::dns::name_text(&o.question.name),
         qtype: type_name(qtype),
         qtype_code: u16::from(qtype),
         query_size: o.query_size,

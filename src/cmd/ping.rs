@@ -7,7 +7,8 @@ use crate::io::bpf::FlowFilter;
 use crate::io::pcap::PcapWriter;
 use crate::io::timer::PreciseTimer;
 use crate::io::{Capture, Captured, PortReservation, RawSender, Route};
-use crate::probe::{SynPinger, SynProbeConfig};
+use crate::probe::verify::{self, ProbeCheck, Verifier};
+use crate::probe::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
 use crate::report::ping::{PingReport, PingSummary, PingTarget};
 use crate::wire::{Protocol, SeqNumber};
 use std::collections::BTreeMap;
@@ -24,12 +25,27 @@ const DRAIN_MAX: usize = 4096;
 /// CPU's receive path stamps a packet a few µs before it queues it).
 const SETTLE: Duration = Duration::from_millis(1);
 
+/// `--verify`'s state in the loop: the handshakes being checked and the
+/// probes whose line waits for them.
+struct Verifying<'a> {
+    verifier: Verifier,
+    waiting: BTreeMap<u16, ProbeResult>,
+    answers_every_port: bool,
+    sender: &'a RawSender,
+}
+
 /// What the loop updates for each captured packet.
 struct Loop<'a> {
     pcap: &'a mut Option<PcapWriter>,
     pinger: &'a mut SynPinger,
     held: &'a mut BTreeMap<u16, PortReservation>,
     report: &'a mut PingReport,
+    verify: Option<Verifying<'a>>,
+}
+
+/// Our timestamp clock for TSval: milliseconds.
+fn tsval(t: Timestamp) -> u32 {
+    (t.0 / 1_000_000) as u32
 }
 
 impl Loop<'_> {
@@ -37,16 +53,165 @@ impl Loop<'_> {
         if let Some(w) = self.pcap.as_mut() {
             w.write(p.timestamp, &p.data)?;
         }
-        if let Some(r) =
+        if let Some(v) = self.verify.as_mut()
+            && p.direction == crate::event::Direction::Incoming
+            && v.verifier.on_packet(&p.data, p.timestamp)
+        {
+            return Ok(());
+        }
+        let Some(r) =
             self.pinger
                 .on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
-        {
+        else {
+            return Ok(());
+        };
+        let Some(v) = self.verify.as_mut() else {
             self.held.remove(&r.src_port);
-            self.report.probe(out, r)?;
+            return Ok(self.report.probe(out, r)?);
+        };
+        match r.verdict {
+            Verdict::Open => {
+                let segs = v.verifier.start(
+                    r.src_port,
+                    r.isn,
+                    &p.data,
+                    p.timestamp,
+                    r.rtt.unwrap_or_default(),
+                    tsval(Timestamp::now()),
+                );
+                for d in &segs {
+                    v.sender.send(self.pinger.config().dst.ip(), d)?;
+                }
+                if segs.is_empty() {
+                    self.held.remove(&r.src_port);
+                    self.report.probe(out, r)?;
+                } else {
+                    // the port stays held until the RST
+                    v.waiting.insert(r.src_port, r);
+                }
+            }
+            Verdict::Closed => {
+                self.held.remove(&r.src_port);
+                let check = v.verifier.check_rst(&p.data, p.timestamp);
+                self.report.probe_checked(out, r, check)?;
+            }
+            _ => {
+                self.held.remove(&r.src_port);
+                self.report.probe(out, r)?;
+            }
         }
         Ok(())
     }
+
+    /// Ends the verifications due by `now`: RST each, report its probe.
+    fn verify_due(&mut self, out: &mut impl Write, now: Timestamp) -> Result<(), CmdError> {
+        let Some(v) = self.verify.as_mut() else {
+            return Ok(());
+        };
+        for done in v.verifier.on_time(now, tsval(now)) {
+            v.sender.send(self.pinger.config().dst.ip(), &done.rst)?;
+            self.held.remove(&done.src_port);
+            let Some(r) = v.waiting.remove(&done.src_port) else {
+                continue;
+            };
+            let check = if v.answers_every_port {
+                ProbeCheck::AnswersEveryPort
+            } else {
+                done.check
+            };
+            self.report.probe_checked(out, r, Some(check))?;
+        }
+        Ok(())
+    }
+
+    /// Probes (or verifications) still under way.
+    fn busy(&self) -> usize {
+        self.pinger.outstanding() + self.verify.as_ref().map_or(0, |v| v.waiting.len())
+    }
 }
+
+/// Canary ports for `--verify`: SYNs to a few random high ports, answered
+/// (or timed out) before the real probes. Returns the ports, their verdicts
+/// and whether every one answered SYN-ACK; the closed ones' RSTs teach the
+/// verifier what the host's RSTs look like.
+async fn canaries(
+    s: &PingSettings,
+    src: std::net::IpAddr,
+    mss: u16,
+    sender: &RawSender,
+    capture: &mut Capture,
+    verifier: &mut Verifier,
+    pcap: &mut Option<PcapWriter>,
+) -> Result<(Vec<u16>, Vec<String>, bool), CmdError> {
+    let ports = verify::canary_ports(CANARIES, s.target.port(), rand::random);
+    let mut probes = Vec::new();
+    let mut held = Vec::new();
+    for &port in &ports {
+        let mut p = SynPinger::new(SynProbeConfig {
+            src,
+            dst: std::net::SocketAddr::new(s.target.ip(), port),
+            ttl: s.ttl,
+            syn_options: s.syn_options,
+            mss,
+            window: 64240,
+            timeout: s.timeout,
+        });
+        let r = PortReservation::reserve(src, 0)?;
+        let now = Timestamp::now();
+        let (_, bytes) = p.probe(
+            now,
+            r.port,
+            SeqNumber(rand::random()),
+            rand::random(),
+            tsval(now),
+        );
+        sender.send(s.target.ip(), &bytes)?;
+        held.push(r);
+        probes.push(p);
+    }
+    let mut results: Vec<Option<Verdict>> = vec![None; ports.len()];
+    let end = Instant::now() + s.timeout + Duration::from_millis(50);
+    while results.iter().any(Option::is_none) && Instant::now() < end {
+        match tokio::time::timeout_at(end.into(), capture.recv()).await {
+            Ok(p) => {
+                let p = p?;
+                if let Some(w) = pcap.as_mut() {
+                    w.write(p.timestamp, &p.data)?;
+                }
+                for (i, pr) in probes.iter_mut().enumerate() {
+                    if let Some(r) =
+                        pr.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
+                    {
+                        if r.verdict == Verdict::Closed {
+                            verifier.learn(&p.data, p.timestamp);
+                        }
+                        results[i] = Some(r.verdict);
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let verdicts: Vec<String> = results
+        .iter()
+        .map(|v| match v {
+            Some(Verdict::Open) => "syn-ack".to_string(),
+            Some(Verdict::Closed) => "rst".to_string(),
+            Some(v) => v.reason().unwrap_or("filtered").to_string(),
+            None => "no-answer".to_string(),
+        })
+        .collect();
+    let all = verify::answers_every_port(
+        &results
+            .iter()
+            .map(|v| *v == Some(Verdict::Open))
+            .collect::<Vec<_>>(),
+    );
+    Ok((ports, verdicts, all))
+}
+
+/// Canary ports `--verify` probes first.
+const CANARIES: usize = 3;
 
 /// Runs the pings and writes the report; returns the summary.
 pub async fn run(
@@ -74,6 +239,26 @@ pub async fn run(
     let fixed_port = match s.source_port {
         Some(p) => Some(PortReservation::reserve(route.src, p)?),
         None => None,
+    };
+    // --verify: a capture for the canary ports, and a rule (for the run) that
+    // keeps the kernel from resetting the handshakes we complete from raw
+    let (mut canary_capture, _rst_filter) = if s.verify {
+        let canary_filter = FlowFilter {
+            remote_port: None,
+            ..filter.clone()
+        };
+        let c = Capture::open(route.capture_ifindex(), &canary_filter)?;
+        let f =
+            crate::io::nft::RstFilter::install(std::net::SocketAddr::new(route.src, 0), s.target)?;
+        log.debug(|| {
+            format!(
+                "nftables table {} drops the kernel's RSTs to {}",
+                f.table, s.target
+            )
+        });
+        (Some(c), Some(f))
+    } else {
+        (None, None)
     };
     // every socket this run needs is open (per-probe port reservations need no
     // privilege): give up every capability
@@ -103,6 +288,29 @@ pub async fn run(
     let mut timer = PreciseTimer::new()?;
     let mut report = PingReport::new(target, s.format, s.expect);
     report.start(out)?;
+    let mut verifying = None;
+    if let Some(c) = canary_capture.as_mut() {
+        let mut verifier = Verifier::new(route.src, s.target, s.ttl);
+        let (ports, verdicts, all) = canaries(
+            s,
+            route.src,
+            route.mss(),
+            &sender,
+            c,
+            &mut verifier,
+            &mut pcap,
+        )
+        .await?;
+        log.debug(|| format!("canary ports {ports:?}: {verdicts:?}"));
+        report.canaries(out, ports, verdicts, all)?;
+        verifying = Some(Verifying {
+            verifier,
+            waiting: BTreeMap::new(),
+            answers_every_port: all,
+            sender: &sender,
+        });
+    }
+    drop(canary_capture);
 
     // ports held while their probe is outstanding
     let mut held: BTreeMap<u16, PortReservation> = BTreeMap::new();
@@ -129,15 +337,21 @@ pub async fn run(
         pinger: &mut pinger,
         held: &mut held,
         report: &mut report,
+        verify: verifying,
     };
 
     loop {
         let more_to_send = s.count.is_none_or(|c| sent < c);
-        if !more_to_send && st.pinger.outstanding() == 0 {
+        if !more_to_send && st.busy() == 0 {
             break;
         }
-        let can_send = more_to_send && st.pinger.outstanding() < window;
-        let deadline = st.pinger.next_deadline().map(|d| {
+        let can_send = more_to_send && st.busy() < window;
+        let verify_deadline = st.verify.as_ref().and_then(|v| v.verifier.next_deadline());
+        let next = match (st.pinger.next_deadline(), verify_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = next.map(|d| {
             Instant::now() + Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0)) + SETTLE
         });
         let wake = match (can_send, deadline) {
@@ -176,8 +390,9 @@ pub async fn run(
                 st.held.remove(&r.src_port);
                 st.report.probe(out, r)?;
             }
+            st.verify_due(out, settled)?;
         }
-        let outstanding = st.pinger.outstanding();
+        let outstanding = st.busy();
         if more_to_send && outstanding >= window && !window_said && Instant::now() >= next_send {
             window_said = true;
             eprintln!(
@@ -227,6 +442,13 @@ pub async fn run(
         }
         // a 1 ns interval never waits: let the runtime poll its sockets and signals
         tokio::task::consume_budget().await;
+    }
+    // an interrupt leaves handshakes under check: reset them, unreported
+    if let Some(v) = st.verify.as_mut() {
+        let now = Timestamp::now();
+        for done in v.verifier.on_time(Timestamp(u64::MAX), tsval(now)) {
+            v.sender.send(dst, &done.rst)?;
+        }
     }
     if let (true, Some((first, last))) = (window_said && sent > 1, send_span) {
         let avg = last.duration_since(first) / (sent - 1).min(u32::MAX as u64) as u32;

@@ -7,16 +7,17 @@
 //! address families scans each in turn into one report. Routes, sockets and
 //! on-link discovery of each family are in `scan_net`.
 
-use super::scan_net::Network;
+use super::scan_net::{Network, Opened};
 use super::{CmdError, Log};
 use crate::cli::ScanSettings;
 use crate::event::Timestamp;
 use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
-use crate::report::scan::{DiscoverySummary, ScanOutput, ScanResult, ScanSummary};
+use crate::report::scan::{DiscoverySummary, RateSummary, ScanOutput, ScanResult, ScanSummary};
 use crate::scan::blocks::{self, BlockState, Mark};
 use crate::scan::pace::Pacer;
+use crate::scan::rate::RateControl;
 use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -37,9 +38,42 @@ struct Shared {
     /// Reads of the receiver that found the capture queue empty.
     idle_reads: AtomicU64,
     stop: AtomicBool,
+    /// Rate control: fed by every lane and the receiver; with a fixed rate
+    /// it only measures (for the coverage estimate).
+    ctl: Mutex<RateControl>,
+    /// Hosts that answered with SYN-ACK or RST, by host number hashed into
+    /// [`KNOWN_BITS`] bits (a collision only adds a sample).
+    known: Vec<AtomicU64>,
+    /// Probes sent from this instant on are retries: not measured (they go
+    /// to the ports that did not answer). u64::MAX during a first round.
+    retry_since_ns: AtomicU64,
+    /// The receiver has read every reply captured up to this instant.
+    receiver_ns: AtomicU64,
+    ports: u64,
 }
 
+/// Bits of the known-hosts map (512 KiB).
+const KNOWN_BITS: u64 = 1 << 22;
+
 impl Shared {
+    fn known_bit(&self, index: u64) -> (usize, u64) {
+        let host = index / self.ports.max(1);
+        let h = host.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - 22);
+        debug_assert!(h < KNOWN_BITS);
+        ((h / 64) as usize, 1u64 << (h % 64))
+    }
+
+    fn is_known(&self, index: u64) -> bool {
+        let (w, bit) = self.known_bit(index);
+        self.known[w].load(RELAXED) & bit != 0
+    }
+
+    /// Marks the host of probe `index` as answering; true if it was known.
+    fn mark_known(&self, index: u64) -> bool {
+        let (w, bit) = self.known_bit(index);
+        self.known[w].fetch_or(bit, RELAXED) & bit != 0
+    }
+
     fn sent_at(&self, j: u64) -> Option<u64> {
         let slot = (j as usize) % RING;
         (self.ring_probe[slot].load(RELAXED) == j + 1).then(|| self.ring_time[slot].load(RELAXED))
@@ -60,6 +94,7 @@ struct Tally {
     skipped: u64,
     unroutable: u64,
     discovery: Option<DiscoverySummary>,
+    coverage: RateSummary,
 }
 
 /// Both families' discoveries in one summary ("ARP+NDP").
@@ -75,6 +110,8 @@ fn add_discovery(
             down: a.down + b.down,
             requests: a.requests + b.requests,
             elapsed_s: a.elapsed_s + b.elapsed_s,
+            known_own: a.known_own + b.known_own,
+            known_neighbours: a.known_neighbours + b.known_neighbours,
         }),
         (a, b) => a.or(b),
     }
@@ -85,11 +122,28 @@ type Output = Mutex<ScanOutput<std::io::Stdout>>;
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
     // per family: routes per target, every socket, the capture of replies to every source
-    let families = s
-        .targets
-        .iter()
-        .map(|t| Network::open(s, t, log).map(|net| (t, net)))
-        .collect::<Result<Vec<_>, _>>()?;
+    // a family with no route at all is counted and said once; the others are
+    // scanned (exit 2 only when no target has a route)
+    let mut families = Vec::new();
+    let mut no_route: Vec<(u64, IoError)> = Vec::new();
+    for t in &s.targets {
+        match Network::open(s, t, log)? {
+            Opened::Net(net) => families.push((t, *net)),
+            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
+        }
+    }
+    if families.is_empty() && !no_route.is_empty() {
+        return Err(no_route.swap_remove(0).1.into());
+    }
+    let mut tally = Tally::default();
+    for (n, e) in &no_route {
+        eprintln!(
+            "synscope: warning: {n} target address{} not probed: {e}{}",
+            if *n == 1 { "" } else { "es" },
+            if *n > 1 { " (the first of them)" } else { "" }
+        );
+        tally.unroutable += n;
+    }
     // every socket is open and no other thread runs yet: give up every capability
     crate::io::privileges::drop_all()?;
     log.debug(|| {
@@ -100,7 +154,6 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     });
     let started = Instant::now();
     let output: Output = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
-    let mut tally = Tally::default();
     for (targets, net) in families {
         if super::signalled() {
             tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
@@ -139,6 +192,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
             0
         },
         cut_short: tally.cut_short,
+        coverage: tally.coverage,
     };
     if tally.stalls > 0 {
         eprintln!(
@@ -194,9 +248,10 @@ fn scan_family(
     let shard = s.shard;
     let probes = shard.len(total);
     tally.probes += probes;
+    let top_rate = s.auto_rate.map_or(s.rate, |(_, max)| max);
     let block = s
         .block_size
-        .unwrap_or_else(|| blocks::block_size(s.rate))
+        .unwrap_or_else(|| blocks::block_size(top_rate))
         .min(probes.max(1));
     log.debug(|| {
         format!(
@@ -216,11 +271,26 @@ fn scan_family(
         max_rtt_ns: AtomicU64::new(0),
         idle_reads: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        ctl: Mutex::new(match s.auto_rate {
+            Some((min, max)) => {
+                RateControl::new(s.rate as f64, min as f64, max as f64, Timestamp::now().0)
+            }
+            None => RateControl::new(
+                s.rate as f64,
+                s.rate as f64,
+                s.rate as f64,
+                Timestamp::now().0,
+            ),
+        }),
+        known: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+        retry_since_ns: AtomicU64::new(u64::MAX),
+        receiver_ns: AtomicU64::new(0),
+        ports: s.ports.len(),
     };
     let batch = (s.rate / 5000).clamp(1, 64) as usize;
     // one sender per core at high rates: on veth the receiving side's work runs
     // inside the send call, so one thread tops out near one core's worth
-    let lanes: u64 = if s.rate >= 100_000 {
+    let lanes: u64 = if top_rate >= 100_000 {
         std::thread::available_parallelism()
             .map(|n| n.get() as u64)
             .unwrap_or(1)
@@ -235,7 +305,10 @@ fn scan_family(
         let receiver = scope.spawn(|| -> Result<BTreeMap<Ignored, u64>, CmdError> {
             let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
             loop {
+                let before = Timestamp::now().0;
                 let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
+                    // the queue was empty: everything captured so far is read
+                    shared.receiver_ns.fetch_max(before, RELAXED);
                     shared.idle_reads.fetch_add(1, RELAXED);
                     if shared.stop.load(RELAXED) {
                         if let Some(f) = capture.fragments().describe() {
@@ -245,6 +318,7 @@ fn scan_family(
                     }
                     continue;
                 };
+                shared.receiver_ns.fetch_max(p.timestamp.0, RELAXED);
                 let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
                     Ok(r) => r,
                     Err(why) => {
@@ -267,7 +341,16 @@ fn scan_family(
                     *ignored.entry(Ignored::NoProbe).or_default() += 1;
                     continue;
                 }
-                let rtt_ns = shared.sent_at(j).map(|t| r.at.0.saturating_sub(t));
+                let sent_ns = shared.sent_at(j);
+                let rtt_ns = sent_ns.map(|t| r.at.0.saturating_sub(t));
+                // rate control: replies of hosts known to answer, to first rounds
+                if matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                    && shared.mark_known(r.index)
+                    && let Some(t) = sent_ns
+                    && t < shared.retry_since_ns.load(RELAXED)
+                {
+                    lock(&shared.ctl).on_reply(t, r.at.0);
+                }
                 if let Some(rtt) = rtt_ns {
                     shared.max_rtt_ns.fetch_max(rtt, RELAXED);
                 }
@@ -374,17 +457,32 @@ fn send_blocks(
             break;
         }
         b.state.start(range.clone());
-        for round in 0..=s.retries {
+        let lossy_before = lock(&b.shared.ctl).lossy_slices();
+        let judged_before = lock(&b.shared.ctl).judged();
+        // the chance that every probe of a pair silent so far was lost
+        let mut all_lost = 1.0f64;
+        let mut last_round = s.retries;
+        let mut round = 0;
+        while round <= last_round {
             if super::signalled() {
                 break;
             }
             let pass_start = Instant::now();
+            b.shared.retry_since_ns.store(
+                if round == 0 {
+                    u64::MAX
+                } else {
+                    Timestamp::now().0
+                },
+                RELAXED,
+            );
             let ctx = Pass {
                 b,
                 range: range.clone(),
                 sent: &sent_total,
                 round,
                 rate_per_lane: s.rate as f64 / b.lanes as f64,
+                auto: s.auto_rate.is_some(),
             };
             let outcomes: Vec<Result<LaneStats, IoError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (1..b.lanes)
@@ -420,15 +518,45 @@ fn send_blocks(
                 )
             });
             wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started);
+            {
+                let mut ctl = lock(&b.shared.ctl);
+                ctl.on_receiver(b.shared.receiver_ns.load(RELAXED));
+                ctl.tick(Timestamp::now().0);
+                let loss = if round == 0 {
+                    let (n0, l0) = judged_before;
+                    let (n, l) = ctl.judged();
+                    if n > n0 {
+                        ((l - l0) / (n - n0) as f64).clamp(0.0, 1.0)
+                    } else {
+                        ctl.last_loss
+                    }
+                } else {
+                    ctl.last_loss
+                };
+                all_lost *= loss;
+                // auto: what went silent while loss was high gets up to two
+                // more rounds, at the rate the loss brought us down to
+                if round == last_round
+                    && s.auto_rate.is_some()
+                    && ctl.lossy_slices() > lossy_before
+                    && last_round < s.retries + EXTRA_ROUNDS
+                    && !b.state.all_answered()
+                {
+                    last_round += 1;
+                    tally.coverage.extra_rounds += 1;
+                }
+            }
             if b.state.all_answered() {
                 break;
             }
+            round += 1;
         }
         // replies that came in time but wait in the capture queue still count
         drain(b.shared);
         // from here a reply to this block is late: the report below is final
         b.state.close();
         let silent = b.state.counts().silent;
+        tally.coverage.uncertain_pairs += silent as f64 * all_lost;
         if super::signalled() {
             tally.cut_short += silent;
             break;
@@ -459,8 +587,29 @@ fn send_blocks(
         tally.cut_short += silent - listed;
     }
     progress.finish();
+    let ctl = lock(&b.shared.ctl);
+    let c = &mut tally.coverage;
+    c.mode = if s.auto_rate.is_some() {
+        "auto"
+    } else {
+        "fixed"
+    }
+    .into();
+    c.settled_pps = if s.auto_rate.is_some() {
+        ctl.rate()
+    } else {
+        s.rate as f64
+    };
+    if ctl.peak_loss > c.peak_loss {
+        c.peak_loss = ctl.peak_loss;
+        c.peak_loss_rate_pps = ctl.peak_loss_rate;
+    }
+    c.mean_loss = c.mean_loss.max(ctl.mean_loss());
     Ok(())
 }
+
+/// Rounds --rate auto may add to a block that saw loss.
+const EXTRA_ROUNDS: u32 = 2;
 
 /// Waits for late replies after a round: until they have stopped for a while,
 /// at most --wait, at once on an interrupt.
@@ -488,7 +637,12 @@ fn wait_for_late_replies(
         if quiet_for > needed {
             break;
         }
-        progress.update(sent.load(RELAXED), shared.replies.load(RELAXED), started);
+        progress.update(
+            sent.load(RELAXED),
+            shared.replies.load(RELAXED),
+            started,
+            lock(&shared.ctl).rate(),
+        );
     }
 }
 
@@ -510,6 +664,8 @@ struct Pass<'a> {
     sent: &'a AtomicU64,
     round: u32,
     rate_per_lane: f64,
+    /// Follow rate control (else: the fixed rate).
+    auto: bool,
 }
 
 #[derive(Default)]
@@ -531,7 +687,17 @@ impl Pass<'_> {
         mut progress: Option<(&mut Progress, Instant)>,
     ) -> Result<LaneStats, IoError> {
         let b = self.b;
-        let mut pacer = Pacer::new(self.rate_per_lane, Instant::now());
+        let lanes = b.lanes as f64;
+        let mut pacer = if self.auto {
+            Pacer::new(lock(&b.shared.ctl).rate() / lanes, Instant::now())
+        } else {
+            Pacer::new(self.rate_per_lane, Instant::now())
+        };
+        let mut batch = if self.auto {
+            batch_for(pacer.target() * lanes)
+        } else {
+            b.batch
+        };
         let mut st = LaneStats::default();
         let mut j = self.range.start + lane;
         let mut packets: Vec<(std::net::IpAddr, Vec<u8>)> = Vec::with_capacity(b.batch);
@@ -540,7 +706,8 @@ impl Pass<'_> {
             if super::signalled() {
                 break;
             }
-            while packets.len() < b.batch && j < self.range.end {
+            let mut known = 0u64;
+            while packets.len() < batch && j < self.range.end {
                 if self.round == 0 || !b.state.is_answered(j) {
                     let index = b.perm.at(b.shard.position(j));
                     let tsval = (Timestamp::now().0 / 1_000_000) as u32;
@@ -550,6 +717,7 @@ impl Pass<'_> {
                     ) {
                         packets.push((host, syn));
                         numbers.push(j);
+                        known += b.shared.is_known(index) as u64;
                     }
                 }
                 j += b.lanes;
@@ -577,16 +745,44 @@ impl Pass<'_> {
                 st.first_error = out.first_error;
             }
             st.sent += packets.len() as u64;
+            {
+                let mut ctl = lock(&b.shared.ctl);
+                ctl.on_receiver(b.shared.receiver_ns.load(RELAXED));
+                if self.round == 0 {
+                    ctl.on_sent(now, packets.len() as u64, known);
+                } else {
+                    ctl.tick(now);
+                }
+                if out.stalls > 0 && self.auto {
+                    ctl.on_backpressure(now, pacer.rate() * lanes);
+                }
+                let want = ctl.rate() / lanes;
+                drop(ctl);
+                if self.auto && (want - pacer.target()).abs() > 0.01 * pacer.target() {
+                    pacer.retarget(want, st.sent, Instant::now());
+                    batch = batch_for(want * lanes);
+                }
+            }
             pacer.after_batch(st.sent, out.stalls > 0, Instant::now());
             let total = self.sent.fetch_add(packets.len() as u64, RELAXED) + packets.len() as u64;
             packets.clear();
             numbers.clear();
             if let Some((p, started)) = progress.as_mut() {
-                p.update(total, b.shared.replies.load(RELAXED), *started);
+                p.update(
+                    total,
+                    b.shared.replies.load(RELAXED),
+                    *started,
+                    pacer.rate() * lanes,
+                );
             }
         }
         Ok(st)
     }
+}
+
+/// SYNs per send call at `rate`: one at low rates, up to 64.
+fn batch_for(rate: f64) -> usize {
+    ((rate / 5000.0) as usize).clamp(1, 64)
 }
 
 /// Sleeps until `due`, spinning (yielding) for the last stretch; false if an
@@ -624,7 +820,8 @@ impl Progress {
             last: Instant::now(),
         }
     }
-    fn update(&mut self, sent: u64, replies: u64, started: Instant) {
+    /// `rate`: the rate sent at now (probes/s).
+    fn update(&mut self, sent: u64, replies: u64, started: Instant, rate_now: f64) {
         if !self.on || self.last.elapsed() < Duration::from_millis(200) {
             return;
         }
@@ -633,8 +830,9 @@ impl Progress {
         let rate = sent as f64 / secs.max(1e-9);
         let eta = self.total.saturating_sub(sent) as f64 / rate.max(1.0);
         let pct = 100.0 * sent.min(self.total) as f64 / self.total.max(1) as f64;
+        let ratio = 100.0 * replies as f64 / sent.max(1) as f64;
         eprint!(
-            "\r[{pct:5.1}%] sent {sent}/{}  replies {replies}  {rate:.0} pkt/s  ETA {eta:.1}s   ",
+            "\r[{pct:5.1}%] sent {sent}/{}  replies {replies} ({ratio:.0} %)  now {rate_now:.0} pkt/s (mean {rate:.0})  ETA {eta:.1}s   ",
             self.total
         );
     }

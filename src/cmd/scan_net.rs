@@ -75,10 +75,25 @@ pub struct Network {
     pub unroutable: u64,
     /// Times discovery's sends met a full queue.
     pub stalls: u64,
+    /// Targets that are this host's own addresses (probed without asking).
+    own: u64,
+    /// On-link targets with a permanent neighbour entry (probed without asking).
+    neighbours: u64,
     v6: bool,
     /// Targets probed without discovery (off-link, local, or discovery off).
     direct: Vec<(u128, u128)>,
     on_link: Vec<OnLink>,
+}
+
+/// A family's network side, or why none of its targets can be probed.
+pub enum Opened {
+    Net(Box<Network>),
+    /// No target of the family has a usable route: `addresses` of them, the
+    /// first lookup's error.
+    NoRoute {
+        addresses: u64,
+        error: IoError,
+    },
 }
 
 /// What discovery leaves to probe.
@@ -90,7 +105,7 @@ pub struct Discovered {
 impl Network {
     /// Looks up the routes and opens every socket (this needs the privileges
     /// that are dropped right after).
-    pub fn open(s: &ScanSettings, targets: &TargetSet, log: Log) -> Result<Network, CmdError> {
+    pub fn open(s: &ScanSettings, targets: &TargetSet, log: Log) -> Result<Opened, CmdError> {
         let v6 = targets.is_ipv6();
         let mut rtnl = Rtnl::open()?;
         let oif = match &s.interface {
@@ -135,6 +150,8 @@ impl Network {
         });
 
         let mut skipped = 0u64;
+        let mut own = 0u64;
+        let mut neighbours = 0u64;
         let mut lookups = 0u64;
         let mut last: Option<(usize, Option<RouteMsg>)> = None;
         let mut unroutable = 0u64;
@@ -211,6 +228,9 @@ impl Network {
                     source: std::io::Error::other("the route gives no source address"),
                 })?;
             spans.push((lo, hi, src));
+            if r.kind == RouteType::Local {
+                own += (hi - lo + 1).min(u64::MAX as u128) as u64;
+            }
             let ifindex = r.oif.unwrap_or(0);
             if let std::collections::btree_map::Entry::Vacant(e) = links.entry(ifindex) {
                 e.insert(LinkInfo::of(ifindex)?);
@@ -266,7 +286,10 @@ impl Network {
         let srcs = sources.sources();
         if let Some(e) = no_route {
             if srcs.is_empty() {
-                return Err(e.into());
+                return Ok(Opened::NoRoute {
+                    addresses: unroutable,
+                    error: e,
+                });
             }
             eprintln!(
                 "synscope: warning: {unroutable} target address{} not probed: {e}{}",
@@ -312,6 +335,7 @@ impl Network {
                 let (known, ask): (Vec<_>, Vec<_>) = cut
                     .into_iter()
                     .partition(|(lo, hi)| lo == hi && points.contains(lo));
+                neighbours += known.len() as u64;
                 direct.extend(known);
                 *ranges = ask;
             }
@@ -396,7 +420,7 @@ impl Network {
             .min()
             .unwrap_or(1500);
         let overhead = if v6 { 60 } else { 40 };
-        Ok(Network {
+        Ok(Opened::Net(Box::new(Network {
             sources,
             egress: Egress::new(raw, senders),
             capture,
@@ -405,10 +429,12 @@ impl Network {
             skipped,
             unroutable,
             stalls: 0,
+            own,
+            neighbours,
             v6,
             direct,
             on_link,
-        })
+        })))
     }
 
     /// Runs host discovery on every on-link group (at `rate` requests per
@@ -430,6 +456,8 @@ impl Network {
         let method = if self.v6 { "NDP" } else { "ARP" };
         let mut summary = DiscoverySummary {
             method: method.into(),
+            known_own: self.own,
+            known_neighbours: self.neighbours,
             ..DiscoverySummary::default()
         };
         let started = Instant::now();

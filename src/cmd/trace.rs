@@ -8,6 +8,7 @@ use crate::io::bpf::FlowFilter;
 use crate::io::nft::RstFilter;
 use crate::io::pcap::PcapWriter;
 use crate::io::{Capture, PortReservation, RawSender, Route};
+use crate::probe::fingerprint::Fingerprint;
 use crate::probe::tcp_client::{TcpClient, TcpClientConfig};
 use crate::report::OutputFormat;
 use crate::report::trace::{self as rep, TraceRun, TraceTarget};
@@ -55,6 +56,7 @@ impl Io<'_> {
 }
 
 /// Feeds one captured packet to the client: our own (for its kernel stamp) or the peer's.
+#[allow(clippy::too_many_arguments)]
 fn on_captured(
     c: &mut TcpClient,
     local: SocketAddr,
@@ -63,6 +65,7 @@ fn on_captured(
     direction: Direction,
     at: Timestamp,
     offloaded: bool,
+    received: &mut Vec<Fingerprint>,
 ) -> Vec<TcpRepr> {
     let mode = if offloaded {
         Checksums::Offloaded
@@ -104,7 +107,10 @@ fn on_captured(
             c.on_sent_stamp(&t, at);
             Vec::new()
         }
-        Direction::Incoming if theirs => c.on_segment(&t, at),
+        Direction::Incoming if theirs => {
+            received.extend(Fingerprint::of(data, at));
+            c.on_segment(&t, at)
+        }
         _ => Vec::new(),
     }
 }
@@ -138,7 +144,7 @@ pub(crate) async fn one_trace(
     pcap: &mut Option<PcapWriter>,
     signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     log: Log,
-) -> Result<(TcpClient, bool), CmdError> {
+) -> Result<(TcpClient, Vec<Fingerprint>, bool), CmdError> {
     let dst = s.target;
     let port = PortReservation::reserve(route.src, s.source_port.unwrap_or(0))?;
     let local = SocketAddr::new(route.src, port.port);
@@ -192,7 +198,7 @@ pub(crate) async fn drive(
     pcap: &mut Option<PcapWriter>,
     signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     log: Log,
-) -> Result<(TcpClient, bool), CmdError> {
+) -> Result<(TcpClient, Vec<Fingerprint>, bool), CmdError> {
     let dst = s.target;
     let mut c = TcpClient::new(TcpClientConfig {
         src: local,
@@ -215,6 +221,8 @@ pub(crate) async fn drive(
         dst: dst.ip(),
         log,
     };
+    // every segment the peer sent on this flow, for the SYN-ACK check
+    let mut received: Vec<Fingerprint> = Vec::new();
     let segs = c.start(Timestamp::now());
     io.send(&mut c, segs)?;
     // a hard bound on top of the machine's own deadlines
@@ -235,7 +243,7 @@ pub(crate) async fn drive(
                 if let Some(w) = pcap.as_mut() {
                     w.write(p.timestamp, &p.data)?;
                 }
-                let segs = on_captured(&mut c, local, dst, &p.data, p.direction, p.timestamp, p.checksum_offloaded);
+                let segs = on_captured(&mut c, local, dst, &p.data, p.direction, p.timestamp, p.checksum_offloaded, &mut received);
                 io.send(&mut c, segs)?;
             }
             _ = tokio::time::sleep_until(wake) => {
@@ -263,9 +271,10 @@ pub(crate) async fn drive(
             p.direction,
             p.timestamp,
             p.checksum_offloaded,
+            &mut received,
         );
     }
-    Ok((c, was_interrupted))
+    Ok((c, received, was_interrupted))
 }
 
 /// Runs the traces and writes the report.
@@ -308,8 +317,10 @@ pub async fn run(
                 _ = tokio::time::sleep(s.interval) => {}
             }
         }
-        let (c, intr) = one_trace(s, &route, &sender, &mut pcap, &mut signal, log).await?;
-        let run = TraceRun::from_client(i, &c);
+        let (c, received, intr) =
+            one_trace(s, &route, &sender, &mut pcap, &mut signal, log).await?;
+        let mut run = TraceRun::from_client(i, &c);
+        run.verify(&received, s.half_open);
         if s.format == OutputFormat::Text {
             rep::write_run(out, &target, &run, i == 0)?;
             out.flush()?;

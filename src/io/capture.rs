@@ -65,7 +65,7 @@ impl FragmentStats {
 /// One reassembler per direction (on lo, the same fragment is seen leaving
 /// and arriving).
 #[derive(Debug, Default)]
-struct Defrag {
+pub(super) struct Defrag {
     incoming: Reassembler,
     outgoing: Reassembler,
 }
@@ -80,14 +80,14 @@ impl Defrag {
         }
     }
 
-    fn of(&mut self, direction: Direction) -> &mut Reassembler {
+    pub(super) fn of(&mut self, direction: Direction) -> &mut Reassembler {
         match direction {
             Direction::Incoming => &mut self.incoming,
             Direction::Outgoing => &mut self.outgoing,
         }
     }
 
-    fn stats(&self) -> FragmentStats {
+    pub(super) fn stats(&self) -> FragmentStats {
         let mut dropped = self.incoming.dropped().clone();
         for (k, v) in self.outgoing.dropped() {
             *dropped.entry(*k).or_default() += v;
@@ -132,6 +132,17 @@ pub(super) fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std:
 /// Opens the packet socket: `filter` attached before it is bound to `ifindex`
 /// (0 = every interface), so no unfiltered packet is ever queued.
 fn open_socket(ifindex: u32, program: &[Insn], rcvbuf: usize) -> Result<Socket, IoError> {
+    open_socket_with(ifindex, program, rcvbuf, |_| Ok(()))
+}
+
+/// As [`open_socket`], with `setup` run on the socket just before it is bound
+/// (a receive ring must be in place before the first packet).
+pub(super) fn open_socket_with(
+    ifindex: u32,
+    program: &[Insn],
+    rcvbuf: usize,
+    setup: impl FnOnce(&Socket) -> Result<(), IoError>,
+) -> Result<Socket, IoError> {
     {
         let e = |op: &'static str| move |source| IoError::Socket { op, source };
         // protocol 0: receives nothing until bound, so no unfiltered packet sneaks in
@@ -152,6 +163,7 @@ fn open_socket(ifindex: u32, program: &[Insn], rcvbuf: usize) -> Result<Socket, 
         if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf as i32).is_err() {
             let _ = sock.set_recv_buffer_size(rcvbuf);
         }
+        setup(&sock)?;
         // SAFETY: sockaddr_ll is plain old data; zeroed is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -351,7 +363,7 @@ impl BlockingCapture {
 }
 
 /// PACKET_STATISTICS: packets dropped for lack of buffer space since the last call.
-fn packet_drops(fd: RawFd) -> u64 {
+pub(super) fn packet_drops(fd: RawFd) -> u64 {
     let mut st = libc::tpacket_stats {
         tp_packets: 0,
         tp_drops: 0,

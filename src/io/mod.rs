@@ -11,6 +11,7 @@ pub mod nft;
 pub mod pcap;
 pub mod privileges;
 pub mod raw;
+pub mod ring;
 pub mod route;
 pub mod rtnl;
 pub mod stamped_udp;

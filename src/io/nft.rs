@@ -97,7 +97,7 @@ fn rule_expressions(
     } else {
         (8, 24, 16)
     };
-    vec![
+    let mut e = vec![
         load(NETWORK_HEADER, src_off, alen),
         cmp_eq(addr_bytes(local.ip())),
         load(NETWORK_HEADER, dst_off, alen),
@@ -108,10 +108,23 @@ fn rule_expressions(
         ])
         .into(),
         cmp_eq(vec![6]),
-        load(TRANSPORT_HEADER, 0, 2),
-        cmp_eq(local.port().to_be_bytes().to_vec()),
+    ];
+    // local port 0: any of ours (ping --verify, one rule for the whole run)
+    if local.port() != 0 {
+        e.push(load(TRANSPORT_HEADER, 0, 2));
+        e.push(cmp_eq(local.port().to_be_bytes().to_vec()));
+    }
+    e.extend([
         load(TRANSPORT_HEADER, 2, 2),
         cmp_eq(remote.port().to_be_bytes().to_vec()),
+    ]);
+    e.extend(bare_rst_drop());
+    e
+}
+
+/// The end of every rule: `tcp flags & (rst|ack) == rst counter drop`.
+fn bare_rst_drop() -> [ListAttribute<ExpressionAttribute>; 5] {
+    [
         load(TRANSPORT_HEADER, 13, 1),
         Expressions::Bitwise(vec![
             netlink_packet_netfilter::nftables::Bitwise::SourceRegister(Register::Reg1),
@@ -160,9 +173,7 @@ fn range_expressions(local: IpAddr, lo: u16, hi: u16) -> Vec<ListAttribute<Expre
         load(TRANSPORT_HEADER, 0, 2),
         cmp(Operator::LessThanEqual, hi.to_be_bytes().to_vec()),
     ];
-    // the flags test, the counter and the verdict of the per-flow rule
-    let flow = rule_expressions(SocketAddr::new(local, 0), SocketAddr::new(local, 0));
-    e.extend(flow.into_iter().skip(10));
+    e.extend(bare_rst_drop());
     e
 }
 
@@ -259,7 +270,8 @@ fn batch_of(
 }
 
 impl RstFilter {
-    /// Installs the filter for the flow `local` → `remote`. Needs CAP_NET_ADMIN.
+    /// Installs the filter for the flow `local` → `remote` (local port 0: from
+    /// any of our ports). Needs CAP_NET_ADMIN.
     pub fn install(local: SocketAddr, remote: SocketAddr) -> Result<RstFilter, IoError> {
         let table = format!("synscope_{}_{}", std::process::id(), local.port());
         let t = table.clone();
@@ -349,6 +361,24 @@ mod tests {
         assert!(find(&40000u16.to_be_bytes()) && find(b"counter\0"));
     }
 
+    /// The rule's expressions by name, in order (each an NFTA_EXPR_NAME
+    /// attribute: type 1, then the NUL-terminated name).
+    fn expression_names(b: &[u8]) -> Vec<&'static str> {
+        let names = ["payload", "cmp", "meta", "bitwise", "counter", "immediate"];
+        let mut out = Vec::new();
+        for i in 2..b.len() {
+            if b[i - 2..i] != [1, 0] {
+                continue;
+            }
+            for n in names {
+                if b[i..].starts_with(n.as_bytes()) && b.get(i + n.len()) == Some(&0) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn range_batch_scopes_the_rule_to_our_address_and_port_block() {
         let b = range_batch(
@@ -376,8 +406,45 @@ mod tests {
         // source port only: offset 0 of the transport header loaded twice,
         // and no destination address or port compared
         assert!(find(b"counter\0") && !find(&[198, 18, 0, 2]));
-        // the flags test: (rst|ack) mask, == rst
-        assert!(find(&[0x14]) && find(&[5, 0, 1, 0, 0x04]));
+        // saddr ==, tcp, sport >=, sport <=, flags & (rst|ack) == rst, counter, drop
+        assert_eq!(
+            expression_names(&b),
+            [
+                "payload",
+                "cmp",
+                "meta",
+                "cmp",
+                "payload",
+                "cmp",
+                "payload",
+                "cmp",
+                "payload",
+                "bitwise",
+                "cmp",
+                "counter",
+                "immediate"
+            ]
+        );
+        assert!(find(&[5, 0, 1, 0, 0x14]) && find(&[5, 0, 1, 0, 0x04]));
+        // the per-flow rule ends the same way
+        let flow = batch(
+            "t",
+            "198.18.0.1:40000".parse().unwrap(),
+            "198.18.0.2:80".parse().unwrap(),
+            77,
+        );
+        assert_eq!(
+            expression_names(&flow)[8..],
+            [
+                "payload",
+                "cmp",
+                "payload",
+                "bitwise",
+                "cmp",
+                "counter",
+                "immediate"
+            ]
+        );
         let v6 = range_batch("t", "2001:db8::1".parse().unwrap(), 1, 2, 77);
         assert!(v6.windows(16).any(|w| {
             w == "2001:db8::1"

@@ -439,7 +439,13 @@ impl DnsExchange {
             src_port: local_port,
             id,
         };
-        if !self.pending.contains_key(&key) {
+        // one look-up for both: is it ours, and does it answer our question
+        let question_ok = self.pending.get(&key).map(|p| {
+            message.as_ref().is_some_and(|reply| {
+                reply.question_count == 1 && reply.question.as_ref() == Some(&p.question)
+            })
+        });
+        let Some(question_ok) = question_ok else {
             return self.ignore(if self.ports.contains_key(&(server, local_port)) {
                 DnsIgnored::WrongId
             } else if self.used_ports.contains(&local_port) {
@@ -447,16 +453,13 @@ impl DnsExchange {
             } else {
                 DnsIgnored::OtherFlow
             });
-        }
+        };
         let Some(reply) = message else {
             return self.ignore(DnsIgnored::Malformed);
         };
         if !reply.is_response {
             return self.ignore(DnsIgnored::NotResponse);
         }
-        let question_ok = self.pending.get(&key).is_some_and(|p| {
-            reply.question_count == 1 && reply.question.as_ref() == Some(&p.question)
-        });
         if !question_ok {
             return self.ignore(DnsIgnored::WrongQuestion);
         }

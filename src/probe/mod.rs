@@ -3,10 +3,12 @@
 
 pub mod correlate;
 pub mod dns;
+pub mod fingerprint;
 pub mod fxhash;
 pub mod path;
 pub mod syn;
 pub mod tcp_client;
+pub mod verify;
 
 pub use correlate::{Correlator, Ignored, Match};
 pub use syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};

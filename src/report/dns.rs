@@ -611,8 +611,10 @@ pub struct BulkSummary {
 
 impl BulkSummary {
     pub fn to_json(&self, ignored: &BTreeMap<DnsIgnored, u64>) -> Value {
-        let mut v: Vec<f64> = self.rtts_decius.iter().map(|&x| x as f64 / 10.0).collect();
-        v.sort_by(f64::total_cmp);
+        // sorted as integers (unstable: equal values are alike), then scaled
+        let mut d = self.rtts_decius.clone();
+        d.sort_unstable();
+        let v: Vec<f64> = d.iter().map(|&x| x as f64 / 10.0).collect();
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         json!({"summary": {
             "servers": self.servers,

@@ -3,6 +3,7 @@
 use super::{OutputFormat, RttStats, human, micros};
 use crate::probe::Ignored;
 use crate::probe::syn::{ProbeResult, Verdict};
+use crate::probe::verify::ProbeCheck;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -56,6 +57,11 @@ impl ExpectTracker {
             self.contradicted = true;
         }
     }
+    /// An answer that is none of the verdicts: a SYN-ACK from a host that
+    /// answers every port (`--verify`).
+    pub fn contradict(&mut self) {
+        self.contradicted = true;
+    }
     pub fn met(&self) -> bool {
         self.seen && !self.contradicted
     }
@@ -87,6 +93,26 @@ pub struct PingSummary {
     pub expect: Expect,
     pub expectation_met: bool,
     pub interrupted: bool,
+    /// `--verify` only: the canaries and the checks' counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySummary>,
+}
+
+/// What `--verify` found over the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifySummary {
+    /// The canary ports probed (random, 49152-65535) and what each got.
+    pub canary_ports: Vec<u16>,
+    pub canary_verdicts: Vec<String>,
+    /// Every canary answered SYN-ACK: the host answers every port, and its
+    /// SYN-ACKs were not counted as open.
+    pub answers_every_port: bool,
+    /// SYN-ACKs by what completing the handshake showed.
+    pub verified: usize,
+    pub syn_proxy: usize,
+    pub unverified: usize,
+    /// RSTs whose TTL or IP ID is not the host's.
+    pub suspect_rst: usize,
 }
 
 /// Accumulates results and writes them in the chosen format. Memory per probe
@@ -104,6 +130,18 @@ pub struct PingReport {
     rtts_ns: Vec<u64>,
     tracker: ExpectTracker,
     json_probes: Vec<String>,
+    verify: Option<VerifySummary>,
+}
+
+fn probe_json_checked(r: &ProbeResult, check: Option<&ProbeCheck>) -> Value {
+    let mut v = probe_json(r);
+    if let Some(c) = check {
+        v["check"] = json!(c);
+        if *c == ProbeCheck::AnswersEveryPort {
+            v["verdict"] = json!("answers-every-port");
+        }
+    }
+    v
 }
 
 fn probe_json(r: &ProbeResult) -> Value {
@@ -151,6 +189,7 @@ impl PingReport {
             rtts_ns: Vec::new(),
             tracker: ExpectTracker::default(),
             json_probes: Vec::new(),
+            verify: None,
         }
     }
 
@@ -172,15 +211,91 @@ impl PingReport {
         Ok(())
     }
 
+    /// The canaries of `--verify` are back: says once (text) if the host
+    /// answers every port.
+    pub fn canaries(
+        &mut self,
+        out: &mut impl Write,
+        ports: Vec<u16>,
+        verdicts: Vec<String>,
+        answers_every_port: bool,
+    ) -> std::io::Result<()> {
+        if self.format == OutputFormat::Text {
+            let list = ports
+                .iter()
+                .zip(&verdicts)
+                .map(|(p, v)| format!("{p} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if answers_every_port {
+                writeln!(
+                    out,
+                    "{} answers every port (tarpit/proxy): canary ports {list}; its SYN-ACKs are not counted as open",
+                    self.target.address.ip()
+                )?;
+            } else {
+                writeln!(out, "canary ports: {list}")?;
+            }
+        }
+        if self.format == OutputFormat::Ndjson {
+            let v = json!({
+                "type": "canaries",
+                "canary_ports": ports,
+                "canary_verdicts": verdicts,
+                "answers_every_port": answers_every_port,
+            });
+            writeln!(out, "{v}")?;
+        }
+        self.verify = Some(VerifySummary {
+            canary_ports: ports,
+            canary_verdicts: verdicts,
+            answers_every_port,
+            ..VerifySummary::default()
+        });
+        Ok(())
+    }
+
     /// One probe finished.
     pub fn probe(&mut self, out: &mut impl Write, r: ProbeResult) -> std::io::Result<()> {
+        self.probe_checked(out, r, None)
+    }
+
+    /// One probe finished, with what `--verify` found out about it.
+    pub fn probe_checked(
+        &mut self,
+        out: &mut impl Write,
+        r: ProbeResult,
+        check: Option<ProbeCheck>,
+    ) -> std::io::Result<()> {
+        let check = check.as_ref();
         match self.format {
-            OutputFormat::Text => writeln!(out, "{}", text_line(&r))?,
-            OutputFormat::Ndjson => writeln!(out, "{}", probe_json(&r))?,
-            OutputFormat::Json => self.json_probes.push(probe_json(&r).to_string()),
+            OutputFormat::Text => writeln!(out, "{}", text_line_checked(&r, check))?,
+            OutputFormat::Ndjson => writeln!(out, "{}", probe_json_checked(&r, check))?,
+            OutputFormat::Json => self
+                .json_probes
+                .push(probe_json_checked(&r, check).to_string()),
         }
         out.flush()?;
         self.sent += 1;
+        if let (Some(v), Some(c)) = (self.verify.as_mut(), check) {
+            match c {
+                ProbeCheck::Handshake(h) => match h.result {
+                    "syn-proxy" => v.syn_proxy += 1,
+                    "verified" => v.verified += 1,
+                    _ => v.unverified += 1,
+                },
+                ProbeCheck::SuspectRst { .. } => v.suspect_rst += 1,
+                ProbeCheck::AnswersEveryPort => {}
+            }
+        }
+        if check == Some(&ProbeCheck::AnswersEveryPort) {
+            // an answer, but not an open port
+            if let Some(rtt) = r.rtt {
+                self.rtts_ns.push(rtt.as_nanos() as u64);
+            }
+            self.tracker.contradict();
+            return Ok(());
+        }
         match r.verdict {
             Verdict::Open => self.open += 1,
             Verdict::Closed => self.closed += 1,
@@ -224,6 +339,7 @@ impl PingReport {
             expect: self.expect,
             expectation_met: self.tracker.met(),
             interrupted,
+            verify: self.verify.clone(),
         }
     }
 
@@ -245,6 +361,19 @@ impl PingReport {
                     s.loss_percent,
                     s.elapsed_ms
                 )?;
+                if s.verify.as_ref().is_some_and(|v| v.answers_every_port) {
+                    writeln!(
+                        out,
+                        "{} answers every port (tarpit/proxy): its SYN-ACKs are not counted as open",
+                        t.address.ip()
+                    )?;
+                } else if let Some(v) = &s.verify {
+                    writeln!(
+                        out,
+                        "verify: {} verified, {} syn-proxy, {} unverified, {} suspect rst",
+                        v.verified, v.syn_proxy, v.unverified, v.suspect_rst
+                    )?;
+                }
                 if let Some(r) = &s.rtt {
                     writeln!(
                         out,
@@ -280,7 +409,20 @@ impl PingReport {
 
 /// `seq=0 sport=40312 open rtt=31.204us ttl=64 win=65160 flags=S. mss 1460,sackOK,TS,wscale 10`
 pub fn text_line(r: &ProbeResult) -> String {
-    let mut s = format!("seq={} sport={} {}", r.seq, r.src_port, r.verdict.class());
+    text_line_checked(r, None)
+}
+
+/// [`text_line`] with `--verify`'s finding after the verdict:
+/// `open (syn-proxy: ttl 62, later 61)`.
+pub fn text_line_checked(r: &ProbeResult, check: Option<&ProbeCheck>) -> String {
+    let class = match check {
+        Some(ProbeCheck::AnswersEveryPort) => "syn-ack",
+        _ => r.verdict.class(),
+    };
+    let mut s = format!("seq={} sport={} {class}", r.seq, r.src_port);
+    if let Some(c) = check {
+        s += &format!(" ({})", c.text());
+    }
     match &r.verdict {
         Verdict::FilteredIcmp { reason, from } => s += &format!(" ({reason} from {from})"),
         Verdict::NoAnswer => s += " (no answer)",
@@ -323,6 +465,84 @@ mod tests {
             rtt_source: RttSource::Kernel,
             reply: None,
         }
+    }
+
+    fn report() -> PingReport {
+        PingReport::new(
+            PingTarget {
+                host: "198.18.4.3".into(),
+                address: "198.18.4.3:80".parse().unwrap(),
+                source: "198.18.1.1".parse().unwrap(),
+                interface: "veth0".into(),
+                syn_options: true,
+            },
+            OutputFormat::Text,
+            Expect::Open,
+        )
+    }
+
+    #[test]
+    fn a_host_answering_every_port_is_said_once_and_not_counted_open() {
+        let mut rep = report();
+        let mut out = Vec::new();
+        rep.canaries(
+            &mut out,
+            vec![50000, 50001, 50002],
+            vec!["syn-ack".into(); 3],
+            true,
+        )
+        .unwrap();
+        rep.probe_checked(
+            &mut out,
+            r(Verdict::Open),
+            Some(ProbeCheck::AnswersEveryPort),
+        )
+        .unwrap();
+        let s = rep.summary(&BTreeMap::new(), Duration::ZERO, false);
+        assert_eq!((s.open, s.answered), (0, 1));
+        assert!(!s.expectation_met);
+        assert!(s.verify.unwrap().answers_every_port);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "198.18.4.3 answers every port (tarpit/proxy): canary ports 50000 syn-ack, 50001 syn-ack, 50002 syn-ack; its SYN-ACKs are not counted as open\n\
+             seq=0 sport=1 syn-ack (answers every port)\n"
+        );
+    }
+
+    #[test]
+    fn a_syn_proxied_port_is_open_with_its_evidence() {
+        use crate::probe::fingerprint::{Mismatch, VerificationJson};
+        let mut rep = report();
+        let mut out = Vec::new();
+        rep.canaries(&mut out, vec![50000], vec!["rst".into()], false)
+            .unwrap();
+        let mut fp = crate::probe::fingerprint::Fingerprint::of(
+            crate::wire::datagram::tests::fixture("synack_v4"),
+            Timestamp(0),
+        )
+        .unwrap();
+        let syn_ack = fp.clone();
+        fp.ttl -= 1;
+        let v = VerificationJson::new(&syn_ack, &[fp]);
+        assert_eq!(
+            v.evidence[0],
+            Mismatch::Ttl {
+                syn_ack: 64,
+                later: 63
+            }
+        );
+        rep.probe_checked(&mut out, r(Verdict::Open), Some(ProbeCheck::Handshake(v)))
+            .unwrap();
+        let s = rep.summary(&BTreeMap::new(), Duration::ZERO, false);
+        assert_eq!(s.open, 1);
+        assert!(s.expectation_met);
+        assert_eq!(s.verify.unwrap().syn_proxy, 1);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with("seq=0 sport=1 open (syn-proxy: ttl 64, later 63)\n"),
+            "{text}"
+        );
     }
 
     #[test]

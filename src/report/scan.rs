@@ -100,15 +100,96 @@ pub struct DiscoverySummary {
     /// Requests sent, retries included.
     pub requests: u64,
     pub elapsed_s: f64,
+    /// Targets that are this host's own addresses: probed without asking.
+    pub known_own: u64,
+    /// Targets with a permanent neighbour entry: probed without asking.
+    pub known_neighbours: u64,
 }
 
 impl DiscoverySummary {
-    /// `254 addresses, 5 hosts up (ARP) in 0.31 s`
+    /// `254 addresses, 5 hosts up (ARP) in 0.31 s`, or with the targets
+    /// probed without asking: `252 addresses, 0 hosts up (ARP), 2 known
+    /// without asking (own address, neighbour table) in 0.31 s`.
     pub fn line(&self) -> String {
+        let known = self.known_own + self.known_neighbours;
+        let mut why = Vec::new();
+        if self.known_own > 0 {
+            why.push("own address");
+        }
+        if self.known_neighbours > 0 {
+            why.push("neighbour table");
+        }
+        let known = if known > 0 {
+            format!(", {known} known without asking ({})", why.join(", "))
+        } else {
+            String::new()
+        };
         format!(
-            "{} addresses, {} hosts up ({}) in {:.2} s",
+            "{} addresses, {} hosts up ({}){known} in {:.2} s",
             self.addresses, self.up, self.method, self.elapsed_s
         )
+    }
+}
+
+/// What rate control saw, and how many verdicts could still be wrong.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RateSummary {
+    /// "auto" or "fixed".
+    pub mode: String,
+    /// The rate at the end (probes/s).
+    pub settled_pps: f64,
+    /// The largest loss of a time slice (0..1), and the rate it was sent at.
+    pub peak_loss: f64,
+    pub peak_loss_rate_pps: f64,
+    /// Loss over every probe to a host known to answer (0..1).
+    pub mean_loss: f64,
+    /// Rounds added to re-probe what went silent while loss was high.
+    pub extra_rounds: u64,
+    /// Estimated no-response pairs that are really lost probes: for each
+    /// block, its silent pairs × the chance every probe of a pair was lost.
+    pub uncertain_pairs: f64,
+}
+
+impl RateSummary {
+    /// `≈0 pairs uncertain; peak loss 43 % at 180k/s, settled at 19.8k/s (rate auto, 1 extra round)`
+    pub fn line(&self) -> String {
+        let loss = if self.peak_loss > 0.0 {
+            format!(
+                "peak loss {:.0} % at {}/s, mean {:.1} %",
+                self.peak_loss * 100.0,
+                si(self.peak_loss_rate_pps),
+                self.mean_loss * 100.0
+            )
+        } else {
+            "no loss seen".into()
+        };
+        let extra = match self.extra_rounds {
+            0 => String::new(),
+            1 => ", 1 extra round".into(),
+            n => format!(", {n} extra rounds"),
+        };
+        format!(
+            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra})",
+            self.uncertain_pairs,
+            if self.mode == "auto" {
+                "settled"
+            } else {
+                "sent"
+            },
+            si(self.settled_pps),
+            self.mode
+        )
+    }
+}
+
+/// 19800 → "19.8k", 1200000 → "1.2M".
+fn si(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
     }
 }
 
@@ -151,11 +232,18 @@ pub struct ScanSummary {
     /// Pairs sent but not answered when the interrupt came, in the block whose
     /// wait it cut short: no verdict, not listed.
     pub cut_short: u64,
+    /// Rate control and the coverage estimate.
+    pub coverage: RateSummary,
 }
 
 /// No-response rows the text table keeps to list them; past this many it keeps
 /// only their count, so a huge silent scan costs no memory in text mode either.
 pub const LISTED_SILENT_MAX: usize = 1000;
+
+/// Down hosts (no ARP / NDP reply) the text output lists one line each; past
+/// this many it counts them in one line at the end (NDJSON and JSON keep one
+/// record per host).
+pub const LISTED_DOWN_MAX: u64 = 1000;
 
 /// Where results go as they arrive: NDJSON and JSON are streamed (nothing is
 /// kept), the text table keeps only what it lists (open and ICMP-filtered
@@ -170,6 +258,10 @@ pub struct ScanOutput<W: Write> {
     /// No-response rows kept to be listed; None once there were too many.
     silent: Option<Vec<ScanResult>>,
     closed_per_host: BTreeMap<IpAddr, u64>,
+    /// Down hosts seen (text lists the first [`LISTED_DOWN_MAX`]) and the
+    /// reason they were given.
+    down: u64,
+    down_reason: String,
     /// Results by verdict name, whatever is printed.
     pub counts: BTreeMap<&'static str, u64>,
 }
@@ -184,6 +276,8 @@ impl<W: Write> ScanOutput<W> {
             kept: Vec::new(),
             silent: Some(Vec::new()),
             closed_per_host: BTreeMap::new(),
+            down: 0,
+            down_reason: String::new(),
             counts: BTreeMap::new(),
         }
     }
@@ -245,7 +339,12 @@ impl<W: Write> ScanOutput<W> {
                 self.written += 1;
             }
             super::OutputFormat::Text if !h.up => {
-                writeln!(self.out, "{}  down ({})", h.host, h.reason())?;
+                self.down += 1;
+                if self.down <= LISTED_DOWN_MAX {
+                    writeln!(self.out, "{}  down ({})", h.host, h.reason())?;
+                } else if self.down_reason.is_empty() {
+                    self.down_reason = h.reason();
+                }
             }
             super::OutputFormat::Text => {}
         }
@@ -286,6 +385,14 @@ impl<W: Write> ScanOutput<W> {
                 if !listed_silent && !self.open_only {
                     write_silent_aggregate(&mut self.out, s, &self.kept, &self.closed_per_host)?;
                 }
+                if self.down > LISTED_DOWN_MAX {
+                    writeln!(
+                        self.out,
+                        "\n{} more hosts down ({}) not listed: more than {LISTED_DOWN_MAX}; --ndjson lists each",
+                        self.down - LISTED_DOWN_MAX,
+                        self.down_reason
+                    )?;
+                }
                 write_summary_text(&mut self.out, s)?;
             }
         }
@@ -311,6 +418,9 @@ pub fn write_table(
             by_host.entry(*h).or_default();
         }
     }
+    // hosts that answered nothing at all: one line each after the tables,
+    // never a table header with nothing under it
+    let mut silent_hosts: Vec<(IpAddr, usize)> = Vec::new();
     for (&host, rs) in &by_host {
         let has_open = rs.iter().any(|r| r.verdict == ScanVerdict::Open);
         if open_only && !has_open {
@@ -321,6 +431,10 @@ pub fn write_table(
             .iter()
             .filter(|r| r.verdict == ScanVerdict::NoResponse)
             .count();
+        if closed == 0 && silent == rs.len() {
+            silent_hosts.push((host, silent));
+            continue;
+        }
         writeln!(out, "\n{host}")?;
         writeln!(
             out,
@@ -366,6 +480,13 @@ pub fn write_table(
                 writeln!(out, "  {closed} closed ports not shown (rst)")?;
             }
         }
+    }
+    if !silent_hosts.is_empty() {
+        writeln!(out)?;
+    }
+    for (host, n) in silent_hosts {
+        let s = if n == 1 { "" } else { "s" };
+        writeln!(out, "{host}  no response ({n} port{s})")?;
     }
     Ok(())
 }
@@ -451,6 +572,7 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
             s.send_backpressure
         )?;
     }
+    writeln!(out, "coverage: {}", s.coverage.line())?;
     if s.interrupted {
         writeln!(
             out,
@@ -489,6 +611,7 @@ mod tests {
             skipped_addresses: 0,
             unroutable_addresses: 0,
             send_backpressure: 0,
+            coverage: RateSummary::default(),
         }
     }
 
@@ -548,6 +671,7 @@ mod tests {
             down: 1,
             requests: 4,
             elapsed_s: 0.05,
+            ..DiscoverySummary::default()
         });
         String::from_utf8(out.finish(&s).unwrap()).unwrap()
     }
@@ -586,7 +710,17 @@ mod tests {
     fn a_few_silent_ports_are_listed_many_are_counted() {
         let (t, kept) = text((0..5).map(silent), &summary(5, false));
         assert_eq!(kept, 5);
-        assert_eq!(t.matches("no-response  no-response").count(), 5, "{t}");
+        // hosts that answered nothing: a line each, no table header
+        assert_eq!(t.matches("  no response (1 port)\n").count(), 5, "{t}");
+        assert!(!t.contains("PORT"), "{t}");
+        let answered = ScanResult {
+            verdict: ScanVerdict::Closed,
+            port: 10,
+            ..silent(0)
+        };
+        let (t, _) = text((0..5).map(silent).chain([answered]), &summary(5, false));
+        assert_eq!(t.matches("no-response  no-response").count(), 1, "{t}");
+        assert_eq!(t.matches("PORT").count(), 1, "{t}");
 
         let n = 20 * LISTED_SILENT_MAX as u64;
         let (t, kept) = text((0..n).map(silent), &summary(n, false));
@@ -604,6 +738,71 @@ mod tests {
         assert!(
             t.contains("not probed: 7 pairs never sent; 3 sent but unanswered when interrupted"),
             "{t}"
+        );
+    }
+
+    #[test]
+    fn many_down_hosts_are_listed_up_to_a_bound_then_counted() {
+        let mut out = ScanOutput::new(Vec::new(), crate::report::OutputFormat::Text, false);
+        let n = LISTED_DOWN_MAX + 2500;
+        for i in 0..n {
+            out.host(&HostResult {
+                host: IpAddr::from((0xc612_0000u32 + i as u32).to_be_bytes()),
+                up: false,
+                method: "ARP",
+                mac: None,
+                rtt_ns: None,
+            })
+            .unwrap();
+        }
+        let t = String::from_utf8(out.finish(&summary(0, false)).unwrap()).unwrap();
+        assert_eq!(t.matches("down (no ARP reply)\n").count(), 1000, "{t}");
+        assert!(
+            t.contains("2500 more hosts down (no ARP reply) not listed: more than 1000; --ndjson lists each"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn the_coverage_line() {
+        let r = RateSummary {
+            mode: "auto".into(),
+            settled_pps: 19_800.0,
+            peak_loss: 0.43,
+            peak_loss_rate_pps: 180_000.0,
+            mean_loss: 0.021,
+            extra_rounds: 1,
+            uncertain_pairs: 0.2,
+        };
+        assert_eq!(
+            r.line(),
+            "≈0 pairs uncertain; peak loss 43 % at 180.0k/s, mean 2.1 %; settled at 19.8k/s (rate auto, 1 extra round)"
+        );
+        let r = RateSummary {
+            mode: "fixed".into(),
+            settled_pps: 1_000_000.0,
+            ..RateSummary::default()
+        };
+        assert_eq!(
+            r.line(),
+            "≈0 pairs uncertain; no loss seen; sent at 1.0M/s (rate fixed)"
+        );
+    }
+
+    #[test]
+    fn the_discovery_line_counts_targets_known_without_asking() {
+        let mut d = DiscoverySummary {
+            method: "ARP".into(),
+            addresses: 252,
+            elapsed_s: 0.5,
+            ..DiscoverySummary::default()
+        };
+        assert_eq!(d.line(), "252 addresses, 0 hosts up (ARP) in 0.50 s");
+        d.known_own = 1;
+        d.known_neighbours = 1;
+        assert_eq!(
+            d.line(),
+            "252 addresses, 0 hosts up (ARP), 2 known without asking (own address, neighbour table) in 0.50 s"
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{RttStats, human, micros};
 use crate::event::Timestamp;
+use crate::probe::fingerprint::{Fingerprint, VerificationJson};
 use crate::probe::tcp_client::{
     CloseMode, Dir, IcmpEnd, Note, SegmentEvent, Side, StateEntry, TcpClient, TcpState, Teardown,
 };
@@ -79,6 +80,11 @@ pub struct TraceRun {
     pub half_open: Option<HalfOpenReport>,
     /// Segments the kernel stamped / all we sent.
     pub kernel_stamped: String,
+    /// The SYN-ACK's fingerprint compared with the server's later segments
+    /// (`result`: `verified`, `syn-proxy` with its `evidence`, or
+    /// `unverified`); absent without a SYN-ACK or in half-open mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationJson>,
 }
 
 fn stage(name: &'static str, from: Timestamp, to: Timestamp) -> Stage {
@@ -263,7 +269,47 @@ impl TraceRun {
             states: c.states().to_vec(),
             segments: events,
             kernel_stamped: format!("{stamped}/{sent}"),
+            verification: None,
         }
+    }
+
+    /// Compares the SYN-ACK with the server's later segments: `received` are
+    /// the fingerprints of every segment the peer's address sent on this flow,
+    /// in arrival order. Nothing to compare in half-open mode.
+    pub fn verify(&mut self, received: &[Fingerprint], half_open: bool) {
+        if half_open {
+            return;
+        }
+        let syn = |f: &&Fingerprint| f.flags.contains(TcpFlags::SYN);
+        let Some(i) = received.iter().position(|f| syn(&f)) else {
+            return;
+        };
+        let later: Vec<Fingerprint> = received[i + 1..]
+            .iter()
+            .filter(|f| !syn(f))
+            .cloned()
+            .collect();
+        self.verification = Some(VerificationJson::new(&received[i], &later));
+    }
+
+    /// `open (syn-proxy: ttl 62, later 61)`, `open (verified ...)` or
+    /// `open (unverified ...)`; none without a SYN-ACK.
+    pub fn port_line(&self) -> Option<String> {
+        let v = self.verification.as_ref()?;
+        Some(match v.result {
+            "syn-proxy" => format!(
+                "open (syn-proxy: {})",
+                v.evidence
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "verified" => {
+                "open (verified: the server's later segments match its SYN-ACK)".to_string()
+            }
+            _ => "open (unverified: nothing came after the SYN-ACK)".to_string(),
+        })
     }
 
     /// Did the trace do all it was asked: the handshake, the request
@@ -408,6 +454,9 @@ pub fn ladder(run: &TraceRun, target: &TraceTarget) -> String {
 pub fn stage_table(run: &TraceRun, target: &TraceTarget) -> String {
     let mut s = format!("teardown: {}\n", run.teardown_text);
     s += &format!("result: {}\n", run.result_line());
+    if let Some(p) = run.port_line() {
+        s += &format!("port: {p}\n");
+    }
     for st in &run.stages {
         s += &format!(
             "  {:<40} {:>14}\n",
@@ -505,9 +554,18 @@ pub fn write_run(
         } else {
             format!("INCOMPLETE ({})", run.not_done.join("; "))
         };
+        let port = run
+            .port_line()
+            .filter(|_| {
+                run.verification
+                    .as_ref()
+                    .is_some_and(|v| v.result == "syn-proxy")
+            })
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default();
         writeln!(
             out,
-            "trace {} from {}: {}, {}; {}",
+            "trace {} from {}: {}, {}{port}; {}",
             run.index + 1,
             run.source,
             run.teardown.name(),

@@ -9,6 +9,7 @@ pub mod matcher;
 pub mod pace;
 pub mod permute;
 pub mod ports;
+pub mod rate;
 pub mod routes;
 pub mod targets;
 

@@ -37,6 +37,21 @@ impl Pacer {
         self.rate
     }
 
+    /// The asked rate.
+    pub fn target(&self) -> f64 {
+        self.target
+    }
+
+    /// A new asked rate (from rate control), after `sent` packets: spacing
+    /// goes on from the next packet's due time, without a burst to catch up.
+    pub fn retarget(&mut self, rate: f64, sent: u64, now: Instant) {
+        let rate = rate.max(1e-3);
+        self.origin = self.due(sent).max(now);
+        self.base = sent;
+        self.target = rate;
+        self.rate = rate;
+    }
+
     /// After a batch: `sent` packets so far; `stalled` if the queue was full.
     pub fn after_batch(&mut self, sent: u64, stalled: bool, now: Instant) {
         let (origin, rate) = if stalled {
@@ -75,5 +90,9 @@ mod tests {
             low.after_batch(0, true, t0);
         }
         assert_eq!(low.rate(), MIN_RATE);
+        let mut p = Pacer::new(1000.0, t0);
+        p.retarget(2000.0, 10, t0);
+        assert_eq!(p.due(12), t0 + Duration::from_millis(11));
+        assert_eq!(p.target(), 2000.0);
     }
 }

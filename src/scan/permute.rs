@@ -133,6 +133,35 @@ impl Shard {
     }
 }
 
+/// The probe order's seed when `--shard I/N` is given without `--seed`: a
+/// hash (64-bit FNV-1a, fixed for good: shards on different machines and
+/// versions must agree) of what defines the scan: its target ranges (after
+/// exclusions), its ports and its shard count. N machines running the same
+/// command line so take the same order and cover every pair exactly once.
+pub fn derived_seed(targets: &[super::TargetSet], ports: &super::PortList, shards: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(b"synscope-shard-seed-1");
+    eat(&shards.to_be_bytes());
+    for t in targets {
+        eat(&[t.is_ipv6() as u8]);
+        for (lo, hi) in t.ranges() {
+            eat(&lo.to_be_bytes());
+            eat(&hi.to_be_bytes());
+        }
+    }
+    eat(&ports.len().to_be_bytes());
+    for i in 0..ports.len() {
+        eat(&ports.get(i).unwrap_or(0).to_be_bytes());
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

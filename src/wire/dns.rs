@@ -411,7 +411,7 @@ fn record_repr(r: &Record) -> Option<RecordRepr> {
         return None;
     }
     Some(RecordRepr {
-        name: r.name.to_ascii(),
+        name: name_text(&r.name),
         ttl: r.ttl,
         class: class_name(r.dns_class),
         rtype: type_name(rtype),
@@ -422,6 +422,23 @@ fn record_repr(r: &Record) -> Option<RecordRepr> {
 
 /// `A`, `AAAA`, ..., `TYPE65` for types without a mnemonic here.
 pub fn type_name(t: RecordType) -> String {
+    // the common ones without formatting (as hickory's Display writes them)
+    let known = match t {
+        RecordType::A => "A",
+        RecordType::AAAA => "AAAA",
+        RecordType::CNAME => "CNAME",
+        RecordType::MX => "MX",
+        RecordType::TXT => "TXT",
+        RecordType::NS => "NS",
+        RecordType::PTR => "PTR",
+        RecordType::SOA => "SOA",
+        RecordType::SRV => "SRV",
+        RecordType::RRSIG => "RRSIG",
+        _ => "",
+    };
+    if !known.is_empty() {
+        return known.to_string();
+    }
     match t {
         RecordType::Unknown(n) => format!("TYPE{n}"),
         t => {
@@ -463,9 +480,63 @@ pub fn parse_name(s: &str) -> Result<Name, String> {
     if s.is_empty() {
         return Err("empty name".into());
     }
-    let mut n = Name::from_utf8(s).map_err(|e| format!("bad name '{s}': {e}"))?;
+    // lower-case letters, digits and hyphens (and no punycode) are what IDNA
+    // maps to themselves: read as wire bytes, at a fraction of the cost
+    if let Some(n) = plain_name(s) {
+        return Ok(n);
+    }
+    let n = Name::from_utf8(s);
+    let mut n = n.map_err(|e| format!("bad name '{s}': {e}"))?;
     n.set_fqdn(true);
     Ok(n)
+}
+
+/// A name of plain labels (lower-case letters, digits, hyphens not first, no
+/// punycode), read from the wire form we write for it; None for any other.
+fn plain_name(s: &str) -> Option<Name> {
+    let body = s.strip_suffix('.').unwrap_or(s);
+    let mut wire = [0u8; 255];
+    let mut at = 0;
+    for l in body.split('.') {
+        let b = l.as_bytes();
+        let plain = (1..=63).contains(&b.len())
+            && b[0] != b'-'
+            && !l.starts_with("xn--")
+            && b.iter()
+                .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+        // room for this label and the root's zero
+        if !plain || at + 1 + b.len() + 1 > wire.len() {
+            return None;
+        }
+        wire[at] = b.len() as u8;
+        wire[at + 1..at + 1 + b.len()].copy_from_slice(b);
+        at += 1 + b.len();
+    }
+    Name::read(&mut BinDecoder::new(&wire[..=at])).ok()
+}
+
+/// A name as [`Name::to_ascii`] writes it (`www.example.com.`), without its
+/// per-character formatting when no character needs an escape.
+pub fn name_text(n: &Name) -> String {
+    let mut b = Vec::with_capacity(64);
+    for l in n.iter() {
+        let plain = l
+            .iter()
+            .enumerate()
+            .all(|(i, &c)| c.is_ascii_alphanumeric() || c == b'_' || (c == b'-' && i > 0));
+        if !plain || l.is_empty() {
+            return n.to_ascii();
+        }
+        if !b.is_empty() {
+            b.push(b'.');
+        }
+        b.extend_from_slice(l);
+    }
+    if n.is_root() || n.is_fqdn() {
+        b.push(b'.');
+    }
+    // ASCII only, as checked
+    String::from_utf8(b).unwrap_or_else(|_| n.to_ascii())
 }
 
 /// The PTR name of an address: `10.0.18.198.in-addr.arpa.`, `...ip6.arpa.`.
@@ -477,7 +548,15 @@ pub fn reverse_name(addr: IpAddr) -> Name {
 
 /// The name of an rcode as kdig prints it.
 pub fn rcode_name(rcode: u16) -> String {
-    let s = match rcode {
+    match rcode_known(rcode) {
+        Some(s) => s.to_string(),
+        None => format!("RCODE{rcode}"),
+    }
+}
+
+/// The name of a known rcode, without an allocation.
+pub fn rcode_known(rcode: u16) -> Option<&'static str> {
+    Some(match rcode {
         0 => "NOERROR",
         1 => "FORMERR",
         2 => "SERVFAIL",
@@ -497,9 +576,8 @@ pub fn rcode_name(rcode: u16) -> String {
         21 => "BADALG",
         22 => "BADTRUNC",
         23 => "BADCOOKIE",
-        n => return format!("RCODE{n}"),
-    };
-    s.to_string()
+        _ => return None,
+    })
 }
 
 /// The rcode named `s` (case-insensitive, `RCODEnn` too).
@@ -621,7 +699,7 @@ fn rdata_name(b: &[u8]) -> Option<(String, &[u8])> {
     let mut d = BinDecoder::new(b);
     let n = Name::read(&mut d).ok()?;
     let used = b.len() - d.len();
-    Some((n.to_ascii(), &b[used..]))
+    Some((name_text(&n), &b[used..]))
 }
 
 /// The types of an NSEC/NSEC3 type bitmap (RFC 4034 4.1.2), as mnemonics.
@@ -704,26 +782,50 @@ fn dnssec_text(code: u16, b: &[u8]) -> Option<String> {
     }
 }
 
+/// An IPv4 address in dotted decimal, as its Display writes it, without the
+/// formatting machinery (the most common record of all).
+fn ipv4_text(a: std::net::Ipv4Addr) -> String {
+    let mut s = String::with_capacity(15);
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if o >= 100 {
+            s.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            s.push(char::from(b'0' + o / 10 % 10));
+        }
+        s.push(char::from(b'0' + o % 10));
+    }
+    s
+}
+
 /// Record data in presentation format (names in ASCII, as on the wire).
 pub fn rdata_text(d: &RData) -> String {
     match d {
-        RData::A(a) => a.0.to_string(),
+        RData::A(a) => ipv4_text(a.0),
         RData::AAAA(a) => a.0.to_string(),
-        RData::CNAME(n) => n.0.to_ascii(),
-        RData::NS(n) => n.0.to_ascii(),
-        RData::PTR(n) => n.0.to_ascii(),
-        RData::MX(mx) => format!("{} {}", mx.preference, mx.exchange.to_ascii()),
+        RData::CNAME(n) => name_text(&n.0),
+        RData::NS(n) => name_text(&n.0),
+        RData::PTR(n) => name_text(&n.0),
+        RData::MX(mx) => {
+            let mut t = mx.preference.to_string();
+            t.push(' ');
+            t.push_str(&name_text(&mx.exchange));
+            t
+        }
         RData::SRV(s) => format!(
             "{} {} {} {}",
             s.priority,
             s.weight,
             s.port,
-            s.target.to_ascii()
+            name_text(&s.target)
         ),
         RData::SOA(s) => format!(
             "{} {} {} {} {} {} {}",
-            s.mname.to_ascii(),
-            s.rname.to_ascii(),
+            name_text(&s.mname),
+            name_text(&s.rname),
             s.serial,
             s.refresh,
             s.retry,
@@ -975,6 +1077,72 @@ mod tests {
         let info = r.edns.unwrap();
         assert!(info.dnssec_ok);
         assert_eq!(info.options.len(), 1);
+    }
+
+    #[test]
+    fn fast_paths_equal_the_general_ones() {
+        for a in [
+            "0.0.0.0",
+            "198.18.0.10",
+            "255.255.255.255",
+            "10.100.1.99",
+            "1.20.200.9",
+        ] {
+            let a: std::net::Ipv4Addr = a.parse().unwrap();
+            assert_eq!(ipv4_text(a), a.to_string());
+        }
+        for n in [
+            "a.lab.test",
+            "a.lab.test.",
+            "www-1.lab.test",
+            "WWW.Lab.Test",
+            "_dmarc.lab.test",
+            "*.lab.test",
+            "-a.lab.test",
+            "a-.lab.test",
+            "xn--bcher-kva.lab.test",
+            "bücher.lab.test",
+            "a\\.b.lab.test",
+            ".",
+            "a",
+            "a..b",
+            "a.b..",
+            "9.x--y.ab--c.lab.test",
+            &format!("{}.lab.test", "a".repeat(63)),
+            &format!("{}.lab.test", "a".repeat(64)),
+            &["abcdefghi"; 25].join("."),
+            &["abcdefghi"; 26].join("."),
+        ] {
+            let slow = Name::from_utf8(n).map(|mut x| {
+                x.set_fqdn(true);
+                x
+            });
+            match (parse_name(n), slow) {
+                (Ok(f), Ok(s)) => {
+                    assert!(f.eq_case(&s), "{n}: {f:?} vs {s:?}");
+                    assert_eq!(name_text(&f), s.to_ascii(), "{n}");
+                }
+                (f, s) => assert_eq!(f.is_ok(), s.is_ok(), "{n}: {f:?} vs {s:?}"),
+            }
+        }
+        let mut bin = Name::from_labels(vec![&b"a b"[..], b"-x", b"*", b"\xff"]).unwrap();
+        for fqdn in [false, true] {
+            bin.set_fqdn(fqdn);
+            assert_eq!(name_text(&bin), bin.to_ascii());
+        }
+        assert_eq!(name_text(&Name::root()), Name::root().to_ascii());
+        let relative = Name::from_ascii("a.b").unwrap();
+        assert_eq!(name_text(&relative), "a.b");
+        for code in 0..300u16 {
+            let t = RecordType::from(code);
+            let general = match t {
+                RecordType::Unknown(n) => format!("TYPE{n}"),
+                t => format!("{t}"),
+            };
+            if !general.is_empty() && general != "Unknown" {
+                assert_eq!(type_name(t), general, "{code}");
+            }
+        }
     }
 
     #[test]

@@ -12,18 +12,20 @@ use super::{
 use crate::cli::{BulkSource, DnsFormat, DnsSettings};
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
-use crate::io::capture::BlockingCapture;
+use crate::io::capture::{BlockingCapture, CapturedRef};
+use crate::io::ring::RingCapture;
 use crate::io::txstamp::SendLog;
 use crate::io::{IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent};
 use crate::probe::dns::{
     DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
 };
-use crate::probe::fxhash::FxMap;
+use crate::probe::fxhash::{FxMap, FxSet};
 use crate::report::dns::{BulkSummary, DnsResult, TimedBy, check};
 use crate::wire::Protocol;
-use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_name};
+use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_known, rcode_name};
 use hickory_proto::rr::{Name, RecordType};
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -131,18 +133,14 @@ fn reserve_block(src: IpAddr, n: u16) -> Result<Vec<PortReservation>, CmdError> 
     )))
 }
 
-/// A query sent and not finished yet.
-struct Pending {
-    line_no: u64,
-    query: QueryRepr,
-}
-
 /// Everything that goes out from one source address: the exchange, the
 /// queries in flight, and how they are sent and received ([`Link`]).
 struct Path {
     src: IpAddr,
     ex: DnsExchange,
-    pending: FxMap<QueryKey, Pending>,
+    /// Queries sent and not reported yet (the exchange keeps the rest: the
+    /// line number as its tag, the question).
+    pending: FxSet<QueryKey>,
     next_port: usize,
     link: Link,
 }
@@ -159,14 +157,16 @@ enum Link {
 struct RawLink {
     sender: RawSender,
     /// Until the receiver thread starts.
-    capture: Option<BlockingCapture>,
+    capture: Option<Replies>,
     receiver: Option<std::thread::JoinHandle<Result<(), IoError>>>,
     ports: Vec<PortReservation>,
     batch: Vec<(IpAddr, Vec<u8>)>,
     /// The key of each datagram in `batch`.
     batch_keys: Vec<QueryKey>,
     refused_at: Vec<usize>,
-    /// The kernel stamps our sends (SO_TIMESTAMPING on the raw socket).
+    /// The capture sees our queries leave, with their kernel stamps.
+    sends_captured: bool,
+    /// Else the kernel stamps our sends (SO_TIMESTAMPING on the raw socket).
     tx_stamps: bool,
     sends: SendLog<QueryKey>,
     stamps: Vec<(u32, Timestamp)>,
@@ -215,35 +215,48 @@ impl Path {
         let sender = RawSender::open(src, None)?;
         let ports = reserve_block(src, PORTS)?;
         let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
-        let filter = FlowFilter {
+        let mut filter = FlowFilter {
             local: src,
             remote: None,
             remote_port: None,
             local_ports: Some((lo, hi)),
             protocol: Protocol::UDP,
-            // not our own queries (half the packets): their send times come
-            // from the sender's transmit stamps
-            outbound: false,
+            // our own queries too: the ring stamps them as they leave, as
+            // tcpdump sees them, with no stamp read off an error queue
+            outbound: true,
         };
-        let capture = BlockingCapture::open(0, &filter, 8 << 20)?;
-        // spares the kernel a copy of every query for this socket (best effort)
-        if let Err(e) = capture.ignore_outgoing() {
-            log.debug(|| format!("bulk: {e}"));
-        }
-        // the kernel's stamp of each query leaving, from the raw socket's error
-        // queue: without it, RTTs start at the user-space send time
-        let tx_stamps = match sender.enable_tx_stamps() {
-            Ok(()) => true,
+        // a TPACKET_V3 ring: no system call nor copy per packet
+        let ring = RingCapture::open(0, &filter, 8 << 20);
+        let (capture, sends_captured, tx_stamps) = match ring {
+            Ok(c) => (Replies::Ring(c), true, false),
             Err(e) => {
-                log.debug(|| format!("bulk: no transmit timestamps ({e}): user-space send times"));
-                false
+                log.debug(|| format!("bulk: no capture ring ({e}): socket reads"));
+                // replies only (half the packets), read with recvmmsg; the
+                // send times come from the sender's transmit stamps
+                filter.outbound = false;
+                let c = BlockingCapture::open(0, &filter, 8 << 20)?;
+                // spares the kernel a copy of every query for this socket (best effort)
+                if let Err(e) = c.ignore_outgoing() {
+                    log.debug(|| format!("bulk: {e}"));
+                }
+                // without stamps, RTTs start at the user-space send time
+                let stamped = match sender.enable_tx_stamps() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log.debug(|| {
+                            format!("bulk: no transmit timestamps ({e}): user-space send times")
+                        });
+                        false
+                    }
+                };
+                (Replies::Queue(c), false, stamped)
             }
         };
         log.debug(|| format!("bulk: raw sockets from {src}, ports {lo}-{hi}"));
         Ok(Path {
             src,
             ex: Self::exchange(src, s),
-            pending: FxMap::default(),
+            pending: FxSet::default(),
             next_port: 0,
             link: Link::Raw(Box::new(RawLink {
                 sender,
@@ -253,6 +266,7 @@ impl Path {
                 batch: Vec::with_capacity(256),
                 batch_keys: Vec::with_capacity(256),
                 refused_at: Vec::new(),
+                sends_captured,
                 tx_stamps,
                 sends: SendLog::new(),
                 stamps: Vec::with_capacity(256),
@@ -268,7 +282,7 @@ impl Path {
         Ok(Path {
             src,
             ex: Self::exchange(src, s),
-            pending: FxMap::default(),
+            pending: FxSet::default(),
             next_port: 0,
             link: Link::Socket(SocketLink {
                 sends: (0..SOCKETS).map(|_| SendLog::new()).collect(),
@@ -281,7 +295,7 @@ impl Path {
     /// Are both ends of every RTT kernel stamps?
     fn kernel_timed(&self) -> bool {
         match &self.link {
-            Link::Raw(r) => r.tx_stamps,
+            Link::Raw(r) => r.sends_captured || r.tx_stamps,
             Link::Socket(_) => true,
         }
     }
@@ -309,7 +323,7 @@ impl Path {
                 src_port: port,
                 id: q.id,
             };
-            self.ex.in_use(&k) || self.pending.contains_key(&k)
+            self.ex.in_use(&k) || self.pending.contains(&k)
         } {
             q.id = rand::random();
             tries += 1;
@@ -325,7 +339,7 @@ impl Path {
                 k.batch[i].push((server, udp_payload(&dgram).to_vec(), key));
             }
         }
-        self.pending.insert(key, Pending { line_no, query: q });
+        self.pending.insert(key);
     }
 
     /// Sends what is queued (raw: one sendmmsg for the lot; a datagram the
@@ -340,11 +354,13 @@ impl Path {
                     r.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
                 r.refused_at.clear();
                 r.sender.send_batch_noting(&refs, &mut r.refused_at)?;
-                // a refused datagram took no send counter
-                let mut refused = r.refused_at.iter().peekable();
-                for (i, k) in r.batch_keys.iter().enumerate() {
-                    if refused.next_if_eq(&&i).is_none() {
-                        r.sends.sent(*k);
+                if r.tx_stamps {
+                    // a refused datagram took no send counter
+                    let mut refused = r.refused_at.iter().peekable();
+                    for (i, k) in r.batch_keys.iter().enumerate() {
+                        if refused.next_if_eq(&&i).is_none() {
+                            r.sends.sent(*k);
+                        }
                     }
                 }
                 r.batch.clear();
@@ -500,7 +516,9 @@ impl Path {
             match &mut self.link {
                 Link::Raw(l) => {
                     l.sender.send(r.key.server.ip(), &r.datagram)?;
-                    l.sends.sent(r.key);
+                    if l.tx_stamps {
+                        l.sends.sent(r.key);
+                    }
                 }
                 Link::Socket(k) => {
                     if let Some(i) = k
@@ -588,6 +606,25 @@ async fn sockets_ready(paths: &[Path]) -> Result<(), IoError> {
     .await
 }
 
+/// The capture of the raw path's replies.
+enum Replies {
+    Ring(RingCapture),
+    Queue(BlockingCapture),
+}
+
+impl Replies {
+    fn recv_batch(
+        &mut self,
+        timeout: Duration,
+        f: impl FnMut(CapturedRef<'_>),
+    ) -> Result<usize, IoError> {
+        match self {
+            Replies::Ring(c) => c.recv_batch(timeout, f),
+            Replies::Queue(c) => c.recv_batch(timeout, f),
+        }
+    }
+}
+
 /// What the receiver thread hands over: packets read and parsed, by value, in
 /// batches (no allocation per packet beyond the parse).
 type Rx = Received;
@@ -611,8 +648,8 @@ struct NdjsonLine<'a> {
     name: &'a str,
     #[serde(rename = "type")]
     qtype: &'a str,
-    server: SocketAddr,
-    status: Option<String>,
+    server: &'a str,
+    status: Option<Cow<'static, str>>,
     answers: Answers<'a>,
     time_us: Option<f64>,
     rtt_source: Option<crate::probe::syn::RttSource>,
@@ -625,6 +662,107 @@ struct NdjsonLine<'a> {
     /// Only when checks were given.
     #[serde(skip_serializing_if = "Option::is_none")]
     checks: Option<ChecksField<'a>>,
+}
+
+/// A JSON string: written as it is when nothing in it needs an escape (the
+/// usual name or record), else by serde_json.
+fn json_str(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.write_all(b"\"")?;
+        out.write_all(s.as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        serde_json::to_writer(out, s).map_err(std::io::Error::from)
+    }
+}
+
+/// A number in decimal, without the formatting machinery.
+fn write_u64(out: &mut impl Write, mut n: u64) -> std::io::Result<()> {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.write_all(&b[i..])
+}
+
+impl NdjsonLine<'_> {
+    /// Writes the line as `serde_json::to_writer` would, byte for byte, at a
+    /// fraction of the cost (the keys are constants, most strings need no
+    /// escape): the NDJSON writer of bulk mode.
+    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        out.write_all(b"{\"line\":")?;
+        write_u64(out, self.line)?;
+        out.write_all(b",\"name\":")?;
+        json_str(out, self.name)?;
+        out.write_all(b",\"type\":")?;
+        json_str(out, self.qtype)?;
+        out.write_all(b",\"server\":")?;
+        json_str(out, self.server)?;
+        out.write_all(b",\"status\":")?;
+        match &self.status {
+            Some(st) => json_str(out, st)?,
+            None => out.write_all(b"null")?,
+        }
+        out.write_all(b",\"answers\":[")?;
+        if let Some(reply) = self.answers.0.reply() {
+            let mut first = true;
+            for a in &reply.answer {
+                if self.answers.0.qtype_code == 255 || a.type_code == self.answers.0.qtype_code {
+                    if !first {
+                        out.write_all(b",")?;
+                    }
+                    first = false;
+                    json_str(out, &a.data)?;
+                }
+            }
+        }
+        out.write_all(b"],\"time_us\":")?;
+        serde_json::to_writer(&mut *out, &self.time_us).map_err(std::io::Error::from)?;
+        out.write_all(b",\"rtt_source\":")?;
+        out.write_all(match self.rtt_source {
+            Some(crate::probe::syn::RttSource::Kernel) => b"\"kernel\"",
+            Some(crate::probe::syn::RttSource::User) => b"\"user\"",
+            None => b"null",
+        })?;
+        out.write_all(b",\"attempts\":")?;
+        write_u64(out, u64::from(self.attempts))?;
+        out.write_all(b",\"transport\":")?;
+        json_str(out, self.transport)?;
+        out.write_all(b",\"truncated\":")?;
+        out.write_all(match self.truncated {
+            Some(true) => b"true",
+            Some(false) => b"false",
+            None => b"null",
+        })?;
+        if let Some(e) = self.error {
+            out.write_all(b",\"error\":")?;
+            json_str(out, e)?;
+        }
+        match &self.checks {
+            None => {}
+            Some(ChecksField::Verdict(v)) => {
+                out.write_all(b",\"checks\":")?;
+                json_str(out, v)?;
+            }
+            Some(ChecksField::Failed(f)) => {
+                out.write_all(b",\"checks\":[")?;
+                for (i, x) in f.iter().enumerate() {
+                    if i > 0 {
+                        out.write_all(b",")?;
+                    }
+                    json_str(out, x)?;
+                }
+                out.write_all(b"]")?;
+            }
+        }
+        out.write_all(b"}\n")
+    }
 }
 
 /// The answer set of a result ([`DnsResult::answer_set`]), serialised
@@ -665,6 +803,8 @@ struct Report<'a, W: Write> {
     json_results: Vec<serde_json::Value>,
     json_errors: Vec<serde_json::Value>,
     first_failure: Option<String>,
+    /// Each server as printed (formatted once, not per line).
+    server_text: Vec<(SocketAddr, String)>,
 }
 
 impl<W: Write> Report<'_, W> {
@@ -702,7 +842,10 @@ impl<W: Write> Report<'_, W> {
         match (r.reply(), r.time()) {
             (Some(rep), Some(t)) => {
                 sum.answered += 1;
-                *sum.rcodes.entry(rcode_name(rep.rcode)).or_default() += 1;
+                match rcode_known(rep.rcode).and_then(|k| sum.rcodes.get_mut(k)) {
+                    Some(n) => *n += 1,
+                    None => *sum.rcodes.entry(rcode_name(rep.rcode)).or_default() += 1,
+                }
                 sum.rtts_decius
                     .push((t.as_nanos() / 100).min(u32::MAX as u128) as u32);
             }
@@ -748,12 +891,31 @@ impl<W: Write> Report<'_, W> {
             return Ok(());
         }
         // a plain struct, serialised straight to the output: no JSON tree per name
+        let known = self.server_text.iter().position(|(a, _)| *a == r.server);
+        let known = known.or_else(|| {
+            // the @SERVERs and a few per-line ones; the others formatted each time
+            (self.server_text.len() < 16).then(|| {
+                self.server_text.push((r.server, r.server.to_string()));
+                self.server_text.len() - 1
+            })
+        });
+        let other;
+        let server = match known {
+            Some(i) => &self.server_text[i].1,
+            None => {
+                other = r.server.to_string();
+                &other
+            }
+        };
         let l = NdjsonLine {
             line,
             name: &r.name,
             qtype: &r.qtype,
-            server: r.server,
-            status: r.reply().map(|x| rcode_name(x.rcode)),
+            server,
+            status: r.reply().map(|x| match rcode_known(x.rcode) {
+                Some(k) => Cow::Borrowed(k),
+                None => Cow::Owned(rcode_name(x.rcode)),
+            }),
             answers: Answers(r),
             time_us: r.time().map(crate::report::micros),
             rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
@@ -767,8 +929,7 @@ impl<W: Write> Report<'_, W> {
             self.json_results
                 .push(serde_json::to_value(&l).map_err(std::io::Error::from)?);
         } else {
-            serde_json::to_writer(&mut self.out, &l).map_err(std::io::Error::from)?;
-            self.out.write_all(b"\n")?;
+            l.write(&mut self.out)?;
         }
         Ok(())
     }
@@ -851,7 +1012,7 @@ impl<W: Write> Report<'_, W> {
 fn unsent(server: SocketAddr, q: &QueryRepr, refusal: Refusal, timed_by: TimedBy) -> DnsResult {
     DnsResult {
         server,
-        name: q.question.name.to_ascii(),
+        name: crate::wire::dns::name_text(&q.question.name),
         qtype: crate::wire::dns::type_name(q.question.qtype),
         qtype_code: u16::from(q.question.qtype),
         query_size: 0,
@@ -891,7 +1052,7 @@ pub(super) async fn bulk(
     }
     let mut paths: Vec<Path> = Vec::new();
     // which path reaches a server (None: none of ours does)
-    let mut path_of: HashMap<IpAddr, Option<usize>> = HashMap::new();
+    let mut path_of: FxMap<IpAddr, Option<usize>> = FxMap::default();
     for server in &s.servers {
         let route = Route::lookup(server.ip(), None)?;
         let i = match paths.iter().position(|p| p.src == route.src) {
@@ -942,9 +1103,10 @@ pub(super) async fn bulk(
         json_results: Vec::new(),
         json_errors: Vec::new(),
         first_failure: None,
+        server_text: Vec::new(),
     };
     // servers that refused a query (ICMP error): later lines to them are not sent
-    let mut refused: HashMap<SocketAddr, Refusal> = HashMap::new();
+    let mut refused: FxMap<SocketAddr, Refusal> = FxMap::default();
     let progress = s.progress && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_progress = started;
@@ -1053,19 +1215,33 @@ pub(super) async fn bulk(
             let Some(i) = path_of.get(&key.server.ip()).copied().flatten() else {
                 continue;
             };
-            let Some(p) = paths[i].pending.remove(&key) else {
+            if !paths[i].pending.remove(&key) {
                 continue;
-            };
+            }
             if let Some(f) = o.refused {
                 refused.entry(key.server).or_insert(f);
             }
-            let mut r = result_of(o, p.query.question.qtype);
+            let line_no = o.tag;
+            let truncated = o.reply.as_ref().is_some_and(|x| x.flags.tc);
+            let tc_question = truncated.then(|| o.question.clone());
+            let qtype = o.question.qtype;
+            let mut r = result_of(o, qtype);
             r.timed_by = paths[i].timed_by();
-            if s.tcp_fallback && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc) {
-                r.tcp = Some(over_tcp(r.server, &p.query, s.timeout).await);
+            if s.tcp_fallback
+                && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc)
+                && let Some(question) = tc_question
+            {
+                // the query as it was sent (query_of, with its id)
+                let q = QueryRepr {
+                    id: key.id,
+                    question,
+                    recursion_desired: s.recursion_desired,
+                    edns: s.edns.clone(),
+                };
+                r.tcp = Some(over_tcp(r.server, &q, s.timeout).await);
                 report.sum.tcp += 1;
             }
-            report.result(p.line_no, &r, false)?;
+            report.result(line_no, &r, false)?;
         }
         if input_done && outstanding(&paths) == 0 {
             break;
@@ -1140,4 +1316,113 @@ pub(super) async fn bulk(
         }
     }
     report.finish(&ignored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::dns::UdpLeg;
+    use crate::wire::dns::{Flags, RecordRepr, ReplyRepr};
+
+    fn record(rtype: &str, type_code: u16, data: &str) -> RecordRepr {
+        RecordRepr {
+            name: "a.lab.test.".into(),
+            ttl: 300,
+            class: "IN".into(),
+            rtype: rtype.into(),
+            data: data.into(),
+            type_code,
+        }
+    }
+
+    fn result(answer: Option<Vec<RecordRepr>>, qtype_code: u16) -> DnsResult {
+        DnsResult {
+            server: "198.18.0.2:53".parse().unwrap(),
+            name: "a.lab.test.".into(),
+            qtype: "TXT".into(),
+            qtype_code,
+            query_size: 40,
+            udp: answer.map(|answer| UdpLeg {
+                rtt: Duration::from_nanos(123_456),
+                rtt_source: crate::probe::syn::RttSource::Kernel,
+                attempts: 2,
+                reply: ReplyRepr {
+                    id: 7,
+                    is_response: true,
+                    opcode: 0,
+                    flags: Flags::default(),
+                    rcode: 3,
+                    question: None,
+                    question_count: 1,
+                    answer,
+                    authority: Vec::new(),
+                    additional: Vec::new(),
+                    edns: None,
+                    size: 100,
+                    partial: false,
+                },
+            }),
+            attempts: 2,
+            tcp: None,
+            refused: None,
+            timed_by: TimedBy::RawCapture,
+        }
+    }
+
+    #[test]
+    fn ndjson_writer_writes_what_serde_json_writes() {
+        let answers = vec![
+            record("TXT", 16, "\"hello \\\"quoted\\\" synlab\""),
+            record("RRSIG", 46, "TXT 13 3 300 …"),
+            record("TXT", 16, "tab\there\u{1}"),
+        ];
+        let failed = vec!["--expect: got \"x\"".to_string(), "--expect-ad".into()];
+        for r in [
+            result(Some(answers), 16),
+            result(Some(Vec::new()), 255),
+            result(None, 16),
+        ] {
+            for checks in [
+                None,
+                Some(ChecksField::Verdict("pass")),
+                Some(ChecksField::Failed(&failed)),
+            ] {
+                for error in [None, Some("port-unreachable from 198.18.0.2")] {
+                    let l = NdjsonLine {
+                        line: 18_446_744_073_709_551_615,
+                        name: &r.name,
+                        qtype: &r.qtype,
+                        server: "[2001:db8::2]:53",
+                        status: r.reply().map(|_| Cow::Borrowed("NXDOMAIN")),
+                        answers: Answers(&r),
+                        time_us: r.time().map(crate::report::micros),
+                        rtt_source: r.udp.as_ref().map(|u| u.rtt_source),
+                        attempts: r.attempts,
+                        transport: r.transport(),
+                        truncated: r.udp.as_ref().map(|u| u.reply.flags.tc),
+                        error,
+                        checks: match &checks {
+                            None => None,
+                            Some(ChecksField::Verdict(v)) => Some(ChecksField::Verdict(v)),
+                            Some(ChecksField::Failed(f)) => Some(ChecksField::Failed(f)),
+                        },
+                    };
+                    let mut ours = Vec::new();
+                    l.write(&mut ours).unwrap();
+                    let mut theirs = serde_json::to_vec(&l).unwrap();
+                    theirs.push(b'\n');
+                    assert_eq!(
+                        String::from_utf8(ours).unwrap(),
+                        String::from_utf8(theirs).unwrap()
+                    );
+                }
+            }
+        }
+        let mut b = Vec::new();
+        for n in [0, 7, 10, 65_535] {
+            write_u64(&mut b, n).unwrap();
+            b.push(b' ');
+        }
+        assert_eq!(b, b"0 7 10 65535 ");
+    }
 }

@@ -283,7 +283,7 @@ async fn handshake(
     let local = SocketAddr::new(route.src, port.port);
     let isn = port.isn();
     let packets = crate::cmd::trace::Packets::Channel(&mut port.rx);
-    let (c, stopped) = crate::cmd::trace::drive(
+    let (c, _fingerprints, stopped) = crate::cmd::trace::drive(
         &s, &route, local, isn, sender, packets, &mut None, stop, log,
     )
     .await?;

@@ -1,0 +1,330 @@
+//! Verified verdicts in the routed lab (client — 3 routers — server, real
+//! kernels): port 8090 is answered by router 3's nftables `synproxy` (IPv4),
+//! port 80 by the server itself, and the tarpit beside the server answers
+//! every port with a raw SYN-ACK. `trace` and `ping --verify` must name the
+//! SYN proxy, keep the plain open port plain (no false alarm) and, for ping,
+//! report the tarpit as answering every port. Needs root, `ip`, `nft`.
+
+use serde_json::Value;
+use std::process::Output;
+use synscope::lab::Lab;
+use synscope::lab::routed::{self, RoutedSpec};
+
+mod common;
+
+fn lab() -> Lab {
+    Lab::up_routed(&RoutedSpec::standard()).expect("routed lab up (needs root, iproute2, nftables)")
+}
+
+fn synscope(lab: &Lab, args: &[&str]) -> Output {
+    lab.client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(args)
+        .output()
+        .expect("run synscope")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
+    let lab = lab();
+    let proxied = format!("{}:8090", routed::server_v4(3));
+    // (the lab's server never closes: the trace ends INCOMPLETE after our FIN)
+    let out = synscope(
+        &lab,
+        &[
+            "trace",
+            &proxied,
+            "--idle",
+            "100ms",
+            "--time-wait",
+            "100ms",
+            "--max-wait",
+            "2s",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("port: open (syn-proxy: ttl 62, later 61, window 0, later"),
+        "{text}"
+    );
+    let out = synscope(
+        &lab,
+        &[
+            "trace",
+            &proxied,
+            "--idle",
+            "100ms",
+            "--time-wait",
+            "100ms",
+            "--max-wait",
+            "2s",
+            "--json",
+        ],
+    );
+    let doc = json(&out);
+    let v = &doc["traces"][0]["verification"];
+    assert_eq!(v["result"], "syn-proxy", "{v}");
+    assert_eq!(v["evidence"][0]["field"], "ttl", "{v}");
+    assert_eq!(v["evidence"][0]["syn_ack"], 62, "{v}");
+    assert_eq!(v["evidence"][0]["later"], 61, "{v}");
+    assert_eq!(v["evidence"][1]["field"], "zero-window", "{v}");
+    assert_eq!(v["syn_ack"]["window"], 0, "{v}");
+
+    // the server itself, v4 and v6: verified, no alarm
+    for t in [
+        format!("{}:80", routed::server_v4(3)),
+        format!("[{}]:80", routed::server_v6(3)),
+        // IPv6 to 8090 bypasses the proxy (see RoutedSpec::syn_proxy)
+        format!("[{}]:8090", routed::server_v6(3)),
+    ] {
+        let out = synscope(
+            &lab,
+            &[
+                "trace",
+                &t,
+                "--idle",
+                "100ms",
+                "--time-wait",
+                "100ms",
+                "--max-wait",
+                "2s",
+                "--json",
+            ],
+        );
+        let doc = json(&out);
+        let v = &doc["traces"][0]["verification"];
+        assert_eq!(v["result"], "verified", "{t}: {v}");
+        assert_eq!(v["evidence"], serde_json::json!([]), "{t}: {v}");
+        let out = synscope(
+            &lab,
+            &[
+                "trace",
+                &t,
+                "--idle",
+                "100ms",
+                "--time-wait",
+                "100ms",
+                "--max-wait",
+                "2s",
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("port: open (verified"), "{t}: {text}");
+        assert!(!text.contains("syn-proxy"), "{t}: {text}");
+    }
+
+    // the tarpit sends nothing after its SYN-ACK: nothing to compare with
+    // (trace has no canaries: `ping --verify` names a host answering every port)
+    let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit up");
+    let t = format!("{}:80", tarpit.v4);
+    let out = synscope(
+        &lab,
+        &[
+            "trace",
+            &t,
+            "--idle",
+            "100ms",
+            "--time-wait",
+            "100ms",
+            "--max-wait",
+            "2s",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("port: open (unverified: nothing came after the SYN-ACK)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
+    let lab = lab();
+    let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit up");
+    let ping = |target: &str, extra: &[&str]| {
+        let mut args = vec!["ping", target, "-c", "2", "-i", "100ms", "--verify"];
+        args.extend_from_slice(extra);
+        synscope(&lab, &args)
+    };
+
+    // the SYN proxy: open, and said to be a proxy, with its evidence
+    let proxied = format!("{}:8090", routed::server_v4(3));
+    let out = ping(&proxied, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    common::assert_status(&out, 0);
+    assert!(
+        text.contains("open (syn-proxy: ttl 62, later 61, window 0, later"),
+        "{text}"
+    );
+    assert!(text.contains("canary ports: "), "{text}");
+    assert!(!text.contains("answers every port"), "{text}");
+    let doc = json(&ping(&proxied, &["--json"]));
+    let c = &doc["probes"][0]["check"];
+    assert_eq!(c["check"], "handshake", "{c}");
+    assert_eq!(c["result"], "syn-proxy", "{c}");
+    assert_eq!(c["evidence"][0]["field"], "ttl", "{c}");
+    assert_eq!(c["evidence"][0]["syn_ack"], 62, "{c}");
+    assert_eq!(c["evidence"][0]["later"], 61, "{c}");
+    assert_eq!(doc["summary"]["verify"]["syn_proxy"], 2, "{doc}");
+    assert_eq!(doc["summary"]["open"], 2, "{doc}");
+
+    // the server itself, v4 and v6 (v6 8090 bypasses the proxy): verified
+    for t in [
+        format!("{}:80", routed::server_v4(3)),
+        format!("[{}]:80", routed::server_v6(3)),
+        format!("[{}]:8090", routed::server_v6(3)),
+    ] {
+        let out = ping(&t, &[]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{text}");
+        common::assert_status(&out, 0);
+        assert_eq!(text.matches("open (verified)").count(), 2, "{t}: {text}");
+        assert!(!text.contains("syn-proxy:"), "{t}: {text}");
+        assert!(
+            text.contains("verify: 2 verified, 0 syn-proxy"),
+            "{t}: {text}"
+        );
+        assert!(!text.contains("answers every port"), "{t}: {text}");
+        assert_eq!(
+            text.lines()
+                .find(|l| l.starts_with("canary ports: "))
+                .map(|l| l.matches(" rst").count()),
+            Some(3),
+            "{t}: canaries closed: {text}"
+        );
+    }
+    // every checked handshake was reset: no connection left on the server
+    let ss = lab
+        .server_command("ss")
+        .args(["-Htn", "state", "established"])
+        .output()
+        .expect("run ss");
+    let left = String::from_utf8_lossy(&ss.stdout);
+    assert!(
+        !left.contains(":80 ") && !left.contains(":8090 "),
+        "left open: {left}"
+    );
+
+    // one fixed source port: the next probe waits for the check (and its RST)
+    let t = format!("{}:80", routed::server_v4(3));
+    let out = synscope(
+        &lab,
+        &[
+            "ping",
+            &t,
+            "-c",
+            "3",
+            "-i",
+            "1ns",
+            "--verify",
+            "--source-port",
+            "40999",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    common::assert_status(&out, 0);
+    assert_eq!(text.matches("open (verified)").count(), 3, "{text}");
+
+    // a closed port: its RST is the host's, no alarm
+    let closed = format!("{}:7777", routed::server_v4(3));
+    let out = ping(&closed, &["--expect", "closed"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    common::assert_status(&out, 0);
+    assert!(!text.contains("rst not from the host"), "{text}");
+
+    // the tarpit answers its canaries too: said once, not counted as open
+    let t = format!("{}:80", tarpit.v4);
+    let out = ping(&t, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    common::assert_status(&out, 1);
+    assert_eq!(
+        text.matches("answers every port (tarpit/proxy): canary ports")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("(0 open"), "{text}");
+    assert!(text.contains("seq=0 sport="), "{text}");
+    assert!(!text.contains(" open (answers"), "{text}");
+    let doc = json(&ping(&t, &["--json"]));
+    assert_eq!(
+        doc["summary"]["verify"]["answers_every_port"], true,
+        "{doc}"
+    );
+    assert_eq!(doc["summary"]["open"], 0, "{doc}");
+    assert_eq!(doc["probes"][0]["verdict"], "answers-every-port", "{doc}");
+    let out = ping(&t, &["--ndjson"]);
+    let first: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or(""),
+    )
+    .expect("an NDJSON line");
+    assert_eq!(first["type"], "canaries", "{first}");
+    assert_eq!(first["answers_every_port"], true, "{first}");
+    let t6 = format!("[{}]:443", tarpit.v6);
+    let out = ping(&t6, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    common::assert_status(&out, 1);
+    assert!(text.contains("answers every port (tarpit/proxy)"), "{text}");
+}
+
+#[test]
+fn ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own() {
+    let lab = lab();
+    // router 3 answers SYNs to 7778 with an RST in the server's name: one hop
+    // closer than the server, so its TTL arrives one higher
+    let mut nft = lab
+        .router_command(3, "nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    std::io::Write::write_all(
+        nft.stdin.as_mut().unwrap(),
+        b"table inet synscope_inject {\n  chain inject {\n    type filter hook forward priority filter; policy accept;\n    tcp dport 7778 reject with tcp reset\n  }\n}\n",
+    )
+    .unwrap();
+    drop(nft.stdin.take());
+    let st = nft.wait().unwrap();
+    assert!(st.success());
+    let injected = format!("{}:7778", routed::server_v4(3));
+    let out = synscope(
+        &lab,
+        &[
+            "ping", &injected, "-c", "1", "--verify", "--expect", "closed",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    common::assert_status(&out, 0);
+    assert!(
+        text.contains("closed (rst not from the host?: rst ttl 62, host 61)"),
+        "{text}"
+    );
+    let out = synscope(
+        &lab,
+        &[
+            "ping", &injected, "-c", "1", "--verify", "--expect", "closed", "--json",
+        ],
+    );
+    let doc = json(&out);
+    let c = &doc["probes"][0]["check"];
+    assert_eq!(c["check"], "suspect-rst", "{c}");
+    assert_eq!(c["evidence"][0]["field"], "rst-ttl", "{c}");
+    assert_eq!(c["evidence"][0]["rst"], 62, "{c}");
+    assert_eq!(c["evidence"][0]["host"], 61, "{c}");
+    assert_eq!(doc["summary"]["verify"]["suspect_rst"], 1, "{doc}");
+}
