@@ -1017,3 +1017,51 @@ fn handshake_ports_come_back_without_loss_while_the_peer_holds_time_wait() {
         "runs {n}, open {open}, losses {lost}: {page}"
     );
 }
+
+#[test]
+fn without_cap_net_admin_syn_probes_run_and_handshakes_are_errors() {
+    let lab = lab();
+    let dir = TempDir::new("noadmin");
+    let cfg = dir.0.join("probes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}[[probe]]\nname = \"hs\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:80\"\n\
+             interval = \"200ms\"\ntimeout = \"150ms\"\n",
+            syn_probe("open", 80, "100ms", "90ms")
+        ),
+    )
+    .unwrap();
+    let err = std::fs::File::create(dir.0.join("exporter.err")).unwrap();
+    // root without CAP_NET_ADMIN: no nftables table can be made
+    let child = lab
+        .client_command("setpriv")
+        .args(["--bounding-set", "-net_admin", "--inh-caps", "-all"])
+        .arg(env!("CARGO_BIN_EXE_synscope"))
+        .args(["exporter", "--listen", LISTEN, "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let _g = Guard(child);
+    let up = until(Duration::from_secs(15), || {
+        get(&lab, LISTEN, "/metrics").filter(|(s, _)| *s == 200)
+    });
+    assert!(up.is_some(), "exporter not up: {}", stderr_of(&dir.0));
+    let ok = until(Duration::from_secs(15), || {
+        let p = metrics(&lab);
+        let open = value(
+            &p,
+            "synscope_answers_total{probe=\"open\",verdict=\"open\"}",
+        )?;
+        let errors = value(&p, "synscope_probe_errors_total{probe=\"hs\"}")?;
+        (open >= 3.0 && errors >= 2.0).then_some(())
+    });
+    assert!(ok.is_some(), "{}", stderr_of(&dir.0));
+    assert!(
+        stderr_of(&dir.0).contains("handshake probes from 198.18.0.1 will fail"),
+        "{}",
+        stderr_of(&dir.0)
+    );
+}

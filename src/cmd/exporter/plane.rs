@@ -61,7 +61,8 @@ struct Source {
     routes: Routes,
     isn_offset: u32,
     _ports: Vec<PortReservation>,
-    _rst: RstFilter,
+    /// None: it could not be installed (no CAP_NET_ADMIN), so no handshakes.
+    rst: Option<RstFilter>,
     dispatcher: tokio::task::JoinHandle<()>,
 }
 
@@ -185,7 +186,15 @@ impl Plane {
             }
             let (base, ports) = reserve_block(src)?;
             let hs = base + SYN_PORTS;
-            let rst = RstFilter::install_range(src, hs, base + BLOCK - 1)?;
+            // without CAP_NET_ADMIN, SYN probes still work: only handshakes fail
+            let rst = match RstFilter::install_range(src, hs, base + BLOCK - 1) {
+                Ok(r) => Some(r),
+                Err(e) if e.is_permission() => {
+                    eprintln!("synscope: {e}: handshake probes from {src} will fail");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
             let filter = FlowFilter {
                 local: src,
                 remote: None,
@@ -210,7 +219,7 @@ impl Plane {
                     routes,
                     isn_offset: rand::random(),
                     _ports: ports,
-                    _rst: rst,
+                    rst,
                     dispatcher,
                 }),
             );
@@ -231,6 +240,12 @@ impl Plane {
                  only then, before the privileges go): restart the exporter"
             ))
         })?;
+        if kind == Use::Handshake && source.rst.is_none() {
+            return Err(CmdError::Setup(format!(
+                "no nftables table keeps the kernel's RSTs off {src}'s handshake ports \
+                 (CAP_NET_ADMIN was missing at start)"
+            )));
+        }
         let port = source
             .free
             .lock()
