@@ -7,10 +7,10 @@
 //! address start at least [`TARGET_GAP`] apart, so a host never gets a burst.
 //! Every socket is opened once, at start: the raw senders, and per source
 //! address a port block, its capture and its nftables table ([`plane`]); DNS
-//! probes use ordinary UDP/TCP sockets. Then every capability goes. A SIGHUP
-//! whose config would need a new source address is refused (counted as a
-//! failed reload; the running config stays). SIGHUP
-//! reloads the config over the same metric families; SIGTERM or SIGINT ends
+//! probes use ordinary UDP/TCP sockets. Then every capability goes. SIGHUP
+//! reloads the config over the same metric families, unless it would need a
+//! new source address (refused, counted as a failed reload, the running
+//! config stays: [`reloaded`]); SIGTERM or SIGINT ends
 //! a handshake in flight with an RST, then the tasks, and exits 0 (the
 //! nftables owner tables go with the process, SIGKILL included).
 
@@ -171,6 +171,23 @@ fn raw_sources(cfg: &Config) -> Vec<(String, std::net::IpAddr)> {
     out
 }
 
+/// The config at `path` for a reload: valid, and with every raw probe leaving
+/// from a source address whose sockets were opened at start (no new ones can
+/// be opened once the privileges are gone).
+fn reloaded(path: &std::path::Path, plane: &plane::Plane) -> Result<Config, String> {
+    let new = config::load(path).map_err(|e| e.to_string())?;
+    match raw_sources(&new)
+        .into_iter()
+        .find(|(_, src)| !plane.has(*src))
+    {
+        Some((name, src)) => Err(format!(
+            "probe {name} leaves from {src}, whose sockets are opened only at start: \
+             restart the exporter"
+        )),
+        None => Ok(new),
+    }
+}
+
 fn usage(e: config::ConfigError) -> CmdError {
     CmdError::Usage(UsageError(e.to_string()))
 }
@@ -220,15 +237,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            _ = hup.recv() => match config::load(&s.config).map_err(|e| e.to_string()).and_then(|new| {
-                // the sockets of a new source address cannot be opened without privileges
-                match raw_sources(&new).into_iter().find(|(_, src)| !senders.plane.has(*src)) {
-                    Some((name, src)) => Err(format!(
-                        "probe {name} leaves from {src}, whose sockets are opened only at start: restart the exporter"
-                    )),
-                    None => Ok(new),
-                }
-            }) {
+            _ = hup.recv() => match reloaded(&s.config, &senders.plane) {
                 Ok(new) => {
                     stop(&mut probes).await;
                     if new.listen.is_some() && new.listen != Some(listen) && s.listen.is_none() {
