@@ -165,7 +165,9 @@ pub enum Command {
     /// never latency), failed DNS checks and ignored packets. /probe?target=
     /// HOST:PORT&module=NAME runs probe NAME once against the target and
     /// answers like blackbox_exporter (probe_success, probe_duration_seconds).
-    /// SIGHUP reloads the config (counters carry on); SIGTERM stops it.
+    /// Every socket is opened at start, then every capability is dropped;
+    /// SIGHUP reloads the config (counters carry on) unless it needs a new
+    /// source address (refused: restart); SIGTERM stops it.
     ///
     /// Config (each [[probe]]: name, kind = syn | handshake | dns, target,
     /// interval, timeout ≤ interval; handshake: request, close = fin | rst;

@@ -819,3 +819,251 @@ fn link_down_is_loss_sighup_keeps_counters_sigterm_ends() {
     assert!(stderr_of(&dir.0).contains("exporter stopped"));
     assert!(!tables().contains("synscope_"), "left behind: {}", tables());
 }
+
+/// `CapEff` and `CapPrm` of a running process.
+fn capabilities(pid: u32) -> Vec<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .filter(|l| l.starts_with("CapEff:") || l.starts_with("CapPrm:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn no_capability_left_every_kind_works_tables_go_with_sigkill() {
+    let lab = lab();
+    let _nsd = LabDns::start(&lab).expect("nsd up");
+    let dir = TempDir::new("caps");
+    let _http = HttpServer::start(&lab);
+    let config = format!(
+        "{}{}{}{}",
+        syn_probe("open", 80, "100ms", "90ms"),
+        "[[probe]]\nname = \"open6\"\nkind = \"syn\"\ntarget = \"[2001:db8::2]:80\"\n\
+         interval = \"100ms\"\ntimeout = \"90ms\"\n\n",
+        "[[probe]]\nname = \"web\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:8080\"\n\
+         interval = \"300ms\"\ntimeout = \"250ms\"\nrequest = \"GET / HTTP/1.0\\r\\n\\r\\n\"\n\n",
+        "[[probe]]\nname = \"ns\"\nkind = \"dns\"\ntarget = \"198.18.0.2\"\ninterval = \"300ms\"\n\
+         timeout = \"250ms\"\nquery = \"a.lab.test\"\nexpect = [\"198.18.0.10\"]\n\n",
+    );
+    let mut exp = exporter(&lab, &dir.0, &config);
+    let pid = exp.0.id();
+    // every kind succeeds, again and again, with no privilege left
+    let ok = |series: &str, n: f64| {
+        until(Duration::from_secs(20), || {
+            (value(&metrics(&lab), series)? >= n).then_some(())
+        })
+        .is_some()
+    };
+    for series in [
+        "synscope_answers_total{probe=\"open\",verdict=\"open\"}",
+        "synscope_answers_total{probe=\"open6\",verdict=\"open\"}",
+        "synscope_answers_total{probe=\"web\",verdict=\"open\"}",
+        "synscope_answers_total{probe=\"ns\",verdict=\"answered\"}",
+        "synscope_stage_duration_seconds_count{probe=\"web\",stage=\"request_first_byte\"}",
+        "synscope_stage_duration_seconds_count{probe=\"ns\",stage=\"query_answer\"}",
+    ] {
+        assert!(
+            ok(series, 5.0),
+            "{series}: {}\n{}",
+            stderr_of(&dir.0),
+            metrics(&lab)
+                .lines()
+                .filter(|l| l.contains("web"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert_eq!(
+        capabilities(pid),
+        ["CapPrm:\t0000000000000000", "CapEff:\t0000000000000000"]
+    );
+    let page = metrics(&lab);
+    for (probe, verdict) in [
+        ("open", "open"),
+        ("open6", "open"),
+        ("web", "open"),
+        ("ns", "answered"),
+    ] {
+        let last = format!("synscope_last_verdict{{probe=\"{probe}\",verdict=\"{verdict}\"}}");
+        assert_eq!(value(&page, &last), Some(1.0), "{page}");
+        let errors = format!("synscope_probe_errors_total{{probe=\"{probe}\"}}");
+        assert_eq!(value(&page, &errors).unwrap_or(0.0), 0.0, "{page}");
+    }
+    // /probe of a handshake, unprivileged: the shared capture serves it too
+    let (status, body) = get(&lab, LISTEN, "/probe?target=198.18.0.2:8080&module=web").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(value(&body, "probe_success"), Some(1.0), "{body}");
+
+    // a reload that needs a new source address (loopback's) is refused and counted
+    std::fs::write(
+        dir.0.join("probes.toml"),
+        format!(
+            "{config}{}",
+            "[[probe]]\nname = \"lo\"\nkind = \"syn\"\ntarget = \"127.0.0.1:9\"\ninterval = \"1s\"\ntimeout = \"100ms\"\n"
+        ),
+    )
+    .unwrap();
+    common::signal(&exp.0, "-HUP");
+    until(Duration::from_secs(10), || {
+        value(
+            &metrics(&lab),
+            "synscope_exporter_config_reloads_total{result=\"failure\"}",
+        )
+    })
+    .expect("refused reload counted");
+    let err = stderr_of(&dir.0);
+    assert!(
+        err.contains("probe lo leaves from 127.0.0.1") && err.contains("the running config stays"),
+        "{err}"
+    );
+
+    // one owner table, scoped to our ports; gone when the process is killed
+    let tables = || {
+        let out = lab
+            .client_command("nft")
+            .args(["list", "tables"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let t = tables();
+    assert_eq!(
+        t.matches("synscope_").count(),
+        2,
+        "one per source address: {t}"
+    );
+    let out = lab
+        .client_command("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+    // each table drops the bare RSTs of its address' handshake ports, to anyone
+    for (family, src) in [("ip", "198.18.0.1"), ("ip6", "2001:db8::1")] {
+        let name = rules
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("table {family} synscope_{pid}_")))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {family} table: {rules}"));
+        let (lo, hi) = name.split_once('_').unwrap();
+        // the handshake half of the block: SYN probes' ports keep the
+        // kernel's RST, which ends the half-open connection at the target
+        let span = hi.parse::<u16>().unwrap() - lo.parse::<u16>().unwrap() + 1;
+        assert_eq!(span, 64, "{rules}");
+        let rule =
+            format!("{family} saddr {src} tcp sport {lo}-{hi} tcp flags rst / rst,ack counter");
+        assert!(rules.contains(&rule), "{rule}: {rules}");
+    }
+    assert!(!rules.contains("daddr"), "{rules}");
+    let _ = exp.0.kill();
+    let _ = exp.0.wait();
+    until(Duration::from_secs(5), || {
+        (!tables().contains("synscope_")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("left behind after SIGKILL: {}", tables()));
+}
+
+#[test]
+fn handshake_ports_come_back_without_loss_while_the_peer_holds_time_wait() {
+    let lab = lab();
+    let dir = TempDir::new("reuse");
+    let _http = HttpServer::start(&lab);
+    // the server closes first (HTTP/1.0), so it holds each connection in
+    // TIME_WAIT for 60 s; three probes share the 64 handshake ports, each
+    // reused after about 2 s; a SYN without timestamps, so only its sequence
+    // number tells the peer it is a new connection
+    let probe = |name: &str| {
+        format!(
+            "[[probe]]\nname = \"{name}\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:8080\"\n\
+             interval = \"100ms\"\ntimeout = \"100ms\"\nbare_syn = true\n\
+             request = \"GET / HTTP/1.0\\r\\n\\r\\n\"\n\n"
+        )
+    };
+    let names = ["w1", "w2", "w3"];
+    let config: String = names.iter().map(|n| probe(n)).collect();
+    let exp = exporter(&lab, &dir.0, &config);
+    let sum = |page: &str, f: &dyn Fn(&str) -> String| -> f64 {
+        names
+            .iter()
+            .map(|n| value(page, &f(n)).unwrap_or(0.0))
+            .sum()
+    };
+    let runs = |n: &str| format!("synscope_probes_total{{probe=\"{n}\",kind=\"handshake\"}}");
+    let page = until(Duration::from_secs(40), || {
+        let p = metrics(&lab);
+        (sum(&p, &runs) >= 200.0).then_some(p)
+    })
+    .unwrap_or_else(|| panic!("too few runs: {}", stderr_of(&dir.0)));
+    let tw = lab
+        .server_command("ss")
+        .args(["-tan", "state", "time-wait"])
+        .output()
+        .unwrap();
+    let tw = String::from_utf8_lossy(&tw.stdout).lines().count();
+    drop(exp);
+    let n = sum(&page, &runs);
+    let open = sum(&page, &|n| {
+        format!("synscope_answers_total{{probe=\"{n}\",verdict=\"open\"}}")
+    });
+    let lost = sum(&page, &|n| {
+        format!("synscope_losses_total{{probe=\"{n}\"}}")
+    });
+    // the block's ports in TIME_WAIT at the server (a header line, and a port
+    // or two may be in use): 200 runs over 64 ports, each reused while the
+    // server still held its last connection
+    assert!(tw >= 48, "the server holds {tw} lines of TIME_WAIT");
+    // a run in flight at the scrape may not be counted yet
+    assert!(
+        open >= n - 3.0 && lost == 0.0,
+        "runs {n}, open {open}, losses {lost}: {page}"
+    );
+}
+
+#[test]
+fn without_cap_net_admin_syn_probes_run_and_handshakes_are_errors() {
+    let lab = lab();
+    let dir = TempDir::new("noadmin");
+    let cfg = dir.0.join("probes.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}[[probe]]\nname = \"hs\"\nkind = \"handshake\"\ntarget = \"198.18.0.2:80\"\n\
+             interval = \"200ms\"\ntimeout = \"150ms\"\n",
+            syn_probe("open", 80, "100ms", "90ms")
+        ),
+    )
+    .unwrap();
+    let err = std::fs::File::create(dir.0.join("exporter.err")).unwrap();
+    // root without CAP_NET_ADMIN: no nftables table can be made
+    let child = lab
+        .client_command("setpriv")
+        .args(["--bounding-set", "-net_admin", "--inh-caps", "-all"])
+        .arg(env!("CARGO_BIN_EXE_synscope"))
+        .args(["exporter", "--listen", LISTEN, "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let _g = Guard(child);
+    let up = until(Duration::from_secs(15), || {
+        get(&lab, LISTEN, "/metrics").filter(|(s, _)| *s == 200)
+    });
+    assert!(up.is_some(), "exporter not up: {}", stderr_of(&dir.0));
+    let ok = until(Duration::from_secs(15), || {
+        let p = metrics(&lab);
+        let open = value(
+            &p,
+            "synscope_answers_total{probe=\"open\",verdict=\"open\"}",
+        )?;
+        let errors = value(&p, "synscope_probe_errors_total{probe=\"hs\"}")?;
+        (open >= 3.0 && errors >= 2.0).then_some(())
+    });
+    assert!(ok.is_some(), "{}", stderr_of(&dir.0));
+    assert!(
+        stderr_of(&dir.0).contains("handshake probes from 198.18.0.1 will fail"),
+        "{}",
+        stderr_of(&dir.0)
+    );
+}

@@ -115,6 +115,25 @@ fn on_captured(
     }
 }
 
+/// Where a trace reads its flow's packets: a capture of its own, or a channel
+/// fed by a capture shared with other flows (the exporter's dispatcher).
+pub(crate) enum Packets<'a> {
+    Capture(&'a mut Capture),
+    Channel(&'a mut tokio::sync::mpsc::Receiver<crate::io::Captured>),
+}
+
+impl Packets<'_> {
+    async fn recv(&mut self) -> Result<crate::io::Captured, CmdError> {
+        match self {
+            Packets::Capture(c) => Ok(c.recv().await?),
+            Packets::Channel(rx) => rx
+                .recv()
+                .await
+                .ok_or_else(|| CmdError::Setup("shared capture ended".into())),
+        }
+    }
+}
+
 /// Runs one trace to its end (or an interrupt). Returns the client and whether
 /// the run was interrupted.
 #[allow(clippy::too_many_arguments)]
@@ -145,10 +164,46 @@ pub(crate) async fn one_trace(
             rst_filter.table
         )
     });
+    let r = drive(
+        s,
+        route,
+        local,
+        SeqNumber(rand::random()),
+        sender,
+        Packets::Capture(&mut capture),
+        pcap,
+        signal,
+        log,
+    )
+    .await;
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| f);
+    }
+    drop(rst_filter);
+    drop(port);
+    r
+}
+
+/// Plays one connection from `local` (a port the caller holds, with the
+/// kernel's RSTs kept off it), starting at sequence number `isn`, over
+/// `packets` until it ends or `signal` fires.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn drive(
+    s: &TraceSettings,
+    route: &Route,
+    local: SocketAddr,
+    isn: SeqNumber,
+    sender: &RawSender,
+    mut packets: Packets<'_>,
+    pcap: &mut Option<PcapWriter>,
+    signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    log: Log,
+) -> Result<(TcpClient, Vec<Fingerprint>, bool), CmdError> {
+    let dst = s.target;
     let mut c = TcpClient::new(TcpClientConfig {
         src: local,
         dst,
-        isn: SeqNumber(rand::random()),
+        isn,
         ttl: s.ttl,
         mss: route.mss(),
         syn_options: s.syn_options,
@@ -183,7 +238,7 @@ pub(crate) async fn one_trace(
                 io.send(&mut c, segs)?;
                 break;
             }
-            pkt = capture.recv() => {
+            pkt = packets.recv() => {
                 let p = pkt?;
                 if let Some(w) = pcap.as_mut() {
                     w.write(p.timestamp, &p.data)?;
@@ -204,7 +259,7 @@ pub(crate) async fn one_trace(
     }
     // collect the kernel's stamps of our last segments
     let settle = Instant::now() + Duration::from_millis(20);
-    while let Ok(Ok(p)) = tokio::time::timeout_at(settle, capture.recv()).await {
+    while let Ok(Ok(p)) = tokio::time::timeout_at(settle, packets.recv()).await {
         if let Some(w) = pcap.as_mut() {
             w.write(p.timestamp, &p.data)?;
         }
@@ -219,11 +274,6 @@ pub(crate) async fn one_trace(
             &mut received,
         );
     }
-    if let Some(f) = capture.fragments().describe() {
-        log.debug(|| f);
-    }
-    drop(rst_filter);
-    drop(port);
     Ok((c, received, was_interrupted))
 }
 

@@ -117,6 +117,14 @@ fn rule_expressions(
     e.extend([
         load(TRANSPORT_HEADER, 2, 2),
         cmp_eq(remote.port().to_be_bytes().to_vec()),
+    ]);
+    e.extend(bare_rst_drop());
+    e
+}
+
+/// The end of every rule: `tcp flags & (rst|ack) == rst counter drop`.
+fn bare_rst_drop() -> [ListAttribute<ExpressionAttribute>; 5] {
+    [
         load(TRANSPORT_HEADER, 13, 1),
         Expressions::Bitwise(vec![
             netlink_packet_netfilter::nftables::Bitwise::SourceRegister(Register::Reg1),
@@ -135,13 +143,63 @@ fn rule_expressions(
             )])),
         ])
         .into(),
-    ]);
+    ]
+}
+
+/// The rule's expressions for every flow from `local`'s TCP ports `lo..=hi`
+/// (any peer): a long-running prober's whole block of source ports.
+fn range_expressions(local: IpAddr, lo: u16, hi: u16) -> Vec<ListAttribute<ExpressionAttribute>> {
+    let (src_off, alen) = if local.is_ipv4() { (12, 4) } else { (8, 16) };
+    let cmp = |op: Operator, data: Vec<u8>| -> ListAttribute<ExpressionAttribute> {
+        Expressions::Cmp(vec![
+            Cmp::SourceRegister(Register::Reg1),
+            Cmp::Op(op),
+            Cmp::Data(DataAttribute::Value(data)),
+        ])
+        .into()
+    };
+    let mut e = vec![
+        load(NETWORK_HEADER, src_off, alen),
+        cmp_eq(addr_bytes(local)),
+        Expressions::Meta(vec![
+            Meta::Key(MetaKey::L4Proto),
+            Meta::DestinationRegister(Register::Reg1),
+        ])
+        .into(),
+        cmp_eq(vec![6]),
+        // ports compare as big-endian bytes, which nft_cmp does (memcmp)
+        load(TRANSPORT_HEADER, 0, 2),
+        cmp(Operator::GreatherThanEqual, lo.to_be_bytes().to_vec()),
+        load(TRANSPORT_HEADER, 0, 2),
+        cmp(Operator::LessThanEqual, hi.to_be_bytes().to_vec()),
+    ];
+    e.extend(bare_rst_drop());
     e
 }
 
 /// The netlink batch that creates the owner table, its chain and its rule.
 pub fn batch(table: &str, local: SocketAddr, remote: SocketAddr, pid: u32) -> Vec<u8> {
-    let family = if local.is_ipv4() {
+    batch_of(table, local.is_ipv4(), rule_expressions(local, remote), pid)
+}
+
+/// The netlink batch of an owner table whose rule drops the kernel's bare RSTs
+/// from `local`'s TCP ports `lo..=hi` to anyone.
+pub fn range_batch(table: &str, local: IpAddr, lo: u16, hi: u16, pid: u32) -> Vec<u8> {
+    batch_of(
+        table,
+        local.is_ipv4(),
+        range_expressions(local, lo, hi),
+        pid,
+    )
+}
+
+fn batch_of(
+    table: &str,
+    v4: bool,
+    expressions: Vec<ListAttribute<ExpressionAttribute>>,
+    pid: u32,
+) -> Vec<u8> {
+    let family = if v4 {
         NetfilterProtoFamily::IPv4
     } else {
         NetfilterProtoFamily::IPv6
@@ -189,7 +247,7 @@ pub fn batch(table: &str, local: SocketAddr, remote: SocketAddr, pid: u32) -> Ve
                 attributes: vec![
                     RuleAttribute::Table(table.to_string()),
                     RuleAttribute::Chain(CHAIN.to_string()),
-                    RuleAttribute::Expressions(rule_expressions(local, remote)),
+                    RuleAttribute::Expressions(expressions),
                 ],
             }),
             NLM_F_CREATE | NLM_F_APPEND,
@@ -216,12 +274,29 @@ impl RstFilter {
     /// any of our ports). Needs CAP_NET_ADMIN.
     pub fn install(local: SocketAddr, remote: SocketAddr) -> Result<RstFilter, IoError> {
         let table = format!("synscope_{}_{}", std::process::id(), local.port());
+        let t = table.clone();
+        Self::install_batch(table, move |pid| batch(&t, local, remote, pid))
+    }
+
+    /// Installs the filter for every flow from `local`'s TCP ports `lo..=hi`
+    /// (a block reserved for as long as this lives). Needs CAP_NET_ADMIN once;
+    /// the rule stays after the privileges are gone.
+    pub fn install_range(local: IpAddr, lo: u16, hi: u16) -> Result<RstFilter, IoError> {
+        let table = format!("synscope_{}_{lo}_{hi}", std::process::id());
+        let t = table.clone();
+        Self::install_batch(table, move |pid| range_batch(&t, local, lo, hi, pid))
+    }
+
+    fn install_batch(
+        table: String,
+        bytes_of: impl FnOnce(u32) -> Vec<u8>,
+    ) -> Result<RstFilter, IoError> {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(err("open netlink socket"))?;
         let addr = sock.bind_auto().map_err(err("bind netlink socket"))?;
         let sref = socket2::SockRef::from(&sock);
         sref.set_read_timeout(Some(Duration::from_secs(2)))
             .map_err(err("set netlink timeout"))?;
-        let bytes = batch(&table, local, remote, addr.port_number());
+        let bytes = bytes_of(addr.port_number());
         sock.send(&bytes, 0).map_err(err("send nftables batch"))?;
         // one ACK per message carrying NLM_F_ACK (table, chain, rule), or an error
         let mut acked = 0;
@@ -284,5 +359,98 @@ mod tests {
         assert!(find(&[8, 0, 2, 0, 0, 0, 0, 2]));
         assert!(find(&[198, 18, 0, 1]) && find(&[198, 18, 0, 2]));
         assert!(find(&40000u16.to_be_bytes()) && find(b"counter\0"));
+    }
+
+    /// The rule's expressions by name, in order (each an NFTA_EXPR_NAME
+    /// attribute: type 1, then the NUL-terminated name).
+    fn expression_names(b: &[u8]) -> Vec<&'static str> {
+        let names = ["payload", "cmp", "meta", "bitwise", "counter", "immediate"];
+        let mut out = Vec::new();
+        for i in 2..b.len() {
+            if b[i - 2..i] != [1, 0] {
+                continue;
+            }
+            for n in names {
+                if b[i..].starts_with(n.as_bytes()) && b.get(i + n.len()) == Some(&0) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn range_batch_scopes_the_rule_to_our_address_and_port_block() {
+        let b = range_batch(
+            "synscope_1_40000_40127",
+            "198.18.0.1".parse().unwrap(),
+            40000,
+            40127,
+            77,
+        );
+        let find = |needle: &[u8]| b.windows(needle.len()).any(|w| w == needle);
+        assert!(find(&[8, 0, 2, 0, 0, 0, 0, 2]), "owner flag");
+        assert!(find(&[198, 18, 0, 1]));
+        // NFTA_CMP_OP GTE (5) then the low port, LTE (3) then the high port,
+        // both as NFTA_DATA_VALUE: 6-byte attribute, 2 bytes of big-endian port
+        let op = |code: u8| [8u8, 0, 2, 0, 0, 0, 0, code];
+        let port = |p: u16| {
+            let [a, c] = p.to_be_bytes();
+            [6u8, 0, 1, 0, a, c]
+        };
+        let gte = b.windows(8).position(|w| w == op(5)).expect("gte");
+        let lte = b.windows(8).position(|w| w == op(3)).expect("lte");
+        assert!(gte < lte);
+        assert!(b[gte..lte].windows(6).any(|w| w == port(40000)));
+        assert!(b[lte..].windows(6).any(|w| w == port(40127)));
+        // source port only: offset 0 of the transport header loaded twice,
+        // and no destination address or port compared
+        assert!(find(b"counter\0") && !find(&[198, 18, 0, 2]));
+        // saddr ==, tcp, sport >=, sport <=, flags & (rst|ack) == rst, counter, drop
+        assert_eq!(
+            expression_names(&b),
+            [
+                "payload",
+                "cmp",
+                "meta",
+                "cmp",
+                "payload",
+                "cmp",
+                "payload",
+                "cmp",
+                "payload",
+                "bitwise",
+                "cmp",
+                "counter",
+                "immediate"
+            ]
+        );
+        assert!(find(&[5, 0, 1, 0, 0x14]) && find(&[5, 0, 1, 0, 0x04]));
+        // the per-flow rule ends the same way
+        let flow = batch(
+            "t",
+            "198.18.0.1:40000".parse().unwrap(),
+            "198.18.0.2:80".parse().unwrap(),
+            77,
+        );
+        assert_eq!(
+            expression_names(&flow)[8..],
+            [
+                "payload",
+                "cmp",
+                "payload",
+                "bitwise",
+                "cmp",
+                "counter",
+                "immediate"
+            ]
+        );
+        let v6 = range_batch("t", "2001:db8::1".parse().unwrap(), 1, 2, 77);
+        assert!(v6.windows(16).any(|w| {
+            w == "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        }));
     }
 }

@@ -5,16 +5,18 @@
 //! One task per probe, running one probe at a time; the probes of one address
 //! start evenly spread over their interval and two scheduled runs to one
 //! address start at least [`TARGET_GAP`] apart, so a host never gets a burst.
-//! The raw sending sockets are opened once; then every capability but
-//! CAP_NET_RAW and CAP_NET_ADMIN goes (a reload may add targets; a handshake
-//! opens a capture and a flow-scoped nftables rule per run, as `trace` does;
-//! a SYN probe keeps its capture between runs). SIGHUP
-//! reloads the config over the same metric families; SIGTERM or SIGINT ends
-//! a handshake in flight with an RST, then the tasks (their Drop removes
-//! captures and nftables tables), and exits 0.
+//! Every socket is opened once, at start: the raw senders, and per source
+//! address a port block, its capture and its nftables table ([`plane`]); DNS
+//! probes use ordinary UDP/TCP sockets. Then every capability goes. SIGHUP
+//! reloads the config over the same metric families, unless it would need a
+//! new source address (refused, counted as a failed reload, the running
+//! config stays: [`reloaded`]); SIGTERM or SIGINT ends
+//! a handshake in flight with an RST, then the tasks, and exits 0 (the
+//! nftables owner tables go with the process, SIGKILL included).
 
 pub mod config;
 pub mod http;
+pub mod plane;
 pub mod run;
 
 use super::{CmdError, Log};
@@ -106,7 +108,6 @@ fn spawn_probes(cfg: &Config, m: &ExporterMetrics, senders: &Senders, log: Log) 
             .clone();
         let (m, senders, rx) = (m.clone(), senders.clone(), rx.clone());
         tasks.spawn(async move {
-            let mut kept = run::Kept::default();
             let mut tick = tokio::time::interval_at(start + phase, spec.interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -120,15 +121,7 @@ fn spawn_probes(cfg: &Config, m: &ExporterMetrics, senders: &Senders, log: Log) 
                     tokio::time::sleep_until(at).await;
                     *last = at;
                 }
-                let o = run::once(
-                    &spec,
-                    spec.target,
-                    &senders,
-                    log,
-                    &mut kept,
-                    stopped(rx.clone()),
-                )
-                .await;
+                let o = run::once(&spec, spec.target, &senders, log, stopped(rx.clone())).await;
                 if let Some(e) = &o.error {
                     log.debug(|| format!("probe {}: {e}", spec.name));
                 }
@@ -158,6 +151,43 @@ async fn stop(p: &mut Probes) {
     }
 }
 
+/// The source addresses the raw probes (`syn`, `handshake`) of `cfg` leave
+/// from, by the routes of now, with the probe that needs each; a probe whose
+/// target has no route now is said on stderr and left out.
+fn raw_sources(cfg: &Config) -> Vec<(String, std::net::IpAddr)> {
+    let mut out = Vec::new();
+    for p in &cfg.probes {
+        if matches!(p.kind, config::Kind::Dns { .. }) {
+            continue;
+        }
+        match crate::io::Route::lookup(p.target.ip(), None) {
+            Ok(r) => out.push((p.name.clone(), r.src)),
+            Err(e) => eprintln!(
+                "synscope: probe {}: {e}: no source address to prepare for it",
+                p.name
+            ),
+        }
+    }
+    out
+}
+
+/// The config at `path` for a reload: valid, and with every raw probe leaving
+/// from a source address whose sockets were opened at start (no new ones can
+/// be opened once the privileges are gone).
+fn reloaded(path: &std::path::Path, plane: &plane::Plane) -> Result<Config, String> {
+    let new = config::load(path).map_err(|e| e.to_string())?;
+    match raw_sources(&new)
+        .into_iter()
+        .find(|(_, src)| !plane.has(*src))
+    {
+        Some((name, src)) => Err(format!(
+            "probe {name} leaves from {src}, whose sockets are opened only at start: \
+             restart the exporter"
+        )),
+        None => Ok(new),
+    }
+}
+
 fn usage(e: config::ConfigError) -> CmdError {
     CmdError::Usage(UsageError(e.to_string()))
 }
@@ -171,15 +201,15 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
             .parse()
             .map_err(|_| CmdError::Setup("bad default listen address".into()))?,
     };
-    let senders = Senders::open()?;
+    let senders = Senders::open(raw_sources(&cfg).into_iter().map(|(_, src)| src))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CmdError::Setup(format!("listen on {listen}: {e}")))?;
     // before anything is announced: a SIGHUP from then on reloads, never kills
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| CmdError::Setup(format!("catch SIGHUP: {e}")))?;
-    // captures and (handshake) nftables rules are opened per run: keep just those
-    crate::io::privileges::keep_only_network()?;
+    // every socket and nftables table is open: no capability is needed any more
+    crate::io::privileges::drop_all()?;
     let (m, registry) = ExporterMetrics::new();
     m.start_time.set(
         std::time::SystemTime::now()
@@ -207,7 +237,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
     loop {
         tokio::select! {
             _ = &mut signal => break,
-            _ = hup.recv() => match config::load(&s.config) {
+            _ = hup.recv() => match reloaded(&s.config, &senders.plane) {
                 Ok(new) => {
                     stop(&mut probes).await;
                     if new.listen.is_some() && new.listen != Some(listen) && s.listen.is_none() {
@@ -319,16 +349,7 @@ async fn probe(r: &http::Request, sh: &Shared) -> Vec<u8> {
         let budget = Duration::from_secs_f64((t - SCRAPE_TIMEOUT_OFFSET).clamp(0.1, 86400.0));
         spec.timeout = spec.timeout.min(budget);
     }
-    let mut kept = run::Kept::default();
-    let o = run::once(
-        &spec,
-        addr,
-        &sh.senders,
-        sh.log,
-        &mut kept,
-        std::future::pending(),
-    )
-    .await;
+    let o = run::once(&spec, addr, &sh.senders, sh.log, std::future::pending()).await;
     if let Some(e) = &o.error {
         sh.log.debug(|| format!("/probe {module} {addr}: {e}"));
     }

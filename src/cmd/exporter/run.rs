@@ -3,36 +3,39 @@
 //! (trace) and `one_query` (dns); this file only wires them to the exporter.
 
 use super::config::{Kind, ProbeSpec};
+use super::plane::{Plane, Use};
 use crate::cmd::{CmdError, Log};
 use crate::event::Timestamp;
-use crate::io::bpf::FlowFilter;
-use crate::io::{Capture, PortReservation, RawSender, Route};
+use crate::io::{RawSender, Route};
 use crate::probe::syn::RttSource;
 use crate::probe::tcp_client::{Dir, Note};
 use crate::probe::{SynPinger, SynProbeConfig, Verdict};
 use crate::report::metrics::Outcome;
-use crate::wire::{Protocol, SeqNumber, TcpFlags};
+use crate::wire::{SeqNumber, TcpFlags};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The raw sockets every run sends through, opened once at start (before the
-/// privileges go).
+/// The raw sockets every run sends through and the packet plane of each
+/// source address, opened once at start (before the privileges go).
 #[derive(Clone)]
 pub struct Senders {
     v4: Option<Arc<RawSender>>,
     v6: Option<Arc<RawSender>>,
+    pub plane: Arc<Plane>,
 }
 
 impl Senders {
-    /// Opens one raw socket per address family. A family the host lacks
-    /// (IPv6 disabled) is left out: its probes fail as errors, one line each.
-    pub fn open() -> Result<Senders, CmdError> {
+    /// Opens one raw socket per address family, and the plane of each of
+    /// `sources`. A family the host lacks (IPv6 disabled) is left out: its
+    /// probes fail as errors, one line each.
+    pub fn open(sources: impl IntoIterator<Item = IpAddr>) -> Result<Senders, CmdError> {
         let v4 = RawSender::open(IpAddr::from([0u8, 0, 0, 0]), None)?;
         let v6 = RawSender::open(IpAddr::from([0u16; 8]), None).ok();
         Ok(Senders {
             v4: Some(Arc::new(v4)),
             v6: v6.map(Arc::new),
+            plane: Arc::new(Plane::open(sources)?),
         })
     }
 
@@ -43,16 +46,9 @@ impl Senders {
     }
 }
 
-/// What a probe task keeps from one run to the next: a SYN probe's capture,
-/// with the route it was opened for (reopened when the route changes). Opening
-/// and closing a packet socket costs a BPF compile and an RCU grace period.
-#[derive(Default)]
-pub struct Kept {
-    syn: Option<(Route, Capture)>,
-}
-
-/// How long after its deadline a SYN probe is expired (see `ping`'s SETTLE).
-const SETTLE: Duration = Duration::from_millis(1);
+/// How long after its deadline a SYN probe is expired (see `ping`'s SETTLE;
+/// longer here: the answer passes the plane's dispatcher task first).
+const SETTLE: Duration = Duration::from_millis(5);
 
 /// Runs `spec` once against `target` (the configured one or /probe's).
 pub async fn once(
@@ -60,14 +56,13 @@ pub async fn once(
     target: SocketAddr,
     senders: &Senders,
     log: Log,
-    kept: &mut Kept,
     stop: impl std::future::Future<Output = ()> + Send,
 ) -> Outcome {
     let started = Instant::now();
     tokio::pin!(stop);
     let r = match &spec.kind {
         Kind::Syn { syn_options } => tokio::select! {
-            r = syn(target, spec.timeout, *syn_options, senders, kept) => r,
+            r = syn(target, spec.timeout, *syn_options, senders) => r,
             _ = &mut stop => Err(CmdError::Setup("stopped".into())),
         },
         Kind::Handshake {
@@ -114,27 +109,11 @@ async fn syn(
     timeout: Duration,
     syn_options: bool,
     senders: &Senders,
-    kept: &mut Kept,
 ) -> Result<Outcome, CmdError> {
     let route = Route::lookup(dst.ip(), None)?;
     let sender = senders.of(dst.ip())?;
-    let (route, mut capture) = match kept.syn.take() {
-        Some((r, c)) if r == route => (r, c),
-        _ => {
-            let filter = FlowFilter {
-                local: route.src,
-                remote: Some(dst.ip()),
-                remote_port: Some(dst.port()),
-                local_ports: None,
-                protocol: Protocol::TCP,
-                outbound: true,
-            };
-            let c = Capture::open(route.capture_ifindex(), &filter)?;
-            (route, c)
-        }
-    };
-    // held until the answer: the kernel gives this port to no one else
-    let port = PortReservation::reserve(route.src, 0)?;
+    // held until the answer: no other run gets this port's packets
+    let mut port = senders.plane.lease(route.src, Use::Syn)?;
     let mut pinger = SynPinger::new(SynProbeConfig {
         src: route.src,
         dst,
@@ -152,8 +131,6 @@ async fn syn(
         rand::random(),
         (now.0 / 1_000_000) as u32,
     );
-    // what the capture queued since the last run (late replies) is ignored
-    // by this run's pinger, which knows only the probe below
     sender.send(dst.ip(), &bytes)?;
     let hard_end = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
     let result = loop {
@@ -167,8 +144,10 @@ async fn syn(
             .unwrap_or(hard_end)
             .min(hard_end);
         tokio::select! {
-            pkt = capture.recv() => {
-                let p = pkt?;
+            pkt = port.rx.recv() => {
+                let Some(p) = pkt else {
+                    return Err(CmdError::Setup("shared capture ended".into()));
+                };
                 if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
                     break Some(r);
                 }
@@ -176,7 +155,7 @@ async fn syn(
             _ = tokio::time::sleep_until(wake) => {
                 // everything queued before now is read before the probe expires
                 let mut answered = None;
-                while let Some(p) = capture.try_recv()? {
+                while let Ok(p) = port.rx.try_recv() {
                     if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
                         answered = Some(r);
                         break;
@@ -196,7 +175,6 @@ async fn syn(
         }
     };
     drop(port);
-    kept.syn = Some((route, capture));
     Ok(syn_outcome(result, &pinger))
 }
 
@@ -299,8 +277,17 @@ async fn handshake(
         format: crate::report::OutputFormat::Text,
         pcap: None,
     };
-    let (c, _fingerprints, stopped) =
-        crate::cmd::trace::one_trace(&s, &route, sender, &mut None, stop, log).await?;
+    // a port whose packets come from the shared capture and whose kernel
+    // RSTs the start-time nftables rule drops
+    let mut port = senders.plane.lease(route.src, Use::Handshake)?;
+    let local = SocketAddr::new(route.src, port.port);
+    let isn = port.isn();
+    let packets = crate::cmd::trace::Packets::Channel(&mut port.rx);
+    let (c, _fingerprints, stopped) = crate::cmd::trace::drive(
+        &s, &route, local, isn, sender, packets, &mut None, stop, log,
+    )
+    .await?;
+    drop(port);
     if stopped {
         return Err(CmdError::Setup("stopped".into()));
     }
@@ -393,7 +380,8 @@ async fn dns(
         edns: Some(crate::wire::dns::EdnsRepr::default()),
         recursion_desired,
         tcp_fallback: true,
-        no_raw: false,
+        // an ordinary UDP socket with kernel stamps: no privilege needed
+        no_raw: true,
         retries: 0,
         timeout,
         format: crate::cli::DnsFormat::Text,
