@@ -160,34 +160,24 @@ impl LinkSender {
             .iter()
             .map(|(m, _)| sockaddr_ll(self.info.ifindex, proto, *m))
             .collect();
-        let mut iovs: Vec<libc::iovec> = packets
-            .iter()
-            .map(|(_, b)| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is valid; each header points at one live iovec and
-        // one live sockaddr_ll of the stated length, all outliving the calls.
-        let mut msgs: Vec<libc::mmsghdr> = (0..packets.len())
-            .map(|i| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = &addrs[i] as *const _ as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-                m.msg_hdr.msg_iov = &mut iovs[i];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+        let named = addrs.iter().zip(packets).map(|(a, (_, b))| {
+            (
+                a as *const libc::sockaddr_ll as *const libc::c_void,
+                size_of::<libc::sockaddr_ll>() as u32,
+                *b,
+            )
+        });
         let fd = self.sock.as_raw_fd();
-        send_all(
-            &mut msgs,
-            |rest| {
-                // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
-                unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) }
-            },
-            |i| hosts.get(i).copied(),
-        )
+        super::mmsg::with_headers(named, |msgs| {
+            send_all(
+                msgs,
+                |rest| {
+                    // SAFETY: `rest` is a valid slice of initialised mmsghdr (with_headers).
+                    unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) }
+                },
+                |i| hosts.get(i).copied(),
+            )
+        })
     }
 }
 

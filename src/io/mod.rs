@@ -7,6 +7,7 @@ pub mod capture;
 pub mod dns_tcp;
 pub mod egress;
 pub mod link;
+mod mmsg;
 pub mod nft;
 pub mod pcap;
 pub mod privileges;

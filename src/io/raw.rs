@@ -112,67 +112,47 @@ impl RawSender {
         packets: &[(IpAddr, &[u8])],
         refused_at: &mut Vec<usize>,
     ) -> Result<(usize, Option<IoError>), IoError> {
-        let addrs: Vec<SockAddr> = packets
-            .iter()
-            .map(|(a, _)| SockAddr::from(SocketAddr::new(*a, 0)))
-            .collect();
-        let mut iovs: Vec<libc::iovec> = packets
-            .iter()
-            .map(|(_, b)| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is valid; each header points at one live iovec and
-        // one live sockaddr of the stated length, all outliving the sendmmsg calls.
-        let mut msgs: Vec<libc::mmsghdr> = (0..packets.len())
-            .map(|i| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = addrs[i].len();
-                m.msg_hdr.msg_iov = &mut iovs[i];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        let mut done = 0;
-        let mut stalls = 0;
-        let mut refused = 0;
-        let mut first = None;
-        while done < msgs.len() {
-            let rest = &mut msgs[done..];
-            // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
-            let n = unsafe {
-                libc::sendmmsg(
-                    self.sock.as_raw_fd(),
-                    rest.as_mut_ptr(),
-                    rest.len() as u32,
-                    0,
-                )
-            };
-            if n > 0 {
-                done += n as usize;
-                continue;
+        let addrs = sockaddrs(packets);
+        super::mmsg::with_headers(named(&addrs, packets), |msgs| {
+            let mut done = 0;
+            let mut stalls = 0;
+            let mut refused = 0;
+            let mut first = None;
+            while done < msgs.len() {
+                let rest = &mut msgs[done..];
+                // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
+                let n = unsafe {
+                    libc::sendmmsg(
+                        self.sock.as_raw_fd(),
+                        rest.as_mut_ptr(),
+                        rest.len() as u32,
+                        0,
+                    )
+                };
+                if n > 0 {
+                    done += n as usize;
+                    continue;
+                }
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
+                    stalls += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                    continue;
+                }
+                let e = IoError::Send {
+                    addr: packets[done].0,
+                    source: err,
+                };
+                if e.is_permission() || stalls >= 1000 {
+                    return Err(e);
+                }
+                refused += 1;
+                refused_at.push(done);
+                first.get_or_insert(e);
+                done += 1;
             }
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
-                stalls += 1;
-                std::thread::sleep(std::time::Duration::from_micros(20));
-                continue;
-            }
-            let e = IoError::Send {
-                addr: packets[done].0,
-                source: err,
-            };
-            if e.is_permission() || stalls >= 1000 {
-                return Err(e);
-            }
-            refused += 1;
-            refused_at.push(done);
-            first.get_or_insert(e);
-            done += 1;
-        }
-        Ok((refused, first))
+            Ok((refused, first))
+        })
     }
 
     /// Sends many datagrams (sendmmsg) for a scan: a full queue (EAGAIN,
@@ -180,34 +160,34 @@ impl RawSender {
     /// a datagram the kernel refuses (no route, a broadcast address, a
     /// firewall) is skipped and counted. Nothing here ends a scan.
     pub fn send_many(&self, packets: &[(IpAddr, &[u8])]) -> super::link::SendOutcome {
-        let addrs: Vec<SockAddr> = packets
-            .iter()
-            .map(|(a, _)| SockAddr::from(SocketAddr::new(*a, 0)))
-            .collect();
-        let mut iovs: Vec<libc::iovec> = packets
-            .iter()
-            .map(|(_, b)| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: as in send_batch: every header points at live buffers.
-        let mut msgs: Vec<libc::mmsghdr> = (0..packets.len())
-            .map(|i| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = addrs[i].len();
-                m.msg_hdr.msg_iov = &mut iovs[i];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+        let addrs = sockaddrs(packets);
         let fd = self.sock.as_raw_fd();
-        super::link::send_all(
-            &mut msgs,
-            // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
-            |rest| unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) },
-            |i| packets.get(i).map(|p| p.0),
-        )
+        super::mmsg::with_headers(named(&addrs, packets), |msgs| {
+            super::link::send_all(
+                msgs,
+                // SAFETY: `rest` is a valid slice of initialised mmsghdr (with_headers).
+                |rest| unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) },
+                |i| packets.get(i).map(|p| p.0),
+            )
+        })
     }
+}
+
+/// The destination of each datagram as a socket address (port 0: raw IP).
+fn sockaddrs(packets: &[(IpAddr, &[u8])]) -> Vec<SockAddr> {
+    packets
+        .iter()
+        .map(|(a, _)| SockAddr::from(SocketAddr::new(*a, 0)))
+        .collect()
+}
+
+/// Each datagram with its destination's name, for [`super::mmsg::with_headers`].
+fn named<'a>(
+    addrs: &'a [SockAddr],
+    packets: &'a [(IpAddr, &'a [u8])],
+) -> impl ExactSizeIterator<Item = (*const libc::c_void, u32, &'a [u8])> {
+    addrs
+        .iter()
+        .zip(packets)
+        .map(|(a, (_, b))| (a.as_ptr() as *const libc::c_void, a.len(), *b))
 }

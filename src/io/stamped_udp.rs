@@ -171,50 +171,37 @@ impl StampedUdp {
     pub fn send_batch(&mut self, batch: &[(SocketAddr, &[u8])]) -> Result<u32, IoError> {
         let first = self.next_seq;
         let addrs: Vec<SockAddr> = batch.iter().map(|(a, _)| SockAddr::from(*a)).collect();
-        let mut iovs: Vec<libc::iovec> = batch
+        let named = addrs
             .iter()
-            .map(|(_, b)| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdr is valid; each header points at one live iovec
-        // and one live sockaddr of the stated length, all outliving the calls.
-        let mut msgs: Vec<libc::mmsghdr> = (0..batch.len())
-            .map(|i| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = addrs[i].as_ptr() as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = addrs[i].len();
-                m.msg_hdr.msg_iov = &mut iovs[i];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+            .zip(batch)
+            .map(|(a, (_, b))| (a.as_ptr() as *const libc::c_void, a.len(), *b));
         let fd = self.fd.get_ref().as_raw_fd();
-        let mut done = 0;
-        let mut stalls = 0;
-        while done < msgs.len() {
-            let rest = &mut msgs[done..];
-            // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
-            let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
-            if n > 0 {
-                done += n as usize;
-                self.next_seq = self.next_seq.wrapping_add(n as u32);
-                continue;
+        super::mmsg::with_headers(named, |msgs| {
+            let mut done = 0;
+            let mut stalls = 0;
+            while done < msgs.len() {
+                let rest = &mut msgs[done..];
+                // SAFETY: `rest` is a valid slice of initialised mmsghdr (with_headers).
+                let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
+                if n > 0 {
+                    done += n as usize;
+                    self.next_seq = self.next_seq.wrapping_add(n as u32);
+                    continue;
+                }
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
+                    stalls += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(20));
+                    continue;
+                }
+                self.numbering_lost = true;
+                return Err(IoError::Send {
+                    addr: batch[done].0.ip(),
+                    source: err,
+                });
             }
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
-                stalls += 1;
-                std::thread::sleep(std::time::Duration::from_micros(20));
-                continue;
-            }
-            self.numbering_lost = true;
-            return Err(IoError::Send {
-                addr: batch[done].0.ip(),
-                source: err,
-            });
-        }
-        Ok(first)
+            Ok(first)
+        })
     }
 
     /// The next event if one is queued, without waiting: TX stamps and ICMP
