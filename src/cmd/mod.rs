@@ -99,6 +99,43 @@ impl Log {
     }
 }
 
+/// What a SYN probe to `target` needs, opened before privileges are dropped:
+/// the route, a raw sender on it, and a capture of our SYNs leaving, the
+/// target's answers and ICMP errors about them (ping and path).
+pub(crate) fn open_syn_path(
+    target: std::net::SocketAddr,
+    interface: Option<&str>,
+    log: Log,
+) -> Result<SynPath, CmdError> {
+    let dst = target.ip();
+    let route = crate::io::Route::lookup(dst, interface)?;
+    log.debug(|| format!("route to {dst}: {route}"));
+    let sender = crate::io::RawSender::open(route.src, interface)?;
+    let filter = crate::io::bpf::FlowFilter {
+        local: route.src,
+        remote: Some(dst),
+        remote_port: Some(target.port()),
+        local_ports: None,
+        protocol: crate::wire::Protocol::TCP,
+        outbound: true,
+    };
+    let capture = crate::io::Capture::open(route.capture_ifindex(), &filter)?;
+    Ok(SynPath {
+        route,
+        sender,
+        capture,
+        filter,
+    })
+}
+
+/// See [`open_syn_path`]; `filter` is the capture's, for captures beside it.
+pub(crate) struct SynPath {
+    pub route: crate::io::Route,
+    pub sender: crate::io::RawSender,
+    pub capture: crate::io::Capture,
+    pub filter: crate::io::bpf::FlowFilter,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

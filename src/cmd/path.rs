@@ -4,12 +4,11 @@
 use super::{CmdError, Log};
 use crate::cli::path::PathSettings;
 use crate::event::Timestamp;
-use crate::io::bpf::FlowFilter;
+use crate::io::PortReservation;
 use crate::io::timer::PreciseTimer;
-use crate::io::{Capture, PortReservation, RawSender, Route};
 use crate::probe::path::{Outcome, PathConfig, PathProber};
 use crate::report::path::PathTarget;
-use crate::wire::{Protocol, SeqNumber};
+use crate::wire::SeqNumber;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -35,19 +34,12 @@ pub async fn run(
     log: Log,
 ) -> Result<PathSummary, CmdError> {
     let dst = s.target.ip();
-    let route = Route::lookup(dst, s.interface.as_deref())?;
-    log.debug(|| format!("route to {dst}: {route}"));
-    let sender = RawSender::open(route.src, s.interface.as_deref())?;
-    // our SYNs leaving, the destination's answers, and ICMP errors from anyone
-    let filter = FlowFilter {
-        local: route.src,
-        remote: Some(dst),
-        remote_port: Some(s.target.port()),
-        local_ports: None,
-        protocol: Protocol::TCP,
-        outbound: true,
-    };
-    let mut capture = Capture::open(route.capture_ifindex(), &filter)?;
+    let super::SynPath {
+        route,
+        sender,
+        mut capture,
+        filter: _,
+    } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,

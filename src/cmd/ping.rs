@@ -6,11 +6,11 @@ use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
 use crate::io::pcap::PcapWriter;
 use crate::io::timer::PreciseTimer;
-use crate::io::{Capture, Captured, PortReservation, RawSender, Route};
+use crate::io::{Capture, Captured, PortReservation, RawSender};
 use crate::probe::verify::{self, ProbeCheck, Verifier};
 use crate::probe::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
 use crate::report::ping::{PingReport, PingSummary, PingTarget};
-use crate::wire::{Protocol, SeqNumber};
+use crate::wire::SeqNumber;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
@@ -220,18 +220,12 @@ pub async fn run(
     log: Log,
 ) -> Result<PingSummary, CmdError> {
     let dst = s.target.ip();
-    let route = Route::lookup(dst, s.interface.as_deref())?;
-    log.debug(|| format!("route to {dst}: {route}"));
-    let sender = RawSender::open(route.src, s.interface.as_deref())?;
-    let filter = FlowFilter {
-        local: route.src,
-        remote: Some(dst),
-        remote_port: Some(s.target.port()),
-        local_ports: None,
-        protocol: Protocol::TCP,
-        outbound: true,
-    };
-    let mut capture = Capture::open(route.capture_ifindex(), &filter)?;
+    let super::SynPath {
+        route,
+        sender,
+        mut capture,
+        filter,
+    } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
     let mut pcap = match &s.pcap {
         Some(p) => Some(PcapWriter::create(p)?),
         None => None,
