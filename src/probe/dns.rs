@@ -134,6 +134,35 @@ struct Pending {
     attempts: u32,
 }
 
+impl Pending {
+    /// When the query left: the kernel's stamp when there is one.
+    fn sent_at(&self) -> Timestamp {
+        self.kernel_sent.unwrap_or(self.user_sent)
+    }
+
+    /// How the query ended: answered (`reply`, `rtt`), refused, or neither.
+    fn outcome(
+        self,
+        key: QueryKey,
+        rtt: Option<Duration>,
+        reply: Option<ReplyRepr>,
+        refused: Option<Refusal>,
+    ) -> DnsOutcome {
+        DnsOutcome {
+            tag: self.tag,
+            key,
+            sent_at: self.sent_at(),
+            question: self.question,
+            query_size: self.query_size,
+            attempts: self.attempts,
+            rtt,
+            rtt_source: source_of(self.kernel_sent),
+            reply,
+            refused,
+        }
+    }
+}
+
 /// Deadlines in time order. With one timeout for every query they are
 /// pushed in order (a queue, O(1)); one out of order (the clock stepped back)
 /// is inserted where it belongs.
@@ -322,18 +351,7 @@ impl DnsExchange {
                     datagram: p.datagram.clone(),
                 });
             } else if let Some(p) = self.forget(&key) {
-                done.push(DnsOutcome {
-                    tag: p.tag,
-                    key,
-                    question: p.question,
-                    query_size: p.query_size,
-                    attempts: p.attempts,
-                    sent_at: p.kernel_sent.unwrap_or(p.user_sent),
-                    rtt: None,
-                    rtt_source: source_of(p.kernel_sent),
-                    reply: None,
-                    refused: None,
-                });
+                done.push(p.outcome(key, None, None, None));
             }
         }
         (done, resend)
@@ -464,19 +482,8 @@ impl DnsExchange {
             return self.ignore(DnsIgnored::WrongQuestion);
         }
         let p = self.forget(&key)?;
-        let sent = p.kernel_sent.unwrap_or(p.user_sent);
-        Some(DnsOutcome {
-            tag: p.tag,
-            key,
-            question: p.question,
-            query_size: p.query_size,
-            attempts: p.attempts,
-            sent_at: sent,
-            rtt: Some(at.saturating_sub(sent)),
-            rtt_source: source_of(p.kernel_sent),
-            reply: Some(reply),
-            refused: None,
-        })
+        let rtt = at.saturating_sub(p.sent_at());
+        Some(p.outcome(key, Some(rtt), Some(reply), None))
     }
 
     /// An ICMP error from `from` about a datagram we sent from `local_port` to
@@ -522,23 +529,12 @@ impl DnsExchange {
             });
         }
         let p = self.forget(&key)?;
-        let sent = p.kernel_sent.unwrap_or(p.user_sent);
-        Some(DnsOutcome {
-            tag: p.tag,
-            key,
-            question: p.question,
-            query_size: p.query_size,
-            attempts: p.attempts,
-            sent_at: sent,
-            rtt: None,
-            rtt_source: source_of(p.kernel_sent),
-            reply: None,
-            refused: Some(Refusal {
-                error,
-                from,
-                after: at.saturating_sub(sent),
-            }),
-        })
+        let refused = Refusal {
+            error,
+            from,
+            after: at.saturating_sub(p.sent_at()),
+        };
+        Some(p.outcome(key, None, None, Some(refused)))
     }
 }
 
@@ -556,18 +552,7 @@ impl DnsExchange {
         let mut done = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(p) = self.forget(&key) {
-                done.push(DnsOutcome {
-                    tag: p.tag,
-                    key,
-                    question: p.question,
-                    query_size: p.query_size,
-                    attempts: p.attempts,
-                    sent_at: p.kernel_sent.unwrap_or(p.user_sent),
-                    rtt: None,
-                    rtt_source: source_of(p.kernel_sent),
-                    reply: None,
-                    refused: Some(refusal),
-                });
+                done.push(p.outcome(key, None, None, Some(refusal)));
             }
         }
         done
