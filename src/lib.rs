@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod drive;
 pub mod io;
 pub mod lab;
 pub mod lab_dns;

@@ -54,6 +54,41 @@ pub(crate) async fn interrupted() {
     }
 }
 
+/// The user's request to stop (SIGINT or SIGTERM) for the async commands,
+/// awaited by the drive loop and between runs; it stays fired once fired.
+pub struct Interrupt<'a> {
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
+    fired: bool,
+}
+
+impl<'a> Interrupt<'a> {
+    /// SIGINT or SIGTERM (the handlers are installed when first awaited).
+    pub fn signals() -> Interrupt<'static> {
+        Interrupt::when(interrupted())
+    }
+    /// When `f` resolves (a caller's own stop; tests: a simulated Ctrl-C).
+    pub fn when(f: impl std::future::Future<Output = ()> + Send + 'a) -> Interrupt<'a> {
+        Interrupt {
+            wait: Box::pin(f),
+            fired: false,
+        }
+    }
+    /// Never.
+    pub fn never() -> Interrupt<'static> {
+        Interrupt::when(std::future::pending())
+    }
+    pub fn fired(&self) -> bool {
+        self.fired
+    }
+    /// Resolves when the interrupt comes (at once if it came before).
+    pub async fn wait(&mut self) {
+        if !self.fired {
+            self.wait.as_mut().await;
+            self.fired = true;
+        }
+    }
+}
+
 static SIGNALS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 extern "C" fn count_signal(_: nix::libc::c_int) {

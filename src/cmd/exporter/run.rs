@@ -248,7 +248,7 @@ async fn handshake(
     h: &Handshake<'_>,
     senders: &Senders,
     log: Log,
-    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    stop: &mut std::pin::Pin<&mut (impl std::future::Future<Output = ()> + Send)>,
 ) -> Result<Outcome, CmdError> {
     let Handshake {
         syn_options,
@@ -282,9 +282,18 @@ async fn handshake(
     let mut port = senders.plane.lease(route.src, Use::Handshake)?;
     let local = SocketAddr::new(route.src, port.port);
     let isn = port.isn();
-    let packets = crate::cmd::trace::Packets::Channel(&mut port.rx);
-    let (c, _fingerprints, stopped) = crate::cmd::trace::drive(
-        &s, &route, local, isn, sender, packets, &mut None, stop, log,
+    let packets = crate::io::Packets::Channel(&mut port.rx);
+    let mut interrupt = crate::cmd::Interrupt::when(stop.as_mut());
+    let (c, _fingerprints, stopped) = crate::cmd::trace::connect(
+        &s,
+        &route,
+        local,
+        isn,
+        sender,
+        packets,
+        &mut None,
+        &mut interrupt,
+        log,
     )
     .await?;
     drop(port);

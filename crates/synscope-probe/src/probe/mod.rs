@@ -5,10 +5,14 @@ pub mod correlate;
 pub mod dns;
 pub mod fingerprint;
 pub mod fxhash;
+pub mod machine;
 pub mod path;
+pub mod ping;
 pub mod syn;
 pub mod tcp_client;
+pub mod trace;
 pub mod verify;
 
 pub use correlate::{Correlator, Ignored, Match};
+pub use machine::{Context, Machine, Packet, Stop};
 pub use syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
