@@ -195,3 +195,6 @@ where
     }
     Ok(ended)
 }
+
+#[cfg(test)]
+mod tests;

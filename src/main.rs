@@ -4,9 +4,8 @@
 use clap::Parser;
 use std::process::ExitCode;
 use synscope::cli::{Cli, Command};
+use synscope::cmd::status::{self, USAGE as EXIT_USAGE};
 use synscope::cmd::{self, CmdError, Log};
-
-const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -104,7 +103,7 @@ fn main() -> ExitCode {
 
 /// 0 when the command's expectation held, 1 when not.
 fn exit(ok: bool) -> u8 {
-    if ok { 0 } else { 1 }
+    status::of(ok)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CmdError> {

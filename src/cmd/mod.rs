@@ -7,6 +7,7 @@ pub mod path;
 pub mod ping;
 pub mod scan;
 mod scan_net;
+pub mod status;
 pub mod trace;
 
 use crate::cli::UsageError;
@@ -95,7 +96,7 @@ extern "C" fn count_signal(_: nix::libc::c_int) {
     // a second SIGINT/SIGTERM: the user wants out now, not the summary
     if SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1 {
         // SAFETY: _exit is async-signal-safe; nothing is unwound or flushed
-        unsafe { nix::libc::_exit(1) };
+        unsafe { nix::libc::_exit(status::INTERRUPTED as i32) };
     }
 }
 

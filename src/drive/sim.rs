@@ -15,38 +15,54 @@ use crate::probe::machine::SplitMix64;
 use crate::wire::{
     Datagram, IcmpRepr, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
 };
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The simulated clock, shared by the link and the drive loop: it stands
 /// still until the link jumps it to its next event (or the deadline asked).
 #[derive(Debug, Clone)]
 pub struct SimClock {
-    now: Rc<Cell<u64>>,
+    now: Arc<AtomicU64>,
     start: u64,
 }
 
 impl SimClock {
     pub fn starting_at(t: Timestamp) -> SimClock {
         SimClock {
-            now: Rc::new(Cell::new(t.0)),
+            now: Arc::new(AtomicU64::new(t.0)),
             start: t.0,
         }
     }
     fn advance_to(&self, t: Timestamp) {
-        self.now.set(self.now.get().max(t.0));
+        self.now.fetch_max(t.0, Ordering::Relaxed);
+    }
+}
+
+impl SimClock {
+    /// An interrupt (a simulated Ctrl-C) that fires once this clock reads `at`.
+    pub fn interrupt_at(&self, at: Timestamp) -> crate::cmd::Interrupt<'static> {
+        let clock = self.clone();
+        crate::cmd::Interrupt::when(std::future::poll_fn(move |cx| {
+            if clock.now() >= at {
+                std::task::Poll::Ready(())
+            } else {
+                // the drive loop polls it again every turn
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        }))
     }
 }
 
 impl Clock for SimClock {
     fn now(&self) -> Timestamp {
-        Timestamp(self.now.get())
+        Timestamp(self.now.load(Ordering::Relaxed))
     }
     fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.now.get() - self.start)
+        Duration::from_nanos(self.now.load(Ordering::Relaxed) - self.start)
     }
 }
 
