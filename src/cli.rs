@@ -123,6 +123,7 @@ pub enum Command {
     ///
     /// Needs root (network namespaces, veth, nftables) and the `ip` and `nft` tools.
     /// Sends nothing outside the lab; removes everything it made when it ends.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Query DNS servers with raw UDP packets, check answers, resolve lists fast.
     ///
