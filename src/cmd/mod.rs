@@ -40,20 +40,11 @@ impl CmdError {
     }
 }
 
-/// Resolves once SIGINT or SIGTERM arrives (installed when first polled).
+/// Resolves once SIGINT or SIGTERM arrives (see [`crate::io::signals`]: the
+/// same handlers as [`catch_signals`], so a second signal ends the process).
 pub(crate) async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    crate::io::signals::catch(status::INTERRUPTED);
+    crate::io::signals::wait().await
 }
 
 /// The user's request to stop (SIGINT or SIGTERM) for the async commands,
@@ -64,9 +55,10 @@ pub struct Interrupt<'a> {
 }
 
 impl<'a> Interrupt<'a> {
-    /// SIGINT or SIGTERM (the handlers are installed when first awaited).
+    /// SIGINT or SIGTERM (the handlers are installed now).
     pub fn signals() -> Interrupt<'static> {
-        Interrupt::when(interrupted())
+        crate::io::signals::catch(status::INTERRUPTED);
+        Interrupt::when(crate::io::signals::wait())
     }
     /// When `f` resolves (a caller's own stop; tests: a simulated Ctrl-C).
     pub fn when(f: impl std::future::Future<Output = ()> + Send + 'a) -> Interrupt<'a> {
@@ -91,35 +83,16 @@ impl<'a> Interrupt<'a> {
     }
 }
 
-static SIGNALS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-extern "C" fn count_signal(_: nix::libc::c_int) {
-    // a second SIGINT/SIGTERM: the user wants out now, not the summary
-    if SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1 {
-        // SAFETY: _exit is async-signal-safe; nothing is unwound or flushed
-        unsafe { nix::libc::_exit(status::INTERRUPTED as i32) };
-    }
-}
-
 /// For the blocking commands (scan): the first SIGINT or SIGTERM sets a flag
 /// the loops check (see [`signalled`]); a second one ends the process at once
 /// with status 1, the documented status of an interrupted run.
 pub(crate) fn catch_signals() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(count_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
-        let _ = unsafe { sigaction(sig, &action) };
-    }
+    crate::io::signals::catch(status::INTERRUPTED);
 }
 
 /// Has a SIGINT or SIGTERM arrived since [`catch_signals`]?
 pub(crate) fn signalled() -> bool {
-    SIGNALS.load(std::sync::atomic::Ordering::Relaxed) > 0
+    crate::io::signals::caught()
 }
 
 /// Debug logging to stderr, on with `-v`.
