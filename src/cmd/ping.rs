@@ -111,6 +111,8 @@ pub async fn run(
             fixed_port: fixed_port.as_ref().map(|f| f.port),
             // the most probes in flight at once: one reserved port (one socket) each
             window: PortReservation::capacity(),
+            bound: None,
+            settle: crate::probe::ping::SETTLE,
         },
         verifying,
     );

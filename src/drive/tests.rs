@@ -72,6 +72,8 @@ fn ping(
             count,
             fixed_port: None,
             window: 1000,
+            bound: None,
+            settle: crate::probe::ping::SETTLE,
         },
         None,
     );

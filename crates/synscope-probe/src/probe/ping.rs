@@ -4,7 +4,8 @@
 //! handshake of every open answer; [`CanaryMachine`] first probes a few random
 //! closed ports so the check knows what the host's own answers look like.
 
-use super::machine::{Context, Machine, Packet, SETTLE, Stop, settled};
+pub use super::machine::SETTLE;
+use super::machine::{Context, Machine, Packet, Stop};
 use super::syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
 use super::verify::{self, ProbeCheck, Verifier};
 use crate::event::{Direction, Timestamp};
@@ -31,6 +32,12 @@ pub struct PingConfig {
     pub fixed_port: Option<u16>,
     /// The most probes in flight at once (each holds a port).
     pub window: usize,
+    /// How long the whole run may last on the monotonic clock (see
+    /// [`Machine::bound`]); probes still out then are not counted.
+    pub bound: Option<Duration>,
+    /// How long after a deadline a probe is expired: [`SETTLE`] for a capture
+    /// of our own, more when packets come through another task's hands.
+    pub settle: Duration,
 }
 
 /// What a ping run reports as it goes.
@@ -276,7 +283,7 @@ impl Machine for PingMachine {
         if self.stopped {
             return;
         }
-        let settled = settled(now);
+        let settled = Timestamp(now.0.saturating_sub(self.cfg.settle.as_nanos() as u64));
         for r in self.pinger.on_time(settled) {
             self.release(r.src_port, cx);
             cx.report(PingEvent::Probe(r));
@@ -309,7 +316,7 @@ impl Machine for PingMachine {
         .into_iter()
         .flatten()
         .min()
-        .map(|d| d + SETTLE);
+        .map(|d| d + self.cfg.settle);
         let send = (self.more_to_send() && self.busy() < self.window)
             .then(|| self.next_send.unwrap_or_default());
         match (expiry, send) {
@@ -320,6 +327,10 @@ impl Machine for PingMachine {
 
     fn is_done(&self) -> bool {
         self.stopped || (!self.more_to_send() && self.busy() == 0)
+    }
+
+    fn bound(&self) -> Option<Duration> {
+        self.cfg.bound
     }
 
     /// Probes still outstanding are not counted; handshakes under check are
