@@ -21,12 +21,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Exit statuses of `synscope dns` (see `DNS_EXIT_CODES`).
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_CHECK_FAILED: u8 = 1;
-pub const EXIT_NO_ANSWER: u8 = 3;
-/// Stopped by SIGINT or SIGTERM (the summary so far is printed).
-pub const EXIT_INTERRUPTED: u8 = 1;
+/// Exit statuses of `synscope dns` (see `DNS_EXIT_CODES`; defined in cmd::status).
+pub use super::status::{
+    FAILED as EXIT_CHECK_FAILED, INTERRUPTED as EXIT_INTERRUPTED, NO_ANSWER as EXIT_NO_ANSWER,
+    OK as EXIT_OK,
+};
 
 fn add_ignored(to: &mut BTreeMap<DnsIgnored, u64>, from: &BTreeMap<DnsIgnored, u64>) {
     for (k, v) in from {
@@ -34,9 +33,9 @@ fn add_ignored(to: &mut BTreeMap<DnsIgnored, u64>, from: &BTreeMap<DnsIgnored, u
     }
 }
 
+/// The capture-clock deadline `t` as a tokio instant (the one conversion: io::clock).
 fn instant_of(t: Timestamp) -> Instant {
-    let now = Timestamp::now();
-    Instant::now() + Duration::from_nanos(t.0.saturating_sub(now.0))
+    crate::io::clock::instant_of(t).into()
 }
 
 /// Runs the command; returns the exit status.

@@ -27,6 +27,8 @@ use std::time::Duration;
 pub struct SimClock {
     now: Arc<AtomicU64>,
     start: u64,
+    /// A simulated Ctrl-C's instant: the clock stops there on its way.
+    alarm: Arc<AtomicU64>,
 }
 
 impl SimClock {
@@ -34,6 +36,16 @@ impl SimClock {
         SimClock {
             now: Arc::new(AtomicU64::new(t.0)),
             start: t.0,
+            alarm: Arc::new(AtomicU64::new(u64::MAX)),
+        }
+    }
+    /// `until`, or the alarm if it comes first.
+    fn stop_for_alarm(&self, until: Timestamp) -> Timestamp {
+        let alarm = Timestamp(self.alarm.load(Ordering::Relaxed));
+        if alarm > self.now() {
+            until.min(alarm)
+        } else {
+            until
         }
     }
     fn advance_to(&self, t: Timestamp) {
@@ -44,6 +56,7 @@ impl SimClock {
 impl SimClock {
     /// An interrupt (a simulated Ctrl-C) that fires once this clock reads `at`.
     pub fn interrupt_at(&self, at: Timestamp) -> crate::cmd::Interrupt<'static> {
+        self.alarm.fetch_min(at.0, Ordering::Relaxed);
         let clock = self.clone();
         crate::cmd::Interrupt::when(std::future::poll_fn(move |cx| {
             if clock.now() >= at {
@@ -227,6 +240,7 @@ impl<P: Peer> Link for SimLink<P> {
     }
 
     async fn recv(&mut self, until: Timestamp) -> Result<Option<Captured>, IoError> {
+        let until = self.clock.stop_for_alarm(until);
         let p = self.next_by(until);
         if p.is_none() {
             self.clock.advance_to(until);

@@ -476,3 +476,132 @@ fn an_unanswered_trace_gives_up_after_its_retries() {
     assert_eq!(ladder, ["S:S"; 4], "the SYN and 3 retries");
     assert!(!run.succeeded());
 }
+
+#[test]
+fn ctrl_c_mid_connection_resets_it_and_ends_the_trace() {
+    // the peer never answers the request: the client would retransmit for
+    // seconds; Ctrl-C at 50 ms ends it with an RST
+    let path: super::sim::Path = Box::new(|leg, n, _| match (leg, n) {
+        (Leg::Out, 0) | (Leg::Back, _) => vec![ms(5)],
+        _ => vec![],
+    });
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, TcpPeer::new(Ending::Normal, b""), path, 5);
+    let mut t = Trace::new(trace_config(CloseMode::Fin));
+    let ended = rt()
+        .block_on(crate::cmd::trace::play(
+            &mut t,
+            &mut link,
+            &clock,
+            &mut clock.interrupt_at(T0 + ms(50)),
+            QUIET,
+        ))
+        .unwrap();
+    assert!(ended.interrupted);
+    let c = t.client();
+    assert_eq!(c.teardown(), Some(Teardown::Interrupted));
+    let last = &c.events().last().unwrap();
+    assert_eq!(
+        (last.dir, last.flags.to_string()),
+        (Dir::Sent, "R.".to_string())
+    );
+    // it lingered for the kernel's stamp of that RST, no longer
+    assert!(clock.elapsed() < ms(50) + super::super::probe::trace::LINGER + ms(1));
+}
+
+#[test]
+fn ping_waits_for_ports_when_they_run_out() {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(
+        &clock,
+        SynPeer::new(&[(80, PortIs::Open)]),
+        clean_path(ms(150)),
+        9,
+    );
+    // two ports to go round, answers take 300 ms, a probe is due every 100 ms
+    link.port_limit = 2;
+    let probe = SynProbeConfig {
+        src: US.parse().unwrap(),
+        dst: them(80),
+        ttl: 64,
+        syn_options: false,
+        mss: 1460,
+        window: 64240,
+        timeout: Duration::from_secs(1),
+    };
+    let mut m = PingMachine::new(
+        PingConfig {
+            probe,
+            interval: ms(100),
+            count: Some(6),
+            fixed_port: None,
+            window: 1000,
+            bound: None,
+            settle: crate::probe::ping::SETTLE,
+        },
+        None,
+    );
+    let mut events = Vec::new();
+    let ended = rt()
+        .block_on(super::drive(
+            &mut m,
+            &mut link,
+            &clock,
+            &mut |e| {
+                events.push(e);
+                Ok(())
+            },
+            &mut Interrupt::never(),
+        ))
+        .unwrap();
+    assert!(!ended.interrupted);
+    use crate::probe::ping::PingEvent;
+    let answered = events
+        .iter()
+        .filter(|e| matches!(e, PingEvent::Probe(r) if r.verdict == crate::probe::Verdict::Open))
+        .count();
+    assert_eq!(answered, 6);
+    assert!(events.contains(&PingEvent::WindowShrunk { window: 2 }));
+    assert_eq!(link.held(), 0);
+    // never more than two SYNs out at once: the 3rd leaves when the 1st is answered
+    let sends: Vec<u64> = link
+        .sent
+        .iter()
+        .map(|(t, _)| (t.0 - T0.0) / 1_000_000)
+        .collect();
+    assert_eq!(sends[..3], [0, 100, 300], "{sends:?}");
+}
+
+#[test]
+fn the_probe_crate_machines_run_on_a_recorder_too() {
+    // the same contract without the drive loop: a Recorder context
+    use crate::probe::machine::{Machine, Recorder};
+    let mut m = PathProber::new(PathConfig {
+        src: US.parse().unwrap(),
+        dst: them(443),
+        max_hops: 3,
+        count: 2,
+        timeout: ms(100),
+        syn_options: false,
+        mss: 1460,
+        window: 64240,
+        tos: 0,
+        ecn: false,
+    });
+    let mut cx = Recorder::new(1);
+    assert_eq!(
+        m.poll_at(),
+        Some(Timestamp(0)),
+        "the first probes are due at once"
+    );
+    m.poll(T0, &mut cx);
+    assert_eq!(cx.sent.len(), 6);
+    assert_eq!(cx.held.len(), 6);
+    assert_eq!(
+        m.poll_at(),
+        Some(T0 + ms(100) + crate::probe::machine::SETTLE)
+    );
+    m.poll(T0 + ms(102), &mut cx);
+    assert!(Machine::is_done(&m));
+    assert!(cx.held.is_empty(), "expired probes free their ports");
+}
