@@ -28,11 +28,11 @@ impl TcpFlags {
 
     /// What these flags say in answer to a SYN: SYN-ACK (someone listens),
     /// RST+ACK (nobody does), or nothing a SYN can get (None).
-    pub fn answer_to_syn(self) -> Option<SynAnswer> {
+    pub fn answer_to_syn(self) -> Option<AnswerSegment> {
         if self.contains(Self::SYN.union(Self::ACK)) && !self.contains(Self::RST) {
-            Some(SynAnswer::SynAck)
+            Some(AnswerSegment::SynAck)
         } else if self.contains(Self::RST.union(Self::ACK)) {
-            Some(SynAnswer::Rst)
+            Some(AnswerSegment::Rst)
         } else {
             None
         }
@@ -41,7 +41,7 @@ impl TcpFlags {
 
 /// The two segments that can answer a SYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SynAnswer {
+pub enum AnswerSegment {
     SynAck,
     Rst,
 }
