@@ -561,10 +561,7 @@ mod tests {
         assert!(!expectation_met(&[r(NoAnswer)], Expect::Open));
         assert!(!expectation_met(&[r(Open), r(Closed)], Expect::Open));
         assert!(expectation_met(&[r(NoAnswer)], Expect::Filtered));
-        assert!(expectation_met(
-            &[r(icmp), r(NoAnswer)],
-            Expect::Filtered
-        ));
+        assert!(expectation_met(&[r(icmp), r(NoAnswer)], Expect::Filtered));
         assert!(!expectation_met(&[r(icmp), r(Closed)], Expect::Filtered));
         assert!(expectation_met(&[r(Closed)], Expect::Closed));
         assert!(!expectation_met(&[], Expect::Closed));

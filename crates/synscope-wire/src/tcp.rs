@@ -105,6 +105,18 @@ mod kind {
 
 impl TcpOptions {
     /// Options like Linux puts on its own SYN.
+    /// The options of every SYN synscope sends (ping, scan, path, trace), in
+    /// one place so that `--bare-syn` means one thing everywhere: Linux's set
+    /// ([`linux_syn`](Self::linux_syn)) or, bare, no option at all (as
+    /// hping3 sends).
+    pub fn syn(linux_like: bool, mss: u16, tsval: u32) -> TcpOptions {
+        if linux_like {
+            Self::linux_syn(mss, tsval)
+        } else {
+            TcpOptions::default()
+        }
+    }
+
     pub fn linux_syn(mss: u16, tsval: u32) -> TcpOptions {
         TcpOptions {
             mss: Some(mss),

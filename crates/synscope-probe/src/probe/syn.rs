@@ -93,11 +93,7 @@ impl SynPinger {
         ident: u16,
         tsval: u32,
     ) -> (FlowKey, Vec<u8>) {
-        let options = if self.cfg.syn_options {
-            TcpOptions::linux_syn(self.cfg.mss, tsval)
-        } else {
-            TcpOptions::default()
-        };
+        let options = TcpOptions::syn(self.cfg.syn_options, self.cfg.mss, tsval);
         let tcp = TcpRepr {
             src_port,
             dst_port: self.cfg.dst.port(),

@@ -80,11 +80,7 @@ impl ScanMatcher {
     pub fn syn(&self, index: u64, ident: u16, tsval: u32) -> Option<Vec<u8>> {
         let (host, port) = self.target(index)?;
         let local = self.sources.source_for(host)?;
-        let options = if self.syn_options {
-            TcpOptions::linux_syn(self.mss, tsval)
-        } else {
-            TcpOptions::default()
-        };
+        let options = TcpOptions::syn(self.syn_options, self.mss, tsval);
         let tcp = TcpRepr {
             src_port: self.sport,
             dst_port: port,
