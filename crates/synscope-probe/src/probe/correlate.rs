@@ -14,7 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 /// A probe's identity on the wire: our source port and initial sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// Our source port.
     pub src_port: u16,
+    /// Our SYN's initial sequence number: a SYN-ACK or RST acks it + 1.
     pub isn: SeqNumber,
 }
 
@@ -57,6 +59,7 @@ pub enum Ignored {
 }
 
 impl Ignored {
+    /// The kebab-case name used in counters and JSON (`wrong-ack`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Ignored::Malformed => "malformed",
@@ -75,19 +78,33 @@ impl Ignored {
 /// What the peer said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
+    /// SYN-ACK: someone listens.
     SynAck,
+    /// RST+ACK: nobody listens.
     Rst,
-    Icmp { error: IcmpError, from: IpAddr },
+    /// An ICMP error quoting our probe.
+    Icmp {
+        /// Its type and code.
+        error: IcmpError,
+        /// Who sent it (the target or a router on the way).
+        from: IpAddr,
+    },
 }
 
 /// A reply's details, kept for the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyInfo {
+    /// What kind of answer it was.
     pub answer: Answer,
+    /// The reply's IP TTL (hop limit) on arrival.
     pub ttl: u8,
+    /// The TCP window of a SYN-ACK or RST, in bytes unscaled; 0 for ICMP.
     pub window: u16,
+    /// The TCP flags; empty for ICMP.
     pub flags: TcpFlags,
+    /// The TCP options; none for ICMP.
     pub options: TcpOptions,
+    /// The kernel's receive stamp.
     pub at: Timestamp,
 }
 
@@ -96,14 +113,18 @@ pub struct ReplyInfo {
 pub enum Match {
     /// The kernel's stamp of one of our probes leaving.
     Sent(FlowKey, Timestamp),
+    /// An answer to the probe `FlowKey`.
     Reply(FlowKey, ReplyInfo),
+    /// Not a reply to any outstanding probe, and why (also counted).
     Ignored(Ignored),
 }
 
 /// Correlates packets with the probes outstanding towards one target.
 #[derive(Debug, Clone)]
 pub struct Correlator {
+    /// Our address, the probes' source.
     pub local: IpAddr,
+    /// The target address and port.
     pub remote: SocketAddr,
     /// Outstanding probes, by source port then ISN: several probes may share a
     /// port (a fixed `--source-port`), told apart by the ack = ISN + 1 of the
@@ -113,6 +134,7 @@ pub struct Correlator {
 }
 
 impl Correlator {
+    /// A correlator with nothing outstanding.
     pub fn new(local: IpAddr, remote: SocketAddr) -> Correlator {
         Correlator {
             local,
@@ -122,16 +144,18 @@ impl Correlator {
         }
     }
 
+    /// Expects answers to the probe `key` (call before sending it).
     pub fn track(&mut self, key: FlowKey) {
         self.outstanding.insert(key);
     }
 
+    /// Stops expecting answers to `key` (answered or given up); later ones are `NoProbe`.
     pub fn remove(&mut self, key: FlowKey) {
         self.outstanding.remove(&key);
     }
 
     /// Counts a packet ignored by the caller (e.g. a reply after its deadline).
-    pub fn count_ignored(&mut self, why: Ignored) {
+    pub(crate) fn count_ignored(&mut self, why: Ignored) {
         *self.ignored.entry(why).or_default() += 1;
     }
 
@@ -164,6 +188,7 @@ impl Correlator {
         }
     }
 
+    /// Number of probes tracked and not yet removed.
     pub fn outstanding(&self) -> usize {
         self.outstanding.len()
     }
