@@ -99,7 +99,7 @@ impl std::fmt::Display for Refusal {
 /// Does this ICMP error end a query? Unreachable (except "fragmentation
 /// needed" and "packet too big", which only ask for smaller packets), time
 /// exceeded and parameter problem do; source quench and redirects do not.
-pub(crate) fn ends_query(e: &IcmpError) -> bool {
+pub fn ends_query(e: &IcmpError) -> bool {
     match (e.v6, e.icmp_type) {
         (false, 3) => e.code != 4,
         (false, 11 | 12) => true,
