@@ -17,7 +17,12 @@ pub enum SynAnswer {
     /// RST: the host answered, nothing listens.
     Closed,
     /// An ICMP error, and who sent it (a router, a filter or the host).
-    Filtered { error: IcmpError, from: IpAddr },
+    Filtered {
+        /// Its type and code.
+        error: IcmpError,
+        /// Who sent it.
+        from: IpAddr,
+    },
     /// Nothing came back before the deadline.
     NoAnswer,
 }
@@ -60,9 +65,11 @@ pub struct SynReply {
     pub answer: SynAnswer,
     /// The reply's own hop limit.
     pub ttl: u8,
-    /// The reply's window, flags and options (0, none and none for ICMP).
+    /// The reply's TCP window, unscaled; 0 for ICMP.
     pub window: u16,
+    /// The reply's TCP flags; none for ICMP.
     pub flags: TcpFlags,
+    /// The reply's TCP options; none for ICMP.
     pub options: TcpOptions,
 }
 

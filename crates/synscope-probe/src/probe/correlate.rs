@@ -13,7 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 /// A probe's identity on the wire: our source port and initial sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// Our source port.
     pub src_port: u16,
+    /// Our SYN's initial sequence number: a SYN-ACK or RST acks it + 1.
     pub isn: SeqNumber,
 }
 
@@ -56,6 +58,7 @@ pub enum Ignored {
 }
 
 impl Ignored {
+    /// The kebab-case name used in counters and JSON (`wrong-ack`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Ignored::Malformed => "malformed",
@@ -76,10 +79,15 @@ impl Ignored {
 pub struct ReplyInfo {
     /// Open, Closed or Filtered (never NoAnswer).
     pub answer: SynAnswer,
+    /// The reply's IP TTL (hop limit) on arrival.
     pub ttl: u8,
+    /// The TCP window of a SYN-ACK or RST, in bytes unscaled; 0 for ICMP.
     pub window: u16,
+    /// The TCP flags; empty for ICMP.
     pub flags: TcpFlags,
+    /// The TCP options; none for ICMP.
     pub options: TcpOptions,
+    /// The kernel's receive stamp.
     pub at: Timestamp,
 }
 
@@ -101,14 +109,18 @@ impl ReplyInfo {
 pub enum Match {
     /// The kernel's stamp of one of our probes leaving.
     Sent(FlowKey, Timestamp),
+    /// An answer to the probe `FlowKey`.
     Reply(FlowKey, ReplyInfo),
+    /// Not a reply to any outstanding probe, and why (also counted).
     Ignored(Ignored),
 }
 
 /// Correlates packets with the probes outstanding towards one target.
 #[derive(Debug, Clone)]
 pub struct Correlator {
+    /// Our address, the probes' source.
     pub local: IpAddr,
+    /// The target address and port.
     pub remote: SocketAddr,
     /// Outstanding probes, by source port then ISN: several probes may share a
     /// port (a fixed `--source-port`), told apart by the ack = ISN + 1 of the
@@ -118,6 +130,7 @@ pub struct Correlator {
 }
 
 impl Correlator {
+    /// A correlator with nothing outstanding.
     pub fn new(local: IpAddr, remote: SocketAddr) -> Correlator {
         Correlator {
             local,
@@ -127,16 +140,18 @@ impl Correlator {
         }
     }
 
+    /// Expects answers to the probe `key` (call before sending it).
     pub fn track(&mut self, key: FlowKey) {
         self.outstanding.insert(key);
     }
 
+    /// Stops expecting answers to `key` (answered or given up); later ones are `NoProbe`.
     pub fn remove(&mut self, key: FlowKey) {
         self.outstanding.remove(&key);
     }
 
     /// Counts a packet ignored by the caller (e.g. a reply after its deadline).
-    pub fn count_ignored(&mut self, why: Ignored) {
+    pub(crate) fn count_ignored(&mut self, why: Ignored) {
         *self.ignored.entry(why).or_default() += 1;
     }
 
@@ -169,6 +184,7 @@ impl Correlator {
         }
     }
 
+    /// Number of probes tracked and not yet removed.
     pub fn outstanding(&self) -> usize {
         self.outstanding.len()
     }

@@ -13,14 +13,20 @@ use std::time::Duration;
 /// How each SYN is built and how long it waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SynProbeConfig {
+    /// Our source address.
     pub src: IpAddr,
+    /// The target address and port.
     pub dst: SocketAddr,
+    /// IP TTL (hop limit) of the SYNs.
     pub ttl: u8,
     /// Carry Linux-like options (MSS, SACK-permitted, timestamps, window scale);
     /// false sends a bare SYN.
     pub syn_options: bool,
+    /// The MSS option's value, in bytes (with `syn_options`).
     pub mss: u16,
+    /// The SYNs' TCP window, in bytes.
     pub window: u16,
+    /// Wait for each probe's answer.
     pub timeout: Duration,
 }
 
@@ -29,20 +35,30 @@ pub struct SynProbeConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RttSource {
+    /// The kernel's stamp of the packet leaving.
     Kernel,
+    /// The user-space clock before the send call: later than the packet left.
     User,
 }
 
 /// One finished probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
+    /// The probe's number, 0 for the first, in send order.
     pub seq: u64,
+    /// Its source port.
     pub src_port: u16,
+    /// Its initial sequence number.
     pub isn: SeqNumber,
+    /// What the answer (or its absence) means.
     pub verdict: SynAnswer,
+    /// When it left.
     pub sent_at: Timestamp,
+    /// From `sent_at` to the answer's receive stamp; None: no answer.
     pub rtt: Option<Duration>,
+    /// Where `sent_at` came from.
     pub rtt_source: RttSource,
+    /// The answer's details; None: no answer.
     pub reply: Option<ReplyInfo>,
 }
 
@@ -67,6 +83,7 @@ pub struct SynPinger {
 }
 
 impl SynPinger {
+    /// A pinger with nothing sent yet.
     pub fn new(cfg: SynProbeConfig) -> SynPinger {
         let corr = Correlator::new(cfg.src, cfg.dst);
         SynPinger {
@@ -78,6 +95,7 @@ impl SynPinger {
         }
     }
 
+    /// The configuration it was made with.
     pub fn config(&self) -> &SynProbeConfig {
         &self.cfg
     }
@@ -225,6 +243,7 @@ impl SynPinger {
         self.deadlines.keys().next().map(|k| k.0)
     }
 
+    /// Probes sent and not yet finished.
     pub fn outstanding(&self) -> usize {
         self.pending.len()
     }

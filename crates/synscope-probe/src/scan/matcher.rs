@@ -15,15 +15,21 @@ use std::net::IpAddr;
 /// A reply matched to a probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanReply {
+    /// The target host.
     pub host: IpAddr,
+    /// The target port.
     pub port: u16,
     /// host index × number of ports + port index.
     pub index: u64,
     /// Open, Closed or Filtered (a pair never answered is NoAnswer in the report).
     pub verdict: SynAnswer,
+    /// The reply's IP TTL (hop limit) on arrival.
     pub ttl: u8,
+    /// The TCP window of a SYN-ACK or RST, unscaled; 0 for ICMP.
     pub window: u16,
+    /// The TCP options of a SYN-ACK or RST; none for ICMP.
     pub options: TcpOptions,
+    /// The kernel's receive stamp.
     pub at: Timestamp,
 }
 
@@ -47,12 +53,19 @@ impl ScanReply {
 pub struct ScanMatcher {
     /// The source address of each target (its route's).
     pub sources: SourceMap,
+    /// Our source port, the same for every probe.
     pub sport: u16,
+    /// Makes each probe's sequence number.
     pub cookie: Cookie,
+    /// The hosts scanned.
     pub targets: TargetSet,
+    /// The ports scanned on each host.
     pub ports: PortList,
+    /// IP TTL (hop limit) of the probes.
     pub ttl: u8,
+    /// Linux-like SYN options (MSS, SACK-permitted, timestamps, window scale).
     pub syn_options: bool,
+    /// The MSS option's value, in bytes (with `syn_options`).
     pub mss: u16,
 }
 
@@ -62,6 +75,7 @@ impl ScanMatcher {
         self.targets.len() * self.ports.len()
     }
 
+    /// No probes at all (no hosts or no ports).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
