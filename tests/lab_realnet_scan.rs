@@ -267,7 +267,7 @@ fn no_discovery_probes_every_address_and_says_no_host_state() {
             "-p",
             "80",
             "--no-discovery",
-            "--wait",
+            "--timeout",
             "300ms",
             "--ndjson",
         ],
@@ -499,7 +499,14 @@ fn discovery_line_counts_targets_known_without_asking() {
     assert!(st.success());
     let out = scan(
         &lab,
-        &["198.18.200.0/24", "-p", "80", "--wait", "200ms", "--ndjson"],
+        &[
+            "198.18.200.0/24",
+            "-p",
+            "80",
+            "--timeout",
+            "200ms",
+            "--ndjson",
+        ],
     );
     let lines = ndjson(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -533,7 +540,7 @@ fn no_discovery_text_gives_silent_hosts_one_line() {
             "-p",
             "80,81",
             "--no-discovery",
-            "--wait",
+            "--timeout",
             "300ms",
         ],
     );
@@ -559,7 +566,7 @@ fn a_family_with_no_route_is_counted_and_the_other_scanned() {
             "2001:db8:ffff::1",
             "-p",
             "22,23",
-            "--wait",
+            "--timeout",
             "200ms",
             "--ndjson",
         ],

@@ -85,6 +85,26 @@ pub(crate) fn signalled() -> bool {
     SIGNALS.load(std::sync::atomic::Ordering::Relaxed) > 0
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: from now on [`note`] prints nothing (set once, by main).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Was `--quiet` given?
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A diagnostic on stderr (`synscope: ...`): a warning or a note, not an
+/// error and not a result; `--quiet` silences it.
+pub fn note(msg: impl std::fmt::Display) {
+    if !quiet() {
+        eprintln!("synscope: {msg}");
+    }
+}
+
 /// Debug logging to stderr, on with `-v`.
 #[derive(Debug, Clone, Copy)]
 pub struct Log {

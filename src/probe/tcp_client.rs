@@ -61,7 +61,7 @@ impl TcpState {
 }
 
 /// How we end the connection when it is our turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CloseMode {
     /// An orderly close with FIN.
@@ -211,7 +211,7 @@ pub enum Teardown {
     Unreachable,
     /// `--half-open`: the handshake was left incomplete on purpose.
     HalfOpen,
-    /// Still open at `--max-wait`: reset by us.
+    /// Still open at `--timeout`: reset by us.
     Unfinished,
     /// Interrupted (Ctrl-C, SIGTERM) before the connection ended.
     Interrupted,
@@ -235,7 +235,7 @@ impl Teardown {
             Teardown::NoAnswer => "no answer to our SYN",
             Teardown::Unreachable => "unreachable (an ICMP error quoting our segment)",
             Teardown::HalfOpen => "half-open: SYN-ACK never acknowledged, cleaned up with RST",
-            Teardown::Unfinished => "unfinished: still open at --max-wait, reset by us",
+            Teardown::Unfinished => "unfinished: still open at --timeout, reset by us",
             Teardown::Interrupted => "interrupted before the connection ended",
         }
     }
