@@ -948,10 +948,9 @@ impl TcpClient {
             o.window_scale = Some(OUR_WSCALE);
             o
         } else {
-            TcpOptions {
-                mss: Some(self.cfg.mss),
-                ..TcpOptions::default()
-            }
+            // --bare-syn: no option at all, as in ping, scan and path; the
+            // server then assumes an MSS of 536 (RFC 9293) for what it sends
+            TcpOptions::default()
         };
         TcpRepr {
             src_port: self.cfg.src.port(),
@@ -1741,6 +1740,13 @@ mod tests {
         let ack = c.on_segment(&sa_seg, at(100));
         assert_eq!(ack[0].options.timestamps.unwrap().1, 777);
         assert_eq!(ack[0].window, (64240 >> 7) as u16);
+    }
+
+    #[test]
+    fn a_bare_syn_carries_no_option_at_all() {
+        // --bare-syn means the same in trace as in ping, scan and path
+        let syn = TcpClient::new(cfg()).start(at(0));
+        assert_eq!(syn[0].options, TcpOptions::default());
     }
 
     fn icmp(v6: bool, icmp_type: u8, code: u8) -> IcmpError {
