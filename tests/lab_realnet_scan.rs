@@ -587,3 +587,16 @@ fn a_family_with_no_route_is_counted_and_the_other_scanned() {
     let out = scan(&lab, &["2001:db8:ffff::1", "198.18.254.1", "-p", "22"]);
     common::assert_status(&out, 2);
 }
+
+#[test]
+fn quiet_leaves_stderr_empty_and_the_results_whole() {
+    // the same scan says "hosts up (ARP)" and "skipped 2 network/broadcast
+    // addresses" on stderr (above); with --quiet only errors would be there
+    let lab = Lab::up(&spec()).unwrap();
+    let out = scan(&lab, &["198.18.200.0/24", "-p", "80", "--ndjson", "-q"]);
+    let lines = ndjson(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(hosts(&lines).len(), 253);
+    // port 80 of the hosts up and of our own address
+    assert_eq!(verdicts(&lines).len(), UP.len() + 1);
+}

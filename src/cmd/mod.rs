@@ -1,5 +1,16 @@
 //! The commands: each wires settings, a probe state machine, the I/O layer and a report.
 
+/// A diagnostic on stderr (a note or a warning: not an error, not a result),
+/// as `eprintln!`; `--quiet` silences it. Errors that explain an exit status
+/// stay `eprintln!`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::cmd::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 pub mod demo;
 pub mod dns;
 pub mod exporter;
@@ -87,7 +98,7 @@ pub(crate) fn signalled() -> bool {
 
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// `--quiet`: from now on [`note`] prints nothing (set once, by main).
+/// `--quiet`: from now on `note!` prints nothing (set once, by main).
 pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
 }
@@ -95,14 +106,6 @@ pub fn set_quiet(quiet: bool) {
 /// Was `--quiet` given?
 pub fn quiet() -> bool {
     QUIET.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// A diagnostic on stderr (`synscope: ...`): a warning or a note, not an
-/// error and not a result; `--quiet` silences it.
-pub fn note(msg: impl std::fmt::Display) {
-    if !quiet() {
-        eprintln!("synscope: {msg}");
-    }
 }
 
 /// Debug logging to stderr, on with `-v`.

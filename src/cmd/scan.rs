@@ -137,7 +137,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     }
     let mut tally = Tally::default();
     for (n, e) in &no_route {
-        eprintln!(
+        note!(
             "synscope: warning: {n} target address{} not probed: {e}{}",
             if *n == 1 { "" } else { "es" },
             if *n > 1 { " (the first of them)" } else { "" }
@@ -195,13 +195,13 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         coverage: tally.coverage,
     };
     if tally.stalls > 0 {
-        eprintln!(
+        note!(
             "synscope: the kernel's send queue was full {} times (back-pressure); sending slowed down and went on",
             tally.stalls
         );
     }
     if tally.drops > 0 {
-        eprintln!(
+        note!(
             "synscope: warning: the capture buffer dropped {} packets (lower --rate); unanswered ports were retried",
             tally.drops
         );

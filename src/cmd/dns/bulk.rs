@@ -975,7 +975,7 @@ impl<W: Write> Report<'_, W> {
                 serde_json::to_string(&sum.refused).unwrap_or_default()
             )
         };
-        eprintln!(
+        note!(
             "synscope: {} names, {} queries, {} answered, {} timeouts{refused}, {} bad lines in {:.3} s: {:.0} q/s; latency p50 {} µs, p90 {} µs, p99 {} µs ({} timestamps, timed by {}); rcodes {}{checks}",
             sum.names,
             sum.queries,
