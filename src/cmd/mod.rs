@@ -16,6 +16,7 @@ pub mod dns;
 pub mod exporter;
 pub mod path;
 pub mod ping;
+mod progress;
 pub mod scan;
 mod scan_net;
 pub mod trace;
