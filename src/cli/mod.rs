@@ -105,6 +105,7 @@ pub enum Command {
         after_long_help = trace::EXIT_CODES
     )]
     Trace(TraceArgs),
+    #[cfg(feature = "demo")]
     #[command(about = demo::ABOUT, long_about = demo::LONG_ABOUT)]
     Demo(DemoArgs),
     #[command(
@@ -136,6 +137,7 @@ impl Command {
             Command::Ping(_) => "ping",
             Command::Scan(_) => "scan",
             Command::Trace(_) => "trace",
+            #[cfg(feature = "demo")]
             Command::Demo(_) => "demo",
             Command::Dns(_) => "dns",
             Command::Exporter(_) => "exporter",

@@ -11,6 +11,7 @@ macro_rules! note {
     };
 }
 
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dns;
 pub mod exporter;
