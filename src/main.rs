@@ -99,8 +99,9 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(cmd::exporter::run(&args.settings(), log)))
         }
         Command::Completions(args) => {
-            synscope::cli::completions::write(args.shell, &mut std::io::stdout().lock());
-            Ok(0)
+            synscope::cli::completions::write(args.shell, &mut std::io::stdout().lock())
+                .map(|()| 0)
+                .map_err(CmdError::Output)
         }
     };
     match result {

@@ -287,6 +287,21 @@ fn help_and_version_exit_0() {
     }
 }
 
+#[test]
+fn a_closed_pipe_ends_completions_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synscope"))
+        .args(["completions", "zsh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the script is written
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
 /// The completion scripts parse in their shells (bash always; zsh and fish
 /// when installed, each says when it is not).
 #[test]

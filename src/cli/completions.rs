@@ -29,15 +29,19 @@ pub enum Shell {
     Fish,
 }
 
-/// Writes the completion script for `shell`.
-pub fn write(shell: Shell, out: &mut dyn std::io::Write) {
+/// Writes the completion script for `shell` (built in memory first:
+/// clap_complete panics on a failed write, e.g. a closed pipe).
+pub fn write(shell: Shell, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     use clap_complete::shells;
     let mut cmd = super::Cli::command();
+    let mut buf = Vec::new();
     match shell {
-        Shell::Bash => clap_complete::generate(shells::Bash, &mut cmd, "synscope", out),
-        Shell::Zsh => clap_complete::generate(shells::Zsh, &mut cmd, "synscope", out),
-        Shell::Fish => clap_complete::generate(shells::Fish, &mut cmd, "synscope", out),
+        Shell::Bash => clap_complete::generate(shells::Bash, &mut cmd, "synscope", &mut buf),
+        Shell::Zsh => clap_complete::generate(shells::Zsh, &mut cmd, "synscope", &mut buf),
+        Shell::Fish => clap_complete::generate(shells::Fish, &mut cmd, "synscope", &mut buf),
     }
+    out.write_all(&buf)?;
+    out.flush()
 }
 
 #[cfg(test)]
@@ -48,7 +52,7 @@ mod tests {
     fn every_script_names_every_command_and_shared_flag() {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut buf = Vec::new();
-            write(shell, &mut buf);
+            write(shell, &mut buf).unwrap();
             let text = String::from_utf8(buf).unwrap();
             for word in [
                 "ping",
