@@ -82,7 +82,7 @@ pub async fn run(
     let interrupted = ended.interrupted;
     let drops = capture.drops();
     if drops > 0 {
-        eprintln!(
+        note!(
             "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
              answers among them are counted as loss"
         );

@@ -136,7 +136,7 @@ pub async fn run(
     drop(link);
     let drops = capture.drops();
     if drops > 0 {
-        eprintln!(
+        note!(
             "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
              answers among them are counted as loss"
         );
@@ -177,7 +177,7 @@ pub(crate) async fn session<L: Link, C: Clock>(
                 }
                 PingEvent::Probe(r) => report.probe(out, r)?,
                 PingEvent::Checked(r, check) => report.probe_checked(out, r, check)?,
-                PingEvent::WindowFull { outstanding } => eprintln!(
+                PingEvent::WindowFull { outstanding } => note!(
                     "synscope: {outstanding} probe(s) in flight, the most this run tracks at once \
                      ({}): further probes wait for an answer or a timeout, so they go out less \
                      often than every {}",
@@ -202,7 +202,7 @@ pub(crate) async fn session<L: Link, C: Clock>(
         (machine.window_was_full() && sent > 1, machine.send_span())
     {
         let avg = last.saturating_sub(first) / (sent - 1).min(u32::MAX as u64) as u32;
-        eprintln!(
+        note!(
             "synscope: probes went out every {} on average (asked: every {})",
             crate::report::human(avg),
             humantime::format_duration(interval)

@@ -558,7 +558,7 @@ fn ping_waits_for_ports_when_they_run_out() {
     use crate::probe::ping::PingEvent;
     let answered = events
         .iter()
-        .filter(|e| matches!(e, PingEvent::Probe(r) if r.verdict == crate::probe::Verdict::Open))
+        .filter(|e| matches!(e, PingEvent::Probe(r) if r.verdict == crate::probe::SynAnswer::Open))
         .count();
     assert_eq!(answered, 6);
     assert!(events.contains(&PingEvent::WindowShrunk { window: 2 }));

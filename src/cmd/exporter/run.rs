@@ -10,7 +10,7 @@ use crate::io::{CaptureLink, Packets, RawSender, RealClock, Route};
 use crate::probe::ping::{PingConfig, PingEvent, PingMachine};
 use crate::probe::syn::RttSource;
 use crate::probe::tcp_client::{Dir, Note};
-use crate::probe::{SynProbeConfig, Verdict};
+use crate::probe::{SynAnswer, SynProbeConfig};
 use crate::report::metrics::Outcome;
 use crate::wire::TcpFlags;
 use std::net::{IpAddr, SocketAddr};
@@ -174,14 +174,14 @@ fn syn_outcome(
         };
     };
     let verdict = match r.verdict {
-        Verdict::Open => "open",
-        Verdict::Closed => "closed",
-        Verdict::FilteredIcmp { .. } => "filtered",
-        Verdict::NoAnswer => "no-answer",
+        SynAnswer::Open => "open",
+        SynAnswer::Closed => "closed",
+        SynAnswer::Filtered { .. } => "filtered",
+        SynAnswer::NoAnswer => "no-answer",
     };
     let stage = match r.verdict {
-        Verdict::Open => "syn_synack",
-        Verdict::Closed => "syn_rst",
+        SynAnswer::Open => "syn_synack",
+        SynAnswer::Closed => "syn_rst",
         _ => "syn_icmp",
     };
     let stages = match (r.rtt, r.rtt_source) {
@@ -189,10 +189,10 @@ fn syn_outcome(
         _ => Vec::new(),
     };
     Outcome {
-        success: r.verdict == Verdict::Open,
+        success: r.verdict == SynAnswer::Open,
         verdict,
         stages,
-        losses: u64::from(r.verdict == Verdict::NoAnswer),
+        losses: u64::from(r.verdict == SynAnswer::NoAnswer),
         check_failures: Vec::new(),
         ignored,
         error: None,

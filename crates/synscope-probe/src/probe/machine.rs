@@ -19,6 +19,7 @@ use std::time::Duration;
 /// One captured packet, starting at its IP header, as a machine sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<'a> {
+    /// The datagram, from its IP header.
     pub data: &'a [u8],
     /// Ours leaving (for the kernel's send stamp) or an answer arriving.
     pub direction: Direction,
@@ -40,6 +41,7 @@ pub trait Context<E> {
     /// caller's own outstanding probes will free some); otherwise the run
     /// fails with the reason once the call returns.
     fn reserve_port(&mut self, may_wait: bool) -> Option<u16>;
+    /// Gives back a port from [`Context::reserve_port`].
     fn release_port(&mut self, port: u16);
     /// Randomness (ISNs, IP identifiers): seeded in simulations.
     fn random(&mut self) -> u32;
@@ -68,6 +70,7 @@ pub trait Machine {
     /// When [`Machine::poll`] next has something to do (None: only a packet can
     /// move the machine, or it is done).
     fn poll_at(&self) -> Option<Timestamp>;
+    /// Nothing more to send or wait for.
     fn is_done(&self) -> bool;
     /// Ends the run early (see [`Stop`]); the machine is done afterwards, or
     /// soon after (a last timer).
@@ -97,16 +100,22 @@ pub fn settled(now: Timestamp) -> Timestamp {
 /// count up from `next_port`, randomness is a seeded SplitMix64.
 #[derive(Debug)]
 pub struct Recorder<E> {
+    /// Every datagram sent, with its destination.
     pub sent: Vec<(IpAddr, Vec<u8>)>,
+    /// Every event reported.
     pub events: Vec<E>,
+    /// The ports held now.
     pub held: std::collections::BTreeSet<u16>,
+    /// The next port handed out.
     pub next_port: u16,
     /// The most ports that may be held at once.
     pub port_limit: usize,
+    /// Where [`Context::random`] comes from.
     pub rng: SplitMix64,
 }
 
 impl<E> Recorder<E> {
+    /// An empty recorder; ports from 40000, randomness seeded by `seed`.
     pub fn new(seed: u64) -> Recorder<E> {
         Recorder {
             sent: Vec::new(),
@@ -152,6 +161,7 @@ impl<E> Context<E> for Recorder<E> {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

@@ -1,6 +1,7 @@
 //! Sans-IO probe logic: packets and timestamps in, packets to send and results out.
 //! Nothing here touches a socket or reads a clock.
 
+pub mod answer;
 pub mod correlate;
 pub mod dns;
 pub mod fingerprint;
@@ -13,6 +14,7 @@ pub mod tcp_client;
 pub mod trace;
 pub mod verify;
 
+pub use answer::{SynAnswer, SynReply};
 pub use correlate::{Correlator, Ignored, Match};
 pub use machine::{Context, Machine, Packet, Stop};
-pub use syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
+pub use syn::{ProbeResult, SynPinger, SynProbeConfig};

@@ -4,9 +4,10 @@
 //! handshake of every open answer; [`CanaryMachine`] first probes a few random
 //! closed ports so the check knows what the host's own answers look like.
 
+use super::answer::SynAnswer;
 pub use super::machine::SETTLE;
 use super::machine::{Context, Machine, Packet, Stop};
-use super::syn::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
+use super::syn::{ProbeResult, SynPinger, SynProbeConfig};
 use super::verify::{self, ProbeCheck, Verifier};
 use crate::event::{Direction, Timestamp};
 use crate::wire::SeqNumber;
@@ -22,7 +23,9 @@ pub fn tsval(t: Timestamp) -> u32 {
 /// A whole ping run.
 #[derive(Debug, Clone)]
 pub struct PingConfig {
+    /// How each SYN is built and how long it waits.
     pub probe: SynProbeConfig,
+    /// From one probe to the next.
     pub interval: Duration,
     /// Probes to send (None: until stopped).
     pub count: Option<u64>,
@@ -45,8 +48,11 @@ pub struct PingConfig {
 pub enum PingEvent {
     /// A probe went out.
     Sent {
+        /// Its number, 0 for the first.
         seq: u64,
+        /// Its source port.
         src_port: u16,
+        /// Its initial sequence number.
         isn: SeqNumber,
     },
     /// A probe finished (unverified).
@@ -55,9 +61,15 @@ pub enum PingEvent {
     Checked(ProbeResult, Option<ProbeCheck>),
     /// The window is full while probes are due: they go out less often
     /// than asked (said once).
-    WindowFull { outstanding: usize },
+    WindowFull {
+        /// Probes (and verifications) in flight.
+        outstanding: usize,
+    },
     /// Source ports ran out: the window shrank to what is in flight.
-    WindowShrunk { window: usize },
+    WindowShrunk {
+        /// The new window.
+        window: usize,
+    },
 }
 
 /// `--verify`'s state: the handshakes being checked, the probes whose
@@ -97,6 +109,7 @@ pub struct PingMachine {
 }
 
 impl PingMachine {
+    /// A run with nothing sent yet; `verify`: `--verify`'s state after the canaries.
     pub fn new(cfg: PingConfig, verify: Option<Verifying>) -> PingMachine {
         let window = if cfg.fixed_port.is_some() {
             1
@@ -240,7 +253,7 @@ impl Machine for PingMachine {
             return cx.report(PingEvent::Probe(r));
         };
         match r.verdict {
-            Verdict::Open => {
+            SynAnswer::Open => {
                 let segs = v.verifier.start(
                     r.src_port,
                     r.isn,
@@ -263,7 +276,7 @@ impl Machine for PingMachine {
                     v.waiting.insert(r.src_port, r);
                 }
             }
-            Verdict::Closed => {
+            SynAnswer::Closed => {
                 if !fixed {
                     cx.release_port(r.src_port);
                 }
@@ -352,7 +365,7 @@ impl Machine for PingMachine {
 #[derive(Debug)]
 pub struct CanaryMachine {
     probes: Vec<SynPinger>,
-    results: Vec<Option<Verdict>>,
+    results: Vec<Option<SynAnswer>>,
     held: Vec<u16>,
     verifier: Verifier,
     deadline: Option<Timestamp>,
@@ -362,11 +375,13 @@ pub struct CanaryMachine {
 /// What the canaries found.
 #[derive(Debug)]
 pub struct Canaries {
+    /// The canary ports probed.
     pub ports: Vec<u16>,
     /// `syn-ack`, `rst`, an ICMP error's name, or `no-answer`, per port.
     pub verdicts: Vec<String>,
     /// Every canary answered SYN-ACK.
     pub all_answer: bool,
+    /// The verifier, with what the closed canaries taught it.
     pub verifier: Verifier,
 }
 
@@ -396,14 +411,15 @@ impl CanaryMachine {
         }
     }
 
+    /// What the canaries found (call once done).
     pub fn finish(self) -> Canaries {
         let verdicts = self
             .results
             .iter()
             .map(|v| match v {
-                Some(Verdict::Open) => "syn-ack".to_string(),
-                Some(Verdict::Closed) => "rst".to_string(),
-                Some(v) => v.reason().unwrap_or("filtered").to_string(),
+                Some(SynAnswer::Open) => "syn-ack".to_string(),
+                Some(SynAnswer::Closed) => "rst".to_string(),
+                Some(v) => v.reason().unwrap_or_else(|| "filtered".into()),
                 None => "no-answer".to_string(),
             })
             .collect();
@@ -411,7 +427,7 @@ impl CanaryMachine {
             &self
                 .results
                 .iter()
-                .map(|v| *v == Some(Verdict::Open))
+                .map(|v| *v == Some(SynAnswer::Open))
                 .collect::<Vec<_>>(),
         );
         Canaries {
@@ -438,7 +454,7 @@ impl Machine for CanaryMachine {
     fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<()>) {
         for (i, pr) in self.probes.iter_mut().enumerate() {
             if let Some(r) = pr.on_packet(p.data, p.direction, p.at, p.offloaded) {
-                if r.verdict == Verdict::Closed {
+                if r.verdict == SynAnswer::Closed {
                     self.verifier.learn(p.data, p.at);
                 }
                 self.results[i] = Some(r.verdict);

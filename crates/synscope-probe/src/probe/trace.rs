@@ -25,6 +25,7 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// A trace not started yet (its first poll sends the SYN).
     pub fn new(cfg: TcpClientConfig) -> Trace {
         Trace {
             client: TcpClient::new(cfg),
@@ -32,6 +33,7 @@ impl Trace {
         }
     }
 
+    /// The connection's client, with its log of segments and states.
     pub fn client(&self) -> &TcpClient {
         &self.client
     }
