@@ -605,3 +605,74 @@ fn the_probe_crate_machines_run_on_a_recorder_too() {
     assert!(Machine::is_done(&m));
     assert!(cx.held.is_empty(), "expired probes free their ports");
 }
+
+/// One trace against any simulated peer; its teardown.
+fn trace_against(peer: impl super::sim::Peer) -> (TraceRun, Teardown) {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(2)), 4);
+    let mut t = Trace::new(trace_config(CloseMode::Fin));
+    rt().block_on(crate::cmd::trace::play(
+        &mut t,
+        &mut link,
+        &clock,
+        &mut Interrupt::never(),
+        QUIET,
+    ))
+    .unwrap();
+    let (c, _) = t.into_parts();
+    (TraceRun::from_client(0, &c), c.teardown().unwrap())
+}
+
+#[test]
+fn trace_matches_an_icmp_error_quoting_its_syn_and_an_rst_to_it() {
+    let (run, teardown) = trace_against(SynPeer::new(&[(80, PortIs::Prohibited)]));
+    assert_eq!(teardown, Teardown::Unreachable);
+    assert!(!run.succeeded());
+    let (_, teardown) = trace_against(SynPeer::new(&[(80, PortIs::Closed)]));
+    assert_eq!(teardown, Teardown::Refused);
+}
+
+/// Answers every segment with the same one to another port of ours, and a
+/// SYN-ACK from another port of theirs, before the real answer.
+struct CrossTalk(TcpPeer);
+
+impl super::sim::Peer for CrossTalk {
+    fn on_datagram(&mut self, at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let mut out = Vec::new();
+        if let Ok(p) = crate::wire::Datagram::parse(d)
+            && let crate::wire::Transport::Tcp(t) = &p.transport
+        {
+            for (sport, dport) in [(t.dst_port, t.src_port + 1), (t.dst_port + 1, t.src_port)] {
+                let foreign = crate::wire::TcpRepr {
+                    src_port: sport,
+                    dst_port: dport,
+                    seq: SeqNumber(7),
+                    ack: t.seq + 1,
+                    flags: crate::wire::TcpFlags::SYN.union(crate::wire::TcpFlags::ACK),
+                    window: 1000,
+                    ..Default::default()
+                };
+                out.push((
+                    Duration::ZERO,
+                    super::sim::tcp_datagram(p.ip.dst, p.ip.src, &foreign),
+                ));
+            }
+        }
+        out.extend(self.0.on_datagram(at, d));
+        out
+    }
+}
+
+#[test]
+fn trace_ignores_segments_of_other_flows() {
+    let (run, teardown) = trace_against(CrossTalk(TcpPeer::new(Ending::Normal, b"ok")));
+    assert_eq!(teardown, Teardown::WeClosedFirst);
+    assert!(run.succeeded());
+    // none of the foreign SYN-ACKs made it into the ladder
+    let synacks = run
+        .segments
+        .iter()
+        .filter(|e| e.dir == Dir::Received && e.flags.to_string() == "S.")
+        .count();
+    assert_eq!(synacks, 1);
+}
