@@ -400,7 +400,9 @@ pub struct TraceArgs {
     /// IP TTL / hop limit.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..))]
     pub ttl: u8,
-    /// Send a SYN with only the MSS option (no timestamps, SACK, window scale).
+    /// Send a bare SYN without options (default: MSS, SACK-permitted, timestamps
+    /// and window scale, like Linux); the peer then assumes an MSS of 536 (IPv4)
+    /// or 1220 (IPv6).
     #[arg(long)]
     pub bare_syn: bool,
     /// Print one JSON document at the end.

@@ -30,7 +30,7 @@ pub use ip::{IpRepr, Protocol};
 pub use ndp::{NdpKind, NdpRepr};
 pub use reassembly::Reassembler;
 pub use seq::SeqNumber;
-pub use tcp::{SynAnswer, TcpFlags, TcpOptions, TcpRepr};
+pub use tcp::{AnswerSegment, TcpFlags, TcpOptions, TcpRepr};
 pub use udp::UdpRepr;
 
 /// Why a byte buffer could not be read as a packet.

@@ -38,11 +38,11 @@ impl TcpFlags {
 
     /// What these flags say in answer to a SYN: SYN-ACK (someone listens),
     /// RST+ACK (nobody does), or nothing a SYN can get (None).
-    pub fn answer_to_syn(self) -> Option<SynAnswer> {
+    pub fn answer_to_syn(self) -> Option<AnswerSegment> {
         if self.contains(Self::SYN.union(Self::ACK)) && !self.contains(Self::RST) {
-            Some(SynAnswer::SynAck)
+            Some(AnswerSegment::SynAck)
         } else if self.contains(Self::RST.union(Self::ACK)) {
-            Some(SynAnswer::Rst)
+            Some(AnswerSegment::Rst)
         } else {
             None
         }
@@ -51,7 +51,7 @@ impl TcpFlags {
 
 /// The two segments that can answer a SYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SynAnswer {
+pub enum AnswerSegment {
     /// SYN+ACK: the port is open.
     SynAck,
     /// RST+ACK: the port is closed.
@@ -120,6 +120,20 @@ mod kind {
 
 impl TcpOptions {
     /// Options like Linux puts on its own SYN.
+    /// The options of every SYN synscope sends (ping, scan, path, trace), in
+    /// one place so that `--bare-syn` means one thing everywhere: Linux's set
+    /// ([`linux_syn`](Self::linux_syn)) or, bare, no option at all (as
+    /// hping3 sends).
+    pub fn syn(linux_like: bool, mss: u16, tsval: u32) -> TcpOptions {
+        if linux_like {
+            Self::linux_syn(mss, tsval)
+        } else {
+            TcpOptions::default()
+        }
+    }
+
+    /// Options like Linux puts on its own SYN: MSS `mss`, SACK-permitted,
+    /// timestamps (TSval `tsval`), window scale 7.
     pub fn linux_syn(mss: u16, tsval: u32) -> TcpOptions {
         TcpOptions {
             mss: Some(mss),

@@ -389,11 +389,7 @@ impl PathProber {
         ident: u16,
         tsval: u32,
     ) -> (IpRepr, TcpRepr) {
-        let options = if self.cfg.syn_options {
-            TcpOptions::linux_syn(self.cfg.mss, tsval)
-        } else {
-            TcpOptions::default()
-        };
+        let options = TcpOptions::syn(self.cfg.syn_options, self.cfg.mss, tsval);
         let flags = if self.cfg.ecn {
             TcpFlags::SYN.union(TcpFlags::ECE).union(TcpFlags::CWR)
         } else {

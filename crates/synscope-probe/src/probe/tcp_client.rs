@@ -988,16 +988,10 @@ impl TcpClient {
     // ---- outgoing ----
 
     fn syn(&mut self, now: Timestamp) -> TcpRepr {
-        let options = if self.cfg.syn_options {
-            let mut o = TcpOptions::linux_syn(self.cfg.mss, tsval(now));
-            o.window_scale = Some(OUR_WSCALE);
-            o
-        } else {
-            TcpOptions {
-                mss: Some(self.cfg.mss),
-                ..TcpOptions::default()
-            }
-        };
+        let mut options = TcpOptions::syn(self.cfg.syn_options, self.cfg.mss, tsval(now));
+        if options.window_scale.is_some() {
+            options.window_scale = Some(OUR_WSCALE);
+        }
         TcpRepr {
             src_port: self.cfg.src.port(),
             dst_port: self.cfg.dst.port(),
