@@ -29,6 +29,7 @@ fn catch_interrupts() {
     }
 }
 
+/// Builds the lab, runs the demo's commands in it, and says whether all succeeded.
 pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(CmdError::Setup(

@@ -120,6 +120,7 @@ fn add_discovery(
 
 type Output = Mutex<ScanOutput<std::io::Stdout>>;
 
+/// Runs the scan and writes its report.
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
     // per family: routes per target, every socket, the capture of replies to every source

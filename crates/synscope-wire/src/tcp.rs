@@ -119,7 +119,6 @@ mod kind {
 }
 
 impl TcpOptions {
-    /// Options like Linux puts on its own SYN.
     /// The options of every SYN synscope sends (ping, scan, path, trace), in
     /// one place so that `--bare-syn` means one thing everywhere: Linux's set
     /// ([`linux_syn`](Self::linux_syn)) or, bare, no option at all (as
@@ -132,8 +131,12 @@ impl TcpOptions {
         }
     }
 
+<<<<<<< HEAD
     /// Options like Linux puts on its own SYN: MSS `mss`, SACK-permitted,
     /// timestamps (TSval `tsval`), window scale 7.
+=======
+    /// Options like Linux puts on its own SYN.
+>>>>>>> main
     pub fn linux_syn(mss: u16, tsval: u32) -> TcpOptions {
         TcpOptions {
             mss: Some(mss),

@@ -122,6 +122,7 @@ pub struct ProbeSpec {
     pub name: String,
     /// As written, for the info metric.
     pub target_text: String,
+    /// The address and port probed (resolved once, at load).
     pub target: SocketAddr,
     /// Time between the starts of two runs (at least 100 ms).
     pub interval: Duration,
