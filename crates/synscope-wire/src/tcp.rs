@@ -131,12 +131,7 @@ impl TcpOptions {
         }
     }
 
-<<<<<<< HEAD
-    /// Options like Linux puts on its own SYN: MSS `mss`, SACK-permitted,
-    /// timestamps (TSval `tsval`), window scale 7.
-=======
     /// Options like Linux puts on its own SYN.
->>>>>>> main
     pub fn linux_syn(mss: u16, tsval: u32) -> TcpOptions {
         TcpOptions {
             mss: Some(mss),
