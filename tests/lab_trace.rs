@@ -794,7 +794,7 @@ fn half_open_records_the_synack_retransmission_schedule() {
         &[
             "198.18.0.2:7010",
             "--half-open",
-            "--max-wait",
+            "--timeout",
             "3500ms",
             "--json",
         ],
@@ -857,7 +857,7 @@ fn half_open_recognises_syn_cookies() {
         &[
             "198.18.0.2:7011",
             "--half-open",
-            "--max-wait",
+            "--timeout",
             "2s",
             "--json",
         ],

@@ -37,7 +37,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
         ));
     }
     let spec = LabSpec::standard();
-    eprintln!(
+    note!(
         "synscope demo: building a lab (namespaces, veth, server on {SERVER_V4} and {SERVER_V6})..."
     );
     catch_interrupts();
@@ -90,7 +90,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
         }
     }
     drop(lab);
-    eprintln!(
+    note!(
         "\nsynscope demo: lab removed{}",
         if all_ok {
             "; every port answered as expected"

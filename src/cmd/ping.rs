@@ -389,7 +389,7 @@ pub async fn run(
         let outstanding = st.busy();
         if more_to_send && outstanding >= window && !window_said && Instant::now() >= next_send {
             window_said = true;
-            eprintln!(
+            note!(
                 "synscope: {outstanding} probe(s) in flight, the most this run tracks at once \
                  ({}): further probes wait for an answer or a timeout, so they go out less \
                  often than every {}",
@@ -446,7 +446,7 @@ pub async fn run(
     }
     if let (true, Some((first, last))) = (window_said && sent > 1, send_span) {
         let avg = last.duration_since(first) / (sent - 1).min(u32::MAX as u64) as u32;
-        eprintln!(
+        note!(
             "synscope: probes went out every {} on average (asked: every {})",
             crate::report::human(avg),
             humantime::format_duration(s.interval)
@@ -454,7 +454,7 @@ pub async fn run(
     }
     let drops = capture.drops();
     if drops > 0 {
-        eprintln!(
+        note!(
             "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
              answers among them are counted as loss"
         );

@@ -139,7 +139,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     }
     let mut tally = Tally::default();
     for (n, e) in &no_route {
-        eprintln!(
+        note!(
             "synscope: warning: {n} target address{} not probed: {e}{}",
             if *n == 1 { "" } else { "es" },
             if *n > 1 { " (the first of them)" } else { "" }
@@ -197,13 +197,13 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         coverage: tally.coverage,
     };
     if tally.stalls > 0 {
-        eprintln!(
+        note!(
             "synscope: the kernel's send queue was full {} times (back-pressure); sending slowed down and went on",
             tally.stalls
         );
     }
     if tally.drops > 0 {
-        eprintln!(
+        note!(
             "synscope: warning: the capture buffer dropped {} packets (lower --rate); unanswered ports were retried",
             tally.drops
         );
@@ -833,40 +833,26 @@ fn pace_until(due: Instant) -> bool {
     }
 }
 
-/// The progress line on stderr (only on a terminal).
+/// The progress bar on stderr (only on a terminal, without --quiet): probes
+/// sent of the total, the rate and the time left, replies so far.
 struct Progress {
-    on: bool,
-    total: u64,
-    last: Instant,
+    bar: super::progress::Bar,
 }
 
 impl Progress {
     fn new(on: bool, total: u64) -> Progress {
         Progress {
-            on,
-            total,
-            last: Instant::now(),
+            bar: super::progress::Bar::new(on, Some(total), "probes"),
         }
     }
-    /// `rate`: the rate sent at now (probes/s).
-    fn update(&mut self, sent: u64, replies: u64, started: Instant, rate_now: f64) {
-        if !self.on || self.last.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = started.elapsed().as_secs_f64();
-        let rate = sent as f64 / secs.max(1e-9);
-        let eta = self.total.saturating_sub(sent) as f64 / rate.max(1.0);
-        let pct = 100.0 * sent.min(self.total) as f64 / self.total.max(1) as f64;
-        let ratio = 100.0 * replies as f64 / sent.max(1) as f64;
-        eprint!(
-            "\r[{pct:5.1}%] sent {sent}/{}  replies {replies} ({ratio:.0} %)  now {rate_now:.0} pkt/s (mean {rate:.0})  ETA {eta:.1}s   ",
-            self.total
-        );
+    /// `rate_now`: the rate sent at now (probes/s).
+    fn update(&mut self, sent: u64, replies: u64, _started: Instant, rate_now: f64) {
+        self.bar.update(sent, || {
+            let ratio = 100.0 * replies as f64 / sent.max(1) as f64;
+            format!("replies {replies} ({ratio:.0} %), now {rate_now:.0}/s")
+        });
     }
     fn finish(&self) {
-        if self.on {
-            eprintln!();
-        }
+        self.bar.finish();
     }
 }

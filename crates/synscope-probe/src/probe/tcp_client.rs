@@ -246,7 +246,7 @@ pub enum Teardown {
     Unreachable,
     /// `--half-open`: the handshake was left incomplete on purpose.
     HalfOpen,
-    /// Still open at `--max-wait`: reset by us.
+    /// Still open at `--timeout`: reset by us.
     Unfinished,
     /// Interrupted (Ctrl-C, SIGTERM) before the connection ended.
     Interrupted,
@@ -271,7 +271,7 @@ impl Teardown {
             Teardown::NoAnswer => "no answer to our SYN",
             Teardown::Unreachable => "unreachable (an ICMP error quoting our segment)",
             Teardown::HalfOpen => "half-open: SYN-ACK never acknowledged, cleaned up with RST",
-            Teardown::Unfinished => "unfinished: still open at --max-wait, reset by us",
+            Teardown::Unfinished => "unfinished: still open at --timeout, reset by us",
             Teardown::Interrupted => "interrupted before the connection ended",
         }
     }
@@ -1780,6 +1780,13 @@ mod tests {
         let ack = c.on_segment(&sa_seg, at(100));
         assert_eq!(ack[0].options.timestamps.unwrap().1, 777);
         assert_eq!(ack[0].window, (64240 >> 7) as u16);
+    }
+
+    #[test]
+    fn a_bare_syn_carries_no_option_at_all() {
+        // --bare-syn means the same in trace as in ping, scan and path
+        let syn = TcpClient::new(cfg()).start(at(0));
+        assert_eq!(syn[0].options, TcpOptions::default());
     }
 
     fn icmp(v6: bool, icmp_type: u8, code: u8) -> IcmpError {
