@@ -2,15 +2,18 @@
 
 use clap::Args;
 
+/// The one-line help of `synscope demo`.
 pub const ABOUT: &str =
     "Build a throwaway namespace lab and ping an open, a closed and a filtered port.";
 
+/// The long help of `synscope demo`.
 pub const LONG_ABOUT: &str = "\
 Build a throwaway namespace lab and ping an open, a closed and a filtered port.
 
 Needs root (network namespaces, veth, nftables) and the `ip` and `nft` tools.
 Sends nothing outside the lab; removes everything it made when it ends.";
 
+/// Arguments of `synscope demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Probes per port.
