@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 #[derive(Debug, thiserror::Error)]
 #[error("DNS over TCP with {addr}: {op}: {source}")]
 pub struct DnsTcpError {
-    /// The step that failed (`connect`, `write`, `read length`, ...).
+    /// The step that failed (`connect`, `send query`, `read answer`, ...).
     pub op: &'static str,
     /// The server.
     pub addr: SocketAddr,

@@ -33,7 +33,7 @@ pub enum IoError {
     /// A socket (or netlink, timerfd) call failed.
     #[error("{op}: {source}")]
     Socket {
-        /// What we were doing (`open raw socket`, `set SO_TIMESTAMPING`, ...).
+        /// What we were doing (`open raw socket`, `bind capture socket`, ...).
         op: &'static str,
         /// The system's error.
         source: std::io::Error,
