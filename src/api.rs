@@ -70,37 +70,33 @@ pub enum PortState {
     },
 }
 
+impl PortState {
+    fn filtered(reason: &str, from: Option<IpAddr>) -> PortState {
+        let reason = reason.to_string();
+        PortState::Filtered { reason, from }
+    }
+}
+
 impl From<&Verdict> for PortState {
     fn from(v: &Verdict) -> PortState {
         match v {
             Verdict::Open => PortState::Open,
             Verdict::Closed => PortState::Closed,
-            Verdict::FilteredIcmp { reason, from } => PortState::Filtered {
-                reason: reason.clone(),
-                from: Some(*from),
-            },
-            Verdict::NoAnswer => PortState::Filtered {
-                reason: "no-answer".into(),
-                from: None,
-            },
+            Verdict::FilteredIcmp { reason, from } => PortState::filtered(reason, Some(*from)),
+            Verdict::NoAnswer => PortState::filtered("no-answer", None),
         }
     }
 }
 
+/// The scan's verdict of a port, which `synscope scan` prints.
 impl From<&crate::scan::ScanVerdict> for PortState {
     fn from(v: &crate::scan::ScanVerdict) -> PortState {
         use crate::scan::ScanVerdict as S;
         match v {
             S::Open => PortState::Open,
             S::Closed => PortState::Closed,
-            S::Filtered { reason, from } => PortState::Filtered {
-                reason: reason.clone(),
-                from: Some(*from),
-            },
-            S::NoResponse => PortState::Filtered {
-                reason: "no-answer".into(),
-                from: None,
-            },
+            S::Filtered { reason, from } => PortState::filtered(reason, Some(*from)),
+            S::NoResponse => PortState::filtered("no-answer", None),
         }
     }
 }
@@ -131,24 +127,39 @@ impl Default for PingOptions {
     }
 }
 
-impl PingOptions {
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
-        self
-    }
-    pub fn ttl(mut self, ttl: u8) -> Self {
-        self.ttl = ttl;
-        self
-    }
-    pub fn syn_options(mut self, on: bool) -> Self {
-        self.syn_options = on;
-        self
-    }
-    pub fn interface(mut self, name: impl Into<String>) -> Self {
-        self.interface = Some(name.into());
-        self
-    }
+/// Builder-style setters, one per option field: `Options::default().timeout(d)`.
+macro_rules! setters {
+    ($t:ty { $($field:ident: $ty:ty),* $(,)? }) => {
+        impl $t {
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "`.")]
+                pub fn $field(mut self, $field: $ty) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
 }
+
+setters!(PingOptions { timeout: Duration, ttl: u8, syn_options: bool, interface: Option<String> });
+setters!(ScanOptions {
+    rate: u64,
+    retries: u32,
+    wait: Duration,
+    ttl: u8,
+    syn_options: bool,
+    interface: Option<String>,
+    discovery: bool,
+});
+setters!(DnsOptions {
+    timeout: Duration,
+    retries: u32,
+    recursion_desired: bool,
+    edns_udp_size: Option<u16>,
+    tcp_fallback: bool,
+    raw: bool,
+});
 
 /// The answer to one SYN.
 #[derive(Debug, Clone)]
@@ -278,37 +289,6 @@ impl Default for ScanOptions {
     }
 }
 
-impl ScanOptions {
-    pub fn rate(mut self, per_second: u64) -> Self {
-        self.rate = per_second.max(1);
-        self
-    }
-    pub fn retries(mut self, n: u32) -> Self {
-        self.retries = n;
-        self
-    }
-    pub fn wait(mut self, d: Duration) -> Self {
-        self.wait = d;
-        self
-    }
-    pub fn ttl(mut self, ttl: u8) -> Self {
-        self.ttl = ttl;
-        self
-    }
-    pub fn syn_options(mut self, on: bool) -> Self {
-        self.syn_options = on;
-        self
-    }
-    pub fn interface(mut self, name: impl Into<String>) -> Self {
-        self.interface = Some(name.into());
-        self
-    }
-    pub fn discovery(mut self, on: bool) -> Self {
-        self.discovery = on;
-        self
-    }
-}
-
 /// One (host, port) of a [`scan`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -431,33 +411,6 @@ impl Default for DnsOptions {
             tcp_fallback: true,
             raw: true,
         }
-    }
-}
-
-impl DnsOptions {
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = d;
-        self
-    }
-    pub fn retries(mut self, n: u32) -> Self {
-        self.retries = n;
-        self
-    }
-    pub fn recursion_desired(mut self, on: bool) -> Self {
-        self.recursion_desired = on;
-        self
-    }
-    pub fn edns_udp_size(mut self, size: Option<u16>) -> Self {
-        self.edns_udp_size = size;
-        self
-    }
-    pub fn tcp_fallback(mut self, on: bool) -> Self {
-        self.tcp_fallback = on;
-        self
-    }
-    pub fn raw(mut self, on: bool) -> Self {
-        self.raw = on;
-        self
     }
 }
 
