@@ -13,11 +13,13 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 use crate::cli::{DnsChecks, DnsFormat, DnsSettings, ScanSettings};
 use crate::cmd::{CmdError, Log};
 use crate::event::Timestamp;
 use crate::io::PortReservation;
-use crate::probe::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
+use crate::probe::{ProbeResult, SynAnswer, SynPinger, SynProbeConfig};
 use crate::report::scan::{ScanOutput, ScanResult};
 use crate::scan::targets::parse_target;
 use crate::scan::{PortList, Shard, TargetSet};
@@ -36,6 +38,7 @@ pub struct Error {
     /// The target, the targets or the server, as given.
     pub address: String,
     #[source]
+    /// The cause: the I/O error (which names its own operation and address) or a bad argument.
     pub source: CmdError,
 }
 
@@ -65,7 +68,9 @@ pub enum PortState {
     /// An ICMP error (`reason` names it, `from` sent it) or silence
     /// (`reason` is `no-answer`, `from` is None).
     Filtered {
+        /// The ICMP error's name (`admin-prohibited`, ...) or `no-answer`.
         reason: String,
+        /// Who sent the ICMP error; None for silence.
         from: Option<IpAddr>,
     },
 }
@@ -77,26 +82,13 @@ impl PortState {
     }
 }
 
-impl From<&Verdict> for PortState {
-    fn from(v: &Verdict) -> PortState {
+impl From<&SynAnswer> for PortState {
+    fn from(v: &SynAnswer) -> PortState {
         match v {
-            Verdict::Open => PortState::Open,
-            Verdict::Closed => PortState::Closed,
-            Verdict::FilteredIcmp { reason, from } => PortState::filtered(reason, Some(*from)),
-            Verdict::NoAnswer => PortState::filtered("no-answer", None),
-        }
-    }
-}
-
-/// The scan's verdict of a port, which `synscope scan` prints.
-impl From<&crate::scan::ScanVerdict> for PortState {
-    fn from(v: &crate::scan::ScanVerdict) -> PortState {
-        use crate::scan::ScanVerdict as S;
-        match v {
-            S::Open => PortState::Open,
-            S::Closed => PortState::Closed,
-            S::Filtered { reason, from } => PortState::filtered(reason, Some(*from)),
-            S::NoResponse => PortState::filtered("no-answer", None),
+            SynAnswer::Open => PortState::Open,
+            SynAnswer::Closed => PortState::Closed,
+            SynAnswer::Filtered { error, from } => PortState::filtered(&error.name(), Some(*from)),
+            SynAnswer::NoAnswer => PortState::filtered("no-answer", None),
         }
     }
 }
@@ -165,16 +157,21 @@ setters!(DnsOptions {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Reply {
+    /// Where the SYN went.
     pub target: SocketAddr,
     /// The address the SYN was sent from.
     pub source: SocketAddr,
+    /// What answered it.
     pub state: PortState,
     /// SYN to answer, from kernel timestamps when [`kernel_timed`](Self::kernel_timed).
     pub rtt: Option<Duration>,
+    /// Whether both ends of the RTT are kernel timestamps.
     pub kernel_timed: bool,
     /// The answer's IP TTL / hop limit, TCP window and options (SYN-ACK or RST).
     pub ttl: Option<u8>,
+    /// The SYN-ACK's or RST's TCP window (unscaled).
     pub window: Option<u16>,
+    /// The SYN-ACK's or RST's TCP options.
     pub options: Option<crate::wire::TcpOptions>,
 }
 
@@ -244,7 +241,7 @@ pub async fn syn_ping(target: SocketAddr, opts: &PingOptions) -> Result<Reply, E
 }
 
 fn reply_of(target: SocketAddr, src: IpAddr, r: ProbeResult) -> Reply {
-    let answered = matches!(r.verdict, Verdict::Open | Verdict::Closed);
+    let answered = matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed);
     Reply {
         target,
         source: SocketAddr::new(src, r.src_port),
@@ -267,8 +264,11 @@ pub struct ScanOptions {
     pub retries: u32,
     /// How long to wait for late answers after each round (default 1 s).
     pub wait: Duration,
+    /// IP TTL / hop limit of the SYNs (default 64).
     pub ttl: u8,
+    /// Linux-like SYN options (default true); false: bare SYNs.
     pub syn_options: bool,
+    /// Send and capture on this interface (default: each route's).
     pub interface: Option<String>,
     /// Resolve on-link targets with ARP / ND first, probing only those that
     /// answer (default true, as `synscope scan`).
@@ -293,11 +293,15 @@ impl Default for ScanOptions {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PortResult {
+    /// The address probed.
     pub host: IpAddr,
+    /// The port probed.
     pub port: u16,
+    /// What answered.
     pub state: PortState,
     /// SYN to answer, from kernel timestamps (first round only).
     pub rtt: Option<Duration>,
+    /// The answer's IP TTL / hop limit.
     pub ttl: Option<u8>,
 }
 
@@ -418,7 +422,9 @@ impl Default for DnsOptions {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DnsAnswer {
+    /// The server asked.
     pub server: SocketAddr,
+    /// The name asked, fully qualified (`b.lab.test.`).
     pub name: String,
     /// The record type asked, e.g. `A`.
     pub rtype: String,
@@ -433,6 +439,7 @@ pub struct DnsAnswer {
     pub rtt: Option<Duration>,
     /// Connect + exchange over TCP, after a truncated UDP answer.
     pub tcp_time: Option<Duration>,
+    /// Datagrams sent over UDP (1 + retries used).
     pub attempts: u32,
     /// The ICMP error that ended the query (`port-unreachable from 198.18.0.2`).
     pub refused: Option<String>,

@@ -308,7 +308,7 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
             &SERVER_V4.to_string(),
             "-p",
             "79-81",
-            "--wait",
+            "--timeout",
             "200ms",
             "--ndjson",
         ])

@@ -188,7 +188,7 @@ fn shards_without_a_seed_agree_and_cover_every_pair_once() {
                 "1-3000",
                 "--shard",
                 &shard,
-                "--wait",
+                "--timeout",
                 "200ms",
                 "--ndjson",
             ],

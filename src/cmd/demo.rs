@@ -140,7 +140,7 @@ fn steps(count: u64) -> Vec<Step> {
                 "21,22,80,81,111,113,443,8080",
                 "--rate",
                 "1000",
-                "--wait",
+                "--timeout",
                 "300ms",
             ],
         ),
@@ -170,7 +170,7 @@ fn steps(count: u64) -> Vec<Step> {
 
 fn demo(args: &DemoArgs) -> Result<bool, CmdError> {
     let spec = LabSpec::standard();
-    eprintln!(
+    note!(
         "synscope demo: building a lab (namespaces, veth, nftables, server on {SERVER_V4} and {SERVER_V6}, NSD)..."
     );
     catch_interrupts();
@@ -212,13 +212,13 @@ fn demo(args: &DemoArgs) -> Result<bool, CmdError> {
             open: spec.open.iter().copied().chain([TRACE_PORT]).collect(),
         };
         hand_over(&kept, &exe)?;
-        eprintln!("\nsynscope demo: {verdict}; the lab stays up");
+        note!("\nsynscope demo: {verdict}; the lab stays up");
         print_usage(&kept, &exe, &spec);
     } else {
         server.stop();
         drop(dns);
         drop(lab);
-        eprintln!("\nsynscope demo: lab removed; {verdict}");
+        note!("\nsynscope demo: lab removed; {verdict}");
     }
     Ok(all_ok)
 }
