@@ -83,7 +83,7 @@ impl Shared {
 
 /// What the families' scans add up to.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     probes: u64,
     sent: u64,
     send_errors: u64,
@@ -118,51 +118,13 @@ fn add_discovery(
     }
 }
 
-type Output = Mutex<ScanOutput<std::io::Stdout>>;
+type Output<W> = Mutex<ScanOutput<W>>;
 
 /// Runs the scan and writes its report.
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
-    // per family: routes per target, every socket, the capture of replies to every source
-    // a family with no route at all is counted and said once; the others are
-    // scanned (exit 2 only when no target has a route)
-    let mut families = Vec::new();
-    let mut no_route: Vec<(u64, IoError)> = Vec::new();
-    for t in &s.targets {
-        match Network::open(s, t, log)? {
-            Opened::Net(net) => families.push((t, *net)),
-            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
-        }
-    }
-    if families.is_empty() && !no_route.is_empty() {
-        return Err(no_route.swap_remove(0).1.into());
-    }
-    let mut tally = Tally::default();
-    for (n, e) in &no_route {
-        note!(
-            "synscope: warning: {n} target address{} not probed: {e}{}",
-            if *n == 1 { "" } else { "es" },
-            if *n > 1 { " (the first of them)" } else { "" }
-        );
-        tally.unroutable += n;
-    }
-    // every socket is open and no other thread runs yet: give up every capability
-    crate::io::privileges::drop_all()?;
-    log.debug(|| {
-        format!(
-            "capabilities dropped ({} effective left)",
-            crate::io::privileges::effective()
-        )
-    });
-    let started = Instant::now();
-    let output: Output = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
-    for (targets, net) in families {
-        if super::signalled() {
-            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
-            continue;
-        }
-        scan_family(s, net, &output, &mut tally, log)?;
-    }
+    let output: Output<_> = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
+    let (tally, started) = scan_into(s, &output, true, log)?;
     let was_interrupted = super::signalled();
     let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
     let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
@@ -212,11 +174,64 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     Ok(summary)
 }
 
+/// Scans every family of `s` into `output`; with `drop_privileges` (the
+/// command) every capability is given up once the sockets are open. Returns
+/// the families' tally and when probing started.
+pub(crate) fn scan_into<W: std::io::Write + Send>(
+    s: &ScanSettings,
+    output: &Output<W>,
+    drop_privileges: bool,
+    log: Log,
+) -> Result<(Tally, Instant), CmdError> {
+    // per family: routes per target, every socket, the capture of replies to every source
+    // a family with no route at all is counted and said once; the others are
+    // scanned (exit 2 only when no target has a route)
+    let mut families = Vec::new();
+    let mut no_route: Vec<(u64, IoError)> = Vec::new();
+    for t in &s.targets {
+        match Network::open(s, t, log)? {
+            Opened::Net(net) => families.push((t, *net)),
+            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
+        }
+    }
+    if families.is_empty() && !no_route.is_empty() {
+        return Err(no_route.swap_remove(0).1.into());
+    }
+    let mut tally = Tally::default();
+    for (n, e) in &no_route {
+        note!(
+            "synscope: warning: {n} target address{} not probed: {e}{}",
+            if *n == 1 { "" } else { "es" },
+            if *n > 1 { " (the first of them)" } else { "" }
+        );
+        tally.unroutable += n;
+    }
+    // every socket is open and no other thread runs yet: give up every capability
+    if drop_privileges {
+        crate::io::privileges::drop_all()?;
+        log.debug(|| {
+            format!(
+                "capabilities dropped ({} effective left)",
+                crate::io::privileges::effective()
+            )
+        });
+    }
+    let started = Instant::now();
+    for (targets, net) in families {
+        if super::signalled() {
+            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
+            continue;
+        }
+        scan_family(s, net, output, &mut tally, log)?;
+    }
+    Ok((tally, started))
+}
+
 /// Scans one family's targets, block by block, into `output`.
-fn scan_family(
+fn scan_family<W: std::io::Write + Send>(
     s: &ScanSettings,
     mut net: Network,
-    output: &Output,
+    output: &Output<W>,
     tally: &mut Tally,
     log: Log,
 ) -> Result<(), CmdError> {
@@ -437,10 +452,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Sends every block of the family: its rounds, the wait after each, then its
 /// no-responses. Ends at the first block after an interrupt; the probes of the
 /// block it cut short that were sent but unanswered are counted, not listed.
-fn send_blocks(
+fn send_blocks<W: std::io::Write + Send>(
     s: &ScanSettings,
     b: &Blocks,
-    output: &Output,
+    output: &Output<W>,
     tally: &mut Tally,
     first_error: &mut Option<IoError>,
     log: Log,

@@ -276,6 +276,8 @@ pub struct ScanOutput<W: Write> {
     down_reason: String,
     /// Results by verdict name, whatever is printed.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Keeps every result, prints nothing (the library's [`ScanOutput::collecting`]).
+    collect: bool,
 }
 
 impl<W: Write> ScanOutput<W> {
@@ -291,12 +293,31 @@ impl<W: Write> ScanOutput<W> {
             down: 0,
             down_reason: String::new(),
             counts: BTreeMap::new(),
+            collect: false,
         }
+    }
+
+    /// Keeps every result and prints nothing: see [`ScanOutput::into_results`].
+    pub fn collecting(out: W) -> ScanOutput<W> {
+        ScanOutput {
+            collect: true,
+            ..ScanOutput::new(out, super::OutputFormat::Ndjson, false)
+        }
+    }
+
+    /// Every result kept by a [`ScanOutput::collecting`] output, by host and port.
+    pub fn into_results(mut self) -> Vec<ScanResult> {
+        self.kept.sort_by_key(|r| (r.host, r.port));
+        self.kept
     }
 
     /// One (host, port) result.
     pub fn result(&mut self, r: ScanResult) -> std::io::Result<()> {
         *self.counts.entry(state(&r.verdict)).or_default() += 1;
+        if self.collect {
+            self.kept.push(r);
+            return Ok(());
+        }
         if self.open_only && r.verdict != SynAnswer::Open {
             return Ok(());
         }
@@ -334,7 +355,7 @@ impl<W: Write> ScanOutput<W> {
     /// A host as discovery found it: a line of its own (never one per port).
     /// Text lists down hosts only (up hosts show in the table); --open hides both.
     pub fn host(&mut self, h: &HostResult) -> std::io::Result<()> {
-        if self.open_only {
+        if self.open_only || self.collect {
             return Ok(());
         }
         match self.format {
