@@ -17,7 +17,7 @@ use crate::probe::Ignored;
 use crate::report::scan::{DiscoverySummary, RateSummary, ScanOutput, ScanResult, ScanSummary};
 use crate::scan::blocks::{self, BlockState, Mark};
 use crate::scan::pace::Pacer;
-use crate::scan::rate::RateControl;
+use crate::scan::rate::{self, RateControl};
 use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -34,7 +34,8 @@ struct Shared {
     ring_time: Vec<AtomicU64>,
     replies: AtomicU64,
     last_reply_ns: AtomicU64,
-    max_rtt_ns: AtomicU64,
+    /// Every reply's RTT, in the buckets of [`rate::rtt_bucket`].
+    rtts: Vec<AtomicU64>,
     /// Reads of the receiver that found the capture queue empty.
     idle_reads: AtomicU64,
     stop: AtomicBool,
@@ -268,7 +269,7 @@ fn scan_family(
         ring_time: (0..RING).map(|_| AtomicU64::new(0)).collect(),
         replies: AtomicU64::new(0),
         last_reply_ns: AtomicU64::new(0),
-        max_rtt_ns: AtomicU64::new(0),
+        rtts: (0..rate::RTT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         idle_reads: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         ctl: Mutex::new(if s.verbose {
@@ -346,7 +347,7 @@ fn scan_family(
                     lock(&shared.ctl).on_reply(t, r.at.0);
                 }
                 if let Some(rtt) = rtt_ns {
-                    shared.max_rtt_ns.fetch_max(rtt, RELAXED);
+                    shared.rtts[rate::rtt_bucket(rtt)].fetch_add(1, RELAXED);
                 }
                 shared.replies.fetch_add(1, RELAXED);
                 shared.last_reply_ns.store(Timestamp::now().0, RELAXED);
@@ -462,6 +463,7 @@ fn send_blocks(
                 break;
             }
             let pass_start = Instant::now();
+            let silent_before = b.state.counts().silent;
             b.shared.retry_since_ns.store(
                 if round == 0 {
                     u64::MAX
@@ -505,13 +507,15 @@ fn send_blocks(
             }
             tally.sent += in_pass;
             tally.send_time += pass_start.elapsed();
+            let last = round == last_round;
+            let waited =
+                wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started, last);
             log.debug(|| {
                 format!(
-                    "block {range:?} round {round}: {in_pass} SYNs in {:?}",
-                    pass_start.elapsed()
+                    "block {range:?} round {round}: {in_pass} SYNs in {:?}, then {waited:?} for late replies",
+                    pass_start.elapsed() - waited
                 )
             });
-            wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started);
             {
                 let mut ctl = lock(&b.shared.ctl);
                 ctl.on_receiver(b.shared.receiver_ns.load(RELAXED));
@@ -532,10 +536,14 @@ fn send_blocks(
                 };
                 all_lost *= loss;
                 // auto: what went silent while loss was high gets up to two
-                // more rounds, at the rate the loss brought us down to
+                // more rounds, at the rate the loss brought us down to, as
+                // long as the last retry round still found answers (the
+                // silent ports of a clean path are not retried for nothing)
+                let recovered = b.state.counts().silent < silent_before;
                 if round == last_round
                     && s.auto_rate.is_some()
                     && ctl.lossy_slices() > lossy_before
+                    && (round == 0 || recovered)
                     && last_round < s.retries + EXTRA_ROUNDS
                     && !b.state.all_answered()
                 {
@@ -585,6 +593,12 @@ fn send_blocks(
     }
     progress.finish();
     let ctl = lock(&b.shared.ctl);
+    log.debug(|| {
+        format!(
+            "rate control: {} cut(s) undone (the loss was late replies)",
+            ctl.spurious_cuts
+        )
+    });
     // -v: every judged slice, for plots (bench/rate_plot.py reads these)
     for j in ctl.history() {
         log.debug(|| {
@@ -628,29 +642,29 @@ fn ctl_for(s: &ScanSettings) -> RateControl {
 /// Rounds --rate auto may add to a block that saw loss.
 const EXTRA_ROUNDS: u32 = 2;
 
-/// Waits for late replies after a round: until they have stopped for a while,
-/// at most --wait, at once on an interrupt.
+/// Waits for late replies after a round: until they have stopped for a few
+/// times the RTT of nearly every reply so far (rate::quiet_needed; shorter
+/// when a retry round follows, which still takes late replies), at most
+/// --wait, at once on an interrupt.
 fn wait_for_late_replies(
     s: &ScanSettings,
     shared: &Shared,
     progress: &mut Progress,
     sent: &AtomicU64,
     started: Instant,
-) {
+    last: bool,
+) -> Duration {
     let last_send = Timestamp::now().0;
-    let wait_end = Instant::now() + s.wait;
+    let begun = Instant::now();
+    let wait_end = begun + s.wait;
     while Instant::now() < wait_end && !super::signalled() {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
         let quiet_for = Timestamp::now()
             .0
             .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
         // with no RTT seen yet there is nothing to judge by: wait it all out
-        let max_rtt = shared.max_rtt_ns.load(RELAXED);
-        let needed = if max_rtt == 0 {
-            u64::MAX
-        } else {
-            (max_rtt * 8).max(20_000_000)
-        };
+        let rtts: Vec<u64> = shared.rtts.iter().map(|n| n.load(RELAXED)).collect();
+        let needed = rate::quiet_needed(&rtts, last).unwrap_or(u64::MAX);
         if quiet_for > needed {
             break;
         }
@@ -661,6 +675,7 @@ fn wait_for_late_replies(
             lock(&shared.ctl).rate(),
         );
     }
+    begun.elapsed()
 }
 
 /// Waits until the receiver has read every reply captured so far (it found
