@@ -45,6 +45,8 @@ struct Shared {
     /// Hosts that answered with SYN-ACK or RST, by host number hashed into
     /// [`KNOWN_BITS`] bits (a collision only adds a sample).
     known: Vec<AtomicU64>,
+    /// Hosts that answered with an ICMP error (filtered), hashed like `known`.
+    icmp: Vec<AtomicU64>,
     /// Probes sent from this instant on are retries: not measured (they go
     /// to the ports that did not answer). u64::MAX during a first round.
     retry_since_ns: AtomicU64,
@@ -73,6 +75,16 @@ impl Shared {
     fn mark_known(&self, index: u64) -> bool {
         let (w, bit) = self.known_bit(index);
         self.known[w].fetch_or(bit, RELAXED) & bit != 0
+    }
+
+    fn mark_icmp(&self, index: u64) {
+        let (w, bit) = self.known_bit(index);
+        self.icmp[w].fetch_or(bit, RELAXED);
+    }
+
+    fn sent_icmp(&self, index: u64) -> bool {
+        let (w, bit) = self.known_bit(index);
+        self.icmp[w].load(RELAXED) & bit != 0
     }
 
     fn sent_at(&self, j: u64) -> Option<u64> {
@@ -278,6 +290,7 @@ fn scan_family(
             ctl_for(s)
         }),
         known: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+        icmp: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
         retry_since_ns: AtomicU64::new(u64::MAX),
         receiver_ns: AtomicU64::new(0),
         ports: s.ports.len(),
@@ -345,6 +358,9 @@ fn scan_family(
                     && t < shared.retry_since_ns.load(RELAXED)
                 {
                     lock(&shared.ctl).on_reply(t, r.at.0);
+                }
+                if matches!(r.verdict, ScanVerdict::Filtered { .. }) {
+                    shared.mark_icmp(r.index);
                 }
                 if let Some(rtt) = rtt_ns {
                     shared.rtts[rate::rtt_bucket(rtt)].fetch_add(1, RELAXED);
@@ -574,6 +590,7 @@ fn send_blocks(
                 return Ok(false);
             }
             let index = b.perm.at(b.shard.position(j));
+            tally.coverage.icmp_silent_pairs += b.shared.sent_icmp(index) as u64;
             if let Some((host, port)) = b.matcher.target(index) {
                 out.result(ScanResult {
                     index,
@@ -720,13 +737,17 @@ impl Pass<'_> {
     ) -> Result<LaneStats, IoError> {
         let b = self.b;
         let lanes = b.lanes as f64;
+        // auto: a retry round goes at half the controller's rate, a quarter
+        // in the next...: retries are few, and the last round's losses are
+        // final verdicts
+        let scale = 0.5f64.powi(self.round.min(8) as i32);
         let mut pacer = if self.auto {
-            Pacer::new(lock(&b.shared.ctl).rate() / lanes, Instant::now())
+            Pacer::new(lock(&b.shared.ctl).rate() * scale / lanes, Instant::now())
         } else {
             Pacer::new(self.rate_per_lane, Instant::now())
         };
         let mut batch = if self.auto {
-            batch_for(pacer.target() * lanes)
+            batch_for(pacer.target() * lanes, self.round)
         } else {
             b.batch
         };
@@ -797,11 +818,11 @@ impl Pass<'_> {
                 if out.stalls > 0 && self.auto {
                     ctl.on_backpressure(now, pacer.rate() * lanes);
                 }
-                let want = ctl.rate() / lanes;
+                let want = ctl.rate() * scale / lanes;
                 drop(ctl);
                 if self.auto && (want - pacer.target()).abs() > 0.01 * pacer.target() {
                     pacer.retarget(want, st.sent, Instant::now());
-                    batch = batch_for(want * lanes);
+                    batch = batch_for(want * lanes, self.round);
                 }
             }
             pacer.after_batch(st.sent, out.stalls > 0, Instant::now());
@@ -821,8 +842,13 @@ impl Pass<'_> {
     }
 }
 
-/// SYNs per send call at `rate`: one at low rates, up to 64.
-fn batch_for(rate: f64) -> usize {
+/// SYNs per send call at `rate`: one at low rates, up to 64; one by one in
+/// retry rounds below 100k/s (a policer with a small burst drops the tail of
+/// a batch).
+fn batch_for(rate: f64, round: u32) -> usize {
+    if round > 0 && rate < 100_000.0 {
+        return 1;
+    }
     ((rate / 5000.0) as usize).clamp(1, 64)
 }
 

@@ -15,9 +15,12 @@
 //!
 //! The rule, per judged slice (BBR's idea of sending at the delivery rate,
 //! with AIMD's caution):
-//! - loss above [`LOSS_LIMIT`]: the rate falls to what got through
-//!   (`sent rate × (1 − loss)`) less a margin, never below `min`; the start-up
-//!   ramp ends and the rate where loss began is remembered as a ceiling;
+//! - loss above [`LOSS_LIMIT`] in two judged slices in a row (one is a
+//!   hiccup of a busy host): the rate falls to what got through
+//!   (`sent rate × (1 − loss)`) less a margin, at most halved per cut, never
+//!   below `min`; the start-up ramp ends and the rate where loss began is
+//!   remembered as a ceiling; if the loss turns out to have been late
+//!   replies, the cut is undone and slices wait longer before judgement;
 //! - RTT inflated (the slice's mean RTT above 4× the smallest seen, and
 //!   above it by 10 ms): a queue is building; the rate falls by 15 %;
 //! - send back-pressure (the kernel's queue full): the rate falls to what
@@ -64,6 +67,8 @@ struct Slice {
     known_replies: u64,
     rtt_sum_ns: u64,
     rtt_n: u64,
+    /// Replies that came after the slice was judged.
+    late: u64,
 }
 
 /// One judged slice, for the record (docs/rate.md plots these).
@@ -276,6 +281,15 @@ impl RateControl {
         self.min_rtt_ns = self.min_rtt_ns.min(rtt.max(1));
         let i = self.index_of(sent_ns);
         if i < self.judged_to {
+            // judged too early: 5 % of a slice's replies late, and slices
+            // wait longer from now on
+            let s = &mut self.slices[(i as usize) % RING];
+            if s.index == i {
+                s.late += 1;
+                if s.late * 20 == s.known_sent.max(MIN_SAMPLES) {
+                    self.wait_longer();
+                }
+            }
             self.late_reply(i);
         } else if let Some(s) = self.slice(sent_ns) {
             s.known_replies += 1;
@@ -309,6 +323,12 @@ impl RateControl {
         self.lost = (self.lost - u.lost + l * u.known_sent as f64).max(0.0);
         self.lossy = self.lossy.saturating_sub(u.lossy);
         self.spurious_cuts += 1;
+        self.wait_longer();
+    }
+
+    /// Slices wait twice as long (at least two slices more, at most 32) before
+    /// they are judged.
+    fn wait_longer(&mut self) {
         self.margin_ns = (self.margin_ns * 2).clamp(2 * self.slice_ns, 32 * self.slice_ns);
     }
 
@@ -451,9 +471,13 @@ impl RateControl {
                 self.lossy += 1;
                 self.undo = self.strike.take();
                 self.cut_index = Some(self.now_index);
+                // to what got through, but at most halved per cut: a slice
+                // sent slowly by a sender short of CPU measures its own
+                // rate, not the path's
                 let delivered = sent_rate * (1.0 - l);
-                self.ceiling = self.ceiling.min(sent_rate);
-                self.rate = (delivered * 0.9).min(self.rate).clamp(self.min, self.max);
+                let cut = (delivered * 0.9).max(0.5 * self.rate).min(self.rate);
+                self.ceiling = self.ceiling.min(sent_rate.max(cut));
+                self.rate = cut.clamp(self.min, self.max);
                 self.starting = false;
             }
             _ if inflated && !act => {}
@@ -807,6 +831,12 @@ mod tests {
         assert!(c.lossy_slices() >= 1);
         assert!(c.rate() >= START * 2.0, "{}", c.rate());
         assert!(c.starting);
+        // the other half comes late: slices are judged later from now on
+        assert_eq!(c.margin_ns, 0);
+        for _ in 0..per_slice / 2 {
+            c.on_reply(6 * SLICE, 12 * SLICE);
+        }
+        assert_eq!(c.margin_ns, 2 * SLICE);
     }
 
     #[test]
