@@ -9,8 +9,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Instant;
-use synscope::lab::routed::{self, RoutedSpec};
-use synscope::lab::{Lab, LabSpec};
+use synscope_lab::routed::{self, RoutedSpec};
+use synscope_lab::{Lab, LabSpec};
 
 mod common;
 
@@ -81,6 +81,11 @@ fn policed() -> LabSpec {
 
 #[test]
 fn policed_path_auto_gets_every_verdict_right_where_a_fixed_high_rate_does_not() {
+    if synscope_lab::skip_unless_root(
+        "policed_path_auto_gets_every_verdict_right_where_a_fixed_high_rate_does_not",
+    ) {
+        return;
+    }
     let lab = Lab::up(&policed()).unwrap();
     let (out, auto_s) = scan(&lab, &["198.18.0.2", "-p-", "--ndjson"]);
     let lines = ndjson(&out);
@@ -118,6 +123,11 @@ fn policed_path_auto_gets_every_verdict_right_where_a_fixed_high_rate_does_not()
 /// it carries, every verdict right; a fixed 200k/s loses verdicts.
 #[test]
 fn router_bottleneck_with_a_short_queue_auto_gets_every_verdict_right() {
+    if synscope_lab::skip_unless_root(
+        "router_bottleneck_with_a_short_queue_auto_gets_every_verdict_right",
+    ) {
+        return;
+    }
     let spec = RoutedSpec {
         routers: 1,
         policy_router: 1,
@@ -158,6 +168,11 @@ fn router_bottleneck_with_a_short_queue_auto_gets_every_verdict_right() {
 /// hosts that sent ICMP errors (the honest figure: they may be rejections).
 #[test]
 fn icmp_rate_limited_rejections_are_never_closed_and_are_counted() {
+    if synscope_lab::skip_unless_root(
+        "icmp_rate_limited_rejections_are_never_closed_and_are_counted",
+    ) {
+        return;
+    }
     let rejected: Vec<u16> = (5000..5100).collect();
     let spec = LabSpec {
         admin_prohibited: [vec![111], rejected.clone()].concat(),
@@ -218,6 +233,10 @@ fn icmp_rate_limited_rejections_are_never_closed_and_are_counted() {
 
 #[test]
 fn clean_path_auto_is_near_the_fixed_ceiling_and_says_no_loss() {
+    if synscope_lab::skip_unless_root("clean_path_auto_is_near_the_fixed_ceiling_and_says_no_loss")
+    {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let (out, auto_s) = scan(&lab, &["198.18.0.2", "-p-", "--ndjson"]);
     let lines = ndjson(&out);
@@ -243,6 +262,9 @@ fn clean_path_auto_is_near_the_fixed_ceiling_and_says_no_loss() {
 
 #[test]
 fn shards_without_a_seed_agree_and_cover_every_pair_once() {
+    if synscope_lab::skip_unless_root("shards_without_a_seed_agree_and_cover_every_pair_once") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
     let mut seeds = Vec::new();
@@ -256,7 +278,7 @@ fn shards_without_a_seed_agree_and_cover_every_pair_once() {
                 "1-3000",
                 "--shard",
                 &shard,
-                "--wait",
+                "--timeout",
                 "200ms",
                 "--ndjson",
             ],
@@ -325,6 +347,9 @@ fn nmap_wrong(grepable: &str) -> u64 {
 #[test]
 #[ignore]
 fn bench_full_scan_clean_and_policed_against_nmap() {
+    if synscope_lab::skip_unless_root("bench_full_scan_clean_and_policed_against_nmap") {
+        return;
+    }
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|r| r.parse().ok())
