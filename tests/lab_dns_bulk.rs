@@ -458,10 +458,11 @@ fn bench_bulk_vs_dnsperf() {
                     .find_map(|l| l.trim().strip_prefix("Queries completed:"))
                     .and_then(|v| v.split_whitespace().next()?.parse().ok())
                     .unwrap_or(f64::NAN);
-                (qps, cpu_secs(&o.stderr) * 1e6 / queries)
+                let (user, sys) = cpu_split(&o.stderr);
+                (qps, (user + sys) * 1e6 / queries, user * 1e6 / queries)
             };
-            let (dnsperf_qps, dnsperf_cpu) = dnsperf(&[]);
-            let (edns_qps, edns_cpu) = dnsperf(&["-e"]);
+            let (dnsperf_qps, dnsperf_cpu, dnsperf_user) = dnsperf(&[]);
+            let (edns_qps, edns_cpu, edns_user) = dnsperf(&["-e"]);
 
             let nfile = dir.join("names.txt");
             let text: String = (0..names)
@@ -510,11 +511,12 @@ fn bench_bulk_vs_dnsperf() {
                 println!("{lines} result lines for {names} names");
             }
             println!(
-                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query), ratio {:.2}",
+                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query, user {:.2}) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query, user {dnsperf_user:.2}), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query, user {edns_user:.2}), ratio {:.2}",
                 summary["timeouts"],
                 summary["latency_us"]["p50"],
                 summary["timing"],
                 cpu_secs(&out.stderr) * 1e6 / names as f64,
+                cpu_split(&out.stderr).0 * 1e6 / names as f64,
                 ours / dnsperf_qps,
                 ours / edns_qps
             );
@@ -531,15 +533,25 @@ fn bench_bulk_vs_dnsperf() {
 
 /// User + system CPU seconds from `/usr/bin/time -f "TIMECPU %U %S"` on stderr.
 fn cpu_secs(stderr: &[u8]) -> f64 {
-    String::from_utf8_lossy(stderr)
+    let (user, sys) = cpu_split(stderr);
+    user + sys
+}
+
+/// User and system CPU seconds from `/usr/bin/time -f "TIMECPU %U %S"`.
+fn cpu_split(stderr: &[u8]) -> (f64, f64) {
+    let v: Vec<f64> = String::from_utf8_lossy(stderr)
         .lines()
         .find_map(|l| l.strip_prefix("TIMECPU "))
         .map(|t| {
             t.split_whitespace()
                 .filter_map(|v| v.parse::<f64>().ok())
-                .sum()
+                .collect()
         })
-        .unwrap_or(f64::NAN)
+        .unwrap_or_default();
+    match v[..] {
+        [u, s] => (u, s),
+        _ => (f64::NAN, f64::NAN),
+    }
 }
 
 /// For profiling: runs `$PROFILE_CMD synscope dns --file ... $PROFILE_ARGS`
