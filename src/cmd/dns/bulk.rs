@@ -26,7 +26,7 @@ use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_known, rcode_nam
 use hickory_proto::rr::{Name, RecordType};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1038,7 +1038,7 @@ impl<W: Write> Report<'_, W> {
                 serde_json::to_string(&sum.refused).unwrap_or_default()
             )
         };
-        eprintln!(
+        note!(
             "synscope: {} names, {} queries, {} answered, {} timeouts{refused}, {} bad lines in {:.3} s: {:.0} q/s; latency p50 {} µs, p90 {} µs, p99 {} µs ({} timestamps, timed by {}); rcodes {}{checks}",
             sum.names,
             sum.queries,
@@ -1192,9 +1192,13 @@ pub(super) async fn bulk(
     };
     // servers that refused a query (ICMP error): later lines to them are not sent
     let mut refused: FxMap<SocketAddr, Refusal> = FxMap::default();
-    let progress = s.progress && std::io::stderr().is_terminal();
+    // the bar's total: the lines of a file (not of stdin), counted only when drawn
+    let total = match (&s.bulk, s.progress) {
+        (Some(BulkSource::File(path)), true) => super::super::progress::count_lines(path),
+        _ => None,
+    };
+    let mut progress = super::super::progress::Bar::new(s.progress, total, "names");
     let started = Instant::now();
-    let mut last_progress = started;
     let mut input_done = false;
     let mut queries_sent: u64 = 0;
     let mut next_server: usize = 0;
@@ -1341,19 +1345,17 @@ pub(super) async fn bulk(
             report.sum.in_flight = outstanding(&paths) as u64;
             break;
         }
-        if progress && last_progress.elapsed() >= Duration::from_millis(250) {
-            last_progress = Instant::now();
+        let sum = &report.sum;
+        progress.update(sum.names, || {
             let secs = started.elapsed().as_secs_f64().max(1e-9);
-            let sum = &report.sum;
-            eprint!(
-                "\r{} names, {} answered, {} timeouts, {} outstanding, {:.0} q/s   ",
-                sum.names,
+            format!(
+                "{} answered, {} timeouts, {} outstanding, {:.0} answers/s",
                 sum.answered,
                 sum.timeouts,
                 outstanding(&paths),
                 sum.answered as f64 / secs
-            );
-        }
+            )
+        });
         // 4. wait when there is nothing to send right now
         let can_send = !input_done && outstanding(&paths) < concurrency;
         let rate_wait = s.rate.map(|rate| {
@@ -1398,9 +1400,7 @@ pub(super) async fn bulk(
     for p in paths.iter_mut() {
         p.stop_receiver()?;
     }
-    if progress {
-        eprintln!();
-    }
+    progress.finish();
     let mut ignored = BTreeMap::new();
     for p in &paths {
         for (k, v) in p.ex.ignored() {

@@ -1,0 +1,286 @@
+//! Host discovery on one link, sans-IO: which on-link addresses to ask for
+//! (ARP request or Neighbor Solicitation), when to ask again, and when to
+//! stop. The caller sends, paces and reads; time comes in as kernel stamps.
+//!
+//! Every address is asked once, then the unanswered ones again (`retries`
+//! more rounds). After each round we wait until replies have stopped for
+//! several times the largest round-trip seen (a link answers in well under a
+//! millisecond), never longer than `max_wait`.
+
+use super::TargetSet;
+use crate::event::Timestamp;
+use crate::wire::MacAddr;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Shortest quiet period that ends a round's wait once replies were seen.
+const MIN_QUIET: Duration = Duration::from_millis(20);
+/// The same for the last round: a slow host (a sleeping Wi-Fi client may take
+/// a hundred milliseconds to answer) still gets its last chance.
+const LAST_QUIET: Duration = Duration::from_millis(100);
+
+/// A host that answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Its address.
+    pub addr: IpAddr,
+    /// The link-layer address it answered with.
+    pub mac: MacAddr,
+    /// From our request's kernel send stamp to the reply's receive stamp.
+    pub rtt_ns: Option<u64>,
+}
+
+/// What the caller does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Ask for these addresses now.
+    Send(Vec<IpAddr>),
+    /// Read replies until then, and call `step` again.
+    WaitUntil(Timestamp),
+    /// Every address answered, or the last round's wait is over.
+    Done,
+}
+
+/// The discovery state machine for one set of on-link addresses.
+pub struct Discovery {
+    set: TargetSet,
+    answered: Vec<u64>,
+    sent_at: Vec<u64>,
+    up: Vec<Neighbour>,
+    retries: u32,
+    round: u32,
+    next: u64,
+    last_send: u64,
+    last_reply: u64,
+    max_rtt: u64,
+    max_wait: u64,
+    requests: u64,
+}
+
+impl Discovery {
+    /// Largest number of addresses discovered on one link (memory: 8 bytes
+    /// and a bit each, 8.5 MiB at most).
+    pub const MAX_ADDRESSES: u64 = 1 << 20;
+
+    /// Discovers the first [`Self::MAX_ADDRESSES`] of `set`, in `retries`
+    /// rounds after the first, waiting at most `max_wait` after each.
+    pub fn new(set: TargetSet, retries: u32, max_wait: Duration) -> Discovery {
+        let n = set.len().min(Self::MAX_ADDRESSES);
+        Discovery {
+            answered: vec![0; n.div_ceil(64) as usize],
+            sent_at: vec![0; n as usize],
+            set,
+            up: Vec::new(),
+            retries,
+            round: 0,
+            next: 0,
+            last_send: 0,
+            last_reply: 0,
+            max_rtt: 0,
+            max_wait: max_wait.as_nanos().min(u64::MAX as u128) as u64,
+            requests: 0,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.sent_at.len() as u64
+    }
+
+    fn is_answered(&self, i: u64) -> bool {
+        self.answered[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    /// The next step at `now`; at most `max` addresses per `Send`.
+    pub fn step(&mut self, now: Timestamp, max: usize) -> Step {
+        loop {
+            let mut batch = Vec::new();
+            while self.next < self.len() && batch.len() < max.max(1) {
+                let i = self.next;
+                self.next += 1;
+                if self.is_answered(i) {
+                    continue;
+                }
+                if let Some(a) = self.set.get(i) {
+                    self.sent_at[i as usize] = now.0;
+                    batch.push(a);
+                }
+            }
+            if !batch.is_empty() {
+                self.last_send = now.0;
+                self.requests += batch.len() as u64;
+                return Step::Send(batch);
+            }
+            if self.up.len() as u64 >= self.len() {
+                return Step::Done;
+            }
+            let min_quiet = if self.round >= self.retries {
+                LAST_QUIET
+            } else {
+                MIN_QUIET
+            };
+            let quiet = if self.max_rtt == 0 {
+                self.max_wait
+            } else {
+                (self.max_rtt.saturating_mul(8))
+                    .max(min_quiet.as_nanos() as u64)
+                    .min(self.max_wait.max(1))
+            };
+            let deadline = (self.last_send.max(self.last_reply).saturating_add(quiet))
+                .min(self.last_send.saturating_add(self.max_wait));
+            if now.0 < deadline {
+                return Step::WaitUntil(Timestamp(deadline));
+            }
+            if self.round >= self.retries {
+                return Step::Done;
+            }
+            self.round += 1;
+            self.next = 0;
+        }
+    }
+
+    /// The kernel's send stamp of our request for `target` (more exact than
+    /// the time `step` handed it out).
+    pub fn on_request_sent(&mut self, target: IpAddr, at: Timestamp) {
+        if let Some(i) = self.set.index_of(target).filter(|i| *i < self.len()) {
+            self.sent_at[i as usize] = at.0;
+        }
+    }
+
+    /// A reply: `addr` is at `mac`. False if it is no target of ours or
+    /// already answered (a duplicate, or a second host claiming the address).
+    pub fn on_reply(&mut self, addr: IpAddr, mac: MacAddr, at: Timestamp) -> bool {
+        let Some(i) = self.set.index_of(addr).filter(|i| *i < self.len()) else {
+            return false;
+        };
+        if self.is_answered(i) || !mac.is_unicast() {
+            return false;
+        }
+        self.answered[(i / 64) as usize] |= 1 << (i % 64);
+        let sent = self.sent_at[i as usize];
+        let rtt_ns = (sent != 0 && at.0 >= sent).then(|| at.0 - sent);
+        if let Some(r) = rtt_ns {
+            self.max_rtt = self.max_rtt.max(r);
+        }
+        self.last_reply = self.last_reply.max(at.0);
+        self.up.push(Neighbour { addr, mac, rtt_ns });
+        true
+    }
+
+    /// Hosts that answered, in the order they did.
+    pub fn up(&self) -> &[Neighbour] {
+        &self.up
+    }
+
+    /// Addresses asked for that never answered, ascending (one never asked,
+    /// because discovery was interrupted, is not down: nothing is known of it).
+    pub fn down(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        (0..self.len())
+            .filter(|i| !self.is_answered(*i) && self.sent_at[*i as usize] != 0)
+            .filter_map(|i| self.set.get(i))
+    }
+
+    /// Addresses asked for (each once however many rounds).
+    pub fn addresses(&self) -> u64 {
+        self.len()
+    }
+
+    /// Requests handed out, retries included.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::targets::parse_target;
+
+    fn set(s: &str) -> TargetSet {
+        let no = |_: &str| Err("none".to_string());
+        TargetSet::build(&[parse_target(s, &no).unwrap()], &[]).unwrap()
+    }
+
+    const MS: u64 = 1_000_000;
+    const MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 9]);
+
+    fn addr(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn asks_everyone_then_retries_the_silent_and_stops() {
+        let mut d = Discovery::new(set("198.18.200.1-4"), 1, Duration::from_millis(200));
+        let t0 = 1_000 * MS;
+        assert_eq!(
+            d.step(Timestamp(t0), 3),
+            Step::Send(vec![
+                addr("198.18.200.1"),
+                addr("198.18.200.2"),
+                addr("198.18.200.3")
+            ])
+        );
+        assert_eq!(
+            d.step(Timestamp(t0 + MS), 3),
+            Step::Send(vec![addr("198.18.200.4")])
+        );
+        // kernel send stamp, then the reply 0.3 ms later
+        d.on_request_sent(addr("198.18.200.2"), Timestamp(t0 + 100_000));
+        assert!(d.on_reply(addr("198.18.200.2"), MAC, Timestamp(t0 + 400_000)));
+        assert!(!d.on_reply(addr("198.18.200.2"), MAC, Timestamp(t0 + 500_000)));
+        assert!(!d.on_reply(addr("198.18.201.2"), MAC, Timestamp(t0 + 500_000)));
+        assert!(!d.on_reply(addr("198.18.200.3"), MacAddr::BROADCAST, Timestamp(t0)));
+        assert_eq!(d.up()[0].rtt_ns, Some(300_000));
+        // quiet for 8 x 0.3 ms, at least 20 ms, after the last send
+        assert_eq!(
+            d.step(Timestamp(t0 + 2 * MS), 3),
+            Step::WaitUntil(Timestamp(t0 + 21 * MS))
+        );
+        // round two: only the silent ones
+        assert_eq!(
+            d.step(Timestamp(t0 + 21 * MS), 10),
+            Step::Send(vec![
+                addr("198.18.200.1"),
+                addr("198.18.200.3"),
+                addr("198.18.200.4")
+            ])
+        );
+        // the last round waits at least 100 ms for the slow
+        assert_eq!(
+            d.step(Timestamp(t0 + 22 * MS), 10),
+            Step::WaitUntil(Timestamp(t0 + 121 * MS))
+        );
+        assert_eq!(d.step(Timestamp(t0 + 121 * MS), 10), Step::Done);
+        assert_eq!(
+            d.down().collect::<Vec<_>>(),
+            [
+                addr("198.18.200.1"),
+                addr("198.18.200.3"),
+                addr("198.18.200.4")
+            ]
+        );
+        assert_eq!((d.addresses(), d.requests()), (4, 7));
+    }
+
+    #[test]
+    fn an_address_never_asked_is_not_down() {
+        let mut d = Discovery::new(set("198.18.200.1-4"), 0, Duration::from_millis(200));
+        assert!(matches!(d.step(Timestamp(MS), 1), Step::Send(_)));
+        // interrupted here: only .1 was asked
+        assert_eq!(d.down().collect::<Vec<_>>(), [addr("198.18.200.1")]);
+    }
+
+    #[test]
+    fn silence_waits_the_longest_and_all_answered_ends_at_once() {
+        let mut d = Discovery::new(set("2001:db8:200::/127"), 2, Duration::from_millis(200));
+        assert!(matches!(d.step(Timestamp(MS), 8), Step::Send(v) if v.len() == 2));
+        assert_eq!(d.down().count(), 2);
+        assert_eq!(
+            d.step(Timestamp(MS), 8),
+            Step::WaitUntil(Timestamp(201 * MS))
+        );
+        d.on_reply(addr("2001:db8:200::"), MAC, Timestamp(2 * MS));
+        d.on_reply(addr("2001:db8:200::1"), MAC, Timestamp(2 * MS));
+        assert_eq!(d.step(Timestamp(3 * MS), 8), Step::Done);
+        assert_eq!(d.down().count(), 0);
+    }
+}

@@ -1,0 +1,22 @@
+//! Stateless scanning: which (host, port) pairs to probe, in which order, and how
+//! to recognise their replies without remembering each probe. Pure logic; the
+//! sockets are in `io` and the loop in `cmd::scan`.
+
+pub mod blocks;
+pub mod cookie;
+pub mod discovery;
+pub mod matcher;
+pub mod pace;
+pub mod permute;
+pub mod ports;
+pub mod rate;
+pub mod routes;
+pub mod targets;
+
+pub use blocks::{BlockState, Mark};
+pub use cookie::Cookie;
+pub use matcher::{ScanMatcher, ScanReply};
+pub use permute::{Permutation, Shard};
+pub use ports::PortList;
+pub use routes::SourceMap;
+pub use targets::TargetSet;
