@@ -59,8 +59,10 @@ EXIT STATUS:
   server; each is reported with its line number, and the other lines are still
   queried), else 3 if some query got no answer, else 1 if some check failed,
   else 0.
-  On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
-  with \"interrupted\": true) and the status is 1.";
+  On SIGINT or SIGTERM the run stops (bulk: the results and summary so far
+  are printed, with \"interrupted\": true and \"in_flight\", the queries sent
+  and not answered yet, which are not counted as answered nor timed out)
+  and the status is 1.";
 
 /// Arguments of `synscope dns`.
 #[derive(Debug, Args)]
