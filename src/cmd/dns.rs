@@ -1,5 +1,5 @@
 //! `synscope dns`: raw UDP queries timed by kernel timestamps, TCP after a
-//! truncated answer, several servers at once; bulk resolution is in [`bulk`].
+//! truncated answer, several servers at once; bulk resolution is in `bulk`.
 
 mod bulk;
 

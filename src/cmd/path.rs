@@ -14,6 +14,7 @@ use std::io::Write;
 pub struct PathSummary {
     /// The destination answered (SYN-ACK or RST).
     pub reached: bool,
+    /// Stopped by SIGINT or SIGTERM.
     pub interrupted: bool,
 }
 
