@@ -676,3 +676,93 @@ fn trace_ignores_segments_of_other_flows() {
         .count();
     assert_eq!(synacks, 1);
 }
+
+/// A DNS server that ignores the first `silent` queries and answers the
+/// next with an empty NOERROR reply (the query with QR set).
+struct Dns {
+    silent: u32,
+    seen: u32,
+}
+
+impl super::sim::Peer for Dns {
+    fn on_datagram(&mut self, _at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let Ok(p) = crate::wire::Datagram::parse(d) else {
+            return Vec::new();
+        };
+        let crate::wire::Transport::Udp(u) = p.transport else {
+            return Vec::new();
+        };
+        self.seen += 1;
+        if self.seen <= self.silent || u.payload.len() < 12 {
+            return Vec::new();
+        }
+        let mut msg = u.payload.clone();
+        msg[2] |= 0x80;
+        let udp = crate::wire::UdpRepr {
+            src_port: u.dst_port,
+            dst_port: u.src_port,
+            payload: msg,
+        };
+        let ip = crate::wire::IpRepr {
+            src: p.ip.dst,
+            dst: p.ip.src,
+            protocol: crate::wire::Protocol::UDP,
+            ttl: 64,
+            ident: 0,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        vec![(ms(1), ip.emit(&udp.emit(ip.src, ip.dst)))]
+    }
+}
+
+#[test]
+fn a_dns_query_is_retried_until_answered_and_timed_from_its_last_attempt() {
+    use crate::probe::dns::{DnsExchange, DnsProbeConfig};
+    use crate::probe::dns_query::{OneQuery, QueryEvent};
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, Dns { silent: 2, seen: 0 }, clean_path(ms(3)), 8);
+    let mut ex = DnsExchange::new(DnsProbeConfig {
+        src: US.parse().unwrap(),
+        ttl: 64,
+        timeout: ms(500),
+        retries: 3,
+        answers_only: false,
+    });
+    let server = SocketAddr::new(THEM.parse().unwrap(), 53);
+    let query = crate::wire::dns::QueryRepr {
+        id: 0x1234,
+        question: crate::wire::dns::Question::new(
+            "example.test.".parse().unwrap(),
+            hickory_proto::rr::RecordType::A,
+        ),
+        recursion_desired: true,
+        edns: None,
+    };
+    let mut q = OneQuery::new(&mut ex, server, 5353, query);
+    let mut events = Vec::new();
+    rt().block_on(super::drive(
+        &mut q,
+        &mut link,
+        &clock,
+        &mut |e| {
+            events.push(e);
+            Ok(())
+        },
+        &mut Interrupt::never(),
+    ))
+    .unwrap();
+    let o = q.take_outcome().expect("an outcome");
+    assert_eq!(o.attempts, 3);
+    assert!(o.reply.is_some());
+    // 3 ms there, 1 ms to answer, 3 ms back, from the third attempt's kernel stamp
+    assert_eq!(o.rtt, Some(ms(7)));
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(matches!(events[0], QueryEvent::Sent { .. }));
+    assert!(matches!(events[2], QueryEvent::Retry { .. }));
+    // two timeouts of 500 ms, then the answer
+    assert_eq!(
+        clock.elapsed(),
+        ms(1000) + ms(7) + super::sim::TX_STAMP_DELAY
+    );
+}
