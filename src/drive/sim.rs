@@ -417,12 +417,16 @@ pub enum Ending {
 }
 
 /// A TCP server playing one connection to its end: SYN-ACK, an ACK and a
-/// response for the request, and the chosen ending.
+/// response for the request, and the chosen ending. It receives in order
+/// only, and sends each of its data and FIN segments twice (the second
+/// after `rto`), a retransmission that does not wait for a loss.
 #[derive(Debug, Clone)]
 pub struct TcpPeer {
     pub ending: Ending,
     pub response: Vec<u8>,
     pub think: Duration,
+    /// When its data and FIN segments go out again.
+    pub rto: Duration,
     iss: SeqNumber,
     snd_nxt: SeqNumber,
     rcv_nxt: Option<SeqNumber>,
@@ -435,6 +439,7 @@ impl TcpPeer {
             ending,
             response: response.to_vec(),
             think: Duration::from_micros(30),
+            rto: Duration::from_millis(200),
             iss: SeqNumber(0x7000_0000),
             snd_nxt: SeqNumber(0x7000_0001),
             rcv_nxt: None,
@@ -444,7 +449,25 @@ impl TcpPeer {
 }
 
 impl Peer for TcpPeer {
-    fn on_datagram(&mut self, _at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+    /// Each of its data and FIN segments goes out a second time after
+    /// [`TcpPeer::rto`] (one retransmission, whether or not it was lost).
+    fn on_datagram(&mut self, at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let mut out = self.answer(at, d);
+        let again: Vec<(Duration, Vec<u8>)> = out
+            .iter()
+            .filter(|(_, b)| {
+                parse_tcp(b)
+                    .is_some_and(|(_, t)| !t.payload.is_empty() || t.flags.contains(TcpFlags::FIN))
+            })
+            .map(|(delay, b)| (*delay + self.rto, b.clone()))
+            .collect();
+        out.extend(again);
+        out
+    }
+}
+
+impl TcpPeer {
+    fn answer(&mut self, _at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
         let Some((ip, t)) = parse_tcp(d) else {
             return Vec::new();
         };
@@ -522,6 +545,12 @@ impl Peer for TcpPeer {
                 ));
                 self.snd_nxt = self.snd_nxt + 1;
             }
+            return out;
+        }
+        if t.seq != rcv && (f.contains(TcpFlags::FIN) || !t.payload.is_empty()) {
+            // a retransmission of what it has, or a segment ahead of a gap:
+            // acknowledge what it has (an in-order receiver keeps nothing ahead)
+            out.push((think, seg(self.snd_nxt, rcv, ack, Vec::new())));
             return out;
         }
         if f.contains(TcpFlags::FIN) {

@@ -766,3 +766,53 @@ fn a_dns_query_is_retried_until_answered_and_timed_from_its_last_attempt() {
         ms(1000) + ms(7) + super::sim::TX_STAMP_DELAY
     );
 }
+
+#[test]
+fn traces_over_a_lossy_reordering_duplicating_path_end_within_their_bounds() {
+    let mut endings = std::collections::BTreeMap::new();
+    for seed in 0..40 {
+        let clock = SimClock::starting_at(T0);
+        let mut link = SimLink::new(
+            &clock,
+            TcpPeer::new(Ending::Normal, b"HTTP/1.0 200 OK\r\n\r\n"),
+            random_path(seed, ms(2), ms(30), 0.15, 0.15),
+            seed,
+        );
+        let mut t = Trace::new(trace_config(CloseMode::Fin));
+        let ended = rt()
+            .block_on(crate::cmd::trace::play(
+                &mut t,
+                &mut link,
+                &clock,
+                &mut Interrupt::never(),
+                QUIET,
+            ))
+            .unwrap();
+        assert!(!ended.interrupted, "seed {seed}");
+        let c = t.client();
+        let teardown = c.teardown().expect("ended");
+        *endings.entry(format!("{teardown:?}")).or_insert(0) += 1;
+        // within max_wait and TIME_WAIT, and the linger
+        assert!(
+            clock.elapsed() <= Duration::from_secs(10) + ms(10) + ms(21),
+            "seed {seed}: {:?}",
+            clock.elapsed()
+        );
+        assert!(!ended.out_of_time, "seed {seed}");
+    }
+    // most connections close in order despite the path (a FIN overtaking
+    // the ACK before it reads as FIN+ACK: a three-segment close); the rest
+    // end unfinished at --max-wait when both copies of a peer's segment were lost
+    let orderly = ["WeClosedFirst", "ThreeSegmentClose"]
+        .iter()
+        .map(|k| endings.get(*k).copied().unwrap_or(0))
+        .sum::<u32>();
+    assert!(orderly >= 30, "{endings:?}");
+    assert!(
+        endings.keys().all(
+            |k| ["WeClosedFirst", "ThreeSegmentClose", "Unfinished", "GaveUp"]
+                .contains(&k.as_str())
+        ),
+        "{endings:?}"
+    );
+}
