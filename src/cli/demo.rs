@@ -2,9 +2,11 @@
 
 use clap::Args;
 
+/// The one-line help of `synscope demo`.
 pub const ABOUT: &str =
     "Build a throwaway namespace lab and run every command in it: ping, scan, trace, dns.";
 
+/// The long help of `synscope demo`.
 pub const LONG_ABOUT: &str = "\
 Build a throwaway namespace lab and run every command in it: ping, scan, trace, dns.
 
@@ -16,6 +18,7 @@ everything it made when it ends, also on Ctrl-C, unless --keep: then the lab
 stays up, with the commands to try in it printed, until
 `synscope demo --remove`.";
 
+/// Arguments of `synscope demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Probes per port.

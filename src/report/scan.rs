@@ -149,6 +149,11 @@ pub struct RateSummary {
     /// Estimated no-response pairs that are really lost probes: for each
     /// block, its silent pairs × the chance every probe of a pair was lost.
     pub uncertain_pairs: f64,
+    /// No-response pairs of hosts that answered other probes with ICMP
+    /// errors: a host's ICMP rate limit (Linux: about one error per second
+    /// per peer after a burst of six) may have swallowed their rejection,
+    /// so they may be filtered rather than dropped.
+    pub icmp_silent_pairs: u64,
 }
 
 impl RateSummary {
@@ -169,8 +174,15 @@ impl RateSummary {
             1 => ", 1 extra round".into(),
             n => format!(", {n} extra rounds"),
         };
+        let icmp = match self.icmp_silent_pairs {
+            0 => String::new(),
+            n => format!(
+                "; {n} no-response{} from hosts that sent ICMP errors (an ICMP rate limit may hide rejections: filtered or dropped)",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
         format!(
-            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra})",
+            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra}){icmp}",
             self.uncertain_pairs,
             if self.mode == "auto" {
                 "settled"
@@ -806,10 +818,20 @@ mod tests {
             mean_loss: 0.021,
             extra_rounds: 1,
             uncertain_pairs: 0.2,
+            icmp_silent_pairs: 0,
         };
         assert_eq!(
             r.line(),
             "≈0 pairs uncertain; peak loss 43 % at 180.0k/s, mean 2.1 %; settled at 19.8k/s (rate auto, 1 extra round)"
+        );
+        let r = RateSummary {
+            icmp_silent_pairs: 94,
+            ..r
+        };
+        assert!(
+            r.line().ends_with("(rate auto, 1 extra round); 94 no-responses from hosts that sent ICMP errors (an ICMP rate limit may hide rejections: filtered or dropped)"),
+            "{}",
+            r.line()
         );
         let r = RateSummary {
             mode: "fixed".into(),
