@@ -113,7 +113,7 @@ pub fn ends_query(e: &IcmpError) -> bool {
 pub struct DnsOutcome {
     /// The caller's tag (line number, server index).
     pub tag: u64,
-    /// The last attempt's identity on the wire.
+    /// The query's identity on the wire (the same for every attempt).
     pub key: QueryKey,
     /// What was asked.
     pub question: Question,
