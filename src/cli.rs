@@ -614,6 +614,21 @@ pub struct ScanArgs {
     /// Never draw the progress bar (it is drawn on stderr only when that is a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Check each open port: complete its handshake, compare the SYN-ACK with
+    /// the server's next segments (TTL, window, options, timestamp clock),
+    /// then reset it; a SYN proxy shows as `syn-ack (syn-proxy: ttl 62, later
+    /// 61, ...)`. Closed ports' RSTs are compared with the host's own (its
+    /// canaries' RSTs): an injected one shows as `rst not from the host?`.
+    /// Costs a handshake per open port, and canaries for every host that
+    /// answered. Example: synscope scan 198.18.4.2 -p 80,8090 --verify
+    #[arg(long)]
+    pub verify: bool,
+    /// Send no canaries. By default a host's first SYN-ACK sends SYNs to 3
+    /// random unscanned ports in 49152-65535 (closed on a normal host); a
+    /// host that answers all of them answers every port (tarpit, proxy): it
+    /// is reported once, and its SYN-ACKs are not counted as open.
+    #[arg(long)]
+    pub no_canaries: bool,
     /// Probes per block of state (tests: many blocks from a small scan).
     #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     pub block_size: Option<u64>,
@@ -781,6 +796,10 @@ pub struct ScanSettings {
     pub verbose: bool,
     /// Probes per block of per-probe state (default: from the rate).
     pub block_size: Option<u64>,
+    /// Complete and check open ports' handshakes, check RSTs.
+    pub verify: bool,
+    /// Canaries to hosts that answered a SYN-ACK.
+    pub canaries: bool,
 }
 
 impl ScanArgs {
@@ -893,6 +912,8 @@ impl ScanArgs {
             progress: !self.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             verbose,
             block_size: self.block_size,
+            verify: self.verify,
+            canaries: !self.no_canaries,
         })
     }
 }

@@ -14,8 +14,12 @@ use crate::event::Timestamp;
 use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
-use crate::report::scan::{DiscoverySummary, RateSummary, ScanOutput, ScanResult, ScanSummary};
+use crate::probe::verify::ProbeCheck;
+use crate::report::scan::{
+    DiscoverySummary, RateSummary, ScanChecks, ScanOutput, ScanResult, ScanSummary,
+};
 use crate::scan::blocks::{self, BlockState, Mark};
+use crate::scan::follow::{Action, FollowUp};
 use crate::scan::pace::Pacer;
 use crate::scan::rate::RateControl;
 use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
@@ -50,6 +54,9 @@ struct Shared {
     /// The receiver has read every reply captured up to this instant.
     receiver_ns: AtomicU64,
     ports: u64,
+    /// Canaries and --verify (see scan::follow), and what they found.
+    follow: Mutex<FollowUp<ScanResult>>,
+    checks: Mutex<ScanChecks>,
 }
 
 /// Bits of the known-hosts map (512 KiB).
@@ -95,6 +102,7 @@ struct Tally {
     unroutable: u64,
     discovery: Option<DiscoverySummary>,
     coverage: RateSummary,
+    checks: ScanChecks,
 }
 
 /// Both families' discoveries in one summary ("ARP+NDP").
@@ -144,6 +152,22 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         );
         tally.unroutable += n;
     }
+    // --verify completes handshakes from raw: the kernel must not reset them
+    let mut rst_filters = Vec::new();
+    if s.verify {
+        for (_, net) in &families {
+            for src in net.sources.sources() {
+                let port = net.reservation.port;
+                rst_filters.push(crate::io::nft::RstFilter::install_range(src, port, port)?);
+            }
+        }
+        log.debug(|| {
+            format!(
+                "{} nftables tables drop the kernel's RSTs",
+                rst_filters.len()
+            )
+        });
+    }
     // every socket is open and no other thread runs yet: give up every capability
     crate::io::privileges::drop_all()?;
     log.debug(|| {
@@ -164,7 +188,13 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     let was_interrupted = super::signalled();
     let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
     let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
-    let reported = count("open") + count("closed") + count("filtered") + count("no-response");
+    let reported = count("open")
+        + count("closed")
+        + count("filtered")
+        + count("no-response")
+        + count("answers-every-port");
+    drop(rst_filters);
+    tally.checks.answers_every_port_pairs = count("answers-every-port");
     let summary = ScanSummary {
         hosts: s.targets.iter().map(TargetSet::len).sum(),
         ports: s.ports.len(),
@@ -193,6 +223,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         },
         cut_short: tally.cut_short,
         coverage: tally.coverage,
+        verify: tally.checks,
     };
     if tally.stalls > 0 {
         eprintln!(
@@ -280,7 +311,10 @@ fn scan_family(
         retry_since_ns: AtomicU64::new(u64::MAX),
         receiver_ns: AtomicU64::new(0),
         ports: s.ports.len(),
+        follow: Mutex::new(FollowUp::new(s.canaries, s.verify)),
+        checks: Mutex::new(ScanChecks::default()),
     };
+    let following = s.canaries || s.verify;
     let batch = (s.rate / 5000).clamp(1, 64) as usize;
     // one sender per core at high rates: on veth the receiving side's work runs
     // inside the send call, so one thread tops out near one core's worth
@@ -298,9 +332,18 @@ fn scan_family(
         // the receiver: classify, dedupe, stream results, tear down open connections
         let receiver = scope.spawn(|| -> Result<BTreeMap<Ignored, u64>, CmdError> {
             let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
+            let mut checked_ns = 0u64;
             loop {
                 let before = Timestamp::now().0;
-                let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
+                // --verify: end the handshakes checked long enough (every 5 ms at most)
+                if s.verify && before.saturating_sub(checked_ns) > 5_000_000 {
+                    checked_ns = before;
+                    let due = lock(&shared.follow).on_time(Timestamp(before), tsval_now());
+                    act(due, &sender, output, &shared.checks)?;
+                }
+                let Some(p) =
+                    capture.recv_timeout(Duration::from_millis(if s.verify { 5 } else { 20 }))?
+                else {
                     // the queue was empty: everything captured so far is read
                     shared.receiver_ns.fetch_max(before, RELAXED);
                     shared.idle_reads.fetch_add(1, RELAXED);
@@ -313,9 +356,28 @@ fn scan_family(
                     continue;
                 };
                 shared.receiver_ns.fetch_max(p.timestamp.0, RELAXED);
+                // --verify: a handshake's later segments (RSTs too) go to its check first
+                let follow_up = |shared: &Shared| -> Result<bool, CmdError> {
+                    let a = lock(&shared.follow).on_packet(
+                        &matcher,
+                        &p.data,
+                        p.checksum_offloaded,
+                        p.timestamp,
+                    );
+                    let taken = a.is_some();
+                    act(a.unwrap_or_default(), &sender, output, &shared.checks)?;
+                    Ok(taken)
+                };
+                if s.verify && follow_up(&shared)? {
+                    continue;
+                }
                 let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
                     Ok(r) => r,
                     Err(why) => {
+                        // a canary's answer
+                        if following && !s.verify && follow_up(&shared)? {
+                            continue;
+                        }
                         *ignored.entry(why).or_default() += 1;
                         continue;
                     }
@@ -324,8 +386,9 @@ fn scan_family(
                     *ignored.entry(Ignored::NoProbe).or_default() += 1;
                     continue;
                 };
-                if r.verdict == ScanVerdict::Open {
+                if r.verdict == ScanVerdict::Open && !s.verify {
                     // our own RST (besides the kernel's): never leave a half-open connection
+                    // (--verify resets after its check)
                     if let Some(rst) = matcher.rst(r.host, r.port) {
                         let _ = sender.send(r.host, &rst);
                     }
@@ -358,10 +421,21 @@ fn scan_family(
                     window: matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
                         .then_some(r.window),
                     options: (r.verdict == ScanVerdict::Open).then_some(r.options),
-                    verdict: r.verdict,
+                    verdict: r.verdict.clone(),
                     rtt_ns,
+                    check: None,
                 };
-                lock(output).result(res)?;
+                let actions = lock(&shared.follow).on_answer(
+                    &matcher,
+                    res,
+                    (r.host, r.port, &r.verdict),
+                    &p.data,
+                    r.at,
+                    Duration::from_nanos(rtt_ns.unwrap_or(0)),
+                    tsval_now(),
+                    rand::random,
+                );
+                act(actions, &sender, output, &shared.checks)?;
             }
         });
         let sent = send_blocks(
@@ -390,6 +464,19 @@ fn scan_family(
         sent.and(received)
     });
     let ignored = outcome?;
+    {
+        let c = lock(&shared.checks);
+        let f = &lock(&shared.follow).counts;
+        let t = &mut tally.checks;
+        t.canary_hosts += f.canary_hosts;
+        t.canary_probes += f.canary_probes;
+        t.handshakes += f.handshakes;
+        t.answers_every_port_hosts += c.answers_every_port_hosts;
+        t.verified += c.verified;
+        t.syn_proxy += c.syn_proxy;
+        t.unverified += c.unverified;
+        t.suspect_rst += c.suspect_rst;
+    }
     for (why, n) in ignored {
         *tally.ignored.entry(why).or_default() += n;
     }
@@ -550,6 +637,9 @@ fn send_blocks(
         }
         // replies that came in time but wait in the capture queue still count
         drain(b.shared);
+        if s.canaries || s.verify {
+            finish_checks(s, b, output)?;
+        }
         // from here a reply to this block is late: the report below is final
         b.state.close();
         let silent = b.state.counts().silent;
@@ -576,6 +666,7 @@ fn send_blocks(
                     ttl: None,
                     window: None,
                     options: None,
+                    check: None,
                 })?;
             }
             listed += 1;
@@ -616,6 +707,74 @@ fn send_blocks(
     }
     c.mean_loss = c.mean_loss.max(ctl.mean_loss());
     Ok(())
+}
+
+/// Our timestamp clock for TSval: milliseconds.
+fn tsval_now() -> u32 {
+    (Timestamp::now().0 / 1_000_000) as u32
+}
+
+/// Carries out what the checks ask for: packets out, results to the report.
+fn act(
+    actions: Vec<Action<ScanResult>>,
+    sender: &Egress,
+    output: &Output,
+    checks: &Mutex<ScanChecks>,
+) -> Result<(), CmdError> {
+    for a in actions {
+        match a {
+            Action::Send(host, d) => {
+                let _ = sender.send(host, &d);
+            }
+            Action::Report(mut r, check) => {
+                if let Some(c) = &check {
+                    let mut k = lock(checks);
+                    match c {
+                        ProbeCheck::Handshake(v) => match v.result {
+                            "verified" => k.verified += 1,
+                            "syn-proxy" => k.syn_proxy += 1,
+                            _ => k.unverified += 1,
+                        },
+                        ProbeCheck::SuspectRst { .. } => k.suspect_rst += 1,
+                        ProbeCheck::AnswersEveryPort => {}
+                    }
+                }
+                r.check = check;
+                lock(output).result(r)?;
+            }
+            Action::Absorbed(r) => lock(output).absorbed(r.host),
+            Action::EveryPort(h) => {
+                lock(checks).answers_every_port_hosts += 1;
+                lock(output).every_port(&h)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end of a block's checks: unanswered canaries once more, a wait for
+/// their answers and the handshakes under way (several times the largest RTT
+/// seen, at least 50 ms, at most --wait), then every host judged and every
+/// held result reported.
+fn finish_checks(s: &ScanSettings, b: &Blocks, output: &Output) -> Result<(), CmdError> {
+    let again = lock(&b.shared.follow).retry_canaries(b.matcher, tsval_now());
+    let retried = !again.is_empty();
+    act(again, b.sender, output, &b.shared.checks)?;
+    let rtt = Duration::from_nanos(b.shared.max_rtt_ns.load(RELAXED));
+    let end = Instant::now()
+        + (rtt * 8)
+            .max(Duration::from_millis(50))
+            .min(s.wait.max(Duration::from_millis(50)));
+    while (retried || lock(&b.shared.follow).busy()) && Instant::now() < end && !super::signalled()
+    {
+        std::thread::sleep(Duration::from_millis(2));
+        if !lock(&b.shared.follow).busy() {
+            break;
+        }
+    }
+    drain(b.shared);
+    let rest = lock(&b.shared.follow).close(tsval_now());
+    act(rest, b.sender, output, &b.shared.checks)
 }
 
 /// The rate controller of a scan: bounded by --min-rate/--max-rate with

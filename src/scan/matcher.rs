@@ -87,6 +87,19 @@ impl ScanMatcher {
     /// The SYN of probe `index`, IP header included.
     pub fn syn(&self, index: u64, ident: u16, tsval: u32) -> Option<Vec<u8>> {
         let (host, port) = self.target(index)?;
+        self.syn_to(host, port, ident, tsval)
+    }
+
+    /// Our sequence number towards `host:port` (the cookie): the ISN of
+    /// the handshake `--verify` completes.
+    pub fn isn(&self, host: IpAddr, port: u16) -> Option<SeqNumber> {
+        let local = self.sources.source_for(host)?;
+        Some(SeqNumber(self.cookie.seq(local, host, self.sport, port)))
+    }
+
+    /// A SYN to any port of a target (a canary port), IP header included;
+    /// its reply is recognised by [`ScanMatcher::classify_with`].
+    pub fn syn_to(&self, host: IpAddr, port: u16, ident: u16, tsval: u32) -> Option<Vec<u8>> {
         let local = self.sources.source_for(host)?;
         let options = if self.syn_options {
             TcpOptions::linux_syn(self.mss, tsval)
@@ -137,6 +150,19 @@ impl ScanMatcher {
         offloaded: bool,
         at: Timestamp,
     ) -> Result<ScanReply, Ignored> {
+        self.classify_with(data, offloaded, at, |h, p| self.index_of(h, p))
+    }
+
+    /// [`ScanMatcher::classify`] with another map from (host, port) to probe
+    /// number: `index_of` says which pairs were probed (e.g. canary ports,
+    /// given any number).
+    pub fn classify_with(
+        &self,
+        data: &[u8],
+        offloaded: bool,
+        at: Timestamp,
+        index_of: impl Fn(IpAddr, u16) -> Option<u64>,
+    ) -> Result<ScanReply, Ignored> {
         let checks = if offloaded {
             Checksums::Offloaded
         } else {
@@ -150,9 +176,7 @@ impl ScanMatcher {
                 if t.dst_port != self.sport || local(d.ip.src) != Some(d.ip.dst) {
                     return Err(Ignored::OtherFlow);
                 }
-                let index = self
-                    .index_of(d.ip.src, t.src_port)
-                    .ok_or(Ignored::OtherFlow)?;
+                let index = index_of(d.ip.src, t.src_port).ok_or(Ignored::OtherFlow)?;
                 let verdict = match t.flags.answer_to_syn() {
                     Some(SynAnswer::SynAck) => ScanVerdict::Open,
                     Some(SynAnswer::Rst) => ScanVerdict::Closed,
@@ -185,9 +209,7 @@ impl ScanMatcher {
                 {
                     return Err(Ignored::IcmpOther);
                 }
-                let index = self
-                    .index_of(q.ip.dst, q.dst_port)
-                    .ok_or(Ignored::IcmpOther)?;
+                let index = index_of(q.ip.dst, q.dst_port).ok_or(Ignored::IcmpOther)?;
                 let cookie = self.cookie.seq(q.ip.src, q.ip.dst, self.sport, q.dst_port);
                 if q.tcp_seq.is_some_and(|s| s != cookie) {
                     return Err(Ignored::WrongAck);
