@@ -410,3 +410,54 @@ fn the_lab_tarpit_answers_every_port_through_the_routers() {
     }
     drop(tarpit);
 }
+
+#[test]
+fn one_source_port_and_a_pcap_as_in_ping() {
+    let lab = lab();
+    let dir = std::env::temp_dir().join(format!("synscope-path-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (target, routers) in targets(80) {
+        let pcap = dir.join("path.pcap");
+        let pcap_arg = pcap.to_string_lossy().to_string();
+        let (code, doc) = path_json(
+            &lab,
+            &target,
+            &["-c", "2", "--source-port", "40123", "--pcap", &pcap_arg],
+        );
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["outcome"]["result"], "reached", "{doc}");
+        assert_eq!(doc["outcome"]["hop"], 4, "{doc}");
+        let hops = doc["hops"].as_array().unwrap();
+        for (h, r) in hops.iter().zip(&routers) {
+            assert_eq!(h["addresses"][0], r.as_str(), "{h}");
+            assert_eq!(h["answered"], 2, "{h}");
+        }
+        // every probe from the one port, each answered (the server's two
+        // SYN-ACKs too: one SYN at a time, never two on one four-tuple)
+        let probes: Vec<&Value> = hops
+            .iter()
+            .flat_map(|h| h["probes"].as_array().unwrap())
+            .collect();
+        assert_eq!(probes.len(), 8, "{doc}");
+        for p in &probes {
+            assert_eq!(p["src_port"], 40123, "{p}");
+            assert_eq!(p["kernel_stamped"], true, "{p}");
+        }
+        assert_eq!(hops[3]["answer"], "syn-ack", "{doc}");
+        // the pcap holds our 8 SYNs and the 8 answers (ICMP and SYN-ACKs)
+        let packets = common::read_pcap(&pcap);
+        let syns = packets
+            .iter()
+            .filter(|(_, d)| {
+                synscope::wire::Datagram::parse(d).is_ok_and(|d| {
+                    matches!(d.transport, synscope::wire::Transport::Tcp(ref t)
+                        if t.src_port == 40123 && t.flags == synscope::wire::TcpFlags::SYN)
+                })
+            })
+            .count();
+        assert_eq!(syns, 8, "{target}: {} packets", packets.len());
+        assert!(packets.len() >= 16, "{target}: {} packets", packets.len());
+        std::fs::remove_file(&pcap).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

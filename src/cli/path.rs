@@ -45,6 +45,18 @@ pub struct PathArgs {
     /// Send through this interface (SO_BINDTODEVICE) and capture only on it.
     #[arg(short = 'I', long)]
     pub interface: Option<String>,
+    /// Source port for every probe, as in ping and scan (default: a fresh
+    /// free port per probe, all hops in flight at once). With it every probe
+    /// has the same four-tuple (one path through ECMP load balancers, a
+    /// firewall's view of one flow), and one probe is in flight at a time: a
+    /// silent hop costs its whole --timeout.
+    /// Example: synscope path 198.18.4.2:80 --source-port 53
+    #[arg(long)]
+    pub source_port: Option<u16>,
+    /// Write every packet sent and received to this pcap file (nanosecond
+    /// stamps), as in ping and trace.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
     /// Print one JSON document at the end.
     #[arg(long)]
     pub json: bool,
@@ -71,11 +83,16 @@ pub struct PathSettings {
     pub syn_options: bool,
     pub interface: Option<String>,
     pub format: OutputFormat,
+    pub source_port: Option<u16>,
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 impl PathArgs {
     pub fn settings(&self) -> Result<PathSettings, UsageError> {
         let (host, target) = self.dest.resolve()?;
+        if self.source_port == Some(0) {
+            return Err(UsageError("--source-port must be 1-65535".into()));
+        }
         Ok(PathSettings {
             host,
             target,
@@ -91,6 +108,8 @@ impl PathArgs {
             } else {
                 OutputFormat::Text
             },
+            source_port: self.source_port,
+            pcap: self.pcap.clone(),
         })
     }
 }
@@ -133,5 +152,18 @@ mod tests {
         assert!(settings(&["synscope", "path", "198.18.4.2", "--tos", "0x100"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-c", "0"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-m", "0"]).is_err());
+        let s = settings(&[
+            "synscope",
+            "path",
+            "198.18.4.2:80",
+            "--source-port",
+            "53",
+            "--pcap",
+            "p.pcap",
+        ])
+        .unwrap();
+        assert_eq!(s.source_port, Some(53));
+        assert_eq!(s.pcap.as_deref(), Some(std::path::Path::new("p.pcap")));
+        assert!(settings(&["synscope", "path", "198.18.4.2", "--source-port", "0"]).is_err());
     }
 }

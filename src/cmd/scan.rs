@@ -335,10 +335,13 @@ fn scan_family(
             let mut checked_ns = 0u64;
             loop {
                 let before = Timestamp::now().0;
-                // --verify: end the handshakes checked long enough (every 5 ms at most)
-                if s.verify && before.saturating_sub(checked_ns) > 5_000_000 {
-                    checked_ns = before;
-                    let due = lock(&shared.follow).on_time(Timestamp(before), tsval_now());
+                // --verify: end the handshakes checked long enough (every 5 ms at
+                // most), by the capture's clock: every packet stamped before it is
+                // read (a busy receiver is behind the wall clock)
+                let read_up_to = shared.receiver_ns.load(RELAXED);
+                if s.verify && read_up_to.saturating_sub(checked_ns) > 5_000_000 {
+                    checked_ns = read_up_to;
+                    let due = lock(&shared.follow).on_time(Timestamp(read_up_to), tsval_now());
                     act(due, &sender, output, &shared.checks)?;
                 }
                 let Some(p) =
@@ -432,7 +435,7 @@ fn scan_family(
                     &p.data,
                     r.at,
                     Duration::from_nanos(rtt_ns.unwrap_or(0)),
-                    tsval_now(),
+                    Timestamp::now(),
                     rand::random,
                 );
                 act(actions, &sender, output, &shared.checks)?;
@@ -709,9 +712,9 @@ fn send_blocks(
     Ok(())
 }
 
-/// Our timestamp clock for TSval: milliseconds.
+/// Our timestamp clock for TSval now.
 fn tsval_now() -> u32 {
-    (Timestamp::now().0 / 1_000_000) as u32
+    crate::scan::follow::tsval(Timestamp::now())
 }
 
 /// Carries out what the checks ask for: packets out, results to the report.

@@ -149,6 +149,7 @@ impl Verifier {
             dst_port: self.dst.port(),
             src_port,
             isn,
+            acked_at: at,
         };
         self.start_probe(probe, data, at, rtt, tsval)
     }
@@ -167,6 +168,7 @@ impl Verifier {
             dst_port,
             src_port,
             isn,
+            acked_at,
         } = probe;
         let Some(syn_ack) = Fingerprint::of(data, at) else {
             return Vec::new();
@@ -188,7 +190,7 @@ impl Verifier {
             their_tsval: syn_ack.tsval,
             syn_ack,
             later: Vec::new(),
-            deadline: at + wait,
+            deadline: at.max(acked_at) + wait,
         };
         let ack = self.segment(&f, f.snd_nxt, TcpFlags::ACK, tsval);
         let probe = self.segment(&f, isn, TcpFlags::ACK, tsval);
@@ -288,6 +290,9 @@ pub struct Probe {
     pub dst_port: u16,
     pub src_port: u16,
     pub isn: SeqNumber,
+    /// When our ACK goes out: the wait for the server's segments runs from
+    /// then (a busy reader may take the SYN-ACK from its queue late).
+    pub acked_at: Timestamp,
 }
 
 /// Picks `n` canary ports (closed on any normal host): distinct, in the

@@ -150,7 +150,7 @@ impl<T> FollowUp<T> {
 
     /// A first answer (open or closed) to a scan probe: `data` is the
     /// captured reply, `rtt` the probe's round trip. `random` draws canary
-    /// ports; `tsval` is our timestamp clock now.
+    /// ports; `now` is when the caller acts on it.
     #[allow(clippy::too_many_arguments)]
     pub fn on_answer(
         &mut self,
@@ -160,9 +160,10 @@ impl<T> FollowUp<T> {
         data: &[u8],
         at: Timestamp,
         rtt: Duration,
-        tsval: u32,
+        now: Timestamp,
         random: impl FnMut() -> u16,
     ) -> Vec<Action<T>> {
+        let tsval = tsval(now);
         let open = *verdict == ScanVerdict::Open;
         let closed = *verdict == ScanVerdict::Closed;
         let mut out = Vec::new();
@@ -203,6 +204,7 @@ impl<T> FollowUp<T> {
                         dst_port: port,
                         src_port: m.sport,
                         isn,
+                        acked_at: now,
                     },
                     data,
                     at,
@@ -410,6 +412,11 @@ impl<T> FollowUp<T> {
     }
 }
 
+/// Our timestamp clock for TSval: milliseconds.
+pub fn tsval(t: Timestamp) -> u32 {
+    (t.0 / 1_000_000) as u32
+}
+
 /// Judges a pending host by its canaries: every one a SYN-ACK, it answers
 /// every port; any other answer, it is normal; else it stays pending (unless
 /// `last`: then unanswered canaries count as no-answer).
@@ -548,7 +555,7 @@ mod tests {
             &answer(m, port, sa()),
             T0,
             Duration::from_micros(50),
-            1,
+            T0,
             draws(),
         )
     }
@@ -642,7 +649,7 @@ mod tests {
             &rst,
             T0,
             Duration::ZERO,
-            1,
+            T0,
             draws(),
         );
         assert_eq!(a, vec![Action::Report(22, None)]);
