@@ -13,7 +13,7 @@ command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 status=0
 for t in ip tcp udp icmp datagram correlate dns reassembly neighbour path verify; do
   corpus=$(mktemp -d)
-  cp crates/synscope-wire/src/fixtures/*.bin src/probe/fixtures/*.bin "$corpus/"
+  cp crates/synscope-wire/src/fixtures/*.bin crates/synscope-probe/src/probe/fixtures/*.bin "$corpus/"
   # the DNS target starts from the DNS message inside the captured NSD answer
   [ "$t" = dns ] && tail -c +29 crates/synscope-wire/src/fixtures/nsd_a_v4.bin > "$corpus/nsd_answer"
   start=$(date +%s.%N)

@@ -123,6 +123,7 @@ pub enum Command {
     ///
     /// Needs root (network namespaces, veth, nftables) and the `ip` and `nft` tools.
     /// Sends nothing outside the lab; removes everything it made when it ends.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Query DNS servers with raw UDP packets, check answers, resolve lists fast.
     ///
@@ -363,7 +364,7 @@ pub struct TraceArgs {
     pub send_file: Option<std::path::PathBuf>,
     /// How we end the connection: fin (orderly) or rst (abort).
     #[arg(long, value_enum, default_value = "fin")]
-    pub close: crate::probe::tcp_client::CloseMode,
+    pub close: CloseArg,
     /// We close once the connection has been quiet this long (our data acknowledged).
     #[arg(long, default_value = "200ms", value_parser = parse_duration)]
     pub idle: Duration,
@@ -408,6 +409,24 @@ pub struct TraceArgs {
     /// Write every packet sent and received to this pcap file (nanosecond stamps).
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<std::path::PathBuf>,
+}
+
+/// `--close`: the command line's spelling of [`CloseMode`](crate::probe::tcp_client::CloseMode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloseArg {
+    /// An orderly close with FIN.
+    Fin,
+    /// An abort with RST (like SO_LINGER 0).
+    Rst,
+}
+
+impl From<CloseArg> for crate::probe::tcp_client::CloseMode {
+    fn from(c: CloseArg) -> Self {
+        match c {
+            CloseArg::Fin => Self::Fin,
+            CloseArg::Rst => Self::Rst,
+        }
+    }
 }
 
 /// Validated settings of `synscope trace`.
@@ -498,7 +517,7 @@ impl TraceArgs {
             host,
             target,
             payload,
-            close: self.close,
+            close: self.close.into(),
             idle: self.idle,
             time_wait: self.time_wait,
             rto: self.rto,

@@ -87,6 +87,7 @@ fn main() -> ExitCode {
                 .block_on(cmd::path::run(&s, &mut out, log))
                 .map(|sum| exit(sum.reached && !sum.interrupted))
         }),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => cmd::demo::run(args).map(exit),
         Command::Exporter(args) => {
             runtime().and_then(|rt| rt.block_on(cmd::exporter::run(&args.settings(), log)))

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::process::Output;
-use synscope::lab::{FAR_V4, Lab, LabSpec, LanHost, in_netns, lan_v4, lan_v6};
+use synscope_lab::{FAR_V4, Lab, LabSpec, LanHost, in_netns, lan_v4, lan_v6};
 
 mod common;
 
@@ -97,6 +97,9 @@ fn lan_want(host: u8, port: u64) -> &'static str {
 
 #[test]
 fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
+    if synscope_lab::skip_unless_root("local_ipv4_subnet_up_hosts_probed_down_hosts_said_once") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(&lab, &["198.18.200.0/24", "-p", "22,80,81", "--ndjson"]);
     let lines = ndjson(&out);
@@ -178,6 +181,9 @@ fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
 
 #[test]
 fn local_ipv6_range_resolved_by_neighbor_solicitation() {
+    if synscope_lab::skip_unless_root("local_ipv6_range_resolved_by_neighbor_solicitation") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(&lab, &["2001:db8:200::/120", "-p", "22,80,81", "--ndjson"]);
     let lines = ndjson(&out);
@@ -224,6 +230,9 @@ fn local_ipv6_range_resolved_by_neighbor_solicitation() {
 /// broadcast address, both ending the scan with exit 2.
 #[test]
 fn local_range_never_aborts_at_low_or_high_rates() {
+    if synscope_lab::skip_unless_root("local_range_never_aborts_at_low_or_high_rates") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     for target in ["198.18.200.1-254", "198.18.200.0/24"] {
         for rate in ["1000", "1000000"] {
@@ -259,6 +268,9 @@ fn local_range_never_aborts_at_low_or_high_rates() {
 
 #[test]
 fn no_discovery_probes_every_address_and_says_no_host_state() {
+    if synscope_lab::skip_unless_root("no_discovery_probes_every_address_and_says_no_host_state") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(
         &lab,
@@ -294,6 +306,9 @@ fn no_discovery_probes_every_address_and_says_no_host_state() {
 /// the source address its route gives, every verdict right.
 #[test]
 fn mixed_routes_each_target_from_its_own_source() {
+    if synscope_lab::skip_unless_root("mixed_routes_each_target_from_its_own_source") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     // 127.0.0.1:80 listens in the client namespace
     let lo = in_netns(&lab.client_ns, || {
@@ -383,6 +398,9 @@ fn mixed_routes_each_target_from_its_own_source() {
 #[test]
 #[ignore]
 fn bench_lan_scan_against_nmap() {
+    if synscope_lab::skip_unless_root("bench_lan_scan_against_nmap") {
+        return;
+    }
     let up = [2u8, 3, 77, 100, 200];
     let spec = LabSpec {
         lan: up
@@ -461,6 +479,9 @@ fn bench_lan_scan_against_nmap() {
 /// 128 scattered addresses behind the second route's gateway cost one lookup.
 #[test]
 fn scattered_targets_behind_one_route_cost_one_lookup() {
+    if synscope_lab::skip_unless_root("scattered_targets_behind_one_route_cost_one_lookup") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let targets: Vec<String> = (0..128)
         .map(|i| format!("198.18.220.{}", 2 * i + 1))
@@ -483,6 +504,9 @@ fn scattered_targets_behind_one_route_cost_one_lookup() {
 /// permanent neighbour entry) are counted in the discovery line and summary.
 #[test]
 fn discovery_line_counts_targets_known_without_asking() {
+    if synscope_lab::skip_unless_root("discovery_line_counts_targets_known_without_asking") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let st = lab
         .client_command("ip")
@@ -525,6 +549,9 @@ fn discovery_line_counts_targets_known_without_asking() {
 /// line, not a table header with nothing under it.
 #[test]
 fn no_discovery_text_gives_silent_hosts_one_line() {
+    if synscope_lab::skip_unless_root("no_discovery_text_gives_silent_hosts_one_line") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(
         &lab,
@@ -551,6 +578,9 @@ fn no_discovery_text_gives_silent_hosts_one_line() {
 /// Issue 9 polish: one family with no route at all does not stop the other.
 #[test]
 fn a_family_with_no_route_is_counted_and_the_other_scanned() {
+    if synscope_lab::skip_unless_root("a_family_with_no_route_is_counted_and_the_other_scanned") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(
         &lab,

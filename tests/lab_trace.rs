@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::process::Command;
 use synscope::io::nft::RstFilter;
-use synscope::lab::{Lab, LabSpec, in_netns};
+use synscope_lab::{Lab, LabSpec, in_netns};
 
 mod common;
 
@@ -25,6 +25,9 @@ fn ruleset(ns: &str) -> String {
 
 #[test]
 fn rst_filter_table_lives_exactly_as_long_as_its_socket() {
+    if synscope_lab::skip_unless_root("rst_filter_table_lives_exactly_as_long_as_its_socket") {
+        return;
+    }
     let lab = lab();
     let ns = lab.client_ns.clone();
     let (filter, listing) = in_netns(&ns.clone(), move || {
@@ -226,6 +229,9 @@ fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
+    if synscope_lab::skip_unless_root("we_close_first_four_segments_server_close_wait_seen_by_ss") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7001, Behaviour::WaitForFin(600));
     let child = spawn_trace(
@@ -307,6 +313,9 @@ fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
 
 #[test]
 fn peer_closes_first_banner_server_in_time_wait() {
+    if synscope_lab::skip_unless_root("peer_closes_first_banner_server_in_time_wait") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7002, Behaviour::BannerClose);
     let out = trace(&lab, &["198.18.0.2:7002", "--json"]);
@@ -350,6 +359,9 @@ fn peer_closes_first_banner_server_in_time_wait() {
 
 #[test]
 fn server_resets_instead_of_closing() {
+    if synscope_lab::skip_unless_root("server_resets_instead_of_closing") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7004, Behaviour::Reset);
     let out = trace(&lab, &["198.18.0.2:7004", "--json"]);
@@ -369,6 +381,9 @@ fn server_resets_instead_of_closing() {
 
 #[test]
 fn request_response_then_abort_with_rst() {
+    if synscope_lab::skip_unless_root("request_response_then_abort_with_rst") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7003, Behaviour::Echo);
     let out = trace(
@@ -412,6 +427,9 @@ fn tables(ns: &str) -> String {
 
 #[test]
 fn rst_filter_is_scoped_to_the_flow_and_gone_after_sigint() {
+    if synscope_lab::skip_unless_root("rst_filter_is_scoped_to_the_flow_and_gone_after_sigint") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7005, Behaviour::WaitForFin(0));
     let _other = Server::start(&lab, 7015, Behaviour::BannerClose);
@@ -485,6 +503,9 @@ fn rst_filter_is_scoped_to_the_flow_and_gone_after_sigint() {
 
 #[test]
 fn rst_filter_table_vanishes_after_sigkill() {
+    if synscope_lab::skip_unless_root("rst_filter_table_vanishes_after_sigkill") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7006, Behaviour::WaitForFin(0));
     let child = spawn_trace(&lab, &["198.18.0.2:7006", "--idle", "20s"]);
@@ -526,6 +547,9 @@ fn capture_index(packets: Vec<(u64, Vec<u8>)>) -> Vec<((String, u32, u32, u32), 
 
 #[test]
 fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
+    if synscope_lab::skip_unless_root("every_segment_and_stage_time_matches_a_tcpdump_capture") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7007, Behaviour::Echo);
     let dump = common::Tcpdump::start(&lab, "trace", "tcp port 7007");
@@ -603,6 +627,9 @@ fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
 
 #[test]
 fn count_gives_per_stage_statistics_and_pcap_is_readable() {
+    if synscope_lab::skip_unless_root("count_gives_per_stage_statistics_and_pcap_is_readable") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7008, Behaviour::WaitForFin(0));
     let pcap = std::env::temp_dir().join(format!("synscope-own-{}.pcap", std::process::id()));
@@ -683,6 +710,11 @@ fn count_gives_per_stage_statistics_and_pcap_is_readable() {
 
 #[test]
 fn retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack() {
+    if synscope_lab::skip_unless_root(
+        "retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack",
+    ) {
+        return;
+    }
     let lab = lab();
     // in the server: once it has sent its FIN, drop our pure ACKs, so it stays
     // in LAST_ACK and retransmits its FIN
@@ -752,6 +784,9 @@ fn retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack() {
 
 #[test]
 fn half_open_records_the_synack_retransmission_schedule() {
+    if synscope_lab::skip_unless_root("half_open_records_the_synack_retransmission_schedule") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7010, Behaviour::WaitForFin(0));
     let child = spawn_trace(
@@ -808,6 +843,9 @@ fn half_open_records_the_synack_retransmission_schedule() {
 
 #[test]
 fn half_open_recognises_syn_cookies() {
+    if synscope_lab::skip_unless_root("half_open_recognises_syn_cookies") {
+        return;
+    }
     let lab = lab();
     in_netns(&lab.server_ns, || {
         std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2").unwrap()
@@ -833,6 +871,9 @@ fn half_open_recognises_syn_cookies() {
 
 #[test]
 fn ping_writes_a_pcap_too() {
+    if synscope_lab::skip_unless_root("ping_writes_a_pcap_too") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7012, Behaviour::WaitForFin(0));
     let pcap = std::env::temp_dir().join(format!("synscope-ping-{}.pcap", std::process::id()));

@@ -2,10 +2,10 @@
 //! panic, and whatever they accept really answers an outstanding probe.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use synscope::event::{Direction, Timestamp};
-use synscope::probe::correlate::{FlowKey, Match};
-use synscope::probe::Correlator;
-use synscope::wire::SeqNumber;
+use synscope_probe::event::{Direction, Timestamp};
+use synscope_probe::probe::correlate::{FlowKey, Match};
+use synscope_probe::probe::Correlator;
+use synscope_wire::SeqNumber;
 
 fuzz_target!(|data: &[u8]| {
     let mut c = Correlator::new("198.18.0.1".parse().unwrap(), "198.18.0.2:80".parse().unwrap());

@@ -3,10 +3,10 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
-use synscope::event::{Direction, Timestamp};
-use synscope::probe::path::{PathConfig, PathProber};
-use synscope::wire::SeqNumber;
-use synscope::wire::quote::QuotedTcp;
+use synscope_probe::event::{Direction, Timestamp};
+use synscope_probe::probe::path::{PathConfig, PathProber};
+use synscope_wire::SeqNumber;
+use synscope_wire::quote::QuotedTcp;
 
 fuzz_target!(|data: &[u8]| {
     let _ = QuotedTcp::parse(data);

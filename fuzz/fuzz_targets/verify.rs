@@ -4,10 +4,10 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use std::time::Duration;
-use synscope::event::Timestamp;
-use synscope::probe::fingerprint::{Fingerprint, Verification};
-use synscope::probe::verify::Verifier;
-use synscope::wire::SeqNumber;
+use synscope_probe::event::Timestamp;
+use synscope_probe::probe::fingerprint::{Fingerprint, Verification};
+use synscope_probe::probe::verify::Verifier;
+use synscope_wire::SeqNumber;
 
 fuzz_target!(|data: &[u8]| {
     let at = Timestamp(1_000_000_000);

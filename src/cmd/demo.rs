@@ -4,8 +4,8 @@
 
 use super::CmdError;
 use crate::cli::DemoArgs;
-use crate::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 use std::sync::atomic::{AtomicBool, Ordering};
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 

@@ -1,5 +1,6 @@
 //! The commands: each wires settings, a probe state machine, the I/O layer and a report.
 
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dns;
 pub mod exporter;

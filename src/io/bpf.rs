@@ -583,6 +583,40 @@ mod tests {
     }
 
     #[test]
+    fn a_single_dns_query_filter_lets_its_port_unreachable_through() {
+        use crate::wire::{IcmpRepr, IpRepr, Protocol, UdpRepr};
+        let (client, server): (IpAddr, IpAddr) =
+            ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let ip = |src, dst, protocol| IpRepr {
+            src,
+            dst,
+            protocol,
+            ttl: 64,
+            ident: 2,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        let udp = UdpRepr {
+            src_port: 40000,
+            dst_port: 53,
+            payload: b"query".to_vec(),
+        };
+        let query = ip(client, server, Protocol::UDP).emit(&udp.emit(client, server));
+        let unreach = ip(server, client, Protocol::ICMP)
+            .emit(&IcmpRepr::emit_error(3, 3, &query, server, client));
+        let filter = FlowFilter {
+            local: client,
+            remote: Some(server),
+            remote_port: Some(53),
+            local_ports: Some((40000, 40000)),
+            protocol: Protocol::UDP,
+            outbound: true,
+        }
+        .compile();
+        assert_ne!(run(&filter, &unreach, 0x0800), 0);
+    }
+
+    #[test]
     fn local_port_ranges() {
         let mut f = FlowFilter {
             local: "198.18.0.1".parse().unwrap(),

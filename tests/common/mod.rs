@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-use synscope::lab::{Lab, VETH};
+use synscope_lab::{Lab, VETH};
 
 /// Reads a nanosecond pcap with Ethernet (tcpdump on veth) or raw-IP link type
 /// into (timestamp ns, IP datagram) pairs.

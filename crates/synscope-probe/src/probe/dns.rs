@@ -885,18 +885,9 @@ mod tests {
             &query(0xbeef, "a.lab.test"),
         );
         assert!(e.on_sent(&key, Timestamp(2_000)));
-        // the capture filter of a single query lets the error through
-        let filter = crate::io::bpf::FlowFilter {
-            local: CLIENT.parse().unwrap(),
-            remote: Some(server.ip()),
-            remote_port: Some(53),
-            local_ports: Some((40000, 40000)),
-            protocol: Protocol::UDP,
-            outbound: true,
-        }
-        .compile();
+        // (that the single query's capture filter lets this error through is
+        // tested in io::bpf)
         let unreach = icmp_datagram("198.18.0.2", 3, 3, &dgram);
-        assert_ne!(crate::io::bpf::run(&filter, &unreach, 0x0800), 0);
         // errors that do not end a query, or quote another id, are ignored
         let frag = icmp_datagram("198.18.0.2", 3, 4, &dgram);
         assert!(

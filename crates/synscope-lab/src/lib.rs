@@ -1,13 +1,16 @@
 //! A throwaway namespace lab: a client and a server network namespace joined by
 //! a veth pair, addresses from 198.18.0.0/15 and 2001:db8::/32, real kernel TCP
 //! listeners in the server, ports dropped or rejected by nftables. Used by
-//! `synscope demo` and the tests. Everything is removed when the `Lab` drops.
+//! `synscope demo` and the tests (a test-support crate, not synscope's public
+//! API). Everything is removed when the `Lab` drops.
 //!
 //! Needs root and the `ip` (iproute2) and `nft` (nftables) tools.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use synscope_wire as wire;
 
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -129,6 +132,7 @@ pub struct Lab {
     reaper: Option<std::process::Child>,
 }
 
+pub mod dns;
 pub mod routed;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -752,6 +756,27 @@ impl Drop for Lab {
             let _ = std::fs::remove_file(owner_marker(&ns));
         }
     }
+}
+
+/// True, after saying why on the terminal, when this process is not root and a
+/// lab test therefore cannot run: it needs network namespaces, veth links,
+/// nftables and raw sockets. CI runs as root and runs every lab test. The
+/// reason is written to stderr directly, not through `eprintln!`, so the test
+/// harness does not swallow it. With `SYNSCOPE_REQUIRE_ROOT=1` (set by
+/// `.ci/run`) a test that would skip fails instead.
+pub fn skip_unless_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    if std::env::var_os("SYNSCOPE_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+        panic!("{test} needs root and SYNSCOPE_REQUIRE_ROOT=1 forbids skipping it");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: needs root (network namespaces, veth, nftables, raw sockets); CI runs it as root"
+    );
+    true
 }
 
 #[cfg(test)]

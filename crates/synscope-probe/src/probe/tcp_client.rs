@@ -61,7 +61,7 @@ impl TcpState {
 }
 
 /// How we end the connection when it is our turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CloseMode {
     /// An orderly close with FIN.

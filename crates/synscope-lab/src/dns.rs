@@ -13,7 +13,7 @@
 //!
 //! Needs the `nsd` Debian package (and `ldnsutils`, `unbound` for DNSSEC).
 
-use crate::lab::{Lab, LabError, SERVER_V4, SERVER_V6, in_netns};
+use crate::{Lab, LabError, SERVER_V4, SERVER_V6, in_netns};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
