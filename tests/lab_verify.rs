@@ -368,6 +368,9 @@ fn lines(out: &Output) -> Vec<Value> {
 
 #[test]
 fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
+    if synscope_lab::skip_unless_root("scan_names_the_tarpit_once_and_verify_names_the_syn_proxy") {
+        return;
+    }
     let lab = lab();
     let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit up");
     let server = routed::server_v4(3).to_string();
@@ -512,6 +515,11 @@ fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
 
 #[test]
 fn scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere() {
+    if synscope_lab::skip_unless_root(
+        "scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere",
+    ) {
+        return;
+    }
     let lab = lab();
     inject_rst(&lab, 7778);
     let server = routed::server_v4(3).to_string();

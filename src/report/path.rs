@@ -153,6 +153,13 @@ struct ReplyDistanceJson {
     hops_back: u8,
     /// Fewer hops back than the SYNs took out: something nearer answered.
     nearer_than_destination: bool,
+    /// More hops back than the SYNs took out: a hop raised their TTL (or the
+    /// way back is longer).
+    farther_than_destination: bool,
+    /// With `farther_than_destination`: the last hop that answered
+    /// time-exceeded, which raised the TTL on its way out (or a later one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_raised_by_hop: Option<u8>,
     /// SYN-ACK with window 0 (as Linux SYNPROXY sends).
     zero_window: bool,
 }
@@ -346,6 +353,8 @@ pub fn write(
                 initial_ttl: d.initial,
                 hops_back: d.hops_back,
                 nearer_than_destination: d.nearer,
+                farther_than_destination: d.farther,
+                ttl_raised_by_hop: ttl_raised_by(r).map(|(hop, _)| hop),
                 zero_window: d.zero_window,
             }),
             beyond_destination: r.beyond,
@@ -458,8 +467,20 @@ pub fn write(
                 c.describe()
             )?;
         }
-    } else if r.hops.iter().any(|h| h.changes().is_some()) {
+    } else if r.hops.iter().any(|h| h.changes().is_some()) && ttl_raised_by(r).is_none() {
         writeln!(out, "changed: nothing the quotes show")?;
+    }
+    if let (Some((by, addr)), Some(d), Outcome::Reached { hop, .. }) =
+        (ttl_raised_by(r), r.reply_distance, &r.outcome)
+    {
+        let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
+        writeln!(
+            out,
+            "changed: ttl raised by hop {by}{addr} on its way out (or a later hop): the SYNs \
+             reached the destination with TTL {hop}, but its answer crossed {} routers (TTL {}, \
+             left with {}); or the way back is longer",
+            d.hops_back, d.ttl, d.initial
+        )?;
     }
     if let Some(e) = &r.ecn {
         let agreed = match e.negotiated {
@@ -503,4 +524,22 @@ pub fn write(
         writeln!(out, "(interrupted: result so far)")?;
     }
     Ok(())
+}
+
+/// A destination whose answer crossed more routers than the SYNs needed to
+/// reach it: the hop that raised their TTL, the last that answered
+/// time-exceeded (hop 0: before hop 1), and its address.
+fn ttl_raised_by(r: &PathResult) -> Option<(u8, Option<IpAddr>)> {
+    let (Some(d), Outcome::Reached { hop, .. }) = (r.reply_distance, &r.outcome) else {
+        return None;
+    };
+    if !d.farther {
+        return None;
+    }
+    let by = hop.saturating_sub(1);
+    let addr = r
+        .hops
+        .get((by as usize).wrapping_sub(1))
+        .and_then(|h| h.addresses().first().copied());
+    Some((by, addr))
 }

@@ -212,6 +212,10 @@ pub struct ReplyDistance {
     /// something nearer answered for it (a SYN proxy, a load balancer), or
     /// the way back is shorter.
     pub nearer: bool,
+    /// It crossed more routers than the SYN took to reach the destination:
+    /// a hop raised the SYNs' TTL on their way (so they reached it with a
+    /// TTL too small to), or the way back is longer.
+    pub farther: bool,
     /// A SYN-ACK with window 0, as Linux SYNPROXY sends.
     pub zero_window: bool,
 }
@@ -764,6 +768,7 @@ pub fn reply_distance(ttl: u8, hop: u8, window: u16, flags: TcpFlags) -> ReplyDi
         initial,
         hops_back,
         nearer: (hops_back as u16 + 1) < hop as u16,
+        farther: (hops_back as u16 + 1) > hop as u16,
         zero_window: window == 0 && flags.contains(TcpFlags::SYN),
     }
 }
@@ -1171,6 +1176,11 @@ mod tests {
         assert_eq!((d.hops_back, d.nearer, d.zero_window), (2, true, true));
         assert_eq!(reply_distance(250, 3, 1, syn_ack).initial, 255);
         assert!(!reply_distance(0, 1, 1, syn_ack).nearer);
+        // TTL 61 (3 routers back) from a destination reached at TTL 3: a hop
+        // raised the SYNs' TTL
+        let d = reply_distance(61, 3, 65160, syn_ack);
+        assert_eq!((d.hops_back, d.nearer, d.farther), (3, false, true));
+        assert!(!reply_distance(61, 4, 65160, syn_ack).farther);
     }
 
     #[test]
