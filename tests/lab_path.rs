@@ -512,8 +512,8 @@ fn one_source_port_and_a_pcap_as_in_ping() {
 }
 
 #[test]
-fn port_ip_id_and_ttl_rewrites_are_named_at_their_hop() {
-    if synscope_lab::skip_unless_root("port_ip_id_and_ttl_rewrites_are_named_at_their_hop") {
+fn port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop() {
+    if synscope_lab::skip_unless_root("port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop") {
         return;
     }
     let lab = lab();
@@ -565,10 +565,31 @@ fn port_ip_id_and_ttl_rewrites_are_named_at_their_hop() {
         text.contains("changed: ttl raised by hop 2 (198.18.2.2) on its way out (or a later hop): the SYNs reached the destination with TTL 3, but its answer crossed 3 routers (TTL 61, left with 64)"),
         "{text}"
     );
+    // 8087: router 2's conntrack NAT sends it to 8084 and rewrites the
+    // errors about it: no quote shows the port, hops 2 and 3 answer from the
+    // server's address, and hop 2 is named
+    for (target, routers) in targets(8087) {
+        let (code, doc) = path_json(&lab, &target, &["-c", "1"]);
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["outcome"]["hop"], 4, "{doc}");
+        assert_eq!(doc["nat_at_hop"], 2, "{doc}");
+        assert_eq!(doc["hops"][0]["addresses"][0], routers[0].as_str());
+        let server = &doc["hops"][3]["addresses"][0];
+        assert_eq!(&doc["hops"][1]["addresses"][0], server, "{doc}");
+        assert_eq!(&doc["hops"][2]["addresses"][0], server, "{doc}");
+        assert_eq!(changes(&doc), vec![], "{target}");
+    }
+    let out = synscope(&lab, &["path", &targets(8087)[0].0, "-c", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("changed: by a NAT at hop 2: from hop 2 on, time-exceeded comes from the destination's own address (198.18.4.2)"),
+        "{text}"
+    );
     // the untouched port: no such note
     let (_, doc) = path_json(&lab, &targets(80)[0].0, &["-c", "1"]);
     assert_eq!(
         doc["reply_distance"]["farther_than_destination"], false,
         "{doc}"
     );
+    assert!(doc.get("nat_at_hop").is_none(), "{doc}");
 }

@@ -185,6 +185,10 @@ struct PathJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ecn: Option<EcnJson>,
     reply_distance: Option<ReplyDistanceJson>,
+    /// The first hop whose time-exceeded came from the destination's own
+    /// address: a NAT there (Linux conntrack) rewrote the errors and quotes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat_at_hop: Option<u8>,
     beyond_destination: usize,
     ignored: std::collections::BTreeMap<&'static str, u64>,
     interrupted: bool,
@@ -348,6 +352,7 @@ pub fn write(
                 negotiated: e.negotiated,
                 bleached_at: e.bleached_at,
             }),
+            nat_at_hop: nat_at_hop(r, cfg),
             reply_distance: r.reply_distance.map(|d| ReplyDistanceJson {
                 ttl: d.ttl,
                 initial_ttl: d.initial,
@@ -467,8 +472,20 @@ pub fn write(
                 c.describe()
             )?;
         }
-    } else if r.hops.iter().any(|h| h.changes().is_some()) && ttl_raised_by(r).is_none() {
+    } else if r.hops.iter().any(|h| h.changes().is_some())
+        && ttl_raised_by(r).is_none()
+        && nat_at_hop(r, cfg).is_none()
+    {
         writeln!(out, "changed: nothing the quotes show")?;
+    }
+    if let Some(hop) = nat_at_hop(r, cfg) {
+        writeln!(
+            out,
+            "changed: by a NAT at hop {hop}: from hop {hop} on, time-exceeded comes from the \
+             destination's own address ({}), as a Linux (conntrack) NAT rewrites the errors \
+             about what it translated, their quotes too: what it changed does not show",
+            cfg.dst.ip()
+        )?;
     }
     if let (Some((by, addr)), Some(d), Outcome::Reached { hop, .. }) =
         (ttl_raised_by(r), r.reply_distance, &r.outcome)
@@ -542,4 +559,23 @@ fn ttl_raised_by(r: &PathResult) -> Option<(u8, Option<IpAddr>)> {
         .get((by as usize).wrapping_sub(1))
         .and_then(|h| h.addresses().first().copied());
     Some((by, addr))
+}
+
+/// The first hop before the destination whose time-exceeded came from the
+/// destination's own address: a NAT (Linux conntrack) that translated the
+/// SYNs rewrites the ICMP errors about them, source address and quote.
+fn nat_at_hop(r: &PathResult, cfg: &PathConfig) -> Option<u8> {
+    let before = match r.outcome {
+        Outcome::Reached { hop, .. } => hop,
+        _ => u8::MAX,
+    };
+    r.hops
+        .iter()
+        .filter(|h| h.ttl < before)
+        .find(|h| {
+            h.probes.iter().any(|p| {
+                matches!(&p.answer, Some(a @ Answer::TimeExceeded { .. }) if a.from() == cfg.dst.ip())
+            })
+        })
+        .map(|h| h.ttl)
 }

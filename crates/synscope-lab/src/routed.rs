@@ -67,6 +67,12 @@ pub struct RoutedSpec {
     /// router's own decrement: hops after it never see them expire, and the
     /// destination answers SYNs sent with a TTL too small to reach it.
     pub ttl_raise: Vec<u16>,
+    /// (A, B): a Linux NAT (conntrack `dnat`) on the policy router sends
+    /// connections to port A to the server's port B. It translates the ICMP
+    /// errors about them back, quotes and source address both: the policy
+    /// router and every hop after it answer time-exceeded from the server's
+    /// address, and no quote shows the port change.
+    pub dnat: Vec<(u16, u16)>,
 }
 
 /// The IPv4 ID the policy router writes into SYNs of [`RoutedSpec::ip_id_rewrite`] ports.
@@ -77,7 +83,8 @@ impl RoutedSpec {
     /// untouched, 8443 dropped, 111 rejected, 8080 MSS-clamped, 8081 DSCP/ECN
     /// rewritten, 8082 options stripped (all three open); 8090 open behind a
     /// SYN proxy on router 3; 8083 forwarded to the server's 8084 (stateless
-    /// port rewrite), 8085's IPv4 ID and 8086's TTL rewritten (all open).
+    /// port rewrite), 8085's IPv4 ID and 8086's TTL rewritten (all open),
+    /// 8087 sent to 8084 by a conntrack NAT.
     pub fn standard() -> RoutedSpec {
         RoutedSpec {
             routers: 3,
@@ -92,6 +99,7 @@ impl RoutedSpec {
             port_rewrite: vec![(8083, 8084)],
             ip_id_rewrite: vec![8085],
             ttl_raise: vec![8086],
+            dnat: vec![(8087, 8084)],
         }
     }
 }
@@ -189,8 +197,15 @@ fn policy_ruleset(spec: &RoutedSpec) -> String {
         rules +=
             &format!("    tcp dport {a} tcp dport set {b}\n    tcp sport {b} tcp sport set {a}\n");
     }
+    let mut nat = String::new();
+    for (a, b) in &spec.dnat {
+        let (v4, v6) = (server_v4(spec.routers), server_v6(spec.routers));
+        nat += &format!(
+            "    meta nfproto ipv4 tcp dport {a} dnat ip to {v4}:{b}\n    meta nfproto ipv6 tcp dport {a} dnat ip6 to [{v6}]:{b}\n"
+        );
+    }
     format!(
-        "table inet synscope_lab {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{rules}  }}\n}}\n"
+        "table inet synscope_lab {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{rules}  }}\n  chain nat {{\n    type nat hook prerouting priority dstnat; policy accept;\n{nat}  }}\n}}\n"
     )
 }
 
@@ -669,5 +684,10 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("ip6 hoplimit set 64"), "{r}");
+        assert!(
+            r.contains("tcp dport 8087 dnat ip to 198.18.4.2:8084"),
+            "{r}"
+        );
+        assert!(r.contains("dnat ip6 to [2001:db8:4::2]:8084"), "{r}");
     }
 }
