@@ -724,11 +724,20 @@ fn act(
     output: &Output,
     checks: &Mutex<ScanChecks>,
 ) -> Result<(), CmdError> {
+    // the packets in one send call (a host's canaries, a handshake's ACK and probe)
+    let packets: Vec<(std::net::IpAddr, &[u8])> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(host, d) => Some((*host, d.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if !packets.is_empty() {
+        let _ = sender.send_many(&packets);
+    }
     for a in actions {
         match a {
-            Action::Send(host, d) => {
-                let _ = sender.send(host, &d);
-            }
+            Action::Send(..) => {}
             Action::Report(mut r, check) => {
                 if let Some(c) = &check {
                     let mut k = lock(checks);
