@@ -213,7 +213,7 @@ fn scan_keeps_the_right_verdicts_against_a_hostile_peer() {
             &SERVER_V4.to_string(),
             "-p",
             "80,81,7777,21",
-            "--wait",
+            "--timeout",
             "300ms",
             "--ndjson",
         ],
@@ -360,10 +360,10 @@ fn trace_sees_the_genuine_rst_through_the_garbage() {
     let stop = Arc::new(AtomicBool::new(false));
     let responder = tcp_responder(&lab, stop.clone());
     let target = format!("{SERVER_V4}:{HOSTILE}");
-    let (code, out, err, took) = run(&lab, &["trace", &target, "--json", "--max-wait", "3s"]);
+    let (code, out, err, took) = run(&lab, &["trace", &target, "--json", "--timeout", "3s"]);
     stop.store(true, Ordering::Relaxed);
     responder.join().unwrap();
-    // refused by the genuine RST: status 1, and well within --max-wait
+    // refused by the genuine RST: status 1, and well within --timeout
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     let doc: Value = serde_json::from_str(&out).unwrap();

@@ -572,7 +572,15 @@ fn scan_sees_synacks_behind_extension_headers_and_in_fragments() {
     ] {
         let out = synscope(
             &raw.lab,
-            &["scan", &host, "-p", &ports, "--wait", "300ms", "--ndjson"],
+            &[
+                "scan",
+                &host,
+                "-p",
+                &ports,
+                "--timeout",
+                "300ms",
+                "--ndjson",
+            ],
         );
         common::assert_status(&out, 0);
         let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -616,7 +624,7 @@ fn trace_completes_through_extension_headers_and_fragments() {
                 "--json",
                 "--time-wait",
                 "100ms",
-                "--max-wait",
+                "--timeout",
                 "3s",
             ],
         );

@@ -279,7 +279,7 @@ fn no_discovery_probes_every_address_and_says_no_host_state() {
             "-p",
             "80",
             "--no-discovery",
-            "--wait",
+            "--timeout",
             "300ms",
             "--ndjson",
         ],
@@ -523,7 +523,14 @@ fn discovery_line_counts_targets_known_without_asking() {
     assert!(st.success());
     let out = scan(
         &lab,
-        &["198.18.200.0/24", "-p", "80", "--wait", "200ms", "--ndjson"],
+        &[
+            "198.18.200.0/24",
+            "-p",
+            "80",
+            "--timeout",
+            "200ms",
+            "--ndjson",
+        ],
     );
     let lines = ndjson(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -560,7 +567,7 @@ fn no_discovery_text_gives_silent_hosts_one_line() {
             "-p",
             "80,81",
             "--no-discovery",
-            "--wait",
+            "--timeout",
             "300ms",
         ],
     );
@@ -589,7 +596,7 @@ fn a_family_with_no_route_is_counted_and_the_other_scanned() {
             "2001:db8:ffff::1",
             "-p",
             "22,23",
-            "--wait",
+            "--timeout",
             "200ms",
             "--ndjson",
         ],
@@ -609,4 +616,20 @@ fn a_family_with_no_route_is_counted_and_the_other_scanned() {
     // no target with a route at all: exit 2
     let out = scan(&lab, &["2001:db8:ffff::1", "198.18.254.1", "-p", "22"]);
     common::assert_status(&out, 2);
+}
+
+#[test]
+fn quiet_leaves_stderr_empty_and_the_results_whole() {
+    // the same scan says "hosts up (ARP)" and "skipped 2 network/broadcast
+    // addresses" on stderr (above); with --quiet only errors would be there
+    if synscope_lab::skip_unless_root("quiet_leaves_stderr_empty_and_the_results_whole") {
+        return;
+    }
+    let lab = Lab::up(&spec()).unwrap();
+    let out = scan(&lab, &["198.18.200.0/24", "-p", "80", "--ndjson", "-q"]);
+    let lines = ndjson(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(hosts(&lines).len(), 253);
+    // port 80 of the hosts up and of our own address
+    assert_eq!(verdicts(&lines).len(), UP.len() + 1);
 }

@@ -48,7 +48,13 @@ fn every_port_classified(target: &str) {
     let out = scan(
         &lab,
         &[
-            target, "-p-", "--rate", "100000", "--wait", "300ms", "--ndjson",
+            target,
+            "-p-",
+            "--rate",
+            "100000",
+            "--timeout",
+            "300ms",
+            "--ndjson",
         ],
     );
     let lines = ndjson(&out);
@@ -107,7 +113,7 @@ fn open_only_text_table() {
             "--open",
             "--rate",
             "50000",
-            "--wait",
+            "--timeout",
             "200ms",
         ],
     );
@@ -154,7 +160,7 @@ fn many_hosts_and_shards_union_to_the_full_scan() {
         "80,81",
         "--rate",
         "100000",
-        "--wait",
+        "--timeout",
         "500ms",
         "--seed",
         "7",

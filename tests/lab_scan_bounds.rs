@@ -382,7 +382,7 @@ fn text_output_of_a_large_silent_scan_keeps_memory_flat() {
                 "100000",
                 "--retries",
                 "0",
-                "--wait",
+                "--timeout",
                 "200ms",
             ],
             &path,
@@ -418,7 +418,7 @@ fn targets_from_stdin_open_port_ranges_and_both_families_in_one_scan() {
             .client_command(BIN)
             .arg("scan")
             .args(args)
-            .args(["--ndjson", "--wait", "300ms"])
+            .args(["--ndjson", "--timeout", "300ms"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -513,7 +513,7 @@ fn a_dual_stack_name_means_ipv4_unless_minus_6() {
                 "-p",
                 "80",
                 "--ndjson",
-                "--wait",
+                "--timeout",
                 "300ms",
             ])
             .args(extra)
@@ -540,7 +540,7 @@ fn a_scan_in_many_small_blocks_classifies_every_port_once() {
     let out = lab
         .client_command(BIN)
         .args(["scan", &SERVER_V4.to_string(), "-p-", "--rate", "100000"])
-        .args(["--wait", "300ms", "--ndjson", "--block-size", "4096"])
+        .args(["--timeout", "300ms", "--ndjson", "--block-size", "4096"])
         .output()
         .unwrap();
     common::assert_status(&out, 0);

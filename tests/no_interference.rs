@@ -65,7 +65,7 @@ fn an_unrelated_connection_keeps_working_during_scan_and_trace() {
             "-p-",
             "--rate",
             "100000",
-            "--wait",
+            "--timeout",
             "300ms",
             "--ndjson",
         ])

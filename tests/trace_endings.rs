@@ -362,7 +362,7 @@ fn icmp_errors_end_a_trace_at_once_with_the_reason() {
     ] {
         let (out, took) = trace(&lab, &[&target, "--json"]);
         common::assert_status(&out, 1);
-        // before: retransmissions for --max-wait (10 s), then "no answer"
+        // before: retransmissions for --timeout (10 s), then "no answer"
         assert!(took < Duration::from_secs(3), "{target}: {took:?}");
         let run = &json_of(&out)["traces"][0];
         assert_eq!(run["teardown"], "unreachable", "{run}");

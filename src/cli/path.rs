@@ -1,12 +1,41 @@
 //! Arguments and settings of `synscope path`.
 
-use super::{TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, PcapArgs, SynArgs, TargetArgs, UsageError, parse_duration};
 use crate::report::OutputFormat;
 use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub const PATH_EXIT_CODES: &str = "\
+/// The one-line help of `synscope path`.
+pub const ABOUT: &str = "Find where a port's SYNs die: a TCP traceroute to the real port.";
+
+/// The long help of `synscope path`.
+pub const LONG_ABOUT: &str = "\
+Find where a port's SYNs die: a TCP traceroute to the real port.
+
+SYNs to HOST:PORT with TTL / hop limit 1, 2, 3, ... (--count per hop, all
+in flight at once, timed by kernel timestamps). Each router answers the
+SYN whose TTL ran out there with ICMP time-exceeded; the destination
+answers with a SYN-ACK or an RST; a filter with an ICMP error or nothing.
+The result names the last hop that forwarded and the hop that dropped or
+rejected. Each time-exceeded quotes our SYN as that router saw it: the
+ladder shows, at the first hop whose quote shows it, what changed against
+what was sent (MSS clamped, window scale / SACK / timestamps stripped,
+DSCP or ECN rewritten, ECE/CWR bleached, addresses and ports rewritten by
+NAT, IP ID, TTL). A router quotes a SYN as it arrived: a change made by
+hop N on its way out shows at hop N+1. When the destination's answer
+crossed fewer routers back (by its TTL) than the SYNs took out, a note
+says something nearer answered for it (a SYN proxy, a load balancer).
+Hops go out 5 ahead of the farthest answer; 5 silent hops end the run.
+
+Examples:
+  synscope path 198.18.4.2:443
+  synscope path [2001:db8:4::2]:8080 -c 5 --json
+  synscope path 198.18.4.2:8081 --ecn --tos 0xb8
+  synscope path db.example -p 5432 -m 20 -W 2s";
+
+/// The EXIT STATUS section of `synscope path --help`.
+pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the destination answered the SYNs (SYN-ACK: open, or RST: closed):
      they get through
@@ -15,18 +44,20 @@ EXIT STATUS:
      the run was interrupted (Ctrl-C, SIGTERM: the result so far is printed)
   2  usage or setup error";
 
+/// Arguments of `synscope path`.
 #[derive(Debug, Args)]
 pub struct PathArgs {
+    /// `HOST[:PORT]`, `-p`, `-4`/`-6`.
     #[command(flatten)]
     pub dest: TargetArgs,
     /// Probes per hop (RTT statistics per hop from them), 1-16.
     #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub count: u16,
     /// The highest TTL / hop limit probed.
-    #[arg(short, long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..))]
+    #[arg(short, long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..))]
     pub max_hops: u8,
     /// How long each probe waits for its answer.
-    #[arg(short = 'W', long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(short = 'W', long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Send an ECN-setup SYN (ECE and CWR set) and report whether the
     /// destination agreed (ECE in its SYN-ACK) and where the bits were bleached.
@@ -38,28 +69,23 @@ pub struct PathArgs {
     /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
-    /// Send a bare SYN without options (default: MSS, SACK-permitted,
-    /// timestamps and window scale, like Linux, so changes to them show).
-    #[arg(long)]
-    pub bare_syn: bool,
-    /// Send through this interface (SO_BINDTODEVICE) and capture only on it.
-    #[arg(short = 'I', long)]
-    pub interface: Option<String>,
-    /// Source port for every probe, as in ping and scan (default: a fresh
+    /// Source port of every probe, as in ping and scan (default: a fresh
     /// free port per probe, all hops in flight at once). With it every probe
     /// has the same four-tuple (one path through ECMP load balancers, a
     /// firewall's view of one flow), and one probe is in flight at a time: a
     /// silent hop costs its whole --timeout.
     /// Example: synscope path 198.18.4.2:80 --source-port 53
-    #[arg(long)]
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub source_port: Option<u16>,
-    /// Write every packet sent and received to this pcap file (nanosecond
-    /// stamps), as in ping and trace.
-    #[arg(long, value_name = "FILE")]
-    pub pcap: Option<std::path::PathBuf>,
-    /// Print one JSON document at the end.
-    #[arg(long)]
-    pub json: bool,
+    /// `-I`, `--bare-syn`.
+    #[command(flatten)]
+    pub syn: SynArgs,
+    /// `--json`.
+    #[command(flatten)]
+    pub output: JsonArgs,
+    /// `--pcap`.
+    #[command(flatten)]
+    pub pcap: PcapArgs,
 }
 
 fn parse_tos(s: &str) -> Result<u8, String> {
@@ -73,26 +99,36 @@ fn parse_tos(s: &str) -> Result<u8, String> {
 /// Validated settings of `synscope path`.
 #[derive(Debug, Clone)]
 pub struct PathSettings {
+    /// The target as given.
     pub host: String,
+    /// Its resolved address and port.
     pub target: SocketAddr,
+    /// `--count`: probes per hop.
     pub count: u16,
+    /// `--max-hops`: the highest TTL probed.
     pub max_hops: u8,
+    /// `--timeout`: wait per probe.
     pub timeout: Duration,
+    /// `--ecn`: an ECN-setup SYN.
     pub ecn: bool,
+    /// `--tos`: TOS / traffic class of the SYNs.
     pub tos: u8,
+    /// Linux-like SYN options (off with `--bare-syn`).
     pub syn_options: bool,
+    /// `-I`; None: the route's interface.
     pub interface: Option<String>,
+    /// Text or JSON.
     pub format: OutputFormat,
+    /// `--source-port`; None: a fresh port per probe.
     pub source_port: Option<u16>,
+    /// `--pcap`: the capture file; None: none written.
     pub pcap: Option<std::path::PathBuf>,
 }
 
 impl PathArgs {
-    pub fn settings(&self) -> Result<PathSettings, UsageError> {
-        let (host, target) = self.dest.resolve()?;
-        if self.source_port == Some(0) {
-            return Err(UsageError("--source-port must be 1-65535".into()));
-        }
+    /// Validates the arguments; the name is resolved through `env`.
+    pub fn settings(&self, env: &dyn Env) -> Result<PathSettings, UsageError> {
+        let (host, target) = self.dest.resolve(env)?;
         Ok(PathSettings {
             host,
             target,
@@ -101,15 +137,11 @@ impl PathArgs {
             timeout: self.timeout,
             ecn: self.ecn,
             tos: self.tos,
-            syn_options: !self.bare_syn,
-            interface: self.interface.clone(),
-            format: if self.json {
-                OutputFormat::Json
-            } else {
-                OutputFormat::Text
-            },
+            syn_options: !self.syn.bare_syn,
+            interface: self.syn.interface.clone(),
+            format: self.output.format(),
             source_port: self.source_port,
-            pcap: self.pcap.clone(),
+            pcap: self.pcap.pcap.clone(),
         })
     }
 }
@@ -117,7 +149,7 @@ impl PathArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::{Cli, Command, FixedEnv};
     use clap::Parser;
 
     fn settings(args: &[&str]) -> Result<PathSettings, String> {
@@ -125,7 +157,7 @@ mod tests {
         let Command::Path(p) = cli.command else {
             panic!("not path")
         };
-        p.settings().map_err(|e| e.0)
+        p.settings(&FixedEnv::default()).map_err(|e| e.0)
     }
 
     #[test]

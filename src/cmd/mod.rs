@@ -1,11 +1,23 @@
 //! The commands: each wires settings, a probe state machine, the I/O layer and a report.
 
+/// A diagnostic on stderr (a note or a warning: not an error, not a result),
+/// as `eprintln!`; `--quiet` silences it. Errors that explain an exit status
+/// stay `eprintln!`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::cmd::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod dns;
 pub mod exporter;
 pub mod path;
 pub mod ping;
+mod progress;
 pub mod scan;
 mod scan_net;
 pub mod trace;
@@ -16,12 +28,16 @@ use crate::io::IoError;
 /// Why a command could not run (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
+    /// Arguments that cannot be used together or resolved.
     #[error("{0}")]
     Usage(#[from] UsageError),
+    /// A socket, route, capture or file operation failed.
     #[error("{0}")]
     Io(#[from] IoError),
+    /// stdout could not be written.
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
+    /// Anything else that stops a command before it starts (the lab, a config).
     #[error("{0}")]
     Setup(String),
 }
@@ -86,13 +102,27 @@ pub(crate) fn signalled() -> bool {
     SIGNALS.load(std::sync::atomic::Ordering::Relaxed) > 0
 }
 
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: from now on `note!` prints nothing (set once, by main).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Was `--quiet` given?
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Debug logging to stderr, on with `-v`.
 #[derive(Debug, Clone, Copy)]
 pub struct Log {
+    /// `-v` was given.
     pub verbose: bool,
 }
 
 impl Log {
+    /// Prints `synscope: MSG` on stderr when verbose; `msg` is not built otherwise.
     pub fn debug(&self, msg: impl FnOnce() -> String) {
         if self.verbose {
             eprintln!("synscope: {}", msg());

@@ -25,6 +25,7 @@ const SETTLE: Duration = Duration::from_millis(1);
 pub struct PathSummary {
     /// The destination answered (SYN-ACK or RST).
     pub reached: bool,
+    /// Stopped by SIGINT or SIGTERM.
     pub interrupted: bool,
 }
 
@@ -146,7 +147,7 @@ pub async fn run(
     }
     let drops = capture.drops();
     if drops > 0 {
-        eprintln!(
+        note!(
             "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
              answers among them are counted as loss"
         );

@@ -14,6 +14,7 @@ use crate::event::Timestamp;
 use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
+use crate::probe::SynAnswer;
 use crate::probe::verify::ProbeCheck;
 use crate::report::scan::{
     DiscoverySummary, RateSummary, ScanChecks, ScanOutput, ScanResult, ScanSummary,
@@ -21,8 +22,8 @@ use crate::report::scan::{
 use crate::scan::blocks::{self, BlockState, Mark};
 use crate::scan::follow::{Action, FollowUp};
 use crate::scan::pace::Pacer;
-use crate::scan::rate::RateControl;
-use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
+use crate::scan::rate::{self, RateControl};
+use crate::scan::{Cookie, Permutation, ScanMatcher, TargetSet};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +39,8 @@ struct Shared {
     ring_time: Vec<AtomicU64>,
     replies: AtomicU64,
     last_reply_ns: AtomicU64,
-    max_rtt_ns: AtomicU64,
+    /// Every reply's RTT, in the buckets of [`rate::rtt_bucket`].
+    rtts: Vec<AtomicU64>,
     /// Reads of the receiver that found the capture queue empty.
     idle_reads: AtomicU64,
     stop: AtomicBool,
@@ -48,6 +50,8 @@ struct Shared {
     /// Hosts that answered with SYN-ACK or RST, by host number hashed into
     /// [`KNOWN_BITS`] bits (a collision only adds a sample).
     known: Vec<AtomicU64>,
+    /// Hosts that answered with an ICMP error (filtered), hashed like `known`.
+    icmp: Vec<AtomicU64>,
     /// Probes sent from this instant on are retries: not measured (they go
     /// to the ports that did not answer). u64::MAX during a first round.
     retry_since_ns: AtomicU64,
@@ -81,6 +85,16 @@ impl Shared {
         self.known[w].fetch_or(bit, RELAXED) & bit != 0
     }
 
+    fn mark_icmp(&self, index: u64) {
+        let (w, bit) = self.known_bit(index);
+        self.icmp[w].fetch_or(bit, RELAXED);
+    }
+
+    fn sent_icmp(&self, index: u64) -> bool {
+        let (w, bit) = self.known_bit(index);
+        self.icmp[w].load(RELAXED) & bit != 0
+    }
+
     fn sent_at(&self, j: u64) -> Option<u64> {
         let slot = (j as usize) % RING;
         (self.ring_probe[slot].load(RELAXED) == j + 1).then(|| self.ring_time[slot].load(RELAXED))
@@ -89,7 +103,7 @@ impl Shared {
 
 /// What the families' scans add up to.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     probes: u64,
     sent: u64,
     send_errors: u64,
@@ -125,66 +139,13 @@ fn add_discovery(
     }
 }
 
-type Output = Mutex<ScanOutput<std::io::Stdout>>;
+type Output<W> = Mutex<ScanOutput<W>>;
 
+/// Runs the scan and writes its report.
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
-    // per family: routes per target, every socket, the capture of replies to every source
-    // a family with no route at all is counted and said once; the others are
-    // scanned (exit 2 only when no target has a route)
-    let mut families = Vec::new();
-    let mut no_route: Vec<(u64, IoError)> = Vec::new();
-    for t in &s.targets {
-        match Network::open(s, t, log)? {
-            Opened::Net(net) => families.push((t, *net)),
-            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
-        }
-    }
-    if families.is_empty() && !no_route.is_empty() {
-        return Err(no_route.swap_remove(0).1.into());
-    }
-    let mut tally = Tally::default();
-    for (n, e) in &no_route {
-        eprintln!(
-            "synscope: warning: {n} target address{} not probed: {e}{}",
-            if *n == 1 { "" } else { "es" },
-            if *n > 1 { " (the first of them)" } else { "" }
-        );
-        tally.unroutable += n;
-    }
-    // --verify completes handshakes from raw: the kernel must not reset them
-    let mut rst_filters = Vec::new();
-    if s.verify {
-        for (_, net) in &families {
-            for src in net.sources.sources() {
-                let port = net.reservation.port;
-                rst_filters.push(crate::io::nft::RstFilter::install_range(src, port, port)?);
-            }
-        }
-        log.debug(|| {
-            format!(
-                "{} nftables tables drop the kernel's RSTs",
-                rst_filters.len()
-            )
-        });
-    }
-    // every socket is open and no other thread runs yet: give up every capability
-    crate::io::privileges::drop_all()?;
-    log.debug(|| {
-        format!(
-            "capabilities dropped ({} effective left)",
-            crate::io::privileges::effective()
-        )
-    });
-    let started = Instant::now();
-    let output: Output = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
-    for (targets, net) in families {
-        if super::signalled() {
-            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
-            continue;
-        }
-        scan_family(s, net, &output, &mut tally, log)?;
-    }
+    let output: Output<_> = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
+    let (mut tally, started) = scan_into(s, &output, true, log)?;
     let was_interrupted = super::signalled();
     let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
     let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
@@ -193,7 +154,6 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         + count("filtered")
         + count("no-response")
         + count("answers-every-port");
-    drop(rst_filters);
     tally.checks.answers_every_port_pairs = count("answers-every-port");
     let summary = ScanSummary {
         hosts: s.targets.iter().map(TargetSet::len).sum(),
@@ -226,13 +186,13 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         verify: tally.checks,
     };
     if tally.stalls > 0 {
-        eprintln!(
+        note!(
             "synscope: the kernel's send queue was full {} times (back-pressure); sending slowed down and went on",
             tally.stalls
         );
     }
     if tally.drops > 0 {
-        eprintln!(
+        note!(
             "synscope: warning: the capture buffer dropped {} packets (lower --rate); unanswered ports were retried",
             tally.drops
         );
@@ -241,11 +201,82 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     Ok(summary)
 }
 
+/// Scans every family of `s` into `output`; with `drop_privileges` (the
+/// command) every capability is given up once the sockets are open. Returns
+/// the families' tally and when probing started.
+pub(crate) fn scan_into<W: std::io::Write + Send>(
+    s: &ScanSettings,
+    output: &Output<W>,
+    drop_privileges: bool,
+    log: Log,
+) -> Result<(Tally, Instant), CmdError> {
+    // per family: routes per target, every socket, the capture of replies to every source
+    // a family with no route at all is counted and said once; the others are
+    // scanned (exit 2 only when no target has a route)
+    let mut families = Vec::new();
+    let mut no_route: Vec<(u64, IoError)> = Vec::new();
+    for t in &s.targets {
+        match Network::open(s, t, log)? {
+            Opened::Net(net) => families.push((t, *net)),
+            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
+        }
+    }
+    if families.is_empty() && !no_route.is_empty() {
+        return Err(no_route.swap_remove(0).1.into());
+    }
+    let mut tally = Tally::default();
+    for (n, e) in &no_route {
+        note!(
+            "synscope: warning: {n} target address{} not probed: {e}{}",
+            if *n == 1 { "" } else { "es" },
+            if *n > 1 { " (the first of them)" } else { "" }
+        );
+        tally.unroutable += n;
+    }
+    // --verify completes handshakes from raw: the kernel must not reset them
+    // (the tables live as long as the scan)
+    let mut rst_filters = Vec::new();
+    if s.verify {
+        for (_, net) in &families {
+            for src in net.sources.sources() {
+                let port = net.reservation.port;
+                rst_filters.push(crate::io::nft::RstFilter::install_range(src, port, port)?);
+            }
+        }
+        log.debug(|| {
+            format!(
+                "{} nftables tables drop the kernel's RSTs",
+                rst_filters.len()
+            )
+        });
+    }
+    // every socket is open and no other thread runs yet: give up every capability
+    if drop_privileges {
+        crate::io::privileges::drop_all()?;
+        log.debug(|| {
+            format!(
+                "capabilities dropped ({} effective left)",
+                crate::io::privileges::effective()
+            )
+        });
+    }
+    let started = Instant::now();
+    for (targets, net) in families {
+        if super::signalled() {
+            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
+            continue;
+        }
+        scan_family(s, net, output, &mut tally, log)?;
+    }
+    drop(rst_filters);
+    Ok((tally, started))
+}
+
 /// Scans one family's targets, block by block, into `output`.
-fn scan_family(
+fn scan_family<W: std::io::Write + Send>(
     s: &ScanSettings,
     mut net: Network,
-    output: &Output,
+    output: &Output<W>,
     tally: &mut Tally,
     log: Log,
 ) -> Result<(), CmdError> {
@@ -299,7 +330,7 @@ fn scan_family(
         ring_time: (0..RING).map(|_| AtomicU64::new(0)).collect(),
         replies: AtomicU64::new(0),
         last_reply_ns: AtomicU64::new(0),
-        max_rtt_ns: AtomicU64::new(0),
+        rtts: (0..rate::RTT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         idle_reads: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         ctl: Mutex::new(if s.verbose {
@@ -308,6 +339,7 @@ fn scan_family(
             ctl_for(s)
         }),
         known: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+        icmp: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
         retry_since_ns: AtomicU64::new(u64::MAX),
         receiver_ns: AtomicU64::new(0),
         ports: s.ports.len(),
@@ -389,7 +421,7 @@ fn scan_family(
                     *ignored.entry(Ignored::NoProbe).or_default() += 1;
                     continue;
                 };
-                if r.verdict == ScanVerdict::Open && !s.verify {
+                if r.verdict == SynAnswer::Open && !s.verify {
                     // our own RST (besides the kernel's): never leave a half-open connection
                     // (--verify resets after its check)
                     if let Some(rst) = matcher.rst(r.host, r.port) {
@@ -404,15 +436,18 @@ fn scan_family(
                 let sent_ns = shared.sent_at(j);
                 let rtt_ns = sent_ns.map(|t| r.at.0.saturating_sub(t));
                 // rate control: replies of hosts known to answer, to first rounds
-                if matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                if matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed)
                     && shared.mark_known(r.index)
                     && let Some(t) = sent_ns
                     && t < shared.retry_since_ns.load(RELAXED)
                 {
                     lock(&shared.ctl).on_reply(t, r.at.0);
                 }
+                if matches!(r.verdict, SynAnswer::Filtered { .. }) {
+                    shared.mark_icmp(r.index);
+                }
                 if let Some(rtt) = rtt_ns {
-                    shared.max_rtt_ns.fetch_max(rtt, RELAXED);
+                    shared.rtts[rate::rtt_bucket(rtt)].fetch_add(1, RELAXED);
                 }
                 shared.replies.fetch_add(1, RELAXED);
                 shared.last_reply_ns.store(Timestamp::now().0, RELAXED);
@@ -421,10 +456,10 @@ fn scan_family(
                     host: r.host,
                     port: r.port,
                     ttl: Some(r.ttl),
-                    window: matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                    window: matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed)
                         .then_some(r.window),
-                    options: (r.verdict == ScanVerdict::Open).then_some(r.options),
-                    verdict: r.verdict.clone(),
+                    options: (r.verdict == SynAnswer::Open).then_some(r.options),
+                    verdict: r.verdict,
                     rtt_ns,
                     check: None,
                 };
@@ -525,10 +560,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Sends every block of the family: its rounds, the wait after each, then its
 /// no-responses. Ends at the first block after an interrupt; the probes of the
 /// block it cut short that were sent but unanswered are counted, not listed.
-fn send_blocks(
+fn send_blocks<W: std::io::Write + Send>(
     s: &ScanSettings,
     b: &Blocks,
-    output: &Output,
+    output: &Output<W>,
     tally: &mut Tally,
     first_error: &mut Option<IoError>,
     log: Log,
@@ -552,6 +587,7 @@ fn send_blocks(
                 break;
             }
             let pass_start = Instant::now();
+            let silent_before = b.state.counts().silent;
             b.shared.retry_since_ns.store(
                 if round == 0 {
                     u64::MAX
@@ -595,13 +631,15 @@ fn send_blocks(
             }
             tally.sent += in_pass;
             tally.send_time += pass_start.elapsed();
+            let last = round == last_round;
+            let waited =
+                wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started, last);
             log.debug(|| {
                 format!(
-                    "block {range:?} round {round}: {in_pass} SYNs in {:?}",
-                    pass_start.elapsed()
+                    "block {range:?} round {round}: {in_pass} SYNs in {:?}, then {waited:?} for late replies",
+                    pass_start.elapsed() - waited
                 )
             });
-            wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started);
             {
                 let mut ctl = lock(&b.shared.ctl);
                 ctl.on_receiver(b.shared.receiver_ns.load(RELAXED));
@@ -622,10 +660,14 @@ fn send_blocks(
                 };
                 all_lost *= loss;
                 // auto: what went silent while loss was high gets up to two
-                // more rounds, at the rate the loss brought us down to
+                // more rounds, at the rate the loss brought us down to, as
+                // long as the last retry round still found answers (the
+                // silent ports of a clean path are not retried for nothing)
+                let recovered = b.state.counts().silent < silent_before;
                 if round == last_round
                     && s.auto_rate.is_some()
                     && ctl.lossy_slices() > lossy_before
+                    && (round == 0 || recovered)
                     && last_round < s.retries + EXTRA_ROUNDS
                     && !b.state.all_answered()
                 {
@@ -659,12 +701,13 @@ fn send_blocks(
                 return Ok(false);
             }
             let index = b.perm.at(b.shard.position(j));
+            tally.coverage.icmp_silent_pairs += b.shared.sent_icmp(index) as u64;
             if let Some((host, port)) = b.matcher.target(index) {
                 out.result(ScanResult {
                     index,
                     host,
                     port,
-                    verdict: ScanVerdict::NoResponse,
+                    verdict: SynAnswer::NoAnswer,
                     rtt_ns: None,
                     ttl: None,
                     window: None,
@@ -679,6 +722,12 @@ fn send_blocks(
     }
     progress.finish();
     let ctl = lock(&b.shared.ctl);
+    log.debug(|| {
+        format!(
+            "rate control: {} cut(s) undone (the loss was late replies)",
+            ctl.spurious_cuts
+        )
+    });
     // -v: every judged slice, for plots (bench/rate_plot.py reads these)
     for j in ctl.history() {
         log.debug(|| {
@@ -718,10 +767,10 @@ fn tsval_now() -> u32 {
 }
 
 /// Carries out what the checks ask for: packets out, results to the report.
-fn act(
+fn act<W: std::io::Write>(
     actions: Vec<Action<ScanResult>>,
     sender: &Egress,
-    output: &Output,
+    output: &Output<W>,
     checks: &Mutex<ScanChecks>,
 ) -> Result<(), CmdError> {
     // the packets in one send call (a host's canaries, a handshake's ACK and probe)
@@ -765,16 +814,22 @@ fn act(
 }
 
 /// The end of a block's checks: unanswered canaries once more, a wait for
-/// their answers and the handshakes under way (several times the largest RTT
-/// seen, at least 50 ms, at most --wait), then every host judged and every
-/// held result reported.
-fn finish_checks(s: &ScanSettings, b: &Blocks, output: &Output) -> Result<(), CmdError> {
+/// their answers and the handshakes under way (as long as for late replies
+/// after a last round, at least 50 ms, at most --wait), then every host
+/// judged and every held result reported.
+fn finish_checks<W: std::io::Write>(
+    s: &ScanSettings,
+    b: &Blocks,
+    output: &Output<W>,
+) -> Result<(), CmdError> {
     let again = lock(&b.shared.follow).retry_canaries(b.matcher, tsval_now());
     let retried = !again.is_empty();
     act(again, b.sender, output, &b.shared.checks)?;
-    let rtt = Duration::from_nanos(b.shared.max_rtt_ns.load(RELAXED));
+    // as long as late replies are waited for after a last round
+    let rtts: Vec<u64> = b.shared.rtts.iter().map(|n| n.load(RELAXED)).collect();
+    let quiet = Duration::from_nanos(rate::quiet_needed(&rtts, true).unwrap_or(u64::MAX));
     let end = Instant::now()
-        + (rtt * 8)
+        + quiet
             .max(Duration::from_millis(50))
             .min(s.wait.max(Duration::from_millis(50)));
     while (retried || lock(&b.shared.follow).busy()) && Instant::now() < end && !super::signalled()
@@ -799,29 +854,29 @@ fn ctl_for(s: &ScanSettings) -> RateControl {
 /// Rounds --rate auto may add to a block that saw loss.
 const EXTRA_ROUNDS: u32 = 2;
 
-/// Waits for late replies after a round: until they have stopped for a while,
-/// at most --wait, at once on an interrupt.
+/// Waits for late replies after a round: until they have stopped for a few
+/// times the RTT of nearly every reply so far (rate::quiet_needed; shorter
+/// when a retry round follows, which still takes late replies), at most
+/// --wait, at once on an interrupt.
 fn wait_for_late_replies(
     s: &ScanSettings,
     shared: &Shared,
     progress: &mut Progress,
     sent: &AtomicU64,
     started: Instant,
-) {
+    last: bool,
+) -> Duration {
     let last_send = Timestamp::now().0;
-    let wait_end = Instant::now() + s.wait;
+    let begun = Instant::now();
+    let wait_end = begun + s.wait;
     while Instant::now() < wait_end && !super::signalled() {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
         let quiet_for = Timestamp::now()
             .0
             .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
         // with no RTT seen yet there is nothing to judge by: wait it all out
-        let max_rtt = shared.max_rtt_ns.load(RELAXED);
-        let needed = if max_rtt == 0 {
-            u64::MAX
-        } else {
-            (max_rtt * 8).max(20_000_000)
-        };
+        let rtts: Vec<u64> = shared.rtts.iter().map(|n| n.load(RELAXED)).collect();
+        let needed = rate::quiet_needed(&rtts, last).unwrap_or(u64::MAX);
         if quiet_for > needed {
             break;
         }
@@ -832,6 +887,7 @@ fn wait_for_late_replies(
             lock(&shared.ctl).rate(),
         );
     }
+    begun.elapsed()
 }
 
 /// Waits until the receiver has read every reply captured so far (it found
@@ -876,13 +932,17 @@ impl Pass<'_> {
     ) -> Result<LaneStats, IoError> {
         let b = self.b;
         let lanes = b.lanes as f64;
+        // auto: a retry round goes at half the controller's rate, a quarter
+        // in the next...: retries are few, and the last round's losses are
+        // final verdicts
+        let scale = 0.5f64.powi(self.round.min(8) as i32);
         let mut pacer = if self.auto {
-            Pacer::new(lock(&b.shared.ctl).rate() / lanes, Instant::now())
+            Pacer::new(lock(&b.shared.ctl).rate() * scale / lanes, Instant::now())
         } else {
             Pacer::new(self.rate_per_lane, Instant::now())
         };
         let mut batch = if self.auto {
-            batch_for(pacer.target() * lanes)
+            batch_for(pacer.target() * lanes, self.round)
         } else {
             b.batch
         };
@@ -953,11 +1013,11 @@ impl Pass<'_> {
                 if out.stalls > 0 && self.auto {
                     ctl.on_backpressure(now, pacer.rate() * lanes);
                 }
-                let want = ctl.rate() / lanes;
+                let want = ctl.rate() * scale / lanes;
                 drop(ctl);
                 if self.auto && (want - pacer.target()).abs() > 0.01 * pacer.target() {
                     pacer.retarget(want, st.sent, Instant::now());
-                    batch = batch_for(want * lanes);
+                    batch = batch_for(want * lanes, self.round);
                 }
             }
             pacer.after_batch(st.sent, out.stalls > 0, Instant::now());
@@ -977,8 +1037,13 @@ impl Pass<'_> {
     }
 }
 
-/// SYNs per send call at `rate`: one at low rates, up to 64.
-fn batch_for(rate: f64) -> usize {
+/// SYNs per send call at `rate`: one at low rates, up to 64; one by one in
+/// retry rounds below 100k/s (a policer with a small burst drops the tail of
+/// a batch).
+fn batch_for(rate: f64, round: u32) -> usize {
+    if round > 0 && rate < 100_000.0 {
+        return 1;
+    }
     ((rate / 5000.0) as usize).clamp(1, 64)
 }
 
@@ -1002,40 +1067,26 @@ fn pace_until(due: Instant) -> bool {
     }
 }
 
-/// The progress line on stderr (only on a terminal).
+/// The progress bar on stderr (only on a terminal, without --quiet): probes
+/// sent of the total, the rate and the time left, replies so far.
 struct Progress {
-    on: bool,
-    total: u64,
-    last: Instant,
+    bar: super::progress::Bar,
 }
 
 impl Progress {
     fn new(on: bool, total: u64) -> Progress {
         Progress {
-            on,
-            total,
-            last: Instant::now(),
+            bar: super::progress::Bar::new(on, Some(total), "probes"),
         }
     }
-    /// `rate`: the rate sent at now (probes/s).
-    fn update(&mut self, sent: u64, replies: u64, started: Instant, rate_now: f64) {
-        if !self.on || self.last.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = started.elapsed().as_secs_f64();
-        let rate = sent as f64 / secs.max(1e-9);
-        let eta = self.total.saturating_sub(sent) as f64 / rate.max(1.0);
-        let pct = 100.0 * sent.min(self.total) as f64 / self.total.max(1) as f64;
-        let ratio = 100.0 * replies as f64 / sent.max(1) as f64;
-        eprint!(
-            "\r[{pct:5.1}%] sent {sent}/{}  replies {replies} ({ratio:.0} %)  now {rate_now:.0} pkt/s (mean {rate:.0})  ETA {eta:.1}s   ",
-            self.total
-        );
+    /// `rate_now`: the rate sent at now (probes/s).
+    fn update(&mut self, sent: u64, replies: u64, _started: Instant, rate_now: f64) {
+        self.bar.update(sent, || {
+            let ratio = 100.0 * replies as f64 / sent.max(1) as f64;
+            format!("replies {replies} ({ratio:.0} %), now {rate_now:.0}/s")
+        });
     }
     fn finish(&self) {
-        if self.on {
-            eprintln!();
-        }
+        self.bar.finish();
     }
 }

@@ -11,9 +11,13 @@ use std::net::{IpAddr, SocketAddr};
 /// Who was probed and how.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathTarget {
+    /// The target as the user wrote it.
     pub host: String,
+    /// The address and port probed.
     pub address: SocketAddr,
+    /// Our source address.
     pub source: IpAddr,
+    /// The interface holding `source` (where replies arrive).
     pub interface: String,
 }
 
@@ -294,12 +298,7 @@ fn sent_flags(cfg: &PathConfig) -> (TcpFlags, TcpOptions) {
     } else {
         TcpFlags::SYN
     };
-    let options = if cfg.syn_options {
-        TcpOptions::linux_syn(cfg.mss, 0)
-    } else {
-        TcpOptions::default()
-    };
-    (flags, options)
+    (flags, TcpOptions::syn(cfg.syn_options, cfg.mss, 0))
 }
 
 /// Writes the whole report.

@@ -1,8 +1,8 @@
 //! `synscope scan` output: a table per host, JSON (one document) or NDJSON
 //! (one line per result as replies arrive), and the summary.
 
+use crate::probe::SynAnswer;
 use crate::probe::verify::ProbeCheck;
-use crate::scan::ScanVerdict;
 use crate::scan::follow::AnswersEveryPort;
 use crate::wire::TcpOptions;
 use serde::Serialize;
@@ -17,7 +17,7 @@ pub struct ScanResult {
     pub index: u64,
     pub host: IpAddr,
     pub port: u16,
-    pub verdict: ScanVerdict,
+    pub verdict: SynAnswer,
     pub rtt_ns: Option<u64>,
     pub ttl: Option<u8>,
     pub window: Option<u16>,
@@ -32,9 +32,10 @@ impl ScanResult {
             "type": "result",
             "host": self.host,
             "port": self.port,
-            "verdict": self.verdict.name(),
+            "verdict": state(&self.verdict),
         });
-        if let ScanVerdict::Filtered { reason, from } = &self.verdict {
+        if let SynAnswer::Filtered { error, from } = &self.verdict {
+            let reason = error.name();
             v["reason"] = json!(reason);
             v["icmp_from"] = json!(from);
         }
@@ -225,6 +226,11 @@ pub struct RateSummary {
     /// Estimated no-response pairs that are really lost probes: for each
     /// block, its silent pairs × the chance every probe of a pair was lost.
     pub uncertain_pairs: f64,
+    /// No-response pairs of hosts that answered other probes with ICMP
+    /// errors: a host's ICMP rate limit (Linux: about one error per second
+    /// per peer after a burst of six) may have swallowed their rejection,
+    /// so they may be filtered rather than dropped.
+    pub icmp_silent_pairs: u64,
 }
 
 impl RateSummary {
@@ -245,8 +251,15 @@ impl RateSummary {
             1 => ", 1 extra round".into(),
             n => format!(", {n} extra rounds"),
         };
+        let icmp = match self.icmp_silent_pairs {
+            0 => String::new(),
+            n => format!(
+                "; {n} no-response{} from hosts that sent ICMP errors (an ICMP rate limit may hide rejections: filtered or dropped)",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
         format!(
-            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra})",
+            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra}){icmp}",
             self.uncertain_pairs,
             if self.mode == "auto" {
                 "settled"
@@ -260,6 +273,17 @@ impl RateSummary {
 }
 
 /// 19800 → "19.8k", 1200000 → "1.2M".
+/// A pair's state as scan reports it: `open`, `closed`, `filtered` (an ICMP
+/// error) or `no-response`.
+pub fn state(v: &SynAnswer) -> &'static str {
+    match v {
+        SynAnswer::Open => "open",
+        SynAnswer::Closed => "closed",
+        SynAnswer::Filtered { .. } => "filtered",
+        SynAnswer::NoAnswer => "no-response",
+    }
+}
+
 fn si(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.1}M", x / 1e6)
@@ -345,6 +369,8 @@ pub struct ScanOutput<W: Write> {
     pub counts: BTreeMap<&'static str, u64>,
     /// Hosts that answer every port, with their SYN-ACKs to scanned ports.
     every_port: BTreeMap<IpAddr, (AnswersEveryPort, u64)>,
+    /// Keeps every result, prints nothing (the library's [`ScanOutput::collecting`]).
+    collect: bool,
 }
 
 impl<W: Write> ScanOutput<W> {
@@ -361,12 +387,17 @@ impl<W: Write> ScanOutput<W> {
             down_reason: String::new(),
             counts: BTreeMap::new(),
             every_port: BTreeMap::new(),
+            collect: false,
         }
     }
 
     /// A host that answers every port: one record (JSON, NDJSON) or one line
     /// (text), never one per port.
     pub fn every_port(&mut self, h: &AnswersEveryPort) -> std::io::Result<()> {
+        self.every_port.insert(h.host, (h.clone(), 0));
+        if self.collect {
+            return Ok(());
+        }
         match self.format {
             super::OutputFormat::Ndjson => writeln!(self.out, "{}", every_port_json(h))?,
             super::OutputFormat::Json => {
@@ -380,7 +411,6 @@ impl<W: Write> ScanOutput<W> {
             }
             super::OutputFormat::Text => {}
         }
-        self.every_port.insert(h.host, (h.clone(), 0));
         Ok(())
     }
 
@@ -392,10 +422,28 @@ impl<W: Write> ScanOutput<W> {
         }
     }
 
+    /// Keeps every result and prints nothing: see [`ScanOutput::into_results`].
+    pub fn collecting(out: W) -> ScanOutput<W> {
+        ScanOutput {
+            collect: true,
+            ..ScanOutput::new(out, super::OutputFormat::Ndjson, false)
+        }
+    }
+
+    /// Every result kept by a [`ScanOutput::collecting`] output, by host and port.
+    pub fn into_results(mut self) -> Vec<ScanResult> {
+        self.kept.sort_by_key(|r| (r.host, r.port));
+        self.kept
+    }
+
     /// One (host, port) result.
     pub fn result(&mut self, r: ScanResult) -> std::io::Result<()> {
-        *self.counts.entry(r.verdict.name()).or_default() += 1;
-        if self.open_only && r.verdict != ScanVerdict::Open {
+        *self.counts.entry(state(&r.verdict)).or_default() += 1;
+        if self.collect {
+            self.kept.push(r);
+            return Ok(());
+        }
+        if self.open_only && r.verdict != SynAnswer::Open {
             return Ok(());
         }
         match self.format {
@@ -412,10 +460,10 @@ impl<W: Write> ScanOutput<W> {
                 write!(self.out, "{sep}{}", r.json())?;
             }
             super::OutputFormat::Text => match r.verdict {
-                ScanVerdict::Closed if r.check.is_none() => {
+                SynAnswer::Closed if r.check.is_none() => {
                     *self.closed_per_host.entry(r.host).or_default() += 1
                 }
-                ScanVerdict::NoResponse => {
+                SynAnswer::NoAnswer => {
                     if let Some(rows) = &mut self.silent {
                         if rows.len() < LISTED_SILENT_MAX {
                             rows.push(r);
@@ -434,7 +482,7 @@ impl<W: Write> ScanOutput<W> {
     /// A host as discovery found it: a line of its own (never one per port).
     /// Text lists down hosts only (up hosts show in the table); --open hides both.
     pub fn host(&mut self, h: &HostResult) -> std::io::Result<()> {
-        if self.open_only {
+        if self.open_only || self.collect {
             return Ok(());
         }
         match self.format {
@@ -548,14 +596,14 @@ pub fn write_table(
     // never a table header with nothing under it
     let mut silent_hosts: Vec<(IpAddr, usize)> = Vec::new();
     for (&host, rs) in &by_host {
-        let has_open = rs.iter().any(|r| r.verdict == ScanVerdict::Open);
+        let has_open = rs.iter().any(|r| r.verdict == SynAnswer::Open);
         if open_only && !has_open {
             continue;
         }
         let closed = closed_per_host.get(&host).copied().unwrap_or(0);
         let silent = rs
             .iter()
-            .filter(|r| r.verdict == ScanVerdict::NoResponse)
+            .filter(|r| r.verdict == SynAnswer::NoAnswer)
             .count();
         if closed == 0 && silent == rs.len() {
             silent_hosts.push((host, silent));
@@ -570,21 +618,23 @@ pub fn write_table(
         let mut listed: Vec<&&ScanResult> = rs
             .iter()
             .filter(|r| match r.verdict {
-                ScanVerdict::Open => true,
-                ScanVerdict::Filtered { .. } => !open_only,
-                ScanVerdict::NoResponse => !open_only && silent <= 20,
-                ScanVerdict::Closed => r.check.is_some(),
+                SynAnswer::Open => true,
+                SynAnswer::Filtered { .. } => !open_only,
+                SynAnswer::NoAnswer => !open_only && silent <= 20,
+                SynAnswer::Closed => r.check.is_some(),
             })
             .collect();
         listed.sort_by_key(|r| r.port);
         for r in listed {
             let reason = match (&r.verdict, &r.check) {
-                (ScanVerdict::Open, Some(c)) => format!("syn-ack ({})", c.text()),
-                (ScanVerdict::Open, None) => "syn-ack".to_string(),
+                (SynAnswer::Open, Some(c)) => format!("syn-ack ({})", c.text()),
+                (SynAnswer::Open, None) => "syn-ack".to_string(),
                 (_, Some(c)) => c.text(),
-                (ScanVerdict::Filtered { reason, from }, None) => format!("{reason} from {from}"),
-                (ScanVerdict::NoResponse, None) => "no-response".into(),
-                (ScanVerdict::Closed, None) => "rst".into(),
+                (SynAnswer::Filtered { error, from }, None) => {
+                    format!("{} from {from}", error.name())
+                }
+                (SynAnswer::NoAnswer, None) => "no-response".into(),
+                (SynAnswer::Closed, None) => "rst".into(),
             };
             let rtt = r
                 .rtt_ns
@@ -596,7 +646,7 @@ pub fn write_table(
             let port = format!("{}/tcp", r.port);
             let line = format!(
                 "  {port:<9} {:<12} {reason:<32} {rtt:>10} {ttl:>4} {win:>6}  {opts}",
-                r.verdict.name()
+                state(&r.verdict)
             );
             writeln!(out, "{}", line.trim_end())?;
         }
@@ -752,7 +802,7 @@ mod tests {
             index: i,
             host: IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
             port: 9,
-            verdict: ScanVerdict::NoResponse,
+            verdict: SynAnswer::NoAnswer,
             rtt_ns: None,
             ttl: None,
             window: None,
@@ -791,7 +841,7 @@ mod tests {
         out.host(&up).unwrap();
         out.host(&down).unwrap();
         out.result(ScanResult {
-            verdict: ScanVerdict::Closed,
+            verdict: SynAnswer::Closed,
             host: up.host,
             ..silent(0)
         })
@@ -847,7 +897,7 @@ mod tests {
         assert_eq!(t.matches("  no response (1 port)\n").count(), 5, "{t}");
         assert!(!t.contains("PORT"), "{t}");
         let answered = ScanResult {
-            verdict: ScanVerdict::Closed,
+            verdict: SynAnswer::Closed,
             port: 10,
             ..silent(0)
         };
@@ -954,10 +1004,20 @@ mod tests {
             mean_loss: 0.021,
             extra_rounds: 1,
             uncertain_pairs: 0.2,
+            icmp_silent_pairs: 0,
         };
         assert_eq!(
             r.line(),
             "≈0 pairs uncertain; peak loss 43 % at 180.0k/s, mean 2.1 %; settled at 19.8k/s (rate auto, 1 extra round)"
+        );
+        let r = RateSummary {
+            icmp_silent_pairs: 94,
+            ..r
+        };
+        assert!(
+            r.line().ends_with("(rate auto, 1 extra round); 94 no-responses from hosts that sent ICMP errors (an ICMP rate limit may hide rejections: filtered or dropped)"),
+            "{}",
+            r.line()
         );
         let r = RateSummary {
             mode: "fixed".into(),

@@ -73,6 +73,10 @@ pub struct RoutedSpec {
     /// router and every hop after it answer time-exceeded from the server's
     /// address, and no quote shows the port change.
     pub dnat: Vec<(u16, u16)>,
+    /// A slow link with a short queue on router 1: HTB at this many kbit/s
+    /// with a 10-packet pfifo on both its interfaces (what the client sends
+    /// and what comes back); what overflows is dropped. None: full speed.
+    pub bottleneck_kbit: Option<u32>,
 }
 
 /// The IPv4 ID the policy router writes into SYNs of [`RoutedSpec::ip_id_rewrite`] ports.
@@ -100,6 +104,7 @@ impl RoutedSpec {
             ip_id_rewrite: vec![8085],
             ttl_raise: vec![8086],
             dnat: vec![(8087, 8084)],
+            bottleneck_kbit: None,
         }
     }
 }
@@ -128,6 +133,7 @@ pub fn router_v6(k: usize) -> Ipv6Addr {
 pub fn client_v4() -> Ipv4Addr {
     link_v4(0, 1)
 }
+/// The client's IPv6 address.
 pub fn client_v6() -> Ipv6Addr {
     link_v6(0, 1)
 }
@@ -136,6 +142,7 @@ pub fn client_v6() -> Ipv6Addr {
 pub fn server_v4(routers: usize) -> Ipv4Addr {
     link_v4(routers, 2)
 }
+/// The server's IPv6 address behind `routers` routers.
 pub fn server_v6(routers: usize) -> Ipv6Addr {
     link_v6(routers, 2)
 }
@@ -381,6 +388,27 @@ impl Lab {
                 }
             })?;
         }
+        if let Some(kbit) = spec.bottleneck_kbit {
+            let rate = format!("{kbit}kbit");
+            for dev in ["left", "right"] {
+                for args in [
+                    vec![
+                        "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10",
+                    ],
+                    vec![
+                        "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+                        "rate", &rate,
+                    ],
+                    vec![
+                        "qdisc", "add", "dev", dev, "parent", "1:10", "pfifo", "limit", "10",
+                    ],
+                ] {
+                    let mut full = vec!["ip", "netns", "exec", &chain[1], "tc"];
+                    full.extend(args);
+                    run(&full, None)?;
+                }
+            }
+        }
         let policy = &chain[spec.policy_router];
         run(
             &["ip", "netns", "exec", policy, "nft", "-f", "-"],
@@ -431,6 +459,7 @@ impl Lab {
 pub fn tarpit_v4(routers: usize) -> Ipv4Addr {
     link_v4(routers, 3)
 }
+/// The tarpit's IPv6 address in a routed lab with `routers` routers.
 pub fn tarpit_v6(routers: usize) -> Ipv6Addr {
     link_v6(routers, 3)
 }
@@ -442,7 +471,9 @@ pub fn tarpit_v6(routers: usize) -> Ipv6Addr {
 /// while nftables keeps the server's kernel from answering them. Stopped
 /// (and joined) on drop; its addresses vanish with the lab.
 pub struct Tarpit {
+    /// Its IPv4 address ([`tarpit_v4`]).
     pub v4: Ipv4Addr,
+    /// Its IPv6 address ([`tarpit_v6`]).
     pub v6: Ipv6Addr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,

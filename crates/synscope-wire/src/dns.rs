@@ -13,13 +13,18 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+mod answers;
+
 /// The header length of every DNS message.
 pub const HEADER_LEN: usize = 12;
 
 /// EDNS0 settings of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdnsRepr {
+    /// The largest UDP reply we accept, in bytes (sent as at least 512; 1232
+    /// by default, the DNS Flag Day 2020 value).
     pub udp_size: u16,
+    /// The DO bit (RFC 3225): ask for DNSSEC records.
     pub dnssec_ok: bool,
     /// EDNS Client Subnet (RFC 7871): address and source prefix length.
     pub client_subnet: Option<(IpAddr, u8)>,
@@ -38,8 +43,11 @@ impl Default for EdnsRepr {
 /// A question: name, type, class. Names compare case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Question {
+    /// QNAME, absolute.
     pub name: Name,
+    /// QTYPE.
     pub qtype: RecordType,
+    /// QCLASS (IN for the questions we ask).
     pub qclass: DNSClass,
 }
 
@@ -53,6 +61,26 @@ impl Question {
         }
     }
 
+    /// `self == other` (names compared case-insensitively), label by label
+    /// without hickory's general ordering: what bulk mode asks of every reply.
+    pub fn same(&self, other: &Question) -> bool {
+        if self.qtype != other.qtype
+            || self.qclass != other.qclass
+            || self.name.is_fqdn() != other.name.is_fqdn()
+        {
+            return false;
+        }
+        let (mut a, mut b) = (self.name.iter(), other.name.iter());
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// A question of class IN.
     pub fn new(name: Name, qtype: RecordType) -> Question {
         Question {
             name,
@@ -65,26 +93,37 @@ impl Question {
 /// A query we send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryRepr {
+    /// Message ID, matched against the reply's.
     pub id: u16,
+    /// The one question.
     pub question: Question,
+    /// The RD bit: ask a resolver to recurse.
     pub recursion_desired: bool,
+    /// The OPT record to add; None: a plain RFC 1035 query.
     pub edns: Option<EdnsRepr>,
 }
 
 impl QueryRepr {
     /// The query's wire bytes.
     pub fn emit(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        self.emit_into(&mut b);
+        b
+    }
+
+    /// Appends the query's wire bytes to `b` (bulk mode writes them straight
+    /// after the IP and UDP headers: [`crate::IpRepr::emit_udp`]).
+    pub fn emit_into(&self, b: &mut Vec<u8>) {
         match &self.edns {
-            Some(e) if e.client_subnet.is_some() => self.emit_hickory(),
-            _ => self.emit_plain(),
+            Some(e) if e.client_subnet.is_some() => b.extend_from_slice(&self.emit_hickory()),
+            _ => self.emit_plain(b),
         }
     }
 
     /// Header, question and a plain OPT record, written directly (what bulk
     /// mode sends per name: a sixth of the cost of building a Message);
     /// byte for byte what [`QueryRepr::emit_hickory`] writes.
-    fn emit_plain(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64);
+    fn emit_plain(&self, b: &mut Vec<u8>) {
         b.extend_from_slice(&self.id.to_be_bytes());
         b.push(if self.recursion_desired { 0x01 } else { 0x00 });
         b.push(0);
@@ -106,7 +145,6 @@ impl QueryRepr {
             // extended rcode, version, flags (DO), no options
             b.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
         }
-        b
     }
 
     fn emit_hickory(&self) -> Vec<u8> {
@@ -133,12 +171,19 @@ impl QueryRepr {
 /// Header flags of a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Flags {
+    /// Query/Response: set in a response.
     pub qr: bool,
+    /// Authoritative Answer.
     pub aa: bool,
+    /// TrunCation: the reply did not fit (retry over TCP or with a larger EDNS size).
     pub tc: bool,
+    /// Recursion Desired, copied from the query.
     pub rd: bool,
+    /// Recursion Available.
     pub ra: bool,
+    /// Authentic Data (RFC 4035): the resolver validated the answer with DNSSEC.
     pub ad: bool,
+    /// Checking Disabled (RFC 4035), copied from the query.
     pub cd: bool,
 }
 
@@ -162,12 +207,18 @@ impl Flags {
 /// One resource record, in presentation format.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordRepr {
+    /// Owner name, absolute (`www.example.com.`).
     pub name: String,
+    /// Time to live, in seconds.
     pub ttl: u32,
+    /// `IN`, `CH`, ..., `CLASS<n>`.
     pub class: String,
+    /// Type mnemonic ([`type_name`]).
     #[serde(rename = "type")]
     pub rtype: String,
+    /// RDATA in presentation format, as kdig prints it.
     pub data: String,
+    /// The numeric type, for comparing without the mnemonic.
     #[serde(skip)]
     pub type_code: u16,
 }
@@ -175,26 +226,40 @@ pub struct RecordRepr {
 /// The OPT pseudo-record of a reply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EdnsInfo {
+    /// EDNS version (0 is the only one defined).
     pub version: u8,
+    /// The DO bit (RFC 3225).
     pub dnssec_ok: bool,
+    /// The largest UDP message the server accepts, in bytes.
     pub udp_size: u16,
+    /// The options, one text each (`ECS: ...` for Client Subnet, else the option code).
     pub options: Vec<String>,
 }
 
 /// A reply as read from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyRepr {
+    /// Message ID, as the query's if the reply is ours.
     pub id: u16,
+    /// The QR bit (the same as `flags.qr`).
     pub is_response: bool,
+    /// OPCODE (0: standard query).
     pub opcode: u8,
+    /// The header flags.
     pub flags: Flags,
     /// The full response code (12 bits with EDNS).
     pub rcode: u16,
+    /// The first question; None when the reply carries none.
     pub question: Option<Question>,
+    /// QDCOUNT as read (a reply should echo exactly one question).
     pub question_count: u16,
+    /// The answer section.
     pub answer: Vec<RecordRepr>,
+    /// The authority section (empty when not read: [`ReplyRepr::parse_answers`]).
     pub authority: Vec<RecordRepr>,
+    /// The additional section, without the OPT record (empty when not read).
     pub additional: Vec<RecordRepr>,
+    /// The OPT record; None when the reply has none or it was not read.
     pub edns: Option<EdnsInfo>,
     /// Size of the message in bytes.
     pub size: usize,
@@ -223,8 +288,26 @@ impl ReplyRepr {
     /// the answers, only the records of the question's type (every type for
     /// ANY) and their RRSIGs are decoded; the others (a CNAME chain's links)
     /// are stepped over unread. What bulk mode needs (the answer set), at a
-    /// fraction of the cost of a whole message.
+    /// fraction of the cost of a whole message. The usual reply is read
+    /// straight over its bytes (`answers.rs`), the others by hickory.
     pub fn parse_answers(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
+        match answers::parse_answers(bytes) {
+            Some(r) => Ok(r),
+            None => Self::parse_answers_hickory(bytes),
+        }
+    }
+
+    /// The read over the bytes alone (None where hickory must read the
+    /// message): for the `dns_answers` fuzz target, which compares it with
+    /// [`ReplyRepr::parse_answers_hickory`].
+    #[doc(hidden)]
+    pub fn parse_answers_over_bytes(bytes: &[u8]) -> Option<ReplyRepr> {
+        answers::parse_answers(bytes)
+    }
+
+    /// [`ReplyRepr::parse_answers`] of any message, through hickory.
+    #[doc(hidden)]
+    pub fn parse_answers_hickory(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
         if bytes.len() < HEADER_LEN {
             return Err(WireError::Truncated("dns"));
         }
@@ -890,8 +973,10 @@ mod tests {
                             recursion_desired: rd,
                             edns,
                         };
+                        let mut plain = vec![0xee]; // appended after what is there
+                        q.emit_plain(&mut plain);
                         assert_eq!(
-                            q.emit_plain(),
+                            plain[1..],
                             q.emit_hickory(),
                             "{name} {qtype} {rd} {:?}",
                             q.edns
@@ -1031,6 +1116,40 @@ mod tests {
         );
         // cut inside the stepped-over CNAME: an error, as for the full parse
         assert!(ReplyRepr::parse_answers(&bytes[..bytes.len() - 20]).is_err());
+    }
+
+    #[test]
+    fn same_question_is_eq() {
+        let names = [
+            "a.lab.test.",
+            "A.Lab.TEST.",
+            "a.lab.test",
+            "b.lab.test.",
+            "a.lab.",
+            "lab.test.",
+            "*.lab.test.",
+            "ab.test.",
+            "a.b.test.",
+            ".",
+        ];
+        for x in names {
+            for y in names {
+                for (tx, ty) in [
+                    (RecordType::A, RecordType::A),
+                    (RecordType::A, RecordType::MX),
+                ] {
+                    let qx = Question::new(Name::from_ascii(x).unwrap(), tx);
+                    let qy = Question::new(Name::from_ascii(y).unwrap(), ty);
+                    assert_eq!(qx.same(&qy), qx == qy, "{x} {y}");
+                }
+            }
+        }
+        let mut other = Question::new(Name::from_ascii("a.").unwrap(), RecordType::A);
+        other.qclass = DNSClass::CH;
+        assert!(!other.same(&Question::new(
+            Name::from_ascii("a.").unwrap(),
+            RecordType::A
+        )));
     }
 
     #[test]

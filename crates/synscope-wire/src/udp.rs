@@ -4,14 +4,19 @@ use super::{Protocol, WireError, transport_checksum};
 use pnet_packet::udp::{MutableUdpPacket, UdpPacket};
 use std::net::IpAddr;
 
+/// A UDP datagram's ports and payload (length and checksum are derived).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UdpRepr {
+    /// Source port.
     pub src_port: u16,
+    /// Destination port.
     pub dst_port: u16,
+    /// The message, up to the header's length field.
     pub payload: Vec<u8>,
 }
 
 impl UdpRepr {
+    /// Bytes of the header.
     pub const HEADER_LEN: usize = 8;
 
     /// Parses a datagram, verifying its checksum (zero means "none" over IPv4 only).
@@ -43,6 +48,7 @@ impl UdpRepr {
         })
     }
 
+    /// The datagram's bytes, checksum computed for `src` → `dst`.
     pub fn emit(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
         let len = Self::HEADER_LEN + self.payload.len();
         let mut buf = vec![0u8; len];
@@ -66,6 +72,31 @@ impl UdpRepr {
 mod tests {
     use super::*;
     use crate::testutil::Noise;
+
+    #[test]
+    fn one_buffer_datagram_is_the_two_step_one() {
+        for (s, d) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
+            let (src, dst): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());
+            for payload in [&b""[..], b"x", b"\x12\x34 a dns message", &[0xff; 1500]] {
+                let ip = crate::IpRepr {
+                    src,
+                    dst,
+                    protocol: Protocol::UDP,
+                    ttl: 64,
+                    ident: 0xbeef,
+                    later_fragment: false,
+                    flow_label: 7,
+                };
+                let u = UdpRepr {
+                    src_port: 40000,
+                    dst_port: 53,
+                    payload: payload.to_vec(),
+                };
+                let one = ip.emit_udp(40000, 53, |b| b.extend_from_slice(payload));
+                assert_eq!(one, ip.emit(&u.emit(src, dst)), "{s} {}", payload.len());
+            }
+        }
+    }
 
     #[test]
     fn round_trip_v4_and_v6() {

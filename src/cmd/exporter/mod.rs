@@ -4,20 +4,20 @@
 //!
 //! One task per probe, running one probe at a time; the probes of one address
 //! start evenly spread over their interval and two scheduled runs to one
-//! address start at least [`TARGET_GAP`] apart, so a host never gets a burst.
+//! address start at least `TARGET_GAP` apart, so a host never gets a burst.
 //! Every socket is opened once, at start: the raw senders, and per source
-//! address a port block, its capture and its nftables table ([`plane`]); DNS
+//! address a port block, its capture and its nftables table (`plane`); DNS
 //! probes use ordinary UDP/TCP sockets. Then every capability goes. SIGHUP
 //! reloads the config over the same metric families, unless it would need a
 //! new source address (refused, counted as a failed reload, the running
-//! config stays: [`reloaded`]); SIGTERM or SIGINT ends
+//! config stays: `reloaded`); SIGTERM or SIGINT ends
 //! a handshake in flight with an RST, then the tasks, and exits 0 (the
 //! nftables owner tables go with the process, SIGKILL included).
 
 pub mod config;
-pub mod http;
-pub mod plane;
-pub mod run;
+pub(crate) mod http;
+pub(crate) mod plane;
+pub(crate) mod run;
 
 use super::{CmdError, Log};
 use crate::cli::UsageError;
@@ -34,7 +34,9 @@ use tokio::task::JoinSet;
 /// Validated settings of `synscope exporter`.
 #[derive(Debug, Clone)]
 pub struct ExporterSettings {
+    /// The config file.
     pub config: PathBuf,
+    /// `--listen`: overrides the config's address.
     pub listen: Option<SocketAddr>,
 }
 
@@ -162,7 +164,7 @@ fn raw_sources(cfg: &Config) -> Vec<(String, std::net::IpAddr)> {
         }
         match crate::io::Route::lookup(p.target.ip(), None) {
             Ok(r) => out.push((p.name.clone(), r.src)),
-            Err(e) => eprintln!(
+            Err(e) => note!(
                 "synscope: probe {}: {e}: no source address to prepare for it",
                 p.name
             ),
@@ -226,7 +228,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
         log,
     });
     let mut probes = spawn_probes(&cfg, &m, &senders, log);
-    eprintln!(
+    note!(
         "synscope: exporter serving http://{listen}/metrics and /probe ({} probe(s) from {})",
         cfg.probes.len(),
         s.config.display()
@@ -241,10 +243,10 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
                 Ok(new) => {
                     stop(&mut probes).await;
                     if new.listen.is_some() && new.listen != Some(listen) && s.listen.is_none() {
-                        eprintln!("synscope: reload: the listen address changes only on restart");
+                        note!("synscope: reload: the listen address changes only on restart");
                     }
                     probes = spawn_probes(&new, &m, &senders, log);
-                    eprintln!("synscope: reloaded {} ({} probe(s))", s.config.display(), new.probes.len());
+                    note!("synscope: reloaded {} ({} probe(s))", s.config.display(), new.probes.len());
                     if let Ok(mut c) = shared.config.write() {
                         *c = Arc::new(new);
                     }
@@ -252,7 +254,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
                     m.reload_ok.set(1);
                 }
                 Err(e) => {
-                    eprintln!("synscope: reload: {e}; the running config stays");
+                    note!("synscope: reload: {e}; the running config stays");
                     m.reloads.get_or_create(&metrics::ResultLabel { result: "failure".into() }).inc();
                     m.reload_ok.set(0);
                 }
@@ -277,7 +279,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
         }
     }
     stop(&mut probes).await;
-    eprintln!("synscope: exporter stopped");
+    note!("synscope: exporter stopped");
     Ok(0)
 }
 

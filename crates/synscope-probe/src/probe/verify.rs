@@ -26,7 +26,10 @@ pub enum ProbeCheck {
     /// A SYN-ACK, compared with the server's later segments.
     Handshake(VerificationJson),
     /// An RST whose TTL or IP ID is not the host's: injected or spoofed.
-    SuspectRst { evidence: Vec<Mismatch> },
+    SuspectRst {
+        /// How the RST differs from the host's other segments.
+        evidence: Vec<Mismatch>,
+    },
     /// The host answered canary ports too: the SYN-ACK proves nothing.
     AnswersEveryPort,
 }
@@ -84,14 +87,18 @@ pub struct Verifier {
 /// A finished verification: the probe's local port and its check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The probe's local port.
     pub src_port: u16,
+    /// The probe's destination port (the host's side).
     pub dst_port: u16,
+    /// What the verification found.
     pub check: ProbeCheck,
     /// The RST that ends the server's side of the connection, to send now.
     pub rst: Vec<u8>,
 }
 
 impl Verifier {
+    /// A verifier for SYN-ACKs from `dst` to `src`; its segments go out with `ttl`.
     pub fn new(src: IpAddr, dst: SocketAddr, ttl: u8) -> Verifier {
         Verifier {
             src,
@@ -259,6 +266,7 @@ impl Verifier {
         self.flows.values().map(|f| f.deadline).min()
     }
 
+    /// Verifications under way.
     pub fn outstanding(&self) -> usize {
         self.flows.len()
     }
@@ -287,8 +295,11 @@ impl Verifier {
 /// Which probe a SYN-ACK answered: the host's port, our port, our ISN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
+    /// The host's port the SYN went to.
     pub dst_port: u16,
+    /// Our port it came from.
     pub src_port: u16,
+    /// Our initial sequence number (the SYN's).
     pub isn: SeqNumber,
     /// When our ACK goes out: the wait for the server's segments runs from
     /// then (a busy reader may take the SYN-ACK from its queue late).

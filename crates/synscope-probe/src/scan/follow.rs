@@ -20,8 +20,8 @@
 //! that answered in a block.
 
 use super::ScanMatcher;
-use super::matcher::ScanVerdict;
 use crate::event::Timestamp;
+use crate::probe::SynAnswer;
 use crate::probe::verify::{self, Probe, ProbeCheck, Verifier};
 use crate::wire::IpRepr;
 use serde::Serialize;
@@ -36,7 +36,9 @@ pub const CANARIES: usize = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CanaryAnswer {
+    /// A SYN-ACK: the port answers (it should not on a normal host).
     SynAck,
+    /// An RST: closed, as on a normal host.
     Rst,
     /// An ICMP error.
     Icmp,
@@ -45,6 +47,7 @@ pub enum CanaryAnswer {
 }
 
 impl CanaryAnswer {
+    /// `syn-ack`, `rst`, `icmp`, `no-answer`.
     pub fn name(self) -> &'static str {
         match self {
             CanaryAnswer::SynAck => "syn-ack",
@@ -58,7 +61,9 @@ impl CanaryAnswer {
 /// A host that answered every canary with a SYN-ACK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnswersEveryPort {
+    /// The host.
     pub host: IpAddr,
+    /// Its canary ports and what each answered.
     pub canaries: Vec<(u16, CanaryAnswer)>,
 }
 
@@ -81,6 +86,7 @@ pub enum Action<T> {
 pub struct FollowCounts {
     /// Hosts that got canaries, and the canary SYNs sent (retries included).
     pub canary_hosts: u64,
+    /// Canary SYNs sent.
     pub canary_probes: u64,
     /// Handshakes completed and reset by `--verify`.
     pub handshakes: u64,
@@ -121,6 +127,7 @@ pub struct FollowUp<T> {
     canaries: bool,
     verify: bool,
     hosts: HashMap<IpAddr, Host<T>>,
+    /// What the checks cost so far.
     pub counts: FollowCounts,
 }
 
@@ -156,7 +163,7 @@ impl<T> FollowUp<T> {
         &mut self,
         m: &ScanMatcher,
         item: T,
-        (host, port, verdict): (IpAddr, u16, &ScanVerdict),
+        (host, port, verdict): (IpAddr, u16, &SynAnswer),
         data: &[u8],
         at: Timestamp,
         rtt: Duration,
@@ -164,8 +171,8 @@ impl<T> FollowUp<T> {
         random: impl FnMut() -> u16,
     ) -> Vec<Action<T>> {
         let tsval = tsval(now);
-        let open = *verdict == ScanVerdict::Open;
-        let closed = *verdict == ScanVerdict::Closed;
+        let open = *verdict == SynAnswer::Open;
+        let closed = *verdict == SynAnswer::Closed;
         let mut out = Vec::new();
         if !(open || closed) || !self.enabled() || (closed && !self.verify) {
             if open {
@@ -312,8 +319,8 @@ impl<T> FollowUp<T> {
             .ok()?;
         let h = self.hosts.get_mut(&r.host)?;
         let answer = match r.verdict {
-            ScanVerdict::Open => CanaryAnswer::SynAck,
-            ScanVerdict::Closed => CanaryAnswer::Rst,
+            SynAnswer::Open => CanaryAnswer::SynAck,
+            SynAnswer::Closed => CanaryAnswer::Rst,
             _ => CanaryAnswer::Icmp,
         };
         let mut out = Vec::new();
@@ -551,7 +558,7 @@ mod tests {
         f.on_answer(
             m,
             port,
-            (host, port, &ScanVerdict::Open),
+            (host, port, &SynAnswer::Open),
             &answer(m, port, sa()),
             T0,
             Duration::from_micros(50),
@@ -645,7 +652,7 @@ mod tests {
         let a = f.on_answer(
             &m,
             22,
-            (host, 22, &ScanVerdict::Closed),
+            (host, 22, &SynAnswer::Closed),
             &rst,
             T0,
             Duration::ZERO,
