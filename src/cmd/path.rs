@@ -4,6 +4,7 @@
 use super::{CmdError, Interrupt, Log};
 use crate::cli::path::PathSettings;
 use crate::drive::{Ended, drive};
+use crate::io::pcap::PcapWriter;
 use crate::io::{CaptureLink, Clock, Link, Packets, PortReservation, RealClock};
 use crate::probe::path::{Outcome, PathConfig, PathProber, PathSent};
 use crate::report::path::PathTarget;
@@ -51,6 +52,15 @@ pub async fn run(
         mut capture,
         filter: _,
     } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
+    let mut pcap = match &s.pcap {
+        Some(p) => Some(PcapWriter::create(p)?),
+        None => None,
+    };
+    // --source-port: that port, held for the run (else one per probe, below)
+    let fixed_port = match s.source_port {
+        Some(p) => Some(PortReservation::reserve(route.src, p)?),
+        None => None,
+    };
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,
@@ -63,14 +73,23 @@ pub async fn run(
         window: 64240,
         tos: s.tos,
         ecn: s.ecn,
+        one_port: fixed_port.is_some(),
     };
     let mut prober = PathProber::new(cfg.clone());
+    if let Some(f) = &fixed_port {
+        prober.set_source_port(f.port);
+    }
     // one reserved source port per probe (the link's), held until it is
     // answered or expires. Silent hops wait out their timeout while later
     // ones answer, so up to --max-hops x --count may be held at once: the
     // open-file limit is raised.
     let _ = PortReservation::capacity();
-    let mut link = CaptureLink::new(&sender, Packets::Capture(&mut capture), route.src, None)?;
+    let mut link = CaptureLink::new(
+        &sender,
+        Packets::Capture(&mut capture),
+        route.src,
+        pcap.as_mut(),
+    )?;
     let ended = probe(
         &mut prober,
         &mut link,
@@ -106,6 +125,10 @@ pub async fn run(
         interface: route.interface.clone(),
     };
     crate::report::path::write(out, s.format, &target, &cfg, &result, interrupted)?;
+    if let Some(w) = pcap.as_mut() {
+        w.flush()?;
+    }
+    drop(fixed_port);
     Ok(PathSummary {
         reached: matches!(result.outcome, Outcome::Reached { .. }),
         interrupted,

@@ -425,6 +425,7 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
         window: 64240,
         tos: 0,
         ecn: false,
+        one_port: false,
     });
     let ended = rt()
         .block_on(crate::cmd::path::probe(
@@ -587,6 +588,7 @@ fn the_probe_crate_machines_run_on_a_recorder_too() {
         window: 64240,
         tos: 0,
         ecn: false,
+        one_port: false,
     });
     let mut cx = Recorder::new(1);
     assert_eq!(
@@ -815,4 +817,51 @@ fn traces_over_a_lossy_reordering_duplicating_path_end_within_their_bounds() {
         ),
         "{endings:?}"
     );
+}
+
+#[test]
+fn path_from_one_source_port_sends_one_probe_at_a_time() {
+    let routers: Vec<IpAddr> = (1..=2).map(|i| IpAddr::from([198, 18, 9, i])).collect();
+    let peer = Routers {
+        routers,
+        dst: SynPeer::new(&[(443, PortIs::Open)]),
+        silent: Default::default(),
+        per_hop: ms(1),
+    };
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 12);
+    let mut prober = PathProber::new(PathConfig {
+        src: US.parse().unwrap(),
+        dst: them(443),
+        max_hops: 8,
+        count: 2,
+        timeout: ms(500),
+        syn_options: true,
+        mss: 1460,
+        window: 64240,
+        tos: 0,
+        ecn: false,
+        one_port: true,
+    });
+    prober.set_source_port(41000);
+    rt().block_on(crate::cmd::path::probe(
+        &mut prober,
+        &mut link,
+        &clock,
+        &mut Interrupt::never(),
+        QUIET,
+    ))
+    .unwrap();
+    assert!(matches!(prober.result().outcome, Outcome::Reached { .. }));
+    assert_eq!(link.held(), 0, "no port reserved from the link");
+    let ports: std::collections::BTreeSet<u16> = link
+        .sent
+        .iter()
+        .map(|(_, d)| u16::from_be_bytes([d[20], d[21]]))
+        .collect();
+    assert_eq!(ports, [41000].into());
+    // each SYN leaves once the one before it was answered: 2 per hop, 3 hops
+    assert_eq!(link.sent.len(), 6);
+    let gaps: Vec<u64> = link.sent.windows(2).map(|w| w[1].0.0 - w[0].0.0).collect();
+    assert!(gaps.iter().all(|g| *g >= 2_000_000), "{gaps:?}");
 }
