@@ -1,13 +1,15 @@
 //! Arguments and settings of `synscope path`.
 
-use super::{Env, JsonArgs, SynArgs, TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, PcapArgs, SynArgs, TargetArgs, UsageError, parse_duration};
 use crate::report::OutputFormat;
 use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The one-line help of `synscope path`.
 pub const ABOUT: &str = "Find where a port's SYNs die: a TCP traceroute to the real port.";
 
+/// The long help of `synscope path`.
 pub const LONG_ABOUT: &str = "\
 Find where a port's SYNs die: a TCP traceroute to the real port.
 
@@ -32,6 +34,7 @@ Examples:
   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
   synscope path db.example -p 5432 -m 20 -W 2s";
 
+/// The EXIT STATUS section of `synscope path --help`.
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the destination answered the SYNs (SYN-ACK: open, or RST: closed):
@@ -41,8 +44,10 @@ EXIT STATUS:
      the run was interrupted (Ctrl-C, SIGTERM: the result so far is printed)
   2  usage or setup error";
 
+/// Arguments of `synscope path`.
 #[derive(Debug, Args)]
 pub struct PathArgs {
+    /// `HOST[:PORT]`, `-p`, `-4`/`-6`.
     #[command(flatten)]
     pub dest: TargetArgs,
     /// Probes per hop (RTT statistics per hop from them), 1-16.
@@ -64,10 +69,23 @@ pub struct PathArgs {
     /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
+    /// Source port of every probe, as in ping and scan (default: a fresh
+    /// free port per probe, all hops in flight at once). With it every probe
+    /// has the same four-tuple (one path through ECMP load balancers, a
+    /// firewall's view of one flow), and one probe is in flight at a time: a
+    /// silent hop costs its whole --timeout.
+    /// Example: synscope path 198.18.4.2:80 --source-port 53
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub source_port: Option<u16>,
+    /// `-I`, `--bare-syn`.
     #[command(flatten)]
     pub syn: SynArgs,
+    /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
+    /// `--pcap`.
+    #[command(flatten)]
+    pub pcap: PcapArgs,
 }
 
 fn parse_tos(s: &str) -> Result<u8, String> {
@@ -81,19 +99,34 @@ fn parse_tos(s: &str) -> Result<u8, String> {
 /// Validated settings of `synscope path`.
 #[derive(Debug, Clone)]
 pub struct PathSettings {
+    /// The target as given.
     pub host: String,
+    /// Its resolved address and port.
     pub target: SocketAddr,
+    /// `--count`: probes per hop.
     pub count: u16,
+    /// `--max-hops`: the highest TTL probed.
     pub max_hops: u8,
+    /// `--timeout`: wait per probe.
     pub timeout: Duration,
+    /// `--ecn`: an ECN-setup SYN.
     pub ecn: bool,
+    /// `--tos`: TOS / traffic class of the SYNs.
     pub tos: u8,
+    /// Linux-like SYN options (off with `--bare-syn`).
     pub syn_options: bool,
+    /// `-I`; None: the route's interface.
     pub interface: Option<String>,
+    /// Text or JSON.
     pub format: OutputFormat,
+    /// `--source-port`; None: a fresh port per probe.
+    pub source_port: Option<u16>,
+    /// `--pcap`: the capture file; None: none written.
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 impl PathArgs {
+    /// Validates the arguments; the name is resolved through `env`.
     pub fn settings(&self, env: &dyn Env) -> Result<PathSettings, UsageError> {
         let (host, target) = self.dest.resolve(env)?;
         Ok(PathSettings {
@@ -107,6 +140,8 @@ impl PathArgs {
             syn_options: !self.syn.bare_syn,
             interface: self.syn.interface.clone(),
             format: self.output.format(),
+            source_port: self.source_port,
+            pcap: self.pcap.pcap.clone(),
         })
     }
 }
@@ -149,5 +184,18 @@ mod tests {
         assert!(settings(&["synscope", "path", "198.18.4.2", "--tos", "0x100"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-c", "0"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-m", "0"]).is_err());
+        let s = settings(&[
+            "synscope",
+            "path",
+            "198.18.4.2:80",
+            "--source-port",
+            "53",
+            "--pcap",
+            "p.pcap",
+        ])
+        .unwrap();
+        assert_eq!(s.source_port, Some(53));
+        assert_eq!(s.pcap.as_deref(), Some(std::path::Path::new("p.pcap")));
+        assert!(settings(&["synscope", "path", "198.18.4.2", "--source-port", "0"]).is_err());
     }
 }
