@@ -85,8 +85,10 @@ pub struct ScanArgs {
     /// Extra rounds for probes that got no answer.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
-    /// How long a round waits for late replies after its last probe (it ends
-    /// sooner once replies have stopped for several times the largest RTT seen).
+    /// How long a round waits for late replies after its last probe, at most
+    /// (it ends sooner once replies have stopped for 3 times the RTT that
+    /// 99.9 % of replies came within, at least 5 ms; before a retry round 2
+    /// times the 90 % RTT).
     #[arg(short = 'W', long, alias = "wait", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Print only open ports.
