@@ -96,8 +96,8 @@ pub struct DnsArgs {
     /// is what happens anyway; the output says which timed it (`timed by:`).
     #[arg(long)]
     pub no_raw: bool,
-    /// Retries after the first attempt, per query.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    /// Retries after the first attempt, per query, 0-10.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
     /// How long each attempt waits for its answer (e.g. 2, 300ms).
     #[arg(short = 'W', long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
@@ -524,6 +524,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.timeout, s.retries), (Duration::from_millis(300), 0));
+        assert!(dns(&["a", "@198.18.0.2", "--retries", "11"]).is_err());
         assert!(s.progress);
         assert!(
             !dns_in(&env, &["-f", "-", "@ns.test", "-q"])

@@ -78,7 +78,7 @@ pub struct ScanArgs {
     /// Highest rate `--rate auto` may reach (probes/s).
     #[arg(long, value_name = "RATE", default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_rate: u64,
-    /// Extra rounds for probes that got no answer.
+    /// Extra rounds for probes that got no answer, 0-10.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
     /// How long a round waits for late replies after its last probe (it ends
