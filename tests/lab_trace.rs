@@ -895,3 +895,36 @@ fn ping_writes_a_pcap_too() {
     assert!(text.matches("Flags [S]").count() == 2, "{text}");
     assert!(text.matches("Flags [S.]").count() == 2, "{text}");
 }
+
+#[test]
+fn bare_syn_means_no_option_at_all_and_the_connection_still_completes() {
+    if synscope_lab::skip_unless_root(
+        "bare_syn_means_no_option_at_all_and_the_connection_still_completes",
+    ) {
+        return;
+    }
+    let lab = lab();
+    let _srv = Server::start(&lab, 7008, Behaviour::Echo);
+    let pcap = std::env::temp_dir().join(format!("synscope-bare-{}.pcap", std::process::id()));
+    let out = trace(
+        &lab,
+        &[
+            "198.18.0.2:7008",
+            "--bare-syn",
+            "--send",
+            "hello\\r\\n",
+            "--json",
+            "--pcap",
+            pcap.to_str().unwrap(),
+        ],
+    );
+    common::assert_status(&out, 0);
+    assert_eq!(json_of(&out)["traces"][0]["received_bytes"], 7);
+    let packets = common::read_pcap(&pcap);
+    let _ = std::fs::remove_file(&pcap);
+    // the first packet is our SYN: a 20-byte IPv4 header, then a TCP header of
+    // 20 bytes (data offset 5): no option, as ping's and scan's bare SYNs
+    let syn = &packets.first().expect("a SYN in the pcap").1;
+    assert_eq!(syn[20 + 13] & 0x12, 0x02, "a SYN: {syn:02x?}");
+    assert_eq!(syn[20 + 12] >> 4, 5, "no TCP options: {syn:02x?}");
+}

@@ -239,9 +239,9 @@ pub struct SynArgs {
     pub interface: Option<String>,
     /// Send SYNs without any TCP option. By default a SYN carries what Linux
     /// sends (MSS, SACK-permitted, timestamps, window scale), so middleboxes
-    /// treat it as real and changes to the options show. A bare SYN makes the
-    /// server assume an MSS of 536 (RFC 9293) and drops SACK, timestamps and
-    /// window scaling for the connection.
+    /// treat it as real and changes to the options show. After a bare SYN
+    /// the peer assumes an MSS of 536 (IPv4) or 1220 (IPv6), and the
+    /// connection has no SACK, timestamps or window scaling.
     #[arg(long)]
     pub bare_syn: bool,
 }

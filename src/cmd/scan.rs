@@ -14,11 +14,12 @@ use crate::event::Timestamp;
 use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
+use crate::probe::SynAnswer;
 use crate::report::scan::{DiscoverySummary, RateSummary, ScanOutput, ScanResult, ScanSummary};
 use crate::scan::blocks::{self, BlockState, Mark};
 use crate::scan::pace::Pacer;
 use crate::scan::rate::RateControl;
-use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
+use crate::scan::{Cookie, Permutation, ScanMatcher, TargetSet};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -324,7 +325,7 @@ fn scan_family(
                     *ignored.entry(Ignored::NoProbe).or_default() += 1;
                     continue;
                 };
-                if r.verdict == ScanVerdict::Open {
+                if r.verdict == SynAnswer::Open {
                     // our own RST (besides the kernel's): never leave a half-open connection
                     if let Some(rst) = matcher.rst(r.host, r.port) {
                         let _ = sender.send(r.host, &rst);
@@ -338,7 +339,7 @@ fn scan_family(
                 let sent_ns = shared.sent_at(j);
                 let rtt_ns = sent_ns.map(|t| r.at.0.saturating_sub(t));
                 // rate control: replies of hosts known to answer, to first rounds
-                if matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                if matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed)
                     && shared.mark_known(r.index)
                     && let Some(t) = sent_ns
                     && t < shared.retry_since_ns.load(RELAXED)
@@ -355,9 +356,9 @@ fn scan_family(
                     host: r.host,
                     port: r.port,
                     ttl: Some(r.ttl),
-                    window: matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                    window: matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed)
                         .then_some(r.window),
-                    options: (r.verdict == ScanVerdict::Open).then_some(r.options),
+                    options: (r.verdict == SynAnswer::Open).then_some(r.options),
                     verdict: r.verdict,
                     rtt_ns,
                 };
@@ -571,7 +572,7 @@ fn send_blocks(
                     index,
                     host,
                     port,
-                    verdict: ScanVerdict::NoResponse,
+                    verdict: SynAnswer::NoAnswer,
                     rtt_ns: None,
                     ttl: None,
                     window: None,

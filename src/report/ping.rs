@@ -2,7 +2,8 @@
 
 use super::{OutputFormat, RttStats, human, micros};
 use crate::probe::Ignored;
-use crate::probe::syn::{ProbeResult, Verdict};
+use crate::probe::SynAnswer;
+use crate::probe::syn::ProbeResult;
 use crate::probe::verify::ProbeCheck;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -50,10 +51,10 @@ pub struct ExpectTracker {
 }
 
 impl ExpectTracker {
-    pub fn add(&mut self, v: &Verdict, expect: Expect) {
+    pub fn add(&mut self, v: &SynAnswer, expect: Expect) {
         if v.class() == expect.name() {
             self.seen = true;
-        } else if *v != Verdict::NoAnswer {
+        } else if *v != SynAnswer::NoAnswer {
             self.contradicted = true;
         }
     }
@@ -157,7 +158,7 @@ fn probe_json(r: &ProbeResult) -> Value {
     if let Some(reason) = r.verdict.reason() {
         v["reason"] = json!(reason);
     }
-    if let Verdict::FilteredIcmp { from, .. } = &r.verdict {
+    if let SynAnswer::Filtered { from, .. } = &r.verdict {
         v["icmp_from"] = json!(from);
     }
     if let Some(rtt) = r.rtt {
@@ -166,7 +167,7 @@ fn probe_json(r: &ProbeResult) -> Value {
     }
     if let Some(rep) = &r.reply {
         v["ttl"] = json!(rep.ttl);
-        if r.verdict != Verdict::NoAnswer && !matches!(r.verdict, Verdict::FilteredIcmp { .. }) {
+        if r.verdict != SynAnswer::NoAnswer && !matches!(r.verdict, SynAnswer::Filtered { .. }) {
             v["flags"] = json!(rep.flags.to_string());
             v["window"] = json!(rep.window);
             v["options"] = json!(rep.options);
@@ -297,10 +298,10 @@ impl PingReport {
             return Ok(());
         }
         match r.verdict {
-            Verdict::Open => self.open += 1,
-            Verdict::Closed => self.closed += 1,
-            Verdict::FilteredIcmp { .. } => self.filtered_icmp += 1,
-            Verdict::NoAnswer => self.no_answer += 1,
+            SynAnswer::Open => self.open += 1,
+            SynAnswer::Closed => self.closed += 1,
+            SynAnswer::Filtered { .. } => self.filtered_icmp += 1,
+            SynAnswer::NoAnswer => self.no_answer += 1,
         }
         if let Some(rtt) = r.rtt {
             self.rtts_ns.push(rtt.as_nanos() as u64);
@@ -424,8 +425,8 @@ pub fn text_line_checked(r: &ProbeResult, check: Option<&ProbeCheck>) -> String 
         s += &format!(" ({})", c.text());
     }
     match &r.verdict {
-        Verdict::FilteredIcmp { reason, from } => s += &format!(" ({reason} from {from})"),
-        Verdict::NoAnswer => s += " (no answer)",
+        SynAnswer::Filtered { error, from } => s += &format!(" ({} from {from})", error.name()),
+        SynAnswer::NoAnswer => s += " (no answer)",
         _ => {}
     }
     if let Some(rtt) = r.rtt {
@@ -433,7 +434,7 @@ pub fn text_line_checked(r: &ProbeResult, check: Option<&ProbeCheck>) -> String 
     }
     if let Some(rep) = &r.reply {
         s += &format!(" ttl={}", rep.ttl);
-        if matches!(r.verdict, Verdict::Open | Verdict::Closed) {
+        if matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed) {
             s += &format!(" win={} flags={}", rep.window, rep.flags);
             let o = rep.options.brief();
             if !o.is_empty() {
@@ -454,7 +455,7 @@ mod tests {
     use crate::probe::syn::RttSource;
     use crate::wire::SeqNumber;
 
-    fn r(verdict: Verdict) -> ProbeResult {
+    fn r(verdict: SynAnswer) -> ProbeResult {
         ProbeResult {
             seq: 0,
             src_port: 1,
@@ -494,7 +495,7 @@ mod tests {
         .unwrap();
         rep.probe_checked(
             &mut out,
-            r(Verdict::Open),
+            r(SynAnswer::Open),
             Some(ProbeCheck::AnswersEveryPort),
         )
         .unwrap();
@@ -532,7 +533,7 @@ mod tests {
                 later: 63
             }
         );
-        rep.probe_checked(&mut out, r(Verdict::Open), Some(ProbeCheck::Handshake(v)))
+        rep.probe_checked(&mut out, r(SynAnswer::Open), Some(ProbeCheck::Handshake(v)))
             .unwrap();
         let s = rep.summary(&BTreeMap::new(), Duration::ZERO, false);
         assert_eq!(s.open, 1);
@@ -547,19 +548,20 @@ mod tests {
 
     #[test]
     fn expectations() {
-        let icmp = Verdict::FilteredIcmp {
-            reason: "admin-prohibited".into(),
+        let icmp = SynAnswer::Filtered {
+            error: crate::wire::IcmpError {
+                v6: false,
+                icmp_type: 3,
+                code: 13,
+            },
             from: "198.18.0.2".parse().unwrap(),
         };
-        use Verdict::*;
+        use SynAnswer::*;
         assert!(expectation_met(&[r(Open), r(NoAnswer)], Expect::Open));
         assert!(!expectation_met(&[r(NoAnswer)], Expect::Open));
         assert!(!expectation_met(&[r(Open), r(Closed)], Expect::Open));
         assert!(expectation_met(&[r(NoAnswer)], Expect::Filtered));
-        assert!(expectation_met(
-            &[r(icmp.clone()), r(NoAnswer)],
-            Expect::Filtered
-        ));
+        assert!(expectation_met(&[r(icmp), r(NoAnswer)], Expect::Filtered));
         assert!(!expectation_met(&[r(icmp), r(Closed)], Expect::Filtered));
         assert!(expectation_met(&[r(Closed)], Expect::Closed));
         assert!(!expectation_met(&[], Expect::Closed));

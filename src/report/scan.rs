@@ -1,7 +1,7 @@
 //! `synscope scan` output: a table per host, JSON (one document) or NDJSON
 //! (one line per result as replies arrive), and the summary.
 
-use crate::scan::ScanVerdict;
+use crate::probe::SynAnswer;
 use crate::wire::TcpOptions;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -15,7 +15,7 @@ pub struct ScanResult {
     pub index: u64,
     pub host: IpAddr,
     pub port: u16,
-    pub verdict: ScanVerdict,
+    pub verdict: SynAnswer,
     pub rtt_ns: Option<u64>,
     pub ttl: Option<u8>,
     pub window: Option<u16>,
@@ -28,9 +28,10 @@ impl ScanResult {
             "type": "result",
             "host": self.host,
             "port": self.port,
-            "verdict": self.verdict.name(),
+            "verdict": state(&self.verdict),
         });
-        if let ScanVerdict::Filtered { reason, from } = &self.verdict {
+        if let SynAnswer::Filtered { error, from } = &self.verdict {
+            let reason = error.name();
             v["reason"] = json!(reason);
             v["icmp_from"] = json!(from);
         }
@@ -183,6 +184,17 @@ impl RateSummary {
 }
 
 /// 19800 → "19.8k", 1200000 → "1.2M".
+/// A pair's state as scan reports it: `open`, `closed`, `filtered` (an ICMP
+/// error) or `no-response`.
+pub fn state(v: &SynAnswer) -> &'static str {
+    match v {
+        SynAnswer::Open => "open",
+        SynAnswer::Closed => "closed",
+        SynAnswer::Filtered { .. } => "filtered",
+        SynAnswer::NoAnswer => "no-response",
+    }
+}
+
 fn si(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.1}M", x / 1e6)
@@ -284,8 +296,8 @@ impl<W: Write> ScanOutput<W> {
 
     /// One (host, port) result.
     pub fn result(&mut self, r: ScanResult) -> std::io::Result<()> {
-        *self.counts.entry(r.verdict.name()).or_default() += 1;
-        if self.open_only && r.verdict != ScanVerdict::Open {
+        *self.counts.entry(state(&r.verdict)).or_default() += 1;
+        if self.open_only && r.verdict != SynAnswer::Open {
             return Ok(());
         }
         match self.format {
@@ -302,8 +314,8 @@ impl<W: Write> ScanOutput<W> {
                 write!(self.out, "{sep}{}", r.json())?;
             }
             super::OutputFormat::Text => match r.verdict {
-                ScanVerdict::Closed => *self.closed_per_host.entry(r.host).or_default() += 1,
-                ScanVerdict::NoResponse => {
+                SynAnswer::Closed => *self.closed_per_host.entry(r.host).or_default() += 1,
+                SynAnswer::NoAnswer => {
                     if let Some(rows) = &mut self.silent {
                         if rows.len() < LISTED_SILENT_MAX {
                             rows.push(r);
@@ -422,14 +434,14 @@ pub fn write_table(
     // never a table header with nothing under it
     let mut silent_hosts: Vec<(IpAddr, usize)> = Vec::new();
     for (&host, rs) in &by_host {
-        let has_open = rs.iter().any(|r| r.verdict == ScanVerdict::Open);
+        let has_open = rs.iter().any(|r| r.verdict == SynAnswer::Open);
         if open_only && !has_open {
             continue;
         }
         let closed = closed_per_host.get(&host).copied().unwrap_or(0);
         let silent = rs
             .iter()
-            .filter(|r| r.verdict == ScanVerdict::NoResponse)
+            .filter(|r| r.verdict == SynAnswer::NoAnswer)
             .count();
         if closed == 0 && silent == rs.len() {
             silent_hosts.push((host, silent));
@@ -444,19 +456,19 @@ pub fn write_table(
         let mut listed: Vec<&&ScanResult> = rs
             .iter()
             .filter(|r| match r.verdict {
-                ScanVerdict::Open => true,
-                ScanVerdict::Filtered { .. } => !open_only,
-                ScanVerdict::NoResponse => !open_only && silent <= 20,
-                ScanVerdict::Closed => false,
+                SynAnswer::Open => true,
+                SynAnswer::Filtered { .. } => !open_only,
+                SynAnswer::NoAnswer => !open_only && silent <= 20,
+                SynAnswer::Closed => false,
             })
             .collect();
         listed.sort_by_key(|r| r.port);
         for r in listed {
             let reason = match &r.verdict {
-                ScanVerdict::Open => "syn-ack".to_string(),
-                ScanVerdict::Filtered { reason, from } => format!("{reason} from {from}"),
-                ScanVerdict::NoResponse => "no-response".into(),
-                ScanVerdict::Closed => "rst".into(),
+                SynAnswer::Open => "syn-ack".to_string(),
+                SynAnswer::Filtered { error, from } => format!("{} from {from}", error.name()),
+                SynAnswer::NoAnswer => "no-response".into(),
+                SynAnswer::Closed => "rst".into(),
             };
             let rtt = r
                 .rtt_ns
@@ -468,7 +480,7 @@ pub fn write_table(
             let port = format!("{}/tcp", r.port);
             let line = format!(
                 "  {port:<9} {:<12} {reason:<32} {rtt:>10} {ttl:>4} {win:>6}  {opts}",
-                r.verdict.name()
+                state(&r.verdict)
             );
             writeln!(out, "{}", line.trim_end())?;
         }
@@ -620,7 +632,7 @@ mod tests {
             index: i,
             host: IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
             port: 9,
-            verdict: ScanVerdict::NoResponse,
+            verdict: SynAnswer::NoAnswer,
             rtt_ns: None,
             ttl: None,
             window: None,
@@ -658,7 +670,7 @@ mod tests {
         out.host(&up).unwrap();
         out.host(&down).unwrap();
         out.result(ScanResult {
-            verdict: ScanVerdict::Closed,
+            verdict: SynAnswer::Closed,
             host: up.host,
             ..silent(0)
         })
@@ -714,7 +726,7 @@ mod tests {
         assert_eq!(t.matches("  no response (1 port)\n").count(), 5, "{t}");
         assert!(!t.contains("PORT"), "{t}");
         let answered = ScanResult {
-            verdict: ScanVerdict::Closed,
+            verdict: SynAnswer::Closed,
             port: 10,
             ..silent(0)
         };

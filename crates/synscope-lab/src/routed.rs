@@ -101,6 +101,7 @@ pub fn router_v6(k: usize) -> Ipv6Addr {
 pub fn client_v4() -> Ipv4Addr {
     link_v4(0, 1)
 }
+/// The client's IPv6 address.
 pub fn client_v6() -> Ipv6Addr {
     link_v6(0, 1)
 }
@@ -109,6 +110,7 @@ pub fn client_v6() -> Ipv6Addr {
 pub fn server_v4(routers: usize) -> Ipv4Addr {
     link_v4(routers, 2)
 }
+/// The server's IPv6 address behind `routers` routers.
 pub fn server_v6(routers: usize) -> Ipv6Addr {
     link_v6(routers, 2)
 }
@@ -382,6 +384,7 @@ impl Lab {
 pub fn tarpit_v4(routers: usize) -> Ipv4Addr {
     link_v4(routers, 3)
 }
+/// The tarpit's IPv6 address in a routed lab with `routers` routers.
 pub fn tarpit_v6(routers: usize) -> Ipv6Addr {
     link_v6(routers, 3)
 }
@@ -393,7 +396,9 @@ pub fn tarpit_v6(routers: usize) -> Ipv6Addr {
 /// while nftables keeps the server's kernel from answering them. Stopped
 /// (and joined) on drop; its addresses vanish with the lab.
 pub struct Tarpit {
+    /// Its IPv4 address ([`tarpit_v4`]).
     pub v4: Ipv4Addr,
+    /// Its IPv6 address ([`tarpit_v6`]).
     pub v6: Ipv6Addr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
