@@ -153,67 +153,9 @@ pub struct DnsArgs {
     pub progress: ProgressArgs,
 }
 
-/// How `synscope dns` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsFormat {
-    Text,
-    Short,
-    Json,
-    Ndjson,
-}
-
-/// What `synscope dns` checks (exit status 1 when one fails).
-#[derive(Debug, Clone, Default)]
-pub struct DnsChecks {
-    pub expect: Option<Vec<String>>,
-    pub contains: Vec<String>,
-    pub rcode: Option<u16>,
-    pub regex: Option<regex::Regex>,
-    pub max_time: Option<Duration>,
-    /// The AD bit must be set.
-    pub ad: bool,
-    /// The answer (or the denial) must be signed.
-    pub signed: bool,
-}
-
-impl DnsChecks {
-    /// The flags of the checks asked for, in the order they are evaluated.
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut n = Vec::new();
-        if self.rcode.is_some() {
-            n.push("--expect-rcode");
-        }
-        if self.expect.is_some() {
-            n.push("--expect");
-        }
-        if !self.contains.is_empty() {
-            n.push("--expect-contains");
-        }
-        if self.regex.is_some() {
-            n.push("--expect-regex");
-        }
-        if self.max_time.is_some() {
-            n.push("--max-time");
-        }
-        if self.ad {
-            n.push("--expect-ad");
-        }
-        if self.signed {
-            n.push("--expect-signed");
-        }
-        n
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.expect.is_none()
-            && self.contains.is_empty()
-            && self.rcode.is_none()
-            && self.regex.is_none()
-            && self.max_time.is_none()
-            && !self.ad
-            && !self.signed
-    }
-}
+// what dns prints and checks belong to the report (it formats and checks
+// answers); re-exported so `cli::DnsChecks` names them too
+pub use crate::report::dns_options::{DnsChecks, DnsFormat};
 
 /// Where bulk names come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
