@@ -8,6 +8,7 @@
 //! from importing anything above them.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod api;
 pub mod cli;
 pub mod cmd;
 pub mod io;
@@ -17,3 +18,9 @@ pub mod report;
 pub use synscope_probe::{event, probe, scan};
 /// The packet layer, its own crate (`synscope-wire`) so it cannot import the rest.
 pub use synscope_wire as wire;
+
+/// The library in one call (see [`syn_ping`], [`scan()`], [`dns_query`]).
+pub use api::{
+    DnsAnswer, DnsOptions, Error, PingOptions, PortResult, PortState, Reply, ScanOptions,
+    dns_query, scan, syn_ping,
+};

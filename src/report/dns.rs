@@ -256,6 +256,19 @@ pub fn unsigned(reply: &ReplyRepr) -> Option<String> {
     }
 }
 
+/// What servers' answers are compared by: the rcode and the answer set,
+/// normalised and sorted (`NOERROR [198.18.0.10]`), or `no answer`.
+pub fn answer_view(r: &DnsResult) -> String {
+    match r.reply() {
+        None => "no answer".to_string(),
+        Some(rep) => {
+            let mut set: Vec<String> = r.answer_set().iter().map(|v| normalize(v)).collect();
+            set.sort();
+            format!("{} [{}]", rcode_name(rep.rcode), set.join(", "))
+        }
+    }
+}
+
 /// Servers whose answers differ, per query: (name type, lines).
 pub fn differences(results: &[DnsResult]) -> Vec<String> {
     let mut by_q: BTreeMap<(String, String), Vec<&DnsResult>> = BTreeMap::new();
@@ -269,14 +282,7 @@ pub fn differences(results: &[DnsResult]) -> Vec<String> {
         if rs.len() < 2 {
             continue;
         }
-        let view = |r: &DnsResult| match r.reply() {
-            None => "no answer".to_string(),
-            Some(rep) => {
-                let mut set: Vec<String> = r.answer_set().iter().map(|v| normalize(v)).collect();
-                set.sort();
-                format!("{} [{}]", rcode_name(rep.rcode), set.join(", "))
-            }
-        };
+        let view = answer_view;
         let first = view(rs[0]);
         if rs.iter().all(|r| view(r) == first) {
             continue;
@@ -607,6 +613,23 @@ pub struct BulkSummary {
     pub sent_packets: u64,
     /// Stopped by SIGINT or SIGTERM before the input ended.
     pub interrupted: bool,
+    /// Queries sent and neither answered nor timed out when interrupted.
+    pub in_flight: u64,
+    /// Each line to each of several servers: the lines whose answers
+    /// differed ([`answer_view`]), and the first of them.
+    pub differing_lines: Option<u64>,
+    pub differences: Vec<DifferingLine>,
+}
+
+/// A bulk line whose servers' answers differed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DifferingLine {
+    pub line: u64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// Server → its answer ([`answer_view`]).
+    pub answers: BTreeMap<String, String>,
 }
 
 impl BulkSummary {
@@ -616,7 +639,7 @@ impl BulkSummary {
         d.sort_unstable();
         let v: Vec<f64> = d.iter().map(|&x| x as f64 / 10.0).collect();
         let secs = self.elapsed.as_secs_f64().max(1e-9);
-        json!({"summary": {
+        let mut doc = json!({"summary": {
             "servers": self.servers,
             "names": self.names,
             "queries": self.queries,
@@ -641,7 +664,13 @@ impl BulkSummary {
             "rcodes": self.rcodes,
             "ignored": ignored,
             "interrupted": self.interrupted,
-        }})
+            "in_flight": self.in_flight,
+        }});
+        if let Some(n) = self.differing_lines {
+            doc["summary"]["differing_lines"] = json!(n);
+            doc["summary"]["differences"] = json!(self.differences);
+        }
+        doc
     }
 }
 

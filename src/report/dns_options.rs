@@ -7,19 +7,28 @@ use std::time::Duration;
 /// How `synscope dns` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsFormat {
+    /// kdig-like sections.
     Text,
+    /// `--short`: the answers' data, one per line.
     Short,
+    /// `--json`.
     Json,
+    /// `--ndjson`.
     Ndjson,
 }
 
 /// What `synscope dns` checks (exit status 1 when one fails).
 #[derive(Debug, Clone, Default)]
 pub struct DnsChecks {
+    /// `--expect`: the exact answer set (empty: NODATA); None: not checked.
     pub expect: Option<Vec<String>>,
+    /// `--expect-contains`: data the answer set must hold.
     pub contains: Vec<String>,
+    /// `--expect-rcode`, as a number; None: not checked.
     pub rcode: Option<u16>,
+    /// `--expect-regex`; None: not checked.
     pub regex: Option<regex::Regex>,
+    /// `--max-time`; None: not checked.
     pub max_time: Option<Duration>,
     /// The AD bit must be set.
     pub ad: bool,
@@ -55,6 +64,7 @@ impl DnsChecks {
         n
     }
 
+    /// No check asked for.
     pub fn is_empty(&self) -> bool {
         self.expect.is_none()
             && self.contains.is_empty()

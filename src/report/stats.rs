@@ -5,14 +5,21 @@ use std::time::Duration;
 /// Statistics over a set of RTTs, in microseconds.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RttStats {
+    /// Number of RTTs.
     pub count: usize,
+    /// The smallest.
     pub min_us: f64,
+    /// The mean.
     pub avg_us: f64,
+    /// The largest.
     pub max_us: f64,
-    /// Standard deviation, as ping's `mdev` (sqrt(E[x²] − E[x]²)).
+    /// Standard deviation, as ping's `mdev` (sqrt(E\[x²\] − E\[x\]²)).
     pub mdev_us: f64,
+    /// The median (nearest rank).
     pub p50_us: f64,
+    /// The 90th percentile (nearest rank).
     pub p90_us: f64,
+    /// The 99th percentile (nearest rank).
     pub p99_us: f64,
 }
 
