@@ -1,8 +1,8 @@
 //! Arguments and settings of `synscope scan`.
 
 use super::{
-    Env, FamilyArgs, GlobalArgs, OutputArgs, ProgressArgs, SendArgs, UsageError, parse_duration,
-    resolve_in,
+    Env, FamilyArgs, GlobalArgs, OutputArgs, ProgressArgs, SendArgs, TtlArgs, UsageError,
+    parse_duration, resolve_in,
 };
 use crate::report::OutputFormat;
 use crate::scan::targets::{Range, parse_target};
@@ -133,6 +133,9 @@ pub struct ScanArgs {
     /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send: SendArgs,
+    /// `--ttl`.
+    #[command(flatten)]
+    pub ttl: TtlArgs,
     /// `--json`, `--ndjson`.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -308,7 +311,7 @@ impl ScanArgs {
             seed,
             source_port: self.send.source_port,
             interface: self.send.syn.interface.clone(),
-            ttl: self.send.ttl,
+            ttl: self.ttl.ttl,
             syn_options: !self.send.syn.bare_syn,
             discovery: !self.no_discovery,
             format: self.output.format(),

@@ -1,6 +1,6 @@
 //! Arguments and settings of `synscope trace`.
 
-use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, TtlArgs, UsageError, parse_duration};
 use crate::probe::tcp_client::CloseMode;
 use crate::report::OutputFormat;
 use clap::{Args, ValueEnum};
@@ -94,6 +94,9 @@ pub struct TraceArgs {
     /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send_args: SendArgs,
+    /// `--ttl`.
+    #[command(flatten)]
+    pub ttl: TtlArgs,
     /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
@@ -236,7 +239,7 @@ impl TraceArgs {
             interval: self.interval,
             source_port: self.send_args.source_port,
             interface: self.send_args.syn.interface.clone(),
-            ttl: self.send_args.ttl,
+            ttl: self.ttl.ttl,
             syn_options: !self.send_args.syn.bare_syn,
             format: self.output.format(),
             pcap: self.pcap.pcap.clone(),
