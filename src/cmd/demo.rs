@@ -193,6 +193,7 @@ fn demo(args: &DemoArgs) -> Result<bool, CmdError> {
         let status = lab
             .client_command(&exe)
             .args(&step.args)
+            .args(super::quiet().then_some("--quiet")) // -q reaches every step
             .status()
             .map_err(|e| CmdError::Setup(format!("run {} in the lab: {e}", step.args[0])))?;
         all_ok &= status.success();
