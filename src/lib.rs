@@ -3,7 +3,7 @@
 //! Data flows one way: [`cli`] turns arguments into settings, a command drives a
 //! sans-IO [`probe`] state machine, which builds and reads packets with [`wire`]
 //! and talks to the network only through [`io`]; [`report`] prints the results.
-//! [`wire`] (crates/synscope-wire) and [`probe`], [`scan`] and [`event`]
+//! [`wire`] (crates/synscope-wire) and [`probe`], [`scan`](mod@scan) and [`event`]
 //! (crates/synscope-probe) are crates of their own, so the compiler keeps them
 //! from importing anything above them.
 #![deny(unsafe_op_in_unsafe_fn)]
