@@ -138,7 +138,7 @@ setters!(PingOptions { timeout: Duration, ttl: u8, syn_options: bool, interface:
 setters!(ScanOptions {
     rate: u64,
     retries: u32,
-    wait: Duration,
+    timeout: Duration,
     ttl: u8,
     syn_options: bool,
     interface: Option<String>,
@@ -262,8 +262,9 @@ pub struct ScanOptions {
     pub rate: u64,
     /// Further rounds to the ports that did not answer (default 1).
     pub retries: u32,
-    /// How long to wait for late answers after each round (default 1 s).
-    pub wait: Duration,
+    /// How long to wait for late answers after each round (default 1 s), as
+    /// `synscope scan -W`.
+    pub timeout: Duration,
     /// IP TTL / hop limit of the SYNs (default 64).
     pub ttl: u8,
     /// Linux-like SYN options (default true); false: bare SYNs.
@@ -280,7 +281,7 @@ impl Default for ScanOptions {
         ScanOptions {
             rate: 10_000,
             retries: 1,
-            wait: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
             ttl: 64,
             syn_options: true,
             interface: None,
@@ -356,7 +357,7 @@ pub async fn scan(
         rate: opts.rate.max(1),
         auto_rate: None,
         retries: opts.retries,
-        wait: opts.wait,
+        wait: opts.timeout,
         open_only: false,
         shard: Shard::WHOLE,
         seed: rand::random(),

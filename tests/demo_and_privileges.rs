@@ -75,20 +75,22 @@ fn nsd_runs(prefix: &str) -> bool {
         .any(|l| !l.starts_with('Z') && l.contains("nsd -d") && l.contains(prefix))
 }
 
-#[test]
-fn demo_interrupted_removes_everything() {
-    if synscope_lab::skip_unless_root("demo_interrupted_removes_everything") {
-        return;
-    }
+/// Starts `synscope demo -c 1 EXTRA` in a process group of its own, waits
+/// until the lab is built (the first command's title is out), sends SIGINT
+/// to the whole group as a terminal's Ctrl-C does, and returns the pid, the
+/// output after the interrupt, stderr and the exit status.
+fn demo_ctrl_c(extra: &[&str]) -> (u32, Vec<String>, String, Option<i32>) {
     use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
     let mut child = Command::new(BIN)
         .args(["demo", "-c", "1"])
+        .args(extra)
+        .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let prefix = format!("synscope-{}-", child.id());
-    // the lab is built once the first command's title is out
+    let pid = child.id();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(
         lines
@@ -98,15 +100,25 @@ fn demo_interrupted_removes_everything() {
             .any(|l| l.starts_with("### ping")),
         "no first command"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
     let rest: Vec<String> = lines.take(10_000).flatten().collect();
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (pid, rest, err, out.status.code())
+}
+
+#[test]
+fn demo_interrupted_removes_everything() {
+    if synscope_lab::skip_unless_root("demo_interrupted_removes_everything") {
+        return;
+    }
+    let (pid, rest, err, code) = demo_ctrl_c(&[]);
+    let prefix = format!("synscope-{pid}-");
+    assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("synscope demo: interrupted"), "{err}");
     assert!(err.contains("lab removed"), "{err}");
     assert!(
@@ -117,8 +129,56 @@ fn demo_interrupted_removes_everything() {
     assert!(!nsd_runs(&prefix), "NSD left running");
 }
 
+#[test]
+fn demo_keep_interrupted_once_built_keeps_a_working_lab() {
+    if synscope_lab::skip_unless_root("demo_keep_interrupted_once_built_keeps_a_working_lab") {
+        return;
+    }
+    let _guard = RemoveKept::new();
+    // Ctrl-C reaches the demo's NSD too: the keeper runs its own
+    let (pid, rest, err, code) = demo_ctrl_c(&["--keep"]);
+    let prefix = format!("synscope-{pid}-");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the lab stays up"), "{err}");
+    assert!(rest.iter().any(|l| l.contains("demo --remove")), "{rest:?}");
+    let client = format!("{prefix}0-cli");
+    let dns = Command::new("ip")
+        .args(["netns", "exec", &client, BIN])
+        .args([
+            "dns",
+            "a.lab.test",
+            "@198.18.0.2",
+            "--expect",
+            "198.18.0.10",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        dns.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dns.stderr)
+    );
+    let rm = Command::new(BIN)
+        .args(["demo", "--remove"])
+        .output()
+        .unwrap();
+    assert_eq!(rm.status.code(), Some(0));
+    assert!(namespaces_of(&prefix).is_empty(), "left behind");
+    assert!(!nsd_runs(&prefix), "NSD left running");
+}
+
 /// Runs `synscope demo --remove` when dropped: a failing test leaves no lab.
-struct RemoveKept;
+/// It holds [`KEPT`]: `--remove` removes every kept lab, so the tests that
+/// keep one run one at a time.
+struct RemoveKept(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+static KEPT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl RemoveKept {
+    fn new() -> RemoveKept {
+        RemoveKept(KEPT.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 impl Drop for RemoveKept {
     fn drop(&mut self) {
@@ -131,7 +191,7 @@ fn demo_keep_leaves_a_working_lab_until_remove() {
     if synscope_lab::skip_unless_root("demo_keep_leaves_a_working_lab_until_remove") {
         return;
     }
-    let _guard = RemoveKept;
+    let _guard = RemoveKept::new();
     let child = Command::new(BIN)
         .args(["demo", "-c", "1", "--keep"])
         .stdout(std::process::Stdio::piped())
