@@ -62,6 +62,8 @@ const KEEP_MAX: Duration = Duration::from_secs(24 * 3600);
 const STATE_DIR: &str = "/run/synscope";
 const STATE_PREFIX: &str = "kept-demo-";
 
+/// Runs the demo in a new lab (or, with `--remove` / `--hold`, removes or
+/// keeps a kept one); says whether every step succeeded.
 pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(CmdError::Setup(
