@@ -2,11 +2,212 @@
 //! both sides (the peer's inferred from what crossed the wire), when the
 //! connection ended and how.
 
-use super::{
-    Dir, Note, SegmentEvent, Side, StampSource, StateEntry, TcpClient, TcpState, Teardown,
-};
+use super::{TcpClient, TcpState};
 use crate::event::Timestamp;
-use crate::wire::{TcpFlags, TcpRepr};
+use crate::wire::{SeqNumber, TcpFlags, TcpRepr};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// Who sent a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dir {
+    /// We sent it.
+    Sent,
+    /// The peer sent it.
+    Received,
+}
+
+/// Where a segment's instant comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StampSource {
+    /// The kernel's stamp (capture or transmit timestamp).
+    Kernel,
+    /// The user-space clock at the send call (not replaced by a kernel stamp yet).
+    User,
+}
+
+/// Something worth saying about one segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Note {
+    /// We sent this again after its timer expired.
+    Retransmission,
+    /// The peer sent again what we already had (its retransmission).
+    Duplicate,
+    /// The peer's segment starts beyond what we expect: not taken, ACKed with rcv_nxt.
+    OutOfOrder,
+    /// Not acceptable (bad ACK, out-of-window RST, after close): ignored.
+    Ignored,
+    /// Half-open mode: a SYN-ACK left unanswered.
+    Unanswered,
+    /// One byte sent into the peer's zero window, to learn when it opens
+    /// (the persist timer; counted among the retransmissions).
+    WindowProbe,
+}
+
+/// One segment on the wire, as the ladder draws it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SegmentEvent {
+    /// When it was sent or received.
+    pub at: Timestamp,
+    /// Where `at` came from.
+    pub stamp: StampSource,
+    /// Who sent it.
+    pub dir: Dir,
+    /// Its TCP flags (tcpdump's letters in JSON).
+    #[serde(serialize_with = "flags_str")]
+    pub flags: TcpFlags,
+    /// Its sequence number.
+    pub seq: SeqNumber,
+    /// Its acknowledgment number.
+    pub ack: SeqNumber,
+    /// Relative to the sender's ISN.
+    pub rel_seq: u32,
+    /// Relative to the receiver's ISN (0 without ACK).
+    pub rel_ack: u32,
+    /// Bytes of data it carries.
+    pub len: u32,
+    /// Its TCP window, unscaled.
+    pub window: u16,
+    /// What is special about it, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<Note>,
+    /// Not a segment but an ICMP error quoting ours (`ICMP admin-prohibited
+    /// from 198.18.0.2`); `seq` is the quoted sequence number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<String>,
+    /// Our state once this segment was sent or processed.
+    pub client_state: TcpState,
+    /// The peer's state the textbook says it is in once it sent or received this.
+    pub server_state: TcpState,
+}
+
+fn flags_str<S: serde::Serializer>(f: &TcpFlags, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&f.to_string())
+}
+
+/// Which side a state belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Us.
+    Client,
+    /// The peer.
+    Server,
+}
+
+/// A state entered, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateEntry {
+    /// Whose state.
+    pub side: Side,
+    /// The state entered.
+    pub state: TcpState,
+    /// When: the instant of the segment or timer that caused it.
+    pub at: Timestamp,
+    /// The segment (index in the log) that caused it, if any (timers cause none).
+    #[serde(skip)]
+    pub cause: Option<usize>,
+}
+
+/// How the connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Teardown {
+    /// We sent FIN, the peer ACKed it, then sent its own FIN: four segments.
+    WeClosedFirst,
+    /// We sent FIN, the peer answered with FIN+ACK in one segment: three segments.
+    ThreeSegmentClose,
+    /// The peer's FIN came first (e.g. a banner server); we were in CLOSE_WAIT.
+    PeerClosedFirst,
+    /// Both FINs crossed: both sides went through CLOSING.
+    SimultaneousClose,
+    /// The peer reset the connection instead of closing it.
+    ResetByPeer,
+    /// We aborted with RST, as `--close rst` asks.
+    AbortedByUs,
+    /// Our retransmissions went unanswered (or unacknowledged): we gave up and
+    /// reset the connection.
+    GaveUp,
+    /// RST in answer to our SYN: nothing listens.
+    Refused,
+    /// Our SYN was never answered.
+    NoAnswer,
+    /// An ICMP error quoting one of our segments ended the connection.
+    Unreachable,
+    /// `--half-open`: the handshake was left incomplete on purpose.
+    HalfOpen,
+    /// Still open at `--timeout`: reset by us.
+    Unfinished,
+    /// Interrupted (Ctrl-C, SIGTERM) before the connection ended.
+    Interrupted,
+}
+
+impl Teardown {
+    /// A sentence for the text report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Teardown::WeClosedFirst => "we closed first (four segments: FIN, ACK, FIN, ACK)",
+            Teardown::ThreeSegmentClose => {
+                "we closed first, peer merged its ACK and FIN (three segments)"
+            }
+            Teardown::PeerClosedFirst => "peer closed first (its FIN, our ACK, our FIN, its ACK)",
+            Teardown::SimultaneousClose => "simultaneous close (FINs crossed, both CLOSING)",
+            Teardown::ResetByPeer => "reset by peer (RST instead of FIN)",
+            Teardown::AbortedByUs => "aborted by us with RST (--close rst)",
+            Teardown::GaveUp => {
+                "gave up: our retransmissions went unacknowledged, then reset by us"
+            }
+            Teardown::Refused => "refused (RST to our SYN)",
+            Teardown::NoAnswer => "no answer to our SYN",
+            Teardown::Unreachable => "unreachable (an ICMP error quoting our segment)",
+            Teardown::HalfOpen => "half-open: SYN-ACK never acknowledged, cleaned up with RST",
+            Teardown::Unfinished => "unfinished: still open at --timeout, reset by us",
+            Teardown::Interrupted => "interrupted before the connection ended",
+        }
+    }
+
+    /// A short name for one-line summaries (as in the JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Teardown::WeClosedFirst => "we-closed-first",
+            Teardown::ThreeSegmentClose => "three-segment-close",
+            Teardown::PeerClosedFirst => "peer-closed-first",
+            Teardown::SimultaneousClose => "simultaneous-close",
+            Teardown::ResetByPeer => "reset-by-peer",
+            Teardown::AbortedByUs => "aborted-by-us",
+            Teardown::GaveUp => "gave-up",
+            Teardown::Refused => "refused",
+            Teardown::NoAnswer => "no-answer",
+            Teardown::Unreachable => "unreachable",
+            Teardown::HalfOpen => "half-open",
+            Teardown::Unfinished => "unfinished",
+            Teardown::Interrupted => "interrupted",
+        }
+    }
+
+    /// An orderly close: both FINs sent and acknowledged.
+    pub fn is_orderly(self) -> bool {
+        matches!(
+            self,
+            Teardown::WeClosedFirst
+                | Teardown::ThreeSegmentClose
+                | Teardown::PeerClosedFirst
+                | Teardown::SimultaneousClose
+        )
+    }
+}
+
+/// The ICMP error that ended a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IcmpEnd {
+    /// Its name, as ping gives it (`admin-prohibited`, `port-unreachable`, ...).
+    pub reason: String,
+    /// Who sent it (the target or a router on the way).
+    pub from: IpAddr,
+}
 
 impl TcpClient {
     /// CLOSED comes after every segment sent or received before it, on the
