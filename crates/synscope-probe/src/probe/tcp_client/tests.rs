@@ -1,4 +1,9 @@
-//! Unit tests of the client: each one an exchange with a scripted peer.
+//! Unit tests of the client, each one written as the exchange it checks:
+//! `recv!(c, t, segment => [answer])` feeds the peer's segment at `t` µs and
+//! asserts what we send back; `poll!(c, t => [segments])` runs our timers at
+//! `t` µs and asserts what they send. Segments we send are written
+//! `(flags, seq, ack, payload length)`; ours start at ISN 1000, the peer's at
+//! IRS 5000.
 
 use super::*;
 use crate::wire::TcpOptions;
@@ -7,6 +12,55 @@ use TcpState::*;
 const ISN: SeqNumber = SeqNumber(1000);
 const IRS: SeqNumber = SeqNumber(5000);
 const T0: Timestamp = Timestamp(1_000_000_000_000);
+
+const SYN: TcpFlags = TcpFlags::SYN;
+const RST: TcpFlags = TcpFlags::RST;
+const A: TcpFlags = TcpFlags::ACK;
+const SA: TcpFlags = TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0);
+const FA: TcpFlags = TcpFlags(TcpFlags::FIN.0 | TcpFlags::ACK.0);
+const RA: TcpFlags = TcpFlags(TcpFlags::RST.0 | TcpFlags::ACK.0);
+const PA: TcpFlags = TcpFlags(TcpFlags::PSH.0 | TcpFlags::ACK.0);
+
+/// One segment we sent: (flags, seq, ack, payload length).
+type Brief = (TcpFlags, u32, u32, usize);
+
+/// The peer's segment `$seg` reaches us at `$t` µs; evaluates to what we send
+/// in answer. With `=> [..]` it also asserts that answer (`=> []`: silence).
+macro_rules! recv {
+    ($c:expr, $t:expr, $seg:expr => [$($out:expr),* $(,)?]) => {{
+        let seg: TcpRepr = $seg;
+        let out = $c.on_segment(&seg, at($t));
+        let want: Vec<Brief> = vec![$($out),*];
+        assert_eq!(
+            brief(&out),
+            want,
+            "our answer to [{}] seq {} ack {} len {} at {} µs",
+            seg.flags,
+            seg.seq.0,
+            seg.ack.0,
+            seg.payload.len(),
+            $t
+        );
+        out
+    }};
+    ($c:expr, $t:expr, $seg:expr) => {
+        $c.on_segment(&$seg, at($t))
+    };
+}
+
+/// Our timers run at `$t` µs; evaluates to what they send. With `=> [..]` it
+/// also asserts it (`=> []`: nothing).
+macro_rules! poll {
+    ($c:expr, $t:expr => [$($out:expr),* $(,)?]) => {{
+        let out = $c.poll(at($t));
+        let want: Vec<Brief> = vec![$($out),*];
+        assert_eq!(brief(&out), want, "what we send at {} µs", $t);
+        out
+    }};
+    ($c:expr, $t:expr) => {
+        $c.poll(at($t))
+    };
+}
 
 fn at(us: u64) -> Timestamp {
     T0 + Duration::from_micros(us)
@@ -31,8 +85,8 @@ fn cfg() -> TcpClientConfig {
     }
 }
 
-/// A segment from the peer (port 80 → 40000).
-fn peer(flags: TcpFlags, seq: SeqNumber, ack: SeqNumber, payload: &[u8]) -> TcpRepr {
+/// A segment from the peer (port 80 → 40000) without data; a SYN carries MSS 1460.
+fn peer(flags: TcpFlags, seq: SeqNumber, ack: SeqNumber) -> TcpRepr {
     TcpRepr {
         src_port: 80,
         dst_port: 40000,
@@ -40,7 +94,6 @@ fn peer(flags: TcpFlags, seq: SeqNumber, ack: SeqNumber, payload: &[u8]) -> TcpR
         ack,
         flags,
         window: 65160,
-        payload: payload.to_vec(),
         options: if flags.contains(TcpFlags::SYN) {
             TcpOptions {
                 mss: Some(1460),
@@ -53,19 +106,24 @@ fn peer(flags: TcpFlags, seq: SeqNumber, ack: SeqNumber, payload: &[u8]) -> TcpR
     }
 }
 
-const A: TcpFlags = TcpFlags::ACK;
-fn fa() -> TcpFlags {
-    TcpFlags::FIN.union(TcpFlags::ACK)
-}
-fn sa() -> TcpFlags {
-    TcpFlags::SYN.union(TcpFlags::ACK)
+/// A segment from the peer carrying `payload`.
+fn data(flags: TcpFlags, seq: SeqNumber, ack: SeqNumber, payload: &[u8]) -> TcpRepr {
+    TcpRepr {
+        payload: payload.to_vec(),
+        ..peer(flags, seq, ack)
+    }
 }
 
-/// What we sent, as (flags, seq, ack, payload length).
-fn brief(segs: &[TcpRepr]) -> Vec<(TcpFlags, u32, u32, usize)> {
+/// What we sent, each segment as a [`Brief`].
+fn brief(segs: &[TcpRepr]) -> Vec<Brief> {
     segs.iter()
         .map(|s| (s.flags, s.seq.0, s.ack.0, s.payload.len()))
         .collect()
+}
+
+/// The note of the `back`-th segment from the end of the log (1: the last).
+fn note(c: &TcpClient, back: usize) -> Option<Note> {
+    c.events()[c.events().len() - back].note
 }
 
 fn states(c: &TcpClient, side: Side) -> Vec<&'static str> {
@@ -76,13 +134,20 @@ fn states(c: &TcpClient, side: Side) -> Vec<&'static str> {
         .collect()
 }
 
+/// A client that sent its SYN at 0 µs.
+fn started(cfg: TcpClientConfig) -> TcpClient {
+    let mut c = TcpClient::new(cfg);
+    c.start(at(0));
+    c
+}
+
 /// SYN at 0, SYN-ACK at 100 µs: returns the client in ESTABLISHED.
 fn established(cfg: TcpClientConfig) -> TcpClient {
     let mut c = TcpClient::new(cfg);
     let syn = c.start(at(0));
-    assert_eq!(brief(&syn), [(TcpFlags::SYN, 1000, 0, 0)]);
+    assert_eq!(brief(&syn), [(SYN, 1000, 0, 0)]);
     assert_eq!(c.state(), SynSent);
-    let out = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+    let out = recv!(c, 100, peer(SA, IRS, ISN + 1));
     assert_eq!(out[0].flags, A);
     assert_eq!((out[0].seq, out[0].ack), (ISN + 1, IRS + 1));
     assert_eq!(c.state(), Established);
@@ -95,26 +160,20 @@ fn syn_sent_syn_ack_established_and_we_close_first_in_four_segments() {
     let mut c = established(cfg());
     // idle for 50 ms: we close
     assert_eq!(c.poll_at(), Some(at(100 + 50_000)));
-    assert!(c.poll(at(50_000)).is_empty());
-    let fin = c.poll(at(50_100));
-    assert_eq!(brief(&fin), [(fa(), 1001, 5001, 0)]);
+    poll!(c, 50_000 => []);
+    poll!(c, 50_100 => [(FA, 1001, 5001, 0)]);
     assert_eq!((c.state(), c.server_state()), (FinWait1, CloseWait));
     // the peer ACKs our FIN, then closes too
-    assert!(
-        c.on_segment(&peer(A, IRS + 1, ISN + 2, b""), at(50_150))
-            .is_empty()
-    );
+    recv!(c, 50_150, peer(A, IRS + 1, ISN + 2) => []);
     assert_eq!(c.state(), FinWait2);
-    let last = c.on_segment(&peer(fa(), IRS + 1, ISN + 2, b""), at(50_400));
-    assert_eq!(brief(&last), [(A, 1002, 5002, 0)]);
+    recv!(c, 50_400, peer(FA, IRS + 1, ISN + 2) => [(A, 1002, 5002, 0)]);
     assert_eq!((c.state(), c.server_state()), (TimeWait, Closed));
     // a retransmitted FIN in TIME_WAIT is answered again
-    let again = c.on_segment(&peer(fa(), IRS + 1, ISN + 2, b""), at(60_000));
-    assert_eq!(brief(&again), [(A, 1002, 5002, 0)]);
-    assert_eq!(c.events().last().unwrap().note, None);
-    assert_eq!(c.events()[c.events().len() - 2].note, Some(Note::Duplicate));
+    recv!(c, 60_000, peer(FA, IRS + 1, ISN + 2) => [(A, 1002, 5002, 0)]);
+    assert_eq!(note(&c, 1), None);
+    assert_eq!(note(&c, 2), Some(Note::Duplicate));
     assert_eq!(c.poll_at(), Some(at(50_400 + 500_000)));
-    assert!(c.poll(at(550_400)).is_empty());
+    poll!(c, 550_400 => []);
     assert!(c.is_done());
     assert_eq!(c.teardown(), Some(Teardown::WeClosedFirst));
     assert_eq!(
@@ -155,11 +214,10 @@ fn syn_sent_syn_ack_established_and_we_close_first_in_four_segments() {
 #[test]
 fn merged_fin_ack_is_a_three_segment_close() {
     let mut c = established(cfg());
-    c.poll(at(50_100));
-    let last = c.on_segment(&peer(fa(), IRS + 1, ISN + 2, b""), at(50_300));
-    assert_eq!(brief(&last), [(A, 1002, 5002, 0)]);
+    poll!(c, 50_100);
+    recv!(c, 50_300, peer(FA, IRS + 1, ISN + 2) => [(A, 1002, 5002, 0)]);
     assert_eq!(c.state(), TimeWait);
-    c.poll(at(550_300));
+    poll!(c, 550_300);
     assert_eq!(c.teardown(), Some(Teardown::ThreeSegmentClose));
     assert_eq!(
         states(&c, Side::Client),
@@ -177,17 +235,11 @@ fn merged_fin_ack_is_a_three_segment_close() {
 fn banner_then_close_peer_closes_first() {
     let mut c = established(cfg());
     // "SSH-2.0\r\n" and FIN in one segment
-    let out = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b"SSH-2.0\r\n"), at(300));
-    assert_eq!(
-        brief(&out),
-        [(A, 1001, 5000 + 1 + 9 + 1, 0), (fa(), 1001, 5011, 0)]
-    );
+    recv!(c, 300, data(FA, IRS + 1, ISN + 1, b"SSH-2.0\r\n")
+        => [(A, 1001, 5000 + 1 + 9 + 1, 0), (FA, 1001, 5011, 0)]);
     assert_eq!(c.state(), LastAck);
     assert_eq!(c.received_bytes(), 9);
-    assert!(
-        c.on_segment(&peer(A, IRS + 11, ISN + 2, b""), at(400))
-            .is_empty()
-    );
+    recv!(c, 400, peer(A, IRS + 11, ISN + 2) => []);
     assert!(c.is_done());
     assert_eq!(c.teardown(), Some(Teardown::PeerClosedFirst));
     assert_eq!(
@@ -215,17 +267,13 @@ fn banner_then_close_peer_closes_first() {
 #[test]
 fn crossing_fins_are_a_simultaneous_close() {
     let mut c = established(cfg());
-    c.poll(at(50_100));
+    poll!(c, 50_100);
     // the peer's FIN left before ours arrived: it acks only the handshake
-    let out = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b""), at(50_120));
-    assert_eq!(brief(&out), [(A, 1002, 5002, 0)]);
+    recv!(c, 50_120, peer(FA, IRS + 1, ISN + 1) => [(A, 1002, 5002, 0)]);
     assert_eq!(c.state(), Closing);
-    assert!(
-        c.on_segment(&peer(A, IRS + 2, ISN + 2, b""), at(50_200))
-            .is_empty()
-    );
+    recv!(c, 50_200, peer(A, IRS + 2, ISN + 2) => []);
     assert_eq!(c.state(), TimeWait);
-    c.poll(at(550_200));
+    poll!(c, 550_200);
     assert_eq!(c.teardown(), Some(Teardown::SimultaneousClose));
     assert_eq!(
         states(&c, Side::Server),
@@ -243,28 +291,18 @@ fn crossing_fins_are_a_simultaneous_close() {
 fn request_response_with_duplicate_and_out_of_order_segments() {
     let mut cf = cfg();
     cf.payload = b"GET / HTTP/1.0\r\n\r\n".to_vec();
-    let mut c = TcpClient::new(cf);
-    c.start(at(0));
-    let out = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
-    let psh = TcpFlags::ACK.union(TcpFlags::PSH);
-    assert_eq!(brief(&out), [(A, 1001, 5001, 0), (psh, 1001, 5001, 18)]);
+    let mut c = started(cf);
+    recv!(c, 100, peer(SA, IRS, ISN + 1) => [(A, 1001, 5001, 0), (PA, 1001, 5001, 18)]);
     // out of order: bytes 6.. before 1..5 → duplicate ACK, nothing taken
-    let out = c.on_segment(&peer(A, IRS + 6, ISN + 19, b"world"), at(300));
-    assert_eq!(brief(&out), [(A, 1019, 5001, 0)]);
-    assert_eq!(c.events().last().unwrap().note, None);
-    assert_eq!(
-        c.events()[c.events().len() - 2].note,
-        Some(Note::OutOfOrder)
-    );
-    let out = c.on_segment(&peer(A, IRS + 1, ISN + 19, b"hello"), at(310));
-    assert_eq!(brief(&out), [(A, 1019, 5006, 0)]);
+    recv!(c, 300, data(A, IRS + 6, ISN + 19, b"world") => [(A, 1019, 5001, 0)]);
+    assert_eq!(note(&c, 1), None);
+    assert_eq!(note(&c, 2), Some(Note::OutOfOrder));
+    recv!(c, 310, data(A, IRS + 1, ISN + 19, b"hello") => [(A, 1019, 5006, 0)]);
     // the peer retransmits what we have: duplicate, ACKed again
-    let out = c.on_segment(&peer(A, IRS + 1, ISN + 19, b"hello"), at(320));
-    assert_eq!(brief(&out), [(A, 1019, 5006, 0)]);
-    assert_eq!(c.events()[c.events().len() - 2].note, Some(Note::Duplicate));
+    recv!(c, 320, data(A, IRS + 1, ISN + 19, b"hello") => [(A, 1019, 5006, 0)]);
+    assert_eq!(note(&c, 2), Some(Note::Duplicate));
     // partly old, partly new: the new part is taken
-    let out = c.on_segment(&peer(A, IRS + 4, ISN + 19, b"loworld"), at(330));
-    assert_eq!(brief(&out), [(A, 1019, 5011, 0)]);
+    recv!(c, 330, data(A, IRS + 4, ISN + 19, b"loworld") => [(A, 1019, 5011, 0)]);
     assert_eq!(c.received_bytes(), 10);
     // the request was acknowledged: no retransmission pending, idle close later
     assert_eq!(c.poll_at(), Some(at(330 + 50_000)));
@@ -272,38 +310,32 @@ fn request_response_with_duplicate_and_out_of_order_segments() {
 
 #[test]
 fn unacknowledged_segments_are_retransmitted_with_backoff() {
-    let mut c = TcpClient::new(cfg());
-    c.start(at(0));
+    let mut c = started(cfg());
     assert_eq!(c.poll_at(), Some(at(200_000)));
-    assert!(c.poll(at(199_999)).is_empty());
-    let r1 = c.poll(at(200_000));
-    assert_eq!(brief(&r1), [(TcpFlags::SYN, 1000, 0, 0)]);
-    assert_eq!(c.events().last().unwrap().note, Some(Note::Retransmission));
+    poll!(c, 199_999 => []);
+    poll!(c, 200_000 => [(SYN, 1000, 0, 0)]);
+    assert_eq!(note(&c, 1), Some(Note::Retransmission));
     assert_eq!(c.poll_at(), Some(at(600_000)));
-    assert_eq!(c.poll(at(600_000)).len(), 1);
+    assert_eq!(poll!(c, 600_000).len(), 1);
     assert_eq!(c.poll_at(), Some(at(1_400_000)));
-    assert_eq!(c.poll(at(1_400_000)).len(), 1);
+    assert_eq!(poll!(c, 1_400_000).len(), 1);
     // three retries spent: the fourth deadline gives up
-    assert!(c.poll(at(3_000_000)).is_empty());
+    poll!(c, 3_000_000 => []);
     assert_eq!(c.teardown(), Some(Teardown::NoAnswer));
     assert!(c.is_done());
 
     // a lost request is sent again from the oldest unacknowledged byte
     let mut cf = cfg();
     cf.payload = vec![b'x'; 3000];
-    let mut c = TcpClient::new(cf);
-    c.start(at(0));
-    let out = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
-    assert_eq!(
-        brief(&out)[1..],
-        [
-            (A, 1001, 5001, 1460),
-            (A, 1001 + 1460, 5001, 1460),
-            (TcpFlags::ACK.union(TcpFlags::PSH), 1001 + 2920, 5001, 80)
-        ]
-    );
-    c.on_segment(&peer(A, IRS + 1, ISN + 1461, b""), at(200));
-    let r = c.poll(at(200 + 200_000));
+    let mut c = started(cf);
+    recv!(c, 100, peer(SA, IRS, ISN + 1) => [
+        (A, 1001, 5001, 0),
+        (A, 1001, 5001, 1460),
+        (A, 1001 + 1460, 5001, 1460),
+        (PA, 1001 + 2920, 5001, 80),
+    ]);
+    recv!(c, 200, peer(A, IRS + 1, ISN + 1461));
+    let r = poll!(c, 200 + 200_000);
     assert_eq!(r.len(), 2);
     assert_eq!((r[0].seq, r[0].payload.len()), (ISN + 1461, 1460));
 }
@@ -311,42 +343,29 @@ fn unacknowledged_segments_are_retransmitted_with_backoff() {
 #[test]
 fn our_fin_is_retransmitted_and_a_late_ack_still_counts() {
     let mut c = established(cfg());
-    c.poll(at(50_100));
-    let r = c.poll(at(250_100));
-    assert_eq!(brief(&r), [(fa(), 1001, 5001, 0)]);
-    assert!(
-        c.on_segment(&peer(A, IRS + 1, ISN + 2, b""), at(250_200))
-            .is_empty()
-    );
+    poll!(c, 50_100);
+    poll!(c, 250_100 => [(FA, 1001, 5001, 0)]);
+    recv!(c, 250_200, peer(A, IRS + 1, ISN + 2) => []);
     assert_eq!(c.state(), FinWait2);
 }
 
 #[test]
 fn rst_variants() {
     // refused: RST+ACK to our SYN
-    let mut c = TcpClient::new(cfg());
-    c.start(at(0));
-    let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
-    assert!(
-        c.on_segment(&peer(rst_ack, SeqNumber(0), ISN + 1, b""), at(50))
-            .is_empty()
-    );
+    let mut c = started(cfg());
+    recv!(c, 50, peer(RA, SeqNumber(0), ISN + 1) => []);
     assert_eq!(c.teardown(), Some(Teardown::Refused));
     // an RST with a wrong ACK is not ours to believe
-    let mut c = TcpClient::new(cfg());
-    c.start(at(0));
-    c.on_segment(&peer(rst_ack, SeqNumber(0), ISN + 7, b""), at(50));
+    let mut c = started(cfg());
+    recv!(c, 50, peer(RA, SeqNumber(0), ISN + 7));
     assert_eq!(c.state(), SynSent);
 
     // reset by peer in ESTABLISHED: in-window accepted, out-of-window ignored
     let mut c = established(cfg());
-    c.on_segment(
-        &peer(TcpFlags::RST, IRS + 100_000, SeqNumber(0), b""),
-        at(200),
-    );
+    recv!(c, 200, peer(RST, IRS + 100_000, SeqNumber(0)));
     assert_eq!(c.state(), Established);
-    assert_eq!(c.events().last().unwrap().note, Some(Note::Ignored));
-    c.on_segment(&peer(TcpFlags::RST, IRS + 1, SeqNumber(0), b""), at(300));
+    assert_eq!(note(&c, 1), Some(Note::Ignored));
+    recv!(c, 300, peer(RST, IRS + 1, SeqNumber(0)));
     assert_eq!(c.teardown(), Some(Teardown::ResetByPeer));
     assert_eq!(c.state(), Closed);
 
@@ -354,8 +373,7 @@ fn rst_variants() {
     let mut cf = cfg();
     cf.close = CloseMode::Rst;
     let mut c = established(cf);
-    let out = c.poll(at(50_100));
-    assert_eq!(brief(&out), [(rst_ack, 1001, 5001, 0)]);
+    poll!(c, 50_100 => [(RA, 1001, 5001, 0)]);
     assert_eq!(c.teardown(), Some(Teardown::AbortedByUs));
     assert_eq!(c.server_state(), Closed);
     assert!(c.is_done());
@@ -366,23 +384,13 @@ fn half_open_records_synack_retransmissions_then_resets() {
     let mut cf = cfg();
     cf.half_open = true;
     cf.max_wait = Duration::from_secs(4);
-    let mut c = TcpClient::new(cf);
-    c.start(at(0));
-    assert!(
-        c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100))
-            .is_empty()
-    );
+    let mut c = started(cf);
+    recv!(c, 100, peer(SA, IRS, ISN + 1) => []);
     assert_eq!((c.state(), c.server_state()), (SynSent, SynReceived));
     // no SYN retransmission once the SYN-ACK came
     assert_eq!(c.poll_at(), Some(at(4_000_000)));
-    assert!(
-        c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(1_000_100))
-            .is_empty()
-    );
-    assert!(
-        c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(3_000_100))
-            .is_empty()
-    );
+    recv!(c, 1_000_100, peer(SA, IRS, ISN + 1) => []);
+    recv!(c, 3_000_100, peer(SA, IRS, ISN + 1) => []);
     let notes: Vec<_> = c.events().iter().map(|e| e.note).collect();
     assert_eq!(
         notes,
@@ -393,9 +401,7 @@ fn half_open_records_synack_retransmissions_then_resets() {
             Some(Note::Duplicate)
         ]
     );
-    let rst = c.poll(at(4_000_000));
-    let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
-    assert_eq!(brief(&rst), [(rst_ack, 1001, 5001, 0)]);
+    poll!(c, 4_000_000 => [(RA, 1001, 5001, 0)]);
     assert_eq!(c.teardown(), Some(Teardown::HalfOpen));
 }
 
@@ -408,7 +414,7 @@ fn kernel_stamps_replace_user_instants_of_segments_and_states() {
     assert_eq!(c.events()[0].at, at(7));
     assert_eq!(c.events()[0].stamp, StampSource::Kernel);
     assert_eq!(c.states()[0].at, at(7));
-    let ack = c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
+    let ack = recv!(c, 100, peer(SA, IRS, ISN + 1));
     c.on_sent_stamp(&ack[0], at(112));
     let est = c.states().iter().find(|s| s.state == Established).unwrap();
     assert_eq!(est.at, at(112));
@@ -421,10 +427,10 @@ fn timestamps_and_window_scale_follow_the_syn_ack() {
     let mut c = TcpClient::new(cf);
     let syn = c.start(at(0));
     assert_eq!(syn[0].options.window_scale, Some(7));
-    let mut sa_seg = peer(sa(), IRS, ISN + 1, b"");
-    sa_seg.options.timestamps = Some((777, (at(0).0 / 1_000_000) as u32));
-    sa_seg.options.window_scale = Some(7);
-    let ack = c.on_segment(&sa_seg, at(100));
+    let mut synack = peer(SA, IRS, ISN + 1);
+    synack.options.timestamps = Some((777, (at(0).0 / 1_000_000) as u32));
+    synack.options.window_scale = Some(7);
+    let ack = recv!(c, 100, synack);
     assert_eq!(ack[0].options.timestamps.unwrap().1, 777);
     assert_eq!(ack[0].window, (64240 >> 7) as u16);
 }
@@ -448,19 +454,18 @@ fn icmp(v6: bool, icmp_type: u8, code: u8) -> IcmpError {
 fn a_complete_trace_has_no_shortfalls_and_resets_or_half_closes_do() {
     let mut cf = cfg();
     cf.payload = b"hi".to_vec();
-    let mut c = TcpClient::new(cf.clone());
-    c.start(at(0));
-    c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
-    c.on_segment(&peer(A, IRS + 1, ISN + 3, b""), at(200));
-    c.poll(at(50_200));
-    c.on_segment(&peer(fa(), IRS + 1, ISN + 4, b""), at(50_300));
-    c.poll(at(550_300));
+    let mut c = started(cf.clone());
+    recv!(c, 100, peer(SA, IRS, ISN + 1));
+    recv!(c, 200, peer(A, IRS + 1, ISN + 3));
+    poll!(c, 50_200);
+    recv!(c, 50_300, peer(FA, IRS + 1, ISN + 4));
+    poll!(c, 550_300);
     assert_eq!(c.teardown(), Some(Teardown::ThreeSegmentClose));
     assert!(c.shortfalls().is_empty(), "{:?}", c.shortfalls());
 
     // the peer resets instead of closing: not the FIN close asked for
     let mut c = established(cfg());
-    c.on_segment(&peer(TcpFlags::RST, IRS + 1, SeqNumber(0), b""), at(300));
+    recv!(c, 300, peer(RST, IRS + 1, SeqNumber(0)));
     assert_eq!(
         c.shortfalls(),
         ["no orderly close with FINs (--close fin): reset by peer (RST instead of FIN)"]
@@ -469,13 +474,11 @@ fn a_complete_trace_has_no_shortfalls_and_resets_or_half_closes_do() {
     let mut cf = cfg();
     cf.close = CloseMode::Rst;
     let mut c = established(cf);
-    c.poll(at(50_100));
+    poll!(c, 50_100);
     assert!(c.shortfalls().is_empty());
     // refused: no handshake, nothing else said
-    let mut c = TcpClient::new(cfg());
-    c.start(at(0));
-    let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
-    c.on_segment(&peer(rst_ack, SeqNumber(0), ISN + 1, b""), at(50));
+    let mut c = started(cfg());
+    recv!(c, 50, peer(RA, SeqNumber(0), ISN + 1));
     assert_eq!(c.shortfalls(), ["no handshake: refused (RST to our SYN)"]);
 }
 
@@ -484,11 +487,10 @@ fn a_complete_trace_has_no_shortfalls_and_resets_or_half_closes_do() {
 #[test]
 fn closed_is_stamped_after_an_earlier_sent_segment_that_left_late() {
     let mut c = established(cfg());
-    let out = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b""), at(1_000));
-    assert_eq!(brief(&out), [(A, 1001, 5002, 0), (fa(), 1001, 5002, 0)]);
-    let dup = c.on_segment(&peer(fa(), IRS + 1, ISN + 1, b""), at(1_010));
-    assert_eq!(brief(&dup), [(A, 1002, 5002, 0)]);
-    c.on_segment(&peer(A, IRS + 2, ISN + 2, b""), at(1_020));
+    let out = recv!(c, 1_000, peer(FA, IRS + 1, ISN + 1)
+        => [(A, 1001, 5002, 0), (FA, 1001, 5002, 0)]);
+    let dup = recv!(c, 1_010, peer(FA, IRS + 1, ISN + 1) => [(A, 1002, 5002, 0)]);
+    recv!(c, 1_020, peer(A, IRS + 2, ISN + 2));
     assert!(c.is_done());
     assert_eq!(c.states().last().unwrap().at, at(1_020));
     c.on_sent_stamp(&out[0], at(1_005));
@@ -503,26 +505,24 @@ fn zero_window_peer_gets_one_byte_probes_then_we_give_up_and_say_why() {
     let mut cf = cfg();
     cf.payload = b"hi".to_vec();
     cf.max_retries = 2;
-    let mut c = TcpClient::new(cf);
-    c.start(at(0));
-    let mut synack = peer(sa(), IRS, ISN + 1, b"");
-    synack.window = 0;
-    let out = c.on_segment(&synack, at(100));
+    let mut c = started(cf);
     // the ACK, nothing into the closed window until the timer probes it
-    assert_eq!(brief(&out), [(A, 1001, 5001, 0)]);
-    let mut zero_ack = peer(A, IRS + 1, ISN + 1, b"");
-    zero_ack.window = 0;
-    let r = c.poll(at(100 + 200_000));
-    assert_eq!(brief(&r), [(A, 1001, 5001, 1)]);
-    assert_eq!(c.events().last().unwrap().note, Some(Note::WindowProbe));
-    assert!(c.on_segment(&zero_ack, at(200_200)).is_empty());
-    let r = c.poll(at(100 + 600_000));
-    assert_eq!(brief(&r), [(A, 1001, 5001, 1)]);
+    let synack = TcpRepr {
+        window: 0,
+        ..peer(SA, IRS, ISN + 1)
+    };
+    recv!(c, 100, synack => [(A, 1001, 5001, 0)]);
+    let zero_ack = TcpRepr {
+        window: 0,
+        ..peer(A, IRS + 1, ISN + 1)
+    };
+    poll!(c, 100 + 200_000 => [(A, 1001, 5001, 1)]);
+    assert_eq!(note(&c, 1), Some(Note::WindowProbe));
+    recv!(c, 200_200, zero_ack => []);
+    poll!(c, 100 + 600_000 => [(A, 1001, 5001, 1)]);
     // two retries spent: we give up with RST+ACK, at the window's edge
     // (the peer never took the probe byte); no FIN was ever sent
-    let rst_ack = TcpFlags::RST.union(TcpFlags::ACK);
-    let r = c.poll(at(100 + 1_400_000));
-    assert_eq!(brief(&r), [(rst_ack, 1001, 5001, 0)]);
+    let r = poll!(c, 100 + 1_400_000 => [(RA, 1001, 5001, 0)]);
     assert_eq!(c.teardown(), Some(Teardown::GaveUp));
     assert_eq!(
         states(&c, Side::Client),
@@ -550,38 +550,35 @@ fn zero_window_peer_gets_one_byte_probes_then_we_give_up_and_say_why() {
 fn window_limited_request_is_sent_as_the_window_opens_and_never_overtaken_by_fin() {
     let mut cf = cfg();
     cf.payload = vec![b'x'; 3000];
-    let mut c = TcpClient::new(cf);
-    c.start(at(0));
-    let mut synack = peer(sa(), IRS, ISN + 1, b"");
-    synack.window = 1000;
-    let out = c.on_segment(&synack, at(100));
-    assert_eq!(brief(&out)[1..], [(A, 1001, 5001, 1000)]);
-    let mut ack = peer(A, IRS + 1, ISN + 1001, b"");
-    ack.window = 1000;
-    let out = c.on_segment(&ack, at(200));
-    assert_eq!(brief(&out), [(A, 2001, 5001, 1000)]);
+    let mut c = started(cf);
+    let synack = TcpRepr {
+        window: 1000,
+        ..peer(SA, IRS, ISN + 1)
+    };
+    recv!(c, 100, synack => [(A, 1001, 5001, 0), (A, 1001, 5001, 1000)]);
+    let mut ack = TcpRepr {
+        window: 1000,
+        ..peer(A, IRS + 1, ISN + 1001)
+    };
+    recv!(c, 200, ack.clone() => [(A, 2001, 5001, 1000)]);
     // the window closes with 1000 bytes unsent: nothing to send, and the
     // idle timer must not close
     ack.ack = ISN + 2001;
     ack.window = 0;
-    assert!(c.on_segment(&ack, at(300)).is_empty());
+    recv!(c, 300, ack.clone() => []);
     assert!(
-        c.poll(at(300 + 50_000)).is_empty(),
+        poll!(c, 300 + 50_000).is_empty(),
         "the idle timer sends no FIN"
     );
-    assert!(c.poll(at(300 + 100_000)).is_empty());
-    let probe = c.poll(at(300 + 200_000));
-    assert_eq!(brief(&probe), [(A, 3001, 5001, 1)]);
+    poll!(c, 300 + 100_000 => []);
+    poll!(c, 300 + 200_000 => [(A, 3001, 5001, 1)]);
     // it opens again (the probe byte not taken yet): the rest after the
     // probe, with PSH, then the FIN once all is acknowledged
     ack.window = 2000;
-    let out = c.on_segment(&ack, at(200_400));
-    let psh = A.union(TcpFlags::PSH);
-    assert_eq!(brief(&out), [(psh, 3002, 5001, 999)]);
+    recv!(c, 200_400, ack.clone() => [(PA, 3002, 5001, 999)]);
     ack.ack = ISN + 3001;
-    assert!(c.on_segment(&ack, at(200_500)).is_empty());
-    let fin = c.poll(at(200_500 + 50_000));
-    assert_eq!(brief(&fin), [(fa(), 4001, 5001, 0)]);
+    recv!(c, 200_500, ack.clone() => []);
+    poll!(c, 200_500 + 50_000 => [(FA, 4001, 5001, 0)]);
 }
 
 #[test]
@@ -589,19 +586,15 @@ fn out_of_window_rst_is_ignored_and_the_unacknowledged_request_said() {
     let mut cf = cfg();
     cf.payload = b"hi".to_vec();
     cf.max_retries = 1;
-    let mut c = TcpClient::new(cf);
-    c.start(at(0));
-    c.on_segment(&peer(sa(), IRS, ISN + 1, b""), at(100));
-    let rst = peer(TcpFlags::RST, IRS + 1_000_000, SeqNumber(0), b"");
-    assert!(c.on_segment(&rst, at(150)).is_empty());
-    assert_eq!(c.events().last().unwrap().note, Some(Note::Ignored));
+    let mut c = started(cf);
+    recv!(c, 100, peer(SA, IRS, ISN + 1));
+    let rst = peer(RST, IRS + 1_000_000, SeqNumber(0));
+    recv!(c, 150, rst.clone() => []);
+    assert_eq!(note(&c, 1), Some(Note::Ignored));
     assert_eq!(c.state(), Established);
-    assert_eq!(
-        brief(&c.poll(at(100 + 200_000))),
-        [(A.union(TcpFlags::PSH), 1001, 5001, 2)]
-    );
-    c.on_segment(&rst, at(200_150));
-    c.poll(at(100 + 600_000));
+    poll!(c, 100 + 200_000 => [(PA, 1001, 5001, 2)]);
+    recv!(c, 200_150, rst);
+    poll!(c, 100 + 600_000);
     assert_eq!(c.teardown(), Some(Teardown::GaveUp));
     assert_eq!(c.shortfalls()[0], "request not acknowledged: 0 of 2 bytes");
     assert_eq!(c.shortfalls().len(), 2);
@@ -611,8 +604,7 @@ fn out_of_window_rst_is_ignored_and_the_unacknowledged_request_said() {
 fn icmp_errors_end_the_trace_at_once_with_their_reason() {
     let from: IpAddr = "198.18.0.2".parse().unwrap();
     // admin-prohibited quoting our SYN, in SYN_SENT: no retransmission
-    let mut c = TcpClient::new(cfg());
-    c.start(at(0));
+    let mut c = started(cfg());
     assert!(
         c.on_icmp(icmp(false, 3, 13), from, Some(ISN), at(40))
             .is_empty()
@@ -639,8 +631,7 @@ fn icmp_errors_end_the_trace_at_once_with_their_reason() {
 
     // quoting a sequence number we never sent (even our next one), no
     // sequence number at all, or a path-MTU signal: no end
-    let mut c = TcpClient::new(cfg());
-    c.start(at(0));
+    let mut c = started(cfg());
     assert!(
         c.on_icmp(icmp(false, 3, 13), from, Some(ISN + 1), at(40))
             .is_empty()
@@ -663,7 +654,7 @@ fn icmp_errors_end_the_trace_at_once_with_their_reason() {
     // ICMPv6 port unreachable on an open connection: we reset and end
     let mut c = established(cfg());
     let out = c.on_icmp(icmp(true, 1, 4), from, Some(ISN + 1), at(500));
-    assert_eq!(brief(&out), [(TcpFlags::RST.union(A), 1001, 5001, 0)]);
+    assert_eq!(brief(&out), [(RA, 1001, 5001, 0)]);
     assert_eq!(c.teardown(), Some(Teardown::Unreachable));
     assert_eq!(
         c.shortfalls(),
@@ -684,8 +675,7 @@ fn never_panics_on_noise() {
         let mut cf = cfg();
         cf.half_open = round % 5 == 0;
         cf.payload = vec![1; (rnd() % 4000) as usize];
-        let mut c = TcpClient::new(cf);
-        c.start(at(0));
+        let mut c = started(cf);
         let mut now = 0;
         for _ in 0..200 {
             now += rnd() % 100_000;
@@ -709,9 +699,9 @@ fn never_panics_on_noise() {
                 payload: vec![0; (rnd() % 3) as usize],
                 ..TcpRepr::default()
             };
-            c.on_segment(&seg, at(now));
+            recv!(c, now, seg);
             if r & 4 == 0 {
-                c.poll(at(now));
+                poll!(c, now);
             }
         }
         // bounded: every trace ends by max_wait at the latest
