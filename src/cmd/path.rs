@@ -3,7 +3,7 @@
 
 use super::{CmdError, Interrupt, Log};
 use crate::cli::path::PathSettings;
-use crate::drive::{Ended, drive};
+use crate::drive::{Ended, drive_logged};
 use crate::io::{CaptureLink, Clock, Link, Packets, PortReservation, RealClock};
 use crate::probe::path::{Outcome, PathConfig, PathProber, PathSent};
 use crate::report::path::PathTarget;
@@ -26,16 +26,9 @@ pub(crate) async fn probe<L: Link, C: Clock>(
     interrupt: &mut Interrupt<'_>,
     log: Log,
 ) -> Result<Ended, CmdError> {
-    drive(
-        prober,
-        link,
-        clock,
-        &mut |p: PathSent| {
-            log.debug(|| format!("sent SYN ttl {} sport {}", p.ttl, p.src_port));
-            Ok(())
-        },
-        interrupt,
-    )
+    drive_logged(prober, link, clock, interrupt, log, |p: &PathSent| {
+        format!("sent SYN ttl {} sport {}", p.ttl, p.src_port)
+    })
     .await
 }
 
