@@ -330,43 +330,40 @@ impl TcpClient {
                 cause: Some(idx),
             });
         }
-        let irs = self.irs.unwrap_or_default();
-        self.events.push(SegmentEvent {
-            at: now,
-            stamp: StampSource::User,
-            dir: Dir::Sent,
-            flags: f,
-            seq: seg.seq,
-            ack: seg.ack,
-            rel_seq: seg.seq.0.wrapping_sub(self.cfg.isn.0),
-            rel_ack: if f.contains(TcpFlags::ACK) {
-                seg.ack.0.wrapping_sub(irs.0)
-            } else {
-                0
-            },
-            len: seg.payload.len() as u32,
-            window: seg.window,
-            note,
-            icmp: None,
-            client_state: self.state,
-            server_state: self.server,
-        });
+        self.log_segment(&seg, now, Dir::Sent, note);
         seg
     }
 
+    /// Logs one of the peer's segments.
     pub(super) fn record_received(&mut self, seg: &TcpRepr, now: Timestamp, note: Option<Note>) {
-        let f = seg.flags;
-        let irs = self.irs.unwrap_or(seg.seq);
+        self.log_segment(seg, now, Dir::Received, note);
+    }
+
+    /// One line of the log; sequence numbers relative to the sender's ISN and
+    /// acknowledgments to the receiver's, as tcpdump shows them.
+    fn log_segment(&mut self, seg: &TcpRepr, now: Timestamp, dir: Dir, note: Option<Note>) {
+        let (stamp, seq_base, ack_base) = match dir {
+            Dir::Sent => (
+                StampSource::User,
+                self.cfg.isn,
+                self.irs.unwrap_or_default(),
+            ),
+            Dir::Received => (
+                StampSource::Kernel,
+                self.irs.unwrap_or(seg.seq),
+                self.cfg.isn,
+            ),
+        };
         self.events.push(SegmentEvent {
             at: now,
-            stamp: StampSource::Kernel,
-            dir: Dir::Received,
-            flags: f,
+            stamp,
+            dir,
+            flags: seg.flags,
             seq: seg.seq,
             ack: seg.ack,
-            rel_seq: seg.seq.0.wrapping_sub(irs.0),
-            rel_ack: if f.contains(TcpFlags::ACK) {
-                seg.ack.0.wrapping_sub(self.cfg.isn.0)
+            rel_seq: seg.seq.0.wrapping_sub(seq_base.0),
+            rel_ack: if seg.flags.contains(TcpFlags::ACK) {
+                seg.ack.0.wrapping_sub(ack_base.0)
             } else {
                 0
             },
