@@ -24,6 +24,9 @@ fn synscope(lab: &Lab, args: &[&str]) -> Output {
 }
 
 fn json(out: &Output) -> Value {
+    if out.stdout.starts_with(b"{") {
+        common::schema::check_report(&String::from_utf8_lossy(&out.stdout));
+    }
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}{}",
@@ -72,11 +75,11 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
     );
     let doc = json(&out);
     let v = &doc["traces"][0]["verification"];
-    assert_eq!(v["result"], "syn-proxy", "{v}");
+    assert_eq!(v["result"], "syn_proxy", "{v}");
     assert_eq!(v["evidence"][0]["field"], "ttl", "{v}");
     assert_eq!(v["evidence"][0]["syn_ack"], 62, "{v}");
     assert_eq!(v["evidence"][0]["later"], 61, "{v}");
-    assert_eq!(v["evidence"][1]["field"], "zero-window", "{v}");
+    assert_eq!(v["evidence"][1]["field"], "zero_window", "{v}");
     assert_eq!(v["syn_ack"]["window"], 0, "{v}");
 
     // the server itself, v4 and v6: verified, no alarm
@@ -171,7 +174,7 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
     let doc = json(&ping(&proxied, &["--json"]));
     let c = &doc["probes"][0]["check"];
     assert_eq!(c["check"], "handshake", "{c}");
-    assert_eq!(c["result"], "syn-proxy", "{c}");
+    assert_eq!(c["result"], "syn_proxy", "{c}");
     assert_eq!(c["evidence"][0]["field"], "ttl", "{c}");
     assert_eq!(c["evidence"][0]["syn_ack"], 62, "{c}");
     assert_eq!(c["evidence"][0]["later"], 61, "{c}");
@@ -263,7 +266,7 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
         "{doc}"
     );
     assert_eq!(doc["summary"]["open"], 0, "{doc}");
-    assert_eq!(doc["probes"][0]["verdict"], "answers-every-port", "{doc}");
+    assert_eq!(doc["probes"][0]["verdict"], "answers_every_port", "{doc}");
     let out = ping(&t, &["--ndjson"]);
     let first: Value = serde_json::from_str(
         String::from_utf8_lossy(&out.stdout)
@@ -272,7 +275,7 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
             .unwrap_or(""),
     )
     .expect("an NDJSON line");
-    assert_eq!(first["type"], "canaries", "{first}");
+    assert_eq!(first["kind"], "canaries", "{first}");
     assert_eq!(first["answers_every_port"], true, "{first}");
     let t6 = format!("[{}]:443", tarpit.v6);
     let out = ping(&t6, &[]);
@@ -322,8 +325,8 @@ fn ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own() {
     );
     let doc = json(&out);
     let c = &doc["probes"][0]["check"];
-    assert_eq!(c["check"], "suspect-rst", "{c}");
-    assert_eq!(c["evidence"][0]["field"], "rst-ttl", "{c}");
+    assert_eq!(c["check"], "suspect_rst", "{c}");
+    assert_eq!(c["evidence"][0]["field"], "rst_ttl", "{c}");
     assert_eq!(c["evidence"][0]["rst"], 62, "{c}");
     assert_eq!(c["evidence"][0]["host"], 61, "{c}");
     assert_eq!(doc["summary"]["verify"]["suspect_rst"], 1, "{doc}");

@@ -472,7 +472,7 @@ pub async fn run(
             let parts: Vec<String> = summary
                 .ignored
                 .iter()
-                .map(|(k, v)| format!("{v} {}", k.name()))
+                .map(|(k, v)| format!("{v} {k}"))
                 .collect();
             format!("ignored packets: {}", parts.join(", "))
         });
