@@ -107,7 +107,7 @@ fn open_only_text_table() {
         !text.contains("closed ports not shown") && !text.contains("111/tcp"),
         "{text}"
     );
-    assert!(text.contains("scanned 1 hosts x 1000 ports"), "{text}");
+    assert!(text.contains("scanned 1 host x 1000 ports"), "{text}");
 }
 
 /// (host, port, verdict) of every result line.
