@@ -34,11 +34,11 @@ run() {  # run NAME CHECK-TOOL OUTPUT-FILE COMMAND...
 
 echo "== full scan of $T4:1-65535 (20 open, 65500 closed, 10 dropped, 5 rejected), $REPS runs each"
 for r in $(seq 1 "$REPS"); do
-  run "synscope --rate 1000000" synscope "$OUT/stdout" "$BIN" scan $T4 -p- --rate 1000000 --wait 500ms --ndjson
+  run "synscope --rate 1000000" synscope "$OUT/stdout" "$BIN" scan $T4 -p- --rate 1000000 --timeout 500ms --ndjson
   python3 bench/scan_check.py summary "$OUT/stdout"
 done
 for r in $(seq 1 "$REPS"); do
-  run "synscope IPv6 --rate 1000000" synscope "$OUT/stdout" "$BIN" scan $T6 -p- --rate 1000000 --wait 500ms --ndjson
+  run "synscope IPv6 --rate 1000000" synscope "$OUT/stdout" "$BIN" scan $T6 -p- --rate 1000000 --timeout 500ms --ndjson
 done
 if command -v nmap >/dev/null; then
   for r in $(seq 1 "$REPS"); do
@@ -48,7 +48,7 @@ if command -v nmap >/dev/null; then
 fi
 if command -v masscan >/dev/null; then
   # masscan's receive thread wakes only on a packet: a trickle of pings from the
-  # server (dropped by the client's nftables) lets it notice its --wait is over
+  # server (dropped by the client's nftables) lets it notice its --timeout is over
   printf 'table inet trickle {\n chain input {\n type filter hook input priority filter; policy accept;\n ip saddr %s icmp type echo-request drop\n }\n}\n' $T4 | in_cli nft -f -
   ip netns exec "$SRV" ping -q -i 0.1 -w 600 198.18.0.1 >/dev/null 2>&1 &
   TRICKLE=$!
@@ -67,7 +67,7 @@ MANY_HOSTS=$MANY_HOSTS lab_up
 echo "== $MANY_HOSTS (65,536 hosts) x 4 ports (22,80,81,443) by synscope"
 for r in $(seq 1 "$REPS"); do
   in_cli /usr/bin/time -f "%e %U %S %M" -o "$OUT/time" "$BIN" scan $MANY_HOSTS -p 22,80,81,443 --rate 1000000 \
-    --wait 500ms --ndjson --open >"$OUT/stdout" 2>"$OUT/stderr" || true
+    --timeout 500ms --ndjson --open >"$OUT/stdout" 2>"$OUT/stderr" || true
   read -r wall user sys rss <"$OUT/time"
   python3 bench/scan_check.py many "$OUT/stdout" "$wall" "$(echo "$user + $sys" | bc)" "$rss"
 done

@@ -1,4 +1,4 @@
-//! Brings up the routed lab ([`synscope::lab::routed`]: client, three
+//! Brings up the routed lab ([`synscope_lab::routed`]: client, three
 //! routers, server; router 2 drops 8443, rejects 111, clamps the MSS on 8080,
 //! rewrites DSCP/ECN on 8081, strips options on 8082) and runs a command in
 //! the client namespace, with SERVER4 / SERVER6 set to the server's
@@ -8,8 +8,8 @@
 //!
 //!     cargo run --example routed_lab -- sh -c 'synscope path $SERVER4:8080'   (as root)
 
-use synscope::lab::Lab;
-use synscope::lab::routed::{self, RoutedSpec};
+use synscope_lab::Lab;
+use synscope_lab::routed::{self, RoutedSpec};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

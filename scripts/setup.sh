@@ -3,10 +3,11 @@
 # machine (run as root): iproute2 (ip netns, veth), nftables (filtered ports),
 # tcpdump (capture truth), procps (ps/sysctl), nsd and unbound (real DNS servers),
 # knot-dnsutils (kdig) and ldnsutils (ldns-keygen, ldns-signzone for the signed lab zone),
-# time (GNU time: a scan's own peak memory), prometheus (with promtool: the exporter's tests).
+# time (GNU time: a scan's own peak memory), prometheus (with promtool: the exporter's tests),
+# zsh and fish (the completion scripts are parsed by their shells).
 # With --bench it also installs the peer tools the benchmarks compare against.
 set -euo pipefail
-pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils unbound ldnsutils time prometheus)
+pkgs=(iproute2 nftables tcpdump procps nsd knot-dnsutils unbound ldnsutils time prometheus zsh fish)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(hping3 nmap masscan bc dnsperf traceroute prometheus-blackbox-exporter curl)
 fi

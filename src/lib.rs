@@ -11,8 +11,6 @@
 pub mod cli;
 pub mod cmd;
 pub mod io;
-pub mod lab;
-pub mod lab_dns;
 pub mod report;
 /// The sans-IO probe layer, its own crate (`synscope-probe`) so it cannot reach
 /// sockets, the runtime or the reports.

@@ -54,10 +54,19 @@ const CASES: &[(&[&str], &str)] = &[
             "198.18.0.1",
             "-p",
             "80",
-            "--wait",
+            "-W",
             "18446744073709551615s",
         ],
         "at most 24h",
+    ),
+    (
+        &["scan", "198.18.0.1", "-p", "80", "--timeout", "90000"],
+        "bad duration '90000': at most 24h",
+    ),
+    // the old spelling of --timeout is still read (hidden alias)
+    (
+        &["scan", "198.18.0.1", "-p", "80", "--wait", "0"],
+        "must be more than zero",
     ),
     (
         &["ping", "h", "-i", "18446744073709551615s"],
@@ -74,7 +83,11 @@ const CASES: &[(&[&str], &str)] = &[
         "at most 24h",
     ),
     (
-        &["trace", "198.18.0.2:80", "--max-wait", "1000y"],
+        &["trace", "198.18.0.2:80", "--timeout", "1000y"],
+        "at most 24h",
+    ),
+    (
+        &["trace", "198.18.0.2:80", "--timeout", "1000y"],
         "at most 24h",
     ),
     (
@@ -111,8 +124,16 @@ const CASES: &[(&[&str], &str)] = &[
         "cannot resolve host",
     ),
     (
+        &["scan", "--file", "/nonexistent/targets", "-p", "80"],
+        "read targets file '/nonexistent/targets'",
+    ),
+    (
         &["scan", "--targets-file", "/nonexistent/targets", "-p", "80"],
         "read targets file '/nonexistent/targets'",
+    ),
+    (
+        &["scan", "198.18.0.1", "-p", "80", "--source-port", "0"],
+        "--source-port",
     ),
     (
         &["scan", "198.18.0.1", "-p", "80", "--shard", "4/4"],
@@ -184,13 +205,19 @@ const CASES: &[(&[&str], &str)] = &[
         "/nonexistent/request",
     ),
     (&["nosuchcommand"], "unrecognized subcommand"),
+    (&["ping", "h", "-q", "-v"], "cannot be used with"),
+    (&["completions", "tcsh"], "invalid value 'tcsh'"),
+    (&["completions"], "<SHELL>"),
     // exporter (its config errors: tests/lab_exporter.rs)
     (&["exporter"], "--config <FILE>"),
     (
-        &["exporter", "-c", "x.toml", "--listen", "localhost"],
+        &["exporter", "--config", "x.toml", "--listen", "localhost"],
         "invalid value 'localhost'",
     ),
 ];
+
+/// Cases of [`CASES`] that fail while running, not while reading arguments.
+const RUN_ERRORS: &[&[&str]] = &[&["dns", "--file", "/nonexistent/names", "@198.18.0.2"]];
 
 #[test]
 fn every_bad_command_line_gets_one_line_and_status_2() {
@@ -203,7 +230,31 @@ fn every_bad_command_line_gets_one_line_and_status_2() {
             "{args:?}: {err}"
         );
         assert!(!err.contains("panicked"), "{args:?}");
+        // the line ends with where to read more: the subcommand's own help
+        // (not after an error of the run itself, such as an input file that
+        // cannot be opened)
+        if RUN_ERRORS.iter().any(|r| r == args) {
+            continue;
+        }
+        let help = match args[0] {
+            "nosuchcommand" => "synscope --help".to_string(),
+            cmd => format!("synscope {cmd} --help"),
+        };
+        assert!(
+            err.trim_end().ends_with(&format!("(see {help})")),
+            "{args:?}: {err}"
+        );
     }
+}
+
+#[test]
+fn errors_after_global_flags_still_name_the_subcommand() {
+    let (code, err) = run(&["-v", "scan", "198.18.0.1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("give ports with -p") && err.contains("(see synscope scan --help)"));
+    let (code, err) = run(&["--quiet", "dns", "a.test", "-W", "soon"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("(see synscope dns --help)"), "{err}");
 }
 
 #[test]
@@ -211,4 +262,74 @@ fn help_and_version_exit_0() {
     assert_eq!(run(&["--help"]).0, Some(0));
     assert_eq!(run(&["--version"]).0, Some(0));
     assert_eq!(run(&["ping", "--help"]).0, Some(0));
+    for cmd in [
+        "ping",
+        "scan",
+        "trace",
+        "dns",
+        "path",
+        "exporter",
+        "demo",
+        "completions",
+    ] {
+        for flag in ["-V", "--version"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_synscope"))
+                .args([cmd, flag])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{cmd} {flag}");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains(env!("CARGO_PKG_VERSION")),
+                "{cmd} {flag}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_completions_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_synscope"))
+        .args(["completions", "zsh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the script is written
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// The completion scripts parse in their shells (bash always; zsh and fish
+/// when installed, each says when it is not).
+#[test]
+fn completion_scripts_parse() {
+    for (shell, check) in [("bash", "-n"), ("zsh", "-n"), ("fish", "--no-execute")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_synscope"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(out.stdout.len() > 1000, "{shell}: a short script");
+        let path = std::env::temp_dir().join(format!(
+            "synscope-completion-{}.{shell}",
+            std::process::id()
+        ));
+        std::fs::write(&path, &out.stdout).unwrap();
+        let parsed = Command::new(shell).arg(check).arg(&path).output();
+        let _ = std::fs::remove_file(&path);
+        match parsed {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && shell != "bash" => {
+                eprintln!("{shell} is not installed: its completion script is not parsed");
+            }
+            Err(e) => panic!("run {shell}: {e}"),
+            Ok(o) => assert!(
+                o.status.success(),
+                "{shell} {check}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        }
+    }
 }

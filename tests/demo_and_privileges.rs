@@ -8,6 +8,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_synscope");
 
 #[test]
 fn demo_runs_every_case_and_cleans_up() {
+    if synscope_lab::skip_unless_root("demo_runs_every_case_and_cleans_up") {
+        return;
+    }
     let child = Command::new(BIN)
         .args(["demo", "-c", "1"])
         .stdout(std::process::Stdio::piped())
@@ -73,6 +76,9 @@ fn as_nobody(args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn without_privileges_one_line_says_what_is_needed() {
+    if synscope_lab::skip_unless_root("without_privileges_one_line_says_what_is_needed") {
+        return;
+    }
     let (code, err) = as_nobody(&["ping", "127.0.0.1:80", "-c", "1"]);
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -102,7 +108,10 @@ fn nobody_with(caps: &str) -> Vec<String> {
 
 #[test]
 fn with_only_the_two_capabilities_it_works_then_drops_them() {
-    use synscope::lab::{Lab, LabSpec, SERVER_V4};
+    if synscope_lab::skip_unless_root("with_only_the_two_capabilities_it_works_then_drops_them") {
+        return;
+    }
+    use synscope_lab::{Lab, LabSpec, SERVER_V4};
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let target = format!("{SERVER_V4}:80");
     let argv = nobody_with("+net_raw,+net_admin");
@@ -122,7 +131,7 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
             &SERVER_V4.to_string(),
             "-p",
             "79-81",
-            "--wait",
+            "--timeout",
             "200ms",
             "--ndjson",
         ])
@@ -154,6 +163,9 @@ fn with_only_the_two_capabilities_it_works_then_drops_them() {
 
 #[test]
 fn a_killed_demo_leaves_no_namespace_behind() {
+    if synscope_lab::skip_unless_root("a_killed_demo_leaves_no_namespace_behind") {
+        return;
+    }
     let mut child = Command::new(BIN)
         .args(["demo", "-c", "20"])
         .stdout(std::process::Stdio::null())

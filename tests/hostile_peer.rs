@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use synscope::io::RawSender;
 use synscope::io::bpf::FlowFilter;
 use synscope::io::capture::BlockingCapture;
-use synscope::lab::{Lab, LabSpec, SERVER_V4, spawn_in_netns};
 use synscope::wire::datagram::Checksums;
 use synscope::wire::{
     Datagram, IcmpRepr, IpRepr, Protocol, SeqNumber, TcpFlags, TcpRepr, Transport,
 };
+use synscope_lab::{Lab, LabSpec, SERVER_V4, spawn_in_netns};
 
 /// Answered by the hostile responder (nftables keeps the server's kernel out).
 const HOSTILE: u16 = 7777;
@@ -161,6 +161,9 @@ fn run(lab: &Lab, args: &[&str]) -> (Option<i32>, String, String, Duration) {
 
 #[test]
 fn ping_keeps_the_right_verdict_against_a_hostile_peer() {
+    if synscope_lab::skip_unless_root("ping_keeps_the_right_verdict_against_a_hostile_peer") {
+        return;
+    }
     let lab = hostile_lab();
     let stop = Arc::new(AtomicBool::new(false));
     let responder = tcp_responder(&lab, stop.clone());
@@ -198,6 +201,9 @@ fn ping_keeps_the_right_verdict_against_a_hostile_peer() {
 
 #[test]
 fn scan_keeps_the_right_verdicts_against_a_hostile_peer() {
+    if synscope_lab::skip_unless_root("scan_keeps_the_right_verdicts_against_a_hostile_peer") {
+        return;
+    }
     let lab = hostile_lab();
     let stop = Arc::new(AtomicBool::new(false));
     let responder = tcp_responder(&lab, stop.clone());
@@ -208,7 +214,7 @@ fn scan_keeps_the_right_verdicts_against_a_hostile_peer() {
             &SERVER_V4.to_string(),
             "-p",
             "80,81,7777,21",
-            "--wait",
+            "--timeout",
             "300ms",
             "--ndjson",
         ],
@@ -292,6 +298,9 @@ fn hostile_dns(query: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn dns_keeps_the_right_answer_against_a_hostile_server() {
+    if synscope_lab::skip_unless_root("dns_keeps_the_right_answer_against_a_hostile_server") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -342,14 +351,17 @@ fn dns_keeps_the_right_answer_against_a_hostile_server() {
 
 #[test]
 fn trace_sees_the_genuine_rst_through_the_garbage() {
+    if synscope_lab::skip_unless_root("trace_sees_the_genuine_rst_through_the_garbage") {
+        return;
+    }
     let lab = hostile_lab();
     let stop = Arc::new(AtomicBool::new(false));
     let responder = tcp_responder(&lab, stop.clone());
     let target = format!("{SERVER_V4}:{HOSTILE}");
-    let (code, out, err, took) = run(&lab, &["trace", &target, "--json", "--max-wait", "3s"]);
+    let (code, out, err, took) = run(&lab, &["trace", &target, "--json", "--timeout", "3s"]);
     stop.store(true, Ordering::Relaxed);
     responder.join().unwrap();
-    // refused by the genuine RST: status 1, and well within --max-wait
+    // refused by the genuine RST: status 1, and well within --timeout
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     let doc = common::schema::check_report(&out);

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 use std::process::{Output, Stdio};
-use synscope::lab::{Lab, LabSpec, VETH, in_netns};
-use synscope::lab_dns::LabDns;
+use synscope_lab::dns::LabDns;
+use synscope_lab::{Lab, LabSpec, VETH, in_netns};
 
 mod common;
 
@@ -20,6 +20,9 @@ fn lab() -> (LabDns, Lab) {
 #[test]
 #[ignore]
 fn capture_nsd_fixture() {
+    if synscope_lab::skip_unless_root("capture_nsd_fixture") {
+        return;
+    }
     let (_dns, lab) = lab();
     let pcap = std::env::temp_dir().join(format!("{}-fixture.pcap", lab.client_ns));
     let mut tcpdump = lab
@@ -318,11 +321,17 @@ fn compare_with_kdig(server: &str) {
 
 #[test]
 fn answers_match_kdig_v4() {
+    if synscope_lab::skip_unless_root("answers_match_kdig_v4") {
+        return;
+    }
     compare_with_kdig("198.18.0.2");
 }
 
 #[test]
 fn answers_match_kdig_v6() {
+    if synscope_lab::skip_unless_root("answers_match_kdig_v6") {
+        return;
+    }
     compare_with_kdig("2001:db8::2");
 }
 
@@ -335,6 +344,9 @@ fn code_and_err(out: &Output) -> (Option<i32>, String) {
 
 #[test]
 fn checks_and_exit_codes() {
+    if synscope_lab::skip_unless_root("checks_and_exit_codes") {
+        return;
+    }
     let (_dns, lab) = lab();
     let s = "@198.18.0.2";
     let pass: &[&[&str]] = &[
@@ -440,6 +452,11 @@ fn checks_and_exit_codes() {
 
 #[test]
 fn truncated_answer_shown_with_ignore_tc_and_both_timings_in_text() {
+    if synscope_lab::skip_unless_root(
+        "truncated_answer_shown_with_ignore_tc_and_both_timings_in_text",
+    ) {
+        return;
+    }
     let (_dns, lab) = lab();
     let out = synscope(
         &lab,
@@ -469,6 +486,9 @@ fn truncated_answer_shown_with_ignore_tc_and_both_timings_in_text() {
 
 #[test]
 fn several_servers_compared() {
+    if synscope_lab::skip_unless_root("several_servers_compared") {
+        return;
+    }
     let (_dns, lab) = lab();
     let out = synscope(
         &lab,
@@ -514,6 +534,9 @@ fn several_servers_compared() {
 
 #[test]
 fn bulk_ndjson_every_answer_checked() {
+    if synscope_lab::skip_unless_root("bulk_ndjson_every_answer_checked") {
+        return;
+    }
     let (_dns, lab) = lab();
     let dir = std::env::temp_dir().join(format!("{}-bulk", lab.client_ns));
     std::fs::create_dir_all(&dir).unwrap();
@@ -638,6 +661,9 @@ fn bulk_ndjson_every_answer_checked() {
 #[test]
 #[ignore]
 fn bench_vs_dnsperf_and_kdig() {
+    if synscope_lab::skip_unless_root("bench_vs_dnsperf_and_kdig") {
+        return;
+    }
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -775,6 +801,9 @@ fn bench_vs_dnsperf_and_kdig() {
 
 #[test]
 fn sigterm_stops_bulk_with_the_summary_so_far() {
+    if synscope_lab::skip_unless_root("sigterm_stops_bulk_with_the_summary_so_far") {
+        return;
+    }
     let (_dns, lab) = lab();
     let file = std::env::temp_dir().join(format!("{}-names.txt", lab.client_ns));
     std::fs::write(&file, "a.lab.test\n".repeat(10_000)).unwrap();

@@ -7,8 +7,8 @@
 use serde_json::Value;
 use std::io::Write;
 use std::process::{Output, Stdio};
-use synscope::lab::{Lab, LabSpec};
-use synscope::lab_dns::LabDns;
+use synscope_lab::dns::LabDns;
+use synscope_lab::{Lab, LabSpec};
 
 mod common;
 
@@ -66,6 +66,11 @@ fn ndjson(out: &Output) -> (Vec<Value>, Value) {
 
 #[test]
 fn checks_on_every_line_set_the_status_and_are_counted_per_check() {
+    if synscope_lab::skip_unless_root(
+        "checks_on_every_line_set_the_status_and_are_counted_per_check",
+    ) {
+        return;
+    }
     let (_dns, lab) = lab();
     // the example: a failing --expect in bulk is not silent
     let out = bulk(
@@ -149,6 +154,11 @@ fn checks_on_every_line_set_the_status_and_are_counted_per_check() {
 
 #[test]
 fn a_non_utf8_line_is_an_error_of_that_line_and_the_others_are_answered() {
+    if synscope_lab::skip_unless_root(
+        "a_non_utf8_line_is_an_error_of_that_line_and_the_others_are_answered",
+    ) {
+        return;
+    }
     let (_dns, lab) = lab();
     let out = bulk(
         &lab,
@@ -174,6 +184,9 @@ fn a_non_utf8_line_is_an_error_of_that_line_and_the_others_are_answered() {
 
 #[test]
 fn several_servers_each_line_to_each_or_spread_in_turn() {
+    if synscope_lab::skip_unless_root("several_servers_each_line_to_each_or_spread_in_turn") {
+        return;
+    }
     let (_dns, lab) = lab();
     let names = b"a.lab.test\nb.lab.test\nwww.lab.test\nnx.lab.test\n";
     // default: every line to every server (here IPv4 and IPv6: two senders)
@@ -212,6 +225,11 @@ fn several_servers_each_line_to_each_or_spread_in_turn() {
 
 #[test]
 fn a_closed_udp_port_ends_its_queries_at_once_with_the_icmp_reason() {
+    if synscope_lab::skip_unless_root(
+        "a_closed_udp_port_ends_its_queries_at_once_with_the_icmp_reason",
+    ) {
+        return;
+    }
     let (_dns, lab) = lab();
     // nothing listens on UDP 5353: the server's kernel answers port-unreachable
     let names = "a.lab.test\n".repeat(50);
@@ -313,6 +331,9 @@ fn dns_of(ip: &[u8]) -> Option<(String, String, bool)> {
 
 #[test]
 fn bulk_latency_from_kernel_stamps_matches_tcpdump() {
+    if synscope_lab::skip_unless_root("bulk_latency_from_kernel_stamps_matches_tcpdump") {
+        return;
+    }
     let (_dns, lab) = lab();
     // raw sockets and a capture (as root), then ordinary UDP sockets
     for (extra, timed_by) in [
@@ -388,6 +409,9 @@ fn latency_vs_tcpdump(lab: &Lab, extra: Option<&str>, timed_by: &str) {
 #[test]
 #[ignore]
 fn bench_bulk_vs_dnsperf() {
+    if synscope_lab::skip_unless_root("bench_bulk_vs_dnsperf") {
+        return;
+    }
     let env = |k: &str, d: u64| {
         std::env::var(k)
             .ok()
@@ -549,6 +573,9 @@ fn cpu_secs(stderr: &[u8]) -> f64 {
 #[test]
 #[ignore]
 fn profile_bulk() {
+    if synscope_lab::skip_unless_root("profile_bulk") {
+        return;
+    }
     let (_dns, lab) = lab();
     let file = std::env::temp_dir().join(format!("{}-names.txt", lab.client_ns));
     let kinds = [
@@ -586,6 +613,9 @@ fn profile_bulk() {
 
 #[test]
 fn unprivileged_bulk_uses_udp_sockets_with_kernel_stamps() {
+    if synscope_lab::skip_unless_root("unprivileged_bulk_uses_udp_sockets_with_kernel_stamps") {
+        return;
+    }
     let (_dns, lab) = lab();
     // as nobody with no capability: ordinary UDP sockets, IPv4 and IPv6
     let kinds: &[(&str, &str, &[&str])] = &[
@@ -645,8 +675,11 @@ fn unprivileged_bulk_uses_udp_sockets_with_kernel_stamps() {
 
 #[test]
 fn dnssec_checks_in_bulk_see_every_rrset_and_the_denial() {
+    if synscope_lab::skip_unless_root("dnssec_checks_in_bulk_see_every_rrset_and_the_denial") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
-    let _nsd = synscope::lab_dns::LabDns::start_signed(&lab)
+    let _nsd = synscope_lab::dns::LabDns::start_signed(&lab)
         .expect("nsd with a signed zone (nsd, ldnsutils)");
     // signed answers, a signed CNAME chain, a signed denial: all pass
     let out = bulk(

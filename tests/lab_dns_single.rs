@@ -8,8 +8,8 @@
 use serde_json::Value;
 use std::process::Output;
 use std::time::{Duration, Instant};
-use synscope::lab::{Lab, LabSpec};
-use synscope::lab_dns::{LabDns, LabUnbound, UNBOUND_PORT};
+use synscope_lab::dns::{LabDns, LabUnbound, UNBOUND_PORT};
+use synscope_lab::{Lab, LabSpec};
 
 mod common;
 
@@ -46,6 +46,9 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn closed_udp_port_ends_at_once_with_the_icmp_reason() {
+    if synscope_lab::skip_unless_root("closed_udp_port_ends_at_once_with_the_icmp_reason") {
+        return;
+    }
     let (_dns, lab) = lab();
     for (server, from) in [
         ("@198.18.0.2:5353", "198.18.0.2"),
@@ -138,6 +141,9 @@ fn closed_udp_port_ends_at_once_with_the_icmp_reason() {
 
 #[test]
 fn no_answer_never_passes_a_check() {
+    if synscope_lab::skip_unless_root("no_answer_never_passes_a_check") {
+        return;
+    }
     let (_dns, lab) = lab();
     // nobody at .3: silence
     let out = synscope(
@@ -233,6 +239,11 @@ fn answer_of(r: &Value) -> (String, Vec<(String, String)>) {
 
 #[test]
 fn unprivileged_runs_time_with_socket_stamps_and_agree_with_kdig() {
+    if synscope_lab::skip_unless_root(
+        "unprivileged_runs_time_with_socket_stamps_and_agree_with_kdig",
+    ) {
+        return;
+    }
     let (_dns, lab) = lab();
     // (synscope args, kdig args, transport)
     let cases: &[(&[&str], &[&str], &str)] = &[
@@ -333,6 +344,9 @@ fn unprivileged_runs_time_with_socket_stamps_and_agree_with_kdig() {
 
 #[test]
 fn dnssec_checks_against_nsd_and_a_validating_unbound() {
+    if synscope_lab::skip_unless_root("dnssec_checks_against_nsd_and_a_validating_unbound") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
     let nsd = LabDns::start_signed(&lab).expect("nsd with a signed zone (nsd, ldnsutils)");
     let _unbound =
@@ -476,6 +490,9 @@ fn dnssec_checks_against_nsd_and_a_validating_unbound() {
 #[test]
 #[ignore]
 fn measure_icmp_exit_and_rtt_against_tcpdump() {
+    if synscope_lab::skip_unless_root("measure_icmp_exit_and_rtt_against_tcpdump") {
+        return;
+    }
     let (_dns, lab) = lab();
     let bin = env!("CARGO_BIN_EXE_synscope").to_string();
     let mut bins = vec![("this", bin.clone())];

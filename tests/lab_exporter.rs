@@ -14,8 +14,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use synscope::lab::{Lab, LabSpec, in_netns};
-use synscope::lab_dns::LabDns;
+use synscope_lab::dns::LabDns;
+use synscope_lab::{Lab, LabSpec, in_netns};
 
 const LISTEN: &str = "127.0.0.1:9799";
 const PROMETHEUS: &str = "127.0.0.1:9090";
@@ -210,7 +210,7 @@ impl HttpServer {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let flag = stop.clone();
-        synscope::lab::spawn_in_netns(&lab.server_ns, move || {
+        synscope_lab::spawn_in_netns(&lab.server_ns, move || {
             let l = std::net::TcpListener::bind("198.18.0.2:8080").unwrap();
             l.set_nonblocking(true).unwrap();
             ready_tx.send(()).unwrap();
@@ -300,6 +300,11 @@ scrape_configs:
 
 #[test]
 fn prometheus_scrapes_stage_histograms_losses_and_blackbox_probes() {
+    if synscope_lab::skip_unless_root(
+        "prometheus_scrapes_stage_histograms_losses_and_blackbox_probes",
+    ) {
+        return;
+    }
     let lab = lab();
     let nsd = LabDns::start(&lab).expect("nsd up");
     let dir = TempDir::new("prom");
@@ -488,6 +493,9 @@ fn prometheus_scrapes_stage_histograms_losses_and_blackbox_probes() {
 
 #[test]
 fn promtool_accepts_metrics_and_probe_pages() {
+    if synscope_lab::skip_unless_root("promtool_accepts_metrics_and_probe_pages") {
+        return;
+    }
     let lab = lab();
     let dir = TempDir::new("promtool");
     let exp = exporter(
@@ -628,6 +636,9 @@ fn promtool_accepts_metrics_and_probe_pages() {
 
 #[test]
 fn config_errors_are_one_line_and_exit_2() {
+    if synscope_lab::skip_unless_root("config_errors_are_one_line_and_exit_2") {
+        return;
+    }
     let dir = TempDir::new("config");
     let cases: &[(&str, &str)] = &[
         ("", "no [[probe]]"),
@@ -688,6 +699,9 @@ fn config_errors_are_one_line_and_exit_2() {
 
 #[test]
 fn link_down_is_loss_sighup_keeps_counters_sigterm_ends() {
+    if synscope_lab::skip_unless_root("link_down_is_loss_sighup_keeps_counters_sigterm_ends") {
+        return;
+    }
     let lab = lab();
     let dir = TempDir::new("life");
     let mut exp = exporter(&lab, &dir.0, &syn_probe("open", 80, "100ms", "80ms"));
@@ -832,6 +846,10 @@ fn capabilities(pid: u32) -> Vec<String> {
 
 #[test]
 fn no_capability_left_every_kind_works_tables_go_with_sigkill() {
+    if synscope_lab::skip_unless_root("no_capability_left_every_kind_works_tables_go_with_sigkill")
+    {
+        return;
+    }
     let lab = lab();
     let _nsd = LabDns::start(&lab).expect("nsd up");
     let dir = TempDir::new("caps");
@@ -966,6 +984,11 @@ fn no_capability_left_every_kind_works_tables_go_with_sigkill() {
 
 #[test]
 fn handshake_ports_come_back_without_loss_while_the_peer_holds_time_wait() {
+    if synscope_lab::skip_unless_root(
+        "handshake_ports_come_back_without_loss_while_the_peer_holds_time_wait",
+    ) {
+        return;
+    }
     let lab = lab();
     let dir = TempDir::new("reuse");
     let _http = HttpServer::start(&lab);
@@ -1022,6 +1045,11 @@ fn handshake_ports_come_back_without_loss_while_the_peer_holds_time_wait() {
 
 #[test]
 fn without_cap_net_admin_syn_probes_run_and_handshakes_are_errors() {
+    if synscope_lab::skip_unless_root(
+        "without_cap_net_admin_syn_probes_run_and_handshakes_are_errors",
+    ) {
+        return;
+    }
     let lab = lab();
     let dir = TempDir::new("noadmin");
     let cfg = dir.0.join("probes.toml");

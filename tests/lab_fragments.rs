@@ -23,14 +23,14 @@ use std::time::Duration;
 use synscope::io::RawSender;
 use synscope::io::bpf::FlowFilter;
 use synscope::io::capture::BlockingCapture;
-use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, spawn_in_netns};
-use synscope::lab_dns::LabDns;
 use synscope::wire::datagram::Checksums;
 use synscope::wire::ip::insert_v6_ext_headers;
 use synscope::wire::reassembly::fragment;
 use synscope::wire::{
     Datagram, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
 };
+use synscope_lab::dns::LabDns;
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, spawn_in_netns};
 
 mod common;
 
@@ -174,6 +174,9 @@ fn fragmented_answer(server: &str, tcpdump_filter: &str) {
 #[test]
 #[ignore]
 fn capture_fragment_fixtures() {
+    if synscope_lab::skip_unless_root("capture_fragment_fixtures") {
+        return;
+    }
     let (_dns, lab) = dns_lab();
     let q: &[u8] = b"\xf4\xa6\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01\x04frag\x03lab\x04test\x00\x00\x10\x00\x01\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00";
     for (family, client, server) in [
@@ -185,7 +188,7 @@ fn capture_fragment_fixtures() {
             &format!("fixture-{family}"),
             "src port 53 or ip[6:2] & 0x1fff != 0 or ip6[6] == 44",
         );
-        synscope::lab::in_netns(&lab.client_ns, move || {
+        synscope_lab::in_netns(&lab.client_ns, move || {
             let s = std::net::UdpSocket::bind(client).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
             s.send_to(q, server).unwrap();
@@ -212,16 +215,25 @@ fn capture_fragment_fixtures() {
 
 #[test]
 fn dns_fragmented_answer_v4_equals_kdig() {
+    if synscope_lab::skip_unless_root("dns_fragmented_answer_v4_equals_kdig") {
+        return;
+    }
     fragmented_answer("198.18.0.2", "ip");
 }
 
 #[test]
 fn dns_fragmented_answer_v6_equals_kdig() {
+    if synscope_lab::skip_unless_root("dns_fragmented_answer_v6_equals_kdig") {
+        return;
+    }
     fragmented_answer("[2001:db8::2]", "ip6");
 }
 
 #[test]
 fn dns_bulk_reassembles_many_fragmented_answers() {
+    if synscope_lab::skip_unless_root("dns_bulk_reassembles_many_fragmented_answers") {
+        return;
+    }
     let (_dns, lab) = dns_lab();
     let dir = std::env::temp_dir().join(format!("{}-fragbulk", lab.client_ns));
     std::fs::create_dir_all(&dir).unwrap();
@@ -267,6 +279,9 @@ fn dns_bulk_reassembles_many_fragmented_answers() {
 
 #[test]
 fn dns_small_buffer_still_falls_back_to_tcp() {
+    if synscope_lab::skip_unless_root("dns_small_buffer_still_falls_back_to_tcp") {
+        return;
+    }
     let (_dns, lab) = dns_lab();
     for server in ["@198.18.0.2", "@[2001:db8::2]"] {
         let out = synscope(
@@ -504,6 +519,10 @@ fn ping(lab: &Lab, target: &str) -> (String, Value) {
 
 #[test]
 fn ping_sees_synacks_behind_extension_headers_and_in_fragments() {
+    if synscope_lab::skip_unless_root("ping_sees_synacks_behind_extension_headers_and_in_fragments")
+    {
+        return;
+    }
     let raw = RawLab::up();
     let cases = [
         (true, HBH_DSTOPT),
@@ -534,6 +553,10 @@ fn ping_sees_synacks_behind_extension_headers_and_in_fragments() {
 
 #[test]
 fn scan_sees_synacks_behind_extension_headers_and_in_fragments() {
+    if synscope_lab::skip_unless_root("scan_sees_synacks_behind_extension_headers_and_in_fragments")
+    {
+        return;
+    }
     let raw = RawLab::up();
     let ports = RAW_PORTS.map(|p| p.to_string()).join(",");
     for (host, open) in [
@@ -549,7 +572,15 @@ fn scan_sees_synacks_behind_extension_headers_and_in_fragments() {
     ] {
         let out = synscope(
             &raw.lab,
-            &["scan", &host, "-p", &ports, "--wait", "300ms", "--ndjson"],
+            &[
+                "scan",
+                &host,
+                "-p",
+                &ports,
+                "--timeout",
+                "300ms",
+                "--ndjson",
+            ],
         );
         common::assert_status(&out, 0);
         let lines = common::schema::check_lines("scan", &String::from_utf8_lossy(&out.stdout));
@@ -576,6 +607,9 @@ fn scan_sees_synacks_behind_extension_headers_and_in_fragments() {
 
 #[test]
 fn trace_completes_through_extension_headers_and_fragments() {
+    if synscope_lab::skip_unless_root("trace_completes_through_extension_headers_and_fragments") {
+        return;
+    }
     let raw = RawLab::up();
     for (v6, port) in [(true, HBH_DSTOPT), (true, FRAGMENTED), (false, FRAGMENTED)] {
         let t = target(v6, port);
@@ -587,7 +621,7 @@ fn trace_completes_through_extension_headers_and_fragments() {
                 "--json",
                 "--time-wait",
                 "100ms",
-                "--max-wait",
+                "--timeout",
                 "3s",
             ],
         );
@@ -610,6 +644,9 @@ fn trace_completes_through_extension_headers_and_fragments() {
 /// completed the reply (found by reassembling tcpdump's capture).
 #[test]
 fn fragmented_reply_is_timed_by_its_last_fragment() {
+    if synscope_lab::skip_unless_root("fragmented_reply_is_timed_by_its_last_fragment") {
+        return;
+    }
     use synscope::wire::reassembly::{Outcome, Reassembler};
     let raw = RawLab::up();
     for v6 in [false, true] {

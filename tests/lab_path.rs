@@ -5,8 +5,8 @@
 
 use serde_json::Value;
 use std::process::Output;
-use synscope::lab::Lab;
-use synscope::lab::routed::{self, RoutedSpec};
+use synscope_lab::Lab;
+use synscope_lab::routed::{self, RoutedSpec};
 
 mod common;
 
@@ -23,6 +23,11 @@ fn synscope(lab: &Lab, args: &[&str]) -> Output {
 
 #[test]
 fn the_routed_lab_forwards_and_its_routers_answer_time_exceeded() {
+    if synscope_lab::skip_unless_root(
+        "the_routed_lab_forwards_and_its_routers_answer_time_exceeded",
+    ) {
+        return;
+    }
     let lab = lab();
     let server = format!("{}:80", routed::server_v4(3));
     let out = synscope(&lab, &["ping", &server, "-c", "1", "--json"]);
@@ -98,6 +103,11 @@ fn changes(doc: &Value) -> Vec<(u64, String, String, String)> {
 
 #[test]
 fn an_open_port_is_reached_at_the_right_distance_through_every_router() {
+    if synscope_lab::skip_unless_root(
+        "an_open_port_is_reached_at_the_right_distance_through_every_router",
+    ) {
+        return;
+    }
     let lab = lab();
     for (target, routers) in targets(80) {
         let (code, doc) = path_json(&lab, &target, &["-c", "2"]);
@@ -125,6 +135,9 @@ fn an_open_port_is_reached_at_the_right_distance_through_every_router() {
 
 #[test]
 fn a_closed_port_is_reached_too() {
+    if synscope_lab::skip_unless_root("a_closed_port_is_reached_too") {
+        return;
+    }
     let lab = lab();
     let (code, doc) = path_json(&lab, &format!("{}:9", routed::server_v4(3)), &[]);
     assert_eq!(code, 0);
@@ -135,6 +148,9 @@ fn a_closed_port_is_reached_too() {
 
 #[test]
 fn a_drop_is_named_after_the_last_hop_that_forwarded() {
+    if synscope_lab::skip_unless_root("a_drop_is_named_after_the_last_hop_that_forwarded") {
+        return;
+    }
     let lab = lab();
     for (target, routers) in targets(8443) {
         let (code, doc) = path_json(&lab, &target, &["-c", "2", "-W", "300ms"]);
@@ -165,6 +181,9 @@ fn a_drop_is_named_after_the_last_hop_that_forwarded() {
 
 #[test]
 fn a_reject_is_named_with_its_hop_and_reason() {
+    if synscope_lab::skip_unless_root("a_reject_is_named_with_its_hop_and_reason") {
+        return;
+    }
     let lab = lab();
     for (target, routers) in targets(111) {
         let (code, doc) = path_json(&lab, &target, &[]);
@@ -190,6 +209,9 @@ fn a_reject_is_named_with_its_hop_and_reason() {
 
 #[test]
 fn an_mss_clamp_shows_in_the_next_routers_quote() {
+    if synscope_lab::skip_unless_root("an_mss_clamp_shows_in_the_next_routers_quote") {
+        return;
+    }
     let lab = lab();
     for (i, (target, _)) in targets(8080).iter().enumerate() {
         let (code, doc) = path_json(&lab, target, &[]);
@@ -213,6 +235,9 @@ fn an_mss_clamp_shows_in_the_next_routers_quote() {
 
 #[test]
 fn dscp_ecn_and_ece_cwr_bleaching_show_where_they_happen() {
+    if synscope_lab::skip_unless_root("dscp_ecn_and_ece_cwr_bleaching_show_where_they_happen") {
+        return;
+    }
     let lab = lab();
     for (target, _) in targets(8081) {
         // DSCP EF with ECT(0), ECE and CWR on the SYN
@@ -235,6 +260,9 @@ fn dscp_ecn_and_ece_cwr_bleaching_show_where_they_happen() {
 
 #[test]
 fn ecn_negotiation_is_reported_from_the_syn_ack() {
+    if synscope_lab::skip_unless_root("ecn_negotiation_is_reported_from_the_syn_ack") {
+        return;
+    }
     let lab = lab();
     // Linux (net.ipv4.tcp_ecn = 2) agrees to ECN asked for by a not-ECT SYN
     let (code, doc) = path_json(&lab, &targets(80)[0].0, &["--ecn"]);
@@ -250,6 +278,9 @@ fn ecn_negotiation_is_reported_from_the_syn_ack() {
 
 #[test]
 fn stripped_options_are_named() {
+    if synscope_lab::skip_unless_root("stripped_options_are_named") {
+        return;
+    }
     let lab = lab();
     for (target, _) in targets(8082) {
         let (code, doc) = path_json(&lab, &target, &[]);
@@ -269,6 +300,9 @@ fn stripped_options_are_named() {
 
 #[test]
 fn rtts_are_the_kernel_stamps_tcpdump_sees() {
+    if synscope_lab::skip_unless_root("rtts_are_the_kernel_stamps_tcpdump_sees") {
+        return;
+    }
     use synscope::wire::datagram::Checksums;
     use synscope::wire::{Datagram, Transport, quote::QuotedTcp};
     let lab = lab();
@@ -328,6 +362,9 @@ fn rtts_are_the_kernel_stamps_tcpdump_sees() {
 
 #[test]
 fn bad_command_lines_say_why_in_one_line_with_status_2() {
+    if synscope_lab::skip_unless_root("bad_command_lines_say_why_in_one_line_with_status_2") {
+        return;
+    }
     for (args, why) in [
         (&["path", "198.18.4.2:0"][..], "bad port '0'"),
         (&["path", "198.18.4.2", "--tos", "0x1ff"], "bad TOS '0x1ff'"),
@@ -352,6 +389,9 @@ fn bad_command_lines_say_why_in_one_line_with_status_2() {
 
 #[test]
 fn sigint_prints_the_result_so_far() {
+    if synscope_lab::skip_unless_root("sigint_prints_the_result_so_far") {
+        return;
+    }
     let lab = lab();
     let child = lab
         .client_command(env!("CARGO_BIN_EXE_synscope"))
@@ -373,6 +413,9 @@ fn sigint_prints_the_result_so_far() {
 
 #[test]
 fn a_syn_proxy_nearer_than_the_server_is_told_by_its_ttl() {
+    if synscope_lab::skip_unless_root("a_syn_proxy_nearer_than_the_server_is_told_by_its_ttl") {
+        return;
+    }
     let lab = lab();
     // router 3 answers SYNs to 8090 itself (nftables synproxy, IPv4)
     let (code, doc) = path_json(&lab, &targets(8090)[0].0, &["-c", "1"]);
@@ -397,6 +440,9 @@ fn a_syn_proxy_nearer_than_the_server_is_told_by_its_ttl() {
 
 #[test]
 fn the_lab_tarpit_answers_every_port_through_the_routers() {
+    if synscope_lab::skip_unless_root("the_lab_tarpit_answers_every_port_through_the_routers") {
+        return;
+    }
     let lab = lab();
     let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit");
     for target in [

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::process::{Output, Stdio};
 mod common;
 
-use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, VETH, in_netns};
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, VETH, in_netns};
 
 fn lab() -> Lab {
     Lab::up(&LabSpec::standard()).expect("lab up (needs root, iproute2, nftables)")
@@ -82,16 +82,25 @@ fn check_verdicts(server: &str) {
 
 #[test]
 fn every_verdict_ipv4() {
+    if synscope_lab::skip_unless_root("every_verdict_ipv4") {
+        return;
+    }
     check_verdicts(&SERVER_V4.to_string());
 }
 
 #[test]
 fn every_verdict_ipv6() {
+    if synscope_lab::skip_unless_root("every_verdict_ipv6") {
+        return;
+    }
     check_verdicts(&format!("[{SERVER_V6}]"));
 }
 
 #[test]
 fn text_output_and_ndjson_stream() {
+    if synscope_lab::skip_unless_root("text_output_and_ndjson_stream") {
+        return;
+    }
     let lab = lab();
     let out = ping(
         &lab,
@@ -140,6 +149,9 @@ fn text_output_and_ndjson_stream() {
 
 #[test]
 fn fixed_source_port_interface_and_ttl() {
+    if synscope_lab::skip_unless_root("fixed_source_port_interface_and_ttl") {
+        return;
+    }
     let lab = lab();
     let out = ping(
         &lab,
@@ -169,6 +181,9 @@ fn fixed_source_port_interface_and_ttl() {
 
 #[test]
 fn loopback_target() {
+    if synscope_lab::skip_unless_root("loopback_target") {
+        return;
+    }
     // a listener on the client's own loopback: every packet is seen twice on lo
     let lab = lab();
     let listener = in_netns(&lab.client_ns, || {
@@ -185,6 +200,9 @@ fn loopback_target() {
 
 #[test]
 fn rtts_match_a_tcpdump_capture_of_the_same_packets() {
+    if synscope_lab::skip_unless_root("rtts_match_a_tcpdump_capture_of_the_same_packets") {
+        return;
+    }
     use synscope::wire::datagram::Checksums;
     use synscope::wire::{Datagram, TcpFlags, Transport};
     let lab = lab();
@@ -244,6 +262,9 @@ fn rtts_match_a_tcpdump_capture_of_the_same_packets() {
 
 #[test]
 fn sigint_prints_the_summary_so_far() {
+    if synscope_lab::skip_unless_root("sigint_prints_the_summary_so_far") {
+        return;
+    }
     let lab = lab();
     let child = lab
         .client_command(env!("CARGO_BIN_EXE_synscope"))
@@ -300,6 +321,9 @@ fn answered_in_capture(captured: &[(u64, Vec<u8>)]) -> std::collections::HashMap
 /// 100 % loss against a closed port while the RSTs arrived.
 #[test]
 fn fast_ping_keeps_every_answer_tcpdump_saw() {
+    if synscope_lab::skip_unless_root("fast_ping_keeps_every_answer_tcpdump_saw") {
+        return;
+    }
     let lab = lab();
     let v4 = SERVER_V4.to_string();
     let v6 = format!("[{SERVER_V6}]");
@@ -354,6 +378,9 @@ fn fast_ping_keeps_every_answer_tcpdump_saw() {
 /// interval is stretched, stderr says so, and nothing is lost.
 #[test]
 fn fixed_source_port_at_a_fast_interval_waits_and_says_so() {
+    if synscope_lab::skip_unless_root("fixed_source_port_at_a_fast_interval_waits_and_says_so") {
+        return;
+    }
     let lab = lab();
     let out = ping(
         &lab,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::process::Output;
-use synscope::lab::{FAR_V4, Lab, LabSpec, LanHost, in_netns, lan_v4, lan_v6};
+use synscope_lab::{FAR_V4, Lab, LabSpec, LanHost, in_netns, lan_v4, lan_v6};
 
 mod common;
 
@@ -93,6 +93,9 @@ fn lan_want(host: u8, port: u64) -> &'static str {
 
 #[test]
 fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
+    if synscope_lab::skip_unless_root("local_ipv4_subnet_up_hosts_probed_down_hosts_said_once") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(&lab, &["198.18.200.0/24", "-p", "22,80,81", "--ndjson"]);
     let lines = ndjson(&out);
@@ -174,6 +177,9 @@ fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
 
 #[test]
 fn local_ipv6_range_resolved_by_neighbor_solicitation() {
+    if synscope_lab::skip_unless_root("local_ipv6_range_resolved_by_neighbor_solicitation") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(&lab, &["2001:db8:200::/120", "-p", "22,80,81", "--ndjson"]);
     let lines = ndjson(&out);
@@ -220,6 +226,9 @@ fn local_ipv6_range_resolved_by_neighbor_solicitation() {
 /// broadcast address, both ending the scan with exit 2.
 #[test]
 fn local_range_never_aborts_at_low_or_high_rates() {
+    if synscope_lab::skip_unless_root("local_range_never_aborts_at_low_or_high_rates") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     for target in ["198.18.200.1-254", "198.18.200.0/24"] {
         for rate in ["1000", "1000000"] {
@@ -255,6 +264,9 @@ fn local_range_never_aborts_at_low_or_high_rates() {
 
 #[test]
 fn no_discovery_probes_every_address_and_says_no_host_state() {
+    if synscope_lab::skip_unless_root("no_discovery_probes_every_address_and_says_no_host_state") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(
         &lab,
@@ -263,7 +275,7 @@ fn no_discovery_probes_every_address_and_says_no_host_state() {
             "-p",
             "80",
             "--no-discovery",
-            "--wait",
+            "--timeout",
             "300ms",
             "--ndjson",
         ],
@@ -290,6 +302,9 @@ fn no_discovery_probes_every_address_and_says_no_host_state() {
 /// the source address its route gives, every verdict right.
 #[test]
 fn mixed_routes_each_target_from_its_own_source() {
+    if synscope_lab::skip_unless_root("mixed_routes_each_target_from_its_own_source") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     // 127.0.0.1:80 listens in the client namespace
     let lo = in_netns(&lab.client_ns, || {
@@ -379,6 +394,9 @@ fn mixed_routes_each_target_from_its_own_source() {
 #[test]
 #[ignore]
 fn bench_lan_scan_against_nmap() {
+    if synscope_lab::skip_unless_root("bench_lan_scan_against_nmap") {
+        return;
+    }
     let up = [2u8, 3, 77, 100, 200];
     let spec = LabSpec {
         lan: up
@@ -457,6 +475,9 @@ fn bench_lan_scan_against_nmap() {
 /// 128 scattered addresses behind the second route's gateway cost one lookup.
 #[test]
 fn scattered_targets_behind_one_route_cost_one_lookup() {
+    if synscope_lab::skip_unless_root("scattered_targets_behind_one_route_cost_one_lookup") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let targets: Vec<String> = (0..128)
         .map(|i| format!("198.18.220.{}", 2 * i + 1))
@@ -479,6 +500,9 @@ fn scattered_targets_behind_one_route_cost_one_lookup() {
 /// permanent neighbour entry) are counted in the discovery line and summary.
 #[test]
 fn discovery_line_counts_targets_known_without_asking() {
+    if synscope_lab::skip_unless_root("discovery_line_counts_targets_known_without_asking") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let st = lab
         .client_command("ip")
@@ -495,7 +519,14 @@ fn discovery_line_counts_targets_known_without_asking() {
     assert!(st.success());
     let out = scan(
         &lab,
-        &["198.18.200.0/24", "-p", "80", "--wait", "200ms", "--ndjson"],
+        &[
+            "198.18.200.0/24",
+            "-p",
+            "80",
+            "--timeout",
+            "200ms",
+            "--ndjson",
+        ],
     );
     let lines = ndjson(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -521,6 +552,9 @@ fn discovery_line_counts_targets_known_without_asking() {
 /// line, not a table header with nothing under it.
 #[test]
 fn no_discovery_text_gives_silent_hosts_one_line() {
+    if synscope_lab::skip_unless_root("no_discovery_text_gives_silent_hosts_one_line") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(
         &lab,
@@ -529,7 +563,7 @@ fn no_discovery_text_gives_silent_hosts_one_line() {
             "-p",
             "80,81",
             "--no-discovery",
-            "--wait",
+            "--timeout",
             "300ms",
         ],
     );
@@ -547,6 +581,9 @@ fn no_discovery_text_gives_silent_hosts_one_line() {
 /// Issue 9 polish: one family with no route at all does not stop the other.
 #[test]
 fn a_family_with_no_route_is_counted_and_the_other_scanned() {
+    if synscope_lab::skip_unless_root("a_family_with_no_route_is_counted_and_the_other_scanned") {
+        return;
+    }
     let lab = Lab::up(&spec()).unwrap();
     let out = scan(
         &lab,
@@ -555,7 +592,7 @@ fn a_family_with_no_route_is_counted_and_the_other_scanned() {
             "2001:db8:ffff::1",
             "-p",
             "22,23",
-            "--wait",
+            "--timeout",
             "200ms",
             "--ndjson",
         ],
@@ -575,4 +612,20 @@ fn a_family_with_no_route_is_counted_and_the_other_scanned() {
     // no target with a route at all: exit 2
     let out = scan(&lab, &["2001:db8:ffff::1", "198.18.254.1", "-p", "22"]);
     common::assert_status(&out, 2);
+}
+
+#[test]
+fn quiet_leaves_stderr_empty_and_the_results_whole() {
+    // the same scan says "hosts up (ARP)" and "skipped 2 network/broadcast
+    // addresses" on stderr (above); with --quiet only errors would be there
+    if synscope_lab::skip_unless_root("quiet_leaves_stderr_empty_and_the_results_whole") {
+        return;
+    }
+    let lab = Lab::up(&spec()).unwrap();
+    let out = scan(&lab, &["198.18.200.0/24", "-p", "80", "--ndjson", "-q"]);
+    let lines = ndjson(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert_eq!(hosts(&lines).len(), 253);
+    // port 80 of the hosts up and of our own address
+    assert_eq!(verdicts(&lines).len(), UP.len() + 1);
 }

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Output;
-use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 
 mod common;
 
@@ -44,7 +44,13 @@ fn every_port_classified(target: &str) {
     let out = scan(
         &lab,
         &[
-            target, "-p-", "--rate", "100000", "--wait", "300ms", "--ndjson",
+            target,
+            "-p-",
+            "--rate",
+            "100000",
+            "--timeout",
+            "300ms",
+            "--ndjson",
         ],
     );
     let lines = ndjson(&out);
@@ -74,16 +80,25 @@ fn every_port_classified(target: &str) {
 
 #[test]
 fn every_port_of_the_lab_host_ipv4() {
+    if synscope_lab::skip_unless_root("every_port_of_the_lab_host_ipv4") {
+        return;
+    }
     every_port_classified(&SERVER_V4.to_string());
 }
 
 #[test]
 fn every_port_of_the_lab_host_ipv6() {
+    if synscope_lab::skip_unless_root("every_port_of_the_lab_host_ipv6") {
+        return;
+    }
     every_port_classified(&SERVER_V6.to_string());
 }
 
 #[test]
 fn open_only_text_table() {
+    if synscope_lab::skip_unless_root("open_only_text_table") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let out = scan(
         &lab,
@@ -94,7 +109,7 @@ fn open_only_text_table() {
             "--open",
             "--rate",
             "50000",
-            "--wait",
+            "--timeout",
             "200ms",
         ],
     );
@@ -127,6 +142,9 @@ fn results(lines: &[Value]) -> Vec<(String, u64, String)> {
 
 #[test]
 fn many_hosts_and_shards_union_to_the_full_scan() {
+    if synscope_lab::skip_unless_root("many_hosts_and_shards_union_to_the_full_scan") {
+        return;
+    }
     let spec = LabSpec {
         many_hosts_v4: Some("198.19.0.0/16".into()),
         ..LabSpec::standard()
@@ -138,7 +156,7 @@ fn many_hosts_and_shards_union_to_the_full_scan() {
         "80,81",
         "--rate",
         "100000",
-        "--wait",
+        "--timeout",
         "500ms",
         "--seed",
         "7",

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 
 mod common;
 
@@ -157,6 +157,11 @@ fn temp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn a_scan_of_every_address_and_port_runs_in_bounded_memory_and_stops_on_sigint() {
+    if synscope_lab::skip_unless_root(
+        "a_scan_of_every_address_and_port_runs_in_bounded_memory_and_stops_on_sigint",
+    ) {
+        return;
+    }
     let lab = closed_world();
     let path = temp("all.ndjson");
     let mut scan = start_scan(
@@ -212,6 +217,9 @@ fn a_scan_of_every_address_and_port_runs_in_bounded_memory_and_stops_on_sigint()
 /// cannot end it (its summary has nowhere to go); the second ends it at once.
 #[test]
 fn a_second_sigint_ends_the_scan_at_once() {
+    if synscope_lab::skip_unless_root("a_second_sigint_ends_the_scan_at_once") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let target = SERVER_V4.to_string();
     let mut child = lab
@@ -250,6 +258,9 @@ fn a_second_sigint_ends_the_scan_at_once() {
 
 #[test]
 fn an_interrupted_scan_lists_no_probe_it_did_not_send() {
+    if synscope_lab::skip_unless_root("an_interrupted_scan_lists_no_probe_it_did_not_send") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let path = temp("cut.ndjson");
     let target = SERVER_V4.to_string();
@@ -314,13 +325,16 @@ fn absent_pid() -> u32 {
 
 #[test]
 fn demo_removes_only_namespaces_it_can_prove_are_its_own() {
+    if synscope_lab::skip_unless_root("demo_removes_only_namespaces_it_can_prove_are_its_own") {
+        return;
+    }
     let gone = absent_pid();
     // someone else's: named like ours, its pid absent here, but no owner marker
     let foreign = Netns::add(&format!("synscope-{gone}-0-cli"));
     // ours, provably: the marker names a process of this PID namespace that is gone
     let stale = Netns::add(&format!("synscope-{gone}-1-cli"));
-    let me = synscope::lab::Owner::me().unwrap();
-    let dead = synscope::lab::Owner { pid: gone, ..me };
+    let me = synscope_lab::Owner::me().unwrap();
+    let dead = synscope_lab::Owner { pid: gone, ..me };
     std::fs::create_dir_all("/run/synscope").unwrap();
     std::fs::write(format!("/run/synscope/{}", stale.0), dead.to_text()).unwrap();
     let out = Command::new(BIN)
@@ -340,6 +354,9 @@ fn demo_removes_only_namespaces_it_can_prove_are_its_own() {
 /// keep a row per silent probe.
 #[test]
 fn text_output_of_a_large_silent_scan_keeps_memory_flat() {
+    if synscope_lab::skip_unless_root("text_output_of_a_large_silent_scan_keeps_memory_flat") {
+        return;
+    }
     let ports: Vec<u16> = (2001..=2100).collect();
     let spec = LabSpec {
         dropped: ports.clone(),
@@ -360,7 +377,7 @@ fn text_output_of_a_large_silent_scan_keeps_memory_flat() {
                 "100000",
                 "--retries",
                 "0",
-                "--wait",
+                "--timeout",
                 "200ms",
             ],
             &path,
@@ -385,13 +402,18 @@ fn text_output_of_a_large_silent_scan_keeps_memory_flat() {
 
 #[test]
 fn targets_from_stdin_open_port_ranges_and_both_families_in_one_scan() {
+    if synscope_lab::skip_unless_root(
+        "targets_from_stdin_open_port_ranges_and_both_families_in_one_scan",
+    ) {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let scan = |args: &[&str], stdin: &str| {
         let mut child = lab
             .client_command(BIN)
             .arg("scan")
             .args(args)
-            .args(["--ndjson", "--wait", "300ms"])
+            .args(["--ndjson", "--timeout", "300ms"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -450,6 +472,9 @@ fn targets_from_stdin_open_port_ranges_and_both_families_in_one_scan() {
 /// A name with IPv6 listed first in the hosts file still means IPv4, unless -6.
 #[test]
 fn a_dual_stack_name_means_ipv4_unless_minus_6() {
+    if synscope_lab::skip_unless_root("a_dual_stack_name_means_ipv4_unless_minus_6") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     // `ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts
     struct Dir(std::path::PathBuf);
@@ -480,7 +505,7 @@ fn a_dual_stack_name_means_ipv4_unless_minus_6() {
                 "-p",
                 "80",
                 "--ndjson",
-                "--wait",
+                "--timeout",
                 "300ms",
             ])
             .args(extra)
@@ -500,11 +525,14 @@ fn a_dual_stack_name_means_ipv4_unless_minus_6() {
 /// exactly once; replies arriving after their block was reported are ignored.
 #[test]
 fn a_scan_in_many_small_blocks_classifies_every_port_once() {
+    if synscope_lab::skip_unless_root("a_scan_in_many_small_blocks_classifies_every_port_once") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let out = lab
         .client_command(BIN)
         .args(["scan", &SERVER_V4.to_string(), "-p-", "--rate", "100000"])
-        .args(["--wait", "300ms", "--ndjson", "--block-size", "4096"])
+        .args(["--timeout", "300ms", "--ndjson", "--block-size", "4096"])
         .output()
         .unwrap();
     common::assert_status(&out, 0);

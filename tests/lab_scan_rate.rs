@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Instant;
-use synscope::lab::{Lab, LabSpec};
+use synscope_lab::{Lab, LabSpec};
 
 mod common;
 
@@ -74,6 +74,11 @@ fn policed() -> LabSpec {
 
 #[test]
 fn policed_path_auto_gets_every_verdict_right_where_a_fixed_high_rate_does_not() {
+    if synscope_lab::skip_unless_root(
+        "policed_path_auto_gets_every_verdict_right_where_a_fixed_high_rate_does_not",
+    ) {
+        return;
+    }
     let lab = Lab::up(&policed()).unwrap();
     let (out, auto_s) = scan(&lab, &["198.18.0.2", "-p-", "--ndjson"]);
     let lines = ndjson(&out);
@@ -104,6 +109,10 @@ fn policed_path_auto_gets_every_verdict_right_where_a_fixed_high_rate_does_not()
 /// server's replies): auto backs off to what it carries, every verdict right.
 #[test]
 fn bottleneck_with_a_short_queue_auto_gets_every_verdict_right() {
+    if synscope_lab::skip_unless_root("bottleneck_with_a_short_queue_auto_gets_every_verdict_right")
+    {
+        return;
+    }
     let spec = LabSpec {
         reply_bottleneck_kbit: Some(8_000),
         ..LabSpec::standard()
@@ -130,6 +139,10 @@ fn bottleneck_with_a_short_queue_auto_gets_every_verdict_right() {
 
 #[test]
 fn clean_path_auto_is_near_the_fixed_ceiling_and_says_no_loss() {
+    if synscope_lab::skip_unless_root("clean_path_auto_is_near_the_fixed_ceiling_and_says_no_loss")
+    {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let (out, auto_s) = scan(&lab, &["198.18.0.2", "-p-", "--ndjson"]);
     let lines = ndjson(&out);
@@ -155,6 +168,9 @@ fn clean_path_auto_is_near_the_fixed_ceiling_and_says_no_loss() {
 
 #[test]
 fn shards_without_a_seed_agree_and_cover_every_pair_once() {
+    if synscope_lab::skip_unless_root("shards_without_a_seed_agree_and_cover_every_pair_once") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
     let mut seeds = Vec::new();
@@ -168,7 +184,7 @@ fn shards_without_a_seed_agree_and_cover_every_pair_once() {
                 "1-3000",
                 "--shard",
                 &shard,
-                "--wait",
+                "--timeout",
                 "200ms",
                 "--ndjson",
             ],
@@ -243,6 +259,9 @@ fn nmap_wrong(grepable: &str) -> u64 {
 #[test]
 #[ignore]
 fn bench_full_scan_clean_and_policed_against_nmap() {
+    if synscope_lab::skip_unless_root("bench_full_scan_clean_and_policed_against_nmap") {
+        return;
+    }
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|r| r.parse().ok())

@@ -5,8 +5,8 @@
 
 use std::io::Write;
 use std::process::{Output, Stdio};
-use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
-use synscope::lab_dns::LabDns;
+use synscope_lab::dns::LabDns;
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 
 mod common;
 
@@ -62,6 +62,9 @@ fn both(lab: &Lab, command: &str, args: &[&str], input: Option<&[u8]>) {
 
 #[test]
 fn ping_scan_and_trace_output_match_the_schema() {
+    if synscope_lab::skip_unless_root("ping_scan_and_trace_output_match_the_schema") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).expect("lab up (needs root, iproute2, nftables)");
     for server in [SERVER_V4.to_string(), format!("[{SERVER_V6}]")] {
         for port in [80, 81, 21, 111] {
@@ -138,6 +141,9 @@ fn ping_scan_and_trace_output_match_the_schema() {
 
 #[test]
 fn dns_output_matches_the_schema() {
+    if synscope_lab::skip_unless_root("dns_output_matches_the_schema") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
     let _dns = LabDns::start(&lab).expect("nsd in the lab (apt-get install nsd)");
     both(&lab, "dns", &["dns", "b.lab.test", "@198.18.0.2"], None);
@@ -186,7 +192,10 @@ fn dns_output_matches_the_schema() {
 
 #[test]
 fn path_output_matches_the_schema() {
-    use synscope::lab::routed::{self, RoutedSpec};
+    use synscope_lab::routed::{self, RoutedSpec};
+    if synscope_lab::skip_unless_root("path_output_matches_the_schema") {
+        return;
+    }
     let lab = Lab::up_routed(&RoutedSpec::standard())
         .expect("routed lab up (needs root, iproute2, nftables)");
     for port in [80, 81] {

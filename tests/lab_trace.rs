@@ -6,7 +6,7 @@
 use serde_json::Value;
 use std::process::Command;
 use synscope::io::nft::RstFilter;
-use synscope::lab::{Lab, LabSpec, in_netns};
+use synscope_lab::{Lab, LabSpec, in_netns};
 
 mod common;
 
@@ -25,6 +25,9 @@ fn ruleset(ns: &str) -> String {
 
 #[test]
 fn rst_filter_table_lives_exactly_as_long_as_its_socket() {
+    if synscope_lab::skip_unless_root("rst_filter_table_lives_exactly_as_long_as_its_socket") {
+        return;
+    }
     let lab = lab();
     let ns = lab.client_ns.clone();
     let (filter, listing) = in_netns(&ns.clone(), move || {
@@ -230,6 +233,9 @@ fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
+    if synscope_lab::skip_unless_root("we_close_first_four_segments_server_close_wait_seen_by_ss") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7001, Behaviour::WaitForFin(600));
     let child = spawn_trace(
@@ -311,6 +317,9 @@ fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
 
 #[test]
 fn peer_closes_first_banner_server_in_time_wait() {
+    if synscope_lab::skip_unless_root("peer_closes_first_banner_server_in_time_wait") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7002, Behaviour::BannerClose);
     let out = trace(&lab, &["198.18.0.2:7002", "--json"]);
@@ -351,6 +360,9 @@ fn peer_closes_first_banner_server_in_time_wait() {
 
 #[test]
 fn server_resets_instead_of_closing() {
+    if synscope_lab::skip_unless_root("server_resets_instead_of_closing") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7004, Behaviour::Reset);
     let out = trace(&lab, &["198.18.0.2:7004", "--json"]);
@@ -370,6 +382,9 @@ fn server_resets_instead_of_closing() {
 
 #[test]
 fn request_response_then_abort_with_rst() {
+    if synscope_lab::skip_unless_root("request_response_then_abort_with_rst") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7003, Behaviour::Echo);
     let out = trace(
@@ -413,6 +428,9 @@ fn tables(ns: &str) -> String {
 
 #[test]
 fn rst_filter_is_scoped_to_the_flow_and_gone_after_sigint() {
+    if synscope_lab::skip_unless_root("rst_filter_is_scoped_to_the_flow_and_gone_after_sigint") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7005, Behaviour::WaitForFin(0));
     let _other = Server::start(&lab, 7015, Behaviour::BannerClose);
@@ -486,6 +504,9 @@ fn rst_filter_is_scoped_to_the_flow_and_gone_after_sigint() {
 
 #[test]
 fn rst_filter_table_vanishes_after_sigkill() {
+    if synscope_lab::skip_unless_root("rst_filter_table_vanishes_after_sigkill") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7006, Behaviour::WaitForFin(0));
     let child = spawn_trace(&lab, &["198.18.0.2:7006", "--idle", "20s"]);
@@ -527,6 +548,9 @@ fn capture_index(packets: Vec<(u64, Vec<u8>)>) -> Vec<((String, u32, u32, u32), 
 
 #[test]
 fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
+    if synscope_lab::skip_unless_root("every_segment_and_stage_time_matches_a_tcpdump_capture") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7007, Behaviour::Echo);
     let dump = common::Tcpdump::start(&lab, "trace", "tcp port 7007");
@@ -604,6 +628,9 @@ fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
 
 #[test]
 fn count_gives_per_stage_statistics_and_pcap_is_readable() {
+    if synscope_lab::skip_unless_root("count_gives_per_stage_statistics_and_pcap_is_readable") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7008, Behaviour::WaitForFin(0));
     let pcap = std::env::temp_dir().join(format!("synscope-own-{}.pcap", std::process::id()));
@@ -684,6 +711,11 @@ fn count_gives_per_stage_statistics_and_pcap_is_readable() {
 
 #[test]
 fn retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack() {
+    if synscope_lab::skip_unless_root(
+        "retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack",
+    ) {
+        return;
+    }
     let lab = lab();
     // in the server: once it has sent its FIN, drop our pure ACKs, so it stays
     // in LAST_ACK and retransmits its FIN
@@ -753,6 +785,9 @@ fn retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack() {
 
 #[test]
 fn half_open_records_the_synack_retransmission_schedule() {
+    if synscope_lab::skip_unless_root("half_open_records_the_synack_retransmission_schedule") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7010, Behaviour::WaitForFin(0));
     let child = spawn_trace(
@@ -760,7 +795,7 @@ fn half_open_records_the_synack_retransmission_schedule() {
         &[
             "198.18.0.2:7010",
             "--half-open",
-            "--max-wait",
+            "--timeout",
             "3500ms",
             "--json",
         ],
@@ -809,6 +844,9 @@ fn half_open_records_the_synack_retransmission_schedule() {
 
 #[test]
 fn half_open_recognises_syn_cookies() {
+    if synscope_lab::skip_unless_root("half_open_recognises_syn_cookies") {
+        return;
+    }
     let lab = lab();
     in_netns(&lab.server_ns, || {
         std::fs::write("/proc/sys/net/ipv4/tcp_syncookies", "2").unwrap()
@@ -820,7 +858,7 @@ fn half_open_recognises_syn_cookies() {
         &[
             "198.18.0.2:7011",
             "--half-open",
-            "--max-wait",
+            "--timeout",
             "2s",
             "--json",
         ],
@@ -834,6 +872,9 @@ fn half_open_recognises_syn_cookies() {
 
 #[test]
 fn ping_writes_a_pcap_too() {
+    if synscope_lab::skip_unless_root("ping_writes_a_pcap_too") {
+        return;
+    }
     let lab = lab();
     let _srv = Server::start(&lab, 7012, Behaviour::WaitForFin(0));
     let pcap = std::env::temp_dir().join(format!("synscope-ping-{}.pcap", std::process::id()));
@@ -854,4 +895,37 @@ fn ping_writes_a_pcap_too() {
     // two SYNs and two SYN-ACKs (the kernel's RSTs too, when captured in time)
     assert!(text.matches("Flags [S]").count() == 2, "{text}");
     assert!(text.matches("Flags [S.]").count() == 2, "{text}");
+}
+
+#[test]
+fn bare_syn_means_no_option_at_all_and_the_connection_still_completes() {
+    if synscope_lab::skip_unless_root(
+        "bare_syn_means_no_option_at_all_and_the_connection_still_completes",
+    ) {
+        return;
+    }
+    let lab = lab();
+    let _srv = Server::start(&lab, 7008, Behaviour::Echo);
+    let pcap = std::env::temp_dir().join(format!("synscope-bare-{}.pcap", std::process::id()));
+    let out = trace(
+        &lab,
+        &[
+            "198.18.0.2:7008",
+            "--bare-syn",
+            "--send",
+            "hello\\r\\n",
+            "--json",
+            "--pcap",
+            pcap.to_str().unwrap(),
+        ],
+    );
+    common::assert_status(&out, 0);
+    assert_eq!(json_of(&out)["traces"][0]["received_bytes"], 7);
+    let packets = common::read_pcap(&pcap);
+    let _ = std::fs::remove_file(&pcap);
+    // the first packet is our SYN: a 20-byte IPv4 header, then a TCP header of
+    // 20 bytes (data offset 5): no option, as ping's and scan's bare SYNs
+    let syn = &packets.first().expect("a SYN in the pcap").1;
+    assert_eq!(syn[20 + 13] & 0x12, 0x02, "a SYN: {syn:02x?}");
+    assert_eq!(syn[20 + 12] >> 4, 5, "no TCP options: {syn:02x?}");
 }

@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 use std::process::Output;
-use synscope::lab::Lab;
-use synscope::lab::routed::{self, RoutedSpec};
+use synscope_lab::Lab;
+use synscope_lab::routed::{self, RoutedSpec};
 
 mod common;
 
@@ -38,6 +38,10 @@ fn json(out: &Output) -> Value {
 
 #[test]
 fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
+    if synscope_lab::skip_unless_root("trace_names_the_syn_proxy_and_leaves_the_real_server_plain")
+    {
+        return;
+    }
     let lab = lab();
     let proxied = format!("{}:8090", routed::server_v4(3));
     // (the lab's server never closes: the trace ends INCOMPLETE after our FIN)
@@ -50,7 +54,7 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
             "100ms",
             "--time-wait",
             "100ms",
-            "--max-wait",
+            "--timeout",
             "2s",
         ],
     );
@@ -68,7 +72,7 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
             "100ms",
             "--time-wait",
             "100ms",
-            "--max-wait",
+            "--timeout",
             "2s",
             "--json",
         ],
@@ -98,7 +102,7 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
                 "100ms",
                 "--time-wait",
                 "100ms",
-                "--max-wait",
+                "--timeout",
                 "2s",
                 "--json",
             ],
@@ -116,7 +120,7 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
                 "100ms",
                 "--time-wait",
                 "100ms",
-                "--max-wait",
+                "--timeout",
                 "2s",
             ],
         );
@@ -138,7 +142,7 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
             "100ms",
             "--time-wait",
             "100ms",
-            "--max-wait",
+            "--timeout",
             "2s",
         ],
     );
@@ -151,6 +155,10 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
 
 #[test]
 fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
+    if synscope_lab::skip_unless_root("ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else")
+    {
+        return;
+    }
     let lab = lab();
     let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit up");
     let ping = |target: &str, extra: &[&str]| {
@@ -286,6 +294,11 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
 
 #[test]
 fn ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own() {
+    if synscope_lab::skip_unless_root(
+        "ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own",
+    ) {
+        return;
+    }
     let lab = lab();
     // router 3 answers SYNs to 7778 with an RST in the server's name: one hop
     // closer than the server, so its TTL arrives one higher

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use synscope::lab::{Lab, LabSpec, SERVER_V4, spawn_in_netns};
+use synscope_lab::{Lab, LabSpec, SERVER_V4, spawn_in_netns};
 
 mod common;
 
@@ -13,6 +13,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_synscope");
 
 #[test]
 fn an_unrelated_connection_keeps_working_during_scan_and_trace() {
+    if synscope_lab::skip_unless_root("an_unrelated_connection_keeps_working_during_scan_and_trace")
+    {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let echo_addr = SocketAddr::new(SERVER_V4.into(), 9000);
     // an echo server, bounded in time
@@ -61,7 +65,7 @@ fn an_unrelated_connection_keeps_working_during_scan_and_trace() {
             "-p-",
             "--rate",
             "100000",
-            "--wait",
+            "--timeout",
             "300ms",
             "--ndjson",
         ])
@@ -105,6 +109,9 @@ fn an_unrelated_connection_keeps_working_during_scan_and_trace() {
 
 #[test]
 fn sigterm_stops_a_scan_with_the_results_so_far() {
+    if synscope_lab::skip_unless_root("sigterm_stops_a_scan_with_the_results_so_far") {
+        return;
+    }
     let lab = Lab::up(&LabSpec::standard()).unwrap();
     let child = lab
         .client_command(BIN)

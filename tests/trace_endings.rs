@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use synscope::io::RawSender;
 use synscope::io::bpf::FlowFilter;
 use synscope::io::capture::BlockingCapture;
-use synscope::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, spawn_in_netns};
 use synscope::wire::datagram::Checksums;
 use synscope::wire::{
     Datagram, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
 };
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6, spawn_in_netns};
 
 mod common;
 
@@ -189,6 +189,11 @@ fn assert_monotone(run: &Value) {
 
 #[test]
 fn zero_window_peer_request_never_acknowledged_exits_1_and_says_so() {
+    if synscope_lab::skip_unless_root(
+        "zero_window_peer_request_never_acknowledged_exits_1_and_says_so",
+    ) {
+        return;
+    }
     let lab = lab();
     let stop = Arc::new(AtomicBool::new(false));
     let r = responder(&lab, stop.clone());
@@ -257,8 +262,11 @@ fn zero_window_peer_request_never_acknowledged_exits_1_and_says_so() {
 /// the kernel answers our one-byte probes with zero-window ACKs.
 #[test]
 fn zero_window_from_a_real_kernel() {
+    if synscope_lab::skip_unless_root("zero_window_from_a_real_kernel") {
+        return;
+    }
     let lab = lab();
-    let listener = synscope::lab::in_netns(&lab.server_ns, || {
+    let listener = synscope_lab::in_netns(&lab.server_ns, || {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         s.set_recv_buffer_size(1).unwrap(); // the kernel's minimum
         s.bind(&std::net::SocketAddr::from((SERVER_V4, 7783)).into())
@@ -306,6 +314,10 @@ fn zero_window_from_a_real_kernel() {
 
 #[test]
 fn out_of_window_rst_is_ignored_and_the_trace_fails_truthfully() {
+    if synscope_lab::skip_unless_root("out_of_window_rst_is_ignored_and_the_trace_fails_truthfully")
+    {
+        return;
+    }
     let lab = lab();
     let stop = Arc::new(AtomicBool::new(false));
     let r = responder(&lab, stop.clone());
@@ -345,6 +357,9 @@ fn out_of_window_rst_is_ignored_and_the_trace_fails_truthfully() {
 
 #[test]
 fn icmp_errors_end_a_trace_at_once_with_the_reason() {
+    if synscope_lab::skip_unless_root("icmp_errors_end_a_trace_at_once_with_the_reason") {
+        return;
+    }
     let lab = lab();
     for (target, reason) in [
         (format!("{SERVER_V4}:111"), "admin-prohibited"),
@@ -353,7 +368,7 @@ fn icmp_errors_end_a_trace_at_once_with_the_reason() {
     ] {
         let (out, took) = trace(&lab, &[&target, "--json"]);
         common::assert_status(&out, 1);
-        // before: retransmissions for --max-wait (10 s), then "no answer"
+        // before: retransmissions for --timeout (10 s), then "no answer"
         assert!(took < Duration::from_secs(3), "{target}: {took:?}");
         let run = &json_of(&out)["traces"][0];
         assert_eq!(run["teardown"], "unreachable", "{run}");
@@ -383,6 +398,9 @@ fn icmp_errors_end_a_trace_at_once_with_the_reason() {
 
 #[test]
 fn count_summaries_print_words() {
+    if synscope_lab::skip_unless_root("count_summaries_print_words") {
+        return;
+    }
     let lab = lab();
     let (out, _) = trace(&lab, &[&format!("{SERVER_V4}:111"), "-c", "3", "-i", "1ms"]);
     common::assert_status(&out, 1);
@@ -436,8 +454,11 @@ fn assert_closed_after_last_segment(run: &Value) {
 /// ESTABLISHED). And `--close rst` against a kernel listener.
 #[test]
 fn ladder_never_goes_backwards_and_closed_comes_last() {
+    if synscope_lab::skip_unless_root("ladder_never_goes_backwards_and_closed_comes_last") {
+        return;
+    }
     let lab = lab();
-    let listener = synscope::lab::in_netns(&lab.server_ns, || {
+    let listener = synscope_lab::in_netns(&lab.server_ns, || {
         std::net::TcpListener::bind((SERVER_V4, 7784)).unwrap()
     })
     .unwrap();

@@ -1,12 +1,38 @@
 //! Arguments and settings of `synscope path`.
 
-use super::{TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, SynArgs, TargetArgs, UsageError, parse_duration};
 use crate::report::OutputFormat;
 use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub const PATH_EXIT_CODES: &str = "\
+pub const ABOUT: &str = "Find where a port's SYNs die: a TCP traceroute to the real port.";
+
+pub const LONG_ABOUT: &str = "\
+Find where a port's SYNs die: a TCP traceroute to the real port.
+
+SYNs to HOST:PORT with TTL / hop limit 1, 2, 3, ... (--count per hop, all
+in flight at once, timed by kernel timestamps). Each router answers the
+SYN whose TTL ran out there with ICMP time-exceeded; the destination
+answers with a SYN-ACK or an RST; a filter with an ICMP error or nothing.
+The result names the last hop that forwarded and the hop that dropped or
+rejected. Each time-exceeded quotes our SYN as that router saw it: the
+ladder shows, at the first hop whose quote shows it, what changed against
+what was sent (MSS clamped, window scale / SACK / timestamps stripped,
+DSCP or ECN rewritten, ECE/CWR bleached, addresses and ports rewritten by
+NAT, IP ID, TTL). A router quotes a SYN as it arrived: a change made by
+hop N on its way out shows at hop N+1. When the destination's answer
+crossed fewer routers back (by its TTL) than the SYNs took out, a note
+says something nearer answered for it (a SYN proxy, a load balancer).
+Hops go out 5 ahead of the farthest answer; 5 silent hops end the run.
+
+Examples:
+  synscope path 198.18.4.2:443
+  synscope path [2001:db8:4::2]:8080 -c 5 --json
+  synscope path 198.18.4.2:8081 --ecn --tos 0xb8
+  synscope path db.example -p 5432 -m 20 -W 2s";
+
+pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the destination answered the SYNs (SYN-ACK: open, or RST: closed):
      they get through
@@ -23,10 +49,10 @@ pub struct PathArgs {
     #[arg(short, long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub count: u16,
     /// The highest TTL / hop limit probed.
-    #[arg(short, long, default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..))]
+    #[arg(short, long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u8).range(1..))]
     pub max_hops: u8,
     /// How long each probe waits for its answer.
-    #[arg(short = 'W', long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(short = 'W', long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Send an ECN-setup SYN (ECE and CWR set) and report whether the
     /// destination agreed (ECE in its SYN-ACK) and where the bits were bleached.
@@ -38,16 +64,10 @@ pub struct PathArgs {
     /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
-    /// Send a bare SYN without options (default: MSS, SACK-permitted,
-    /// timestamps and window scale, like Linux, so changes to them show).
-    #[arg(long)]
-    pub bare_syn: bool,
-    /// Send through this interface (SO_BINDTODEVICE) and capture only on it.
-    #[arg(short = 'I', long)]
-    pub interface: Option<String>,
-    /// Print one JSON document at the end.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub syn: SynArgs,
+    #[command(flatten)]
+    pub output: JsonArgs,
 }
 
 fn parse_tos(s: &str) -> Result<u8, String> {
@@ -74,8 +94,8 @@ pub struct PathSettings {
 }
 
 impl PathArgs {
-    pub fn settings(&self) -> Result<PathSettings, UsageError> {
-        let (host, target) = self.dest.resolve()?;
+    pub fn settings(&self, env: &dyn Env) -> Result<PathSettings, UsageError> {
+        let (host, target) = self.dest.resolve(env)?;
         Ok(PathSettings {
             host,
             target,
@@ -84,13 +104,9 @@ impl PathArgs {
             timeout: self.timeout,
             ecn: self.ecn,
             tos: self.tos,
-            syn_options: !self.bare_syn,
-            interface: self.interface.clone(),
-            format: if self.json {
-                OutputFormat::Json
-            } else {
-                OutputFormat::Text
-            },
+            syn_options: !self.syn.bare_syn,
+            interface: self.syn.interface.clone(),
+            format: self.output.format(),
         })
     }
 }
@@ -98,7 +114,7 @@ impl PathArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::cli::{Cli, Command, FixedEnv};
     use clap::Parser;
 
     fn settings(args: &[&str]) -> Result<PathSettings, String> {
@@ -106,7 +122,7 @@ mod tests {
         let Command::Path(p) = cli.command else {
             panic!("not path")
         };
-        p.settings().map_err(|e| e.0)
+        p.settings(&FixedEnv::default()).map_err(|e| e.0)
     }
 
     #[test]

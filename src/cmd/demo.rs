@@ -4,8 +4,8 @@
 
 use super::CmdError;
 use crate::cli::DemoArgs;
-use crate::lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 use std::sync::atomic::{AtomicBool, Ordering};
+use synscope_lab::{Lab, LabSpec, SERVER_V4, SERVER_V6};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -36,7 +36,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
         ));
     }
     let spec = LabSpec::standard();
-    eprintln!(
+    note!(
         "synscope demo: building a lab (namespaces, veth, server on {SERVER_V4} and {SERVER_V6})..."
     );
     catch_interrupts();
@@ -89,7 +89,7 @@ pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
         }
     }
     drop(lab);
-    eprintln!(
+    note!(
         "\nsynscope demo: lab removed{}",
         if all_ok {
             "; every port answered as expected"

@@ -1,10 +1,23 @@
 //! The commands: each wires settings, a probe state machine, the I/O layer and a report.
 
+/// A diagnostic on stderr (a note or a warning: not an error, not a result),
+/// as `eprintln!`; `--quiet` silences it. Errors that explain an exit status
+/// stay `eprintln!`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if !$crate::cmd::quiet() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod dns;
 pub mod exporter;
 pub mod path;
 pub mod ping;
+mod progress;
 pub mod scan;
 mod scan_net;
 pub mod trace;
@@ -83,6 +96,18 @@ pub(crate) fn catch_signals() {
 /// Has a SIGINT or SIGTERM arrived since [`catch_signals`]?
 pub(crate) fn signalled() -> bool {
     SIGNALS.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: from now on `note!` prints nothing (set once, by main).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Was `--quiet` given?
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Debug logging to stderr, on with `-v`.

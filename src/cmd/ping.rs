@@ -8,7 +8,7 @@ use crate::io::pcap::PcapWriter;
 use crate::io::timer::PreciseTimer;
 use crate::io::{Capture, Captured, PortReservation, RawSender};
 use crate::probe::verify::{self, ProbeCheck, Verifier};
-use crate::probe::{ProbeResult, SynPinger, SynProbeConfig, Verdict};
+use crate::probe::{ProbeResult, SynAnswer, SynPinger, SynProbeConfig};
 use crate::report::ping::{PingReport, PingSummary, PingTarget};
 use crate::wire::SeqNumber;
 use std::collections::BTreeMap;
@@ -70,7 +70,7 @@ impl Loop<'_> {
             return Ok(self.report.probe(out, r)?);
         };
         match r.verdict {
-            Verdict::Open => {
+            SynAnswer::Open => {
                 let segs = v.verifier.start(
                     r.src_port,
                     r.isn,
@@ -90,7 +90,7 @@ impl Loop<'_> {
                     v.waiting.insert(r.src_port, r);
                 }
             }
-            Verdict::Closed => {
+            SynAnswer::Closed => {
                 self.held.remove(&r.src_port);
                 let check = v.verifier.check_rst(&p.data, p.timestamp);
                 self.report.probe_checked(out, r, check)?;
@@ -169,7 +169,7 @@ async fn canaries(
         held.push(r);
         probes.push(p);
     }
-    let mut results: Vec<Option<Verdict>> = vec![None; ports.len()];
+    let mut results: Vec<Option<SynAnswer>> = vec![None; ports.len()];
     let end = Instant::now() + s.timeout + Duration::from_millis(50);
     while results.iter().any(Option::is_none) && Instant::now() < end {
         match tokio::time::timeout_at(end.into(), capture.recv()).await {
@@ -182,7 +182,7 @@ async fn canaries(
                     if let Some(r) =
                         pr.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
                     {
-                        if r.verdict == Verdict::Closed {
+                        if r.verdict == SynAnswer::Closed {
                             verifier.learn(&p.data, p.timestamp);
                         }
                         results[i] = Some(r.verdict);
@@ -195,16 +195,16 @@ async fn canaries(
     let verdicts: Vec<String> = results
         .iter()
         .map(|v| match v {
-            Some(Verdict::Open) => "syn-ack".to_string(),
-            Some(Verdict::Closed) => "rst".to_string(),
-            Some(v) => v.reason().unwrap_or("filtered").to_string(),
+            Some(SynAnswer::Open) => "syn-ack".to_string(),
+            Some(SynAnswer::Closed) => "rst".to_string(),
+            Some(v) => v.reason().unwrap_or_else(|| "filtered".into()),
             None => "no-answer".to_string(),
         })
         .collect();
     let all = verify::answers_every_port(
         &results
             .iter()
-            .map(|v| *v == Some(Verdict::Open))
+            .map(|v| *v == Some(SynAnswer::Open))
             .collect::<Vec<_>>(),
     );
     Ok((ports, verdicts, all))
@@ -389,7 +389,7 @@ pub async fn run(
         let outstanding = st.busy();
         if more_to_send && outstanding >= window && !window_said && Instant::now() >= next_send {
             window_said = true;
-            eprintln!(
+            note!(
                 "synscope: {outstanding} probe(s) in flight, the most this run tracks at once \
                  ({}): further probes wait for an answer or a timeout, so they go out less \
                  often than every {}",
@@ -446,7 +446,7 @@ pub async fn run(
     }
     if let (true, Some((first, last))) = (window_said && sent > 1, send_span) {
         let avg = last.duration_since(first) / (sent - 1).min(u32::MAX as u64) as u32;
-        eprintln!(
+        note!(
             "synscope: probes went out every {} on average (asked: every {})",
             crate::report::human(avg),
             humantime::format_duration(s.interval)
@@ -454,7 +454,7 @@ pub async fn run(
     }
     let drops = capture.drops();
     if drops > 0 {
-        eprintln!(
+        note!(
             "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
              answers among them are counted as loss"
         );

@@ -14,11 +14,12 @@ use crate::event::Timestamp;
 use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
+use crate::probe::SynAnswer;
 use crate::report::scan::{DiscoverySummary, RateSummary, ScanOutput, ScanResult, ScanSummary};
 use crate::scan::blocks::{self, BlockState, Mark};
 use crate::scan::pace::Pacer;
 use crate::scan::rate::RateControl;
-use crate::scan::{Cookie, Permutation, ScanMatcher, ScanVerdict, TargetSet};
+use crate::scan::{Cookie, Permutation, ScanMatcher, TargetSet};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -137,7 +138,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     }
     let mut tally = Tally::default();
     for (n, e) in &no_route {
-        eprintln!(
+        note!(
             "synscope: warning: {n} target address{} not probed: {e}{}",
             if *n == 1 { "" } else { "es" },
             if *n > 1 { " (the first of them)" } else { "" }
@@ -195,13 +196,13 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         coverage: tally.coverage,
     };
     if tally.stalls > 0 {
-        eprintln!(
+        note!(
             "synscope: the kernel's send queue was full {} times (back-pressure); sending slowed down and went on",
             tally.stalls
         );
     }
     if tally.drops > 0 {
-        eprintln!(
+        note!(
             "synscope: warning: the capture buffer dropped {} packets (lower --rate); unanswered ports were retried",
             tally.drops
         );
@@ -324,7 +325,7 @@ fn scan_family(
                     *ignored.entry(Ignored::NoProbe).or_default() += 1;
                     continue;
                 };
-                if r.verdict == ScanVerdict::Open {
+                if r.verdict == SynAnswer::Open {
                     // our own RST (besides the kernel's): never leave a half-open connection
                     if let Some(rst) = matcher.rst(r.host, r.port) {
                         let _ = sender.send(r.host, &rst);
@@ -338,7 +339,7 @@ fn scan_family(
                 let sent_ns = shared.sent_at(j);
                 let rtt_ns = sent_ns.map(|t| r.at.0.saturating_sub(t));
                 // rate control: replies of hosts known to answer, to first rounds
-                if matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                if matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed)
                     && shared.mark_known(r.index)
                     && let Some(t) = sent_ns
                     && t < shared.retry_since_ns.load(RELAXED)
@@ -355,9 +356,9 @@ fn scan_family(
                     host: r.host,
                     port: r.port,
                     ttl: Some(r.ttl),
-                    window: matches!(r.verdict, ScanVerdict::Open | ScanVerdict::Closed)
+                    window: matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed)
                         .then_some(r.window),
-                    options: (r.verdict == ScanVerdict::Open).then_some(r.options),
+                    options: (r.verdict == SynAnswer::Open).then_some(r.options),
                     verdict: r.verdict,
                     rtt_ns,
                 };
@@ -571,7 +572,7 @@ fn send_blocks(
                     index,
                     host,
                     port,
-                    verdict: ScanVerdict::NoResponse,
+                    verdict: SynAnswer::NoAnswer,
                     rtt_ns: None,
                     ttl: None,
                     window: None,
@@ -831,40 +832,26 @@ fn pace_until(due: Instant) -> bool {
     }
 }
 
-/// The progress line on stderr (only on a terminal).
+/// The progress bar on stderr (only on a terminal, without --quiet): probes
+/// sent of the total, the rate and the time left, replies so far.
 struct Progress {
-    on: bool,
-    total: u64,
-    last: Instant,
+    bar: super::progress::Bar,
 }
 
 impl Progress {
     fn new(on: bool, total: u64) -> Progress {
         Progress {
-            on,
-            total,
-            last: Instant::now(),
+            bar: super::progress::Bar::new(on, Some(total), "probes"),
         }
     }
-    /// `rate`: the rate sent at now (probes/s).
-    fn update(&mut self, sent: u64, replies: u64, started: Instant, rate_now: f64) {
-        if !self.on || self.last.elapsed() < Duration::from_millis(200) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = started.elapsed().as_secs_f64();
-        let rate = sent as f64 / secs.max(1e-9);
-        let eta = self.total.saturating_sub(sent) as f64 / rate.max(1.0);
-        let pct = 100.0 * sent.min(self.total) as f64 / self.total.max(1) as f64;
-        let ratio = 100.0 * replies as f64 / sent.max(1) as f64;
-        eprint!(
-            "\r[{pct:5.1}%] sent {sent}/{}  replies {replies} ({ratio:.0} %)  now {rate_now:.0} pkt/s (mean {rate:.0})  ETA {eta:.1}s   ",
-            self.total
-        );
+    /// `rate_now`: the rate sent at now (probes/s).
+    fn update(&mut self, sent: u64, replies: u64, _started: Instant, rate_now: f64) {
+        self.bar.update(sent, || {
+            let ratio = 100.0 * replies as f64 / sent.max(1) as f64;
+            format!("replies {replies} ({ratio:.0} %), now {rate_now:.0}/s")
+        });
     }
     fn finish(&self) {
-        if self.on {
-            eprintln!();
-        }
+        self.bar.finish();
     }
 }

@@ -277,7 +277,7 @@ impl Network {
             )
         });
         if reserved > 0 {
-            eprintln!(
+            note!(
                 "synscope: skipped {reserved} address{} that cannot be unicast destinations ({})",
                 if reserved == 1 { "" } else { "es" },
                 if v6 {
@@ -289,7 +289,7 @@ impl Network {
         }
         if skipped > 0 {
             let list: Vec<String> = named.iter().map(IpAddr::to_string).collect();
-            eprintln!(
+            note!(
                 "synscope: skipped {skipped} network/broadcast address{} of on-link prefixes ({}{})",
                 if skipped == 1 { "" } else { "es" },
                 list.join(", "),
@@ -311,7 +311,7 @@ impl Network {
                     error: e,
                 });
             }
-            eprintln!(
+            note!(
                 "synscope: warning: {unroutable} target address{} not probed: {e}{}",
                 if unroutable == 1 { "" } else { "es" },
                 if unroutable > 1 {
@@ -370,7 +370,7 @@ impl Network {
             let Some(mac) = info.mac else { continue };
             let set = TargetSet::from_ranges(v6, ranges);
             if set.len() > Discovery::MAX_ADDRESSES {
-                eprintln!(
+                note!(
                     "synscope: warning: {} on-link addresses on {} are more than discovery takes ({}); probing them without it",
                     set.len(),
                     info.name,
@@ -522,7 +522,7 @@ impl Network {
             });
         }
         summary.elapsed_s = started.elapsed().as_secs_f64();
-        eprintln!("synscope: {}", summary.line());
+        note!("synscope: {}", summary.line());
         Ok(Discovered {
             targets: TargetSet::from_ranges(self.v6, targets),
             summary: Some(summary),

@@ -11,6 +11,7 @@
 
 use super::IoError;
 use super::bpf::{FlowFilter, Insn};
+use super::sys::setsockopt_int;
 use crate::wire::reassembly::{FragmentDrop, Outcome, Reassembler};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use std::collections::BTreeMap;
@@ -110,25 +111,6 @@ pub struct Capture {
     defrag: Defrag,
 }
 
-/// An integer socket option (also used by [`super::stamped_udp`]).
-pub(super) fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
-    // SAFETY: passes a pointer to a live i32 and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &val as *const i32 as *const libc::c_void,
-            size_of::<i32>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Opens the packet socket: `filter` attached before it is bound to `ifindex`
 /// (0 = every interface), so no unfiltered packet is ever queued.
 fn open_socket(ifindex: u32, program: &[Insn], rcvbuf: usize) -> Result<Socket, IoError> {
@@ -160,9 +142,7 @@ pub(super) fn open_socket_with(
         setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
             .map_err(e("enable PACKET_AUXDATA"))?;
         // a big buffer so bursts of replies are not dropped (FORCE needs CAP_NET_ADMIN)
-        if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf as i32).is_err() {
-            let _ = sock.set_recv_buffer_size(rcvbuf);
-        }
+        super::sys::set_rcvbuf(fd, rcvbuf);
         setup(&sock)?;
         // SAFETY: sockaddr_ll is plain old data; zeroed is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -399,27 +379,9 @@ fn try_recv_one(fd: RawFd, buf: &mut [u8]) -> Result<Option<Captured>, IoError> 
 /// # Safety
 /// `msg` must be a msghdr whose control buffer the kernel just filled.
 unsafe fn control_of(msg: &libc::msghdr) -> (Option<Timestamp>, u32) {
-    let mut timestamp = None;
-    let mut status = 0u32;
-    // SAFETY: the CMSG_* walk stays within msg_controllen as the kernel set it.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == libc::SOL_SOCKET && c.cmsg_type == libc::SO_TIMESTAMPNS {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
-                timestamp = Some(Timestamp(
-                    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
-                ));
-            } else if c.cmsg_level == libc::SOL_PACKET && c.cmsg_type == libc::PACKET_AUXDATA {
-                let aux =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
-                status = aux.tp_status;
-            }
-            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-        }
-    }
-    (timestamp, status)
+    // SAFETY: as the caller guarantees.
+    let c = unsafe { super::sys::read_control(msg) };
+    (c.stamp, c.aux_status)
 }
 
 /// One packet of a batch, borrowed from the capture's buffers.

@@ -34,3 +34,35 @@ pub(crate) fn with_headers<'a, R>(
         .collect();
     f(&mut msgs)
 }
+
+/// Sends `msgs` on `fd` with as few `sendmmsg` calls as possible, telling
+/// `sent` of every run of datagrams the kernel took. A full queue (EAGAIN) is
+/// waited out in 20 µs pauses, at most 1,000 of them. Stops at the first
+/// datagram the kernel refuses, or when the queue stays full: `Err((index of
+/// that datagram, the error))` (a queue that stayed full says WouldBlock).
+pub(crate) fn send_all(
+    fd: std::os::fd::RawFd,
+    msgs: &mut [libc::mmsghdr],
+    mut sent: impl FnMut(usize),
+) -> Result<(), (usize, std::io::Error)> {
+    let mut done = 0;
+    let mut stalls = 0;
+    while done < msgs.len() {
+        let rest = &mut msgs[done..];
+        // SAFETY: `rest` is a valid slice of initialised mmsghdr (with_headers).
+        let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
+        if n > 0 {
+            done += n as usize;
+            sent(n as usize);
+            continue;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
+            stalls += 1;
+            std::thread::sleep(std::time::Duration::from_micros(20));
+            continue;
+        }
+        return Err((done, err));
+    }
+    Ok(())
+}

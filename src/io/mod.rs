@@ -16,6 +16,7 @@ pub mod ring;
 pub mod route;
 pub mod rtnl;
 pub mod stamped_udp;
+mod sys;
 pub mod timer;
 pub mod txstamp;
 

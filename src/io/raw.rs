@@ -113,37 +113,22 @@ impl RawSender {
         refused_at: &mut Vec<usize>,
     ) -> Result<(usize, Option<IoError>), IoError> {
         let addrs = sockaddrs(packets);
+        let fd = self.sock.as_raw_fd();
         super::mmsg::with_headers(named(&addrs, packets), |msgs| {
             let mut done = 0;
-            let mut stalls = 0;
             let mut refused = 0;
             let mut first = None;
             while done < msgs.len() {
-                let rest = &mut msgs[done..];
-                // SAFETY: `rest` is a valid slice of initialised mmsghdr (see above).
-                let n = unsafe {
-                    libc::sendmmsg(
-                        self.sock.as_raw_fd(),
-                        rest.as_mut_ptr(),
-                        rest.len() as u32,
-                        0,
-                    )
+                let Err((at, err)) = super::mmsg::send_all(fd, &mut msgs[done..], |_| {}) else {
+                    break;
                 };
-                if n > 0 {
-                    done += n as usize;
-                    continue;
-                }
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
-                    stalls += 1;
-                    std::thread::sleep(std::time::Duration::from_micros(20));
-                    continue;
-                }
+                let stalled = err.kind() == std::io::ErrorKind::WouldBlock;
+                done += at;
                 let e = IoError::Send {
                     addr: packets[done].0,
                     source: err,
                 };
-                if e.is_permission() || stalls >= 1000 {
+                if e.is_permission() || stalled {
                     return Err(e);
                 }
                 refused += 1;

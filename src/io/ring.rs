@@ -12,7 +12,8 @@
 
 use super::IoError;
 use super::bpf::FlowFilter;
-use super::capture::{CapturedRef, Defrag, FragmentStats, packet_drops, setsockopt_int};
+use super::capture::{CapturedRef, Defrag, FragmentStats, packet_drops};
+use super::sys::setsockopt_int;
 use crate::event::{Direction, Timestamp};
 use crate::wire::reassembly::Outcome;
 use socket2::Socket;

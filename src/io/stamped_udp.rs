@@ -11,11 +11,11 @@
 //! (TX stamps by sequence number, replies with RX stamps, ICMP errors) until
 //! [`StampedUdp::try_recv`] returns None, and [`StampedUdp::wait`] for more.
 
-use super::capture::setsockopt_int;
+use super::sys::setsockopt_int;
 use super::{IoError, Timestamp};
 use crate::wire::IcmpError;
 use socket2::{Domain, SockAddr, Socket, Type};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -176,31 +176,17 @@ impl StampedUdp {
             .zip(batch)
             .map(|(a, (_, b))| (a.as_ptr() as *const libc::c_void, a.len(), *b));
         let fd = self.fd.get_ref().as_raw_fd();
+        let next_seq = &mut self.next_seq;
         super::mmsg::with_headers(named, |msgs| {
-            let mut done = 0;
-            let mut stalls = 0;
-            while done < msgs.len() {
-                let rest = &mut msgs[done..];
-                // SAFETY: `rest` is a valid slice of initialised mmsghdr (with_headers).
-                let n = unsafe { libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as u32, 0) };
-                if n > 0 {
-                    done += n as usize;
-                    self.next_seq = self.next_seq.wrapping_add(n as u32);
-                    continue;
-                }
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::WouldBlock && stalls < 1000 {
-                    stalls += 1;
-                    std::thread::sleep(std::time::Duration::from_micros(20));
-                    continue;
-                }
-                self.numbering_lost = true;
-                return Err(IoError::Send {
-                    addr: batch[done].0.ip(),
-                    source: err,
-                });
+            super::mmsg::send_all(fd, msgs, |n| *next_seq = next_seq.wrapping_add(n as u32))
+        })
+        .map(|()| first)
+        .map_err(|(at, source)| {
+            self.numbering_lost = true;
+            IoError::Send {
+                addr: batch[at].0.ip(),
+                source,
             }
-            Ok(first)
         })
     }
 
@@ -307,41 +293,13 @@ fn is_icmp_errno(e: &std::io::Error) -> bool {
     )
 }
 
-fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match storage.ss_family as i32 {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
-}
-
 /// One `recvmsg` on the data queue or (`errqueue`) the error queue, with its
 /// control messages read: the software stamp and the extended error.
 fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> std::io::Result<Read> {
-    let mut stamp: Option<Timestamp> = None;
-    let mut ee: Option<(libc::sock_extended_err, Option<SocketAddr>)> = None;
     // SAFETY: zeroed sockaddr_storage / msghdr / control buffer are valid;
     // every pointer handed to recvmsg points into a live local buffer of the
-    // stated length, and the CMSG_* walk stays within msg_controllen as the
-    // kernel set it; each control payload is read unaligned and only when its
-    // length covers the type read.
-    let (n, name) = unsafe {
+    // stated length; the kernel just filled the control buffer read_control walks.
+    let (n, name, control) = unsafe {
         let mut name: libc::sockaddr_storage = std::mem::zeroed();
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr() as *mut libc::c_void,
@@ -364,48 +322,14 @@ fn recv(fd: RawFd, buf: &mut [u8], errqueue: bool) -> std::io::Result<Read> {
             }
             return Err(e);
         }
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            let data = libc::CMSG_DATA(cmsg);
-            let len =
-                (c.cmsg_len as usize).saturating_sub(data.offset_from(cmsg as *const u8) as usize);
-            let (level, kind) = (c.cmsg_level, c.cmsg_type);
-            if level == libc::SOL_SOCKET
-                && kind == libc::SCM_TIMESTAMPING
-                && len >= size_of::<libc::timespec>()
-            {
-                let ts = std::ptr::read_unaligned(data as *const libc::timespec);
-                if ts.tv_sec != 0 || ts.tv_nsec != 0 {
-                    stamp = Some(Timestamp(
-                        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
-                    ));
-                }
-            } else if ((level == libc::IPPROTO_IP && kind == libc::IP_RECVERR)
-                || (level == libc::IPPROTO_IPV6 && kind == libc::IPV6_RECVERR))
-                && len >= size_of::<libc::sock_extended_err>()
-            {
-                let e = std::ptr::read_unaligned(data as *const libc::sock_extended_err);
-                // the offender's address follows the error (SO_EE_OFFENDER)
-                let rest = len - size_of::<libc::sock_extended_err>();
-                let mut off: libc::sockaddr_storage = std::mem::zeroed();
-                let copy = rest.min(size_of::<libc::sockaddr_storage>());
-                std::ptr::copy_nonoverlapping(
-                    data.add(size_of::<libc::sock_extended_err>()),
-                    &mut off as *mut _ as *mut u8,
-                    copy,
-                );
-                let offender = if copy >= size_of::<libc::sockaddr_in>() {
-                    socket_addr(&off)
-                } else {
-                    None
-                };
-                ee = Some((e, offender));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        ((n as usize).min(buf.len()), socket_addr(&name))
+        let control = super::sys::read_control(&msg);
+        (
+            (n as usize).min(buf.len()),
+            super::sys::socket_addr(&name),
+            control,
+        )
     };
+    let (stamp, ee) = (control.stamp, control.error);
     if !errqueue {
         let Some(from) = name else {
             return Ok(Read::Skip);

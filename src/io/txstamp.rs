@@ -7,30 +7,13 @@
 //! datagram itself out of the error queue.
 
 use super::IoError;
+use super::sys::setsockopt_int;
 use crate::event::Timestamp;
 use std::os::fd::RawFd;
 
 const BATCH: usize = 64;
 /// Room for one SCM_TIMESTAMPING (3 timespecs) and one IP_RECVERR cmsg.
 const CONTROL: usize = 256;
-
-fn setsockopt_int(fd: RawFd, level: i32, name: i32, val: i32) -> std::io::Result<()> {
-    // SAFETY: passes a pointer to a live i32 and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &val as *const i32 as *const libc::c_void,
-            size_of::<i32>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
 
 /// Turns on software transmit stamps with send counters on `fd` (and receive
 /// stamps in an SCM_TIMESTAMPING message with every datagram read, if `rx`).
@@ -50,26 +33,8 @@ pub fn enable(fd: RawFd, rx: bool, rcvbuf: usize) -> Result<(), IoError> {
             source,
         },
     )?;
-    if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf as i32).is_err() {
-        let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf as i32);
-    }
+    super::sys::set_rcvbuf(fd, rcvbuf);
     Ok(())
-}
-
-/// The software stamp of an SCM_TIMESTAMPING control message, if this is one.
-///
-/// # Safety
-/// `cmsg` must point at a control message inside a buffer the kernel filled.
-pub unsafe fn scm_timestamp(cmsg: *const libc::cmsghdr) -> Option<Timestamp> {
-    // SAFETY: the caller guarantees cmsg is a valid control message header.
-    let c = unsafe { &*cmsg };
-    if c.cmsg_level != libc::SOL_SOCKET || c.cmsg_type != libc::SCM_TIMESTAMPING {
-        return None;
-    }
-    // SAFETY: an SCM_TIMESTAMPING message carries three timespecs; [0] is software.
-    let ts = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec) };
-    (ts.tv_sec != 0 || ts.tv_nsec != 0)
-        .then(|| Timestamp(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64))
 }
 
 /// Reads every transmit stamp queued on `fd`'s error queue, without waiting:
@@ -113,32 +78,13 @@ pub fn drain(fd: RawFd, out: &mut Vec<(u32, Timestamp)>) -> Result<usize, IoErro
                 });
             }
             for m in &msgs[..n as usize] {
-                let hdr = &m.msg_hdr;
-                let mut stamp = None;
-                let mut key = None;
-                let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
-                while !cmsg.is_null() {
-                    if let Some(t) = scm_timestamp(cmsg) {
-                        stamp = Some(t);
-                    } else {
-                        let c = &*cmsg;
-                        let recverr = (c.cmsg_level == libc::SOL_IP
-                            && c.cmsg_type == libc::IP_RECVERR)
-                            || (c.cmsg_level == libc::SOL_IPV6
-                                && c.cmsg_type == libc::IPV6_RECVERR);
-                        if recverr {
-                            let ee = std::ptr::read_unaligned(
-                                libc::CMSG_DATA(cmsg) as *const libc::sock_extended_err
-                            );
-                            if ee.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING
-                                && ee.ee_errno == libc::ENOMSG as u32
-                            {
-                                key = Some(ee.ee_data);
-                            }
-                        }
-                    }
-                    cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
-                }
+                let c = super::sys::read_control(&m.msg_hdr);
+                let key = c.error.and_then(|(ee, _)| {
+                    (ee.ee_origin == libc::SO_EE_ORIGIN_TIMESTAMPING
+                        && ee.ee_errno == libc::ENOMSG as u32)
+                        .then_some(ee.ee_data)
+                });
+                let stamp = c.stamp;
                 if let (Some(k), Some(t)) = (key, stamp) {
                     out.push((k, t));
                 }

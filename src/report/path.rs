@@ -308,12 +308,7 @@ fn sent_flags(cfg: &PathConfig) -> (TcpFlags, TcpOptions) {
     } else {
         TcpFlags::SYN
     };
-    let options = if cfg.syn_options {
-        TcpOptions::linux_syn(cfg.mss, 0)
-    } else {
-        TcpOptions::default()
-    };
-    (flags, options)
+    (flags, TcpOptions::syn(cfg.syn_options, cfg.mss, 0))
 }
 
 /// Writes the whole report.

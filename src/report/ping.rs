@@ -3,7 +3,8 @@
 use super::json::{self, BigU64, CheckOut, Options, Us, kinded, snake};
 use super::{OutputFormat, RttStats, human, human_us, plural};
 use crate::probe::Ignored;
-use crate::probe::syn::{ProbeResult, Verdict};
+use crate::probe::SynAnswer;
+use crate::probe::syn::ProbeResult;
 use crate::probe::verify::ProbeCheck;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// What the user expects the port to be (`--expect`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
     Open,
@@ -50,10 +51,10 @@ pub struct ExpectTracker {
 }
 
 impl ExpectTracker {
-    pub fn add(&mut self, v: &Verdict, expect: Expect) {
+    pub fn add(&mut self, v: &SynAnswer, expect: Expect) {
         if v.class() == expect.name() {
             self.seen = true;
-        } else if *v != Verdict::NoAnswer {
+        } else if *v != SynAnswer::NoAnswer {
             self.contradicted = true;
         }
     }
@@ -169,8 +170,7 @@ pub struct ProbeLine {
 
 impl ProbeLine {
     pub fn new(r: &ProbeResult, check: Option<&ProbeCheck>) -> ProbeLine {
-        let answered =
-            r.verdict != Verdict::NoAnswer && !matches!(r.verdict, Verdict::FilteredIcmp { .. });
+        let answered = matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed);
         let reply = r.reply.as_ref();
         ProbeLine {
             seq: r.seq,
@@ -181,11 +181,11 @@ impl ProbeLine {
                 _ => r.verdict.class(),
             },
             reason: match &r.verdict {
-                Verdict::NoAnswer => Some("no_response".into()),
-                v => v.reason().map(snake),
+                SynAnswer::NoAnswer => Some("no_response".into()),
+                v => v.reason().map(|r| snake(&r)),
             },
             icmp_from: match &r.verdict {
-                Verdict::FilteredIcmp { from, .. } => Some(*from),
+                SynAnswer::Filtered { from, .. } => Some(*from),
                 _ => None,
             },
             sent_at_ns: BigU64(r.sent_at.0),
@@ -338,10 +338,10 @@ impl PingReport {
             return Ok(());
         }
         match r.verdict {
-            Verdict::Open => self.open += 1,
-            Verdict::Closed => self.closed += 1,
-            Verdict::FilteredIcmp { .. } => self.filtered_icmp += 1,
-            Verdict::NoAnswer => self.no_answer += 1,
+            SynAnswer::Open => self.open += 1,
+            SynAnswer::Closed => self.closed += 1,
+            SynAnswer::Filtered { .. } => self.filtered_icmp += 1,
+            SynAnswer::NoAnswer => self.no_answer += 1,
         }
         if let Some(rtt) = r.rtt {
             self.rtts_ns.push(rtt.as_nanos() as u64);
@@ -479,8 +479,8 @@ pub fn text_line_checked(r: &ProbeResult, check: Option<&ProbeCheck>) -> String 
         s += &format!(" ({})", c.text());
     }
     match &r.verdict {
-        Verdict::FilteredIcmp { reason, from } => s += &format!(" ({reason} from {from})"),
-        Verdict::NoAnswer => s += " (no answer)",
+        SynAnswer::Filtered { error, from } => s += &format!(" ({} from {from})", error.name()),
+        SynAnswer::NoAnswer => s += " (no answer)",
         _ => {}
     }
     if let Some(rtt) = r.rtt {
@@ -488,7 +488,7 @@ pub fn text_line_checked(r: &ProbeResult, check: Option<&ProbeCheck>) -> String 
     }
     if let Some(rep) = &r.reply {
         s += &format!(" ttl={}", rep.ttl);
-        if matches!(r.verdict, Verdict::Open | Verdict::Closed) {
+        if matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed) {
             s += &format!(" win={} flags={}", rep.window, rep.flags);
             let o = rep.options.brief();
             if !o.is_empty() {
@@ -509,7 +509,7 @@ mod tests {
     use crate::probe::syn::RttSource;
     use crate::wire::SeqNumber;
 
-    fn r(verdict: Verdict) -> ProbeResult {
+    fn r(verdict: SynAnswer) -> ProbeResult {
         ProbeResult {
             seq: 0,
             src_port: 1,
@@ -549,7 +549,7 @@ mod tests {
         .unwrap();
         rep.probe_checked(
             &mut out,
-            r(Verdict::Open),
+            r(SynAnswer::Open),
             Some(ProbeCheck::AnswersEveryPort),
         )
         .unwrap();
@@ -587,7 +587,7 @@ mod tests {
                 later: 63
             }
         );
-        rep.probe_checked(&mut out, r(Verdict::Open), Some(ProbeCheck::Handshake(v)))
+        rep.probe_checked(&mut out, r(SynAnswer::Open), Some(ProbeCheck::Handshake(v)))
             .unwrap();
         let s = rep.summary(&BTreeMap::new(), Duration::ZERO, false);
         assert_eq!(s.open, 1);
@@ -602,19 +602,20 @@ mod tests {
 
     #[test]
     fn expectations() {
-        let icmp = Verdict::FilteredIcmp {
-            reason: "admin-prohibited".into(),
+        let icmp = SynAnswer::Filtered {
+            error: crate::wire::IcmpError {
+                v6: false,
+                icmp_type: 3,
+                code: 13,
+            },
             from: "198.18.0.2".parse().unwrap(),
         };
-        use Verdict::*;
+        use SynAnswer::*;
         assert!(expectation_met(&[r(Open), r(NoAnswer)], Expect::Open));
         assert!(!expectation_met(&[r(NoAnswer)], Expect::Open));
         assert!(!expectation_met(&[r(Open), r(Closed)], Expect::Open));
         assert!(expectation_met(&[r(NoAnswer)], Expect::Filtered));
-        assert!(expectation_met(
-            &[r(icmp.clone()), r(NoAnswer)],
-            Expect::Filtered
-        ));
+        assert!(expectation_met(&[r(icmp), r(NoAnswer)], Expect::Filtered));
         assert!(!expectation_met(&[r(icmp), r(Closed)], Expect::Filtered));
         assert!(expectation_met(&[r(Closed)], Expect::Closed));
         assert!(!expectation_met(&[], Expect::Closed));

@@ -3,7 +3,7 @@
 
 use super::json::{Options, Us, kinded, snake};
 use super::{human, plural};
-use crate::scan::ScanVerdict;
+use crate::probe::SynAnswer;
 use crate::wire::TcpOptions;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ pub struct ScanResult {
     pub index: u64,
     pub host: IpAddr,
     pub port: u16,
-    pub verdict: ScanVerdict,
+    pub verdict: SynAnswer,
     pub rtt_ns: Option<u64>,
     pub ttl: Option<u8>,
     pub window: Option<u16>,
@@ -52,13 +52,13 @@ pub struct ResultLine {
 impl ScanResult {
     pub fn line(&self) -> ResultLine {
         let (reason, icmp_from) = match &self.verdict {
-            ScanVerdict::Filtered { reason, from } => (Some(snake(reason)), Some(*from)),
+            SynAnswer::Filtered { error, from } => (Some(snake(&error.name())), Some(*from)),
             _ => (None, None),
         };
         ResultLine {
             host: self.host,
             port: self.port,
-            verdict: snake(self.verdict.name()),
+            verdict: snake(state(&self.verdict)),
             reason,
             icmp_from,
             rtt_us: self.rtt_ns.map(Us::from_ns),
@@ -229,6 +229,17 @@ impl RateSummary {
 }
 
 /// 19800 → "19.8k", 1200000 → "1.2M".
+/// A pair's state as scan reports it: `open`, `closed`, `filtered` (an ICMP
+/// error) or `no-response`.
+pub fn state(v: &SynAnswer) -> &'static str {
+    match v {
+        SynAnswer::Open => "open",
+        SynAnswer::Closed => "closed",
+        SynAnswer::Filtered { .. } => "filtered",
+        SynAnswer::NoAnswer => "no-response",
+    }
+}
+
 fn si(x: f64) -> String {
     if x >= 1e6 {
         format!("{:.1}M", x / 1e6)
@@ -345,8 +356,8 @@ impl<W: Write> ScanOutput<W> {
 
     /// One (host, port) result.
     pub fn result(&mut self, r: ScanResult) -> std::io::Result<()> {
-        *self.counts.entry(r.verdict.name()).or_default() += 1;
-        if self.open_only && r.verdict != ScanVerdict::Open {
+        *self.counts.entry(state(&r.verdict)).or_default() += 1;
+        if self.open_only && r.verdict != SynAnswer::Open {
             return Ok(());
         }
         match self.format {
@@ -359,8 +370,8 @@ impl<W: Write> ScanOutput<W> {
                 write!(self.out, "{sep}{}", r.json())?;
             }
             super::OutputFormat::Text => match r.verdict {
-                ScanVerdict::Closed => *self.closed_per_host.entry(r.host).or_default() += 1,
-                ScanVerdict::NoResponse => {
+                SynAnswer::Closed => *self.closed_per_host.entry(r.host).or_default() += 1,
+                SynAnswer::NoAnswer => {
                     if let Some(rows) = &mut self.silent {
                         if rows.len() < LISTED_SILENT_MAX {
                             rows.push(r);
@@ -473,14 +484,14 @@ pub fn write_table(
     // never a table header with nothing under it
     let mut silent_hosts: Vec<(IpAddr, usize)> = Vec::new();
     for (&host, rs) in &by_host {
-        let has_open = rs.iter().any(|r| r.verdict == ScanVerdict::Open);
+        let has_open = rs.iter().any(|r| r.verdict == SynAnswer::Open);
         if open_only && !has_open {
             continue;
         }
         let closed = closed_per_host.get(&host).copied().unwrap_or(0);
         let silent = rs
             .iter()
-            .filter(|r| r.verdict == ScanVerdict::NoResponse)
+            .filter(|r| r.verdict == SynAnswer::NoAnswer)
             .count();
         if closed == 0 && silent == rs.len() {
             silent_hosts.push((host, silent));
@@ -489,10 +500,10 @@ pub fn write_table(
         let mut listed: Vec<&&ScanResult> = rs
             .iter()
             .filter(|r| match r.verdict {
-                ScanVerdict::Open => true,
-                ScanVerdict::Filtered { .. } => !open_only,
-                ScanVerdict::NoResponse => !open_only && silent <= 20,
-                ScanVerdict::Closed => false,
+                SynAnswer::Open => true,
+                SynAnswer::Filtered { .. } => !open_only,
+                SynAnswer::NoAnswer => !open_only && silent <= 20,
+                SynAnswer::Closed => false,
             })
             .collect();
         listed.sort_by_key(|r| r.port);
@@ -500,14 +511,14 @@ pub fn write_table(
             .iter()
             .map(|r| {
                 let reason = match &r.verdict {
-                    ScanVerdict::Open => "syn-ack".to_string(),
-                    ScanVerdict::Filtered { reason, from } => format!("{reason} from {from}"),
-                    ScanVerdict::NoResponse => "no-response".into(),
-                    ScanVerdict::Closed => "rst".into(),
+                    SynAnswer::Open => "syn-ack".to_string(),
+                    SynAnswer::Filtered { error, from } => format!("{} from {from}", error.name()),
+                    SynAnswer::NoAnswer => "no-response".into(),
+                    SynAnswer::Closed => "rst".into(),
                 };
                 [
                     format!("{}/tcp", r.port),
-                    r.verdict.name().to_string(),
+                    state(&r.verdict).to_string(),
                     reason,
                     r.rtt_ns
                         .map(|n| human(Duration::from_nanos(n)))
@@ -701,7 +712,7 @@ mod tests {
             index: i,
             host: IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
             port: 9,
-            verdict: ScanVerdict::NoResponse,
+            verdict: SynAnswer::NoAnswer,
             rtt_ns: None,
             ttl: None,
             window: None,
@@ -739,7 +750,7 @@ mod tests {
         out.host(&up).unwrap();
         out.host(&down).unwrap();
         out.result(ScanResult {
-            verdict: ScanVerdict::Closed,
+            verdict: SynAnswer::Closed,
             host: up.host,
             ..silent(0)
         })
@@ -796,7 +807,7 @@ mod tests {
         assert_eq!(t.matches("  no response (1 port)\n").count(), 5, "{t}");
         assert!(!t.contains("PORT"), "{t}");
         let answered = ScanResult {
-            verdict: ScanVerdict::Closed,
+            verdict: SynAnswer::Closed,
             port: 10,
             ..silent(0)
         };

@@ -267,7 +267,7 @@ pub fn half_open_report(events: &[SegmentEvent]) -> Option<HalfOpenReport> {
     } else {
         (
             "unknown",
-            "watched too briefly to tell SYN cookies from a retransmitting server (use --max-wait of 2s or more)".to_string(),
+            "watched too briefly to tell SYN cookies from a retransmitting server (use --timeout of 2s or more)".to_string(),
         )
     };
     Some(HalfOpenReport {

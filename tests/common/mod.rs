@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
-use synscope::lab::{Lab, VETH};
+use synscope_lab::{Lab, VETH};
 
 pub mod schema;
 

@@ -17,6 +17,7 @@ impl Timestamp {
             .unwrap_or_default();
         Timestamp(d.as_nanos() as u64)
     }
+    /// The time from `earlier` to this stamp; zero if `earlier` is later.
     pub fn saturating_sub(self, earlier: Timestamp) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
@@ -32,6 +33,8 @@ impl std::ops::Add<Duration> for Timestamp {
 /// Direction of a captured packet, from this host's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// Sent by this host (seen by the capture on its way out).
     Outgoing,
+    /// Received by this host.
     Incoming,
 }

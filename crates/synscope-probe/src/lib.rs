@@ -5,6 +5,7 @@
 //! live in the `synscope` crate above, so the compiler keeps this layer from
 //! reaching for them.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod event;
 pub mod probe;

@@ -12,7 +12,9 @@ use std::net::Ipv4Addr;
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
+    /// ff:ff:ff:ff:ff:ff, where ARP requests go.
     pub const BROADCAST: MacAddr = MacAddr([0xff; 6]);
+    /// 00:00:00:00:00:00, the "unknown" target of an ARP request.
     pub const ZERO: MacAddr = MacAddr([0; 6]);
 
     /// A unicast address (group bit clear, not all zeros): one a host can own.
@@ -48,19 +50,27 @@ impl serde::Serialize for MacAddr {
     }
 }
 
+/// The ARP operation (RFC 826 `ar$op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArpOp {
+    /// 1: "who has `target_ip`?"
     Request,
+    /// 2: "`sender_ip` is at `sender_mac`".
     Reply,
 }
 
 /// An Ethernet/IPv4 ARP message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArpRepr {
+    /// Request or reply.
     pub op: ArpOp,
+    /// Hardware address of the host that sent the message.
     pub sender_mac: MacAddr,
+    /// Protocol address of the host that sent the message.
     pub sender_ip: Ipv4Addr,
+    /// Hardware address asked for or answered to ([`MacAddr::ZERO`] in a request).
     pub target_mac: MacAddr,
+    /// Protocol address asked for (request) or answered to (reply).
     pub target_ip: Ipv4Addr,
 }
 

@@ -2,10 +2,14 @@
 
 use super::{IcmpRepr, IpRepr, Protocol, TcpRepr, UdpRepr, WireError};
 
+/// What an IP datagram carries, parsed as far as synscope reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
+    /// A TCP segment.
     Tcp(TcpRepr),
+    /// A UDP datagram (DNS replies, quoted probes).
     Udp(UdpRepr),
+    /// An ICMP or ICMPv6 message (matching the IP version).
     Icmp(IcmpRepr),
     /// A fragment of a larger datagram (first or later): its transport header
     /// is cut short or absent. The capture layer reassembles fragments
@@ -23,13 +27,18 @@ pub enum Transport {
 /// are parsed with `Offloaded`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checksums {
+    /// Reject a TCP or UDP packet whose checksum does not verify.
     Verify,
+    /// Do not check TCP and UDP checksums (the kernel has not filled them in).
     Offloaded,
 }
 
+/// A parsed IP datagram: its header and what it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
+    /// The IP header (v4 or v6, extension headers walked).
     pub ip: IpRepr,
+    /// The transport message, or why it was not parsed.
     pub transport: Transport,
 }
 

@@ -19,7 +19,10 @@ pub const HEADER_LEN: usize = 12;
 /// EDNS0 settings of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdnsRepr {
+    /// The largest UDP reply we accept, in bytes (sent as at least 512; 1232
+    /// by default, the DNS Flag Day 2020 value).
     pub udp_size: u16,
+    /// The DO bit (RFC 3225): ask for DNSSEC records.
     pub dnssec_ok: bool,
     /// EDNS Client Subnet (RFC 7871): address and source prefix length.
     pub client_subnet: Option<(IpAddr, u8)>,
@@ -38,8 +41,11 @@ impl Default for EdnsRepr {
 /// A question: name, type, class. Names compare case-insensitively.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Question {
+    /// QNAME, absolute.
     pub name: Name,
+    /// QTYPE.
     pub qtype: RecordType,
+    /// QCLASS (IN for the questions we ask).
     pub qclass: DNSClass,
 }
 
@@ -53,6 +59,7 @@ impl Question {
         }
     }
 
+    /// A question of class IN.
     pub fn new(name: Name, qtype: RecordType) -> Question {
         Question {
             name,
@@ -65,9 +72,13 @@ impl Question {
 /// A query we send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryRepr {
+    /// Message ID, matched against the reply's.
     pub id: u16,
+    /// The one question.
     pub question: Question,
+    /// The RD bit: ask a resolver to recurse.
     pub recursion_desired: bool,
+    /// The OPT record to add; None: a plain RFC 1035 query.
     pub edns: Option<EdnsRepr>,
 }
 
@@ -133,12 +144,19 @@ impl QueryRepr {
 /// Header flags of a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct Flags {
+    /// Query/Response: set in a response.
     pub qr: bool,
+    /// Authoritative Answer.
     pub aa: bool,
+    /// TrunCation: the reply did not fit (retry over TCP or with a larger EDNS size).
     pub tc: bool,
+    /// Recursion Desired, copied from the query.
     pub rd: bool,
+    /// Recursion Available.
     pub ra: bool,
+    /// Authentic Data (RFC 4035): the resolver validated the answer with DNSSEC.
     pub ad: bool,
+    /// Checking Disabled (RFC 4035), copied from the query.
     pub cd: bool,
 }
 
@@ -162,12 +180,18 @@ impl Flags {
 /// One resource record, in presentation format.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordRepr {
+    /// Owner name, absolute (`www.example.com.`).
     pub name: String,
+    /// Time to live, in seconds.
     pub ttl: u32,
+    /// `IN`, `CH`, ..., `CLASS<n>`.
     pub class: String,
+    /// Type mnemonic ([`type_name`]).
     #[serde(rename = "type")]
     pub rtype: String,
+    /// RDATA in presentation format, as kdig prints it.
     pub data: String,
+    /// The numeric type, for comparing without the mnemonic.
     #[serde(skip)]
     pub type_code: u16,
 }
@@ -175,26 +199,40 @@ pub struct RecordRepr {
 /// The OPT pseudo-record of a reply.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct EdnsInfo {
+    /// EDNS version (0 is the only one defined).
     pub version: u8,
+    /// The DO bit (RFC 3225).
     pub dnssec_ok: bool,
+    /// The largest UDP message the server accepts, in bytes.
     pub udp_size: u16,
+    /// The options, one text each (`ECS: ...` for Client Subnet, else the option code).
     pub options: Vec<String>,
 }
 
 /// A reply as read from the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyRepr {
+    /// Message ID, as the query's if the reply is ours.
     pub id: u16,
+    /// The QR bit (the same as `flags.qr`).
     pub is_response: bool,
+    /// OPCODE (0: standard query).
     pub opcode: u8,
+    /// The header flags.
     pub flags: Flags,
     /// The full response code (12 bits with EDNS).
     pub rcode: u16,
+    /// The first question; None when the reply carries none.
     pub question: Option<Question>,
+    /// QDCOUNT as read (a reply should echo exactly one question).
     pub question_count: u16,
+    /// The answer section.
     pub answer: Vec<RecordRepr>,
+    /// The authority section (empty when not read: [`ReplyRepr::parse_answers`]).
     pub authority: Vec<RecordRepr>,
+    /// The additional section, without the OPT record (empty when not read).
     pub additional: Vec<RecordRepr>,
+    /// The OPT record; None when the reply has none or it was not read.
     pub edns: Option<EdnsInfo>,
     /// Size of the message in bytes.
     pub size: usize,

@@ -7,8 +7,11 @@ use std::net::IpAddr;
 /// What an ICMP error quotes of the offending datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quoted {
+    /// The quoted IP header: our probe as the router or host received it.
     pub ip: IpRepr,
+    /// The quoted TCP/UDP source port (our probe's).
     pub src_port: u16,
+    /// The quoted TCP/UDP destination port (the port probed).
     pub dst_port: u16,
     /// TCP sequence number of the quoted segment, when 8 bytes were quoted.
     pub tcp_seq: Option<u32>,
@@ -20,8 +23,11 @@ pub struct Quoted {
 /// An ICMP or ICMPv6 message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcmpRepr {
+    /// ICMPv6 (type numbers of RFC 4443), else ICMPv4.
     pub v6: bool,
+    /// Message type (`3` destination unreachable, `11` time exceeded, ...).
     pub icmp_type: u8,
+    /// Message code within its type.
     pub code: u8,
     /// The quoted datagram, for error messages whose quote could be read.
     pub quoted: Option<Quoted>,
@@ -30,8 +36,11 @@ pub struct IcmpRepr {
 /// Names of ICMP errors, as users see them in verdicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IcmpError {
+    /// ICMPv6, else ICMPv4.
     pub v6: bool,
+    /// Error type (ICMPv4 3, 4, 5, 11, 12; ICMPv6 below 128).
     pub icmp_type: u8,
+    /// Code within the type.
     pub code: u8,
 }
 
@@ -80,6 +89,7 @@ impl IcmpError {
 }
 
 impl IcmpRepr {
+    /// Type, code, checksum and the 4-byte rest-of-header, before any quote.
     pub const HEADER_LEN: usize = 8;
 
     /// Is this an error message (one that quotes a datagram)?
@@ -91,6 +101,7 @@ impl IcmpRepr {
         }
     }
 
+    /// The error's type and code; None for informational messages (echo, NDP).
     pub fn error(&self) -> Option<IcmpError> {
         self.is_error().then_some(IcmpError {
             v6: self.v6,

@@ -8,9 +8,13 @@ use std::net::{IpAddr, Ipv6Addr};
 /// IP protocol numbers synscope deals with.
 pub struct Protocol;
 impl Protocol {
+    /// ICMP (RFC 792).
     pub const ICMP: u8 = 1;
+    /// TCP (RFC 9293).
     pub const TCP: u8 = 6;
+    /// UDP (RFC 768).
     pub const UDP: u8 = 17;
+    /// ICMPv6 (RFC 4443).
     pub const ICMPV6: u8 = 58;
 }
 
@@ -25,7 +29,9 @@ pub fn to_v6(a: IpAddr) -> Ipv6Addr {
 /// The fields of an IP header that synscope reads or sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpRepr {
+    /// Source address; its family is the datagram's IP version.
     pub src: IpAddr,
+    /// Destination address, of the same family as `src`.
     pub dst: IpAddr,
     /// Transport protocol (after IPv6 extension headers).
     pub protocol: u8,
@@ -48,13 +54,18 @@ pub const MAX_EXT_HEADERS: usize = 16;
 /// IPv6 next-header values of the extension headers synscope walks past.
 pub struct ExtHeader;
 impl ExtHeader {
+    /// Hop-by-Hop Options (RFC 8200 §4.3).
     pub const HOP_BY_HOP: u8 = 0;
+    /// Routing (RFC 8200 §4.4).
     pub const ROUTING: u8 = 43;
+    /// Fragment (RFC 8200 §4.5).
     pub const FRAGMENT: u8 = 44;
     /// Encapsulating Security Payload: everything after it is encrypted, so the
     /// walk ends there (the datagram carries protocol 50, which nothing reads).
     pub const ESP: u8 = 50;
+    /// Authentication Header (RFC 4302).
     pub const AUTH: u8 = 51;
+    /// Destination Options (RFC 8200 §4.6).
     pub const DEST_OPTS: u8 = 60;
     /// Headers with a length field that the walk skips.
     pub fn is_skippable(next: u8) -> bool {
@@ -90,16 +101,21 @@ pub struct FragmentInfo {
 /// for a fragment, where it sits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpParse<'a> {
+    /// The header's fields.
     pub repr: IpRepr,
     /// The transport bytes, or for a fragment its share of the payload.
     pub payload: &'a [u8],
+    /// Where the fragment sits; None for a whole datagram.
     pub fragment: Option<FragmentInfo>,
 }
 
 impl IpRepr {
+    /// Bytes of an IPv4 header without options (the only kind we emit).
     pub const V4_HEADER_LEN: usize = 20;
+    /// Bytes of the fixed IPv6 header.
     pub const V6_HEADER_LEN: usize = 40;
 
+    /// Is this an IPv6 header (by its source address's family)?
     pub fn is_ipv6(&self) -> bool {
         self.src.is_ipv6()
     }

@@ -4,10 +4,12 @@
 //! [`WireError`]; none of them can panic, whatever the input (see the fuzz-like unit
 //! tests in each module). Emitters build exact bytes, checksums included.
 //!
-//! This crate does no I/O and imports nothing of synscope's: sockets, capture and
-//! the probe state machines live in the `synscope` crate, which depends on this one.
+//! This crate does no I/O and imports nothing of synscope's: the probe state
+//! machines live in `synscope-probe`, sockets and capture in `synscope`; both
+//! depend on this one.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod arp;
 pub mod datagram;
@@ -28,18 +30,23 @@ pub use ip::{IpRepr, Protocol};
 pub use ndp::{NdpKind, NdpRepr};
 pub use reassembly::Reassembler;
 pub use seq::SeqNumber;
-pub use tcp::{SynAnswer, TcpFlags, TcpOptions, TcpRepr};
+pub use tcp::{AnswerSegment, TcpFlags, TcpOptions, TcpRepr};
 pub use udp::UdpRepr;
 
 /// Why a byte buffer could not be read as a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// The buffer ends before the header (or a length it declares) does; names the layer.
     #[error("{0}: buffer shorter than its header")]
     Truncated(&'static str),
+    /// A length field contradicts the buffer or the header (e.g. IHL < 5).
     #[error("{0}: length field is impossible")]
     BadLength(&'static str),
+    /// The checksum does not verify (the packet was damaged or forged).
     #[error("{0}: bad checksum")]
     Checksum(&'static str),
+    /// Well-formed but not something synscope reads (another IP version,
+    /// hardware type, message type).
     #[error("{0}: unsupported version or type")]
     Unsupported(&'static str),
 }

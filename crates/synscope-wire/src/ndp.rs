@@ -12,12 +12,18 @@ const OPT_TARGET_LL: u8 = 2;
 /// Every ND message travels with this hop limit; anything else was forwarded.
 pub const HOP_LIMIT: u8 = 255;
 
+/// Which of the two messages, with an advertisement's flags (RFC 4861 §4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NdpKind {
+    /// Neighbor Solicitation (type 135): "who has `target`?"
     Solicit,
+    /// Neighbor Advertisement (type 136): "`target` is at `lladdr`".
     Advert {
+        /// R: the sender is a router.
         router: bool,
+        /// S: sent in answer to a solicitation (else unsolicited).
         solicited: bool,
+        /// O: should replace a cached link-layer address.
         override_: bool,
     },
 }
@@ -25,7 +31,9 @@ pub enum NdpKind {
 /// A Neighbor Solicitation or Advertisement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NdpRepr {
+    /// Solicitation or advertisement.
     pub kind: NdpKind,
+    /// The address asked about (NS) or advertised (NA).
     pub target: Ipv6Addr,
     /// The source (NS) or target (NA) link-layer address option, if present.
     pub lladdr: Option<MacAddr>,

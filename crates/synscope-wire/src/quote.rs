@@ -9,12 +9,15 @@ use super::{IcmpRepr, IpRepr, Protocol, TcpFlags, TcpOptions, WireError};
 /// Our TCP segment as the router that sent an ICMP error saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotedTcp {
+    /// The quoted IP header, as the router received it (TTL decremented on the way).
     pub ip: IpRepr,
     /// IPv4 TOS byte or IPv6 traffic class: DSCP (upper six bits) and ECN (lower two).
     pub tos: u8,
     /// IPv4 Don't Fragment (false for IPv6).
     pub dont_fragment: bool,
+    /// Our source port.
     pub src_port: u16,
+    /// The port probed.
     pub dst_port: u16,
     /// Present when at least 8 transport bytes were quoted.
     pub seq: Option<u32>,

@@ -76,6 +76,7 @@ pub enum FragmentDrop {
 }
 
 impl FragmentDrop {
+    /// The kebab-case name used in counters and JSON (`bad-length`, ...).
     pub fn name(self) -> &'static str {
         match self {
             FragmentDrop::Malformed => "malformed",
@@ -153,6 +154,7 @@ impl Default for Reassembler {
 }
 
 impl Reassembler {
+    /// An empty reassembler holding at most what `limits` allow.
     pub fn new(limits: Limits) -> Reassembler {
         Reassembler {
             limits,

@@ -10,29 +10,39 @@ use std::net::IpAddr;
 pub struct TcpFlags(pub u8);
 
 impl TcpFlags {
+    /// No more data from the sender.
     pub const FIN: TcpFlags = TcpFlags(0x01);
+    /// Synchronize sequence numbers: opens a connection.
     pub const SYN: TcpFlags = TcpFlags(0x02);
+    /// Reset the connection.
     pub const RST: TcpFlags = TcpFlags(0x04);
+    /// Push buffered data to the application.
     pub const PSH: TcpFlags = TcpFlags(0x08);
+    /// The acknowledgment number is valid.
     pub const ACK: TcpFlags = TcpFlags(0x10);
+    /// The urgent pointer is valid.
     pub const URG: TcpFlags = TcpFlags(0x20);
+    /// ECN-Echo (RFC 3168).
     pub const ECE: TcpFlags = TcpFlags(0x40);
+    /// Congestion Window Reduced (RFC 3168).
     pub const CWR: TcpFlags = TcpFlags(0x80);
 
+    /// Are all bits of `other` set here?
     pub fn contains(self, other: TcpFlags) -> bool {
         self.0 & other.0 == other.0
     }
+    /// The bits of both.
     pub fn union(self, other: TcpFlags) -> TcpFlags {
         TcpFlags(self.0 | other.0)
     }
 
     /// What these flags say in answer to a SYN: SYN-ACK (someone listens),
     /// RST+ACK (nobody does), or nothing a SYN can get (None).
-    pub fn answer_to_syn(self) -> Option<SynAnswer> {
+    pub fn answer_to_syn(self) -> Option<AnswerSegment> {
         if self.contains(Self::SYN.union(Self::ACK)) && !self.contains(Self::RST) {
-            Some(SynAnswer::SynAck)
+            Some(AnswerSegment::SynAck)
         } else if self.contains(Self::RST.union(Self::ACK)) {
-            Some(SynAnswer::Rst)
+            Some(AnswerSegment::Rst)
         } else {
             None
         }
@@ -41,8 +51,10 @@ impl TcpFlags {
 
 /// The two segments that can answer a SYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SynAnswer {
+pub enum AnswerSegment {
+    /// SYN+ACK: the port is open.
     SynAck,
+    /// RST+ACK: the port is closed.
     Rst,
 }
 
@@ -70,10 +82,13 @@ impl fmt::Display for TcpFlags {
 /// The TCP options synscope understands; others are skipped and their kinds kept.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
 pub struct TcpOptions {
+    /// Maximum Segment Size (kind 2), in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mss: Option<u16>,
+    /// Window scale shift count (kind 3, RFC 7323; 0..=14 is meaningful).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_scale: Option<u8>,
+    /// SACK-permitted (kind 4, RFC 2018).
     pub sack_permitted: bool,
     /// (TSval, TSecr)
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,6 +119,18 @@ mod kind {
 }
 
 impl TcpOptions {
+    /// The options of every SYN synscope sends (ping, scan, path, trace), in
+    /// one place so that `--bare-syn` means one thing everywhere: Linux's set
+    /// ([`linux_syn`](Self::linux_syn)) or, bare, no option at all (as
+    /// hping3 sends).
+    pub fn syn(linux_like: bool, mss: u16, tsval: u32) -> TcpOptions {
+        if linux_like {
+            Self::linux_syn(mss, tsval)
+        } else {
+            TcpOptions::default()
+        }
+    }
+
     /// Options like Linux puts on its own SYN.
     pub fn linux_syn(mss: u16, tsval: u32) -> TcpOptions {
         TcpOptions {
@@ -115,6 +142,8 @@ impl TcpOptions {
         }
     }
 
+    /// None of the SYN options (MSS, window scale, SACK-permitted, timestamps)
+    /// is present.
     pub fn is_empty(&self) -> bool {
         self.mss.is_none()
             && self.window_scale.is_none()
@@ -239,18 +268,28 @@ impl fmt::Display for TcpOptions {
 /// A TCP segment's header fields and payload.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TcpRepr {
+    /// Source port.
     pub src_port: u16,
+    /// Destination port.
     pub dst_port: u16,
+    /// Sequence number.
     pub seq: SeqNumber,
+    /// Acknowledgment number (meaningful with ACK set).
     pub ack: SeqNumber,
+    /// Control bits.
     pub flags: TcpFlags,
+    /// Receive window as sent, in bytes before any window scaling.
     pub window: u16,
+    /// Urgent pointer (meaningful with URG set).
     pub urgent: u16,
+    /// The options carried.
     pub options: TcpOptions,
+    /// Segment data.
     pub payload: Vec<u8>,
 }
 
 impl TcpRepr {
+    /// Bytes of a header without options.
     pub const HEADER_LEN: usize = 20;
 
     /// Parses a segment; the checksum is verified against the pseudo-header

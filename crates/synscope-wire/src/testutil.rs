@@ -8,9 +8,11 @@ use crate::{Datagram, Transport};
 /// A small deterministic generator for the no-panic tests (xorshift).
 pub struct Noise(u64);
 impl Noise {
+    /// A generator from `seed` (any value; the same seed, the same bytes).
     pub fn new(seed: u64) -> Self {
         Noise(seed | 1)
     }
+    /// The next 64 pseudo-random bits.
     #[allow(clippy::should_implement_trait)] // an infinite generator, not an iterator
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
@@ -18,6 +20,7 @@ impl Noise {
         self.0 ^= self.0 << 17;
         self.0
     }
+    /// 0..=`max` random bytes.
     pub fn bytes(&mut self, max: usize) -> Vec<u8> {
         let n = (self.next() as usize) % (max + 1);
         (0..n).map(|_| self.next() as u8).collect()
@@ -89,9 +92,11 @@ pub fn nsd_fragments(v6: bool) -> [&'static [u8]; 3] {
 /// the client's veth, IP header included, checksum offloaded (`capture_nsd_fixture`
 /// in tests/lab_dns.rs).
 pub const NSD_A_V4: &[u8] = include_bytes!("fixtures/nsd_a_v4.bin");
-/// The lab kernel's ARP request and reply, and its IPv6 Neighbor Solicitation and
-/// Advertisement, each in an Ethernet frame.
+/// The lab kernel's ARP request, in an Ethernet frame.
 pub const ARP_REQUEST_V4: &[u8] = include_bytes!("fixtures/linux_arp_request_v4.bin");
+/// The lab kernel's ARP reply, in an Ethernet frame.
 pub const ARP_REPLY_V4: &[u8] = include_bytes!("fixtures/linux_arp_reply_v4.bin");
+/// The lab kernel's IPv6 Neighbor Solicitation, in an Ethernet frame.
 pub const NS_V6: &[u8] = include_bytes!("fixtures/linux_ns_v6.bin");
+/// The lab kernel's IPv6 Neighbor Advertisement, in an Ethernet frame.
 pub const NA_V6: &[u8] = include_bytes!("fixtures/linux_na_v6.bin");

@@ -4,14 +4,19 @@ use super::{Protocol, WireError, transport_checksum};
 use pnet_packet::udp::{MutableUdpPacket, UdpPacket};
 use std::net::IpAddr;
 
+/// A UDP datagram's ports and payload (length and checksum are derived).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UdpRepr {
+    /// Source port.
     pub src_port: u16,
+    /// Destination port.
     pub dst_port: u16,
+    /// The message, up to the header's length field.
     pub payload: Vec<u8>,
 }
 
 impl UdpRepr {
+    /// Bytes of the header.
     pub const HEADER_LEN: usize = 8;
 
     /// Parses a datagram, verifying its checksum (zero means "none" over IPv4 only).
@@ -43,6 +48,7 @@ impl UdpRepr {
         })
     }
 
+    /// The datagram's bytes, checksum computed for `src` → `dst`.
     pub fn emit(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
         let len = Self::HEADER_LEN + self.payload.len();
         let mut buf = vec![0u8; len];

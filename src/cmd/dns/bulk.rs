@@ -26,7 +26,7 @@ use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_known, rcode_nam
 use hickory_proto::rr::{Name, RecordType};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -991,7 +991,7 @@ impl<W: Write> Report<'_, W> {
                 p99_us: 0.0,
             });
         let h = crate::report::human_us;
-        eprintln!(
+        note!(
             "synscope: {}, {}, {} answered, {} no response{refused}, {} in {}: {:.0} q/s; latency p50 {}, p90 {}, p99 {} ({} timestamps, timed by {}); rcodes {}{checks}",
             crate::report::plural(sum.names, "name"),
             crate::report::plural(sum.queries, "query"),
@@ -1123,9 +1123,13 @@ pub(super) async fn bulk(
     };
     // servers that refused a query (ICMP error): later lines to them are not sent
     let mut refused: FxMap<SocketAddr, Refusal> = FxMap::default();
-    let progress = s.progress && std::io::stderr().is_terminal();
+    // the bar's total: the lines of a file (not of stdin), counted only when drawn
+    let total = match (&s.bulk, s.progress) {
+        (Some(BulkSource::File(path)), true) => super::super::progress::count_lines(path),
+        _ => None,
+    };
+    let mut progress = super::super::progress::Bar::new(s.progress, total, "names");
     let started = Instant::now();
-    let mut last_progress = started;
     let mut input_done = false;
     let mut queries_sent: u64 = 0;
     let mut next_server: usize = 0;
@@ -1262,19 +1266,17 @@ pub(super) async fn bulk(
         if input_done && outstanding(&paths) == 0 {
             break;
         }
-        if progress && last_progress.elapsed() >= Duration::from_millis(250) {
-            last_progress = Instant::now();
+        let sum = &report.sum;
+        progress.update(sum.names, || {
             let secs = started.elapsed().as_secs_f64().max(1e-9);
-            let sum = &report.sum;
-            eprint!(
-                "\r{} names, {} answered, {} timeouts, {} outstanding, {:.0} q/s   ",
-                sum.names,
+            format!(
+                "{} answered, {} timeouts, {} outstanding, {:.0} answers/s",
                 sum.answered,
                 sum.timeouts,
                 outstanding(&paths),
                 sum.answered as f64 / secs
-            );
-        }
+            )
+        });
         // 4. wait when there is nothing to send right now
         let can_send = !input_done && outstanding(&paths) < concurrency;
         let rate_wait = s.rate.map(|rate| {
@@ -1322,9 +1324,7 @@ pub(super) async fn bulk(
     for p in paths.iter_mut() {
         p.stop_receiver()?;
     }
-    if progress {
-        eprintln!();
-    }
+    progress.finish();
     let mut ignored = BTreeMap::new();
     for p in &paths {
         for (k, v) in p.ex.ignored() {

@@ -162,7 +162,7 @@ fn raw_sources(cfg: &Config) -> Vec<(String, std::net::IpAddr)> {
         }
         match crate::io::Route::lookup(p.target.ip(), None) {
             Ok(r) => out.push((p.name.clone(), r.src)),
-            Err(e) => eprintln!(
+            Err(e) => note!(
                 "synscope: probe {}: {e}: no source address to prepare for it",
                 p.name
             ),
@@ -226,7 +226,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
         log,
     });
     let mut probes = spawn_probes(&cfg, &m, &senders, log);
-    eprintln!(
+    note!(
         "synscope: exporter serving http://{listen}/metrics and /probe ({} probe(s) from {})",
         cfg.probes.len(),
         s.config.display()
@@ -241,10 +241,10 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
                 Ok(new) => {
                     stop(&mut probes).await;
                     if new.listen.is_some() && new.listen != Some(listen) && s.listen.is_none() {
-                        eprintln!("synscope: reload: the listen address changes only on restart");
+                        note!("synscope: reload: the listen address changes only on restart");
                     }
                     probes = spawn_probes(&new, &m, &senders, log);
-                    eprintln!("synscope: reloaded {} ({} probe(s))", s.config.display(), new.probes.len());
+                    note!("synscope: reloaded {} ({} probe(s))", s.config.display(), new.probes.len());
                     if let Ok(mut c) = shared.config.write() {
                         *c = Arc::new(new);
                     }
@@ -252,7 +252,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
                     m.reload_ok.set(1);
                 }
                 Err(e) => {
-                    eprintln!("synscope: reload: {e}; the running config stays");
+                    note!("synscope: reload: {e}; the running config stays");
                     m.reloads.get_or_create(&metrics::ResultLabel { result: "failure".into() }).inc();
                     m.reload_ok.set(0);
                 }
@@ -277,7 +277,7 @@ pub async fn run(s: &ExporterSettings, log: Log) -> Result<u8, CmdError> {
         }
     }
     stop(&mut probes).await;
-    eprintln!("synscope: exporter stopped");
+    note!("synscope: exporter stopped");
     Ok(0)
 }
 

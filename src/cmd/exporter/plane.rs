@@ -190,7 +190,7 @@ impl Plane {
             let rst = match RstFilter::install_range(src, hs, base + BLOCK - 1) {
                 Ok(r) => Some(r),
                 Err(e) if e.is_permission() => {
-                    eprintln!("synscope: {e}: handshake probes from {src} will fail");
+                    note!("synscope: {e}: handshake probes from {src} will fail");
                     None
                 }
                 Err(e) => return Err(e.into()),

@@ -9,7 +9,7 @@ use crate::event::Timestamp;
 use crate::io::{RawSender, Route};
 use crate::probe::syn::RttSource;
 use crate::probe::tcp_client::{Dir, Note};
-use crate::probe::{SynPinger, SynProbeConfig, Verdict};
+use crate::probe::{SynAnswer, SynPinger, SynProbeConfig};
 use crate::report::metrics::Outcome;
 use crate::wire::{SeqNumber, TcpFlags};
 use std::net::{IpAddr, SocketAddr};
@@ -193,14 +193,14 @@ fn syn_outcome(r: Option<crate::probe::syn::ProbeResult>, pinger: &SynPinger) ->
         };
     };
     let verdict = match r.verdict {
-        Verdict::Open => "open",
-        Verdict::Closed => "closed",
-        Verdict::FilteredIcmp { .. } => "filtered",
-        Verdict::NoAnswer => "no-answer",
+        SynAnswer::Open => "open",
+        SynAnswer::Closed => "closed",
+        SynAnswer::Filtered { .. } => "filtered",
+        SynAnswer::NoAnswer => "no-answer",
     };
     let stage = match r.verdict {
-        Verdict::Open => "syn_synack",
-        Verdict::Closed => "syn_rst",
+        SynAnswer::Open => "syn_synack",
+        SynAnswer::Closed => "syn_rst",
         _ => "syn_icmp",
     };
     let stages = match (r.rtt, r.rtt_source) {
@@ -208,10 +208,10 @@ fn syn_outcome(r: Option<crate::probe::syn::ProbeResult>, pinger: &SynPinger) ->
         _ => Vec::new(),
     };
     Outcome {
-        success: r.verdict == Verdict::Open,
+        success: r.verdict == SynAnswer::Open,
         verdict,
         stages,
-        losses: u64::from(r.verdict == Verdict::NoAnswer),
+        losses: u64::from(r.verdict == SynAnswer::NoAnswer),
         check_failures: Vec::new(),
         ignored,
         error: None,

@@ -3,18 +3,19 @@
 //! and RST, or the same headers quoted in an ICMP error. Everything else is
 //! ignored and counted by reason.
 
+use super::answer::{SynAnswer, SynReply};
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
-use crate::wire::{
-    Datagram, IcmpError, Protocol, SeqNumber, SynAnswer, TcpFlags, TcpOptions, Transport, WireError,
-};
+use crate::wire::{Datagram, SeqNumber, TcpFlags, TcpOptions, Transport, WireError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 /// A probe's identity on the wire: our source port and initial sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
+    /// Our source port.
     pub src_port: u16,
+    /// Our SYN's initial sequence number: a SYN-ACK or RST acks it + 1.
     pub isn: SeqNumber,
 }
 
@@ -57,6 +58,7 @@ pub enum Ignored {
 }
 
 impl Ignored {
+    /// The kebab-case name used in counters and JSON (`wrong-ack`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Ignored::Malformed => "malformed",
@@ -72,23 +74,34 @@ impl Ignored {
     }
 }
 
-/// What the peer said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    SynAck,
-    Rst,
-    Icmp { error: IcmpError, from: IpAddr },
-}
-
 /// A reply's details, kept for the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyInfo {
-    pub answer: Answer,
+    /// Open, Closed or Filtered (never NoAnswer).
+    pub answer: SynAnswer,
+    /// The reply's IP TTL (hop limit) on arrival.
     pub ttl: u8,
+    /// The TCP window of a SYN-ACK or RST, in bytes unscaled; 0 for ICMP.
     pub window: u16,
+    /// The TCP flags; empty for ICMP.
     pub flags: TcpFlags,
+    /// The TCP options; none for ICMP.
     pub options: TcpOptions,
+    /// The kernel's receive stamp.
     pub at: Timestamp,
+}
+
+impl ReplyInfo {
+    fn new(r: SynReply, at: Timestamp) -> ReplyInfo {
+        ReplyInfo {
+            answer: r.answer,
+            ttl: r.ttl,
+            window: r.window,
+            flags: r.flags,
+            options: r.options,
+            at,
+        }
+    }
 }
 
 /// The outcome of looking at one captured packet.
@@ -96,14 +109,18 @@ pub struct ReplyInfo {
 pub enum Match {
     /// The kernel's stamp of one of our probes leaving.
     Sent(FlowKey, Timestamp),
+    /// An answer to the probe `FlowKey`.
     Reply(FlowKey, ReplyInfo),
+    /// Not a reply to any outstanding probe, and why (also counted).
     Ignored(Ignored),
 }
 
 /// Correlates packets with the probes outstanding towards one target.
 #[derive(Debug, Clone)]
 pub struct Correlator {
+    /// Our address, the probes' source.
     pub local: IpAddr,
+    /// The target address and port.
     pub remote: SocketAddr,
     /// Outstanding probes, by source port then ISN: several probes may share a
     /// port (a fixed `--source-port`), told apart by the ack = ISN + 1 of the
@@ -113,6 +130,7 @@ pub struct Correlator {
 }
 
 impl Correlator {
+    /// A correlator with nothing outstanding.
     pub fn new(local: IpAddr, remote: SocketAddr) -> Correlator {
         Correlator {
             local,
@@ -122,16 +140,18 @@ impl Correlator {
         }
     }
 
+    /// Expects answers to the probe `key` (call before sending it).
     pub fn track(&mut self, key: FlowKey) {
         self.outstanding.insert(key);
     }
 
+    /// Stops expecting answers to `key` (answered or given up); later ones are `NoProbe`.
     pub fn remove(&mut self, key: FlowKey) {
         self.outstanding.remove(&key);
     }
 
     /// Counts a packet ignored by the caller (e.g. a reply after its deadline).
-    pub fn count_ignored(&mut self, why: Ignored) {
+    pub(crate) fn count_ignored(&mut self, why: Ignored) {
         *self.ignored.entry(why).or_default() += 1;
     }
 
@@ -164,6 +184,7 @@ impl Correlator {
         }
     }
 
+    /// Number of probes tracked and not yet removed.
     pub fn outstanding(&self) -> usize {
         self.outstanding.len()
     }
@@ -230,46 +251,35 @@ impl Correlator {
                 if !self.port_in_use(t.dst_port) {
                     return Match::Ignored(Ignored::NoProbe);
                 }
-                let answer = match t.flags.answer_to_syn() {
-                    Some(SynAnswer::SynAck) => Answer::SynAck,
-                    Some(SynAnswer::Rst) => Answer::Rst,
-                    None => return Match::Ignored(Ignored::Unexpected),
+                let reply = match SynReply::read(&d) {
+                    Ok(r) => r,
+                    Err(why) => return Match::Ignored(why),
                 };
-                let key = match self.lookup(t.dst_port, SeqNumber(t.ack.0.wrapping_sub(1))) {
+                let key = match self.lookup(t.dst_port, reply.isn.unwrap_or_default()) {
                     Ok(k) => k,
                     Err(why) => return Match::Ignored(why),
                 };
-                let info = ReplyInfo {
-                    answer,
-                    ttl: d.ip.ttl,
-                    window: t.window,
-                    flags: t.flags,
-                    options: t.options.clone(),
-                    at,
-                };
+                let info = ReplyInfo::new(reply, at);
                 Match::Reply(key, info)
             }
-            (Transport::Icmp(i), Direction::Incoming) => {
-                let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
-                    return Match::Ignored(Ignored::IcmpOther);
+            (Transport::Icmp(_), Direction::Incoming) => {
+                let reply = match SynReply::read(&d) {
+                    Ok(r) => r,
+                    Err(why) => return Match::Ignored(why),
                 };
-                if d.ip.dst != self.local
-                    || q.ip.src != self.local
-                    || q.ip.dst != target
-                    || q.ip.protocol != Protocol::TCP
-                    || q.dst_port != self.remote.port()
-                {
+                if reply.local.ip() != self.local || reply.remote != self.remote {
                     return Match::Ignored(Ignored::IcmpOther);
                 }
                 // a quote with 8 transport bytes carries our ISN; a shorter one
                 // (against RFC 792/4443) names the probe only if it is alone on its port
-                let key = match q.tcp_seq {
-                    Some(seq) => match self.lookup(q.src_port, SeqNumber(seq)) {
+                let port = reply.local.port();
+                let key = match reply.isn {
+                    Some(isn) => match self.lookup(port, isn) {
                         Ok(k) => k,
                         Err(why) => return Match::Ignored(why),
                     },
                     None => {
-                        let mut on_port = self.on_port(q.src_port);
+                        let mut on_port = self.on_port(port);
                         match (on_port.next(), on_port.next()) {
                             (Some(k), None) => *k,
                             (None, _) => return Match::Ignored(Ignored::NoProbe),
@@ -277,18 +287,7 @@ impl Correlator {
                         }
                     }
                 };
-                let info = ReplyInfo {
-                    answer: Answer::Icmp {
-                        error,
-                        from: d.ip.src,
-                    },
-                    ttl: d.ip.ttl,
-                    window: 0,
-                    flags: TcpFlags::default(),
-                    options: TcpOptions::default(),
-                    at,
-                };
-                Match::Reply(key, info)
+                Match::Reply(key, ReplyInfo::new(reply, at))
             }
             (_, Direction::Outgoing) => Match::Ignored(Ignored::OwnTraffic),
             (Transport::Other(_), Direction::Incoming)
@@ -305,7 +304,7 @@ impl Correlator {
 mod tests {
     use super::*;
     use crate::wire::testutil::fixture;
-    use crate::wire::{IcmpRepr, IpRepr, TcpRepr};
+    use crate::wire::{IcmpError, IcmpRepr, IpRepr, TcpRepr};
 
     /// The fixtures' flows: 198.18.0.1:53190 -> 198.18.0.2:80, ISN 644410958.
     fn v4() -> Correlator {
@@ -338,7 +337,7 @@ mod tests {
             panic!("no reply")
         };
         assert_eq!(k, key);
-        assert_eq!(info.answer, Answer::SynAck);
+        assert_eq!(info.answer, SynAnswer::Open);
         assert_eq!(
             (info.ttl, info.window, info.options.mss),
             (64, 65160, Some(1460))
@@ -360,7 +359,7 @@ mod tests {
             Match::Reply(
                 _,
                 ReplyInfo {
-                    answer: Answer::Rst,
+                    answer: SynAnswer::Closed,
                     ..
                 }
             )
@@ -378,7 +377,7 @@ mod tests {
         else {
             panic!("no reply")
         };
-        let Answer::Icmp { error, from } = info.answer else {
+        let SynAnswer::Filtered { error, from } = info.answer else {
             panic!()
         };
         assert_eq!(error.name(), "admin-prohibited");
@@ -414,7 +413,7 @@ mod tests {
             let Match::Reply(k, info) = c.classify(&bytes, Direction::Incoming, T, true) else {
                 panic!("{exts:?} not matched")
             };
-            assert_eq!((k, info.answer), (key, Answer::SynAck));
+            assert_eq!((k, info.answer), (key, SynAnswer::Open));
         }
         // the same segment inside ESP: counted, never read
         let esp = IpRepr {
@@ -560,7 +559,7 @@ mod tests {
         };
         assert_eq!(
             info.answer,
-            Answer::Icmp {
+            SynAnswer::Filtered {
                 error: IcmpError {
                     v6: false,
                     icmp_type: 3,

@@ -19,6 +19,7 @@ use std::time::Duration;
 pub struct DnsProbeConfig {
     /// Our source address (one family).
     pub src: IpAddr,
+    /// IP TTL (hop limit) of the queries.
     pub ttl: u8,
     /// Wait for an answer, per attempt.
     pub timeout: Duration,
@@ -32,8 +33,11 @@ pub struct DnsProbeConfig {
 /// One query's identity on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueryKey {
+    /// The server's address and port.
     pub server: SocketAddr,
+    /// Our UDP source port.
     pub src_port: u16,
+    /// The DNS message ID.
     pub id: u16,
 }
 
@@ -60,6 +64,7 @@ pub enum DnsIgnored {
 }
 
 impl DnsIgnored {
+    /// The kebab-case name used in counters and JSON (`wrong-id`, ...).
     pub fn name(self) -> &'static str {
         match self {
             DnsIgnored::Malformed => "malformed",
@@ -77,6 +82,7 @@ impl DnsIgnored {
 /// An ICMP error that ended a query at once: what it said and who sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
+    /// The ICMP type and code.
     pub error: IcmpError,
     /// The server itself, or a router on the way.
     pub from: IpAddr,
@@ -107,14 +113,19 @@ pub fn ends_query(e: &IcmpError) -> bool {
 pub struct DnsOutcome {
     /// The caller's tag (line number, server index).
     pub tag: u64,
+    /// The last attempt's identity on the wire.
     pub key: QueryKey,
+    /// What was asked.
     pub question: Question,
+    /// Bytes of the DNS query message (no IP or UDP header).
     pub query_size: usize,
     /// Attempts made (1 = no retry).
     pub attempts: u32,
     /// When the last attempt left (kernel stamp if captured).
     pub sent_at: Timestamp,
+    /// From `sent_at` to the answer's receive stamp; None without an answer.
     pub rtt: Option<Duration>,
+    /// Whether the send stamp came from the kernel or user space.
     pub rtt_source: RttSource,
     /// None: no answer after every attempt, or refused.
     pub reply: Option<ReplyRepr>,
@@ -205,11 +216,14 @@ pub struct DnsExchange {
 /// A datagram to (re)send now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resend {
+    /// The query it carries.
     pub key: QueryKey,
+    /// The whole IP datagram, headers included.
     pub datagram: Vec<u8>,
 }
 
 impl DnsExchange {
+    /// An exchange with nothing outstanding.
     pub fn new(cfg: DnsProbeConfig) -> DnsExchange {
         DnsExchange {
             cfg,
@@ -221,10 +235,12 @@ impl DnsExchange {
         }
     }
 
+    /// The configuration it was made with.
     pub fn config(&self) -> &DnsProbeConfig {
         &self.cfg
     }
 
+    /// Queries neither answered nor given up.
     pub fn outstanding(&self) -> usize {
         self.pending.len()
     }
@@ -234,6 +250,7 @@ impl DnsExchange {
         self.pending.contains_key(key)
     }
 
+    /// Counts of ignored packets by reason.
     pub fn ignored(&self) -> &BTreeMap<DnsIgnored, u64> {
         &self.ignored
     }
@@ -574,27 +591,42 @@ pub enum Received {
     /// A DNS message with this `id` from `server` to our `local_port`, parsed
     /// (None: unreadable).
     Answer {
+        /// Who sent it (address and port).
         server: SocketAddr,
+        /// Our port it went to.
         local_port: u16,
+        /// Its message ID.
         id: u16,
+        /// The parsed message.
         message: Option<ReplyRepr>,
+        /// The kernel's receive stamp.
         at: Timestamp,
     },
     /// A query of ours leaving (an outgoing capture), stamped by the kernel.
     Sent {
+        /// The query it carries.
         key: QueryKey,
+        /// Its source address (checked against the exchange's).
         from: IpAddr,
+        /// The kernel's send stamp.
         at: Timestamp,
     },
     /// An ICMP error about a UDP datagram we sent (see [`DnsExchange::on_icmp`]).
     Icmp {
+        /// The quoted datagram's destination: the server asked.
         server: SocketAddr,
+        /// The quoted source port: ours.
         local_port: u16,
+        /// The quoted query's ID; None when the quote stops before it.
         id: Option<u16>,
+        /// The ICMP type and code.
         error: IcmpError,
+        /// Who sent the error.
         from: IpAddr,
+        /// The kernel's receive stamp.
         at: Timestamp,
     },
+    /// Nothing for the exchange, and why.
     Ignored(DnsIgnored),
 }
 

@@ -14,8 +14,10 @@ use std::fmt;
 /// What one received TCP segment says about its sender.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fingerprint {
+    /// The kernel's receive stamp.
     #[serde(skip)]
     pub at: Timestamp,
+    /// The segment's TCP flags.
     #[serde(skip)]
     pub flags: TcpFlags,
     /// TTL (IPv4) or hop limit (IPv6) as received.
@@ -23,15 +25,20 @@ pub struct Fingerprint {
     /// The IPv4 identification; none for IPv6.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_id: Option<u16>,
+    /// The TCP window as sent, unscaled.
     pub window: u16,
     /// The options in the order sent, p0f's letters: `M` MSS, `N` NOP, `W`
     /// window scale, `S` SACK permitted, `K` SACK blocks, `T` timestamps, `E`
     /// end of list, `?K` an unknown kind K (`M,S,T,N,W` is Linux's SYN-ACK).
     pub options: String,
+    /// The MSS option's value, in bytes; None without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mss: Option<u16>,
+    /// The window scale option's shift count; None without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wscale: Option<u8>,
+    /// The timestamp option's TSval (the sender's clock, in its own ticks);
+    /// None without timestamps.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tsval: Option<u32>,
 }
@@ -136,25 +143,51 @@ pub fn ip_id_behaviour(ids: &[u16]) -> Option<IpIdBehaviour> {
 pub enum Mismatch {
     /// TTL / hop limit: the SYN-ACK's and the later segments' (a proxy sits
     /// a different number of hops away, or starts from another initial TTL).
-    Ttl { syn_ack: u8, later: u8 },
+    Ttl {
+        /// The SYN-ACK's.
+        syn_ack: u8,
+        /// The last later segment's that differs.
+        later: u8,
+    },
     /// The SYN-ACK offered a zero window, the later segments a non-zero one
     /// (Linux SYNPROXY answers with window 0).
-    ZeroWindow { later: u16 },
+    ZeroWindow {
+        /// The last non-zero window offered later.
+        later: u16,
+    },
     /// Timestamps on the SYN-ACK but not later, or the other way round
     /// (RFC 7323: once negotiated, every segment carries them).
-    Timestamps { syn_ack: bool, later: bool },
+    Timestamps {
+        /// The SYN-ACK carried timestamps.
+        syn_ack: bool,
+        /// The last later segment (not an RST) carried them.
+        later: bool,
+    },
     /// The timestamp clock ran backwards (more than a SYN cookie's 63 ticks)
     /// or faster than 1 MHz (with slack)
     /// between the SYN-ACK and a later segment: another clock.
     TsClock {
+        /// The SYN-ACK's TSval.
         syn_ack: u32,
+        /// The later segment's TSval.
         later: u32,
+        /// Milliseconds between the two segments' receive stamps.
         elapsed_ms: u64,
     },
     /// An RST whose TTL differs from the host's other segments.
-    RstTtl { rst: u8, host: u8 },
+    RstTtl {
+        /// The RST's TTL.
+        rst: u8,
+        /// The TTL of the host's last segment.
+        host: u8,
+    },
     /// An RST whose IP ID is far from the host's counter.
-    RstIpId { rst: u16, host_last: u16 },
+    RstIpId {
+        /// The RST's IP ID.
+        rst: u16,
+        /// The IP ID of the host's last segment.
+        host_last: u16,
+    },
 }
 
 impl fmt::Display for Mismatch {
@@ -285,6 +318,7 @@ pub enum Verification {
 }
 
 impl Verification {
+    /// Compares a SYN-ACK with the segments its host sent later ([`compare`]).
     pub fn of(syn_ack: &Fingerprint, later: &[Fingerprint]) -> Verification {
         if later.is_empty() {
             return Verification::NoLaterSegment;
@@ -324,13 +358,18 @@ impl Verification {
 /// {...}, "later": [...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerificationJson {
+    /// [`Verification::name`].
     pub result: &'static str,
+    /// The mismatches found; empty unless `syn-proxy`.
     pub evidence: Vec<Mismatch>,
+    /// The SYN-ACK's fingerprint.
     pub syn_ack: Fingerprint,
+    /// The fingerprints of the segments compared with it.
     pub later: Vec<Fingerprint>,
 }
 
 impl VerificationJson {
+    /// Verifies `syn_ack` against `later` and keeps both for the report.
     pub fn new(syn_ack: &Fingerprint, later: &[Fingerprint]) -> VerificationJson {
         let v = Verification::of(syn_ack, later);
         VerificationJson {

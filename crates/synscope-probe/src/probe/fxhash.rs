@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
+/// The Fx hash: rotate, xor, multiply, one word at a time.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FxHasher {
     hash: u64,
@@ -60,8 +61,11 @@ impl Hasher for FxHasher {
     }
 }
 
+/// Builds [`FxHasher`]s for the std collections.
 pub type FxBuild = BuildHasherDefault<FxHasher>;
+/// A `HashMap` hashed with [`FxHasher`].
 pub type FxMap<K, V> = HashMap<K, V, FxBuild>;
+/// A `HashSet` hashed with [`FxHasher`].
 pub type FxSet<K> = HashSet<K, FxBuild>;
 
 #[cfg(test)]

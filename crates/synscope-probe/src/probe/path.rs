@@ -37,16 +37,21 @@ pub const GAP: u8 = 5;
 /// How the SYNs are built and how long each waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathConfig {
+    /// Our source address.
     pub src: IpAddr,
+    /// The destination address and port.
     pub dst: SocketAddr,
     /// The highest TTL / hop limit sent.
     pub max_hops: u8,
     /// Probes per hop.
     pub count: u16,
+    /// Wait for each probe's answer.
     pub timeout: Duration,
     /// Linux-like options (MSS, SACK-permitted, timestamps, window scale).
     pub syn_options: bool,
+    /// The MSS option's value, in bytes (with `syn_options`).
     pub mss: u16,
+    /// The SYNs' TCP window, in bytes.
     pub window: u16,
     /// IPv4 TOS / IPv6 traffic class of every SYN (DSCP and ECN field).
     pub tos: u8,
@@ -61,7 +66,9 @@ pub struct Change {
     /// `dscp`, `ecn`, `tcp-flags`, `window`, `ttl`, `ip-id`, `df`,
     /// `flow-label`, `src-addr`, `dst-addr`, `src-port`, `dst-port`, `seq`.
     pub field: &'static str,
+    /// The value we sent, as text.
     pub sent: String,
+    /// The value the hop quoted, as text; `absent` for a stripped option.
     pub seen: String,
 }
 
@@ -82,27 +89,39 @@ pub enum Answer {
     /// SYN with what we sent (`quoted_options` false when the quote was too
     /// short to show the TCP options).
     TimeExceeded {
+        /// The router's address.
         from: IpAddr,
+        /// What its quote shows changed.
         changes: Vec<Change>,
+        /// The quote reached the TCP options.
         quoted_options: bool,
     },
     /// Another ICMP error (a filter's reject, unreachable, ...).
     Error {
+        /// Who sent it.
         from: IpAddr,
+        /// Its type and code.
         error: IcmpError,
+        /// What its quote shows changed.
         changes: Vec<Change>,
     },
     /// The destination: SYN-ACK (something listens) or RST (nothing does).
     Destination {
+        /// The destination address (as it answered).
         from: IpAddr,
+        /// The answer's TCP flags.
         flags: TcpFlags,
+        /// Its IP TTL / hop limit on arrival.
         ttl: u8,
+        /// Its TCP window, unscaled.
         window: u16,
+        /// Its TCP options.
         options: TcpOptions,
     },
 }
 
 impl Answer {
+    /// The address that answered.
     pub fn from(&self) -> IpAddr {
         match self {
             Answer::TimeExceeded { from, .. }
@@ -115,21 +134,29 @@ impl Answer {
 /// One probe, finished (answered or timed out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOutcome {
+    /// The probe's TTL / hop limit.
     pub ttl: u8,
+    /// Its source port.
     pub src_port: u16,
+    /// Its sequence number.
     pub isn: SeqNumber,
+    /// When it left.
     pub sent_at: Timestamp,
     /// The send time is the kernel's stamp of the SYN leaving (else the
     /// user-space time before the send call).
     pub kernel_stamped: bool,
+    /// From `sent_at` to the answer's receive stamp; None: no answer in time.
     pub rtt: Option<Duration>,
+    /// What answered; None: nothing in time.
     pub answer: Option<Answer>,
 }
 
 /// All probes of one TTL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
+    /// The TTL / hop limit (1 is the first router).
     pub ttl: u8,
+    /// Its probes, in send order.
     pub probes: Vec<ProbeOutcome>,
 }
 
@@ -169,20 +196,34 @@ impl Hop {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The destination answered, first at TTL `hop` (its distance).
-    Reached { hop: u8, open: bool },
+    Reached {
+        /// The lowest TTL it answered at.
+        hop: u8,
+        /// It answered with a SYN-ACK (else an RST).
+        open: bool,
+    },
     /// An ICMP error other than time-exceeded, first at TTL `ttl`, from `from`,
     /// which is hop `hop` (the hop with that address, or `ttl` itself).
     Rejected {
+        /// The lowest TTL that drew the error.
         ttl: u8,
+        /// The hop the error came from.
         hop: u8,
+        /// The error's sender.
         from: IpAddr,
+        /// Its type and code.
         error: IcmpError,
         /// The error came from the destination address itself.
         by_destination: bool,
     },
     /// Nothing answered beyond `after` (0: not even the first hop), whose
     /// address is `from`.
-    Dropped { after: u8, from: Option<IpAddr> },
+    Dropped {
+        /// The last hop that answered (0: none).
+        after: u8,
+        /// That hop's address; None when `after` is 0.
+        from: Option<IpAddr>,
+    },
 }
 
 /// The ECN-setup SYN's fate (with `--ecn`).
@@ -217,14 +258,17 @@ pub struct ReplyDistance {
 pub struct PathResult {
     /// Hops 1 to the destination's distance (or to the farthest probe).
     pub hops: Vec<Hop>,
+    /// Where the SYNs ended.
     pub outcome: Outcome,
     /// Each change, with the hop whose quote showed it first.
     pub first_seen: Vec<(u8, Change)>,
+    /// The ECN-setup SYN's fate; None without [`PathConfig::ecn`].
     pub ecn: Option<EcnOutcome>,
     /// Where the destination's first answer came from, by its TTL.
     pub reply_distance: Option<ReplyDistance>,
     /// Probes sent beyond the destination's distance (answered by it too).
     pub beyond: usize,
+    /// Counts of captured packets ignored, by reason.
     pub ignored: BTreeMap<Ignored, u64>,
 }
 
@@ -261,6 +305,7 @@ pub struct PathProber {
 }
 
 impl PathProber {
+    /// A run with nothing sent yet.
     pub fn new(cfg: PathConfig) -> PathProber {
         PathProber {
             cfg,
@@ -276,6 +321,7 @@ impl PathProber {
         }
     }
 
+    /// The configuration it was made with.
     pub fn config(&self) -> &PathConfig {
         &self.cfg
     }
@@ -343,11 +389,7 @@ impl PathProber {
         ident: u16,
         tsval: u32,
     ) -> (IpRepr, TcpRepr) {
-        let options = if self.cfg.syn_options {
-            TcpOptions::linux_syn(self.cfg.mss, tsval)
-        } else {
-            TcpOptions::default()
-        };
+        let options = TcpOptions::syn(self.cfg.syn_options, self.cfg.mss, tsval);
         let flags = if self.cfg.ecn {
             TcpFlags::SYN.union(TcpFlags::ECE).union(TcpFlags::CWR)
         } else {
@@ -785,7 +827,7 @@ fn set_traffic_class(d: &mut [u8], tos: u8) {
 }
 
 /// `cs1`, `af41`, `ef`, else the number.
-pub fn dscp_name(d: u8) -> String {
+pub(crate) fn dscp_name(d: u8) -> String {
     match d {
         0 => "cs0".into(),
         46 => "ef".into(),
@@ -799,7 +841,7 @@ pub fn dscp_name(d: u8) -> String {
 }
 
 /// `not-ect`, `ect1`, `ect0`, `ce`.
-pub fn ecn_name(e: u8) -> String {
+pub(crate) fn ecn_name(e: u8) -> String {
     ["not-ect", "ect1", "ect0", "ce"][(e & 3) as usize].into()
 }
 

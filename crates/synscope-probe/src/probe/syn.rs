@@ -2,7 +2,8 @@
 //! a SYN-ACK (open), an RST (closed), an ICMP error (filtered, with its reason)
 //! or nothing before its deadline (filtered, no answer).
 
-use super::correlate::{Answer, Correlator, FlowKey, Match, ReplyInfo};
+use super::answer::SynAnswer;
+use super::correlate::{Correlator, FlowKey, Match, ReplyInfo};
 use crate::event::{Direction, Timestamp};
 use crate::wire::{IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 use std::collections::BTreeMap;
@@ -12,47 +13,21 @@ use std::time::Duration;
 /// How each SYN is built and how long it waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SynProbeConfig {
+    /// Our source address.
     pub src: IpAddr,
+    /// The target address and port.
     pub dst: SocketAddr,
+    /// IP TTL (hop limit) of the SYNs.
     pub ttl: u8,
     /// Carry Linux-like options (MSS, SACK-permitted, timestamps, window scale);
     /// false sends a bare SYN.
     pub syn_options: bool,
+    /// The MSS option's value, in bytes (with `syn_options`).
     pub mss: u16,
+    /// The SYNs' TCP window, in bytes.
     pub window: u16,
+    /// Wait for each probe's answer.
     pub timeout: Duration,
-}
-
-/// A probe's verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// SYN-ACK: something listens.
-    Open,
-    /// RST: the host answered, nothing listens.
-    Closed,
-    /// An ICMP error, named, and who sent it.
-    FilteredIcmp { reason: String, from: IpAddr },
-    /// Nothing came back before the deadline.
-    NoAnswer,
-}
-
-impl Verdict {
-    /// `open`, `closed` or `filtered`.
-    pub fn class(&self) -> &'static str {
-        match self {
-            Verdict::Open => "open",
-            Verdict::Closed => "closed",
-            Verdict::FilteredIcmp { .. } | Verdict::NoAnswer => "filtered",
-        }
-    }
-    /// Why it is filtered: the ICMP error's name or `no-answer`.
-    pub fn reason(&self) -> Option<&str> {
-        match self {
-            Verdict::FilteredIcmp { reason, .. } => Some(reason),
-            Verdict::NoAnswer => Some("no-answer"),
-            _ => None,
-        }
-    }
 }
 
 /// Where a send time came from: the kernel's stamp of the SYN leaving, or (if the
@@ -60,20 +35,30 @@ impl Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RttSource {
+    /// The kernel's stamp of the packet leaving.
     Kernel,
+    /// The user-space clock before the send call: later than the packet left.
     User,
 }
 
 /// One finished probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
+    /// The probe's number, 0 for the first, in send order.
     pub seq: u64,
+    /// Its source port.
     pub src_port: u16,
+    /// Its initial sequence number.
     pub isn: SeqNumber,
-    pub verdict: Verdict,
+    /// What the answer (or its absence) means.
+    pub verdict: SynAnswer,
+    /// When it left.
     pub sent_at: Timestamp,
+    /// From `sent_at` to the answer's receive stamp; None: no answer.
     pub rtt: Option<Duration>,
+    /// Where `sent_at` came from.
     pub rtt_source: RttSource,
+    /// The answer's details; None: no answer.
     pub reply: Option<ReplyInfo>,
 }
 
@@ -98,6 +83,7 @@ pub struct SynPinger {
 }
 
 impl SynPinger {
+    /// A pinger with nothing sent yet.
     pub fn new(cfg: SynProbeConfig) -> SynPinger {
         let corr = Correlator::new(cfg.src, cfg.dst);
         SynPinger {
@@ -109,6 +95,7 @@ impl SynPinger {
         }
     }
 
+    /// The configuration it was made with.
     pub fn config(&self) -> &SynProbeConfig {
         &self.cfg
     }
@@ -124,11 +111,7 @@ impl SynPinger {
         ident: u16,
         tsval: u32,
     ) -> (FlowKey, Vec<u8>) {
-        let options = if self.cfg.syn_options {
-            TcpOptions::linux_syn(self.cfg.mss, tsval)
-        } else {
-            TcpOptions::default()
-        };
+        let options = TcpOptions::syn(self.cfg.syn_options, self.cfg.mss, tsval);
         let tcp = TcpRepr {
             src_port,
             dst_port: self.cfg.dst.port(),
@@ -201,14 +184,7 @@ impl SynPinger {
                 let p = self.pending.remove(&key)?;
                 self.deadlines.remove(&(p.deadline, p.seq));
                 self.corr.remove(key);
-                let verdict = match &info.answer {
-                    Answer::SynAck => Verdict::Open,
-                    Answer::Rst => Verdict::Closed,
-                    Answer::Icmp { error, from } => Verdict::FilteredIcmp {
-                        reason: error.name(),
-                        from: *from,
-                    },
-                };
+                let verdict = info.answer;
                 let (sent, source) = match p.kernel_sent {
                     Some(k) => (k, RttSource::Kernel),
                     None => (p.user_sent, RttSource::User),
@@ -246,7 +222,7 @@ impl SynPinger {
                     seq: p.seq,
                     src_port: key.src_port,
                     isn: key.isn,
-                    verdict: Verdict::NoAnswer,
+                    verdict: SynAnswer::NoAnswer,
                     sent_at: p.kernel_sent.unwrap_or(p.user_sent),
                     rtt: None,
                     rtt_source: if p.kernel_sent.is_some() {
@@ -267,6 +243,7 @@ impl SynPinger {
         self.deadlines.keys().next().map(|k| k.0)
     }
 
+    /// Probes sent and not yet finished.
     pub fn outstanding(&self) -> usize {
         self.pending.len()
     }
@@ -321,7 +298,7 @@ mod tests {
                 true,
             )
             .unwrap();
-        assert_eq!(r.verdict, Verdict::Open);
+        assert_eq!(r.verdict, SynAnswer::Open);
         assert_eq!(r.rtt, Some(Duration::from_nanos(31_500)));
         assert_eq!(r.rtt_source, RttSource::Kernel);
         assert_eq!(key.src_port, 53190);
@@ -351,7 +328,7 @@ mod tests {
                 true,
             )
             .unwrap();
-        assert_eq!(r.verdict, Verdict::Closed);
+        assert_eq!(r.verdict, SynAnswer::Closed);
         assert_eq!(
             r.rtt_source,
             RttSource::User,
@@ -369,7 +346,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(r.verdict.class(), "filtered");
-        assert_eq!(r.verdict.reason(), Some("admin-prohibited"));
+        assert_eq!(r.verdict.reason().as_deref(), Some("admin-prohibited"));
 
         let mut p = pinger(21);
         p.probe(t0, 40000, SeqNumber(1), 1, 1);
@@ -378,7 +355,7 @@ mod tests {
         assert!(p.on_time(t0 + Duration::from_millis(999)).is_empty());
         let done = p.on_time(t0 + Duration::from_secs(1));
         assert_eq!(done.len(), 1);
-        assert_eq!((done[0].seq, &done[0].verdict), (0, &Verdict::NoAnswer));
+        assert_eq!((done[0].seq, &done[0].verdict), (0, &SynAnswer::NoAnswer));
         assert_eq!(p.outstanding(), 1);
     }
 
@@ -395,7 +372,7 @@ mod tests {
         );
         assert_eq!(p.ignored()[&crate::probe::Ignored::Late], 1);
         let done = p.on_time(late);
-        assert_eq!(done[0].verdict, Verdict::NoAnswer);
+        assert_eq!(done[0].verdict, SynAnswer::NoAnswer);
         // stamped at the deadline itself it still counts
         p.probe(t0, 60236, SeqNumber(2041246510), 1, 1);
         let r = p.on_packet(
@@ -404,7 +381,7 @@ mod tests {
             t0 + Duration::from_secs(1),
             true,
         );
-        assert_eq!(r.unwrap().verdict, Verdict::Closed);
+        assert_eq!(r.unwrap().verdict, SynAnswer::Closed);
     }
 
     #[test]
@@ -426,7 +403,7 @@ mod tests {
         let r = r.unwrap();
         assert_eq!(
             (r.verdict, r.rtt),
-            (Verdict::Closed, Some(Duration::from_micros(2)))
+            (SynAnswer::Closed, Some(Duration::from_micros(2)))
         );
     }
 

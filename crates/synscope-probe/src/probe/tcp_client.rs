@@ -18,31 +18,43 @@ use std::time::Duration;
 /// TCP connection states (RFC 9293 §3.3.2), named as `ss` and textbooks name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum TcpState {
+    /// No connection (before our SYN, after the end).
     #[serde(rename = "CLOSED")]
     Closed,
+    /// Waiting for a SYN (the server before ours arrives).
     #[serde(rename = "LISTEN")]
     Listen,
+    /// SYN sent, waiting for the SYN-ACK.
     #[serde(rename = "SYN_SENT")]
     SynSent,
+    /// SYN received and SYN-ACK sent, waiting for its ACK.
     #[serde(rename = "SYN_RECV")]
     SynReceived,
+    /// Handshake done: data flows both ways.
     #[serde(rename = "ESTABLISHED")]
     Established,
+    /// We sent FIN, not yet acknowledged.
     #[serde(rename = "FIN_WAIT_1")]
     FinWait1,
+    /// Our FIN acknowledged, waiting for the peer's.
     #[serde(rename = "FIN_WAIT_2")]
     FinWait2,
+    /// Both FINs sent, ours not yet acknowledged (simultaneous close).
     #[serde(rename = "CLOSING")]
     Closing,
+    /// Both FINs acknowledged; lingering for retransmitted FINs.
     #[serde(rename = "TIME_WAIT")]
     TimeWait,
+    /// The peer's FIN received; our application has not closed yet.
     #[serde(rename = "CLOSE_WAIT")]
     CloseWait,
+    /// FIN sent after the peer's, waiting for its ACK.
     #[serde(rename = "LAST_ACK")]
     LastAck,
 }
 
 impl TcpState {
+    /// The name as `ss` prints it (`SYN_SENT`, `TIME_WAIT`, ...).
     pub fn name(self) -> &'static str {
         match self {
             TcpState::Closed => "CLOSED",
@@ -73,9 +85,13 @@ pub enum CloseMode {
 /// Everything the client needs to know; numbers a test wants exact are given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpClientConfig {
+    /// Our address and port.
     pub src: SocketAddr,
+    /// The server's address and port.
     pub dst: SocketAddr,
+    /// Our initial sequence number.
     pub isn: SeqNumber,
+    /// IP TTL (hop limit) of our segments.
     pub ttl: u8,
     /// MSS we announce (and the most we put in one segment).
     pub mss: u16,
@@ -83,6 +99,7 @@ pub struct TcpClientConfig {
     pub syn_options: bool,
     /// Request bytes sent once the connection is established.
     pub payload: Vec<u8>,
+    /// FIN or RST when we close.
     pub close: CloseMode,
     /// Send the SYN, record the SYN-ACKs, never complete the handshake.
     pub half_open: bool,
@@ -102,7 +119,9 @@ pub struct TcpClientConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dir {
+    /// We sent it.
     Sent,
+    /// The peer sent it.
     Received,
 }
 
@@ -110,7 +129,9 @@ pub enum Dir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StampSource {
+    /// The kernel's stamp (capture or transmit timestamp).
     Kernel,
+    /// The user-space clock at the send call (not replaced by a kernel stamp yet).
     User,
 }
 
@@ -136,19 +157,28 @@ pub enum Note {
 /// One segment on the wire, as the ladder draws it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SegmentEvent {
+    /// When it was sent or received.
     pub at: Timestamp,
+    /// Where `at` came from.
     pub stamp: StampSource,
+    /// Who sent it.
     pub dir: Dir,
+    /// Its TCP flags (tcpdump's letters in JSON).
     #[serde(serialize_with = "flags_str")]
     pub flags: TcpFlags,
+    /// Its sequence number.
     pub seq: SeqNumber,
+    /// Its acknowledgment number.
     pub ack: SeqNumber,
     /// Relative to the sender's ISN.
     pub rel_seq: u32,
     /// Relative to the receiver's ISN (0 without ACK).
     pub rel_ack: u32,
+    /// Bytes of data it carries.
     pub len: u32,
+    /// Its TCP window, unscaled.
     pub window: u16,
+    /// What is special about it, if anything.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<Note>,
     /// Not a segment but an ICMP error quoting ours (`ICMP admin-prohibited
@@ -169,15 +199,20 @@ fn flags_str<S: serde::Serializer>(f: &TcpFlags, s: S) -> Result<S::Ok, S::Error
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
+    /// Us.
     Client,
+    /// The peer.
     Server,
 }
 
 /// A state entered, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StateEntry {
+    /// Whose state.
     pub side: Side,
+    /// The state entered.
     pub state: TcpState,
+    /// When: the instant of the segment or timer that caused it.
     pub at: Timestamp,
     /// The segment (index in the log) that caused it, if any (timers cause none).
     #[serde(skip)]
@@ -211,13 +246,14 @@ pub enum Teardown {
     Unreachable,
     /// `--half-open`: the handshake was left incomplete on purpose.
     HalfOpen,
-    /// Still open at `--max-wait`: reset by us.
+    /// Still open at `--timeout`: reset by us.
     Unfinished,
     /// Interrupted (Ctrl-C, SIGTERM) before the connection ended.
     Interrupted,
 }
 
 impl Teardown {
+    /// A sentence for the text report.
     pub fn describe(self) -> &'static str {
         match self {
             Teardown::WeClosedFirst => "we closed first (four segments: FIN, ACK, FIN, ACK)",
@@ -235,7 +271,7 @@ impl Teardown {
             Teardown::NoAnswer => "no answer to our SYN",
             Teardown::Unreachable => "unreachable (an ICMP error quoting our segment)",
             Teardown::HalfOpen => "half-open: SYN-ACK never acknowledged, cleaned up with RST",
-            Teardown::Unfinished => "unfinished: still open at --max-wait, reset by us",
+            Teardown::Unfinished => "unfinished: still open at --timeout, reset by us",
             Teardown::Interrupted => "interrupted before the connection ended",
         }
     }
@@ -330,6 +366,7 @@ const OUR_WINDOW: u32 = 64240;
 pub const MAX_PAYLOAD: usize = 1 << 20;
 
 impl TcpClient {
+    /// A client in CLOSED, nothing sent; the payload is cut to [`MAX_PAYLOAD`].
     pub fn new(cfg: TcpClientConfig) -> TcpClient {
         let isn = cfg.isn;
         let mut cfg = cfg;
@@ -366,24 +403,31 @@ impl TcpClient {
         }
     }
 
+    /// The configuration it was made with (payload cut to [`MAX_PAYLOAD`]).
     pub fn config(&self) -> &TcpClientConfig {
         &self.cfg
     }
+    /// Our state.
     pub fn state(&self) -> TcpState {
         self.state
     }
+    /// The state the peer must be in, inferred from the segments seen.
     pub fn server_state(&self) -> TcpState {
         self.server
     }
+    /// Every segment sent and received, in order.
     pub fn events(&self) -> &[SegmentEvent] {
         &self.events
     }
+    /// Every state change of both sides, in order.
     pub fn states(&self) -> &[StateEntry] {
         &self.states
     }
+    /// How the connection ended; None while it goes on.
     pub fn teardown(&self) -> Option<Teardown> {
         self.teardown
     }
+    /// Our initial sequence number.
     pub fn isn(&self) -> SeqNumber {
         self.cfg.isn
     }
@@ -391,6 +435,7 @@ impl TcpClient {
     pub fn peer_isn(&self) -> Option<SeqNumber> {
         self.irs
     }
+    /// Bytes of data received from the peer (in order, each counted once).
     pub fn received_bytes(&self) -> u64 {
         self.received_data
     }
@@ -943,16 +988,10 @@ impl TcpClient {
     // ---- outgoing ----
 
     fn syn(&mut self, now: Timestamp) -> TcpRepr {
-        let options = if self.cfg.syn_options {
-            let mut o = TcpOptions::linux_syn(self.cfg.mss, tsval(now));
-            o.window_scale = Some(OUR_WSCALE);
-            o
-        } else {
-            TcpOptions {
-                mss: Some(self.cfg.mss),
-                ..TcpOptions::default()
-            }
-        };
+        let mut options = TcpOptions::syn(self.cfg.syn_options, self.cfg.mss, tsval(now));
+        if options.window_scale.is_some() {
+            options.window_scale = Some(OUR_WSCALE);
+        }
         TcpRepr {
             src_port: self.cfg.src.port(),
             dst_port: self.cfg.dst.port(),
@@ -1741,6 +1780,13 @@ mod tests {
         let ack = c.on_segment(&sa_seg, at(100));
         assert_eq!(ack[0].options.timestamps.unwrap().1, 777);
         assert_eq!(ack[0].window, (64240 >> 7) as u16);
+    }
+
+    #[test]
+    fn a_bare_syn_carries_no_option_at_all() {
+        // --bare-syn means the same in trace as in ping, scan and path
+        let syn = TcpClient::new(cfg()).start(at(0));
+        assert_eq!(syn[0].options, TcpOptions::default());
     }
 
     fn icmp(v6: bool, icmp_type: u8, code: u8) -> IcmpError {

@@ -23,7 +23,10 @@ pub enum ProbeCheck {
     /// A SYN-ACK, compared with the server's later segments.
     Handshake(VerificationJson),
     /// An RST whose TTL or IP ID is not the host's: injected or spoofed.
-    SuspectRst { evidence: Vec<Mismatch> },
+    SuspectRst {
+        /// How the RST differs from the host's other segments.
+        evidence: Vec<Mismatch>,
+    },
     /// The host answered canary ports too: the SYN-ACK proves nothing.
     AnswersEveryPort,
 }
@@ -78,13 +81,16 @@ pub struct Verifier {
 /// A finished verification: the probe's local port and its check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The probe's local port.
     pub src_port: u16,
+    /// What the verification found.
     pub check: ProbeCheck,
     /// The RST that ends the server's side of the connection, to send now.
     pub rst: Vec<u8>,
 }
 
 impl Verifier {
+    /// A verifier for SYN-ACKs from `dst` to `src`; its segments go out with `ttl`.
     pub fn new(src: IpAddr, dst: SocketAddr, ttl: u8) -> Verifier {
         Verifier {
             src,
@@ -227,6 +233,7 @@ impl Verifier {
         self.flows.values().map(|f| f.deadline).min()
     }
 
+    /// Verifications under way.
     pub fn outstanding(&self) -> usize {
         self.flows.len()
     }

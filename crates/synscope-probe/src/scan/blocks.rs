@@ -74,6 +74,7 @@ impl Bits {
 /// How the probes of a block ended, counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BlockCounts {
+    /// Sent and answered (at least once).
     pub answered: u64,
     /// Sent and not answered.
     pub silent: u64,
@@ -134,6 +135,8 @@ impl BlockState {
         }
     }
 
+    /// Marks probe `j` (its index in the scan order) answered, and says
+    /// whether this is its first answer.
     pub fn mark_answered(&self, j: u64) -> Mark {
         let b = self.read();
         match b.slot(j).filter(|_| b.open) {

@@ -6,6 +6,7 @@ use siphasher::sip::SipHasher24;
 use std::hash::Hasher;
 use std::net::IpAddr;
 
+/// The keyed hash (SipHash-2-4) that makes sequence numbers out of 4-tuples.
 #[derive(Debug, Clone)]
 pub struct Cookie {
     key: [u8; 16],

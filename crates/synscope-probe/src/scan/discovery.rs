@@ -22,7 +22,9 @@ const LAST_QUIET: Duration = Duration::from_millis(100);
 /// A host that answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbour {
+    /// Its address.
     pub addr: IpAddr,
+    /// The link-layer address it answered with.
     pub mac: MacAddr,
     /// From our request's kernel send stamp to the reply's receive stamp.
     pub rtt_ns: Option<u64>,
@@ -35,9 +37,11 @@ pub enum Step {
     Send(Vec<IpAddr>),
     /// Read replies until then, and call `step` again.
     WaitUntil(Timestamp),
+    /// Every address answered, or the last round's wait is over.
     Done,
 }
 
+/// The discovery state machine for one set of on-link addresses.
 pub struct Discovery {
     set: TargetSet,
     answered: Vec<u64>,
@@ -58,6 +62,8 @@ impl Discovery {
     /// and a bit each, 8.5 MiB at most).
     pub const MAX_ADDRESSES: u64 = 1 << 20;
 
+    /// Discovers the first [`Self::MAX_ADDRESSES`] of `set`, in `retries`
+    /// rounds after the first, waiting at most `max_wait` after each.
     pub fn new(set: TargetSet, retries: u32, max_wait: Duration) -> Discovery {
         let n = set.len().min(Self::MAX_ADDRESSES);
         Discovery {

@@ -5,49 +5,47 @@
 use super::routes::SourceMap;
 use super::{Cookie, PortList, TargetSet};
 use crate::event::Timestamp;
-use crate::probe::Ignored;
+use crate::probe::{Ignored, SynAnswer, SynReply};
 use crate::wire::datagram::Checksums;
 use crate::wire::{
-    Datagram, IpRepr, Protocol, SeqNumber, SynAnswer, TcpFlags, TcpOptions, TcpRepr, Transport,
+    Datagram, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
 };
 use std::net::IpAddr;
-
-/// A (host, port) verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanVerdict {
-    Open,
-    Closed,
-    /// An ICMP error, named.
-    Filtered {
-        reason: String,
-        from: IpAddr,
-    },
-    NoResponse,
-}
-
-impl ScanVerdict {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ScanVerdict::Open => "open",
-            ScanVerdict::Closed => "closed",
-            ScanVerdict::Filtered { .. } => "filtered",
-            ScanVerdict::NoResponse => "no-response",
-        }
-    }
-}
 
 /// A reply matched to a probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanReply {
+    /// The target host.
     pub host: IpAddr,
+    /// The target port.
     pub port: u16,
     /// host index × number of ports + port index.
     pub index: u64,
-    pub verdict: ScanVerdict,
+    /// Open, Closed or Filtered (a pair never answered is NoAnswer in the report).
+    pub verdict: SynAnswer,
+    /// The reply's IP TTL (hop limit) on arrival.
     pub ttl: u8,
+    /// The TCP window of a SYN-ACK or RST, unscaled; 0 for ICMP.
     pub window: u16,
+    /// The TCP options of a SYN-ACK or RST; none for ICMP.
     pub options: TcpOptions,
+    /// The kernel's receive stamp.
     pub at: Timestamp,
+}
+
+impl ScanReply {
+    fn new(r: SynReply, index: u64, at: Timestamp) -> ScanReply {
+        ScanReply {
+            host: r.remote.ip(),
+            port: r.remote.port(),
+            index,
+            verdict: r.answer,
+            ttl: r.ttl,
+            window: r.window,
+            options: r.options,
+            at,
+        }
+    }
 }
 
 /// Everything needed to build probes and check replies.
@@ -55,12 +53,19 @@ pub struct ScanReply {
 pub struct ScanMatcher {
     /// The source address of each target (its route's).
     pub sources: SourceMap,
+    /// Our source port, the same for every probe.
     pub sport: u16,
+    /// Makes each probe's sequence number.
     pub cookie: Cookie,
+    /// The hosts scanned.
     pub targets: TargetSet,
+    /// The ports scanned on each host.
     pub ports: PortList,
+    /// IP TTL (hop limit) of the probes.
     pub ttl: u8,
+    /// Linux-like SYN options (MSS, SACK-permitted, timestamps, window scale).
     pub syn_options: bool,
+    /// The MSS option's value, in bytes (with `syn_options`).
     pub mss: u16,
 }
 
@@ -70,6 +75,7 @@ impl ScanMatcher {
         self.targets.len() * self.ports.len()
     }
 
+    /// No probes at all (no hosts or no ports).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -88,11 +94,7 @@ impl ScanMatcher {
     pub fn syn(&self, index: u64, ident: u16, tsval: u32) -> Option<Vec<u8>> {
         let (host, port) = self.target(index)?;
         let local = self.sources.source_for(host)?;
-        let options = if self.syn_options {
-            TcpOptions::linux_syn(self.mss, tsval)
-        } else {
-            TcpOptions::default()
-        };
+        let options = TcpOptions::syn(self.syn_options, self.mss, tsval);
         let tcp = TcpRepr {
             src_port: self.sport,
             dst_port: port,
@@ -153,58 +155,25 @@ impl ScanMatcher {
                 let index = self
                     .index_of(d.ip.src, t.src_port)
                     .ok_or(Ignored::OtherFlow)?;
-                let verdict = match t.flags.answer_to_syn() {
-                    Some(SynAnswer::SynAck) => ScanVerdict::Open,
-                    Some(SynAnswer::Rst) => ScanVerdict::Closed,
-                    None => return Err(Ignored::Unexpected),
-                };
-                if t.ack
-                    != SeqNumber(self.cookie.seq(d.ip.dst, d.ip.src, self.sport, t.src_port)) + 1
-                {
+                let r = SynReply::read(&d)?;
+                let cookie = SeqNumber(self.cookie.seq(d.ip.dst, d.ip.src, self.sport, t.src_port));
+                if r.isn != Some(cookie) {
                     return Err(Ignored::WrongAck);
                 }
-                Ok(ScanReply {
-                    host: d.ip.src,
-                    port: t.src_port,
-                    index,
-                    verdict,
-                    ttl: d.ip.ttl,
-                    window: t.window,
-                    options: t.options.clone(),
-                    at,
-                })
+                Ok(ScanReply::new(r, index, at))
             }
-            Transport::Icmp(i) => {
-                let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
-                    return Err(Ignored::IcmpOther);
-                };
-                if local(q.ip.dst) != Some(q.ip.src)
-                    || local(q.ip.dst) != Some(d.ip.dst)
-                    || q.ip.protocol != Protocol::TCP
-                    || q.src_port != self.sport
-                {
+            Transport::Icmp(_) => {
+                let r = SynReply::read(&d)?;
+                let (host, port) = (r.remote.ip(), r.remote.port());
+                if local(host) != Some(r.local.ip()) || r.local.port() != self.sport {
                     return Err(Ignored::IcmpOther);
                 }
-                let index = self
-                    .index_of(q.ip.dst, q.dst_port)
-                    .ok_or(Ignored::IcmpOther)?;
-                let cookie = self.cookie.seq(q.ip.src, q.ip.dst, self.sport, q.dst_port);
-                if q.tcp_seq.is_some_and(|s| s != cookie) {
+                let index = self.index_of(host, port).ok_or(Ignored::IcmpOther)?;
+                let cookie = SeqNumber(self.cookie.seq(r.local.ip(), host, self.sport, port));
+                if r.isn.is_some_and(|s| s != cookie) {
                     return Err(Ignored::WrongAck);
                 }
-                Ok(ScanReply {
-                    host: q.ip.dst,
-                    port: q.dst_port,
-                    index,
-                    verdict: ScanVerdict::Filtered {
-                        reason: error.name(),
-                        from: d.ip.src,
-                    },
-                    ttl: d.ip.ttl,
-                    window: 0,
-                    options: TcpOptions::default(),
-                    at,
-                })
+                Ok(ScanReply::new(r, index, at))
             }
             Transport::Other(_) => Err(Ignored::Unreadable),
             _ => Err(Ignored::OtherFlow),
@@ -264,7 +233,7 @@ mod tests {
             let r = m
                 .classify(&answer(&m, i, sa, 0), false, Timestamp(1))
                 .unwrap();
-            assert_eq!((r.index, r.verdict.clone()), (i, ScanVerdict::Open));
+            assert_eq!((r.index, r.verdict), (i, SynAnswer::Open));
             assert_eq!(Some((r.host, r.port)), m.target(i));
         }
         let ra = TcpFlags::RST.union(TcpFlags::ACK);
@@ -272,7 +241,7 @@ mod tests {
             m.classify(&answer(&m, 4, ra, 0), false, Timestamp(1))
                 .unwrap()
                 .verdict,
-            ScanVerdict::Closed
+            SynAnswer::Closed
         );
     }
 
@@ -390,8 +359,12 @@ mod tests {
         assert_eq!(r.index, 5);
         assert_eq!(
             r.verdict,
-            ScanVerdict::Filtered {
-                reason: "admin-prohibited".into(),
+            SynAnswer::Filtered {
+                error: crate::wire::IcmpError {
+                    v6: false,
+                    icmp_type: 3,
+                    code: 13
+                },
                 from: router
             }
         );

@@ -15,7 +15,7 @@ pub mod targets;
 
 pub use blocks::{BlockState, Mark};
 pub use cookie::Cookie;
-pub use matcher::{ScanMatcher, ScanReply, ScanVerdict};
+pub use matcher::{ScanMatcher, ScanReply};
 pub use permute::{Permutation, Shard};
 pub use ports::PortList;
 pub use routes::SourceMap;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 /// The lowest rate back-pressure can push a sender down to (packets/s).
 const MIN_RATE: f64 = 100.0;
 
+/// Send times for an even rate, slowed by back-pressure.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     target: f64,
@@ -16,6 +17,7 @@ pub struct Pacer {
 }
 
 impl Pacer {
+    /// A pacer of `rate` packets per second (at least 0.001), starting at `now`.
     pub fn new(rate: f64, now: Instant) -> Pacer {
         let rate = rate.max(1e-3);
         Pacer {

@@ -16,6 +16,7 @@ pub struct Permutation {
 }
 
 impl Permutation {
+    /// The permutation of 0..`n` that `seed` picks (the same seed, the same order).
     pub fn new(n: u64, seed: u64) -> Permutation {
         // the smallest even-bit domain 2^(2h) >= n (at least 4 bits)
         let bits = (64 - n.saturating_sub(1).leading_zeros()).max(2);
@@ -26,10 +27,12 @@ impl Permutation {
         Permutation { n, half_bits, key }
     }
 
+    /// `n`: the number of positions.
     pub fn len(&self) -> u64 {
         self.n
     }
 
+    /// A permutation of nothing (`n` = 0).
     pub fn is_empty(&self) -> bool {
         self.n == 0
     }
@@ -90,11 +93,14 @@ impl Permutation {
 /// Shard `index` of `count`: positions index, index+count, index+2·count, ...
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
+    /// This shard's number, 0..`count`.
     pub index: u64,
+    /// How many shards share the permutation (at least 1).
     pub count: u64,
 }
 
 impl Shard {
+    /// The only shard of one: every position.
     pub const WHOLE: Shard = Shard { index: 0, count: 1 };
 
     /// Parses `I/N` with 0 <= I < N (0-based, as Kubernetes' JOB_COMPLETION_INDEX).

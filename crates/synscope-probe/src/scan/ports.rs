@@ -14,6 +14,7 @@ pub const TOP_PORTS: &[u16] = &[
     9418, 50000, 1521, 1883, 8883, 5222,
 ];
 
+/// A port list that cannot be read, with the message for the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct PortError(pub String);
@@ -82,6 +83,7 @@ impl PortList {
         Ok(PortList::from_ports(TOP_PORTS[..n].to_vec()))
     }
 
+    /// The ports of `v`, sorted, duplicates dropped.
     pub fn from_ports(mut v: Vec<u16>) -> PortList {
         v.sort_unstable();
         v.dedup();
@@ -93,18 +95,22 @@ impl PortList {
         PortList::from_ports(self.0.iter().chain(&other.0).copied().collect())
     }
 
+    /// Number of ports.
     pub fn len(&self) -> u64 {
         self.0.len() as u64
     }
 
+    /// No ports.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The `i`-th port in ascending order; None past the end.
     pub fn get(&self, i: u64) -> Option<u16> {
         self.0.get(i as usize).copied()
     }
 
+    /// Where port `p` is in the list (the inverse of [`PortList::get`]); None if absent.
     pub fn index_of(&self, p: u16) -> Option<u64> {
         self.0.binary_search(&p).ok().map(|i| i as u64)
     }

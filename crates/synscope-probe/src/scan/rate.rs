@@ -60,13 +60,15 @@ pub struct Judged {
     pub at_ns: u64,
     /// The rate the slice was sent at (probes/s).
     pub rate: f64,
-    /// Replies per probe to known hosts, and the loss against the best ratio.
+    /// Replies per probe to known hosts, 0..=1; None: too few probes to judge.
     pub ratio: Option<f64>,
+    /// Loss against the best ratio seen, 0..=1; None: too few probes to judge.
     pub loss: Option<f64>,
     /// The rate after judging it.
     pub next_rate: f64,
 }
 
+/// The scan's send rate, adjusted slice by slice from the replies of known hosts.
 #[derive(Debug, Clone)]
 pub struct RateControl {
     min: f64,
@@ -83,8 +85,9 @@ pub struct RateControl {
     min_rtt_ns: u64,
     /// Rate where loss or back-pressure began (decays upwards).
     ceiling: f64,
-    /// Largest loss of a judged slice and the rate it was sent at.
+    /// Largest loss of a judged slice (0..=1).
     pub peak_loss: f64,
+    /// The rate that slice was sent at (probes/s).
     pub peak_loss_rate: f64,
     /// Loss of the last judged slice with enough samples.
     pub last_loss: f64,
@@ -149,6 +152,7 @@ impl RateControl {
         self
     }
 
+    /// The judged slices, oldest first (empty without [`RateControl::with_history`]).
     pub fn history(&self) -> &[Judged] {
         &self.history
     }

@@ -15,6 +15,8 @@ pub struct Regions {
 }
 
 impl Regions {
+    /// The regions cut by `prefixes`, each prefix an inclusive interval
+    /// (first and last address as integers).
     pub fn new(prefixes: impl IntoIterator<Item = (u128, u128)>) -> Regions {
         let mut cuts: Vec<u128> = prefixes
             .into_iter()

@@ -12,11 +12,15 @@ const EVERY_TARGET_EXCLUDED: &str = "every target is excluded";
 /// One inclusive interval of addresses of one family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
+    /// IPv6 (else IPv4).
     pub v6: bool,
+    /// The first address, as an integer.
     pub lo: u128,
+    /// The last address, as an integer (>= `lo`).
     pub hi: u128,
 }
 
+/// A target that cannot be read or resolved, with the message for the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct TargetError(pub String);
@@ -235,6 +239,7 @@ impl TargetSet {
         Ok(sets)
     }
 
+    /// The set's family is IPv6 (a set holds one family).
     pub fn is_ipv6(&self) -> bool {
         self.v6
     }
@@ -262,10 +267,12 @@ impl TargetSet {
         &self.ranges
     }
 
+    /// Number of addresses.
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// No addresses.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

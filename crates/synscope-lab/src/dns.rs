@@ -13,12 +13,13 @@
 //!
 //! Needs the `nsd` Debian package (and `ldnsutils`, `unbound` for DNSSEC).
 
-use crate::lab::{Lab, LabError, SERVER_V4, SERVER_V6, in_netns};
+use crate::{Lab, LabError, SERVER_V4, SERVER_V6, in_netns};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// The plain zone NSD serves (names of the lab's hosts).
 pub const ZONE: &str = "lab.test.";
 /// The DNSSEC-signed zone of [`LabDns::start_signed`].
 pub const SIGNED_ZONE: &str = "signed.test.";
@@ -28,6 +29,8 @@ pub const UNBOUND_PORT: u16 = 8053;
 /// A running NSD.
 pub struct LabDns {
     child: Option<Child>,
+    /// NSD's temporary directory: config, zones, keys, its output
+    /// (`nsd.stdout`); removed on drop.
     pub dir: PathBuf,
     /// The DS record of `signed.test.`'s key-signing key (presentation
     /// format), when started with [`LabDns::start_signed`].
@@ -313,6 +316,7 @@ impl Drop for LabDns {
 /// directory.
 pub struct LabUnbound {
     child: Option<Child>,
+    /// unbound's temporary directory (config, its log); removed on drop.
     pub dir: PathBuf,
 }
 

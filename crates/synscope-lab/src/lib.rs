@@ -1,17 +1,26 @@
 //! A throwaway namespace lab: a client and a server network namespace joined by
 //! a veth pair, addresses from 198.18.0.0/15 and 2001:db8::/32, real kernel TCP
 //! listeners in the server, ports dropped or rejected by nftables. Used by
-//! `synscope demo` and the tests. Everything is removed when the `Lab` drops.
+//! `synscope demo` and the tests (a test-support crate, not synscope's public
+//! API). Everything is removed when the `Lab` drops.
 //!
 //! Needs root and the `ip` (iproute2) and `nft` (nftables) tools.
 
+#![warn(missing_docs)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use synscope_wire as wire;
 
+/// The client's end of the veth pair (198.18.0.0/24).
 pub const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The server's end of the veth pair.
 pub const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The client's end of the veth pair (2001:db8::/64).
 pub const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// The server's end of the veth pair.
 pub const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 const CLIENT_MAC: &str = "02:53:53:00:00:01";
 const SERVER_MAC: &str = "02:53:53:00:00:02";
@@ -21,6 +30,7 @@ pub const VETH: &str = "veth0";
 /// Which server ports do what; every other port is closed (kernel RST).
 #[derive(Debug, Clone, Default)]
 pub struct LabSpec {
+    /// Served by a kernel listener in the server namespace (SYN-ACK).
     pub open: Vec<u16>,
     /// Silently dropped by nftables.
     pub dropped: Vec<u16>,
@@ -61,22 +71,31 @@ pub struct LabSpec {
 /// (the same number, as an IPv6 group), with these ports open.
 #[derive(Debug, Clone, Default)]
 pub struct LanHost {
+    /// The host number (not 1, the client's): its addresses' last group.
     pub host: u8,
+    /// Ports with a kernel listener on this host.
     pub open: Vec<u16>,
 }
 
+/// The client's address on the LAN bridge (198.18.200.0/24).
 pub const CLIENT_LAN_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
+/// The client's address on the LAN bridge (2001:db8:200::/64).
 pub const CLIENT_LAN_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x200, 0, 0, 0, 0, 1);
 /// The LAN's bridge in the client namespace.
 pub const LAN_BRIDGE: &str = "lan0";
+/// The client's source address on the second route (198.18.210.0/24).
 pub const CLIENT_R2_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 210, 1);
+/// The client's source address on the second route (2001:db8:210::/64).
 pub const CLIENT_R2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x210, 0, 0, 0, 0, 1);
+/// The second route's router, the client's next hop there.
 pub const ROUTER_R2_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 210, 2);
+/// The second route's router, the client's next hop there.
 pub const ROUTER_R2_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x210, 0, 0, 0, 0, 2);
 /// The client's interface of the second route.
 pub const VETH_R2: &str = "veth1";
 /// Answered as a whole by the router namespace of the second route.
 pub const FAR_V4: &str = "198.18.220.0/24";
+/// The IPv6 prefix answered as a whole by the second route's router.
 pub const FAR_V6: &str = "2001:db8:220::/120";
 
 /// The IPv4 address of LAN host `h`.
@@ -107,6 +126,7 @@ impl LabSpec {
     }
 }
 
+/// A lab step that failed: the command or file and what went wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("lab: {0}")]
 pub struct LabError(pub String);
@@ -114,7 +134,9 @@ pub struct LabError(pub String);
 /// A running lab. Dropping it deletes both namespaces (and so the veth pair,
 /// the nftables table and the listeners' sockets).
 pub struct Lab {
+    /// The client namespace's name (`synscope-<pid>-<n>-cli`): run probes in it.
     pub client_ns: String,
+    /// The server namespace's name: listeners, nftables rules, NSD.
     pub server_ns: String,
     /// The routed lab's routers between client and server, client side
     /// first (see [`routed`]; empty in a lab made by [`Lab::up`]).
@@ -129,6 +151,7 @@ pub struct Lab {
     reaper: Option<std::process::Child>,
 }
 
+pub mod dns;
 pub mod routed;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -588,6 +611,7 @@ const OWNERS: &str = "/run/synscope";
 /// pid by its start time, in a PID namespace (a pid means nothing outside it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
+    /// Its process id, in `pid_ns`.
     pub pid: u32,
     /// Field 22 of /proc/PID/stat: clock ticks after boot.
     pub start: u64,
@@ -614,6 +638,7 @@ impl Owner {
         )
     }
 
+    /// Reads a marker file's text ([`Owner::to_text`]); None if a field is missing.
     pub fn parse(text: &str) -> Option<Owner> {
         let field = |k: &str| -> Option<u64> {
             text.split_whitespace()
@@ -752,6 +777,27 @@ impl Drop for Lab {
             let _ = std::fs::remove_file(owner_marker(&ns));
         }
     }
+}
+
+/// True, after saying why on the terminal, when this process is not root and a
+/// lab test therefore cannot run: it needs network namespaces, veth links,
+/// nftables and raw sockets. CI runs as root and runs every lab test. The
+/// reason is written to stderr directly, not through `eprintln!`, so the test
+/// harness does not swallow it. With `SYNSCOPE_REQUIRE_ROOT=1` (set by
+/// `.ci/run`) a test that would skip fails instead.
+pub fn skip_unless_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    if std::env::var_os("SYNSCOPE_REQUIRE_ROOT").is_some_and(|v| v == "1") {
+        panic!("{test} needs root and SYNSCOPE_REQUIRE_ROOT=1 forbids skipping it");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped {test}: needs root (network namespaces, veth, nftables, raw sockets); CI runs it as root"
+    );
+    true
 }
 
 #[cfg(test)]

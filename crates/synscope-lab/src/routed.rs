@@ -101,6 +101,7 @@ pub fn router_v6(k: usize) -> Ipv6Addr {
 pub fn client_v4() -> Ipv4Addr {
     link_v4(0, 1)
 }
+/// The client's IPv6 address.
 pub fn client_v6() -> Ipv6Addr {
     link_v6(0, 1)
 }
@@ -109,6 +110,7 @@ pub fn client_v6() -> Ipv6Addr {
 pub fn server_v4(routers: usize) -> Ipv4Addr {
     link_v4(routers, 2)
 }
+/// The server's IPv6 address behind `routers` routers.
 pub fn server_v6(routers: usize) -> Ipv6Addr {
     link_v6(routers, 2)
 }
@@ -382,6 +384,7 @@ impl Lab {
 pub fn tarpit_v4(routers: usize) -> Ipv4Addr {
     link_v4(routers, 3)
 }
+/// The tarpit's IPv6 address in a routed lab with `routers` routers.
 pub fn tarpit_v6(routers: usize) -> Ipv6Addr {
     link_v6(routers, 3)
 }
@@ -393,7 +396,9 @@ pub fn tarpit_v6(routers: usize) -> Ipv6Addr {
 /// while nftables keeps the server's kernel from answering them. Stopped
 /// (and joined) on drop; its addresses vanish with the lab.
 pub struct Tarpit {
+    /// Its IPv4 address ([`tarpit_v4`]).
     pub v4: Ipv4Addr,
+    /// Its IPv6 address ([`tarpit_v6`]).
     pub v6: Ipv6Addr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -490,23 +495,12 @@ fn tarpit_loop(
     stop: &std::sync::atomic::AtomicBool,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
-    use crate::io::bpf::FlowFilter;
-    use crate::io::capture::BlockingCapture;
     use crate::wire::datagram::Checksums;
     use crate::wire::{
         Datagram, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr, Transport,
     };
-    let filter = FlowFilter {
-        local,
-        remote: None,
-        remote_port: None,
-        local_ports: None,
-        protocol: Protocol::TCP,
-        outbound: false,
-    };
-    let opened = BlockingCapture::open(0, &filter, 1 << 20)
-        .and_then(|c| crate::io::RawSender::open(local, None).map(|r| (c, r)));
-    let (mut cap, raw) = match opened {
+    let opened = TarpitSockets::open(local);
+    let socks = match opened {
         Ok(x) => {
             let _ = ready.send(Ok(()));
             x
@@ -516,16 +510,17 @@ fn tarpit_loop(
             return;
         }
     };
+    let mut buf = vec![0u8; 65536];
     let mut n: u32 = 0;
     // bounded: at most a day of 20 ms waits
     for _ in 0..(24 * 3600 * 50) {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(Some(p)) = cap.recv_timeout(std::time::Duration::from_millis(20)) else {
+        let Some(len) = socks.recv(&mut buf) else {
             continue;
         };
-        let Ok(d) = Datagram::parse_with(&p.data, Checksums::Offloaded) else {
+        let Ok(d) = Datagram::parse_with(&buf[..len], Checksums::Offloaded) else {
             continue;
         };
         let Transport::Tcp(t) = d.transport else {
@@ -559,7 +554,52 @@ fn tarpit_loop(
             later_fragment: false,
             flow_label: 0,
         };
-        let _ = raw.send(d.ip.src, &ip.emit(&tcp.emit(ip.src, ip.dst)));
+        socks.send(d.ip.src, &ip.emit(&tcp.emit(ip.src, ip.dst)));
+    }
+}
+
+/// The tarpit's own two sockets: an AF_PACKET socket that sees SYNs before the
+/// input hook drops them (cooked: IP packets, no link header), and a raw socket
+/// that sends whole IP packets.
+struct TarpitSockets {
+    capture: socket2::Socket,
+    send: socket2::Socket,
+}
+
+impl TarpitSockets {
+    fn open(local: IpAddr) -> std::io::Result<Self> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        const ETH_P_ALL: u16 = 0x0003;
+        let capture = Socket::new(
+            Domain::PACKET,
+            Type::DGRAM,
+            Some(Protocol::from(i32::from(ETH_P_ALL.to_be()))),
+        )?;
+        capture.set_read_timeout(Some(std::time::Duration::from_millis(20)))?;
+        const IPPROTO_RAW: i32 = 255;
+        let send = match local {
+            IpAddr::V4(_) => {
+                Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))?
+            }
+            IpAddr::V6(_) => {
+                let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::from(IPPROTO_RAW)))?;
+                s.set_header_included_v6(true)?;
+                s
+            }
+        };
+        Ok(Self { capture, send })
+    }
+
+    /// One packet into `buf`, or None after the read timeout.
+    fn recv(&self, buf: &mut [u8]) -> Option<usize> {
+        use std::io::Read;
+        (&self.capture).read(buf).ok()
+    }
+
+    fn send(&self, to: IpAddr, packet: &[u8]) {
+        let _ = self
+            .send
+            .send_to(packet, &std::net::SocketAddr::new(to, 0).into());
     }
 }
 
