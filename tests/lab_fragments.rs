@@ -628,7 +628,7 @@ fn trace_completes_through_extension_headers_and_fragments() {
         common::assert_status(&out, 0);
         let run = &json_of(&out)["traces"][0];
         // the responder answers our FIN with FIN+ACK at once
-        assert_eq!(run["teardown"], "three-segment-close", "{t}: {run}");
+        assert_eq!(run["teardown"], "three_segment_close", "{t}: {run}");
         let flags: Vec<&str> = run["segments"]
             .as_array()
             .unwrap()

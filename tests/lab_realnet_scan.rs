@@ -193,9 +193,9 @@ fn local_ipv6_range_resolved_by_neighbor_solicitation() {
     assert_eq!(h.len(), 255);
     for i in (0..=255u8).filter(|i| *i != 1) {
         let want = if UP.contains(&i) {
-            ("up", "nd-reply")
+            ("up", "nd_reply")
         } else {
-            ("down", "no NDP reply")
+            ("down", "no_reply")
         };
         let got = &h[&lan_v6(i).to_string()];
         assert_eq!((got.0.as_str(), got.1.as_str()), want, "{}", lan_v6(i));

@@ -304,7 +304,7 @@ fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
         "{fin_to_fin}"
     );
     assert!(stage_ns(run, "fin_ack").unwrap() < 50_000_000);
-    let tw = stage_ns(run, "TIME_WAIT held").unwrap();
+    let tw = stage_ns(run, "time_wait").unwrap();
     assert!((300_000_000..400_000_000).contains(&tw), "{tw}");
     // the server's socket is gone (it was LAST_ACK until our last ACK)
     let port = source_port(run);

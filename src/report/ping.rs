@@ -291,7 +291,7 @@ impl PingReport {
         }
         self.verify = Some(VerifySummary {
             canary_ports: ports,
-            canary_verdicts: verdicts,
+            canary_verdicts: verdicts.iter().map(|v| snake(v)).collect(),
             answers_every_port,
             ..VerifySummary::default()
         });
