@@ -11,45 +11,33 @@
 
 use crate::event::Timestamp;
 use crate::wire::{IcmpError, IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
-use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// TCP connection states (RFC 9293 §3.3.2), named as `ss` and textbooks name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TcpState {
     /// No connection (before our SYN, after the end).
-    #[serde(rename = "CLOSED")]
     Closed,
     /// Waiting for a SYN (the server before ours arrives).
-    #[serde(rename = "LISTEN")]
     Listen,
     /// SYN sent, waiting for the SYN-ACK.
-    #[serde(rename = "SYN_SENT")]
     SynSent,
     /// SYN received and SYN-ACK sent, waiting for its ACK.
-    #[serde(rename = "SYN_RECV")]
     SynReceived,
     /// Handshake done: data flows both ways.
-    #[serde(rename = "ESTABLISHED")]
     Established,
     /// We sent FIN, not yet acknowledged.
-    #[serde(rename = "FIN_WAIT_1")]
     FinWait1,
     /// Our FIN acknowledged, waiting for the peer's.
-    #[serde(rename = "FIN_WAIT_2")]
     FinWait2,
     /// Both FINs sent, ours not yet acknowledged (simultaneous close).
-    #[serde(rename = "CLOSING")]
     Closing,
     /// Both FINs acknowledged; lingering for retransmitted FINs.
-    #[serde(rename = "TIME_WAIT")]
     TimeWait,
     /// The peer's FIN received; our application has not closed yet.
-    #[serde(rename = "CLOSE_WAIT")]
     CloseWait,
     /// FIN sent after the peer's, waiting for its ACK.
-    #[serde(rename = "LAST_ACK")]
     LastAck,
 }
 
@@ -73,8 +61,7 @@ impl TcpState {
 }
 
 /// How we end the connection when it is our turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseMode {
     /// An orderly close with FIN.
     Fin,
@@ -116,8 +103,7 @@ pub struct TcpClientConfig {
 }
 
 /// Who sent a segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
     /// We sent it.
     Sent,
@@ -126,8 +112,7 @@ pub enum Dir {
 }
 
 /// Where a segment's instant comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StampSource {
     /// The kernel's stamp (capture or transmit timestamp).
     Kernel,
@@ -136,8 +121,7 @@ pub enum StampSource {
 }
 
 /// Something worth saying about one segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Note {
     /// We sent this again after its timer expired.
     Retransmission,
@@ -155,7 +139,7 @@ pub enum Note {
 }
 
 /// One segment on the wire, as the ladder draws it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentEvent {
     /// When it was sent or received.
     pub at: Timestamp,
@@ -164,7 +148,6 @@ pub struct SegmentEvent {
     /// Who sent it.
     pub dir: Dir,
     /// Its TCP flags (tcpdump's letters in JSON).
-    #[serde(serialize_with = "flags_str")]
     pub flags: TcpFlags,
     /// Its sequence number.
     pub seq: SeqNumber,
@@ -179,11 +162,9 @@ pub struct SegmentEvent {
     /// Its TCP window, unscaled.
     pub window: u16,
     /// What is special about it, if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<Note>,
     /// Not a segment but an ICMP error quoting ours (`ICMP admin-prohibited
     /// from 198.18.0.2`); `seq` is the quoted sequence number.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<String>,
     /// Our state once this segment was sent or processed.
     pub client_state: TcpState,
@@ -191,13 +172,8 @@ pub struct SegmentEvent {
     pub server_state: TcpState,
 }
 
-fn flags_str<S: serde::Serializer>(f: &TcpFlags, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&f.to_string())
-}
-
 /// Which side a state belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// Us.
     Client,
@@ -206,7 +182,7 @@ pub enum Side {
 }
 
 /// A state entered, and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateEntry {
     /// Whose state.
     pub side: Side,
@@ -215,13 +191,11 @@ pub struct StateEntry {
     /// When: the instant of the segment or timer that caused it.
     pub at: Timestamp,
     /// The segment (index in the log) that caused it, if any (timers cause none).
-    #[serde(skip)]
     pub cause: Option<usize>,
 }
 
 /// How the connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Teardown {
     /// We sent FIN, the peer ACKed it, then sent its own FIN: four segments.
     WeClosedFirst,
@@ -308,7 +282,7 @@ impl Teardown {
 }
 
 /// The ICMP error that ended a trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcmpEnd {
     /// Its name, as ping gives it (`admin-prohibited`, `port-unreachable`, ...).
     pub reason: String,
