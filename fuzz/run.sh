@@ -11,11 +11,11 @@ RUNS=${RUNS:-10000000}
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 status=0
-for t in ip tcp udp icmp datagram correlate dns reassembly neighbour path verify; do
+for t in ip tcp udp icmp datagram correlate dns dns_answers reassembly neighbour path verify; do
   corpus=$(mktemp -d)
   cp crates/synscope-wire/src/fixtures/*.bin crates/synscope-probe/src/probe/fixtures/*.bin "$corpus/"
   # the DNS target starts from the DNS message inside the captured NSD answer
-  [ "$t" = dns ] && tail -c +29 crates/synscope-wire/src/fixtures/nsd_a_v4.bin > "$corpus/nsd_answer"
+  case $t in dns | dns_answers) tail -c +29 crates/synscope-wire/src/fixtures/nsd_a_v4.bin > "$corpus/nsd_answer" ;; esac
   start=$(date +%s.%N)
   if cargo fuzz run --sanitizer none "$t" "$corpus" -- -runs="$RUNS" -max_len=2048 >"$corpus/log" 2>&1; then
     result=ok

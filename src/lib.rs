@@ -3,11 +3,15 @@
 //! Data flows one way: [`cli`] turns arguments into settings, a command drives a
 //! sans-IO [`probe`] state machine, which builds and reads packets with [`wire`]
 //! and talks to the network only through [`io`]; [`report`] prints the results.
-//! [`wire`] (crates/synscope-wire) and [`probe`], [`scan`] and [`event`]
+//! [`wire`] (crates/synscope-wire) and [`probe`], [`scan`](mod@scan) and [`event`]
 //! (crates/synscope-probe) are crates of their own, so the compiler keeps them
 //! from importing anything above them.
+//!
+//! The library in one call: [`syn_ping`], [`scan()`](fn@scan) and
+//! [`dns_query`], each with options that have defaults.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod api;
 pub mod cli;
 pub mod cmd;
 pub mod io;
@@ -17,3 +21,9 @@ pub mod report;
 pub use synscope_probe::{event, probe, scan};
 /// The packet layer, its own crate (`synscope-wire`) so it cannot import the rest.
 pub use synscope_wire as wire;
+
+/// The library in one call (see [`syn_ping`], [`scan()`](fn@scan), [`dns_query`]).
+pub use api::{
+    DnsAnswer, DnsOptions, Error, PingOptions, PortResult, PortState, Reply, ScanOptions,
+    dns_query, scan, syn_ping,
+};

@@ -484,10 +484,11 @@ fn bench_bulk_vs_dnsperf() {
                     .find_map(|l| l.trim().strip_prefix("Queries completed:"))
                     .and_then(|v| v.split_whitespace().next()?.parse().ok())
                     .unwrap_or(f64::NAN);
-                (qps, cpu_secs(&o.stderr) * 1e6 / queries)
+                let (user, sys) = cpu_split(&o.stderr);
+                (qps, (user + sys) * 1e6 / queries, user * 1e6 / queries)
             };
-            let (dnsperf_qps, dnsperf_cpu) = dnsperf(&[]);
-            let (edns_qps, edns_cpu) = dnsperf(&["-e"]);
+            let (dnsperf_qps, dnsperf_cpu, dnsperf_user) = dnsperf(&[]);
+            let (edns_qps, edns_cpu, edns_user) = dnsperf(&["-e"]);
 
             let nfile = dir.join("names.txt");
             let text: String = (0..names)
@@ -536,11 +537,12 @@ fn bench_bulk_vs_dnsperf() {
                 println!("{lines} result lines for {names} names");
             }
             println!(
-                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query), ratio {:.2}",
+                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query, user {:.2}) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query, user {dnsperf_user:.2}), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query, user {edns_user:.2}), ratio {:.2}",
                 summary["no_response"],
                 summary["time"]["p50_us"],
                 summary["timing"],
                 cpu_secs(&out.stderr) * 1e6 / names as f64,
+                cpu_split(&out.stderr).0 * 1e6 / names as f64,
                 ours / dnsperf_qps,
                 ours / edns_qps
             );
@@ -557,15 +559,25 @@ fn bench_bulk_vs_dnsperf() {
 
 /// User + system CPU seconds from `/usr/bin/time -f "TIMECPU %U %S"` on stderr.
 fn cpu_secs(stderr: &[u8]) -> f64 {
-    String::from_utf8_lossy(stderr)
+    let (user, sys) = cpu_split(stderr);
+    user + sys
+}
+
+/// User and system CPU seconds from `/usr/bin/time -f "TIMECPU %U %S"`.
+fn cpu_split(stderr: &[u8]) -> (f64, f64) {
+    let v: Vec<f64> = String::from_utf8_lossy(stderr)
         .lines()
         .find_map(|l| l.strip_prefix("TIMECPU "))
         .map(|t| {
             t.split_whitespace()
                 .filter_map(|v| v.parse::<f64>().ok())
-                .sum()
+                .collect()
         })
-        .unwrap_or(f64::NAN)
+        .unwrap_or_default();
+    match v[..] {
+        [u, s] => (u, s),
+        _ => (f64::NAN, f64::NAN),
+    }
 }
 
 /// For profiling: runs `$PROFILE_CMD synscope dns --file ... $PROFILE_ARGS`
@@ -704,4 +716,90 @@ fn dnssec_checks_in_bulk_see_every_rrset_and_the_denial() {
     common::assert_status(&out, 1);
     let (_, sum) = ndjson(&out);
     assert_eq!(sum["check_failures"]["expect_signed"], 2, "{sum}");
+}
+
+#[test]
+fn an_interrupt_counts_the_queries_in_flight_and_says_the_run_was_cut_short() {
+    let (_dns, lab) = lab();
+    // NSD answers at once; 198.18.0.3 never does: with a 30 s timeout its
+    // queries are all in flight when the SIGINT comes
+    let mut child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args(["dns", "--file", "-", "@198.18.0.2", "@198.18.0.3"])
+        .args(["--timeout", "30s", "--retries", "0"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("a.lab.test\n".repeat(50).as_bytes())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // `ip netns exec` runs synscope in its own process: the signal is its
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let t0 = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    common::assert_status(&out, 1);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 50, "NSD's answers: {lines:?}");
+    assert!(lines.iter().all(|l| l["server"] == "198.18.0.2:53"));
+    assert_eq!(sum["interrupted"], true, "{sum}");
+    assert_eq!(sum["in_flight"], 50, "{sum}");
+    assert_eq!(sum["answered"], 50, "{sum}");
+    assert_eq!(sum["no_response"], 0, "{sum}");
+    assert_eq!(sum["queries"], 100, "{sum}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("interrupted: 50 queries were in flight and are not counted as answered"),
+        "{err}"
+    );
+}
+
+#[test]
+fn several_servers_list_the_lines_whose_answers_differed() {
+    let lab = Lab::up(&LabSpec::default()).expect("lab up (needs root, iproute2, nftables)");
+    let nsd = LabDns::start_signed(&lab).expect("nsd with a signed zone (nsd, ldnsutils)");
+    let _unbound = synscope_lab::dns::LabUnbound::start(&lab, &nsd)
+        .expect("unbound in the lab (apt-get install unbound)");
+    let unbound = format!("@198.18.0.2:{}", synscope_lab::dns::UNBOUND_PORT);
+    // the resolver answers localhost from its own default zone; NSD is not
+    // authoritative for it and refuses: lines 2 and 4 differ, the others
+    // (lab.test through the resolver, or straight from NSD) do not
+    let input = b"a.lab.test\nlocalhost\nwww.lab.test\nlocalhost,AAAA\nnx.lab.test\n";
+    let out = bulk(&lab, input, &["@198.18.0.2", &unbound]);
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 10);
+    assert_eq!(sum["differing_lines"], 2, "{sum}");
+    let mut d = sum["differences"].as_array().unwrap().clone();
+    d.sort_by_key(|x| x["line"].as_u64());
+    let at_nsd = "198.18.0.2:53";
+    let at_unbound = &unbound[1..];
+    assert_eq!(d[0]["line"], 2);
+    assert_eq!(d[0]["name"], "localhost.");
+    assert_eq!(d[0]["type"], "A");
+    assert_eq!(d[0]["answers"][at_unbound], "NOERROR [127.0.0.1]", "{d:?}");
+    assert_eq!(d[0]["answers"][at_nsd], "REFUSED []", "{d:?}");
+    assert_eq!(d[1]["line"], 4);
+    assert_eq!(d[1]["answers"][at_unbound], "NOERROR [::1]", "{d:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("2 lines got different answers from the servers"),
+        "{err}"
+    );
+    // --spread sends each line to one server: nothing to compare
+    let out = bulk(&lab, input, &["@198.18.0.2", &unbound, "--spread"]);
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(lines.len(), 5);
+    assert!(sum.get("differing_lines").is_none(), "{sum}");
 }

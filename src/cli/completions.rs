@@ -3,8 +3,10 @@
 
 use clap::{Args, CommandFactory, ValueEnum};
 
+/// The one-line help of `synscope completions`.
 pub const ABOUT: &str = "Print a shell completion script (bash, zsh, fish).";
 
+/// The long help of `synscope completions`.
 pub const LONG_ABOUT: &str = "\
 Print a shell completion script (bash, zsh, fish) on stdout.
 
@@ -14,6 +16,7 @@ Examples:
   synscope completions fish > ~/.config/fish/completions/synscope.fish
   source <(synscope completions bash)          # this shell only";
 
+/// Arguments of `synscope completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to complete in.
@@ -23,9 +26,16 @@ pub struct CompletionsArgs {
 
 /// The shells a script is made for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+// the variants' docs are not --help text (help = None): the argument's help names them
 pub enum Shell {
+    /// GNU bash.
+    #[value(help = None)]
     Bash,
+    /// Z shell.
+    #[value(help = None)]
     Zsh,
+    /// fish.
+    #[value(help = None)]
     Fish,
 }
 

@@ -8,9 +8,11 @@ use clap::Args;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// The one-line help of `synscope dns`.
 pub const ABOUT: &str =
     "Query DNS servers with raw UDP packets, check answers, resolve lists fast.";
 
+/// The long help of `synscope dns`.
 pub const LONG_ABOUT: &str = "\
 Query DNS servers with raw UDP packets, check answers, resolve lists fast.
 
@@ -42,6 +44,7 @@ Examples:
   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
   synscope dns -f names.txt @198.18.0.2 @198.18.0.3 --spread --expect-rcode NOERROR";
 
+/// The EXIT STATUS section of `synscope dns --help`.
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  every query was answered and every check passed
@@ -56,9 +59,12 @@ EXIT STATUS:
   server; each is reported with its line number, and the other lines are still
   queried), else 3 if some query got no answer, else 1 if some check failed,
   else 0.
-  On SIGINT or SIGTERM the run stops (bulk: the summary so far is printed,
-  with \"interrupted\": true) and the status is 1.";
+  On SIGINT or SIGTERM the run stops (bulk: the results and summary so far
+  are printed, with \"interrupted\": true and \"in_flight\", the queries sent
+  and not answered yet, which are not counted as answered nor timed out)
+  and the status is 1.";
 
+/// Arguments of `synscope dns`.
 #[derive(Debug, Args)]
 pub struct DnsArgs {
     /// NAME [TYPE...] [@SERVER...]: types A AAAA CNAME MX NS TXT SOA PTR SRV CAA
@@ -147,8 +153,10 @@ pub struct DnsArgs {
     /// Bulk: queries outstanding at once.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub concurrency: u32,
+    /// `--json`, `--ndjson`.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// `--no-progress`.
     #[command(flatten)]
     pub progress: ProgressArgs,
 }
@@ -156,19 +164,28 @@ pub struct DnsArgs {
 /// How `synscope dns` prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DnsFormat {
+    /// kdig-like sections.
     Text,
+    /// `--short`: the answers' data, one per line.
     Short,
+    /// `--json`.
     Json,
+    /// `--ndjson`.
     Ndjson,
 }
 
 /// What `synscope dns` checks (exit status 1 when one fails).
 #[derive(Debug, Clone, Default)]
 pub struct DnsChecks {
+    /// `--expect`: the exact answer set (empty: NODATA); None: not checked.
     pub expect: Option<Vec<String>>,
+    /// `--expect-contains`: data the answer set must hold.
     pub contains: Vec<String>,
+    /// `--expect-rcode`, as a number; None: not checked.
     pub rcode: Option<u16>,
+    /// `--expect-regex`; None: not checked.
     pub regex: Option<regex::Regex>,
+    /// `--max-time`; None: not checked.
     pub max_time: Option<Duration>,
     /// The AD bit must be set.
     pub ad: bool,
@@ -204,6 +221,7 @@ impl DnsChecks {
         n
     }
 
+    /// No check asked for.
     pub fn is_empty(&self) -> bool {
         self.expect.is_none()
             && self.contains.is_empty()
@@ -218,7 +236,9 @@ impl DnsChecks {
 /// Where bulk names come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BulkSource {
+    /// `--file -`.
     Stdin,
+    /// `--file PATH`.
     File(std::path::PathBuf),
 }
 
@@ -229,25 +249,39 @@ pub struct DnsSettings {
     pub display_name: String,
     /// Single mode: the query name; None in bulk mode.
     pub name: Option<hickory_proto::rr::Name>,
+    /// The record types asked for (at least one; A by default).
     pub types: Vec<hickory_proto::rr::RecordType>,
+    /// The servers asked (at least one).
     pub servers: Vec<SocketAddr>,
     /// The server came from /etc/resolv.conf (no @SERVER given).
     pub default_server: bool,
+    /// The OPT record; None with `--no-edns`.
     pub edns: Option<crate::wire::dns::EdnsRepr>,
+    /// The RD bit (off with `--norecurse`).
     pub recursion_desired: bool,
+    /// Repeat a truncated answer over TCP (off with `--ignore-tc`).
     pub tcp_fallback: bool,
     /// Single queries over an ordinary UDP socket even with CAP_NET_RAW.
     pub no_raw: bool,
+    /// `--retries`: attempts after the first, per query.
     pub retries: u32,
+    /// `--timeout`: wait per attempt.
     pub timeout: Duration,
+    /// How results are printed.
     pub format: DnsFormat,
+    /// What each answer must satisfy.
     pub checks: DnsChecks,
+    /// Bulk mode's input; None: one query per type and server.
     pub bulk: Option<BulkSource>,
+    /// Bulk: queries per second; None: as fast as `concurrency` allows.
     pub rate: Option<u32>,
+    /// Bulk: queries outstanding at once.
     pub concurrency: u32,
     /// Bulk: each line to one server in turn, not to every server.
     pub spread: bool,
+    /// Draw the progress bar.
     pub progress: bool,
+    /// `-v`.
     pub verbose: bool,
 }
 
@@ -274,6 +308,7 @@ pub fn resolv_conf_server(text: &str) -> Option<SocketAddr> {
 }
 
 impl DnsArgs {
+    /// Validates the arguments; names and files are read through `env`.
     pub fn settings(&self, env: &dyn Env, global: GlobalArgs) -> Result<DnsSettings, UsageError> {
         use crate::wire::dns;
         let mut name: Option<hickory_proto::rr::Name> = None;

@@ -3,8 +3,10 @@
 use clap::Args;
 use std::net::SocketAddr;
 
+/// The one-line help of `synscope exporter`.
 pub const ABOUT: &str = "Run SYN, handshake and DNS probes continuously for Prometheus.";
 
+/// The long help of `synscope exporter`.
 pub const LONG_ABOUT: &str = "\
 Run SYN, handshake and DNS probes continuously for Prometheus.
 
@@ -36,6 +38,7 @@ Examples:
   synscope exporter --config probes.toml --listen [::1]:9799
   curl 'http://127.0.0.1:9799/probe?target=198.18.0.2:443&module=web'";
 
+/// The EXIT STATUS section of `synscope exporter --help`.
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  stopped by SIGTERM or SIGINT
@@ -57,6 +60,7 @@ pub struct ExporterArgs {
 }
 
 impl ExporterArgs {
+    /// The settings (the config file is read by the command).
     pub fn settings(&self) -> crate::cmd::exporter::ExporterSettings {
         crate::cmd::exporter::ExporterSettings {
             config: self.config.clone(),

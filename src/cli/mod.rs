@@ -10,6 +10,10 @@
 //! the outside world (names, files, the terminal) only through an [`Env`], so
 //! it is tested without root, network or files.
 
+// The doc comments of clap arguments are --help text, written for people:
+// `[2001:db8::2]:443` there is an address, not an intra-doc link.
+#![allow(rustdoc::broken_intra_doc_links)]
+
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ pub use ping::{PingArgs, PingSettings};
 pub use scan::{ScanArgs, ScanRate, ScanSettings};
 pub use trace::{TraceArgs, TraceSettings, unescape};
 
+/// The EXIT STATUS section of `synscope --help`: every command's statuses.
 pub const ALL_EXIT_CODES: &str = "\
 EXIT STATUS:
   0  success: the command's expectation held (ping: the port answered as
@@ -65,9 +70,12 @@ It needs raw sockets: run it as root, or give the binary the capabilities with\n
 setcap cap_net_raw,cap_net_admin+ep synscope",
     after_long_help = ALL_EXIT_CODES
 )]
+/// The whole command line: global flags and one command.
 pub struct Cli {
+    /// `-v`, `-q`.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The command and its arguments.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -85,6 +93,7 @@ pub struct GlobalArgs {
     pub quiet: bool,
 }
 
+/// The commands (`synscope COMMAND`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     #[command(
@@ -92,19 +101,23 @@ pub enum Command {
         long_about = ping::LONG_ABOUT,
         after_long_help = ping::EXIT_CODES
     )]
+    /// `synscope ping`.
     Ping(PingArgs),
     #[command(
         about = scan::ABOUT,
         long_about = scan::LONG_ABOUT,
         after_long_help = scan::EXIT_CODES
     )]
+    /// `synscope scan`.
     Scan(ScanArgs),
     #[command(
         about = trace::ABOUT,
         long_about = trace::LONG_ABOUT,
         after_long_help = trace::EXIT_CODES
     )]
+    /// `synscope trace`.
     Trace(TraceArgs),
+    /// `synscope demo`.
     #[cfg(feature = "demo")]
     #[command(about = demo::ABOUT, long_about = demo::LONG_ABOUT)]
     Demo(DemoArgs),
@@ -113,19 +126,23 @@ pub enum Command {
         long_about = dns::LONG_ABOUT,
         after_long_help = dns::EXIT_CODES
     )]
+    /// `synscope dns`.
     Dns(DnsArgs),
     #[command(
         about = exporter::ABOUT,
         long_about = exporter::LONG_ABOUT,
         after_long_help = exporter::EXIT_CODES
     )]
+    /// `synscope exporter`.
     Exporter(ExporterArgs),
     #[command(
         about = path::ABOUT,
         long_about = path::LONG_ABOUT,
         after_long_help = path::EXIT_CODES
     )]
+    /// `synscope path`.
     Path(path::PathArgs),
+    /// `synscope completions`.
     #[command(about = completions::ABOUT, long_about = completions::LONG_ABOUT)]
     Completions(completions::CompletionsArgs),
 }
@@ -195,6 +212,7 @@ pub struct TargetArgs {
     /// Destination port (default 80, or the port given with the host).
     #[arg(short, long)]
     pub port: Option<u16>,
+    /// `-4` / `-6`.
     #[command(flatten)]
     pub family: FamilyArgs,
 }
@@ -250,6 +268,7 @@ pub struct SynArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Sending")]
 pub struct SendArgs {
+    /// `-I`, `--bare-syn`.
     #[command(flatten)]
     pub syn: SynArgs,
     /// Source port of every probe (default: a fresh free port per probe, held
@@ -295,6 +314,7 @@ pub struct JsonArgs {
 }
 
 impl JsonArgs {
+    /// JSON with `--json`, else text.
     pub fn format(&self) -> crate::report::OutputFormat {
         if self.json {
             crate::report::OutputFormat::Json

@@ -6,8 +6,10 @@ use clap::Args;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The one-line help of `synscope path`.
 pub const ABOUT: &str = "Find where a port's SYNs die: a TCP traceroute to the real port.";
 
+/// The long help of `synscope path`.
 pub const LONG_ABOUT: &str = "\
 Find where a port's SYNs die: a TCP traceroute to the real port.
 
@@ -32,6 +34,7 @@ Examples:
   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
   synscope path db.example -p 5432 -m 20 -W 2s";
 
+/// The EXIT STATUS section of `synscope path --help`.
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the destination answered the SYNs (SYN-ACK: open, or RST: closed):
@@ -41,8 +44,10 @@ EXIT STATUS:
      the run was interrupted (Ctrl-C, SIGTERM: the result so far is printed)
   2  usage or setup error";
 
+/// Arguments of `synscope path`.
 #[derive(Debug, Args)]
 pub struct PathArgs {
+    /// `HOST[:PORT]`, `-p`, `-4`/`-6`.
     #[command(flatten)]
     pub dest: TargetArgs,
     /// Probes per hop (RTT statistics per hop from them), 1-16.
@@ -64,8 +69,10 @@ pub struct PathArgs {
     /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
+    /// `-I`, `--bare-syn`.
     #[command(flatten)]
     pub syn: SynArgs,
+    /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
 }
@@ -81,19 +88,30 @@ fn parse_tos(s: &str) -> Result<u8, String> {
 /// Validated settings of `synscope path`.
 #[derive(Debug, Clone)]
 pub struct PathSettings {
+    /// The target as given.
     pub host: String,
+    /// Its resolved address and port.
     pub target: SocketAddr,
+    /// `--count`: probes per hop.
     pub count: u16,
+    /// `--max-hops`: the highest TTL probed.
     pub max_hops: u8,
+    /// `--timeout`: wait per probe.
     pub timeout: Duration,
+    /// `--ecn`: an ECN-setup SYN.
     pub ecn: bool,
+    /// `--tos`: TOS / traffic class of the SYNs.
     pub tos: u8,
+    /// Linux-like SYN options (off with `--bare-syn`).
     pub syn_options: bool,
+    /// `-I`; None: the route's interface.
     pub interface: Option<String>,
+    /// Text or JSON.
     pub format: OutputFormat,
 }
 
 impl PathArgs {
+    /// Validates the arguments; the name is resolved through `env`.
     pub fn settings(&self, env: &dyn Env) -> Result<PathSettings, UsageError> {
         let (host, target) = self.dest.resolve(env)?;
         Ok(PathSettings {

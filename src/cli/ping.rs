@@ -9,8 +9,10 @@ use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The one-line help of `synscope ping`.
 pub const ABOUT: &str = "Measure TCP handshake latency like ping, with raw SYN probes.";
 
+/// The long help of `synscope ping`.
 pub const LONG_ABOUT: &str = "\
 Measure TCP handshake latency like ping, with raw SYN probes.
 
@@ -25,6 +27,7 @@ Examples:
   synscope ping [2001:db8::2]:443 -i 0.2 --json
   synscope ping db.example -p 5432 --expect closed -c 3";
 
+/// The EXIT STATUS section of `synscope ping --help`.
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the port answered as expected (--expect, default open)
@@ -35,8 +38,10 @@ EXIT STATUS:
   On Ctrl-C (SIGINT) or SIGTERM the summary so far is printed and the exit
   status is computed from the probes finished so far.";
 
+/// Arguments of `synscope ping`.
 #[derive(Debug, Args)]
 pub struct PingArgs {
+    /// `HOST[:PORT]`, `-p`, `-4`/`-6`.
     #[command(flatten)]
     pub dest: TargetArgs,
     /// Number of probes (default: until Ctrl-C).
@@ -71,19 +76,29 @@ pub struct PingArgs {
     /// run. Example: synscope ping 198.18.4.2:8090 -c 3 --verify
     #[arg(long)]
     pub verify: bool,
+    /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send: SendArgs,
+    /// `--json`, `--ndjson`.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// `--pcap`.
     #[command(flatten)]
     pub pcap: PcapArgs,
 }
 
 /// `--expect`: the command line's names of [`Expect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+// the variants' docs are not --help text (help = None): --expect's help names them
 pub enum ExpectArg {
+    /// [`Expect::Open`].
+    #[value(help = None)]
     Open,
+    /// [`Expect::Closed`].
+    #[value(help = None)]
     Closed,
+    /// [`Expect::Filtered`].
+    #[value(help = None)]
     Filtered,
 }
 
@@ -100,24 +115,38 @@ impl From<ExpectArg> for Expect {
 /// Validated settings of `synscope ping`.
 #[derive(Debug, Clone)]
 pub struct PingSettings {
+    /// The target as given.
     pub host: String,
+    /// Its resolved address and port.
     pub target: SocketAddr,
+    /// `--count`; None: until interrupted.
     pub count: Option<u64>,
+    /// `--interval`: time between probes.
     pub interval: Duration,
+    /// `--timeout`: wait per probe.
     pub timeout: Duration,
+    /// `--source-port`; None: a fresh port per probe.
     pub source_port: Option<u16>,
+    /// `-I`; None: the route's interface.
     pub interface: Option<String>,
+    /// `--ttl`.
     pub ttl: u8,
+    /// Linux-like SYN options (off with `--bare-syn`).
     pub syn_options: bool,
+    /// `--expect`: the verdict that makes the exit status 0.
     pub expect: Expect,
+    /// Text, JSON or NDJSON.
     pub format: OutputFormat,
+    /// `-v`.
     pub verbose: bool,
+    /// `--pcap`: the capture file; None: none written.
     pub pcap: Option<std::path::PathBuf>,
     /// Canary ports first, then complete and check each handshake.
     pub verify: bool,
 }
 
 impl PingArgs {
+    /// Validates the arguments; the name is resolved through `env`.
     pub fn settings(&self, env: &dyn Env, global: GlobalArgs) -> Result<PingSettings, UsageError> {
         if self.count == Some(0) {
             return Err(UsageError("--count must be at least 1".into()));

@@ -11,8 +11,10 @@ use clap::Args;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The one-line help of `synscope scan`.
 pub const ABOUT: &str = "Stateless SYN scan of many hosts × ports, with sharding.";
 
+/// The long help of `synscope scan`.
 pub const LONG_ABOUT: &str = "\
 Stateless SYN scan of many hosts × ports, with sharding.
 
@@ -39,6 +41,7 @@ Examples:
   synscope scan 127.0.0.1 198.18.200.2 198.18.220.5 -p 80,81
   synscope scan -f hosts.txt --top-ports 100 --shard 0/4 --seed 7";
 
+/// The EXIT STATUS section of `synscope scan --help`.
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  the scan ran to its end (whatever it found)
@@ -47,6 +50,7 @@ EXIT STATUS:
      signal ends it at once, without them)
   2  usage or setup error (bad targets or ports, missing privileges)";
 
+/// Arguments of `synscope scan`.
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// Targets: addresses, CIDR prefixes (198.18.0.0/16, 2001:db8::/120), ranges
@@ -105,15 +109,19 @@ pub struct ScanArgs {
     /// Example: synscope scan 198.18.200.0/24 -p 80 --no-discovery
     #[arg(long)]
     pub no_discovery: bool,
+    /// `-4` / `-6`.
     #[command(flatten)]
     pub family: FamilyArgs,
     /// Probes per block of state (tests: many blocks from a small scan).
     #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
     pub block_size: Option<u64>,
+    /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send: SendArgs,
+    /// `--json`, `--ndjson`.
     #[command(flatten)]
     pub output: OutputArgs,
+    /// `--no-progress`.
     #[command(flatten)]
     pub progress: ProgressArgs,
 }
@@ -121,7 +129,9 @@ pub struct ScanArgs {
 /// `--rate` of a scan: closed-loop, or fixed probes per second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScanRate {
+    /// `auto`: the rate controller decides.
     Auto,
+    /// Probes per second, 1..=10,000,000.
     Fixed(u64),
 }
 
@@ -142,33 +152,45 @@ fn parse_scan_rate(s: &str) -> Result<ScanRate, String> {
 pub struct ScanSettings {
     /// One set per address family, IPv4 first (scanned in turn).
     pub targets: Vec<TargetSet>,
+    /// The ports probed on every host.
     pub ports: PortList,
     /// The fixed rate, or with --rate auto the rate the controller starts at
     /// (also the rate of host discovery).
     pub rate: u64,
     /// --rate auto: the controller's bounds (min, max); None: fixed rate.
     pub auto_rate: Option<(u64, u64)>,
+    /// `--retries`: extra rounds for unanswered probes.
     pub retries: u32,
     /// `--timeout`: the longest wait for late replies after each round.
     pub wait: Duration,
+    /// `--open`: print only open ports.
     pub open_only: bool,
+    /// `--shard`: this machine's part ([`Shard::WHOLE`] without it).
     pub shard: Shard,
+    /// The probe order's seed (given, derived from the shard, or random).
     pub seed: u64,
+    /// `--source-port`; None: a free port reserved for the scan.
     pub source_port: Option<u16>,
+    /// `-I`; None: each route's interface.
     pub interface: Option<String>,
+    /// `--ttl`.
     pub ttl: u8,
+    /// Linux-like SYN options (off with `--bare-syn`).
     pub syn_options: bool,
     /// Resolve on-link targets with ARP / ND before probing them.
     pub discovery: bool,
+    /// Text, JSON or NDJSON.
     pub format: OutputFormat,
     /// Draw the progress bar (stderr is a terminal, no --quiet, no --no-progress).
     pub progress: bool,
+    /// `-v`.
     pub verbose: bool,
     /// Probes per block of per-probe state (default: from the rate).
     pub block_size: Option<u64>,
 }
 
 impl ScanArgs {
+    /// Validates the arguments; names and files are read through `env`.
     pub fn settings(&self, env: &dyn Env, global: GlobalArgs) -> Result<ScanSettings, UsageError> {
         let ports = match (&self.ports, self.top_ports) {
             (None, None) => {

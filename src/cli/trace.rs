@@ -7,8 +7,10 @@ use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The one-line help of `synscope trace`.
 pub const ABOUT: &str = "Time a whole TCP connection stage by stage: handshake, data, teardown.";
 
+/// The long help of `synscope trace`.
 pub const LONG_ABOUT: &str = "\
 Time a whole TCP connection stage by stage: handshake, data, teardown.
 
@@ -33,6 +35,7 @@ Examples:
   synscope trace 198.18.0.2:80 --half-open -W 70s
   synscope trace 198.18.0.2:80 --pcap trace.pcap";
 
+/// The EXIT STATUS section of `synscope trace --help`.
 pub const EXIT_CODES: &str = "\
 EXIT STATUS:
   0  every trace did all it was asked: the handshake, the request
@@ -46,8 +49,10 @@ EXIT STATUS:
      not_done) says what did not happen
   2  usage or setup error";
 
+/// Arguments of `synscope trace`.
 #[derive(Debug, Args)]
 pub struct TraceArgs {
+    /// `HOST[:PORT]`, `-p`, `-4`/`-6`.
     #[command(flatten)]
     pub dest: TargetArgs,
     /// Send this request once connected; \r \n \t \\ are unescaped.
@@ -86,10 +91,13 @@ pub struct TraceArgs {
     /// Pause between traces: seconds (0.5) or with a unit (100ms).
     #[arg(short, long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
     pub interval: Duration,
+    /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send_args: SendArgs,
+    /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
+    /// `--pcap`.
     #[command(flatten)]
     pub pcap: PcapArgs,
 }
@@ -115,24 +123,41 @@ impl From<CloseArg> for CloseMode {
 /// Validated settings of `synscope trace`.
 #[derive(Debug, Clone)]
 pub struct TraceSettings {
+    /// The target as given.
     pub host: String,
+    /// Its resolved address and port.
     pub target: SocketAddr,
+    /// The request (`--send` unescaped, or `--send-file`); empty: none.
     pub payload: Vec<u8>,
+    /// `--close`: FIN or RST.
     pub close: CloseMode,
+    /// `--idle`: quiet time before we close.
     pub idle: Duration,
+    /// `--time-wait`: how long we hold TIME_WAIT.
     pub time_wait: Duration,
+    /// `--rto`: the first retransmission timeout.
     pub rto: Duration,
+    /// `--retries`: retransmissions of one segment.
     pub retries: u32,
     /// `--timeout`: the bound on one trace.
     pub max_wait: Duration,
+    /// `--half-open`: never ACK the SYN-ACK.
     pub half_open: bool,
+    /// `--count`: traces, at least 1.
     pub count: u64,
+    /// `--interval`: pause between traces.
     pub interval: Duration,
+    /// `--source-port`; None: a fresh port per trace.
     pub source_port: Option<u16>,
+    /// `-I`; None: the route's interface.
     pub interface: Option<String>,
+    /// `--ttl`.
     pub ttl: u8,
+    /// Linux-like SYN options (off with `--bare-syn`).
     pub syn_options: bool,
+    /// Text or JSON.
     pub format: OutputFormat,
+    /// `--pcap`: the capture file; None: none written.
     pub pcap: Option<std::path::PathBuf>,
 }
 
@@ -164,6 +189,7 @@ pub fn unescape(s: &str) -> Vec<u8> {
 }
 
 impl TraceArgs {
+    /// Validates the arguments; the name and `--send-file` are read through `env`.
     pub fn settings(&self, env: &dyn Env) -> Result<TraceSettings, UsageError> {
         if self.count == 0 {
             return Err(UsageError("--count must be at least 1".into()));

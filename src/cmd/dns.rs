@@ -1,5 +1,5 @@
 //! `synscope dns`: raw UDP queries timed by kernel timestamps, TCP after a
-//! truncated answer, several servers at once; bulk resolution is in [`bulk`].
+//! truncated answer, several servers at once; bulk resolution is in `bulk`.
 
 mod bulk;
 
@@ -23,7 +23,9 @@ use tokio::time::Instant;
 
 /// Exit statuses of `synscope dns` (see `DNS_EXIT_CODES`).
 pub const EXIT_OK: u8 = 0;
+/// A check failed.
 pub const EXIT_CHECK_FAILED: u8 = 1;
+/// A server did not answer after every retry, or an ICMP error ended a query.
 pub const EXIT_NO_ANSWER: u8 = 3;
 /// Stopped by SIGINT or SIGTERM (the summary so far is printed).
 pub const EXIT_INTERRUPTED: u8 = 1;

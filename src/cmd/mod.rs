@@ -28,12 +28,16 @@ use crate::io::IoError;
 /// Why a command could not run (exit status 2).
 #[derive(Debug, thiserror::Error)]
 pub enum CmdError {
+    /// Arguments that cannot be used together or resolved.
     #[error("{0}")]
     Usage(#[from] UsageError),
+    /// A socket, route, capture or file operation failed.
     #[error("{0}")]
     Io(#[from] IoError),
+    /// stdout could not be written.
     #[error("write output: {0}")]
     Output(#[from] std::io::Error),
+    /// Anything else that stops a command before it starts (the lab, a config).
     #[error("{0}")]
     Setup(String),
 }
@@ -113,10 +117,12 @@ pub fn quiet() -> bool {
 /// Debug logging to stderr, on with `-v`.
 #[derive(Debug, Clone, Copy)]
 pub struct Log {
+    /// `-v` was given.
     pub verbose: bool,
 }
 
 impl Log {
+    /// Prints `synscope: MSG` on stderr when verbose; `msg` is not built otherwise.
     pub fn debug(&self, msg: impl FnOnce() -> String) {
         if self.verbose {
             eprintln!("synscope: {}", msg());

@@ -24,6 +24,7 @@ const SETTLE: Duration = Duration::from_millis(1);
 pub struct PathSummary {
     /// The destination answered (SYN-ACK or RST).
     pub reached: bool,
+    /// Stopped by SIGINT or SIGTERM.
     pub interrupted: bool,
 }
 

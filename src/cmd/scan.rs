@@ -18,7 +18,7 @@ use crate::probe::SynAnswer;
 use crate::report::scan::{DiscoverySummary, RateSummary, ScanOutput, ScanResult, ScanSummary};
 use crate::scan::blocks::{self, BlockState, Mark};
 use crate::scan::pace::Pacer;
-use crate::scan::rate::RateControl;
+use crate::scan::rate::{self, RateControl};
 use crate::scan::{Cookie, Permutation, ScanMatcher, TargetSet};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -35,7 +35,8 @@ struct Shared {
     ring_time: Vec<AtomicU64>,
     replies: AtomicU64,
     last_reply_ns: AtomicU64,
-    max_rtt_ns: AtomicU64,
+    /// Every reply's RTT, in the buckets of [`rate::rtt_bucket`].
+    rtts: Vec<AtomicU64>,
     /// Reads of the receiver that found the capture queue empty.
     idle_reads: AtomicU64,
     stop: AtomicBool,
@@ -45,6 +46,8 @@ struct Shared {
     /// Hosts that answered with SYN-ACK or RST, by host number hashed into
     /// [`KNOWN_BITS`] bits (a collision only adds a sample).
     known: Vec<AtomicU64>,
+    /// Hosts that answered with an ICMP error (filtered), hashed like `known`.
+    icmp: Vec<AtomicU64>,
     /// Probes sent from this instant on are retries: not measured (they go
     /// to the ports that did not answer). u64::MAX during a first round.
     retry_since_ns: AtomicU64,
@@ -75,6 +78,16 @@ impl Shared {
         self.known[w].fetch_or(bit, RELAXED) & bit != 0
     }
 
+    fn mark_icmp(&self, index: u64) {
+        let (w, bit) = self.known_bit(index);
+        self.icmp[w].fetch_or(bit, RELAXED);
+    }
+
+    fn sent_icmp(&self, index: u64) -> bool {
+        let (w, bit) = self.known_bit(index);
+        self.icmp[w].load(RELAXED) & bit != 0
+    }
+
     fn sent_at(&self, j: u64) -> Option<u64> {
         let slot = (j as usize) % RING;
         (self.ring_probe[slot].load(RELAXED) == j + 1).then(|| self.ring_time[slot].load(RELAXED))
@@ -83,7 +96,7 @@ impl Shared {
 
 /// What the families' scans add up to.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     probes: u64,
     sent: u64,
     send_errors: u64,
@@ -118,50 +131,13 @@ fn add_discovery(
     }
 }
 
-type Output = Mutex<ScanOutput<std::io::Stdout>>;
+type Output<W> = Mutex<ScanOutput<W>>;
 
+/// Runs the scan and writes its report.
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
-    // per family: routes per target, every socket, the capture of replies to every source
-    // a family with no route at all is counted and said once; the others are
-    // scanned (exit 2 only when no target has a route)
-    let mut families = Vec::new();
-    let mut no_route: Vec<(u64, IoError)> = Vec::new();
-    for t in &s.targets {
-        match Network::open(s, t, log)? {
-            Opened::Net(net) => families.push((t, *net)),
-            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
-        }
-    }
-    if families.is_empty() && !no_route.is_empty() {
-        return Err(no_route.swap_remove(0).1.into());
-    }
-    let mut tally = Tally::default();
-    for (n, e) in &no_route {
-        note!(
-            "synscope: warning: {n} target address{} not probed: {e}{}",
-            if *n == 1 { "" } else { "es" },
-            if *n > 1 { " (the first of them)" } else { "" }
-        );
-        tally.unroutable += n;
-    }
-    // every socket is open and no other thread runs yet: give up every capability
-    crate::io::privileges::drop_all()?;
-    log.debug(|| {
-        format!(
-            "capabilities dropped ({} effective left)",
-            crate::io::privileges::effective()
-        )
-    });
-    let started = Instant::now();
-    let output: Output = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
-    for (targets, net) in families {
-        if super::signalled() {
-            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
-            continue;
-        }
-        scan_family(s, net, &output, &mut tally, log)?;
-    }
+    let output: Output<_> = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
+    let (tally, started) = scan_into(s, &output, true, log)?;
     let was_interrupted = super::signalled();
     let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
     let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
@@ -211,11 +187,64 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     Ok(summary)
 }
 
+/// Scans every family of `s` into `output`; with `drop_privileges` (the
+/// command) every capability is given up once the sockets are open. Returns
+/// the families' tally and when probing started.
+pub(crate) fn scan_into<W: std::io::Write + Send>(
+    s: &ScanSettings,
+    output: &Output<W>,
+    drop_privileges: bool,
+    log: Log,
+) -> Result<(Tally, Instant), CmdError> {
+    // per family: routes per target, every socket, the capture of replies to every source
+    // a family with no route at all is counted and said once; the others are
+    // scanned (exit 2 only when no target has a route)
+    let mut families = Vec::new();
+    let mut no_route: Vec<(u64, IoError)> = Vec::new();
+    for t in &s.targets {
+        match Network::open(s, t, log)? {
+            Opened::Net(net) => families.push((t, *net)),
+            Opened::NoRoute { addresses, error } => no_route.push((addresses, error)),
+        }
+    }
+    if families.is_empty() && !no_route.is_empty() {
+        return Err(no_route.swap_remove(0).1.into());
+    }
+    let mut tally = Tally::default();
+    for (n, e) in &no_route {
+        note!(
+            "synscope: warning: {n} target address{} not probed: {e}{}",
+            if *n == 1 { "" } else { "es" },
+            if *n > 1 { " (the first of them)" } else { "" }
+        );
+        tally.unroutable += n;
+    }
+    // every socket is open and no other thread runs yet: give up every capability
+    if drop_privileges {
+        crate::io::privileges::drop_all()?;
+        log.debug(|| {
+            format!(
+                "capabilities dropped ({} effective left)",
+                crate::io::privileges::effective()
+            )
+        });
+    }
+    let started = Instant::now();
+    for (targets, net) in families {
+        if super::signalled() {
+            tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
+            continue;
+        }
+        scan_family(s, net, output, &mut tally, log)?;
+    }
+    Ok((tally, started))
+}
+
 /// Scans one family's targets, block by block, into `output`.
-fn scan_family(
+fn scan_family<W: std::io::Write + Send>(
     s: &ScanSettings,
     mut net: Network,
-    output: &Output,
+    output: &Output<W>,
     tally: &mut Tally,
     log: Log,
 ) -> Result<(), CmdError> {
@@ -269,7 +298,7 @@ fn scan_family(
         ring_time: (0..RING).map(|_| AtomicU64::new(0)).collect(),
         replies: AtomicU64::new(0),
         last_reply_ns: AtomicU64::new(0),
-        max_rtt_ns: AtomicU64::new(0),
+        rtts: (0..rate::RTT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         idle_reads: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         ctl: Mutex::new(if s.verbose {
@@ -278,6 +307,7 @@ fn scan_family(
             ctl_for(s)
         }),
         known: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+        icmp: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
         retry_since_ns: AtomicU64::new(u64::MAX),
         receiver_ns: AtomicU64::new(0),
         ports: s.ports.len(),
@@ -346,8 +376,11 @@ fn scan_family(
                 {
                     lock(&shared.ctl).on_reply(t, r.at.0);
                 }
+                if matches!(r.verdict, SynAnswer::Filtered { .. }) {
+                    shared.mark_icmp(r.index);
+                }
                 if let Some(rtt) = rtt_ns {
-                    shared.max_rtt_ns.fetch_max(rtt, RELAXED);
+                    shared.rtts[rate::rtt_bucket(rtt)].fetch_add(1, RELAXED);
                 }
                 shared.replies.fetch_add(1, RELAXED);
                 shared.last_reply_ns.store(Timestamp::now().0, RELAXED);
@@ -436,10 +469,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Sends every block of the family: its rounds, the wait after each, then its
 /// no-responses. Ends at the first block after an interrupt; the probes of the
 /// block it cut short that were sent but unanswered are counted, not listed.
-fn send_blocks(
+fn send_blocks<W: std::io::Write + Send>(
     s: &ScanSettings,
     b: &Blocks,
-    output: &Output,
+    output: &Output<W>,
     tally: &mut Tally,
     first_error: &mut Option<IoError>,
     log: Log,
@@ -463,6 +496,7 @@ fn send_blocks(
                 break;
             }
             let pass_start = Instant::now();
+            let silent_before = b.state.counts().silent;
             b.shared.retry_since_ns.store(
                 if round == 0 {
                     u64::MAX
@@ -506,13 +540,15 @@ fn send_blocks(
             }
             tally.sent += in_pass;
             tally.send_time += pass_start.elapsed();
+            let last = round == last_round;
+            let waited =
+                wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started, last);
             log.debug(|| {
                 format!(
-                    "block {range:?} round {round}: {in_pass} SYNs in {:?}",
-                    pass_start.elapsed()
+                    "block {range:?} round {round}: {in_pass} SYNs in {:?}, then {waited:?} for late replies",
+                    pass_start.elapsed() - waited
                 )
             });
-            wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started);
             {
                 let mut ctl = lock(&b.shared.ctl);
                 ctl.on_receiver(b.shared.receiver_ns.load(RELAXED));
@@ -533,10 +569,14 @@ fn send_blocks(
                 };
                 all_lost *= loss;
                 // auto: what went silent while loss was high gets up to two
-                // more rounds, at the rate the loss brought us down to
+                // more rounds, at the rate the loss brought us down to, as
+                // long as the last retry round still found answers (the
+                // silent ports of a clean path are not retried for nothing)
+                let recovered = b.state.counts().silent < silent_before;
                 if round == last_round
                     && s.auto_rate.is_some()
                     && ctl.lossy_slices() > lossy_before
+                    && (round == 0 || recovered)
                     && last_round < s.retries + EXTRA_ROUNDS
                     && !b.state.all_answered()
                 {
@@ -567,6 +607,7 @@ fn send_blocks(
                 return Ok(false);
             }
             let index = b.perm.at(b.shard.position(j));
+            tally.coverage.icmp_silent_pairs += b.shared.sent_icmp(index) as u64;
             if let Some((host, port)) = b.matcher.target(index) {
                 out.result(ScanResult {
                     index,
@@ -586,6 +627,12 @@ fn send_blocks(
     }
     progress.finish();
     let ctl = lock(&b.shared.ctl);
+    log.debug(|| {
+        format!(
+            "rate control: {} cut(s) undone (the loss was late replies)",
+            ctl.spurious_cuts
+        )
+    });
     // -v: every judged slice, for plots (bench/rate_plot.py reads these)
     for j in ctl.history() {
         log.debug(|| {
@@ -629,29 +676,29 @@ fn ctl_for(s: &ScanSettings) -> RateControl {
 /// Rounds --rate auto may add to a block that saw loss.
 const EXTRA_ROUNDS: u32 = 2;
 
-/// Waits for late replies after a round: until they have stopped for a while,
-/// at most --wait, at once on an interrupt.
+/// Waits for late replies after a round: until they have stopped for a few
+/// times the RTT of nearly every reply so far (rate::quiet_needed; shorter
+/// when a retry round follows, which still takes late replies), at most
+/// --wait, at once on an interrupt.
 fn wait_for_late_replies(
     s: &ScanSettings,
     shared: &Shared,
     progress: &mut Progress,
     sent: &AtomicU64,
     started: Instant,
-) {
+    last: bool,
+) -> Duration {
     let last_send = Timestamp::now().0;
-    let wait_end = Instant::now() + s.wait;
+    let begun = Instant::now();
+    let wait_end = begun + s.wait;
     while Instant::now() < wait_end && !super::signalled() {
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
         let quiet_for = Timestamp::now()
             .0
             .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
         // with no RTT seen yet there is nothing to judge by: wait it all out
-        let max_rtt = shared.max_rtt_ns.load(RELAXED);
-        let needed = if max_rtt == 0 {
-            u64::MAX
-        } else {
-            (max_rtt * 8).max(20_000_000)
-        };
+        let rtts: Vec<u64> = shared.rtts.iter().map(|n| n.load(RELAXED)).collect();
+        let needed = rate::quiet_needed(&rtts, last).unwrap_or(u64::MAX);
         if quiet_for > needed {
             break;
         }
@@ -662,6 +709,7 @@ fn wait_for_late_replies(
             lock(&shared.ctl).rate(),
         );
     }
+    begun.elapsed()
 }
 
 /// Waits until the receiver has read every reply captured so far (it found
@@ -706,13 +754,17 @@ impl Pass<'_> {
     ) -> Result<LaneStats, IoError> {
         let b = self.b;
         let lanes = b.lanes as f64;
+        // auto: a retry round goes at half the controller's rate, a quarter
+        // in the next...: retries are few, and the last round's losses are
+        // final verdicts
+        let scale = 0.5f64.powi(self.round.min(8) as i32);
         let mut pacer = if self.auto {
-            Pacer::new(lock(&b.shared.ctl).rate() / lanes, Instant::now())
+            Pacer::new(lock(&b.shared.ctl).rate() * scale / lanes, Instant::now())
         } else {
             Pacer::new(self.rate_per_lane, Instant::now())
         };
         let mut batch = if self.auto {
-            batch_for(pacer.target() * lanes)
+            batch_for(pacer.target() * lanes, self.round)
         } else {
             b.batch
         };
@@ -783,11 +835,11 @@ impl Pass<'_> {
                 if out.stalls > 0 && self.auto {
                     ctl.on_backpressure(now, pacer.rate() * lanes);
                 }
-                let want = ctl.rate() / lanes;
+                let want = ctl.rate() * scale / lanes;
                 drop(ctl);
                 if self.auto && (want - pacer.target()).abs() > 0.01 * pacer.target() {
                     pacer.retarget(want, st.sent, Instant::now());
-                    batch = batch_for(want * lanes);
+                    batch = batch_for(want * lanes, self.round);
                 }
             }
             pacer.after_batch(st.sent, out.stalls > 0, Instant::now());
@@ -807,8 +859,13 @@ impl Pass<'_> {
     }
 }
 
-/// SYNs per send call at `rate`: one at low rates, up to 64.
-fn batch_for(rate: f64) -> usize {
+/// SYNs per send call at `rate`: one at low rates, up to 64; one by one in
+/// retry rounds below 100k/s (a policer with a small burst drops the tail of
+/// a batch).
+fn batch_for(rate: f64, round: u32) -> usize {
+    if round > 0 && rate < 100_000.0 {
+        return 1;
+    }
     ((rate / 5000.0) as usize).clamp(1, 64)
 }
 

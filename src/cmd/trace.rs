@@ -21,8 +21,11 @@ use tokio::time::Instant;
 
 /// The outcome of all traces.
 pub struct TraceSummary {
+    /// Each connection traced, in order.
     pub runs: Vec<TraceRun>,
+    /// Stopped by SIGINT or SIGTERM.
     pub interrupted: bool,
+    /// Every run succeeded and none was interrupted.
     pub all_succeeded: bool,
 }
 

@@ -27,9 +27,13 @@ use std::net::IpAddr;
 /// One cBPF instruction (same layout as `struct sock_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Insn {
+    /// Opcode: class, size, mode / operation, source.
     pub code: u16,
+    /// Instructions to skip when a conditional jump is true.
     pub jt: u8,
+    /// Instructions to skip when it is false.
     pub jf: u8,
+    /// The operand (constant, offset, jump distance).
     pub k: u32,
 }
 

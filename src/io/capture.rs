@@ -24,11 +24,15 @@ pub use crate::event::{Direction, Timestamp};
 /// One captured packet, starting at its IP header.
 #[derive(Debug, Clone)]
 pub struct Captured {
+    /// The packet, from its IP header (fragments reassembled).
     pub data: Vec<u8>,
+    /// The kernel's stamp (receive, or send for our own packets).
     pub timestamp: Timestamp,
+    /// Ours going out, or someone's coming in.
     pub direction: Direction,
     /// The kernel did not fill in the transport checksum (offload on veth, lo).
     pub checksum_offloaded: bool,
+    /// The interface it was captured on.
     pub ifindex: i32,
 }
 
@@ -387,9 +391,13 @@ unsafe fn control_of(msg: &libc::msghdr) -> (Option<Timestamp>, u32) {
 /// One packet of a batch, borrowed from the capture's buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct CapturedRef<'a> {
+    /// The packet, from its IP header.
     pub data: &'a [u8],
+    /// The kernel's stamp.
     pub timestamp: Timestamp,
+    /// Ours going out, or someone's coming in.
     pub direction: Direction,
+    /// The kernel did not fill in the transport checksum.
     pub checksum_offloaded: bool,
 }
 

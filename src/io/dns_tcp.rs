@@ -10,14 +10,18 @@ use tokio::net::TcpStream;
 #[derive(Debug, thiserror::Error)]
 #[error("DNS over TCP with {addr}: {op}: {source}")]
 pub struct DnsTcpError {
+    /// The step that failed (`connect`, `send query`, `read answer`, ...).
     pub op: &'static str,
+    /// The server.
     pub addr: SocketAddr,
+    /// The system's error.
     pub source: std::io::Error,
 }
 
 /// A TCP exchange's answer and timings (user-space clock).
 #[derive(Debug, Clone)]
 pub struct TcpAnswer {
+    /// The DNS message, without its two-byte length prefix.
     pub message: Vec<u8>,
     /// Connect (handshake) time.
     pub connect: Duration,

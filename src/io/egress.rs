@@ -9,6 +9,7 @@ use crate::wire::MacAddr;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// The raw IP sender and one link-layer sender per interface with on-link targets.
 pub struct Egress {
     raw: RawSender,
     links: Vec<LinkSender>,
@@ -17,6 +18,7 @@ pub struct Egress {
 }
 
 impl Egress {
+    /// Sends through `raw` until on-link hosts are learnt on `links`.
     pub fn new(raw: RawSender, links: Vec<LinkSender>) -> Egress {
         Egress {
             raw,

@@ -11,8 +11,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+/// EtherType of IPv4.
 pub const ETH_P_IP: u16 = 0x0800;
+/// EtherType of ARP.
 pub const ETH_P_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
 pub const ETH_P_IPV6: u16 = 0x86dd;
 /// Longest a single packet may be held back by a full queue before it is given up.
 const MAX_STALL: Duration = Duration::from_secs(2);
@@ -20,7 +23,9 @@ const MAX_STALL: Duration = Duration::from_secs(2);
 /// What an interface can do at the link layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
+    /// Interface name.
     pub name: String,
+    /// Interface index.
     pub ifindex: u32,
     /// Its Ethernet address, when it is an Ethernet-like device that resolves
     /// neighbours (ARP/ND); None for loopback, tunnels, NOARP devices.
@@ -75,6 +80,7 @@ pub fn enslaved_interfaces() -> Vec<u32> {
 pub struct SendOutcome {
     /// Packets the kernel refused (skipped).
     pub refused: usize,
+    /// The first refusal's error; None if none was refused.
     pub first_error: Option<IoError>,
     /// Times a full queue made us wait (EAGAIN / ENOBUFS).
     pub stalls: u64,
@@ -112,6 +118,7 @@ impl Backoff {
         self.delay = (self.delay * 2).min(Duration::from_millis(5));
         true
     }
+    /// A send went through: the next stall starts from the shortest wait.
     pub fn reset(&mut self) {
         *self = Backoff::default();
     }
@@ -120,6 +127,7 @@ impl Backoff {
 /// An AF_PACKET socket that sends on one interface.
 pub struct LinkSender {
     sock: Socket,
+    /// The interface it sends on.
     pub info: LinkInfo,
 }
 

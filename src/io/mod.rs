@@ -30,33 +30,56 @@ use std::net::IpAddr;
 /// What failed, and on what.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
+    /// A socket (or netlink, timerfd) call failed.
     #[error("{op}: {source}")]
     Socket {
+        /// What we were doing (`open raw socket`, `bind capture socket`, ...).
         op: &'static str,
+        /// The system's error.
         source: std::io::Error,
     },
+    /// Sending a packet failed.
     #[error("send to {addr}: {source}")]
     Send {
+        /// The packet's destination.
         addr: IpAddr,
+        /// The system's error.
         source: std::io::Error,
     },
+    /// The kernel has no route (or no source address) for a destination.
     #[error("no route to {addr}: {source}")]
     Route {
+        /// The destination looked up.
         addr: IpAddr,
+        /// The system's error.
         source: std::io::Error,
     },
+    /// An interface is missing or unusable.
     #[error("interface {name}: {why}")]
-    Interface { name: String, why: String },
+    Interface {
+        /// Its name (`-I`).
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A file could not be created, read or written.
     #[error("{op} {}: {source}", path.display())]
     File {
+        /// What we were doing (`create pcap`, ...).
         op: &'static str,
+        /// The file.
         path: std::path::PathBuf,
+        /// The system's error.
         source: std::io::Error,
     },
+    /// A source port could not be reserved (bound) on our address.
     #[error("reserve source port {port} on {addr}: {source}")]
     Port {
+        /// Our source address.
         addr: IpAddr,
+        /// The port asked for.
         port: u16,
+        /// The system's error.
         source: std::io::Error,
     },
 }

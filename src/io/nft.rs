@@ -46,6 +46,7 @@ const CHAIN: &str = "out";
 pub struct RstFilter {
     // held, never read: closing it is what deletes the table
     _sock: Socket,
+    /// The nftables table's name (`synscope_<pid>_<port>`).
     pub table: String,
 }
 

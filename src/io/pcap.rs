@@ -7,7 +7,9 @@ use crate::event::Timestamp;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The file magic of nanosecond-resolution pcap.
 pub const MAGIC_NANO: u32 = 0xa1b2_3c4d;
+/// Link type: raw IPv4 or IPv6, no link-layer header.
 pub const LINKTYPE_RAW: u32 = 101;
 const SNAPLEN: u32 = 65535;
 
@@ -41,6 +43,7 @@ pub struct PcapWriter {
 }
 
 impl PcapWriter {
+    /// Creates (truncates) `path` and writes the file header.
     pub fn create(path: &Path) -> Result<PcapWriter, IoError> {
         let e = |source| IoError::File {
             op: "create pcap",
@@ -56,6 +59,7 @@ impl PcapWriter {
         })
     }
 
+    /// Appends one datagram (from its IP header) stamped `at` (buffered).
     pub fn write(&mut self, at: Timestamp, datagram: &[u8]) -> Result<(), IoError> {
         self.out
             .write_all(&record(at, datagram))
@@ -66,6 +70,7 @@ impl PcapWriter {
             })
     }
 
+    /// Writes out what is buffered.
     pub fn flush(&mut self) -> Result<(), IoError> {
         self.out.flush().map_err(|source| IoError::File {
             op: "write pcap",

@@ -7,7 +7,7 @@
 //! otherwise clone for each packet.
 //!
 //! The kernel hands a block over when it is full or after
-//! [`RETIRE_MS`] with packets in it; we read its packets in order and hand
+//! `RETIRE_MS` with packets in it; we read its packets in order and hand
 //! it back. Fragments are reassembled as in [`super::capture`].
 
 use super::IoError;

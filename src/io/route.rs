@@ -8,11 +8,15 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 /// The kernel's choice of path to one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
+    /// The destination looked up.
     pub dst: IpAddr,
+    /// The source address the kernel picks for it.
     pub src: IpAddr,
     /// Interface holding `src` (where replies arrive), with its index and MTU.
     pub interface: String,
+    /// Its interface index.
     pub ifindex: u32,
+    /// Its MTU, in bytes.
     pub mtu: u32,
     /// The user named the interface (`-I`).
     pub pinned: bool,
@@ -111,6 +115,7 @@ fn interface_of(addr: IpAddr) -> Option<String> {
 /// collide with local connections. Replies to it still get the kernel's RST.
 pub struct PortReservation {
     _sock: Socket,
+    /// The port reserved.
     pub port: u16,
 }
 

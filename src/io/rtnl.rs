@@ -35,10 +35,13 @@ const RTMSG: usize = 12;
 /// Route types (`rtm_type`) that matter to a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteType {
+    /// A gateway or on-link route (RTN_UNICAST).
     Unicast,
     /// One of this host's own addresses.
     Local,
+    /// A broadcast address (RTN_BROADCAST).
     Broadcast,
+    /// A multicast route (RTN_MULTICAST).
     Multicast,
     /// Unreachable, prohibit, blackhole, throw, anything else.
     Other(u8),
@@ -59,17 +62,23 @@ impl RouteType {
 /// One route message: a dumped route, or the answer to a lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMsg {
+    /// `rtm_type`.
     pub kind: RouteType,
     /// Destination prefix (the looked-up address itself in an answer).
     pub dst: IpAddr,
+    /// Prefix length in bits (`rtm_dst_len`).
     pub dst_len: u8,
+    /// Routing table id (254 main, 255 local).
     pub table: u32,
     /// `rtm_protocol`: 2 = made by the kernel for an interface address.
     pub protocol: u8,
     /// `rtm_scope`: 253 = link (on-link), 254 = host.
     pub scope: u8,
+    /// Output interface index (RTA_OIF); None for routes without one.
     pub oif: Option<u32>,
+    /// Next hop (RTA_GATEWAY); None: on-link.
     pub gateway: Option<IpAddr>,
+    /// Preferred source address (RTA_PREFSRC); None: the kernel picks.
     pub prefsrc: Option<IpAddr>,
 }
 
@@ -93,18 +102,24 @@ impl RouteMsg {
 /// One neighbour table entry (ARP / ND cache).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NeighMsg {
+    /// Interface index.
     pub ifindex: u32,
     /// NUD_* bits.
     pub state: u16,
+    /// The neighbour's address.
     pub dst: IpAddr,
+    /// Its link-layer address; None while unresolved or failed.
     pub lladdr: Option<crate::wire::MacAddr>,
 }
 
 /// One message read from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
+    /// A route (RTM_NEWROUTE).
     Route(RouteMsg),
+    /// A neighbour entry (RTM_NEWNEIGH).
     Neigh(NeighMsg),
+    /// The end of a dump (NLMSG_DONE).
     Done,
     /// NLMSG_ERROR with a negative errno (0 is an ACK).
     Error(i32),
@@ -334,6 +349,7 @@ pub struct Rtnl {
 }
 
 impl Rtnl {
+    /// Opens and binds a NETLINK_ROUTE socket.
     pub fn open() -> Result<Rtnl, IoError> {
         let e = |op: &'static str| move |source| IoError::Socket { op, source };
         let mut sock = Socket::new(NETLINK_ROUTE).map_err(e("open route netlink socket"))?;

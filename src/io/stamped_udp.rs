@@ -26,21 +26,35 @@ pub enum UdpEvent {
     /// A datagram from `from`, stamped by the kernel as it arrived (the
     /// stamp is the user-space read time only if the kernel gave none).
     Received {
+        /// The sender.
         from: SocketAddr,
+        /// Its receive stamp.
         at: Timestamp,
+        /// `at` is the kernel's (else the read time).
         kernel_stamp: bool,
+        /// The UDP payload.
         data: Vec<u8>,
     },
     /// Our datagram number `seq` (see [`StampedUdp::send_to`]) left at `at`.
-    Sent { seq: u32, at: Timestamp },
+    Sent {
+        /// The number [`StampedUdp::send_to`] returned for it.
+        seq: u32,
+        /// The kernel's transmit stamp.
+        at: Timestamp,
+    },
     /// An ICMP error about a datagram we sent to `to`: the error, who sent it
     /// (`from`, or `to`'s address when the kernel names no offender) and the
     /// start of our payload as quoted.
     Icmp {
+        /// Its type and code.
         error: IcmpError,
+        /// Who sent it.
         from: IpAddr,
+        /// Where our datagram went.
         to: SocketAddr,
+        /// The start of our payload, as quoted.
         quoted: Vec<u8>,
+        /// Its receive stamp.
         at: Timestamp,
     },
 }

@@ -22,6 +22,7 @@ pub struct PreciseTimer {
 }
 
 impl PreciseTimer {
+    /// A disarmed timer.
     pub fn new() -> Result<PreciseTimer, IoError> {
         let e = |op: &'static str| {
             move |err: nix::Error| IoError::Socket {

@@ -108,6 +108,7 @@ pub struct SendLog<K> {
 }
 
 impl<K: Copy> SendLog<K> {
+    /// An empty log; the first datagram recorded gets counter 0.
     pub fn new() -> SendLog<K> {
         SendLog {
             base: 0,

@@ -258,6 +258,19 @@ pub fn unsigned(reply: &ReplyRepr) -> Option<String> {
     }
 }
 
+/// What servers' answers are compared by: the rcode and the answer set,
+/// normalised and sorted (`NOERROR [198.18.0.10]`), or `no answer`.
+pub fn answer_view(r: &DnsResult) -> String {
+    match r.reply() {
+        None => "no answer".to_string(),
+        Some(rep) => {
+            let mut set: Vec<String> = r.answer_set().iter().map(|v| normalize(v)).collect();
+            set.sort();
+            format!("{} [{}]", rcode_name(rep.rcode), set.join(", "))
+        }
+    }
+}
+
 /// Servers whose answers differ, per query: (name type, lines).
 pub fn differences(results: &[DnsResult]) -> Vec<String> {
     let mut by_q: BTreeMap<(String, String), Vec<&DnsResult>> = BTreeMap::new();
@@ -271,14 +284,7 @@ pub fn differences(results: &[DnsResult]) -> Vec<String> {
         if rs.len() < 2 {
             continue;
         }
-        let view = |r: &DnsResult| match r.reply() {
-            None => "no answer".to_string(),
-            Some(rep) => {
-                let mut set: Vec<String> = r.answer_set().iter().map(|v| normalize(v)).collect();
-                set.sort();
-                format!("{} [{}]", rcode_name(rep.rcode), set.join(", "))
-            }
-        };
+        let view = answer_view;
         let first = view(rs[0]);
         if rs.iter().all(|r| view(r) == first) {
             continue;
@@ -788,6 +794,23 @@ pub struct BulkSummary {
     pub sent_packets: u64,
     /// Stopped by SIGINT or SIGTERM before the input ended.
     pub interrupted: bool,
+    /// Queries sent and neither answered nor timed out when interrupted.
+    pub in_flight: u64,
+    /// Each line to each of several servers: the lines whose answers
+    /// differed ([`answer_view`]), and the first of them.
+    pub differing_lines: Option<u64>,
+    pub differences: Vec<DifferingLine>,
+}
+
+/// A bulk line whose servers' answers differed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DifferingLine {
+    pub line: u64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// Server → its answer ([`answer_view`]).
+    pub answers: BTreeMap<String, String>,
 }
 
 /// The bulk run's summary as JSON (`kind: summary`).
@@ -821,6 +844,14 @@ pub struct BulkSummaryOut<'a> {
     pub rcodes: &'a BTreeMap<String, u64>,
     pub ignored: BTreeMap<String, u64>,
     pub interrupted: bool,
+    /// Queries sent and neither answered nor timed out when interrupted.
+    pub in_flight: u64,
+    /// With several servers: the lines whose servers' answers differed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differing_lines: Option<u64>,
+    /// The first of those lines (up to 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differences: Option<&'a [DifferingLine]>,
 }
 
 /// Queries refused by one ICMP error from one address.
@@ -872,6 +903,9 @@ impl BulkSummary {
             rcodes: &self.rcodes,
             ignored: super::json::counts(ignored, |k| k.name()),
             interrupted: self.interrupted,
+            in_flight: self.in_flight,
+            differing_lines: self.differing_lines,
+            differences: self.differing_lines.map(|_| &self.differences[..]),
         }
     }
 }

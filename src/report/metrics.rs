@@ -77,55 +77,80 @@ fn histogram() -> Histogram {
     Histogram::new(buckets())
 }
 
+/// Labels `probe`, `kind`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeKind {
+    /// The probe's name.
     pub probe: String,
+    /// `syn`, `handshake` or `dns`.
     pub kind: String,
 }
 
+/// Label `probe`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeOnly {
+    /// The probe's name.
     pub probe: String,
 }
 
+/// Labels `probe`, `stage`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeStage {
+    /// The probe's name.
     pub probe: String,
+    /// The stage's slug, as in [`Outcome::stages`].
     pub stage: String,
 }
 
+/// Labels `probe`, `verdict`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeVerdict {
+    /// The probe's name.
     pub probe: String,
+    /// As [`Outcome::verdict`].
     pub verdict: String,
 }
 
+/// Labels `probe`, `check`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeCheck {
+    /// The probe's name.
     pub probe: String,
+    /// The DNS check that failed.
     pub check: String,
 }
 
+/// Labels `probe`, `reason`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeReason {
+    /// The probe's name.
     pub probe: String,
+    /// Why a packet was ignored (`wrong-ack`, ...).
     pub reason: String,
 }
 
+/// Labels of `synscope_probe_info`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeInfo {
+    /// The probe's name.
     pub probe: String,
+    /// `syn`, `handshake` or `dns`.
     pub kind: String,
+    /// The target as written in the config.
     pub target: String,
 }
 
+/// Label `result` (config reloads).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
+    /// `success` or `failure`.
     pub result: String,
 }
 
+/// Label `path` (HTTP requests).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabel {
+    /// `/metrics`, `/probe`, `/` or `other`.
     pub path: String,
 }
 
@@ -135,20 +160,35 @@ type FGauge = Gauge<f64, AtomicU64>;
 /// builds new probe tasks over the same families, so counters carry on.
 #[derive(Debug, Clone)]
 pub struct ExporterMetrics {
+    /// `synscope_probes_total`: runs started.
     pub probes: Family<ProbeKind, Counter>,
+    /// `synscope_answers_total`: answers by verdict.
     pub answers: Family<ProbeVerdict, Counter>,
+    /// `synscope_losses_total`: SYNs or queries never answered.
     pub losses: Family<ProbeOnly, Counter>,
+    /// `synscope_probe_errors_total`: runs that could not be made.
     pub errors: Family<ProbeOnly, Counter>,
+    /// `synscope_check_failures_total`: failed DNS checks.
     pub check_failures: Family<ProbeCheck, Counter>,
+    /// `synscope_ignored_packets_total`: captured packets ignored, by reason.
     pub ignored: Family<ProbeReason, Counter>,
+    /// `synscope_stage_duration_seconds`: kernel-stamped stage durations.
     pub stages: Family<ProbeStage, Histogram, fn() -> Histogram>,
+    /// `synscope_last_verdict`: 1 for the last run's verdict, 0 for the others.
     pub last_verdict: Family<ProbeVerdict, Gauge>,
+    /// `synscope_last_success`: 1 if the last run succeeded.
     pub last_success: Family<ProbeOnly, Gauge>,
+    /// `synscope_last_run_duration_seconds`: wall time of the last run.
     pub last_duration: Family<ProbeOnly, FGauge>,
+    /// `synscope_probe_info`: 1 per configured probe.
     pub info: Family<ProbeInfo, Gauge>,
+    /// `synscope_exporter_config_reloads_total`: SIGHUP reloads by result.
     pub reloads: Family<ResultLabel, Counter>,
+    /// `synscope_exporter_http_requests_total`: HTTP requests by path.
     pub http_requests: Family<PathLabel, Counter>,
+    /// `synscope_exporter_config_last_reload_successful`: 1 if the last load succeeded.
     pub reload_ok: Gauge,
+    /// `synscope_exporter_start_time_seconds`: start time, Unix epoch.
     pub start_time: FGauge,
 }
 

@@ -14,6 +14,7 @@ pub use stats::RttStats;
 /// How results are written to stdout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
+    /// Lines for people.
     Text,
     /// One JSON document at the end.
     Json,

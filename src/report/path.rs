@@ -12,9 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 /// Who was probed and how.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathTarget {
+    /// The target as the user wrote it.
     pub host: String,
+    /// The address and port probed.
     pub address: SocketAddr,
+    /// Our source address.
     pub source: IpAddr,
+    /// The interface holding `source` (where replies arrive).
     pub interface: String,
 }
 

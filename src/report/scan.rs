@@ -194,6 +194,11 @@ pub struct RateSummary {
     /// Estimated no-response pairs that are really lost probes: for each
     /// block, its silent pairs × the chance every probe of a pair was lost.
     pub uncertain_pairs: f64,
+    /// No-response pairs of hosts that answered other probes with ICMP
+    /// errors: a host's ICMP rate limit (Linux: about one error per second
+    /// per peer after a burst of six) may have swallowed their rejection,
+    /// so they may be filtered rather than dropped.
+    pub icmp_silent_pairs: u64,
 }
 
 impl RateSummary {
@@ -214,8 +219,15 @@ impl RateSummary {
             1 => ", 1 extra round".into(),
             n => format!(", {n} extra rounds"),
         };
+        let icmp = match self.icmp_silent_pairs {
+            0 => String::new(),
+            n => format!(
+                "; {n} no-response{} from hosts that sent ICMP errors (an ICMP rate limit may hide rejections: filtered or dropped)",
+                if n == 1 { "" } else { "s" }
+            ),
+        };
         format!(
-            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra})",
+            "≈{:.0} pairs uncertain; {loss}; {} at {}/s (rate {}{extra}){icmp}",
             self.uncertain_pairs,
             if self.mode == "auto" {
                 "settled"
@@ -336,6 +348,8 @@ pub struct ScanOutput<W: Write> {
     down_reason: String,
     /// Results by verdict name, whatever is printed.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Keeps every result, prints nothing (the library's [`ScanOutput::collecting`]).
+    collect: bool,
 }
 
 impl<W: Write> ScanOutput<W> {
@@ -351,12 +365,31 @@ impl<W: Write> ScanOutput<W> {
             down: 0,
             down_reason: String::new(),
             counts: BTreeMap::new(),
+            collect: false,
         }
+    }
+
+    /// Keeps every result and prints nothing: see [`ScanOutput::into_results`].
+    pub fn collecting(out: W) -> ScanOutput<W> {
+        ScanOutput {
+            collect: true,
+            ..ScanOutput::new(out, super::OutputFormat::Ndjson, false)
+        }
+    }
+
+    /// Every result kept by a [`ScanOutput::collecting`] output, by host and port.
+    pub fn into_results(mut self) -> Vec<ScanResult> {
+        self.kept.sort_by_key(|r| (r.host, r.port));
+        self.kept
     }
 
     /// One (host, port) result.
     pub fn result(&mut self, r: ScanResult) -> std::io::Result<()> {
         *self.counts.entry(state(&r.verdict)).or_default() += 1;
+        if self.collect {
+            self.kept.push(r);
+            return Ok(());
+        }
         if self.open_only && r.verdict != SynAnswer::Open {
             return Ok(());
         }
@@ -390,7 +423,7 @@ impl<W: Write> ScanOutput<W> {
     /// A host as discovery found it: a line of its own (never one per port).
     /// Text lists down hosts only (up hosts show in the table); --open hides both.
     pub fn host(&mut self, h: &HostResult) -> std::io::Result<()> {
-        if self.open_only {
+        if self.open_only || self.collect {
             return Ok(());
         }
         match self.format {
@@ -866,10 +899,20 @@ mod tests {
             mean_loss: 0.021,
             extra_rounds: 1,
             uncertain_pairs: 0.2,
+            icmp_silent_pairs: 0,
         };
         assert_eq!(
             r.line(),
             "≈0 pairs uncertain; peak loss 43 % at 180.0k/s, mean 2.1 %; settled at 19.8k/s (rate auto, 1 extra round)"
+        );
+        let r = RateSummary {
+            icmp_silent_pairs: 94,
+            ..r
+        };
+        assert!(
+            r.line().ends_with("(rate auto, 1 extra round); 94 no-responses from hosts that sent ICMP errors (an ICMP rate limit may hide rejections: filtered or dropped)"),
+            "{}",
+            r.line()
         );
         let r = RateSummary {
             mode: "fixed".into(),

@@ -6,20 +6,27 @@ use std::time::Duration;
 /// the one statistics shape of every command's JSON.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RttStats {
+    /// Number of RTTs.
     pub count: usize,
+    /// The smallest.
     #[serde(serialize_with = "super::json::us3")]
     pub min_us: f64,
+    /// The mean.
     #[serde(serialize_with = "super::json::us3")]
     pub avg_us: f64,
+    /// The largest.
     #[serde(serialize_with = "super::json::us3")]
     pub max_us: f64,
-    /// Standard deviation, as ping's `mdev` (sqrt(E[x²] − E[x]²)).
+    /// Standard deviation, as ping's `mdev` (sqrt(E\[x²\] − E\[x\]²)).
     #[serde(serialize_with = "super::json::us3")]
     pub mdev_us: f64,
+    /// The median (nearest rank).
     #[serde(serialize_with = "super::json::us3")]
     pub p50_us: f64,
+    /// The 90th percentile (nearest rank).
     #[serde(serialize_with = "super::json::us3")]
     pub p90_us: f64,
+    /// The 99th percentile (nearest rank).
     #[serde(serialize_with = "super::json::us3")]
     pub p99_us: f64,
 }

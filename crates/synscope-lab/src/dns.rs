@@ -200,8 +200,8 @@ fn sign_zone(dir: &std::path::Path) -> Result<String, LabError> {
 
 /// Sends `probe` to `server` from the client namespace until an answer with
 /// its id comes (at most 5 s).
-fn answers(lab: &Lab, server: SocketAddr, probe: &'static [u8]) -> Result<bool, LabError> {
-    in_netns(&lab.client_ns, move || {
+fn answers(client_ns: &str, server: SocketAddr, probe: &'static [u8]) -> Result<bool, LabError> {
+    in_netns(client_ns, move || {
         let Ok(sock) = UdpSocket::bind("198.18.0.1:0") else {
             return false;
         };
@@ -270,32 +270,60 @@ impl LabDns {
         if signed {
             me.ds = Some(sign_zone(&me.dir)?);
         }
-        let conf = me.dir.join("nsd.conf");
-        let log = std::fs::File::create(me.dir.join("nsd.stdout"))
+        me.run_nsd(&lab.client_ns, &lab.server_ns)?;
+        Ok(me)
+    }
+}
+
+impl LabDns {
+    /// Runs NSD again from the directory a [`LabDns::keep_config`] left, in
+    /// namespace `server_ns` (of a kept lab), and waits (at most 5 s) until it
+    /// answers from `client_ns`. Dropping it stops NSD and removes DIR.
+    pub fn resume(client_ns: &str, server_ns: &str, dir: PathBuf) -> Result<LabDns, LabError> {
+        let mut me = LabDns {
+            child: None,
+            dir,
+            ds: None,
+        };
+        me.run_nsd(client_ns, server_ns)?;
+        Ok(me)
+    }
+
+    /// Starts NSD with the config in `self.dir`, in `server_ns`, and waits
+    /// until it answers a query from `client_ns`.
+    fn run_nsd(&mut self, client_ns: &str, server_ns: &str) -> Result<(), LabError> {
+        let conf = self.dir.join("nsd.conf");
+        let log = std::fs::File::create(self.dir.join("nsd.stdout"))
             .map_err(|e| LabError(format!("create nsd log: {e}")))?;
         let log2 = log
             .try_clone()
             .map_err(|e| LabError(format!("nsd log: {e}")))?;
-        let child = lab
-            .server_command("nsd")
-            .arg("-d")
-            .arg("-c")
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", server_ns, "nsd", "-d", "-c"])
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .spawn()
             .map_err(|e| LabError(format!("cannot run nsd: {e} (apt-get install nsd)")))?;
-        me.child = Some(child);
-        // wait until it answers a query from the client namespace
-        if !answers(lab, SocketAddr::new(SERVER_V4.into(), 53), PROBE)? {
-            let log = std::fs::read_to_string(me.dir.join("nsd.stdout")).unwrap_or_default();
+        self.child = Some(child);
+        if !answers(client_ns, SocketAddr::new(SERVER_V4.into(), 53), PROBE)? {
+            let log = std::fs::read_to_string(self.dir.join("nsd.stdout")).unwrap_or_default();
             return Err(LabError(format!(
                 "nsd did not answer within 5 s: {}",
                 log.lines().last().unwrap_or("no log")
             )));
         }
-        Ok(me)
+        Ok(())
+    }
+
+    /// Stops NSD but leaves its directory, for a keeper of the lab to run it
+    /// again in the server namespace: `nsd -d -c DIR/nsd.conf`. Returns DIR.
+    pub fn keep_config(mut self) -> PathBuf {
+        if let Some(mut child) = self.child.take() {
+            stop(&mut child);
+        }
+        std::mem::take(&mut self.dir)
     }
 }
 
@@ -304,7 +332,9 @@ impl Drop for LabDns {
         if let Some(mut child) = self.child.take() {
             stop(&mut child);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -386,7 +416,7 @@ impl LabUnbound {
             .map_err(|e| LabError(format!("cannot run unbound: {e} (apt-get install unbound)")))?;
         me.child = Some(child);
         let server = SocketAddr::new(SERVER_V4.into(), UNBOUND_PORT);
-        if !answers(lab, server, RESOLVER_PROBE)? {
+        if !answers(&lab.client_ns, server, RESOLVER_PROBE)? {
             let log = std::fs::read_to_string(me.dir.join("unbound.log"))
                 .or_else(|_| std::fs::read_to_string(me.dir.join("unbound.stdout")))
                 .unwrap_or_default();

@@ -765,17 +765,45 @@ fn spawn_reaper(namespaces: &[&str]) -> Option<std::process::Child> {
         .ok()
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
+impl Lab {
+    /// Leaves the lab up after this value is gone (`synscope demo --keep`):
+    /// stops the reaper, closes the listeners (whoever keeps the lab listens
+    /// on the open ports instead) and returns the namespaces, which dropping
+    /// this value no longer deletes. Their owner markers name this process
+    /// until [`adopt`] names the keeper; a later lab removes them once the
+    /// owner they name is gone.
+    pub fn keep(mut self) -> Vec<String> {
+        self.stop_reaper();
+        self.listeners.clear();
+        std::mem::take(&mut self.created)
+    }
+
+    fn stop_reaper(&mut self) {
         if let Some(mut r) = self.reaper.take() {
             let _ = r.kill();
             let _ = r.wait();
         }
+    }
+}
+
+/// Records this process as the owner of `namespaces` (a kept lab's keeper).
+pub fn adopt(namespaces: &[String]) -> Result<(), LabError> {
+    namespaces.iter().try_for_each(|ns| mark_owned(ns))
+}
+
+/// Deletes `namespaces`, last first, and their owner markers.
+pub fn delete_namespaces(namespaces: &[String]) {
+    for ns in namespaces.iter().rev() {
+        let _ = run(&["ip", "netns", "del", ns], None);
+        let _ = std::fs::remove_file(owner_marker(ns));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_reaper();
         self.listeners.clear();
-        for ns in self.created.drain(..).rev() {
-            let _ = run(&["ip", "netns", "del", &ns], None);
-            let _ = std::fs::remove_file(owner_marker(&ns));
-        }
+        delete_namespaces(&std::mem::take(&mut self.created));
     }
 }
 

@@ -55,6 +55,10 @@ pub struct RoutedSpec {
     /// the IPv6 `synproxy` swallowed SYNs without answering, so IPv6 SYNs to
     /// these ports go to the server as to any other.
     pub syn_proxy: Vec<u16>,
+    /// A slow link with a short queue on router 1: HTB at this many kbit/s
+    /// with a 10-packet pfifo on both its interfaces (what the client sends
+    /// and what comes back); what overflows is dropped. None: full speed.
+    pub bottleneck_kbit: Option<u32>,
 }
 
 impl RoutedSpec {
@@ -73,6 +77,7 @@ impl RoutedSpec {
             dscp_ecn: vec![8081],
             strip_options: vec![8082],
             syn_proxy: vec![8090],
+            bottleneck_kbit: None,
         }
     }
 }
@@ -333,6 +338,27 @@ impl Lab {
                     w("/proc/sys/net/ipv6/conf/all/forwarding", "1");
                 }
             })?;
+        }
+        if let Some(kbit) = spec.bottleneck_kbit {
+            let rate = format!("{kbit}kbit");
+            for dev in ["left", "right"] {
+                for args in [
+                    vec![
+                        "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10",
+                    ],
+                    vec![
+                        "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb",
+                        "rate", &rate,
+                    ],
+                    vec![
+                        "qdisc", "add", "dev", dev, "parent", "1:10", "pfifo", "limit", "10",
+                    ],
+                ] {
+                    let mut full = vec!["ip", "netns", "exec", &chain[1], "tc"];
+                    full.extend(args);
+                    run(&full, None)?;
+                }
+            }
         }
         let policy = &chain[spec.policy_router];
         run(

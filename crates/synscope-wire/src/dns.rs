@@ -13,6 +13,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+mod answers;
+
 /// The header length of every DNS message.
 pub const HEADER_LEN: usize = 12;
 
@@ -59,6 +61,25 @@ impl Question {
         }
     }
 
+    /// `self == other` (names compared case-insensitively), label by label
+    /// without hickory's general ordering: what bulk mode asks of every reply.
+    pub fn same(&self, other: &Question) -> bool {
+        if self.qtype != other.qtype
+            || self.qclass != other.qclass
+            || self.name.is_fqdn() != other.name.is_fqdn()
+        {
+            return false;
+        }
+        let (mut a, mut b) = (self.name.iter(), other.name.iter());
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                (Some(x), Some(y)) if x.eq_ignore_ascii_case(y) => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// A question of class IN.
     pub fn new(name: Name, qtype: RecordType) -> Question {
         Question {
@@ -85,17 +106,24 @@ pub struct QueryRepr {
 impl QueryRepr {
     /// The query's wire bytes.
     pub fn emit(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(64);
+        self.emit_into(&mut b);
+        b
+    }
+
+    /// Appends the query's wire bytes to `b` (bulk mode writes them straight
+    /// after the IP and UDP headers: [`crate::IpRepr::emit_udp`]).
+    pub fn emit_into(&self, b: &mut Vec<u8>) {
         match &self.edns {
-            Some(e) if e.client_subnet.is_some() => self.emit_hickory(),
-            _ => self.emit_plain(),
+            Some(e) if e.client_subnet.is_some() => b.extend_from_slice(&self.emit_hickory()),
+            _ => self.emit_plain(b),
         }
     }
 
     /// Header, question and a plain OPT record, written directly (what bulk
     /// mode sends per name: a sixth of the cost of building a Message);
     /// byte for byte what [`QueryRepr::emit_hickory`] writes.
-    fn emit_plain(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(64);
+    fn emit_plain(&self, b: &mut Vec<u8>) {
         b.extend_from_slice(&self.id.to_be_bytes());
         b.push(if self.recursion_desired { 0x01 } else { 0x00 });
         b.push(0);
@@ -117,7 +145,6 @@ impl QueryRepr {
             // extended rcode, version, flags (DO), no options
             b.extend_from_slice(&[0, 0, if e.dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
         }
-        b
     }
 
     fn emit_hickory(&self) -> Vec<u8> {
@@ -259,8 +286,26 @@ impl ReplyRepr {
     /// the answers, only the records of the question's type (every type for
     /// ANY) and their RRSIGs are decoded; the others (a CNAME chain's links)
     /// are stepped over unread. What bulk mode needs (the answer set), at a
-    /// fraction of the cost of a whole message.
+    /// fraction of the cost of a whole message. The usual reply is read
+    /// straight over its bytes (`answers.rs`), the others by hickory.
     pub fn parse_answers(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
+        match answers::parse_answers(bytes) {
+            Some(r) => Ok(r),
+            None => Self::parse_answers_hickory(bytes),
+        }
+    }
+
+    /// The read over the bytes alone (None where hickory must read the
+    /// message): for the `dns_answers` fuzz target, which compares it with
+    /// [`ReplyRepr::parse_answers_hickory`].
+    #[doc(hidden)]
+    pub fn parse_answers_over_bytes(bytes: &[u8]) -> Option<ReplyRepr> {
+        answers::parse_answers(bytes)
+    }
+
+    /// [`ReplyRepr::parse_answers`] of any message, through hickory.
+    #[doc(hidden)]
+    pub fn parse_answers_hickory(bytes: &[u8]) -> Result<ReplyRepr, WireError> {
         if bytes.len() < HEADER_LEN {
             return Err(WireError::Truncated("dns"));
         }
@@ -926,8 +971,10 @@ mod tests {
                             recursion_desired: rd,
                             edns,
                         };
+                        let mut plain = vec![0xee]; // appended after what is there
+                        q.emit_plain(&mut plain);
                         assert_eq!(
-                            q.emit_plain(),
+                            plain[1..],
                             q.emit_hickory(),
                             "{name} {qtype} {rd} {:?}",
                             q.edns
@@ -1067,6 +1114,40 @@ mod tests {
         );
         // cut inside the stepped-over CNAME: an error, as for the full parse
         assert!(ReplyRepr::parse_answers(&bytes[..bytes.len() - 20]).is_err());
+    }
+
+    #[test]
+    fn same_question_is_eq() {
+        let names = [
+            "a.lab.test.",
+            "A.Lab.TEST.",
+            "a.lab.test",
+            "b.lab.test.",
+            "a.lab.",
+            "lab.test.",
+            "*.lab.test.",
+            "ab.test.",
+            "a.b.test.",
+            ".",
+        ];
+        for x in names {
+            for y in names {
+                for (tx, ty) in [
+                    (RecordType::A, RecordType::A),
+                    (RecordType::A, RecordType::MX),
+                ] {
+                    let qx = Question::new(Name::from_ascii(x).unwrap(), tx);
+                    let qy = Question::new(Name::from_ascii(y).unwrap(), ty);
+                    assert_eq!(qx.same(&qy), qx == qy, "{x} {y}");
+                }
+            }
+        }
+        let mut other = Question::new(Name::from_ascii("a.").unwrap(), RecordType::A);
+        other.qclass = DNSClass::CH;
+        assert!(!other.same(&Question::new(
+            Name::from_ascii("a.").unwrap(),
+            RecordType::A
+        )));
     }
 
     #[test]

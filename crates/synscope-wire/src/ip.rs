@@ -1,7 +1,7 @@
 //! IPv4 (RFC 791) and IPv6 (RFC 8200) headers: one `IpRepr` for both families.
 
 use super::WireError;
-use pnet_packet::ipv4::{Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::ipv6::{Ipv6Packet, MutableIpv6Packet};
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -291,33 +291,74 @@ impl IpRepr {
         let hl = self.header_len();
         let mut buf = vec![0u8; hl + payload.len()];
         buf[hl..].copy_from_slice(payload);
+        self.write_header(&mut buf);
+        buf
+    }
+
+    /// The whole datagram of a UDP datagram from `src_port` to `dst_port`
+    /// whose payload `write` appends to the buffer it is given: what
+    /// `self.emit(&UdpRepr { .. }.emit(src, dst))` builds, byte for byte, in
+    /// one buffer (bulk DNS builds one per query). `self.protocol` should be
+    /// UDP.
+    pub fn emit_udp(
+        &self,
+        src_port: u16,
+        dst_port: u16,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Vec<u8> {
+        let hl = self.header_len();
+        let mut buf = Vec::with_capacity(hl + crate::UdpRepr::HEADER_LEN + 128);
+        buf.resize(hl + crate::UdpRepr::HEADER_LEN, 0);
+        write(&mut buf);
+        let udp_len = (buf.len() - hl).min(u16::MAX as usize) as u16;
+        let udp = &mut buf[hl..];
+        udp[0..2].copy_from_slice(&src_port.to_be_bytes());
+        udp[2..4].copy_from_slice(&dst_port.to_be_bytes());
+        udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
+        let mut c = crate::transport_checksum(self.src, self.dst, Protocol::UDP, udp);
+        if c == 0 {
+            c = 0xffff; // RFC 768: a computed zero is sent as all ones
+        }
+        udp[6..8].copy_from_slice(&c.to_be_bytes());
+        self.write_header(&mut buf);
+        buf
+    }
+
+    /// Writes this header at the start of `buf` (header and payload), its
+    /// lengths from `buf`'s.
+    fn write_header(&self, buf: &mut [u8]) {
+        let hl = self.header_len();
+        let total_len = buf.len();
+        let payload_len = total_len.saturating_sub(hl);
         match (self.src, self.dst) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let mut p = MutableIpv4Packet::new(&mut buf).expect("buffer sized above");
-                p.set_version(4);
-                p.set_header_length(5);
-                p.set_total_length((hl + payload.len()).min(u16::MAX as usize) as u16);
-                p.set_identification(self.ident);
-                p.set_flags(pnet_packet::ipv4::Ipv4Flags::DontFragment);
-                p.set_ttl(self.ttl);
-                p.set_next_level_protocol(pnet_packet::ip::IpNextHeaderProtocol(self.protocol));
-                p.set_source(s);
-                p.set_destination(d);
-                let c = pnet_packet::ipv4::checksum(&p.to_immutable());
-                p.set_checksum(c);
+            (IpAddr::V4(s), IpAddr::V4(d)) if buf.len() >= 20 => {
+                // written field by field: the one header bulk DNS writes per query
+                let h = &mut buf[..20];
+                h[0] = 0x45; // version 4, 5 words
+                h[1] = 0;
+                h[2..4].copy_from_slice(&(total_len.min(u16::MAX as usize) as u16).to_be_bytes());
+                h[4..6].copy_from_slice(&self.ident.to_be_bytes());
+                h[6..8].copy_from_slice(&[0x40, 0]); // don't fragment
+                h[8] = self.ttl;
+                h[9] = self.protocol;
+                h[10..12].fill(0);
+                h[12..16].copy_from_slice(&s.octets());
+                h[16..20].copy_from_slice(&d.octets());
+                let c = crate::checksum_with(0, h);
+                h[10..12].copy_from_slice(&c.to_be_bytes());
             }
+            (IpAddr::V4(_), IpAddr::V4(_)) => {}
             _ => {
-                let mut p = MutableIpv6Packet::new(&mut buf).expect("buffer sized above");
+                let mut p = MutableIpv6Packet::new(buf).expect("buffer sized by the caller");
                 p.set_version(6);
                 p.set_flow_label(self.flow_label & 0xf_ffff);
-                p.set_payload_length(payload.len().min(u16::MAX as usize) as u16);
+                p.set_payload_length(payload_len.min(u16::MAX as usize) as u16);
                 p.set_next_header(pnet_packet::ip::IpNextHeaderProtocol(self.protocol));
                 p.set_hop_limit(self.ttl);
                 p.set_source(to_v6(self.src));
                 p.set_destination(to_v6(self.dst));
             }
         }
-        buf
     }
 }
 
@@ -382,6 +423,9 @@ mod tests {
         want[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(&bytes[..20], &want);
         assert_eq!(crate::checksum_with(0, &bytes[..20]), 0);
+        // the checksum pnet computes
+        let p = Ipv4Packet::new(&bytes).unwrap();
+        assert_eq!(pnet_packet::ipv4::checksum(&p), p.get_checksum());
         let (repr, payload) = IpRepr::parse(&bytes).unwrap();
         assert_eq!(repr, v4());
         assert_eq!(payload.len(), 40);

@@ -9,7 +9,7 @@ use super::{IcmpRepr, IpRepr, Protocol, TcpFlags, TcpOptions, WireError};
 /// Our TCP segment as the router that sent an ICMP error saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotedTcp {
-    /// The quoted IP header, as the router received it (TTL decremented on the way).
+    /// The quoted IP header, as the router received it.
     pub ip: IpRepr,
     /// IPv4 TOS byte or IPv6 traffic class: DSCP (upper six bits) and ECN (lower two).
     pub tos: u8,

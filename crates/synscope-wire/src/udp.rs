@@ -74,6 +74,31 @@ mod tests {
     use crate::testutil::Noise;
 
     #[test]
+    fn one_buffer_datagram_is_the_two_step_one() {
+        for (s, d) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
+            let (src, dst): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());
+            for payload in [&b""[..], b"x", b"\x12\x34 a dns message", &[0xff; 1500]] {
+                let ip = crate::IpRepr {
+                    src,
+                    dst,
+                    protocol: Protocol::UDP,
+                    ttl: 64,
+                    ident: 0xbeef,
+                    later_fragment: false,
+                    flow_label: 7,
+                };
+                let u = UdpRepr {
+                    src_port: 40000,
+                    dst_port: 53,
+                    payload: payload.to_vec(),
+                };
+                let one = ip.emit_udp(40000, 53, |b| b.extend_from_slice(payload));
+                assert_eq!(one, ip.emit(&u.emit(src, dst)), "{s} {}", payload.len());
+            }
+        }
+    }
+
+    #[test]
     fn round_trip_v4_and_v6() {
         for (s, d) in [("198.18.0.1", "198.18.0.2"), ("2001:db8::1", "2001:db8::2")] {
             let (s, d): (IpAddr, IpAddr) = (s.parse().unwrap(), d.parse().unwrap());

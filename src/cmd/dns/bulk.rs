@@ -20,7 +20,7 @@ use crate::probe::dns::{
     DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
 };
 use crate::probe::fxhash::{FxMap, FxSet};
-use crate::report::dns::{BulkSummary, DnsResult, TimedBy, check};
+use crate::report::dns::{BulkSummary, DifferingLine, DnsResult, TimedBy, answer_view, check};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_known, rcode_name};
 use hickory_proto::rr::{Name, RecordType};
@@ -785,6 +785,60 @@ struct BadLine<'a> {
     error: &'a str,
 }
 
+/// Lines the summary lists of those whose servers' answers differed.
+const DIFFERENCES_LISTED: usize = 100;
+
+/// Each line to each of several servers: a line's answers side by side,
+/// compared once its last one is in.
+#[derive(Default)]
+struct Comparison {
+    /// Per line with queries out: results still to come, and each server's
+    /// answer ([`answer_view`]) so far.
+    open: FxMap<u64, (usize, Vec<(SocketAddr, String)>)>,
+    differing: u64,
+    listed: Vec<DifferingLine>,
+}
+
+impl Comparison {
+    /// Line `line` goes to `servers` servers.
+    fn expect(&mut self, line: u64, servers: usize) {
+        if servers > 1 {
+            self.open
+                .insert(line, (servers, Vec::with_capacity(servers)));
+        }
+    }
+
+    /// One of its results.
+    fn add(&mut self, line: u64, r: &DnsResult) {
+        let Some((left, views)) = self.open.get_mut(&line) else {
+            return;
+        };
+        views.push((r.server, answer_view(r)));
+        *left -= 1;
+        if *left > 0 {
+            return;
+        }
+        let Some((_, views)) = self.open.remove(&line) else {
+            return;
+        };
+        if views.iter().all(|(_, v)| *v == views[0].1) {
+            return;
+        }
+        self.differing += 1;
+        if self.listed.len() < DIFFERENCES_LISTED {
+            self.listed.push(DifferingLine {
+                line,
+                name: r.name.clone(),
+                qtype: r.qtype.clone(),
+                answers: views
+                    .into_iter()
+                    .map(|(sv, v)| (sv.to_string(), v))
+                    .collect(),
+            });
+        }
+    }
+}
+
 /// Where results go: the output in the chosen format, the summary's figures.
 struct Report<'a, W: Write> {
     out: std::io::BufWriter<W>,
@@ -797,6 +851,8 @@ struct Report<'a, W: Write> {
     first_failure: Option<String>,
     /// Each server as printed (formatted once, not per line).
     server_text: Vec<(SocketAddr, String)>,
+    /// Each line to each of several servers: their answers compared.
+    compare: Option<Comparison>,
 }
 
 impl<W: Write> Report<'_, W> {
@@ -823,6 +879,9 @@ impl<W: Write> Report<'_, W> {
     /// One finished query; `unsent` if it was not sent because its server
     /// had refused an earlier one.
     fn result(&mut self, line: u64, r: &DnsResult, unsent: bool) -> Result<(), CmdError> {
+        if let Some(c) = &mut self.compare {
+            c.add(line, r);
+        }
         let refused = r.refused.map(|f| {
             if unsent {
                 format!("{f} (refused before: not sent)")
@@ -930,6 +989,10 @@ impl<W: Write> Report<'_, W> {
         mut self,
         ignored: &BTreeMap<crate::probe::dns::DnsIgnored, u64>,
     ) -> Result<u8, CmdError> {
+        if let Some(c) = self.compare.take() {
+            self.sum.differing_lines = Some(c.differing);
+            self.sum.differences = c.listed;
+        }
         let sum = &self.sum;
         let summary = sum.out(ignored);
         let summary = crate::report::json::kinded("summary", &summary);
@@ -1009,6 +1072,27 @@ impl<W: Write> Report<'_, W> {
         );
         if let Some(f) = &self.first_failure {
             eprintln!("synscope: check failed: {f}");
+        }
+        if let (Some(n @ 1..), Some(d)) = (sum.differing_lines, sum.differences.first()) {
+            let answers: Vec<String> = d
+                .answers
+                .iter()
+                .map(|(sv, v)| format!("@{sv} {v}"))
+                .collect();
+            eprintln!(
+                "synscope: {n} lines got different answers from the servers (the summary lists the first {}); line {}: {} {}: {}",
+                sum.differences.len(),
+                d.line,
+                d.name,
+                d.qtype,
+                answers.join(" / ")
+            );
+        }
+        if sum.interrupted {
+            eprintln!(
+                "synscope: interrupted: {} queries were in flight and are not counted as answered",
+                sum.in_flight
+            );
         }
         Ok(if sum.interrupted {
             EXIT_INTERRUPTED
@@ -1120,6 +1204,7 @@ pub(super) async fn bulk(
         json_errors: Vec::new(),
         first_failure: None,
         server_text: Vec::new(),
+        compare: (servers.len() > 1 && !s.spread).then(Comparison::default),
     };
     // servers that refused a query (ICMP error): later lines to them are not sent
     let mut refused: FxMap<SocketAddr, Refusal> = FxMap::default();
@@ -1136,8 +1221,9 @@ pub(super) async fn bulk(
     let concurrency = s.concurrency as usize;
     let mut finished: Vec<DnsOutcome> = Vec::new();
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(servers.len());
-    let signal = super::super::interrupted();
-    tokio::pin!(signal);
+    // the first SIGINT/SIGTERM sets a flag the loop reads every turn (a
+    // busy loop never waits on a signal future); a second ends it at once
+    super::super::catch_signals();
     let outstanding = |paths: &[Path]| paths.iter().map(|p| p.ex.outstanding()).sum::<usize>();
 
     loop {
@@ -1201,6 +1287,9 @@ pub(super) async fn bulk(
                 let t = t.to_string();
                 report.bad_line(line_no, &t, &e)?;
                 continue;
+            }
+            if let Some(c) = &mut report.compare {
+                c.expect(line_no, targets.len());
             }
             for &server in &targets {
                 let q = query_of(s, l.name.clone(), l.qtype);
@@ -1266,6 +1355,12 @@ pub(super) async fn bulk(
         if input_done && outstanding(&paths) == 0 {
             break;
         }
+        if super::super::signalled() {
+            // stop: what is outstanding is neither answered nor timed out
+            report.sum.interrupted = true;
+            report.sum.in_flight = outstanding(&paths) as u64;
+            break;
+        }
         let sum = &report.sum;
         progress.update(sum.names, || {
             let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -1297,6 +1392,8 @@ pub(super) async fn bulk(
         if let Some(at) = send_at {
             wake = wake.min(at);
         }
+        // a signal is seen within this
+        wake = wake.min(Instant::now() + Duration::from_millis(50));
         tokio::select! {
             got = rx.recv(), if raw => {
                 match got {
@@ -1312,11 +1409,6 @@ pub(super) async fn bulk(
             }
             r = sockets_ready(&paths) => r?, // read on the next turn
             _ = tokio::time::sleep_until(wake) => {}
-            _ = &mut signal => {
-                // stop: what is outstanding is neither answered nor timed out
-                report.sum.interrupted = true;
-                break;
-            }
         }
     }
     report.sum.elapsed = started.elapsed();

@@ -28,7 +28,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9799";
 #[derive(Debug, thiserror::Error)]
 #[error("config {path}: {msg}")]
 pub struct ConfigError {
+    /// The config file.
     pub path: String,
+    /// What is wrong, and where in it.
     pub msg: String,
 }
 
@@ -69,23 +71,34 @@ struct RawProbe {
 #[derive(Debug, Clone)]
 pub enum Kind {
     /// One SYN: verdict and SYN → SYN-ACK.
-    Syn { syn_options: bool },
+    Syn {
+        /// Linux-like SYN options (else a bare SYN).
+        syn_options: bool,
+    },
     /// A whole connection played with raw segments, every stage timed.
     Handshake {
+        /// Linux-like SYN options (else a bare SYN).
         syn_options: bool,
+        /// Bytes sent once connected (escapes already undone); may be empty.
         request: Vec<u8>,
+        /// How we close: FIN or RST.
         close: CloseMode,
     },
     /// One DNS query with the checks of `synscope dns`.
     Dns {
+        /// The name asked for.
         name: Name,
+        /// The record type asked for.
         qtype: RecordType,
+        /// The RD bit.
         recursion_desired: bool,
+        /// What the answer must satisfy to count as a success.
         checks: DnsChecks,
     },
 }
 
 impl Kind {
+    /// `syn`, `handshake` or `dns`, as in the config and the `kind` label.
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Syn { .. } => "syn",
@@ -105,23 +118,31 @@ impl Kind {
 /// One validated probe.
 #[derive(Debug, Clone)]
 pub struct ProbeSpec {
+    /// The `probe` label and the `/probe` module name; unique in a config.
     pub name: String,
     /// As written, for the info metric.
     pub target_text: String,
+    /// The address and port probed (resolved once, at load).
     pub target: SocketAddr,
+    /// Time between the starts of two runs (at least 100 ms).
     pub interval: Duration,
+    /// Longest a run may take (at most `interval`).
     pub timeout: Duration,
+    /// What the probe does.
     pub kind: Kind,
 }
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The HTTP listen address; None: `--listen` or [`DEFAULT_LISTEN`].
     pub listen: Option<SocketAddr>,
+    /// The probes, in file order.
     pub probes: Vec<ProbeSpec>,
 }
 
 impl Config {
+    /// The probe named `name`.
     pub fn probe(&self, name: &str) -> Option<&ProbeSpec> {
         self.probes.iter().find(|p| p.name == name)
     }

@@ -4,20 +4,20 @@
 //!
 //! One task per probe, running one probe at a time; the probes of one address
 //! start evenly spread over their interval and two scheduled runs to one
-//! address start at least [`TARGET_GAP`] apart, so a host never gets a burst.
+//! address start at least `TARGET_GAP` apart, so a host never gets a burst.
 //! Every socket is opened once, at start: the raw senders, and per source
-//! address a port block, its capture and its nftables table ([`plane`]); DNS
+//! address a port block, its capture and its nftables table (`plane`); DNS
 //! probes use ordinary UDP/TCP sockets. Then every capability goes. SIGHUP
 //! reloads the config over the same metric families, unless it would need a
 //! new source address (refused, counted as a failed reload, the running
-//! config stays: [`reloaded`]); SIGTERM or SIGINT ends
+//! config stays: `reloaded`); SIGTERM or SIGINT ends
 //! a handshake in flight with an RST, then the tasks, and exits 0 (the
 //! nftables owner tables go with the process, SIGKILL included).
 
 pub mod config;
-pub mod http;
-pub mod plane;
-pub mod run;
+pub(crate) mod http;
+pub(crate) mod plane;
+pub(crate) mod run;
 
 use super::{CmdError, Log};
 use crate::cli::UsageError;
@@ -34,7 +34,9 @@ use tokio::task::JoinSet;
 /// Validated settings of `synscope exporter`.
 #[derive(Debug, Clone)]
 pub struct ExporterSettings {
+    /// The config file.
     pub config: PathBuf,
+    /// `--listen`: overrides the config's address.
     pub listen: Option<SocketAddr>,
 }
 

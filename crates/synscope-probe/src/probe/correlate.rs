@@ -144,7 +144,7 @@ impl Correlator {
         self.outstanding.insert(key);
     }
 
-    /// Stops expecting answers to `key` (answered or given up); later ones are `NoProbe`.
+    /// Stops expecting answers to `key` (answered or given up).
     pub fn remove(&mut self, key: FlowKey) {
         self.outstanding.remove(&key);
     }

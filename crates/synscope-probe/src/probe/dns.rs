@@ -112,7 +112,7 @@ pub fn ends_query(e: &IcmpError) -> bool {
 pub struct DnsOutcome {
     /// The caller's tag (line number, server index).
     pub tag: u64,
-    /// The last attempt's identity on the wire.
+    /// The query's identity on the wire (the same for every attempt).
     pub key: QueryKey,
     /// What was asked.
     pub question: Question,
@@ -275,13 +275,6 @@ impl DnsExchange {
             src_port,
             id: query.id,
         };
-        let msg = query.emit();
-        let query_size = msg.len();
-        let udp = UdpRepr {
-            src_port,
-            dst_port: server.port(),
-            payload: msg,
-        };
         let ip = IpRepr {
             src: self.cfg.src,
             dst: server.ip(),
@@ -291,7 +284,9 @@ impl DnsExchange {
             later_fragment: false,
             flow_label: 0,
         };
-        let datagram = ip.emit(&udp.emit(ip.src, ip.dst));
+        // headers and message in one buffer
+        let datagram = ip.emit_udp(src_port, server.port(), |b| query.emit_into(b));
+        let query_size = datagram.len() - ip.header_len() - UdpRepr::HEADER_LEN;
         let deadline = now + self.cfg.timeout;
         if self.pending.contains_key(&key) {
             self.forget(&key);
@@ -476,7 +471,8 @@ impl DnsExchange {
         // one look-up for both: is it ours, and does it answer our question
         let question_ok = self.pending.get(&key).map(|p| {
             message.as_ref().is_some_and(|reply| {
-                reply.question_count == 1 && reply.question.as_ref() == Some(&p.question)
+                reply.question_count == 1
+                    && reply.question.as_ref().is_some_and(|q| q.same(&p.question))
             })
         });
         let Some(question_ok) = question_ok else {

@@ -36,7 +36,8 @@ pub struct SynProbeConfig {
 pub enum RttSource {
     /// The kernel's stamp of the packet leaving.
     Kernel,
-    /// The user-space clock before the send call: later than the packet left.
+    /// The user-space clock just before the send call (a little before the
+    /// packet left: the RTT comes out a little long).
     User,
 }
 

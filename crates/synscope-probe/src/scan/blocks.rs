@@ -135,8 +135,8 @@ impl BlockState {
         }
     }
 
-    /// Marks probe `j` (its index in the scan order) answered, and says
-    /// whether this is its first answer.
+    /// Marks probe `j` (its number in the shard's send order) answered, and
+    /// says whether this is its first answer.
     pub fn mark_answered(&self, j: u64) -> Mark {
         let b = self.read();
         match b.slot(j).filter(|_| b.open) {

@@ -15,42 +15,60 @@
 //!
 //! The rule, per judged slice (BBR's idea of sending at the delivery rate,
 //! with AIMD's caution):
-//! - loss above [`LOSS_LIMIT`]: the rate falls to what got through
-//!   (`sent rate × (1 − loss)`) less a margin, never below `min`; the start-up
-//!   ramp ends and the rate where loss began is remembered as a ceiling;
+//! - loss above [`LOSS_LIMIT`] in two judged slices in a row (one is a
+//!   hiccup of a busy host): the rate falls to what got through
+//!   (`sent rate × (1 − loss)`) less a margin, at most halved per cut, never
+//!   below `min`; the start-up ramp ends and the rate where loss began is
+//!   remembered as a ceiling; if the loss turns out to have been late
+//!   replies, the cut is undone and slices wait longer before judgement;
 //! - RTT inflated (the slice's mean RTT above 4× the smallest seen, and
-//!   above it by 2 ms): a queue is building; the rate falls by 15 %;
+//!   above it by 10 ms): a queue is building; the rate falls by 15 %;
 //! - send back-pressure (the kernel's queue full): the rate falls to what
 //!   was actually sent, and that becomes a ceiling;
-//! - otherwise it grows: doubling per slice during start-up, then by 10 %
-//!   per slice below the remembered ceiling and 2 % near it (the ceiling
-//!   decays so a policer that lifts is found again); never above `max`.
+//! - otherwise it grows: during start-up to twice the rate the judged slice
+//!   was sent at (so the rate doubles every slice, as TCP's slow start does
+//!   every round trip), then by 10 % per 20 ms below the remembered ceiling
+//!   and 2 % per 20 ms near it (the ceiling decays so a policer that lifts
+//!   is found again); never above `max`.
 //!
 //! Slices with too few probes to known hosts are not judged by loss: during
 //! start-up the rate still doubles (nothing says the path is full), after it
 //! the rate holds.
 
-/// The time slice (ns).
-pub const SLICE: u64 = 20_000_000;
+/// The time slice (ns): short, so that start-up reaches the send ceiling of a
+/// clean path in tens of milliseconds and an overshoot is short-lived.
+pub const SLICE: u64 = 5_000_000;
 /// Probes to known hosts a slice needs before its ratio is trusted.
 pub const MIN_SAMPLES: u64 = 40;
 /// Loss a slice may show before the rate falls.
 pub const LOSS_LIMIT: f64 = 0.03;
+/// RTT growth (over the smallest RTT) that says a queue is building; well
+/// above what a loaded 2-core host adds by scheduling alone (a few ms).
+pub const INFLATED_NS: u64 = 10_000_000;
 /// The start rate when none is given (probes/s).
 pub const START: f64 = 20_000.0;
-/// Slices kept (the current one and those waiting to be judged).
-const RING: usize = 64;
+/// Slices kept (the current one and those waiting to be judged): 1.28 s,
+/// so a slice of a path with an RTT of up to ~0.4 s is still judged.
+const RING: usize = 256;
+/// Growth per slice after start-up: 10 %, 2 % and 1 % per 20 ms.
+const GROW_FAR: f64 = 1.024_113_689;
+const GROW_NEAR: f64 = 1.004_962_932;
+const CEILING_DECAY: f64 = 1.002_490_679;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slice {
     /// Index of the slice (start = origin + index × len); u64::MAX: unused.
     index: u64,
     sent: u64,
+    /// The highest rate asked while it was sent (probes/s).
+    target: f64,
     /// Probes to hosts known to answer, and their replies.
     known_sent: u64,
     known_replies: u64,
     rtt_sum_ns: u64,
     rtt_n: u64,
+    /// Replies that came after the slice was judged.
+    late: u64,
 }
 
 /// One judged slice, for the record (docs/rate.md plots these).
@@ -66,6 +84,27 @@ pub struct Judged {
     pub loss: Option<f64>,
     /// The rate after judging it.
     pub next_rate: f64,
+}
+
+/// What a cut for loss changed, kept to undo it if the loss turns out to
+/// have been replies that came after the slices were judged (as TCP's Eifel
+/// detection undoes a spurious retransmission's cut): on a loaded host a
+/// core's backlog of replies can wait tens of ms.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    /// The slices the cut was judged on (first..=last).
+    first: u64,
+    last: u64,
+    known_sent: u64,
+    replies: u64,
+    rate: f64,
+    ceiling: f64,
+    starting: bool,
+    peak_loss: f64,
+    peak_loss_rate: f64,
+    /// Loss added to the estimate by these slices, and lossy slices counted.
+    lost: f64,
+    lossy: u64,
 }
 
 /// The scan's send rate, adjusted slice by slice from the replies of known hosts.
@@ -107,6 +146,16 @@ pub struct RateControl {
     /// to it was already answered.
     cut_index: Option<u64>,
     now_index: u64,
+    /// Bad slices (lossy or slow) judged in a row, not yet acted on.
+    strikes: u32,
+    /// The bad slices in a row so far, as a cut on them would be undone.
+    strike: Option<Undo>,
+    undo: Option<Undo>,
+    /// Extra time a slice waits before it is judged (ns): doubles at each
+    /// cut found spurious.
+    margin_ns: u64,
+    /// Cuts undone.
+    pub spurious_cuts: u64,
 }
 
 impl RateControl {
@@ -143,6 +192,11 @@ impl RateControl {
             acc_slices: 0,
             cut_index: None,
             now_index: 0,
+            strikes: 0,
+            strike: None,
+            undo: None,
+            margin_ns: 0,
+            spurious_cuts: 0,
         }
     }
 
@@ -210,9 +264,11 @@ impl RateControl {
     /// `n` probes sent at `at_ns`, `known` of them to hosts known to answer.
     pub fn on_sent(&mut self, at_ns: u64, n: u64, known: u64) {
         self.tick(at_ns);
+        let rate = self.rate;
         if let Some(s) = self.slice(at_ns) {
             s.sent += n;
             s.known_sent += known;
+            s.target = s.target.max(rate);
         }
     }
 
@@ -227,11 +283,57 @@ impl RateControl {
         self.on_receiver(at_ns);
         let rtt = at_ns.saturating_sub(sent_ns);
         self.min_rtt_ns = self.min_rtt_ns.min(rtt.max(1));
-        if let Some(s) = self.slice(sent_ns) {
+        let i = self.index_of(sent_ns);
+        if i < self.judged_to {
+            // judged too early: 5 % of a slice's replies late, and slices
+            // wait longer from now on
+            let s = &mut self.slices[(i as usize) % RING];
+            if s.index == i {
+                s.late += 1;
+                if s.late * 20 == s.known_sent.max(MIN_SAMPLES) {
+                    self.wait_longer();
+                }
+            }
+            self.late_reply(i);
+        } else if let Some(s) = self.slice(sent_ns) {
             s.known_replies += 1;
             s.rtt_sum_ns += rtt;
             s.rtt_n += 1;
         }
+    }
+
+    /// A reply to a probe of slice `i`, already judged: if the slices of the
+    /// last cut now show no loss, the cut is undone and slices wait longer.
+    fn late_reply(&mut self, i: u64) {
+        let Some(u) = self.undo.as_mut() else {
+            return;
+        };
+        if !(u.first..=u.last).contains(&i) {
+            return;
+        }
+        u.replies += 1;
+        let r = (u.replies as f64 / u.known_sent.max(1) as f64).min(1.0);
+        let l = (1.0 - r / self.best_ratio.max(1e-9)).clamp(0.0, 1.0);
+        if l > LOSS_LIMIT + noise(u.known_sent) {
+            return;
+        }
+        let u = *u;
+        self.undo = None;
+        self.rate = self.rate.max(u.rate);
+        self.ceiling = u.ceiling;
+        self.starting = u.starting;
+        self.peak_loss = u.peak_loss;
+        self.peak_loss_rate = u.peak_loss_rate;
+        self.lost = (self.lost - u.lost + l * u.known_sent as f64).max(0.0);
+        self.lossy = self.lossy.saturating_sub(u.lossy);
+        self.spurious_cuts += 1;
+        self.wait_longer();
+    }
+
+    /// Slices wait twice as long (at least two slices more, at most 32) before
+    /// they are judged.
+    fn wait_longer(&mut self) {
+        self.margin_ns = (self.margin_ns * 2).clamp(2 * self.slice_ns, 32 * self.slice_ns);
     }
 
     /// The kernel's send queue was full at `at_ns` while sending at
@@ -256,7 +358,7 @@ impl RateControl {
         } else {
             self.min_rtt_ns
         };
-        let wait = (2 + 3 * rtt / self.slice_ns).min(RING as u64 - 1);
+        let wait = (2 + (3 * rtt + self.margin_ns) / self.slice_ns).min(RING as u64 - 1);
         // slices that fell out of the ring are gone unjudged
         self.judged_to = self
             .judged_to
@@ -276,6 +378,7 @@ impl RateControl {
         let mut s = self.acc;
         s.index = one.index;
         s.sent += one.sent;
+        s.target = s.target.max(one.target);
         s.known_sent += one.known_sent;
         s.known_replies += one.known_replies;
         s.rtt_sum_ns += one.rtt_sum_ns;
@@ -295,6 +398,7 @@ impl RateControl {
         let sent_rate = s.sent as f64 * 1e9 / (span * self.slice_ns) as f64;
         let mut ratio = None;
         let mut loss = None;
+        let peak_before = (self.peak_loss, self.peak_loss_rate);
         if s.known_sent >= MIN_SAMPLES {
             let r = (s.known_replies as f64 / s.known_sent as f64).min(1.0);
             // the loss-free ratio is learnt from slices sent slowly enough
@@ -320,30 +424,70 @@ impl RateControl {
         let inflated = mean_rtt.is_some_and(|m| {
             self.min_rtt_ns != u64::MAX
                 && m > 4 * self.min_rtt_ns
-                && m > self.min_rtt_ns + 2_000_000
+                && m > self.min_rtt_ns + INFLATED_NS
         });
-        // the slice only says something about rates near the one it was sent at
-        let full = sent_rate >= 0.5 * self.rate;
+        // the slice only says something about rates near the one it was sent
+        // at: it must have been sent at half its asked rate at least (the end
+        // of a round, a sender short of CPU say nothing)
+        let full = sent_rate >= 0.5 * s.target;
         // one cut per round trip: slices sent before the last cut took
         // effect say nothing new
         let answered = self.cut_index.is_some_and(|c| s.index <= c);
         // loss must stand out of the sampling noise of this slice's count
-        let noise = 2.0 * (LOSS_LIMIT * (1.0 - LOSS_LIMIT) / s.known_sent.max(1) as f64).sqrt();
-        let lossy = |l: f64| l > LOSS_LIMIT + noise;
+        let lossy = |l: f64| l > LOSS_LIMIT + noise(s.known_sent);
+        // a single bad slice is held, not acted on: a core taken away from
+        // the sender or the receiver for a few ms makes one slice look lossy
+        // or slow; a policer or a queue makes every slice so
+        let bad = !answered && (loss.is_some_and(lossy) || inflated);
+        let act = bad && self.strikes >= 1;
+        if bad {
+            let is_lossy = loss.is_some_and(lossy);
+            let mut u = self.strike.unwrap_or(Undo {
+                first: (s.index + 1).saturating_sub(span),
+                last: s.index,
+                known_sent: 0,
+                replies: 0,
+                rate: self.rate,
+                ceiling: self.ceiling,
+                starting: self.starting,
+                peak_loss: peak_before.0,
+                peak_loss_rate: peak_before.1,
+                lost: 0.0,
+                lossy: 0,
+            });
+            u.last = s.index;
+            u.known_sent += s.known_sent;
+            u.replies += s.known_replies;
+            u.lost += loss.unwrap_or(0.0) * s.known_sent as f64;
+            u.lossy += is_lossy as u64;
+            (u.rate, u.ceiling, u.starting) = (self.rate, self.ceiling, self.starting);
+            self.strike = Some(u);
+            self.strikes = if act { 0 } else { self.strikes + 1 };
+        } else if !answered && (loss.is_some() || mean_rtt.is_some()) {
+            self.strikes = 0;
+            self.strike = None;
+        }
         match loss {
-            Some(l) if lossy(l) && answered => {
+            Some(l) if lossy(l) && !act => {
                 self.lossy += 1;
             }
             Some(l) if lossy(l) => {
                 self.lossy += 1;
+                self.undo = self.strike.take();
                 self.cut_index = Some(self.now_index);
+                // to what got through, but at most halved per cut: a slice
+                // sent slowly by a sender short of CPU measures its own
+                // rate, not the path's
                 let delivered = sent_rate * (1.0 - l);
-                self.ceiling = self.ceiling.min(sent_rate);
-                self.rate = (delivered * 0.9).min(self.rate).clamp(self.min, self.max);
+                let cut = (delivered * 0.9).max(0.5 * self.rate).min(self.rate);
+                self.ceiling = self.ceiling.min(sent_rate.max(cut));
+                self.rate = cut.clamp(self.min, self.max);
                 self.starting = false;
             }
-            _ if inflated && answered => {}
+            _ if inflated && !act => {}
             _ if inflated => {
+                self.undo = None;
+                self.strike = None;
                 self.cut_index = Some(self.now_index);
                 self.ceiling = self.ceiling.min(sent_rate);
                 self.rate = (self.rate * 0.85).clamp(self.min, self.max);
@@ -353,15 +497,17 @@ impl RateControl {
             None if !self.starting => {}
             _ => {
                 let grown = if self.starting {
-                    self.rate * 2.0
+                    // twice what this slice was sent at: slices judged
+                    // together after a pause do not multiply it
+                    self.rate.max(2.0 * s.target)
                 } else if self.rate < 0.8 * self.ceiling {
-                    self.rate * 1.10
+                    self.rate * GROW_FAR
                 } else {
-                    self.rate * 1.02
+                    self.rate * GROW_NEAR
                 };
                 self.rate = grown.clamp(self.min, self.max);
                 // the ceiling is a memory, not a wall: it rises slowly
-                self.ceiling *= 1.01;
+                self.ceiling *= CEILING_DECAY;
             }
         }
         if self.keep_history {
@@ -373,6 +519,70 @@ impl RateControl {
                 next_rate: self.rate,
             });
         }
+    }
+}
+
+/// Two standard deviations of a measured loss of [`LOSS_LIMIT`] over `n`
+/// samples: loss must stand out of this sampling noise.
+fn noise(n: u64) -> f64 {
+    2.0 * (LOSS_LIMIT * (1.0 - LOSS_LIMIT) / n.max(1) as f64).sqrt()
+}
+
+/// Buckets of an RTT histogram: four per power of two of nanoseconds (each
+/// at most 25 % wide), up to 2^64 ns.
+pub const RTT_BUCKETS: usize = 256;
+
+/// The bucket of an RTT of `ns` nanoseconds.
+pub fn rtt_bucket(ns: u64) -> usize {
+    if ns < 4 {
+        return ns as usize;
+    }
+    let log = 63 - ns.leading_zeros() as usize;
+    let sub = ((ns >> (log - 2)) & 3) as usize;
+    log * 4 + sub
+}
+
+/// The largest RTT (ns) bucket `i` holds.
+pub fn rtt_bucket_top(i: usize) -> u64 {
+    if i < 8 {
+        // 4..8 hold nothing (4 ns is bucket 8)
+        return i.min(3) as u64;
+    }
+    let (log, sub) = ((i / 4) as u32, (i % 4) as u128);
+    let top = ((4 + sub + 1) << (log - 2)) - 1;
+    top.min(u64::MAX as u128) as u64
+}
+
+/// The RTT (ns, rounded up to its bucket's top) that a share `q` of the
+/// counted RTTs does not exceed; None when nothing was counted.
+pub fn rtt_quantile(counts: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = ((total as f64 * q.clamp(0.0, 1.0)).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, n) in counts.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return Some(rtt_bucket_top(i));
+        }
+    }
+    None
+}
+
+/// How long replies must have stopped for, after a round, before the
+/// unanswered are taken as silent (`last`) or retried: after the last round,
+/// three times the RTT that 99.9 % of the replies so far came within (a few
+/// replies held up by the scheduler do not stretch it, as the largest RTT
+/// would), at least 5 ms; before a retry round, which still takes late
+/// replies (a reply that comes after it only cost a second probe), twice the
+/// 90 % RTT, at least 2 ms. None before any reply (nothing to judge by).
+pub fn quiet_needed(rtts: &[u64], last: bool) -> Option<u64> {
+    if last {
+        rtt_quantile(rtts, 0.999).map(|q| q.saturating_mul(3).max(5_000_000))
+    } else {
+        rtt_quantile(rtts, 0.9).map(|q| q.saturating_mul(2).max(2_000_000))
     }
 }
 
@@ -445,6 +655,62 @@ mod tests {
         assert_eq!(c.rate(), 1_000_000.0, "{:?}", c.history());
         assert!(sent > 150_000, "{sent}");
         assert_eq!(c.peak_loss, 0.0);
+        // slow start: the rate doubles every slice, 20k/s to 1M/s (six
+        // doublings) in well under 100 ms
+        let top = c
+            .history()
+            .iter()
+            .find(|j| j.next_rate == 1_000_000.0)
+            .unwrap();
+        assert!(top.at_ns < 60_000_000, "{:?}", c.history());
+    }
+
+    #[test]
+    fn rtt_buckets_and_quantiles() {
+        for ns in [0u64, 1, 3, 4, 5, 7, 8, 100, 65_535, 1 << 40, u64::MAX] {
+            let i = rtt_bucket(ns);
+            assert!(i < RTT_BUCKETS, "{ns}");
+            assert!(rtt_bucket_top(i) >= ns, "{ns}");
+            assert!(i == 0 || rtt_bucket_top(i - 1) < ns, "{ns}");
+        }
+        assert_eq!(rtt_bucket_top(rtt_bucket(1_000_000)), 1_048_575);
+        let mut h = [0u64; RTT_BUCKETS];
+        assert_eq!(rtt_quantile(&h, 0.999), None);
+        assert_eq!(quiet_needed(&h, true), None);
+        // 9,990 replies within 100 µs, ten held up 200 ms by a busy core
+        h[rtt_bucket(100_000)] += 9_990;
+        h[rtt_bucket(200_000_000)] += 10;
+        assert_eq!(
+            rtt_quantile(&h, 0.999),
+            Some(rtt_bucket_top(rtt_bucket(100_000)))
+        );
+        assert_eq!(quiet_needed(&h, true), Some(5_000_000));
+        assert_eq!(quiet_needed(&h, false), Some(2_000_000));
+        assert!(rtt_quantile(&h, 1.0).unwrap() >= 200_000_000);
+        // a slow path: its own RTT sets the wait
+        let mut h = [0u64; RTT_BUCKETS];
+        h[rtt_bucket(80_000_000)] += 100;
+        let q = quiet_needed(&h, true).unwrap();
+        assert!((240_000_000..300_000_000).contains(&q), "{q}");
+        let q = quiet_needed(&h, false).unwrap();
+        assert!((160_000_000..200_000_000).contains(&q), "{q}");
+    }
+
+    #[test]
+    fn slices_judged_together_double_the_rate_once() {
+        let mut c = RateControl::new(START, 100.0, 1e7, 0);
+        for k in 0..4u64 {
+            c.on_sent(k * SLICE, 200, 200);
+        }
+        for k in 0..4u64 {
+            for _ in 0..200 {
+                c.on_reply(k * SLICE, k * SLICE + 100_000);
+            }
+        }
+        // the receiver catches up late: four slices judged at once
+        c.on_receiver(10 * SLICE);
+        c.tick(10 * SLICE);
+        assert_eq!(c.rate(), 2.0 * START);
     }
 
     #[test]
@@ -501,14 +767,80 @@ mod tests {
         c.on_receiver(200_000_000);
         c.tick(200_000_000);
         let before = c.rate();
-        let t = 200_000_000;
-        c.on_sent(t, 100, 100);
-        for _ in 0..100 {
-            c.on_reply(t, t + 30_000_000);
+        // one slow slice is held; the second in a row slows down
+        for (k, t) in [200_000_000u64, 700_000_000].into_iter().enumerate() {
+            c.on_sent(t, 100, 100);
+            for _ in 0..100 {
+                c.on_reply(t, t + 30_000_000);
+            }
+            c.on_receiver(t + 400_000_000);
+            c.tick(t + 400_000_000);
+            if k == 0 {
+                assert_eq!(c.rate(), before);
+            }
         }
-        c.on_receiver(t + 400_000_000);
-        c.tick(t + 400_000_000);
         assert!(c.rate() < before, "{} {}", c.rate(), before);
+    }
+
+    #[test]
+    fn a_cut_for_replies_that_were_only_late_is_undone() {
+        let mut c = RateControl::new(START, 100.0, 1e7, 0);
+        let per_slice = 1_000u64;
+        let mut held: Vec<u64> = Vec::new();
+        for k in 0..12u64 {
+            let t = k * SLICE;
+            c.on_sent(t, per_slice, per_slice);
+            // slices 4 and 5: every reply waits in a busy core's backlog
+            // until after they are judged
+            if k == 4 || k == 5 {
+                held.push(t);
+            } else {
+                for _ in 0..per_slice {
+                    c.on_reply(t, t + 100_000);
+                }
+            }
+            c.on_receiver(t + SLICE);
+            c.tick(t + SLICE);
+        }
+        assert!(!c.starting, "{:?}", c.history());
+        let cut = c.rate();
+        for t in held {
+            for _ in 0..per_slice {
+                c.on_reply(t, 12 * SLICE);
+            }
+        }
+        assert!(c.starting);
+        assert!(c.rate() > cut, "{} {cut}", c.rate());
+        assert_eq!(c.spurious_cuts, 1);
+        assert_eq!(c.peak_loss, 0.0);
+        assert!(c.margin_ns >= 2 * SLICE);
+    }
+
+    #[test]
+    fn one_lossy_slice_is_a_hiccup_not_a_policer() {
+        let mut c = RateControl::new(START, 100.0, 1e7, 0);
+        let per_slice = 1_000u64;
+        for k in 0..12u64 {
+            let t = k * SLICE;
+            c.on_sent(t, per_slice, per_slice);
+            // slice 6: the receiver's core was taken away, half the replies
+            // came after the slice was judged
+            let replies = if k == 6 { per_slice / 2 } else { per_slice };
+            for _ in 0..replies {
+                c.on_reply(t, t + 100_000);
+            }
+            c.on_receiver(t + SLICE);
+            c.tick(t + SLICE);
+        }
+        assert!(c.lossy_slices() >= 1);
+        assert!(c.rate() >= START * 2.0, "{}", c.rate());
+        assert!(c.starting);
+        // the other half comes late: slices are judged later from now on
+        assert_eq!(c.margin_ns, 0);
+        for _ in 0..per_slice / 2 {
+            c.on_reply(6 * SLICE, 12 * SLICE);
+        }
+        assert_eq!(c.margin_ns, 2 * SLICE);
     }
 
     #[test]
