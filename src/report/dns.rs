@@ -1100,6 +1100,31 @@ mod tests {
         assert!(check(&nx, &signed).is_empty());
     }
 
+    /// Single-name results with checks, in both JSON formats, match docs/schema.
+    #[test]
+    fn json_and_ndjson_match_the_schema() {
+        let mut silent = b("[2001:db8::2]:53");
+        silent.udp = None;
+        let results = [b("198.18.0.2:53"), silent];
+        let checks = DnsChecks {
+            rcode: Some(0),
+            ..DnsChecks::default()
+        };
+        for format in [DnsFormat::Json, DnsFormat::Ndjson] {
+            let mut out = Vec::new();
+            write_results(&mut out, format, &results, &checks, &BTreeMap::new()).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            if format == DnsFormat::Json {
+                let doc: Value = serde_json::from_str(&text).unwrap();
+                crate::report::json::assert_schema("dns_document", &doc);
+                assert_eq!(doc["results"][0]["checks"], serde_json::json!([]));
+                assert_eq!(doc["results"][1]["checks"].as_array().unwrap().len(), 1);
+            } else {
+                crate::report::json::assert_schema_lines("dns_line", &text);
+            }
+        }
+    }
+
     #[test]
     fn differences_between_servers() {
         let same = [b("198.18.0.2:53"), b("[2001:db8::2]:53")];

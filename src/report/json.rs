@@ -278,6 +278,31 @@ impl From<&ProbeCheck> for CheckOut {
     }
 }
 
+/// Checks `value` against the definition `def` of docs/schema (unit tests of
+/// each command's writer; the lab tests check the real binary's output).
+#[cfg(test)]
+pub(crate) fn assert_schema(def: &str, value: &serde_json::Value) {
+    let mut schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../docs/schema/synscope.schema.json")).unwrap();
+    let m = schema.as_object_mut().unwrap();
+    m.remove("anyOf");
+    m.insert("$ref".into(), format!("#/$defs/{def}").into());
+    let v = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let errors: Vec<String> = v.iter_errors(value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{def}: {errors:?}\n{value}");
+}
+
+/// [`assert_schema`] on every line of NDJSON text.
+#[cfg(test)]
+pub(crate) fn assert_schema_lines(def: &str, text: &str) {
+    for l in text.lines() {
+        assert_schema(def, &serde_json::from_str(l).unwrap());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -600,6 +600,47 @@ mod tests {
         );
     }
 
+    /// Canaries, a syn-proxied probe, a silent one and the summary, in both
+    /// JSON formats, match docs/schema.
+    #[test]
+    fn json_and_ndjson_match_the_schema() {
+        for format in [OutputFormat::Json, OutputFormat::Ndjson] {
+            let mut rep = report();
+            rep.format = format;
+            let mut out = Vec::new();
+            rep.canaries(&mut out, vec![50000], vec!["no-answer".into()], false)
+                .unwrap();
+            let fp = crate::probe::fingerprint::Fingerprint::of(
+                crate::wire::testutil::fixture("synack_v4"),
+                Timestamp(0),
+            )
+            .unwrap();
+            let mut later = fp.clone();
+            later.ttl -= 1;
+            let v = crate::probe::fingerprint::VerificationJson::new(&fp, &[later]);
+            let mut open = r(SynAnswer::Open);
+            open.rtt = Some(Duration::from_nanos(31_204));
+            open.sent_at = Timestamp(1_796_207_968_955_922_899);
+            rep.probe_checked(&mut out, open, Some(ProbeCheck::Handshake(v)))
+                .unwrap();
+            rep.probe(&mut out, r(SynAnswer::NoAnswer)).unwrap();
+            let s = rep.summary(&BTreeMap::new(), Duration::from_millis(5), false);
+            rep.finish(&mut out, &s).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            if format == OutputFormat::Json {
+                let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+                crate::report::json::assert_schema("ping_document", &doc);
+                assert_eq!(doc["probes"][0]["sent_at_ns"], "1796207968955922899");
+                assert_eq!(doc["probes"][0]["check"]["result"], "syn_proxy");
+                assert_eq!(doc["probes"][1]["reason"], "no_response");
+                assert_eq!(doc["summary"]["elapsed_us"], 5000.0);
+            } else {
+                crate::report::json::assert_schema_lines("ping_line", &text);
+                assert_eq!(text.lines().count(), 4);
+            }
+        }
+    }
+
     #[test]
     fn expectations() {
         let icmp = SynAnswer::Filtered {

@@ -736,7 +736,10 @@ mod tests {
             skipped_addresses: 0,
             unroutable_addresses: 0,
             send_backpressure: 0,
-            coverage: RateSummary::default(),
+            coverage: RateSummary {
+                mode: "auto".into(),
+                ..RateSummary::default()
+            },
         }
     }
 
@@ -818,7 +821,9 @@ mod tests {
                    "reason": "no_reply"})
         );
         assert_eq!(j["summary"]["discovery"]["up"], 1);
+        crate::report::json::assert_schema("scan_document", &j);
         let nd = with_hosts(crate::report::OutputFormat::Ndjson);
+        crate::report::json::assert_schema_lines("scan_line", &nd);
         assert_eq!(nd.lines().count(), 4);
         for l in nd.lines() {
             serde_json::from_str::<Value>(l).unwrap();
