@@ -202,10 +202,10 @@ fn icmp_rate_limited_rejections_are_never_closed_and_are_counted() {
             let got = v.get(&port).map(String::as_str);
             if rejected.contains(&(port as u16)) || port == 111 || port == 113 {
                 assert!(
-                    matches!(got, Some("filtered" | "no-response")),
+                    matches!(got, Some("filtered" | "no_response")),
                     "{target} port {port}: {got:?}"
                 );
-                hidden += (got == Some("no-response")) as u64;
+                hidden += (got == Some("no_response")) as u64;
             } else {
                 assert_eq!(got, Some(want(port)), "{target} port {port}");
             }

@@ -636,8 +636,9 @@ fn write_silent_aggregate(
         let silent_hosts = s.hosts.saturating_sub(answering.len() as u64);
         write!(
             out,
-            ": {silent_hosts} hosts × {} ports answered nothing at all",
-            s.ports
+            ": {} × {} answered nothing at all",
+            plural(silent_hosts, "host"),
+            plural(s.ports, "port")
         )?;
     }
     writeln!(out)
