@@ -370,6 +370,9 @@ pub async fn scan(
         progress: false,
         verbose: false,
         block_size: None,
+        // the library's results stay every SYN-ACK as it came (no canaries)
+        verify: false,
+        canaries: false,
     };
     // the scan's sender and receiver are threads: off the runtime's thread
     let done = tokio::task::spawn_blocking(move || {

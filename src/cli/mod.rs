@@ -324,7 +324,7 @@ impl JsonArgs {
     }
 }
 
-/// `--pcap FILE` (ping, trace).
+/// `--pcap FILE` (ping, trace, path).
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Output")]
 pub struct PcapArgs {

@@ -1,6 +1,6 @@
 //! Arguments and settings of `synscope path`.
 
-use super::{Env, JsonArgs, SynArgs, TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, PcapArgs, SynArgs, TargetArgs, UsageError, parse_duration};
 use crate::report::OutputFormat;
 use clap::Args;
 use std::net::SocketAddr;
@@ -69,12 +69,23 @@ pub struct PathArgs {
     /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
+    /// Source port of every probe, as in ping and scan (default: a fresh
+    /// free port per probe, all hops in flight at once). With it every probe
+    /// has the same four-tuple (one path through ECMP load balancers, a
+    /// firewall's view of one flow), and one probe is in flight at a time: a
+    /// silent hop costs its whole --timeout.
+    /// Example: synscope path 198.18.4.2:80 --source-port 53
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub source_port: Option<u16>,
     /// `-I`, `--bare-syn`.
     #[command(flatten)]
     pub syn: SynArgs,
     /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
+    /// `--pcap`.
+    #[command(flatten)]
+    pub pcap: PcapArgs,
 }
 
 fn parse_tos(s: &str) -> Result<u8, String> {
@@ -108,6 +119,10 @@ pub struct PathSettings {
     pub interface: Option<String>,
     /// Text or JSON.
     pub format: OutputFormat,
+    /// `--source-port`; None: a fresh port per probe.
+    pub source_port: Option<u16>,
+    /// `--pcap`: the capture file; None: none written.
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 impl PathArgs {
@@ -125,6 +140,8 @@ impl PathArgs {
             syn_options: !self.syn.bare_syn,
             interface: self.syn.interface.clone(),
             format: self.output.format(),
+            source_port: self.source_port,
+            pcap: self.pcap.pcap.clone(),
         })
     }
 }
@@ -167,5 +184,18 @@ mod tests {
         assert!(settings(&["synscope", "path", "198.18.4.2", "--tos", "0x100"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-c", "0"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-m", "0"]).is_err());
+        let s = settings(&[
+            "synscope",
+            "path",
+            "198.18.4.2:80",
+            "--source-port",
+            "53",
+            "--pcap",
+            "p.pcap",
+        ])
+        .unwrap();
+        assert_eq!(s.source_port, Some(53));
+        assert_eq!(s.pcap.as_deref(), Some(std::path::Path::new("p.pcap")));
+        assert!(settings(&["synscope", "path", "198.18.4.2", "--source-port", "0"]).is_err());
     }
 }

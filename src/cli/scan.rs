@@ -109,6 +109,21 @@ pub struct ScanArgs {
     /// Example: synscope scan 198.18.200.0/24 -p 80 --no-discovery
     #[arg(long)]
     pub no_discovery: bool,
+    /// Check each open port: complete its handshake, compare the SYN-ACK with
+    /// the server's next segments (TTL, window, options, timestamp clock),
+    /// then reset it; a SYN proxy shows as `syn-ack (syn-proxy: ttl 62, later
+    /// 61, ...)`. Closed ports' RSTs are compared with the host's own (its
+    /// canaries' RSTs): an injected one shows as `rst not from the host?`.
+    /// Costs a handshake per open port, and canaries for every host that
+    /// answered. Example: synscope scan 198.18.4.2 -p 80,8090 --verify
+    #[arg(long)]
+    pub verify: bool,
+    /// Send no canaries. By default a host's first SYN-ACK sends SYNs to 3
+    /// random unscanned ports in 49152-65535 (closed on a normal host); a
+    /// host that answers all of them answers every port (tarpit, proxy): it
+    /// is reported once, and its SYN-ACKs are not counted as open.
+    #[arg(long)]
+    pub no_canaries: bool,
     /// `-4` / `-6`.
     #[command(flatten)]
     pub family: FamilyArgs,
@@ -187,6 +202,10 @@ pub struct ScanSettings {
     pub verbose: bool,
     /// Probes per block of per-probe state (default: from the rate).
     pub block_size: Option<u64>,
+    /// `--verify`: complete and check open ports' handshakes, check RSTs.
+    pub verify: bool,
+    /// Canaries to hosts that answered a SYN-ACK (off with `--no-canaries`).
+    pub canaries: bool,
 }
 
 impl ScanArgs {
@@ -296,6 +315,8 @@ impl ScanArgs {
             progress: self.progress.on(global, env),
             verbose: global.verbose,
             block_size: self.block_size,
+            verify: self.verify,
+            canaries: !self.no_canaries,
         })
     }
 }

@@ -4,8 +4,9 @@
 use super::{CmdError, Log};
 use crate::cli::path::PathSettings;
 use crate::event::Timestamp;
-use crate::io::PortReservation;
+use crate::io::pcap::PcapWriter;
 use crate::io::timer::PreciseTimer;
+use crate::io::{Captured, PortReservation};
 use crate::probe::path::{Outcome, PathConfig, PathProber};
 use crate::report::path::PathTarget;
 use crate::wire::SeqNumber;
@@ -41,6 +42,15 @@ pub async fn run(
         mut capture,
         filter: _,
     } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
+    let mut pcap = match &s.pcap {
+        Some(p) => Some(PcapWriter::create(p)?),
+        None => None,
+    };
+    // --source-port: that port, held for the run (else one per probe, below)
+    let fixed_port = match s.source_port {
+        Some(p) => Some(PortReservation::reserve(route.src, p)?),
+        None => None,
+    };
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,
@@ -53,6 +63,7 @@ pub async fn run(
         window: 64240,
         tos: s.tos,
         ecn: s.ecn,
+        one_port: fixed_port.is_some(),
     };
     let mut prober = PathProber::new(cfg.clone());
     let mut timer = PreciseTimer::new()?;
@@ -74,18 +85,24 @@ pub async fn run(
             prober.on_time(Timestamp(u64::MAX));
         }
         for ttl in prober.due() {
-            let r = PortReservation::reserve(route.src, 0)?;
+            let port = match &fixed_port {
+                Some(r) => r.port,
+                None => {
+                    let r = PortReservation::reserve(route.src, 0)?;
+                    let port = r.port;
+                    held.insert(port, r);
+                    port
+                }
+            };
             let now = Timestamp::now();
             let bytes = prober.probe(
                 now,
                 ttl,
-                r.port,
+                port,
                 SeqNumber(rand::random()),
                 rand::random(),
                 (now.0 / 1_000_000) as u32,
             );
-            let port = r.port;
-            held.insert(port, r);
             sender.send(dst, &bytes)?;
             log.debug(|| format!("sent SYN ttl {ttl} sport {port}"));
         }
@@ -106,10 +123,7 @@ pub async fn run(
                 interrupted = true;
                 break;
             }
-            pkt = capture.recv() => {
-                let p = pkt?;
-                prober.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded);
-            }
+            pkt = capture.recv() => feed(&mut prober, &mut pcap, pkt?)?,
             t = timer.sleep_until(wake) => t?,
         }
         // everything the kernel queued is read before any probe expires
@@ -117,9 +131,7 @@ pub async fn run(
         let mut drained = false;
         for _ in 0..DRAIN_MAX {
             match capture.try_recv()? {
-                Some(p) => {
-                    prober.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
-                }
+                Some(p) => feed(&mut prober, &mut pcap, p)?,
                 None => {
                     drained = true;
                     break;
@@ -159,8 +171,22 @@ pub async fn run(
     };
     crate::report::path::write(out, s.format, &target, &cfg, &result, interrupted)?;
     drop(held);
+    drop(fixed_port);
     Ok(PathSummary {
         reached: matches!(result.outcome, Outcome::Reached { .. }),
         interrupted,
     })
+}
+
+/// One captured packet: to the pcap file (--pcap), then to the prober.
+fn feed(
+    prober: &mut PathProber,
+    pcap: &mut Option<PcapWriter>,
+    p: Captured,
+) -> Result<(), CmdError> {
+    if let Some(w) = pcap.as_mut() {
+        w.write(p.timestamp, &p.data)?;
+    }
+    prober.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded);
+    Ok(())
 }

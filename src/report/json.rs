@@ -86,6 +86,15 @@ pub fn snake(s: &str) -> String {
         .collect()
 }
 
+/// A verdict's name in snake_case, silence named as everywhere else:
+/// `no-answer` → `no_response`, `syn-ack` → `syn_ack`.
+pub fn verdict_name(s: &str) -> String {
+    match snake(s).as_str() {
+        "no_answer" => "no_response".into(),
+        v => v.into(),
+    }
+}
+
 /// Counts by name (`ignored`), the names snake_case.
 pub fn counts<K>(m: &BTreeMap<K, u64>, name: impl Fn(&K) -> &str) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();

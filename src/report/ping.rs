@@ -280,7 +280,7 @@ impl PingReport {
         if self.format != OutputFormat::Text {
             let line = CanariesLine {
                 canary_ports: &ports,
-                canary_verdicts: verdicts.iter().map(|v| snake(v)).collect(),
+                canary_verdicts: verdicts.iter().map(|v| json::verdict_name(v)).collect(),
                 answers_every_port,
             };
             let line = serde_json::to_string(&kinded("canaries", &line)).unwrap_or_default();
@@ -291,7 +291,7 @@ impl PingReport {
         }
         self.verify = Some(VerifySummary {
             canary_ports: ports,
-            canary_verdicts: verdicts.iter().map(|v| snake(v)).collect(),
+            canary_verdicts: verdicts.iter().map(|v| json::verdict_name(v)).collect(),
             answers_every_port,
             ..VerifySummary::default()
         });

@@ -659,13 +659,38 @@ struct NdjsonLine<'a> {
 /// A JSON string: written as it is when nothing in it needs an escape (the
 /// usual name or record), else by serde_json.
 fn json_str(out: &mut impl Write, s: &str) -> std::io::Result<()> {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s.as_bytes()) {
         out.write_all(b"\"")?;
         out.write_all(s.as_bytes())?;
         out.write_all(b"\"")
     } else {
         serde_json::to_writer(out, s).map_err(std::io::Error::from)
     }
+}
+
+/// Does `b` hold a byte that a JSON string escapes (a control byte, `"` or
+/// `\\`)? Eight bytes at a time (the bit tricks of "has a byte less than n"
+/// and "has a zero byte", exact for n <= 128).
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGH != 0;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        if below(x, 0x20)
+            || below(x ^ (u64::from(b'"') * ONES), 1)
+            || below(x ^ (u64::from(b'\\') * ONES), 1)
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// A number in decimal, without the formatting machinery.
@@ -1474,6 +1499,36 @@ mod tests {
             tcp: None,
             refused: None,
             timed_by: TimedBy::RawCapture,
+        }
+    }
+
+    #[test]
+    fn needs_escape_is_the_byte_by_byte_test() {
+        let naive = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // bytes near the edges (0x1f, 0x20, '"', '\\', 0x7f, 0x80, 0xff) and plain ones
+        let pick = [
+            0x1f, 0x20, 0x21, b'"', b'#', b'\\', b'[', b']', 0x7f, 0x80, 0xff, 0x00, b'a',
+        ];
+        for _ in 0..200_000 {
+            let len = (next() % 24) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 4 == 0 {
+                        pick[(r >> 8) as usize % pick.len()]
+                    } else {
+                        b'a' + (r >> 8) as u8 % 26
+                    }
+                })
+                .collect();
+            assert_eq!(needs_escape(&b), naive(&b), "{b:02x?}");
         }
     }
 

@@ -57,6 +57,10 @@ pub struct PathConfig {
     pub tos: u8,
     /// An ECN-setup SYN (ECE and CWR set, RFC 3168).
     pub ecn: bool,
+    /// Every probe from one source port (`--source-port`): one probe in
+    /// flight at a time, so the destination never meets a second SYN on the
+    /// four-tuple of a half-open one; probes are told apart by their ISN.
+    pub one_port: bool,
 }
 
 /// One field that differs between what we sent and what a hop quoted.
@@ -249,6 +253,10 @@ pub struct ReplyDistance {
     /// something nearer answered for it (a SYN proxy, a load balancer), or
     /// the way back is shorter.
     pub nearer: bool,
+    /// It crossed more routers than the SYN took to reach the destination:
+    /// a hop raised the SYNs' TTL on their way (so they reached it with a
+    /// TTL too small to), or the way back is longer.
+    pub farther: bool,
     /// A SYN-ACK with window 0, as Linux SYNPROXY sends.
     pub zero_window: bool,
 }
@@ -326,13 +334,24 @@ impl PathProber {
         &self.cfg
     }
 
-    /// The TTLs of the probes to send now, `count` of each, lowest first.
+    /// The TTLs of the probes to send now, `count` of each, lowest first
+    /// (with [`PathConfig::one_port`]: the next one, once none is outstanding).
     pub fn due(&self) -> Vec<u8> {
         let limit = self
             .end_at
             .unwrap_or(u8::MAX)
             .min(self.cfg.max_hops)
             .min(self.farthest.saturating_add(GAP));
+        if self.cfg.one_port {
+            if self.outstanding() > 0 {
+                return Vec::new();
+            }
+            let sent = |t: u8| self.probes.iter().filter(|p| p.ttl == t).count();
+            return (1..=limit)
+                .find(|&t| sent(t) < self.cfg.count as usize)
+                .into_iter()
+                .collect();
+        }
         (self.sent_up_to.saturating_add(1)..=limit)
             .flat_map(|t| std::iter::repeat_n(t, self.cfg.count as usize))
             .collect()
@@ -475,9 +494,13 @@ impl PathProber {
         };
         match (direction, d.transport) {
             (Direction::Outgoing, Transport::Tcp(t)) => {
-                let id = self.by_port.get(&t.src_port).copied();
+                // by ISN: one source port may carry several probes (--source-port)
+                let id = self.by_seq.get(&t.seq.0).copied();
                 match id {
-                    Some(id) if self.probes[id].isn == t.seq && t.flags.contains(TcpFlags::SYN) => {
+                    Some(id)
+                        if self.probes[id].src_port == t.src_port
+                            && t.flags.contains(TcpFlags::SYN) =>
+                    {
                         let p = &mut self.probes[id];
                         if p.kernel_sent.is_none() {
                             p.kernel_sent = Some(at);
@@ -499,6 +522,11 @@ impl PathProber {
                 if t.flags.answer_to_syn().is_none() {
                     return self.count(Ignored::Unexpected);
                 }
+                // the probe whose ISN it acknowledges (one port, several probes)
+                let id = match self.by_seq.get(&t.ack.0.wrapping_sub(1)) {
+                    Some(&i) if self.probes[i].src_port == t.dst_port => i,
+                    _ => id,
+                };
                 if t.ack != self.probes[id].isn + 1 {
                     return self.count(Ignored::WrongAck);
                 }
@@ -782,6 +810,7 @@ pub fn reply_distance(ttl: u8, hop: u8, window: u16, flags: TcpFlags) -> ReplyDi
         initial,
         hops_back,
         nearer: (hops_back as u16 + 1) < hop as u16,
+        farther: (hops_back as u16 + 1) > hop as u16,
         zero_window: window == 0 && flags.contains(TcpFlags::SYN),
     }
 }
@@ -866,6 +895,7 @@ mod tests {
             window: 64240,
             tos: 0,
             ecn: false,
+            one_port: false,
         }
     }
 
@@ -957,6 +987,35 @@ mod tests {
         assert_eq!(r.hops[0].addresses(), vec![router(1)]);
         assert_eq!(r.hops[0].probes[0].rtt, Some(Duration::from_micros(50)));
         assert!(r.first_seen.is_empty(), "{:?}", r.first_seen);
+    }
+
+    #[test]
+    fn one_source_port_sends_one_probe_at_a_time_and_tells_them_by_isn() {
+        let mut p = PathProber::new(PathConfig {
+            one_port: true,
+            ..cfg()
+        });
+        let at = T0 + Duration::from_micros(50);
+        let mut ttls = Vec::new();
+        for n in 0..6u32 {
+            let due = p.due();
+            assert_eq!(due.len(), 1, "{due:?}");
+            let b = p.probe(T0, due[0], 40000, SeqNumber(1000 + n), 500, 7);
+            assert!(p.due().is_empty(), "one in flight at a time");
+            // our own SYN, seen leaving: stamped on its probe (by ISN)
+            p.on_packet(&b, Direction::Outgoing, T0, false);
+            assert_eq!(p.probes[n as usize].kernel_sent, Some(T0));
+            let pkt = match due[0] {
+                1 | 2 => icmp(router(due[0]), 11, 0, &b, |_| {}),
+                _ => synack(&b, TcpFlags::SYN.union(TcpFlags::ACK)),
+            };
+            p.on_packet(&pkt, Direction::Incoming, at, false);
+            assert_eq!(p.outstanding(), 0);
+            ttls.push(due[0]);
+        }
+        assert_eq!(ttls, vec![1, 1, 2, 2, 3, 3]);
+        assert!(p.is_done());
+        assert_eq!(p.result().outcome, Outcome::Reached { hop: 3, open: true });
     }
 
     #[test]
@@ -1159,6 +1218,11 @@ mod tests {
         assert_eq!((d.hops_back, d.nearer, d.zero_window), (2, true, true));
         assert_eq!(reply_distance(250, 3, 1, syn_ack).initial, 255);
         assert!(!reply_distance(0, 1, 1, syn_ack).nearer);
+        // TTL 61 (3 routers back) from a destination reached at TTL 3: a hop
+        // raised the SYNs' TTL
+        let d = reply_distance(61, 3, 65160, syn_ack);
+        assert_eq!((d.hops_back, d.nearer, d.farther), (3, false, true));
+        assert!(!reply_distance(61, 4, 65160, syn_ack).farther);
     }
 
     #[test]
