@@ -530,7 +530,7 @@ fn port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop() {
         assert_eq!(doc["hops"][2]["addresses"][0], routers[2].as_str());
         assert_eq!(
             changes(&doc),
-            vec![(3, "dst-port".into(), "8083".into(), "8084".into())],
+            vec![(3, "dst_port".into(), "8083".into(), "8084".into())],
             "{target}"
         );
     }
@@ -547,7 +547,7 @@ fn port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop() {
     assert_eq!(c.len(), 1, "{doc}");
     assert_eq!(
         (c[0].0, c[0].1.as_str(), c[0].3.as_str()),
-        (3, "ip-id", "4242"),
+        (3, "ip_id", "4242"),
         "{doc}"
     );
     // 8086: router 2 sets the TTL to 64 after its own decrement: the server
