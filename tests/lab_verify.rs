@@ -548,7 +548,7 @@ fn scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere() {
         !text.contains("7777/tcp"),
         "7777's RST is the host's: {text}"
     );
-    assert!(text.contains("1 closed ports not shown (rst)"), "{text}");
+    assert!(text.contains("1 closed port not shown (rst)"), "{text}");
     assert!(text.contains("1 suspect RST"), "{text}");
     assert!(!text.contains("(tarpit/proxy)"), "{text}");
     let out = synscope(
