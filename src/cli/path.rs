@@ -1,6 +1,6 @@
 //! Arguments and settings of `synscope path`.
 
-use super::{Env, JsonArgs, PcapArgs, SynArgs, TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, UsageError, parse_duration};
 use crate::report::OutputFormat;
 use clap::Args;
 use std::net::SocketAddr;
@@ -32,7 +32,8 @@ Examples:
   synscope path 198.18.4.2:443
   synscope path [2001:db8:4::2]:8080 -c 5 --json
   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
-  synscope path db.example -p 5432 -m 20 -W 2s";
+  synscope path db.example -p 5432 -m 20 -W 2s
+  synscope path 198.18.4.2:80 --source-port 53   (one flow, one probe at a time)";
 
 /// The EXIT STATUS section of `synscope path --help`.
 pub const EXIT_CODES: &str = "\
@@ -69,17 +70,9 @@ pub struct PathArgs {
     /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
-    /// Source port of every probe, as in ping and scan (default: a fresh
-    /// free port per probe, all hops in flight at once). With it every probe
-    /// has the same four-tuple (one path through ECMP load balancers, a
-    /// firewall's view of one flow), and one probe is in flight at a time: a
-    /// silent hop costs its whole --timeout.
-    /// Example: synscope path 198.18.4.2:80 --source-port 53
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub source_port: Option<u16>,
-    /// `-I`, `--bare-syn`.
+    /// `-I`, `--bare-syn`, `--source-port`.
     #[command(flatten)]
-    pub syn: SynArgs,
+    pub send: SendArgs,
     /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
@@ -137,10 +130,10 @@ impl PathArgs {
             timeout: self.timeout,
             ecn: self.ecn,
             tos: self.tos,
-            syn_options: !self.syn.bare_syn,
-            interface: self.syn.interface.clone(),
+            syn_options: !self.send.syn.bare_syn,
+            interface: self.send.syn.interface.clone(),
             format: self.output.format(),
-            source_port: self.source_port,
+            source_port: self.send.source_port,
             pcap: self.pcap.pcap.clone(),
         })
     }

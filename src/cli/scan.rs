@@ -1,8 +1,8 @@
 //! Arguments and settings of `synscope scan`.
 
 use super::{
-    Env, FamilyArgs, GlobalArgs, OutputArgs, ProgressArgs, SendArgs, UsageError, parse_duration,
-    resolve_in,
+    Env, FamilyArgs, GlobalArgs, OutputArgs, ProgressArgs, SendArgs, TtlArgs, UsageError,
+    parse_duration, resolve_in,
 };
 use crate::report::OutputFormat;
 use crate::scan::targets::{Range, parse_target};
@@ -82,11 +82,13 @@ pub struct ScanArgs {
     /// Highest rate `--rate auto` may reach (probes/s).
     #[arg(long, value_name = "RATE", default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_rate: u64,
-    /// Extra rounds for probes that got no answer.
+    /// Extra rounds for probes that got no answer, 0-10.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
-    /// How long a round waits for late replies after its last probe (it ends
-    /// sooner once replies have stopped for several times the largest RTT seen).
+    /// How long a round waits for late replies after its last probe, at most
+    /// (it ends sooner once replies have stopped for 3 times the RTT that
+    /// 99.9 % of replies came within, at least 5 ms; before a retry round 2
+    /// times the 90 % RTT).
     #[arg(short = 'W', long, alias = "wait", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Print only open ports.
@@ -133,6 +135,9 @@ pub struct ScanArgs {
     /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send: SendArgs,
+    /// `--ttl`.
+    #[command(flatten)]
+    pub ttl: TtlArgs,
     /// `--json`, `--ndjson`.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -308,7 +313,7 @@ impl ScanArgs {
             seed,
             source_port: self.send.source_port,
             interface: self.send.syn.interface.clone(),
-            ttl: self.send.ttl,
+            ttl: self.ttl.ttl,
             syn_options: !self.send.syn.bare_syn,
             discovery: !self.no_discovery,
             format: self.output.format(),

@@ -582,6 +582,9 @@ fn send_blocks<W: std::io::Write + Send>(
         let mut all_lost = 1.0f64;
         let mut last_round = s.retries;
         let mut round = 0;
+        // what each round found: for the loss estimate of a fixed rate
+        let mut answered_first = 0u64;
+        let mut recovered: Vec<u64> = Vec::new();
         while round <= last_round {
             if super::signalled() {
                 break;
@@ -663,11 +666,17 @@ fn send_blocks<W: std::io::Write + Send>(
                 // more rounds, at the rate the loss brought us down to, as
                 // long as the last retry round still found answers (the
                 // silent ports of a clean path are not retried for nothing)
-                let recovered = b.state.counts().silent < silent_before;
+                let counts = b.state.counts();
+                if round == 0 {
+                    answered_first = counts.answered;
+                } else {
+                    recovered.push(silent_before.saturating_sub(counts.silent));
+                }
+                let found = counts.silent < silent_before;
                 if round == last_round
                     && s.auto_rate.is_some()
                     && ctl.lossy_slices() > lossy_before
-                    && (round == 0 || recovered)
+                    && (round == 0 || found)
                     && last_round < s.retries + EXTRA_ROUNDS
                     && !b.state.all_answered()
                 {
@@ -688,7 +697,14 @@ fn send_blocks<W: std::io::Write + Send>(
         // from here a reply to this block is late: the report below is final
         b.state.close();
         let silent = b.state.counts().silent;
-        tally.coverage.uncertain_pairs += silent as f64 * all_lost;
+        // a fixed rate: also what the retries' finds say (no loss-free
+        // baseline needed); the larger of the two
+        let from_retries = match s.auto_rate {
+            None => rate::lost_after_retries(answered_first, &recovered).unwrap_or(0.0),
+            Some(_) => 0.0,
+        };
+        tally.coverage.uncertain_pairs +=
+            (silent as f64 * all_lost).max(from_retries.min(silent as f64));
         if super::signalled() {
             tally.cut_short += silent;
             break;

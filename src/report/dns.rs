@@ -2,9 +2,9 @@
 //! checks for scripts, the comparison of several servers, the bulk summary.
 
 use super::RttStats;
+use super::dns_options::{DnsChecks, DnsFormat};
 use super::json::{Kinded, Us, kinded, snake};
 use super::plural;
-use crate::cli::{DnsChecks, DnsFormat};
 use crate::probe::dns::{DnsIgnored, Refusal};
 use crate::probe::syn::RttSource;
 use crate::wire::dns::{RRSIG, RecordRepr, ReplyRepr, opcode_name, rcode_name, rrsig_covers};

@@ -20,6 +20,7 @@
 //! row beyond the last answer end the run.
 
 use super::correlate::Ignored;
+use super::machine::{Context, Machine, Packet, SETTLE, Stop, settled};
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
 use crate::wire::quote::{QuotedTcp, traffic_class};
@@ -310,6 +311,11 @@ pub struct PathProber {
     ignored: BTreeMap<Ignored, u64>,
     /// Source ports of probes finished since [`PathProber::take_finished`].
     finished: Vec<u16>,
+    /// Told to stop (see [`Machine::stop`]): nothing more is sent.
+    stopped: bool,
+    /// The one source port of [`PathConfig::one_port`], held by the caller;
+    /// None: each probe reserves its own from the [`Context`].
+    source_port: Option<u16>,
 }
 
 impl PathProber {
@@ -326,12 +332,29 @@ impl PathProber {
             farthest: 0,
             ignored: BTreeMap::new(),
             finished: Vec::new(),
+            stopped: false,
+            source_port: None,
         }
     }
 
     /// The configuration it was made with.
     pub fn config(&self) -> &PathConfig {
         &self.cfg
+    }
+
+    /// Every probe from `port` (held by the caller; see [`PathConfig::one_port`])
+    /// when run as a [`Machine`].
+    pub fn set_source_port(&mut self, port: u16) {
+        self.source_port = Some(port);
+    }
+
+    /// Gives back the ports of finished probes the context reserved.
+    fn release_finished(&mut self, cx: &mut dyn Context<PathSent>) {
+        for port in self.take_finished() {
+            if self.source_port != Some(port) {
+                cx.release_port(port);
+            }
+        }
     }
 
     /// The TTLs of the probes to send now, `count` of each, lowest first
@@ -872,6 +895,77 @@ pub(crate) fn dscp_name(d: u8) -> String {
 /// `not-ect`, `ect1`, `ect0`, `ce`.
 pub(crate) fn ecn_name(e: u8) -> String {
     ["not-ect", "ect1", "ect0", "ce"][(e & 3) as usize].into()
+}
+
+/// A probe of the ladder went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSent {
+    /// Its TTL (hop limit).
+    pub ttl: u8,
+    /// Its source port.
+    pub src_port: u16,
+}
+
+/// Every probe holds a source port of its own (from the context) until it is
+/// answered or expires: no local connection can take its four-tuple meanwhile.
+impl Machine for PathProber {
+    type Event = PathSent;
+
+    fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<PathSent>) {
+        PathProber::on_packet(self, p.data, p.direction, p.at, p.offloaded);
+        self.release_finished(cx);
+    }
+
+    fn poll(&mut self, now: Timestamp, cx: &mut dyn Context<PathSent>) {
+        self.on_time(settled(now));
+        self.release_finished(cx);
+        if self.stopped {
+            return;
+        }
+        for ttl in self.due() {
+            let Some(port) = self.source_port.or_else(|| cx.reserve_port(false)) else {
+                self.stopped = true;
+                return;
+            };
+            let isn = SeqNumber(cx.random());
+            let ident = cx.random() as u16;
+            let bytes = self.probe(now, ttl, port, isn, ident, (now.0 / 1_000_000) as u32);
+            cx.send(self.cfg.dst.ip(), bytes);
+            cx.report(PathSent {
+                ttl,
+                src_port: port,
+            });
+        }
+    }
+
+    fn poll_at(&self) -> Option<Timestamp> {
+        if self.stopped {
+            return None;
+        }
+        if !self.due().is_empty() {
+            return Some(Timestamp(0));
+        }
+        self.next_deadline().map(|d| d + SETTLE)
+    }
+
+    fn is_done(&self) -> bool {
+        self.stopped || PathProber::is_done(self)
+    }
+
+    /// Interrupted: probes still out stay unanswered; out of time: they expire.
+    fn stop(&mut self, why: Stop, _now: Timestamp, cx: &mut dyn Context<PathSent>) {
+        self.stopped = true;
+        if why == Stop::Bound {
+            self.on_time(Timestamp(u64::MAX));
+        }
+        self.release_finished(cx);
+    }
+
+    /// Deadlines are on the kernel's (wall) clock; should it jump back, this
+    /// bound still ends the run: every hop waited out once, and a second.
+    fn bound(&self) -> Option<Duration> {
+        Some(self.cfg.timeout * (u32::from(self.cfg.max_hops) + 1) + Duration::from_secs(1))
+    }
 }
 
 #[cfg(test)]
