@@ -192,10 +192,10 @@ fn dns_output_matches_the_schema() {
 
 #[test]
 fn path_output_matches_the_schema() {
-    use synscope_lab::routed::{self, RoutedSpec};
     if synscope_lab::skip_unless_root("path_output_matches_the_schema") {
         return;
     }
+    use synscope_lab::routed::{self, RoutedSpec};
     let lab = Lab::up_routed(&RoutedSpec::standard())
         .expect("routed lab up (needs root, iproute2, nftables)");
     for port in [80, 81] {
