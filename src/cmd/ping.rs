@@ -209,7 +209,7 @@ pub(crate) async fn session<L: Link, C: Clock>(
             let parts: Vec<String> = summary
                 .ignored
                 .iter()
-                .map(|(k, v)| format!("{v} {}", k.name()))
+                .map(|(k, v)| format!("{v} {k}"))
                 .collect();
             format!("ignored packets: {}", parts.join(", "))
         });

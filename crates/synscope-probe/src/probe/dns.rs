@@ -42,8 +42,7 @@ pub struct QueryKey {
 }
 
 /// Why a captured packet was not taken as an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DnsIgnored {
     /// Unreadable IP/UDP/DNS (truncated, bad length, bad checksum).
     Malformed,

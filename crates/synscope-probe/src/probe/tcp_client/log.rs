@@ -5,12 +5,10 @@
 use super::{TcpClient, TcpState};
 use crate::event::Timestamp;
 use crate::wire::{SeqNumber, TcpFlags, TcpRepr};
-use serde::Serialize;
 use std::net::IpAddr;
 
 /// Who sent a segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
     /// We sent it.
     Sent,
@@ -19,8 +17,7 @@ pub enum Dir {
 }
 
 /// Where a segment's instant comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StampSource {
     /// The kernel's stamp (capture or transmit timestamp).
     Kernel,
@@ -29,8 +26,7 @@ pub enum StampSource {
 }
 
 /// Something worth saying about one segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Note {
     /// We sent this again after its timer expired.
     Retransmission,
@@ -48,7 +44,7 @@ pub enum Note {
 }
 
 /// One segment on the wire, as the ladder draws it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentEvent {
     /// When it was sent or received.
     pub at: Timestamp,
@@ -57,7 +53,6 @@ pub struct SegmentEvent {
     /// Who sent it.
     pub dir: Dir,
     /// Its TCP flags (tcpdump's letters in JSON).
-    #[serde(serialize_with = "flags_str")]
     pub flags: TcpFlags,
     /// Its sequence number.
     pub seq: SeqNumber,
@@ -72,11 +67,9 @@ pub struct SegmentEvent {
     /// Its TCP window, unscaled.
     pub window: u16,
     /// What is special about it, if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<Note>,
     /// Not a segment but an ICMP error quoting ours (`ICMP admin-prohibited
     /// from 198.18.0.2`); `seq` is the quoted sequence number.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<String>,
     /// Our state once this segment was sent or processed.
     pub client_state: TcpState,
@@ -84,13 +77,8 @@ pub struct SegmentEvent {
     pub server_state: TcpState,
 }
 
-fn flags_str<S: serde::Serializer>(f: &TcpFlags, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&f.to_string())
-}
-
 /// Which side a state belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// Us.
     Client,
@@ -99,7 +87,7 @@ pub enum Side {
 }
 
 /// A state entered, and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateEntry {
     /// Whose state.
     pub side: Side,
@@ -108,13 +96,11 @@ pub struct StateEntry {
     /// When: the instant of the segment or timer that caused it.
     pub at: Timestamp,
     /// The segment (index in the log) that caused it, if any (timers cause none).
-    #[serde(skip)]
     pub cause: Option<usize>,
 }
 
 /// How the connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Teardown {
     /// We sent FIN, the peer ACKed it, then sent its own FIN: four segments.
     WeClosedFirst,
@@ -201,7 +187,7 @@ impl Teardown {
 }
 
 /// The ICMP error that ended a trace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IcmpEnd {
     /// Its name, as ping gives it (`admin-prohibited`, `port-unreachable`, ...).
     pub reason: String,

@@ -18,7 +18,6 @@
 use crate::event::Timestamp;
 use crate::wire::{IcmpError, IpRepr, Protocol, SeqNumber, TcpFlags, TcpRepr};
 use send::Retransmit;
-use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -31,40 +30,29 @@ mod tests;
 pub use log::{Dir, IcmpEnd, Note, SegmentEvent, Side, StampSource, StateEntry, Teardown};
 
 /// TCP connection states (RFC 9293 §3.3.2), named as `ss` and textbooks name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TcpState {
     /// No connection (before our SYN, after the end).
-    #[serde(rename = "CLOSED")]
     Closed,
     /// Waiting for a SYN (the server before ours arrives).
-    #[serde(rename = "LISTEN")]
     Listen,
     /// SYN sent, waiting for the SYN-ACK.
-    #[serde(rename = "SYN_SENT")]
     SynSent,
     /// SYN received and SYN-ACK sent, waiting for its ACK.
-    #[serde(rename = "SYN_RECV")]
     SynReceived,
     /// Handshake done: data flows both ways.
-    #[serde(rename = "ESTABLISHED")]
     Established,
     /// We sent FIN, not yet acknowledged.
-    #[serde(rename = "FIN_WAIT_1")]
     FinWait1,
     /// Our FIN acknowledged, waiting for the peer's.
-    #[serde(rename = "FIN_WAIT_2")]
     FinWait2,
     /// Both FINs sent, ours not yet acknowledged (simultaneous close).
-    #[serde(rename = "CLOSING")]
     Closing,
     /// Both FINs acknowledged; lingering for retransmitted FINs.
-    #[serde(rename = "TIME_WAIT")]
     TimeWait,
     /// The peer's FIN received; our application has not closed yet.
-    #[serde(rename = "CLOSE_WAIT")]
     CloseWait,
     /// FIN sent after the peer's, waiting for its ACK.
-    #[serde(rename = "LAST_ACK")]
     LastAck,
 }
 
@@ -88,8 +76,7 @@ impl TcpState {
 }
 
 /// How we end the connection when it is our turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseMode {
     /// An orderly close with FIN.
     Fin,
