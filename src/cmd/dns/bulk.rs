@@ -1104,7 +1104,7 @@ impl<W: Write> Report<'_, W> {
                 .iter()
                 .map(|(sv, v)| format!("@{sv} {v}"))
                 .collect();
-            eprintln!(
+            note!(
                 "synscope: {n} lines got different answers from the servers (the summary lists the first {}); line {}: {} {}: {}",
                 sum.differences.len(),
                 d.line,
