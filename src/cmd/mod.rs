@@ -87,6 +87,7 @@ impl<'a> Interrupt<'a> {
     pub fn never() -> Interrupt<'static> {
         Interrupt::when(std::future::pending())
     }
+    /// The interrupt has come (seen by [`Interrupt::wait`]).
     pub fn fired(&self) -> bool {
         self.fired
     }
