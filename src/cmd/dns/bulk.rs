@@ -215,41 +215,49 @@ impl Path {
         let sender = RawSender::open(src, None)?;
         let ports = reserve_block(src, PORTS)?;
         let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
+        // the kernel stamps our sends on the raw socket (SO_TIMESTAMPING,
+        // OPT_TSONLY, read off its error queue); without that, the ring
+        // captures them leaving, as tcpdump does. Measured (300k mixed
+        // queries, 3 runs each): stamps 0.30 s user + 0.67 s system, the
+        // capture of our own queries 0.47 s + 0.54 s (its receiver thread
+        // reads every query back)
+        let tx_stamps = match sender.enable_tx_stamps() {
+            Ok(()) => true,
+            Err(e) => {
+                log.debug(|| format!("bulk: no transmit timestamps ({e})"));
+                false
+            }
+        };
         let mut filter = FlowFilter {
             local: src,
             remote: None,
             remote_port: None,
             local_ports: Some((lo, hi)),
             protocol: Protocol::UDP,
-            // our own queries too: the ring stamps them as they leave, as
-            // tcpdump sees them, with no stamp read off an error queue
-            outbound: true,
+            outbound: !tx_stamps,
         };
         // a TPACKET_V3 ring: no system call nor copy per packet
         let ring = RingCapture::open(0, &filter, 8 << 20);
         let (capture, sends_captured, tx_stamps) = match ring {
-            Ok(c) => (Replies::Ring(c), true, false),
+            Ok(c) => {
+                if tx_stamps {
+                    // spares the kernel a copy of every query (best effort)
+                    if let Err(e) = c.ignore_outgoing() {
+                        log.debug(|| format!("bulk: {e}"));
+                    }
+                }
+                (Replies::Ring(c), !tx_stamps, tx_stamps)
+            }
             Err(e) => {
                 log.debug(|| format!("bulk: no capture ring ({e}): socket reads"));
-                // replies only (half the packets), read with recvmmsg; the
-                // send times come from the sender's transmit stamps
+                // replies only (half the packets), read with recvmmsg
                 filter.outbound = false;
                 let c = BlockingCapture::open(0, &filter, 8 << 20)?;
-                // spares the kernel a copy of every query for this socket (best effort)
                 if let Err(e) = c.ignore_outgoing() {
                     log.debug(|| format!("bulk: {e}"));
                 }
                 // without stamps, RTTs start at the user-space send time
-                let stamped = match sender.enable_tx_stamps() {
-                    Ok(()) => true,
-                    Err(e) => {
-                        log.debug(|| {
-                            format!("bulk: no transmit timestamps ({e}): user-space send times")
-                        });
-                        false
-                    }
-                };
-                (Replies::Queue(c), false, stamped)
+                (Replies::Queue(c), false, tx_stamps)
             }
         };
         log.debug(|| format!("bulk: raw sockets from {src}, ports {lo}-{hi}"));
