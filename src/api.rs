@@ -17,13 +17,13 @@
 
 use crate::cli::{DnsChecks, DnsFormat, DnsSettings, ScanSettings};
 use crate::cmd::{CmdError, Log};
-use crate::event::Timestamp;
 use crate::io::PortReservation;
-use crate::probe::{ProbeResult, SynAnswer, SynPinger, SynProbeConfig};
+use crate::io::{CaptureLink, Packets, RealClock};
+use crate::probe::ping::{PingConfig, PingEvent, PingMachine};
+use crate::probe::{ProbeResult, SynAnswer, SynProbeConfig};
 use crate::report::scan::{ScanOutput, ScanResult};
 use crate::scan::targets::parse_target;
 use crate::scan::{PortList, Shard, TargetSet};
-use crate::wire::SeqNumber;
 use crate::wire::dns::{EdnsRepr, ReplyRepr};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -175,10 +175,6 @@ pub struct Reply {
     pub options: Option<crate::wire::TcpOptions>,
 }
 
-/// How long after its deadline a probe is given up (a reply stamped just
-/// before may still be on its way into the capture queue), as in `ping`.
-const SETTLE: Duration = Duration::from_millis(1);
-
 /// Sends one SYN to `target` and returns what answered it, timed by kernel
 /// timestamps: open (SYN-ACK), closed (RST) or filtered (ICMP error or
 /// silence within `opts.timeout`). Needs CAP_NET_RAW and CAP_NET_ADMIN.
@@ -195,48 +191,48 @@ pub async fn syn_ping(target: SocketAddr, opts: &PingOptions) -> Result<Reply, E
     let mut path =
         crate::cmd::open_syn_path(target, opts.interface.as_deref(), log).map_err(fail)?;
     let src = path.route.src;
-    let mut pinger = SynPinger::new(SynProbeConfig {
-        src,
-        dst: target,
-        ttl: opts.ttl,
-        syn_options: opts.syn_options,
-        mss: path.route.mss(),
-        window: 64240,
-        timeout: opts.timeout,
-    });
     // the source port stays ours (no other socket gets it) until the answer
     let port = PortReservation::reserve(src, 0).map_err(|e| fail(e.into()))?;
-    let now = Timestamp::now();
-    let tsval = (now.0 / 1_000_000) as u32;
-    let (_, bytes) = pinger.probe(now, port.port, SeqNumber(rand::random()), 1, tsval);
-    path.sender
-        .send(target.ip(), &bytes)
+    let mut machine = PingMachine::new(
+        PingConfig {
+            probe: SynProbeConfig {
+                src,
+                dst: target,
+                ttl: opts.ttl,
+                syn_options: opts.syn_options,
+                mss: path.route.mss(),
+                window: 64240,
+                timeout: opts.timeout,
+            },
+            interval: opts.timeout,
+            count: Some(1),
+            fixed_port: Some(port.port),
+            window: 1,
+            bound: None,
+            settle: crate::probe::ping::SETTLE,
+        },
+        None,
+    );
+    let mut link = CaptureLink::new(&path.sender, Packets::Capture(&mut path.capture), src, None)
         .map_err(|e| fail(e.into()))?;
-    let result = loop {
-        let wait = pinger.next_deadline().map_or(Duration::ZERO, |d| {
-            Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0))
-        }) + SETTLE;
-        tokio::select! {
-            p = path.capture.recv() => {
-                let p = p.map_err(|e| fail(e.into()))?;
-                if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                    break r;
-                }
+    let mut result = None;
+    crate::drive::drive(
+        &mut machine,
+        &mut link,
+        &RealClock::new(),
+        &mut |e| {
+            if let PingEvent::Probe(r) = e {
+                result = Some(r);
             }
-            _ = tokio::time::sleep(wait) => {
-                // what the kernel queued before the deadline is read first
-                let settled = Timestamp(Timestamp::now().0.saturating_sub(SETTLE.as_nanos() as u64));
-                while let Some(p) = path.capture.try_recv().map_err(|e| fail(e.into()))? {
-                    if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                        return Ok(reply_of(target, src, r));
-                    }
-                }
-                if let Some(r) = pinger.on_time(settled).pop() {
-                    break r;
-                }
-            }
-        }
-    };
+            Ok(())
+        },
+        &mut crate::cmd::Interrupt::never(),
+    )
+    .await
+    .map_err(fail)?;
+    drop(port);
+    let result =
+        result.ok_or_else(|| fail(CmdError::Setup("the probe ended without a result".into())))?;
     Ok(reply_of(target, src, result))
 }
 
@@ -370,6 +366,9 @@ pub async fn scan(
         progress: false,
         verbose: false,
         block_size: None,
+        // the library's results stay every SYN-ACK as it came (no canaries)
+        verify: false,
+        canaries: false,
     };
     // the scan's sender and receiver are threads: off the runtime's thread
     let done = tokio::task::spawn_blocking(move || {

@@ -14,6 +14,7 @@
 mod api;
 pub mod cli;
 pub mod cmd;
+pub mod drive;
 pub mod io;
 pub mod report;
 /// The sans-IO probe layer, its own crate (`synscope-probe`) so it cannot reach

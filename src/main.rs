@@ -4,9 +4,8 @@
 use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 use synscope::cli::{Cli, Command, SystemEnv};
+use synscope::cmd::status::{self, USAGE as EXIT_USAGE};
 use synscope::cmd::{self, CmdError, Log};
-
-const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -145,7 +144,7 @@ fn command_in_args() -> Option<String> {
 
 /// 0 when the command's expectation held, 1 when not.
 fn exit(ok: bool) -> u8 {
-    if ok { 0 } else { 1 }
+    status::of(ok)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CmdError> {

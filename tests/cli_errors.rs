@@ -333,3 +333,26 @@ fn completion_scripts_parse() {
         }
     }
 }
+
+/// bash completes a subcommand's flag from the generated script.
+#[test]
+fn bash_completes_a_flag_of_a_subcommand() {
+    let script = Command::new(env!("CARGO_BIN_EXE_synscope"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap()
+        .stdout;
+    let path = std::env::temp_dir().join(format!("synscope-complete-{}.bash", std::process::id()));
+    std::fs::write(&path, &script).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(synscope scan --ti); COMP_CWORD=2; \
+             _synscope synscope --ti scan; echo \"${{COMPREPLY[@]}}\"",
+            path.display()
+        ))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "--timeout");
+}

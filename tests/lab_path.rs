@@ -456,3 +456,140 @@ fn the_lab_tarpit_answers_every_port_through_the_routers() {
     }
     drop(tarpit);
 }
+
+#[test]
+fn one_source_port_and_a_pcap_as_in_ping() {
+    if synscope_lab::skip_unless_root("one_source_port_and_a_pcap_as_in_ping") {
+        return;
+    }
+    let lab = lab();
+    let dir = std::env::temp_dir().join(format!("synscope-path-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (target, routers) in targets(80) {
+        let pcap = dir.join("path.pcap");
+        let pcap_arg = pcap.to_string_lossy().to_string();
+        let (code, doc) = path_json(
+            &lab,
+            &target,
+            &["-c", "2", "--source-port", "40123", "--pcap", &pcap_arg],
+        );
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["outcome"]["result"], "reached", "{doc}");
+        assert_eq!(doc["outcome"]["hop"], 4, "{doc}");
+        let hops = doc["hops"].as_array().unwrap();
+        for (h, r) in hops.iter().zip(&routers) {
+            assert_eq!(h["addresses"][0], r.as_str(), "{h}");
+            assert_eq!(h["answered"], 2, "{h}");
+        }
+        // every probe from the one port, each answered (the server's two
+        // SYN-ACKs too: one SYN at a time, never two on one four-tuple)
+        let probes: Vec<&Value> = hops
+            .iter()
+            .flat_map(|h| h["probes"].as_array().unwrap())
+            .collect();
+        assert_eq!(probes.len(), 8, "{doc}");
+        for p in &probes {
+            assert_eq!(p["src_port"], 40123, "{p}");
+            assert_eq!(p["kernel_stamped"], true, "{p}");
+        }
+        assert_eq!(hops[3]["answer"], "syn-ack", "{doc}");
+        // the pcap holds our 8 SYNs and the 8 answers (ICMP and SYN-ACKs)
+        let packets = common::read_pcap(&pcap);
+        let syns = packets
+            .iter()
+            .filter(|(_, d)| {
+                synscope::wire::Datagram::parse(d).is_ok_and(|d| {
+                    matches!(d.transport, synscope::wire::Transport::Tcp(ref t)
+                        if t.src_port == 40123 && t.flags == synscope::wire::TcpFlags::SYN)
+                })
+            })
+            .count();
+        assert_eq!(syns, 8, "{target}: {} packets", packets.len());
+        assert!(packets.len() >= 16, "{target}: {} packets", packets.len());
+        std::fs::remove_file(&pcap).unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop() {
+    if synscope_lab::skip_unless_root("port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop") {
+        return;
+    }
+    let lab = lab();
+    // router 2 forwards 8083 to the server's 8084 (stateless port rewrite):
+    // router 3's quote shows it; the answer comes back as from 8083
+    for (target, routers) in targets(8083) {
+        let (code, doc) = path_json(&lab, &target, &["-c", "2"]);
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["outcome"]["result"], "reached", "{doc}");
+        assert_eq!(doc["outcome"]["hop"], 4, "{doc}");
+        assert_eq!(doc["hops"][2]["addresses"][0], routers[2].as_str());
+        assert_eq!(
+            changes(&doc),
+            vec![(3, "dst-port".into(), "8083".into(), "8084".into())],
+            "{target}"
+        );
+    }
+    let out = synscope(&lab, &["path", &targets(8083)[0].0, "-c", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("changed: dst-port 8083->8084 (first seen in hop 3's quote: by hop 2 on its way out or hop 3 on its way in)"),
+        "{text}"
+    );
+    // 8085: the IPv4 ID set to 4242 by router 2
+    let (code, doc) = path_json(&lab, &targets(8085)[0].0, &["-c", "2"]);
+    assert_eq!(code, 0, "{doc}");
+    let c = changes(&doc);
+    assert_eq!(c.len(), 1, "{doc}");
+    assert_eq!(
+        (c[0].0, c[0].1.as_str(), c[0].3.as_str()),
+        (3, "ip-id", "4242"),
+        "{doc}"
+    );
+    // 8086: router 2 sets the TTL to 64 after its own decrement: the server
+    // answers the SYN sent with TTL 3, and its answer crosses 3 routers
+    for (target, routers) in targets(8086) {
+        let (code, doc) = path_json(&lab, &target, &["-c", "2"]);
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["outcome"]["hop"], 3, "{doc}");
+        let d = &doc["reply_distance"];
+        assert_eq!(d["hops_back"], 3, "{doc}");
+        assert_eq!(d["farther_than_destination"], true, "{doc}");
+        assert_eq!(d["ttl_raised_by_hop"], 2, "{doc}");
+        assert_eq!(doc["hops"][1]["addresses"][0], routers[1].as_str());
+    }
+    let out = synscope(&lab, &["path", &targets(8086)[0].0, "-c", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("changed: ttl raised by hop 2 (198.18.2.2) on its way out (or a later hop): the SYNs reached the destination with TTL 3, but its answer crossed 3 routers (TTL 61, left with 64)"),
+        "{text}"
+    );
+    // 8087: router 2's conntrack NAT sends it to 8084 and rewrites the
+    // errors about it: no quote shows the port, hops 2 and 3 answer from the
+    // server's address, and hop 2 is named
+    for (target, routers) in targets(8087) {
+        let (code, doc) = path_json(&lab, &target, &["-c", "1"]);
+        assert_eq!(code, 0, "{doc}");
+        assert_eq!(doc["outcome"]["hop"], 4, "{doc}");
+        assert_eq!(doc["nat_at_hop"], 2, "{doc}");
+        assert_eq!(doc["hops"][0]["addresses"][0], routers[0].as_str());
+        let server = &doc["hops"][3]["addresses"][0];
+        assert_eq!(&doc["hops"][1]["addresses"][0], server, "{doc}");
+        assert_eq!(&doc["hops"][2]["addresses"][0], server, "{doc}");
+        assert_eq!(changes(&doc), vec![], "{target}");
+    }
+    let out = synscope(&lab, &["path", &targets(8087)[0].0, "-c", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("changed: by a NAT at hop 2: from hop 2 on, time-exceeded comes from the destination's own address (198.18.4.2)"),
+        "{text}"
+    );
+    // the untouched port: no such note
+    let (_, doc) = path_json(&lab, &targets(80)[0].0, &["-c", "1"]);
+    assert_eq!(
+        doc["reply_distance"]["farther_than_destination"], false,
+        "{doc}"
+    );
+    assert!(doc.get("nat_at_hop").is_none(), "{doc}");
+}

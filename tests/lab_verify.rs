@@ -299,20 +299,7 @@ fn ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own() {
     let lab = lab();
     // router 3 answers SYNs to 7778 with an RST in the server's name: one hop
     // closer than the server, so its TTL arrives one higher
-    let mut nft = lab
-        .router_command(3, "nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    std::io::Write::write_all(
-        nft.stdin.as_mut().unwrap(),
-        b"table inet synscope_inject {\n  chain inject {\n    type filter hook forward priority filter; policy accept;\n    tcp dport 7778 reject with tcp reset\n  }\n}\n",
-    )
-    .unwrap();
-    drop(nft.stdin.take());
-    let st = nft.wait().unwrap();
-    assert!(st.success());
+    inject_rst(&lab, 7778);
     let injected = format!("{}:7778", routed::server_v4(3));
     let out = synscope(
         &lab,
@@ -340,4 +327,267 @@ fn ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own() {
     assert_eq!(c["evidence"][0]["rst"], 62, "{c}");
     assert_eq!(c["evidence"][0]["host"], 61, "{c}");
     assert_eq!(doc["summary"]["verify"]["suspect_rst"], 1, "{doc}");
+}
+
+/// The scan of the routed lab's server and tarpit, in `format` (text when
+/// empty), with `extra` arguments.
+fn scan(lab: &Lab, tarpit: &routed::Tarpit, format: &str, extra: &[&str]) -> Output {
+    let server = routed::server_v4(3).to_string();
+    let tarpit = tarpit.v4.to_string();
+    let mut args = vec![
+        "scan",
+        &server,
+        &tarpit,
+        "-p",
+        "80,111,7777,8080,8081,8082,8090,8443",
+        "--rate",
+        "2000",
+        "--wait",
+        "500ms",
+    ];
+    if !format.is_empty() {
+        args.push(format);
+    }
+    args.extend_from_slice(extra);
+    let out = synscope(lab, &args);
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// NDJSON lines of a scan's output.
+fn lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
+    if synscope_lab::skip_unless_root("scan_names_the_tarpit_once_and_verify_names_the_syn_proxy") {
+        return;
+    }
+    let lab = lab();
+    let tarpit = routed::Tarpit::start(&lab, 3).expect("tarpit up");
+    let server = routed::server_v4(3).to_string();
+
+    // canaries (on by default): the tarpit once, its ports not open; the
+    // server's ports as they are, 8090 plain open without --verify
+    let out = scan(&lab, &tarpit, "", &[]);
+    common::assert_status(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("answers every port (tarpit/proxy): SYN-ACKs from 6 scanned ports and from canary ports ")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches(" open ").count(), 5, "{text}");
+    assert!(
+        text.contains(": 5 open, 1 closed, 2 filtered, 2 no-response"),
+        "{text}"
+    );
+    assert!(
+        text.contains("checks: 6 canary SYNs to 2 hosts, 1 answers every port (6 SYN-ACKs not counted as open)"),
+        "{text}"
+    );
+    assert!(!text.contains("syn-proxy"), "{text}");
+
+    // --verify: 8090 is the SYN proxy's, the other open ports verified
+    let out = scan(&lab, &tarpit, "", &["--verify"]);
+    common::assert_status(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "8090/tcp  open         syn-ack (syn-proxy: ttl 62, later 61, window 0, later"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches("syn-ack (verified)").count(), 4, "{text}");
+    assert_eq!(text.matches("answers every port").count(), 2, "{text}");
+    assert!(
+        text.contains(": 5 open, 1 closed, 2 filtered, 2 no-response"),
+        "{text}"
+    );
+    assert!(
+        text.contains("4 verified, 1 syn-proxy, 0 unverified"),
+        "{text}"
+    );
+    assert!(text.contains("0 suspect RSTs"), "{text}");
+
+    // NDJSON: the evidence in `check`, the tarpit one record, the counts
+    let out = scan(&lab, &tarpit, "--ndjson", &["--verify"]);
+    common::assert_status(&out, 0);
+    let all = lines(&out);
+    let proxied = all
+        .iter()
+        .find(|l| l["port"] == 8090 && l["host"] == server.as_str())
+        .expect("8090's line");
+    assert_eq!(proxied["verdict"], "open", "{proxied}");
+    let c = &proxied["check"];
+    assert_eq!(
+        (c["check"].as_str(), c["result"].as_str()),
+        (Some("handshake"), Some("syn-proxy")),
+        "{c}"
+    );
+    assert_eq!(c["evidence"][0]["field"], "ttl", "{c}");
+    assert_eq!(c["evidence"][0]["syn_ack"], 62, "{c}");
+    assert_eq!(c["evidence"][0]["later"], 61, "{c}");
+    for l in all
+        .iter()
+        .filter(|l| l["verdict"] == "open" && l["port"] != 8090)
+    {
+        assert_eq!(l["check"]["result"], "verified", "{l}");
+    }
+    let t = tarpit.v4.to_string();
+    let every: Vec<&Value> = all
+        .iter()
+        .filter(|l| l["state"] == "answers-every-port")
+        .collect();
+    assert_eq!(every.len(), 1, "{all:?}");
+    assert_eq!(every[0]["host"], t.as_str());
+    assert_eq!(every[0]["canaries"].as_array().map(Vec::len), Some(3));
+    assert!(
+        !all.iter()
+            .any(|l| l["host"] == t.as_str() && l["verdict"] == "open"),
+        "{all:?}"
+    );
+    let sum = all.last().expect("a summary");
+    assert_eq!(sum["type"], "summary");
+    assert_eq!(sum["open"], 5, "{sum}");
+    assert_eq!(sum["verify"]["answers_every_port_hosts"], 1, "{sum}");
+    assert_eq!(sum["verify"]["answers_every_port_pairs"], 6, "{sum}");
+    assert_eq!(sum["verify"]["syn_proxy"], 1, "{sum}");
+    assert_eq!(sum["verify"]["verified"], 4, "{sum}");
+    assert_eq!(sum["verify"]["canary_probes"], 6, "{sum}");
+
+    // JSON: the same, in one document; IPv6 (no proxy there): verified
+    let t6 = tarpit.v6.to_string();
+    let s6 = routed::server_v6(3).to_string();
+    let out = synscope(
+        &lab,
+        &[
+            "scan",
+            &s6,
+            &t6,
+            "-p",
+            "80,7777,8090",
+            "--rate",
+            "2000",
+            "--wait",
+            "500ms",
+            "--verify",
+            "--json",
+        ],
+    );
+    common::assert_status(&out, 0);
+    let doc = json(&out);
+    let r = doc["results"].as_array().expect("results");
+    assert_eq!(
+        r.iter()
+            .filter(|l| l["check"]["result"] == "verified")
+            .count(),
+        2,
+        "{doc}"
+    );
+    assert_eq!(
+        r.iter()
+            .filter(|l| l["state"] == "answers-every-port" && l["host"] == t6.as_str())
+            .count(),
+        1,
+        "{doc}"
+    );
+    assert_eq!(doc["summary"]["open"], 2, "{doc}");
+
+    // every checked handshake was reset: no connection left on the server
+    let ss = lab
+        .server_command("ss")
+        .args(["-Htn", "state", "established"])
+        .output()
+        .expect("run ss");
+    let left = String::from_utf8_lossy(&ss.stdout);
+    assert!(left.trim().is_empty(), "left open: {left}");
+}
+
+#[test]
+fn scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere() {
+    if synscope_lab::skip_unless_root(
+        "scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere",
+    ) {
+        return;
+    }
+    let lab = lab();
+    inject_rst(&lab, 7778);
+    let server = routed::server_v4(3).to_string();
+    let out = synscope(
+        &lab,
+        &[
+            "scan",
+            &server,
+            "-p",
+            "80,7777,7778,8080",
+            "--rate",
+            "2000",
+            "--wait",
+            "500ms",
+            "--verify",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    common::assert_status(&out, 0);
+    assert!(
+        text.contains("7778/tcp  closed       rst not from the host?: rst ttl 62, host 61"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("7777/tcp"),
+        "7777's RST is the host's: {text}"
+    );
+    assert!(text.contains("1 closed ports not shown (rst)"), "{text}");
+    assert!(text.contains("1 suspect RST"), "{text}");
+    assert!(!text.contains("(tarpit/proxy)"), "{text}");
+    let out = synscope(
+        &lab,
+        &[
+            "scan",
+            &server,
+            "-p",
+            "80,7777,7778,8080",
+            "--rate",
+            "2000",
+            "--wait",
+            "500ms",
+            "--verify",
+            "--ndjson",
+        ],
+    );
+    let all = lines(&out);
+    let l = all.iter().find(|l| l["port"] == 7778).expect("7778");
+    assert_eq!(l["verdict"], "closed", "{l}");
+    assert_eq!(l["check"]["check"], "suspect-rst", "{l}");
+    assert_eq!(l["check"]["evidence"][0]["field"], "rst-ttl", "{l}");
+    assert_eq!(all.last().unwrap()["verify"]["suspect_rst"], 1);
+}
+
+/// Router 3 answers SYNs to `port` with an RST in the server's name: one hop
+/// closer than the server, so its TTL arrives one higher.
+fn inject_rst(lab: &Lab, port: u16) {
+    let mut nft = lab
+        .router_command(3, "nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    let rules = format!(
+        "table inet synscope_inject {{\n  chain inject {{\n    type filter hook forward priority filter; policy accept;\n    tcp dport {port} reject with tcp reset\n  }}\n}}\n"
+    );
+    std::io::Write::write_all(nft.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
+    drop(nft.stdin.take());
+    let st = nft.wait().unwrap();
+    assert!(st.success());
 }

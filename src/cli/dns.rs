@@ -102,8 +102,8 @@ pub struct DnsArgs {
     /// is what happens anyway; the output says which timed it (`timed by:`).
     #[arg(long)]
     pub no_raw: bool,
-    /// Retries after the first attempt, per query.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    /// Retries after the first attempt, per query, 0-10.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
     /// How long each attempt waits for its answer (e.g. 2, 300ms).
     #[arg(short = 'W', long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
@@ -161,77 +161,9 @@ pub struct DnsArgs {
     pub progress: ProgressArgs,
 }
 
-/// How `synscope dns` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsFormat {
-    /// kdig-like sections.
-    Text,
-    /// `--short`: the answers' data, one per line.
-    Short,
-    /// `--json`.
-    Json,
-    /// `--ndjson`.
-    Ndjson,
-}
-
-/// What `synscope dns` checks (exit status 1 when one fails).
-#[derive(Debug, Clone, Default)]
-pub struct DnsChecks {
-    /// `--expect`: the exact answer set (empty: NODATA); None: not checked.
-    pub expect: Option<Vec<String>>,
-    /// `--expect-contains`: data the answer set must hold.
-    pub contains: Vec<String>,
-    /// `--expect-rcode`, as a number; None: not checked.
-    pub rcode: Option<u16>,
-    /// `--expect-regex`; None: not checked.
-    pub regex: Option<regex::Regex>,
-    /// `--max-time`; None: not checked.
-    pub max_time: Option<Duration>,
-    /// The AD bit must be set.
-    pub ad: bool,
-    /// The answer (or the denial) must be signed.
-    pub signed: bool,
-}
-
-impl DnsChecks {
-    /// The flags of the checks asked for, in the order they are evaluated.
-    pub fn names(&self) -> Vec<&'static str> {
-        let mut n = Vec::new();
-        if self.rcode.is_some() {
-            n.push("--expect-rcode");
-        }
-        if self.expect.is_some() {
-            n.push("--expect");
-        }
-        if !self.contains.is_empty() {
-            n.push("--expect-contains");
-        }
-        if self.regex.is_some() {
-            n.push("--expect-regex");
-        }
-        if self.max_time.is_some() {
-            n.push("--max-time");
-        }
-        if self.ad {
-            n.push("--expect-ad");
-        }
-        if self.signed {
-            n.push("--expect-signed");
-        }
-        n
-    }
-
-    /// No check asked for.
-    pub fn is_empty(&self) -> bool {
-        self.expect.is_none()
-            && self.contains.is_empty()
-            && self.rcode.is_none()
-            && self.regex.is_none()
-            && self.max_time.is_none()
-            && !self.ad
-            && !self.signed
-    }
-}
+// what dns prints and checks belong to the report (it formats and checks
+// answers); re-exported so `cli::DnsChecks` names them too
+pub use crate::report::dns_options::{DnsChecks, DnsFormat};
 
 /// Where bulk names come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -559,6 +491,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((s.timeout, s.retries), (Duration::from_millis(300), 0));
+        assert!(dns(&["a", "@198.18.0.2", "--retries", "11"]).is_err());
         assert!(s.progress);
         assert!(
             !dns_in(&env, &["-f", "-", "@ns.test", "-q"])

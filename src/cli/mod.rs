@@ -257,24 +257,34 @@ pub struct SynArgs {
     pub interface: Option<String>,
     /// Send SYNs without any TCP option. By default a SYN carries what Linux
     /// sends (MSS, SACK-permitted, timestamps, window scale), so middleboxes
-    /// treat it as real and changes to the options show. A bare SYN makes the
-    /// server assume an MSS of 536 (RFC 9293) and drops SACK, timestamps and
-    /// window scaling for the connection.
+    /// treat it as real and changes to the options show. After a bare SYN
+    /// the peer assumes an MSS of 536 (IPv4) or 1220 (IPv6), and the
+    /// connection has no SACK, timestamps or window scaling.
     #[arg(long)]
     pub bare_syn: bool,
 }
 
-/// [`SynArgs`] plus `--source-port` and `--ttl` (ping, scan, trace).
+/// [`SynArgs`] plus `--source-port` (ping, scan, trace, path).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Sending")]
 pub struct SendArgs {
     /// `-I`, `--bare-syn`.
     #[command(flatten)]
     pub syn: SynArgs,
-    /// Source port of every probe (default: a fresh free port per probe, held
-    /// while it is used).
+    /// Source port of the probes (default: a free port held while it is
+    /// used: a fresh one per probe in ping and path, per trace in trace, one
+    /// for the whole scan in scan). A fixed port gives every probe the same
+    /// four-tuple (one flow for ECMP load balancers and firewalls); ping and
+    /// path then have one probe in flight at a time, so an unanswered one
+    /// costs its whole --timeout.
     #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub source_port: Option<u16>,
+}
+
+/// `--ttl` (ping, scan, trace; path varies it hop by hop).
+#[derive(Debug, Clone, Copy, Args)]
+#[command(next_help_heading = "Sending")]
+pub struct TtlArgs {
     /// IP TTL / hop limit of the probes.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u8).range(1..))]
     pub ttl: u8,
@@ -324,7 +334,7 @@ impl JsonArgs {
     }
 }
 
-/// `--pcap FILE` (ping, trace).
+/// `--pcap FILE` (ping, trace, path).
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Output")]
 pub struct PcapArgs {

@@ -1,6 +1,6 @@
 //! Arguments and settings of `synscope path`.
 
-use super::{Env, JsonArgs, SynArgs, TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, UsageError, parse_duration};
 use crate::report::OutputFormat;
 use clap::Args;
 use std::net::SocketAddr;
@@ -32,7 +32,8 @@ Examples:
   synscope path 198.18.4.2:443
   synscope path [2001:db8:4::2]:8080 -c 5 --json
   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
-  synscope path db.example -p 5432 -m 20 -W 2s";
+  synscope path db.example -p 5432 -m 20 -W 2s
+  synscope path 198.18.4.2:80 --source-port 53   (one flow, one probe at a time)";
 
 /// The EXIT STATUS section of `synscope path --help`.
 pub const EXIT_CODES: &str = "\
@@ -69,12 +70,15 @@ pub struct PathArgs {
     /// bleaching but spoils the negotiation.)
     #[arg(long, value_parser = parse_tos, default_value = "0")]
     pub tos: u8,
-    /// `-I`, `--bare-syn`.
+    /// `-I`, `--bare-syn`, `--source-port`.
     #[command(flatten)]
-    pub syn: SynArgs,
+    pub send: SendArgs,
     /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
+    /// `--pcap`.
+    #[command(flatten)]
+    pub pcap: PcapArgs,
 }
 
 fn parse_tos(s: &str) -> Result<u8, String> {
@@ -108,6 +112,10 @@ pub struct PathSettings {
     pub interface: Option<String>,
     /// Text or JSON.
     pub format: OutputFormat,
+    /// `--source-port`; None: a fresh port per probe.
+    pub source_port: Option<u16>,
+    /// `--pcap`: the capture file; None: none written.
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 impl PathArgs {
@@ -122,9 +130,11 @@ impl PathArgs {
             timeout: self.timeout,
             ecn: self.ecn,
             tos: self.tos,
-            syn_options: !self.syn.bare_syn,
-            interface: self.syn.interface.clone(),
+            syn_options: !self.send.syn.bare_syn,
+            interface: self.send.syn.interface.clone(),
             format: self.output.format(),
+            source_port: self.send.source_port,
+            pcap: self.pcap.pcap.clone(),
         })
     }
 }
@@ -167,5 +177,18 @@ mod tests {
         assert!(settings(&["synscope", "path", "198.18.4.2", "--tos", "0x100"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-c", "0"]).is_err());
         assert!(settings(&["synscope", "path", "198.18.4.2", "-m", "0"]).is_err());
+        let s = settings(&[
+            "synscope",
+            "path",
+            "198.18.4.2:80",
+            "--source-port",
+            "53",
+            "--pcap",
+            "p.pcap",
+        ])
+        .unwrap();
+        assert_eq!(s.source_port, Some(53));
+        assert_eq!(s.pcap.as_deref(), Some(std::path::Path::new("p.pcap")));
+        assert!(settings(&["synscope", "path", "198.18.4.2", "--source-port", "0"]).is_err());
     }
 }

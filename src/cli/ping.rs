@@ -1,7 +1,8 @@
 //! Arguments and settings of `synscope ping`.
 
 use super::{
-    Env, GlobalArgs, OutputArgs, PcapArgs, SendArgs, TargetArgs, UsageError, parse_duration,
+    Env, GlobalArgs, OutputArgs, PcapArgs, SendArgs, TargetArgs, TtlArgs, UsageError,
+    parse_duration,
 };
 use crate::report::OutputFormat;
 use crate::report::ping::Expect;
@@ -79,6 +80,9 @@ pub struct PingArgs {
     /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send: SendArgs,
+    /// `--ttl`.
+    #[command(flatten)]
+    pub ttl: TtlArgs,
     /// `--json`, `--ndjson`.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -160,7 +164,7 @@ impl PingArgs {
             timeout: self.timeout,
             source_port: self.send.source_port,
             interface: self.send.syn.interface.clone(),
-            ttl: self.send.ttl,
+            ttl: self.ttl.ttl,
             syn_options: !self.send.syn.bare_syn,
             expect: self.expect.into(),
             format: self.output.format(),

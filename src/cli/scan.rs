@@ -1,8 +1,8 @@
 //! Arguments and settings of `synscope scan`.
 
 use super::{
-    Env, FamilyArgs, GlobalArgs, OutputArgs, ProgressArgs, SendArgs, UsageError, parse_duration,
-    resolve_in,
+    Env, FamilyArgs, GlobalArgs, OutputArgs, ProgressArgs, SendArgs, TtlArgs, UsageError,
+    parse_duration, resolve_in,
 };
 use crate::report::OutputFormat;
 use crate::scan::targets::{Range, parse_target};
@@ -82,11 +82,13 @@ pub struct ScanArgs {
     /// Highest rate `--rate auto` may reach (probes/s).
     #[arg(long, value_name = "RATE", default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_rate: u64,
-    /// Extra rounds for probes that got no answer.
+    /// Extra rounds for probes that got no answer, 0-10.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub retries: u32,
-    /// How long a round waits for late replies after its last probe (it ends
-    /// sooner once replies have stopped for several times the largest RTT seen).
+    /// How long a round waits for late replies after its last probe, at most
+    /// (it ends sooner once replies have stopped for 3 times the RTT that
+    /// 99.9 % of replies came within, at least 5 ms; before a retry round 2
+    /// times the 90 % RTT).
     #[arg(short = 'W', long, alias = "wait", default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Print only open ports.
@@ -109,6 +111,21 @@ pub struct ScanArgs {
     /// Example: synscope scan 198.18.200.0/24 -p 80 --no-discovery
     #[arg(long)]
     pub no_discovery: bool,
+    /// Check each open port: complete its handshake, compare the SYN-ACK with
+    /// the server's next segments (TTL, window, options, timestamp clock),
+    /// then reset it; a SYN proxy shows as `syn-ack (syn-proxy: ttl 62, later
+    /// 61, ...)`. Closed ports' RSTs are compared with the host's own (its
+    /// canaries' RSTs): an injected one shows as `rst not from the host?`.
+    /// Costs a handshake per open port, and canaries for every host that
+    /// answered. Example: synscope scan 198.18.4.2 -p 80,8090 --verify
+    #[arg(long)]
+    pub verify: bool,
+    /// Send no canaries. By default a host's first SYN-ACK sends SYNs to 3
+    /// random unscanned ports in 49152-65535 (closed on a normal host); a
+    /// host that answers all of them answers every port (tarpit, proxy): it
+    /// is reported once, and its SYN-ACKs are not counted as open.
+    #[arg(long)]
+    pub no_canaries: bool,
     /// `-4` / `-6`.
     #[command(flatten)]
     pub family: FamilyArgs,
@@ -118,6 +135,9 @@ pub struct ScanArgs {
     /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send: SendArgs,
+    /// `--ttl`.
+    #[command(flatten)]
+    pub ttl: TtlArgs,
     /// `--json`, `--ndjson`.
     #[command(flatten)]
     pub output: OutputArgs,
@@ -187,6 +207,10 @@ pub struct ScanSettings {
     pub verbose: bool,
     /// Probes per block of per-probe state (default: from the rate).
     pub block_size: Option<u64>,
+    /// `--verify`: complete and check open ports' handshakes, check RSTs.
+    pub verify: bool,
+    /// Canaries to hosts that answered a SYN-ACK (off with `--no-canaries`).
+    pub canaries: bool,
 }
 
 impl ScanArgs {
@@ -289,13 +313,15 @@ impl ScanArgs {
             seed,
             source_port: self.send.source_port,
             interface: self.send.syn.interface.clone(),
-            ttl: self.send.ttl,
+            ttl: self.ttl.ttl,
             syn_options: !self.send.syn.bare_syn,
             discovery: !self.no_discovery,
             format: self.output.format(),
             progress: self.progress.on(global, env),
             verbose: global.verbose,
             block_size: self.block_size,
+            verify: self.verify,
+            canaries: !self.no_canaries,
         })
     }
 }

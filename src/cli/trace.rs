@@ -1,6 +1,6 @@
 //! Arguments and settings of `synscope trace`.
 
-use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, UsageError, parse_duration};
+use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, TtlArgs, UsageError, parse_duration};
 use crate::probe::tcp_client::CloseMode;
 use crate::report::OutputFormat;
 use clap::{Args, ValueEnum};
@@ -73,8 +73,8 @@ pub struct TraceArgs {
     /// First retransmission timeout of our segments (doubles on each retry).
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
     pub rto: Duration,
-    /// Retransmissions of one segment before giving up (at most 15).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Retransmissions of one segment before giving up, 0-15.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=15))]
     pub retries: u32,
     /// How long one trace may take before it is ended (default 10s; with
     /// --half-open 70s, the time Linux needs to give up on its SYN-ACK
@@ -94,6 +94,9 @@ pub struct TraceArgs {
     /// `-I`, `--bare-syn`, `--source-port`, `--ttl`.
     #[command(flatten)]
     pub send_args: SendArgs,
+    /// `--ttl`.
+    #[command(flatten)]
+    pub ttl: TtlArgs,
     /// `--json`.
     #[command(flatten)]
     pub output: JsonArgs,
@@ -229,14 +232,14 @@ impl TraceArgs {
             idle: self.idle,
             time_wait: self.time_wait,
             rto: self.rto,
-            retries: self.retries.min(15),
+            retries: self.retries,
             max_wait,
             half_open: self.half_open,
             count: self.count,
             interval: self.interval,
             source_port: self.send_args.source_port,
             interface: self.send_args.syn.interface.clone(),
-            ttl: self.send_args.ttl,
+            ttl: self.ttl.ttl,
             syn_options: !self.send_args.syn.bare_syn,
             format: self.output.format(),
             pcap: self.pcap.pcap.clone(),
@@ -286,8 +289,9 @@ mod tests {
             let s = trace(&["198.18.0.2", w[0], w[1]]).unwrap();
             assert_eq!(s.max_wait, Duration::from_secs(3), "{w:?}");
         }
-        let s = trace(&["198.18.0.2", "--retries", "99", "-i", "0.5", "--json"]).unwrap();
+        let s = trace(&["198.18.0.2", "--retries", "15", "-i", "0.5", "--json"]).unwrap();
         assert_eq!((s.retries, s.interval), (15, Duration::from_millis(500)));
+        assert!(trace(&["198.18.0.2", "--retries", "16"]).is_err());
         assert_eq!(s.format, OutputFormat::Json);
         assert!(trace(&["198.18.0.2", "--ndjson"]).is_err());
         assert!(

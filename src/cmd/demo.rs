@@ -62,6 +62,8 @@ const KEEP_MAX: Duration = Duration::from_secs(24 * 3600);
 const STATE_DIR: &str = "/run/synscope";
 const STATE_PREFIX: &str = "kept-demo-";
 
+/// Runs the demo in a new lab (or, with `--remove` / `--hold`, removes or
+/// keeps a kept one); says whether every step succeeded.
 pub fn run(args: &DemoArgs) -> Result<bool, CmdError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(CmdError::Setup(
@@ -193,6 +195,7 @@ fn demo(args: &DemoArgs) -> Result<bool, CmdError> {
         let status = lab
             .client_command(&exe)
             .args(&step.args)
+            .args(super::quiet().then_some("--quiet")) // -q reaches every step
             .status()
             .map_err(|e| CmdError::Setup(format!("run {} in the lab: {e}", step.args[0])))?;
         all_ok &= status.success();

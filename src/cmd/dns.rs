@@ -3,14 +3,16 @@
 
 mod bulk;
 
-use super::{CmdError, Log};
+use super::{CmdError, Interrupt, Log};
 use crate::cli::DnsSettings;
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
 use crate::io::{
-    Capture, IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent, dns_tcp,
+    Capture, CaptureLink, IoError, Packets, PortReservation, RawSender, RealClock, Route,
+    StampedUdp, UdpEvent, dns_tcp,
 };
 use crate::probe::dns::{DnsExchange, DnsIgnored, DnsOutcome, DnsProbeConfig, QueryKey};
+use crate::probe::dns_query::{OneQuery, QueryEvent};
 use crate::report::dns::{DnsResult, TcpLeg, TimedBy, UdpLeg, write_results};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, Question, ReplyRepr, type_name};
@@ -21,14 +23,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Exit statuses of `synscope dns` (see `DNS_EXIT_CODES`).
-pub const EXIT_OK: u8 = 0;
-/// A check failed.
-pub const EXIT_CHECK_FAILED: u8 = 1;
-/// A server did not answer after every retry, or an ICMP error ended a query.
-pub const EXIT_NO_ANSWER: u8 = 3;
-/// Stopped by SIGINT or SIGTERM (the summary so far is printed).
-pub const EXIT_INTERRUPTED: u8 = 1;
+/// Exit statuses of `synscope dns` (see `DNS_EXIT_CODES`; defined in cmd::status).
+pub use super::status::{
+    FAILED as EXIT_CHECK_FAILED, INTERRUPTED as EXIT_INTERRUPTED, NO_ANSWER as EXIT_NO_ANSWER,
+    OK as EXIT_OK,
+};
 
 fn add_ignored(to: &mut BTreeMap<DnsIgnored, u64>, from: &BTreeMap<DnsIgnored, u64>) {
     for (k, v) in from {
@@ -36,9 +35,9 @@ fn add_ignored(to: &mut BTreeMap<DnsIgnored, u64>, from: &BTreeMap<DnsIgnored, u
     }
 }
 
+/// The capture-clock deadline `t` as a tokio instant (the one conversion: io::clock).
 fn instant_of(t: Timestamp) -> Instant {
-    let now = Timestamp::now();
-    Instant::now() + Duration::from_nanos(t.0.saturating_sub(now.0))
+    crate::io::clock::instant_of(t).into()
 }
 
 /// Runs the command; returns the exit status.
@@ -164,7 +163,8 @@ fn open_raw(
     Ok((sender, port, capture))
 }
 
-/// Runs `query` over raw UDP until answered, refused or given up.
+/// Runs `query` over raw UDP until answered, refused or given up (the one
+/// drive loop; an interrupt ends the whole command around it).
 async fn exchange_raw(
     ex: &mut DnsExchange,
     (sender, port, mut capture): (RawSender, PortReservation, Capture),
@@ -172,45 +172,40 @@ async fn exchange_raw(
     query: &QueryRepr,
     log: Log,
 ) -> Result<DnsOutcome, CmdError> {
-    let (_, dgram) = ex.query(Timestamp::now(), 0, server, port.port, query);
-    sender.send(server.ip(), &dgram)?;
-    log.debug(|| {
-        format!(
-            "sent {} {} to {server} from {}:{} id {} (raw)",
-            query.question.name,
-            type_name(query.question.qtype),
-            ex.config().src,
-            port.port,
-            query.id
-        )
-    });
-    loop {
-        let wake = ex
-            .next_deadline()
-            .map(instant_of)
-            .unwrap_or_else(Instant::now);
-        tokio::select! {
-            pkt = capture.recv() => {
-                let p = pkt?;
-                if let Some(o) = ex.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                    if let Some(f) = capture.fragments().describe() {
-                        log.debug(|| format!("{server}: {f}"));
-                    }
-                    return Ok(o);
+    let src = ex.config().src;
+    let mut q = OneQuery::new(ex, server, port.port, query.clone());
+    let mut link = CaptureLink::new(&sender, Packets::Capture(&mut capture), src, None)?;
+    crate::drive::drive(
+        &mut q,
+        &mut link,
+        &RealClock::new(),
+        &mut |e| {
+            match e {
+                QueryEvent::Sent { id } => log.debug(|| {
+                    format!(
+                        "sent {} {} to {server} from {src}:{} id {id} (raw)",
+                        query.question.name,
+                        type_name(query.question.qtype),
+                        port.port,
+                    )
+                }),
+                QueryEvent::Retry { id } => {
+                    log.debug(|| format!("no answer from {server} yet: retrying id {id}"))
                 }
             }
-            _ = tokio::time::sleep_until(wake) => {
-                let (mut done, resend) = ex.on_time(Timestamp::now());
-                for r in resend {
-                    log.debug(|| format!("no answer from {server} yet: retrying id {}", r.key.id));
-                    sender.send(server.ip(), &r.datagram)?;
-                }
-                if let Some(o) = done.pop() {
-                    return Ok(o);
-                }
-            }
-        }
+            Ok(())
+        },
+        &mut Interrupt::never(),
+    )
+    .await?;
+    drop(link);
+    if let Some(f) = capture.fragments().describe() {
+        log.debug(|| format!("{server}: {f}"));
     }
+    let outcome = q
+        .take_outcome()
+        .ok_or_else(|| CmdError::Setup(format!("query to {server} ended without an outcome")))?;
+    Ok(outcome)
 }
 
 /// Runs `query` over an ordinary UDP socket until answered, refused or given

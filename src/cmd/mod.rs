@@ -20,6 +20,7 @@ pub mod ping;
 mod progress;
 pub mod scan;
 mod scan_net;
+pub mod status;
 pub mod trace;
 
 use crate::cli::UsageError;
@@ -55,29 +56,46 @@ impl CmdError {
     }
 }
 
-/// Resolves once SIGINT or SIGTERM arrives (installed when first polled).
+/// Resolves once SIGINT or SIGTERM arrives (see [`crate::io::signals`]: the
+/// same handlers as [`catch_signals`], so a second signal ends the process).
 pub(crate) async fn interrupted() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    crate::io::signals::catch(status::INTERRUPTED);
+    crate::io::signals::wait().await
 }
 
-static SIGNALS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// The user's request to stop (SIGINT or SIGTERM) for the async commands,
+/// awaited by the drive loop and between runs; it stays fired once fired.
+pub struct Interrupt<'a> {
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>,
+    fired: bool,
+}
 
-extern "C" fn count_signal(_: nix::libc::c_int) {
-    // a second SIGINT/SIGTERM: the user wants out now, not the summary
-    if SIGNALS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1 {
-        // SAFETY: _exit is async-signal-safe; nothing is unwound or flushed
-        unsafe { nix::libc::_exit(1) };
+impl<'a> Interrupt<'a> {
+    /// SIGINT or SIGTERM (the handlers are installed now).
+    pub fn signals() -> Interrupt<'static> {
+        crate::io::signals::catch(status::INTERRUPTED);
+        Interrupt::when(crate::io::signals::wait())
+    }
+    /// When `f` resolves (a caller's own stop; tests: a simulated Ctrl-C).
+    pub fn when(f: impl std::future::Future<Output = ()> + Send + 'a) -> Interrupt<'a> {
+        Interrupt {
+            wait: Box::pin(f),
+            fired: false,
+        }
+    }
+    /// Never.
+    pub fn never() -> Interrupt<'static> {
+        Interrupt::when(std::future::pending())
+    }
+    pub fn fired(&self) -> bool {
+        self.fired
+    }
+    /// Resolves when the interrupt comes (at once if it came before).
+    pub async fn wait(&mut self) {
+        if !self.fired {
+            self.wait.as_mut().await;
+            self.fired = true;
+        }
     }
 }
 
@@ -85,21 +103,12 @@ extern "C" fn count_signal(_: nix::libc::c_int) {
 /// the loops check (see [`signalled`]); a second one ends the process at once
 /// with status 1, the documented status of an interrupted run.
 pub(crate) fn catch_signals() {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(
-        SigHandler::Handler(count_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only touches an atomic and calls _exit, both async-signal-safe.
-        let _ = unsafe { sigaction(sig, &action) };
-    }
+    crate::io::signals::catch(status::INTERRUPTED);
 }
 
 /// Has a SIGINT or SIGTERM arrived since [`catch_signals`]?
 pub(crate) fn signalled() -> bool {
-    SIGNALS.load(std::sync::atomic::Ordering::Relaxed) > 0
+    crate::io::signals::caught()
 }
 
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -1,23 +1,14 @@
 //! `synscope path`: SYNs to the real port with increasing TTL, all in flight
 //! at once, timed by kernel timestamps; where they die and what changed on the way.
 
-use super::{CmdError, Log};
+use super::{CmdError, Interrupt, Log};
 use crate::cli::path::PathSettings;
-use crate::event::Timestamp;
-use crate::io::PortReservation;
-use crate::io::timer::PreciseTimer;
-use crate::probe::path::{Outcome, PathConfig, PathProber};
+use crate::drive::{Ended, drive};
+use crate::io::pcap::PcapWriter;
+use crate::io::{CaptureLink, Clock, Link, Packets, PortReservation, RealClock};
+use crate::probe::path::{Outcome, PathConfig, PathProber, PathSent};
 use crate::report::path::PathTarget;
-use crate::wire::SeqNumber;
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::time::{Duration, Instant};
-
-/// Packets read from the capture in one go before timers run again.
-const DRAIN_MAX: usize = 4096;
-/// How long after a deadline a probe is expired (a reply stamped just before
-/// it may still be on its way into the capture queue).
-const SETTLE: Duration = Duration::from_millis(1);
 
 /// What a run found, for the exit status.
 #[derive(Debug, Clone, Copy)]
@@ -28,19 +19,48 @@ pub struct PathSummary {
     pub interrupted: bool,
 }
 
+/// Drives the ladder over `link` to its end.
+pub(crate) async fn probe<L: Link, C: Clock>(
+    prober: &mut PathProber,
+    link: &mut L,
+    clock: &C,
+    interrupt: &mut Interrupt<'_>,
+    log: Log,
+) -> Result<Ended, CmdError> {
+    drive(
+        prober,
+        link,
+        clock,
+        &mut |p: PathSent| {
+            log.debug(|| format!("sent SYN ttl {} sport {}", p.ttl, p.src_port));
+            Ok(())
+        },
+        interrupt,
+    )
+    .await
+}
+
 /// Runs the probes and writes the report.
 pub async fn run(
     s: &PathSettings,
     out: &mut impl Write,
     log: Log,
 ) -> Result<PathSummary, CmdError> {
-    let dst = s.target.ip();
     let super::SynPath {
         route,
         sender,
         mut capture,
         filter: _,
     } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
+    let mut pcap = match &s.pcap {
+        Some(p) => Some(PcapWriter::create(p)?),
+        None => None,
+    };
+    // --source-port: that port, held for the run (else one per probe, below)
+    let fixed_port = match s.source_port {
+        Some(p) => Some(PortReservation::reserve(route.src, p)?),
+        None => None,
+    };
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,
@@ -53,86 +73,33 @@ pub async fn run(
         window: 64240,
         tos: s.tos,
         ecn: s.ecn,
+        one_port: fixed_port.is_some(),
     };
     let mut prober = PathProber::new(cfg.clone());
-    let mut timer = PreciseTimer::new()?;
-    // one reserved source port per probe, held until it is answered or
-    // expires: no local connection can take its four-tuple meanwhile. Silent
-    // hops wait out their timeout while later ones answer, so up to
-    // --max-hops x --count may be held at once: the open-file limit is raised.
-    let _ = PortReservation::capacity();
-    let mut held: BTreeMap<u16, PortReservation> = BTreeMap::new();
-    let mut interrupted = false;
-    let signal = super::interrupted();
-    tokio::pin!(signal);
-    // deadlines are on the kernel's (wall) clock; should it jump back, this
-    // monotonic bound still ends the run: every hop waited out once, and a second
-    let started = Instant::now();
-    let bound = s.timeout * (u32::from(s.max_hops) + 1) + Duration::from_secs(1);
-    loop {
-        if started.elapsed() > bound {
-            prober.on_time(Timestamp(u64::MAX));
-        }
-        for ttl in prober.due() {
-            let r = PortReservation::reserve(route.src, 0)?;
-            let now = Timestamp::now();
-            let bytes = prober.probe(
-                now,
-                ttl,
-                r.port,
-                SeqNumber(rand::random()),
-                rand::random(),
-                (now.0 / 1_000_000) as u32,
-            );
-            let port = r.port;
-            held.insert(port, r);
-            sender.send(dst, &bytes)?;
-            log.debug(|| format!("sent SYN ttl {ttl} sport {port}"));
-        }
-        if prober.is_done() {
-            break;
-        }
-        let wake = prober.next_deadline().map_or_else(
-            || Instant::now() + Duration::from_millis(10),
-            |d| {
-                Instant::now()
-                    + Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0))
-                    + SETTLE
-            },
-        );
-        tokio::select! {
-            biased;
-            _ = &mut signal => {
-                interrupted = true;
-                break;
-            }
-            pkt = capture.recv() => {
-                let p = pkt?;
-                prober.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded);
-            }
-            t = timer.sleep_until(wake) => t?,
-        }
-        // everything the kernel queued is read before any probe expires
-        let now = Timestamp::now();
-        let mut drained = false;
-        for _ in 0..DRAIN_MAX {
-            match capture.try_recv()? {
-                Some(p) => {
-                    prober.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded)
-                }
-                None => {
-                    drained = true;
-                    break;
-                }
-            }
-        }
-        if drained {
-            prober.on_time(Timestamp(now.0.saturating_sub(SETTLE.as_nanos() as u64)));
-        }
-        for port in prober.take_finished() {
-            held.remove(&port);
-        }
+    if let Some(f) = &fixed_port {
+        prober.set_source_port(f.port);
     }
+    // one reserved source port per probe (the link's), held until it is
+    // answered or expires. Silent hops wait out their timeout while later
+    // ones answer, so up to --max-hops x --count may be held at once: the
+    // open-file limit is raised.
+    let _ = PortReservation::capacity();
+    let mut link = CaptureLink::new(
+        &sender,
+        Packets::Capture(&mut capture),
+        route.src,
+        pcap.as_mut(),
+    )?;
+    let ended = probe(
+        &mut prober,
+        &mut link,
+        &RealClock::new(),
+        &mut Interrupt::signals(),
+        log,
+    )
+    .await?;
+    drop(link);
+    let interrupted = ended.interrupted;
     let drops = capture.drops();
     if drops > 0 {
         note!(
@@ -158,7 +125,10 @@ pub async fn run(
         interface: route.interface.clone(),
     };
     crate::report::path::write(out, s.format, &target, &cfg, &result, interrupted)?;
-    drop(held);
+    if let Some(w) = pcap.as_mut() {
+        w.flush()?;
+    }
+    drop(fixed_port);
     Ok(PathSummary {
         reached: matches!(result.outcome, Outcome::Reached { .. }),
         interrupted,

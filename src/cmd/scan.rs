@@ -15,8 +15,12 @@ use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
 use crate::probe::SynAnswer;
-use crate::report::scan::{DiscoverySummary, RateSummary, ScanOutput, ScanResult, ScanSummary};
+use crate::probe::verify::ProbeCheck;
+use crate::report::scan::{
+    DiscoverySummary, RateSummary, ScanChecks, ScanOutput, ScanResult, ScanSummary,
+};
 use crate::scan::blocks::{self, BlockState, Mark};
+use crate::scan::follow::{Action, FollowUp};
 use crate::scan::pace::Pacer;
 use crate::scan::rate::{self, RateControl};
 use crate::scan::{Cookie, Permutation, ScanMatcher, TargetSet};
@@ -54,6 +58,9 @@ struct Shared {
     /// The receiver has read every reply captured up to this instant.
     receiver_ns: AtomicU64,
     ports: u64,
+    /// Canaries and --verify (see scan::follow), and what they found.
+    follow: Mutex<FollowUp<ScanResult>>,
+    checks: Mutex<ScanChecks>,
 }
 
 /// Bits of the known-hosts map (512 KiB).
@@ -109,6 +116,7 @@ pub(crate) struct Tally {
     unroutable: u64,
     discovery: Option<DiscoverySummary>,
     coverage: RateSummary,
+    checks: ScanChecks,
 }
 
 /// Both families' discoveries in one summary ("ARP+NDP").
@@ -137,11 +145,16 @@ type Output<W> = Mutex<ScanOutput<W>>;
 pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     super::catch_signals();
     let output: Output<_> = Mutex::new(ScanOutput::new(std::io::stdout(), s.format, s.open_only));
-    let (tally, started) = scan_into(s, &output, true, log)?;
+    let (mut tally, started) = scan_into(s, &output, true, log)?;
     let was_interrupted = super::signalled();
     let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
     let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
-    let reported = count("open") + count("closed") + count("filtered") + count("no-response");
+    let reported = count("open")
+        + count("closed")
+        + count("filtered")
+        + count("no-response")
+        + count("answers-every-port");
+    tally.checks.answers_every_port_pairs = count("answers-every-port");
     let summary = ScanSummary {
         hosts: s.targets.iter().map(TargetSet::len).sum(),
         ports: s.ports.len(),
@@ -170,6 +183,7 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         },
         cut_short: tally.cut_short,
         coverage: tally.coverage,
+        verify: tally.checks,
     };
     if tally.stalls > 0 {
         note!(
@@ -219,6 +233,23 @@ pub(crate) fn scan_into<W: std::io::Write + Send>(
         );
         tally.unroutable += n;
     }
+    // --verify completes handshakes from raw: the kernel must not reset them
+    // (the tables live as long as the scan)
+    let mut rst_filters = Vec::new();
+    if s.verify {
+        for (_, net) in &families {
+            for src in net.sources.sources() {
+                let port = net.reservation.port;
+                rst_filters.push(crate::io::nft::RstFilter::install_range(src, port, port)?);
+            }
+        }
+        log.debug(|| {
+            format!(
+                "{} nftables tables drop the kernel's RSTs",
+                rst_filters.len()
+            )
+        });
+    }
     // every socket is open and no other thread runs yet: give up every capability
     if drop_privileges {
         crate::io::privileges::drop_all()?;
@@ -237,6 +268,7 @@ pub(crate) fn scan_into<W: std::io::Write + Send>(
         }
         scan_family(s, net, output, &mut tally, log)?;
     }
+    drop(rst_filters);
     Ok((tally, started))
 }
 
@@ -311,7 +343,10 @@ fn scan_family<W: std::io::Write + Send>(
         retry_since_ns: AtomicU64::new(u64::MAX),
         receiver_ns: AtomicU64::new(0),
         ports: s.ports.len(),
+        follow: Mutex::new(FollowUp::new(s.canaries, s.verify)),
+        checks: Mutex::new(ScanChecks::default()),
     };
+    let following = s.canaries || s.verify;
     let batch = (s.rate / 5000).clamp(1, 64) as usize;
     // one sender per core at high rates: on veth the receiving side's work runs
     // inside the send call, so one thread tops out near one core's worth
@@ -329,9 +364,21 @@ fn scan_family<W: std::io::Write + Send>(
         // the receiver: classify, dedupe, stream results, tear down open connections
         let receiver = scope.spawn(|| -> Result<BTreeMap<Ignored, u64>, CmdError> {
             let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
+            let mut checked_ns = 0u64;
             loop {
                 let before = Timestamp::now().0;
-                let Some(p) = capture.recv_timeout(Duration::from_millis(20))? else {
+                // --verify: end the handshakes checked long enough (every 5 ms at
+                // most), by the capture's clock: every packet stamped before it is
+                // read (a busy receiver is behind the wall clock)
+                let read_up_to = shared.receiver_ns.load(RELAXED);
+                if s.verify && read_up_to.saturating_sub(checked_ns) > 5_000_000 {
+                    checked_ns = read_up_to;
+                    let due = lock(&shared.follow).on_time(Timestamp(read_up_to), tsval_now());
+                    act(due, &sender, output, &shared.checks)?;
+                }
+                let Some(p) =
+                    capture.recv_timeout(Duration::from_millis(if s.verify { 5 } else { 20 }))?
+                else {
                     // the queue was empty: everything captured so far is read
                     shared.receiver_ns.fetch_max(before, RELAXED);
                     shared.idle_reads.fetch_add(1, RELAXED);
@@ -344,9 +391,28 @@ fn scan_family<W: std::io::Write + Send>(
                     continue;
                 };
                 shared.receiver_ns.fetch_max(p.timestamp.0, RELAXED);
+                // --verify: a handshake's later segments (RSTs too) go to its check first
+                let follow_up = |shared: &Shared| -> Result<bool, CmdError> {
+                    let a = lock(&shared.follow).on_packet(
+                        &matcher,
+                        &p.data,
+                        p.checksum_offloaded,
+                        p.timestamp,
+                    );
+                    let taken = a.is_some();
+                    act(a.unwrap_or_default(), &sender, output, &shared.checks)?;
+                    Ok(taken)
+                };
+                if s.verify && follow_up(&shared)? {
+                    continue;
+                }
                 let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
                     Ok(r) => r,
                     Err(why) => {
+                        // a canary's answer
+                        if following && !s.verify && follow_up(&shared)? {
+                            continue;
+                        }
                         *ignored.entry(why).or_default() += 1;
                         continue;
                     }
@@ -355,8 +421,9 @@ fn scan_family<W: std::io::Write + Send>(
                     *ignored.entry(Ignored::NoProbe).or_default() += 1;
                     continue;
                 };
-                if r.verdict == SynAnswer::Open {
+                if r.verdict == SynAnswer::Open && !s.verify {
                     // our own RST (besides the kernel's): never leave a half-open connection
+                    // (--verify resets after its check)
                     if let Some(rst) = matcher.rst(r.host, r.port) {
                         let _ = sender.send(r.host, &rst);
                     }
@@ -394,8 +461,19 @@ fn scan_family<W: std::io::Write + Send>(
                     options: (r.verdict == SynAnswer::Open).then_some(r.options),
                     verdict: r.verdict,
                     rtt_ns,
+                    check: None,
                 };
-                lock(output).result(res)?;
+                let actions = lock(&shared.follow).on_answer(
+                    &matcher,
+                    res,
+                    (r.host, r.port, &r.verdict),
+                    &p.data,
+                    r.at,
+                    Duration::from_nanos(rtt_ns.unwrap_or(0)),
+                    Timestamp::now(),
+                    rand::random,
+                );
+                act(actions, &sender, output, &shared.checks)?;
             }
         });
         let sent = send_blocks(
@@ -424,6 +502,19 @@ fn scan_family<W: std::io::Write + Send>(
         sent.and(received)
     });
     let ignored = outcome?;
+    {
+        let c = lock(&shared.checks);
+        let f = &lock(&shared.follow).counts;
+        let t = &mut tally.checks;
+        t.canary_hosts += f.canary_hosts;
+        t.canary_probes += f.canary_probes;
+        t.handshakes += f.handshakes;
+        t.answers_every_port_hosts += c.answers_every_port_hosts;
+        t.verified += c.verified;
+        t.syn_proxy += c.syn_proxy;
+        t.unverified += c.unverified;
+        t.suspect_rst += c.suspect_rst;
+    }
     for (why, n) in ignored {
         *tally.ignored.entry(why).or_default() += n;
     }
@@ -491,6 +582,9 @@ fn send_blocks<W: std::io::Write + Send>(
         let mut all_lost = 1.0f64;
         let mut last_round = s.retries;
         let mut round = 0;
+        // what each round found: for the loss estimate of a fixed rate
+        let mut answered_first = 0u64;
+        let mut recovered: Vec<u64> = Vec::new();
         while round <= last_round {
             if super::signalled() {
                 break;
@@ -572,11 +666,17 @@ fn send_blocks<W: std::io::Write + Send>(
                 // more rounds, at the rate the loss brought us down to, as
                 // long as the last retry round still found answers (the
                 // silent ports of a clean path are not retried for nothing)
-                let recovered = b.state.counts().silent < silent_before;
+                let counts = b.state.counts();
+                if round == 0 {
+                    answered_first = counts.answered;
+                } else {
+                    recovered.push(silent_before.saturating_sub(counts.silent));
+                }
+                let found = counts.silent < silent_before;
                 if round == last_round
                     && s.auto_rate.is_some()
                     && ctl.lossy_slices() > lossy_before
-                    && (round == 0 || recovered)
+                    && (round == 0 || found)
                     && last_round < s.retries + EXTRA_ROUNDS
                     && !b.state.all_answered()
                 {
@@ -591,10 +691,20 @@ fn send_blocks<W: std::io::Write + Send>(
         }
         // replies that came in time but wait in the capture queue still count
         drain(b.shared);
+        if s.canaries || s.verify {
+            finish_checks(s, b, output)?;
+        }
         // from here a reply to this block is late: the report below is final
         b.state.close();
         let silent = b.state.counts().silent;
-        tally.coverage.uncertain_pairs += silent as f64 * all_lost;
+        // a fixed rate: also what the retries' finds say (no loss-free
+        // baseline needed); the larger of the two
+        let from_retries = match s.auto_rate {
+            None => rate::lost_after_retries(answered_first, &recovered).unwrap_or(0.0),
+            Some(_) => 0.0,
+        };
+        tally.coverage.uncertain_pairs +=
+            (silent as f64 * all_lost).max(from_retries.min(silent as f64));
         if super::signalled() {
             tally.cut_short += silent;
             break;
@@ -618,6 +728,7 @@ fn send_blocks<W: std::io::Write + Send>(
                     ttl: None,
                     window: None,
                     options: None,
+                    check: None,
                 })?;
             }
             listed += 1;
@@ -664,6 +775,89 @@ fn send_blocks<W: std::io::Write + Send>(
     }
     c.mean_loss = c.mean_loss.max(ctl.mean_loss());
     Ok(())
+}
+
+/// Our timestamp clock for TSval now.
+fn tsval_now() -> u32 {
+    crate::scan::follow::tsval(Timestamp::now())
+}
+
+/// Carries out what the checks ask for: packets out, results to the report.
+fn act<W: std::io::Write>(
+    actions: Vec<Action<ScanResult>>,
+    sender: &Egress,
+    output: &Output<W>,
+    checks: &Mutex<ScanChecks>,
+) -> Result<(), CmdError> {
+    // the packets in one send call (a host's canaries, a handshake's ACK and probe)
+    let packets: Vec<(std::net::IpAddr, &[u8])> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(host, d) => Some((*host, d.as_slice())),
+            _ => None,
+        })
+        .collect();
+    if !packets.is_empty() {
+        let _ = sender.send_many(&packets);
+    }
+    for a in actions {
+        match a {
+            Action::Send(..) => {}
+            Action::Report(mut r, check) => {
+                if let Some(c) = &check {
+                    let mut k = lock(checks);
+                    match c {
+                        ProbeCheck::Handshake(v) => match v.result {
+                            "verified" => k.verified += 1,
+                            "syn-proxy" => k.syn_proxy += 1,
+                            _ => k.unverified += 1,
+                        },
+                        ProbeCheck::SuspectRst { .. } => k.suspect_rst += 1,
+                        ProbeCheck::AnswersEveryPort => {}
+                    }
+                }
+                r.check = check;
+                lock(output).result(r)?;
+            }
+            Action::Absorbed(r) => lock(output).absorbed(r.host),
+            Action::EveryPort(h) => {
+                lock(checks).answers_every_port_hosts += 1;
+                lock(output).every_port(&h)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end of a block's checks: unanswered canaries once more, a wait for
+/// their answers and the handshakes under way (as long as for late replies
+/// after a last round, at least 50 ms, at most --wait), then every host
+/// judged and every held result reported.
+fn finish_checks<W: std::io::Write>(
+    s: &ScanSettings,
+    b: &Blocks,
+    output: &Output<W>,
+) -> Result<(), CmdError> {
+    let again = lock(&b.shared.follow).retry_canaries(b.matcher, tsval_now());
+    let retried = !again.is_empty();
+    act(again, b.sender, output, &b.shared.checks)?;
+    // as long as late replies are waited for after a last round
+    let rtts: Vec<u64> = b.shared.rtts.iter().map(|n| n.load(RELAXED)).collect();
+    let quiet = Duration::from_nanos(rate::quiet_needed(&rtts, true).unwrap_or(u64::MAX));
+    let end = Instant::now()
+        + quiet
+            .max(Duration::from_millis(50))
+            .min(s.wait.max(Duration::from_millis(50)));
+    while (retried || lock(&b.shared.follow).busy()) && Instant::now() < end && !super::signalled()
+    {
+        std::thread::sleep(Duration::from_millis(2));
+        if !lock(&b.shared.follow).busy() {
+            break;
+        }
+    }
+    drain(b.shared);
+    let rest = lock(&b.shared.follow).close(tsval_now());
+    act(rest, b.sender, output, &b.shared.checks)
 }
 
 /// The rate controller of a scan: bounded by --min-rate/--max-rate with

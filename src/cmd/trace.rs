@@ -1,23 +1,23 @@
 //! `synscope trace`: one (or `--count`) whole TCP connections played with raw
 //! segments, timed by the kernel's capture stamps.
 
-use super::{CmdError, Log};
+use super::{CmdError, Interrupt, Log};
 use crate::cli::TraceSettings;
-use crate::event::{Direction, Timestamp};
+use crate::drive::{Ended, drive};
 use crate::io::bpf::FlowFilter;
 use crate::io::nft::RstFilter;
 use crate::io::pcap::PcapWriter;
-use crate::io::{Capture, PortReservation, RawSender, Route};
+use crate::io::{
+    Capture, CaptureLink, Clock, Link, Packets, PortReservation, RawSender, RealClock, Route,
+};
 use crate::probe::fingerprint::Fingerprint;
 use crate::probe::tcp_client::{TcpClient, TcpClientConfig};
+use crate::probe::trace::Trace;
 use crate::report::OutputFormat;
 use crate::report::trace::{self as rep, TraceRun, TraceTarget};
-use crate::wire::datagram::Checksums;
-use crate::wire::{Datagram, Protocol, SeqNumber, TcpRepr, Transport};
+use crate::wire::{Protocol, SeqNumber, TcpRepr};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// The outcome of all traces.
 pub struct TraceSummary {
@@ -29,123 +29,14 @@ pub struct TraceSummary {
     pub all_succeeded: bool,
 }
 
-fn until(t: Timestamp) -> Instant {
-    Instant::now() + Duration::from_nanos(t.0.saturating_sub(Timestamp::now().0))
-}
-
-struct Io<'a> {
-    sender: &'a RawSender,
-    dst: std::net::IpAddr,
-    log: Log,
-}
-
-impl Io<'_> {
-    fn send(&self, c: &mut TcpClient, segs: Vec<TcpRepr>) -> Result<(), CmdError> {
-        for s in segs {
-            let bytes = c.datagram(&s);
-            self.sender.send(self.dst, &bytes)?;
-            self.log.debug(|| {
-                format!(
-                    "sent {} seq {} ack {} len {}",
-                    s.flags,
-                    s.seq,
-                    s.ack,
-                    s.payload.len()
-                )
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Feeds one captured packet to the client: our own (for its kernel stamp) or the peer's.
-#[allow(clippy::too_many_arguments)]
-fn on_captured(
-    c: &mut TcpClient,
-    local: SocketAddr,
-    remote: SocketAddr,
-    data: &[u8],
-    direction: Direction,
-    at: Timestamp,
-    offloaded: bool,
-    received: &mut Vec<Fingerprint>,
-) -> Vec<TcpRepr> {
-    let mode = if offloaded {
-        Checksums::Offloaded
-    } else {
-        Checksums::Verify
-    };
-    let Ok(d) = Datagram::parse_with(data, mode) else {
-        return Vec::new();
-    };
-    let t = match d.transport {
-        Transport::Tcp(t) => t,
-        // an ICMP error quoting one of our segments of this flow
-        Transport::Icmp(i) if direction == Direction::Incoming && d.ip.dst == local.ip() => {
-            let (Some(error), Some(q)) = (i.error(), i.quoted.as_ref()) else {
-                return Vec::new();
-            };
-            if q.ip.src != local.ip()
-                || q.ip.dst != remote.ip()
-                || q.ip.protocol != Protocol::TCP
-                || q.src_port != local.port()
-                || q.dst_port != remote.port()
-            {
-                return Vec::new();
-            }
-            return c.on_icmp(error, d.ip.src, q.tcp_seq.map(SeqNumber), at);
-        }
-        _ => return Vec::new(),
-    };
-    let ours = d.ip.src == local.ip()
-        && t.src_port == local.port()
-        && d.ip.dst == remote.ip()
-        && t.dst_port == remote.port();
-    let theirs = d.ip.src == remote.ip()
-        && t.src_port == remote.port()
-        && d.ip.dst == local.ip()
-        && t.dst_port == local.port();
-    match direction {
-        Direction::Outgoing if ours => {
-            c.on_sent_stamp(&t, at);
-            Vec::new()
-        }
-        Direction::Incoming if theirs => {
-            received.extend(Fingerprint::of(data, at));
-            c.on_segment(&t, at)
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Where a trace reads its flow's packets: a capture of its own, or a channel
-/// fed by a capture shared with other flows (the exporter's dispatcher).
-pub(crate) enum Packets<'a> {
-    Capture(&'a mut Capture),
-    Channel(&'a mut tokio::sync::mpsc::Receiver<crate::io::Captured>),
-}
-
-impl Packets<'_> {
-    async fn recv(&mut self) -> Result<crate::io::Captured, CmdError> {
-        match self {
-            Packets::Capture(c) => Ok(c.recv().await?),
-            Packets::Channel(rx) => rx
-                .recv()
-                .await
-                .ok_or_else(|| CmdError::Setup("shared capture ended".into())),
-        }
-    }
-}
-
-/// Runs one trace to its end (or an interrupt). Returns the client and whether
-/// the run was interrupted.
-#[allow(clippy::too_many_arguments)]
+/// Runs one trace to its end (or an interrupt). Returns the client, the
+/// peer's segments' fingerprints and whether the run was interrupted.
 pub(crate) async fn one_trace(
     s: &TraceSettings,
     route: &Route,
     sender: &RawSender,
     pcap: &mut Option<PcapWriter>,
-    signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    interrupt: &mut Interrupt<'_>,
     log: Log,
 ) -> Result<(TcpClient, Vec<Fingerprint>, bool), CmdError> {
     let dst = s.target;
@@ -167,7 +58,7 @@ pub(crate) async fn one_trace(
             rst_filter.table
         )
     });
-    let r = drive(
+    let r = connect(
         s,
         route,
         local,
@@ -175,7 +66,7 @@ pub(crate) async fn one_trace(
         sender,
         Packets::Capture(&mut capture),
         pcap,
-        signal,
+        interrupt,
         log,
     )
     .await;
@@ -187,28 +78,19 @@ pub(crate) async fn one_trace(
     r
 }
 
-/// Plays one connection from `local` (a port the caller holds, with the
-/// kernel's RSTs kept off it), starting at sequence number `isn`, over
-/// `packets` until it ends or `signal` fires.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn drive(
+/// The client of one trace from `local`, starting at sequence number `isn`.
+pub(crate) fn client_config(
     s: &TraceSettings,
-    route: &Route,
+    mss: u16,
     local: SocketAddr,
     isn: SeqNumber,
-    sender: &RawSender,
-    mut packets: Packets<'_>,
-    pcap: &mut Option<PcapWriter>,
-    signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    log: Log,
-) -> Result<(TcpClient, Vec<Fingerprint>, bool), CmdError> {
-    let dst = s.target;
-    let mut c = TcpClient::new(TcpClientConfig {
+) -> TcpClientConfig {
+    TcpClientConfig {
         src: local,
-        dst,
+        dst: s.target,
         isn,
         ttl: s.ttl,
-        mss: route.mss(),
+        mss,
         syn_options: s.syn_options,
         payload: s.payload.clone(),
         close: s.close,
@@ -218,66 +100,58 @@ pub(crate) async fn drive(
         idle: s.idle,
         time_wait: s.time_wait,
         max_wait: s.max_wait,
-    });
-    let io = Io {
-        sender,
-        dst: dst.ip(),
-        log,
-    };
-    // every segment the peer sent on this flow, for the SYN-ACK check
-    let mut received: Vec<Fingerprint> = Vec::new();
-    let segs = c.start(Timestamp::now());
-    io.send(&mut c, segs)?;
-    // a hard bound on top of the machine's own deadlines
-    let hard_end = Instant::now() + s.max_wait + s.time_wait + Duration::from_secs(5);
-    let mut was_interrupted = false;
-    while !c.is_done() {
-        let wake = c.poll_at().map(until).unwrap_or(hard_end).min(hard_end);
-        tokio::select! {
-            biased;
-            _ = signal.as_mut() => {
-                was_interrupted = true;
-                let segs = c.abort(Timestamp::now());
-                io.send(&mut c, segs)?;
-                break;
-            }
-            pkt = packets.recv() => {
-                let p = pkt?;
-                if let Some(w) = pcap.as_mut() {
-                    w.write(p.timestamp, &p.data)?;
-                }
-                let segs = on_captured(&mut c, local, dst, &p.data, p.direction, p.timestamp, p.checksum_offloaded, &mut received);
-                io.send(&mut c, segs)?;
-            }
-            _ = tokio::time::sleep_until(wake) => {
-                if Instant::now() >= hard_end {
-                    let segs = c.abort(Timestamp::now());
-                    io.send(&mut c, segs)?;
-                    break;
-                }
-                let segs = c.poll(Timestamp::now());
-                io.send(&mut c, segs)?;
-            }
-        }
     }
-    // collect the kernel's stamps of our last segments
-    let settle = Instant::now() + Duration::from_millis(20);
-    while let Ok(Ok(p)) = tokio::time::timeout_at(settle, packets.recv()).await {
-        if let Some(w) = pcap.as_mut() {
-            w.write(p.timestamp, &p.data)?;
-        }
-        on_captured(
-            &mut c,
-            local,
-            dst,
-            &p.data,
-            p.direction,
-            p.timestamp,
-            p.checksum_offloaded,
-            &mut received,
-        );
-    }
-    Ok((c, received, was_interrupted))
+}
+
+/// Plays one connection from `local` (a port the caller holds, with the
+/// kernel's RSTs kept off it), starting at sequence number `isn`, over
+/// `packets` until it ends or `interrupt` fires.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn connect(
+    s: &TraceSettings,
+    route: &Route,
+    local: SocketAddr,
+    isn: SeqNumber,
+    sender: &RawSender,
+    packets: Packets<'_>,
+    pcap: &mut Option<PcapWriter>,
+    interrupt: &mut Interrupt<'_>,
+    log: Log,
+) -> Result<(TcpClient, Vec<Fingerprint>, bool), CmdError> {
+    let mut link = CaptureLink::new(sender, packets, route.src, pcap.as_mut())?;
+    let mut trace = Trace::new(client_config(s, route.mss(), local, isn));
+    let ended = play(&mut trace, &mut link, &RealClock::new(), interrupt, log).await?;
+    let (c, received) = trace.into_parts();
+    Ok((c, received, ended.interrupted))
+}
+
+/// Drives one trace over `link`, logging each segment sent.
+pub(crate) async fn play<L: Link, C: Clock>(
+    trace: &mut Trace,
+    link: &mut L,
+    clock: &C,
+    interrupt: &mut Interrupt<'_>,
+    log: Log,
+) -> Result<Ended, CmdError> {
+    drive(
+        trace,
+        link,
+        clock,
+        &mut |seg: TcpRepr| {
+            log.debug(|| {
+                format!(
+                    "sent {} seq {} ack {} len {}",
+                    seg.flags,
+                    seg.seq,
+                    seg.ack,
+                    seg.payload.len()
+                )
+            });
+            Ok(())
+        },
+        interrupt,
+    )
+    .await
 }
 
 /// Runs the traces and writes the report.
@@ -309,19 +183,18 @@ pub async fn run(
     if s.format == OutputFormat::Text {
         rep::write_header(out, &target)?;
     }
-    let signal = super::interrupted();
-    tokio::pin!(signal);
+    let mut interrupt = Interrupt::signals();
     let mut runs = Vec::new();
     let mut was_interrupted = false;
     for i in 0..s.count {
         if i > 0 {
             tokio::select! {
-                _ = &mut signal => { was_interrupted = true; break; }
+                _ = interrupt.wait() => { was_interrupted = true; break; }
                 _ = tokio::time::sleep(s.interval) => {}
             }
         }
         let (c, received, intr) =
-            one_trace(s, &route, &sender, &mut pcap, &mut signal, log).await?;
+            one_trace(s, &route, &sender, &mut pcap, &mut interrupt, log).await?;
         let mut run = TraceRun::from_client(i, &c);
         run.verify(&received, s.half_open);
         if s.format == OutputFormat::Text {

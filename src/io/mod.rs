@@ -4,6 +4,7 @@
 pub mod bpf;
 pub mod bpf_neigh;
 pub mod capture;
+pub mod clock;
 pub mod dns_tcp;
 pub mod egress;
 pub mod link;
@@ -11,16 +12,20 @@ mod mmsg;
 pub mod nft;
 pub mod pcap;
 pub mod privileges;
+pub mod probe_link;
 pub mod raw;
 pub mod ring;
 pub mod route;
 pub mod rtnl;
+pub mod signals;
 pub mod stamped_udp;
 mod sys;
 pub mod timer;
 pub mod txstamp;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
+pub use clock::{Clock, RealClock};
+pub use probe_link::{CaptureLink, Link, Packets};
 pub use raw::RawSender;
 pub use route::{PortReservation, Route};
 pub use stamped_udp::{StampedUdp, UdpEvent};

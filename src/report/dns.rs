@@ -1,9 +1,9 @@
 //! `synscope dns` output: kdig-like sections, `--short`, JSON/NDJSON, the
 //! checks for scripts, the comparison of several servers, the bulk summary.
 
+use super::dns_options::{DnsChecks, DnsFormat};
 use super::micros;
 use super::stats::percentile;
-use crate::cli::{DnsChecks, DnsFormat};
 use crate::probe::dns::{DnsIgnored, Refusal};
 use crate::probe::syn::RttSource;
 use crate::wire::dns::{RRSIG, RecordRepr, ReplyRepr, opcode_name, rcode_name, rrsig_covers};

@@ -1,6 +1,7 @@
 //! Results as people and programs read them: text lines, JSON, NDJSON, statistics.
 
 pub mod dns;
+pub mod dns_options;
 pub mod metrics;
 pub mod path;
 pub mod ping;

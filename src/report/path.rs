@@ -157,6 +157,13 @@ struct ReplyDistanceJson {
     hops_back: u8,
     /// Fewer hops back than the SYNs took out: something nearer answered.
     nearer_than_destination: bool,
+    /// More hops back than the SYNs took out: a hop raised their TTL (or the
+    /// way back is longer).
+    farther_than_destination: bool,
+    /// With `farther_than_destination`: the last hop that answered
+    /// time-exceeded, which raised the TTL on its way out (or a later one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_raised_by_hop: Option<u8>,
     /// SYN-ACK with window 0 (as Linux SYNPROXY sends).
     zero_window: bool,
 }
@@ -182,6 +189,10 @@ struct PathJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     ecn: Option<EcnJson>,
     reply_distance: Option<ReplyDistanceJson>,
+    /// The first hop whose time-exceeded came from the destination's own
+    /// address: a NAT there (Linux conntrack) rewrote the errors and quotes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat_at_hop: Option<u8>,
     beyond_destination: usize,
     ignored: std::collections::BTreeMap<&'static str, u64>,
     interrupted: bool,
@@ -340,11 +351,14 @@ pub fn write(
                 negotiated: e.negotiated,
                 bleached_at: e.bleached_at,
             }),
+            nat_at_hop: nat_at_hop(r, cfg),
             reply_distance: r.reply_distance.map(|d| ReplyDistanceJson {
                 ttl: d.ttl,
                 initial_ttl: d.initial,
                 hops_back: d.hops_back,
                 nearer_than_destination: d.nearer,
+                farther_than_destination: d.farther,
+                ttl_raised_by_hop: ttl_raised_by(r).map(|(hop, _)| hop),
                 zero_window: d.zero_window,
             }),
             beyond_destination: r.beyond,
@@ -457,8 +471,32 @@ pub fn write(
                 c.describe()
             )?;
         }
-    } else if r.hops.iter().any(|h| h.changes().is_some()) {
+    } else if r.hops.iter().any(|h| h.changes().is_some())
+        && ttl_raised_by(r).is_none()
+        && nat_at_hop(r, cfg).is_none()
+    {
         writeln!(out, "changed: nothing the quotes show")?;
+    }
+    if let Some(hop) = nat_at_hop(r, cfg) {
+        writeln!(
+            out,
+            "changed: by a NAT at hop {hop}: from hop {hop} on, time-exceeded comes from the \
+             destination's own address ({}), as a Linux (conntrack) NAT rewrites the errors \
+             about what it translated, their quotes too: what it changed does not show",
+            cfg.dst.ip()
+        )?;
+    }
+    if let (Some((by, addr)), Some(d), Outcome::Reached { hop, .. }) =
+        (ttl_raised_by(r), r.reply_distance, &r.outcome)
+    {
+        let addr = addr.map(|a| format!(" ({a})")).unwrap_or_default();
+        writeln!(
+            out,
+            "changed: ttl raised by hop {by}{addr} on its way out (or a later hop): the SYNs \
+             reached the destination with TTL {hop}, but its answer crossed {} routers (TTL {}, \
+             left with {}); or the way back is longer",
+            d.hops_back, d.ttl, d.initial
+        )?;
     }
     if let Some(e) = &r.ecn {
         let agreed = match e.negotiated {
@@ -502,4 +540,41 @@ pub fn write(
         writeln!(out, "(interrupted: result so far)")?;
     }
     Ok(())
+}
+
+/// A destination whose answer crossed more routers than the SYNs needed to
+/// reach it: the hop that raised their TTL, the last that answered
+/// time-exceeded (hop 0: before hop 1), and its address.
+fn ttl_raised_by(r: &PathResult) -> Option<(u8, Option<IpAddr>)> {
+    let (Some(d), Outcome::Reached { hop, .. }) = (r.reply_distance, &r.outcome) else {
+        return None;
+    };
+    if !d.farther {
+        return None;
+    }
+    let by = hop.saturating_sub(1);
+    let addr = r
+        .hops
+        .get((by as usize).wrapping_sub(1))
+        .and_then(|h| h.addresses().first().copied());
+    Some((by, addr))
+}
+
+/// The first hop before the destination whose time-exceeded came from the
+/// destination's own address: a NAT (Linux conntrack) that translated the
+/// SYNs rewrites the ICMP errors about them, source address and quote.
+fn nat_at_hop(r: &PathResult, cfg: &PathConfig) -> Option<u8> {
+    let before = match r.outcome {
+        Outcome::Reached { hop, .. } => hop,
+        _ => u8::MAX,
+    };
+    r.hops
+        .iter()
+        .filter(|h| h.ttl < before)
+        .find(|h| {
+            h.probes.iter().any(|p| {
+                matches!(&p.answer, Some(a @ Answer::TimeExceeded { .. }) if a.from() == cfg.dst.ip())
+            })
+        })
+        .map(|h| h.ttl)
 }

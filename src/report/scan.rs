@@ -2,6 +2,8 @@
 //! (one line per result as replies arrive), and the summary.
 
 use crate::probe::SynAnswer;
+use crate::probe::verify::ProbeCheck;
+use crate::scan::follow::AnswersEveryPort;
 use crate::wire::TcpOptions;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -20,6 +22,8 @@ pub struct ScanResult {
     pub ttl: Option<u8>,
     pub window: Option<u16>,
     pub options: Option<TcpOptions>,
+    /// What canaries / `--verify` found about this answer (`check` in JSON).
+    pub check: Option<ProbeCheck>,
 }
 
 impl ScanResult {
@@ -47,8 +51,81 @@ impl ScanResult {
         if let Some(o) = &self.options {
             v["options"] = json!(o);
         }
+        if let Some(c) = &self.check {
+            v["check"] = json!(c);
+        }
         v
     }
+}
+
+/// The record of a host that answers every port (its canaries too):
+/// `{"type": "host", "state": "answers-every-port", "canaries": [{"port":
+/// 51234, "answer": "syn-ack"}, ...]}`.
+pub fn every_port_json(h: &AnswersEveryPort) -> Value {
+    json!({
+        "type": "host",
+        "host": h.host,
+        "state": "answers-every-port",
+        "reason": "answers every port (tarpit/proxy)",
+        "canaries": h.canaries.iter().map(|(p, a)| json!({"port": p, "answer": a})).collect::<Vec<_>>(),
+    })
+}
+
+impl ScanChecks {
+    /// `3 canary SYNs to 1 host, 1 answers every port (5 SYN-ACKs not
+    /// counted as open); 4 handshakes: 3 verified, 1 syn-proxy, 0 unverified;
+    /// 0 suspect RSTs`; None when nothing was checked.
+    pub fn line(&self) -> Option<String> {
+        if self.canary_probes == 0 && self.handshakes == 0 && self.suspect_rst == 0 {
+            return None;
+        }
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let mut parts = vec![format!(
+            "{} to {}, {} answers every port ({} not counted as open)",
+            plural(self.canary_probes, "canary SYN", "canary SYNs"),
+            plural(self.canary_hosts, "host", "hosts"),
+            self.answers_every_port_hosts,
+            plural(self.answers_every_port_pairs, "SYN-ACK", "SYN-ACKs"),
+        )];
+        if self.handshakes > 0 || self.suspect_rst > 0 {
+            let judged = self.verified + self.syn_proxy + self.unverified;
+            let every = match self.handshakes.saturating_sub(judged) {
+                0 => String::new(),
+                n => format!(", {n} with hosts answering every port"),
+            };
+            parts.push(format!(
+                "{}: {} verified, {} syn-proxy, {} unverified{every}; {}",
+                plural(self.handshakes, "handshake", "handshakes"),
+                self.verified,
+                self.syn_proxy,
+                self.unverified,
+                plural(self.suspect_rst, "suspect RST", "suspect RSTs")
+            ));
+        }
+        Some(parts.join("; "))
+    }
+}
+
+/// What the checks of a scan cost and found (`verify` in the summary).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ScanChecks {
+    /// Hosts that got canary SYNs (every host with a SYN-ACK; with --verify,
+    /// every host that answered), and the canary SYNs sent.
+    pub canary_hosts: u64,
+    pub canary_probes: u64,
+    /// Hosts that answered every canary with a SYN-ACK, and their SYN-ACKs
+    /// to scanned ports (not counted as open).
+    pub answers_every_port_hosts: u64,
+    pub answers_every_port_pairs: u64,
+    /// --verify: handshakes completed (and reset), those with hosts that
+    /// answer every port included, and what the others showed.
+    pub handshakes: u64,
+    pub verified: u64,
+    pub syn_proxy: u64,
+    pub unverified: u64,
+    /// --verify: RSTs whose TTL or IP ID is not the host's.
+    pub suspect_rst: u64,
 }
 
 /// A host's state as host discovery found it (on-link targets only).
@@ -258,6 +335,8 @@ pub struct ScanSummary {
     pub cut_short: u64,
     /// Rate control and the coverage estimate.
     pub coverage: RateSummary,
+    /// Canaries and --verify: their cost and findings.
+    pub verify: ScanChecks,
 }
 
 /// No-response rows the text table keeps to list them; past this many it keeps
@@ -288,6 +367,8 @@ pub struct ScanOutput<W: Write> {
     down_reason: String,
     /// Results by verdict name, whatever is printed.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Hosts that answer every port, with their SYN-ACKs to scanned ports.
+    every_port: BTreeMap<IpAddr, (AnswersEveryPort, u64)>,
     /// Keeps every result, prints nothing (the library's [`ScanOutput::collecting`]).
     collect: bool,
 }
@@ -305,7 +386,39 @@ impl<W: Write> ScanOutput<W> {
             down: 0,
             down_reason: String::new(),
             counts: BTreeMap::new(),
+            every_port: BTreeMap::new(),
             collect: false,
+        }
+    }
+
+    /// A host that answers every port: one record (JSON, NDJSON) or one line
+    /// (text), never one per port.
+    pub fn every_port(&mut self, h: &AnswersEveryPort) -> std::io::Result<()> {
+        self.every_port.insert(h.host, (h.clone(), 0));
+        if self.collect {
+            return Ok(());
+        }
+        match self.format {
+            super::OutputFormat::Ndjson => writeln!(self.out, "{}", every_port_json(h))?,
+            super::OutputFormat::Json => {
+                let sep = if self.written == 0 {
+                    "{\"results\":["
+                } else {
+                    ","
+                };
+                write!(self.out, "{sep}{}", every_port_json(h))?;
+                self.written += 1;
+            }
+            super::OutputFormat::Text => {}
+        }
+        Ok(())
+    }
+
+    /// A SYN-ACK of a host that answers every port: counted with the host.
+    pub fn absorbed(&mut self, host: IpAddr) {
+        *self.counts.entry("answers-every-port").or_default() += 1;
+        if let Some(e) = self.every_port.get_mut(&host) {
+            e.1 += 1;
         }
     }
 
@@ -347,7 +460,9 @@ impl<W: Write> ScanOutput<W> {
                 write!(self.out, "{sep}{}", r.json())?;
             }
             super::OutputFormat::Text => match r.verdict {
-                SynAnswer::Closed => *self.closed_per_host.entry(r.host).or_default() += 1,
+                SynAnswer::Closed if r.check.is_none() => {
+                    *self.closed_per_host.entry(r.host).or_default() += 1
+                }
                 SynAnswer::NoAnswer => {
                     if let Some(rows) = &mut self.silent {
                         if rows.len() < LISTED_SILENT_MAX {
@@ -427,6 +542,20 @@ impl<W: Write> ScanOutput<W> {
                     &self.closed_per_host,
                     self.open_only,
                 )?;
+                if !self.every_port.is_empty() {
+                    writeln!(self.out)?;
+                }
+                for (h, n) in self.every_port.values() {
+                    let canaries: Vec<String> =
+                        h.canaries.iter().map(|(p, _)| p.to_string()).collect();
+                    writeln!(
+                        self.out,
+                        "{}  answers every port (tarpit/proxy): SYN-ACKs from {n} scanned port{} and from canary ports {}; not counted as open",
+                        h.host,
+                        if *n == 1 { "" } else { "s" },
+                        canaries.join(", ")
+                    )?;
+                }
                 if !listed_silent && !self.open_only {
                     write_silent_aggregate(&mut self.out, s, &self.kept, &self.closed_per_host)?;
                 }
@@ -492,16 +621,20 @@ pub fn write_table(
                 SynAnswer::Open => true,
                 SynAnswer::Filtered { .. } => !open_only,
                 SynAnswer::NoAnswer => !open_only && silent <= 20,
-                SynAnswer::Closed => false,
+                SynAnswer::Closed => r.check.is_some(),
             })
             .collect();
         listed.sort_by_key(|r| r.port);
         for r in listed {
-            let reason = match &r.verdict {
-                SynAnswer::Open => "syn-ack".to_string(),
-                SynAnswer::Filtered { error, from } => format!("{} from {from}", error.name()),
-                SynAnswer::NoAnswer => "no-response".into(),
-                SynAnswer::Closed => "rst".into(),
+            let reason = match (&r.verdict, &r.check) {
+                (SynAnswer::Open, Some(c)) => format!("syn-ack ({})", c.text()),
+                (SynAnswer::Open, None) => "syn-ack".to_string(),
+                (_, Some(c)) => c.text(),
+                (SynAnswer::Filtered { error, from }, None) => {
+                    format!("{} from {from}", error.name())
+                }
+                (SynAnswer::NoAnswer, None) => "no-response".into(),
+                (SynAnswer::Closed, None) => "rst".into(),
             };
             let rtt = r
                 .rtt_ns
@@ -618,6 +751,9 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
         )?;
     }
     writeln!(out, "coverage: {}", s.coverage.line())?;
+    if let Some(l) = s.verify.line() {
+        writeln!(out, "checks: {l}")?;
+    }
     if s.interrupted {
         writeln!(
             out,
@@ -657,6 +793,7 @@ mod tests {
             unroutable_addresses: 0,
             send_backpressure: 0,
             coverage: RateSummary::default(),
+            verify: ScanChecks::default(),
         }
     }
 
@@ -670,6 +807,7 @@ mod tests {
             ttl: None,
             window: None,
             options: None,
+            check: None,
         }
     }
 
@@ -806,6 +944,54 @@ mod tests {
             t.contains("2500 more hosts down (no ARP reply) not listed: more than 1000; --ndjson lists each"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn a_host_answering_every_port_is_one_line_or_record_and_not_open() {
+        let h = AnswersEveryPort {
+            host: "198.18.4.3".parse().unwrap(),
+            canaries: vec![
+                (50001, crate::scan::follow::CanaryAnswer::SynAck),
+                (60002, crate::scan::follow::CanaryAnswer::SynAck),
+            ],
+        };
+        let mut s = summary(0, false);
+        s.verify = ScanChecks {
+            canary_hosts: 2,
+            canary_probes: 6,
+            answers_every_port_hosts: 1,
+            answers_every_port_pairs: 2,
+            handshakes: 7,
+            verified: 4,
+            syn_proxy: 1,
+            unverified: 0,
+            suspect_rst: 1,
+        };
+        for format in [
+            crate::report::OutputFormat::Text,
+            crate::report::OutputFormat::Ndjson,
+        ] {
+            let mut out = ScanOutput::new(Vec::new(), format, false);
+            out.every_port(&h).unwrap();
+            out.absorbed(h.host);
+            out.absorbed(h.host);
+            assert_eq!(out.counts.get("answers-every-port"), Some(&2));
+            assert_eq!(out.counts.get("open"), None);
+            let t = String::from_utf8(out.finish(&s).unwrap()).unwrap();
+            if format == crate::report::OutputFormat::Text {
+                assert!(t.contains("198.18.4.3  answers every port (tarpit/proxy): SYN-ACKs from 2 scanned ports and from canary ports 50001, 60002; not counted as open\n"), "{t}");
+                assert!(t.contains("checks: 6 canary SYNs to 2 hosts, 1 answers every port (2 SYN-ACKs not counted as open); 7 handshakes: 4 verified, 1 syn-proxy, 0 unverified, 2 with hosts answering every port; 1 suspect RST\n"), "{t}");
+            } else {
+                let first: Value = serde_json::from_str(t.lines().next().unwrap()).unwrap();
+                assert_eq!(
+                    first,
+                    json!({"type": "host", "host": "198.18.4.3", "state": "answers-every-port",
+                           "reason": "answers every port (tarpit/proxy)",
+                           "canaries": [{"port": 50001, "answer": "syn-ack"}, {"port": 60002, "answer": "syn-ack"}]})
+                );
+            }
+        }
+        assert_eq!(ScanChecks::default().line(), None);
     }
 
     #[test]

@@ -55,28 +55,55 @@ pub struct RoutedSpec {
     /// the IPv6 `synproxy` swallowed SYNs without answering, so IPv6 SYNs to
     /// these ports go to the server as to any other.
     pub syn_proxy: Vec<u16>,
+    /// (A, B): the destination port of forwarded segments to A is rewritten
+    /// to B, and the source port of the server's answers from B back to A,
+    /// statelessly (`tcp dport set`): a port-forwarding NAT that leaves ICMP
+    /// quotes alone. (A Linux conntrack NAT, `dnat`, translates the quote in
+    /// the ICMP errors it forwards back: its rewrite never shows upstream.)
+    pub port_rewrite: Vec<(u16, u16)>,
+    /// The IPv4 ID of forwarded SYNs is set to [`REWRITTEN_IP_ID`].
+    pub ip_id_rewrite: Vec<u16>,
+    /// The TTL / hop limit of forwarded SYNs is set to 64 after the policy
+    /// router's own decrement: hops after it never see them expire, and the
+    /// destination answers SYNs sent with a TTL too small to reach it.
+    pub ttl_raise: Vec<u16>,
+    /// (A, B): a Linux NAT (conntrack `dnat`) on the policy router sends
+    /// connections to port A to the server's port B. It translates the ICMP
+    /// errors about them back, quotes and source address both: the policy
+    /// router and every hop after it answer time-exceeded from the server's
+    /// address, and no quote shows the port change.
+    pub dnat: Vec<(u16, u16)>,
     /// A slow link with a short queue on router 1: HTB at this many kbit/s
     /// with a 10-packet pfifo on both its interfaces (what the client sends
     /// and what comes back); what overflows is dropped. None: full speed.
     pub bottleneck_kbit: Option<u32>,
 }
 
+/// The IPv4 ID the policy router writes into SYNs of [`RoutedSpec::ip_id_rewrite`] ports.
+pub const REWRITTEN_IP_ID: u16 = 4242;
+
 impl RoutedSpec {
     /// The tests' map: 3 routers, the policy on router 2; 80 open and
     /// untouched, 8443 dropped, 111 rejected, 8080 MSS-clamped, 8081 DSCP/ECN
     /// rewritten, 8082 options stripped (all three open); 8090 open behind a
-    /// SYN proxy on router 3.
+    /// SYN proxy on router 3; 8083 forwarded to the server's 8084 (stateless
+    /// port rewrite), 8085's IPv4 ID and 8086's TTL rewritten (all open),
+    /// 8087 sent to 8084 by a conntrack NAT.
     pub fn standard() -> RoutedSpec {
         RoutedSpec {
             routers: 3,
             policy_router: 2,
-            open: vec![80, 8080, 8081, 8082, 8090],
+            open: vec![80, 8080, 8081, 8082, 8084, 8085, 8086, 8090],
             dropped: vec![8443],
             admin_prohibited: vec![111],
             mss_clamp: vec![8080],
             dscp_ecn: vec![8081],
             strip_options: vec![8082],
             syn_proxy: vec![8090],
+            port_rewrite: vec![(8083, 8084)],
+            ip_id_rewrite: vec![8085],
+            ttl_raise: vec![8086],
+            dnat: vec![(8087, 8084)],
             bottleneck_kbit: None,
         }
     }
@@ -162,8 +189,30 @@ fn policy_ruleset(spec: &RoutedSpec) -> String {
             "reset tcp option window",
         ],
     );
+    add(
+        &spec.ip_id_rewrite,
+        &[&format!("{syn} ip id set {REWRITTEN_IP_ID}")],
+    );
+    add(
+        &spec.ttl_raise,
+        &[
+            &format!("{syn} ip ttl set 64"),
+            &format!("{syn} ip6 hoplimit set 64"),
+        ],
+    );
+    for (a, b) in &spec.port_rewrite {
+        rules +=
+            &format!("    tcp dport {a} tcp dport set {b}\n    tcp sport {b} tcp sport set {a}\n");
+    }
+    let mut nat = String::new();
+    for (a, b) in &spec.dnat {
+        let (v4, v6) = (server_v4(spec.routers), server_v6(spec.routers));
+        nat += &format!(
+            "    meta nfproto ipv4 tcp dport {a} dnat ip to {v4}:{b}\n    meta nfproto ipv6 tcp dport {a} dnat ip6 to [{v6}]:{b}\n"
+        );
+    }
     format!(
-        "table inet synscope_lab {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{rules}  }}\n}}\n"
+        "table inet synscope_lab {{\n  chain forward {{\n    type filter hook forward priority filter; policy accept;\n{rules}  }}\n  chain nat {{\n    type nat hook prerouting priority dstnat; policy accept;\n{nat}  }}\n}}\n"
     )
 }
 
@@ -659,5 +708,17 @@ mod tests {
         assert!(r.contains("maxseg size set 1200"), "{r}");
         assert!(r.contains("ip6 dscp set cs1 ip6 ecn set not-ect"), "{r}");
         assert!(r.contains("reset tcp option timestamp"), "{r}");
+        assert!(r.contains("tcp dport 8083 tcp dport set 8084"), "{r}");
+        assert!(r.contains("tcp sport 8084 tcp sport set 8083"), "{r}");
+        assert!(
+            r.contains("tcp dport { 8085 } tcp flags & (syn | ack) == syn ip id set 4242"),
+            "{r}"
+        );
+        assert!(r.contains("ip6 hoplimit set 64"), "{r}");
+        assert!(
+            r.contains("tcp dport 8087 dnat ip to 198.18.4.2:8084"),
+            "{r}"
+        );
+        assert!(r.contains("dnat ip6 to [2001:db8:4::2]:8084"), "{r}");
     }
 }

@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 /// Bulk only: some input line could not be read or parsed (the others were
 /// still queried).
-pub const EXIT_BAD_LINES: u8 = 2;
+pub use crate::cmd::status::BAD_LINES as EXIT_BAD_LINES;
 
 /// One parsed bulk line.
 struct BulkLine {

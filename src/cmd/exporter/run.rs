@@ -4,14 +4,15 @@
 
 use super::config::{Kind, ProbeSpec};
 use super::plane::{Plane, Use};
-use crate::cmd::{CmdError, Log};
-use crate::event::Timestamp;
-use crate::io::{RawSender, Route};
+use crate::cmd::{CmdError, Interrupt, Log};
+use crate::drive::drive;
+use crate::io::{CaptureLink, Packets, RawSender, RealClock, Route};
+use crate::probe::ping::{PingConfig, PingEvent, PingMachine};
 use crate::probe::syn::RttSource;
 use crate::probe::tcp_client::{Dir, Note};
-use crate::probe::{SynAnswer, SynPinger, SynProbeConfig};
+use crate::probe::{SynAnswer, SynProbeConfig};
 use crate::report::metrics::Outcome;
-use crate::wire::{SeqNumber, TcpFlags};
+use crate::wire::TcpFlags;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,72 +115,52 @@ async fn syn(
     let sender = senders.of(dst.ip())?;
     // held until the answer: no other run gets this port's packets
     let mut port = senders.plane.lease(route.src, Use::Syn)?;
-    let mut pinger = SynPinger::new(SynProbeConfig {
-        src: route.src,
-        dst,
-        ttl: 64,
-        syn_options,
-        mss: route.mss(),
-        window: 64240,
-        timeout,
-    });
-    let now = Timestamp::now();
-    let (_, bytes) = pinger.probe(
-        now,
-        port.port,
-        SeqNumber(rand::random()),
-        rand::random(),
-        (now.0 / 1_000_000) as u32,
+    let mut machine = PingMachine::new(
+        PingConfig {
+            probe: SynProbeConfig {
+                src: route.src,
+                dst,
+                ttl: 64,
+                syn_options,
+                mss: route.mss(),
+                window: 64240,
+                timeout,
+            },
+            interval: timeout,
+            count: Some(1),
+            fixed_port: Some(port.port),
+            window: 1,
+            // deadlines are on the capture (wall) clock: should it jump, this ends the probe
+            bound: Some(timeout + Duration::from_secs(1)),
+            settle: SETTLE,
+        },
+        None,
     );
-    sender.send(dst.ip(), &bytes)?;
-    let hard_end = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
-    let result = loop {
-        let wake = pinger
-            .next_deadline()
-            .map(|d| {
-                tokio::time::Instant::now()
-                    + Duration::from_nanos(d.0.saturating_sub(Timestamp::now().0))
-                    + SETTLE
-            })
-            .unwrap_or(hard_end)
-            .min(hard_end);
-        tokio::select! {
-            pkt = port.rx.recv() => {
-                let Some(p) = pkt else {
-                    return Err(CmdError::Setup("shared capture ended".into()));
-                };
-                if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                    break Some(r);
-                }
+    let mut link = CaptureLink::new(sender, Packets::Channel(&mut port.rx), route.src, None)?;
+    let mut result = None;
+    drive(
+        &mut machine,
+        &mut link,
+        &RealClock::new(),
+        &mut |e| {
+            if let PingEvent::Probe(r) = e {
+                result = Some(r);
             }
-            _ = tokio::time::sleep_until(wake) => {
-                // everything queued before now is read before the probe expires
-                let mut answered = None;
-                while let Ok(p) = port.rx.try_recv() {
-                    if let Some(r) = pinger.on_packet(&p.data, p.direction, p.timestamp, p.checksum_offloaded) {
-                        answered = Some(r);
-                        break;
-                    }
-                }
-                if answered.is_some() {
-                    break answered;
-                }
-                let settled = Timestamp(Timestamp::now().0.saturating_sub(SETTLE.as_nanos() as u64));
-                if let Some(r) = pinger.on_time(settled).pop() {
-                    break Some(r);
-                }
-                if tokio::time::Instant::now() >= hard_end {
-                    break None;
-                }
-            }
-        }
-    };
+            Ok(())
+        },
+        &mut Interrupt::never(),
+    )
+    .await?;
+    drop(link);
     drop(port);
-    Ok(syn_outcome(result, &pinger))
+    Ok(syn_outcome(result, machine.ignored()))
 }
 
-fn syn_outcome(r: Option<crate::probe::syn::ProbeResult>, pinger: &SynPinger) -> Outcome {
-    let ignored = ignored_of(pinger.ignored(), |k| k.name());
+fn syn_outcome(
+    r: Option<crate::probe::syn::ProbeResult>,
+    ignored: &std::collections::BTreeMap<crate::probe::Ignored, u64>,
+) -> Outcome {
+    let ignored = ignored_of(ignored, |k| k.name());
     let Some(r) = r else {
         return Outcome {
             success: false,
@@ -248,7 +229,7 @@ async fn handshake(
     h: &Handshake<'_>,
     senders: &Senders,
     log: Log,
-    stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    stop: &mut std::pin::Pin<&mut (impl std::future::Future<Output = ()> + Send)>,
 ) -> Result<Outcome, CmdError> {
     let Handshake {
         syn_options,
@@ -282,9 +263,18 @@ async fn handshake(
     let mut port = senders.plane.lease(route.src, Use::Handshake)?;
     let local = SocketAddr::new(route.src, port.port);
     let isn = port.isn();
-    let packets = crate::cmd::trace::Packets::Channel(&mut port.rx);
-    let (c, _fingerprints, stopped) = crate::cmd::trace::drive(
-        &s, &route, local, isn, sender, packets, &mut None, stop, log,
+    let packets = crate::io::Packets::Channel(&mut port.rx);
+    let mut interrupt = crate::cmd::Interrupt::when(stop.as_mut());
+    let (c, _fingerprints, stopped) = crate::cmd::trace::connect(
+        &s,
+        &route,
+        local,
+        isn,
+        sender,
+        packets,
+        &mut None,
+        &mut interrupt,
+        log,
     )
     .await?;
     drop(port);

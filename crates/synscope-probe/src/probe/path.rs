@@ -20,6 +20,7 @@
 //! row beyond the last answer end the run.
 
 use super::correlate::Ignored;
+use super::machine::{Context, Machine, Packet, SETTLE, Stop, settled};
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
 use crate::wire::quote::{QuotedTcp, traffic_class};
@@ -57,6 +58,10 @@ pub struct PathConfig {
     pub tos: u8,
     /// An ECN-setup SYN (ECE and CWR set, RFC 3168).
     pub ecn: bool,
+    /// Every probe from one source port (`--source-port`): one probe in
+    /// flight at a time, so the destination never meets a second SYN on the
+    /// four-tuple of a half-open one; probes are told apart by their ISN.
+    pub one_port: bool,
 }
 
 /// One field that differs between what we sent and what a hop quoted.
@@ -249,6 +254,10 @@ pub struct ReplyDistance {
     /// something nearer answered for it (a SYN proxy, a load balancer), or
     /// the way back is shorter.
     pub nearer: bool,
+    /// It crossed more routers than the SYN took to reach the destination:
+    /// a hop raised the SYNs' TTL on their way (so they reached it with a
+    /// TTL too small to), or the way back is longer.
+    pub farther: bool,
     /// A SYN-ACK with window 0, as Linux SYNPROXY sends.
     pub zero_window: bool,
 }
@@ -302,6 +311,11 @@ pub struct PathProber {
     ignored: BTreeMap<Ignored, u64>,
     /// Source ports of probes finished since [`PathProber::take_finished`].
     finished: Vec<u16>,
+    /// Told to stop (see [`Machine::stop`]): nothing more is sent.
+    stopped: bool,
+    /// The one source port of [`PathConfig::one_port`], held by the caller;
+    /// None: each probe reserves its own from the [`Context`].
+    source_port: Option<u16>,
 }
 
 impl PathProber {
@@ -318,6 +332,8 @@ impl PathProber {
             farthest: 0,
             ignored: BTreeMap::new(),
             finished: Vec::new(),
+            stopped: false,
+            source_port: None,
         }
     }
 
@@ -326,13 +342,39 @@ impl PathProber {
         &self.cfg
     }
 
-    /// The TTLs of the probes to send now, `count` of each, lowest first.
+    /// Every probe from `port` (held by the caller; see [`PathConfig::one_port`])
+    /// when run as a [`Machine`].
+    pub fn set_source_port(&mut self, port: u16) {
+        self.source_port = Some(port);
+    }
+
+    /// Gives back the ports of finished probes the context reserved.
+    fn release_finished(&mut self, cx: &mut dyn Context<PathSent>) {
+        for port in self.take_finished() {
+            if self.source_port != Some(port) {
+                cx.release_port(port);
+            }
+        }
+    }
+
+    /// The TTLs of the probes to send now, `count` of each, lowest first
+    /// (with [`PathConfig::one_port`]: the next one, once none is outstanding).
     pub fn due(&self) -> Vec<u8> {
         let limit = self
             .end_at
             .unwrap_or(u8::MAX)
             .min(self.cfg.max_hops)
             .min(self.farthest.saturating_add(GAP));
+        if self.cfg.one_port {
+            if self.outstanding() > 0 {
+                return Vec::new();
+            }
+            let sent = |t: u8| self.probes.iter().filter(|p| p.ttl == t).count();
+            return (1..=limit)
+                .find(|&t| sent(t) < self.cfg.count as usize)
+                .into_iter()
+                .collect();
+        }
         (self.sent_up_to.saturating_add(1)..=limit)
             .flat_map(|t| std::iter::repeat_n(t, self.cfg.count as usize))
             .collect()
@@ -475,9 +517,13 @@ impl PathProber {
         };
         match (direction, d.transport) {
             (Direction::Outgoing, Transport::Tcp(t)) => {
-                let id = self.by_port.get(&t.src_port).copied();
+                // by ISN: one source port may carry several probes (--source-port)
+                let id = self.by_seq.get(&t.seq.0).copied();
                 match id {
-                    Some(id) if self.probes[id].isn == t.seq && t.flags.contains(TcpFlags::SYN) => {
+                    Some(id)
+                        if self.probes[id].src_port == t.src_port
+                            && t.flags.contains(TcpFlags::SYN) =>
+                    {
                         let p = &mut self.probes[id];
                         if p.kernel_sent.is_none() {
                             p.kernel_sent = Some(at);
@@ -499,6 +545,11 @@ impl PathProber {
                 if t.flags.answer_to_syn().is_none() {
                     return self.count(Ignored::Unexpected);
                 }
+                // the probe whose ISN it acknowledges (one port, several probes)
+                let id = match self.by_seq.get(&t.ack.0.wrapping_sub(1)) {
+                    Some(&i) if self.probes[i].src_port == t.dst_port => i,
+                    _ => id,
+                };
                 if t.ack != self.probes[id].isn + 1 {
                     return self.count(Ignored::WrongAck);
                 }
@@ -782,6 +833,7 @@ pub fn reply_distance(ttl: u8, hop: u8, window: u16, flags: TcpFlags) -> ReplyDi
         initial,
         hops_back,
         nearer: (hops_back as u16 + 1) < hop as u16,
+        farther: (hops_back as u16 + 1) > hop as u16,
         zero_window: window == 0 && flags.contains(TcpFlags::SYN),
     }
 }
@@ -845,6 +897,77 @@ pub(crate) fn ecn_name(e: u8) -> String {
     ["not-ect", "ect1", "ect0", "ce"][(e & 3) as usize].into()
 }
 
+/// A probe of the ladder went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSent {
+    /// Its TTL (hop limit).
+    pub ttl: u8,
+    /// Its source port.
+    pub src_port: u16,
+}
+
+/// Every probe holds a source port of its own (from the context) until it is
+/// answered or expires: no local connection can take its four-tuple meanwhile.
+impl Machine for PathProber {
+    type Event = PathSent;
+
+    fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<PathSent>) {
+        PathProber::on_packet(self, p.data, p.direction, p.at, p.offloaded);
+        self.release_finished(cx);
+    }
+
+    fn poll(&mut self, now: Timestamp, cx: &mut dyn Context<PathSent>) {
+        self.on_time(settled(now));
+        self.release_finished(cx);
+        if self.stopped {
+            return;
+        }
+        for ttl in self.due() {
+            let Some(port) = self.source_port.or_else(|| cx.reserve_port(false)) else {
+                self.stopped = true;
+                return;
+            };
+            let isn = SeqNumber(cx.random());
+            let ident = cx.random() as u16;
+            let bytes = self.probe(now, ttl, port, isn, ident, (now.0 / 1_000_000) as u32);
+            cx.send(self.cfg.dst.ip(), bytes);
+            cx.report(PathSent {
+                ttl,
+                src_port: port,
+            });
+        }
+    }
+
+    fn poll_at(&self) -> Option<Timestamp> {
+        if self.stopped {
+            return None;
+        }
+        if !self.due().is_empty() {
+            return Some(Timestamp(0));
+        }
+        self.next_deadline().map(|d| d + SETTLE)
+    }
+
+    fn is_done(&self) -> bool {
+        self.stopped || PathProber::is_done(self)
+    }
+
+    /// Interrupted: probes still out stay unanswered; out of time: they expire.
+    fn stop(&mut self, why: Stop, _now: Timestamp, cx: &mut dyn Context<PathSent>) {
+        self.stopped = true;
+        if why == Stop::Bound {
+            self.on_time(Timestamp(u64::MAX));
+        }
+        self.release_finished(cx);
+    }
+
+    /// Deadlines are on the kernel's (wall) clock; should it jump back, this
+    /// bound still ends the run: every hop waited out once, and a second.
+    fn bound(&self) -> Option<Duration> {
+        Some(self.cfg.timeout * (u32::from(self.cfg.max_hops) + 1) + Duration::from_secs(1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -866,6 +989,7 @@ mod tests {
             window: 64240,
             tos: 0,
             ecn: false,
+            one_port: false,
         }
     }
 
@@ -957,6 +1081,35 @@ mod tests {
         assert_eq!(r.hops[0].addresses(), vec![router(1)]);
         assert_eq!(r.hops[0].probes[0].rtt, Some(Duration::from_micros(50)));
         assert!(r.first_seen.is_empty(), "{:?}", r.first_seen);
+    }
+
+    #[test]
+    fn one_source_port_sends_one_probe_at_a_time_and_tells_them_by_isn() {
+        let mut p = PathProber::new(PathConfig {
+            one_port: true,
+            ..cfg()
+        });
+        let at = T0 + Duration::from_micros(50);
+        let mut ttls = Vec::new();
+        for n in 0..6u32 {
+            let due = p.due();
+            assert_eq!(due.len(), 1, "{due:?}");
+            let b = p.probe(T0, due[0], 40000, SeqNumber(1000 + n), 500, 7);
+            assert!(p.due().is_empty(), "one in flight at a time");
+            // our own SYN, seen leaving: stamped on its probe (by ISN)
+            p.on_packet(&b, Direction::Outgoing, T0, false);
+            assert_eq!(p.probes[n as usize].kernel_sent, Some(T0));
+            let pkt = match due[0] {
+                1 | 2 => icmp(router(due[0]), 11, 0, &b, |_| {}),
+                _ => synack(&b, TcpFlags::SYN.union(TcpFlags::ACK)),
+            };
+            p.on_packet(&pkt, Direction::Incoming, at, false);
+            assert_eq!(p.outstanding(), 0);
+            ttls.push(due[0]);
+        }
+        assert_eq!(ttls, vec![1, 1, 2, 2, 3, 3]);
+        assert!(p.is_done());
+        assert_eq!(p.result().outcome, Outcome::Reached { hop: 3, open: true });
     }
 
     #[test]
@@ -1159,6 +1312,11 @@ mod tests {
         assert_eq!((d.hops_back, d.nearer, d.zero_window), (2, true, true));
         assert_eq!(reply_distance(250, 3, 1, syn_ack).initial, 255);
         assert!(!reply_distance(0, 1, 1, syn_ack).nearer);
+        // TTL 61 (3 routers back) from a destination reached at TTL 3: a hop
+        // raised the SYNs' TTL
+        let d = reply_distance(61, 3, 65160, syn_ack);
+        assert_eq!((d.hops_back, d.nearer, d.farther), (3, false, true));
+        assert!(!reply_distance(61, 4, 65160, syn_ack).farther);
     }
 
     #[test]

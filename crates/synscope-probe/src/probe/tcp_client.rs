@@ -439,6 +439,10 @@ impl TcpClient {
     pub fn received_bytes(&self) -> u64 {
         self.received_data
     }
+    /// When [`TcpClient::start`] sent the SYN.
+    pub fn started_at(&self) -> Option<Timestamp> {
+        self.started
+    }
     /// The trace is over: nothing more will be sent or awaited.
     pub fn is_done(&self) -> bool {
         self.teardown.is_some() && self.state == TcpState::Closed

@@ -16,6 +16,9 @@ use std::time::Duration;
 /// SYN-ACK: four round trips, at least this ...
 pub const VERIFY_MIN_WAIT: Duration = Duration::from_millis(20);
 
+/// Segments of a host kept as the reference for its RSTs.
+const HOST_MEMORY: usize = 64;
+
 /// What `--verify` found out about one probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "check", rename_all = "kebab-case")]
@@ -56,6 +59,8 @@ impl ProbeCheck {
 
 #[derive(Debug, Clone)]
 struct Flow {
+    /// The destination port of the probe (the host's side of the flow).
+    dst_port: u16,
     syn_ack: Fingerprint,
     /// Our next sequence number (ISN + 1) and theirs (their ISN + 1).
     snd_nxt: SeqNumber,
@@ -65,14 +70,15 @@ struct Flow {
     deadline: Timestamp,
 }
 
-/// Verifies SYN-ACKs towards one destination address, any number at once
-/// (one per local port).
+/// Verifies SYN-ACKs from one destination address, any number at once (one
+/// per pair of ports: ping varies its local port, scan its destination port).
 #[derive(Debug)]
 pub struct Verifier {
     src: IpAddr,
     dst: SocketAddr,
     ttl: u8,
-    flows: BTreeMap<u16, Flow>,
+    /// By (destination port, local port).
+    flows: BTreeMap<(u16, u16), Flow>,
     /// What the host sent so far (verified later segments, RSTs of
     /// canaries), in arrival order: the reference for RSTs.
     host: Vec<Fingerprint>,
@@ -83,6 +89,8 @@ pub struct Verifier {
 pub struct Verified {
     /// The probe's local port.
     pub src_port: u16,
+    /// The probe's destination port (the host's side).
+    pub dst_port: u16,
     /// What the verification found.
     pub check: ProbeCheck,
     /// The RST that ends the server's side of the connection, to send now.
@@ -117,7 +125,7 @@ impl Verifier {
 
     fn segment(&self, f: &Flow, seq: SeqNumber, flags: TcpFlags, tsval: u32) -> TcpRepr {
         TcpRepr {
-            dst_port: self.dst.port(),
+            dst_port: f.dst_port,
             seq,
             ack: f.rcv_nxt,
             flags,
@@ -144,6 +152,31 @@ impl Verifier {
         rtt: Duration,
         tsval: u32,
     ) -> Vec<Vec<u8>> {
+        let probe = Probe {
+            dst_port: self.dst.port(),
+            src_port,
+            isn,
+            acked_at: at,
+        };
+        self.start_probe(probe, data, at, rtt, tsval)
+    }
+
+    /// [`Verifier::start`] for a probe to any port of the host (scan: one
+    /// local port, many destination ports).
+    pub fn start_probe(
+        &mut self,
+        probe: Probe,
+        data: &[u8],
+        at: Timestamp,
+        rtt: Duration,
+        tsval: u32,
+    ) -> Vec<Vec<u8>> {
+        let Probe {
+            dst_port,
+            src_port,
+            isn,
+            acked_at,
+        } = probe;
         let Some(syn_ack) = Fingerprint::of(data, at) else {
             return Vec::new();
         };
@@ -153,22 +186,23 @@ impl Verifier {
         let Ok(t) = TcpRepr::parse_unchecked(payload) else {
             return Vec::new();
         };
-        if !t.flags.contains(TcpFlags::SYN.union(TcpFlags::ACK)) {
+        if !t.flags.contains(TcpFlags::SYN.union(TcpFlags::ACK)) || t.src_port != dst_port {
             return Vec::new();
         }
         let wait = (rtt * 4).max(VERIFY_MIN_WAIT);
         let f = Flow {
+            dst_port,
             snd_nxt: isn + 1,
             rcv_nxt: t.seq + 1,
             their_tsval: syn_ack.tsval,
             syn_ack,
             later: Vec::new(),
-            deadline: at + wait,
+            deadline: at.max(acked_at) + wait,
         };
         let ack = self.segment(&f, f.snd_nxt, TcpFlags::ACK, tsval);
         let probe = self.segment(&f, isn, TcpFlags::ACK, tsval);
         let out = vec![self.datagram(src_port, ack), self.datagram(src_port, probe)];
-        self.flows.insert(src_port, f);
+        self.flows.insert((dst_port, src_port), f);
         out
     }
 
@@ -184,10 +218,7 @@ impl Verifier {
         let Ok(t) = TcpRepr::parse_unchecked(payload) else {
             return false;
         };
-        if t.src_port != self.dst.port() {
-            return false;
-        }
-        let Some(f) = self.flows.get_mut(&t.dst_port) else {
+        let Some(f) = self.flows.get_mut(&(t.src_port, t.dst_port)) else {
             return false;
         };
         let Some(fp) = Fingerprint::of(data, at) else {
@@ -202,27 +233,29 @@ impl Verifier {
 
     /// Ends the verifications whose wait is over by `now`.
     pub fn on_time(&mut self, now: Timestamp, tsval: u32) -> Vec<Verified> {
-        let done: Vec<u16> = self
+        let done: Vec<(u16, u16)> = self
             .flows
             .iter()
             .filter(|(_, f)| f.deadline <= now)
             .map(|(p, _)| *p)
             .collect();
         let mut out = Vec::new();
-        for port in done {
-            let Some(f) = self.flows.remove(&port) else {
+        for key in done {
+            let Some(f) = self.flows.remove(&key) else {
                 continue;
             };
             let v = VerificationJson::new(&f.syn_ack, &f.later);
             if v.result == Verification::Consistent.name() {
                 self.host.push(f.syn_ack.clone());
                 self.host.extend(f.later.iter().cloned());
+                self.forget_old();
             }
             let rst = self.segment(&f, f.snd_nxt, TcpFlags::RST.union(TcpFlags::ACK), tsval);
             out.push(Verified {
-                src_port: port,
+                src_port: key.1,
+                dst_port: key.0,
                 check: ProbeCheck::Handshake(v),
-                rst: self.datagram(port, rst),
+                rst: self.datagram(key.1, rst),
             });
         }
         out
@@ -241,6 +274,14 @@ impl Verifier {
     /// Learns what the host's RSTs look like (e.g. from a closed canary port).
     pub fn learn(&mut self, data: &[u8], at: Timestamp) {
         self.host.extend(Fingerprint::of(data, at));
+        self.forget_old();
+    }
+
+    /// Keeps the last [`HOST_MEMORY`] segments of the host (a scan verifies
+    /// many ports of one host).
+    fn forget_old(&mut self) {
+        let over = self.host.len().saturating_sub(HOST_MEMORY);
+        self.host.drain(..over);
     }
 
     /// Checks an RST that answered a probe against what is known of the host.
@@ -251,9 +292,33 @@ impl Verifier {
     }
 }
 
+/// Which probe a SYN-ACK answered: the host's port, our port, our ISN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// The host's port the SYN went to.
+    pub dst_port: u16,
+    /// Our port it came from.
+    pub src_port: u16,
+    /// Our initial sequence number (the SYN's).
+    pub isn: SeqNumber,
+    /// When our ACK goes out: the wait for the server's segments runs from
+    /// then (a busy reader may take the SYN-ACK from its queue late).
+    pub acked_at: Timestamp,
+}
+
 /// Picks `n` canary ports (closed on any normal host): distinct, in the
 /// dynamic range 49152-65535, never `avoid`; `random` supplies the randomness.
-pub fn canary_ports(n: usize, avoid: u16, mut random: impl FnMut() -> u16) -> Vec<u16> {
+pub fn canary_ports(n: usize, avoid: u16, random: impl FnMut() -> u16) -> Vec<u16> {
+    canary_ports_avoiding(n, |p| p == avoid, random)
+}
+
+/// [`canary_ports`] avoiding every port `avoid` says yes to (a scan's ports):
+/// fewer than `n` (maybe none) when the draws keep hitting them.
+pub fn canary_ports_avoiding(
+    n: usize,
+    avoid: impl Fn(u16) -> bool,
+    mut random: impl FnMut() -> u16,
+) -> Vec<u16> {
     let mut out = Vec::with_capacity(n);
     // bounded: 16 384 ports to draw from, a few wanted
     for _ in 0..n * 64 {
@@ -261,7 +326,7 @@ pub fn canary_ports(n: usize, avoid: u16, mut random: impl FnMut() -> u16) -> Ve
             break;
         }
         let p = 49152 + random() % 16384;
-        if p != avoid && !out.contains(&p) {
+        if !avoid(p) && !out.contains(&p) {
             out.push(p);
         }
     }

@@ -93,6 +93,19 @@ impl ScanMatcher {
     /// The SYN of probe `index`, IP header included.
     pub fn syn(&self, index: u64, ident: u16, tsval: u32) -> Option<Vec<u8>> {
         let (host, port) = self.target(index)?;
+        self.syn_to(host, port, ident, tsval)
+    }
+
+    /// Our sequence number towards `host:port` (the cookie): the ISN of
+    /// the handshake `--verify` completes.
+    pub fn isn(&self, host: IpAddr, port: u16) -> Option<SeqNumber> {
+        let local = self.sources.source_for(host)?;
+        Some(SeqNumber(self.cookie.seq(local, host, self.sport, port)))
+    }
+
+    /// A SYN to any port of a target (a canary port), IP header included;
+    /// its reply is recognised by [`ScanMatcher::classify_with`].
+    pub fn syn_to(&self, host: IpAddr, port: u16, ident: u16, tsval: u32) -> Option<Vec<u8>> {
         let local = self.sources.source_for(host)?;
         let options = TcpOptions::syn(self.syn_options, self.mss, tsval);
         let tcp = TcpRepr {
@@ -139,6 +152,19 @@ impl ScanMatcher {
         offloaded: bool,
         at: Timestamp,
     ) -> Result<ScanReply, Ignored> {
+        self.classify_with(data, offloaded, at, |h, p| self.index_of(h, p))
+    }
+
+    /// [`ScanMatcher::classify`] with another map from (host, port) to probe
+    /// number: `index_of` says which pairs were probed (e.g. canary ports,
+    /// given any number).
+    pub fn classify_with(
+        &self,
+        data: &[u8],
+        offloaded: bool,
+        at: Timestamp,
+        index_of: impl Fn(IpAddr, u16) -> Option<u64>,
+    ) -> Result<ScanReply, Ignored> {
         let checks = if offloaded {
             Checksums::Offloaded
         } else {
@@ -152,9 +178,7 @@ impl ScanMatcher {
                 if t.dst_port != self.sport || local(d.ip.src) != Some(d.ip.dst) {
                     return Err(Ignored::OtherFlow);
                 }
-                let index = self
-                    .index_of(d.ip.src, t.src_port)
-                    .ok_or(Ignored::OtherFlow)?;
+                let index = index_of(d.ip.src, t.src_port).ok_or(Ignored::OtherFlow)?;
                 let r = SynReply::read(&d)?;
                 let cookie = SeqNumber(self.cookie.seq(d.ip.dst, d.ip.src, self.sport, t.src_port));
                 if r.isn != Some(cookie) {
@@ -168,7 +192,7 @@ impl ScanMatcher {
                 if local(host) != Some(r.local.ip()) || r.local.port() != self.sport {
                     return Err(Ignored::IcmpOther);
                 }
-                let index = self.index_of(host, port).ok_or(Ignored::IcmpOther)?;
+                let index = index_of(host, port).ok_or(Ignored::IcmpOther)?;
                 let cookie = SeqNumber(self.cookie.seq(r.local.ip(), host, self.sport, port));
                 if r.isn.is_some_and(|s| s != cookie) {
                     return Err(Ignored::WrongAck);

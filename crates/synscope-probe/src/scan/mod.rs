@@ -5,6 +5,7 @@
 pub mod blocks;
 pub mod cookie;
 pub mod discovery;
+pub mod follow;
 pub mod matcher;
 pub mod pace;
 pub mod permute;

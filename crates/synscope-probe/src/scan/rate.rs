@@ -528,6 +528,22 @@ fn noise(n: u64) -> f64 {
     2.0 * (LOSS_LIMIT * (1.0 - LOSS_LIMIT) / n.max(1) as f64).sqrt()
 }
 
+/// Pairs of a block still lost after its retry rounds, from what the rounds
+/// found: `answered_first` pairs answered the first round, `recovered[i]`
+/// silent ones answered retry round `i + 1`. If every probe is lost with the
+/// same chance `p` whatever the round (a fixed rate), the first retry
+/// recovers `p / (1 − p) × answered_first × (1 − p)` = `p × answered_first`,
+/// so `p = recovered[0] / answered_first`, and after the last round
+/// `recovered[last] × p / (1 − p)` are still lost. Unlike the loss measured
+/// against the best reply ratio seen, this needs no loss-free moment (a
+/// fixed rate far above a policer never has one); the ports that are dropped
+/// whatever the rate do not enter it. None without a retry round.
+pub fn lost_after_retries(answered_first: u64, recovered: &[u64]) -> Option<f64> {
+    let (first, last) = (*recovered.first()?, *recovered.last()?);
+    let p = (first as f64 / answered_first.max(1) as f64).min(0.99);
+    Some(last as f64 * p / (1.0 - p))
+}
+
 /// Buckets of an RTT histogram: four per power of two of nanoseconds (each
 /// at most 25 % wide), up to 2^64 ns.
 pub const RTT_BUCKETS: usize = 256;
@@ -663,6 +679,19 @@ mod tests {
             .find(|j| j.next_rate == 1_000_000.0)
             .unwrap();
         assert!(top.at_ns < 60_000_000, "{:?}", c.history());
+    }
+
+    #[test]
+    fn loss_estimated_from_what_retries_recover() {
+        // 10,000 answering pairs, half the probes lost: 5,000 answer the
+        // first round, 2,500 the retry, 1,250 the next; 1,250 still lost
+        assert_eq!(lost_after_retries(5_000, &[2_500, 1_250]), Some(1_250.0));
+        assert_eq!(lost_after_retries(5_000, &[2_500]), Some(2_500.0));
+        // a clean path: the retries of dropped ports find nothing
+        assert_eq!(lost_after_retries(65_533, &[0]), Some(0.0));
+        assert_eq!(lost_after_retries(65_533, &[]), None);
+        // nothing answered at first, much later: the chance is capped
+        assert!(lost_after_retries(0, &[10]).unwrap() > 980.0);
     }
 
     #[test]

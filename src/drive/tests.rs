@@ -1,0 +1,867 @@
+//! The command loops of ping, trace and path run through the simulated link:
+//! no root, no namespace, exact (seeded) and instant (simulated time).
+
+use super::sim::{
+    Ending, Leg, PortIs, Routers, SimClock, SimLink, SynPeer, TcpPeer, clean_path, random_path,
+};
+use crate::cmd::{Interrupt, Log, status};
+use crate::event::Timestamp;
+use crate::io::Clock;
+use crate::probe::SynProbeConfig;
+use crate::probe::path::{Outcome, PathConfig, PathProber};
+use crate::probe::ping::{PingConfig, PingMachine};
+use crate::probe::tcp_client::{CloseMode, Dir, TcpClientConfig, Teardown};
+use crate::probe::trace::Trace;
+use crate::report::OutputFormat;
+use crate::report::ping::{Expect, PingReport, PingSummary, PingTarget};
+use crate::report::trace::TraceRun;
+use crate::wire::SeqNumber;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+const US: &str = "198.18.0.1";
+const THEM: &str = "198.18.0.2";
+const T0: Timestamp = Timestamp(1_800_000_000_000_000_000);
+const QUIET: Log = Log { verbose: false };
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn them(port: u16) -> SocketAddr {
+    SocketAddr::new(THEM.parse().unwrap(), port)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// What a ping run printed and summed up.
+struct Pinged {
+    summary: PingSummary,
+    text: String,
+    link: SimLink<SynPeer>,
+}
+
+fn ping(
+    port: u16,
+    peer: SynPeer,
+    path: super::sim::Path,
+    count: Option<u64>,
+    expect: Expect,
+    interrupt_after: Option<Duration>,
+) -> Pinged {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, path, 7);
+    let probe = SynProbeConfig {
+        src: US.parse().unwrap(),
+        dst: them(port),
+        ttl: 64,
+        syn_options: true,
+        mss: 1460,
+        window: 64240,
+        timeout: Duration::from_secs(1),
+    };
+    let mut machine = PingMachine::new(
+        PingConfig {
+            probe,
+            interval: ms(100),
+            count,
+            fixed_port: None,
+            window: 1000,
+            bound: None,
+            settle: crate::probe::ping::SETTLE,
+        },
+        None,
+    );
+    let mut report = PingReport::new(
+        PingTarget {
+            host: THEM.into(),
+            address: them(port),
+            source: US.parse().unwrap(),
+            interface: "sim0".into(),
+            syn_options: true,
+        },
+        OutputFormat::Text,
+        expect,
+    );
+    let mut interrupt = match interrupt_after {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    };
+    let mut out = Vec::new();
+    let summary = rt()
+        .block_on(crate::cmd::ping::session(
+            &mut machine,
+            &mut link,
+            &clock,
+            &mut report,
+            &mut out,
+            ms(100),
+            QUIET,
+            &mut interrupt,
+        ))
+        .unwrap();
+    report.finish(&mut out, &summary).unwrap();
+    Pinged {
+        summary,
+        text: String::from_utf8(out).unwrap(),
+        link,
+    }
+}
+
+fn rtt_ms(s: &PingSummary) -> (f64, f64) {
+    let r = s.rtt.as_ref().expect("RTTs");
+    (r.min_us / 1e3, r.max_us / 1e3)
+}
+
+#[test]
+fn ping_on_a_clean_path_counts_every_answer_with_the_path_rtt() {
+    let p = ping(
+        80,
+        SynPeer::new(&[(80, PortIs::Open)]),
+        clean_path(ms(10)),
+        Some(5),
+        Expect::Open,
+        None,
+    );
+    let s = &p.summary;
+    assert_eq!((s.sent, s.answered, s.open, s.no_answer), (5, 5, 5, 0));
+    // 10 ms there, 20 µs to answer, 10 ms back, from the kernel's send stamp
+    assert_eq!(rtt_ms(s), (20.02, 20.02));
+    assert_eq!(status::of(s.expectation_met), status::OK);
+    assert_eq!(p.link.held(), 0, "every port released");
+    assert!(p.text.matches("open").count() >= 5, "{}", p.text);
+    // 100 ms apart, on the simulated clock
+    let sends: Vec<u64> = p.link.sent.iter().map(|(t, _)| t.0 - T0.0).collect();
+    assert_eq!(sends, [0, 100, 200, 300, 400].map(|n| n * 1_000_000));
+}
+
+#[test]
+fn ping_counts_lost_answers_as_loss_not_as_failure() {
+    // the answers to the 2nd and 4th probe are lost on the way back
+    let path: super::sim::Path = Box::new(|leg, n, _| match (leg, n) {
+        (Leg::Back, 1 | 3) => vec![],
+        _ => vec![ms(5)],
+    });
+    let p = ping(
+        80,
+        SynPeer::new(&[(80, PortIs::Open)]),
+        path,
+        Some(5),
+        Expect::Open,
+        None,
+    );
+    let s = &p.summary;
+    assert_eq!((s.sent, s.answered, s.no_answer), (5, 3, 2));
+    assert_eq!(s.loss_percent, 40.0);
+    assert_eq!(status::of(s.expectation_met), status::OK);
+    assert_eq!(p.link.held(), 0);
+}
+
+#[test]
+fn duplicated_answers_are_counted_once() {
+    let path: super::sim::Path = Box::new(|leg, _, _| match leg {
+        Leg::Back => vec![ms(5), ms(6)],
+        Leg::Out => vec![ms(5)],
+    });
+    let p = ping(81, SynPeer::new(&[]), path, Some(4), Expect::Closed, None);
+    let s = &p.summary;
+    assert_eq!((s.sent, s.answered, s.closed, s.no_answer), (4, 4, 4, 0));
+    assert_eq!(rtt_ms(s), (10.02, 10.02), "the first copy times the probe");
+    assert_eq!(status::of(s.expectation_met), status::OK);
+}
+
+#[test]
+fn reordered_and_late_answers_each_time_their_own_probe() {
+    // answers come back slower and slower: 350, 250, 150, 50 ms (reordered
+    // behind later probes' answers), and the 5th after its 1 s timeout
+    let path: super::sim::Path = Box::new(|leg, n, _| match (leg, n) {
+        (Leg::Out, _) => vec![Duration::ZERO],
+        (Leg::Back, 4) => vec![ms(1500)],
+        (Leg::Back, n) => vec![ms(350 - 100 * n)],
+    });
+    let p = ping(
+        80,
+        SynPeer::new(&[(80, PortIs::Open)]),
+        path,
+        Some(5),
+        Expect::Open,
+        None,
+    );
+    let s = &p.summary;
+    assert_eq!((s.sent, s.open, s.no_answer), (5, 4, 1));
+    assert_eq!(rtt_ms(s), (50.02, 350.02));
+    let probe_lines: Vec<&str> = p.text.lines().filter(|l| l.contains("seq=")).collect();
+    assert_eq!(probe_lines.len(), 5, "{}", p.text);
+}
+
+#[test]
+fn a_random_lossy_path_keeps_the_books_balanced() {
+    for seed in 0..20 {
+        let p = ping(
+            80,
+            SynPeer::new(&[(80, PortIs::Open)]),
+            random_path(seed, ms(2), ms(300), 0.2, 0.2),
+            Some(20),
+            Expect::Open,
+            None,
+        );
+        let s = &p.summary;
+        assert_eq!(s.sent, 20);
+        assert_eq!(s.answered + s.no_answer, 20, "seed {seed}");
+        assert!(
+            s.answered > 0 && s.answered < 20,
+            "seed {seed}: {}",
+            s.answered
+        );
+        let r = s.rtt.as_ref().unwrap();
+        // 2 ms each way at least, at most 2 x (2 + 300) ms
+        assert!(
+            r.min_us >= 4_000.0 && r.max_us <= 604_100.0,
+            "seed {seed}: {r:?}"
+        );
+        assert_eq!(p.link.held(), 0);
+    }
+}
+
+#[test]
+fn closed_and_prohibited_ports_fail_an_open_expectation() {
+    let p = ping(
+        81,
+        SynPeer::new(&[]),
+        clean_path(ms(1)),
+        Some(2),
+        Expect::Open,
+        None,
+    );
+    assert_eq!(p.summary.closed, 2);
+    assert_eq!(status::of(p.summary.expectation_met), status::FAILED);
+    let p = ping(
+        111,
+        SynPeer::new(&[(111, PortIs::Prohibited)]),
+        clean_path(ms(1)),
+        Some(2),
+        Expect::Filtered,
+        None,
+    );
+    assert_eq!(p.summary.filtered, 2);
+    assert!(p.text.contains("admin-prohibited"), "{}", p.text);
+    assert_eq!(status::of(p.summary.expectation_met), status::OK);
+}
+
+#[test]
+fn ctrl_c_ends_an_endless_ping_with_the_summary_so_far() {
+    let p = ping(
+        80,
+        SynPeer::new(&[(80, PortIs::Open)]),
+        clean_path(ms(10)),
+        None,
+        Expect::Open,
+        Some(ms(450)),
+    );
+    let s = &p.summary;
+    assert!(s.interrupted);
+    assert_eq!((s.sent, s.open), (5, 5));
+    assert!(
+        p.text.contains("5 probes sent") || p.text.contains("sent"),
+        "{}",
+        p.text
+    );
+}
+
+fn trace_config(close: CloseMode) -> TcpClientConfig {
+    TcpClientConfig {
+        src: SocketAddr::new(US.parse().unwrap(), 40000),
+        dst: them(80),
+        isn: SeqNumber(1000),
+        ttl: 64,
+        mss: 1460,
+        syn_options: true,
+        payload: b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        close,
+        half_open: false,
+        rto: Duration::from_secs(1),
+        max_retries: 3,
+        idle: ms(100),
+        time_wait: ms(10),
+        max_wait: Duration::from_secs(10),
+    }
+}
+
+/// One trace against `peer`; the run and the ladder as "S:FLAGS" / "R:FLAGS".
+fn trace(peer: TcpPeer, path: super::sim::Path) -> (TraceRun, Vec<String>, Teardown) {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, path, 3);
+    let mut t = Trace::new(trace_config(CloseMode::Fin));
+    let ended = rt()
+        .block_on(crate::cmd::trace::play(
+            &mut t,
+            &mut link,
+            &clock,
+            &mut Interrupt::never(),
+            QUIET,
+        ))
+        .unwrap();
+    assert!(!ended.interrupted && !ended.out_of_time);
+    let (c, _) = t.into_parts();
+    let run = TraceRun::from_client(0, &c);
+    let ladder = run
+        .segments
+        .iter()
+        .map(|e| {
+            let d = if e.dir == Dir::Sent { "S" } else { "R" };
+            format!("{d}:{}", e.flags)
+        })
+        .collect();
+    (run, ladder, c.teardown().unwrap())
+}
+
+#[test]
+fn trace_ladder_of_a_normal_close() {
+    let (run, ladder, teardown) = trace(
+        TcpPeer::new(Ending::Normal, b"HTTP/1.0 200 OK\r\n\r\n"),
+        clean_path(ms(5)),
+    );
+    assert_eq!(teardown, Teardown::WeClosedFirst, "{ladder:?}");
+    assert!(run.succeeded(), "{ladder:?}");
+    // every segment we sent was stamped by the (simulated) capture
+    assert!(
+        run.segments
+            .iter()
+            .filter(|e| e.dir == Dir::Sent)
+            .all(|e| e.stamp == crate::probe::tcp_client::StampSource::Kernel),
+        "{:?}",
+        run.segments
+    );
+    assert_eq!(
+        ladder.first().map(String::as_str),
+        Some("S:S"),
+        "{ladder:?}"
+    );
+    assert_eq!(ladder.last().map(String::as_str), Some("S:."), "{ladder:?}");
+    let fins: Vec<&String> = ladder.iter().filter(|l| l.contains('F')).collect();
+    assert_eq!(fins.len(), 2, "{ladder:?}");
+    assert!(
+        fins[0].starts_with("S:") && fins[1].starts_with("R:"),
+        "{ladder:?}"
+    );
+}
+
+#[test]
+fn trace_ladder_when_the_peer_closes_first() {
+    let (run, ladder, teardown) = trace(
+        TcpPeer::new(Ending::PeerClosesFirst, b"banner\r\n"),
+        clean_path(ms(5)),
+    );
+    assert_eq!(teardown, Teardown::PeerClosedFirst, "{ladder:?}");
+    assert!(run.succeeded(), "{ladder:?}");
+    let fins: Vec<&String> = ladder.iter().filter(|l| l.contains('F')).collect();
+    assert!(fins[0].starts_with("R:"), "{ladder:?}");
+}
+
+#[test]
+fn trace_ladder_of_a_merged_fin_ack() {
+    let (run, ladder, teardown) =
+        trace(TcpPeer::new(Ending::MergedFinAck, b"ok"), clean_path(ms(5)));
+    assert_eq!(teardown, Teardown::ThreeSegmentClose, "{ladder:?}");
+    assert!(run.succeeded(), "{ladder:?}");
+    let fins: Vec<&String> = ladder.iter().filter(|l| l.contains('F')).collect();
+    assert_eq!(fins.len(), 2, "{ladder:?}");
+}
+
+#[test]
+fn trace_ladder_of_a_reset() {
+    let (run, ladder, teardown) = trace(TcpPeer::new(Ending::Rst, b""), clean_path(ms(5)));
+    assert_eq!(teardown, Teardown::ResetByPeer, "{ladder:?}");
+    assert!(!run.succeeded(), "{ladder:?}");
+    assert!(
+        ladder
+            .iter()
+            .any(|l| l.starts_with("R:") && l.contains('R')),
+        "{ladder:?}"
+    );
+}
+
+#[test]
+fn trace_retransmits_a_syn_whose_answer_was_lost() {
+    // the first SYN-ACK is lost
+    let path: super::sim::Path = Box::new(|leg, n, _| match (leg, n) {
+        (Leg::Back, 0) => vec![],
+        _ => vec![ms(5)],
+    });
+    let (run, ladder, teardown) = trace(TcpPeer::new(Ending::Normal, b"ok"), path);
+    assert_eq!(teardown, Teardown::WeClosedFirst, "{ladder:?}");
+    assert_eq!(
+        ladder.iter().filter(|l| *l == "S:S").count(),
+        2,
+        "{ladder:?}"
+    );
+    assert!(run.succeeded(), "{ladder:?}");
+}
+
+#[test]
+fn path_finds_the_destination_behind_a_chain_of_routers() {
+    let routers: Vec<IpAddr> = (1..=4).map(|i| IpAddr::from([198, 18, 9, i])).collect();
+    let peer = Routers {
+        routers: routers.clone(),
+        dst: SynPeer::new(&[(443, PortIs::Open)]),
+        silent: [2].into(),
+        per_hop: ms(1),
+    };
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 11);
+    let mut prober = PathProber::new(PathConfig {
+        src: US.parse().unwrap(),
+        dst: them(443),
+        max_hops: 12,
+        count: 1,
+        timeout: ms(500),
+        syn_options: true,
+        mss: 1460,
+        window: 64240,
+        tos: 0,
+        ecn: false,
+        one_port: false,
+    });
+    let ended = rt()
+        .block_on(crate::cmd::path::probe(
+            &mut prober,
+            &mut link,
+            &clock,
+            &mut Interrupt::never(),
+            QUIET,
+        ))
+        .unwrap();
+    assert!(!ended.interrupted && !ended.out_of_time);
+    let r = prober.result();
+    assert!(
+        matches!(r.outcome, Outcome::Reached { .. }),
+        "{:?}",
+        r.outcome
+    );
+    let mut out = Vec::new();
+    crate::report::path::write(
+        &mut out,
+        OutputFormat::Text,
+        &crate::report::path::PathTarget {
+            host: THEM.into(),
+            address: them(443),
+            source: US.parse().unwrap(),
+            interface: "sim0".into(),
+        },
+        prober.config(),
+        &r,
+        false,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    for (i, a) in routers.iter().enumerate() {
+        assert_eq!(text.contains(&a.to_string()), i != 1, "{text}");
+    }
+    assert_eq!(link.held(), 0, "every port released");
+    // it ends once every hop is answered or waited out: the silent one's 500 ms
+    assert!(clock.elapsed() < ms(600), "{:?}", clock.elapsed());
+}
+
+#[test]
+fn an_unanswered_trace_gives_up_after_its_retries() {
+    let (run, ladder, teardown) = trace(
+        TcpPeer::new(Ending::Normal, b""),
+        Box::new(|_, _, _| vec![]),
+    );
+    assert_eq!(teardown, Teardown::NoAnswer, "{ladder:?}");
+    assert_eq!(ladder, ["S:S"; 4], "the SYN and 3 retries");
+    assert!(!run.succeeded());
+}
+
+#[test]
+fn ctrl_c_mid_connection_resets_it_and_ends_the_trace() {
+    // the peer never answers the request: the client would retransmit for
+    // seconds; Ctrl-C at 50 ms ends it with an RST
+    let path: super::sim::Path = Box::new(|leg, n, _| match (leg, n) {
+        (Leg::Out, 0) | (Leg::Back, _) => vec![ms(5)],
+        _ => vec![],
+    });
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, TcpPeer::new(Ending::Normal, b""), path, 5);
+    let mut t = Trace::new(trace_config(CloseMode::Fin));
+    let ended = rt()
+        .block_on(crate::cmd::trace::play(
+            &mut t,
+            &mut link,
+            &clock,
+            &mut clock.interrupt_at(T0 + ms(50)),
+            QUIET,
+        ))
+        .unwrap();
+    assert!(ended.interrupted);
+    let c = t.client();
+    assert_eq!(c.teardown(), Some(Teardown::Interrupted));
+    let last = &c.events().last().unwrap();
+    assert_eq!(
+        (last.dir, last.flags.to_string()),
+        (Dir::Sent, "R.".to_string())
+    );
+    // it lingered for the kernel's stamp of that RST, no longer
+    assert!(clock.elapsed() < ms(50) + super::super::probe::trace::LINGER + ms(1));
+}
+
+#[test]
+fn ping_waits_for_ports_when_they_run_out() {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(
+        &clock,
+        SynPeer::new(&[(80, PortIs::Open)]),
+        clean_path(ms(150)),
+        9,
+    );
+    // two ports to go round, answers take 300 ms, a probe is due every 100 ms
+    link.port_limit = 2;
+    let probe = SynProbeConfig {
+        src: US.parse().unwrap(),
+        dst: them(80),
+        ttl: 64,
+        syn_options: false,
+        mss: 1460,
+        window: 64240,
+        timeout: Duration::from_secs(1),
+    };
+    let mut m = PingMachine::new(
+        PingConfig {
+            probe,
+            interval: ms(100),
+            count: Some(6),
+            fixed_port: None,
+            window: 1000,
+            bound: None,
+            settle: crate::probe::ping::SETTLE,
+        },
+        None,
+    );
+    let mut events = Vec::new();
+    let ended = rt()
+        .block_on(super::drive(
+            &mut m,
+            &mut link,
+            &clock,
+            &mut |e| {
+                events.push(e);
+                Ok(())
+            },
+            &mut Interrupt::never(),
+        ))
+        .unwrap();
+    assert!(!ended.interrupted);
+    use crate::probe::ping::PingEvent;
+    let answered = events
+        .iter()
+        .filter(|e| matches!(e, PingEvent::Probe(r) if r.verdict == crate::probe::SynAnswer::Open))
+        .count();
+    assert_eq!(answered, 6);
+    assert!(events.contains(&PingEvent::WindowShrunk { window: 2 }));
+    assert_eq!(link.held(), 0);
+    // never more than two SYNs out at once: the 3rd leaves when the 1st is answered
+    let sends: Vec<u64> = link
+        .sent
+        .iter()
+        .map(|(t, _)| (t.0 - T0.0) / 1_000_000)
+        .collect();
+    assert_eq!(sends[..3], [0, 100, 300], "{sends:?}");
+}
+
+#[test]
+fn the_probe_crate_machines_run_on_a_recorder_too() {
+    // the same contract without the drive loop: a Recorder context
+    use crate::probe::machine::{Machine, Recorder};
+    let mut m = PathProber::new(PathConfig {
+        src: US.parse().unwrap(),
+        dst: them(443),
+        max_hops: 3,
+        count: 2,
+        timeout: ms(100),
+        syn_options: false,
+        mss: 1460,
+        window: 64240,
+        tos: 0,
+        ecn: false,
+        one_port: false,
+    });
+    let mut cx = Recorder::new(1);
+    assert_eq!(
+        m.poll_at(),
+        Some(Timestamp(0)),
+        "the first probes are due at once"
+    );
+    m.poll(T0, &mut cx);
+    assert_eq!(cx.sent.len(), 6);
+    assert_eq!(cx.held.len(), 6);
+    assert_eq!(
+        m.poll_at(),
+        Some(T0 + ms(100) + crate::probe::machine::SETTLE)
+    );
+    m.poll(T0 + ms(102), &mut cx);
+    assert!(Machine::is_done(&m));
+    assert!(cx.held.is_empty(), "expired probes free their ports");
+}
+
+/// One trace against any simulated peer; its teardown.
+fn trace_against(peer: impl super::sim::Peer) -> (TraceRun, Teardown) {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(2)), 4);
+    let mut t = Trace::new(trace_config(CloseMode::Fin));
+    rt().block_on(crate::cmd::trace::play(
+        &mut t,
+        &mut link,
+        &clock,
+        &mut Interrupt::never(),
+        QUIET,
+    ))
+    .unwrap();
+    let (c, _) = t.into_parts();
+    (TraceRun::from_client(0, &c), c.teardown().unwrap())
+}
+
+#[test]
+fn trace_matches_an_icmp_error_quoting_its_syn_and_an_rst_to_it() {
+    let (run, teardown) = trace_against(SynPeer::new(&[(80, PortIs::Prohibited)]));
+    assert_eq!(teardown, Teardown::Unreachable);
+    assert!(!run.succeeded());
+    let (_, teardown) = trace_against(SynPeer::new(&[(80, PortIs::Closed)]));
+    assert_eq!(teardown, Teardown::Refused);
+}
+
+/// Answers every segment with the same one to another port of ours, and a
+/// SYN-ACK from another port of theirs, before the real answer.
+struct CrossTalk(TcpPeer);
+
+impl super::sim::Peer for CrossTalk {
+    fn on_datagram(&mut self, at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let mut out = Vec::new();
+        if let Ok(p) = crate::wire::Datagram::parse(d)
+            && let crate::wire::Transport::Tcp(t) = &p.transport
+        {
+            for (sport, dport) in [(t.dst_port, t.src_port + 1), (t.dst_port + 1, t.src_port)] {
+                let foreign = crate::wire::TcpRepr {
+                    src_port: sport,
+                    dst_port: dport,
+                    seq: SeqNumber(7),
+                    ack: t.seq + 1,
+                    flags: crate::wire::TcpFlags::SYN.union(crate::wire::TcpFlags::ACK),
+                    window: 1000,
+                    ..Default::default()
+                };
+                out.push((
+                    Duration::ZERO,
+                    super::sim::tcp_datagram(p.ip.dst, p.ip.src, &foreign),
+                ));
+            }
+        }
+        out.extend(self.0.on_datagram(at, d));
+        out
+    }
+}
+
+#[test]
+fn trace_ignores_segments_of_other_flows() {
+    let (run, teardown) = trace_against(CrossTalk(TcpPeer::new(Ending::Normal, b"ok")));
+    assert_eq!(teardown, Teardown::WeClosedFirst);
+    assert!(run.succeeded());
+    // none of the foreign SYN-ACKs made it into the ladder
+    let synacks = run
+        .segments
+        .iter()
+        .filter(|e| e.dir == Dir::Received && e.flags.to_string() == "S.")
+        .count();
+    assert_eq!(synacks, 1);
+}
+
+/// A DNS server that ignores the first `silent` queries and answers the
+/// next with an empty NOERROR reply (the query with QR set).
+struct Dns {
+    silent: u32,
+    seen: u32,
+}
+
+impl super::sim::Peer for Dns {
+    fn on_datagram(&mut self, _at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let Ok(p) = crate::wire::Datagram::parse(d) else {
+            return Vec::new();
+        };
+        let crate::wire::Transport::Udp(u) = p.transport else {
+            return Vec::new();
+        };
+        self.seen += 1;
+        if self.seen <= self.silent || u.payload.len() < 12 {
+            return Vec::new();
+        }
+        let mut msg = u.payload.clone();
+        msg[2] |= 0x80;
+        let udp = crate::wire::UdpRepr {
+            src_port: u.dst_port,
+            dst_port: u.src_port,
+            payload: msg,
+        };
+        let ip = crate::wire::IpRepr {
+            src: p.ip.dst,
+            dst: p.ip.src,
+            protocol: crate::wire::Protocol::UDP,
+            ttl: 64,
+            ident: 0,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        vec![(ms(1), ip.emit(&udp.emit(ip.src, ip.dst)))]
+    }
+}
+
+#[test]
+fn a_dns_query_is_retried_until_answered_and_timed_from_its_last_attempt() {
+    use crate::probe::dns::{DnsExchange, DnsProbeConfig};
+    use crate::probe::dns_query::{OneQuery, QueryEvent};
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, Dns { silent: 2, seen: 0 }, clean_path(ms(3)), 8);
+    let mut ex = DnsExchange::new(DnsProbeConfig {
+        src: US.parse().unwrap(),
+        ttl: 64,
+        timeout: ms(500),
+        retries: 3,
+        answers_only: false,
+    });
+    let server = SocketAddr::new(THEM.parse().unwrap(), 53);
+    let query = crate::wire::dns::QueryRepr {
+        id: 0x1234,
+        question: crate::wire::dns::Question::new(
+            "example.test.".parse().unwrap(),
+            hickory_proto::rr::RecordType::A,
+        ),
+        recursion_desired: true,
+        edns: None,
+    };
+    let mut q = OneQuery::new(&mut ex, server, 5353, query);
+    let mut events = Vec::new();
+    rt().block_on(super::drive(
+        &mut q,
+        &mut link,
+        &clock,
+        &mut |e| {
+            events.push(e);
+            Ok(())
+        },
+        &mut Interrupt::never(),
+    ))
+    .unwrap();
+    let o = q.take_outcome().expect("an outcome");
+    assert_eq!(o.attempts, 3);
+    assert!(o.reply.is_some());
+    // 3 ms there, 1 ms to answer, 3 ms back, from the third attempt's kernel stamp
+    assert_eq!(o.rtt, Some(ms(7)));
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(matches!(events[0], QueryEvent::Sent { .. }));
+    assert!(matches!(events[2], QueryEvent::Retry { .. }));
+    // two timeouts of 500 ms, then the answer
+    assert_eq!(
+        clock.elapsed(),
+        ms(1000) + ms(7) + super::sim::TX_STAMP_DELAY
+    );
+}
+
+#[test]
+fn traces_over_a_lossy_reordering_duplicating_path_end_within_their_bounds() {
+    let mut endings = std::collections::BTreeMap::new();
+    for seed in 0..40 {
+        let clock = SimClock::starting_at(T0);
+        let mut link = SimLink::new(
+            &clock,
+            TcpPeer::new(Ending::Normal, b"HTTP/1.0 200 OK\r\n\r\n"),
+            random_path(seed, ms(2), ms(30), 0.15, 0.15),
+            seed,
+        );
+        let mut t = Trace::new(trace_config(CloseMode::Fin));
+        let ended = rt()
+            .block_on(crate::cmd::trace::play(
+                &mut t,
+                &mut link,
+                &clock,
+                &mut Interrupt::never(),
+                QUIET,
+            ))
+            .unwrap();
+        assert!(!ended.interrupted, "seed {seed}");
+        let c = t.client();
+        let teardown = c.teardown().expect("ended");
+        *endings.entry(format!("{teardown:?}")).or_insert(0) += 1;
+        // within max_wait and TIME_WAIT, and the linger
+        assert!(
+            clock.elapsed() <= Duration::from_secs(10) + ms(10) + ms(21),
+            "seed {seed}: {:?}",
+            clock.elapsed()
+        );
+        assert!(!ended.out_of_time, "seed {seed}");
+    }
+    // most connections close in order despite the path (a FIN overtaking
+    // the ACK before it reads as FIN+ACK: a three-segment close); the rest
+    // end unfinished at --max-wait when both copies of a peer's segment were lost
+    let orderly = ["WeClosedFirst", "ThreeSegmentClose"]
+        .iter()
+        .map(|k| endings.get(*k).copied().unwrap_or(0))
+        .sum::<u32>();
+    assert!(orderly >= 30, "{endings:?}");
+    assert!(
+        endings.keys().all(
+            |k| ["WeClosedFirst", "ThreeSegmentClose", "Unfinished", "GaveUp"]
+                .contains(&k.as_str())
+        ),
+        "{endings:?}"
+    );
+}
+
+#[test]
+fn path_from_one_source_port_sends_one_probe_at_a_time() {
+    let routers: Vec<IpAddr> = (1..=2).map(|i| IpAddr::from([198, 18, 9, i])).collect();
+    let peer = Routers {
+        routers,
+        dst: SynPeer::new(&[(443, PortIs::Open)]),
+        silent: Default::default(),
+        per_hop: ms(1),
+    };
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 12);
+    let mut prober = PathProber::new(PathConfig {
+        src: US.parse().unwrap(),
+        dst: them(443),
+        max_hops: 8,
+        count: 2,
+        timeout: ms(500),
+        syn_options: true,
+        mss: 1460,
+        window: 64240,
+        tos: 0,
+        ecn: false,
+        one_port: true,
+    });
+    prober.set_source_port(41000);
+    rt().block_on(crate::cmd::path::probe(
+        &mut prober,
+        &mut link,
+        &clock,
+        &mut Interrupt::never(),
+        QUIET,
+    ))
+    .unwrap();
+    assert!(matches!(prober.result().outcome, Outcome::Reached { .. }));
+    assert_eq!(link.held(), 0, "no port reserved from the link");
+    let ports: std::collections::BTreeSet<u16> = link
+        .sent
+        .iter()
+        .map(|(_, d)| u16::from_be_bytes([d[20], d[21]]))
+        .collect();
+    assert_eq!(ports, [41000].into());
+    // each SYN leaves once the one before it was answered: 2 per hop, 3 hops
+    assert_eq!(link.sent.len(), 6);
+    let gaps: Vec<u64> = link.sent.windows(2).map(|w| w[1].0.0 - w[0].0.0).collect();
+    assert!(gaps.iter().all(|g| *g >= 2_000_000), "{gaps:?}");
+}

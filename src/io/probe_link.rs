@@ -1,0 +1,133 @@
+//! The network as a probe's drive loop sees it ([`Link`]), and the real one
+//! ([`CaptureLink`]): datagrams out through a raw socket, packets in from a
+//! kernel-timestamped capture (ours leaving and the answers), source ports
+//! held by reservations, randomness from the system.
+
+use super::pcap::PcapWriter;
+use super::timer::PreciseTimer;
+use super::{Capture, Captured, IoError, PortReservation, RawSender};
+use crate::event::Timestamp;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Where a probe's packets go and come from. Implemented by the real network
+/// ([`CaptureLink`]) and by the simulated one of the tests.
+pub trait Link {
+    /// Sends one IP datagram (header included) to `dst`.
+    fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError>;
+    /// The next captured packet, or None once the capture clock reads `until`.
+    fn recv(
+        &mut self,
+        until: Timestamp,
+    ) -> impl std::future::Future<Output = Result<Option<Captured>, IoError>>;
+    /// A packet already queued, without waiting.
+    fn try_recv(&mut self) -> Result<Option<Captured>, IoError>;
+    /// Holds a local source port until [`Link::release_port`].
+    fn reserve_port(&mut self) -> Result<u16, IoError>;
+    fn release_port(&mut self, port: u16);
+    /// Randomness for ISNs and IP identifiers.
+    fn random(&mut self) -> u32;
+}
+
+/// Where a [`CaptureLink`] reads: a capture of its own, or a channel fed by a
+/// capture shared with other flows (the exporter's dispatcher).
+pub enum Packets<'a> {
+    Capture(&'a mut Capture),
+    Channel(&'a mut tokio::sync::mpsc::Receiver<Captured>),
+}
+
+/// The real network: a raw sender, a capture, port reservations on `src`,
+/// and (optionally) a pcap file every captured packet is written to.
+pub struct CaptureLink<'a> {
+    sender: &'a RawSender,
+    packets: Packets<'a>,
+    pcap: Option<&'a mut PcapWriter>,
+    src: IpAddr,
+    held: BTreeMap<u16, PortReservation>,
+    timer: PreciseTimer,
+}
+
+impl<'a> CaptureLink<'a> {
+    /// Must be called inside a tokio runtime.
+    pub fn new(
+        sender: &'a RawSender,
+        packets: Packets<'a>,
+        src: IpAddr,
+        pcap: Option<&'a mut PcapWriter>,
+    ) -> Result<CaptureLink<'a>, IoError> {
+        Ok(CaptureLink {
+            sender,
+            packets,
+            pcap,
+            src,
+            held: BTreeMap::new(),
+            timer: PreciseTimer::new()?,
+        })
+    }
+
+    fn seen(&mut self, p: Captured) -> Result<Captured, IoError> {
+        if let Some(w) = self.pcap.as_mut() {
+            w.write(p.timestamp, &p.data)?;
+        }
+        Ok(p)
+    }
+}
+
+fn channel_closed() -> IoError {
+    IoError::Socket {
+        op: "read shared capture",
+        source: std::io::Error::other("the shared capture ended"),
+    }
+}
+
+impl Link for CaptureLink<'_> {
+    fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
+        self.sender.send(dst, datagram)
+    }
+
+    async fn recv(&mut self, until: Timestamp) -> Result<Option<Captured>, IoError> {
+        let wake = super::clock::instant_of(until);
+        let p = match &mut self.packets {
+            Packets::Capture(c) => tokio::select! {
+                biased;
+                p = c.recv() => Some(p?),
+                t = self.timer.sleep_until(wake) => { t?; None }
+            },
+            Packets::Channel(rx) => tokio::select! {
+                biased;
+                p = rx.recv() => Some(p.ok_or_else(channel_closed)?),
+                t = self.timer.sleep_until(wake) => { t?; None }
+            },
+        };
+        p.map(|p| self.seen(p)).transpose()
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
+        let p = match &mut self.packets {
+            Packets::Capture(c) => c.try_recv()?,
+            Packets::Channel(rx) => match rx.try_recv() {
+                Ok(p) => Some(p),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(channel_closed());
+                }
+            },
+        };
+        p.map(|p| self.seen(p)).transpose()
+    }
+
+    fn reserve_port(&mut self) -> Result<u16, IoError> {
+        let r = PortReservation::reserve(self.src, 0)?;
+        let port = r.port;
+        self.held.insert(port, r);
+        Ok(port)
+    }
+
+    fn release_port(&mut self, port: u16) {
+        self.held.remove(&port);
+    }
+
+    fn random(&mut self) -> u32 {
+        rand::random()
+    }
+}
