@@ -684,6 +684,14 @@ fn json_str(out: &mut impl Write, s: &str) -> std::io::Result<()> {
     }
 }
 
+/// A JSON string that needs no escape by how it was made (a server address,
+/// a type or rcode mnemonic, a constant): written as it is, unchecked.
+fn json_plain(out: &mut impl Write, s: &str) -> std::io::Result<()> {
+    out.write_all(b"\"")?;
+    out.write_all(s.as_bytes())?;
+    out.write_all(b"\"")
+}
+
 /// Does `b` hold a byte that a JSON string escapes (a control byte, `"` or
 /// `\\`)? Eight bytes at a time (the bit tricks of "has a byte less than n"
 /// and "has a zero byte", exact for n <= 128).
@@ -734,12 +742,12 @@ impl NdjsonLine<'_> {
         out.write_all(b",\"name\":")?;
         json_str(out, self.name)?;
         out.write_all(b",\"type\":")?;
-        json_str(out, self.qtype)?;
+        json_plain(out, self.qtype)?;
         out.write_all(b",\"server\":")?;
-        json_str(out, self.server)?;
+        json_plain(out, self.server)?;
         out.write_all(b",\"status\":")?;
         match &self.status {
-            Some(st) => json_str(out, st)?,
+            Some(st) => json_plain(out, st)?,
             None => out.write_all(b"null")?,
         }
         out.write_all(b",\"answers\":[")?;
@@ -766,7 +774,7 @@ impl NdjsonLine<'_> {
         out.write_all(b",\"attempts\":")?;
         write_u64(out, u64::from(self.attempts))?;
         out.write_all(b",\"transport\":")?;
-        json_str(out, self.transport)?;
+        json_plain(out, self.transport)?;
         out.write_all(b",\"truncated\":")?;
         out.write_all(match self.truncated {
             Some(true) => b"true",
@@ -781,7 +789,7 @@ impl NdjsonLine<'_> {
             None => {}
             Some(ChecksField::Verdict(v)) => {
                 out.write_all(b",\"checks\":")?;
-                json_str(out, v)?;
+                json_plain(out, v)?;
             }
             Some(ChecksField::Failed(f)) => {
                 out.write_all(b",\"checks\":[")?;
@@ -890,6 +898,8 @@ struct Report<'a, W: Write> {
     json_results: Vec<serde_json::Value>,
     json_errors: Vec<serde_json::Value>,
     first_failure: Option<String>,
+    /// The NDJSON line being written (reused).
+    line: Vec<u8>,
     /// Each server as printed (formatted once, not per line).
     server_text: Vec<(SocketAddr, String)>,
     /// Each line to each of several servers: their answers compared.
@@ -1021,7 +1031,10 @@ impl<W: Write> Report<'_, W> {
             self.json_results
                 .push(serde_json::to_value(&l).map_err(std::io::Error::from)?);
         } else {
-            l.write(&mut self.out)?;
+            // built whole in a buffer of its own, then copied out once
+            self.line.clear();
+            l.write(&mut self.line)?;
+            self.out.write_all(&self.line)?;
         }
         Ok(())
     }
@@ -1220,6 +1233,7 @@ pub(super) async fn bulk(
         json_results: Vec::new(),
         json_errors: Vec::new(),
         first_failure: None,
+        line: Vec::with_capacity(512),
         server_text: Vec::new(),
         compare: (servers.len() > 1 && !s.spread).then(Comparison::default),
     };
