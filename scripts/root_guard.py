@@ -3,7 +3,7 @@
 every #[test] in the lab test files that lacks it (idempotent). Tests that need
 no root (cli_errors, man_page) are left alone."""
 import re, sys, pathlib
-NO_ROOT = {"cli_errors.rs", "man_page.rs"}
+NO_ROOT = {"cli_errors.rs", "man_page.rs", "root_guard.rs"}
 root = pathlib.Path(__file__).resolve().parent.parent / "tests"
 pat = re.compile(r'(#\[test\]\n(?:#\[[^\n]*\]\n)*(?:async )?fn ([a-z_0-9]+)\(\) \{\n)(?!    if synscope_lab::skip_unless_root)')
 changed = 0

@@ -18,8 +18,7 @@
 use crate::cli::{DnsChecks, DnsFormat, DnsSettings, ScanSettings};
 use crate::cmd::{CmdError, Log};
 use crate::io::PortReservation;
-use crate::io::{CaptureLink, Packets, RealClock};
-use crate::probe::ping::{PingConfig, PingEvent, PingMachine};
+use crate::io::{CaptureLink, Packets};
 use crate::probe::{ProbeResult, SynAnswer, SynProbeConfig};
 use crate::report::scan::{ScanOutput, ScanResult};
 use crate::scan::targets::parse_target;
@@ -193,43 +192,21 @@ pub async fn syn_ping(target: SocketAddr, opts: &PingOptions) -> Result<Reply, E
     let src = path.route.src;
     // the source port stays ours (no other socket gets it) until the answer
     let port = PortReservation::reserve(src, 0).map_err(|e| fail(e.into()))?;
-    let mut machine = PingMachine::new(
-        PingConfig {
-            probe: SynProbeConfig {
-                src,
-                dst: target,
-                ttl: opts.ttl,
-                syn_options: opts.syn_options,
-                mss: path.route.mss(),
-                window: 64240,
-                timeout: opts.timeout,
-            },
-            interval: opts.timeout,
-            count: Some(1),
-            fixed_port: Some(port.port),
-            window: 1,
-            bound: None,
-            settle: crate::probe::ping::SETTLE,
-        },
-        None,
-    );
+    let probe = SynProbeConfig {
+        src,
+        dst: target,
+        ttl: opts.ttl,
+        syn_options: opts.syn_options,
+        mss: path.route.mss(),
+        window: 64240,
+        timeout: opts.timeout,
+    };
     let mut link = CaptureLink::new(&path.sender, Packets::Capture(&mut path.capture), src, None)
         .map_err(|e| fail(e.into()))?;
-    let mut result = None;
-    crate::drive::drive(
-        &mut machine,
-        &mut link,
-        &RealClock::new(),
-        &mut |e| {
-            if let PingEvent::Probe(r) = e {
-                result = Some(r);
-            }
-            Ok(())
-        },
-        &mut crate::cmd::Interrupt::never(),
-    )
-    .await
-    .map_err(fail)?;
+    let settle = crate::probe::ping::SETTLE;
+    let (result, _) = crate::cmd::ping::one_syn(probe, port.port, settle, None, &mut link)
+        .await
+        .map_err(fail)?;
     drop(port);
     let result =
         result.ok_or_else(|| fail(CmdError::Setup("the probe ended without a result".into())))?;

@@ -100,6 +100,28 @@ fn packet(p: &Captured) -> Packet<'_> {
     }
 }
 
+/// [`drive`] with a reporter that only logs (`-v`) each event, as `describe`
+/// puts it: for machines whose result is read from them at the end.
+pub async fn drive_logged<M, L, C>(
+    machine: &mut M,
+    link: &mut L,
+    clock: &C,
+    interrupt: &mut Interrupt<'_>,
+    log: crate::cmd::Log,
+    describe: impl Fn(&M::Event) -> String,
+) -> Result<Ended, CmdError>
+where
+    M: Machine,
+    L: Link,
+    C: Clock,
+{
+    let mut reporter = |e: M::Event| {
+        log.debug(|| describe(&e));
+        Ok(())
+    };
+    drive(machine, link, clock, &mut reporter, interrupt).await
+}
+
 /// Runs `machine` over `link` until it is done, `interrupt` fires (the
 /// machine is stopped: it resets what is open) or its bound passes.
 pub async fn drive<M, L, C, R>(

@@ -168,6 +168,26 @@ pub(crate) fn open_syn_path(
     })
 }
 
+/// `--pcap`'s writer and `--source-port`'s reservation on `src` (held for
+/// the run), opened before privileges are dropped (ping and path).
+pub(crate) fn pcap_and_port(
+    pcap: Option<&std::path::Path>,
+    src: std::net::IpAddr,
+    port: Option<u16>,
+) -> Result<
+    (
+        Option<crate::io::pcap::PcapWriter>,
+        Option<crate::io::PortReservation>,
+    ),
+    CmdError,
+> {
+    let pcap = pcap.map(crate::io::pcap::PcapWriter::create).transpose()?;
+    let port = port
+        .map(|p| crate::io::PortReservation::reserve(src, p))
+        .transpose()?;
+    Ok((pcap, port))
+}
+
 /// See [`open_syn_path`]; `filter` is the capture's, for captures beside it.
 pub(crate) struct SynPath {
     pub route: crate::io::Route,

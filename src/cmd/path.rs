@@ -3,8 +3,7 @@
 
 use super::{CmdError, Interrupt, Log};
 use crate::cli::path::PathSettings;
-use crate::drive::{Ended, drive};
-use crate::io::pcap::PcapWriter;
+use crate::drive::{Ended, drive_logged};
 use crate::io::{CaptureLink, Clock, Link, Packets, PortReservation, RealClock};
 use crate::probe::path::{Outcome, PathConfig, PathProber, PathSent};
 use crate::report::path::PathTarget;
@@ -27,16 +26,9 @@ pub(crate) async fn probe<L: Link, C: Clock>(
     interrupt: &mut Interrupt<'_>,
     log: Log,
 ) -> Result<Ended, CmdError> {
-    drive(
-        prober,
-        link,
-        clock,
-        &mut |p: PathSent| {
-            log.debug(|| format!("sent SYN ttl {} sport {}", p.ttl, p.src_port));
-            Ok(())
-        },
-        interrupt,
-    )
+    drive_logged(prober, link, clock, interrupt, log, |p: &PathSent| {
+        format!("sent SYN ttl {} sport {}", p.ttl, p.src_port)
+    })
     .await
 }
 
@@ -52,15 +44,8 @@ pub async fn run(
         mut capture,
         filter: _,
     } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
-    let mut pcap = match &s.pcap {
-        Some(p) => Some(PcapWriter::create(p)?),
-        None => None,
-    };
-    // --source-port: that port, held for the run (else one per probe, below)
-    let fixed_port = match s.source_port {
-        Some(p) => Some(PortReservation::reserve(route.src, p)?),
-        None => None,
-    };
+    // --source-port: that port, held for the run (else one per probe)
+    let (mut pcap, fixed_port) = super::pcap_and_port(s.pcap.as_deref(), route.src, s.source_port)?;
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,

@@ -7,11 +7,11 @@ use super::{CmdError, Interrupt, Log};
 use crate::cli::PingSettings;
 use crate::drive::{Ended, drive};
 use crate::io::bpf::FlowFilter;
-use crate::io::pcap::PcapWriter;
 use crate::io::{Capture, CaptureLink, Clock, Link, Packets, PortReservation, RealClock};
-use crate::probe::SynProbeConfig;
 use crate::probe::ping::{CanaryMachine, PingConfig, PingEvent, PingMachine, Verifying};
+use crate::probe::{Ignored, ProbeResult, SynProbeConfig};
 use crate::report::ping::{PingReport, PingSummary, PingTarget};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
@@ -27,14 +27,8 @@ pub async fn run(
         mut capture,
         filter,
     } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
-    let mut pcap = match &s.pcap {
-        Some(p) => Some(PcapWriter::create(p)?),
-        None => None,
-    };
-    let fixed_port = match s.source_port {
-        Some(p) => Some(PortReservation::reserve(route.src, p)?),
-        None => None,
-    };
+    // --source-port: that port, held for the run (else one per probe)
+    let (mut pcap, fixed_port) = super::pcap_and_port(s.pcap.as_deref(), route.src, s.source_port)?;
     // --verify: a capture for the canary ports, and a rule (for the run) that
     // keeps the kernel from resetting the handshakes we complete from raw
     let (mut canary_capture, _rst_filter) = if s.verify {
@@ -221,4 +215,43 @@ pub(crate) async fn session<L: Link, C: Clock>(
         });
     }
     Ok(summary)
+}
+
+/// One SYN from `port` (held by the caller) over `link`, expired `settle`
+/// after its deadline, the whole probe ended after `bound` at most: its
+/// result (None if the bound ended it first) and the packets ignored on the way.
+pub(crate) async fn one_syn<L: Link>(
+    probe: SynProbeConfig,
+    port: u16,
+    settle: Duration,
+    bound: Option<Duration>,
+    link: &mut L,
+) -> Result<(Option<ProbeResult>, BTreeMap<Ignored, u64>), CmdError> {
+    let mut machine = PingMachine::new(
+        PingConfig {
+            interval: probe.timeout,
+            probe,
+            count: Some(1),
+            fixed_port: Some(port),
+            window: 1,
+            bound,
+            settle,
+        },
+        None,
+    );
+    let mut result = None;
+    drive(
+        &mut machine,
+        link,
+        &RealClock::new(),
+        &mut |e| {
+            if let PingEvent::Probe(r) = e {
+                result = Some(r);
+            }
+            Ok(())
+        },
+        &mut Interrupt::never(),
+    )
+    .await?;
+    Ok((result, machine.ignored().clone()))
 }

@@ -3,7 +3,7 @@
 
 use super::{CmdError, Interrupt, Log};
 use crate::cli::TraceSettings;
-use crate::drive::{Ended, drive};
+use crate::drive::{Ended, drive_logged};
 use crate::io::bpf::FlowFilter;
 use crate::io::nft::RstFilter;
 use crate::io::pcap::PcapWriter;
@@ -133,24 +133,15 @@ pub(crate) async fn play<L: Link, C: Clock>(
     interrupt: &mut Interrupt<'_>,
     log: Log,
 ) -> Result<Ended, CmdError> {
-    drive(
-        trace,
-        link,
-        clock,
-        &mut |seg: TcpRepr| {
-            log.debug(|| {
-                format!(
-                    "sent {} seq {} ack {} len {}",
-                    seg.flags,
-                    seg.seq,
-                    seg.ack,
-                    seg.payload.len()
-                )
-            });
-            Ok(())
-        },
-        interrupt,
-    )
+    drive_logged(trace, link, clock, interrupt, log, |seg: &TcpRepr| {
+        format!(
+            "sent {} seq {} ack {} len {}",
+            seg.flags,
+            seg.seq,
+            seg.ack,
+            seg.payload.len()
+        )
+    })
     .await
 }
 

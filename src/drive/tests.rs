@@ -273,6 +273,23 @@ fn ctrl_c_ends_an_endless_ping_with_the_summary_so_far() {
     );
 }
 
+/// `path` to 198.18.0.2:443 with these hops, probes per hop, timeout and port use.
+fn path_config(max_hops: u8, count: u16, timeout: Duration, one_port: bool) -> PathConfig {
+    PathConfig {
+        src: US.parse().unwrap(),
+        dst: them(443),
+        max_hops,
+        count,
+        timeout,
+        syn_options: true,
+        mss: 1460,
+        window: 64240,
+        tos: 0,
+        ecn: false,
+        one_port,
+    }
+}
+
 fn trace_config(close: CloseMode) -> TcpClientConfig {
     TcpClientConfig {
         src: SocketAddr::new(US.parse().unwrap(), 40000),
@@ -414,19 +431,7 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
     };
     let clock = SimClock::starting_at(T0);
     let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 11);
-    let mut prober = PathProber::new(PathConfig {
-        src: US.parse().unwrap(),
-        dst: them(443),
-        max_hops: 12,
-        count: 1,
-        timeout: ms(500),
-        syn_options: true,
-        mss: 1460,
-        window: 64240,
-        tos: 0,
-        ecn: false,
-        one_port: false,
-    });
+    let mut prober = PathProber::new(path_config(12, 1, ms(500), false));
     let ended = rt()
         .block_on(crate::cmd::path::probe(
             &mut prober,
@@ -577,19 +582,7 @@ fn ping_waits_for_ports_when_they_run_out() {
 fn the_probe_crate_machines_run_on_a_recorder_too() {
     // the same contract without the drive loop: a Recorder context
     use crate::probe::machine::{Machine, Recorder};
-    let mut m = PathProber::new(PathConfig {
-        src: US.parse().unwrap(),
-        dst: them(443),
-        max_hops: 3,
-        count: 2,
-        timeout: ms(100),
-        syn_options: false,
-        mss: 1460,
-        window: 64240,
-        tos: 0,
-        ecn: false,
-        one_port: false,
-    });
+    let mut m = PathProber::new(path_config(3, 2, ms(100), false));
     let mut cx = Recorder::new(1);
     assert_eq!(
         m.poll_at(),
@@ -830,19 +823,7 @@ fn path_from_one_source_port_sends_one_probe_at_a_time() {
     };
     let clock = SimClock::starting_at(T0);
     let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 12);
-    let mut prober = PathProber::new(PathConfig {
-        src: US.parse().unwrap(),
-        dst: them(443),
-        max_hops: 8,
-        count: 2,
-        timeout: ms(500),
-        syn_options: true,
-        mss: 1460,
-        window: 64240,
-        tos: 0,
-        ecn: false,
-        one_port: true,
-    });
+    let mut prober = PathProber::new(path_config(8, 2, ms(500), true));
     prober.set_source_port(41000);
     rt().block_on(crate::cmd::path::probe(
         &mut prober,

@@ -4,10 +4,8 @@
 
 use super::config::{Kind, ProbeSpec};
 use super::plane::{Plane, Use};
-use crate::cmd::{CmdError, Interrupt, Log};
-use crate::drive::drive;
-use crate::io::{CaptureLink, Packets, RawSender, RealClock, Route};
-use crate::probe::ping::{PingConfig, PingEvent, PingMachine};
+use crate::cmd::{CmdError, Log};
+use crate::io::{CaptureLink, Packets, RawSender, Route};
 use crate::probe::syn::RttSource;
 use crate::probe::tcp_client::{Dir, Note};
 use crate::probe::{SynAnswer, SynProbeConfig};
@@ -115,45 +113,23 @@ async fn syn(
     let sender = senders.of(dst.ip())?;
     // held until the answer: no other run gets this port's packets
     let mut port = senders.plane.lease(route.src, Use::Syn)?;
-    let mut machine = PingMachine::new(
-        PingConfig {
-            probe: SynProbeConfig {
-                src: route.src,
-                dst,
-                ttl: 64,
-                syn_options,
-                mss: route.mss(),
-                window: 64240,
-                timeout,
-            },
-            interval: timeout,
-            count: Some(1),
-            fixed_port: Some(port.port),
-            window: 1,
-            // deadlines are on the capture (wall) clock: should it jump, this ends the probe
-            bound: Some(timeout + Duration::from_secs(1)),
-            settle: SETTLE,
-        },
-        None,
-    );
+    let probe = SynProbeConfig {
+        src: route.src,
+        dst,
+        ttl: 64,
+        syn_options,
+        mss: route.mss(),
+        window: 64240,
+        timeout,
+    };
     let mut link = CaptureLink::new(sender, Packets::Channel(&mut port.rx), route.src, None)?;
-    let mut result = None;
-    drive(
-        &mut machine,
-        &mut link,
-        &RealClock::new(),
-        &mut |e| {
-            if let PingEvent::Probe(r) = e {
-                result = Some(r);
-            }
-            Ok(())
-        },
-        &mut Interrupt::never(),
-    )
-    .await?;
+    // deadlines are on the capture (wall) clock: should it jump, the bound ends the probe
+    let bound = Some(timeout + Duration::from_secs(1));
+    let (result, ignored) =
+        crate::cmd::ping::one_syn(probe, port.port, SETTLE, bound, &mut link).await?;
     drop(link);
     drop(port);
-    Ok(syn_outcome(result, machine.ignored()))
+    Ok(syn_outcome(result, &ignored))
 }
 
 fn syn_outcome(
