@@ -10,6 +10,7 @@
 //! The library in one call: [`syn_ping`], [`scan()`](fn@scan) and
 //! [`dns_query`], each with options that have defaults.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
 mod api;
 pub mod cli;
