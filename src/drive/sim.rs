@@ -162,7 +162,8 @@ pub struct SimLink<P> {
 pub const TX_STAMP_DELAY: Duration = Duration::from_micros(5);
 
 impl<P: Peer> SimLink<P> {
-    /// A link to `peer` over `path` on `clock`; `seed` drives the path's randomness.
+    /// A link to `peer` over `path` on `clock`; `seed` seeds the link's
+    /// random numbers ([`Link::random`]).
     pub fn new(clock: &SimClock, peer: P, path: Path, seed: u64) -> SimLink<P> {
         SimLink {
             clock: clock.clone(),

@@ -807,7 +807,7 @@ pub struct BulkSummary {
     pub timed_by: TimedBy,
     /// Queries retried over TCP after a truncated UDP answer.
     pub tcp: u64,
-    /// Input lines that are not a valid name or type.
+    /// Input lines that are not a valid query (reported, not sent).
     pub bad_lines: u64,
     /// Answers by response code mnemonic (`NOERROR`, `NXDOMAIN`).
     pub rcodes: BTreeMap<String, u64>,
@@ -815,7 +815,7 @@ pub struct BulkSummary {
     pub rtts_decius: Vec<u32>,
     /// Wall time of the run.
     pub elapsed: Duration,
-    /// Packets sent, retries and TCP segments included.
+    /// UDP queries sent, retries included.
     pub sent_packets: u64,
     /// Stopped by SIGINT or SIGTERM before the input ended.
     pub interrupted: bool,

@@ -35,7 +35,7 @@ impl Us {
     pub fn from_ns(ns: u64) -> Us {
         Us(ns as f64 / 1e3)
     }
-    /// A span of `s` seconds (statistics kept as f64 seconds).
+    /// A span of `s` seconds.
     pub fn from_secs(s: f64) -> Us {
         Us(s * 1e6)
     }
@@ -150,7 +150,8 @@ pub struct Options {
     /// Kinds of options not understood.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<u8>,
-    /// An option's length ran past the header (omitted when false).
+    /// The option area ended in a malformed option, the rest ignored (omitted
+    /// when false).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub malformed: bool,
 }
@@ -221,9 +222,10 @@ pub enum MismatchOut {
         /// TTL of the later segment.
         later: u8,
     },
-    /// A later segment advertised a zero window.
+    /// The SYN-ACK offered a zero window, the later segments a non-zero one
+    /// (Linux SYNPROXY answers with window 0).
     ZeroWindow {
-        /// That segment's window.
+        /// The later segment's window.
         later: u16,
     },
     /// The SYN-ACK and later segments disagree on carrying timestamps.
@@ -233,7 +235,8 @@ pub enum MismatchOut {
         /// Whether the later segment did.
         later: bool,
     },
-    /// The TSval clock did not advance with the time between the segments.
+    /// The timestamp clock ran backwards or faster than 1 MHz between the
+    /// SYN-ACK and a later segment: another clock.
     TsClock {
         /// TSval of the SYN-ACK.
         syn_ack: u32,
@@ -249,7 +252,7 @@ pub enum MismatchOut {
         /// TTL of the host's other segments.
         host: u8,
     },
-    /// An RST's IP ID does not follow the host's IP ID sequence.
+    /// An RST whose IP ID is far from the host's counter.
     RstIpId {
         /// IP ID of the RST.
         rst: u16,

@@ -16,11 +16,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
-    /// At least one SYN-ACK.
+    /// The port should answer SYN-ACK.
     Open,
-    /// At least one RST.
+    /// The port should answer RST.
     Closed,
-    /// Silence or ICMP errors only.
+    /// The port should stay silent or answer with an ICMP error.
     Filtered,
 }
 
