@@ -844,10 +844,14 @@ pub struct DifferingLine {
 
 /// The bulk run's summary as JSON (`kind: summary`).
 #[derive(Debug, Serialize)]
-pub(crate) struct BulkSummaryOut<'a> {
+pub struct BulkSummaryOut<'a> {
+    /// The servers queried.
     pub servers: &'a [SocketAddr],
+    /// Input lines with a name (bad ones included).
     pub names: u64,
+    /// Queries sent: each name to each server.
     pub queries: u64,
+    /// Queries answered.
     pub answered: u64,
     /// Queries no answer came for (after the retries).
     pub no_response: u64,
@@ -861,17 +865,23 @@ pub(crate) struct BulkSummaryOut<'a> {
     pub timing: &'static str,
     /// `raw_capture` or `socket_timestamps`.
     pub timed_by: &'static str,
+    /// Queries retried over TCP after a truncated UDP answer.
     pub tcp_fallbacks: u64,
+    /// Input lines that are not a valid query (reported, not sent).
     pub bad_lines: u64,
+    /// Wall time of the run, µs.
     pub elapsed_us: Us,
     /// Answered queries per second.
     pub qps: f64,
+    /// UDP queries sent, retries included.
     pub packets_sent: u64,
     /// Statistics of `time_us` over the answered queries.
     pub time: Option<RttStats>,
     /// Answers by response code mnemonic.
     pub rcodes: &'a BTreeMap<String, u64>,
+    /// Captured packets not taken as answers, by reason (snake_case).
     pub ignored: BTreeMap<String, u64>,
+    /// Stopped by SIGINT or SIGTERM before the input ended.
     pub interrupted: bool,
     /// Queries sent and neither answered nor timed out when interrupted.
     pub in_flight: u64,
@@ -885,10 +895,12 @@ pub(crate) struct BulkSummaryOut<'a> {
 
 /// Queries refused by one ICMP error from one address.
 #[derive(Debug, Serialize)]
-pub(crate) struct RefusedCount {
+pub struct RefusedCount {
     /// `port_unreachable`, `admin_prohibited`, ...
     pub icmp: String,
+    /// The address the ICMP errors came from.
     pub from: IpAddr,
+    /// Queries refused so.
     pub count: u64,
 }
 
@@ -902,7 +914,8 @@ impl BulkSummary {
         RttStats::from_sorted_us(&v)
     }
 
-    pub(crate) fn out(&self, ignored: &BTreeMap<DnsIgnored, u64>) -> BulkSummaryOut<'_> {
+    /// The summary as JSON writes it, with the capture's ignored packets.
+    pub fn out(&self, ignored: &BTreeMap<DnsIgnored, u64>) -> BulkSummaryOut<'_> {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         BulkSummaryOut {
             servers: &self.servers,
@@ -1145,11 +1158,11 @@ mod tests {
             let text = String::from_utf8(out).unwrap();
             if format == DnsFormat::Json {
                 let doc: Value = serde_json::from_str(&text).unwrap();
-                crate::report::json::assert_schema("dns_document", &doc);
+                crate::json::assert_schema("dns_document", &doc);
                 assert_eq!(doc["results"][0]["checks"], serde_json::json!([]));
                 assert_eq!(doc["results"][1]["checks"].as_array().unwrap().len(), 1);
             } else {
-                crate::report::json::assert_schema_lines("dns_line", &text);
+                crate::json::assert_schema_lines("dns_line", &text);
             }
         }
     }
