@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
         window: 64240,
         tos: 0,
         ecn: true,
+        one_port: false,
     });
     // the ISN and port of the SYN in the captured fixtures
     p.probe(Timestamp(1), 1, 53190, SeqNumber(644410958), 1, 1);
