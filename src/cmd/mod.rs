@@ -139,6 +139,34 @@ impl Log {
     }
 }
 
+/// Notes on stderr that `capture`'s buffer overflowed, if it did: answers
+/// among the dropped packets count as loss (ping and path).
+pub(crate) fn note_capture_drops(capture: &crate::io::Capture) {
+    let drops = capture.drops();
+    if drops > 0 {
+        note!(
+            "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
+             answers among them are counted as loss"
+        );
+    }
+}
+
+/// Logs (with `-v`) the packets a machine ignored, by reason (ping and path).
+pub(crate) fn log_ignored(
+    log: Log,
+    ignored: &std::collections::BTreeMap<crate::probe::Ignored, u64>,
+) {
+    if !ignored.is_empty() {
+        log.debug(|| {
+            let parts: Vec<String> = ignored
+                .iter()
+                .map(|(k, v)| format!("{v} {}", k.name()))
+                .collect();
+            format!("ignored packets: {}", parts.join(", "))
+        });
+    }
+}
+
 /// What a SYN probe to `target` needs, opened before privileges are dropped:
 /// the route, a raw sender on it, and a capture of our SYNs leaving, the
 /// target's answers and ICMP errors about them (ping and path).

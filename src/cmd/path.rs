@@ -85,24 +85,9 @@ pub async fn run(
     .await?;
     drop(link);
     let interrupted = ended.interrupted;
-    let drops = capture.drops();
-    if drops > 0 {
-        note!(
-            "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
-             answers among them are counted as loss"
-        );
-    }
+    super::note_capture_drops(&capture);
     let result = prober.result();
-    if !result.ignored.is_empty() {
-        log.debug(|| {
-            let parts: Vec<String> = result
-                .ignored
-                .iter()
-                .map(|(k, v)| format!("{v} {}", k.name()))
-                .collect();
-            format!("ignored packets: {}", parts.join(", "))
-        });
-    }
+    super::log_ignored(log, &result.ignored);
     let target = PathTarget {
         host: s.host.clone(),
         address: s.target,

@@ -128,13 +128,7 @@ pub async fn run(
     )
     .await?;
     drop(link);
-    let drops = capture.drops();
-    if drops > 0 {
-        note!(
-            "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
-             answers among them are counted as loss"
-        );
-    }
+    super::note_capture_drops(&capture);
     if let Some(w) = pcap.as_mut() {
         w.flush()?;
     }
@@ -204,16 +198,7 @@ pub(crate) async fn session<L: Link, C: Clock>(
     }
     // probes still outstanding at an interrupt are not counted
     let summary = report.summary(machine.ignored(), clock.elapsed(), interrupted);
-    if !summary.ignored.is_empty() {
-        log.debug(|| {
-            let parts: Vec<String> = summary
-                .ignored
-                .iter()
-                .map(|(k, v)| format!("{v} {}", k.name()))
-                .collect();
-            format!("ignored packets: {}", parts.join(", "))
-        });
-    }
+    super::log_ignored(log, &summary.ignored);
     Ok(summary)
 }
 
