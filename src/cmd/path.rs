@@ -43,9 +43,10 @@ pub async fn run(
         sender,
         mut capture,
         filter: _,
-    } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
+    } = super::open_syn_path(s.target, s.send.interface.as_deref(), log)?;
     // --source-port: that port, held for the run (else one per probe)
-    let (mut pcap, fixed_port) = super::pcap_and_port(s.pcap.as_deref(), route.src, s.source_port)?;
+    let (mut pcap, fixed_port) =
+        super::pcap_and_port(s.pcap.as_deref(), route.src, s.send.source_port)?;
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,
@@ -53,7 +54,7 @@ pub async fn run(
         max_hops: s.max_hops,
         count: s.count,
         timeout: s.timeout,
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
         mss: route.mss(),
         window: 64240,
         tos: s.tos,

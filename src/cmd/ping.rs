@@ -26,9 +26,10 @@ pub async fn run(
         sender,
         mut capture,
         filter,
-    } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
+    } = super::open_syn_path(s.target, s.send.interface.as_deref(), log)?;
     // --source-port: that port, held for the run (else one per probe)
-    let (mut pcap, fixed_port) = super::pcap_and_port(s.pcap.as_deref(), route.src, s.source_port)?;
+    let (mut pcap, fixed_port) =
+        super::pcap_and_port(s.pcap.as_deref(), route.src, s.send.source_port)?;
     // --verify: a capture for the canary ports, and a rule (for the run) that
     // keeps the kernel from resetting the handshakes we complete from raw
     let (mut canary_capture, _rst_filter) = if s.verify {
@@ -62,7 +63,7 @@ pub async fn run(
         src: route.src,
         dst: s.target,
         ttl: s.ttl,
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
         mss: route.mss(),
         window: 64240,
         timeout: s.timeout,
@@ -72,7 +73,7 @@ pub async fn run(
         address: s.target,
         source: route.src,
         interface: route.interface.clone(),
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
     };
     let clock = RealClock::new();
     let mut interrupt = Interrupt::signals();
