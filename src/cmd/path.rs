@@ -43,10 +43,9 @@ pub async fn run(
         sender,
         mut capture,
         filter: _,
-    } = super::open_syn_path(s.target, s.send.interface.as_deref(), log)?;
-    // --source-port: that port, held for the run (else one per probe)
-    let (mut pcap, fixed_port) =
-        super::pcap_and_port(s.pcap.as_deref(), route.src, s.send.source_port)?;
+        mut pcap,
+        fixed_port,
+    } = super::open_syn_path(s.target, &s.send, s.pcap.as_deref(), log)?;
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,

@@ -26,10 +26,9 @@ pub async fn run(
         sender,
         mut capture,
         filter,
-    } = super::open_syn_path(s.target, s.send.interface.as_deref(), log)?;
-    // --source-port: that port, held for the run (else one per probe)
-    let (mut pcap, fixed_port) =
-        super::pcap_and_port(s.pcap.as_deref(), route.src, s.send.source_port)?;
+        mut pcap,
+        fixed_port,
+    } = super::open_syn_path(s.target, &s.send, s.pcap.as_deref(), log)?;
     // --verify: a capture for the canary ports, and a rule (for the run) that
     // keeps the kernel from resetting the handshakes we complete from raw
     let (mut canary_capture, _rst_filter) = if s.verify {

@@ -42,14 +42,7 @@ pub(crate) async fn one_trace(
     let dst = s.target;
     let port = PortReservation::reserve(route.src, s.send.source_port.unwrap_or(0))?;
     let local = SocketAddr::new(route.src, port.port);
-    let filter = FlowFilter {
-        local: route.src,
-        remote: Some(dst.ip()),
-        remote_port: Some(dst.port()),
-        local_ports: Some((port.port, port.port)),
-        protocol: Protocol::TCP,
-        outbound: true,
-    };
+    let filter = FlowFilter::flow(local, dst, Protocol::TCP);
     let mut capture = Capture::open(route.capture_ifindex(), &filter)?;
     let rst_filter = RstFilter::install(local, dst)?;
     log.debug(|| {
