@@ -563,6 +563,24 @@ mod tests {
     use super::*;
     use crate::wire::testutil::fixture;
 
+    #[test]
+    fn flow_is_one_flow_or_any_local_port() {
+        let remote: SocketAddr = "198.18.0.2:80".parse().unwrap();
+        let f = FlowFilter::flow("198.18.0.1:4000".parse().unwrap(), remote, 6);
+        assert_eq!(
+            (f.local, f.remote, f.remote_port, f.local_ports),
+            (
+                "198.18.0.1".parse::<IpAddr>().unwrap(),
+                Some(remote.ip()),
+                Some(80),
+                Some((4000, 4000))
+            )
+        );
+        assert!(f.outbound && f.protocol == 6);
+        let any = FlowFilter::flow("198.18.0.1:0".parse().unwrap(), remote, 17);
+        assert_eq!((any.local_ports, any.protocol), (None, 17));
+    }
+
     fn filter(local: &str, remote: &str, port: u16) -> Vec<Insn> {
         FlowFilter {
             local: local.parse().unwrap(),
