@@ -48,8 +48,8 @@ def reported(tool, path, probes):
         by_seq = {p[2]: i for i, p in enumerate(probes)}
         for l in lines:
             j = json.loads(l)
-            if j.get("type") == "probe" and "rtt_ns" in j and j["isn"] in by_seq:
-                out[by_seq[j["isn"]]] = j["rtt_ns"]
+            if j.get("kind") == "probe" and "rtt_us" in j and j["isn"] in by_seq:
+                out[by_seq[j["isn"]]] = round(j["rtt_us"] * 1000)
     elif tool == "hping3":
         # hping3 uses source port base + N for probe N and prints rtt in ms (0.1 ms steps)
         base = probes[0][1]

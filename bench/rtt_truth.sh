@@ -46,6 +46,6 @@ python3 - "$OUT/load.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
 r = s["rtt"] or {}
-print(f"sent {s['sent']}, answered {s['answered']}, open {s['open']}, elapsed {s['elapsed_ms']:.0f} ms, "
+print(f"sent {s['sent']}, answered {s['answered']}, open {s['open']}, elapsed {s['elapsed_us'] / 1000:.0f} ms, "
       f"rtt p50 {r.get('p50_us', 0):.1f} us, p99 {r.get('p99_us', 0):.1f} us, ignored {s['ignored']}")
 PY

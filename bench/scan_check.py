@@ -21,7 +21,7 @@ def synscope(path):
     got = {}
     for line in open(path):
         v = json.loads(line)
-        if v.get("type") == "result":
+        if v.get("kind") == "result":
             got[v["port"]] = (v["verdict"], v.get("reason"))
     return got
 
@@ -52,7 +52,7 @@ def masscan(path):
 def summary(path):
     for line in open(path):
         v = json.loads(line)
-        if v.get("type") == "summary":
+        if v.get("kind") == "summary":
             return v
     sys.exit(f"{path}: no summary line")
 
@@ -72,9 +72,9 @@ if tool == "many":
 got = {"synscope": synscope, "nmap": nmap, "masscan": masscan}[tool](path)
 opens = {p for p, (v, _) in got.items() if v == "open"}
 closed_ok = sum(1 for p in CLOSED if got.get(p, ("?",))[0] == "closed")
-drop_ok = sum(1 for p in DROP if got.get(p, ("?",))[0] in ("no-response", "filtered"))
+drop_ok = sum(1 for p in DROP if got.get(p, ("?",))[0] in ("no_response", "no-response", "filtered"))
 reject_ok = sum(1 for p in REJECT if got.get(p, ("?", None))[0] == "filtered"
-                and got[p][1] in ("admin-prohibited", "admin-prohib"))
+                and got[p][1] in ("admin_prohibited", "admin-prohibited", "admin-prohib"))
 line = (f"open {len(opens & OPEN)}/{len(OPEN)} (false {len(opens - OPEN)})  closed {closed_ok}/{len(CLOSED)}  "
         f"dropped {drop_ok}/{len(DROP)}  rejected {reject_ok}/{len(REJECT)}")
 if tool == "masscan":

@@ -22,6 +22,7 @@ const DRAIN_MAX: usize = 4096;
 
 /// Where a machine's reports go (a command's report writer, a test's list).
 pub trait Reporter<E> {
+    /// Takes one event; an error (e.g. stdout closed) ends the drive.
     fn report(&mut self, event: E) -> Result<(), CmdError>;
 }
 

@@ -8,6 +8,7 @@
 //! never panic and never run past its timeout.
 
 use serde_json::Value;
+mod common;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,7 +179,7 @@ fn ping_keeps_the_right_verdict_against_a_hostile_peer() {
     responder.join().unwrap();
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let doc: Value = serde_json::from_str(&out).unwrap();
+    let doc = common::schema::check_report(&out);
     for p in doc["probes"].as_array().unwrap() {
         assert_eq!(p["verdict"], "closed", "{p}");
     }
@@ -186,10 +187,10 @@ fn ping_keeps_the_right_verdict_against_a_hostile_peer() {
     // (other addresses and ports never reach the process: its BPF filter drops them)
     for why in [
         "malformed",
-        "wrong-ack",
+        "wrong_ack",
         "unexpected",
-        "icmp-other",
-        "no-probe",
+        "icmp_other",
+        "no_probe",
     ] {
         assert!(
             ignored[why].as_u64().unwrap_or(0) > 0,
@@ -222,14 +223,11 @@ fn scan_keeps_the_right_verdicts_against_a_hostile_peer() {
     responder.join().unwrap();
     assert_eq!(code, Some(0), "{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let lines: Vec<Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::schema::check_lines("scan", &out);
     let verdict = |port: u64| {
         let v: Vec<&Value> = lines
             .iter()
-            .filter(|l| l["type"] == "result" && l["port"] == port)
+            .filter(|l| l["kind"] == "result" && l["port"] == port)
             .collect();
         assert_eq!(v.len(), 1, "port {port}: {v:?}");
         v[0]["verdict"].as_str().unwrap().to_string()
@@ -237,9 +235,9 @@ fn scan_keeps_the_right_verdicts_against_a_hostile_peer() {
     assert_eq!(verdict(80), "open");
     assert_eq!(verdict(81), "closed");
     assert_eq!(verdict(7777), "closed");
-    assert_eq!(verdict(21), "no-response");
+    assert_eq!(verdict(21), "no_response");
     let ignored = &lines.last().unwrap()["ignored"];
-    for why in ["malformed", "wrong-ack", "no-probe"] {
+    for why in ["malformed", "wrong_ack", "no_probe"] {
         assert!(
             ignored[why].as_u64().unwrap_or(0) > 0,
             "{why} not counted: {ignored}"
@@ -341,9 +339,9 @@ fn dns_keeps_the_right_answer_against_a_hostile_server() {
     server.join().unwrap();
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    let doc: Value = serde_json::from_str(&out).unwrap();
+    let doc = common::schema::check_report(&out);
     let text = doc.to_string();
-    for why in ["wrong-id", "wrong-question", "malformed"] {
+    for why in ["wrong_id", "wrong_question", "malformed"] {
         assert!(
             text.contains(&format!("\"{why}\"")),
             "{why} not counted: {text}"
@@ -366,7 +364,7 @@ fn trace_sees_the_genuine_rst_through_the_garbage() {
     // refused by the genuine RST: status 1, and well within --timeout
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(took < Duration::from_secs(3), "{took:?}");
-    let doc: Value = serde_json::from_str(&out).unwrap();
+    let doc = common::schema::check_report(&out);
     let text = doc.to_string();
     assert!(text.to_lowercase().contains("refused"), "{text}");
 }

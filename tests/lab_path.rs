@@ -58,6 +58,9 @@ fn path_json(lab: &Lab, target: &str, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["path", target, "--json"];
     all.extend_from_slice(args);
     let out = synscope(lab, &all);
+    if out.stdout.starts_with(b"{") {
+        common::schema::check_document("path", &String::from_utf8_lossy(&out.stdout));
+    }
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{target}: not JSON ({e}): {}{}",
@@ -117,12 +120,12 @@ fn an_open_port_is_reached_at_the_right_distance_through_every_router() {
         assert_eq!(hops.len(), 4);
         for (h, r) in hops.iter().zip(&routers) {
             assert_eq!(h["addresses"][0], r.as_str(), "{h}");
-            assert_eq!(h["answer"], "time-exceeded");
+            assert_eq!(h["answer"], "time_exceeded");
             assert_eq!(h["answered"], 2);
             assert!(h["rtt"]["min_us"].as_f64().unwrap() > 0.0);
             assert_eq!(h["changes"].as_array().unwrap().len(), 0, "{h}");
         }
-        assert_eq!(hops[3]["answer"], "syn-ack");
+        assert_eq!(hops[3]["answer"], "syn_ack");
         assert_eq!(changes(&doc), vec![], "an untouched port shows no change");
         for p in hops.iter().flat_map(|h| h["probes"].as_array().unwrap()) {
             assert_eq!(p["kernel_stamped"], true, "{p}");
@@ -187,13 +190,13 @@ fn a_reject_is_named_with_its_hop_and_reason() {
         assert_eq!(code, 1, "{doc}");
         let o = &doc["outcome"];
         assert_eq!(o["result"], "rejected", "{doc}");
-        assert_eq!(o["reason"], "admin-prohibited");
+        assert_eq!(o["reason"], "admin_prohibited");
         // router 2 answers time-exceeded at TTL 2 and rejects from TTL 3: hop 2
         assert_eq!(o["hop"], 2);
         assert_eq!(o["address"], routers[1].as_str());
         assert_eq!(o["by_destination"], false);
         assert_eq!(doc["hops"].as_array().unwrap().len(), 3);
-        assert_eq!(doc["hops"][2]["answer"], "admin-prohibited");
+        assert_eq!(doc["hops"][2]["answer"], "admin_prohibited");
     }
     let out = synscope(&lab, &["path", &targets(111)[0].0]);
     common::assert_status(&out, 1);
@@ -245,7 +248,7 @@ fn dscp_ecn_and_ece_cwr_bleaching_show_where_they_happen() {
         for want in [
             (3, "dscp", "ef", "cs1"),
             (3, "ecn", "ect0", "not-ect"),
-            (3, "tcp-flags", "SEW", "S"),
+            (3, "tcp_flags", "SEW", "S"),
         ] {
             let w = (want.0, want.1.into(), want.2.into(), want.3.into());
             assert!(got.contains(&w), "{want:?} not in {got:?}");
@@ -285,7 +288,7 @@ fn stripped_options_are_named() {
         let fields: Vec<String> = changes(&doc).into_iter().map(|c| c.1).collect();
         assert_eq!(
             fields,
-            vec!["window-scale", "sack-permitted", "timestamps"],
+            vec!["window_scale", "sack_permitted", "timestamps"],
             "{doc}"
         );
         assert!(changes(&doc).iter().all(|c| c.0 == 3 && c.3 == "absent"));
@@ -343,7 +346,7 @@ fn rtts_are_the_kernel_stamps_tcpdump_sees() {
         .flat_map(|h| h["probes"].as_array().unwrap())
     {
         let isn = p["isn"].as_u64().unwrap() as u32;
-        let ours = p["rtt_ns"].as_u64().unwrap() as i64;
+        let ours = (p["rtt_us"].as_f64().unwrap() * 1e3).round() as i64;
         let wire = *rtt
             .get(&isn)
             .unwrap_or_else(|| panic!("{p} not in capture")) as i64;
@@ -492,7 +495,7 @@ fn one_source_port_and_a_pcap_as_in_ping() {
             assert_eq!(p["src_port"], 40123, "{p}");
             assert_eq!(p["kernel_stamped"], true, "{p}");
         }
-        assert_eq!(hops[3]["answer"], "syn-ack", "{doc}");
+        assert_eq!(hops[3]["answer"], "syn_ack", "{doc}");
         // the pcap holds our 8 SYNs and the 8 answers (ICMP and SYN-ACKs)
         let packets = common::read_pcap(&pcap);
         let syns = packets
@@ -527,7 +530,7 @@ fn port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop() {
         assert_eq!(doc["hops"][2]["addresses"][0], routers[2].as_str());
         assert_eq!(
             changes(&doc),
-            vec![(3, "dst-port".into(), "8083".into(), "8084".into())],
+            vec![(3, "dst_port".into(), "8083".into(), "8084".into())],
             "{target}"
         );
     }
@@ -544,7 +547,7 @@ fn port_ip_id_ttl_and_nat_rewrites_are_named_at_their_hop() {
     assert_eq!(c.len(), 1, "{doc}");
     assert_eq!(
         (c[0].0, c[0].1.as_str(), c[0].3.as_str()),
-        (3, "ip-id", "4242"),
+        (3, "ip_id", "4242"),
         "{doc}"
     );
     // 8086: router 2 sets the TTL to 64 after its own decrement: the server

@@ -22,6 +22,7 @@ fn ping(lab: &Lab, args: &[&str]) -> Output {
 }
 
 fn json_of(out: &Output) -> Value {
+    common::schema::check_document("ping", &String::from_utf8_lossy(&out.stdout));
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
@@ -31,9 +32,9 @@ const CASES: &[(u16, &str, Option<&str>)] = &[
     (80, "open", None),
     (443, "open", None),
     (81, "closed", None),
-    (21, "filtered", Some("no-answer")),
-    (111, "filtered", Some("admin-prohibited")),
-    (113, "filtered", Some("port-unreachable")),
+    (21, "filtered", Some("no_response")),
+    (111, "filtered", Some("admin_prohibited")),
+    (113, "filtered", Some("port_unreachable")),
 ];
 
 fn check_verdicts(server: &str) {
@@ -62,7 +63,7 @@ fn check_verdicts(server: &str) {
                 assert_eq!(p["flags"], "S.");
                 assert!(p["options"]["mss"].as_u64().is_some(), "{p}");
             }
-            if reason != Some("no-answer") {
+            if reason != Some("no_response") {
                 assert_eq!(p["rtt_source"], "kernel", "{p}");
                 assert!(p["rtt_us"].as_f64().unwrap() > 0.0);
             }
@@ -133,16 +134,11 @@ fn text_output_and_ndjson_stream() {
             "--bare-syn",
         ],
     );
-    let lines: Vec<Value> = out
-        .stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let lines = common::schema::check_lines("ping", &String::from_utf8_lossy(&out.stdout));
     assert_eq!(lines.len(), 3);
-    assert_eq!(lines[0]["type"], "probe");
+    assert_eq!(lines[0]["kind"], "probe");
     assert_eq!(lines[0]["verdict"], "closed");
-    assert_eq!(lines[2]["type"], "summary");
+    assert_eq!(lines[2]["kind"], "summary");
     assert_eq!(lines[2]["closed"], 2);
     assert_eq!(
         out.status.code(),
@@ -244,13 +240,12 @@ fn rtts_match_a_tcpdump_capture_of_the_same_packets() {
         }
     }
     let mut compared = 0;
-    for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let v: Value = serde_json::from_slice(line).unwrap();
-        if v["type"] != "probe" {
+    for v in common::schema::check_lines("ping", &String::from_utf8_lossy(&out.stdout)) {
+        if v["kind"] != "probe" {
             continue;
         }
         let isn = v["isn"].as_u64().unwrap() as u32;
-        let reported = v["rtt_ns"].as_u64().unwrap() as i64;
+        let reported = (v["rtt_us"].as_f64().unwrap() * 1e3).round() as i64;
         let wire = *truth
             .get(&isn)
             .unwrap_or_else(|| panic!("probe {isn} not in capture")) as i64;
@@ -291,7 +286,7 @@ fn sigint_prints_the_summary_so_far() {
     assert!(text.contains("rtt p50/p90/p99"), "{text}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("ignored packets:") && err.contains("own-traffic"),
+        err.contains("ignored packets:") && err.contains("own_traffic"),
         "{err}"
     );
 }
@@ -361,7 +356,7 @@ fn fast_ping_keeps_every_answer_tcpdump_saw() {
         assert_eq!(truth.len(), 20000, "tcpdump saw every SYN");
         let unanswered = truth.values().filter(|a| !**a).count();
         assert_eq!(
-            doc["summary"]["no_answer"].as_u64(),
+            doc["summary"]["no_response"].as_u64(),
             Some(unanswered as u64),
             "{host}:{port}: {}",
             doc["summary"]
@@ -372,7 +367,7 @@ fn fast_ping_keeps_every_answer_tcpdump_saw() {
                 p["isn"].as_u64().unwrap() as u32,
             );
             let answered = truth[&key];
-            assert_eq!(p["reason"] != "no-answer", answered, "{host}:{port}: {p}");
+            assert_eq!(p["reason"] != "no_response", answered, "{host}:{port}: {p}");
         }
         assert_eq!(unanswered, 0, "{host}:{port}: the peer answered every SYN");
     }
@@ -423,8 +418,8 @@ fn fixed_source_port_at_a_fast_interval_waits_and_says_so() {
     );
     common::assert_status(&out, 0);
     let doc = json_of(&out);
-    assert_eq!(doc["summary"]["no_answer"], 4, "{}", doc["summary"]);
-    assert!(doc["summary"]["elapsed_ms"].as_f64().unwrap() >= 200.0);
+    assert_eq!(doc["summary"]["no_response"], 4, "{}", doc["summary"]);
+    assert!(doc["summary"]["elapsed_us"].as_f64().unwrap() >= 200_000.0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("one at a time with a fixed --source-port")

@@ -46,17 +46,13 @@ fn scan(lab: &Lab, args: &[&str]) -> Output {
 
 fn ndjson(out: &Output) -> Vec<Value> {
     common::assert_status(out, 0);
-    out.stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect()
+    common::schema::check_lines("scan", &String::from_utf8_lossy(&out.stdout))
 }
 
 /// (host, port) → verdict of every result line; each pair at most once.
 fn verdicts(lines: &[Value]) -> BTreeMap<(String, u64), String> {
     let mut m = BTreeMap::new();
-    for v in lines.iter().filter(|v| v["type"] == "result") {
+    for v in lines.iter().filter(|v| v["kind"] == "result") {
         let key = (
             v["host"].as_str().unwrap().to_string(),
             v["port"].as_u64().unwrap(),
@@ -70,7 +66,7 @@ fn verdicts(lines: &[Value]) -> BTreeMap<(String, u64), String> {
 /// host → (state, reason) of every host line; each host at most once.
 fn hosts(lines: &[Value]) -> BTreeMap<String, (String, String)> {
     let mut m = BTreeMap::new();
-    for v in lines.iter().filter(|v| v["type"] == "host") {
+    for v in lines.iter().filter(|v| v["kind"] == "host") {
         let h = v["host"].as_str().unwrap().to_string();
         let s = (
             v["state"].as_str().unwrap().to_string(),
@@ -83,7 +79,7 @@ fn hosts(lines: &[Value]) -> BTreeMap<String, (String, String)> {
 
 fn summary(lines: &[Value]) -> &Value {
     let s = lines.last().unwrap();
-    assert_eq!(s["type"], "summary");
+    assert_eq!(s["kind"], "summary");
     s
 }
 
@@ -118,16 +114,16 @@ fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
     assert_eq!(h.len(), 253);
     for i in 2..=254u8 {
         let want = if UP.contains(&i) {
-            ("up", "arp-reply")
+            ("up", "arp_reply")
         } else {
-            ("down", "no ARP reply")
+            ("down", "no_reply")
         };
         let got = &h[&lan_v4(i).to_string()];
         assert_eq!((got.0.as_str(), got.1.as_str()), want, "198.18.200.{i}");
     }
     let up_line = lines
         .iter()
-        .find(|v| v["host"] == "198.18.200.77" && v["type"] == "host")
+        .find(|v| v["host"] == "198.18.200.77" && v["kind"] == "host")
         .unwrap();
     assert_eq!(up_line["mac"], "02:53:53:c8:00:4d");
     assert!(up_line["rtt_us"].as_f64().unwrap() > 0.0);
@@ -157,7 +153,7 @@ fn local_ipv4_subnet_up_hosts_probed_down_hosts_said_once() {
     }
     let s = summary(&lines);
     assert_eq!(s["skipped_addresses"], 2);
-    assert_eq!(s["discovery"]["method"], "ARP");
+    assert_eq!(s["discovery"]["method"], "arp");
     assert_eq!(s["discovery"]["up"], 3);
     assert_eq!(s["discovery"]["down"], 250);
     assert_eq!(s["send_errors"], 0);
@@ -197,9 +193,9 @@ fn local_ipv6_range_resolved_by_neighbor_solicitation() {
     assert_eq!(h.len(), 255);
     for i in (0..=255u8).filter(|i| *i != 1) {
         let want = if UP.contains(&i) {
-            ("up", "nd-reply")
+            ("up", "nd_reply")
         } else {
-            ("down", "no NDP reply")
+            ("down", "no_reply")
         };
         let got = &h[&lan_v6(i).to_string()];
         assert_eq!((got.0.as_str(), got.1.as_str()), want, "{}", lan_v6(i));
@@ -299,7 +295,7 @@ fn no_discovery_probes_every_address_and_says_no_host_state() {
     // a silent address: no answer, or our own kernel's host-unreachable once
     // its ARP gave up
     let silent = &v[&("198.18.200.9".into(), 80)];
-    assert!(silent == "no-response" || silent == "filtered", "{silent}");
+    assert!(silent == "no_response" || silent == "filtered", "{silent}");
 }
 
 /// One scan over loopback, the LAN and the second route: every target from
@@ -360,7 +356,7 @@ fn mixed_routes_each_target_from_its_own_source() {
     assert_eq!(v.len(), want.len(), "{v:?}");
     assert_eq!(
         hosts(&lines)["198.18.200.9"],
-        ("down".to_string(), "no ARP reply".to_string())
+        ("down".to_string(), "no_reply".to_string())
     );
     drop(lo);
 

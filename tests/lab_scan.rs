@@ -19,17 +19,13 @@ fn scan(lab: &Lab, args: &[&str]) -> Output {
 
 fn ndjson(out: &Output) -> Vec<Value> {
     common::assert_status(out, 0);
-    out.stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect()
+    common::schema::check_lines("scan", &String::from_utf8_lossy(&out.stdout))
 }
 
 /// (verdict, reason) of every port, from one scan's NDJSON.
 fn verdicts(lines: &[Value]) -> BTreeMap<u64, (String, Option<String>)> {
     let mut m = BTreeMap::new();
-    for v in lines.iter().filter(|v| v["type"] == "result") {
+    for v in lines.iter().filter(|v| v["kind"] == "result") {
         let port = v["port"].as_u64().unwrap();
         let prev = m.insert(
             port,
@@ -65,11 +61,11 @@ fn every_port_classified(target: &str) {
         let want: (&str, Option<&str>) = if spec.open.contains(&port) {
             ("open", None)
         } else if spec.dropped.contains(&port) {
-            ("no-response", None)
+            ("no_response", None)
         } else if spec.admin_prohibited.contains(&port) {
-            ("filtered", Some("admin-prohibited"))
+            ("filtered", Some("admin_prohibited"))
         } else if spec.port_unreachable.contains(&port) {
-            ("filtered", Some("port-unreachable"))
+            ("filtered", Some("port_unreachable"))
         } else {
             ("closed", None)
         };
@@ -77,7 +73,7 @@ fn every_port_classified(target: &str) {
         assert_eq!((v.as_str(), r.as_deref()), want, "port {port}");
     }
     let summary = lines.last().unwrap();
-    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["open"], 3);
     assert_eq!(summary["capture_drops"], 0);
 }
@@ -126,14 +122,14 @@ fn open_only_text_table() {
         !text.contains("closed ports not shown") && !text.contains("111/tcp"),
         "{text}"
     );
-    assert!(text.contains("scanned 1 hosts x 1000 ports"), "{text}");
+    assert!(text.contains("scanned 1 host x 1000 ports"), "{text}");
 }
 
 /// (host, port, verdict) of every result line.
 fn results(lines: &[Value]) -> Vec<(String, u64, String)> {
     lines
         .iter()
-        .filter(|v| v["type"] == "result")
+        .filter(|v| v["kind"] == "result")
         .map(|v| {
             (
                 v["host"].as_str().unwrap().to_string(),

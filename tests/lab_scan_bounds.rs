@@ -138,20 +138,15 @@ impl Scan {
 }
 
 fn ndjson_lines(path: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::schema::check_lines("scan", &std::fs::read_to_string(path).unwrap())
 }
 
 /// The results, and the summary (the last line).
 fn results_and_summary(lines: &[Value]) -> (Vec<&Value>, &Value) {
     let summary = lines.last().expect("no output at all");
-    assert_eq!(summary["type"], "summary", "{summary}");
+    assert_eq!(summary["kind"], "summary", "{summary}");
     (
-        lines.iter().filter(|v| v["type"] == "result").collect(),
+        lines.iter().filter(|v| v["kind"] == "result").collect(),
         summary,
     )
 }
@@ -201,7 +196,7 @@ fn a_scan_of_every_address_and_port_runs_in_bounded_memory_and_stops_on_sigint()
     let reserved = (1u64 << 24) + (1u64 << 29);
     assert_eq!(probes, ((1u64 << 32) - 255 - reserved) * 65535, "{summary}");
     // nothing unsent is reported, and every probe is accounted for once
-    assert!(results.iter().all(|r| r["verdict"] != "no-response"));
+    assert!(results.iter().all(|r| r["verdict"] != "no_response"));
     let count = |k: &str| summary[k].as_u64().unwrap();
     let sent = count("sent");
     assert!(sent > 1000, "{summary}");
@@ -281,7 +276,7 @@ fn an_interrupted_scan_lists_no_probe_it_did_not_send() {
     let count = |k: &str| summary[k].as_u64().unwrap();
     assert_eq!(summary["interrupted"], true);
     assert!(
-        results.iter().all(|r| r["verdict"] != "no-response"),
+        results.iter().all(|r| r["verdict"] != "no_response"),
         "{summary}"
     );
     assert_eq!(count("no_response"), 0);
@@ -427,13 +422,10 @@ fn targets_from_stdin_open_port_ranges_and_both_families_in_one_scan() {
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         common::assert_status(&out, 0);
-        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = common::schema::check_lines("scan", &String::from_utf8_lossy(&out.stdout));
         let mut got: Vec<(String, u64, String)> = lines
             .iter()
-            .filter(|v| v["type"] == "result")
+            .filter(|v| v["kind"] == "result")
             .map(|v| {
                 (
                     v["host"].as_str().unwrap().to_string(),
@@ -544,10 +536,7 @@ fn a_scan_in_many_small_blocks_classifies_every_port_once() {
         .output()
         .unwrap();
     common::assert_status(&out, 0);
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::schema::check_lines("scan", &String::from_utf8_lossy(&out.stdout));
     let (results, summary) = results_and_summary(&lines);
     let mut seen = std::collections::BTreeMap::new();
     for r in &results {
@@ -563,7 +552,7 @@ fn a_scan_in_many_small_blocks_classifies_every_port_once() {
         let want = if spec.open.contains(&port) {
             "open"
         } else if spec.dropped.contains(&port) {
-            "no-response"
+            "no_response"
         } else if spec.admin_prohibited.contains(&port) || spec.port_unreachable.contains(&port) {
             "filtered"
         } else {

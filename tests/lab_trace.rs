@@ -147,6 +147,12 @@ fn trace(lab: &Lab, args: &[&str]) -> Output {
 }
 
 fn json_of(out: &Output) -> Value {
+    if out
+        .stdout
+        .starts_with(b"{\"kind\":\"report\",\"command\":\"trace\"")
+    {
+        common::schema::check_document("trace", &String::from_utf8_lossy(&out.stdout));
+    }
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "bad JSON ({e}): {}\nstderr: {}",
@@ -193,13 +199,11 @@ fn source_port(run: &Value) -> u16 {
         .unwrap()
 }
 
-fn stage_ns(run: &Value, name: &str) -> Option<u64> {
-    run["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .and_then(|s| s["ns"].as_u64())
+/// A stage's duration in ns, by its id (`syn_synack`).
+fn stage_ns(run: &Value, id: &str) -> Option<u64> {
+    run["stages_us"][id]
+        .as_f64()
+        .map(|us| (us * 1e3).round() as u64)
 }
 
 /// Spawns a trace with `--json`; the child is the synscope process itself
@@ -264,26 +268,26 @@ fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
     common::assert_status(&out, 0);
     let doc = json_of(&out);
     let run = &doc["traces"][0];
-    assert_eq!(run["teardown"], "we-closed-first", "{run}");
+    assert_eq!(run["teardown"], "we_closed_first", "{run}");
     assert_eq!(
         states_of(run, "client"),
         [
-            "SYN_SENT",
-            "ESTABLISHED",
-            "FIN_WAIT_1",
-            "FIN_WAIT_2",
-            "TIME_WAIT",
-            "CLOSED"
+            "syn_sent",
+            "established",
+            "fin_wait_1",
+            "fin_wait_2",
+            "time_wait",
+            "closed"
         ]
     );
     assert_eq!(
         states_of(run, "server"),
         [
-            "SYN_RECV",
-            "ESTABLISHED",
-            "CLOSE_WAIT",
-            "LAST_ACK",
-            "CLOSED"
+            "syn_recv",
+            "established",
+            "close_wait",
+            "last_ack",
+            "closed"
         ]
     );
     let flags: Vec<&str> = run["segments"]
@@ -294,13 +298,13 @@ fn we_close_first_four_segments_server_close_wait_seen_by_ss() {
         .collect();
     assert_eq!(flags, ["S", "S.", ".", "F.", ".", "F.", "."]);
     // the server waited 600 ms in CLOSE_WAIT before its FIN
-    let fin_to_fin = stage_ns(run, "FIN → peer FIN").unwrap();
+    let fin_to_fin = stage_ns(run, "fin_peer_fin").unwrap();
     assert!(
         (600_000_000..900_000_000).contains(&fin_to_fin),
         "{fin_to_fin}"
     );
-    assert!(stage_ns(run, "FIN → ACK").unwrap() < 50_000_000);
-    let tw = stage_ns(run, "TIME_WAIT held").unwrap();
+    assert!(stage_ns(run, "fin_ack").unwrap() < 50_000_000);
+    let tw = stage_ns(run, "time_wait").unwrap();
     assert!((300_000_000..400_000_000).contains(&tw), "{tw}");
     // the server's socket is gone (it was LAST_ACK until our last ACK)
     let port = source_port(run);
@@ -322,32 +326,29 @@ fn peer_closes_first_banner_server_in_time_wait() {
     common::assert_status(&out, 0);
     let doc = json_of(&out);
     let run = &doc["traces"][0];
-    assert_eq!(run["teardown"], "peer-closed-first", "{run}");
+    assert_eq!(run["teardown"], "peer_closed_first", "{run}");
     assert_eq!(run["received_bytes"], 22);
     assert_eq!(
         states_of(run, "client"),
         [
-            "SYN_SENT",
-            "ESTABLISHED",
-            "CLOSE_WAIT",
-            "LAST_ACK",
-            "CLOSED"
+            "syn_sent",
+            "established",
+            "close_wait",
+            "last_ack",
+            "closed"
         ]
     );
     assert_eq!(
         states_of(run, "server"),
         [
-            "SYN_RECV",
-            "ESTABLISHED",
-            "FIN_WAIT_1",
-            "FIN_WAIT_2",
-            "TIME_WAIT"
+            "syn_recv",
+            "established",
+            "fin_wait_1",
+            "fin_wait_2",
+            "time_wait"
         ]
     );
-    assert!(
-        stage_ns(run, "ACK → first byte (server spoke first)").is_some(),
-        "{run}"
-    );
+    assert!(stage_ns(run, "ack_first_byte").is_some(), "{run}");
     // the server side holds TIME_WAIT (Linux: 60 s), as the trace says
     let port = source_port(run);
     let lines = ss_server(&lab, port);
@@ -368,7 +369,7 @@ fn server_resets_instead_of_closing() {
     // an RST is not the FIN close asked for (issue 9 §6): exit 1, and why
     common::assert_status(&out, 1);
     let run = &json_of(&out)["traces"][0];
-    assert_eq!(run["teardown"], "reset-by-peer", "{run}");
+    assert_eq!(run["teardown"], "reset_by_peer", "{run}");
     assert_eq!(run["succeeded"], false);
     assert_eq!(
         run["not_done"][0],
@@ -399,9 +400,9 @@ fn request_response_then_abort_with_rst() {
     );
     common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
-    assert_eq!(run["teardown"], "aborted-by-us", "{run}");
+    assert_eq!(run["teardown"], "aborted_by_us", "{run}");
     assert_eq!(run["received_bytes"], 7);
-    assert!(stage_ns(run, "request → first byte").is_some(), "{run}");
+    assert!(stage_ns(run, "request_first_byte").is_some(), "{run}");
     let last = run["segments"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (last["dir"].as_str(), last["flags"].as_str()),
@@ -578,7 +579,7 @@ fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
             s["ack"].as_u64().unwrap() as u32,
             s["len"].as_u64().unwrap() as u32,
         );
-        let at = s["at"].as_u64().unwrap();
+        let at: u64 = s["at_ns"].as_str().unwrap().parse().unwrap();
         let wire = index
             .iter()
             .filter(|(k, _)| *k == key)
@@ -612,9 +613,9 @@ fn every_segment_and_stage_time_matches_a_tcpdump_capture() {
     let our_fin = find("sent", "F.");
     let peer_fin = find("received", "F.");
     for (name, a, b) in [
-        ("SYN → SYN-ACK", syn, synack),
-        ("request → first byte", req, resp),
-        ("FIN → peer FIN", our_fin, peer_fin),
+        ("syn_synack", syn, synack),
+        ("request_first_byte", req, resp),
+        ("fin_peer_fin", our_fin, peer_fin),
     ] {
         let reported = stage_ns(run, name).unwrap();
         let wire = wire_at[b] - wire_at[a];
@@ -656,12 +657,12 @@ fn count_gives_per_stage_statistics_and_pcap_is_readable() {
     common::assert_status(&out, 0);
     let doc = json_of(&out);
     assert_eq!(doc["traces"].as_array().unwrap().len(), 4);
-    let st = &doc["stats"]["SYN → SYN-ACK"];
+    let st = &doc["stats"]["syn_synack"];
     assert_eq!(st["count"], 4);
     for k in ["min_us", "avg_us", "max_us", "p50_us", "p90_us", "p99_us"] {
         assert!(st[k].as_f64().unwrap() > 0.0, "{k}: {st}");
     }
-    assert_eq!(doc["stats"]["TIME_WAIT held"]["count"], 4);
+    assert_eq!(doc["stats"]["time_wait"]["count"], 4);
     // every packet of the four traces, readable by tcpdump
     let segments: usize = doc["traces"]
         .as_array()
@@ -757,7 +758,7 @@ fn retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack() {
     common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
     assert!(
-        states_of(run, "server").contains(&"LAST_ACK".to_string()),
+        states_of(run, "server").contains(&"last_ack".to_string()),
         "{run}"
     );
     let segs = run["segments"].as_array().unwrap();
@@ -772,7 +773,7 @@ fn retransmitted_fin_is_answered_in_time_wait_while_server_sits_in_last_ack() {
         "the server retransmitted its FIN: {run}"
     );
     for i in dup_fins {
-        assert_eq!(segs[i]["client_state"], "TIME_WAIT");
+        assert_eq!(segs[i]["client_state"], "time_wait");
         let next = &segs[i + 1];
         assert_eq!(
             (next["dir"].as_str(), next["flags"].as_str()),
@@ -811,10 +812,10 @@ fn half_open_records_the_synack_retransmission_schedule() {
     let out = child.wait_with_output().unwrap();
     common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
-    assert_eq!(run["teardown"], "half-open");
+    assert_eq!(run["teardown"], "half_open");
     let h = &run["half_open"];
-    assert_eq!(h["server_kept"], "half-open-state", "{h}");
-    let iv: Vec<f64> = h["intervals_ms"]
+    assert_eq!(h["server_kept"], "half_open_state", "{h}");
+    let iv: Vec<f64> = h["intervals_us"]
         .as_array()
         .unwrap()
         .iter()
@@ -823,7 +824,7 @@ fn half_open_records_the_synack_retransmission_schedule() {
     // Linux: first retransmission after 1 s, then 2 s
     assert!(iv.len() >= 2, "{h}");
     assert!(
-        (900.0..1300.0).contains(&iv[0]) && (1800.0..2500.0).contains(&iv[1]),
+        (900e3..1300e3).contains(&iv[0]) && (1800e3..2500e3).contains(&iv[1]),
         "{h}"
     );
     // no ACK was ever sent; the RST cleaned up the server's request socket
@@ -865,7 +866,7 @@ fn half_open_recognises_syn_cookies() {
     common::assert_status(&out, 0);
     let run = &json_of(&out)["traces"][0];
     let h = &run["half_open"];
-    assert_eq!(h["server_kept"], "syn-cookies", "{h}");
+    assert_eq!(h["server_kept"], "syn_cookies", "{h}");
     assert_eq!(h["retransmissions"], 0);
 }
 

@@ -24,6 +24,9 @@ fn synscope(lab: &Lab, args: &[&str]) -> Output {
 }
 
 fn json(out: &Output) -> Value {
+    if out.stdout.starts_with(b"{") {
+        common::schema::check_report(&String::from_utf8_lossy(&out.stdout));
+    }
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "not JSON ({e}): {}{}",
@@ -76,11 +79,11 @@ fn trace_names_the_syn_proxy_and_leaves_the_real_server_plain() {
     );
     let doc = json(&out);
     let v = &doc["traces"][0]["verification"];
-    assert_eq!(v["result"], "syn-proxy", "{v}");
+    assert_eq!(v["result"], "syn_proxy", "{v}");
     assert_eq!(v["evidence"][0]["field"], "ttl", "{v}");
     assert_eq!(v["evidence"][0]["syn_ack"], 62, "{v}");
     assert_eq!(v["evidence"][0]["later"], 61, "{v}");
-    assert_eq!(v["evidence"][1]["field"], "zero-window", "{v}");
+    assert_eq!(v["evidence"][1]["field"], "zero_window", "{v}");
     assert_eq!(v["syn_ack"]["window"], 0, "{v}");
 
     // the server itself, v4 and v6: verified, no alarm
@@ -179,7 +182,7 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
     let doc = json(&ping(&proxied, &["--json"]));
     let c = &doc["probes"][0]["check"];
     assert_eq!(c["check"], "handshake", "{c}");
-    assert_eq!(c["result"], "syn-proxy", "{c}");
+    assert_eq!(c["result"], "syn_proxy", "{c}");
     assert_eq!(c["evidence"][0]["field"], "ttl", "{c}");
     assert_eq!(c["evidence"][0]["syn_ack"], 62, "{c}");
     assert_eq!(c["evidence"][0]["later"], 61, "{c}");
@@ -271,7 +274,7 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
         "{doc}"
     );
     assert_eq!(doc["summary"]["open"], 0, "{doc}");
-    assert_eq!(doc["probes"][0]["verdict"], "answers-every-port", "{doc}");
+    assert_eq!(doc["probes"][0]["verdict"], "answers_every_port", "{doc}");
     let out = ping(&t, &["--ndjson"]);
     let first: Value = serde_json::from_str(
         String::from_utf8_lossy(&out.stdout)
@@ -280,7 +283,7 @@ fn ping_verify_names_the_syn_proxy_the_tarpit_and_nothing_else() {
             .unwrap_or(""),
     )
     .expect("an NDJSON line");
-    assert_eq!(first["type"], "canaries", "{first}");
+    assert_eq!(first["kind"], "canaries", "{first}");
     assert_eq!(first["answers_every_port"], true, "{first}");
     let t6 = format!("[{}]:443", tarpit.v6);
     let out = ping(&t6, &[]);
@@ -322,8 +325,8 @@ fn ping_verify_tells_an_rst_injected_on_the_way_from_the_hosts_own() {
     );
     let doc = json(&out);
     let c = &doc["probes"][0]["check"];
-    assert_eq!(c["check"], "suspect-rst", "{c}");
-    assert_eq!(c["evidence"][0]["field"], "rst-ttl", "{c}");
+    assert_eq!(c["check"], "suspect_rst", "{c}");
+    assert_eq!(c["evidence"][0]["field"], "rst_ttl", "{c}");
     assert_eq!(c["evidence"][0]["rst"], 62, "{c}");
     assert_eq!(c["evidence"][0]["host"], 61, "{c}");
     assert_eq!(doc["summary"]["verify"]["suspect_rst"], 1, "{doc}");
@@ -360,10 +363,7 @@ fn scan(lab: &Lab, tarpit: &routed::Tarpit, format: &str, extra: &[&str]) -> Out
 
 /// NDJSON lines of a scan's output.
 fn lines(out: &Output) -> Vec<Value> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+    common::schema::check_lines("scan", &String::from_utf8_lossy(&out.stdout))
 }
 
 #[test]
@@ -431,7 +431,7 @@ fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
     let c = &proxied["check"];
     assert_eq!(
         (c["check"].as_str(), c["result"].as_str()),
-        (Some("handshake"), Some("syn-proxy")),
+        (Some("handshake"), Some("syn_proxy")),
         "{c}"
     );
     assert_eq!(c["evidence"][0]["field"], "ttl", "{c}");
@@ -446,7 +446,7 @@ fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
     let t = tarpit.v4.to_string();
     let every: Vec<&Value> = all
         .iter()
-        .filter(|l| l["state"] == "answers-every-port")
+        .filter(|l| l["state"] == "answers_every_port")
         .collect();
     assert_eq!(every.len(), 1, "{all:?}");
     assert_eq!(every[0]["host"], t.as_str());
@@ -457,7 +457,7 @@ fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
         "{all:?}"
     );
     let sum = all.last().expect("a summary");
-    assert_eq!(sum["type"], "summary");
+    assert_eq!(sum["kind"], "summary");
     assert_eq!(sum["open"], 5, "{sum}");
     assert_eq!(sum["verify"]["answers_every_port_hosts"], 1, "{sum}");
     assert_eq!(sum["verify"]["answers_every_port_pairs"], 6, "{sum}");
@@ -496,7 +496,7 @@ fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
     );
     assert_eq!(
         r.iter()
-            .filter(|l| l["state"] == "answers-every-port" && l["host"] == t6.as_str())
+            .filter(|l| l["state"] == "answers_every_port" && l["host"] == t6.as_str())
             .count(),
         1,
         "{doc}"
@@ -548,7 +548,7 @@ fn scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere() {
         !text.contains("7777/tcp"),
         "7777's RST is the host's: {text}"
     );
-    assert!(text.contains("1 closed ports not shown (rst)"), "{text}");
+    assert!(text.contains("1 closed port not shown (rst)"), "{text}");
     assert!(text.contains("1 suspect RST"), "{text}");
     assert!(!text.contains("(tarpit/proxy)"), "{text}");
     let out = synscope(
@@ -569,8 +569,8 @@ fn scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere() {
     let all = lines(&out);
     let l = all.iter().find(|l| l["port"] == 7778).expect("7778");
     assert_eq!(l["verdict"], "closed", "{l}");
-    assert_eq!(l["check"]["check"], "suspect-rst", "{l}");
-    assert_eq!(l["check"]["evidence"][0]["field"], "rst-ttl", "{l}");
+    assert_eq!(l["check"]["check"], "suspect_rst", "{l}");
+    assert_eq!(l["check"]["evidence"][0]["field"], "rst_ttl", "{l}");
     assert_eq!(all.last().unwrap()["verify"]["suspect_rst"], 1);
 }
 

@@ -134,8 +134,9 @@ fn sigterm_stops_a_scan_with_the_results_so_far() {
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     common::assert_status(&out, 1);
     let text = String::from_utf8_lossy(&out.stdout);
-    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["type"], "summary");
+    let lines = common::schema::check_lines("scan", &text);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["kind"], "summary");
     assert_eq!(summary["interrupted"], true);
     assert!(summary["sent"].as_u64().unwrap() < 65535);
 }

@@ -144,6 +144,12 @@ fn trace(lab: &Lab, args: &[&str]) -> (Output, Duration) {
 }
 
 fn json_of(out: &Output) -> Value {
+    if out
+        .stdout
+        .starts_with(b"{\"kind\":\"report\",\"command\":\"trace\"")
+    {
+        common::schema::check_document("trace", &String::from_utf8_lossy(&out.stdout));
+    }
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "bad JSON ({e}): {}\nstderr: {}",
@@ -209,7 +215,7 @@ fn zero_window_peer_request_never_acknowledged_exits_1_and_says_so() {
     r.join().unwrap();
     common::assert_status(&out, 1);
     let run = &json_of(&out)["traces"][0];
-    assert_eq!(run["teardown"], "gave-up", "{run}");
+    assert_eq!(run["teardown"], "gave_up", "{run}");
     assert_eq!(run["succeeded"], false);
     assert_eq!(
         not_done(run),
@@ -223,7 +229,7 @@ fn zero_window_peer_request_never_acknowledged_exits_1_and_says_so() {
     let segs = run["segments"].as_array().unwrap();
     let probes = segs
         .iter()
-        .filter(|e| e["dir"] == "sent" && e["len"] == 1 && e["note"] == "window-probe")
+        .filter(|e| e["dir"] == "sent" && e["len"] == 1 && e["note"] == "window_probe")
         .count();
     assert_eq!(probes, 2, "{run}");
     assert!(
@@ -288,7 +294,7 @@ fn zero_window_from_a_real_kernel() {
     drop(listener);
     common::assert_status(&out, 1);
     let run = &json_of(&out)["traces"][0];
-    assert_eq!(run["teardown"], "gave-up", "{run}");
+    assert_eq!(run["teardown"], "gave_up", "{run}");
     let nd = not_done(run);
     assert!(
         nd[0].starts_with("request not acknowledged: ")
@@ -333,7 +339,7 @@ fn out_of_window_rst_is_ignored_and_the_trace_fails_truthfully() {
     r.join().unwrap();
     common::assert_status(&out, 1);
     let run = &json_of(&out)["traces"][0];
-    assert_eq!(run["teardown"], "gave-up", "{run}");
+    assert_eq!(run["teardown"], "gave_up", "{run}");
     let nd = not_done(run);
     assert_eq!(nd[0], "request not acknowledged: 0 of 2 bytes", "{nd:?}");
     assert!(nd[1].starts_with("no orderly close with FINs"), "{nd:?}");
@@ -366,7 +372,7 @@ fn icmp_errors_end_a_trace_at_once_with_the_reason() {
         assert!(took < Duration::from_secs(3), "{target}: {took:?}");
         let run = &json_of(&out)["traces"][0];
         assert_eq!(run["teardown"], "unreachable", "{run}");
-        assert_eq!(run["icmp"]["reason"], reason, "{run}");
+        assert_eq!(run["icmp"]["reason"], reason.replace('-', "_"), "{run}");
         let segs = run["segments"].as_array().unwrap();
         assert_eq!(segs.len(), 2, "one SYN, one ICMP error: {run}");
         assert!(
@@ -424,8 +430,8 @@ fn assert_closed_after_last_segment(run: &Value) {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["side"] == "client" && s["state"] == "CLOSED")
-        .map(|s| s["at"].as_u64().unwrap())
+        .filter(|s| s["side"] == "client" && s["state"] == "closed")
+        .map(|s| s["at_ns"].as_str().unwrap().parse::<u64>().unwrap())
         .next_back()
         .unwrap();
     let last = run["segments"]
@@ -433,7 +439,7 @@ fn assert_closed_after_last_segment(run: &Value) {
         .unwrap()
         .iter()
         .filter(|e| e["note"] != "ignored")
-        .map(|e| e["at"].as_u64().unwrap())
+        .map(|e| e["at_ns"].as_str().unwrap().parse::<u64>().unwrap())
         .max()
         .unwrap();
     assert!(
@@ -488,7 +494,7 @@ fn ladder_never_goes_backwards_and_closed_comes_last() {
     server.join().unwrap();
     common::assert_status(&out, 0);
     for run in json_of(&out)["traces"].as_array().unwrap() {
-        assert_eq!(run["teardown"], "peer-closed-first", "{run}");
+        assert_eq!(run["teardown"], "peer_closed_first", "{run}");
         assert_monotone(run);
         assert_closed_after_last_segment(run);
     }
@@ -509,7 +515,7 @@ fn ladder_never_goes_backwards_and_closed_comes_last() {
     );
     common::assert_status(&out, 0);
     for run in json_of(&out)["traces"].as_array().unwrap() {
-        assert_eq!(run["teardown"], "aborted-by-us", "{run}");
+        assert_eq!(run["teardown"], "aborted_by_us", "{run}");
         assert_eq!(
             run["result"],
             "complete: handshake, aborted with our RST as asked"

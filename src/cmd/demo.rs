@@ -568,13 +568,13 @@ fn remove_kept() -> Result<bool, CmdError> {
         if kept.file().exists() {
             kept.remove();
         }
-        eprintln!(
+        note!(
             "synscope demo: removed the kept lab ({})",
             kept.namespaces.join(", ")
         );
     }
     if found == 0 {
-        eprintln!("synscope demo: no kept lab to remove");
+        note!("synscope demo: no kept lab to remove");
     }
     Ok(true)
 }

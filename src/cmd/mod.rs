@@ -87,6 +87,7 @@ impl<'a> Interrupt<'a> {
     pub fn never() -> Interrupt<'static> {
         Interrupt::when(std::future::pending())
     }
+    /// The interrupt has come (seen by [`Interrupt::wait`]).
     pub fn fired(&self) -> bool {
         self.fired
     }
@@ -151,16 +152,18 @@ pub(crate) fn note_capture_drops(capture: &crate::io::Capture) {
     }
 }
 
-/// Logs (with `-v`) the packets a machine ignored, by reason (ping and path).
-pub(crate) fn log_ignored(
+/// Logs (with `-v`) the packets a machine ignored, by reason (`name`d)
+/// (ping and path).
+pub(crate) fn log_ignored<K>(
     log: Log,
-    ignored: &std::collections::BTreeMap<crate::probe::Ignored, u64>,
+    ignored: &std::collections::BTreeMap<K, u64>,
+    name: impl Fn(&K) -> &str,
 ) {
     if !ignored.is_empty() {
         log.debug(|| {
             let parts: Vec<String> = ignored
                 .iter()
-                .map(|(k, v)| format!("{v} {}", k.name()))
+                .map(|(k, v)| format!("{v} {}", name(k)))
                 .collect();
             format!("ignored packets: {}", parts.join(", "))
         });

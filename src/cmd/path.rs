@@ -87,7 +87,7 @@ pub async fn run(
     let interrupted = ended.interrupted;
     super::note_capture_drops(&capture);
     let result = prober.result();
-    super::log_ignored(log, &result.ignored);
+    super::log_ignored(log, &result.ignored, |k| k.name());
     let target = PathTarget {
         host: s.host.clone(),
         address: s.target,

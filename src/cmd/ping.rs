@@ -198,7 +198,7 @@ pub(crate) async fn session<L: Link, C: Clock>(
     }
     // probes still outstanding at an interrupt are not counted
     let summary = report.summary(machine.ignored(), clock.elapsed(), interrupted);
-    super::log_ignored(log, &summary.ignored);
+    super::log_ignored(log, &summary.ignored, String::as_str);
     Ok(summary)
 }
 

@@ -606,6 +606,7 @@ fn send_blocks<W: std::io::Write + Send>(
                 round,
                 rate_per_lane: s.rate as f64 / b.lanes as f64,
                 auto: s.auto_rate.is_some(),
+                min_rate: s.auto_rate.map_or(0, |(min, _)| min) as f64,
             };
             let outcomes: Vec<Result<LaneStats, IoError>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = (1..b.lanes)
@@ -926,6 +927,8 @@ struct Pass<'a> {
     rate_per_lane: f64,
     /// Follow rate control (else: the fixed rate).
     auto: bool,
+    /// --min-rate: a slowed-down retry round does not go below it.
+    min_rate: f64,
 }
 
 #[derive(Default)]
@@ -953,7 +956,10 @@ impl Pass<'_> {
         // final verdicts
         let scale = 0.5f64.powi(self.round.min(8) as i32);
         let mut pacer = if self.auto {
-            Pacer::new(lock(&b.shared.ctl).rate() * scale / lanes, Instant::now())
+            Pacer::new(
+                (lock(&b.shared.ctl).rate() * scale).max(self.min_rate) / lanes,
+                Instant::now(),
+            )
         } else {
             Pacer::new(self.rate_per_lane, Instant::now())
         };
@@ -1029,7 +1035,7 @@ impl Pass<'_> {
                 if out.stalls > 0 && self.auto {
                     ctl.on_backpressure(now, pacer.rate() * lanes);
                 }
-                let want = ctl.rate() * scale / lanes;
+                let want = (ctl.rate() * scale).max(self.min_rate) / lanes;
                 drop(ctl);
                 if self.auto && (want - pacer.target()).abs() > 0.01 * pacer.target() {
                     pacer.retarget(want, st.sent, Instant::now());

@@ -196,8 +196,7 @@ pub async fn run(
     }
     match s.format {
         OutputFormat::Json | OutputFormat::Ndjson => {
-            let doc = rep::json_document(&target, &runs, was_interrupted);
-            writeln!(out, "{doc}")?;
+            rep::write_json(out, &target, &runs, was_interrupted)?;
         }
         OutputFormat::Text => {
             if runs.len() > 1 {

@@ -129,7 +129,7 @@ fn ping_on_a_clean_path_counts_every_answer_with_the_path_rtt() {
         None,
     );
     let s = &p.summary;
-    assert_eq!((s.sent, s.answered, s.open, s.no_answer), (5, 5, 5, 0));
+    assert_eq!((s.sent, s.answered, s.open, s.no_response), (5, 5, 5, 0));
     // 10 ms there, 20 µs to answer, 10 ms back, from the kernel's send stamp
     assert_eq!(rtt_ms(s), (20.02, 20.02));
     assert_eq!(status::of(s.expectation_met), status::OK);
@@ -156,7 +156,7 @@ fn ping_counts_lost_answers_as_loss_not_as_failure() {
         None,
     );
     let s = &p.summary;
-    assert_eq!((s.sent, s.answered, s.no_answer), (5, 3, 2));
+    assert_eq!((s.sent, s.answered, s.no_response), (5, 3, 2));
     assert_eq!(s.loss_percent, 40.0);
     assert_eq!(status::of(s.expectation_met), status::OK);
     assert_eq!(p.link.held(), 0);
@@ -170,7 +170,7 @@ fn duplicated_answers_are_counted_once() {
     });
     let p = ping(81, SynPeer::new(&[]), path, Some(4), Expect::Closed, None);
     let s = &p.summary;
-    assert_eq!((s.sent, s.answered, s.closed, s.no_answer), (4, 4, 4, 0));
+    assert_eq!((s.sent, s.answered, s.closed, s.no_response), (4, 4, 4, 0));
     assert_eq!(rtt_ms(s), (10.02, 10.02), "the first copy times the probe");
     assert_eq!(status::of(s.expectation_met), status::OK);
 }
@@ -193,7 +193,7 @@ fn reordered_and_late_answers_each_time_their_own_probe() {
         None,
     );
     let s = &p.summary;
-    assert_eq!((s.sent, s.open, s.no_answer), (5, 4, 1));
+    assert_eq!((s.sent, s.open, s.no_response), (5, 4, 1));
     assert_eq!(rtt_ms(s), (50.02, 350.02));
     let probe_lines: Vec<&str> = p.text.lines().filter(|l| l.contains("seq=")).collect();
     assert_eq!(probe_lines.len(), 5, "{}", p.text);
@@ -212,7 +212,7 @@ fn a_random_lossy_path_keeps_the_books_balanced() {
         );
         let s = &p.summary;
         assert_eq!(s.sent, 20);
-        assert_eq!(s.answered + s.no_answer, 20, "seed {seed}");
+        assert_eq!(s.answered + s.no_response, 20, "seed {seed}");
         assert!(
             s.answered > 0 && s.answered < 20,
             "seed {seed}: {}",

@@ -20,6 +20,7 @@ pub struct RealClock {
 }
 
 impl RealClock {
+    /// A clock whose monotonic origin is now.
     pub fn new() -> RealClock {
         RealClock {
             started: Instant::now(),

@@ -24,6 +24,7 @@ pub trait Link {
     fn try_recv(&mut self) -> Result<Option<Captured>, IoError>;
     /// Holds a local source port until [`Link::release_port`].
     fn reserve_port(&mut self) -> Result<u16, IoError>;
+    /// Gives back a port from [`Link::reserve_port`].
     fn release_port(&mut self, port: u16);
     /// Randomness for ISNs and IP identifiers.
     fn random(&mut self) -> u32;
@@ -32,7 +33,9 @@ pub trait Link {
 /// Where a [`CaptureLink`] reads: a capture of its own, or a channel fed by a
 /// capture shared with other flows (the exporter's dispatcher).
 pub enum Packets<'a> {
+    /// A capture of the link's own.
     Capture(&'a mut Capture),
+    /// The packets a shared capture routes to this flow.
     Channel(&'a mut tokio::sync::mpsc::Receiver<Captured>),
 }
 

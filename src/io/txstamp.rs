@@ -42,12 +42,16 @@ pub fn enable(fd: RawFd, rx: bool, rcvbuf: usize) -> Result<(), IoError> {
 /// Returns how many were read.
 pub fn drain(fd: RawFd, out: &mut Vec<(u32, Timestamp)>) -> Result<usize, IoError> {
     let mut total = 0;
-    let mut control = [[0u64; CONTROL / 8]; BATCH];
+    // written by the kernel before it is read (up to each msg_controllen):
+    // not zeroed on every call, which would cost more than the call itself
+    // when the queue holds a few stamps
+    let mut control = [std::mem::MaybeUninit::<[u64; CONTROL / 8]>::uninit(); BATCH];
     let mut dummy = [0u8; 1];
     loop {
         // SAFETY: zeroed iovec/mmsghdr are valid; each header points at the one
         // live byte of `dummy` and at its own live control buffer of the stated
-        // size; the CMSG walk stays within msg_controllen as the kernel set it.
+        // size (uninitialised: the kernel only writes it); the CMSG walk stays
+        // within msg_controllen as the kernel set it, bytes the kernel wrote.
         let n = unsafe {
             let mut iov = libc::iovec {
                 iov_base: dummy.as_mut_ptr() as *mut libc::c_void,

@@ -1,13 +1,15 @@
 //! `synscope dns` output: kdig-like sections, `--short`, JSON/NDJSON, the
 //! checks for scripts, the comparison of several servers, the bulk summary.
 
+use super::RttStats;
 use super::dns_options::{DnsChecks, DnsFormat};
-use super::micros;
-use super::stats::percentile;
+use super::json::{Kinded, Us, kinded, snake};
+use super::plural;
 use crate::probe::dns::{DnsIgnored, Refusal};
 use crate::probe::syn::RttSource;
 use crate::wire::dns::{RRSIG, RecordRepr, ReplyRepr, opcode_name, rcode_name, rrsig_covers};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -295,7 +297,7 @@ pub fn differences(results: &[DnsResult]) -> Vec<String> {
 }
 
 fn us(d: Duration) -> String {
-    format!("{:.1} µs", micros(d))
+    super::human(d)
 }
 
 fn server_text(s: SocketAddr) -> String {
@@ -379,11 +381,11 @@ pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
             ),
             None => writeln!(
                 out,
-                ";; no answer from {}(UDP) for {} {} after {} attempt(s)",
+                ";; no answer from {}(UDP) for {} {} after {}",
                 server_text(r.server),
                 r.name,
                 r.qtype,
-                r.attempts
+                plural(u64::from(r.attempts), "attempt")
             ),
         };
     };
@@ -426,12 +428,11 @@ pub fn result_text(out: &mut impl Write, r: &DnsResult) -> std::io::Result<()> {
     writeln!(out, "\n;; Received {} B", udp.reply.size)?;
     writeln!(
         out,
-        ";; From {}(UDP) in {} ({} timestamps, {} attempt{}; timed by: {})",
+        ";; From {}(UDP) in {} ({} timestamps, {}; timed by: {})",
         server_text(r.server),
         us(udp.rtt),
         source_name(udp.rtt_source),
-        udp.attempts,
-        if udp.attempts == 1 { "" } else { "s" },
+        plural(u64::from(udp.attempts), "attempt"),
         r.timed_by.name()
     )
 }
@@ -443,63 +444,232 @@ fn source_name(s: RttSource) -> &'static str {
     }
 }
 
-fn records_json(rs: &[RecordRepr]) -> Value {
-    serde_json::to_value(rs).unwrap_or(Value::Null)
+/// One resource record.
+#[derive(Debug, Serialize)]
+pub struct RecordOut<'a> {
+    pub name: &'a str,
+    pub ttl: u32,
+    pub class: &'a str,
+    /// The record type's mnemonic (`A`, `AAAA`, `MX`).
+    #[serde(rename = "type")]
+    pub rtype: &'a str,
+    pub data: &'a str,
 }
 
-fn reply_json(r: &ReplyRepr) -> Value {
-    json!({
-        "id": r.id,
-        "opcode": opcode_name(r.opcode),
-        "status": rcode_name(r.rcode),
-        "flags": r.flags,
-        "question": r.question.as_ref().map(|q| json!({
-            "name": q.name.to_ascii(),
-            "type": crate::wire::dns::type_name(q.qtype),
-        })),
-        "answer": records_json(&r.answer),
-        "authority": records_json(&r.authority),
-        "additional": records_json(&r.additional),
-        "edns": r.edns,
-        "size": r.size,
-    })
+fn records(rs: &[RecordRepr]) -> Vec<RecordOut<'_>> {
+    rs.iter()
+        .map(|r| RecordOut {
+            name: &r.name,
+            ttl: r.ttl,
+            class: &r.class,
+            rtype: &r.rtype,
+            data: &r.data,
+        })
+        .collect()
 }
 
-/// One result as a JSON object.
-pub fn result_json(r: &DnsResult, failures: &[String]) -> Value {
+/// The header flags of a message.
+#[derive(Debug, Serialize)]
+pub struct FlagsOut {
+    pub qr: bool,
+    pub aa: bool,
+    pub tc: bool,
+    pub rd: bool,
+    pub ra: bool,
+    pub ad: bool,
+    pub cd: bool,
+}
+
+/// The OPT pseudo-record of a message.
+#[derive(Debug, Serialize)]
+pub struct EdnsOut<'a> {
+    pub version: u8,
+    pub dnssec_ok: bool,
+    pub udp_size: u16,
+    pub options: &'a [String],
+}
+
+/// The question of a message.
+#[derive(Debug, Serialize)]
+pub struct QuestionOut {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub qtype: String,
+}
+
+/// The message that answered, section by section.
+#[derive(Debug, Serialize)]
+pub struct MessageOut<'a> {
+    pub id: u16,
+    pub opcode: String,
+    /// The response code's mnemonic (`NOERROR`, `NXDOMAIN`).
+    pub status: String,
+    pub flags: FlagsOut,
+    pub question: Option<QuestionOut>,
+    pub answer: Vec<RecordOut<'a>>,
+    pub authority: Vec<RecordOut<'a>>,
+    pub additional: Vec<RecordOut<'a>>,
+    pub edns: Option<EdnsOut<'a>>,
+    pub size: usize,
+}
+
+impl<'a> From<&'a ReplyRepr> for MessageOut<'a> {
+    fn from(r: &'a ReplyRepr) -> MessageOut<'a> {
+        let f = &r.flags;
+        MessageOut {
+            id: r.id,
+            opcode: opcode_name(r.opcode),
+            status: rcode_name(r.rcode),
+            flags: FlagsOut {
+                qr: f.qr,
+                aa: f.aa,
+                tc: f.tc,
+                rd: f.rd,
+                ra: f.ra,
+                ad: f.ad,
+                cd: f.cd,
+            },
+            question: r.question.as_ref().map(|q| QuestionOut {
+                name: q.name.to_ascii(),
+                qtype: crate::wire::dns::type_name(q.qtype),
+            }),
+            answer: records(&r.answer),
+            authority: records(&r.authority),
+            additional: records(&r.additional),
+            edns: r.edns.as_ref().map(|e| EdnsOut {
+                version: e.version,
+                dnssec_ok: e.dnssec_ok,
+                udp_size: e.udp_size,
+                options: &e.options,
+            }),
+            size: r.size,
+        }
+    }
+}
+
+/// The ICMP error that ended a query.
+#[derive(Debug, Serialize)]
+pub struct RefusedOut {
+    /// `port_unreachable`, `admin_prohibited`, ...
+    pub icmp: String,
+    pub from: IpAddr,
+    pub after_us: Us,
+}
+
+/// The UDP leg of a query.
+#[derive(Debug, Serialize)]
+pub struct UdpOut {
+    pub rtt_us: Us,
+    pub rtt_source: &'static str,
+    pub truncated: bool,
+    pub size: usize,
+}
+
+/// The TCP leg after a truncated UDP answer.
+#[derive(Debug, Serialize)]
+pub struct TcpOut<'a> {
+    pub connect_us: Us,
+    pub exchange_us: Us,
+    pub total_us: Us,
+    pub size: Option<usize>,
+    pub error: Option<&'a str>,
+}
+
+/// One query to one server as JSON (`kind: answer`).
+#[derive(Debug, Serialize)]
+pub struct AnswerOut<'a> {
+    pub server: String,
+    pub name: &'a str,
+    /// The query type's mnemonic.
+    #[serde(rename = "type")]
+    pub qtype: &'a str,
+    pub answered: bool,
+    pub status: Option<String>,
+    /// `udp`, or `tcp` after a truncated UDP answer.
+    pub transport: &'static str,
+    /// Time to the answer that counts (UDP, plus TCP after truncation).
+    pub time_us: Option<Us>,
+    pub attempts: u32,
+    /// `raw_capture` or `socket_timestamps`.
+    pub timed_by: &'static str,
+    pub refused: Option<RefusedOut>,
+    /// The data of the answers of the queried type.
+    pub answers: Vec<String>,
+    pub udp: Option<UdpOut>,
+    pub tcp: Option<TcpOut<'a>>,
+    pub message: Option<MessageOut<'a>>,
+    /// The checks that failed, one line each (empty: passed).
+    pub checks: &'a [String],
+}
+
+impl TimedBy {
+    /// As JSON writes it.
+    pub fn id(self) -> &'static str {
+        match self {
+            TimedBy::RawCapture => "raw_capture",
+            TimedBy::SocketTimestamps => "socket_timestamps",
+        }
+    }
+}
+
+/// One result as its JSON object.
+pub fn answer_out<'a>(r: &'a DnsResult, failures: &'a [String]) -> AnswerOut<'a> {
     let reply = r.reply();
-    json!({
-        "server": r.server.to_string(),
-        "name": r.name,
-        "type": r.qtype,
-        "answered": reply.is_some(),
-        "status": reply.map(|x| rcode_name(x.rcode)),
-        "transport": r.transport(),
-        "time_us": r.time().map(micros),
-        "attempts": r.attempts,
-        "timed_by": r.timed_by,
-        "refused": r.refused.map(|f| json!({
-            "icmp": f.error.name(),
-            "from": f.from.to_string(),
-            "after_us": micros(f.after),
-        })),
-        "answers": r.answer_set(),
-        "udp": r.udp.as_ref().map(|u| json!({
-            "rtt_us": micros(u.rtt),
-            "rtt_source": u.rtt_source,
-            "truncated": u.reply.flags.tc,
-            "size": u.reply.size,
-        })),
-        "tcp": r.tcp.as_ref().map(|t| json!({
-            "connect_us": micros(t.connect),
-            "exchange_us": micros(t.exchange),
-            "total_us": micros(t.total),
-            "size": t.reply.as_ref().map(|x| x.size),
-            "error": t.error,
-        })),
-        "message": reply.map(reply_json),
-        "checks": if failures.is_empty() { json!("pass") } else { json!(failures) },
-    })
+    AnswerOut {
+        server: r.server.to_string(),
+        name: &r.name,
+        qtype: &r.qtype,
+        answered: reply.is_some(),
+        status: reply.map(|x| rcode_name(x.rcode)),
+        transport: r.transport(),
+        time_us: r.time().map(Us::of),
+        attempts: r.attempts,
+        timed_by: r.timed_by.id(),
+        refused: r.refused.map(|f| RefusedOut {
+            icmp: snake(&f.error.name()),
+            from: f.from,
+            after_us: Us::of(f.after),
+        }),
+        answers: r.answer_set(),
+        udp: r.udp.as_ref().map(|u| UdpOut {
+            rtt_us: Us::of(u.rtt),
+            rtt_source: super::json::rtt_source(u.rtt_source),
+            truncated: u.reply.flags.tc,
+            size: u.reply.size,
+        }),
+        tcp: r.tcp.as_ref().map(|t| TcpOut {
+            connect_us: Us::of(t.connect),
+            exchange_us: Us::of(t.exchange),
+            total_us: Us::of(t.total),
+            size: t.reply.as_ref().map(|x| x.size),
+            error: t.error.as_deref(),
+        }),
+        message: reply.map(MessageOut::from),
+        checks: failures,
+    }
+}
+
+/// One result as a JSON value.
+pub fn result_json(r: &DnsResult, failures: &[String]) -> Value {
+    serde_json::to_value(kinded("answer", &answer_out(r, failures))).unwrap_or_default()
+}
+
+/// The end of a single-name run (`kind: summary`).
+#[derive(Debug, Serialize)]
+pub struct SingleSummary<'a> {
+    /// Servers whose answers differ, one line each.
+    pub differences: &'a [String],
+    /// Captured packets not taken as answers, by reason.
+    pub ignored: BTreeMap<String, u64>,
+}
+
+/// The `--json` document of a single-name run.
+#[derive(Debug, Serialize)]
+struct SingleDocument<'a> {
+    kind: &'static str,
+    command: &'static str,
+    results: Vec<Kinded<'a, AnswerOut<'a>>>,
+    summary: Kinded<'a, SingleSummary<'a>>,
 }
 
 /// Writes the results of a single-name run; returns the check failures.
@@ -561,23 +731,34 @@ pub fn write_results(
                 }
             }
         }
-        DnsFormat::Json => {
-            let doc = json!({
-                "results": results.iter().zip(&failures).map(|(r, f)| result_json(r, f)).collect::<Vec<_>>(),
-                "differences": diffs,
-                "ignored": ignored,
-            });
-            writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
-        }
-        DnsFormat::Ndjson => {
-            for (r, f) in results.iter().zip(&failures) {
-                writeln!(out, "{}", result_json(r, f))?;
+        DnsFormat::Json | DnsFormat::Ndjson => {
+            let answers: Vec<AnswerOut> = results
+                .iter()
+                .zip(&failures)
+                .map(|(r, f)| answer_out(r, f))
+                .collect();
+            let summary = SingleSummary {
+                differences: &diffs,
+                ignored: super::json::counts(ignored, |k| k.name()),
+            };
+            if format == DnsFormat::Json {
+                let doc = SingleDocument {
+                    kind: "report",
+                    command: "dns",
+                    results: answers.iter().map(|a| kinded("answer", a)).collect(),
+                    summary: kinded("summary", &summary),
+                };
+                writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+            } else {
+                for a in &answers {
+                    writeln!(out, "{}", serde_json::to_string(&kinded("answer", a))?)?;
+                }
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&kinded("summary", &summary))?
+                )?;
             }
-            writeln!(
-                out,
-                "{}",
-                json!({"summary": {"differences": diffs, "ignored": ignored}})
-            )?;
         }
     }
     Ok(failures.into_iter().flatten().collect())
@@ -594,8 +775,8 @@ pub struct BulkSummary {
     pub queries: u64,
     pub answered: u64,
     pub timeouts: u64,
-    /// Queries a server refused (ICMP error), by reason.
-    pub refused: BTreeMap<String, u64>,
+    /// Queries a server refused, by ICMP error name and its sender.
+    pub refused: BTreeMap<(String, IpAddr), u64>,
     /// Answered queries that failed at least one check.
     pub failed_queries: u64,
     /// Failures per check (`--expect`, `--expect-rcode`, ...).
@@ -632,45 +813,100 @@ pub struct DifferingLine {
     pub answers: BTreeMap<String, String>,
 }
 
+/// The bulk run's summary as JSON (`kind: summary`).
+#[derive(Debug, Serialize)]
+pub struct BulkSummaryOut<'a> {
+    pub servers: &'a [SocketAddr],
+    pub names: u64,
+    pub queries: u64,
+    pub answered: u64,
+    /// Queries no answer came for (after the retries).
+    pub no_response: u64,
+    /// Queries a server refused with an ICMP error.
+    pub refused: Vec<RefusedCount>,
+    /// Queries that failed at least one check.
+    pub failed_checks: u64,
+    /// Failures per check, by the option's name (`expect`, `expect_rcode`).
+    pub check_failures: BTreeMap<String, u64>,
+    /// What the latencies are measured between (`kernel`, `user`).
+    pub timing: &'static str,
+    /// `raw_capture` or `socket_timestamps`.
+    pub timed_by: &'static str,
+    pub tcp_fallbacks: u64,
+    pub bad_lines: u64,
+    pub elapsed_us: Us,
+    /// Answered queries per second.
+    pub qps: f64,
+    pub packets_sent: u64,
+    /// Statistics of `time_us` over the answered queries.
+    pub time: Option<RttStats>,
+    /// Answers by response code mnemonic.
+    pub rcodes: &'a BTreeMap<String, u64>,
+    pub ignored: BTreeMap<String, u64>,
+    pub interrupted: bool,
+    /// Queries sent and neither answered nor timed out when interrupted.
+    pub in_flight: u64,
+    /// With several servers: the lines whose servers' answers differed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differing_lines: Option<u64>,
+    /// The first of those lines (up to 100).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differences: Option<&'a [DifferingLine]>,
+}
+
+/// Queries refused by one ICMP error from one address.
+#[derive(Debug, Serialize)]
+pub struct RefusedCount {
+    /// `port_unreachable`, `admin_prohibited`, ...
+    pub icmp: String,
+    pub from: IpAddr,
+    pub count: u64,
+}
+
 impl BulkSummary {
-    pub fn to_json(&self, ignored: &BTreeMap<DnsIgnored, u64>) -> Value {
+    /// The statistics of the answered queries' times.
+    pub fn time_stats(&self) -> Option<RttStats> {
         // sorted as integers (unstable: equal values are alike), then scaled
         let mut d = self.rtts_decius.clone();
         d.sort_unstable();
         let v: Vec<f64> = d.iter().map(|&x| x as f64 / 10.0).collect();
+        RttStats::from_sorted_us(&v)
+    }
+
+    pub fn out(&self, ignored: &BTreeMap<DnsIgnored, u64>) -> BulkSummaryOut<'_> {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
-        let mut doc = json!({"summary": {
-            "servers": self.servers,
-            "names": self.names,
-            "queries": self.queries,
-            "answered": self.answered,
-            "timeouts": self.timeouts,
-            "refused": self.refused,
-            "failed_checks": self.failed_queries,
-            "check_failures": self.check_failures,
-            "timing": self.timing,
-            "timed_by": self.timed_by,
-            "tcp_fallbacks": self.tcp,
-            "bad_lines": self.bad_lines,
-            "elapsed_s": self.elapsed.as_secs_f64(),
-            "qps": self.answered as f64 / secs,
-            "packets_sent": self.sent_packets,
-            "latency_us": {
-                "p50": percentile(&v, 50.0),
-                "p90": percentile(&v, 90.0),
-                "p99": percentile(&v, 99.0),
-                "max": v.last().copied().unwrap_or(0.0),
-            },
-            "rcodes": self.rcodes,
-            "ignored": ignored,
-            "interrupted": self.interrupted,
-            "in_flight": self.in_flight,
-        }});
-        if let Some(n) = self.differing_lines {
-            doc["summary"]["differing_lines"] = json!(n);
-            doc["summary"]["differences"] = json!(self.differences);
+        BulkSummaryOut {
+            servers: &self.servers,
+            names: self.names,
+            queries: self.queries,
+            answered: self.answered,
+            no_response: self.timeouts,
+            refused: self
+                .refused
+                .iter()
+                .map(|((icmp, from), n)| RefusedCount {
+                    icmp: snake(icmp),
+                    from: *from,
+                    count: *n,
+                })
+                .collect(),
+            failed_checks: self.failed_queries,
+            check_failures: super::json::counts(&self.check_failures, |k| k.as_str()),
+            timing: self.timing,
+            timed_by: self.timed_by.id(),
+            tcp_fallbacks: self.tcp,
+            bad_lines: self.bad_lines,
+            elapsed_us: Us::of(self.elapsed),
+            qps: self.answered as f64 / secs,
+            packets_sent: self.sent_packets,
+            time: self.time_stats(),
+            rcodes: &self.rcodes,
+            ignored: super::json::counts(ignored, |k| k.name()),
+            interrupted: self.interrupted,
+            in_flight: self.in_flight,
+            differing_lines: self.differing_lines,
+            differences: self.differing_lines.map(|_| &self.differences[..]),
         }
-        doc
     }
 }
 
@@ -862,6 +1098,31 @@ mod tests {
         d.authority.push(rrsig("lab.test.", 6));
         nx.udp.as_mut().unwrap().reply = d;
         assert!(check(&nx, &signed).is_empty());
+    }
+
+    /// Single-name results with checks, in both JSON formats, match docs/schema.
+    #[test]
+    fn json_and_ndjson_match_the_schema() {
+        let mut silent = b("[2001:db8::2]:53");
+        silent.udp = None;
+        let results = [b("198.18.0.2:53"), silent];
+        let checks = DnsChecks {
+            rcode: Some(0),
+            ..DnsChecks::default()
+        };
+        for format in [DnsFormat::Json, DnsFormat::Ndjson] {
+            let mut out = Vec::new();
+            write_results(&mut out, format, &results, &checks, &BTreeMap::new()).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            if format == DnsFormat::Json {
+                let doc: Value = serde_json::from_str(&text).unwrap();
+                crate::report::json::assert_schema("dns_document", &doc);
+                assert_eq!(doc["results"][0]["checks"], serde_json::json!([]));
+                assert_eq!(doc["results"][1]["checks"].as_array().unwrap().len(), 1);
+            } else {
+                crate::report::json::assert_schema_lines("dns_line", &text);
+            }
+        }
     }
 
     #[test]

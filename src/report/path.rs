@@ -1,7 +1,8 @@
 //! `synscope path` output: a hop ladder with per-hop RTT statistics and the
 //! changes each hop's quote shows first, the verdict line, and JSON.
 
-use super::{OutputFormat, RttStats, human};
+use super::json::{Kinded, Options, Us, kinded, snake};
+use super::{OutputFormat, RttStats, human, plural};
 use crate::probe::path::{Answer, Change, Hop, Outcome, PathConfig, PathResult, ProbeOutcome};
 use crate::wire::{TcpFlags, TcpOptions};
 use serde::Serialize;
@@ -64,16 +65,36 @@ pub fn verdict(outcome: &Outcome, dst: SocketAddr) -> String {
     }
 }
 
-/// What one probe got, named: `time-exceeded`, `admin-prohibited`, `syn-ack`, `rst`.
+/// What one probe got, named: `time_exceeded`, `admin_prohibited`,
+/// `syn_ack`, `rst`, `no_response`.
 fn answer_name(a: &Option<Answer>) -> String {
     match a {
-        None => "no-answer".into(),
-        Some(Answer::TimeExceeded { .. }) => "time-exceeded".into(),
-        Some(Answer::Error { error, .. }) => error.name(),
+        None => "no_response".into(),
+        Some(Answer::TimeExceeded { .. }) => "time_exceeded".into(),
+        Some(Answer::Error { error, .. }) => snake(&error.name()),
         Some(Answer::Destination { flags, .. }) if flags.contains(TcpFlags::SYN) => {
-            "syn-ack".into()
+            "syn_ack".into()
         }
         Some(Answer::Destination { .. }) => "rst".into(),
+    }
+}
+
+/// One field that differs between what we sent and what a hop quoted.
+#[derive(Debug, Serialize)]
+struct ChangeOut {
+    /// `mss`, `sack_permitted`, `window_scale`, `dscp`, `ecn`, `ttl`, ...
+    field: String,
+    sent: String,
+    seen: String,
+}
+
+impl From<&Change> for ChangeOut {
+    fn from(c: &Change) -> ChangeOut {
+        ChangeOut {
+            field: snake(c.field),
+            sent: c.sent.clone(),
+            seen: c.seen.clone(),
+        }
     }
 }
 
@@ -84,8 +105,7 @@ struct ProbeJson {
     answer: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<IpAddr>,
-    rtt_ns: Option<u64>,
-    rtt_us: Option<f64>,
+    rtt_us: Option<Us>,
     /// The send time is the kernel's stamp of the SYN leaving.
     kernel_stamped: bool,
     /// The destination's answer: flags, TTL, window, options.
@@ -98,7 +118,7 @@ struct ReplyJson {
     flags: String,
     ttl: u8,
     window: u16,
-    options: TcpOptions,
+    options: Options,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,9 +131,9 @@ struct HopJson {
     answer: String,
     rtt: Option<RttStats>,
     /// Everything this hop's quote shows changed against what was sent.
-    changes: Vec<Change>,
+    changes: Vec<ChangeOut>,
     /// The changes no earlier hop's quote showed.
-    first_seen: Vec<Change>,
+    first_seen: Vec<ChangeOut>,
     probes: Vec<ProbeJson>,
 }
 
@@ -141,7 +161,7 @@ struct ChangeJson {
     /// out or by this hop on its way in.
     hop: u8,
     #[serde(flatten)]
-    change: Change,
+    change: ChangeOut,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,18 +192,20 @@ struct ReplyDistanceJson {
 struct SentJson {
     flags: String,
     tos: u8,
-    options: TcpOptions,
+    options: Options,
     window: u16,
 }
 
 #[derive(Debug, Serialize)]
 struct PathJson<'a> {
+    kind: &'static str,
+    command: &'static str,
     target: &'a PathTarget,
     max_hops: u8,
     count: u16,
-    timeout_ms: u128,
+    timeout_us: Us,
     sent: SentJson,
-    hops: Vec<HopJson>,
+    hops: Vec<Kinded<'a, HopJson>>,
     outcome: OutcomeJson,
     changes: Vec<ChangeJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,7 +216,7 @@ struct PathJson<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     nat_at_hop: Option<u8>,
     beyond_destination: usize,
-    ignored: std::collections::BTreeMap<&'static str, u64>,
+    ignored: std::collections::BTreeMap<String, u64>,
     interrupted: bool,
 }
 
@@ -225,14 +247,17 @@ fn first_seen_at(r: &PathResult, ttl: u8) -> Vec<Change> {
         .collect()
 }
 
+fn changes_out(c: &[Change]) -> Vec<ChangeOut> {
+    c.iter().map(ChangeOut::from).collect()
+}
+
 fn probe_json(p: &ProbeOutcome) -> ProbeJson {
     ProbeJson {
         src_port: p.src_port,
         isn: p.isn.0,
         answer: answer_name(&p.answer),
         from: p.answer.as_ref().map(Answer::from),
-        rtt_ns: p.rtt.map(|d| d.as_nanos() as u64),
-        rtt_us: p.rtt.map(super::micros),
+        rtt_us: p.rtt.map(Us::of),
         kernel_stamped: p.kernel_stamped,
         reply: match &p.answer {
             Some(Answer::Destination {
@@ -245,7 +270,7 @@ fn probe_json(p: &ProbeOutcome) -> ProbeJson {
                 flags: flags.to_string(),
                 ttl: *ttl,
                 window: *window,
-                options: options.clone(),
+                options: options.into(),
             }),
             _ => None,
         },
@@ -269,7 +294,7 @@ fn outcome_json(o: &Outcome, dst: SocketAddr) -> OutcomeJson {
             hop: *after,
             address: *from,
             open: None,
-            reason: Some("no-answer".into()),
+            reason: Some("no_response".into()),
             by_destination: None,
             text,
         },
@@ -284,7 +309,7 @@ fn outcome_json(o: &Outcome, dst: SocketAddr) -> OutcomeJson {
             hop: *hop,
             address: Some(*from),
             open: None,
-            reason: Some(error.name()),
+            reason: Some(snake(&error.name())),
             by_destination: Some(*by_destination),
             text,
         },
@@ -312,39 +337,42 @@ pub fn write(
 ) -> std::io::Result<()> {
     let (flags, options) = sent_flags(cfg);
     if format != OutputFormat::Text {
+        let hops: Vec<HopJson> = r
+            .hops
+            .iter()
+            .map(|h| HopJson {
+                ttl: h.ttl,
+                addresses: h.addresses(),
+                sent: h.probes.len(),
+                answered: h.probes.iter().filter(|p| p.answer.is_some()).count(),
+                answer: hop_answer(h),
+                rtt: rtts(h),
+                changes: changes_out(h.changes().unwrap_or(&[])),
+                first_seen: changes_out(&first_seen_at(r, h.ttl)),
+                probes: h.probes.iter().map(probe_json).collect(),
+            })
+            .collect();
         let doc = PathJson {
+            kind: "report",
+            command: "path",
             target,
             max_hops: cfg.max_hops,
             count: cfg.count,
-            timeout_ms: cfg.timeout.as_millis(),
+            timeout_us: Us::of(cfg.timeout),
             sent: SentJson {
                 flags: flags.to_string(),
                 tos: cfg.tos,
-                options,
+                options: (&options).into(),
                 window: cfg.window,
             },
-            hops: r
-                .hops
-                .iter()
-                .map(|h| HopJson {
-                    ttl: h.ttl,
-                    addresses: h.addresses(),
-                    sent: h.probes.len(),
-                    answered: h.probes.iter().filter(|p| p.answer.is_some()).count(),
-                    answer: hop_answer(h),
-                    rtt: rtts(h),
-                    changes: h.changes().unwrap_or(&[]).to_vec(),
-                    first_seen: first_seen_at(r, h.ttl),
-                    probes: h.probes.iter().map(probe_json).collect(),
-                })
-                .collect(),
+            hops: hops.iter().map(|h| kinded("hop", h)).collect(),
             outcome: outcome_json(&r.outcome, cfg.dst),
             changes: r
                 .first_seen
                 .iter()
                 .map(|(hop, c)| ChangeJson {
                     hop: *hop,
-                    change: c.clone(),
+                    change: c.into(),
                 })
                 .collect(),
             ecn: r.ecn.as_ref().map(|e| EcnJson {
@@ -362,7 +390,11 @@ pub fn write(
                 zero_window: d.zero_window,
             }),
             beyond_destination: r.beyond,
-            ignored: r.ignored.iter().map(|(k, v)| (k.name(), *v)).collect(),
+            ignored: r
+                .ignored
+                .iter()
+                .map(|(k, v)| (snake(k.name()), *v))
+                .collect(),
             interrupted,
         };
         writeln!(
@@ -394,14 +426,9 @@ pub fn write(
             String::new()
         }
     )?;
-    writeln!(
-        out,
-        "{:>4}  {:<24} {:>5}  {:<34} answer",
-        "hop", "address", "got", "rtt min/avg/max"
-    )?;
-    for h in &r.hops {
+    let addr_of = |h: &Hop| {
         let addrs = h.addresses();
-        let addr = if addrs.is_empty() {
+        if addrs.is_empty() {
             "*".to_string()
         } else {
             addrs
@@ -409,7 +436,24 @@ pub fn write(
                 .map(IpAddr::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
-        };
+        }
+    };
+    // as wide as the widest address: IPv6 hops keep the columns aligned
+    let aw = r
+        .hops
+        .iter()
+        .map(|h| addr_of(h).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("address".len());
+    let indent = 4 + 2 + aw + 1 + 5 + 2;
+    writeln!(
+        out,
+        "{:>4}  {:<aw$} {:>5}  {:<34} answer",
+        "hop", "address", "got", "rtt min/avg/max"
+    )?;
+    for h in &r.hops {
+        let addr = addr_of(h);
         let got = format!(
             "{}/{}",
             h.probes.iter().filter(|p| p.answer.is_some()).count(),
@@ -440,18 +484,26 @@ pub fn write(
                 }
             );
         }
-        writeln!(out, "{:>4}  {addr:<24} {got:>5}  {rtt:<34} {answer}", h.ttl)?;
+        writeln!(
+            out,
+            "{}",
+            format!("{:>4}  {addr:<aw$} {got:>5}  {rtt:<34} {answer}", h.ttl).trim_end()
+        )?;
         let new = first_seen_at(r, h.ttl);
         if !new.is_empty() {
             let d: Vec<String> = new.iter().map(Change::describe).collect();
-            writeln!(out, "{:>37}changed: {}", "", d.join(", "))?;
+            writeln!(out, "{:>indent$}changed: {}", "", d.join(", "))?;
         }
         if let Some(Answer::TimeExceeded {
             quoted_options: false,
             ..
         }) = h.probes.iter().find_map(|p| p.answer.as_ref())
         {
-            writeln!(out, "{:>37}(short quote: TCP options not visible here)", "")?;
+            writeln!(
+                out,
+                "{:>indent$}(short quote: TCP options not visible here)",
+                ""
+            )?;
         }
     }
     writeln!(out, "result: {}", verdict(&r.outcome, cfg.dst))?;
@@ -532,8 +584,8 @@ pub fn write(
     if r.beyond > 0 {
         writeln!(
             out,
-            "({} probe(s) sent beyond the destination's distance not shown)",
-            r.beyond
+            "({} sent beyond the destination's distance not shown)",
+            plural(r.beyond as u64, "probe")
         )?;
     }
     if interrupted {

@@ -1,12 +1,12 @@
 //! `synscope ping` output: one line per probe, a ping-like summary, JSON/NDJSON.
 
-use super::{OutputFormat, RttStats, human, micros};
+use super::json::{self, BigU64, CheckOut, Options, Us, kinded, snake};
+use super::{OutputFormat, RttStats, human, human_us, plural};
 use crate::probe::Ignored;
 use crate::probe::SynAnswer;
 use crate::probe::syn::ProbeResult;
 use crate::probe::verify::ProbeCheck;
 use serde::Serialize;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -86,11 +86,13 @@ pub struct PingSummary {
     pub open: usize,
     pub closed: usize,
     pub filtered: usize,
-    pub no_answer: usize,
+    /// Probes nothing answered (counted among `filtered`).
+    pub no_response: usize,
     pub loss_percent: f64,
-    pub elapsed_ms: f64,
+    pub elapsed_us: Us,
     pub rtt: Option<RttStats>,
-    pub ignored: BTreeMap<Ignored, u64>,
+    /// Captured packets not taken as replies, by reason.
+    pub ignored: BTreeMap<String, u64>,
     pub expect: Expect,
     pub expectation_met: bool,
     pub interrupted: bool,
@@ -131,49 +133,85 @@ pub struct PingReport {
     rtts_ns: Vec<u64>,
     tracker: ExpectTracker,
     json_probes: Vec<String>,
+    json_canaries: Option<String>,
     verify: Option<VerifySummary>,
 }
 
-fn probe_json_checked(r: &ProbeResult, check: Option<&ProbeCheck>) -> Value {
-    let mut v = probe_json(r);
-    if let Some(c) = check {
-        v["check"] = json!(c);
-        if *c == ProbeCheck::AnswersEveryPort {
-            v["verdict"] = json!("answers-every-port");
-        }
-    }
-    v
+/// One probe as a JSON line (`kind: probe`).
+#[derive(Debug, Serialize)]
+pub struct ProbeLine {
+    pub seq: u64,
+    pub src_port: u16,
+    pub isn: u32,
+    /// `open`, `closed`, `filtered`, or `answers_every_port` (`--verify`:
+    /// a SYN-ACK from a host that answers every port).
+    pub verdict: &'static str,
+    /// Why filtered: `no_response` or the ICMP error (`admin_prohibited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_from: Option<IpAddr>,
+    /// The SYN's send time, ns since the Unix epoch.
+    pub sent_at_ns: BigU64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<Us>,
+    pub rtt_source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flags: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<Options>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckOut>,
 }
 
-fn probe_json(r: &ProbeResult) -> Value {
-    let mut v = json!({
-        "type": "probe",
-        "seq": r.seq,
-        "src_port": r.src_port,
-        "isn": r.isn.0,
-        "verdict": r.verdict.class(),
-        "sent_at_ns": r.sent_at.0,
-        "rtt_source": r.rtt_source,
-    });
-    if let Some(reason) = r.verdict.reason() {
-        v["reason"] = json!(reason);
-    }
-    if let SynAnswer::Filtered { from, .. } = &r.verdict {
-        v["icmp_from"] = json!(from);
-    }
-    if let Some(rtt) = r.rtt {
-        v["rtt_ns"] = json!(rtt.as_nanos() as u64);
-        v["rtt_us"] = json!(micros(rtt));
-    }
-    if let Some(rep) = &r.reply {
-        v["ttl"] = json!(rep.ttl);
-        if r.verdict != SynAnswer::NoAnswer && !matches!(r.verdict, SynAnswer::Filtered { .. }) {
-            v["flags"] = json!(rep.flags.to_string());
-            v["window"] = json!(rep.window);
-            v["options"] = json!(rep.options);
+impl ProbeLine {
+    pub fn new(r: &ProbeResult, check: Option<&ProbeCheck>) -> ProbeLine {
+        let answered = matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed);
+        let reply = r.reply.as_ref();
+        ProbeLine {
+            seq: r.seq,
+            src_port: r.src_port,
+            isn: r.isn.0,
+            verdict: match check {
+                Some(ProbeCheck::AnswersEveryPort) => "answers_every_port",
+                _ => r.verdict.class(),
+            },
+            reason: match &r.verdict {
+                SynAnswer::NoAnswer => Some("no_response".into()),
+                v => v.reason().map(|r| snake(&r)),
+            },
+            icmp_from: match &r.verdict {
+                SynAnswer::Filtered { from, .. } => Some(*from),
+                _ => None,
+            },
+            sent_at_ns: BigU64(r.sent_at.0),
+            rtt_us: r.rtt.map(Us::of),
+            rtt_source: json::rtt_source(r.rtt_source),
+            ttl: reply.map(|rep| rep.ttl),
+            flags: reply.filter(|_| answered).map(|rep| rep.flags.to_string()),
+            window: reply.filter(|_| answered).map(|rep| rep.window),
+            options: reply
+                .filter(|_| answered)
+                .map(|rep| Options::from(&rep.options)),
+            check: check.map(CheckOut::from),
         }
     }
-    v
+}
+
+fn probe_json(r: &ProbeResult, check: Option<&ProbeCheck>) -> String {
+    serde_json::to_string(&kinded("probe", &ProbeLine::new(r, check))).unwrap_or_default()
+}
+
+/// The `--verify` canaries as a JSON line (`kind: canaries`).
+#[derive(Debug, Serialize)]
+struct CanariesLine<'a> {
+    canary_ports: &'a [u16],
+    canary_verdicts: Vec<String>,
+    answers_every_port: bool,
 }
 
 impl PingReport {
@@ -190,6 +228,7 @@ impl PingReport {
             rtts_ns: Vec::new(),
             tracker: ExpectTracker::default(),
             json_probes: Vec::new(),
+            json_canaries: None,
             verify: None,
         }
     }
@@ -238,18 +277,21 @@ impl PingReport {
                 writeln!(out, "canary ports: {list}")?;
             }
         }
-        if self.format == OutputFormat::Ndjson {
-            let v = json!({
-                "type": "canaries",
-                "canary_ports": ports,
-                "canary_verdicts": verdicts,
-                "answers_every_port": answers_every_port,
-            });
-            writeln!(out, "{v}")?;
+        if self.format != OutputFormat::Text {
+            let line = CanariesLine {
+                canary_ports: &ports,
+                canary_verdicts: verdicts.iter().map(|v| json::verdict_name(v)).collect(),
+                answers_every_port,
+            };
+            let line = serde_json::to_string(&kinded("canaries", &line)).unwrap_or_default();
+            match self.format {
+                OutputFormat::Json => self.json_canaries = Some(line),
+                _ => writeln!(out, "{line}")?,
+            }
         }
         self.verify = Some(VerifySummary {
             canary_ports: ports,
-            canary_verdicts: verdicts,
+            canary_verdicts: verdicts.iter().map(|v| json::verdict_name(v)).collect(),
             answers_every_port,
             ..VerifySummary::default()
         });
@@ -271,10 +313,8 @@ impl PingReport {
         let check = check.as_ref();
         match self.format {
             OutputFormat::Text => writeln!(out, "{}", text_line_checked(&r, check))?,
-            OutputFormat::Ndjson => writeln!(out, "{}", probe_json_checked(&r, check))?,
-            OutputFormat::Json => self
-                .json_probes
-                .push(probe_json_checked(&r, check).to_string()),
+            OutputFormat::Ndjson => writeln!(out, "{}", probe_json(&r, check))?,
+            OutputFormat::Json => self.json_probes.push(probe_json(&r, check)),
         }
         out.flush()?;
         self.sent += 1;
@@ -321,22 +361,22 @@ impl PingReport {
             .iter()
             .map(|&n| Duration::from_nanos(n))
             .collect();
-        let (sent, no_answer) = (self.sent, self.no_answer);
+        let (sent, no_response) = (self.sent, self.no_answer);
         PingSummary {
             sent,
-            answered: sent - no_answer,
+            answered: sent - no_response,
             open: self.open,
             closed: self.closed,
-            filtered: self.filtered_icmp + no_answer,
-            no_answer,
+            filtered: self.filtered_icmp + no_response,
+            no_response,
             loss_percent: if sent == 0 {
                 0.0
             } else {
-                100.0 * no_answer as f64 / sent as f64
+                100.0 * no_response as f64 / sent as f64
             },
-            elapsed_ms: elapsed.as_secs_f64() * 1e3,
+            elapsed_us: Us::of(elapsed),
             rtt: RttStats::from_durations(&rtts),
-            ignored: ignored.clone(),
+            ignored: json::counts(ignored, |k| k.name()),
             expect: self.expect,
             expectation_met: self.tracker.met(),
             interrupted,
@@ -353,14 +393,14 @@ impl PingReport {
                 writeln!(out, "--- {} synscope ping statistics ---", t.address)?;
                 writeln!(
                     out,
-                    "{} probes sent, {} answered ({} open, {} closed, {} filtered by ICMP), {:.1}% loss, time {:.0}ms",
-                    s.sent,
+                    "{} sent, {} answered ({} open, {} closed, {} filtered by ICMP), {:.1}% loss, time {}",
+                    plural(s.sent as u64, "probe"),
                     s.answered,
                     s.open,
                     s.closed,
-                    s.filtered - s.no_answer,
+                    s.filtered - s.no_response,
                     s.loss_percent,
-                    s.elapsed_ms
+                    human_us(s.elapsed_us.0)
                 )?;
                 if s.verify.as_ref().is_some_and(|v| v.answers_every_port) {
                     writeln!(
@@ -378,26 +418,40 @@ impl PingReport {
                 if let Some(r) = &s.rtt {
                     writeln!(
                         out,
-                        "rtt min/avg/max/mdev = {:.3}/{:.3}/{:.3}/{:.3} us",
-                        r.min_us, r.avg_us, r.max_us, r.mdev_us
+                        "rtt min/avg/max/mdev = {}/{}/{}/{}",
+                        human_us(r.min_us),
+                        human_us(r.avg_us),
+                        human_us(r.max_us),
+                        human_us(r.mdev_us)
                     )?;
                     writeln!(
                         out,
-                        "rtt p50/p90/p99 = {:.3}/{:.3}/{:.3} us",
-                        r.p50_us, r.p90_us, r.p99_us
+                        "rtt p50/p90/p99 = {}/{}/{}",
+                        human_us(r.p50_us),
+                        human_us(r.p90_us),
+                        human_us(r.p99_us)
                     )?;
                 }
             }
             OutputFormat::Ndjson => {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["type"] = json!("summary");
-                writeln!(out, "{v}")?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&kinded("summary", s)).unwrap_or_default()
+                )?;
             }
             OutputFormat::Json => {
                 // written piece by piece: no document tree of every probe in memory
                 let target = serde_json::to_string(&self.target).unwrap_or_default();
-                let summary = serde_json::to_string(s).unwrap_or_default();
-                write!(out, "{{\"target\":{target},\"probes\":[")?;
+                let summary = serde_json::to_string(&kinded("summary", s)).unwrap_or_default();
+                write!(
+                    out,
+                    "{{\"kind\":\"report\",\"command\":\"ping\",\"target\":{target},"
+                )?;
+                if let Some(c) = &self.json_canaries {
+                    write!(out, "\"canaries\":{c},")?;
+                }
+                write!(out, "\"probes\":[")?;
                 for (i, p) in self.json_probes.iter().enumerate() {
                     write!(out, "{}{p}", if i == 0 { "" } else { "," })?;
                 }
@@ -544,6 +598,47 @@ mod tests {
             text.ends_with("seq=0 sport=1 open (syn-proxy: ttl 64, later 63)\n"),
             "{text}"
         );
+    }
+
+    /// Canaries, a syn-proxied probe, a silent one and the summary, in both
+    /// JSON formats, match docs/schema.
+    #[test]
+    fn json_and_ndjson_match_the_schema() {
+        for format in [OutputFormat::Json, OutputFormat::Ndjson] {
+            let mut rep = report();
+            rep.format = format;
+            let mut out = Vec::new();
+            rep.canaries(&mut out, vec![50000], vec!["no-answer".into()], false)
+                .unwrap();
+            let fp = crate::probe::fingerprint::Fingerprint::of(
+                crate::wire::testutil::fixture("synack_v4"),
+                Timestamp(0),
+            )
+            .unwrap();
+            let mut later = fp.clone();
+            later.ttl -= 1;
+            let v = crate::probe::fingerprint::VerificationJson::new(&fp, &[later]);
+            let mut open = r(SynAnswer::Open);
+            open.rtt = Some(Duration::from_nanos(31_204));
+            open.sent_at = Timestamp(1_796_207_968_955_922_899);
+            rep.probe_checked(&mut out, open, Some(ProbeCheck::Handshake(v)))
+                .unwrap();
+            rep.probe(&mut out, r(SynAnswer::NoAnswer)).unwrap();
+            let s = rep.summary(&BTreeMap::new(), Duration::from_millis(5), false);
+            rep.finish(&mut out, &s).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            if format == OutputFormat::Json {
+                let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+                crate::report::json::assert_schema("ping_document", &doc);
+                assert_eq!(doc["probes"][0]["sent_at_ns"], "1796207968955922899");
+                assert_eq!(doc["probes"][0]["check"]["result"], "syn_proxy");
+                assert_eq!(doc["probes"][1]["reason"], "no_response");
+                assert_eq!(doc["summary"]["elapsed_us"], 5000.0);
+            } else {
+                crate::report::json::assert_schema_lines("ping_line", &text);
+                assert_eq!(text.lines().count(), 4);
+            }
+        }
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! `synscope scan` output: a table per host, JSON (one document) or NDJSON
 //! (one line per result as replies arrive), and the summary.
 
+use super::json::{CheckOut, Options, Us, kinded, snake};
+use super::{human, plural};
 use crate::probe::SynAnswer;
 use crate::probe::verify::ProbeCheck;
 use crate::scan::follow::AnswersEveryPort;
 use crate::wire::TcpOptions;
 use serde::Serialize;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
+use std::time::Duration;
+
+/// The start of the `--json` document, up to its list of results.
+const DOC_START: &str = "{\"kind\":\"report\",\"command\":\"scan\",\"results\":[";
 
 /// One (host, port) result.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,49 +31,93 @@ pub struct ScanResult {
     pub check: Option<ProbeCheck>,
 }
 
+/// One (host, port) result as a JSON line (`kind: result`).
+#[derive(Debug, Serialize)]
+pub struct ResultLine {
+    pub host: IpAddr,
+    pub port: u16,
+    /// `open`, `closed`, `filtered` (an ICMP error) or `no_response`.
+    pub verdict: String,
+    /// The ICMP error's name (`admin_prohibited`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp_from: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<Us>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<Options>,
+    /// What the canaries or `--verify` found out about this answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckOut>,
+}
+
 impl ScanResult {
-    pub fn json(&self) -> Value {
-        let mut v = json!({
-            "type": "result",
-            "host": self.host,
-            "port": self.port,
-            "verdict": state(&self.verdict),
-        });
-        if let SynAnswer::Filtered { error, from } = &self.verdict {
-            let reason = error.name();
-            v["reason"] = json!(reason);
-            v["icmp_from"] = json!(from);
+    pub fn line(&self) -> ResultLine {
+        let (reason, icmp_from) = match &self.verdict {
+            SynAnswer::Filtered { error, from } => (Some(snake(&error.name())), Some(*from)),
+            _ => (None, None),
+        };
+        ResultLine {
+            host: self.host,
+            port: self.port,
+            verdict: snake(state(&self.verdict)),
+            reason,
+            icmp_from,
+            rtt_us: self.rtt_ns.map(Us::from_ns),
+            ttl: self.ttl,
+            window: self.window,
+            options: self.options.as_ref().map(Options::from),
+            check: self.check.as_ref().map(CheckOut::from),
         }
-        if let Some(r) = self.rtt_ns {
-            v["rtt_us"] = json!(r as f64 / 1000.0);
-        }
-        if let Some(t) = self.ttl {
-            v["ttl"] = json!(t);
-        }
-        if let Some(w) = self.window {
-            v["window"] = json!(w);
-        }
-        if let Some(o) = &self.options {
-            v["options"] = json!(o);
-        }
-        if let Some(c) = &self.check {
-            v["check"] = json!(c);
-        }
-        v
+    }
+
+    /// The JSON line.
+    pub fn json(&self) -> String {
+        serde_json::to_string(&kinded("result", &self.line())).unwrap_or_default()
     }
 }
 
 /// The record of a host that answers every port (its canaries too):
-/// `{"type": "host", "state": "answers-every-port", "canaries": [{"port":
-/// 51234, "answer": "syn-ack"}, ...]}`.
-pub fn every_port_json(h: &AnswersEveryPort) -> Value {
-    json!({
-        "type": "host",
-        "host": h.host,
-        "state": "answers-every-port",
-        "reason": "answers every port (tarpit/proxy)",
-        "canaries": h.canaries.iter().map(|(p, a)| json!({"port": p, "answer": a})).collect::<Vec<_>>(),
-    })
+/// `{"kind": "host", "state": "answers_every_port", "canaries": [{"port":
+/// 51234, "answer": "syn_ack"}, ...]}`.
+pub fn every_port_json(h: &AnswersEveryPort) -> String {
+    let line = EveryPortLine {
+        host: h.host,
+        state: "answers_every_port",
+        reason: "canaries_answered",
+        canaries: h
+            .canaries
+            .iter()
+            .map(|(port, a)| CanaryOut {
+                port: *port,
+                answer: super::json::verdict_name(a.name()),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&kinded("host", &line)).unwrap_or_default()
+}
+
+/// A host that answers every port, as a JSON line.
+#[derive(Debug, Serialize)]
+pub struct EveryPortLine {
+    pub host: IpAddr,
+    /// `answers_every_port`.
+    pub state: &'static str,
+    /// `canaries_answered`: its random canary ports answered SYN-ACK too.
+    pub reason: &'static str,
+    pub canaries: Vec<CanaryOut>,
+}
+
+/// What one canary port answered (`syn_ack`, `rst`, `icmp`, `no_response`).
+#[derive(Debug, Serialize)]
+pub struct CanaryOut {
+    pub port: u16,
+    pub answer: String,
 }
 
 impl ScanChecks {
@@ -79,14 +128,12 @@ impl ScanChecks {
         if self.canary_probes == 0 && self.handshakes == 0 && self.suspect_rst == 0 {
             return None;
         }
-        let plural =
-            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut parts = vec![format!(
             "{} to {}, {} answers every port ({} not counted as open)",
-            plural(self.canary_probes, "canary SYN", "canary SYNs"),
-            plural(self.canary_hosts, "host", "hosts"),
+            plural(self.canary_probes, "canary SYN"),
+            plural(self.canary_hosts, "host"),
             self.answers_every_port_hosts,
-            plural(self.answers_every_port_pairs, "SYN-ACK", "SYN-ACKs"),
+            plural(self.answers_every_port_pairs, "SYN-ACK"),
         )];
         if self.handshakes > 0 || self.suspect_rst > 0 {
             let judged = self.verified + self.syn_proxy + self.unverified;
@@ -96,11 +143,11 @@ impl ScanChecks {
             };
             parts.push(format!(
                 "{}: {} verified, {} syn-proxy, {} unverified{every}; {}",
-                plural(self.handshakes, "handshake", "handshakes"),
+                plural(self.handshakes, "handshake"),
                 self.verified,
                 self.syn_proxy,
                 self.unverified,
-                plural(self.suspect_rst, "suspect RST", "suspect RSTs")
+                plural(self.suspect_rst, "suspect RST")
             ));
         }
         Some(parts.join("; "))
@@ -149,27 +196,45 @@ impl HostResult {
         }
     }
 
-    pub fn json(&self) -> Value {
-        let mut v = json!({
-            "type": "host",
-            "host": self.host,
-            "state": if self.up { "up" } else { "down" },
-            "reason": self.reason(),
-        });
-        if let Some(m) = self.mac {
-            v["mac"] = json!(m);
-        }
-        if let Some(r) = self.rtt_ns {
-            v["rtt_us"] = json!(r as f64 / 1000.0);
-        }
-        v
+    /// The JSON line (`kind: host`).
+    pub fn json(&self) -> String {
+        let line = HostLine {
+            host: self.host,
+            state: if self.up { "up" } else { "down" },
+            method: snake(self.method),
+            reason: if self.up {
+                snake(&self.reason())
+            } else {
+                "no_reply".into()
+            },
+            mac: self.mac.map(|m| m.to_string()),
+            rtt_us: self.rtt_ns.map(Us::from_ns),
+        };
+        serde_json::to_string(&kinded("host", &line)).unwrap_or_default()
     }
+}
+
+/// A host as discovery found it, as a JSON line.
+#[derive(Debug, Serialize)]
+pub struct HostLine {
+    pub host: IpAddr,
+    /// `up` or `down`.
+    pub state: &'static str,
+    /// `arp` or `ndp`.
+    pub method: String,
+    /// `arp_reply`, `nd_reply` or `no_reply`.
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<Us>,
 }
 
 /// What host discovery did, for the summary.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct DiscoverySummary {
-    /// "ARP", "NDP".
+    /// "ARP", "NDP" (`arp`, `ndp` in JSON).
+    #[serde(serialize_with = "snake_str")]
     pub method: String,
     /// On-link addresses asked for.
     pub addresses: u64,
@@ -177,6 +242,7 @@ pub struct DiscoverySummary {
     pub down: u64,
     /// Requests sent, retries included.
     pub requests: u64,
+    #[serde(rename = "elapsed_us", serialize_with = "super::json::secs_as_us")]
     pub elapsed_s: f64,
     /// Targets that are this host's own addresses: probed without asking.
     pub known_own: u64,
@@ -185,9 +251,9 @@ pub struct DiscoverySummary {
 }
 
 impl DiscoverySummary {
-    /// `254 addresses, 5 hosts up (ARP) in 0.31 s`, or with the targets
+    /// `254 addresses, 5 hosts up (ARP) in 310.000ms`, or with the targets
     /// probed without asking: `252 addresses, 0 hosts up (ARP), 2 known
-    /// without asking (own address, neighbour table) in 0.31 s`.
+    /// without asking (own address, neighbour table) in 310.000ms`.
     pub fn line(&self) -> String {
         let known = self.known_own + self.known_neighbours;
         let mut why = Vec::new();
@@ -203,8 +269,11 @@ impl DiscoverySummary {
             String::new()
         };
         format!(
-            "{} addresses, {} hosts up ({}){known} in {:.2} s",
-            self.addresses, self.up, self.method, self.elapsed_s
+            "{}, {} up ({}){known} in {}",
+            plural(self.addresses, "address"),
+            plural(self.up, "host"),
+            self.method,
+            human(Duration::from_secs_f64(self.elapsed_s.max(0.0)))
         )
     }
 }
@@ -302,6 +371,8 @@ pub struct ScanSummary {
     /// (host, port) pairs in this shard.
     pub probes: u64,
     pub shard: String,
+    /// The permutation's seed (a string in JSON: it can exceed 2^53).
+    #[serde(serialize_with = "super::json::u64_str")]
     pub seed: u64,
     /// SYNs sent, retries included.
     pub sent: u64,
@@ -310,9 +381,11 @@ pub struct ScanSummary {
     pub filtered: u64,
     pub no_response: u64,
     pub send_errors: u64,
+    #[serde(rename = "elapsed_us", serialize_with = "super::json::secs_as_us")]
     pub elapsed_s: f64,
     /// SYNs per second over the send phases.
     pub send_rate_pps: f64,
+    #[serde(serialize_with = "ignored_map")]
     pub ignored: BTreeMap<crate::probe::Ignored, u64>,
     pub capture_drops: u64,
     pub interrupted: bool,
@@ -337,6 +410,17 @@ pub struct ScanSummary {
     pub coverage: RateSummary,
     /// Canaries and --verify: their cost and findings.
     pub verify: ScanChecks,
+}
+
+fn snake_str<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&snake(v))
+}
+
+fn ignored_map<S: serde::Serializer>(
+    m: &BTreeMap<crate::probe::Ignored, u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    super::json::counts(m, |k| k.name()).serialize(s)
 }
 
 /// No-response rows the text table keeps to list them; past this many it keeps
@@ -401,11 +485,7 @@ impl<W: Write> ScanOutput<W> {
         match self.format {
             super::OutputFormat::Ndjson => writeln!(self.out, "{}", every_port_json(h))?,
             super::OutputFormat::Json => {
-                let sep = if self.written == 0 {
-                    "{\"results\":["
-                } else {
-                    ","
-                };
+                let sep = if self.written == 0 { DOC_START } else { "," };
                 write!(self.out, "{sep}{}", every_port_json(h))?;
                 self.written += 1;
             }
@@ -452,11 +532,7 @@ impl<W: Write> ScanOutput<W> {
                 self.out.flush()?;
             }
             super::OutputFormat::Json => {
-                let sep = if self.written == 0 {
-                    "{\"results\":["
-                } else {
-                    ","
-                };
+                let sep = if self.written == 0 { DOC_START } else { "," };
                 write!(self.out, "{sep}{}", r.json())?;
             }
             super::OutputFormat::Text => match r.verdict {
@@ -490,11 +566,7 @@ impl<W: Write> ScanOutput<W> {
                 writeln!(self.out, "{}", h.json())?;
             }
             super::OutputFormat::Json => {
-                let sep = if self.written == 0 {
-                    "{\"results\":["
-                } else {
-                    ","
-                };
+                let sep = if self.written == 0 { DOC_START } else { "," };
                 write!(self.out, "{sep}{}", h.json())?;
                 self.written += 1;
             }
@@ -516,20 +588,18 @@ impl<W: Write> ScanOutput<W> {
     pub fn finish(mut self, s: &ScanSummary) -> std::io::Result<W> {
         match self.format {
             super::OutputFormat::Ndjson => {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
-                v["type"] = json!("summary");
-                writeln!(self.out, "{v}")?;
+                writeln!(
+                    self.out,
+                    "{}",
+                    serde_json::to_string(&kinded("summary", s)).unwrap_or_default()
+                )?;
             }
             super::OutputFormat::Json => {
-                let start = if self.written == 0 {
-                    "{\"results\":["
-                } else {
-                    ""
-                };
+                let start = if self.written == 0 { DOC_START } else { "" };
                 writeln!(
                     self.out,
                     "{start}],\"summary\":{}}}",
-                    serde_json::to_string(s).unwrap_or_default()
+                    serde_json::to_string(&kinded("summary", s)).unwrap_or_default()
                 )?;
             }
             super::OutputFormat::Text => {
@@ -609,12 +679,6 @@ pub fn write_table(
             silent_hosts.push((host, silent));
             continue;
         }
-        writeln!(out, "\n{host}")?;
-        writeln!(
-            out,
-            "  {:<9} {:<12} {:<32} {:>10} {:>4} {:>6}  options",
-            "PORT", "STATE", "REASON", "RTT", "TTL", "WIN"
-        )?;
         let mut listed: Vec<&&ScanResult> = rs
             .iter()
             .filter(|r| match r.verdict {
@@ -625,37 +689,73 @@ pub fn write_table(
             })
             .collect();
         listed.sort_by_key(|r| r.port);
-        for r in listed {
-            let reason = match (&r.verdict, &r.check) {
-                (SynAnswer::Open, Some(c)) => format!("syn-ack ({})", c.text()),
-                (SynAnswer::Open, None) => "syn-ack".to_string(),
-                (_, Some(c)) => c.text(),
-                (SynAnswer::Filtered { error, from }, None) => {
-                    format!("{} from {from}", error.name())
-                }
-                (SynAnswer::NoAnswer, None) => "no-response".into(),
-                (SynAnswer::Closed, None) => "rst".into(),
-            };
-            let rtt = r
-                .rtt_ns
-                .map(|n| format!("{:.1}us", n as f64 / 1e3))
-                .unwrap_or_default();
-            let ttl = r.ttl.map(|t| t.to_string()).unwrap_or_default();
-            let win = r.window.map(|w| w.to_string()).unwrap_or_default();
-            let opts = r.options.as_ref().map(|o| o.brief()).unwrap_or_default();
-            let port = format!("{}/tcp", r.port);
-            let line = format!(
-                "  {port:<9} {:<12} {reason:<32} {rtt:>10} {ttl:>4} {win:>6}  {opts}",
-                state(&r.verdict)
+        let rows: Vec<[String; 7]> = listed
+            .iter()
+            .map(|r| {
+                let reason = match (&r.verdict, &r.check) {
+                    (SynAnswer::Open, Some(c)) => format!("syn-ack ({})", c.text()),
+                    (SynAnswer::Open, None) => "syn-ack".to_string(),
+                    (_, Some(c)) => c.text(),
+                    (SynAnswer::Filtered { error, from }, None) => {
+                        format!("{} from {from}", error.name())
+                    }
+                    (SynAnswer::NoAnswer, None) => "no-response".into(),
+                    (SynAnswer::Closed, None) => "rst".into(),
+                };
+                [
+                    format!("{}/tcp", r.port),
+                    state(&r.verdict).to_string(),
+                    reason,
+                    r.rtt_ns
+                        .map(|n| human(Duration::from_nanos(n)))
+                        .unwrap_or_default(),
+                    r.ttl.map(|t| t.to_string()).unwrap_or_default(),
+                    r.window.map(|w| w.to_string()).unwrap_or_default(),
+                    r.options.as_ref().map(|o| o.brief()).unwrap_or_default(),
+                ]
+            })
+            .collect();
+        // columns as wide as their widest cell: an IPv6 "from" address fits
+        let head = ["PORT", "STATE", "REASON", "RTT", "TTL", "WIN", "options"];
+        let least = [9, 12, 32, 10, 4, 6];
+        let width = |i: usize| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([least[i]])
+                .max()
+                .unwrap_or(0)
+        };
+        let w: Vec<usize> = (0..6).map(width).collect();
+        let line = |c: [&str; 7]| {
+            let l = format!(
+                "  {:<w0$} {:<w1$} {:<w2$} {:>w3$} {:>w4$} {:>w5$}  {}",
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                c[4],
+                c[5],
+                c[6],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2],
+                w3 = w[3],
+                w4 = w[4],
+                w5 = w[5]
             );
-            writeln!(out, "{}", line.trim_end())?;
+            l.trim_end().to_string()
+        };
+        writeln!(out, "\n{host}")?;
+        writeln!(out, "{}", line(head))?;
+        for r in &rows {
+            writeln!(out, "{}", line(std::array::from_fn(|i| r[i].as_str())))?;
         }
         if !open_only {
             if silent > 20 {
                 writeln!(out, "  {silent} ports with no response not shown")?;
             }
             if closed > 0 {
-                writeln!(out, "  {closed} closed ports not shown (rst)")?;
+                writeln!(out, "  {} not shown (rst)", plural(closed, "closed port"))?;
             }
         }
     }
@@ -663,8 +763,7 @@ pub fn write_table(
         writeln!(out)?;
     }
     for (host, n) in silent_hosts {
-        let s = if n == 1 { "" } else { "s" };
-        writeln!(out, "{host}  no response ({n} port{s})")?;
+        writeln!(out, "{host}  no response ({})", plural(n as u64, "port"))?;
     }
     Ok(())
 }
@@ -690,8 +789,9 @@ fn write_silent_aggregate(
         let silent_hosts = s.hosts.saturating_sub(answering.len() as u64);
         write!(
             out,
-            ": {silent_hosts} hosts × {} ports answered nothing at all",
-            s.ports
+            ": {} × {} answered nothing at all",
+            plural(silent_hosts, "host"),
+            plural(s.ports, "port")
         )?;
     }
     writeln!(out)
@@ -701,13 +801,13 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
     writeln!(out)?;
     writeln!(
         out,
-        "scanned {} hosts x {} ports ({} probes, shard {}, seed {}) in {:.3}s: {} open, {} closed, {} filtered, {} no-response",
-        s.hosts,
-        s.ports,
-        s.probes,
+        "scanned {} x {} ({}, shard {}, seed {}) in {}: {} open, {} closed, {} filtered, {} no-response",
+        plural(s.hosts, "host"),
+        plural(s.ports, "port"),
+        plural(s.probes, "probe"),
         s.shard,
         s.seed,
-        s.elapsed_s,
+        human(Duration::from_secs_f64(s.elapsed_s.max(0.0))),
         s.open,
         s.closed,
         s.filtered,
@@ -767,6 +867,7 @@ pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
 
     fn summary(no_response: u64, interrupted: bool) -> ScanSummary {
         ScanSummary {
@@ -792,7 +893,10 @@ mod tests {
             skipped_addresses: 0,
             unroutable_addresses: 0,
             send_backpressure: 0,
-            coverage: RateSummary::default(),
+            coverage: RateSummary {
+                mode: "auto".into(),
+                ..RateSummary::default()
+            },
             verify: ScanChecks::default(),
         }
     }
@@ -867,15 +971,18 @@ mod tests {
         assert_eq!(r.len(), 3);
         assert_eq!(
             r[0],
-            json!({"type": "host", "host": "198.18.200.2", "state": "up", "reason": "arp-reply",
-                   "mac": "02:53:53:c8:00:02", "rtt_us": 12.5})
+            json!({"kind": "host", "host": "198.18.200.2", "state": "up", "method": "arp",
+                   "reason": "arp_reply", "mac": "02:53:53:c8:00:02", "rtt_us": 12.5})
         );
         assert_eq!(
             r[1],
-            json!({"type": "host", "host": "198.18.200.9", "state": "down", "reason": "no ARP reply"})
+            json!({"kind": "host", "host": "198.18.200.9", "state": "down", "method": "arp",
+                   "reason": "no_reply"})
         );
         assert_eq!(j["summary"]["discovery"]["up"], 1);
+        crate::report::json::assert_schema("scan_document", &j);
         let nd = with_hosts(crate::report::OutputFormat::Ndjson);
+        crate::report::json::assert_schema_lines("scan_line", &nd);
         assert_eq!(nd.lines().count(), 4);
         for l in nd.lines() {
             serde_json::from_str::<Value>(l).unwrap();
@@ -884,7 +991,7 @@ mod tests {
         assert!(t.starts_with("198.18.200.9  down (no ARP reply)\n"), "{t}");
         assert!(!t.contains("arp-reply"), "{t}");
         assert!(
-            t.contains("discovery: 2 addresses, 1 hosts up (ARP) in 0.05 s, 1 down; 4 requests"),
+            t.contains("discovery: 2 addresses, 1 host up (ARP) in 50.000ms, 1 down; 4 requests"),
             "{t}"
         );
     }
@@ -985,10 +1092,11 @@ mod tests {
                 let first: Value = serde_json::from_str(t.lines().next().unwrap()).unwrap();
                 assert_eq!(
                     first,
-                    json!({"type": "host", "host": "198.18.4.3", "state": "answers-every-port",
-                           "reason": "answers every port (tarpit/proxy)",
-                           "canaries": [{"port": 50001, "answer": "syn-ack"}, {"port": 60002, "answer": "syn-ack"}]})
+                    json!({"kind": "host", "host": "198.18.4.3", "state": "answers_every_port",
+                           "reason": "canaries_answered",
+                           "canaries": [{"port": 50001, "answer": "syn_ack"}, {"port": 60002, "answer": "syn_ack"}]})
                 );
+                crate::report::json::assert_schema_lines("scan_line", &t);
             }
         }
         assert_eq!(ScanChecks::default().line(), None);
@@ -1038,12 +1146,12 @@ mod tests {
             elapsed_s: 0.5,
             ..DiscoverySummary::default()
         };
-        assert_eq!(d.line(), "252 addresses, 0 hosts up (ARP) in 0.50 s");
+        assert_eq!(d.line(), "252 addresses, 0 hosts up (ARP) in 500.000ms");
         d.known_own = 1;
         d.known_neighbours = 1;
         assert_eq!(
             d.line(),
-            "252 addresses, 0 hosts up (ARP), 2 known without asking (own address, neighbour table) in 0.50 s"
+            "252 addresses, 0 hosts up (ARP), 2 known without asking (own address, neighbour table) in 500.000ms"
         );
     }
 }

@@ -2,24 +2,32 @@
 
 use std::time::Duration;
 
-/// Statistics over a set of RTTs, in microseconds.
+/// Statistics over a set of durations (RTTs, stage times), in microseconds:
+/// the one statistics shape of every command's JSON.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RttStats {
     /// Number of RTTs.
     pub count: usize,
     /// The smallest.
+    #[serde(serialize_with = "super::json::us3")]
     pub min_us: f64,
     /// The mean.
+    #[serde(serialize_with = "super::json::us3")]
     pub avg_us: f64,
     /// The largest.
+    #[serde(serialize_with = "super::json::us3")]
     pub max_us: f64,
     /// Standard deviation, as ping's `mdev` (sqrt(E\[x²\] − E\[x\]²)).
+    #[serde(serialize_with = "super::json::us3")]
     pub mdev_us: f64,
     /// The median (nearest rank).
+    #[serde(serialize_with = "super::json::us3")]
     pub p50_us: f64,
     /// The 90th percentile (nearest rank).
+    #[serde(serialize_with = "super::json::us3")]
     pub p90_us: f64,
     /// The 99th percentile (nearest rank).
+    #[serde(serialize_with = "super::json::us3")]
     pub p99_us: f64,
 }
 
@@ -40,6 +48,14 @@ impl RttStats {
         }
         let mut v: Vec<f64> = rtts.iter().map(|d| super::micros(*d)).collect();
         v.sort_by(f64::total_cmp);
+        RttStats::from_sorted_us(&v)
+    }
+
+    /// From values in microseconds sorted in ascending order; None when empty.
+    pub fn from_sorted_us(v: &[f64]) -> Option<RttStats> {
+        if v.is_empty() {
+            return None;
+        }
         let n = v.len() as f64;
         let avg = v.iter().sum::<f64>() / n;
         let sq = v.iter().map(|x| x * x).sum::<f64>() / n;
@@ -49,9 +65,9 @@ impl RttStats {
             avg_us: avg,
             max_us: v[v.len() - 1],
             mdev_us: (sq - avg * avg).max(0.0).sqrt(),
-            p50_us: percentile(&v, 50.0),
-            p90_us: percentile(&v, 90.0),
-            p99_us: percentile(&v, 99.0),
+            p50_us: percentile(v, 50.0),
+            p90_us: percentile(v, 90.0),
+            p99_us: percentile(v, 99.0),
         })
     }
 }

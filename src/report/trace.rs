@@ -1,15 +1,17 @@
 //! `synscope trace` output: a textbook ladder diagram, a stage table, per-stage
 //! statistics over `--count` traces, and one JSON document.
 
-use super::{RttStats, human, micros};
+use super::json::{self, BigU64, Kinded, Us, VerificationOut, kinded, snake};
+use super::{RttStats, human, human_us, plural};
 use crate::event::Timestamp;
 use crate::probe::fingerprint::{Fingerprint, VerificationJson};
 use crate::probe::tcp_client::{
-    CloseMode, Dir, IcmpEnd, Note, SegmentEvent, Side, StateEntry, TcpClient, TcpState, Teardown,
+    CloseMode, Dir, IcmpEnd, Note, SegmentEvent, Side, StampSource, StateEntry, TcpClient,
+    TcpState, Teardown,
 };
 use crate::wire::TcpFlags;
 use serde::Serialize;
-use serde_json::json;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,37 +25,67 @@ pub struct TraceTarget {
     pub host: String,
     pub address: SocketAddr,
     pub interface: String,
+    /// `fin` or `rst`.
+    #[serde(serialize_with = "close_name")]
     pub close: CloseMode,
     pub half_open: bool,
     pub request_bytes: usize,
+    #[serde(rename = "time_wait_us", serialize_with = "ms_as_us")]
     pub time_wait_ms: f64,
 }
 
+fn close_name<S: serde::Serializer>(c: &CloseMode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match c {
+        CloseMode::Fin => "fin",
+        CloseMode::Rst => "rst",
+    })
+}
+
+fn ms_as_us<S: serde::Serializer>(ms: &f64, s: S) -> Result<S::Ok, S::Error> {
+    json::us3(&(ms * 1e3), s)
+}
+
+fn us3_list<S: serde::Serializer>(v: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|x| Us(*x)))
+}
+
+fn snake_str<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&snake(v))
+}
+
 /// One timed stage.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stage {
+    /// An identifier, the key in JSON and the exporter's `stage` label:
+    /// `syn_synack`, `synack_ack`, `request_first_byte`, `ack_first_byte`,
+    /// `fin_ack`, `fin_peer_fin`, `peer_fin_fin`, `time_wait`, `total`.
+    pub id: &'static str,
+    /// As the text output names it: `SYN → SYN-ACK`.
     pub name: &'static str,
     pub ns: u64,
-    pub us: f64,
 }
 
 /// What a half-open trace saw.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HalfOpenReport {
-    /// Each SYN-ACK, as milliseconds after our SYN.
-    pub synack_at_ms: Vec<f64>,
-    /// Gaps between successive SYN-ACKs, in milliseconds.
-    pub intervals_ms: Vec<f64>,
+    /// Each SYN-ACK, as microseconds after our SYN.
+    #[serde(serialize_with = "us3_list")]
+    pub synack_at_us: Vec<f64>,
+    /// Gaps between successive SYN-ACKs, in microseconds.
+    #[serde(serialize_with = "us3_list")]
+    pub intervals_us: Vec<f64>,
     pub retransmissions: usize,
-    /// How long we watched after our SYN, in milliseconds.
-    pub watched_ms: f64,
-    /// `syn-cookies`, `half-open-state` or `unknown`.
+    /// How long we watched after our SYN, in microseconds.
+    #[serde(serialize_with = "json::us3")]
+    pub watched_us: f64,
+    /// `syn-cookies`, `half-open-state` or `unknown` (snake_case in JSON).
+    #[serde(serialize_with = "snake_str")]
     pub server_kept: &'static str,
     pub explanation: String,
 }
 
 /// One finished trace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct TraceRun {
     pub index: u64,
     pub source: SocketAddr,
@@ -69,30 +101,27 @@ pub struct TraceRun {
     /// One line: `complete: ...` (what happened) or `INCOMPLETE: ...`.
     pub result: String,
     /// The ICMP error that ended the trace, if one did.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<IcmpEnd>,
     pub started_ns: u64,
     pub received_bytes: u64,
     pub stages: Vec<Stage>,
     pub segments: Vec<SegmentEvent>,
     pub states: Vec<StateEntry>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub half_open: Option<HalfOpenReport>,
     /// Segments the kernel stamped / all we sent.
     pub kernel_stamped: String,
     /// The SYN-ACK's fingerprint compared with the server's later segments
     /// (`result`: `verified`, `syn-proxy` with its `evidence`, or
     /// `unverified`); absent without a SYN-ACK or in half-open mode.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationJson>,
 }
 
-fn stage(name: &'static str, from: Timestamp, to: Timestamp) -> Stage {
+fn stage(id: &'static str, name: &'static str, from: Timestamp, to: Timestamp) -> Stage {
     let d = to.saturating_sub(from);
     Stage {
+        id,
         name,
         ns: d.as_nanos() as u64,
-        us: micros(d),
     }
 }
 
@@ -121,13 +150,18 @@ pub fn stages(events: &[SegmentEvent], states: &[StateEntry]) -> Vec<Stage> {
             .rev()
             .find(|e| e.dir == Dir::Sent && is(e, TcpFlags::SYN))
         {
-            out.push(stage("SYN → SYN-ACK", syn.at, events[i].at));
+            out.push(stage("syn_synack", "SYN → SYN-ACK", syn.at, events[i].at));
         }
         let ack = events[i + 1..].iter().find(|e| {
             e.dir == Dir::Sent && e.flags == TcpFlags::ACK && e.len == 0 && e.note.is_none()
         });
         if let Some(ack) = ack {
-            out.push(stage("SYN-ACK → ACK sent", events[i].at, ack.at));
+            out.push(stage(
+                "synack_ack",
+                "SYN-ACK → ACK sent",
+                events[i].at,
+                ack.at,
+            ));
             let request = events
                 .iter()
                 .find(|e| e.dir == Dir::Sent && e.len > 0 && e.note.is_none());
@@ -135,12 +169,18 @@ pub fn stages(events: &[SegmentEvent], states: &[StateEntry]) -> Vec<Stage> {
                 .iter()
                 .find(|e| e.dir == Dir::Received && e.len > 0 && accepted(e));
             match (request, first_byte) {
-                (Some(r), Some(b)) if b.at >= r.at => {
-                    out.push(stage("request → first byte", r.at, b.at))
-                }
-                (None, Some(b)) => {
-                    out.push(stage("ACK → first byte (server spoke first)", ack.at, b.at))
-                }
+                (Some(r), Some(b)) if b.at >= r.at => out.push(stage(
+                    "request_first_byte",
+                    "request → first byte",
+                    r.at,
+                    b.at,
+                )),
+                (None, Some(b)) => out.push(stage(
+                    "ack_first_byte",
+                    "ACK → first byte (server spoke first)",
+                    ack.at,
+                    b.at,
+                )),
                 _ => {}
             }
         }
@@ -156,11 +196,21 @@ pub fn stages(events: &[SegmentEvent], states: &[StateEntry]) -> Vec<Stage> {
         if let Some(a) = events[f + 1..].iter().find(|e| {
             e.dir == Dir::Received && is(e, TcpFlags::ACK) && e.ack == fin_seq && accepted(e)
         }) {
-            out.push(stage("FIN → ACK", events[f].at, a.at));
+            out.push(stage("fin_ack", "FIN → ACK", events[f].at, a.at));
         }
         match peer_fin {
-            Some(p) if p > f => out.push(stage("FIN → peer FIN", events[f].at, events[p].at)),
-            Some(p) => out.push(stage("peer FIN → our FIN", events[p].at, events[f].at)),
+            Some(p) if p > f => out.push(stage(
+                "fin_peer_fin",
+                "FIN → peer FIN",
+                events[f].at,
+                events[p].at,
+            )),
+            Some(p) => out.push(stage(
+                "peer_fin_fin",
+                "peer FIN → our FIN",
+                events[p].at,
+                events[f].at,
+            )),
             None => {}
         }
     }
@@ -171,10 +221,10 @@ pub fn stages(events: &[SegmentEvent], states: &[StateEntry]) -> Vec<Stage> {
             .map(|e| e.at)
     };
     if let (Some(tw), Some(closed)) = (client(TcpState::TimeWait), client(TcpState::Closed)) {
-        out.push(stage("TIME_WAIT held", tw, closed));
+        out.push(stage("time_wait", "TIME_WAIT held", tw, closed));
     }
     if let (Some(syn), Some(closed)) = (first_syn, client(TcpState::Closed)) {
-        out.push(stage("total (SYN → CLOSED)", syn.at, closed));
+        out.push(stage("total", "total (SYN → CLOSED)", syn.at, closed));
     }
     out
 }
@@ -190,7 +240,7 @@ pub fn half_open_report(events: &[SegmentEvent]) -> Option<HalfOpenReport> {
         .filter(|e| e.dir == Dir::Received && is(e, syn_ack) && e.note != Some(Note::Ignored))
         .map(|e| e.at)
         .collect();
-    let ms = |d: Duration| d.as_nanos() as f64 / 1e6;
+    let us = |d: Duration| d.as_nanos() as f64 / 1e3;
     let end = events.last().map(|e| e.at).unwrap_or(syn.at);
     let watched = end.saturating_sub(syn.at);
     let first = *at.first()?;
@@ -202,15 +252,16 @@ pub fn half_open_report(events: &[SegmentEvent]) -> Option<HalfOpenReport> {
         (
             "half-open-state",
             format!(
-                "the server kept a request socket (SYN_RECV) and retransmitted its SYN-ACK {retransmissions} time(s)"
+                "the server kept a request socket (SYN_RECV) and retransmitted its SYN-ACK {}",
+                plural(retransmissions as u64, "time")
             ),
         )
     } else if after_first >= Duration::from_millis(1500) {
         (
             "syn-cookies",
             format!(
-                "no SYN-ACK retransmission in {:.1} s: the server kept no half-open state, as with SYN cookies",
-                after_first.as_secs_f64()
+                "no SYN-ACK retransmission in {}: the server kept no half-open state, as with SYN cookies",
+                human(after_first)
             ),
         )
     } else {
@@ -220,13 +271,13 @@ pub fn half_open_report(events: &[SegmentEvent]) -> Option<HalfOpenReport> {
         )
     };
     Some(HalfOpenReport {
-        synack_at_ms: at.iter().map(|t| ms(t.saturating_sub(syn.at))).collect(),
-        intervals_ms: at
+        synack_at_us: at.iter().map(|t| us(t.saturating_sub(syn.at))).collect(),
+        intervals_us: at
             .windows(2)
-            .map(|w| ms(w[1].saturating_sub(w[0])))
+            .map(|w| us(w[1].saturating_sub(w[0])))
             .collect(),
         retransmissions,
-        watched_ms: ms(watched),
+        watched_us: us(watched),
         server_kept,
         explanation,
     })
@@ -464,7 +515,7 @@ pub fn stage_table(run: &TraceRun, target: &TraceTarget) -> String {
             human(Duration::from_nanos(st.ns))
         );
     }
-    if run.stages.iter().any(|s| s.name == "TIME_WAIT held") {
+    if run.stages.iter().any(|s| s.id == "time_wait") {
         s += &format!(
             "  (TIME_WAIT held {} here; Linux holds it {} = 2·MSL)\n",
             humantime::format_duration(Duration::from_secs_f64(target.time_wait_ms / 1000.0)),
@@ -477,14 +528,14 @@ pub fn stage_table(run: &TraceRun, target: &TraceTarget) -> String {
                 return "none".to_string();
             }
             v.iter()
-                .map(|x| format!("{x:.1} ms"))
+                .map(|x| human_us(*x))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
         s += &format!(
             "  SYN-ACKs after our SYN: {}\n  gaps between them: {}\n  server kept: {} ({})\n  (Linux defaults: tcp_synack_retries=5, SYN-ACKs at 0, 1, 3, 7, 15, 31 s; gives up at ~63 s)\n",
-            list(&h.synack_at_ms),
-            list(&h.intervals_ms),
+            list(&h.synack_at_us),
+            list(&h.intervals_us),
             h.server_kept,
             h.explanation
         );
@@ -496,25 +547,25 @@ pub fn stage_table(run: &TraceRun, target: &TraceTarget) -> String {
     s
 }
 
-/// Per-stage statistics over several traces, in first-seen stage order.
-pub fn stage_stats(runs: &[TraceRun]) -> Vec<(&'static str, RttStats)> {
-    let mut names: Vec<&'static str> = Vec::new();
+/// Per-stage statistics over several traces, in first-seen stage order:
+/// (id, name, statistics).
+pub fn stage_stats(runs: &[TraceRun]) -> Vec<(&'static str, &'static str, RttStats)> {
+    let mut ids: Vec<(&'static str, &'static str)> = Vec::new();
     for r in runs {
         for s in &r.stages {
-            if !names.contains(&s.name) {
-                names.push(s.name);
+            if !ids.iter().any(|(id, _)| *id == s.id) {
+                ids.push((s.id, s.name));
             }
         }
     }
-    names
-        .into_iter()
-        .filter_map(|n| {
+    ids.into_iter()
+        .filter_map(|(id, name)| {
             let d: Vec<Duration> = runs
                 .iter()
-                .flat_map(|r| r.stages.iter().filter(|s| s.name == n))
+                .flat_map(|r| r.stages.iter().filter(|s| s.id == id))
                 .map(|s| Duration::from_nanos(s.ns))
                 .collect();
-            RttStats::from_durations(&d).map(|st| (n, st))
+            RttStats::from_durations(&d).map(|st| (id, name, st))
         })
         .collect()
 }
@@ -589,31 +640,240 @@ pub fn write_stats(out: &mut impl Write, runs: &[TraceRun]) -> std::io::Result<(
     writeln!(
         out,
         "  {:<40} {:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
-        "stage (us)", "n", "min", "avg", "max", "p50", "p90", "p99"
+        "stage", "n", "min", "avg", "max", "p50", "p90", "p99"
     )?;
-    for (name, s) in stage_stats(runs) {
+    for (_, name, s) in stage_stats(runs) {
         writeln!(
             out,
-            "  {:<40} {:>5} {:>11.3} {:>11.3} {:>11.3} {:>11.3} {:>11.3} {:>11.3}",
-            name, s.count, s.min_us, s.avg_us, s.max_us, s.p50_us, s.p90_us, s.p99_us
+            "  {:<40} {:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+            name,
+            s.count,
+            human_us(s.min_us),
+            human_us(s.avg_us),
+            human_us(s.max_us),
+            human_us(s.p50_us),
+            human_us(s.p90_us),
+            human_us(s.p99_us)
         )?;
     }
     Ok(())
 }
 
-/// The whole JSON document.
+/// One trace as JSON (`kind: trace`).
+#[derive(Debug, Serialize)]
+pub struct TraceOut {
+    pub index: u64,
+    pub source: SocketAddr,
+    pub isn: u32,
+    pub peer_isn: Option<u32>,
+    /// `we_closed_first`, `peer_closed_first`, `reset_by_peer`, `no_response`, ...
+    pub teardown: String,
+    pub teardown_text: &'static str,
+    pub succeeded: bool,
+    pub not_done: Vec<String>,
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpOut>,
+    /// The first segment's time, ns since the Unix epoch.
+    pub started_ns: BigU64,
+    pub received_bytes: u64,
+    /// Each stage's duration by its id, in the order they happened.
+    pub stages_us: Stages,
+    pub segments: Vec<SegmentOut>,
+    pub states: Vec<StateOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open: Option<HalfOpenReport>,
+    pub kernel_stamped: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationOut>,
+}
+
+/// The ICMP error that ended a trace.
+#[derive(Debug, Serialize)]
+pub struct IcmpOut {
+    pub reason: String,
+    pub from: std::net::IpAddr,
+}
+
+/// Stage id → duration (µs), in stage order.
+#[derive(Debug)]
+pub struct Stages(pub Vec<(&'static str, Us)>);
+
+impl Serialize for Stages {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (*k, *v)))
+    }
+}
+
+/// One segment of the ladder.
+#[derive(Debug, Serialize)]
+pub struct SegmentOut {
+    /// ns since the Unix epoch.
+    pub at_ns: BigU64,
+    /// Since the trace's first segment.
+    pub offset_us: Us,
+    /// `kernel` or `user`: which clock took `at_ns`.
+    pub stamp: &'static str,
+    /// `sent` or `received`.
+    pub dir: &'static str,
+    pub flags: String,
+    pub seq: u32,
+    pub ack: u32,
+    pub rel_seq: u32,
+    pub rel_ack: u32,
+    pub len: u32,
+    pub window: u16,
+    /// `retransmission`, `duplicate`, `out_of_order`, `ignored`,
+    /// `unanswered`, `window_probe`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<String>,
+    /// `syn_sent`, `established`, `time_wait`, ...
+    pub client_state: String,
+    pub server_state: String,
+}
+
+/// A state entered.
+#[derive(Debug, Serialize)]
+pub struct StateOut {
+    /// `client` or `server`.
+    pub side: &'static str,
+    pub state: String,
+    pub at_ns: BigU64,
+    pub offset_us: Us,
+}
+
+fn note_name(n: Note) -> &'static str {
+    match n {
+        Note::Retransmission => "retransmission",
+        Note::Duplicate => "duplicate",
+        Note::OutOfOrder => "out_of_order",
+        Note::Ignored => "ignored",
+        Note::Unanswered => "unanswered",
+        Note::WindowProbe => "window_probe",
+    }
+}
+
+impl TraceRun {
+    /// The JSON form.
+    pub fn out(&self) -> TraceOut {
+        let t0 = Timestamp(self.started_ns);
+        let off = |at: Timestamp| Us::of(at.saturating_sub(t0));
+        TraceOut {
+            index: self.index,
+            source: self.source,
+            isn: self.isn,
+            peer_isn: self.peer_isn,
+            teardown: match self.teardown {
+                Teardown::NoAnswer => "no_response".into(),
+                t => snake(t.name()),
+            },
+            teardown_text: self.teardown_text,
+            succeeded: self.succeeded,
+            not_done: self.not_done.clone(),
+            result: self.result.clone(),
+            icmp: self.icmp.as_ref().map(|i| IcmpOut {
+                reason: snake(&i.reason),
+                from: i.from,
+            }),
+            started_ns: BigU64(self.started_ns),
+            received_bytes: self.received_bytes,
+            stages_us: Stages(
+                self.stages
+                    .iter()
+                    .map(|s| (s.id, Us::from_ns(s.ns)))
+                    .collect(),
+            ),
+            segments: self
+                .segments
+                .iter()
+                .map(|e| SegmentOut {
+                    at_ns: BigU64(e.at.0),
+                    offset_us: off(e.at),
+                    stamp: match e.stamp {
+                        StampSource::Kernel => "kernel",
+                        StampSource::User => "user",
+                    },
+                    dir: match e.dir {
+                        Dir::Sent => "sent",
+                        Dir::Received => "received",
+                    },
+                    flags: e.flags.to_string(),
+                    seq: e.seq.0,
+                    ack: e.ack.0,
+                    rel_seq: e.rel_seq,
+                    rel_ack: e.rel_ack,
+                    len: e.len,
+                    window: e.window,
+                    note: e.note.map(note_name),
+                    icmp: e.icmp.clone(),
+                    client_state: snake(e.client_state.name()),
+                    server_state: snake(e.server_state.name()),
+                })
+                .collect(),
+            states: self
+                .states
+                .iter()
+                .map(|e| StateOut {
+                    side: match e.side {
+                        Side::Client => "client",
+                        Side::Server => "server",
+                    },
+                    state: snake(e.state.name()),
+                    at_ns: BigU64(e.at.0),
+                    offset_us: off(e.at),
+                })
+                .collect(),
+            half_open: self.half_open.clone(),
+            kernel_stamped: self.kernel_stamped.clone(),
+            verification: self.verification.as_ref().map(VerificationOut::from),
+        }
+    }
+}
+
+/// The `--json` document.
+#[derive(Debug, Serialize)]
+pub struct TraceDocument<'a> {
+    pub kind: &'static str,
+    pub command: &'static str,
+    pub target: &'a TraceTarget,
+    pub traces: Vec<Kinded<'a, TraceOut>>,
+    /// Per-stage statistics by stage id.
+    pub stats: BTreeMap<&'static str, RttStats>,
+    pub linux_time_wait_us: Us,
+    pub interrupted: bool,
+}
+
+/// Writes the whole JSON document.
+pub fn write_json(
+    out: &mut impl Write,
+    t: &TraceTarget,
+    runs: &[TraceRun],
+    interrupted: bool,
+) -> std::io::Result<()> {
+    let traces: Vec<TraceOut> = runs.iter().map(TraceRun::out).collect();
+    let doc = TraceDocument {
+        kind: "report",
+        command: "trace",
+        target: t,
+        traces: traces.iter().map(|t| kinded("trace", t)).collect(),
+        stats: stage_stats(runs)
+            .into_iter()
+            .map(|(id, _, s)| (id, s))
+            .collect(),
+        linux_time_wait_us: Us::of(LINUX_TIME_WAIT),
+        interrupted,
+    };
+    serde_json::to_writer(&mut *out, &doc)?;
+    writeln!(out)
+}
+
+/// The whole JSON document as a value (tests).
 pub fn json_document(t: &TraceTarget, runs: &[TraceRun], interrupted: bool) -> serde_json::Value {
-    let stats: serde_json::Map<String, serde_json::Value> = stage_stats(runs)
-        .into_iter()
-        .map(|(n, s)| (n.to_string(), json!(s)))
-        .collect();
-    json!({
-        "target": t,
-        "traces": runs,
-        "stats": stats,
-        "linux_time_wait_s": LINUX_TIME_WAIT.as_secs(),
-        "interrupted": interrupted,
-    })
+    let mut v = Vec::new();
+    let _ = write_json(&mut v, t, runs, interrupted);
+    serde_json::from_slice(&v).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -807,8 +1067,13 @@ mod tests {
         let st = stage_table(&run, &t);
         assert!(st.contains("Linux holds it 1m"), "{st}");
         let doc = json_document(&t, &[run], false);
-        assert_eq!(doc["traces"][0]["teardown"], "we-closed-first");
+        crate::report::json::assert_schema("trace_document", &doc);
+        assert_eq!(doc["kind"], "report");
+        assert_eq!(doc["traces"][0]["kind"], "trace");
+        assert_eq!(doc["traces"][0]["teardown"], "we_closed_first");
         assert_eq!(doc["traces"][0]["segments"][0]["flags"], "S");
-        assert_eq!(doc["stats"]["FIN → ACK"]["count"], 1);
+        assert_eq!(doc["traces"][0]["segments"][0]["client_state"], "syn_sent");
+        assert_eq!(doc["traces"][0]["stages_us"]["syn_synack"], 48.0);
+        assert_eq!(doc["stats"]["fin_ack"]["count"], 1);
     }
 }

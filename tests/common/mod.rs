@@ -7,6 +7,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use synscope_lab::{Lab, VETH};
 
+pub mod schema;
+
 /// Reads a nanosecond pcap with Ethernet (tcpdump on veth) or raw-IP link type
 /// into (timestamp ns, IP datagram) pairs.
 pub fn read_pcap(path: &Path) -> Vec<(u64, Vec<u8>)> {

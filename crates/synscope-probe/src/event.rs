@@ -5,8 +5,7 @@ use std::time::Duration;
 
 /// A point in time on CLOCK_REALTIME, nanoseconds since the epoch: the clock the
 /// kernel stamps captured packets with (the same stamp tcpdump reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {

@@ -44,12 +44,6 @@ impl std::fmt::Display for MacAddr {
     }
 }
 
-impl serde::Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// The ARP operation (RFC 826 `ar$op`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArpOp {

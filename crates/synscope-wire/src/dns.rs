@@ -169,7 +169,7 @@ impl QueryRepr {
 }
 
 /// Header flags of a reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Flags {
     /// Query/Response: set in a response.
     pub qr: bool,
@@ -205,7 +205,7 @@ impl Flags {
 }
 
 /// One resource record, in presentation format.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordRepr {
     /// Owner name, absolute (`www.example.com.`).
     pub name: String,
@@ -214,17 +214,15 @@ pub struct RecordRepr {
     /// `IN`, `CH`, ..., `CLASS<n>`.
     pub class: String,
     /// Type mnemonic ([`type_name`]).
-    #[serde(rename = "type")]
     pub rtype: String,
     /// RDATA in presentation format, as kdig prints it.
     pub data: String,
     /// The numeric type, for comparing without the mnemonic.
-    #[serde(skip)]
     pub type_code: u16,
 }
 
 /// The OPT pseudo-record of a reply.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdnsInfo {
     /// EDNS version (0 is the only one defined).
     pub version: u8,

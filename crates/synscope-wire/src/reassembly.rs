@@ -51,8 +51,7 @@ impl Default for Limits {
 }
 
 /// Why a fragment did not end up in a datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FragmentDrop {
     /// Unreadable IP header.
     Malformed,

@@ -4,8 +4,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// A TCP sequence (or acknowledgment) number with wrapping arithmetic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct SeqNumber(pub u32);
 
 impl SeqNumber {

@@ -80,32 +80,22 @@ impl fmt::Display for TcpFlags {
 }
 
 /// The TCP options synscope understands; others are skipped and their kinds kept.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TcpOptions {
     /// Maximum Segment Size (kind 2), in bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub mss: Option<u16>,
     /// Window scale shift count (kind 3, RFC 7323; 0..=14 is meaningful).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub window_scale: Option<u8>,
     /// SACK-permitted (kind 4, RFC 2018).
     pub sack_permitted: bool,
     /// (TSval, TSecr)
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamps: Option<(u32, u32)>,
     /// Number of SACK blocks carried.
-    #[serde(skip_serializing_if = "is_zero")]
     pub sack_blocks: u8,
     /// Kinds of options not understood (skipped by their length byte).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<u8>,
     /// The option area ended in a malformed option (the rest was ignored).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub malformed: bool,
-}
-
-fn is_zero(v: &u8) -> bool {
-    *v == 0
 }
 
 mod kind {

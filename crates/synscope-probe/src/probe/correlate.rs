@@ -33,8 +33,7 @@ impl PartialOrd for FlowKey {
 }
 
 /// Why a captured packet was not taken as a reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Ignored {
     /// Could not be parsed (truncated, bad length, bad checksum).
     Malformed,

@@ -42,8 +42,7 @@ pub struct QueryKey {
 }
 
 /// Why a captured packet was not taken as an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DnsIgnored {
     /// Unreadable IP/UDP/DNS (truncated, bad length, bad checksum).
     Malformed,
@@ -136,8 +135,9 @@ pub struct DnsOutcome {
 #[derive(Debug, Clone)]
 struct Pending {
     tag: u64,
-    question: Question,
-    datagram: Vec<u8>,
+    /// The query as sent: a retry builds its datagram again (no copy of
+    /// every datagram kept for the few that are retried).
+    query: QueryRepr,
     query_size: usize,
     user_sent: Timestamp,
     kernel_sent: Option<Timestamp>,
@@ -163,7 +163,7 @@ impl Pending {
             tag: self.tag,
             key,
             sent_at: self.sent_at(),
-            question: self.question,
+            question: self.query.question,
             query_size: self.query_size,
             attempts: self.attempts,
             rtt,
@@ -276,18 +276,7 @@ impl DnsExchange {
             src_port,
             id: query.id,
         };
-        let ip = IpRepr {
-            src: self.cfg.src,
-            dst: server.ip(),
-            protocol: Protocol::UDP,
-            ttl: self.cfg.ttl,
-            ident: query.id,
-            later_fragment: false,
-            flow_label: 0,
-        };
-        // headers and message in one buffer
-        let datagram = ip.emit_udp(src_port, server.port(), |b| query.emit_into(b));
-        let query_size = datagram.len() - ip.header_len() - UdpRepr::HEADER_LEN;
+        let (datagram, query_size) = datagram_of(&self.cfg, &key, query);
         let deadline = now + self.cfg.timeout;
         if self.pending.contains_key(&key) {
             self.forget(&key);
@@ -296,8 +285,7 @@ impl DnsExchange {
             key,
             Pending {
                 tag,
-                question: query.question.clone(),
-                datagram: datagram.clone(),
+                query: query.clone(),
                 query_size,
                 user_sent: now,
                 kernel_sent: None,
@@ -360,7 +348,7 @@ impl DnsExchange {
                 self.deadlines.push(p.deadline, key);
                 resend.push(Resend {
                     key,
-                    datagram: p.datagram.clone(),
+                    datagram: datagram_of(&self.cfg, &key, &p.query).0,
                 });
             } else if let Some(p) = self.forget(&key) {
                 done.push(p.outcome(key, None, None, None));
@@ -473,7 +461,10 @@ impl DnsExchange {
         let question_ok = self.pending.get(&key).map(|p| {
             message.as_ref().is_some_and(|reply| {
                 reply.question_count == 1
-                    && reply.question.as_ref().is_some_and(|q| q.same(&p.question))
+                    && reply
+                        .question
+                        .as_ref()
+                        .is_some_and(|q| q.same(&p.query.question))
             })
         });
         let Some(question_ok) = question_ok else {
@@ -570,6 +561,23 @@ impl DnsExchange {
         }
         done
     }
+}
+
+/// The IP datagram of `query` as `key` says (headers and message in one
+/// buffer), and the size of its DNS message.
+fn datagram_of(cfg: &DnsProbeConfig, key: &QueryKey, query: &QueryRepr) -> (Vec<u8>, usize) {
+    let ip = IpRepr {
+        src: cfg.src,
+        dst: key.server.ip(),
+        protocol: Protocol::UDP,
+        ttl: cfg.ttl,
+        ident: query.id,
+        later_fragment: false,
+        flow_label: 0,
+    };
+    let datagram = ip.emit_udp(key.src_port, key.server.port(), |b| query.emit_into(b));
+    let size = datagram.len() - ip.header_len() - UdpRepr::HEADER_LEN;
+    (datagram, size)
 }
 
 fn parse_message(payload: &[u8], answers_only: bool) -> Option<ReplyRepr> {

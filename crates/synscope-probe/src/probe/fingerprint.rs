@@ -8,22 +8,18 @@
 
 use crate::event::Timestamp;
 use crate::wire::{IpRepr, Protocol, TcpFlags, TcpRepr};
-use serde::Serialize;
 use std::fmt;
 
 /// What one received TCP segment says about its sender.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fingerprint {
     /// The kernel's receive stamp.
-    #[serde(skip)]
     pub at: Timestamp,
     /// The segment's TCP flags.
-    #[serde(skip)]
     pub flags: TcpFlags,
     /// TTL (IPv4) or hop limit (IPv6) as received.
     pub ttl: u8,
     /// The IPv4 identification; none for IPv6.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_id: Option<u16>,
     /// The TCP window as sent, unscaled.
     pub window: u16,
@@ -32,14 +28,11 @@ pub struct Fingerprint {
     /// end of list, `?K` an unknown kind K (`M,S,T,N,W` is Linux's SYN-ACK).
     pub options: String,
     /// The MSS option's value, in bytes; None without one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub mss: Option<u16>,
     /// The window scale option's shift count; None without one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub wscale: Option<u8>,
     /// The timestamp option's TSval (the sender's clock, in its own ticks);
     /// None without timestamps.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tsval: Option<u32>,
 }
 
@@ -101,8 +94,7 @@ impl Fingerprint {
 }
 
 /// How a host numbers its IPv4 datagrams, judged from several of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpIdBehaviour {
     /// Always 0 (Linux with DF set on a listener's SYN-ACK and on RSTs).
     Zero,
@@ -138,8 +130,7 @@ pub fn ip_id_behaviour(ids: &[u16]) -> Option<IpIdBehaviour> {
 }
 
 /// One way a SYN-ACK (or an RST) differs from the host's other segments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "field", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mismatch {
     /// TTL / hop limit: the SYN-ACK's and the later segments' (a proxy sits
     /// a different number of hops away, or starts from another initial TTL).
@@ -353,10 +344,11 @@ impl Verification {
     }
 }
 
-/// The JSON form of a verification: `"verification": {"result": "syn-proxy",
-/// "evidence": [{"field": "ttl", "syn_ack": 62, "later": 61}], "syn_ack":
-/// {...}, "later": [...]}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A verification's findings: its result (`verified`, `syn-proxy`,
+/// `unverified`), the evidence, the SYN-ACK's and the later segments'
+/// fingerprints. The report maps it to its JSON shape
+/// (`report::json::VerificationOut`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerificationJson {
     /// [`Verification::name`].
     pub result: &'static str,
@@ -478,12 +470,10 @@ mod tests {
         // only the proxy's own window update seen: its window still gives it away
         let v = Verification::of(&syn_ack, &later[..1]);
         assert_eq!(v.name(), "syn-proxy");
-        let j = serde_json::to_value(VerificationJson::new(&syn_ack, &later)).unwrap();
-        assert_eq!(j["result"], "syn-proxy");
-        assert_eq!(j["evidence"][0]["field"], "ttl");
-        assert_eq!(j["evidence"][0]["syn_ack"], 62);
-        assert_eq!(j["evidence"][1]["field"], "zero-window");
-        assert_eq!(j["syn_ack"]["options"], "M,S,T,N,W");
+        let j = VerificationJson::new(&syn_ack, &later);
+        assert_eq!(j.result, "syn-proxy");
+        assert_eq!(j.evidence.len(), 2);
+        assert_eq!(j.syn_ack.options, "M,S,T,N,W");
     }
 
     #[test]

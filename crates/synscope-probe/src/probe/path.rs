@@ -65,7 +65,7 @@ pub struct PathConfig {
 }
 
 /// One field that differs between what we sent and what a hop quoted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// `mss`, `sack-permitted`, `timestamps`, `window-scale`, `options`,
     /// `dscp`, `ecn`, `tcp-flags`, `window`, `ttl`, `ip-id`, `df`,

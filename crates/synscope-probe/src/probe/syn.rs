@@ -32,8 +32,7 @@ pub struct SynProbeConfig {
 
 /// Where a send time came from: the kernel's stamp of the SYN leaving, or (if the
 /// capture missed it) the user-space clock just before the send call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RttSource {
     /// The kernel's stamp of the packet leaving.
     Kernel,

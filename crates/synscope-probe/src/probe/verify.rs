@@ -7,7 +7,6 @@
 use super::fingerprint::{Fingerprint, Mismatch, Verification, VerificationJson, check_rst};
 use crate::event::Timestamp;
 use crate::wire::{IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,8 +19,7 @@ pub const VERIFY_MIN_WAIT: Duration = Duration::from_millis(20);
 const HOST_MEMORY: usize = 64;
 
 /// What `--verify` found out about one probe.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "check", rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeCheck {
     /// A SYN-ACK, compared with the server's later segments.
     Handshake(VerificationJson),

@@ -24,7 +24,6 @@ use crate::event::Timestamp;
 use crate::probe::SynAnswer;
 use crate::probe::verify::{self, Probe, ProbeCheck, Verifier};
 use crate::wire::IpRepr;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -33,8 +32,7 @@ use std::time::Duration;
 pub const CANARIES: usize = 3;
 
 /// What a canary port answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CanaryAnswer {
     /// A SYN-ACK: the port answers (it should not on a normal host).
     SynAck,
