@@ -292,7 +292,7 @@ impl From<&ProbeCheck> for CheckOut {
 #[cfg(test)]
 pub(crate) fn assert_schema(def: &str, value: &serde_json::Value) {
     let mut schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../docs/schema/synscope.schema.json")).unwrap();
+        serde_json::from_str(include_str!("../../../docs/schema/synscope.schema.json")).unwrap();
     let m = schema.as_object_mut().unwrap();
     m.remove("anyOf");
     m.insert("$ref".into(), format!("#/$defs/{def}").into());

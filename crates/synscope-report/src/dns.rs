@@ -1116,11 +1116,11 @@ mod tests {
             let text = String::from_utf8(out).unwrap();
             if format == DnsFormat::Json {
                 let doc: Value = serde_json::from_str(&text).unwrap();
-                crate::report::json::assert_schema("dns_document", &doc);
+                crate::json::assert_schema("dns_document", &doc);
                 assert_eq!(doc["results"][0]["checks"], serde_json::json!([]));
                 assert_eq!(doc["results"][1]["checks"].as_array().unwrap().len(), 1);
             } else {
-                crate::report::json::assert_schema_lines("dns_line", &text);
+                crate::json::assert_schema_lines("dns_line", &text);
             }
         }
     }

@@ -5,13 +5,13 @@ use super::json::{CheckOut, Options, Us, kinded, snake};
 use super::{human, plural};
 use crate::probe::SynAnswer;
 use crate::probe::verify::ProbeCheck;
-use crate::scan::follow::AnswersEveryPort;
 use crate::wire::TcpOptions;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::Duration;
+use synscope_probe::scan::follow::AnswersEveryPort;
 
 /// The start of the `--json` document, up to its list of results.
 const DOC_START: &str = "{\"kind\":\"report\",\"command\":\"scan\",\"results\":[";
@@ -917,7 +917,7 @@ mod tests {
 
     /// The text output of these results and the rows it kept in memory.
     fn text(results: impl Iterator<Item = ScanResult>, s: &ScanSummary) -> (String, usize) {
-        let mut out = ScanOutput::new(Vec::new(), crate::report::OutputFormat::Text, false);
+        let mut out = ScanOutput::new(Vec::new(), crate::OutputFormat::Text, false);
         for r in results {
             out.result(r).unwrap();
         }
@@ -926,7 +926,7 @@ mod tests {
     }
 
     /// Host lines of discovery in each format, around one port result.
-    fn with_hosts(format: crate::report::OutputFormat) -> String {
+    fn with_hosts(format: crate::OutputFormat) -> String {
         let mut out = ScanOutput::new(Vec::new(), format, false);
         let down = HostResult {
             host: "198.18.200.9".parse().unwrap(),
@@ -965,8 +965,7 @@ mod tests {
 
     #[test]
     fn discovered_hosts_in_every_format() {
-        let j: Value =
-            serde_json::from_str(&with_hosts(crate::report::OutputFormat::Json)).unwrap();
+        let j: Value = serde_json::from_str(&with_hosts(crate::OutputFormat::Json)).unwrap();
         let r = j["results"].as_array().unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!(
@@ -980,14 +979,14 @@ mod tests {
                    "reason": "no_reply"})
         );
         assert_eq!(j["summary"]["discovery"]["up"], 1);
-        crate::report::json::assert_schema("scan_document", &j);
-        let nd = with_hosts(crate::report::OutputFormat::Ndjson);
-        crate::report::json::assert_schema_lines("scan_line", &nd);
+        crate::json::assert_schema("scan_document", &j);
+        let nd = with_hosts(crate::OutputFormat::Ndjson);
+        crate::json::assert_schema_lines("scan_line", &nd);
         assert_eq!(nd.lines().count(), 4);
         for l in nd.lines() {
             serde_json::from_str::<Value>(l).unwrap();
         }
-        let t = with_hosts(crate::report::OutputFormat::Text);
+        let t = with_hosts(crate::OutputFormat::Text);
         assert!(t.starts_with("198.18.200.9  down (no ARP reply)\n"), "{t}");
         assert!(!t.contains("arp-reply"), "{t}");
         assert!(
@@ -1033,7 +1032,7 @@ mod tests {
 
     #[test]
     fn many_down_hosts_are_listed_up_to_a_bound_then_counted() {
-        let mut out = ScanOutput::new(Vec::new(), crate::report::OutputFormat::Text, false);
+        let mut out = ScanOutput::new(Vec::new(), crate::OutputFormat::Text, false);
         let n = LISTED_DOWN_MAX + 2500;
         for i in 0..n {
             out.host(&HostResult {
@@ -1058,8 +1057,8 @@ mod tests {
         let h = AnswersEveryPort {
             host: "198.18.4.3".parse().unwrap(),
             canaries: vec![
-                (50001, crate::scan::follow::CanaryAnswer::SynAck),
-                (60002, crate::scan::follow::CanaryAnswer::SynAck),
+                (50001, synscope_probe::scan::follow::CanaryAnswer::SynAck),
+                (60002, synscope_probe::scan::follow::CanaryAnswer::SynAck),
             ],
         };
         let mut s = summary(0, false);
@@ -1074,10 +1073,7 @@ mod tests {
             unverified: 0,
             suspect_rst: 1,
         };
-        for format in [
-            crate::report::OutputFormat::Text,
-            crate::report::OutputFormat::Ndjson,
-        ] {
+        for format in [crate::OutputFormat::Text, crate::OutputFormat::Ndjson] {
             let mut out = ScanOutput::new(Vec::new(), format, false);
             out.every_port(&h).unwrap();
             out.absorbed(h.host);
@@ -1085,7 +1081,7 @@ mod tests {
             assert_eq!(out.counts.get("answers-every-port"), Some(&2));
             assert_eq!(out.counts.get("open"), None);
             let t = String::from_utf8(out.finish(&s).unwrap()).unwrap();
-            if format == crate::report::OutputFormat::Text {
+            if format == crate::OutputFormat::Text {
                 assert!(t.contains("198.18.4.3  answers every port (tarpit/proxy): SYN-ACKs from 2 scanned ports and from canary ports 50001, 60002; not counted as open\n"), "{t}");
                 assert!(t.contains("checks: 6 canary SYNs to 2 hosts, 1 answers every port (2 SYN-ACKs not counted as open); 7 handshakes: 4 verified, 1 syn-proxy, 0 unverified, 2 with hosts answering every port; 1 suspect RST\n"), "{t}");
             } else {
@@ -1096,7 +1092,7 @@ mod tests {
                            "reason": "canaries_answered",
                            "canaries": [{"port": 50001, "answer": "syn_ack"}, {"port": 60002, "answer": "syn_ack"}]})
                 );
-                crate::report::json::assert_schema_lines("scan_line", &t);
+                crate::json::assert_schema_lines("scan_line", &t);
             }
         }
         assert_eq!(ScanChecks::default().line(), None);

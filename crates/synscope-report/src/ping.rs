@@ -629,13 +629,13 @@ mod tests {
             let text = String::from_utf8(out).unwrap();
             if format == OutputFormat::Json {
                 let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-                crate::report::json::assert_schema("ping_document", &doc);
+                crate::json::assert_schema("ping_document", &doc);
                 assert_eq!(doc["probes"][0]["sent_at_ns"], "1796207968955922899");
                 assert_eq!(doc["probes"][0]["check"]["result"], "syn_proxy");
                 assert_eq!(doc["probes"][1]["reason"], "no_response");
                 assert_eq!(doc["summary"]["elapsed_us"], 5000.0);
             } else {
-                crate::report::json::assert_schema_lines("ping_line", &text);
+                crate::json::assert_schema_lines("ping_line", &text);
                 assert_eq!(text.lines().count(), 4);
             }
         }

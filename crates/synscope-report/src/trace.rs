@@ -1067,7 +1067,7 @@ mod tests {
         let st = stage_table(&run, &t);
         assert!(st.contains("Linux holds it 1m"), "{st}");
         let doc = json_document(&t, &[run], false);
-        crate::report::json::assert_schema("trace_document", &doc);
+        crate::json::assert_schema("trace_document", &doc);
         assert_eq!(doc["kind"], "report");
         assert_eq!(doc["traces"][0]["kind"], "trace");
         assert_eq!(doc["traces"][0]["teardown"], "we_closed_first");
