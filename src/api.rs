@@ -187,8 +187,12 @@ pub struct Reply {
 pub async fn syn_ping(target: SocketAddr, opts: &PingOptions) -> Result<Reply, Error> {
     let fail = |e: CmdError| Error::new("syn_ping", target, e);
     let log = Log { verbose: false };
-    let mut path =
-        crate::cmd::open_syn_path(target, opts.interface.as_deref(), log).map_err(fail)?;
+    let send = crate::cli::SendSettings {
+        source_port: None,
+        interface: opts.interface.clone(),
+        syn_options: opts.syn_options,
+    };
+    let mut path = crate::cmd::open_syn_path(target, &send, None, log).map_err(fail)?;
     let src = path.route.src;
     // the source port stays ours (no other socket gets it) until the answer
     let port = PortReservation::reserve(src, 0).map_err(|e| fail(e.into()))?;
@@ -334,10 +338,12 @@ pub async fn scan(
         open_only: false,
         shard: Shard::WHOLE,
         seed: rand::random(),
-        source_port: None,
-        interface: opts.interface.clone(),
         ttl: opts.ttl,
-        syn_options: opts.syn_options,
+        send: crate::cli::SendSettings {
+            source_port: None,
+            interface: opts.interface.clone(),
+            syn_options: opts.syn_options,
+        },
         discovery: opts.discovery,
         format: crate::report::OutputFormat::Ndjson,
         progress: false,

@@ -281,6 +281,29 @@ pub struct SendArgs {
     pub source_port: Option<u16>,
 }
 
+impl SendArgs {
+    /// How the probes leave, as the commands use it.
+    pub fn settings(&self) -> SendSettings {
+        SendSettings {
+            source_port: self.source_port,
+            interface: self.syn.interface.clone(),
+            syn_options: !self.syn.bare_syn,
+        }
+    }
+}
+
+/// Validated [`SendArgs`]: how the probes leave (ping, scan, trace, path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendSettings {
+    /// `--source-port`; None: a free port held while it is used (per probe,
+    /// per trace or per scan: see [`SendArgs`]).
+    pub source_port: Option<u16>,
+    /// `-I`; None: the route's interface.
+    pub interface: Option<String>,
+    /// Linux-like SYN options (off with `--bare-syn`).
+    pub syn_options: bool,
+}
+
 /// `--ttl` (ping, scan, trace; path varies it hop by hop).
 #[derive(Debug, Clone, Copy, Args)]
 #[command(next_help_heading = "Sending")]

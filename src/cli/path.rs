@@ -106,16 +106,12 @@ pub struct PathSettings {
     pub ecn: bool,
     /// `--tos`: TOS / traffic class of the SYNs.
     pub tos: u8,
-    /// Linux-like SYN options (off with `--bare-syn`).
-    pub syn_options: bool,
-    /// `-I`; None: the route's interface.
-    pub interface: Option<String>,
     /// Text or JSON.
     pub format: OutputFormat,
-    /// `--source-port`; None: a fresh port per probe.
-    pub source_port: Option<u16>,
     /// `--pcap`: the capture file; None: none written.
     pub pcap: Option<std::path::PathBuf>,
+    /// `--source-port`, `-I`, `--bare-syn`.
+    pub send: crate::cli::SendSettings,
 }
 
 impl PathArgs {
@@ -130,11 +126,9 @@ impl PathArgs {
             timeout: self.timeout,
             ecn: self.ecn,
             tos: self.tos,
-            syn_options: !self.send.syn.bare_syn,
-            interface: self.send.syn.interface.clone(),
             format: self.output.format(),
-            source_port: self.send.source_port,
             pcap: self.pcap.pcap.clone(),
+            send: self.send.settings(),
         })
     }
 }
@@ -187,7 +181,7 @@ mod tests {
             "p.pcap",
         ])
         .unwrap();
-        assert_eq!(s.source_port, Some(53));
+        assert_eq!(s.send.source_port, Some(53));
         assert_eq!(s.pcap.as_deref(), Some(std::path::Path::new("p.pcap")));
         assert!(settings(&["synscope", "path", "198.18.4.2", "--source-port", "0"]).is_err());
     }

@@ -129,14 +129,8 @@ pub struct PingSettings {
     pub interval: Duration,
     /// `--timeout`: wait per probe.
     pub timeout: Duration,
-    /// `--source-port`; None: a fresh port per probe.
-    pub source_port: Option<u16>,
-    /// `-I`; None: the route's interface.
-    pub interface: Option<String>,
     /// `--ttl`.
     pub ttl: u8,
-    /// Linux-like SYN options (off with `--bare-syn`).
-    pub syn_options: bool,
     /// `--expect`: the verdict that makes the exit status 0.
     pub expect: Expect,
     /// Text, JSON or NDJSON.
@@ -147,6 +141,8 @@ pub struct PingSettings {
     pub pcap: Option<std::path::PathBuf>,
     /// Canary ports first, then complete and check each handshake.
     pub verify: bool,
+    /// `--source-port`, `-I`, `--bare-syn`.
+    pub send: crate::cli::SendSettings,
 }
 
 impl PingArgs {
@@ -162,15 +158,13 @@ impl PingArgs {
             count: self.count,
             interval: self.interval,
             timeout: self.timeout,
-            source_port: self.send.source_port,
-            interface: self.send.syn.interface.clone(),
             ttl: self.ttl.ttl,
-            syn_options: !self.send.syn.bare_syn,
             expect: self.expect.into(),
             format: self.output.format(),
             verbose: global.verbose,
             pcap: self.pcap.pcap.clone(),
             verify: self.verify,
+            send: self.send.settings(),
         })
     }
 }
@@ -196,14 +190,14 @@ mod tests {
         let s = ping(&["[2001:db8::2]:443", "-c", "3", "-i", "5ms"]).unwrap();
         assert_eq!(s.target, "[2001:db8::2]:443".parse().unwrap());
         assert_eq!((s.count, s.interval), (Some(3), Duration::from_millis(5)));
-        assert!(s.syn_options && s.source_port.is_none() && s.ttl == 64);
+        assert!(s.send.syn_options && s.send.source_port.is_none() && s.ttl == 64);
         assert_eq!((s.expect, s.format), (Expect::Open, OutputFormat::Text));
         // -i in seconds, as ping's
         let s = ping(&["198.18.0.2", "-i", "0.2", "-W", "2", "--bare-syn"]).unwrap();
         assert_eq!(s.interval, Duration::from_millis(200));
         assert_eq!(s.timeout, Duration::from_secs(2));
         assert_eq!(s.target.port(), 80);
-        assert!(!s.syn_options);
+        assert!(!s.send.syn_options);
         let s = ping(&[
             "198.18.0.2",
             "-p",
@@ -223,8 +217,8 @@ mod tests {
         .unwrap();
         assert_eq!(s.target.port(), 22);
         assert_eq!((s.expect, s.format), (Expect::Closed, OutputFormat::Ndjson));
-        assert_eq!((s.source_port, s.ttl), (Some(4000), 3));
-        assert_eq!(s.interface.as_deref(), Some("veth0"));
+        assert_eq!((s.send.source_port, s.ttl), (Some(4000), 3));
+        assert_eq!(s.send.interface.as_deref(), Some("veth0"));
         assert_eq!(s.pcap.unwrap().to_str(), Some("p.pcap"));
         assert!(
             ping(&["198.18.0.2:80", "-p", "81"])

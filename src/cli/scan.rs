@@ -189,14 +189,8 @@ pub struct ScanSettings {
     pub shard: Shard,
     /// The probe order's seed (given, derived from the shard, or random).
     pub seed: u64,
-    /// `--source-port`; None: a free port reserved for the scan.
-    pub source_port: Option<u16>,
-    /// `-I`; None: each route's interface.
-    pub interface: Option<String>,
     /// `--ttl`.
     pub ttl: u8,
-    /// Linux-like SYN options (off with `--bare-syn`).
-    pub syn_options: bool,
     /// Resolve on-link targets with ARP / ND before probing them.
     pub discovery: bool,
     /// Text, JSON or NDJSON.
@@ -211,6 +205,8 @@ pub struct ScanSettings {
     pub verify: bool,
     /// Canaries to hosts that answered a SYN-ACK (off with `--no-canaries`).
     pub canaries: bool,
+    /// `--source-port`, `-I`, `--bare-syn`.
+    pub send: crate::cli::SendSettings,
 }
 
 impl ScanArgs {
@@ -311,10 +307,7 @@ impl ScanArgs {
             open_only: self.open,
             shard,
             seed,
-            source_port: self.send.source_port,
-            interface: self.send.syn.interface.clone(),
             ttl: self.ttl.ttl,
-            syn_options: !self.send.syn.bare_syn,
             discovery: !self.no_discovery,
             format: self.output.format(),
             progress: self.progress.on(global, env),
@@ -322,6 +315,7 @@ impl ScanArgs {
             block_size: self.block_size,
             verify: self.verify,
             canaries: !self.no_canaries,
+            send: self.send.settings(),
         })
     }
 }
@@ -408,7 +402,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            (s.format, s.syn_options, s.ttl),
+            (s.format, s.send.syn_options, s.ttl),
             (OutputFormat::Ndjson, false, 9)
         );
         assert!(scan(&["198.18.0.1", "-p", "80", "--json", "--ndjson"]).is_err());

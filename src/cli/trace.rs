@@ -150,18 +150,14 @@ pub struct TraceSettings {
     pub count: u64,
     /// `--interval`: pause between traces.
     pub interval: Duration,
-    /// `--source-port`; None: a fresh port per trace.
-    pub source_port: Option<u16>,
-    /// `-I`; None: the route's interface.
-    pub interface: Option<String>,
     /// `--ttl`.
     pub ttl: u8,
-    /// Linux-like SYN options (off with `--bare-syn`).
-    pub syn_options: bool,
     /// Text or JSON.
     pub format: OutputFormat,
     /// `--pcap`: the capture file; None: none written.
     pub pcap: Option<std::path::PathBuf>,
+    /// `--source-port`, `-I`, `--bare-syn`.
+    pub send: crate::cli::SendSettings,
 }
 
 /// `\r`, `\n`, `\t`, `\\` and `\0` in a `--send` string.
@@ -237,12 +233,10 @@ impl TraceArgs {
             half_open: self.half_open,
             count: self.count,
             interval: self.interval,
-            source_port: self.send_args.source_port,
-            interface: self.send_args.syn.interface.clone(),
             ttl: self.ttl.ttl,
-            syn_options: !self.send_args.syn.bare_syn,
             format: self.output.format(),
             pcap: self.pcap.pcap.clone(),
+            send: self.send_args.settings(),
         })
     }
 }

@@ -157,14 +157,7 @@ fn open_raw(
 ) -> Result<(RawSender, PortReservation, Capture), IoError> {
     let sender = RawSender::open(route.src, None)?;
     let port = PortReservation::reserve_udp(route.src, 0)?;
-    let filter = FlowFilter {
-        local: route.src,
-        remote: Some(server.ip()),
-        remote_port: Some(server.port()),
-        local_ports: Some((port.port, port.port)),
-        protocol: Protocol::UDP,
-        outbound: true,
-    };
+    let filter = FlowFilter::flow(SocketAddr::new(route.src, port.port), server, Protocol::UDP);
     let capture = Capture::open(0, &filter)?;
     Ok((sender, port, capture))
 }

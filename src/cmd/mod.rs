@@ -140,53 +140,70 @@ impl Log {
     }
 }
 
+/// Notes on stderr that `capture`'s buffer overflowed, if it did: answers
+/// among the dropped packets count as loss (ping and path).
+pub(crate) fn note_capture_drops(capture: &crate::io::Capture) {
+    let drops = capture.drops();
+    if drops > 0 {
+        note!(
+            "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
+             answers among them are counted as loss"
+        );
+    }
+}
+
+/// Logs (with `-v`) the packets a machine ignored, by reason (`name`d)
+/// (ping and path).
+pub(crate) fn log_ignored<K>(
+    log: Log,
+    ignored: &std::collections::BTreeMap<K, u64>,
+    name: impl Fn(&K) -> &str,
+) {
+    if !ignored.is_empty() {
+        log.debug(|| {
+            let parts: Vec<String> = ignored
+                .iter()
+                .map(|(k, v)| format!("{v} {}", name(k)))
+                .collect();
+            format!("ignored packets: {}", parts.join(", "))
+        });
+    }
+}
+
 /// What a SYN probe to `target` needs, opened before privileges are dropped:
-/// the route, a raw sender on it, and a capture of our SYNs leaving, the
-/// target's answers and ICMP errors about them (ping and path).
+/// the route, a raw sender on it, a capture of our SYNs leaving, the
+/// target's answers and ICMP errors about them, `--pcap`'s writer and
+/// `--source-port`'s reservation (held for the run) (ping, path, the library).
 pub(crate) fn open_syn_path(
     target: std::net::SocketAddr,
-    interface: Option<&str>,
+    send: &crate::cli::SendSettings,
+    pcap: Option<&std::path::Path>,
     log: Log,
 ) -> Result<SynPath, CmdError> {
     let dst = target.ip();
+    let interface = send.interface.as_deref();
     let route = crate::io::Route::lookup(dst, interface)?;
     log.debug(|| format!("route to {dst}: {route}"));
     let sender = crate::io::RawSender::open(route.src, interface)?;
-    let filter = crate::io::bpf::FlowFilter {
-        local: route.src,
-        remote: Some(dst),
-        remote_port: Some(target.port()),
-        local_ports: None,
-        protocol: crate::wire::Protocol::TCP,
-        outbound: true,
-    };
+    let filter = crate::io::bpf::FlowFilter::flow(
+        std::net::SocketAddr::new(route.src, 0),
+        target,
+        crate::wire::Protocol::TCP,
+    );
     let capture = crate::io::Capture::open(route.capture_ifindex(), &filter)?;
+    let pcap = pcap.map(crate::io::pcap::PcapWriter::create).transpose()?;
+    let fixed_port = send
+        .source_port
+        .map(|p| crate::io::PortReservation::reserve(route.src, p))
+        .transpose()?;
     Ok(SynPath {
         route,
         sender,
         capture,
         filter,
+        pcap,
+        fixed_port,
     })
-}
-
-/// `--pcap`'s writer and `--source-port`'s reservation on `src` (held for
-/// the run), opened before privileges are dropped (ping and path).
-pub(crate) fn pcap_and_port(
-    pcap: Option<&std::path::Path>,
-    src: std::net::IpAddr,
-    port: Option<u16>,
-) -> Result<
-    (
-        Option<crate::io::pcap::PcapWriter>,
-        Option<crate::io::PortReservation>,
-    ),
-    CmdError,
-> {
-    let pcap = pcap.map(crate::io::pcap::PcapWriter::create).transpose()?;
-    let port = port
-        .map(|p| crate::io::PortReservation::reserve(src, p))
-        .transpose()?;
-    Ok((pcap, port))
 }
 
 /// See [`open_syn_path`]; `filter` is the capture's, for captures beside it.
@@ -195,6 +212,10 @@ pub(crate) struct SynPath {
     pub sender: crate::io::RawSender,
     pub capture: crate::io::Capture,
     pub filter: crate::io::bpf::FlowFilter,
+    /// `--pcap`'s writer.
+    pub pcap: Option<crate::io::pcap::PcapWriter>,
+    /// `--source-port`'s reservation; None: a port per probe.
+    pub fixed_port: Option<crate::io::PortReservation>,
 }
 
 #[cfg(test)]

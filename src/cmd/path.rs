@@ -43,9 +43,9 @@ pub async fn run(
         sender,
         mut capture,
         filter: _,
-    } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
-    // --source-port: that port, held for the run (else one per probe)
-    let (mut pcap, fixed_port) = super::pcap_and_port(s.pcap.as_deref(), route.src, s.source_port)?;
+        mut pcap,
+        fixed_port,
+    } = super::open_syn_path(s.target, &s.send, s.pcap.as_deref(), log)?;
     crate::io::privileges::drop_all()?;
     let cfg = PathConfig {
         src: route.src,
@@ -53,7 +53,7 @@ pub async fn run(
         max_hops: s.max_hops,
         count: s.count,
         timeout: s.timeout,
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
         mss: route.mss(),
         window: 64240,
         tos: s.tos,
@@ -85,24 +85,9 @@ pub async fn run(
     .await?;
     drop(link);
     let interrupted = ended.interrupted;
-    let drops = capture.drops();
-    if drops > 0 {
-        note!(
-            "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
-             answers among them are counted as loss"
-        );
-    }
+    super::note_capture_drops(&capture);
     let result = prober.result();
-    if !result.ignored.is_empty() {
-        log.debug(|| {
-            let parts: Vec<String> = result
-                .ignored
-                .iter()
-                .map(|(k, v)| format!("{v} {}", k.name()))
-                .collect();
-            format!("ignored packets: {}", parts.join(", "))
-        });
-    }
+    super::log_ignored(log, &result.ignored, |k| k.name());
     let target = PathTarget {
         host: s.host.clone(),
         address: s.target,

@@ -26,9 +26,9 @@ pub async fn run(
         sender,
         mut capture,
         filter,
-    } = super::open_syn_path(s.target, s.interface.as_deref(), log)?;
-    // --source-port: that port, held for the run (else one per probe)
-    let (mut pcap, fixed_port) = super::pcap_and_port(s.pcap.as_deref(), route.src, s.source_port)?;
+        mut pcap,
+        fixed_port,
+    } = super::open_syn_path(s.target, &s.send, s.pcap.as_deref(), log)?;
     // --verify: a capture for the canary ports, and a rule (for the run) that
     // keeps the kernel from resetting the handshakes we complete from raw
     let (mut canary_capture, _rst_filter) = if s.verify {
@@ -62,7 +62,7 @@ pub async fn run(
         src: route.src,
         dst: s.target,
         ttl: s.ttl,
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
         mss: route.mss(),
         window: 64240,
         timeout: s.timeout,
@@ -72,7 +72,7 @@ pub async fn run(
         address: s.target,
         source: route.src,
         interface: route.interface.clone(),
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
     };
     let clock = RealClock::new();
     let mut interrupt = Interrupt::signals();
@@ -128,13 +128,7 @@ pub async fn run(
     )
     .await?;
     drop(link);
-    let drops = capture.drops();
-    if drops > 0 {
-        note!(
-            "synscope: the capture buffer overflowed and dropped {drops} packet(s): \
-             answers among them are counted as loss"
-        );
-    }
+    super::note_capture_drops(&capture);
     if let Some(w) = pcap.as_mut() {
         w.flush()?;
     }
@@ -204,16 +198,7 @@ pub(crate) async fn session<L: Link, C: Clock>(
     }
     // probes still outstanding at an interrupt are not counted
     let summary = report.summary(machine.ignored(), clock.elapsed(), interrupted);
-    if !summary.ignored.is_empty() {
-        log.debug(|| {
-            let parts: Vec<String> = summary
-                .ignored
-                .iter()
-                .map(|(k, v)| format!("{v} {k}"))
-                .collect();
-            format!("ignored packets: {}", parts.join(", "))
-        });
-    }
+    super::log_ignored(log, &summary.ignored, String::as_str);
     Ok(summary)
 }
 

@@ -302,7 +302,7 @@ fn scan_family<W: std::io::Write + Send>(
         targets: found.targets,
         ports: s.ports.clone(),
         ttl: s.ttl,
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
         mss,
     };
     let total = matcher.len();

@@ -108,7 +108,7 @@ impl Network {
     pub fn open(s: &ScanSettings, targets: &TargetSet, log: Log) -> Result<Opened, CmdError> {
         let v6 = targets.is_ipv6();
         let mut rtnl = Rtnl::open()?;
-        let oif = match &s.interface {
+        let oif = match &s.send.interface {
             Some(name) => Some(nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| {
                 IoError::Interface {
                     name: name.clone(),
@@ -361,7 +361,7 @@ impl Network {
             }
             groups.retain(|_, r| !r.is_empty());
         }
-        let raw = RawSender::open(srcs[0], s.interface.as_deref())?;
+        let raw = RawSender::open(srcs[0], s.send.interface.as_deref())?;
         raw.set_send_buffer(SEND_BUFFER);
         let mut senders: Vec<LinkSender> = Vec::new();
         let mut on_link = Vec::new();
@@ -409,7 +409,7 @@ impl Network {
         } else {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         };
-        let reservation = PortReservation::reserve(reserve_on, s.source_port.unwrap_or(0))?;
+        let reservation = PortReservation::reserve(reserve_on, s.send.source_port.unwrap_or(0))?;
         let sport = reservation.port;
         let filters: Vec<FlowFilter> = srcs
             .iter()

@@ -40,16 +40,9 @@ pub(crate) async fn one_trace(
     log: Log,
 ) -> Result<(TcpClient, Vec<Fingerprint>, bool), CmdError> {
     let dst = s.target;
-    let port = PortReservation::reserve(route.src, s.source_port.unwrap_or(0))?;
+    let port = PortReservation::reserve(route.src, s.send.source_port.unwrap_or(0))?;
     let local = SocketAddr::new(route.src, port.port);
-    let filter = FlowFilter {
-        local: route.src,
-        remote: Some(dst.ip()),
-        remote_port: Some(dst.port()),
-        local_ports: Some((port.port, port.port)),
-        protocol: Protocol::TCP,
-        outbound: true,
-    };
+    let filter = FlowFilter::flow(local, dst, Protocol::TCP);
     let mut capture = Capture::open(route.capture_ifindex(), &filter)?;
     let rst_filter = RstFilter::install(local, dst)?;
     log.debug(|| {
@@ -91,7 +84,7 @@ pub(crate) fn client_config(
         isn,
         ttl: s.ttl,
         mss,
-        syn_options: s.syn_options,
+        syn_options: s.send.syn_options,
         payload: s.payload.clone(),
         close: s.close,
         half_open: s.half_open,
@@ -152,12 +145,12 @@ pub async fn run(
     log: Log,
 ) -> Result<TraceSummary, CmdError> {
     let dst = s.target.ip();
-    let route = Route::lookup(dst, s.interface.as_deref())?;
+    let route = Route::lookup(dst, s.send.interface.as_deref())?;
     log.debug(|| format!("route to {dst}: {route}"));
     // each repetition opens a capture and a flow-scoped nftables rule: keep
     // just what those need
     crate::io::privileges::keep_only_network()?;
-    let sender = RawSender::open(route.src, s.interface.as_deref())?;
+    let sender = RawSender::open(route.src, s.send.interface.as_deref())?;
     let mut pcap = match &s.pcap {
         Some(p) => Some(PcapWriter::create(p)?),
         None => None,

@@ -309,10 +309,15 @@ fn trace_config(close: CloseMode) -> TcpClientConfig {
     }
 }
 
-/// One trace against `peer`; the run and the ladder as "S:FLAGS" / "R:FLAGS".
-fn trace(peer: TcpPeer, path: super::sim::Path) -> (TraceRun, Vec<String>, Teardown) {
+/// One trace against any simulated peer over `path` (`seed`: the link's
+/// randomness): how the drive loop ended, the run and its teardown.
+fn play_trace(
+    peer: impl super::sim::Peer,
+    path: super::sim::Path,
+    seed: u64,
+) -> (crate::drive::Ended, TraceRun, Teardown) {
     let clock = SimClock::starting_at(T0);
-    let mut link = SimLink::new(&clock, peer, path, 3);
+    let mut link = SimLink::new(&clock, peer, path, seed);
     let mut t = Trace::new(trace_config(CloseMode::Fin));
     let ended = rt()
         .block_on(crate::cmd::trace::play(
@@ -323,9 +328,14 @@ fn trace(peer: TcpPeer, path: super::sim::Path) -> (TraceRun, Vec<String>, Teard
             QUIET,
         ))
         .unwrap();
-    assert!(!ended.interrupted && !ended.out_of_time);
     let (c, _) = t.into_parts();
-    let run = TraceRun::from_client(0, &c);
+    (ended, TraceRun::from_client(0, &c), c.teardown().unwrap())
+}
+
+/// One trace against `peer`; the run and the ladder as "S:FLAGS" / "R:FLAGS".
+fn trace(peer: TcpPeer, path: super::sim::Path) -> (TraceRun, Vec<String>, Teardown) {
+    let (ended, run, teardown) = play_trace(peer, path, 3);
+    assert!(!ended.interrupted && !ended.out_of_time);
     let ladder = run
         .segments
         .iter()
@@ -334,7 +344,7 @@ fn trace(peer: TcpPeer, path: super::sim::Path) -> (TraceRun, Vec<String>, Teard
             format!("{d}:{}", e.flags)
         })
         .collect();
-    (run, ladder, c.teardown().unwrap())
+    (run, ladder, teardown)
 }
 
 #[test]
@@ -601,21 +611,10 @@ fn the_probe_crate_machines_run_on_a_recorder_too() {
     assert!(cx.held.is_empty(), "expired probes free their ports");
 }
 
-/// One trace against any simulated peer; its teardown.
+/// One trace against any simulated peer on a clean path; its teardown.
 fn trace_against(peer: impl super::sim::Peer) -> (TraceRun, Teardown) {
-    let clock = SimClock::starting_at(T0);
-    let mut link = SimLink::new(&clock, peer, clean_path(ms(2)), 4);
-    let mut t = Trace::new(trace_config(CloseMode::Fin));
-    rt().block_on(crate::cmd::trace::play(
-        &mut t,
-        &mut link,
-        &clock,
-        &mut Interrupt::never(),
-        QUIET,
-    ))
-    .unwrap();
-    let (c, _) = t.into_parts();
-    (TraceRun::from_client(0, &c), c.teardown().unwrap())
+    let (_, run, teardown) = play_trace(peer, clean_path(ms(2)), 4);
+    (run, teardown)
 }
 
 #[test]

@@ -22,7 +22,7 @@
 //! - with `outbound`, our own packets to the remote (to timestamp our sends);
 //!   we build those ourselves, without extension headers or fragments.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// One cBPF instruction (same layout as `struct sock_filter`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +286,23 @@ fn port_in(a: &mut Asm, load: u16, base: u32, off: u32, (lo, hi): (u16, u16), fa
 }
 
 impl FlowFilter {
+    /// One flow over `protocol`: our packets from `local` to `remote` (let
+    /// through to stamp our sends) and the remote's answers. Port 0 in
+    /// `local`: any of our ports.
+    pub fn flow(local: SocketAddr, remote: SocketAddr, protocol: u8) -> FlowFilter {
+        FlowFilter {
+            local: local.ip(),
+            remote: Some(remote.ip()),
+            remote_port: Some(remote.port()),
+            local_ports: match local.port() {
+                0 => None,
+                p => Some((p, p)),
+            },
+            protocol,
+            outbound: true,
+        }
+    }
+
     fn ports(&self, inbound: bool) -> ((u16, u16), (u16, u16)) {
         let any = (0, u16::MAX);
         let local = self.local_ports.unwrap_or(any);
@@ -545,6 +562,24 @@ pub fn run(prog: &[Insn], packet: &[u8], skb_protocol: u16) -> u32 {
 mod tests {
     use super::*;
     use crate::wire::testutil::fixture;
+
+    #[test]
+    fn flow_is_one_flow_or_any_local_port() {
+        let remote: SocketAddr = "198.18.0.2:80".parse().unwrap();
+        let f = FlowFilter::flow("198.18.0.1:4000".parse().unwrap(), remote, 6);
+        assert_eq!(
+            (f.local, f.remote, f.remote_port, f.local_ports),
+            (
+                "198.18.0.1".parse::<IpAddr>().unwrap(),
+                Some(remote.ip()),
+                Some(80),
+                Some((4000, 4000))
+            )
+        );
+        assert!(f.outbound && f.protocol == 6);
+        let any = FlowFilter::flow("198.18.0.1:0".parse().unwrap(), remote, 17);
+        assert_eq!((any.local_ports, any.protocol), (None, 17));
+    }
 
     fn filter(local: &str, remote: &str, port: u16) -> Vec<Insn> {
         FlowFilter {

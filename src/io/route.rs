@@ -169,6 +169,42 @@ impl PortReservation {
         Self::bind(src, port, Type::DGRAM)
     }
 
+    /// Reserves `n` consecutive ports of `src` (TCP, or UDP with `udp`), so
+    /// one BPF range covers them: from a random base in `lo..=hi - n`,
+    /// `tries` bases at most. The base and the reservations; None: no free
+    /// block was found (or `lo..hi` is shorter than `n`).
+    pub fn block(
+        src: IpAddr,
+        n: u16,
+        udp: bool,
+        (lo, hi): (u16, u16),
+        tries: usize,
+    ) -> Option<(u16, Vec<PortReservation>)> {
+        if hi < lo || hi - lo < n {
+            return None;
+        }
+        let span = u32::from(hi - lo) + 1 - u32::from(n);
+        for _ in 0..tries {
+            let base = lo + (rand::random::<u32>() % span) as u16;
+            let mut held = Vec::with_capacity(n as usize);
+            for p in base..base + n {
+                let r = if udp {
+                    Self::reserve_udp(src, p)
+                } else {
+                    Self::reserve(src, p)
+                };
+                match r {
+                    Ok(r) => held.push(r),
+                    Err(_) => break,
+                }
+            }
+            if held.len() == n as usize {
+                return Some((base, held));
+            }
+        }
+        None
+    }
+
     fn bind(src: IpAddr, port: u16, kind: Type) -> Result<PortReservation, IoError> {
         let pe = |source| IoError::Port {
             addr: src,
@@ -196,5 +232,24 @@ impl PortReservation {
             _sock: sock,
             port: bound,
         })
+    }
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+
+    #[test]
+    fn a_block_is_consecutive_and_inside_its_range() {
+        let lo_addr: IpAddr = "127.0.0.1".parse().unwrap();
+        for udp in [false, true] {
+            let (base, held) = PortReservation::block(lo_addr, 4, udp, (40000, 50000), 20)
+                .expect("a free block of 4 loopback ports");
+            assert!((40000..=49996).contains(&base));
+            let ports: Vec<u16> = held.iter().map(|r| r.port).collect();
+            assert_eq!(ports, (base..base + 4).collect::<Vec<_>>());
+        }
+        assert!(PortReservation::block(lo_addr, 4, false, (40000, 40002), 5).is_none());
+        assert!(PortReservation::block(lo_addr, 4, false, (40002, 40000), 5).is_none());
     }
 }

@@ -125,23 +125,11 @@ fn ephemeral() -> (u16, u16) {
 /// Binds [`BLOCK`] consecutive TCP ports of `src` in the ephemeral range.
 fn reserve_block(src: IpAddr) -> Result<(u16, Vec<PortReservation>), CmdError> {
     let (lo, hi) = ephemeral();
-    let span = u32::from(hi - lo) + 1 - u32::from(BLOCK);
-    for _ in 0..BLOCK_TRIES {
-        let base = lo + (rand::random::<u32>() % span) as u16;
-        let mut held = Vec::with_capacity(BLOCK as usize);
-        for p in base..base + BLOCK {
-            match PortReservation::reserve(src, p) {
-                Ok(r) => held.push(r),
-                Err(_) => break,
-            }
-        }
-        if held.len() == BLOCK as usize {
-            return Ok((base, held));
-        }
-    }
-    Err(CmdError::Setup(format!(
-        "reserve {BLOCK} consecutive TCP ports on {src}: none free in {lo}-{hi}"
-    )))
+    PortReservation::block(src, BLOCK, false, (lo, hi), BLOCK_TRIES).ok_or_else(|| {
+        CmdError::Setup(format!(
+            "reserve {BLOCK} consecutive TCP ports on {src}: none free in {lo}-{hi}"
+        ))
+    })
 }
 
 /// Our port of a captured packet: the source port of our segments, the

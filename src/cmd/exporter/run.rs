@@ -218,10 +218,12 @@ async fn handshake(
         half_open: false,
         count: 1,
         interval: Duration::from_secs(1),
-        source_port: None,
-        interface: None,
         ttl: 64,
-        syn_options,
+        send: crate::cli::SendSettings {
+            source_port: None,
+            interface: None,
+            syn_options,
+        },
         format: crate::report::OutputFormat::Text,
         pcap: None,
     };
