@@ -68,6 +68,27 @@ pub async fn run(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, 
     }
 }
 
+/// What a datagram received on `port`, or an ICMP error quoting our query,
+/// does to `ex` (single and bulk alike). Send stamps are the caller's: each
+/// matches them to its queries its own way, so they end nothing here.
+pub(crate) fn on_answer(ex: &mut DnsExchange, port: u16, ev: UdpEvent) -> Option<DnsOutcome> {
+    match ev {
+        UdpEvent::Sent { .. } => None,
+        UdpEvent::Received { from, at, data, .. } => ex.on_message(from, port, &data, at),
+        UdpEvent::Icmp {
+            error,
+            from,
+            to,
+            quoted,
+            at,
+        } => {
+            // the quoted DNS header starts with the query's id
+            let id = quoted.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+            ex.on_icmp(to, port, id, error, from, at)
+        }
+    }
+}
+
 fn query_of(s: &DnsSettings, name: Name, qtype: RecordType) -> QueryRepr {
     QueryRepr {
         id: rand::random(),
@@ -244,17 +265,7 @@ async fn exchange_socket(
                     }
                     None
                 }
-                UdpEvent::Received { from, at, data, .. } => ex.on_message(from, port, &data, at),
-                UdpEvent::Icmp {
-                    error,
-                    from,
-                    to,
-                    quoted,
-                    at,
-                } => {
-                    let id = quoted.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                    ex.on_icmp(to, port, id, error, from, at)
-                }
+                answer => on_answer(ex, port, answer),
             };
             if let Some(o) = done {
                 return Ok(o);

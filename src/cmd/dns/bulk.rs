@@ -492,19 +492,7 @@ impl Path {
                         }
                         None
                     }
-                    UdpEvent::Received { from, at, data, .. } => {
-                        self.ex.on_message(from, port, &data, at)
-                    }
-                    UdpEvent::Icmp {
-                        error,
-                        from,
-                        to,
-                        quoted,
-                        at,
-                    } => {
-                        let id = quoted.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                        self.ex.on_icmp(to, port, id, error, from, at)
-                    }
+                    answer => super::on_answer(&mut self.ex, port, answer),
                 };
                 if let Some(o) = o {
                     if let Some(refusal) = o.refused {
