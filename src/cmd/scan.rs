@@ -15,7 +15,6 @@ use crate::io::IoError;
 use crate::io::egress::Egress;
 use crate::probe::Ignored;
 use crate::probe::SynAnswer;
-use crate::probe::verify::ProbeCheck;
 use crate::report::scan::{
     DiscoverySummary, RateSummary, ScanChecks, ScanOutput, ScanResult, ScanSummary,
 };
@@ -720,17 +719,7 @@ fn send_blocks<W: std::io::Write + Send>(
             let index = b.perm.at(b.shard.position(j));
             tally.coverage.icmp_silent_pairs += b.shared.sent_icmp(index) as u64;
             if let Some((host, port)) = b.matcher.target(index) {
-                out.result(ScanResult {
-                    index,
-                    host,
-                    port,
-                    verdict: SynAnswer::NoAnswer,
-                    rtt_ns: None,
-                    ttl: None,
-                    window: None,
-                    options: None,
-                    check: None,
-                })?;
+                out.result(ScanResult::no_response(index, host, port))?;
             }
             listed += 1;
             Ok(true)
@@ -806,16 +795,7 @@ fn act<W: std::io::Write>(
             Action::Send(..) => {}
             Action::Report(mut r, check) => {
                 if let Some(c) = &check {
-                    let mut k = lock(checks);
-                    match c {
-                        ProbeCheck::Handshake(v) => match v.result {
-                            "verified" => k.verified += 1,
-                            "syn-proxy" => k.syn_proxy += 1,
-                            _ => k.unverified += 1,
-                        },
-                        ProbeCheck::SuspectRst { .. } => k.suspect_rst += 1,
-                        ProbeCheck::AnswersEveryPort => {}
-                    }
+                    lock(checks).count(c);
                 }
                 r.check = check;
                 lock(output).result(r)?;

@@ -5,7 +5,7 @@ use super::{OutputFormat, RttStats, human, human_us, plural};
 use crate::probe::Ignored;
 use crate::probe::SynAnswer;
 use crate::probe::syn::ProbeResult;
-use crate::probe::verify::ProbeCheck;
+use crate::probe::verify::{ProbeCheck, Tally};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -344,16 +344,13 @@ impl PingReport {
         }
         out.flush()?;
         self.sent += 1;
-        if let (Some(v), Some(c)) = (self.verify.as_mut(), check) {
-            match c {
-                ProbeCheck::Handshake(h) => match h.result {
-                    "syn-proxy" => v.syn_proxy += 1,
-                    "verified" => v.verified += 1,
-                    _ => v.unverified += 1,
-                },
-                ProbeCheck::SuspectRst { .. } => v.suspect_rst += 1,
-                ProbeCheck::AnswersEveryPort => {}
-            }
+        if let (Some(v), Some(t)) = (self.verify.as_mut(), check.and_then(ProbeCheck::tally)) {
+            *match t {
+                Tally::Verified => &mut v.verified,
+                Tally::SynProxy => &mut v.syn_proxy,
+                Tally::Unverified => &mut v.unverified,
+                Tally::SuspectRst => &mut v.suspect_rst,
+            } += 1;
         }
         if check == Some(&ProbeCheck::AnswersEveryPort) {
             // an answer, but not an open port

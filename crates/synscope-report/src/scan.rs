@@ -4,7 +4,7 @@
 use super::json::{CheckOut, Options, Us, kinded, snake};
 use super::{human, plural};
 use crate::probe::SynAnswer;
-use crate::probe::verify::ProbeCheck;
+use crate::probe::verify::{ProbeCheck, Tally};
 use crate::wire::TcpOptions;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -65,6 +65,21 @@ pub(crate) struct ResultLine {
 }
 
 impl ScanResult {
+    /// A pair that never answered: no RTT, no header, no check.
+    pub fn no_response(index: u64, host: IpAddr, port: u16) -> ScanResult {
+        ScanResult {
+            index,
+            host,
+            port,
+            verdict: SynAnswer::NoAnswer,
+            rtt_ns: None,
+            ttl: None,
+            window: None,
+            options: None,
+            check: None,
+        }
+    }
+
     /// The JSON line's fields.
     pub(crate) fn line(&self) -> ResultLine {
         let (reason, icmp_from) = match &self.verdict {
@@ -130,6 +145,18 @@ pub(crate) struct CanaryOut {
 }
 
 impl ScanChecks {
+    /// Counts one check's finding.
+    pub fn count(&mut self, c: &ProbeCheck) {
+        if let Some(t) = c.tally() {
+            *match t {
+                Tally::Verified => &mut self.verified,
+                Tally::SynProxy => &mut self.syn_proxy,
+                Tally::Unverified => &mut self.unverified,
+                Tally::SuspectRst => &mut self.suspect_rst,
+            } += 1;
+        }
+    }
+
     /// `3 canary SYNs to 1 host, 1 answers every port (5 SYN-ACKs not
     /// counted as open); 4 handshakes: 3 verified, 1 syn-proxy, 0 unverified;
     /// 0 suspect RSTs`; None when nothing was checked.
@@ -938,17 +965,7 @@ mod tests {
     }
 
     fn silent(i: u64) -> ScanResult {
-        ScanResult {
-            index: i,
-            host: IpAddr::from([198, 18, (i >> 8) as u8, i as u8]),
-            port: 9,
-            verdict: SynAnswer::NoAnswer,
-            rtt_ns: None,
-            ttl: None,
-            window: None,
-            options: None,
-            check: None,
-        }
+        ScanResult::no_response(i, IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 9)
     }
 
     /// The text output of these results and the rows it kept in memory.

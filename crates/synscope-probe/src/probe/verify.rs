@@ -32,7 +32,34 @@ pub enum ProbeCheck {
     AnswersEveryPort,
 }
 
+/// The four counts a run's checks add up to, in ping's and scan's summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    /// The SYN-ACK's host sent the later segments.
+    Verified,
+    /// A SYN proxy answered: the later segments are not the SYN-ACK's host.
+    SynProxy,
+    /// Nothing came after the SYN-ACK to compare.
+    Unverified,
+    /// An RST whose TTL or IP ID is not the host's.
+    SuspectRst,
+}
+
 impl ProbeCheck {
+    /// The count this check adds to; none for a host that answers every
+    /// port, which the summaries count per host.
+    pub fn tally(&self) -> Option<Tally> {
+        match self {
+            ProbeCheck::Handshake(v) => Some(match v.result {
+                "verified" => Tally::Verified,
+                "syn-proxy" => Tally::SynProxy,
+                _ => Tally::Unverified,
+            }),
+            ProbeCheck::SuspectRst { .. } => Some(Tally::SuspectRst),
+            ProbeCheck::AnswersEveryPort => None,
+        }
+    }
+
     /// The short text after the verdict: `syn-proxy: ttl 62, later 61`.
     pub fn text(&self) -> String {
         let list = |m: &[Mismatch]| {
