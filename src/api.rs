@@ -332,6 +332,7 @@ pub async fn scan(
         retries: opts.retries,
         wait: opts.timeout,
         open_only: false,
+        pcap: None,
         shard: Shard::WHOLE,
         seed: rand::random(),
         source_port: None,
