@@ -466,6 +466,7 @@ pub async fn dns_query(
         recursion_desired: opts.recursion_desired,
         tcp_fallback: opts.tcp_fallback,
         no_raw: !opts.raw,
+        pcap: None,
         retries: opts.retries,
         timeout: opts.timeout,
         format: DnsFormat::Json,
