@@ -314,7 +314,7 @@ impl OutputArgs {
     }
 }
 
-/// `--pcap FILE` (ping, trace, path).
+/// `--pcap FILE` (ping, scan: replies only, trace, path, dns: single queries).
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Output")]
 pub struct PcapArgs {
