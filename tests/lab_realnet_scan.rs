@@ -334,7 +334,10 @@ fn mixed_routes_each_target_from_its_own_source() {
         "{stderr}"
     );
     assert_eq!(summary(&lines)["unroutable_addresses"], 1);
-    assert_eq!(summary(&lines)["ignored"], serde_json::json!({}));
+    // nothing unreadable, forged or from elsewhere; a second answer to a SYN
+    // retried under load (`no_probe`) is the only ignored kind allowed
+    let ignored = summary(&lines)["ignored"].as_object().unwrap().clone();
+    assert!(ignored.keys().all(|k| k == "no_probe"), "{ignored:?}");
     let v = verdicts(&lines);
     let want = [
         ("127.0.0.1", 80, "open"),

@@ -32,6 +32,7 @@ pub struct SimClock {
 }
 
 impl SimClock {
+    /// A clock that reads `t` until a link moves it.
     pub fn starting_at(t: Timestamp) -> SimClock {
         SimClock {
             now: Arc::new(AtomicU64::new(t.0)),
@@ -127,6 +128,7 @@ pub fn clean_path(delay: Duration) -> Path {
 /// The far end: what it sends back for a datagram arriving at `at`, each
 /// answer after its own extra delay (a server's think time, a later FIN).
 pub trait Peer {
+    /// The datagrams sent back for `datagram` arriving at `at`, each with its delay after `at`.
     fn on_datagram(&mut self, at: Timestamp, datagram: &[u8]) -> Vec<(Duration, Vec<u8>)>;
 }
 
@@ -139,6 +141,7 @@ enum Event {
 /// The simulated link: implements [`Link`] like the real capture does.
 pub struct SimLink<P> {
     clock: SimClock,
+    /// The far end, open for the test to inspect (what it saw, what it counted).
     pub peer: P,
     path: Path,
     queue: BTreeMap<(Timestamp, u64), Event>,
@@ -159,6 +162,8 @@ pub struct SimLink<P> {
 pub const TX_STAMP_DELAY: Duration = Duration::from_micros(5);
 
 impl<P: Peer> SimLink<P> {
+    /// A link to `peer` over `path` on `clock`; `seed` seeds the link's
+    /// random numbers ([`Link::random`]).
     pub fn new(clock: &SimClock, peer: P, path: Path, seed: u64) -> SimLink<P> {
         SimLink {
             clock: clock.clone(),
@@ -328,23 +333,29 @@ fn parse_tcp(d: &[u8]) -> Option<(IpRepr, TcpRepr)> {
 /// How a [`SynPeer`] port answers a SYN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortIs {
+    /// Answers SYN-ACK.
     Open,
+    /// Answers RST.
     Closed,
     /// An ICMP administratively-prohibited error.
     Prohibited,
+    /// Answers nothing.
     Silent,
 }
 
 /// A host answering SYNs by port, after `think`; closed unless listed.
 #[derive(Debug, Clone)]
 pub struct SynPeer {
+    /// Each listed port's answer.
     pub ports: BTreeMap<u16, PortIs>,
+    /// Delay between a SYN's arrival and the answer (20 µs by default).
     pub think: Duration,
     /// SYNs that reached it.
     pub syns: u64,
 }
 
 impl SynPeer {
+    /// A host with the listed ports, the others closed.
     pub fn new(ports: &[(u16, PortIs)]) -> SynPeer {
         SynPeer {
             ports: ports.iter().copied().collect(),
@@ -422,8 +433,11 @@ pub enum Ending {
 /// after `rto`), a retransmission that does not wait for a loss.
 #[derive(Debug, Clone)]
 pub struct TcpPeer {
+    /// How the connection ends.
     pub ending: Ending,
+    /// The bytes sent back for the request.
     pub response: Vec<u8>,
+    /// Delay before each answer (30 µs by default).
     pub think: Duration,
     /// When its data and FIN segments go out again.
     pub rto: Duration,
@@ -434,6 +448,7 @@ pub struct TcpPeer {
 }
 
 impl TcpPeer {
+    /// A server answering the request with `response` and ending as `ending`.
     pub fn new(ending: Ending, response: &[u8]) -> TcpPeer {
         TcpPeer {
             ending,
@@ -588,10 +603,13 @@ impl TcpPeer {
 /// that gets through reaches a destination answering as `dst` does.
 #[derive(Debug, Clone)]
 pub struct Routers {
+    /// Each hop's address, the nearest first.
     pub routers: Vec<IpAddr>,
+    /// How the destination answers.
     pub dst: SynPeer,
     /// Routers that drop time-exceeded errors silently (1-based hops).
     pub silent: BTreeSet<u8>,
+    /// The extra delay of each hop on the way back: an answer from hop n comes n × `per_hop` after the datagram.
     pub per_hop: Duration,
 }
 

@@ -22,14 +22,20 @@ pub const LINUX_TIME_WAIT: Duration = Duration::from_secs(60);
 /// Who was traced and how.
 #[derive(Debug, Clone, Serialize)]
 pub struct TraceTarget {
+    /// The target as the user wrote it.
     pub host: String,
+    /// The address and port traced.
     pub address: SocketAddr,
+    /// The interface the segments leave by.
     pub interface: String,
     /// `fin` or `rst`.
     #[serde(serialize_with = "close_name")]
     pub close: CloseMode,
+    /// `--half-open`: only the SYN is sent, the SYN-ACKs are watched.
     pub half_open: bool,
+    /// Bytes of the request sent after the handshake (0: none).
     pub request_bytes: usize,
+    /// How long TIME_WAIT is waited out, ms (`time_wait_us` in JSON).
     #[serde(rename = "time_wait_us", serialize_with = "ms_as_us")]
     pub time_wait_ms: f64,
 }
@@ -62,6 +68,7 @@ pub struct Stage {
     pub id: &'static str,
     /// As the text output names it: `SYN → SYN-ACK`.
     pub name: &'static str,
+    /// The stage's duration, ns.
     pub ns: u64,
 }
 
@@ -74,6 +81,7 @@ pub struct HalfOpenReport {
     /// Gaps between successive SYN-ACKs, in microseconds.
     #[serde(serialize_with = "us3_list")]
     pub intervals_us: Vec<f64>,
+    /// SYN-ACKs the server sent after the first.
     pub retransmissions: usize,
     /// How long we watched after our SYN, in microseconds.
     #[serde(serialize_with = "json::us3")]
@@ -81,17 +89,24 @@ pub struct HalfOpenReport {
     /// `syn-cookies`, `half-open-state` or `unknown` (snake_case in JSON).
     #[serde(serialize_with = "snake_str")]
     pub server_kept: &'static str,
+    /// One sentence on what the SYN-ACK timing says about the server.
     pub explanation: String,
 }
 
 /// One finished trace.
 #[derive(Debug, Clone)]
 pub struct TraceRun {
+    /// The trace's number in the run, from 0.
     pub index: u64,
+    /// Our address and port.
     pub source: SocketAddr,
+    /// Our initial sequence number.
     pub isn: u32,
+    /// The server's initial sequence number; None without a SYN-ACK.
     pub peer_isn: Option<u32>,
+    /// How the connection ended.
     pub teardown: Teardown,
+    /// `teardown` as text output words it.
     pub teardown_text: &'static str,
     /// The handshake, the request (acknowledged) and the teardown asked for
     /// all happened (half-open: a SYN-ACK came).
@@ -102,11 +117,17 @@ pub struct TraceRun {
     pub result: String,
     /// The ICMP error that ended the trace, if one did.
     pub icmp: Option<IcmpEnd>,
+    /// The first segment's time, ns since the Unix epoch.
     pub started_ns: u64,
+    /// Payload bytes received from the server.
     pub received_bytes: u64,
+    /// The timed stages, in the order they happened.
     pub stages: Vec<Stage>,
+    /// Every segment sent and received, in time order.
     pub segments: Vec<SegmentEvent>,
+    /// The TCP states each side entered, in time order.
     pub states: Vec<StateEntry>,
+    /// `--half-open` only: what the SYN-ACKs showed.
     pub half_open: Option<HalfOpenReport>,
     /// Segments the kernel stamped / all we sent.
     pub kernel_stamped: String,
@@ -284,6 +305,7 @@ pub fn half_open_report(events: &[SegmentEvent]) -> Option<HalfOpenReport> {
 }
 
 impl TraceRun {
+    /// The report of the finished connection `c`, the `index`th of the run.
     pub fn from_client(index: u64, c: &TcpClient) -> TraceRun {
         // in time order on the kernel's clock (processing order can differ by µs)
         let mut events = c.events().to_vec();
@@ -661,7 +683,7 @@ pub fn write_stats(out: &mut impl Write, runs: &[TraceRun]) -> std::io::Result<(
 
 /// One trace as JSON (`kind: trace`).
 #[derive(Debug, Serialize)]
-pub struct TraceOut {
+pub(crate) struct TraceOut {
     pub index: u64,
     pub source: SocketAddr,
     pub isn: u32,
@@ -690,14 +712,14 @@ pub struct TraceOut {
 
 /// The ICMP error that ended a trace.
 #[derive(Debug, Serialize)]
-pub struct IcmpOut {
+pub(crate) struct IcmpOut {
     pub reason: String,
     pub from: std::net::IpAddr,
 }
 
 /// Stage id → duration (µs), in stage order.
 #[derive(Debug)]
-pub struct Stages(pub Vec<(&'static str, Us)>);
+pub(crate) struct Stages(pub Vec<(&'static str, Us)>);
 
 impl Serialize for Stages {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -707,7 +729,7 @@ impl Serialize for Stages {
 
 /// One segment of the ladder.
 #[derive(Debug, Serialize)]
-pub struct SegmentOut {
+pub(crate) struct SegmentOut {
     /// ns since the Unix epoch.
     pub at_ns: BigU64,
     /// Since the trace's first segment.
@@ -736,7 +758,7 @@ pub struct SegmentOut {
 
 /// A state entered.
 #[derive(Debug, Serialize)]
-pub struct StateOut {
+pub(crate) struct StateOut {
     /// `client` or `server`.
     pub side: &'static str,
     pub state: String,
@@ -757,7 +779,7 @@ fn note_name(n: Note) -> &'static str {
 
 impl TraceRun {
     /// The JSON form.
-    pub fn out(&self) -> TraceOut {
+    pub(crate) fn out(&self) -> TraceOut {
         let t0 = Timestamp(self.started_ns);
         let off = |at: Timestamp| Us::of(at.saturating_sub(t0));
         TraceOut {
@@ -834,7 +856,7 @@ impl TraceRun {
 
 /// The `--json` document.
 #[derive(Debug, Serialize)]
-pub struct TraceDocument<'a> {
+pub(crate) struct TraceDocument<'a> {
     pub kind: &'static str,
     pub command: &'static str,
     pub target: &'a TraceTarget,
@@ -879,7 +901,7 @@ pub fn write_ndjson_run(out: &mut impl Write, run: &TraceRun) -> std::io::Result
 /// The last `--ndjson` line: the document without its `traces`, `kind`
 /// `summary`, with the number of traces.
 #[derive(Debug, Serialize)]
-pub struct TraceSummaryLine<'a> {
+pub(crate) struct TraceSummaryLine<'a> {
     pub kind: &'static str,
     pub command: &'static str,
     pub target: &'a TraceTarget,
@@ -1115,7 +1137,7 @@ mod tests {
         let st = stage_table(&run, &t);
         assert!(st.contains("Linux holds it 1m"), "{st}");
         let doc = json_document(&t, &[run], false);
-        crate::report::json::assert_schema("trace_document", &doc);
+        crate::json::assert_schema("trace_document", &doc);
         assert_eq!(doc["kind"], "report");
         assert_eq!(doc["traces"][0]["kind"], "trace");
         assert_eq!(doc["traces"][0]["teardown"], "we_closed_first");

@@ -1,4 +1,14 @@
-//! Results as people and programs read them: text lines, JSON, NDJSON, statistics.
+//! synscope's report layer: what every command prints, as text for people and
+//! as JSON / NDJSON in one published schema (docs/schema), plus statistics and
+//! Prometheus metrics. It reads the probe layer's results and writes to any
+//! `io::Write`; it cannot reach sockets or the command line, which live in the
+//! `synscope` crate above it.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+// the paths the report modules name their inputs by
+use synscope_probe::{event, probe};
+use synscope_wire as wire;
 
 pub mod dns;
 pub mod dns_options;

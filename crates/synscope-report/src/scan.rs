@@ -5,13 +5,13 @@ use super::json::{CheckOut, Options, Us, kinded, snake};
 use super::{human, plural};
 use crate::probe::SynAnswer;
 use crate::probe::verify::ProbeCheck;
-use crate::scan::follow::AnswersEveryPort;
 use crate::wire::TcpOptions;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::Duration;
+use synscope_probe::scan::follow::AnswersEveryPort;
 
 /// The start of the `--json` document, up to its list of results.
 const DOC_START: &str = "{\"kind\":\"report\",\"command\":\"scan\",\"results\":[";
@@ -19,13 +19,21 @@ const DOC_START: &str = "{\"kind\":\"report\",\"command\":\"scan\",\"results\":[
 /// One (host, port) result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScanResult {
+    /// The pair's place in the scan's permutation, from 0.
     pub index: u64,
+    /// The host probed.
     pub host: IpAddr,
+    /// The port probed.
     pub port: u16,
+    /// What answered the SYN.
     pub verdict: SynAnswer,
+    /// SYN sent to reply received, ns; None without a reply.
     pub rtt_ns: Option<u64>,
+    /// The reply's IP TTL (IPv6: hop limit); None without a TCP reply.
     pub ttl: Option<u8>,
+    /// The SYN-ACK's or RST's window; None without a TCP reply.
     pub window: Option<u16>,
+    /// The SYN-ACK's TCP options; None without one.
     pub options: Option<TcpOptions>,
     /// What canaries / `--verify` found about this answer (`check` in JSON).
     pub check: Option<ProbeCheck>,
@@ -33,7 +41,7 @@ pub struct ScanResult {
 
 /// One (host, port) result as a JSON line (`kind: result`).
 #[derive(Debug, Serialize)]
-pub struct ResultLine {
+pub(crate) struct ResultLine {
     pub host: IpAddr,
     pub port: u16,
     /// `open`, `closed`, `filtered` (an ICMP error) or `no_response`.
@@ -57,7 +65,8 @@ pub struct ResultLine {
 }
 
 impl ScanResult {
-    pub fn line(&self) -> ResultLine {
+    /// The JSON line's fields.
+    pub(crate) fn line(&self) -> ResultLine {
         let (reason, icmp_from) = match &self.verdict {
             SynAnswer::Filtered { error, from } => (Some(snake(&error.name())), Some(*from)),
             _ => (None, None),
@@ -104,7 +113,7 @@ pub fn every_port_json(h: &AnswersEveryPort) -> String {
 
 /// A host that answers every port, as a JSON line.
 #[derive(Debug, Serialize)]
-pub struct EveryPortLine {
+pub(crate) struct EveryPortLine {
     pub host: IpAddr,
     /// `answers_every_port`.
     pub state: &'static str,
@@ -115,7 +124,7 @@ pub struct EveryPortLine {
 
 /// What one canary port answered (`syn_ack`, `rst`, `icmp`, `no_response`).
 #[derive(Debug, Serialize)]
-pub struct CanaryOut {
+pub(crate) struct CanaryOut {
     pub port: u16,
     pub answer: String,
 }
@@ -160,16 +169,21 @@ pub struct ScanChecks {
     /// Hosts that got canary SYNs (every host with a SYN-ACK; with --verify,
     /// every host that answered), and the canary SYNs sent.
     pub canary_hosts: u64,
+    /// Canary SYNs sent.
     pub canary_probes: u64,
     /// Hosts that answered every canary with a SYN-ACK, and their SYN-ACKs
     /// to scanned ports (not counted as open).
     pub answers_every_port_hosts: u64,
+    /// SYN-ACKs to scanned ports from those hosts.
     pub answers_every_port_pairs: u64,
     /// --verify: handshakes completed (and reset), those with hosts that
     /// answer every port included, and what the others showed.
     pub handshakes: u64,
+    /// Handshakes whose later segments match the SYN-ACK.
     pub verified: u64,
+    /// Handshakes answered by a SYN proxy: the later segments are not the SYN-ACK's host.
     pub syn_proxy: u64,
+    /// Handshakes with no later segment to compare.
     pub unverified: u64,
     /// --verify: RSTs whose TTL or IP ID is not the host's.
     pub suspect_rst: u64,
@@ -178,11 +192,15 @@ pub struct ScanChecks {
 /// A host's state as host discovery found it (on-link targets only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostResult {
+    /// The address asked for.
     pub host: IpAddr,
+    /// Whether it answered the ARP request or neighbour solicitation.
     pub up: bool,
     /// "ARP" or "NDP": how it was asked.
     pub method: &'static str,
+    /// The link-layer address it answered with; None when down.
     pub mac: Option<crate::wire::MacAddr>,
+    /// Request sent to reply received, ns; None when down.
     pub rtt_ns: Option<u64>,
 }
 
@@ -216,7 +234,7 @@ impl HostResult {
 
 /// A host as discovery found it, as a JSON line.
 #[derive(Debug, Serialize)]
-pub struct HostLine {
+pub(crate) struct HostLine {
     pub host: IpAddr,
     /// `up` or `down`.
     pub state: &'static str,
@@ -238,10 +256,13 @@ pub struct DiscoverySummary {
     pub method: String,
     /// On-link addresses asked for.
     pub addresses: u64,
+    /// Addresses that answered.
     pub up: u64,
+    /// Addresses that did not answer.
     pub down: u64,
     /// Requests sent, retries included.
     pub requests: u64,
+    /// Wall time of discovery, seconds (`elapsed_us` in JSON).
     #[serde(rename = "elapsed_us", serialize_with = "super::json::secs_as_us")]
     pub elapsed_s: f64,
     /// Targets that are this host's own addresses: probed without asking.
@@ -287,6 +308,7 @@ pub struct RateSummary {
     pub settled_pps: f64,
     /// The largest loss of a time slice (0..1), and the rate it was sent at.
     pub peak_loss: f64,
+    /// The rate of that slice (probes/s).
     pub peak_loss_rate_pps: f64,
     /// Loss over every probe to a host known to answer (0..1).
     pub mean_loss: f64,
@@ -366,28 +388,40 @@ fn si(x: f64) -> String {
 /// The end-of-scan figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanSummary {
+    /// Target hosts.
     pub hosts: u64,
+    /// Ports per host.
     pub ports: u64,
     /// (host, port) pairs in this shard.
     pub probes: u64,
+    /// `N/M`: this shard of M (`1/1` unsharded).
     pub shard: String,
     /// The permutation's seed (a string in JSON: it can exceed 2^53).
     #[serde(serialize_with = "super::json::u64_str")]
     pub seed: u64,
     /// SYNs sent, retries included.
     pub sent: u64,
+    /// Pairs answered with a SYN-ACK (hosts that answer every port not counted).
     pub open: u64,
+    /// Pairs answered with an RST.
     pub closed: u64,
+    /// Pairs answered with an ICMP error.
     pub filtered: u64,
+    /// Pairs nothing answered after the retries.
     pub no_response: u64,
+    /// SYNs the kernel refused to send (ENOBUFS, EPERM, ...).
     pub send_errors: u64,
+    /// Wall time of the scan, seconds (`elapsed_us` in JSON).
     #[serde(rename = "elapsed_us", serialize_with = "super::json::secs_as_us")]
     pub elapsed_s: f64,
     /// SYNs per second over the send phases.
     pub send_rate_pps: f64,
+    /// Captured packets not taken as replies, by reason.
     #[serde(serialize_with = "ignored_map")]
     pub ignored: BTreeMap<crate::probe::Ignored, u64>,
+    /// Packets the capture ring dropped (the kernel's count).
     pub capture_drops: u64,
+    /// Stopped by SIGINT or SIGTERM before every pair was probed.
     pub interrupted: bool,
     /// Host discovery of on-link targets (absent when none were on-link or
     /// with --no-discovery).
@@ -458,6 +492,7 @@ pub struct ScanOutput<W: Write> {
 }
 
 impl<W: Write> ScanOutput<W> {
+    /// Writes results to `out` in `format`; `open_only` prints only open ports (text).
     pub fn new(out: W, format: super::OutputFormat, open_only: bool) -> ScanOutput<W> {
         ScanOutput {
             out,
@@ -797,7 +832,8 @@ fn write_silent_aggregate(
     writeln!(out)
 }
 
-pub fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Result<()> {
+/// The summary as text lines (the text format's last lines).
+pub(crate) fn write_summary_text(out: &mut impl Write, s: &ScanSummary) -> std::io::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
@@ -917,7 +953,7 @@ mod tests {
 
     /// The text output of these results and the rows it kept in memory.
     fn text(results: impl Iterator<Item = ScanResult>, s: &ScanSummary) -> (String, usize) {
-        let mut out = ScanOutput::new(Vec::new(), crate::report::OutputFormat::Text, false);
+        let mut out = ScanOutput::new(Vec::new(), crate::OutputFormat::Text, false);
         for r in results {
             out.result(r).unwrap();
         }
@@ -926,7 +962,7 @@ mod tests {
     }
 
     /// Host lines of discovery in each format, around one port result.
-    fn with_hosts(format: crate::report::OutputFormat) -> String {
+    fn with_hosts(format: crate::OutputFormat) -> String {
         let mut out = ScanOutput::new(Vec::new(), format, false);
         let down = HostResult {
             host: "198.18.200.9".parse().unwrap(),
@@ -965,8 +1001,7 @@ mod tests {
 
     #[test]
     fn discovered_hosts_in_every_format() {
-        let j: Value =
-            serde_json::from_str(&with_hosts(crate::report::OutputFormat::Json)).unwrap();
+        let j: Value = serde_json::from_str(&with_hosts(crate::OutputFormat::Json)).unwrap();
         let r = j["results"].as_array().unwrap();
         assert_eq!(r.len(), 3);
         assert_eq!(
@@ -980,14 +1015,14 @@ mod tests {
                    "reason": "no_reply"})
         );
         assert_eq!(j["summary"]["discovery"]["up"], 1);
-        crate::report::json::assert_schema("scan_document", &j);
-        let nd = with_hosts(crate::report::OutputFormat::Ndjson);
-        crate::report::json::assert_schema_lines("scan_line", &nd);
+        crate::json::assert_schema("scan_document", &j);
+        let nd = with_hosts(crate::OutputFormat::Ndjson);
+        crate::json::assert_schema_lines("scan_line", &nd);
         assert_eq!(nd.lines().count(), 4);
         for l in nd.lines() {
             serde_json::from_str::<Value>(l).unwrap();
         }
-        let t = with_hosts(crate::report::OutputFormat::Text);
+        let t = with_hosts(crate::OutputFormat::Text);
         assert!(t.starts_with("198.18.200.9  down (no ARP reply)\n"), "{t}");
         assert!(!t.contains("arp-reply"), "{t}");
         assert!(
@@ -1033,7 +1068,7 @@ mod tests {
 
     #[test]
     fn many_down_hosts_are_listed_up_to_a_bound_then_counted() {
-        let mut out = ScanOutput::new(Vec::new(), crate::report::OutputFormat::Text, false);
+        let mut out = ScanOutput::new(Vec::new(), crate::OutputFormat::Text, false);
         let n = LISTED_DOWN_MAX + 2500;
         for i in 0..n {
             out.host(&HostResult {
@@ -1058,8 +1093,8 @@ mod tests {
         let h = AnswersEveryPort {
             host: "198.18.4.3".parse().unwrap(),
             canaries: vec![
-                (50001, crate::scan::follow::CanaryAnswer::SynAck),
-                (60002, crate::scan::follow::CanaryAnswer::SynAck),
+                (50001, synscope_probe::scan::follow::CanaryAnswer::SynAck),
+                (60002, synscope_probe::scan::follow::CanaryAnswer::SynAck),
             ],
         };
         let mut s = summary(0, false);
@@ -1074,10 +1109,7 @@ mod tests {
             unverified: 0,
             suspect_rst: 1,
         };
-        for format in [
-            crate::report::OutputFormat::Text,
-            crate::report::OutputFormat::Ndjson,
-        ] {
+        for format in [crate::OutputFormat::Text, crate::OutputFormat::Ndjson] {
             let mut out = ScanOutput::new(Vec::new(), format, false);
             out.every_port(&h).unwrap();
             out.absorbed(h.host);
@@ -1085,7 +1117,7 @@ mod tests {
             assert_eq!(out.counts.get("answers-every-port"), Some(&2));
             assert_eq!(out.counts.get("open"), None);
             let t = String::from_utf8(out.finish(&s).unwrap()).unwrap();
-            if format == crate::report::OutputFormat::Text {
+            if format == crate::OutputFormat::Text {
                 assert!(t.contains("198.18.4.3  answers every port (tarpit/proxy): SYN-ACKs from 2 scanned ports and from canary ports 50001, 60002; not counted as open\n"), "{t}");
                 assert!(t.contains("checks: 6 canary SYNs to 2 hosts, 1 answers every port (2 SYN-ACKs not counted as open); 7 handshakes: 4 verified, 1 syn-proxy, 0 unverified, 2 with hosts answering every port; 1 suspect RST\n"), "{t}");
             } else {
@@ -1096,7 +1128,7 @@ mod tests {
                            "reason": "canaries_answered",
                            "canaries": [{"port": 50001, "answer": "syn_ack"}, {"port": 60002, "answer": "syn_ack"}]})
                 );
-                crate::report::json::assert_schema_lines("scan_line", &t);
+                crate::json::assert_schema_lines("scan_line", &t);
             }
         }
         assert_eq!(ScanChecks::default().line(), None);

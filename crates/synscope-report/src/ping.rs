@@ -16,8 +16,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
+    /// The port should answer SYN-ACK.
     Open,
+    /// The port should answer RST.
     Closed,
+    /// The port should stay silent or answer with an ICMP error.
     Filtered,
 }
 
@@ -45,12 +48,13 @@ pub fn expectation_met(results: &[ProbeResult], expect: Expect) -> bool {
 
 /// [`expectation_met`] kept up to date one verdict at a time.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ExpectTracker {
+pub(crate) struct ExpectTracker {
     seen: bool,
     contradicted: bool,
 }
 
 impl ExpectTracker {
+    /// Counts one probe's verdict for or against `expect`.
     pub fn add(&mut self, v: &SynAnswer, expect: Expect) {
         if v.class() == expect.name() {
             self.seen = true;
@@ -63,6 +67,7 @@ impl ExpectTracker {
     pub fn contradict(&mut self) {
         self.contradicted = true;
     }
+    /// Whether the expectation holds so far (see [`expectation_met`]).
     pub fn met(&self) -> bool {
         self.seen && !self.contradicted
     }
@@ -71,30 +76,46 @@ impl ExpectTracker {
 /// Who was probed and how, for the header line and the JSON document.
 #[derive(Debug, Clone, Serialize)]
 pub struct PingTarget {
+    /// The target as the user wrote it.
     pub host: String,
+    /// The address and port probed.
     pub address: SocketAddr,
+    /// The source address the route chose.
     pub source: IpAddr,
+    /// The interface the SYNs leave by.
     pub interface: String,
+    /// Whether the SYNs carry options (MSS, SACK, timestamps, window scale); false with `--bare-syn`.
     pub syn_options: bool,
 }
 
 /// The end-of-run figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct PingSummary {
+    /// SYNs sent.
     pub sent: usize,
+    /// Probes that got a SYN-ACK or an RST.
     pub answered: usize,
+    /// Probes answered with a SYN-ACK.
     pub open: usize,
+    /// Probes answered with an RST.
     pub closed: usize,
+    /// Probes answered with an ICMP error or nothing.
     pub filtered: usize,
     /// Probes nothing answered (counted among `filtered`).
     pub no_response: usize,
+    /// Percentage of probes nothing answered (0 when none were sent).
     pub loss_percent: f64,
+    /// Wall time of the run, µs.
     pub elapsed_us: Us,
+    /// Statistics of the answered probes' RTTs; None when no probe was answered.
     pub rtt: Option<RttStats>,
     /// Captured packets not taken as replies, by reason.
     pub ignored: BTreeMap<String, u64>,
+    /// The `--expect` verdict.
     pub expect: Expect,
+    /// Whether the port answered as expected (see [`expectation_met`]).
     pub expectation_met: bool,
+    /// The run was stopped by Ctrl-C before its count.
     pub interrupted: bool,
     /// `--verify` only: the canaries and the checks' counts.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,13 +127,16 @@ pub struct PingSummary {
 pub struct VerifySummary {
     /// The canary ports probed (random, 49152-65535) and what each got.
     pub canary_ports: Vec<u16>,
+    /// The verdict of each canary port, in the order of `canary_ports`.
     pub canary_verdicts: Vec<String>,
     /// Every canary answered SYN-ACK: the host answers every port, and its
     /// SYN-ACKs were not counted as open.
     pub answers_every_port: bool,
     /// SYN-ACKs by what completing the handshake showed.
     pub verified: usize,
+    /// SYN-ACKs from a SYN proxy: the later segments are not the server's.
     pub syn_proxy: usize,
+    /// SYN-ACKs that could not be checked (no later segment).
     pub unverified: usize,
     /// RSTs whose TTL or IP ID is not the host's.
     pub suspect_rst: usize,
@@ -122,9 +146,9 @@ pub struct VerifySummary {
 /// is one RTT (8 bytes), plus its JSON text with `--json`, which prints every
 /// probe at the end.
 pub struct PingReport {
-    pub target: PingTarget,
-    pub format: OutputFormat,
-    pub expect: Expect,
+    target: PingTarget,
+    format: OutputFormat,
+    expect: Expect,
     sent: usize,
     open: usize,
     closed: usize,
@@ -139,7 +163,7 @@ pub struct PingReport {
 
 /// One probe as a JSON line (`kind: probe`).
 #[derive(Debug, Serialize)]
-pub struct ProbeLine {
+pub(crate) struct ProbeLine {
     pub seq: u64,
     pub src_port: u16,
     pub isn: u32,
@@ -169,6 +193,7 @@ pub struct ProbeLine {
 }
 
 impl ProbeLine {
+    /// The JSON line of `r`, with its `--verify` check if any.
     pub fn new(r: &ProbeResult, check: Option<&ProbeCheck>) -> ProbeLine {
         let answered = matches!(r.verdict, SynAnswer::Open | SynAnswer::Closed);
         let reply = r.reply.as_ref();
@@ -215,6 +240,7 @@ struct CanariesLine<'a> {
 }
 
 impl PingReport {
+    /// A report on `target` written in `format`, judged against `expect`.
     pub fn new(target: PingTarget, format: OutputFormat, expect: Expect) -> PingReport {
         PingReport {
             target,
@@ -350,6 +376,7 @@ impl PingReport {
         Ok(())
     }
 
+    /// The end-of-run figures from the probes seen so far.
     pub fn summary(
         &self,
         ignored: &BTreeMap<Ignored, u64>,
@@ -629,13 +656,13 @@ mod tests {
             let text = String::from_utf8(out).unwrap();
             if format == OutputFormat::Json {
                 let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
-                crate::report::json::assert_schema("ping_document", &doc);
+                crate::json::assert_schema("ping_document", &doc);
                 assert_eq!(doc["probes"][0]["sent_at_ns"], "1796207968955922899");
                 assert_eq!(doc["probes"][0]["check"]["result"], "syn_proxy");
                 assert_eq!(doc["probes"][1]["reason"], "no_response");
                 assert_eq!(doc["summary"]["elapsed_us"], 5000.0);
             } else {
-                crate::report::json::assert_schema_lines("ping_line", &text);
+                crate::json::assert_schema_lines("ping_line", &text);
                 assert_eq!(text.lines().count(), 4);
             }
         }

@@ -18,20 +18,28 @@ use std::time::Duration;
 /// The UDP leg of a query.
 #[derive(Debug, Clone)]
 pub struct UdpLeg {
+    /// Query sent to answer received.
     pub rtt: Duration,
+    /// Which clock stamped the query's send time.
     pub rtt_source: RttSource,
+    /// Queries sent, 1 plus the retries.
     pub attempts: u32,
+    /// The answer.
     pub reply: ReplyRepr,
 }
 
 /// The TCP leg after a truncated UDP answer.
 #[derive(Debug, Clone)]
 pub struct TcpLeg {
+    /// TCP connect (SYN to SYN-ACK) time.
     pub connect: Duration,
     /// Query written to answer read.
     pub exchange: Duration,
+    /// Connect plus exchange: the whole TCP leg.
     pub total: Duration,
+    /// The answer; None when the TCP leg failed (see `error`).
     pub reply: Option<ReplyRepr>,
+    /// Why the TCP leg failed; None when it answered.
     pub error: Option<String>,
 }
 
@@ -47,6 +55,7 @@ pub enum TimedBy {
 }
 
 impl TimedBy {
+    /// As text output writes it (`raw capture`, `socket timestamps`).
     pub fn name(self) -> &'static str {
         match self {
             TimedBy::RawCapture => "raw capture",
@@ -58,17 +67,25 @@ impl TimedBy {
 /// One query to one server, finished.
 #[derive(Debug, Clone)]
 pub struct DnsResult {
+    /// The server queried.
     pub server: SocketAddr,
+    /// The name queried, as the user wrote it.
     pub name: String,
+    /// The query type's mnemonic (`A`, `AAAA`, `MX`).
     pub qtype: String,
+    /// The query type's number (`A` = 1).
     pub qtype_code: u16,
+    /// The query's size in bytes (DNS message, without IP and UDP headers).
     pub query_size: usize,
     /// None: no UDP answer after `attempts` attempts.
     pub udp: Option<UdpLeg>,
+    /// UDP queries sent, 1 plus the retries, answered or not.
     pub attempts: u32,
+    /// The TCP retry after a truncated UDP answer; None when there was none.
     pub tcp: Option<TcpLeg>,
     /// The ICMP error that ended the query without an answer.
     pub refused: Option<Refusal>,
+    /// What took the query's timestamps.
     pub timed_by: TimedBy,
 }
 
@@ -90,6 +107,7 @@ impl DnsResult {
         })
     }
 
+    /// `udp`, or `tcp` when the answer that counts came over TCP.
     pub fn transport(&self) -> &'static str {
         match &self.tcp {
             Some(TcpLeg { reply: Some(_), .. }) => "tcp",
@@ -446,7 +464,7 @@ fn source_name(s: RttSource) -> &'static str {
 
 /// One resource record.
 #[derive(Debug, Serialize)]
-pub struct RecordOut<'a> {
+pub(crate) struct RecordOut<'a> {
     pub name: &'a str,
     pub ttl: u32,
     pub class: &'a str,
@@ -470,7 +488,7 @@ fn records(rs: &[RecordRepr]) -> Vec<RecordOut<'_>> {
 
 /// The header flags of a message.
 #[derive(Debug, Serialize)]
-pub struct FlagsOut {
+pub(crate) struct FlagsOut {
     pub qr: bool,
     pub aa: bool,
     pub tc: bool,
@@ -482,7 +500,7 @@ pub struct FlagsOut {
 
 /// The OPT pseudo-record of a message.
 #[derive(Debug, Serialize)]
-pub struct EdnsOut<'a> {
+pub(crate) struct EdnsOut<'a> {
     pub version: u8,
     pub dnssec_ok: bool,
     pub udp_size: u16,
@@ -491,7 +509,7 @@ pub struct EdnsOut<'a> {
 
 /// The question of a message.
 #[derive(Debug, Serialize)]
-pub struct QuestionOut {
+pub(crate) struct QuestionOut {
     pub name: String,
     #[serde(rename = "type")]
     pub qtype: String,
@@ -499,7 +517,7 @@ pub struct QuestionOut {
 
 /// The message that answered, section by section.
 #[derive(Debug, Serialize)]
-pub struct MessageOut<'a> {
+pub(crate) struct MessageOut<'a> {
     pub id: u16,
     pub opcode: String,
     /// The response code's mnemonic (`NOERROR`, `NXDOMAIN`).
@@ -549,7 +567,7 @@ impl<'a> From<&'a ReplyRepr> for MessageOut<'a> {
 
 /// The ICMP error that ended a query.
 #[derive(Debug, Serialize)]
-pub struct RefusedOut {
+pub(crate) struct RefusedOut {
     /// `port_unreachable`, `admin_prohibited`, ...
     pub icmp: String,
     pub from: IpAddr,
@@ -558,7 +576,7 @@ pub struct RefusedOut {
 
 /// The UDP leg of a query.
 #[derive(Debug, Serialize)]
-pub struct UdpOut {
+pub(crate) struct UdpOut {
     pub rtt_us: Us,
     pub rtt_source: &'static str,
     pub truncated: bool,
@@ -567,7 +585,7 @@ pub struct UdpOut {
 
 /// The TCP leg after a truncated UDP answer.
 #[derive(Debug, Serialize)]
-pub struct TcpOut<'a> {
+pub(crate) struct TcpOut<'a> {
     pub connect_us: Us,
     pub exchange_us: Us,
     pub total_us: Us,
@@ -577,7 +595,7 @@ pub struct TcpOut<'a> {
 
 /// One query to one server as JSON (`kind: answer`).
 #[derive(Debug, Serialize)]
-pub struct AnswerOut<'a> {
+pub(crate) struct AnswerOut<'a> {
     pub server: String,
     pub name: &'a str,
     /// The query type's mnemonic.
@@ -613,7 +631,7 @@ impl TimedBy {
 }
 
 /// One result as its JSON object.
-pub fn answer_out<'a>(r: &'a DnsResult, failures: &'a [String]) -> AnswerOut<'a> {
+pub(crate) fn answer_out<'a>(r: &'a DnsResult, failures: &'a [String]) -> AnswerOut<'a> {
     let reply = r.reply();
     AnswerOut {
         server: r.server.to_string(),
@@ -773,7 +791,9 @@ pub struct BulkSummary {
     pub names: u64,
     /// Queries: a name to one server.
     pub queries: u64,
+    /// Queries answered.
     pub answered: u64,
+    /// Queries no answer came for after the retries.
     pub timeouts: u64,
     /// Queries a server refused, by ICMP error name and its sender.
     pub refused: BTreeMap<(String, IpAddr), u64>,
@@ -785,12 +805,17 @@ pub struct BulkSummary {
     pub timing: &'static str,
     /// Which path took the stamps (raw capture, or socket timestamps).
     pub timed_by: TimedBy,
+    /// Queries retried over TCP after a truncated UDP answer.
     pub tcp: u64,
+    /// Input lines that are not a valid query (reported, not sent).
     pub bad_lines: u64,
+    /// Answers by response code mnemonic (`NOERROR`, `NXDOMAIN`).
     pub rcodes: BTreeMap<String, u64>,
     /// Per answered query, microseconds ×10 (0.1 µs resolution) kept compactly.
     pub rtts_decius: Vec<u32>,
+    /// Wall time of the run.
     pub elapsed: Duration,
+    /// UDP queries sent, retries included.
     pub sent_packets: u64,
     /// Stopped by SIGINT or SIGTERM before the input ended.
     pub interrupted: bool,
@@ -799,14 +824,18 @@ pub struct BulkSummary {
     /// Each line to each of several servers: the lines whose answers
     /// differed ([`answer_view`]), and the first of them.
     pub differing_lines: Option<u64>,
+    /// The first of the `differing_lines` (up to 100).
     pub differences: Vec<DifferingLine>,
 }
 
 /// A bulk line whose servers' answers differed.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DifferingLine {
+    /// The line's number in the input, from 1.
     pub line: u64,
+    /// The name on that line.
     pub name: String,
+    /// The query type's mnemonic.
     #[serde(rename = "type")]
     pub qtype: String,
     /// Server → its answer ([`answer_view`]).
@@ -816,9 +845,13 @@ pub struct DifferingLine {
 /// The bulk run's summary as JSON (`kind: summary`).
 #[derive(Debug, Serialize)]
 pub struct BulkSummaryOut<'a> {
+    /// The servers queried.
     pub servers: &'a [SocketAddr],
+    /// Input lines with a name (bad ones included).
     pub names: u64,
+    /// Queries sent: each name to each server.
     pub queries: u64,
+    /// Queries answered.
     pub answered: u64,
     /// Queries no answer came for (after the retries).
     pub no_response: u64,
@@ -832,17 +865,23 @@ pub struct BulkSummaryOut<'a> {
     pub timing: &'static str,
     /// `raw_capture` or `socket_timestamps`.
     pub timed_by: &'static str,
+    /// Queries retried over TCP after a truncated UDP answer.
     pub tcp_fallbacks: u64,
+    /// Input lines that are not a valid query (reported, not sent).
     pub bad_lines: u64,
+    /// Wall time of the run, µs.
     pub elapsed_us: Us,
     /// Answered queries per second.
     pub qps: f64,
+    /// UDP queries sent, retries included.
     pub packets_sent: u64,
     /// Statistics of `time_us` over the answered queries.
     pub time: Option<RttStats>,
     /// Answers by response code mnemonic.
     pub rcodes: &'a BTreeMap<String, u64>,
+    /// Captured packets not taken as answers, by reason (snake_case).
     pub ignored: BTreeMap<String, u64>,
+    /// Stopped by SIGINT or SIGTERM before the input ended.
     pub interrupted: bool,
     /// Queries sent and neither answered nor timed out when interrupted.
     pub in_flight: u64,
@@ -859,7 +898,9 @@ pub struct BulkSummaryOut<'a> {
 pub struct RefusedCount {
     /// `port_unreachable`, `admin_prohibited`, ...
     pub icmp: String,
+    /// The address the ICMP errors came from.
     pub from: IpAddr,
+    /// Queries refused so.
     pub count: u64,
 }
 
@@ -873,6 +914,7 @@ impl BulkSummary {
         RttStats::from_sorted_us(&v)
     }
 
+    /// The summary as JSON writes it, with the capture's ignored packets.
     pub fn out(&self, ignored: &BTreeMap<DnsIgnored, u64>) -> BulkSummaryOut<'_> {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         BulkSummaryOut {
@@ -1116,11 +1158,11 @@ mod tests {
             let text = String::from_utf8(out).unwrap();
             if format == DnsFormat::Json {
                 let doc: Value = serde_json::from_str(&text).unwrap();
-                crate::report::json::assert_schema("dns_document", &doc);
+                crate::json::assert_schema("dns_document", &doc);
                 assert_eq!(doc["results"][0]["checks"], serde_json::json!([]));
                 assert_eq!(doc["results"][1]["checks"].as_array().unwrap().len(), 1);
             } else {
-                crate::report::json::assert_schema_lines("dns_line", &text);
+                crate::json::assert_schema_lines("dns_line", &text);
             }
         }
     }

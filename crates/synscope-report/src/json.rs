@@ -27,12 +27,15 @@ use std::time::Duration;
 pub struct Us(pub f64);
 
 impl Us {
+    /// The length of `d`.
     pub fn of(d: Duration) -> Us {
         Us(d.as_nanos() as f64 / 1e3)
     }
+    /// A span of `ns` nanoseconds.
     pub fn from_ns(ns: u64) -> Us {
         Us(ns as f64 / 1e3)
     }
+    /// A span of `s` seconds.
     pub fn from_secs(s: f64) -> Us {
         Us(s * 1e6)
     }
@@ -115,7 +118,9 @@ pub fn rtt_source(s: crate::probe::syn::RttSource) -> &'static str {
 /// A line or list item with its `kind` in front of its fields.
 #[derive(Debug, Serialize)]
 pub struct Kinded<'a, T: Serialize> {
+    /// The line's kind (`probe`, `result`, `summary`, ...), written first.
     pub kind: &'static str,
+    /// The fields written after `kind`.
     #[serde(flatten)]
     pub inner: &'a T,
 }
@@ -128,19 +133,25 @@ pub fn kinded<'a, T: Serialize>(kind: &'static str, value: &'a T) -> Kinded<'a, 
 /// The TCP options of a segment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Options {
+    /// Maximum segment size, if the option was present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mss: Option<u16>,
+    /// Window scale shift count, if the option was present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window_scale: Option<u8>,
+    /// Whether SACK-permitted was present.
     pub sack_permitted: bool,
     /// `[TSval, TSecr]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamps: Option<[u32; 2]>,
+    /// Number of SACK blocks (omitted when 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub sack_blocks: u8,
     /// Kinds of options not understood.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<u8>,
+    /// The option area ended in a malformed option, the rest ignored (omitted
+    /// when false).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub malformed: bool,
 }
@@ -166,16 +177,22 @@ impl From<&TcpOptions> for Options {
 /// What one segment of a host says about it (`--verify`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FingerprintOut {
+    /// IP TTL (IPv6: hop limit) as received.
     pub ttl: u8,
+    /// IPv4 identification; None for IPv6.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_id: Option<u16>,
+    /// TCP window as received, unscaled.
     pub window: u16,
     /// The option layout in p0f's letters (`M,S,T,N,W`).
     pub options: String,
+    /// MSS option, if present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mss: Option<u16>,
+    /// Window scale option, if present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wscale: Option<u8>,
+    /// Timestamp option's TSval, if present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tsval: Option<u32>,
 }
@@ -198,28 +215,48 @@ impl From<&Fingerprint> for FingerprintOut {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "field", rename_all = "snake_case")]
 pub enum MismatchOut {
+    /// The SYN-ACK's TTL differs from the later segments'.
     Ttl {
+        /// TTL of the SYN-ACK.
         syn_ack: u8,
+        /// TTL of the later segment.
         later: u8,
     },
+    /// The SYN-ACK offered a zero window, the later segments a non-zero one
+    /// (Linux SYNPROXY answers with window 0).
     ZeroWindow {
+        /// The later segment's window.
         later: u16,
     },
+    /// The SYN-ACK and later segments disagree on carrying timestamps.
     Timestamps {
+        /// Whether the SYN-ACK carried timestamps.
         syn_ack: bool,
+        /// Whether the later segment did.
         later: bool,
     },
+    /// The timestamp clock ran backwards or faster than 1 MHz between the
+    /// SYN-ACK and a later segment: another clock.
     TsClock {
+        /// TSval of the SYN-ACK.
         syn_ack: u32,
+        /// TSval of the later segment.
         later: u32,
+        /// Time between the two segments, µs.
         elapsed_us: Us,
     },
+    /// An RST's TTL differs from the host's segments'.
     RstTtl {
+        /// TTL of the RST.
         rst: u8,
+        /// TTL of the host's other segments.
         host: u8,
     },
+    /// An RST whose IP ID is far from the host's counter.
     RstIpId {
+        /// IP ID of the RST.
         rst: u16,
+        /// Last IP ID seen from the host.
         host_last: u16,
     },
 }
@@ -249,9 +286,13 @@ impl From<&Mismatch> for MismatchOut {
 /// `verified`, `syn_proxy` (with its `evidence`) or `unverified`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VerificationOut {
+    /// `verified`, `syn_proxy` or `unverified`.
     pub result: String,
+    /// The differences that make it `syn_proxy` (empty otherwise).
     pub evidence: Vec<MismatchOut>,
+    /// The SYN-ACK's fingerprint.
     pub syn_ack: FingerprintOut,
+    /// The fingerprints of the server's later segments.
     pub later: Vec<FingerprintOut>,
 }
 
@@ -270,8 +311,14 @@ impl From<&VerificationJson> for VerificationOut {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "check", rename_all = "snake_case")]
 pub enum CheckOut {
+    /// The SYN-ACK was checked by completing the handshake.
     Handshake(VerificationOut),
-    SuspectRst { evidence: Vec<MismatchOut> },
+    /// An RST whose TTL or IP ID is not the host's.
+    SuspectRst {
+        /// How the RST differs.
+        evidence: Vec<MismatchOut>,
+    },
+    /// The SYN-ACK came from a host that answers every port (the canaries).
     AnswersEveryPort,
 }
 
@@ -292,7 +339,7 @@ impl From<&ProbeCheck> for CheckOut {
 #[cfg(test)]
 pub(crate) fn assert_schema(def: &str, value: &serde_json::Value) {
     let mut schema: serde_json::Value =
-        serde_json::from_str(include_str!("../../docs/schema/synscope.schema.json")).unwrap();
+        serde_json::from_str(include_str!("../../../docs/schema/synscope.schema.json")).unwrap();
     let m = schema.as_object_mut().unwrap();
     m.remove("anyOf");
     m.insert("$ref".into(), format!("#/$defs/{def}").into());
