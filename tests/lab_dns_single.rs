@@ -599,3 +599,67 @@ fn measure_icmp_exit_and_rtt_against_tcpdump() {
         );
     }
 }
+
+/// `--pcap FILE`: each query and its answer, as the capture saw them, for
+/// every (type, server) asked; with `--file` or `--no-raw` a usage error.
+#[test]
+fn pcap_holds_the_queries_and_answers() {
+    if synscope_lab::skip_unless_root("pcap_holds_the_queries_and_answers") {
+        return;
+    }
+    let (_dns, lab) = lab();
+    let path = std::env::temp_dir().join(format!("synscope-dns-{}.pcap", std::process::id()));
+    let p = path.to_str().unwrap();
+    let out = synscope(
+        &lab,
+        &[
+            "a.lab.test",
+            "A",
+            "AAAA",
+            "@198.18.0.2",
+            "@2001:db8::2",
+            "--json",
+            "--pcap",
+            p,
+        ],
+    );
+    common::assert_status(&out, 0);
+    json_of(&out);
+    let packets = common::read_pcap(&path);
+    let _ = std::fs::remove_file(&path);
+    // UDP datagrams: (to port 53, from port 53), IPv4 and IPv6
+    let udp_ports = |d: &[u8]| -> Option<(bool, u16, u16)> {
+        let (v6, l4) = match d.first()? >> 4 {
+            4 if d.get(9) == Some(&17) => (false, (d[0] & 0x0f) as usize * 4),
+            6 if d.get(6) == Some(&17) => (true, 40),
+            _ => return None,
+        };
+        let h = d.get(l4..l4 + 4)?;
+        Some((
+            v6,
+            u16::from_be_bytes([h[0], h[1]]),
+            u16::from_be_bytes([h[2], h[3]]),
+        ))
+    };
+    for v6 in [false, true] {
+        let queries = packets
+            .iter()
+            .filter(|(_, d)| udp_ports(d).is_some_and(|(f, _, dp)| f == v6 && dp == 53))
+            .count();
+        let answers = packets
+            .iter()
+            .filter(|(_, d)| udp_ports(d).is_some_and(|(f, sp, _)| f == v6 && sp == 53))
+            .count();
+        // A and AAAA to this server: two queries, two answers
+        assert_eq!((queries, answers), (2, 2), "ipv6 {v6}: {packets:?}");
+    }
+    for args in [
+        &["a.lab.test", "@198.18.0.2", "--no-raw", "--pcap", p][..],
+        &["--file", "-", "@198.18.0.2", "--pcap", p][..],
+    ] {
+        let out = synscope(&lab, args);
+        common::assert_status(&out, 2);
+        assert!(stderr(&out).contains("--pcap"), "{}", stderr(&out));
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -192,3 +192,64 @@ fn many_hosts_and_shards_union_to_the_full_scan() {
     );
     assert_eq!(union_set, full_set);
 }
+
+/// `--pcap FILE`: the replies the capture read, with their kernel stamps:
+/// a SYN-ACK from each open port, an RST from a closed one, no SYN of ours.
+#[test]
+fn scan_pcap_holds_the_replies() {
+    if synscope_lab::skip_unless_root("scan_pcap_holds_the_replies") {
+        return;
+    }
+    let lab = Lab::up(&LabSpec::standard()).unwrap();
+    let path = std::env::temp_dir().join(format!("synscope-scan-{}.pcap", std::process::id()));
+    let target = SERVER_V4.to_string();
+    let out = scan(
+        &lab,
+        &[
+            &target,
+            "-p",
+            "22,80,443,1000",
+            "--timeout",
+            "300ms",
+            "--ndjson",
+            "--pcap",
+            path.to_str().unwrap(),
+        ],
+    );
+    ndjson(&out);
+    let packets = common::read_pcap(&path);
+    let _ = std::fs::remove_file(&path);
+    // (source port, TCP flags) of each IPv4 TCP datagram from the server
+    let from_server: Vec<(u16, u8)> = packets
+        .iter()
+        .filter(|(_, d)| {
+            d.len() >= 40 && d[0] >> 4 == 4 && d[9] == 6 && d[12..16] == SERVER_V4.octets()
+        })
+        .map(|(_, d)| {
+            let ihl = (d[0] & 0x0f) as usize * 4;
+            (u16::from_be_bytes([d[ihl], d[ihl + 1]]), d[ihl + 13])
+        })
+        .collect();
+    for port in [22, 80, 443] {
+        assert!(
+            from_server
+                .iter()
+                .any(|&(p, f)| p == port && f & 0x12 == 0x12),
+            "no SYN-ACK from port {port} in the pcap: {from_server:?}"
+        );
+    }
+    assert!(
+        from_server.iter().any(|&(p, f)| p == 1000 && f & 0x04 != 0),
+        "no RST from port 1000 in the pcap: {from_server:?}"
+    );
+    assert!(
+        !packets
+            .iter()
+            .any(|(_, d)| d.len() >= 20 && d[16..20] == SERVER_V4.octets()),
+        "only replies: nothing sent to the server is in the pcap"
+    );
+    assert!(
+        packets.iter().all(|(t, _)| *t > 0),
+        "every record has its kernel stamp"
+    );
+}

@@ -32,13 +32,7 @@ fn run(lab: &Lab, args: &[&str], input: Option<&[u8]>) -> Output {
 /// Runs `args` with `--json` and with `--ndjson` and checks both outputs
 /// against the command's schema.
 fn both(lab: &Lab, command: &str, args: &[&str], input: Option<&[u8]>) {
-    // path and trace write one document (no --ndjson)
-    let flags: &[&str] = if command == "path" || command == "trace" {
-        &["--json"]
-    } else {
-        &["--json", "--ndjson"]
-    };
-    for &flag in flags {
+    for flag in ["--json", "--ndjson"] {
         let mut a = args.to_vec();
         a.push(flag);
         let out = run(lab, &a, input);
@@ -55,7 +49,19 @@ fn both(lab: &Lab, command: &str, args: &[&str], input: Option<&[u8]>) {
         if flag == "--json" {
             common::schema::check_document(command, &text);
         } else {
-            common::schema::check_lines(command, &text);
+            let lines = common::schema::check_lines(command, &text);
+            // trace and path: their items as they end, then one summary
+            let item = match command {
+                "trace" => Some("trace"),
+                "path" => Some("hop"),
+                _ => None,
+            };
+            if let Some(item) = item {
+                let (last, items) = lines.split_last().unwrap();
+                assert_eq!(last["kind"], "summary", "{a:?}: {text}");
+                assert!(!items.is_empty(), "{a:?}: {text}");
+                assert!(items.iter().all(|l| l["kind"] == item), "{a:?}: {text}");
+            }
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Arguments and settings of `synscope dns`.
 
 use super::{
-    Env, GlobalArgs, OutputArgs, ProgressArgs, UsageError, parse_duration, resolve_in,
+    Env, GlobalArgs, OutputArgs, PcapArgs, ProgressArgs, UsageError, parse_duration, resolve_in,
     split_host_port,
 };
 use clap::Args;
@@ -28,6 +28,10 @@ ordinary UDP sockets instead, timed by those sockets' kernel TX and RX
 stamps: no privilege needed. The output says which timed it
 (`timed by: raw capture` or `timed by: socket timestamps`).
 
+--pcap FILE (single queries, raw path: not with --file or --no-raw)
+writes each query and its answer as the capture saw them, kernel-stamped;
+with several types or servers the queries then run one after another.
+
 Bulk (--file): one `name[,type[,server]]` per line, each to every
 @SERVER (--spread: to one, in turn), every --expect* checked per query;
 NDJSON (or --json, --short) and a summary with per-check failure counts.
@@ -40,6 +44,7 @@ Examples:
   synscope dns a.lab.test @198.18.0.2 --expect 198.18.0.10 --max-time 50ms
   synscope dns nx.lab.test @198.18.0.2 --expect-rcode NXDOMAIN
   synscope dns a.lab.test @198.18.0.2 --no-raw
+  synscope dns a.lab.test A AAAA @198.18.0.2 --pcap dns.pcap
   synscope dns www.signed.test @198.18.0.2:8053 --expect-ad --expect-signed
   synscope dns --file names.txt @198.18.0.2 --rate 50000 > results.ndjson
   synscope dns -f names.txt @198.18.0.2 @198.18.0.3 --spread --expect-rcode NOERROR";
@@ -159,6 +164,9 @@ pub struct DnsArgs {
     /// `--no-progress`.
     #[command(flatten)]
     pub progress: ProgressArgs,
+    /// `--pcap`: single queries over the raw path; the query and answer packets.
+    #[command(flatten)]
+    pub pcap: PcapArgs,
 }
 
 // what dns prints and checks belong to the report (it formats and checks
@@ -195,6 +203,8 @@ pub struct DnsSettings {
     pub tcp_fallback: bool,
     /// Single queries over an ordinary UDP socket even with CAP_NET_RAW.
     pub no_raw: bool,
+    /// `--pcap FILE` (single queries, raw path): every query and answer packet.
+    pub pcap: Option<std::path::PathBuf>,
     /// `--retries`: attempts after the first, per query.
     pub retries: u32,
     /// `--timeout`: wait per attempt.
@@ -282,6 +292,12 @@ impl DnsArgs {
                 "give either NAME ('{display_name}') or --file, not both"
             )));
         }
+        if self.pcap.pcap.is_some() && (bulk.is_some() || self.no_raw) {
+            return Err(UsageError(
+                "--pcap applies to single queries over raw sockets: not with --file or --no-raw"
+                    .into(),
+            ));
+        }
         if bulk.is_none() && self.spread {
             return Err(UsageError(
                 "--spread applies to bulk mode: give --file FILE".into(),
@@ -365,6 +381,7 @@ impl DnsArgs {
             recursion_desired: !self.norecurse,
             tcp_fallback: !self.ignore_tc,
             no_raw: self.no_raw,
+            pcap: self.pcap.pcap.clone(),
             retries: self.retries,
             timeout: self.timeout,
             format,
@@ -432,6 +449,14 @@ mod tests {
         assert_eq!(s.name.unwrap().to_ascii(), "10.0.18.198.in-addr.arpa.");
         assert!(s.edns.is_none());
         assert_eq!(s.format, DnsFormat::Short);
+        let s = dns(&["a", "@198.18.0.2", "--pcap", "q.pcap"]).unwrap();
+        assert_eq!(s.pcap.as_deref(), Some(std::path::Path::new("q.pcap")));
+        for bad in [
+            &["a", "--no-raw", "--pcap", "q"][..],
+            &["--file", "-", "--pcap", "q"],
+        ] {
+            assert!(dns(bad).unwrap_err().0.contains("--pcap"), "{bad:?}");
+        }
         let s = dns(&["--file", "-", "@198.18.0.2"]).unwrap();
         assert_eq!(
             (s.bulk, s.format),

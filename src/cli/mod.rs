@@ -313,7 +313,7 @@ pub struct TtlArgs {
     pub ttl: u8,
 }
 
-/// `--json` / `--ndjson` (ping, scan, dns).
+/// `--json` / `--ndjson` (every command that reports).
 #[derive(Debug, Clone, Copy, Default, Args)]
 #[command(next_help_heading = "Output")]
 pub struct OutputArgs {
@@ -337,27 +337,7 @@ impl OutputArgs {
     }
 }
 
-/// `--json` alone (trace, path: one result document, no stream of lines).
-#[derive(Debug, Clone, Copy, Default, Args)]
-#[command(next_help_heading = "Output")]
-pub struct JsonArgs {
-    /// Print one JSON document at the end.
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl JsonArgs {
-    /// JSON with `--json`, else text.
-    pub fn format(&self) -> crate::report::OutputFormat {
-        if self.json {
-            crate::report::OutputFormat::Json
-        } else {
-            crate::report::OutputFormat::Text
-        }
-    }
-}
-
-/// `--pcap FILE` (ping, trace, path).
+/// `--pcap FILE` (ping, scan: replies only, trace, path, dns: single queries).
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Output")]
 pub struct PcapArgs {

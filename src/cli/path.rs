@@ -1,6 +1,6 @@
 //! Arguments and settings of `synscope path`.
 
-use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, UsageError, parse_duration};
+use super::{Env, OutputArgs, PcapArgs, SendArgs, TargetArgs, UsageError, parse_duration};
 use crate::report::OutputFormat;
 use clap::Args;
 use std::net::SocketAddr;
@@ -31,6 +31,7 @@ Hops go out 5 ahead of the farthest answer; 5 silent hops end the run.
 Examples:
   synscope path 198.18.4.2:443
   synscope path [2001:db8:4::2]:8080 -c 5 --json
+  synscope path 198.18.4.2:443 --ndjson          # a `hop` line per hop, then `summary`
   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
   synscope path db.example -p 5432 -m 20 -W 2s
   synscope path 198.18.4.2:80 --source-port 53   (one flow, one probe at a time)";
@@ -73,9 +74,9 @@ pub struct PathArgs {
     /// `-I`, `--bare-syn`, `--source-port`.
     #[command(flatten)]
     pub send: SendArgs,
-    /// `--json`.
+    /// `--json`, `--ndjson`.
     #[command(flatten)]
-    pub output: JsonArgs,
+    pub output: OutputArgs,
     /// `--pcap`.
     #[command(flatten)]
     pub pcap: PcapArgs,

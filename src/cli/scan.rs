@@ -1,7 +1,7 @@
 //! Arguments and settings of `synscope scan`.
 
 use super::{
-    Env, FamilyArgs, GlobalArgs, OutputArgs, ProgressArgs, SendArgs, TtlArgs, UsageError,
+    Env, FamilyArgs, GlobalArgs, OutputArgs, PcapArgs, ProgressArgs, SendArgs, TtlArgs, UsageError,
     parse_duration, resolve_in,
 };
 use crate::report::OutputFormat;
@@ -34,12 +34,17 @@ slows the scan down, it never ends it.
 On a terminal, a progress bar on stderr shows the probes sent, the rate
 and the time left (not with --quiet or --no-progress).
 
+--pcap FILE writes what the capture reads (the replies: SYN-ACKs, RSTs,
+ICMP errors, with kernel stamps), not the SYNs sent: the file grows with
+the answers, not with the size of the scan.
+
 Examples:
   synscope scan 198.18.0.2 -p-  --rate 200000
   synscope scan 198.18.0.0/16 -p 22,80,443 --open --ndjson
   synscope scan 198.18.200.0/24 -p 80          (a local LAN: ARP first)
   synscope scan 127.0.0.1 198.18.200.2 198.18.220.5 -p 80,81
-  synscope scan -f hosts.txt --top-ports 100 --shard 0/4 --seed 7";
+  synscope scan -f hosts.txt --top-ports 100 --shard 0/4 --seed 7
+  synscope scan 198.18.0.2 -p 1-1024 --pcap replies.pcap";
 
 /// The EXIT STATUS section of `synscope scan --help`.
 pub const EXIT_CODES: &str = "\
@@ -144,6 +149,9 @@ pub struct ScanArgs {
     /// `--no-progress`.
     #[command(flatten)]
     pub progress: ProgressArgs,
+    /// `--pcap`: the replies the capture sees (not the SYNs sent).
+    #[command(flatten)]
+    pub pcap: PcapArgs,
 }
 
 /// `--rate` of a scan: closed-loop, or fixed probes per second.
@@ -197,6 +205,8 @@ pub struct ScanSettings {
     pub format: OutputFormat,
     /// Draw the progress bar (stderr is a terminal, no --quiet, no --no-progress).
     pub progress: bool,
+    /// `--pcap FILE`: every packet the capture reads (the replies).
+    pub pcap: Option<std::path::PathBuf>,
     /// `-v`.
     pub verbose: bool,
     /// Probes per block of per-probe state (default: from the rate).
@@ -311,6 +321,7 @@ impl ScanArgs {
             discovery: !self.no_discovery,
             format: self.output.format(),
             progress: self.progress.on(global, env),
+            pcap: self.pcap.pcap.clone(),
             verbose: global.verbose,
             block_size: self.block_size,
             verify: self.verify,

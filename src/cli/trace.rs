@@ -1,6 +1,6 @@
 //! Arguments and settings of `synscope trace`.
 
-use super::{Env, JsonArgs, PcapArgs, SendArgs, TargetArgs, TtlArgs, UsageError, parse_duration};
+use super::{Env, OutputArgs, PcapArgs, SendArgs, TargetArgs, TtlArgs, UsageError, parse_duration};
 use crate::probe::tcp_client::CloseMode;
 use crate::report::OutputFormat;
 use clap::{Args, ValueEnum};
@@ -32,6 +32,7 @@ Examples:
   synscope trace 198.18.0.2:22                  # a banner server closes first?
   synscope trace 198.18.0.2:80 --close rst --json
   synscope trace 198.18.0.2:80 --count 20       # per-stage statistics
+  synscope trace 198.18.0.2:80 -c 5 --ndjson    # a `trace` line per run, then `summary`
   synscope trace 198.18.0.2:80 --half-open -W 70s
   synscope trace 198.18.0.2:80 --pcap trace.pcap";
 
@@ -97,9 +98,9 @@ pub struct TraceArgs {
     /// `--ttl`.
     #[command(flatten)]
     pub ttl: TtlArgs,
-    /// `--json`.
+    /// `--json`, `--ndjson`.
     #[command(flatten)]
-    pub output: JsonArgs,
+    pub output: OutputArgs,
     /// `--pcap`.
     #[command(flatten)]
     pub pcap: PcapArgs,
@@ -287,7 +288,9 @@ mod tests {
         assert_eq!((s.retries, s.interval), (15, Duration::from_millis(500)));
         assert!(trace(&["198.18.0.2", "--retries", "16"]).is_err());
         assert_eq!(s.format, OutputFormat::Json);
-        assert!(trace(&["198.18.0.2", "--ndjson"]).is_err());
+        let s = trace(&["198.18.0.2", "--ndjson"]).unwrap();
+        assert_eq!(s.format, OutputFormat::Ndjson);
+        assert!(trace(&["198.18.0.2", "--ndjson", "--json"]).is_err());
         assert!(
             trace(&["198.18.0.2", "-c", "0"])
                 .unwrap_err()

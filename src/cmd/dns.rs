@@ -7,6 +7,7 @@ use super::{CmdError, Interrupt, Log};
 use crate::cli::DnsSettings;
 use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
+use crate::io::pcap::PcapWriter;
 use crate::io::{
     Capture, CaptureLink, IoError, Packets, PortReservation, RawSender, RealClock, Route,
     StampedUdp, UdpEvent, dns_tcp,
@@ -190,11 +191,12 @@ async fn exchange_raw(
     (sender, port, mut capture): (RawSender, PortReservation, Capture),
     server: SocketAddr,
     query: &QueryRepr,
+    pcap: Option<&mut PcapWriter>,
     log: Log,
 ) -> Result<DnsOutcome, CmdError> {
     let src = ex.config().src;
     let mut q = OneQuery::new(ex, server, port.port, query.clone());
-    let mut link = CaptureLink::new(&sender, Packets::Capture(&mut capture), src, None)?;
+    let mut link = CaptureLink::new(&sender, Packets::Capture(&mut capture), src, pcap)?;
     crate::drive::drive(
         &mut q,
         &mut link,
@@ -303,6 +305,20 @@ pub(crate) async fn one_query(
     path: Path,
     log: Log,
 ) -> Result<(DnsResult, BTreeMap<DnsIgnored, u64>), CmdError> {
+    one_query_to(s, server, name, qtype, path, None, log).await
+}
+
+/// [`one_query`], writing the raw path's packets (query and answer, as the
+/// capture saw them) to `pcap` when given.
+async fn one_query_to(
+    s: &DnsSettings,
+    server: SocketAddr,
+    name: Name,
+    qtype: RecordType,
+    path: Path,
+    pcap: Option<&mut PcapWriter>,
+    log: Log,
+) -> Result<(DnsResult, BTreeMap<DnsIgnored, u64>), CmdError> {
     let route = Route::lookup(server.ip(), None)?;
     let mut ex = DnsExchange::new(DnsProbeConfig {
         src: route.src,
@@ -316,7 +332,8 @@ pub(crate) async fn one_query(
         Path::Raw => match open_raw(&route, server) {
             Ok(r) => Some(r),
             // no raw socket after all (e.g. a seccomp or LSM rule): use a socket
-            Err(e) if e.is_permission() => {
+            // (not with --pcap: it needs the capture)
+            Err(e) if e.is_permission() && pcap.is_none() => {
                 log.debug(|| format!("{e}: timing with socket timestamps instead"));
                 None
             }
@@ -326,7 +343,7 @@ pub(crate) async fn one_query(
     };
     let (outcome, timed_by) = match raw {
         Some(r) => (
-            exchange_raw(&mut ex, r, server, &query, log).await?,
+            exchange_raw(&mut ex, r, server, &query, pcap, log).await?,
             TimedBy::RawCapture,
         ),
         None => (
@@ -358,6 +375,12 @@ async fn single(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, C
         return Err(CmdError::Setup("no name to query".into()));
     };
     let path = path_of(s);
+    if path == Path::Socket && s.pcap.is_some() {
+        return Err(CmdError::Setup(
+            "--pcap needs raw sockets and a capture (CAP_NET_RAW)".into(),
+        ));
+    }
+    let mut pcap = s.pcap.as_deref().map(PcapWriter::create).transpose()?;
     if path == Path::Socket {
         if !s.no_raw {
             log.debug(|| "no CAP_NET_RAW: timing with socket timestamps".into());
@@ -367,19 +390,31 @@ async fn single(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, C
     }
     let mut tasks = tokio::task::JoinSet::new();
     let mut order = Vec::new();
+    let mut results = Vec::new();
+    let mut ignored = BTreeMap::new();
     for &qtype in &s.types {
         for &server in &s.servers {
-            let (s2, n2) = (s.clone(), name.clone());
             order.push((server, qtype));
+            if let Some(w) = pcap.as_mut() {
+                // one file: the queries one after another (each timed by its
+                // own stamps, as when they run at once)
+                let (res, ign) =
+                    one_query_to(s, server, name.clone(), qtype, path, Some(w), log).await?;
+                add_ignored(&mut ignored, &ign);
+                results.push(res);
+                continue;
+            }
+            let (s2, n2) = (s.clone(), name.clone());
             tasks.spawn(async move { one_query(&s2, server, n2, qtype, path, log).await });
         }
     }
-    let mut results = Vec::new();
-    let mut ignored = BTreeMap::new();
     while let Some(r) = tasks.join_next().await {
         let (res, ign) = r.map_err(|e| CmdError::Setup(format!("query task: {e}")))??;
         add_ignored(&mut ignored, &ign);
         results.push(res);
+    }
+    if let Some(w) = pcap.as_mut() {
+        w.flush()?;
     }
     // in the order asked: types, then servers
     results.sort_by_key(|r| {

@@ -259,13 +259,23 @@ pub(crate) fn scan_into<W: std::io::Write + Send>(
             )
         });
     }
+    // --pcap: what the receiver reads (the replies), one file for both families
+    let pcap = s
+        .pcap
+        .as_deref()
+        .map(crate::io::pcap::PcapWriter::create)
+        .transpose()?
+        .map(Mutex::new);
     let started = Instant::now();
     for (targets, net) in families {
         if super::signalled() {
             tally.probes += s.shard.len(targets.len().saturating_mul(s.ports.len()));
             continue;
         }
-        scan_family(s, net, output, &mut tally, log)?;
+        scan_family(s, net, output, pcap.as_ref(), &mut tally, log)?;
+    }
+    if let Some(w) = pcap {
+        w.into_inner().unwrap_or_else(|e| e.into_inner()).flush()?;
     }
     drop(rst_filters);
     Ok((tally, started))
@@ -276,6 +286,7 @@ fn scan_family<W: std::io::Write + Send>(
     s: &ScanSettings,
     mut net: Network,
     output: &Output<W>,
+    pcap: Option<&Mutex<crate::io::pcap::PcapWriter>>,
     tally: &mut Tally,
     log: Log,
 ) -> Result<(), CmdError> {
@@ -390,6 +401,9 @@ fn scan_family<W: std::io::Write + Send>(
                     continue;
                 };
                 shared.receiver_ns.fetch_max(p.timestamp.0, RELAXED);
+                if let Some(w) = pcap {
+                    lock(w).write(p.timestamp, &p.data)?;
+                }
                 // --verify: a handshake's later segments (RSTs too) go to its check first
                 let follow_up = |shared: &Shared| -> Result<bool, CmdError> {
                     let a = lock(&shared.follow).on_packet(

@@ -181,10 +181,12 @@ pub async fn run(
             one_trace(s, &route, &sender, &mut pcap, &mut interrupt, log).await?;
         let mut run = TraceRun::from_client(i, &c);
         run.verify(&received, s.half_open);
-        if s.format == OutputFormat::Text {
-            rep::write_run(out, &target, &run, i == 0)?;
-            out.flush()?;
+        match s.format {
+            OutputFormat::Text => rep::write_run(out, &target, &run, i == 0)?,
+            OutputFormat::Ndjson => rep::write_ndjson_run(out, &run)?,
+            OutputFormat::Json => {}
         }
+        out.flush()?;
         runs.push(run);
         if intr {
             was_interrupted = true;
@@ -195,8 +197,9 @@ pub async fn run(
         w.flush()?;
     }
     match s.format {
-        OutputFormat::Json | OutputFormat::Ndjson => {
-            rep::write_json(out, &target, &runs, was_interrupted)?;
+        OutputFormat::Json => rep::write_json(out, &target, &runs, was_interrupted)?,
+        OutputFormat::Ndjson => {
+            rep::write_ndjson_summary(out, &target, &runs, was_interrupted)?;
         }
         OutputFormat::Text => {
             if runs.len() > 1 {

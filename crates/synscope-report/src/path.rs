@@ -205,7 +205,10 @@ struct PathJson<'a> {
     count: u16,
     timeout_us: Us,
     sent: SentJson,
-    hops: Vec<Kinded<'a, HopJson>>,
+    /// In the `--json` document; `--ndjson` writes them as `hop` lines
+    /// before the `summary` line, which has no `hops`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hops: Option<Vec<Kinded<'a, HopJson>>>,
     outcome: OutcomeJson,
     changes: Vec<ChangeJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -352,8 +355,15 @@ pub fn write(
                 probes: h.probes.iter().map(probe_json).collect(),
             })
             .collect();
+        let ndjson = format == OutputFormat::Ndjson;
+        if ndjson {
+            for h in &hops {
+                serde_json::to_writer(&mut *out, &kinded("hop", h))?;
+                writeln!(out)?;
+            }
+        }
         let doc = PathJson {
-            kind: "report",
+            kind: if ndjson { "summary" } else { "report" },
             command: "path",
             target,
             max_hops: cfg.max_hops,
@@ -365,7 +375,7 @@ pub fn write(
                 options: (&options).into(),
                 window: cfg.window,
             },
-            hops: hops.iter().map(|h| kinded("hop", h)).collect(),
+            hops: (!ndjson).then(|| hops.iter().map(|h| kinded("hop", h)).collect()),
             outcome: outcome_json(&r.outcome, cfg.dst),
             changes: r
                 .first_seen
@@ -397,11 +407,12 @@ pub fn write(
                 .collect(),
             interrupted,
         };
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&doc).map_err(std::io::Error::other)?
-        )?;
+        let text = if ndjson {
+            serde_json::to_string(&doc)
+        } else {
+            serde_json::to_string_pretty(&doc)
+        };
+        writeln!(out, "{}", text.map_err(std::io::Error::other)?)?;
         return Ok(());
     }
     writeln!(

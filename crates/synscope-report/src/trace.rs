@@ -891,6 +891,54 @@ pub fn write_json(
     writeln!(out)
 }
 
+/// The `--ndjson` line of one trace, written as soon as it ends: the same
+/// object as an item of the document's `traces`, `kind` `trace`.
+pub fn write_ndjson_run(out: &mut impl Write, run: &TraceRun) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, &kinded("trace", &run.out()))?;
+    writeln!(out)
+}
+
+/// The last `--ndjson` line: the document without its `traces`, `kind`
+/// `summary`, with the number of traces.
+#[derive(Debug, Serialize)]
+pub(crate) struct TraceSummaryLine<'a> {
+    pub kind: &'static str,
+    pub command: &'static str,
+    pub target: &'a TraceTarget,
+    /// Traces run (one `trace` line each).
+    pub traces: usize,
+    /// Traces that did all they were asked.
+    pub succeeded: usize,
+    /// Per-stage statistics by stage id.
+    pub stats: BTreeMap<&'static str, RttStats>,
+    pub linux_time_wait_us: Us,
+    pub interrupted: bool,
+}
+
+/// Writes the `--ndjson` summary line after the `trace` lines.
+pub fn write_ndjson_summary(
+    out: &mut impl Write,
+    t: &TraceTarget,
+    runs: &[TraceRun],
+    interrupted: bool,
+) -> std::io::Result<()> {
+    let line = TraceSummaryLine {
+        kind: "summary",
+        command: "trace",
+        target: t,
+        traces: runs.len(),
+        succeeded: runs.iter().filter(|r| r.succeeded()).count(),
+        stats: stage_stats(runs)
+            .into_iter()
+            .map(|(id, _, s)| (id, s))
+            .collect(),
+        linux_time_wait_us: Us::of(LINUX_TIME_WAIT),
+        interrupted,
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    writeln!(out)
+}
+
 /// The whole JSON document as a value (tests).
 pub fn json_document(t: &TraceTarget, runs: &[TraceRun], interrupted: bool) -> serde_json::Value {
     let mut v = Vec::new();

@@ -341,6 +341,7 @@ async fn dns(
         tcp_fallback: true,
         // an ordinary UDP socket with kernel stamps: no privilege needed
         no_raw: true,
+        pcap: None,
         retries: 0,
         timeout,
         format: crate::cli::DnsFormat::Text,
