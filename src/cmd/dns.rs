@@ -47,13 +47,7 @@ pub async fn run(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, 
         log.debug(|| format!("server from /etc/resolv.conf: {}", s.servers[0]));
     }
     match &s.bulk {
-        Some(src) => {
-            // before the slow set-up (sockets, ring, reading the file): a
-            // SIGINT/SIGTERM from then on sets the flag the loop reads, so the
-            // summary so far is printed instead of the process dying unseen
-            super::catch_signals();
-            bulk::bulk(s, src, out, log).await
-        }
+        Some(src) => bulk::bulk(s, src, out, log).await,
         None => {
             // every server gets its own sockets as its query starts
             crate::io::privileges::keep_only_network()?;

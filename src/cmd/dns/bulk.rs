@@ -1164,6 +1164,11 @@ pub(super) async fn bulk(
     out: &mut impl Write,
     log: Log,
 ) -> Result<u8, CmdError> {
+    // before the slow set-up (reading the file, sockets, the ring): the first
+    // SIGINT/SIGTERM from then on sets the flag the loop reads every turn (a
+    // busy loop never waits on a signal future), so the summary so far is
+    // printed instead of the process dying unseen; a second ends it at once
+    super::super::catch_signals();
     let reader: Box<dyn BufRead> = match src {
         BulkSource::Stdin => Box::new(std::io::BufReader::new(std::io::stdin())),
         BulkSource::File(p) => Box::new(std::io::BufReader::with_capacity(
@@ -1256,9 +1261,6 @@ pub(super) async fn bulk(
     let concurrency = s.concurrency as usize;
     let mut finished: Vec<DnsOutcome> = Vec::new();
     let mut targets: Vec<SocketAddr> = Vec::with_capacity(servers.len());
-    // the first SIGINT/SIGTERM sets a flag the loop reads every turn (a
-    // busy loop never waits on a signal future); a second ends it at once
-    super::super::catch_signals();
     let outstanding = |paths: &[Path]| paths.iter().map(|p| p.ex.outstanding()).sum::<usize>();
 
     loop {
