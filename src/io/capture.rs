@@ -378,16 +378,6 @@ fn try_recv_one(fd: RawFd, buf: &mut [u8]) -> Result<Option<Captured>, IoError> 
     }
 }
 
-/// The kernel's timestamp and the auxdata status of a received message.
-///
-/// # Safety
-/// `msg` must be a msghdr whose control buffer the kernel just filled.
-unsafe fn control_of(msg: &libc::msghdr) -> (Option<Timestamp>, u32) {
-    // SAFETY: as the caller guarantees.
-    let c = unsafe { super::sys::read_control(msg) };
-    (c.stamp, c.aux_status)
-}
-
 /// One packet of a batch, borrowed from the capture's buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct CapturedRef<'a> {
@@ -480,7 +470,11 @@ impl BlockingCapture {
             let n = n as usize;
             for (i, m) in msgs[..n].iter().enumerate() {
                 // SAFETY: the kernel filled this message's control buffer.
-                let (timestamp, status) = unsafe { control_of(&m.msg_hdr) };
+                let super::sys::Control {
+                    stamp: timestamp,
+                    aux_status: status,
+                    ..
+                } = unsafe { super::sys::read_control(&m.msg_hdr) };
                 let len = (m.msg_len as usize).min(65536);
                 let data = &self.batch_buf[i * 65536..i * 65536 + len];
                 let timestamp = timestamp.unwrap_or_else(Timestamp::now);
@@ -533,7 +527,11 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let (timestamp, status) = control_of(&msg);
+        let super::sys::Control {
+            stamp: timestamp,
+            aux_status: status,
+            ..
+        } = super::sys::read_control(&msg);
         let len = (n as usize).min(buf.len());
         Ok(Captured {
             data: buf[..len].to_vec(),
