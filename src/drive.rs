@@ -74,6 +74,9 @@ impl<L: Link, E> Context<E> for Cx<'_, L, E> {
     fn random(&mut self) -> u32 {
         self.link.random()
     }
+    fn send_stalls(&mut self) -> u64 {
+        self.link.take_stalls()
+    }
 }
 
 impl<L: Link, E> Cx<'_, L, E> {
@@ -82,8 +85,9 @@ impl<L: Link, E> Cx<'_, L, E> {
         if let Some(e) = self.failed.take() {
             return Err(e.into());
         }
-        for (dst, d) in self.sends.drain(..) {
-            self.link.send(dst, &d)?;
+        if !self.sends.is_empty() {
+            self.link.send_many(&mut self.sends)?;
+            self.sends.clear();
         }
         for e in self.events.drain(..) {
             reporter.report(e)?;

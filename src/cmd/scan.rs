@@ -420,7 +420,16 @@ fn scan_family<W: std::io::Write + Send>(
                     continue;
                 }
                 let r = match matcher.classify(&p.data, p.checksum_offloaded, p.timestamp) {
-                    Ok(r) => r,
+                    Ok(r) => Matched {
+                        host: r.host(),
+                        port: r.port(),
+                        index: r.index,
+                        at: r.at,
+                        verdict: r.reply.answer,
+                        ttl: r.reply.ttl,
+                        window: r.reply.window,
+                        options: r.reply.options,
+                    },
                     Err(why) => {
                         // a canary's answer
                         if following && !s.verify && follow_up(&shared)? {
@@ -552,6 +561,18 @@ fn scan_family<W: std::io::Write + Send>(
     drop(reservation);
     Ok(())
 }
+/// A matched reply's fields, as the receiver uses them.
+struct Matched {
+    host: std::net::IpAddr,
+    port: u16,
+    index: u64,
+    at: Timestamp,
+    verdict: SynAnswer,
+    ttl: u8,
+    window: u16,
+    options: crate::wire::TcpOptions,
+}
+
 /// What sending a family's blocks needs, shared by its sender threads.
 struct Blocks<'a> {
     shared: &'a Shared,

@@ -343,11 +343,14 @@ pub enum PortIs {
     Silent,
 }
 
-/// A host answering SYNs by port, after `think`; closed unless listed.
+/// A host answering SYNs by port, after `think`; the unlisted ports answer
+/// as `others` (closed unless set).
 #[derive(Debug, Clone)]
 pub struct SynPeer {
     /// Each listed port's answer.
     pub ports: BTreeMap<u16, PortIs>,
+    /// How every other port answers (Closed; Open for a tarpit).
+    pub others: PortIs,
     /// Delay between a SYN's arrival and the answer (20 µs by default).
     pub think: Duration,
     /// SYNs that reached it.
@@ -359,9 +362,89 @@ impl SynPeer {
     pub fn new(ports: &[(u16, PortIs)]) -> SynPeer {
         SynPeer {
             ports: ports.iter().copied().collect(),
+            others: PortIs::Closed,
             think: Duration::from_micros(20),
             syns: 0,
         }
+    }
+
+    /// A host that answers every port with a SYN-ACK (a tarpit, a proxy).
+    pub fn tarpit() -> SynPeer {
+        SynPeer {
+            others: PortIs::Open,
+            ..SynPeer::new(&[])
+        }
+    }
+}
+
+/// Many hosts behind one path, each answering as its [`SynPeer`] does; an
+/// address not listed is not there (silent).
+#[derive(Debug, Clone, Default)]
+pub struct Hosts {
+    /// Each host's behaviour.
+    pub hosts: BTreeMap<IpAddr, SynPeer>,
+}
+
+impl Peer for Hosts {
+    fn on_datagram(&mut self, at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let Ok((ip, _)) = IpRepr::parse(d) else {
+            return Vec::new();
+        };
+        match self.hosts.get_mut(&ip.dst) {
+            Some(h) => h.on_datagram(at, d),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A policer in front of a peer: SYNs above `rate` per second (a token
+/// bucket of `burst`) are dropped; other packets pass.
+#[derive(Debug, Clone)]
+pub struct Policer<P> {
+    /// What is behind it.
+    pub inner: P,
+    /// SYNs per second let through.
+    pub rate: f64,
+    /// The bucket's size (SYNs).
+    pub burst: f64,
+    tokens: f64,
+    last: Option<Timestamp>,
+    /// SYNs dropped.
+    pub dropped: u64,
+    /// SYNs let through.
+    pub passed: u64,
+}
+
+impl<P> Policer<P> {
+    /// A policer of `rate` SYNs/s with a bucket of `burst`, in front of `inner`.
+    pub fn new(inner: P, rate: f64, burst: f64) -> Policer<P> {
+        Policer {
+            inner,
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+            dropped: 0,
+            passed: 0,
+        }
+    }
+}
+
+impl<P: Peer> Peer for Policer<P> {
+    fn on_datagram(&mut self, at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let syn = parse_tcp(d).is_some_and(|(_, t)| t.flags == TcpFlags::SYN);
+        if syn {
+            let since = self.last.map_or(Duration::ZERO, |l| at.saturating_sub(l));
+            self.last = Some(at);
+            self.tokens = (self.tokens + since.as_secs_f64() * self.rate).min(self.burst);
+            if self.tokens < 1.0 {
+                self.dropped += 1;
+                return Vec::new();
+            }
+            self.tokens -= 1.0;
+            self.passed += 1;
+        }
+        self.inner.on_datagram(at, d)
     }
 }
 
@@ -387,12 +470,7 @@ impl Peer for SynPeer {
             },
             ..TcpRepr::default()
         };
-        let out = match self
-            .ports
-            .get(&t.dst_port)
-            .copied()
-            .unwrap_or(PortIs::Closed)
-        {
+        let out = match self.ports.get(&t.dst_port).copied().unwrap_or(self.others) {
             PortIs::Open => tcp_datagram(
                 ip.dst,
                 ip.src,

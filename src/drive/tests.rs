@@ -845,3 +845,365 @@ fn path_from_one_source_port_sends_one_probe_at_a_time() {
     let gaps: Vec<u64> = link.sent.windows(2).map(|w| w[1].0.0 - w[0].0.0).collect();
     assert!(gaps.iter().all(|g| *g >= 2_000_000), "{gaps:?}");
 }
+
+// ---- scan: the whole scan machine over the simulated link ----
+
+use super::sim::{Hosts, Peer, Policer};
+use crate::probe::SynAnswer;
+use crate::scan::machine::{Found, ScanTally};
+use crate::scan::targets::parse_target;
+use crate::scan::{
+    Cookie, PortList, ScanConfig, ScanEvent, ScanMachine, ScanMatcher, Shard, SourceMap, TargetSet,
+};
+use std::collections::BTreeMap;
+
+/// What a simulated scan reported.
+struct Scanned<P> {
+    /// Each pair's verdicts, in the order reported (one each when all is well).
+    results: BTreeMap<(IpAddr, u16), Vec<SynAnswer>>,
+    absorbed: Vec<(IpAddr, u16)>,
+    every_port: Vec<IpAddr>,
+    tally: ScanTally,
+    ended: super::Ended,
+    link: SimLink<P>,
+}
+
+fn host(n: u8) -> IpAddr {
+    IpAddr::from([198, 18, 0, n])
+}
+
+fn scan_config(targets: &str, ports: &str) -> ScanConfig {
+    let no = |_: &str| Err("no names".to_string());
+    let include: Vec<_> = targets
+        .split(',')
+        .map(|t| parse_target(t, &no).unwrap())
+        .collect();
+    ScanConfig {
+        matcher: ScanMatcher {
+            sources: SourceMap::single(US.parse().unwrap()),
+            sport: 40000,
+            cookie: Cookie::new([7; 16]),
+            targets: TargetSet::build(&include, &[]).unwrap(),
+            ports: PortList::parse(ports).unwrap(),
+            ttl: 64,
+            syn_options: true,
+            mss: 1460,
+        },
+        seed: 11,
+        shard: Shard::WHOLE,
+        block_size: None,
+        rate: 10_000,
+        auto_rate: None,
+        retries: 1,
+        wait: Duration::from_secs(1),
+        canaries: false,
+        verify: false,
+        verbose: false,
+        progress: false,
+    }
+}
+
+fn run_scan<P: Peer>(
+    cfg: ScanConfig,
+    peer: P,
+    path: super::sim::Path,
+    interrupt_after: Option<Duration>,
+) -> Scanned<P> {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, path, 5);
+    let mut machine = ScanMachine::new(cfg);
+    let mut results: BTreeMap<(IpAddr, u16), Vec<SynAnswer>> = BTreeMap::new();
+    let (mut absorbed, mut every_port) = (Vec::new(), Vec::new());
+    let mut reporter = |e: ScanEvent| {
+        match e {
+            ScanEvent::Result(f, _) => {
+                results
+                    .entry((f.host, f.port))
+                    .or_default()
+                    .push(f.verdict());
+            }
+            ScanEvent::Absorbed(Found { host, port, .. }) => absorbed.push((host, port)),
+            ScanEvent::EveryPort(h) => every_port.push(h.host),
+            ScanEvent::Progress { .. } | ScanEvent::Debug(_) => {}
+        }
+        Ok(())
+    };
+    let mut interrupt = match interrupt_after {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    };
+    let ended = rt()
+        .block_on(super::drive(
+            &mut machine,
+            &mut link,
+            &clock,
+            &mut reporter,
+            &mut interrupt,
+        ))
+        .unwrap();
+    Scanned {
+        results,
+        absorbed,
+        every_port,
+        tally: machine.tally().clone(),
+        ended,
+        link,
+    }
+}
+
+/// The verdict's class, as the report names it.
+fn class(v: &SynAnswer) -> &'static str {
+    match v {
+        SynAnswer::Open => "open",
+        SynAnswer::Closed => "closed",
+        SynAnswer::Filtered { .. } => "filtered",
+        SynAnswer::NoAnswer => "no-response",
+    }
+}
+
+/// .2: 22 and 80 open, 443 prohibited (ICMP), 8080 silent, the rest
+/// closed; .3: every port closed; .4: no host.
+fn three_hosts() -> Hosts {
+    let mut h = Hosts::default();
+    h.hosts.insert(
+        host(2),
+        SynPeer::new(&[
+            (22, PortIs::Open),
+            (80, PortIs::Open),
+            (443, PortIs::Prohibited),
+            (8080, PortIs::Silent),
+        ]),
+    );
+    h.hosts.insert(host(3), SynPeer::new(&[]));
+    h
+}
+
+fn expected_three_hosts(port: u16, h: u8) -> &'static str {
+    match (h, port) {
+        (2, 22 | 80) => "open",
+        (2, 443) => "filtered",
+        (2, 8080) | (4, _) => "no-response",
+        _ => "closed",
+    }
+}
+
+const FIVE_PORTS: &str = "22,80,81,443,8080";
+
+/// Every pair reported exactly once, with the verdict `want` gives.
+fn assert_verdicts<P>(
+    s: &Scanned<P>,
+    hosts: &[u8],
+    ports: &[u16],
+    want: impl Fn(u16, u8) -> &'static str,
+) {
+    assert_eq!(
+        s.results.len(),
+        hosts.len() * ports.len(),
+        "{:?}",
+        s.results
+    );
+    for &h in hosts {
+        for &p in ports {
+            let got = &s.results[&(host(h), p)];
+            assert_eq!(got.len(), 1, "{}:{p} reported {got:?}", host(h));
+            assert_eq!(class(&got[0]), want(p, h), "{}:{p}", host(h));
+        }
+    }
+}
+
+#[test]
+fn scan_gives_open_closed_filtered_and_silent_verdicts_for_several_hosts() {
+    let s = run_scan(
+        scan_config("198.18.0.2-4", FIVE_PORTS),
+        three_hosts(),
+        clean_path(ms(1)),
+        None,
+    );
+    assert_verdicts(
+        &s,
+        &[2, 3, 4],
+        &[22, 80, 81, 443, 8080],
+        expected_three_hosts,
+    );
+    let t = &s.tally;
+    assert_eq!(t.probes, 15);
+    // the 6 silent pairs (.2:8080, .4 ×5) get one retry each
+    assert_eq!(t.sent, 15 + 6);
+    assert_eq!(
+        (t.cut_short, t.interrupted, s.ended.interrupted),
+        (0, false, false)
+    );
+    assert_eq!(
+        t.coverage.icmp_silent_pairs, 1,
+        "8080 of the host that sent ICMP"
+    );
+    // each open port's half-open connection is reset by us
+    let rsts = s
+        .link
+        .sent
+        .iter()
+        .filter(|(_, d)| {
+            matches!(crate::wire::Datagram::parse(d).map(|d| d.transport),
+                Ok(crate::wire::Transport::Tcp(t)) if t.flags == crate::wire::TcpFlags::RST)
+        })
+        .count();
+    assert_eq!(rsts, 2);
+    // and the wait after the last round is a few RTTs, not the whole --wait
+    let took = s.link.sent.last().unwrap().0.saturating_sub(T0);
+    assert!(took < ms(500), "{took:?}");
+}
+
+#[test]
+fn scan_retry_rounds_recover_answers_lost_in_the_first() {
+    // a quarter of the first round's SYNs are lost on the way out
+    let first_round = 15;
+    let path: super::sim::Path = Box::new(move |leg, n, _| {
+        if leg == Leg::Out && n < first_round && n % 4 == 1 {
+            Vec::new()
+        } else {
+            vec![ms(1)]
+        }
+    });
+    let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
+    cfg.retries = 2;
+    let s = run_scan(cfg, three_hosts(), path, None);
+    assert_verdicts(
+        &s,
+        &[2, 3, 4],
+        &[22, 80, 81, 443, 8080],
+        expected_three_hosts,
+    );
+    // 4 lost in round 0; the 6 silent pairs are tried twice more
+    assert_eq!(s.tally.sent, 15 + (6 + 4) + 6);
+}
+
+#[test]
+fn scan_counts_duplicated_and_reordered_replies_once() {
+    let path = random_path(3, ms(2), ms(3), 0.0, 0.5);
+    let s = run_scan(
+        scan_config("198.18.0.2-4", FIVE_PORTS),
+        three_hosts(),
+        path,
+        None,
+    );
+    assert_verdicts(
+        &s,
+        &[2, 3, 4],
+        &[22, 80, 81, 443, 8080],
+        expected_three_hosts,
+    );
+    let dups = s
+        .tally
+        .ignored
+        .get(&crate::probe::Ignored::NoProbe)
+        .copied();
+    assert!(
+        dups.unwrap_or(0) > 0,
+        "duplicates seen: {:?}",
+        s.tally.ignored
+    );
+}
+
+#[test]
+fn scan_on_a_lossy_random_path_ends_with_every_pair_judged_once() {
+    let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
+    cfg.retries = 6;
+    let s = run_scan(
+        cfg,
+        three_hosts(),
+        random_path(9, ms(1), ms(1), 0.2, 0.1),
+        None,
+    );
+    assert_verdicts(
+        &s,
+        &[2, 3, 4],
+        &[22, 80, 81, 443, 8080],
+        expected_three_hosts,
+    );
+}
+
+#[test]
+fn scan_rate_auto_backs_off_before_a_policer_and_every_verdict_ends_right() {
+    // 64 hosts, 64 ports each (every 8th open), behind a policer of 5000 SYNs/s
+    let mut hosts = Hosts::default();
+    let open: Vec<(u16, PortIs)> = (0..8).map(|i| (1000 + i * 8, PortIs::Open)).collect();
+    for n in 10..74 {
+        hosts.hosts.insert(host(n), SynPeer::new(&open));
+    }
+    let peer = Policer::new(hosts, 5000.0, 20.0);
+    let mut cfg = scan_config("198.18.0.10-73", "1000-1063");
+    cfg.rate = 20_000;
+    cfg.auto_rate = Some((100, 200_000));
+    cfg.retries = 1;
+    let s = run_scan(cfg, peer, clean_path(ms(1)), None);
+    let hosts: Vec<u8> = (10..74).collect();
+    let ports: Vec<u16> = (1000..1064).collect();
+    assert_verdicts(&s, &hosts, &ports, |p, _| {
+        if p % 8 == 0 { "open" } else { "closed" }
+    });
+    let c = &s.tally.coverage;
+    assert!(c.peak_loss > 0.3, "the policer's loss was seen: {c:?}");
+    assert!(
+        c.settled_pps < c.peak_loss_rate_pps / 2.0,
+        "backed off from where the loss was: {c:?}"
+    );
+    assert!(s.link.peer.dropped > 0);
+    // the lost SYNs were sent again, not the whole scan many times over
+    assert!(s.tally.sent < 2 * 64 * 64, "{} sent", s.tally.sent);
+}
+
+#[test]
+fn scan_canaries_catch_a_tarpit_answering_every_port() {
+    let mut hosts = three_hosts();
+    hosts.hosts.insert(host(5), SynPeer::tarpit());
+    let mut cfg = scan_config("198.18.0.2-5", FIVE_PORTS);
+    cfg.canaries = true;
+    let s = run_scan(cfg, hosts, clean_path(ms(1)), None);
+    assert_eq!(s.every_port, vec![host(5)]);
+    // its SYN-ACKs are not open ports: absorbed, not reported
+    let mut absorbed = s.absorbed.clone();
+    absorbed.sort();
+    let all: Vec<(IpAddr, u16)> = [22, 80, 81, 443, 8080]
+        .iter()
+        .map(|&p| (host(5), p))
+        .collect();
+    assert_eq!(absorbed, all);
+    assert!(s.results.keys().all(|(h, _)| *h != host(5)));
+    // the normal hosts as before, .2 after its canaries came back closed
+    assert_verdicts(
+        &Scanned {
+            results: s.results.clone(),
+            ..s
+        },
+        &[2, 3, 4],
+        &[22, 80, 81, 443, 8080],
+        expected_three_hosts,
+    );
+}
+
+#[test]
+fn scan_ctrl_c_mid_scan_ends_with_a_summary_marked_interrupted() {
+    // 65535 ports at 1000/s: a minute of sending, interrupted at 200 ms
+    let mut cfg = scan_config("198.18.0.2", "1-65535");
+    cfg.rate = 1000;
+    let s = run_scan(cfg, three_hosts(), clean_path(ms(1)), Some(ms(200)));
+    assert!(s.ended.interrupted && s.tally.interrupted);
+    let reported: u64 = s.results.values().map(|v| v.len() as u64).sum();
+    assert!(
+        reported > 0 && s.tally.sent < 300,
+        "{reported} reported, {} sent",
+        s.tally.sent
+    );
+    // what was sent and not answered is counted, not listed
+    assert!(s.tally.cut_short > 0);
+    assert!(reported + s.tally.cut_short <= s.tally.sent);
+    assert!(
+        s.results
+            .values()
+            .flatten()
+            .all(|v| *v != SynAnswer::NoAnswer)
+    );
+    // nothing goes out after the interrupt
+    let last = s.link.sent.last().unwrap().0;
+    assert!(last <= T0 + ms(201), "{:?}", last.saturating_sub(T0));
+}

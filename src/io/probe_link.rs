@@ -15,6 +15,18 @@ use std::net::IpAddr;
 pub trait Link {
     /// Sends one IP datagram (header included) to `dst`.
     fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError>;
+    /// Sends datagrams in order; a link that batches them (sendmmsg, a
+    /// sender thread) takes the whole batch, and may take the buffers.
+    fn send_many(&mut self, datagrams: &mut Vec<(IpAddr, Vec<u8>)>) -> Result<(), IoError> {
+        for (dst, d) in datagrams.drain(..) {
+            self.send(dst, &d)?;
+        }
+        Ok(())
+    }
+    /// Times the send queue was full (back-pressure) since the last call.
+    fn take_stalls(&mut self) -> u64 {
+        0
+    }
     /// The next captured packet, or None once the capture clock reads `until`.
     fn recv(
         &mut self,

@@ -45,6 +45,11 @@ pub trait Context<E> {
     fn release_port(&mut self, port: u16);
     /// Randomness (ISNs, IP identifiers): seeded in simulations.
     fn random(&mut self) -> u32;
+    /// Times the link's send queue was full (back-pressure) since the last
+    /// call: a machine that paces its sends slows down.
+    fn send_stalls(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Why a machine is told to stop before it is done.
