@@ -77,6 +77,9 @@ impl<L: Link, E> Context<E> for Cx<'_, L, E> {
     fn send_stalls(&mut self) -> u64 {
         self.link.take_stalls()
     }
+    fn sent_through(&mut self) -> Option<crate::event::Timestamp> {
+        self.link.sent_through()
+    }
 }
 
 impl<L: Link, E> Cx<'_, L, E> {

@@ -17,6 +17,7 @@ pub mod raw;
 pub mod ring;
 pub mod route;
 pub mod rtnl;
+pub mod scan_link;
 pub mod signals;
 pub mod stamped_udp;
 mod sys;

@@ -27,6 +27,10 @@ pub trait Link {
     fn take_stalls(&mut self) -> u64 {
         0
     }
+    /// Every datagram handed over before this instant has left (None: all).
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        None
+    }
     /// The next captured packet, or None once the capture clock reads `until`.
     fn recv(
         &mut self,

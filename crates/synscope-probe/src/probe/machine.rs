@@ -50,6 +50,12 @@ pub trait Context<E> {
     fn send_stalls(&mut self) -> u64 {
         0
     }
+    /// Every datagram handed over before this instant has left; None: every
+    /// one has (a link that sends at once). A link with a sender thread
+    /// behind the loop says how far behind.
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        None
+    }
 }
 
 /// Why a machine is told to stop before it is done.

@@ -43,6 +43,9 @@ const LIST_PER_POLL: usize = 4096;
 const CHECKS_WAIT: Duration = Duration::from_millis(50);
 /// How often a progress event is reported, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How often the wait after a round looks whether the link's sender has
+/// caught up.
+const SENDER_CHECK: Duration = Duration::from_millis(1);
 /// The most SYNs handed over in one poll.
 pub const MAX_BATCH: usize = 64;
 
@@ -234,6 +237,8 @@ pub struct ScanMachine {
     /// Probes sent from this instant on are retries (not measured).
     retry_since: Timestamp,
     now: Timestamp,
+    /// The link had not sent everything handed over at the last poll.
+    sender_behind: bool,
     last_progress: Timestamp,
     tally: ScanTally,
 }
@@ -272,6 +277,7 @@ impl ScanMachine {
             last_reply: Timestamp(0),
             retry_since: Timestamp(u64::MAX),
             now: Timestamp(0),
+            sender_behind: false,
             last_progress: Timestamp(0),
             tally: ScanTally {
                 probes,
@@ -809,8 +815,11 @@ impl Machine for ScanMachine {
         if self.phase == Phase::Done {
             return;
         }
-        // every reply captured before now has been read
+        // every reply captured before now has been read; the sends may lag
+        let through = cx.sent_through();
+        self.sender_behind = through.is_some();
         self.ctl.on_receiver(now.0);
+        self.ctl.on_sender(through.map(|t| t.0));
         if self.cfg.verify {
             let due = self.follow.on_time(now, tsval(now));
             self.act(due, cx);
@@ -828,6 +837,12 @@ impl Machine for ScanMachine {
                 }
                 Phase::Send { .. } => self.send(now, cx),
                 Phase::Wait => {
+                    // the wait starts once the round's last SYN has left
+                    if through.is_some()
+                        && let Some(b) = self.block.as_mut()
+                    {
+                        b.pass_end = now;
+                    }
                     if now >= self.wait_end() {
                         self.end_round(now, cx);
                     }
@@ -866,6 +881,8 @@ impl Machine for ScanMachine {
                 .block
                 .as_ref()
                 .map_or(self.now, |b| self.pacer.due(b.pass_sent)),
+            // a sender behind the loop: look again soon
+            Phase::Wait if self.sender_behind => self.wait_end().min(self.now + SENDER_CHECK),
             Phase::Wait => self.wait_end(),
             Phase::Checks { until } => until,
             Phase::List { .. } => self.now,

@@ -1,0 +1,251 @@
+//! The real network of a scan as the drive loop sees it: the SYNs of each
+//! poll are handed, as one batch, to sender threads that send them with
+//! `sendmmsg` (raw IP, or frames to discovered on-link hosts, [`Egress`]),
+//! and replies are read from the scan's capture. On a veth the receiving
+//! side's work runs inside the send call, on the sender's core: one sender
+//! thread per core keeps the loop (which reads, matches and paces) free.
+//! The threads only send; every decision is the loop's and its machine's.
+
+use super::capture::Capture;
+use super::egress::Egress;
+use super::pcap::PcapWriter;
+use super::timer::PreciseTimer;
+use super::{Captured, IoError, Link};
+use crate::event::Timestamp;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Batches a sender thread may have queued before the loop waits for it.
+const QUEUE: usize = 16;
+
+type Batch = Vec<(IpAddr, Vec<u8>)>;
+
+/// One sender thread as the loop sees it.
+struct Lane {
+    tx: SyncSender<Batch>,
+    /// Batches it finished.
+    done: Arc<AtomicU64>,
+    /// When each batch not known to be finished was handed over.
+    pending: VecDeque<Timestamp>,
+    /// Batches handed over and known to be finished.
+    finished: u64,
+}
+
+/// What the sender threads did.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    refused: AtomicU64,
+    stalls: AtomicU64,
+    first_error: Mutex<Option<IoError>>,
+}
+
+/// What a scan's sends came to, once its link is finished.
+#[derive(Debug, Default)]
+pub struct SendTotals {
+    /// Datagrams handed to the kernel.
+    pub sent: u64,
+    /// Datagrams the kernel refused (skipped).
+    pub refused: u64,
+    /// Times the kernel's queue was full (back-pressure).
+    pub stalls: u64,
+    /// The first refusal's error.
+    pub first_error: Option<IoError>,
+}
+
+/// A scan's [`Link`]: sender threads over one [`Egress`], the capture read
+/// by the loop, and a pcap file of every reply read.
+pub struct ScanLink<'a> {
+    capture: Capture,
+    pcap: Option<&'a mut PcapWriter>,
+    timer: PreciseTimer,
+    lanes: Vec<Lane>,
+    next_lane: usize,
+    threads: Vec<JoinHandle<()>>,
+    counts: Arc<Counts>,
+    stalls_seen: u64,
+}
+
+impl<'a> ScanLink<'a> {
+    /// Sends through `egress` from `lanes` threads (at least one) and reads
+    /// `capture`. Must be called inside a tokio runtime.
+    pub fn new(
+        egress: Egress,
+        capture: Capture,
+        pcap: Option<&'a mut PcapWriter>,
+        lanes: usize,
+    ) -> Result<ScanLink<'a>, IoError> {
+        let egress = Arc::new(egress);
+        let counts = Arc::new(Counts::default());
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for lane in 0..lanes.max(1) {
+            let (tx, rx) = sync_channel::<Batch>(QUEUE);
+            let done = Arc::new(AtomicU64::new(0));
+            let (egress, counts, finished) =
+                (Arc::clone(&egress), Arc::clone(&counts), Arc::clone(&done));
+            let t = std::thread::Builder::new()
+                .name(format!("scan-send-{lane}"))
+                .spawn(move || {
+                    while let Ok(batch) = rx.recv() {
+                        let refs: Vec<(IpAddr, &[u8])> =
+                            batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
+                        let out = egress.send_many(&refs);
+                        counts
+                            .sent
+                            .fetch_add((refs.len() - out.refused) as u64, Ordering::Relaxed);
+                        counts
+                            .refused
+                            .fetch_add(out.refused as u64, Ordering::Relaxed);
+                        counts.stalls.fetch_add(out.stalls, Ordering::Relaxed);
+                        if let Some(e) = out.first_error {
+                            let mut first =
+                                counts.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                            first.get_or_insert(e);
+                        }
+                        finished.fetch_add(1, Ordering::Release);
+                    }
+                })
+                .map_err(|source| IoError::Socket {
+                    op: "start a sender thread",
+                    source,
+                })?;
+            senders.push(Lane {
+                tx,
+                done,
+                pending: VecDeque::new(),
+                finished: 0,
+            });
+            threads.push(t);
+        }
+        Ok(ScanLink {
+            capture,
+            pcap,
+            timer: PreciseTimer::new()?,
+            lanes: senders,
+            next_lane: 0,
+            threads,
+            counts,
+            stalls_seen: 0,
+        })
+    }
+
+    /// Waits for every batch handed over to be sent, and says what the sends
+    /// came to.
+    pub fn finish(&mut self) -> SendTotals {
+        self.lanes.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let c = &self.counts;
+        SendTotals {
+            sent: c.sent.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            stalls: c.stalls.load(Ordering::Relaxed),
+            first_error: c
+                .first_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        }
+    }
+
+    /// The capture (its drops and reassembly counts).
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+
+    fn seen(&mut self, p: Captured) -> Result<Captured, IoError> {
+        if let Some(w) = self.pcap.as_mut() {
+            w.write(p.timestamp, &p.data)?;
+        }
+        Ok(p)
+    }
+
+    fn hand_over(&mut self, batch: Batch) -> Result<(), IoError> {
+        if self.lanes.is_empty() {
+            return Ok(());
+        }
+        let n = self.lanes.len();
+        let lane = &mut self.lanes[self.next_lane % n];
+        self.next_lane = self.next_lane.wrapping_add(1);
+        lane.pending.push_back(Timestamp::now());
+        // a full queue waits for the thread (the loop then sends no faster
+        // than the kernel takes)
+        lane.tx.send(batch).map_err(|_| IoError::Socket {
+            op: "hand SYNs to a sender thread",
+            source: std::io::Error::other("the sender thread ended"),
+        })
+    }
+}
+
+impl Drop for ScanLink<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Link for ScanLink<'_> {
+    fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
+        self.hand_over(vec![(dst, datagram.to_vec())])
+    }
+
+    fn send_many(&mut self, datagrams: &mut Vec<(IpAddr, Vec<u8>)>) -> Result<(), IoError> {
+        self.hand_over(std::mem::take(datagrams))
+    }
+
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        let mut through: Option<Timestamp> = None;
+        for lane in &mut self.lanes {
+            let done = lane.done.load(Ordering::Acquire);
+            while lane.finished < done && lane.pending.pop_front().is_some() {
+                lane.finished += 1;
+            }
+            // everything handed over before its oldest unfinished batch has left
+            if let Some(&t) = lane.pending.front() {
+                through = Some(through.map_or(t, |x| x.min(t)));
+            }
+        }
+        through
+    }
+
+    fn take_stalls(&mut self) -> u64 {
+        let now = self.counts.stalls.load(Ordering::Relaxed);
+        let new = now - self.stalls_seen;
+        self.stalls_seen = now;
+        new
+    }
+
+    async fn recv(&mut self, until: Timestamp) -> Result<Option<Captured>, IoError> {
+        let wake = super::clock::instant_of(until);
+        let p = tokio::select! {
+            biased;
+            p = self.capture.recv() => Some(p?),
+            t = self.timer.sleep_until(wake) => { t?; None }
+        };
+        p.map(|p| self.seen(p)).transpose()
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
+        let p = self.capture.try_recv()?;
+        p.map(|p| self.seen(p)).transpose()
+    }
+
+    fn reserve_port(&mut self) -> Result<u16, IoError> {
+        // a scan sends from its one reserved port
+        Err(IoError::Socket {
+            op: "reserve a source port",
+            source: std::io::Error::other("a scan holds one port for the whole scan"),
+        })
+    }
+
+    fn release_port(&mut self, _port: u16) {}
+
+    fn random(&mut self) -> u32 {
+        rand::random()
+    }
+}
