@@ -21,6 +21,9 @@ use std::thread::JoinHandle;
 
 /// Batches a sender thread may have queued before the loop waits for it.
 const QUEUE: usize = 16;
+/// Datagrams gathered (the RSTs of single replies) before they are handed
+/// over without waiting for the loop to read again.
+const GATHER: usize = 64;
 
 type Batch = Vec<(IpAddr, Vec<u8>)>;
 
@@ -68,6 +71,10 @@ pub struct ScanLink<'a> {
     threads: Vec<JoinHandle<()>>,
     counts: Arc<Counts>,
     stalls_seen: u64,
+    /// Small sends gathered into one batch, and when the first came: handed
+    /// over when the loop next reads (or waits), or once there are enough.
+    gathered: Batch,
+    gathered_at: Option<Timestamp>,
 }
 
 impl<'a> ScanLink<'a> {
@@ -131,12 +138,15 @@ impl<'a> ScanLink<'a> {
             threads,
             counts,
             stalls_seen: 0,
+            gathered: Vec::new(),
+            gathered_at: None,
         })
     }
 
     /// Waits for every batch handed over to be sent, and says what the sends
     /// came to.
     pub fn finish(&mut self) -> SendTotals {
+        let _ = self.hand_over_gathered();
         self.lanes.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -166,14 +176,26 @@ impl<'a> ScanLink<'a> {
         Ok(p)
     }
 
-    fn hand_over(&mut self, batch: Batch) -> Result<(), IoError> {
-        if self.lanes.is_empty() {
+    /// Hands the gathered small sends over.
+    fn hand_over_gathered(&mut self) -> Result<(), IoError> {
+        match self.gathered_at.take() {
+            Some(at) => {
+                let batch = std::mem::take(&mut self.gathered);
+                self.hand_over(batch, at)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Hands `batch` (gathered since `at`) to the next sender thread.
+    fn hand_over(&mut self, batch: Batch, at: Timestamp) -> Result<(), IoError> {
+        if self.lanes.is_empty() || batch.is_empty() {
             return Ok(());
         }
         let n = self.lanes.len();
         let lane = &mut self.lanes[self.next_lane % n];
         self.next_lane = self.next_lane.wrapping_add(1);
-        lane.pending.push_back(Timestamp::now());
+        lane.pending.push_back(at);
         // a full queue waits for the thread (the loop then sends no faster
         // than the kernel takes)
         lane.tx.send(batch).map_err(|_| IoError::Socket {
@@ -191,15 +213,23 @@ impl Drop for ScanLink<'_> {
 
 impl Link for ScanLink<'_> {
     fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
-        self.hand_over(vec![(dst, datagram.to_vec())])
+        self.send_many(&mut vec![(dst, datagram.to_vec())])
     }
 
+    /// A poll's batch of SYNs goes at once; a reply's RST or two is
+    /// gathered with the next ones (one hand-over, one wake of a sender
+    /// thread, per turn of the loop rather than per reply).
     fn send_many(&mut self, datagrams: &mut Vec<(IpAddr, Vec<u8>)>) -> Result<(), IoError> {
-        self.hand_over(std::mem::take(datagrams))
+        self.gathered_at.get_or_insert_with(Timestamp::now);
+        self.gathered.append(datagrams);
+        if self.gathered.len() >= 8 {
+            self.hand_over_gathered()?;
+        }
+        Ok(())
     }
 
     fn sent_through(&mut self) -> Option<Timestamp> {
-        let mut through: Option<Timestamp> = None;
+        let mut through: Option<Timestamp> = self.gathered_at;
         for lane in &mut self.lanes {
             let done = lane.done.load(Ordering::Acquire);
             while lane.finished < done && lane.pending.pop_front().is_some() {
@@ -221,6 +251,8 @@ impl Link for ScanLink<'_> {
     }
 
     async fn recv(&mut self, until: Timestamp) -> Result<Option<Captured>, IoError> {
+        // what was gathered goes before the loop waits
+        self.hand_over_gathered()?;
         let wake = super::clock::instant_of(until);
         let p = tokio::select! {
             biased;
@@ -231,6 +263,9 @@ impl Link for ScanLink<'_> {
     }
 
     fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
+        if self.gathered.len() >= GATHER {
+            self.hand_over_gathered()?;
+        }
         let p = self.capture.try_recv()?;
         p.map(|p| self.seen(p)).transpose()
     }

@@ -43,6 +43,8 @@ const LIST_PER_POLL: usize = 4096;
 const CHECKS_WAIT: Duration = Duration::from_millis(50);
 /// How often a progress event is reported, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How often --verify's handshakes are looked at (ended when due).
+const VERIFY_EVERY: Duration = Duration::from_millis(5);
 /// How often the wait after a round looks whether the link's sender has
 /// caught up.
 const SENDER_CHECK: Duration = Duration::from_millis(1);
@@ -239,6 +241,8 @@ pub struct ScanMachine {
     now: Timestamp,
     /// The link had not sent everything handed over at the last poll.
     sender_behind: bool,
+    /// When --verify's handshakes are next looked at.
+    verify_at: Timestamp,
     last_progress: Timestamp,
     tally: ScanTally,
 }
@@ -278,6 +282,7 @@ impl ScanMachine {
             retry_since: Timestamp(u64::MAX),
             now: Timestamp(0),
             sender_behind: false,
+            verify_at: Timestamp(0),
             last_progress: Timestamp(0),
             tally: ScanTally {
                 probes,
@@ -820,7 +825,10 @@ impl Machine for ScanMachine {
         self.sender_behind = through.is_some();
         self.ctl.on_receiver(now.0);
         self.ctl.on_sender(through.map(|t| t.0));
-        if self.cfg.verify {
+        // --verify: end the handshakes checked long enough, every few ms
+        // (a look at every host's verification is not free)
+        if self.cfg.verify && now >= self.verify_at {
+            self.verify_at = now + VERIFY_EVERY;
             let due = self.follow.on_time(now, tsval(now));
             self.act(due, cx);
         }
@@ -888,8 +896,11 @@ impl Machine for ScanMachine {
             Phase::List { .. } => self.now,
             Phase::Done => return None,
         };
-        let verify = self.follow.next_deadline().filter(|_| self.cfg.verify);
-        Some(verify.map_or(at, |d| d.min(at)))
+        Some(if self.cfg.verify {
+            at.min(self.verify_at)
+        } else {
+            at
+        })
     }
 
     fn is_done(&self) -> bool {
