@@ -337,16 +337,11 @@ async fn scan_family<W: std::io::Write>(
     for (why, n) in &t.ignored {
         *tally.ignored.entry(*why).or_default() += n;
     }
-    let f = &t.follow;
-    let c = &mut tally.checks;
-    c.canary_hosts += f.canary_hosts;
-    c.canary_probes += f.canary_probes;
-    c.handshakes += f.handshakes;
-    c.answers_every_port_hosts += checks.answers_every_port_hosts;
-    c.verified += checks.verified;
-    c.syn_proxy += checks.syn_proxy;
-    c.unverified += checks.unverified;
-    c.suspect_rst += checks.suspect_rst;
+    // what the checks cost (the machine's) and found (the reports')
+    checks.canary_hosts = t.follow.canary_hosts;
+    checks.canary_probes = t.follow.canary_probes;
+    checks.handshakes = t.follow.handshakes;
+    tally.checks.add(&checks);
     let m = &t.coverage;
     let c = &mut tally.coverage;
     c.mode = if m.auto { "auto" } else { "fixed" }.into();

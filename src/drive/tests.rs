@@ -1054,6 +1054,16 @@ fn expected_three_hosts(port: u16, h: u8) -> &'static str {
 
 const FIVE_PORTS: &str = "22,80,81,443,8080";
 
+/// Every pair of [`three_hosts`] reported once, with its verdict.
+fn assert_three_hosts<P>(s: &Scanned<P>) {
+    assert_verdicts(
+        s,
+        &[2, 3, 4],
+        &[22, 80, 81, 443, 8080],
+        expected_three_hosts,
+    );
+}
+
 /// Every pair reported exactly once, with the verdict `want` gives.
 fn assert_verdicts<P>(
     s: &Scanned<P>,
@@ -1084,12 +1094,7 @@ fn scan_gives_open_closed_filtered_and_silent_verdicts_for_several_hosts() {
         clean_path(ms(1)),
         None,
     );
-    assert_verdicts(
-        &s,
-        &[2, 3, 4],
-        &[22, 80, 81, 443, 8080],
-        expected_three_hosts,
-    );
+    assert_three_hosts(&s);
     let t = &s.tally;
     assert_eq!(t.probes, 15);
     // the 6 silent pairs (.2:8080, .4 ×5) get one retry each
@@ -1132,12 +1137,7 @@ fn scan_retry_rounds_recover_answers_lost_in_the_first() {
     let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
     cfg.retries = 2;
     let s = run_scan(cfg, three_hosts(), path, None);
-    assert_verdicts(
-        &s,
-        &[2, 3, 4],
-        &[22, 80, 81, 443, 8080],
-        expected_three_hosts,
-    );
+    assert_three_hosts(&s);
     // 4 lost in round 0; the 6 silent pairs are tried twice more
     assert_eq!(s.tally.sent, 15 + (6 + 4) + 6);
 }
@@ -1151,12 +1151,7 @@ fn scan_counts_duplicated_and_reordered_replies_once() {
         path,
         None,
     );
-    assert_verdicts(
-        &s,
-        &[2, 3, 4],
-        &[22, 80, 81, 443, 8080],
-        expected_three_hosts,
-    );
+    assert_three_hosts(&s);
     let dups = s
         .tally
         .ignored
@@ -1179,12 +1174,7 @@ fn scan_on_a_lossy_random_path_ends_with_every_pair_judged_once() {
         random_path(9, ms(1), ms(1), 0.2, 0.1),
         None,
     );
-    assert_verdicts(
-        &s,
-        &[2, 3, 4],
-        &[22, 80, 81, 443, 8080],
-        expected_three_hosts,
-    );
+    assert_three_hosts(&s);
 }
 
 #[test]
@@ -1235,15 +1225,7 @@ fn scan_canaries_catch_a_tarpit_answering_every_port() {
     assert_eq!(absorbed, all);
     assert!(s.results.keys().all(|(h, _)| *h != host(5)));
     // the normal hosts as before, .2 after its canaries came back closed
-    assert_verdicts(
-        &Scanned {
-            results: s.results.clone(),
-            ..s
-        },
-        &[2, 3, 4],
-        &[22, 80, 81, 443, 8080],
-        expected_three_hosts,
-    );
+    assert_three_hosts(&s);
 }
 
 #[test]
