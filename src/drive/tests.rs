@@ -922,10 +922,12 @@ use crate::scan::{
 };
 use std::collections::BTreeMap;
 
+/// Each pair's verdicts, in the order reported (one each when all is well).
+type Verdicts = BTreeMap<(IpAddr, u16), Vec<SynAnswer>>;
+
 /// What a simulated scan reported.
 struct Scanned<P> {
-    /// Each pair's verdicts, in the order reported (one each when all is well).
-    results: BTreeMap<(IpAddr, u16), Vec<SynAnswer>>,
+    results: Verdicts,
     absorbed: Vec<(IpAddr, u16)>,
     every_port: Vec<IpAddr>,
     tally: ScanTally,
@@ -977,7 +979,7 @@ fn run_scan<P: Peer>(
     let clock = SimClock::starting_at(T0);
     let mut link = SimLink::new(&clock, peer, path, 5);
     let mut machine = ScanMachine::new(cfg);
-    let mut results: BTreeMap<(IpAddr, u16), Vec<SynAnswer>> = BTreeMap::new();
+    let mut results = Verdicts::new();
     let (mut absorbed, mut every_port) = (Vec::new(), Vec::new());
     let mut reporter = |e: ScanEvent| {
         match e {
@@ -1055,9 +1057,9 @@ fn expected_three_hosts(port: u16, h: u8) -> &'static str {
 const FIVE_PORTS: &str = "22,80,81,443,8080";
 
 /// Every pair of [`three_hosts`] reported once, with its verdict.
-fn assert_three_hosts<P>(s: &Scanned<P>) {
+fn assert_three_hosts(results: &Verdicts) {
     assert_verdicts(
-        s,
+        results,
         &[2, 3, 4],
         &[22, 80, 81, 443, 8080],
         expected_three_hosts,
@@ -1065,21 +1067,16 @@ fn assert_three_hosts<P>(s: &Scanned<P>) {
 }
 
 /// Every pair reported exactly once, with the verdict `want` gives.
-fn assert_verdicts<P>(
-    s: &Scanned<P>,
+fn assert_verdicts(
+    results: &Verdicts,
     hosts: &[u8],
     ports: &[u16],
     want: impl Fn(u16, u8) -> &'static str,
 ) {
-    assert_eq!(
-        s.results.len(),
-        hosts.len() * ports.len(),
-        "{:?}",
-        s.results
-    );
+    assert_eq!(results.len(), hosts.len() * ports.len(), "{results:?}");
     for &h in hosts {
         for &p in ports {
-            let got = &s.results[&(host(h), p)];
+            let got = &results[&(host(h), p)];
             assert_eq!(got.len(), 1, "{}:{p} reported {got:?}", host(h));
             assert_eq!(class(&got[0]), want(p, h), "{}:{p}", host(h));
         }
@@ -1094,7 +1091,7 @@ fn scan_gives_open_closed_filtered_and_silent_verdicts_for_several_hosts() {
         clean_path(ms(1)),
         None,
     );
-    assert_three_hosts(&s);
+    assert_three_hosts(&s.results);
     let t = &s.tally;
     assert_eq!(t.probes, 15);
     // the 6 silent pairs (.2:8080, .4 ×5) get one retry each
@@ -1137,7 +1134,7 @@ fn scan_retry_rounds_recover_answers_lost_in_the_first() {
     let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
     cfg.retries = 2;
     let s = run_scan(cfg, three_hosts(), path, None);
-    assert_three_hosts(&s);
+    assert_three_hosts(&s.results);
     // 4 lost in round 0; the 6 silent pairs are tried twice more
     assert_eq!(s.tally.sent, 15 + (6 + 4) + 6);
 }
@@ -1151,7 +1148,7 @@ fn scan_counts_duplicated_and_reordered_replies_once() {
         path,
         None,
     );
-    assert_three_hosts(&s);
+    assert_three_hosts(&s.results);
     let dups = s
         .tally
         .ignored
@@ -1174,7 +1171,7 @@ fn scan_on_a_lossy_random_path_ends_with_every_pair_judged_once() {
         random_path(9, ms(1), ms(1), 0.2, 0.1),
         None,
     );
-    assert_three_hosts(&s);
+    assert_three_hosts(&s.results);
 }
 
 #[test]
@@ -1193,7 +1190,7 @@ fn scan_rate_auto_backs_off_before_a_policer_and_every_verdict_ends_right() {
     let s = run_scan(cfg, peer, clean_path(ms(1)), None);
     let hosts: Vec<u8> = (10..74).collect();
     let ports: Vec<u16> = (1000..1064).collect();
-    assert_verdicts(&s, &hosts, &ports, |p, _| {
+    assert_verdicts(&s.results, &hosts, &ports, |p, _| {
         if p % 8 == 0 { "open" } else { "closed" }
     });
     let c = &s.tally.coverage;
@@ -1225,7 +1222,7 @@ fn scan_canaries_catch_a_tarpit_answering_every_port() {
     assert_eq!(absorbed, all);
     assert!(s.results.keys().all(|(h, _)| *h != host(5)));
     // the normal hosts as before, .2 after its canaries came back closed
-    assert_three_hosts(&s);
+    assert_three_hosts(&s.results);
 }
 
 #[test]
@@ -1253,4 +1250,29 @@ fn scan_ctrl_c_mid_scan_ends_with_a_summary_marked_interrupted() {
     // nothing goes out after the interrupt
     let last = s.link.sent.last().unwrap().0;
     assert!(last <= T0 + ms(201), "{:?}", last.saturating_sub(T0));
+}
+
+#[test]
+fn scan_shards_in_small_blocks_cover_every_pair_once_between_them() {
+    // two shards, blocks of 4 probes: 3 hosts × 5 ports in 2 + 2 blocks
+    let mut all = Verdicts::new();
+    let mut sent = 0;
+    for index in 0..2 {
+        let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
+        cfg.shard = Shard { index, count: 2 };
+        cfg.block_size = Some(4);
+        let s = run_scan(
+            cfg,
+            three_hosts(),
+            random_path(index, ms(1), ms(2), 0.1, 0.1),
+            None,
+        );
+        assert_eq!(s.tally.probes, if index == 0 { 8 } else { 7 });
+        sent += s.tally.sent;
+        for (pair, v) in s.results {
+            all.entry(pair).or_default().extend(v);
+        }
+    }
+    assert_three_hosts(&all);
+    assert!(sent >= 15);
 }
