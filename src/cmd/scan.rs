@@ -9,14 +9,16 @@
 use super::scan_net::{Network, Opened};
 use super::{CmdError, Log};
 use crate::cli::ScanSettings;
+use crate::drive::Ended;
 use crate::io::IoError;
 use crate::io::scan_link::ScanLink;
+use crate::io::{Clock, Link};
 use crate::probe::verify::ProbeCheck;
 use crate::probe::{Ignored, SynAnswer};
 use crate::report::scan::{
     DiscoverySummary, RateSummary, ScanChecks, ScanOutput, ScanResult, ScanSummary,
 };
-use crate::scan::machine::Found;
+use crate::scan::machine::{Found, ScanTally};
 use crate::scan::{Cookie, ScanConfig, ScanEvent, ScanMachine, ScanMatcher, TargetSet};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -67,44 +69,8 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
         let mut interrupt = super::Interrupt::signals();
         scan_into(s, &mut output, true, log, &mut interrupt).await
     })?;
-    let was_interrupted = tally.interrupted || super::signalled();
-    let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
-    let reported = count("open")
-        + count("closed")
-        + count("filtered")
-        + count("no-response")
-        + count("answers-every-port");
-    tally.checks.answers_every_port_pairs = count("answers-every-port");
-    let summary = ScanSummary {
-        hosts: s.targets.iter().map(TargetSet::len).sum(),
-        ports: s.ports.len(),
-        probes: tally.probes,
-        shard: format!("{}/{}", s.shard.index, s.shard.count),
-        seed: s.seed,
-        sent: tally.sent,
-        open: count("open"),
-        closed: count("closed"),
-        filtered: count("filtered"),
-        no_response: count("no-response"),
-        send_errors: tally.send_errors,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        send_rate_pps: tally.sent as f64 / tally.send_time.as_secs_f64().max(1e-9),
-        ignored: tally.ignored,
-        capture_drops: tally.drops,
-        interrupted: was_interrupted,
-        discovery: tally.discovery,
-        skipped_addresses: tally.skipped,
-        unroutable_addresses: tally.unroutable,
-        send_backpressure: tally.stalls,
-        not_probed: if was_interrupted {
-            tally.probes.saturating_sub(reported + tally.cut_short)
-        } else {
-            0
-        },
-        cut_short: tally.cut_short,
-        coverage: tally.coverage,
-        verify: tally.checks,
-    };
+    tally.interrupted |= super::signalled();
+    let summary = summary(s, &mut tally, &output, started.elapsed());
     if tally.stalls > 0 {
         note!(
             "synscope: the kernel's send queue was full {} times (back-pressure); sending slowed down and went on",
@@ -119,6 +85,53 @@ pub fn run(s: &ScanSettings, log: Log) -> Result<ScanSummary, CmdError> {
     }
     output.finish(&summary)?;
     Ok(summary)
+}
+
+/// The summary of a scan: the families' tally and what the report counted.
+pub(crate) fn summary<W: std::io::Write>(
+    s: &ScanSettings,
+    tally: &mut Tally,
+    output: &ScanOutput<W>,
+    elapsed: Duration,
+) -> ScanSummary {
+    let was_interrupted = tally.interrupted;
+    let count = |v: &str| output.counts.get(v).copied().unwrap_or(0);
+    let reported = count("open")
+        + count("closed")
+        + count("filtered")
+        + count("no-response")
+        + count("answers-every-port");
+    tally.checks.answers_every_port_pairs = count("answers-every-port");
+    ScanSummary {
+        hosts: s.targets.iter().map(TargetSet::len).sum(),
+        ports: s.ports.len(),
+        probes: tally.probes,
+        shard: format!("{}/{}", s.shard.index, s.shard.count),
+        seed: s.seed,
+        sent: tally.sent,
+        open: count("open"),
+        closed: count("closed"),
+        filtered: count("filtered"),
+        no_response: count("no-response"),
+        send_errors: tally.send_errors,
+        elapsed_s: elapsed.as_secs_f64(),
+        send_rate_pps: tally.sent as f64 / tally.send_time.as_secs_f64().max(1e-9),
+        ignored: std::mem::take(&mut tally.ignored),
+        capture_drops: tally.drops,
+        interrupted: was_interrupted,
+        discovery: tally.discovery.take(),
+        skipped_addresses: tally.skipped,
+        unroutable_addresses: tally.unroutable,
+        send_backpressure: tally.stalls,
+        not_probed: if was_interrupted {
+            tally.probes.saturating_sub(reported + tally.cut_short)
+        } else {
+            0
+        },
+        cut_short: tally.cut_short,
+        coverage: tally.coverage.clone(),
+        verify: tally.checks.clone(),
+    }
 }
 
 /// Runs `f` on a runtime of this thread's own (the scan's loop is one
@@ -254,20 +267,7 @@ async fn scan_family<W: std::io::Write>(
         syn_options: s.send.syn_options,
         mss,
     };
-    let mut machine = ScanMachine::new(ScanConfig {
-        matcher,
-        seed: s.seed,
-        shard: s.shard,
-        block_size: s.block_size,
-        rate: s.rate,
-        auto_rate: s.auto_rate,
-        retries: s.retries,
-        wait: s.wait,
-        canaries: s.canaries,
-        verify: s.verify,
-        verbose: s.verbose,
-        progress: s.progress,
-    });
+    let mut machine = ScanMachine::new(config(s, matcher));
     let probes = machine.probes();
     log.debug(|| {
         format!(
@@ -291,7 +291,81 @@ async fn scan_family<W: std::io::Write>(
         1
     };
     let mut link = ScanLink::new(egress, capture.into_async()?, pcap, lanes)?;
-    let mut progress = Progress::new(s.progress, probes);
+    let clock = crate::io::RealClock::new();
+    let driven = session(
+        &mut machine,
+        &mut link,
+        &clock,
+        output,
+        s.progress,
+        log,
+        interrupt,
+    )
+    .await;
+    let sends = link.finish();
+    if let Some(f) = link.capture().fragments().describe() {
+        log.debug(|| f);
+    }
+    tally.drops += link.capture().drops();
+    drop(link);
+    let (ended, checks) = driven?;
+    tally.add_scan(machine.tally(), checks, ended);
+    tally.send_errors += sends.refused;
+    tally.stalls += sends.stalls;
+    if sends.refused > 0 {
+        log.debug(|| {
+            format!(
+                "{} SYNs refused by the kernel, first: {}",
+                sends.refused,
+                sends
+                    .first_error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
+            )
+        });
+        if sends.sent == 0 {
+            return Err(sends
+                .first_error
+                .map(CmdError::Io)
+                .unwrap_or_else(|| CmdError::Setup("every send failed".into())));
+        }
+    }
+    drop(reservation);
+    Ok(())
+}
+
+/// What the scan machine of one family is asked to do.
+pub(crate) fn config(s: &ScanSettings, matcher: ScanMatcher) -> ScanConfig {
+    ScanConfig {
+        matcher,
+        seed: s.seed,
+        shard: s.shard,
+        block_size: s.block_size,
+        rate: s.rate,
+        auto_rate: s.auto_rate,
+        retries: s.retries,
+        wait: s.wait,
+        canaries: s.canaries,
+        verify: s.verify,
+        verbose: s.verbose,
+        progress: s.progress,
+    }
+}
+
+/// Runs one family's scan machine over `link` until it is done or
+/// interrupted, each of its events into `output` (and the progress bar, and
+/// `-v`); returns how the drive ended and what the checks found.
+pub(crate) async fn session<L: Link, C: Clock, W: std::io::Write>(
+    machine: &mut ScanMachine,
+    link: &mut L,
+    clock: &C,
+    output: &mut ScanOutput<W>,
+    progress: bool,
+    log: Log,
+    interrupt: &mut super::Interrupt<'_>,
+) -> Result<(Ended, ScanChecks), CmdError> {
+    let mut progress = Progress::new(progress, machine.probes());
     let mut checks = ScanChecks::default();
     let mut reporter = |e: ScanEvent| -> Result<(), CmdError> {
         match e {
@@ -315,66 +389,41 @@ async fn scan_family<W: std::io::Write>(
         }
         Ok(())
     };
-    let clock = crate::io::RealClock::new();
-    let driven =
-        crate::drive::drive(&mut machine, &mut link, &clock, &mut reporter, interrupt).await;
+    let ended = crate::drive::drive(machine, link, clock, &mut reporter, interrupt).await;
     progress.finish();
-    let sends = link.finish();
-    if let Some(f) = link.capture().fragments().describe() {
-        log.debug(|| f);
-    }
-    tally.drops += link.capture().drops();
-    drop(link);
-    let ended = driven?;
-    let t = machine.tally();
-    tally.interrupted |= ended.interrupted || t.interrupted;
-    tally.probes += t.probes;
-    tally.sent += t.sent;
-    tally.send_errors += sends.refused;
-    tally.stalls += sends.stalls;
-    tally.send_time += t.send_time;
-    tally.cut_short += t.cut_short;
-    for (why, n) in &t.ignored {
-        *tally.ignored.entry(*why).or_default() += n;
-    }
-    // what the checks cost (the machine's) and found (the reports')
-    checks.canary_hosts = t.follow.canary_hosts;
-    checks.canary_probes = t.follow.canary_probes;
-    checks.handshakes = t.follow.handshakes;
-    tally.checks.add(&checks);
-    let m = &t.coverage;
-    let c = &mut tally.coverage;
-    c.mode = if m.auto { "auto" } else { "fixed" }.into();
-    c.settled_pps = m.settled_pps;
-    if m.peak_loss > c.peak_loss {
-        c.peak_loss = m.peak_loss;
-        c.peak_loss_rate_pps = m.peak_loss_rate_pps;
-    }
-    c.mean_loss = c.mean_loss.max(m.mean_loss);
-    c.extra_rounds += m.extra_rounds;
-    c.uncertain_pairs += m.uncertain_pairs;
-    c.icmp_silent_pairs += m.icmp_silent_pairs;
-    if sends.refused > 0 {
-        log.debug(|| {
-            format!(
-                "{} SYNs refused by the kernel, first: {}",
-                sends.refused,
-                sends
-                    .first_error
-                    .as_ref()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default()
-            )
-        });
-        if sends.sent == 0 {
-            return Err(sends
-                .first_error
-                .map(CmdError::Io)
-                .unwrap_or_else(|| CmdError::Setup("every send failed".into())));
+    Ok((ended?, checks))
+}
+
+impl Tally {
+    /// Adds one family's scan: what its machine did, what its checks found
+    /// (`checks`, from the report's side) and how its drive ended.
+    pub(crate) fn add_scan(&mut self, t: &ScanTally, mut checks: ScanChecks, ended: Ended) {
+        self.interrupted |= ended.interrupted || t.interrupted;
+        self.probes += t.probes;
+        self.sent += t.sent;
+        self.send_time += t.send_time;
+        self.cut_short += t.cut_short;
+        for (why, n) in &t.ignored {
+            *self.ignored.entry(*why).or_default() += n;
         }
+        // what the checks cost (the machine's) and found (the report's)
+        checks.canary_hosts = t.follow.canary_hosts;
+        checks.canary_probes = t.follow.canary_probes;
+        checks.handshakes = t.follow.handshakes;
+        self.checks.add(&checks);
+        let m = &t.coverage;
+        let c = &mut self.coverage;
+        c.mode = if m.auto { "auto" } else { "fixed" }.into();
+        c.settled_pps = m.settled_pps;
+        if m.peak_loss > c.peak_loss {
+            c.peak_loss = m.peak_loss;
+            c.peak_loss_rate_pps = m.peak_loss_rate_pps;
+        }
+        c.mean_loss = c.mean_loss.max(m.mean_loss);
+        c.extra_rounds += m.extra_rounds;
+        c.uncertain_pairs += m.uncertain_pairs;
+        c.icmp_silent_pairs += m.icmp_silent_pairs;
     }
-    drop(reservation);
-    Ok(())
 }
 
 /// A verdict of the machine as the report has it.

@@ -1276,3 +1276,135 @@ fn scan_shards_in_small_blocks_cover_every_pair_once_between_them() {
     assert_three_hosts(&all);
     assert!(sent >= 15);
 }
+
+#[allow(dead_code)]
+#[path = "../../tests/common/schema.rs"]
+mod schema;
+
+/// The command's settings for a simulated scan of 198.18.0.2.
+fn scan_settings(ports: &str, rate: u64) -> crate::cli::ScanSettings {
+    let cfg = scan_config(THEM, ports);
+    crate::cli::ScanSettings {
+        targets: vec![cfg.matcher.targets.clone()],
+        ports: cfg.matcher.ports.clone(),
+        rate,
+        auto_rate: None,
+        retries: 1,
+        wait: Duration::from_secs(1),
+        open_only: false,
+        shard: Shard::WHOLE,
+        seed: cfg.seed,
+        ttl: 64,
+        discovery: false,
+        format: OutputFormat::Ndjson,
+        progress: false,
+        pcap: None,
+        verbose: false,
+        block_size: None,
+        verify: false,
+        canaries: true,
+        send: crate::cli::SendSettings {
+            source_port: None,
+            interface: None,
+            syn_options: true,
+        },
+    }
+}
+
+/// The command's session of one family over the simulated link: its NDJSON
+/// lines (checked against docs/schema) and summary.
+fn scan_command(
+    settings: &crate::cli::ScanSettings,
+    peer: Hosts,
+    interrupt_after: Option<Duration>,
+) -> (Vec<serde_json::Value>, crate::report::scan::ScanSummary) {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 5);
+    let matcher = scan_config(THEM, FIVE_PORTS).matcher;
+    let matcher = ScanMatcher {
+        ports: settings.ports.clone(),
+        ..matcher
+    };
+    let mut machine = ScanMachine::new(crate::cmd::scan::config(settings, matcher));
+    let mut output = crate::report::scan::ScanOutput::new(Vec::new(), settings.format, false);
+    let mut interrupt = match interrupt_after {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    };
+    let (ended, checks) = rt()
+        .block_on(crate::cmd::scan::session(
+            &mut machine,
+            &mut link,
+            &clock,
+            &mut output,
+            false,
+            QUIET,
+            &mut interrupt,
+        ))
+        .unwrap();
+    let mut tally = crate::cmd::scan::Tally::default();
+    tally.add_scan(machine.tally(), checks, ended);
+    let summary = crate::cmd::scan::summary(settings, &mut tally, &output, clock.elapsed());
+    let out = output.finish(&summary).unwrap();
+    let lines = schema::check_lines("scan", &String::from_utf8(out).unwrap());
+    (lines, summary)
+}
+
+#[test]
+fn scan_command_writes_each_verdict_and_a_summary_that_validate() {
+    let (lines, summary) = scan_command(&scan_settings(FIVE_PORTS, 10_000), three_hosts(), None);
+    let verdicts: BTreeMap<u64, &str> = lines
+        .iter()
+        .filter(|l| l["kind"] == "result")
+        .map(|l| (l["port"].as_u64().unwrap(), l["verdict"].as_str().unwrap()))
+        .collect();
+    let want: BTreeMap<u64, &str> = [
+        (22, "open"),
+        (80, "open"),
+        (81, "closed"),
+        (443, "filtered"),
+        (8080, "no_response"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(verdicts, want);
+    assert_eq!(lines.last().unwrap()["kind"], "summary");
+    assert_eq!(
+        (
+            summary.open,
+            summary.closed,
+            summary.filtered,
+            summary.no_response
+        ),
+        (2, 1, 1, 1)
+    );
+    assert!(!summary.interrupted);
+    // .2 got canaries (its SYN-ACKs), and they came back closed
+    assert_eq!(summary.verify.canary_hosts, 1);
+    assert_eq!(summary.verify.answers_every_port_hosts, 0);
+}
+
+#[test]
+fn scan_command_ctrl_c_gives_a_summary_with_interrupted_true() {
+    // every port at 1000/s: a minute of sending, interrupted at 300 ms
+    let (lines, summary) = scan_command(
+        &scan_settings("1-65535", 1000),
+        three_hosts(),
+        Some(ms(300)),
+    );
+    assert!(summary.interrupted);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["interrupted"]),
+        (&"summary".into(), &true.into())
+    );
+    let results = lines.iter().filter(|l| l["kind"] == "result").count() as u64;
+    assert!(results > 0 && results < 400, "{results} results");
+    // every probe is a result, cut short (sent, unanswered) or not probed
+    assert_eq!(summary.probes, 65535);
+    assert_eq!(results + summary.cut_short + summary.not_probed, 65535);
+    assert!(
+        summary.cut_short > 0 && summary.not_probed > 60_000,
+        "{summary:?}"
+    );
+}
