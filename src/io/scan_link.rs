@@ -10,7 +10,7 @@ use super::capture::Capture;
 use super::egress::Egress;
 use super::pcap::PcapWriter;
 use super::timer::PreciseTimer;
-use super::{Captured, IoError, Link};
+use super::{Captured, IoError, Link, Outgoing};
 use crate::event::Timestamp;
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -20,12 +20,44 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// Batches a sender thread may have queued before the loop waits for it.
-const QUEUE: usize = 16;
+const QUEUE: usize = 4;
 /// Datagrams gathered (the RSTs of single replies) before they are handed
 /// over without waiting for the loop to read again.
 const GATHER: usize = 64;
 
-type Batch = Vec<(IpAddr, Vec<u8>)>;
+/// Send times kept, by tag modulo this (the scan machine's ring of recent
+/// sends is as long).
+const TIMES: usize = 1 << 17;
+
+type Batch = Vec<Outgoing>;
+
+/// When each recent tagged datagram left: (tag + 1, stamp) by tag modulo
+/// [`TIMES`], written by the sender threads just before each send call.
+struct SendTimes {
+    tag: Vec<AtomicU64>,
+    at: Vec<AtomicU64>,
+}
+
+impl SendTimes {
+    fn new() -> SendTimes {
+        SendTimes {
+            tag: (0..TIMES).map(|_| AtomicU64::new(0)).collect(),
+            at: (0..TIMES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn note(&self, tag: u64, at: Timestamp) {
+        let i = (tag as usize) % TIMES;
+        self.at[i].store(at.0, Ordering::Relaxed);
+        self.tag[i].store(tag + 1, Ordering::Release);
+    }
+
+    fn get(&self, tag: u64) -> Option<Timestamp> {
+        let i = (tag as usize) % TIMES;
+        (self.tag[i].load(Ordering::Acquire) == tag + 1)
+            .then(|| Timestamp(self.at[i].load(Ordering::Relaxed)))
+    }
+}
 
 /// One sender thread as the loop sees it.
 struct Lane {
@@ -70,6 +102,7 @@ pub struct ScanLink<'a> {
     next_lane: usize,
     threads: Vec<JoinHandle<()>>,
     counts: Arc<Counts>,
+    times: Arc<SendTimes>,
     stalls_seen: u64,
     /// Small sends gathered into one batch, and when the first came: handed
     /// over when the loop next reads (or waits), or once there are enough.
@@ -88,19 +121,31 @@ impl<'a> ScanLink<'a> {
     ) -> Result<ScanLink<'a>, IoError> {
         let egress = Arc::new(egress);
         let counts = Arc::new(Counts::default());
+        let times = Arc::new(SendTimes::new());
         let mut senders = Vec::new();
         let mut threads = Vec::new();
         for lane in 0..lanes.max(1) {
             let (tx, rx) = sync_channel::<Batch>(QUEUE);
             let done = Arc::new(AtomicU64::new(0));
-            let (egress, counts, finished) =
-                (Arc::clone(&egress), Arc::clone(&counts), Arc::clone(&done));
+            let (egress, counts, finished, stamps) = (
+                Arc::clone(&egress),
+                Arc::clone(&counts),
+                Arc::clone(&done),
+                Arc::clone(&times),
+            );
             let t = std::thread::Builder::new()
                 .name(format!("scan-send-{lane}"))
                 .spawn(move || {
                     while let Ok(batch) = rx.recv() {
-                        let refs: Vec<(IpAddr, &[u8])> =
-                            batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
+                        let refs: Vec<(IpAddr, &[u8])> = batch
+                            .iter()
+                            .map(|o| (o.dst, o.datagram.as_slice()))
+                            .collect();
+                        // the send time of each, as close to the send call as can be
+                        let now = Timestamp::now();
+                        for tag in batch.iter().filter_map(|o| o.tag) {
+                            stamps.note(tag, now);
+                        }
                         let out = egress.send_many(&refs);
                         counts
                             .sent
@@ -137,6 +182,7 @@ impl<'a> ScanLink<'a> {
             next_lane: 0,
             threads,
             counts,
+            times,
             stalls_seen: 0,
             gathered: Vec::new(),
             gathered_at: None,
@@ -213,19 +259,27 @@ impl Drop for ScanLink<'_> {
 
 impl Link for ScanLink<'_> {
     fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
-        self.send_many(&mut vec![(dst, datagram.to_vec())])
+        self.send_many(&mut vec![Outgoing {
+            dst,
+            datagram: datagram.to_vec(),
+            tag: None,
+        }])
     }
 
     /// A poll's batch of SYNs goes at once; a reply's RST or two is
     /// gathered with the next ones (one hand-over, one wake of a sender
     /// thread, per turn of the loop rather than per reply).
-    fn send_many(&mut self, datagrams: &mut Vec<(IpAddr, Vec<u8>)>) -> Result<(), IoError> {
+    fn send_many(&mut self, datagrams: &mut Vec<Outgoing>) -> Result<(), IoError> {
         self.gathered_at.get_or_insert_with(Timestamp::now);
         self.gathered.append(datagrams);
         if self.gathered.len() >= 8 {
             self.hand_over_gathered()?;
         }
         Ok(())
+    }
+
+    fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
+        self.times.get(tag)
     }
 
     fn sent_through(&mut self) -> Option<Timestamp> {

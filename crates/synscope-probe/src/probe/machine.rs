@@ -34,6 +34,19 @@ pub struct Packet<'a> {
 pub trait Context<E> {
     /// Sends one IP datagram (header included) to `dst`.
     fn send(&mut self, dst: IpAddr, datagram: Vec<u8>);
+    /// [`Context::send`], and the link keeps when the datagram actually
+    /// left under `tag` ([`Context::left_at`]): a link whose sender thread
+    /// may lag behind the machine's clock times each send itself.
+    fn send_tagged(&mut self, dst: IpAddr, datagram: Vec<u8>, tag: u64) {
+        let _ = tag;
+        self.send(dst, datagram)
+    }
+    /// When the datagram sent with `tag` (a recent one) left; None when the
+    /// link does not know (it sends at once: when it was handed over).
+    fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
+        let _ = tag;
+        None
+    }
     /// Hands a finished result to the reporter.
     fn report(&mut self, event: E);
     /// A local source port no local socket may take until it is released.

@@ -446,7 +446,7 @@ impl ScanMachine {
             else {
                 continue;
             };
-            cx.send(host, syn);
+            cx.send_tagged(host, syn, j);
             let slot = (j as usize) % RING;
             self.ring_time[slot] = now.0;
             self.ring_probe[slot] = j + 1;
@@ -771,8 +771,11 @@ impl Machine for ScanMachine {
             self.ignore(Ignored::NoProbe);
             return;
         }
+        // handed over at sent_ns (rate control counts it there); left when
+        // the link says, if its sender thread lags (the RTT)
         let sent_ns = self.sent_at(j);
-        let rtt_ns = sent_ns.map(|t| r.at.0.saturating_sub(t));
+        let left_ns = cx.left_at(j).map(|t| t.0).or(sent_ns);
+        let rtt_ns = left_ns.map(|t| r.at.0.saturating_sub(t));
         let (w, bit) = self.known_bit(r.index);
         // rate control: replies of hosts known to answer, to first rounds
         if matches!(r.verdict(), SynAnswer::Open | SynAnswer::Closed) {
