@@ -156,6 +156,15 @@ pub struct SimLink<P> {
     pub sent: Vec<(Timestamp, Vec<u8>)>,
     /// Every packet handed to us, with its stamp and direction.
     pub delivered: Vec<(Timestamp, Direction)>,
+    /// How long after it is handed over a datagram leaves (a sender thread
+    /// behind the loop), from `lag_from` on; zero by default.
+    pub send_lag: Duration,
+    /// When the sends start to lag.
+    pub lag_from: Timestamp,
+    /// When each tagged datagram left.
+    left: BTreeMap<u64, Timestamp>,
+    /// Hand-over instants of datagrams not yet left, with when they leave.
+    in_flight: std::collections::VecDeque<(Timestamp, Timestamp)>,
 }
 
 /// How long after the send call the kernel stamps our packet leaving.
@@ -178,6 +187,19 @@ impl<P: Peer> SimLink<P> {
             port_limit: usize::MAX,
             sent: Vec::new(),
             delivered: Vec::new(),
+            send_lag: Duration::ZERO,
+            lag_from: Timestamp(0),
+            left: BTreeMap::new(),
+            in_flight: Default::default(),
+        }
+    }
+
+    /// The send lag now.
+    fn lag(&self) -> Duration {
+        if self.clock.now() >= self.lag_from {
+            self.send_lag
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -236,12 +258,42 @@ impl<P: Peer> SimLink<P> {
 
 impl<P: Peer> Link for SimLink<P> {
     fn send(&mut self, _dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
-        let now = self.clock.now();
+        let handed = self.clock.now();
+        let now = handed + self.lag();
+        if now > handed {
+            self.in_flight.push_back((handed, now));
+        }
         self.sent.push((now, datagram.to_vec()));
         let left = now + TX_STAMP_DELAY;
         self.push(left, Event::ToUs(Direction::Outgoing, datagram.to_vec()));
         self.cross(Leg::Out, left, datagram.to_vec());
         Ok(())
+    }
+
+    fn send_many(&mut self, datagrams: &mut Vec<crate::io::Outgoing>) -> Result<(), IoError> {
+        for o in datagrams.drain(..) {
+            self.send(o.dst, &o.datagram)?;
+            if let Some(tag) = o.tag {
+                self.left.insert(tag, self.clock.now() + self.lag());
+            }
+        }
+        Ok(())
+    }
+
+    fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
+        // as the real link: only when the send lags
+        self.left
+            .get(&tag)
+            .copied()
+            .filter(|_| !self.send_lag.is_zero())
+    }
+
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        let now = self.clock.now();
+        while self.in_flight.front().is_some_and(|f| f.1 <= now) {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.front().map(|f| f.0)
     }
 
     async fn recv(&mut self, until: Timestamp) -> Result<Option<Captured>, IoError> {

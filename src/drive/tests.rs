@@ -930,6 +930,8 @@ struct Scanned<P> {
     results: Verdicts,
     absorbed: Vec<(IpAddr, u16)>,
     every_port: Vec<IpAddr>,
+    /// Every reported RTT.
+    rtts: Vec<Duration>,
     tally: ScanTally,
     ended: super::Ended,
     link: SimLink<P>,
@@ -976,14 +978,31 @@ fn run_scan<P: Peer>(
     path: super::sim::Path,
     interrupt_after: Option<Duration>,
 ) -> Scanned<P> {
+    run_scan_lagging(cfg, peer, path, interrupt_after, Duration::ZERO)
+}
+
+/// [`run_scan`] with the link's sends leaving `lag` after the loop hands
+/// them over, from 60 ms on.
+fn run_scan_lagging<P: Peer>(
+    cfg: ScanConfig,
+    peer: P,
+    path: super::sim::Path,
+    interrupt_after: Option<Duration>,
+    lag: Duration,
+) -> Scanned<P> {
     let clock = SimClock::starting_at(T0);
     let mut link = SimLink::new(&clock, peer, path, 5);
+    // the sends start to lag once the rate control knows the path's RTT
+    link.send_lag = lag;
+    link.lag_from = T0 + ms(60);
+    let mut rtts = Vec::new();
     let mut machine = ScanMachine::new(cfg);
     let mut results = Verdicts::new();
     let (mut absorbed, mut every_port) = (Vec::new(), Vec::new());
     let mut reporter = |e: ScanEvent| {
         match e {
             ScanEvent::Result(f, _) => {
+                rtts.extend(f.rtt_ns.map(Duration::from_nanos));
                 results
                     .entry((f.host, f.port))
                     .or_default()
@@ -1012,6 +1031,7 @@ fn run_scan<P: Peer>(
         results,
         absorbed,
         every_port,
+        rtts,
         tally: machine.tally().clone(),
         ended,
         link,
@@ -1407,4 +1427,35 @@ fn scan_command_ctrl_c_gives_a_summary_with_interrupted_true() {
         summary.cut_short > 0 && summary.not_probed > 60_000,
         "{summary:?}"
     );
+}
+
+#[test]
+fn scan_with_a_sender_lagging_behind_the_loop_keeps_rtts_and_verdicts_right() {
+    // 64 hosts × 64 ports at --rate auto; from 60 ms on every SYN leaves
+    // 20 ms (four rate slices) after the loop hands it over
+    let mut hosts = Hosts::default();
+    for n in 10..74 {
+        hosts
+            .hosts
+            .insert(host(n), SynPeer::new(&[(1000, PortIs::Open)]));
+    }
+    let mut cfg = scan_config("198.18.0.10-73", "1000-1063");
+    cfg.auto_rate = Some((100, 200_000));
+    let s = run_scan_lagging(cfg, hosts, clean_path(ms(1)), None, ms(20));
+    let hosts: Vec<u8> = (10..74).collect();
+    let ports: Vec<u16> = (1000..1064).collect();
+    assert_verdicts(&s.results, &hosts, &ports, |p, _| {
+        if p == 1000 { "open" } else { "closed" }
+    });
+    // the RTT is the path's (2 ms and the host's 20 µs), not the lag's
+    assert!(!s.rtts.is_empty());
+    assert!(
+        s.rtts.iter().all(|r| *r >= ms(2) && *r < ms(3)),
+        "{:?}",
+        s.rtts.iter().max()
+    );
+    // no loss where there was none (a cut for the lag would be undone by
+    // the late replies: the rate control's own guard), so no retries
+    let c = &s.tally.coverage;
+    assert_eq!((c.peak_loss, s.tally.sent), (0.0, 64 * 64), "{c:?}");
 }
