@@ -15,7 +15,7 @@ use crate::probe::trace::Trace;
 use crate::report::OutputFormat;
 use crate::report::ping::{Expect, PingReport, PingSummary, PingTarget};
 use crate::report::trace::TraceRun;
-use crate::wire::SeqNumber;
+use crate::wire::{SeqNumber, TcpFlags};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -449,6 +449,7 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
             &clock,
             &mut Interrupt::never(),
             QUIET,
+            &mut |_| Ok(()),
         ))
         .unwrap();
     assert!(!ended.interrupted && !ended.out_of_time);
@@ -471,6 +472,7 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
         prober.config(),
         &r,
         false,
+        0,
     )
     .unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -480,6 +482,68 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
     assert_eq!(link.held(), 0, "every port released");
     // it ends once every hop is answered or waited out: the silent one's 500 ms
     assert!(clock.elapsed() < ms(600), "{:?}", clock.elapsed());
+}
+
+#[test]
+fn path_ndjson_writes_each_hop_line_as_soon_as_the_hop_is_final() {
+    // hop 3 is silent: its probes wait out their 500 ms while hops 1 and 2
+    // are answered within milliseconds
+    let routers: Vec<IpAddr> = (1..=4).map(|i| IpAddr::from([198, 18, 9, i])).collect();
+    let peer = Routers {
+        routers,
+        dst: SynPeer::new(&[(443, PortIs::Open)]),
+        silent: [3].into(),
+        per_hop: ms(1),
+    };
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 13);
+    let mut prober = PathProber::new(path_config(12, 2, ms(500), false));
+    let mut out = Vec::new();
+    // (hop, when its line was written)
+    let mut lines: Vec<(u8, Duration)> = Vec::new();
+    let mut streamed = 0;
+    rt().block_on(crate::cmd::path::probe(
+        &mut prober,
+        &mut link,
+        &clock,
+        &mut Interrupt::never(),
+        QUIET,
+        &mut |h| {
+            crate::report::path::write_hop(&mut out, h)?;
+            lines.push((h.hop.ttl, clock.elapsed()));
+            streamed = h.hop.ttl;
+            Ok(())
+        },
+    ))
+    .unwrap();
+    let done = clock.elapsed();
+    // every hop up to the destination's (5), in order, none beyond it
+    let ttls: Vec<u8> = lines.iter().map(|l| l.0).collect();
+    assert_eq!(ttls, [1, 2, 3, 4, 5]);
+    assert_eq!(streamed, 5);
+    // hops 1 and 2 came out long before the run ended, hop 3 after its timeout
+    assert!(lines[1].1 < ms(50), "{lines:?}");
+    assert!(
+        lines[2].1 >= ms(500) && done >= lines[2].1,
+        "{lines:?} {done:?}"
+    );
+    // streamed lines and the rest are what one write at the end gives
+    let target = crate::report::path::PathTarget {
+        host: THEM.into(),
+        address: them(443),
+        source: US.parse().unwrap(),
+        interface: "sim0".into(),
+    };
+    let r = prober.result();
+    let cfg = prober.config();
+    crate::report::path::write(&mut out, OutputFormat::Ndjson, &target, cfg, &r, false, 5).unwrap();
+    let mut whole = Vec::new();
+    crate::report::path::write(&mut whole, OutputFormat::Ndjson, &target, cfg, &r, false, 0)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(whole).unwrap()
+    );
 }
 
 #[test]
@@ -586,6 +650,61 @@ fn ping_waits_for_ports_when_they_run_out() {
         .map(|(t, _)| (t.0 - T0.0) / 1_000_000)
         .collect();
     assert_eq!(sends[..3], [0, 100, 300], "{sends:?}");
+}
+
+#[test]
+fn ping_from_a_fixed_port_resets_each_open_answer_before_the_next_syn() {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(
+        &clock,
+        SynPeer::new(&[(80, PortIs::Open)]),
+        clean_path(ms(1)),
+        10,
+    );
+    let probe = SynProbeConfig {
+        src: US.parse().unwrap(),
+        dst: them(80),
+        ttl: 64,
+        syn_options: false,
+        mss: 1460,
+        window: 64240,
+        timeout: Duration::from_secs(1),
+    };
+    let mut m = PingMachine::new(
+        PingConfig {
+            probe,
+            interval: ms(10),
+            count: Some(3),
+            fixed_port: Some(41000),
+            window: 1000,
+            bound: None,
+            settle: crate::probe::ping::SETTLE,
+        },
+        None,
+    );
+    rt().block_on(super::drive(
+        &mut m,
+        &mut link,
+        &clock,
+        &mut |_| Ok(()),
+        &mut Interrupt::never(),
+    ))
+    .unwrap();
+    // (flags, sequence number) of everything sent, all from port 41000
+    let sent: Vec<(u8, u32)> = link
+        .sent
+        .iter()
+        .map(|(_, d)| {
+            assert_eq!(u16::from_be_bytes([d[20], d[21]]), 41000);
+            (d[33], u32::from_be_bytes([d[24], d[25], d[26], d[27]]))
+        })
+        .collect();
+    let (syn, rst) = (TcpFlags::SYN.0, TcpFlags::RST.0);
+    let flags: Vec<u8> = sent.iter().map(|s| s.0).collect();
+    assert_eq!(flags, [syn, rst, syn, rst, syn, rst], "{sent:?}");
+    for pair in sent.chunks(2) {
+        assert_eq!(pair[1].1, pair[0].1.wrapping_add(1), "RST at ISN + 1");
+    }
 }
 
 #[test]
@@ -830,6 +949,7 @@ fn path_from_one_source_port_sends_one_probe_at_a_time() {
         &clock,
         &mut Interrupt::never(),
         QUIET,
+        &mut |_| Ok(()),
     ))
     .unwrap();
     assert!(matches!(prober.result().outcome, Outcome::Reached { .. }));
@@ -841,7 +961,18 @@ fn path_from_one_source_port_sends_one_probe_at_a_time() {
         .collect();
     assert_eq!(ports, [41000].into());
     // each SYN leaves once the one before it was answered: 2 per hop, 3 hops
-    assert_eq!(link.sent.len(), 6);
-    let gaps: Vec<u64> = link.sent.windows(2).map(|w| w[1].0.0 - w[0].0.0).collect();
+    let flags = |d: &[u8]| d[33];
+    let syns: Vec<u64> = link
+        .sent
+        .iter()
+        .filter(|(_, d)| flags(d) & TcpFlags::SYN.0 != 0)
+        .map(|(t, _)| t.0)
+        .collect();
+    assert_eq!(syns.len(), 6);
+    let gaps: Vec<u64> = syns.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().all(|g| *g >= 2_000_000), "{gaps:?}");
+    // the destination's SYN-ACKs are reset before the next SYN on the four-tuple
+    let order: Vec<u8> = link.sent.iter().map(|(_, d)| flags(d)).collect();
+    let (s, r) = (TcpFlags::SYN.0, TcpFlags::RST.0);
+    assert_eq!(order, [s, s, s, s, s, r, s, r], "{order:?}");
 }

@@ -2,8 +2,8 @@
 //! a SYN-ACK (open), an RST (closed), an ICMP error (filtered, with its reason)
 //! or nothing before its deadline (filtered, no answer).
 
-use super::answer::SynAnswer;
-use super::correlate::{Correlator, FlowKey, Match, ReplyInfo};
+use super::answer::{SynAnswer, SynReply};
+use super::correlate::{Correlator, FlowKey, Match};
 use crate::event::{Direction, Timestamp};
 use crate::wire::{IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 use std::collections::BTreeMap;
@@ -58,8 +58,8 @@ pub struct ProbeResult {
     pub rtt: Option<Duration>,
     /// Where `sent_at` came from.
     pub rtt_source: RttSource,
-    /// The answer's details; None: no answer.
-    pub reply: Option<ReplyInfo>,
+    /// The answer as read (TTL, window, flags, options); None: no answer.
+    pub reply: Option<SynReply>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,17 +174,17 @@ impl SynPinger {
                 }
                 None
             }
-            Match::Reply(key, info) => {
+            Match::Reply(key, reply) => {
                 // answered after its deadline (read late, e.g. behind a burst):
                 // loss, as the timeout says; `on_time` expires the probe
-                if self.pending.get(&key)?.deadline < info.at {
+                if self.pending.get(&key)?.deadline < at {
                     self.corr.count_ignored(super::Ignored::Late);
                     return None;
                 }
                 let p = self.pending.remove(&key)?;
                 self.deadlines.remove(&(p.deadline, p.seq));
                 self.corr.remove(key);
-                let verdict = info.answer;
+                let verdict = reply.answer;
                 let (sent, source) = match p.kernel_sent {
                     Some(k) => (k, RttSource::Kernel),
                     None => (p.user_sent, RttSource::User),
@@ -195,13 +195,35 @@ impl SynPinger {
                     isn: key.isn,
                     verdict,
                     sent_at: sent,
-                    rtt: Some(info.at.saturating_sub(sent)),
+                    rtt: Some(at.saturating_sub(sent)),
                     rtt_source: source,
-                    reply: Some(info),
+                    reply: Some(reply),
                 })
             }
             Match::Ignored(_) => None,
         }
+    }
+
+    /// An RST that tears down the half-open connection an open answer to
+    /// probe `key` left at the target (sequence number ISN + 1).
+    pub fn rst(&self, key: FlowKey) -> Vec<u8> {
+        let tcp = TcpRepr {
+            src_port: key.src_port,
+            dst_port: self.cfg.dst.port(),
+            seq: key.isn + 1,
+            flags: TcpFlags::RST,
+            ..TcpRepr::default()
+        };
+        let ip = IpRepr {
+            src: self.cfg.src,
+            dst: self.cfg.dst.ip(),
+            protocol: Protocol::TCP,
+            ttl: self.cfg.ttl,
+            ident: 0,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        ip.emit(&tcp.emit(ip.src, ip.dst))
     }
 
     /// Expires probes whose deadline has passed by `now`.
