@@ -94,6 +94,9 @@ impl<L: Link, E> Context<E> for Cx<'_, L, E> {
     fn sent_through(&mut self) -> Option<crate::event::Timestamp> {
         self.link.sent_through()
     }
+    fn capture_drops(&mut self) -> u64 {
+        self.link.take_drops()
+    }
 }
 
 impl<L: Link, E> Cx<'_, L, E> {

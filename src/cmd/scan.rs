@@ -306,7 +306,8 @@ async fn scan_family<W: std::io::Write>(
     if let Some(f) = link.capture().fragments().describe() {
         log.debug(|| f);
     }
-    tally.drops += link.capture().drops();
+    // what the machine found dropped, and since it last looked
+    tally.drops += machine.tally().capture_drops + link.capture().drops();
     drop(link);
     let (ended, checks) = driven?;
     tally.add_scan(machine.tally(), checks, ended);

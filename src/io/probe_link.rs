@@ -32,6 +32,10 @@ pub trait Link {
     fn take_stalls(&mut self) -> u64 {
         0
     }
+    /// Packets the capture dropped since the last call.
+    fn take_drops(&mut self) -> u64 {
+        0
+    }
     /// Every datagram handed over before this instant has left (None: all).
     fn sent_through(&mut self) -> Option<Timestamp> {
         None

@@ -297,6 +297,10 @@ impl Link for ScanLink<'_> {
         through
     }
 
+    fn take_drops(&mut self) -> u64 {
+        self.capture.drops()
+    }
+
     fn take_stalls(&mut self) -> u64 {
         let now = self.counts.stalls.load(Ordering::Relaxed);
         let new = now - self.stalls_seen;

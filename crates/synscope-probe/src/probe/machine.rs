@@ -69,6 +69,11 @@ pub trait Context<E> {
     fn sent_through(&mut self) -> Option<Timestamp> {
         None
     }
+    /// Packets the capture dropped (its buffer full) since the last call:
+    /// the reader cannot keep up.
+    fn capture_drops(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Why a machine is told to stop before it is done.

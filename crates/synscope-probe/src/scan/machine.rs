@@ -43,6 +43,8 @@ const LIST_PER_POLL: usize = 4096;
 const CHECKS_WAIT: Duration = Duration::from_millis(50);
 /// How often a progress event is reported, at most.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How often the capture's drops are looked at.
+const DROPS_EVERY: Duration = Duration::from_millis(1);
 /// How often --verify's handshakes are looked at (ended when due).
 const VERIFY_EVERY: Duration = Duration::from_millis(5);
 /// How often the wait after a round looks whether the link's sender has
@@ -163,6 +165,8 @@ pub struct ScanTally {
     pub ignored: BTreeMap<Ignored, u64>,
     /// Sent and unanswered probes of a block an interrupt cut short.
     pub cut_short: u64,
+    /// Packets the capture dropped (its buffer full), as the scan found.
+    pub capture_drops: u64,
     /// The rate and loss.
     pub coverage: Coverage,
     /// What the canaries and --verify cost.
@@ -203,6 +207,8 @@ struct Block {
     answered_first: u64,
     recovered: Vec<u64>,
     silent_before: u64,
+    /// Capture drops before the round began.
+    drops_before: u64,
     lossy_before: u64,
     judged_before: (u64, f64),
     /// Probes sent in this round, and when it started and stopped sending.
@@ -243,6 +249,8 @@ pub struct ScanMachine {
     sender_behind: bool,
     /// When --verify's handshakes are next looked at.
     verify_at: Timestamp,
+    /// When the capture's drops are next looked at.
+    drops_at: Timestamp,
     last_progress: Timestamp,
     tally: ScanTally,
 }
@@ -283,6 +291,7 @@ impl ScanMachine {
             now: Timestamp(0),
             sender_behind: false,
             verify_at: Timestamp(0),
+            drops_at: Timestamp(0),
             last_progress: Timestamp(0),
             tally: ScanTally {
                 probes,
@@ -378,6 +387,7 @@ impl ScanMachine {
             answered_first: 0,
             recovered: Vec::new(),
             silent_before: 0,
+            drops_before: 0,
             lossy_before: self.ctl.lossy_slices(),
             judged_before: self.ctl.judged(),
             pass_sent: 0,
@@ -392,6 +402,7 @@ impl ScanMachine {
     fn start_round(&mut self, now: Timestamp) {
         let Some(b) = self.block.as_mut() else { return };
         b.silent_before = self.state.counts().silent;
+        b.drops_before = self.tally.capture_drops;
         b.pass_sent = 0;
         b.pass_start = now;
         let round = b.round;
@@ -555,9 +566,10 @@ impl ScanMachine {
         if more {
             b.round += 1;
         }
+        let drops = self.tally.capture_drops;
         self.debug(cx, || {
             format!(
-                "block {range:?} round {round}: {sent} SYNs in {took:?}, then {waited:?} for late replies"
+                "block {range:?} round {round}: {sent} SYNs in {took:?}, then {waited:?} for late replies; {drops} capture drops so far"
             )
         });
         if more {
@@ -603,8 +615,13 @@ impl ScanMachine {
             None => rate::lost_after_retries(b.answered_first, &b.recovered).unwrap_or(0.0),
             Some(_) => 0.0,
         };
-        self.tally.coverage.uncertain_pairs +=
-            (silent as f64 * b.all_lost).max(from_retries.min(silent as f64));
+        // each reply the capture dropped in the last round may be a pair
+        // now silent
+        let dropped = self.tally.capture_drops - b.drops_before;
+        self.tally.coverage.uncertain_pairs += (silent as f64 * b.all_lost)
+            .max(from_retries)
+            .max(dropped as f64)
+            .min(silent as f64);
         self.phase = Phase::List {
             next: b.range.start,
         };
@@ -667,9 +684,15 @@ impl ScanMachine {
         c.peak_loss_rate_pps = self.ctl.peak_loss_rate;
         c.mean_loss = self.ctl.mean_loss();
         self.tally.follow = self.follow.counts.clone();
-        let spurious = self.ctl.spurious_cuts;
+        let (spurious, overruns, drops) = (
+            self.ctl.spurious_cuts,
+            self.ctl.overruns,
+            self.ctl.capture_drops,
+        );
         self.debug(cx, || {
-            format!("rate control: {spurious} cut(s) undone (the loss was late replies)")
+            format!(
+                "rate control: {spurious} cut(s) undone (the loss was late replies), {overruns} for a receiver that could not keep up ({drops} capture drops)"
+            )
         });
         if self.cfg.verbose {
             // every judged slice, for plots (bench/rate_plot.py reads these)
@@ -828,6 +851,16 @@ impl Machine for ScanMachine {
         self.sender_behind = through.is_some();
         self.ctl.on_receiver(now.0);
         self.ctl.on_sender(through.map(|t| t.0));
+        // replies the capture dropped: the loop cannot read as fast as the
+        // rate, a loss signal of its own (looked at every millisecond)
+        if now >= self.drops_at {
+            self.drops_at = now + DROPS_EVERY;
+            let n = cx.capture_drops();
+            if n > 0 {
+                self.tally.capture_drops += n;
+                self.ctl.on_capture_drops(now.0, n);
+            }
+        }
         // --verify: end the handshakes checked long enough, every few ms
         // (a look at every host's verification is not free)
         if self.cfg.verify && now >= self.verify_at {
