@@ -15,7 +15,7 @@ use crate::probe::trace::Trace;
 use crate::report::OutputFormat;
 use crate::report::ping::{Expect, PingReport, PingSummary, PingTarget};
 use crate::report::trace::TraceRun;
-use crate::wire::{SeqNumber, TcpFlags};
+use crate::wire::SeqNumber;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -650,61 +650,6 @@ fn ping_waits_for_ports_when_they_run_out() {
         .map(|(t, _)| (t.0 - T0.0) / 1_000_000)
         .collect();
     assert_eq!(sends[..3], [0, 100, 300], "{sends:?}");
-}
-
-#[test]
-fn ping_from_a_fixed_port_resets_each_open_answer_before_the_next_syn() {
-    let clock = SimClock::starting_at(T0);
-    let mut link = SimLink::new(
-        &clock,
-        SynPeer::new(&[(80, PortIs::Open)]),
-        clean_path(ms(1)),
-        10,
-    );
-    let probe = SynProbeConfig {
-        src: US.parse().unwrap(),
-        dst: them(80),
-        ttl: 64,
-        syn_options: false,
-        mss: 1460,
-        window: 64240,
-        timeout: Duration::from_secs(1),
-    };
-    let mut m = PingMachine::new(
-        PingConfig {
-            probe,
-            interval: ms(10),
-            count: Some(3),
-            fixed_port: Some(41000),
-            window: 1000,
-            bound: None,
-            settle: crate::probe::ping::SETTLE,
-        },
-        None,
-    );
-    rt().block_on(super::drive(
-        &mut m,
-        &mut link,
-        &clock,
-        &mut |_| Ok(()),
-        &mut Interrupt::never(),
-    ))
-    .unwrap();
-    // (flags, sequence number) of everything sent, all from port 41000
-    let sent: Vec<(u8, u32)> = link
-        .sent
-        .iter()
-        .map(|(_, d)| {
-            assert_eq!(u16::from_be_bytes([d[20], d[21]]), 41000);
-            (d[33], u32::from_be_bytes([d[24], d[25], d[26], d[27]]))
-        })
-        .collect();
-    let (syn, rst) = (TcpFlags::SYN.0, TcpFlags::RST.0);
-    let flags: Vec<u8> = sent.iter().map(|s| s.0).collect();
-    assert_eq!(flags, [syn, rst, syn, rst, syn, rst], "{sent:?}");
-    for pair in sent.chunks(2) {
-        assert_eq!(pair[1].1, pair[0].1.wrapping_add(1), "RST at ISN + 1");
-    }
 }
 
 #[test]
