@@ -82,8 +82,11 @@ impl<L: Link, E> Cx<'_, L, E> {
         if let Some(e) = self.failed.take() {
             return Err(e.into());
         }
-        for (dst, d) in self.sends.drain(..) {
-            self.link.send(dst, &d)?;
+        if !self.sends.is_empty() {
+            for (dst, d) in self.sends.drain(..) {
+                self.link.send(dst, &d)?;
+            }
+            self.link.flush()?;
         }
         for e in self.events.drain(..) {
             reporter.report(e)?;

@@ -495,62 +495,74 @@ fn bench_bulk_vs_dnsperf() {
                 .map(|i| format!("{}\n", kinds[i % kinds.len()].0))
                 .collect();
             std::fs::write(&nfile, text).unwrap();
-            let ofile = dir.join("out.ndjson");
-            let out = lab
-                .client_command("/usr/bin/time")
-                .args(["-f", "TIMECPU %U %S", env!("CARGO_BIN_EXE_synscope")])
-                .args(["dns", "--file"])
-                .arg(&nfile)
-                .args(["@198.18.0.2", "--timeout", "1s"])
-                .stdout(std::fs::File::create(&ofile).unwrap())
-                .stderr(Stdio::piped())
-                .output()
-                .unwrap();
-            // every answer checked against the zone
-            let (mut ok, mut bad) = (0u64, 0u64);
-            let mut summary = Value::Null;
-            let text = std::fs::read_to_string(&ofile).unwrap();
-            for l in text.lines() {
-                let v: Value = serde_json::from_str(l).unwrap();
-                if v["kind"] == "summary" {
-                    summary = v;
-                    continue;
-                }
-                let (_, _, status, answers) =
-                    kinds[(v["line"].as_u64().unwrap() - 1) as usize % kinds.len()];
-                let got: Vec<&str> = v["answers"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-                    .unwrap_or_default();
-                if v["status"] == status && got == answers {
-                    ok += 1;
+            // BENCH_BINS (comma-separated) runs other builds of synscope
+            // (e.g. main's) in the same round, one after another
+            let bins: Vec<String> = std::env::var("BENCH_BINS")
+                .map(|b| b.split(',').map(str::to_string).collect())
+                .unwrap_or_else(|_| vec![env!("CARGO_BIN_EXE_synscope").to_string()]);
+            for bin in &bins {
+                let label = if bins.len() > 1 {
+                    format!(" [{bin}]")
                 } else {
-                    bad += 1;
-                    if bad <= 3 {
-                        println!("not as the zone says: {l}");
+                    String::new()
+                };
+                let ofile = dir.join("out.ndjson");
+                let out = lab
+                    .client_command("/usr/bin/time")
+                    .args(["-f", "TIMECPU %U %S", bin.as_str()])
+                    .args(["dns", "--file"])
+                    .arg(&nfile)
+                    .args(["@198.18.0.2", "--timeout", "1s"])
+                    .stdout(std::fs::File::create(&ofile).unwrap())
+                    .stderr(Stdio::piped())
+                    .output()
+                    .unwrap();
+                // every answer checked against the zone
+                let (mut ok, mut bad) = (0u64, 0u64);
+                let mut summary = Value::Null;
+                let text = std::fs::read_to_string(&ofile).unwrap();
+                for l in text.lines() {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    if v["kind"] == "summary" {
+                        summary = v;
+                        continue;
+                    }
+                    let (_, _, status, answers) =
+                        kinds[(v["line"].as_u64().unwrap() - 1) as usize % kinds.len()];
+                    let got: Vec<&str> = v["answers"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                        .unwrap_or_default();
+                    if v["status"] == status && got == answers {
+                        ok += 1;
+                    } else {
+                        bad += 1;
+                        if bad <= 3 {
+                            println!("not as the zone says: {l}");
+                        }
                     }
                 }
-            }
-            let ours = summary["qps"].as_f64().unwrap_or(f64::NAN);
-            let lines = text.lines().count() as u64 - 1;
-            if lines != names as u64 {
-                println!("{lines} result lines for {names} names");
-            }
-            println!(
-                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query, user {:.2}) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query, user {dnsperf_user:.2}), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query, user {edns_user:.2}), ratio {:.2}",
-                summary["no_response"],
-                summary["time"]["p50_us"],
-                summary["timing"],
-                cpu_secs(&out.stderr) * 1e6 / names as f64,
-                cpu_split(&out.stderr).0 * 1e6 / names as f64,
-                ours / dnsperf_qps,
-                ours / edns_qps
-            );
-            if !out.status.success() {
+                let ours = summary["qps"].as_f64().unwrap_or(f64::NAN);
+                let lines = text.lines().count() as u64 - 1;
+                if lines != names as u64 {
+                    println!("{lines} result lines for {names} names");
+                }
                 println!(
-                    "synscope stderr: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    "round {round} {set:<11}: synscope{label} {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query, user {:.2}) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query, user {dnsperf_user:.2}), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query, user {edns_user:.2}), ratio {:.2}",
+                    summary["no_response"],
+                    summary["time"]["p50_us"],
+                    summary["timing"],
+                    cpu_secs(&out.stderr) * 1e6 / names as f64,
+                    cpu_split(&out.stderr).0 * 1e6 / names as f64,
+                    ours / dnsperf_qps,
+                    ours / edns_qps
                 );
+                if !out.status.success() {
+                    println!(
+                        "synscope stderr: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
             }
         }
     }

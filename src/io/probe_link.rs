@@ -15,6 +15,12 @@ use std::net::IpAddr;
 pub trait Link {
     /// Sends one IP datagram (header included) to `dst`.
     fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError>;
+    /// Sends what [`Link::send`] queued, for links that send in batches
+    /// (one system call for many datagrams); the drive loop calls it after
+    /// each round of sends.
+    fn flush(&mut self) -> Result<(), IoError> {
+        Ok(())
+    }
     /// The next captured packet, or None once the capture clock reads `until`.
     fn recv(
         &mut self,

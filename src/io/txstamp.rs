@@ -111,7 +111,7 @@ pub struct SendLog<K> {
     sent: std::collections::VecDeque<K>,
 }
 
-impl<K: Copy> SendLog<K> {
+impl<K> SendLog<K> {
     /// An empty log; the first datagram recorded gets counter 0.
     pub fn new() -> SendLog<K> {
         SendLog {
@@ -138,7 +138,7 @@ impl<K: Copy> SendLog<K> {
     }
 }
 
-impl<K: Copy> Default for SendLog<K> {
+impl<K> Default for SendLog<K> {
     fn default() -> Self {
         Self::new()
     }

@@ -180,29 +180,6 @@ impl<I: Iterator<Item = BulkInput>> BulkMachine<I> {
         }
     }
 
-    /// Each path's exchange (its ignored packets, for the summary).
-    pub fn exchanges(&self) -> &[DnsExchange] {
-        &self.exs
-    }
-
-    /// Queries neither answered nor given up.
-    pub fn outstanding(&self) -> usize {
-        self.exs.iter().map(DnsExchange::outstanding).sum()
-    }
-
-    /// Queries in flight when the run was interrupted.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
-    fn rewake(&mut self) {
-        self.wake = self
-            .exs
-            .iter_mut()
-            .filter_map(DnsExchange::next_deadline)
-            .min();
-    }
-
     /// Reports `o` (of path `path`); an ICMP error that ended it ends every
     /// other query to its server too.
     fn finish(&mut self, path: usize, o: DnsOutcome, cx: &mut dyn Context<BulkEvent>) {
@@ -360,6 +337,31 @@ impl<I: Iterator<Item = BulkInput>> BulkMachine<I> {
                 }
             }
         }
+    }
+}
+
+impl<I> BulkMachine<I> {
+    /// Each path's exchange (its ignored packets, for the summary).
+    pub fn exchanges(&self) -> &[DnsExchange] {
+        &self.exs
+    }
+
+    /// Queries neither answered nor given up.
+    pub fn outstanding(&self) -> usize {
+        self.exs.iter().map(DnsExchange::outstanding).sum()
+    }
+
+    /// Queries in flight when the run was interrupted.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn rewake(&mut self) {
+        self.wake = self
+            .exs
+            .iter_mut()
+            .filter_map(DnsExchange::next_deadline)
+            .min();
     }
 }
 
