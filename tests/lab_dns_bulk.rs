@@ -400,6 +400,61 @@ fn latency_vs_tcpdump(lab: &Lab, extra: Option<&str>, timed_by: &str) {
     assert!(median < 10.0, "median error {median} µs");
 }
 
+/// `--pcap` in bulk mode: every query (at its kernel TX stamp) and every
+/// answer (at its RX stamp), IPv4 and IPv6; each line's time is the
+/// distance between its two packets in the file. Without CAP_NET_RAW
+/// `--pcap` is a setup error, not a silent empty file.
+#[test]
+fn bulk_pcap_holds_every_query_and_answer_with_the_stamps_that_timed_them() {
+    if synscope_lab::skip_unless_root(
+        "bulk_pcap_holds_every_query_and_answer_with_the_stamps_that_timed_them",
+    ) {
+        return;
+    }
+    let (_dns, lab) = lab();
+    let path = std::env::temp_dir().join(format!("synscope-bulk-{}.pcap", std::process::id()));
+    let p = path.to_str().unwrap();
+    let n = 300;
+    let names: String = (0..n).map(|i| format!("n{i}.lab.test\n")).collect();
+    let out = bulk(
+        &lab,
+        names.as_bytes(),
+        &["@198.18.0.2", "@[2001:db8::2]", "--pcap", p],
+    );
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(sum["timing"], "kernel", "{sum}");
+    assert_eq!(lines.len(), 2 * n);
+    let packets = common::read_pcap(&path);
+    let _ = std::fs::remove_file(&path);
+    let mut sent = std::collections::HashMap::new();
+    let mut got = std::collections::HashMap::new();
+    for (ts, ip) in &packets {
+        let (name, server, answer) = dns_of(ip).expect("DNS over UDP only");
+        let to = if answer { &mut got } else { &mut sent };
+        assert!(to.insert((name, server), *ts).is_none(), "a packet twice");
+    }
+    assert_eq!((sent.len(), got.len()), (2 * n, 2 * n));
+    for l in &lines {
+        let key = (
+            l["name"].as_str().unwrap().to_lowercase(),
+            l["server"].as_str().unwrap().to_string(),
+        );
+        let rtt_ns = got[&key] - sent[&key];
+        let time_us = l["time_us"].as_f64().unwrap();
+        // the same two stamps (the JSON keeps three decimals of a µs)
+        assert!(
+            (time_us - rtt_ns as f64 / 1000.0).abs() < 0.002,
+            "{l}: {rtt_ns} ns in the pcap"
+        );
+    }
+    let out = bulk_as_nobody(&lab, b"a.lab.test\n", &["@198.18.0.2", "--pcap", p]);
+    common::assert_status(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pcap"), "{err}");
+    assert!(!path.exists());
+}
+
 /// The benchmark (printed, not asserted; run by bench/dns.sh with --release):
 /// bulk q/s beside dnsperf's against the same NSD (RRL off), in the same run,
 /// on a mixed query set (A, AAAA, CNAME chain, MX, TXT, NXDOMAIN) and on one

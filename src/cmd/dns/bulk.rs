@@ -948,13 +948,18 @@ pub(super) async fn bulk(
             srcs.iter().position(|a| *a == src)
         }
     });
-    let mut pcap = s.pcap.as_deref().map(PcapWriter::create).transpose()?;
     // raw sockets and a capture with CAP_NET_RAW, else (or with --no-raw)
     // ordinary UDP sockets timed by their kernel stamps
     let raw = !s.no_raw && crate::io::privileges::has_net_raw();
     if !raw && !s.no_raw {
         log.debug(|| "no CAP_NET_RAW: bulk timed with socket timestamps".into());
     }
+    if !raw && s.pcap.is_some() {
+        return Err(CmdError::Setup(
+            "--pcap needs raw sockets and a capture (CAP_NET_RAW)".into(),
+        ));
+    }
+    let mut pcap = s.pcap.as_deref().map(PcapWriter::create).transpose()?;
     if raw {
         let mut link = RawBulkLink::new(pcap.take());
         let mut paths = Vec::new();
@@ -1001,7 +1006,7 @@ pub(super) async fn bulk(
             return r;
         }
     }
-    let mut link = SocketLink::open(&srcs, SOCKETS, pcap)?;
+    let mut link = SocketLink::open(&srcs, SOCKETS, None)?;
     log.debug(|| format!("bulk: {SOCKETS} UDP sockets per source address, socket timestamps"));
     crate::io::privileges::drop_all()?;
     let paths = srcs
