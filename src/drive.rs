@@ -84,7 +84,7 @@ impl<L: Link, E> Cx<'_, L, E> {
         }
         if !self.sends.is_empty() {
             for (dst, d) in self.sends.drain(..) {
-                self.link.send(dst, &d)?;
+                self.link.send_owned(dst, d)?;
             }
             self.link.flush()?;
         }

@@ -648,7 +648,8 @@ fn cpu_split(stderr: &[u8]) -> (f64, f64) {
 }
 
 /// For profiling: runs `$PROFILE_CMD synscope dns --file ... $PROFILE_ARGS`
-/// (e.g. PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names.
+/// (e.g. PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names;
+/// PROFILE_BIN names another synscope binary to run instead of this build's.
 #[test]
 #[ignore]
 fn profile_bulk() {
@@ -671,7 +672,10 @@ fn profile_bulk() {
     std::fs::write(&file, text).unwrap();
     let cmd = std::env::var("PROFILE_CMD").unwrap_or_default();
     let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
-    argv.push(env!("CARGO_BIN_EXE_synscope").into());
+    // PROFILE_BIN: another build of synscope (e.g. main's) to profile
+    argv.push(
+        std::env::var("PROFILE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synscope").into()),
+    );
     let out = lab
         .client_command(&argv[0])
         .args(&argv[1..])

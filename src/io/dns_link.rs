@@ -259,7 +259,8 @@ impl RawBulkLink {
     /// The TX stamps the kernel queued so far, as our queries leaving.
     fn take_stamps(&mut self) -> Result<(), IoError> {
         for p in &mut self.paths {
-            if !p.tx_stamps {
+            // nothing sent is waiting for its stamp: no system call
+            if !p.tx_stamps || p.sends.is_empty() {
                 continue;
             }
             self.stamps.clear();
@@ -301,6 +302,10 @@ fn receivers_ended() -> IoError {
 
 impl Link for RawBulkLink {
     fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
+        self.send_owned(dst, datagram.to_vec())
+    }
+
+    fn send_owned(&mut self, dst: IpAddr, datagram: Vec<u8>) -> Result<(), IoError> {
         // our source address: bytes 12..16 of an IPv4 header, 8..24 of IPv6
         let src = match datagram.first().map(|b| b >> 4) {
             Some(4) => datagram
@@ -319,7 +324,7 @@ impl Link for RawBulkLink {
                 None => return Ok(()),
             },
         };
-        p.batch.push((dst, datagram.to_vec()));
+        p.batch.push((dst, datagram));
         Ok(())
     }
 

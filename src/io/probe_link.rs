@@ -15,6 +15,11 @@ use std::net::IpAddr;
 pub trait Link {
     /// Sends one IP datagram (header included) to `dst`.
     fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError>;
+    /// [`Link::send`] of a datagram the caller gives away (a link that
+    /// queues it keeps it without a copy).
+    fn send_owned(&mut self, dst: IpAddr, datagram: Vec<u8>) -> Result<(), IoError> {
+        self.send(dst, &datagram)
+    }
     /// Sends what [`Link::send`] queued, for links that send in batches
     /// (one system call for many datagrams); the drive loop calls it after
     /// each round of sends.

@@ -120,6 +120,11 @@ impl<K> SendLog<K> {
         }
     }
 
+    /// Nothing recorded waits for its stamp.
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
+    }
+
     /// One datagram the kernel accepted (it took the next send counter).
     pub fn sent(&mut self, key: K) {
         self.sent.push_back(key);

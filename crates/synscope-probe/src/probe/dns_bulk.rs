@@ -414,9 +414,10 @@ impl<I: Iterator<Item = BulkInput>> Machine for BulkMachine<I> {
                 None => return,
             }
         };
+        // an answer only ends queries: the deadline kept may be an ended
+        // query's (a poll for nothing, which drops it), never too late
         if let Some(o) = self.exs[path].on_packet(p.data, p.direction, p.at, p.offloaded) {
             self.finish(path, o, cx);
-            self.rewake();
         }
     }
 
