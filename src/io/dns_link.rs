@@ -15,6 +15,7 @@ use super::ring::RingCapture;
 use super::txstamp::SendLog;
 use super::{Captured, Direction, IoError, Link, PortReservation, RawSender, StampedUdp, UdpEvent};
 use crate::event::Timestamp;
+use crate::probe::dns::read_packet;
 use crate::wire::{IcmpRepr, IpRepr, Protocol};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +25,10 @@ use std::time::Duration;
 
 /// Source ports of one path (one reserved block, one BPF range).
 pub const PORTS: u16 = 64;
+/// A packet as the receiver thread read it (the DNS parse, off the drive
+/// loop's thread), for [`Link::take_read`].
+type PreRead = Option<Box<dyn std::any::Any + Send>>;
+
 /// Packets the receiver thread hands over at most at once.
 const RX_BATCH: usize = 256;
 
@@ -49,6 +54,8 @@ impl Replies {
 /// One source address: its sender, ports and capture.
 struct RawPath {
     src: IpAddr,
+    /// How its replies are parsed.
+    answers_only: bool,
     sender: RawSender,
     /// Held for the run.
     _ports: Vec<PortReservation>,
@@ -94,13 +101,15 @@ fn reserve_block(src: IpAddr, n: u16) -> Result<Vec<PortReservation>, IoError> {
 /// The raw link of bulk DNS (see the module).
 pub struct RawBulkLink {
     paths: Vec<RawPath>,
-    rx: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<Captured>>>,
+    rx: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<(Captured, PreRead)>>>,
     receivers: Vec<std::thread::JoinHandle<Result<(), IoError>>>,
     stop: Arc<AtomicBool>,
     /// Our queries' TX stamps, delivered before what the capture read next.
     stamped: VecDeque<Captured>,
     /// The batch being delivered.
-    batch: std::vec::IntoIter<Captured>,
+    batch: std::vec::IntoIter<(Captured, PreRead)>,
+    /// What the receiver read of the packet delivered last.
+    read: PreRead,
     stamps: Vec<(u32, Timestamp)>,
     pcap: Option<PcapWriter>,
 }
@@ -115,14 +124,22 @@ impl RawBulkLink {
             stop: Arc::new(AtomicBool::new(false)),
             stamped: VecDeque::new(),
             batch: Vec::new().into_iter(),
+            read: None,
             stamps: Vec::with_capacity(RX_BATCH),
             pcap,
         }
     }
 
     /// Opens the sockets of source address `src` (raw sender, port block,
-    /// capture); returns its ports. `log` gets what fell back to what.
-    pub fn add_path(&mut self, src: IpAddr, log: impl Fn(String)) -> Result<Vec<u16>, IoError> {
+    /// capture); returns its ports. Its receiver reads each reply as
+    /// [`read_packet`] does (`answers_only` as the exchange's). `log` gets
+    /// what fell back to what.
+    pub fn add_path(
+        &mut self,
+        src: IpAddr,
+        answers_only: bool,
+        log: impl Fn(String),
+    ) -> Result<Vec<u16>, IoError> {
         let sender = RawSender::open(src, None)?;
         let ports = reserve_block(src, PORTS)?;
         let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
@@ -174,6 +191,7 @@ impl RawBulkLink {
         let numbers = ports.iter().map(|p| p.port).collect();
         self.paths.push(RawPath {
             src,
+            answers_only,
             sender,
             _ports: ports,
             capture: Some(capture),
@@ -195,11 +213,15 @@ impl RawBulkLink {
     /// dropped: they need none).
     pub fn start(&mut self) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // the bytes are read again only for the pcap file, or to tell the
+        // paths apart: else the parse alone crosses (no copy per reply)
+        let keep_data = self.pcap.is_some() || self.paths.len() > 1;
         for p in &mut self.paths {
             let Some(mut capture) = p.capture.take() else {
                 continue;
             };
             let (tx, stop) = (tx.clone(), Arc::clone(&self.stop));
+            let (src, answers_only) = (p.src, p.answers_only);
             self.receivers.push(std::thread::spawn(move || {
                 let mut batch = Vec::with_capacity(RX_BATCH);
                 while !stop.load(Ordering::Relaxed) {
@@ -210,13 +232,28 @@ impl RawBulkLink {
                         Duration::ZERO
                     };
                     let n = capture.recv_batch(wait, |p| {
-                        batch.push(Captured {
-                            data: p.data.to_vec(),
+                        // the parse here, beside the drive loop's thread
+                        let read = read_packet(
+                            src,
+                            answers_only,
+                            p.data,
+                            p.direction,
+                            p.timestamp,
+                            p.checksum_offloaded,
+                        );
+                        let c = Captured {
+                            data: if keep_data {
+                                p.data.to_vec()
+                            } else {
+                                Vec::new()
+                            },
                             timestamp: p.timestamp,
                             direction: p.direction,
                             checksum_offloaded: p.checksum_offloaded,
                             ifindex: 0,
-                        })
+                        };
+                        let read: Box<dyn std::any::Any + Send> = Box::new(read);
+                        batch.push((c, Some(read)))
                     })?;
                     // hand over when the queue is empty, or a batch is full
                     if batch.is_empty() || (n > 0 && batch.len() < RX_BATCH) {
@@ -289,7 +326,13 @@ impl RawBulkLink {
 
     /// The next packet in hand: TX stamps first, then the batch.
     fn in_hand(&mut self) -> Option<Captured> {
-        self.stamped.pop_front().or_else(|| self.batch.next())
+        if let Some(p) = self.stamped.pop_front() {
+            self.read = None;
+            return Some(p);
+        }
+        let (p, read) = self.batch.next()?;
+        self.read = read;
+        Some(p)
     }
 }
 
@@ -397,6 +440,10 @@ impl Link for RawBulkLink {
             Some(p) => self.seen(p).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn take_read(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.read.take()
     }
 
     fn reserve_port(&mut self) -> Result<u16, IoError> {

@@ -738,6 +738,9 @@ impl TcpFallbacks {
 
     /// Writes the results of the exchanges that ended, and starts waiting ones.
     fn written<W: Write>(&mut self, report: &mut Report<'_, W>) -> Result<(), CmdError> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
         while let Some(done) = self.running.try_join_next() {
             let (line, of, r) = done.map_err(|e| CmdError::Setup(format!("TCP task: {e}")))?;
             report.result(line, of, &r, false)?;
@@ -965,7 +968,7 @@ pub(super) async fn bulk(
         let mut paths = Vec::new();
         let mut fell_back = None;
         for &src in &srcs {
-            match link.add_path(src, |m| log.debug(|| m)) {
+            match link.add_path(src, probe_config(src, s).answers_only, |m| log.debug(|| m)) {
                 Ok(ports) => paths.push(BulkPath {
                     config: probe_config(src, s),
                     ports,

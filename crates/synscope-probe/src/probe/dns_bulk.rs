@@ -6,7 +6,7 @@
 //! address); this machine adds the window, the rate, the ids and ports, and
 //! "a server that refused (ICMP error) is asked no more".
 
-use super::dns::{DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Refusal};
+use super::dns::{DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal};
 use super::fxhash::FxMap;
 use super::machine::{Context, Machine, Packet, Stop};
 use super::syn::RttSource;
@@ -416,7 +416,17 @@ impl<I: Iterator<Item = BulkInput>> Machine for BulkMachine<I> {
         };
         // an answer only ends queries: the deadline kept may be an ended
         // query's (a poll for nothing, which drops it), never too late
-        if let Some(o) = self.exs[path].on_packet(p.data, p.direction, p.at, p.offloaded) {
+        // the link's reader may have read it already (off this thread)
+        let read = p
+            .read
+            .and_then(|r| r.take())
+            .and_then(|b| b.downcast::<Received>().ok());
+        let ex = &mut self.exs[path];
+        let o = match read {
+            Some(r) => ex.on_received(*r),
+            None => ex.on_packet(p.data, p.direction, p.at, p.offloaded),
+        };
+        if let Some(o) = o {
             self.finish(path, o, cx);
         }
     }
@@ -547,6 +557,7 @@ mod tests {
             direction: Direction::Incoming,
             at: Timestamp(at),
             offloaded: false,
+            read: None,
         }
     }
 
