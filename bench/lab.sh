@@ -1,7 +1,8 @@
 # Sourced by the benchmark scripts: a client and a server namespace joined by a
 # veth pair (198.18.0.1 / 198.18.0.2, 2001:db8::1 / ::2), kernel listeners on
 # $OPEN_PORTS, nftables drop for $DROP_PORTS and reject (admin-prohibited) for
-# $REJECT_PORTS, optionally a whole prefix answered by the server ($MANY_HOSTS).
+# $REJECT_PORTS, optionally a whole prefix answered by the server ($MANY_HOSTS);
+# `policer on|off` polices SYNs to the server to 20,000/s (nftables on the server).
 # lab_down removes everything; the scripts call it from an EXIT trap.
 CLI=synscope-bench-$$-cli
 SRV=synscope-bench-$$-srv
@@ -49,6 +50,15 @@ while time.time() < end:
         except OSError: pass' $OPEN_PORTS &
   LISTENER_PID=$!
   sleep 0.5
+}
+
+policer() {  # policer on|off
+  if [ "$1" = on ]; then
+    printf 'table inet policer {\n chain input {\n type filter hook input priority -10; policy accept;\n tcp flags & (syn | ack) == syn limit rate over 20000/second counter drop\n }\n}\n' \
+      | ip netns exec "$SRV" nft -f -
+  else
+    ip netns exec "$SRV" nft delete table inet policer 2>/dev/null || true
+  fi
 }
 
 lab_down() {

@@ -25,7 +25,7 @@ def verdicts(tool, path):
     if tool == "synscope":
         for line in open(path):
             v = json.loads(line)
-            if v.get("type") == "result":
+            if v.get("kind") == "result":
                 got[v["port"]] = v["verdict"]
     elif tool == "nmap":
         try:

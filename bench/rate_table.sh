@@ -33,14 +33,6 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(36000):
     s.sendto(b"x", ("198.18.0.1", 9)); time.sleep(0.1)' &
 TRICKLE=$!
-policer() {  # policer on|off
-  if [ "$1" = on ]; then
-    printf 'table inet policer {\n chain input {\n type filter hook input priority -10; policy accept;\n tcp flags & (syn | ack) == syn limit rate over 20000/second counter drop\n }\n}\n' \
-      | ip netns exec "$SRV" nft -f -
-  else
-    ip netns exec "$SRV" nft delete table inet policer 2>/dev/null || true
-  fi
-}
 RESULTS=$OUT/results
 one() {  # one PATH TOOL RATE RUN FILE COMMAND...
   local path=$1 tool=$2 rate=$3 run=$4 file=$5; shift 5

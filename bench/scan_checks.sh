@@ -30,7 +30,7 @@ import json, sys
 label, t0, t1, f = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 s = json.load(open(f))
 v = s["verify"]
-print(f"{label:<14} wall {t1 - t0:6.2f}s  scan {s['elapsed_s']:6.2f}s  SYNs {s['sent']:>7}  "
+print(f"{label:<14} wall {t1 - t0:6.2f}s  scan {s['elapsed_us'] / 1e6:6.2f}s  SYNs {s['sent']:>7}  "
       f"canary SYNs {v['canary_probes']:>6} to {v['canary_hosts']:>5} hosts  handshakes {v['handshakes']:>5} "
       f"(verified {v['verified']}, syn-proxy {v['syn_proxy']}, unverified {v['unverified']})  "
       f"open {s['open']} closed {s['closed']} no-response {s['no_response']}  capture drops {s['capture_drops']}")

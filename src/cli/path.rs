@@ -31,7 +31,7 @@ Hops go out 5 ahead of the farthest answer; 5 silent hops end the run.
 Examples:
   synscope path 198.18.4.2:443
   synscope path [2001:db8:4::2]:8080 -c 5 --json
-  synscope path 198.18.4.2:443 --ndjson          # a `hop` line per hop, then `summary`
+  synscope path 198.18.4.2:443 --ndjson          # a `hop` line as each hop is final, then `summary`
   synscope path 198.18.4.2:8081 --ecn --tos 0xb8
   synscope path db.example -p 5432 -m 20 -W 2s
   synscope path 198.18.4.2:80 --source-port 53   (one flow, one probe at a time)";

@@ -1,11 +1,17 @@
 //! `synscope path`: SYNs to the real port with increasing TTL, all in flight
 //! at once, timed by kernel timestamps; where they die and what changed on the way.
+//!
+//! With `--ndjson` each `hop` line is written as soon as the prober reports
+//! that hop final (in TTL order; see [`crate::probe::path`]); the hops a stop
+//! left unfinished, then the summary, at the end. Text and `--json` are
+//! written at the end (the text table is as wide as its widest address).
 
 use super::{CmdError, Interrupt, Log};
 use crate::cli::path::PathSettings;
-use crate::drive::{Ended, drive_logged};
+use crate::drive::{Ended, drive};
 use crate::io::{CaptureLink, Clock, Link, Packets, PortReservation, RealClock};
-use crate::probe::path::{Outcome, PathConfig, PathProber, PathSent};
+use crate::probe::path::{FinalHop, Outcome, PathConfig, PathEvent, PathProber};
+use crate::report::OutputFormat;
 use crate::report::path::PathTarget;
 use std::io::Write;
 
@@ -18,18 +24,24 @@ pub struct PathSummary {
     pub interrupted: bool,
 }
 
-/// Drives the ladder over `link` to its end.
+/// Drives the ladder over `link` to its end, handing each hop to `on_hop`
+/// as soon as it is final.
 pub(crate) async fn probe<L: Link, C: Clock>(
     prober: &mut PathProber,
     link: &mut L,
     clock: &C,
     interrupt: &mut Interrupt<'_>,
     log: Log,
+    on_hop: &mut dyn FnMut(&FinalHop) -> Result<(), CmdError>,
 ) -> Result<Ended, CmdError> {
-    drive_logged(prober, link, clock, interrupt, log, |p: &PathSent| {
-        format!("sent SYN ttl {} sport {}", p.ttl, p.src_port)
-    })
-    .await
+    let mut reporter = |e: PathEvent| match e {
+        PathEvent::Sent(p) => {
+            log.debug(|| format!("sent SYN ttl {} sport {}", p.ttl, p.src_port));
+            Ok(())
+        }
+        PathEvent::Hop(h) => on_hop(&h),
+    };
+    drive(prober, link, clock, &mut reporter, interrupt).await
 }
 
 /// Runs the probes and writes the report.
@@ -75,12 +87,23 @@ pub async fn run(
         route.src,
         pcap.as_mut(),
     )?;
+    // --ndjson: each hop's line as soon as it is final
+    let mut streamed = 0;
+    let ndjson = s.format == OutputFormat::Ndjson;
     let ended = probe(
         &mut prober,
         &mut link,
         &RealClock::new(),
         &mut Interrupt::signals(),
         log,
+        &mut |h: &FinalHop| {
+            if ndjson {
+                crate::report::path::write_hop(out, h)?;
+                out.flush()?;
+                streamed = h.hop.ttl;
+            }
+            Ok(())
+        },
     )
     .await?;
     drop(link);
@@ -94,7 +117,7 @@ pub async fn run(
         source: route.src,
         interface: route.interface.clone(),
     };
-    crate::report::path::write(out, s.format, &target, &cfg, &result, interrupted)?;
+    crate::report::path::write(out, s.format, &target, &cfg, &result, interrupted, streamed)?;
     if let Some(w) = pcap.as_mut() {
         w.flush()?;
     }

@@ -56,6 +56,14 @@ struct Shared {
     retry_since_ns: AtomicU64,
     /// The receiver has read every reply captured up to this instant.
     receiver_ns: AtomicU64,
+    /// Replies the capture dropped (its buffer full), as the receiver found.
+    capture_drops: AtomicU64,
+    /// What the receiver has to send (RSTs of open ports, canaries,
+    /// --verify's handshakes): sent by the sender lanes after their SYNs, or
+    /// by the receiver when it is idle or the queue is long, so the
+    /// receiver's core mostly reads (on a veth the peer's work for a packet
+    /// runs inside the send call).
+    outbox: Mutex<Vec<(std::net::IpAddr, Vec<u8>)>>,
     ports: u64,
     /// Canaries and --verify (see scan::follow), and what they found.
     follow: Mutex<FollowUp<ScanResult>>,
@@ -352,6 +360,8 @@ fn scan_family<W: std::io::Write + Send>(
         icmp: (0..KNOWN_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
         retry_since_ns: AtomicU64::new(u64::MAX),
         receiver_ns: AtomicU64::new(0),
+        capture_drops: AtomicU64::new(0),
+        outbox: Mutex::new(Vec::new()),
         ports: s.ports.len(),
         follow: Mutex::new(FollowUp::new(s.canaries, s.verify)),
         checks: Mutex::new(ScanChecks::default()),
@@ -375,7 +385,13 @@ fn scan_family<W: std::io::Write + Send>(
         let receiver = scope.spawn(|| -> Result<BTreeMap<Ignored, u64>, CmdError> {
             let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
             let mut checked_ns = 0u64;
+            let mut read = 0u64;
             loop {
+                // --verify's handshakes go out at once (their checks time
+                // out); the rest waits for a sender (see Shared::outbox)
+                if s.verify || lock(&shared.outbox).len() >= OUTBOX_MAX {
+                    flush_outbox(&shared, &sender);
+                }
                 let before = Timestamp::now().0;
                 // --verify: end the handshakes checked long enough (every 5 ms at
                 // most), by the capture's clock: every packet stamped before it is
@@ -384,11 +400,13 @@ fn scan_family<W: std::io::Write + Send>(
                 if s.verify && read_up_to.saturating_sub(checked_ns) > 5_000_000 {
                     checked_ns = read_up_to;
                     let due = lock(&shared.follow).on_time(Timestamp(read_up_to), tsval_now());
-                    act(due, &sender, output, &shared.checks)?;
+                    act(due, &shared.outbox, output, &shared.checks)?;
                 }
                 let Some(p) =
                     capture.recv_timeout(Duration::from_millis(if s.verify { 5 } else { 20 }))?
                 else {
+                    note_drops(&capture, &shared);
+                    flush_outbox(&shared, &sender);
                     // the queue was empty: everything captured so far is read
                     shared.receiver_ns.fetch_max(before, RELAXED);
                     shared.idle_reads.fetch_add(1, RELAXED);
@@ -401,6 +419,10 @@ fn scan_family<W: std::io::Write + Send>(
                     continue;
                 };
                 shared.receiver_ns.fetch_max(p.timestamp.0, RELAXED);
+                read += 1;
+                if read.is_multiple_of(1024) {
+                    note_drops(&capture, &shared);
+                }
                 if let Some(w) = pcap {
                     lock(w).write(p.timestamp, &p.data)?;
                 }
@@ -413,7 +435,12 @@ fn scan_family<W: std::io::Write + Send>(
                         p.timestamp,
                     );
                     let taken = a.is_some();
-                    act(a.unwrap_or_default(), &sender, output, &shared.checks)?;
+                    act(
+                        a.unwrap_or_default(),
+                        &shared.outbox,
+                        output,
+                        &shared.checks,
+                    )?;
                     Ok(taken)
                 };
                 if s.verify && follow_up(&shared)? {
@@ -438,7 +465,7 @@ fn scan_family<W: std::io::Write + Send>(
                     // our own RST (besides the kernel's): never leave a half-open connection
                     // (--verify resets after its check)
                     if let Some(rst) = matcher.rst(r.host, r.port) {
-                        let _ = sender.send(r.host, &rst);
+                        lock(&shared.outbox).push((r.host, rst));
                     }
                 }
                 // a duplicate, or a late reply to a block already reported
@@ -486,7 +513,7 @@ fn scan_family<W: std::io::Write + Send>(
                     Timestamp::now(),
                     rand::random,
                 );
-                act(actions, &sender, output, &shared.checks)?;
+                act(actions, &shared.outbox, output, &shared.checks)?;
             }
         });
         let sent = send_blocks(
@@ -531,7 +558,7 @@ fn scan_family<W: std::io::Write + Send>(
     for (why, n) in ignored {
         *tally.ignored.entry(why).or_default() += n;
     }
-    tally.drops += capture.drops();
+    tally.drops += shared.capture_drops.load(RELAXED) + capture.drops();
     let (sent, send_errors) = (tally.sent - sent_before, tally.send_errors - errors_before);
     if send_errors > 0 {
         log.debug(|| {
@@ -552,6 +579,29 @@ fn scan_family<W: std::io::Write + Send>(
     drop(reservation);
     Ok(())
 }
+/// Packets the receiver queued before whoever sends takes them.
+const OUTBOX_MAX: usize = 4096;
+
+/// Sends what the receiver queued (see [`Shared::outbox`]).
+fn flush_outbox(shared: &Shared, sender: &Egress) {
+    let out = std::mem::take(&mut *lock(&shared.outbox));
+    if !out.is_empty() {
+        let refs: Vec<(std::net::IpAddr, &[u8])> =
+            out.iter().map(|(a, d)| (*a, d.as_slice())).collect();
+        let _ = sender.send_many(&refs);
+    }
+}
+
+/// Replies the capture dropped since the last call: counted, and a loss
+/// signal for rate control (the receiver cannot keep up with the rate).
+fn note_drops(capture: &crate::io::capture::BlockingCapture, shared: &Shared) {
+    let n = capture.drops();
+    if n > 0 {
+        shared.capture_drops.fetch_add(n, RELAXED);
+        lock(&shared.ctl).on_capture_drops(Timestamp::now().0, n);
+    }
+}
+
 /// What sending a family's blocks needs, shared by its sender threads.
 struct Blocks<'a> {
     shared: &'a Shared,
@@ -598,12 +648,15 @@ fn send_blocks<W: std::io::Write + Send>(
         // what each round found: for the loss estimate of a fixed rate
         let mut answered_first = 0u64;
         let mut recovered: Vec<u64> = Vec::new();
+        // replies the capture dropped from the last round on
+        let mut drops_before = 0u64;
         while round <= last_round {
             if super::signalled() {
                 break;
             }
             let pass_start = Instant::now();
             let silent_before = b.state.counts().silent;
+            drops_before = b.shared.capture_drops.load(RELAXED);
             b.shared.retry_since_ns.store(
                 if round == 0 {
                     u64::MAX
@@ -649,12 +702,12 @@ fn send_blocks<W: std::io::Write + Send>(
             tally.sent += in_pass;
             tally.send_time += pass_start.elapsed();
             let last = round == last_round;
-            let waited =
-                wait_for_late_replies(s, b.shared, &mut progress, &sent_total, started, last);
+            let waited = wait_for_late_replies(s, b, &mut progress, &sent_total, started, last);
             log.debug(|| {
                 format!(
-                    "block {range:?} round {round}: {in_pass} SYNs in {:?}, then {waited:?} for late replies",
-                    pass_start.elapsed() - waited
+                    "block {range:?} round {round}: {in_pass} SYNs in {:?}, then {waited:?} for late replies; {} capture drops so far",
+                    pass_start.elapsed() - waited,
+                    b.shared.capture_drops.load(RELAXED)
                 )
             });
             {
@@ -717,8 +770,13 @@ fn send_blocks<W: std::io::Write + Send>(
             None => rate::lost_after_retries(answered_first, &recovered).unwrap_or(0.0),
             Some(_) => 0.0,
         };
-        tally.coverage.uncertain_pairs +=
-            (silent as f64 * all_lost).max(from_retries.min(silent as f64));
+        // each reply the capture dropped in the last round may be a pair
+        // now silent
+        let dropped = b.shared.capture_drops.load(RELAXED) - drops_before;
+        tally.coverage.uncertain_pairs += (silent as f64 * all_lost)
+            .max(from_retries)
+            .max(dropped as f64)
+            .min(silent as f64);
         if super::signalled() {
             tally.cut_short += silent;
             break;
@@ -744,8 +802,8 @@ fn send_blocks<W: std::io::Write + Send>(
     let ctl = lock(&b.shared.ctl);
     log.debug(|| {
         format!(
-            "rate control: {} cut(s) undone (the loss was late replies)",
-            ctl.spurious_cuts
+            "rate control: {} cut(s) undone (the loss was late replies), {} for a receiver that could not keep up ({} capture drops)",
+            ctl.spurious_cuts, ctl.overruns, ctl.capture_drops
         )
     });
     // -v: every judged slice, for plots (bench/rate_plot.py reads these)
@@ -786,27 +844,17 @@ fn tsval_now() -> u32 {
     crate::scan::follow::tsval(Timestamp::now())
 }
 
-/// Carries out what the checks ask for: packets out, results to the report.
+/// Carries out what the checks ask for: packets to the outbox (see
+/// [`Shared::outbox`]), results to the report.
 fn act<W: std::io::Write>(
     actions: Vec<Action<ScanResult>>,
-    sender: &Egress,
+    outbox: &Mutex<Vec<(std::net::IpAddr, Vec<u8>)>>,
     output: &Output<W>,
     checks: &Mutex<ScanChecks>,
 ) -> Result<(), CmdError> {
-    // the packets in one send call (a host's canaries, a handshake's ACK and probe)
-    let packets: Vec<(std::net::IpAddr, &[u8])> = actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send(host, d) => Some((*host, d.as_slice())),
-            _ => None,
-        })
-        .collect();
-    if !packets.is_empty() {
-        let _ = sender.send_many(&packets);
-    }
     for a in actions {
         match a {
-            Action::Send(..) => {}
+            Action::Send(host, d) => lock(outbox).push((host, d)),
             Action::Report(mut r, check) => {
                 if let Some(c) = &check {
                     lock(checks).count(c);
@@ -835,7 +883,8 @@ fn finish_checks<W: std::io::Write>(
 ) -> Result<(), CmdError> {
     let again = lock(&b.shared.follow).retry_canaries(b.matcher, tsval_now());
     let retried = !again.is_empty();
-    act(again, b.sender, output, &b.shared.checks)?;
+    act(again, &b.shared.outbox, output, &b.shared.checks)?;
+    flush_outbox(b.shared, b.sender);
     // as long as late replies are waited for after a last round
     let rtts: Vec<u64> = b.shared.rtts.iter().map(|n| n.load(RELAXED)).collect();
     let quiet = Duration::from_nanos(rate::quiet_needed(&rtts, true).unwrap_or(u64::MAX));
@@ -846,13 +895,16 @@ fn finish_checks<W: std::io::Write>(
     while (retried || lock(&b.shared.follow).busy()) && Instant::now() < end && !super::signalled()
     {
         std::thread::sleep(Duration::from_millis(2));
+        flush_outbox(b.shared, b.sender);
         if !lock(&b.shared.follow).busy() {
             break;
         }
     }
     drain(b.shared);
     let rest = lock(&b.shared.follow).close(tsval_now());
-    act(rest, b.sender, output, &b.shared.checks)
+    act(rest, &b.shared.outbox, output, &b.shared.checks)?;
+    flush_outbox(b.shared, b.sender);
+    Ok(())
 }
 
 /// The rate controller of a scan: bounded by --min-rate/--max-rate with
@@ -871,7 +923,7 @@ const EXTRA_ROUNDS: u32 = 2;
 /// --wait, at once on an interrupt.
 fn wait_for_late_replies(
     s: &ScanSettings,
-    shared: &Shared,
+    b: &Blocks,
     progress: &mut Progress,
     sent: &AtomicU64,
     started: Instant,
@@ -880,8 +932,10 @@ fn wait_for_late_replies(
     let last_send = Timestamp::now().0;
     let begun = Instant::now();
     let wait_end = begun + s.wait;
+    let shared = b.shared;
     while Instant::now() < wait_end && !super::signalled() {
         std::thread::sleep(Duration::from_millis(1));
+        flush_outbox(shared, b.sender);
         let quiet_for = Timestamp::now()
             .0
             .saturating_sub(shared.last_reply_ns.load(RELAXED).max(last_send));
@@ -1018,6 +1072,7 @@ impl Pass<'_> {
                 st.first_error = out.first_error;
             }
             st.sent += packets.len() as u64;
+            flush_outbox(b.shared, b.sender);
             {
                 let mut ctl = lock(&b.shared.ctl);
                 ctl.on_receiver(b.shared.receiver_ns.load(RELAXED));
@@ -1074,9 +1129,11 @@ fn pace_until(due: Instant) -> bool {
         if super::signalled() {
             return false;
         }
+        // spin (yielding) only for the last stretch, about the timer's slack
+        // (50 µs): a sender spinning longer takes the core from the receiver
         let left = due - now;
-        if left > Duration::from_micros(200) {
-            std::thread::sleep((left - Duration::from_micros(100)).min(Duration::from_millis(50)));
+        if left > Duration::from_micros(80) {
+            std::thread::sleep((left - Duration::from_micros(60)).min(Duration::from_millis(50)));
         } else {
             std::thread::yield_now();
         }

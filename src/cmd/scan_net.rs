@@ -430,6 +430,8 @@ impl Network {
         };
         let program = bpf_neigh::incoming_once(&ports, compile_any(&filters));
         let capture = BlockingCapture::open_program(oif.unwrap_or(0), &program, 64 << 20)?;
+        // the filter drops our own packets anyway: spare the kernel a copy of each
+        let _ = capture.ignore_outgoing();
         let mtu = links
             .values()
             .filter_map(|l| {

@@ -449,6 +449,7 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
             &clock,
             &mut Interrupt::never(),
             QUIET,
+            &mut |_| Ok(()),
         ))
         .unwrap();
     assert!(!ended.interrupted && !ended.out_of_time);
@@ -471,6 +472,7 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
         prober.config(),
         &r,
         false,
+        0,
     )
     .unwrap();
     let text = String::from_utf8(out).unwrap();
@@ -480,6 +482,68 @@ fn path_finds_the_destination_behind_a_chain_of_routers() {
     assert_eq!(link.held(), 0, "every port released");
     // it ends once every hop is answered or waited out: the silent one's 500 ms
     assert!(clock.elapsed() < ms(600), "{:?}", clock.elapsed());
+}
+
+#[test]
+fn path_ndjson_writes_each_hop_line_as_soon_as_the_hop_is_final() {
+    // hop 3 is silent: its probes wait out their 500 ms while hops 1 and 2
+    // are answered within milliseconds
+    let routers: Vec<IpAddr> = (1..=4).map(|i| IpAddr::from([198, 18, 9, i])).collect();
+    let peer = Routers {
+        routers,
+        dst: SynPeer::new(&[(443, PortIs::Open)]),
+        silent: [3].into(),
+        per_hop: ms(1),
+    };
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 13);
+    let mut prober = PathProber::new(path_config(12, 2, ms(500), false));
+    let mut out = Vec::new();
+    // (hop, when its line was written)
+    let mut lines: Vec<(u8, Duration)> = Vec::new();
+    let mut streamed = 0;
+    rt().block_on(crate::cmd::path::probe(
+        &mut prober,
+        &mut link,
+        &clock,
+        &mut Interrupt::never(),
+        QUIET,
+        &mut |h| {
+            crate::report::path::write_hop(&mut out, h)?;
+            lines.push((h.hop.ttl, clock.elapsed()));
+            streamed = h.hop.ttl;
+            Ok(())
+        },
+    ))
+    .unwrap();
+    let done = clock.elapsed();
+    // every hop up to the destination's (5), in order, none beyond it
+    let ttls: Vec<u8> = lines.iter().map(|l| l.0).collect();
+    assert_eq!(ttls, [1, 2, 3, 4, 5]);
+    assert_eq!(streamed, 5);
+    // hops 1 and 2 came out long before the run ended, hop 3 after its timeout
+    assert!(lines[1].1 < ms(50), "{lines:?}");
+    assert!(
+        lines[2].1 >= ms(500) && done >= lines[2].1,
+        "{lines:?} {done:?}"
+    );
+    // streamed lines and the rest are what one write at the end gives
+    let target = crate::report::path::PathTarget {
+        host: THEM.into(),
+        address: them(443),
+        source: US.parse().unwrap(),
+        interface: "sim0".into(),
+    };
+    let r = prober.result();
+    let cfg = prober.config();
+    crate::report::path::write(&mut out, OutputFormat::Ndjson, &target, cfg, &r, false, 5).unwrap();
+    let mut whole = Vec::new();
+    crate::report::path::write(&mut whole, OutputFormat::Ndjson, &target, cfg, &r, false, 0)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(whole).unwrap()
+    );
 }
 
 #[test]
@@ -830,6 +894,7 @@ fn path_from_one_source_port_sends_one_probe_at_a_time() {
         &clock,
         &mut Interrupt::never(),
         QUIET,
+        &mut |_| Ok(()),
     ))
     .unwrap();
     assert!(matches!(prober.result().outcome, Outcome::Reached { .. }));

@@ -143,6 +143,8 @@ pub(super) fn open_socket_with(
         let fd = sock.as_raw_fd();
         setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
             .map_err(e("enable SO_TIMESTAMPNS"))?;
+        // stamps on arrival from the first packet (else stamped when read)
+        super::sys::await_rx_stamps(500);
         setsockopt_int(fd, libc::SOL_PACKET, libc::PACKET_AUXDATA, 1)
             .map_err(e("enable PACKET_AUXDATA"))?;
         // a big buffer so bursts of replies are not dropped (FORCE needs CAP_NET_ADMIN)
@@ -535,7 +537,8 @@ fn recv_one(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Captured> {
         let len = (n as usize).min(buf.len());
         Ok(Captured {
             data: buf[..len].to_vec(),
-            // the kernel stamps every packet once SO_TIMESTAMPNS is on; fall back to now
+            // the kernel stamps every packet once SO_TIMESTAMPNS is on (and
+            // sys::await_rx_stamps saw stamping switched on); fall back to now
             timestamp: timestamp.unwrap_or_else(Timestamp::now),
             direction: if sll.sll_pkttype == PACKET_OUTGOING {
                 Direction::Outgoing

@@ -134,3 +134,96 @@ pub(crate) fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr
         _ => None,
     }
 }
+
+/// Waits until the kernel stamps packets as they arrive, at most `tries`
+/// times 1 ms; false if that was not seen (no loopback here, or no stamps).
+///
+/// Asking a socket for receive stamps switches the kernel's stamping on for
+/// the whole host, but when no other socket had asked, only once a kernel
+/// worker gets to it (`net_enable_timestamp` defers it), which a busy host
+/// can delay by milliseconds. Until then an SO_TIMESTAMPNS socket (the
+/// capture) gets its packets stamped when they are *read*: our probe's copy,
+/// read after the answer arrived, would carry a later stamp than the answer
+/// (an RTT of 0), an answer read late one past its deadline. So once the
+/// capture has asked, this sends a byte to a UDP socket of its own over
+/// loopback (nothing leaves the host) until it arrives with an SO_TIMESTAMPING
+/// software stamp, which the kernel gives only while stamping is on.
+/// `StampedUdp::ready_stamps` does the same on its own socket.
+pub(crate) fn await_rx_stamps(tries: u32) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let flags = libc::SOF_TIMESTAMPING_RX_SOFTWARE | libc::SOF_TIMESTAMPING_SOFTWARE;
+    let bound = [
+        (Domain::IPV4, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        (Domain::IPV6, SocketAddr::from((Ipv6Addr::LOCALHOST, 0))),
+    ]
+    .into_iter()
+    .find_map(|(domain, addr)| {
+        let s = Socket::new(domain, Type::DGRAM, None).ok()?;
+        s.bind(&addr.into()).ok()?;
+        let me = s.local_addr().ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_millis(1)))
+            .ok()?;
+        use std::os::fd::AsRawFd;
+        setsockopt_int(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPING,
+            flags as i32,
+        )
+        .ok()?;
+        Some((s, me))
+    });
+    let Some((sock, me)) = bound else {
+        return false;
+    };
+    for _ in 0..tries {
+        if sock.send_to(b"\0", &me).is_err() {
+            return false;
+        }
+        let started = std::time::Instant::now();
+        // the byte (or, after a timeout, an earlier try's): stamped or not
+        while started.elapsed() < std::time::Duration::from_millis(1) {
+            match recv_stamp(&sock) {
+                Some(true) => return true,
+                Some(false) => break,
+                None => std::thread::sleep(std::time::Duration::from_micros(100)),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
+
+/// One datagram from `sock`: whether it came with a kernel stamp (None:
+/// nothing within the socket's read timeout).
+fn recv_stamp(sock: &socket2::Socket) -> Option<bool> {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    let mut control = [0u64; 16];
+    // SAFETY: every pointer handed to recvmsg points into a live local buffer
+    // of the stated length; read_control walks what the kernel filled.
+    unsafe {
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr() as *mut libc::c_void,
+            iov_len: byte.len(),
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = size_of_val(&control);
+        if libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) < 0 {
+            return None;
+        }
+        Some(read_control(&msg).stamp.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn receive_stamps_are_seen_switched_on_over_loopback() {
+        // this process asks for stamps itself: once its worker ran, they are on
+        assert!(super::await_rx_stamps(500));
+    }
+}

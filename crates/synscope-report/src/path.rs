@@ -3,7 +3,9 @@
 
 use super::json::{Kinded, Options, Us, kinded, snake};
 use super::{OutputFormat, RttStats, human, plural};
-use crate::probe::path::{Answer, Change, Hop, Outcome, PathConfig, PathResult, ProbeOutcome};
+use crate::probe::path::{
+    Answer, Change, FinalHop, Hop, Outcome, PathConfig, PathResult, ProbeOutcome,
+};
 use crate::wire::{TcpFlags, TcpOptions};
 use serde::Serialize;
 use std::io::Write;
@@ -206,7 +208,8 @@ struct PathJson<'a> {
     timeout_us: Us,
     sent: SentJson,
     /// In the `--json` document; `--ndjson` writes them as `hop` lines
-    /// before the `summary` line, which has no `hops`.
+    /// (each as soon as it is final, see [`write_hop`]) before the `summary`
+    /// line, which has no `hops`.
     #[serde(skip_serializing_if = "Option::is_none")]
     hops: Option<Vec<Kinded<'a, HopJson>>>,
     outcome: OutcomeJson,
@@ -329,7 +332,35 @@ fn sent_flags(cfg: &PathConfig) -> (TcpFlags, TcpOptions) {
     (flags, TcpOptions::syn(cfg.syn_options, cfg.mss, 0))
 }
 
-/// Writes the whole report.
+fn hop_json(h: &Hop, first_seen: &[Change]) -> HopJson {
+    HopJson {
+        ttl: h.ttl,
+        addresses: h.addresses(),
+        sent: h.probes.len(),
+        answered: h.probes.iter().filter(|p| p.answer.is_some()).count(),
+        answer: hop_answer(h),
+        rtt: rtts(h),
+        changes: changes_out(h.changes().unwrap_or(&[])),
+        first_seen: changes_out(first_seen),
+        probes: h.probes.iter().map(probe_json).collect(),
+    }
+}
+
+fn hop_line(out: &mut impl Write, h: &HopJson) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, &kinded("hop", h))?;
+    writeln!(out)
+}
+
+/// Writes one `--ndjson` `hop` line for a hop the prober reported final, as
+/// [`write`] would have written it at the end; pass its TTL to [`write`] as
+/// `streamed` so that it is not written twice.
+pub fn write_hop(out: &mut impl Write, h: &FinalHop) -> std::io::Result<()> {
+    hop_line(out, &hop_json(&h.hop, &h.first_seen))
+}
+
+/// Writes the whole report. With `--ndjson`, the `hop` lines of hops 1 to
+/// `streamed` were already written by [`write_hop`] as the run went: the rest
+/// follow, then the summary.
 pub fn write(
     out: &mut impl Write,
     format: OutputFormat,
@@ -337,29 +368,19 @@ pub fn write(
     cfg: &PathConfig,
     r: &PathResult,
     interrupted: bool,
+    streamed: u8,
 ) -> std::io::Result<()> {
     let (flags, options) = sent_flags(cfg);
     if format != OutputFormat::Text {
         let hops: Vec<HopJson> = r
             .hops
             .iter()
-            .map(|h| HopJson {
-                ttl: h.ttl,
-                addresses: h.addresses(),
-                sent: h.probes.len(),
-                answered: h.probes.iter().filter(|p| p.answer.is_some()).count(),
-                answer: hop_answer(h),
-                rtt: rtts(h),
-                changes: changes_out(h.changes().unwrap_or(&[])),
-                first_seen: changes_out(&first_seen_at(r, h.ttl)),
-                probes: h.probes.iter().map(probe_json).collect(),
-            })
+            .map(|h| hop_json(h, &first_seen_at(r, h.ttl)))
             .collect();
         let ndjson = format == OutputFormat::Ndjson;
         if ndjson {
-            for h in &hops {
-                serde_json::to_writer(&mut *out, &kinded("hop", h))?;
-                writeln!(out)?;
+            for h in hops.iter().filter(|h| h.ttl > streamed) {
+                hop_line(out, h)?;
             }
         }
         let doc = PathJson {

@@ -3,10 +3,10 @@
 //! and RST, or the same headers quoted in an ICMP error. Everything else is
 //! ignored and counted by reason.
 
-use super::answer::{SynAnswer, SynReply};
+use super::answer::SynReply;
 use crate::event::{Direction, Timestamp};
 use crate::wire::datagram::Checksums;
-use crate::wire::{Datagram, SeqNumber, TcpFlags, TcpOptions, Transport, WireError};
+use crate::wire::{Datagram, SeqNumber, TcpFlags, Transport, WireError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -73,43 +73,14 @@ impl Ignored {
     }
 }
 
-/// A reply's details, kept for the report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyInfo {
-    /// Open, Closed or Filtered (never NoAnswer).
-    pub answer: SynAnswer,
-    /// The reply's IP TTL (hop limit) on arrival.
-    pub ttl: u8,
-    /// The TCP window of a SYN-ACK or RST, in bytes unscaled; 0 for ICMP.
-    pub window: u16,
-    /// The TCP flags; empty for ICMP.
-    pub flags: TcpFlags,
-    /// The TCP options; none for ICMP.
-    pub options: TcpOptions,
-    /// The kernel's receive stamp.
-    pub at: Timestamp,
-}
-
-impl ReplyInfo {
-    fn new(r: SynReply, at: Timestamp) -> ReplyInfo {
-        ReplyInfo {
-            answer: r.answer,
-            ttl: r.ttl,
-            window: r.window,
-            flags: r.flags,
-            options: r.options,
-            at,
-        }
-    }
-}
-
 /// The outcome of looking at one captured packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Match {
     /// The kernel's stamp of one of our probes leaving.
     Sent(FlowKey, Timestamp),
-    /// An answer to the probe `FlowKey`.
-    Reply(FlowKey, ReplyInfo),
+    /// An answer to the probe `FlowKey` (received at the stamp handed to
+    /// [`Correlator::classify`]).
+    Reply(FlowKey, SynReply),
     /// Not a reply to any outstanding probe, and why (also counted).
     Ignored(Ignored),
 }
@@ -258,8 +229,7 @@ impl Correlator {
                     Ok(k) => k,
                     Err(why) => return Match::Ignored(why),
                 };
-                let info = ReplyInfo::new(reply, at);
-                Match::Reply(key, info)
+                Match::Reply(key, reply)
             }
             (Transport::Icmp(_), Direction::Incoming) => {
                 let reply = match SynReply::read(&d) {
@@ -286,7 +256,7 @@ impl Correlator {
                         }
                     }
                 };
-                Match::Reply(key, ReplyInfo::new(reply, at))
+                Match::Reply(key, reply)
             }
             (_, Direction::Outgoing) => Match::Ignored(Ignored::OwnTraffic),
             (Transport::Other(_), Direction::Incoming)
@@ -302,6 +272,7 @@ impl Correlator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::answer::SynAnswer;
     use crate::wire::testutil::fixture;
     use crate::wire::{IcmpError, IcmpRepr, IpRepr, TcpRepr};
 
@@ -357,7 +328,7 @@ mod tests {
             c.classify(fixture("rst_v4"), Direction::Incoming, T, true),
             Match::Reply(
                 _,
-                ReplyInfo {
+                SynReply {
                     answer: SynAnswer::Closed,
                     ..
                 }

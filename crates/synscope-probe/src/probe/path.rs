@@ -18,6 +18,14 @@
 //! beyond the farthest hop that answered; once the destination (or a filter)
 //! answered at TTL `d`, nothing above `d` is sent. [`GAP`] silent hops in a
 //! row beyond the last answer end the run.
+//!
+//! As a [`Machine`] it reports each hop as soon as it is final
+//! ([`PathEvent::Hop`]), in TTL order: hop `k` is final once every probe of
+//! TTLs 1 to `k` is answered or expired and none more of them will be sent.
+//! Nothing can change it then: its probes are done, the changes it shows
+//! first depend only on the hops before it, and whether it belongs to the
+//! result at all (it is not beyond the destination) could only be changed by
+//! an answer at a lower TTL. Hops beyond the destination are never reported.
 
 use super::correlate::Ignored;
 use super::machine::{Context, Machine, Packet, SETTLE, Stop, settled};
@@ -311,6 +319,10 @@ pub struct PathProber {
     ignored: BTreeMap<Ignored, u64>,
     /// Source ports of probes finished since [`PathProber::take_finished`].
     finished: Vec<u16>,
+    /// Hops 1 to this one were handed out by [`PathProber::take_final_hops`].
+    reported: u8,
+    /// The changes those hops' quotes showed first, with the hop.
+    reported_changes: Vec<(u8, Change)>,
     /// Told to stop (see [`Machine::stop`]): nothing more is sent.
     stopped: bool,
     /// The one source port of [`PathConfig::one_port`], held by the caller;
@@ -332,6 +344,8 @@ impl PathProber {
             farthest: 0,
             ignored: BTreeMap::new(),
             finished: Vec::new(),
+            reported: 0,
+            reported_changes: Vec::new(),
             stopped: false,
             source_port: None,
         }
@@ -349,7 +363,7 @@ impl PathProber {
     }
 
     /// Gives back the ports of finished probes the context reserved.
-    fn release_finished(&mut self, cx: &mut dyn Context<PathSent>) {
+    fn release_finished(&mut self, cx: &mut dyn Context<PathEvent>) {
         for port in self.take_finished() {
             if self.source_port != Some(port) {
                 cx.release_port(port);
@@ -357,14 +371,17 @@ impl PathProber {
         }
     }
 
+    /// Reports the hops that became final.
+    fn report_final_hops(&mut self, cx: &mut dyn Context<PathEvent>) {
+        for h in self.take_final_hops() {
+            cx.report(PathEvent::Hop(h));
+        }
+    }
+
     /// The TTLs of the probes to send now, `count` of each, lowest first
     /// (with [`PathConfig::one_port`]: the next one, once none is outstanding).
     pub fn due(&self) -> Vec<u8> {
-        let limit = self
-            .end_at
-            .unwrap_or(u8::MAX)
-            .min(self.cfg.max_hops)
-            .min(self.farthest.saturating_add(GAP));
+        let limit = self.limit();
         if self.cfg.one_port {
             if self.outstanding() > 0 {
                 return Vec::new();
@@ -378,6 +395,60 @@ impl PathProber {
         (self.sent_up_to.saturating_add(1)..=limit)
             .flat_map(|t| std::iter::repeat_n(t, self.cfg.count as usize))
             .collect()
+    }
+
+    /// The highest TTL that may be sent now.
+    fn limit(&self) -> u8 {
+        self.end_at
+            .unwrap_or(u8::MAX)
+            .min(self.cfg.max_hops)
+            .min(self.farthest.saturating_add(GAP))
+    }
+
+    /// Hop `ttl` is final (see the module's doc), its lower ones being so.
+    fn is_final(&self, ttl: u8) -> bool {
+        if self.end_at.is_some_and(|e| ttl > e) {
+            // beyond the destination: not a hop of the result
+            return false;
+        }
+        let mut sent = 0;
+        for (p, o) in self.probes.iter().zip(&self.outcomes) {
+            if p.ttl == ttl {
+                if o.is_none() {
+                    return false;
+                }
+                sent += 1;
+            }
+        }
+        // more of its probes may go out only one at a time (one_port), up to count
+        let more = !self.stopped && ttl <= self.limit() && sent < self.cfg.count as usize;
+        sent > 0 && !more
+    }
+
+    /// The hops that became final (see the module's doc) since the last
+    /// call, lowest TTL first, each with the changes its quote shows first.
+    pub fn take_final_hops(&mut self) -> Vec<FinalHop> {
+        let mut out = Vec::new();
+        while self.reported < u8::MAX && self.is_final(self.reported + 1) {
+            let ttl = self.reported + 1;
+            let probes = self
+                .outcomes
+                .iter()
+                .flatten()
+                .filter(|o| o.ttl == ttl)
+                .cloned()
+                .collect();
+            let hop = Hop { ttl, probes };
+            let known = self.reported_changes.len();
+            note_first_seen(&mut self.reported_changes, &hop);
+            let first_seen = self.reported_changes[known..]
+                .iter()
+                .map(|(_, c)| c.clone())
+                .collect();
+            out.push(FinalHop { hop, first_seen });
+            self.reported = ttl;
+        }
+        out
     }
 
     /// Probes sent and not yet finished.
@@ -734,11 +805,7 @@ impl PathProber {
         let outcome = self.outcome(&hops);
         let mut first_seen: Vec<(u8, Change)> = Vec::new();
         for h in &hops {
-            for c in h.changes().unwrap_or(&[]) {
-                if c.field != "ttl" && !first_seen.iter().any(|(_, f)| same_change(f, c)) {
-                    first_seen.push((h.ttl, c.clone()));
-                }
-            }
+            note_first_seen(&mut first_seen, h);
         }
         let ecn = self.cfg.ecn.then(|| EcnOutcome {
             negotiated: hops
@@ -838,6 +905,16 @@ pub fn reply_distance(ttl: u8, hop: u8, window: u16, flags: TcpFlags) -> ReplyDi
     }
 }
 
+/// Adds the changes hop `h`'s quote shows that no earlier hop's did (the
+/// TTL it arrived with aside) to `first_seen`.
+fn note_first_seen(first_seen: &mut Vec<(u8, Change)>, h: &Hop) {
+    for c in h.changes().unwrap_or(&[]) {
+        if c.field != "ttl" && !first_seen.iter().any(|(_, f)| same_change(f, c)) {
+            first_seen.push((h.ttl, c.clone()));
+        }
+    }
+}
+
 /// The same rewrite seen again at a later hop: the same field rewritten to
 /// the same value, or for the fields each probe sends differently (IP ID,
 /// sequence number, source port, TSval) the same field rewritten at all.
@@ -906,19 +983,41 @@ pub struct PathSent {
     pub src_port: u16,
 }
 
+/// A hop that can no longer change (see the module's doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalHop {
+    /// The hop, its probes in send order.
+    pub hop: Hop,
+    /// The changes its quote shows that no earlier hop's did.
+    pub first_seen: Vec<Change>,
+}
+
+/// What the ladder reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathEvent {
+    /// A probe went out.
+    Sent(PathSent),
+    /// A hop is final: in TTL order, each once, none beyond the destination.
+    /// Hops a stop leaves unfinished are not reported; read them from
+    /// [`PathProber::result`].
+    Hop(FinalHop),
+}
+
 /// Every probe holds a source port of its own (from the context) until it is
 /// answered or expires: no local connection can take its four-tuple meanwhile.
 impl Machine for PathProber {
-    type Event = PathSent;
+    type Event = PathEvent;
 
-    fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<PathSent>) {
+    fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<PathEvent>) {
         PathProber::on_packet(self, p.data, p.direction, p.at, p.offloaded);
         self.release_finished(cx);
+        self.report_final_hops(cx);
     }
 
-    fn poll(&mut self, now: Timestamp, cx: &mut dyn Context<PathSent>) {
+    fn poll(&mut self, now: Timestamp, cx: &mut dyn Context<PathEvent>) {
         self.on_time(settled(now));
         self.release_finished(cx);
+        self.report_final_hops(cx);
         if self.stopped {
             return;
         }
@@ -931,10 +1030,10 @@ impl Machine for PathProber {
             let ident = cx.random() as u16;
             let bytes = self.probe(now, ttl, port, isn, ident, (now.0 / 1_000_000) as u32);
             cx.send(self.cfg.dst.ip(), bytes);
-            cx.report(PathSent {
+            cx.report(PathEvent::Sent(PathSent {
                 ttl,
                 src_port: port,
-            });
+            }));
         }
     }
 
@@ -953,7 +1052,7 @@ impl Machine for PathProber {
     }
 
     /// Interrupted: probes still out stay unanswered; out of time: they expire.
-    fn stop(&mut self, why: Stop, _now: Timestamp, cx: &mut dyn Context<PathSent>) {
+    fn stop(&mut self, why: Stop, _now: Timestamp, cx: &mut dyn Context<PathEvent>) {
         self.stopped = true;
         if why == Stop::Bound {
             self.on_time(Timestamp(u64::MAX));
@@ -1081,6 +1180,47 @@ mod tests {
         assert_eq!(r.hops[0].addresses(), vec![router(1)]);
         assert_eq!(r.hops[0].probes[0].rtt, Some(Duration::from_micros(50)));
         assert!(r.first_seen.is_empty(), "{:?}", r.first_seen);
+    }
+
+    #[test]
+    fn hops_are_final_in_ttl_order_once_nothing_below_can_change() {
+        let mut p = PathProber::new(cfg());
+        let sent = send_due(&mut p, T0);
+        let at = T0 + Duration::from_micros(50);
+        let answer = |p: &mut PathProber, i: usize| {
+            let (ttl, syn) = &sent[i];
+            let pkt = match ttl {
+                1..=3 => icmp(router(*ttl), 11, 0, syn, |_| {}),
+                _ => synack(syn, TcpFlags::SYN.union(TcpFlags::ACK)),
+            };
+            p.on_packet(&pkt, Direction::Incoming, at, false);
+        };
+        let ttls = |v: Vec<FinalHop>| v.iter().map(|h| h.hop.ttl).collect::<Vec<_>>();
+        // hop 2 answered in full, hop 1 half: nothing is final
+        for i in [2, 3, 0] {
+            answer(&mut p, i);
+        }
+        assert!(p.take_final_hops().is_empty());
+        // hop 1's second answer makes hops 1 and 2 final, in order
+        answer(&mut p, 1);
+        assert_eq!(ttls(p.take_final_hops()), vec![1, 2]);
+        // the destination answers at 4 before hop 3 does: 4 waits for 3
+        answer(&mut p, 6);
+        answer(&mut p, 7);
+        assert!(p.take_final_hops().is_empty());
+        answer(&mut p, 4);
+        assert!(
+            p.take_final_hops().is_empty(),
+            "hop 3's second probe is out"
+        );
+        // it expires: hops 3 and 4 are final; hop 5, beyond it, never is
+        p.on_time(T0 + Duration::from_secs(2));
+        let last = p.take_final_hops();
+        assert_eq!(ttls(last.clone()), vec![3, 4]);
+        assert!(p.take_final_hops().is_empty());
+        // what was reported is what the result holds
+        let r = p.result();
+        assert_eq!(r.hops[2..], [last[0].hop.clone(), last[1].hop.clone()]);
     }
 
     #[test]

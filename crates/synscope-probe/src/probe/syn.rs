@@ -3,7 +3,8 @@
 //! or nothing before its deadline (filtered, no answer).
 
 use super::answer::SynAnswer;
-use super::correlate::{Correlator, FlowKey, Match, ReplyInfo};
+use super::answer::SynReply;
+use super::correlate::{Correlator, FlowKey, Match};
 use crate::event::{Direction, Timestamp};
 use crate::wire::{IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
 use std::collections::BTreeMap;
@@ -58,8 +59,8 @@ pub struct ProbeResult {
     pub rtt: Option<Duration>,
     /// Where `sent_at` came from.
     pub rtt_source: RttSource,
-    /// The answer's details; None: no answer.
-    pub reply: Option<ReplyInfo>,
+    /// The answer as read (TTL, window, flags, options); None: no answer.
+    pub reply: Option<SynReply>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,17 +175,17 @@ impl SynPinger {
                 }
                 None
             }
-            Match::Reply(key, info) => {
+            Match::Reply(key, reply) => {
                 // answered after its deadline (read late, e.g. behind a burst):
                 // loss, as the timeout says; `on_time` expires the probe
-                if self.pending.get(&key)?.deadline < info.at {
+                if self.pending.get(&key)?.deadline < at {
                     self.corr.count_ignored(super::Ignored::Late);
                     return None;
                 }
                 let p = self.pending.remove(&key)?;
                 self.deadlines.remove(&(p.deadline, p.seq));
                 self.corr.remove(key);
-                let verdict = info.answer;
+                let verdict = reply.answer;
                 let (sent, source) = match p.kernel_sent {
                     Some(k) => (k, RttSource::Kernel),
                     None => (p.user_sent, RttSource::User),
@@ -195,9 +196,9 @@ impl SynPinger {
                     isn: key.isn,
                     verdict,
                     sent_at: sent,
-                    rtt: Some(info.at.saturating_sub(sent)),
+                    rtt: Some(at.saturating_sub(sent)),
                     rtt_source: source,
-                    reply: Some(info),
+                    reply: Some(reply),
                 })
             }
             Match::Ignored(_) => None,

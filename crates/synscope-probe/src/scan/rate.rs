@@ -25,6 +25,10 @@
 //!   above it by 10 ms): a queue is building; the rate falls by 15 %;
 //! - send back-pressure (the kernel's queue full): the rate falls to what
 //!   was actually sent, and that becomes a ceiling;
+//! - capture drops (the receiver's buffer full: replies the path carried
+//!   but this host lost), or a receiver more than [`LAG_LIMIT`] behind: the
+//!   rate falls by 30 % at once, at most once per trip through the capture,
+//!   and 90 % of what it was becomes a ceiling;
 //! - otherwise it grows: during start-up to twice the rate the judged slice
 //!   was sent at (so the rate doubles every slice, as TCP's slow start does
 //!   every round trip), then by 10 % per 20 ms below the remembered ceiling
@@ -45,6 +49,14 @@ pub const LOSS_LIMIT: f64 = 0.03;
 /// RTT growth (over the smallest RTT) that says a queue is building; well
 /// above what a loaded 2-core host adds by scheduling alone (a few ms).
 pub const INFLATED_NS: u64 = 10_000_000;
+/// What the rate is multiplied by when the capture drops replies or the
+/// receiver lags (TCP CUBIC's β).
+pub const CAPTURE_CUT: f64 = 0.7;
+/// How far (ns) the receiver may lag behind the clock before the rate falls
+/// as for capture drops: far above a scheduling hiccup of a loaded host
+/// (tens of ms), far below what the capture ring holds (~1 s of replies at
+/// 400k/s).
+pub const LAG_LIMIT: u64 = 100_000_000;
 /// The start rate when none is given (probes/s).
 pub const START: f64 = 20_000.0;
 /// Slices kept (the current one and those waiting to be judged): 1.28 s,
@@ -156,6 +168,12 @@ pub struct RateControl {
     margin_ns: u64,
     /// Cuts undone.
     pub spurious_cuts: u64,
+    /// Replies the capture dropped (its buffer full), and when the last cut
+    /// for them was made.
+    pub capture_drops: u64,
+    drop_cut_ns: Option<u64>,
+    /// Cuts because the receiver could not keep up (drops or lag).
+    pub overruns: u64,
 }
 
 impl RateControl {
@@ -197,6 +215,9 @@ impl RateControl {
             undo: None,
             margin_ns: 0,
             spurious_cuts: 0,
+            capture_drops: 0,
+            drop_cut_ns: None,
+            overruns: 0,
         }
     }
 
@@ -347,10 +368,55 @@ impl RateControl {
         self.starting = false;
     }
 
+    /// The capture dropped `n` replies (its buffer was full) since the last
+    /// call, noticed at `at_ns`: the path carried them, this host could not
+    /// take them in, so the rate is more than the receiver keeps up with.
+    /// Each is a pair to retry, or a wrong verdict in a last round. Unlike
+    /// loss on the path this is known at once and for sure (the kernel
+    /// counts it), so it is acted on at once: the rate falls by
+    /// [`CAPTURE_CUT`] and what it was becomes a ceiling (a lower one than a
+    /// policer's: 90 % of it), start-up ends. One cut per trip through the
+    /// capture: drops say something new only once the receiver has read
+    /// what came two slices after the last cut (a receiver seconds behind
+    /// keeps finding a full buffer while it reads the backlog of before the
+    /// cut, and the answers it reads start canaries that fill it further);
+    /// a buffer that still drops after that cuts again.
+    pub fn on_capture_drops(&mut self, at_ns: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.capture_drops += n;
+        self.receiver_overrun(at_ns);
+    }
+
+    /// The receiver cannot keep up (its capture drops, or it lags more than
+    /// [`LAG_LIMIT`]): cut by [`CAPTURE_CUT`], once per trip through the
+    /// capture (see [`RateControl::on_capture_drops`]).
+    fn receiver_overrun(&mut self, at_ns: u64) {
+        if self
+            .drop_cut_ns
+            .is_some_and(|c| self.receiver_ns < c.saturating_add(2 * self.slice_ns))
+        {
+            return;
+        }
+        self.drop_cut_ns = Some(at_ns);
+        self.overruns += 1;
+        // a cut for loss judged later must not undo this one
+        self.undo = None;
+        self.ceiling = self.ceiling.min(self.rate * 0.9);
+        self.rate = (self.rate * CAPTURE_CUT).clamp(self.min, self.max);
+        self.starting = false;
+    }
+
     /// Judges every slice whose replies have had time to come by `now_ns`:
     /// two slices after it ended, and at least 3× the smallest RTT after.
     pub fn tick(&mut self, now_ns: u64) {
         self.now_index = self.index_of(now_ns);
+        // a receiver this far behind is overrun, whatever its capture holds:
+        // slow down before the capture drops (the senders share its cores)
+        if self.receiver_ns.saturating_add(LAG_LIMIT) < now_ns {
+            self.receiver_overrun(now_ns);
+        }
         // judged as far as the receiver has read
         let current = self.index_of(now_ns.min(self.receiver_ns));
         let rtt = if self.min_rtt_ns == u64::MAX {
@@ -774,16 +840,22 @@ mod tests {
         let mut c = RateControl::new(START, 100.0, 1e6, 0);
         c.on_sent(0, 400, 400);
         c.on_receiver(0);
-        // a second later the receiver has not read the replies yet: no verdict
-        c.tick(1_000_000_000);
+        // 50 ms later the receiver has not read the replies yet: no verdict
+        c.tick(50_000_000);
         assert_eq!(c.rate(), START);
         for _ in 0..400 {
             c.on_reply(0, 10_000_000);
         }
-        c.on_receiver(1_000_000_000);
-        c.tick(1_000_000_000);
+        c.on_receiver(50_000_000);
+        c.tick(50_000_000);
         assert_eq!(c.rate(), 2.0 * START);
         assert_eq!(c.peak_loss, 0.0);
+        // a second behind: not loss either, but an overrun (the rate falls,
+        // nothing is counted lost)
+        c.on_sent(60_000_000, 400, 400);
+        c.tick(1_100_000_000);
+        assert_eq!(c.rate(), 0.7 * 2.0 * START);
+        assert_eq!((c.overruns, c.lossy_slices(), c.peak_loss), (1, 0, 0.0));
     }
 
     #[test]
@@ -870,6 +942,118 @@ mod tests {
             c.on_reply(6 * SLICE, 12 * SLICE);
         }
         assert_eq!(c.margin_ns, 2 * SLICE);
+    }
+
+    #[test]
+    fn capture_drops_cut_the_rate_at_once_and_once_per_trip_through_the_capture() {
+        // a clean path whose receiver reads 300k replies/s at most: above
+        // that its capture drops what it cannot take
+        let mut c = RateControl::new(START, 100.0, 1e6, 0);
+        let mut cuts = Vec::new();
+        let (mut dropped, mut sent) = (0, 0);
+        for ms in 0..400u64 {
+            let t = ms * 1_000_000;
+            let n = (c.rate() / 1000.0) as u64;
+            sent += n;
+            c.on_sent(t, n, n);
+            for _ in 0..n.min(300) {
+                c.on_reply(t, t + 100_000);
+            }
+            let before = c.rate();
+            c.on_capture_drops(t, n.saturating_sub(300));
+            dropped += n.saturating_sub(300);
+            if c.rate() < before {
+                cuts.push((ms, before, c.rate()));
+            }
+            c.on_receiver(t);
+            c.tick(t);
+        }
+        // start-up overshoots (its slices are judged 10 ms late, the drops
+        // come at once): cut at once by 30 %, again no sooner than two
+        // slices later while the drops go on
+        assert!(!cuts.is_empty());
+        assert!(
+            cuts.iter().all(|&(_, b, a)| (a - 0.7 * b).abs() < 1.0),
+            "{cuts:?}"
+        );
+        assert!(cuts.windows(2).all(|w| w[1].0 >= w[0].0 + 10), "{cuts:?}");
+        // then the rate stays under what the receiver keeps up with, but
+        // for a probe upwards now and then (the ceiling rises slowly: a
+        // receiver that got its core back is found again)
+        assert!(c.rate() <= 300_000.0, "{} {cuts:?}", c.rate());
+        assert!(cuts.len() <= 3, "{cuts:?}");
+        assert!(dropped < sent / 50, "{dropped} of {sent}");
+        assert!(!c.starting);
+        assert_eq!(c.capture_drops, dropped);
+        // a receiver far behind: drops it finds while it reads the backlog
+        // of before the cut do not cut again
+        let mut c = RateControl::new(400_000.0, 100.0, 1e6, 0);
+        c.on_receiver(0);
+        c.on_capture_drops(SLICE, 1000);
+        assert_eq!(c.rate(), 280_000.0);
+        for k in 2..200u64 {
+            c.on_receiver(SLICE + k * 10_000);
+            c.on_capture_drops(SLICE + k * 1_000_000, 1000);
+        }
+        assert_eq!(c.rate(), 280_000.0);
+        // once it has read what came two slices after the cut, they do
+        c.on_receiver(3 * SLICE);
+        c.on_capture_drops(200 * SLICE, 1000);
+        assert_eq!(c.rate(), 196_000.0);
+        // none: nothing happens; a fixed rate stays fixed (measured only)
+        let mut f = RateControl::new(1e6, 1e6, 1e6, 0);
+        f.on_capture_drops(0, 0);
+        assert_eq!(f.capture_drops, 0);
+        f.on_capture_drops(0, 500);
+        assert_eq!((f.rate(), f.capture_drops), (1e6, 500));
+    }
+
+    #[test]
+    fn a_receiver_far_behind_slows_the_rate_before_its_capture_drops() {
+        let mut c = RateControl::new(400_000.0, 100.0, 1e6, 0);
+        // 60 ms behind: a hiccup, nothing happens
+        c.on_receiver(40_000_000);
+        c.tick(100_000_000);
+        assert_eq!((c.rate(), c.overruns), (400_000.0, 0));
+        // 150 ms behind: cut once; again only after it read past the cut
+        c.tick(190_000_000);
+        assert_eq!((c.rate(), c.overruns), (280_000.0, 1));
+        c.tick(250_000_000);
+        assert_eq!(c.rate(), 280_000.0);
+        c.on_receiver(200_000_000);
+        c.tick(350_000_000);
+        assert_eq!((c.rate(), c.overruns), (196_000.0, 2));
+        assert_eq!(c.capture_drops, 0);
+    }
+
+    #[test]
+    fn a_capture_cut_is_not_undone_by_late_replies() {
+        let mut c = RateControl::new(START, 100.0, 1e7, 0);
+        let per_slice = 1_000u64;
+        let mut held: Vec<u64> = Vec::new();
+        for k in 0..12u64 {
+            let t = k * SLICE;
+            c.on_sent(t, per_slice, per_slice);
+            if k == 4 || k == 5 {
+                held.push(t);
+            } else {
+                for _ in 0..per_slice {
+                    c.on_reply(t, t + 100_000);
+                }
+            }
+            c.on_receiver(t + SLICE);
+            c.tick(t + SLICE);
+        }
+        // the loss cut is in; then the capture drops
+        c.on_capture_drops(12 * SLICE, 100);
+        let cut = c.rate();
+        for t in held {
+            for _ in 0..per_slice {
+                c.on_reply(t, 12 * SLICE);
+            }
+        }
+        assert_eq!(c.rate(), cut);
+        assert_eq!(c.spurious_cuts, 0);
     }
 
     #[test]
