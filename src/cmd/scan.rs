@@ -1129,11 +1129,9 @@ fn pace_until(due: Instant) -> bool {
         if super::signalled() {
             return false;
         }
-        // spin (yielding) only for the last stretch, about the timer's slack
-        // (50 µs): a sender spinning longer takes the core from the receiver
         let left = due - now;
-        if left > Duration::from_micros(80) {
-            std::thread::sleep((left - Duration::from_micros(60)).min(Duration::from_millis(50)));
+        if left > Duration::from_micros(200) {
+            std::thread::sleep((left - Duration::from_micros(100)).min(Duration::from_millis(50)));
         } else {
             std::thread::yield_now();
         }
