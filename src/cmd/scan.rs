@@ -386,12 +386,10 @@ fn scan_family<W: std::io::Write + Send>(
             let mut ignored: BTreeMap<Ignored, u64> = BTreeMap::new();
             let mut checked_ns = 0u64;
             let mut read = 0u64;
+            // --verify's handshakes go out at once (their checks time out);
+            // the rest waits for a sender (see Shared::outbox)
+            let now = s.verify.then_some(&sender);
             loop {
-                // --verify's handshakes go out at once (their checks time
-                // out); the rest waits for a sender (see Shared::outbox)
-                if s.verify || lock(&shared.outbox).len() >= OUTBOX_MAX {
-                    flush_outbox(&shared, &sender);
-                }
                 let before = Timestamp::now().0;
                 // --verify: end the handshakes checked long enough (every 5 ms at
                 // most), by the capture's clock: every packet stamped before it is
@@ -400,7 +398,10 @@ fn scan_family<W: std::io::Write + Send>(
                 if s.verify && read_up_to.saturating_sub(checked_ns) > 5_000_000 {
                     checked_ns = read_up_to;
                     let due = lock(&shared.follow).on_time(Timestamp(read_up_to), tsval_now());
-                    act(due, &shared.outbox, output, &shared.checks)?;
+                    act(due, &shared.outbox, now, output, &shared.checks)?;
+                }
+                if lock(&shared.outbox).len() >= OUTBOX_MAX {
+                    flush_outbox(&shared, &sender);
                 }
                 let Some(p) =
                     capture.recv_timeout(Duration::from_millis(if s.verify { 5 } else { 20 }))?
@@ -438,6 +439,7 @@ fn scan_family<W: std::io::Write + Send>(
                     act(
                         a.unwrap_or_default(),
                         &shared.outbox,
+                        now,
                         output,
                         &shared.checks,
                     )?;
@@ -513,7 +515,7 @@ fn scan_family<W: std::io::Write + Send>(
                     Timestamp::now(),
                     rand::random,
                 );
-                act(actions, &shared.outbox, output, &shared.checks)?;
+                act(actions, &shared.outbox, now, output, &shared.checks)?;
             }
         });
         let sent = send_blocks(
@@ -584,7 +586,11 @@ const OUTBOX_MAX: usize = 4096;
 
 /// Sends what the receiver queued (see [`Shared::outbox`]).
 fn flush_outbox(shared: &Shared, sender: &Egress) {
-    let out = std::mem::take(&mut *lock(&shared.outbox));
+    flush(&shared.outbox, sender);
+}
+
+fn flush(outbox: &Mutex<Vec<(std::net::IpAddr, Vec<u8>)>>, sender: &Egress) {
+    let out = std::mem::take(&mut *lock(outbox));
     if !out.is_empty() {
         let refs: Vec<(std::net::IpAddr, &[u8])> =
             out.iter().map(|(a, d)| (*a, d.as_slice())).collect();
@@ -845,16 +851,29 @@ fn tsval_now() -> u32 {
 }
 
 /// Carries out what the checks ask for: packets to the outbox (see
-/// [`Shared::outbox`]), results to the report.
+/// [`Shared::outbox`]; with `now`, sent at once, before the results), results
+/// to the report.
 fn act<W: std::io::Write>(
     actions: Vec<Action<ScanResult>>,
     outbox: &Mutex<Vec<(std::net::IpAddr, Vec<u8>)>>,
+    now: Option<&Egress>,
     output: &Output<W>,
     checks: &Mutex<ScanChecks>,
 ) -> Result<(), CmdError> {
+    let sends = actions.iter().any(|a| matches!(a, Action::Send(..)));
+    let mut rest = Vec::with_capacity(actions.len());
     for a in actions {
         match a {
             Action::Send(host, d) => lock(outbox).push((host, d)),
+            a => rest.push(a),
+        }
+    }
+    if sends && let Some(sender) = now {
+        flush(outbox, sender);
+    }
+    for a in rest {
+        match a {
+            Action::Send(..) => {}
             Action::Report(mut r, check) => {
                 if let Some(c) = &check {
                     lock(checks).count(c);
@@ -883,8 +902,13 @@ fn finish_checks<W: std::io::Write>(
 ) -> Result<(), CmdError> {
     let again = lock(&b.shared.follow).retry_canaries(b.matcher, tsval_now());
     let retried = !again.is_empty();
-    act(again, &b.shared.outbox, output, &b.shared.checks)?;
-    flush_outbox(b.shared, b.sender);
+    act(
+        again,
+        &b.shared.outbox,
+        Some(b.sender),
+        output,
+        &b.shared.checks,
+    )?;
     // as long as late replies are waited for after a last round
     let rtts: Vec<u64> = b.shared.rtts.iter().map(|n| n.load(RELAXED)).collect();
     let quiet = Duration::from_nanos(rate::quiet_needed(&rtts, true).unwrap_or(u64::MAX));
@@ -902,9 +926,13 @@ fn finish_checks<W: std::io::Write>(
     }
     drain(b.shared);
     let rest = lock(&b.shared.follow).close(tsval_now());
-    act(rest, &b.shared.outbox, output, &b.shared.checks)?;
-    flush_outbox(b.shared, b.sender);
-    Ok(())
+    act(
+        rest,
+        &b.shared.outbox,
+        Some(b.sender),
+        output,
+        &b.shared.checks,
+    )
 }
 
 /// The rate controller of a scan: bounded by --min-rate/--max-rate with
