@@ -354,11 +354,17 @@ pub async fn scan(
         verify: false,
         canaries: false,
     };
-    // the scan's sender and receiver are threads: off the runtime's thread
+    // the scan's drive loop runs on a thread and runtime of its own (its
+    // discovery blocks), as the command's does
     let done = tokio::task::spawn_blocking(move || {
-        let output = std::sync::Mutex::new(ScanOutput::collecting(std::io::sink()));
-        crate::cmd::scan::scan_into(&s, &output, false, Log { verbose: false })?;
-        let output = output.into_inner().unwrap_or_else(|e| e.into_inner());
+        let mut output = ScanOutput::collecting(std::io::sink());
+        crate::cmd::scan::in_runtime(crate::cmd::scan::scan_into(
+            &s,
+            &mut output,
+            false,
+            Log { verbose: false },
+            &mut crate::cmd::Interrupt::never(),
+        ))?;
         Ok::<_, CmdError>(output.into_results())
     })
     .await

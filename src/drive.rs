@@ -8,7 +8,7 @@
 //! for silence.
 
 use crate::cmd::{CmdError, Interrupt};
-use crate::io::{Captured, Clock, IoError, Link};
+use crate::io::{Captured, Clock, IoError, Link, Outgoing};
 use crate::probe::machine::{Context, Machine, Packet, Stop};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -46,14 +46,18 @@ pub struct Ended {
 /// from the link.
 struct Cx<'l, L, E> {
     link: &'l mut L,
-    sends: Vec<(IpAddr, Vec<u8>)>,
+    sends: Vec<Outgoing>,
     events: Vec<E>,
     failed: Option<IoError>,
 }
 
 impl<L: Link, E> Context<E> for Cx<'_, L, E> {
     fn send(&mut self, dst: IpAddr, datagram: Vec<u8>) {
-        self.sends.push((dst, datagram));
+        self.sends.push(Outgoing {
+            dst,
+            datagram,
+            tag: None,
+        });
     }
     fn report(&mut self, event: E) {
         self.events.push(event);
@@ -74,6 +78,25 @@ impl<L: Link, E> Context<E> for Cx<'_, L, E> {
     fn random(&mut self) -> u32 {
         self.link.random()
     }
+    fn send_tagged(&mut self, dst: IpAddr, datagram: Vec<u8>, tag: u64) {
+        self.sends.push(Outgoing {
+            dst,
+            datagram,
+            tag: Some(tag),
+        });
+    }
+    fn left_at(&mut self, tag: u64) -> Option<crate::event::Timestamp> {
+        self.link.left_at(tag)
+    }
+    fn send_stalls(&mut self) -> u64 {
+        self.link.take_stalls()
+    }
+    fn sent_through(&mut self) -> Option<crate::event::Timestamp> {
+        self.link.sent_through()
+    }
+    fn capture_drops(&mut self) -> u64 {
+        self.link.take_drops()
+    }
 }
 
 impl<L: Link, E> Cx<'_, L, E> {
@@ -82,8 +105,9 @@ impl<L: Link, E> Cx<'_, L, E> {
         if let Some(e) = self.failed.take() {
             return Err(e.into());
         }
-        for (dst, d) in self.sends.drain(..) {
-            self.link.send(dst, &d)?;
+        if !self.sends.is_empty() {
+            self.link.send_many(&mut self.sends)?;
+            self.sends.clear();
         }
         for e in self.events.drain(..) {
             reporter.report(e)?;

@@ -168,6 +168,7 @@ fn fixed_source_port_interface_and_ttl() {
             "--ttl",
             "3",
             "--json",
+            "-v",
         ],
     );
     common::assert_status(&out, 0);
@@ -175,7 +176,12 @@ fn fixed_source_port_interface_and_ttl() {
     assert_eq!(doc["target"]["interface"], VETH);
     for p in doc["probes"].as_array().unwrap() {
         assert_eq!(p["src_port"], 40001);
-        assert_eq!(p["verdict"], "open");
+        assert_eq!(
+            p["verdict"],
+            "open",
+            "{doc}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

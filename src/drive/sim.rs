@@ -156,6 +156,15 @@ pub struct SimLink<P> {
     pub sent: Vec<(Timestamp, Vec<u8>)>,
     /// Every packet handed to us, with its stamp and direction.
     pub delivered: Vec<(Timestamp, Direction)>,
+    /// How long after it is handed over a datagram leaves (a sender thread
+    /// behind the loop), from `lag_from` on; zero by default.
+    pub send_lag: Duration,
+    /// When the sends start to lag.
+    pub lag_from: Timestamp,
+    /// When each tagged datagram left.
+    left: BTreeMap<u64, Timestamp>,
+    /// Hand-over instants of datagrams not yet left, with when they leave.
+    in_flight: std::collections::VecDeque<(Timestamp, Timestamp)>,
 }
 
 /// How long after the send call the kernel stamps our packet leaving.
@@ -178,6 +187,19 @@ impl<P: Peer> SimLink<P> {
             port_limit: usize::MAX,
             sent: Vec::new(),
             delivered: Vec::new(),
+            send_lag: Duration::ZERO,
+            lag_from: Timestamp(0),
+            left: BTreeMap::new(),
+            in_flight: Default::default(),
+        }
+    }
+
+    /// The send lag now.
+    fn lag(&self) -> Duration {
+        if self.clock.now() >= self.lag_from {
+            self.send_lag
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -236,12 +258,42 @@ impl<P: Peer> SimLink<P> {
 
 impl<P: Peer> Link for SimLink<P> {
     fn send(&mut self, _dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
-        let now = self.clock.now();
+        let handed = self.clock.now();
+        let now = handed + self.lag();
+        if now > handed {
+            self.in_flight.push_back((handed, now));
+        }
         self.sent.push((now, datagram.to_vec()));
         let left = now + TX_STAMP_DELAY;
         self.push(left, Event::ToUs(Direction::Outgoing, datagram.to_vec()));
         self.cross(Leg::Out, left, datagram.to_vec());
         Ok(())
+    }
+
+    fn send_many(&mut self, datagrams: &mut Vec<crate::io::Outgoing>) -> Result<(), IoError> {
+        for o in datagrams.drain(..) {
+            self.send(o.dst, &o.datagram)?;
+            if let Some(tag) = o.tag {
+                self.left.insert(tag, self.clock.now() + self.lag());
+            }
+        }
+        Ok(())
+    }
+
+    fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
+        // as the real link: only when the send lags
+        self.left
+            .get(&tag)
+            .copied()
+            .filter(|_| !self.send_lag.is_zero())
+    }
+
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        let now = self.clock.now();
+        while self.in_flight.front().is_some_and(|f| f.1 <= now) {
+            self.in_flight.pop_front();
+        }
+        self.in_flight.front().map(|f| f.0)
     }
 
     async fn recv(&mut self, until: Timestamp) -> Result<Option<Captured>, IoError> {
@@ -343,11 +395,14 @@ pub enum PortIs {
     Silent,
 }
 
-/// A host answering SYNs by port, after `think`; closed unless listed.
+/// A host answering SYNs by port, after `think`; the unlisted ports answer
+/// as `others` (closed unless set).
 #[derive(Debug, Clone)]
 pub struct SynPeer {
     /// Each listed port's answer.
     pub ports: BTreeMap<u16, PortIs>,
+    /// How every other port answers (Closed; Open for a tarpit).
+    pub others: PortIs,
     /// Delay between a SYN's arrival and the answer (20 µs by default).
     pub think: Duration,
     /// SYNs that reached it.
@@ -359,9 +414,89 @@ impl SynPeer {
     pub fn new(ports: &[(u16, PortIs)]) -> SynPeer {
         SynPeer {
             ports: ports.iter().copied().collect(),
+            others: PortIs::Closed,
             think: Duration::from_micros(20),
             syns: 0,
         }
+    }
+
+    /// A host that answers every port with a SYN-ACK (a tarpit, a proxy).
+    pub fn tarpit() -> SynPeer {
+        SynPeer {
+            others: PortIs::Open,
+            ..SynPeer::new(&[])
+        }
+    }
+}
+
+/// Many hosts behind one path, each answering as its [`SynPeer`] does; an
+/// address not listed is not there (silent).
+#[derive(Debug, Clone, Default)]
+pub struct Hosts {
+    /// Each host's behaviour.
+    pub hosts: BTreeMap<IpAddr, SynPeer>,
+}
+
+impl Peer for Hosts {
+    fn on_datagram(&mut self, at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let Ok((ip, _)) = IpRepr::parse(d) else {
+            return Vec::new();
+        };
+        match self.hosts.get_mut(&ip.dst) {
+            Some(h) => h.on_datagram(at, d),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// A policer in front of a peer: SYNs above `rate` per second (a token
+/// bucket of `burst`) are dropped; other packets pass.
+#[derive(Debug, Clone)]
+pub struct Policer<P> {
+    /// What is behind it.
+    pub inner: P,
+    /// SYNs per second let through.
+    pub rate: f64,
+    /// The bucket's size (SYNs).
+    pub burst: f64,
+    tokens: f64,
+    last: Option<Timestamp>,
+    /// SYNs dropped.
+    pub dropped: u64,
+    /// SYNs let through.
+    pub passed: u64,
+}
+
+impl<P> Policer<P> {
+    /// A policer of `rate` SYNs/s with a bucket of `burst`, in front of `inner`.
+    pub fn new(inner: P, rate: f64, burst: f64) -> Policer<P> {
+        Policer {
+            inner,
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+            dropped: 0,
+            passed: 0,
+        }
+    }
+}
+
+impl<P: Peer> Peer for Policer<P> {
+    fn on_datagram(&mut self, at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let syn = parse_tcp(d).is_some_and(|(_, t)| t.flags == TcpFlags::SYN);
+        if syn {
+            let since = self.last.map_or(Duration::ZERO, |l| at.saturating_sub(l));
+            self.last = Some(at);
+            self.tokens = (self.tokens + since.as_secs_f64() * self.rate).min(self.burst);
+            if self.tokens < 1.0 {
+                self.dropped += 1;
+                return Vec::new();
+            }
+            self.tokens -= 1.0;
+            self.passed += 1;
+        }
+        self.inner.on_datagram(at, d)
     }
 }
 
@@ -387,12 +522,7 @@ impl Peer for SynPeer {
             },
             ..TcpRepr::default()
         };
-        let out = match self
-            .ports
-            .get(&t.dst_port)
-            .copied()
-            .unwrap_or(PortIs::Closed)
-        {
+        let out = match self.ports.get(&t.dst_port).copied().unwrap_or(self.others) {
             PortIs::Open => tcp_datagram(
                 ip.dst,
                 ip.src,

@@ -15,7 +15,7 @@ use crate::probe::trace::Trace;
 use crate::report::OutputFormat;
 use crate::report::ping::{Expect, PingReport, PingSummary, PingTarget};
 use crate::report::trace::TraceRun;
-use crate::wire::{SeqNumber, TcpFlags};
+use crate::wire::SeqNumber;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -653,61 +653,6 @@ fn ping_waits_for_ports_when_they_run_out() {
 }
 
 #[test]
-fn ping_from_a_fixed_port_resets_each_open_answer_before_the_next_syn() {
-    let clock = SimClock::starting_at(T0);
-    let mut link = SimLink::new(
-        &clock,
-        SynPeer::new(&[(80, PortIs::Open)]),
-        clean_path(ms(1)),
-        10,
-    );
-    let probe = SynProbeConfig {
-        src: US.parse().unwrap(),
-        dst: them(80),
-        ttl: 64,
-        syn_options: false,
-        mss: 1460,
-        window: 64240,
-        timeout: Duration::from_secs(1),
-    };
-    let mut m = PingMachine::new(
-        PingConfig {
-            probe,
-            interval: ms(10),
-            count: Some(3),
-            fixed_port: Some(41000),
-            window: 1000,
-            bound: None,
-            settle: crate::probe::ping::SETTLE,
-        },
-        None,
-    );
-    rt().block_on(super::drive(
-        &mut m,
-        &mut link,
-        &clock,
-        &mut |_| Ok(()),
-        &mut Interrupt::never(),
-    ))
-    .unwrap();
-    // (flags, sequence number) of everything sent, all from port 41000
-    let sent: Vec<(u8, u32)> = link
-        .sent
-        .iter()
-        .map(|(_, d)| {
-            assert_eq!(u16::from_be_bytes([d[20], d[21]]), 41000);
-            (d[33], u32::from_be_bytes([d[24], d[25], d[26], d[27]]))
-        })
-        .collect();
-    let (syn, rst) = (TcpFlags::SYN.0, TcpFlags::RST.0);
-    let flags: Vec<u8> = sent.iter().map(|s| s.0).collect();
-    assert_eq!(flags, [syn, rst, syn, rst, syn, rst], "{sent:?}");
-    for pair in sent.chunks(2) {
-        assert_eq!(pair[1].1, pair[0].1.wrapping_add(1), "RST at ISN + 1");
-    }
-}
-
-#[test]
 fn the_probe_crate_machines_run_on_a_recorder_too() {
     // the same contract without the drive loop: a Recorder context
     use crate::probe::machine::{Machine, Recorder};
@@ -961,18 +906,556 @@ fn path_from_one_source_port_sends_one_probe_at_a_time() {
         .collect();
     assert_eq!(ports, [41000].into());
     // each SYN leaves once the one before it was answered: 2 per hop, 3 hops
-    let flags = |d: &[u8]| d[33];
-    let syns: Vec<u64> = link
+    assert_eq!(link.sent.len(), 6);
+    let gaps: Vec<u64> = link.sent.windows(2).map(|w| w[1].0.0 - w[0].0.0).collect();
+    assert!(gaps.iter().all(|g| *g >= 2_000_000), "{gaps:?}");
+}
+
+// ---- scan: the whole scan machine over the simulated link ----
+
+use super::sim::{Hosts, Peer, Policer};
+use crate::probe::SynAnswer;
+use crate::scan::machine::{Found, ScanTally};
+use crate::scan::targets::parse_target;
+use crate::scan::{
+    Cookie, PortList, ScanConfig, ScanEvent, ScanMachine, ScanMatcher, Shard, SourceMap, TargetSet,
+};
+use std::collections::BTreeMap;
+
+/// Each pair's verdicts, in the order reported (one each when all is well).
+type Verdicts = BTreeMap<(IpAddr, u16), Vec<SynAnswer>>;
+
+/// What a simulated scan reported.
+struct Scanned<P> {
+    results: Verdicts,
+    absorbed: Vec<(IpAddr, u16)>,
+    every_port: Vec<IpAddr>,
+    /// Every reported RTT.
+    rtts: Vec<Duration>,
+    tally: ScanTally,
+    ended: super::Ended,
+    link: SimLink<P>,
+}
+
+fn host(n: u8) -> IpAddr {
+    IpAddr::from([198, 18, 0, n])
+}
+
+fn scan_config(targets: &str, ports: &str) -> ScanConfig {
+    let no = |_: &str| Err("no names".to_string());
+    let include: Vec<_> = targets
+        .split(',')
+        .map(|t| parse_target(t, &no).unwrap())
+        .collect();
+    ScanConfig {
+        matcher: ScanMatcher {
+            sources: SourceMap::single(US.parse().unwrap()),
+            sport: 40000,
+            cookie: Cookie::new([7; 16]),
+            targets: TargetSet::build(&include, &[]).unwrap(),
+            ports: PortList::parse(ports).unwrap(),
+            ttl: 64,
+            syn_options: true,
+            mss: 1460,
+        },
+        seed: 11,
+        shard: Shard::WHOLE,
+        block_size: None,
+        rate: 10_000,
+        auto_rate: None,
+        retries: 1,
+        wait: Duration::from_secs(1),
+        canaries: false,
+        verify: false,
+        verbose: false,
+        progress: false,
+    }
+}
+
+fn run_scan<P: Peer>(
+    cfg: ScanConfig,
+    peer: P,
+    path: super::sim::Path,
+    interrupt_after: Option<Duration>,
+) -> Scanned<P> {
+    run_scan_lagging(cfg, peer, path, interrupt_after, Duration::ZERO)
+}
+
+/// [`run_scan`] with the link's sends leaving `lag` after the loop hands
+/// them over, from 60 ms on.
+fn run_scan_lagging<P: Peer>(
+    cfg: ScanConfig,
+    peer: P,
+    path: super::sim::Path,
+    interrupt_after: Option<Duration>,
+    lag: Duration,
+) -> Scanned<P> {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, path, 5);
+    // the sends start to lag once the rate control knows the path's RTT
+    link.send_lag = lag;
+    link.lag_from = T0 + ms(60);
+    let mut rtts = Vec::new();
+    let mut machine = ScanMachine::new(cfg);
+    let mut results = Verdicts::new();
+    let (mut absorbed, mut every_port) = (Vec::new(), Vec::new());
+    let mut reporter = |e: ScanEvent| {
+        match e {
+            ScanEvent::Result(f, _) => {
+                rtts.extend(f.rtt_ns.map(Duration::from_nanos));
+                results
+                    .entry((f.host, f.port))
+                    .or_default()
+                    .push(f.verdict());
+            }
+            ScanEvent::Absorbed(Found { host, port, .. }) => absorbed.push((host, port)),
+            ScanEvent::EveryPort(h) => every_port.push(h.host),
+            ScanEvent::Progress { .. } | ScanEvent::Debug(_) => {}
+        }
+        Ok(())
+    };
+    let mut interrupt = match interrupt_after {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    };
+    let ended = rt()
+        .block_on(super::drive(
+            &mut machine,
+            &mut link,
+            &clock,
+            &mut reporter,
+            &mut interrupt,
+        ))
+        .unwrap();
+    Scanned {
+        results,
+        absorbed,
+        every_port,
+        rtts,
+        tally: machine.tally().clone(),
+        ended,
+        link,
+    }
+}
+
+/// The verdict's class, as the report names it.
+fn class(v: &SynAnswer) -> &'static str {
+    match v {
+        SynAnswer::Open => "open",
+        SynAnswer::Closed => "closed",
+        SynAnswer::Filtered { .. } => "filtered",
+        SynAnswer::NoAnswer => "no-response",
+    }
+}
+
+/// .2: 22 and 80 open, 443 prohibited (ICMP), 8080 silent, the rest
+/// closed; .3: every port closed; .4: no host.
+fn three_hosts() -> Hosts {
+    let mut h = Hosts::default();
+    h.hosts.insert(
+        host(2),
+        SynPeer::new(&[
+            (22, PortIs::Open),
+            (80, PortIs::Open),
+            (443, PortIs::Prohibited),
+            (8080, PortIs::Silent),
+        ]),
+    );
+    h.hosts.insert(host(3), SynPeer::new(&[]));
+    h
+}
+
+fn expected_three_hosts(port: u16, h: u8) -> &'static str {
+    match (h, port) {
+        (2, 22 | 80) => "open",
+        (2, 443) => "filtered",
+        (2, 8080) | (4, _) => "no-response",
+        _ => "closed",
+    }
+}
+
+const FIVE_PORTS: &str = "22,80,81,443,8080";
+
+/// Every pair of [`three_hosts`] reported once, with its verdict.
+fn assert_three_hosts(results: &Verdicts) {
+    assert_verdicts(
+        results,
+        &[2, 3, 4],
+        &[22, 80, 81, 443, 8080],
+        expected_three_hosts,
+    );
+}
+
+/// Every pair reported exactly once, with the verdict `want` gives.
+fn assert_verdicts(
+    results: &Verdicts,
+    hosts: &[u8],
+    ports: &[u16],
+    want: impl Fn(u16, u8) -> &'static str,
+) {
+    assert_eq!(results.len(), hosts.len() * ports.len(), "{results:?}");
+    for &h in hosts {
+        for &p in ports {
+            let got = &results[&(host(h), p)];
+            assert_eq!(got.len(), 1, "{}:{p} reported {got:?}", host(h));
+            assert_eq!(class(&got[0]), want(p, h), "{}:{p}", host(h));
+        }
+    }
+}
+
+#[test]
+fn scan_gives_open_closed_filtered_and_silent_verdicts_for_several_hosts() {
+    let s = run_scan(
+        scan_config("198.18.0.2-4", FIVE_PORTS),
+        three_hosts(),
+        clean_path(ms(1)),
+        None,
+    );
+    assert_three_hosts(&s.results);
+    let t = &s.tally;
+    assert_eq!(t.probes, 15);
+    // the 6 silent pairs (.2:8080, .4 ×5) get one retry each
+    assert_eq!(t.sent, 15 + 6);
+    assert_eq!(
+        (t.cut_short, t.interrupted, s.ended.interrupted),
+        (0, false, false)
+    );
+    assert_eq!(
+        t.coverage.icmp_silent_pairs, 1,
+        "8080 of the host that sent ICMP"
+    );
+    // each open port's half-open connection is reset by us
+    let rsts = s
+        .link
         .sent
         .iter()
-        .filter(|(_, d)| flags(d) & TcpFlags::SYN.0 != 0)
-        .map(|(t, _)| t.0)
+        .filter(|(_, d)| {
+            matches!(crate::wire::Datagram::parse(d).map(|d| d.transport),
+                Ok(crate::wire::Transport::Tcp(t)) if t.flags == crate::wire::TcpFlags::RST)
+        })
+        .count();
+    assert_eq!(rsts, 2);
+    // and the wait after the last round is a few RTTs, not the whole --wait
+    let took = s.link.sent.last().unwrap().0.saturating_sub(T0);
+    assert!(took < ms(500), "{took:?}");
+}
+
+#[test]
+fn scan_retry_rounds_recover_answers_lost_in_the_first() {
+    // a quarter of the first round's SYNs are lost on the way out
+    let first_round = 15;
+    let path: super::sim::Path = Box::new(move |leg, n, _| {
+        if leg == Leg::Out && n < first_round && n % 4 == 1 {
+            Vec::new()
+        } else {
+            vec![ms(1)]
+        }
+    });
+    let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
+    cfg.retries = 2;
+    let s = run_scan(cfg, three_hosts(), path, None);
+    assert_three_hosts(&s.results);
+    // 4 lost in round 0; the 6 silent pairs are tried twice more
+    assert_eq!(s.tally.sent, 15 + (6 + 4) + 6);
+}
+
+#[test]
+fn scan_counts_duplicated_and_reordered_replies_once() {
+    let path = random_path(3, ms(2), ms(3), 0.0, 0.5);
+    let s = run_scan(
+        scan_config("198.18.0.2-4", FIVE_PORTS),
+        three_hosts(),
+        path,
+        None,
+    );
+    assert_three_hosts(&s.results);
+    let dups = s
+        .tally
+        .ignored
+        .get(&crate::probe::Ignored::NoProbe)
+        .copied();
+    assert!(
+        dups.unwrap_or(0) > 0,
+        "duplicates seen: {:?}",
+        s.tally.ignored
+    );
+}
+
+#[test]
+fn scan_on_a_lossy_random_path_ends_with_every_pair_judged_once() {
+    let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
+    cfg.retries = 6;
+    let s = run_scan(
+        cfg,
+        three_hosts(),
+        random_path(9, ms(1), ms(1), 0.2, 0.1),
+        None,
+    );
+    assert_three_hosts(&s.results);
+}
+
+#[test]
+fn scan_rate_auto_backs_off_before_a_policer_and_every_verdict_ends_right() {
+    // 64 hosts, 64 ports each (every 8th open), behind a policer of 5000 SYNs/s
+    let mut hosts = Hosts::default();
+    let open: Vec<(u16, PortIs)> = (0..8).map(|i| (1000 + i * 8, PortIs::Open)).collect();
+    for n in 10..74 {
+        hosts.hosts.insert(host(n), SynPeer::new(&open));
+    }
+    let peer = Policer::new(hosts, 5000.0, 20.0);
+    let mut cfg = scan_config("198.18.0.10-73", "1000-1063");
+    cfg.rate = 20_000;
+    cfg.auto_rate = Some((100, 200_000));
+    cfg.retries = 1;
+    let s = run_scan(cfg, peer, clean_path(ms(1)), None);
+    let hosts: Vec<u8> = (10..74).collect();
+    let ports: Vec<u16> = (1000..1064).collect();
+    assert_verdicts(&s.results, &hosts, &ports, |p, _| {
+        if p % 8 == 0 { "open" } else { "closed" }
+    });
+    let c = &s.tally.coverage;
+    assert!(c.peak_loss > 0.3, "the policer's loss was seen: {c:?}");
+    assert!(
+        c.settled_pps < c.peak_loss_rate_pps / 2.0,
+        "backed off from where the loss was: {c:?}"
+    );
+    assert!(s.link.peer.dropped > 0);
+    // the lost SYNs were sent again, not the whole scan many times over
+    assert!(s.tally.sent < 2 * 64 * 64, "{} sent", s.tally.sent);
+}
+
+#[test]
+fn scan_canaries_catch_a_tarpit_answering_every_port() {
+    let mut hosts = three_hosts();
+    hosts.hosts.insert(host(5), SynPeer::tarpit());
+    let mut cfg = scan_config("198.18.0.2-5", FIVE_PORTS);
+    cfg.canaries = true;
+    let s = run_scan(cfg, hosts, clean_path(ms(1)), None);
+    assert_eq!(s.every_port, vec![host(5)]);
+    // its SYN-ACKs are not open ports: absorbed, not reported
+    let mut absorbed = s.absorbed.clone();
+    absorbed.sort();
+    let all: Vec<(IpAddr, u16)> = [22, 80, 81, 443, 8080]
+        .iter()
+        .map(|&p| (host(5), p))
         .collect();
-    assert_eq!(syns.len(), 6);
-    let gaps: Vec<u64> = syns.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps.iter().all(|g| *g >= 2_000_000), "{gaps:?}");
-    // the destination's SYN-ACKs are reset before the next SYN on the four-tuple
-    let order: Vec<u8> = link.sent.iter().map(|(_, d)| flags(d)).collect();
-    let (s, r) = (TcpFlags::SYN.0, TcpFlags::RST.0);
-    assert_eq!(order, [s, s, s, s, s, r, s, r], "{order:?}");
+    assert_eq!(absorbed, all);
+    assert!(s.results.keys().all(|(h, _)| *h != host(5)));
+    // the normal hosts as before, .2 after its canaries came back closed
+    assert_three_hosts(&s.results);
+}
+
+#[test]
+fn scan_ctrl_c_mid_scan_ends_with_a_summary_marked_interrupted() {
+    // 65535 ports at 1000/s: a minute of sending, interrupted at 200 ms
+    let mut cfg = scan_config("198.18.0.2", "1-65535");
+    cfg.rate = 1000;
+    let s = run_scan(cfg, three_hosts(), clean_path(ms(1)), Some(ms(200)));
+    assert!(s.ended.interrupted && s.tally.interrupted);
+    let reported: u64 = s.results.values().map(|v| v.len() as u64).sum();
+    assert!(
+        reported > 0 && s.tally.sent < 300,
+        "{reported} reported, {} sent",
+        s.tally.sent
+    );
+    // what was sent and not answered is counted, not listed
+    assert!(s.tally.cut_short > 0);
+    assert!(reported + s.tally.cut_short <= s.tally.sent);
+    assert!(
+        s.results
+            .values()
+            .flatten()
+            .all(|v| *v != SynAnswer::NoAnswer)
+    );
+    // nothing goes out after the interrupt
+    let last = s.link.sent.last().unwrap().0;
+    assert!(last <= T0 + ms(201), "{:?}", last.saturating_sub(T0));
+}
+
+#[test]
+fn scan_shards_in_small_blocks_cover_every_pair_once_between_them() {
+    // two shards, blocks of 4 probes: 3 hosts × 5 ports in 2 + 2 blocks
+    let mut all = Verdicts::new();
+    let mut sent = 0;
+    for index in 0..2 {
+        let mut cfg = scan_config("198.18.0.2-4", FIVE_PORTS);
+        cfg.shard = Shard { index, count: 2 };
+        cfg.block_size = Some(4);
+        let s = run_scan(
+            cfg,
+            three_hosts(),
+            random_path(index, ms(1), ms(2), 0.1, 0.1),
+            None,
+        );
+        assert_eq!(s.tally.probes, if index == 0 { 8 } else { 7 });
+        sent += s.tally.sent;
+        for (pair, v) in s.results {
+            all.entry(pair).or_default().extend(v);
+        }
+    }
+    assert_three_hosts(&all);
+    assert!(sent >= 15);
+}
+
+#[allow(dead_code)]
+#[path = "../../tests/common/schema.rs"]
+mod schema;
+
+/// The command's settings for a simulated scan of 198.18.0.2.
+fn scan_settings(ports: &str, rate: u64) -> crate::cli::ScanSettings {
+    let cfg = scan_config(THEM, ports);
+    crate::cli::ScanSettings {
+        targets: vec![cfg.matcher.targets.clone()],
+        ports: cfg.matcher.ports.clone(),
+        rate,
+        auto_rate: None,
+        retries: 1,
+        wait: Duration::from_secs(1),
+        open_only: false,
+        shard: Shard::WHOLE,
+        seed: cfg.seed,
+        ttl: 64,
+        discovery: false,
+        format: OutputFormat::Ndjson,
+        progress: false,
+        pcap: None,
+        verbose: false,
+        block_size: None,
+        verify: false,
+        canaries: true,
+        send: crate::cli::SendSettings {
+            source_port: None,
+            interface: None,
+            syn_options: true,
+        },
+    }
+}
+
+/// The command's session of one family over the simulated link: its NDJSON
+/// lines (checked against docs/schema) and summary.
+fn scan_command(
+    settings: &crate::cli::ScanSettings,
+    peer: Hosts,
+    interrupt_after: Option<Duration>,
+) -> (Vec<serde_json::Value>, crate::report::scan::ScanSummary) {
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, clean_path(ms(1)), 5);
+    let matcher = scan_config(THEM, FIVE_PORTS).matcher;
+    let matcher = ScanMatcher {
+        ports: settings.ports.clone(),
+        ..matcher
+    };
+    let mut machine = ScanMachine::new(crate::cmd::scan::config(settings, matcher));
+    let mut output = crate::report::scan::ScanOutput::new(Vec::new(), settings.format, false);
+    let mut interrupt = match interrupt_after {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    };
+    let (ended, checks) = rt()
+        .block_on(crate::cmd::scan::session(
+            &mut machine,
+            &mut link,
+            &clock,
+            &mut output,
+            false,
+            QUIET,
+            &mut interrupt,
+        ))
+        .unwrap();
+    let mut tally = crate::cmd::scan::Tally::default();
+    tally.add_scan(machine.tally(), checks, ended);
+    let summary = crate::cmd::scan::summary(settings, &mut tally, &output, clock.elapsed());
+    let out = output.finish(&summary).unwrap();
+    let lines = schema::check_lines("scan", &String::from_utf8(out).unwrap());
+    (lines, summary)
+}
+
+#[test]
+fn scan_command_writes_each_verdict_and_a_summary_that_validate() {
+    let (lines, summary) = scan_command(&scan_settings(FIVE_PORTS, 10_000), three_hosts(), None);
+    let verdicts: BTreeMap<u64, &str> = lines
+        .iter()
+        .filter(|l| l["kind"] == "result")
+        .map(|l| (l["port"].as_u64().unwrap(), l["verdict"].as_str().unwrap()))
+        .collect();
+    let want: BTreeMap<u64, &str> = [
+        (22, "open"),
+        (80, "open"),
+        (81, "closed"),
+        (443, "filtered"),
+        (8080, "no_response"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(verdicts, want);
+    assert_eq!(lines.last().unwrap()["kind"], "summary");
+    assert_eq!(
+        (
+            summary.open,
+            summary.closed,
+            summary.filtered,
+            summary.no_response
+        ),
+        (2, 1, 1, 1)
+    );
+    assert!(!summary.interrupted);
+    // .2 got canaries (its SYN-ACKs), and they came back closed
+    assert_eq!(summary.verify.canary_hosts, 1);
+    assert_eq!(summary.verify.answers_every_port_hosts, 0);
+}
+
+#[test]
+fn scan_command_ctrl_c_gives_a_summary_with_interrupted_true() {
+    // every port at 1000/s: a minute of sending, interrupted at 300 ms
+    let (lines, summary) = scan_command(
+        &scan_settings("1-65535", 1000),
+        three_hosts(),
+        Some(ms(300)),
+    );
+    assert!(summary.interrupted);
+    let last = lines.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["interrupted"]),
+        (&"summary".into(), &true.into())
+    );
+    let results = lines.iter().filter(|l| l["kind"] == "result").count() as u64;
+    assert!(results > 0 && results < 400, "{results} results");
+    // every probe is a result, cut short (sent, unanswered) or not probed
+    assert_eq!(summary.probes, 65535);
+    assert_eq!(results + summary.cut_short + summary.not_probed, 65535);
+    assert!(
+        summary.cut_short > 0 && summary.not_probed > 60_000,
+        "{summary:?}"
+    );
+}
+
+#[test]
+fn scan_with_a_sender_lagging_behind_the_loop_keeps_rtts_and_verdicts_right() {
+    // 64 hosts × 64 ports at --rate auto; from 60 ms on every SYN leaves
+    // 20 ms (four rate slices) after the loop hands it over
+    let mut hosts = Hosts::default();
+    for n in 10..74 {
+        hosts
+            .hosts
+            .insert(host(n), SynPeer::new(&[(1000, PortIs::Open)]));
+    }
+    let mut cfg = scan_config("198.18.0.10-73", "1000-1063");
+    cfg.auto_rate = Some((100, 200_000));
+    let s = run_scan_lagging(cfg, hosts, clean_path(ms(1)), None, ms(20));
+    let hosts: Vec<u8> = (10..74).collect();
+    let ports: Vec<u16> = (1000..1064).collect();
+    assert_verdicts(&s.results, &hosts, &ports, |p, _| {
+        if p == 1000 { "open" } else { "closed" }
+    });
+    // the RTT is the path's (2 ms and the host's 20 µs), not the lag's
+    assert!(!s.rtts.is_empty());
+    assert!(
+        s.rtts.iter().all(|r| *r >= ms(2) && *r < ms(3)),
+        "{:?}",
+        s.rtts.iter().max()
+    );
+    // no loss where there was none (a cut for the lag would be undone by
+    // the late replies: the rate control's own guard), so no retries
+    let c = &s.tally.coverage;
+    assert_eq!((c.peak_loss, s.tally.sent), (0.0, 64 * 64), "{c:?}");
 }

@@ -313,6 +313,21 @@ impl BlockingCapture {
         self.defrag.stats()
     }
 
+    /// The same capture read from tokio (a scan's drive loop), its queue
+    /// and reassembly kept. Must be called inside a tokio runtime.
+    pub fn into_async(self) -> Result<Capture, IoError> {
+        // SAFETY: the Socket owns its fd for as long as the AsyncFd holds it.
+        let fd = unsafe { AsyncFd::register(self.sock) }.map_err(|err| IoError::Socket {
+            op: "register capture socket",
+            source: err.into_parts().1,
+        })?;
+        Ok(Capture {
+            fd,
+            buf: self.buf,
+            defrag: self.defrag,
+        })
+    }
+
     /// A packet (or reassembled datagram) if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
         let fd = self.sock.as_raw_fd();

@@ -17,6 +17,7 @@ pub mod raw;
 pub mod ring;
 pub mod route;
 pub mod rtnl;
+pub mod scan_link;
 pub mod signals;
 pub mod stamped_udp;
 mod sys;
@@ -25,7 +26,7 @@ pub mod txstamp;
 
 pub use capture::{Capture, Captured, Direction, Timestamp};
 pub use clock::{Clock, RealClock};
-pub use probe_link::{CaptureLink, Link, Packets};
+pub use probe_link::{CaptureLink, Link, Outgoing, Packets};
 pub use raw::RawSender;
 pub use route::{PortReservation, Route};
 pub use stamped_udp::{StampedUdp, UdpEvent};

@@ -15,6 +15,31 @@ use std::net::IpAddr;
 pub trait Link {
     /// Sends one IP datagram (header included) to `dst`.
     fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError>;
+    /// Sends datagrams in order; a link that batches them (sendmmsg, a
+    /// sender thread) takes the whole batch, and may take the buffers.
+    fn send_many(&mut self, datagrams: &mut Vec<Outgoing>) -> Result<(), IoError> {
+        for o in datagrams.drain(..) {
+            self.send(o.dst, &o.datagram)?;
+        }
+        Ok(())
+    }
+    /// When the datagram sent with `tag` left, if this link times its sends
+    /// itself (see [`crate::probe::machine::Context::left_at`]).
+    fn left_at(&mut self, _tag: u64) -> Option<Timestamp> {
+        None
+    }
+    /// Times the send queue was full (back-pressure) since the last call.
+    fn take_stalls(&mut self) -> u64 {
+        0
+    }
+    /// Packets the capture dropped since the last call.
+    fn take_drops(&mut self) -> u64 {
+        0
+    }
+    /// Every datagram handed over before this instant has left (None: all).
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        None
+    }
     /// The next captured packet, or None once the capture clock reads `until`.
     fn recv(
         &mut self,
@@ -28,6 +53,18 @@ pub trait Link {
     fn release_port(&mut self, port: u16);
     /// Randomness for ISNs and IP identifiers.
     fn random(&mut self) -> u32;
+}
+
+/// One datagram for [`Link::send_many`]: where to, the bytes (IP header
+/// included) and the tag its send time is kept under, if any.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The destination.
+    pub dst: IpAddr,
+    /// The datagram, from its IP header.
+    pub datagram: Vec<u8>,
+    /// See [`crate::probe::machine::Context::send_tagged`].
+    pub tag: Option<u64>,
 }
 
 /// Where a [`CaptureLink`] reads: a capture of its own, or a channel fed by a

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpListener};
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 use synscope_wire as wire;
 
 /// The client's end of the veth pair (198.18.0.0/24).
@@ -188,6 +189,37 @@ fn run(args: &[&str], stdin: Option<&str>) -> Result<(), LabError> {
             args.join(" "),
             err.trim()
         )));
+    }
+    Ok(())
+}
+
+/// Waits (at most 5 s) until every interface of `namespaces` that is up and
+/// has its carrier can send. A veth set up while its peer is still down gets
+/// its carrier when the peer comes up, but its queueing discipline only later,
+/// from the kernel's link-watch worker (rate-limited to about one run a second
+/// host-wide, and slow on a busy host); until then it is `noop`, which drops
+/// every packet before a capture sees it: a lab test's first probe vanished.
+fn wait_links_active(namespaces: &[String]) -> Result<(), LabError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for ns in namespaces {
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", ns, "-o", "link", "show", "up"])
+                .stderr(Stdio::null())
+                .output()
+                .map_err(|e| LabError(format!("cannot run 'ip': {e} (install iproute2)")))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            let pending = text
+                .lines()
+                .find(|l| l.contains("LOWER_UP") && l.contains("qdisc noop"));
+            let Some(line) = pending else { break };
+            if Instant::now() > deadline {
+                return Err(LabError(format!(
+                    "{ns}: an interface still cannot send after 5 s: {line}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
     Ok(())
 }
@@ -394,6 +426,7 @@ impl Lab {
         })??;
         lab.build_lan(spec)?;
         lab.build_second_route(spec)?;
+        wait_links_active(&lab.created)?;
         Ok(lab)
     }
 

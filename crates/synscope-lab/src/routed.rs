@@ -439,6 +439,7 @@ impl Lab {
                     .collect()
             },
         )??;
+        super::wait_links_active(&lab.created)?;
         Ok(lab)
     }
 

@@ -352,7 +352,7 @@ fn hop_line(out: &mut impl Write, h: &HopJson) -> std::io::Result<()> {
 }
 
 /// Writes one `--ndjson` `hop` line for a hop the prober reported final, as
-/// [`write`] would have written it at the end; pass its TTL to [`write`] as
+/// [`write()`] would have written it at the end; pass its TTL to [`write()`] as
 /// `streamed` so that it is not written twice.
 pub fn write_hop(out: &mut impl Write, h: &FinalHop) -> std::io::Result<()> {
     hop_line(out, &hop_json(&h.hop, &h.first_seen))

@@ -157,6 +157,30 @@ impl ScanChecks {
         }
     }
 
+    /// Adds another scan's (another address family's) counts.
+    pub fn add(&mut self, o: &ScanChecks) {
+        let ScanChecks {
+            canary_hosts,
+            canary_probes,
+            answers_every_port_hosts,
+            answers_every_port_pairs,
+            handshakes,
+            verified,
+            syn_proxy,
+            unverified,
+            suspect_rst,
+        } = o;
+        self.canary_hosts += canary_hosts;
+        self.canary_probes += canary_probes;
+        self.answers_every_port_hosts += answers_every_port_hosts;
+        self.answers_every_port_pairs += answers_every_port_pairs;
+        self.handshakes += handshakes;
+        self.verified += verified;
+        self.syn_proxy += syn_proxy;
+        self.unverified += unverified;
+        self.suspect_rst += suspect_rst;
+    }
+
     /// `3 canary SYNs to 1 host, 1 answers every port (5 SYN-ACKs not
     /// counted as open); 4 handshakes: 3 verified, 1 syn-proxy, 0 unverified;
     /// 0 suspect RSTs`; None when nothing was checked.

@@ -34,6 +34,19 @@ pub struct Packet<'a> {
 pub trait Context<E> {
     /// Sends one IP datagram (header included) to `dst`.
     fn send(&mut self, dst: IpAddr, datagram: Vec<u8>);
+    /// [`Context::send`], and the link keeps when the datagram actually
+    /// left under `tag` ([`Context::left_at`]): a link whose sender thread
+    /// may lag behind the machine's clock times each send itself.
+    fn send_tagged(&mut self, dst: IpAddr, datagram: Vec<u8>, tag: u64) {
+        let _ = tag;
+        self.send(dst, datagram)
+    }
+    /// When the datagram sent with `tag` (a recent one) left; None when the
+    /// link does not know (it sends at once: when it was handed over).
+    fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
+        let _ = tag;
+        None
+    }
     /// Hands a finished result to the reporter.
     fn report(&mut self, event: E);
     /// A local source port no local socket may take until it is released.
@@ -45,6 +58,22 @@ pub trait Context<E> {
     fn release_port(&mut self, port: u16);
     /// Randomness (ISNs, IP identifiers): seeded in simulations.
     fn random(&mut self) -> u32;
+    /// Times the link's send queue was full (back-pressure) since the last
+    /// call: a machine that paces its sends slows down.
+    fn send_stalls(&mut self) -> u64 {
+        0
+    }
+    /// Every datagram handed over before this instant has left; None: every
+    /// one has (a link that sends at once). A link with a sender thread
+    /// behind the loop says how far behind.
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        None
+    }
+    /// Packets the capture dropped (its buffer full) since the last call:
+    /// the reader cannot keep up.
+    fn capture_drops(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Why a machine is told to stop before it is done.

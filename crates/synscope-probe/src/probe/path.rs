@@ -319,9 +319,6 @@ pub struct PathProber {
     ignored: BTreeMap<Ignored, u64>,
     /// Source ports of probes finished since [`PathProber::take_finished`].
     finished: Vec<u16>,
-    /// Probes (by id) whose SYN-ACK left a half-open connection that the next
-    /// probe on the same four-tuple ([`PathConfig::one_port`]) would meet.
-    to_reset: Vec<usize>,
     /// Hops 1 to this one were handed out by [`PathProber::take_final_hops`].
     reported: u8,
     /// The changes those hops' quotes showed first, with the hop.
@@ -347,7 +344,6 @@ impl PathProber {
             farthest: 0,
             ignored: BTreeMap::new(),
             finished: Vec::new(),
-            to_reset: Vec::new(),
             reported: 0,
             reported_changes: Vec::new(),
             stopped: false,
@@ -566,11 +562,6 @@ impl PathProber {
             Some(Answer::TimeExceeded { .. }) => self.farthest = self.farthest.max(p.ttl),
             Some(_) => self.end_at = Some(self.end_at.map_or(p.ttl, |e| e.min(p.ttl))),
             None => {}
-        }
-        if self.cfg.one_port
-            && matches!(&answer, Some(Answer::Destination { flags, .. }) if flags.contains(TcpFlags::SYN))
-        {
-            self.to_reset.push(id);
         }
         let p = &self.probes[id];
         self.finished.push(p.src_port);
@@ -1019,18 +1010,6 @@ impl Machine for PathProber {
 
     fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<PathEvent>) {
         PathProber::on_packet(self, p.data, p.direction, p.at, p.offloaded);
-        // one port: the next SYN reuses the four-tuple, so the destination's
-        // half-open connection goes first, by our RST, before that SYN (the
-        // kernel's RST to the SYN-ACK can come later on a busy host)
-        for id in std::mem::take(&mut self.to_reset) {
-            let p = &self.probes[id];
-            // with the TTL that reached the destination
-            let (ip, mut tcp) = self.syn(p.ttl, p.src_port, p.isn + 1, 0, 0);
-            tcp.flags = TcpFlags::RST;
-            tcp.window = 0;
-            tcp.options = TcpOptions::default();
-            cx.send(self.cfg.dst.ip(), ip.emit(&tcp.emit(ip.src, ip.dst)));
-        }
         self.release_finished(cx);
         self.report_final_hops(cx);
     }

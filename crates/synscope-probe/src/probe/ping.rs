@@ -5,7 +5,6 @@
 //! closed ports so the check knows what the host's own answers look like.
 
 use super::answer::SynAnswer;
-use super::correlate::FlowKey;
 pub use super::machine::SETTLE;
 use super::machine::{Context, Machine, Packet, Stop};
 use super::syn::{ProbeResult, SynPinger, SynProbeConfig};
@@ -250,18 +249,6 @@ impl Machine for PingMachine {
         let dst = self.cfg.probe.dst.ip();
         let fixed = self.cfg.fixed_port.is_some();
         let Some(v) = self.verify.as_mut() else {
-            if fixed && r.verdict == SynAnswer::Open {
-                // the next SYN reuses this four-tuple: the target's half-open
-                // connection must be gone first, or that SYN meets it (a bare
-                // ACK comes back, not a SYN-ACK). The kernel's RST to the
-                // SYN-ACK does that too, but on a busy host it can be delayed
-                // past our next SYN; ours leaves before it, in order.
-                let key = FlowKey {
-                    src_port: r.src_port,
-                    isn: r.isn,
-                };
-                cx.send(dst, self.pinger.rst(key));
-            }
             self.release(r.src_port, cx);
             return cx.report(PingEvent::Probe(r));
         };

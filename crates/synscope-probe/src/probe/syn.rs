@@ -2,7 +2,8 @@
 //! a SYN-ACK (open), an RST (closed), an ICMP error (filtered, with its reason)
 //! or nothing before its deadline (filtered, no answer).
 
-use super::answer::{SynAnswer, SynReply};
+use super::answer::SynAnswer;
+use super::answer::SynReply;
 use super::correlate::{Correlator, FlowKey, Match};
 use crate::event::{Direction, Timestamp};
 use crate::wire::{IpRepr, Protocol, SeqNumber, TcpFlags, TcpOptions, TcpRepr};
@@ -202,28 +203,6 @@ impl SynPinger {
             }
             Match::Ignored(_) => None,
         }
-    }
-
-    /// An RST that tears down the half-open connection an open answer to
-    /// probe `key` left at the target (sequence number ISN + 1).
-    pub fn rst(&self, key: FlowKey) -> Vec<u8> {
-        let tcp = TcpRepr {
-            src_port: key.src_port,
-            dst_port: self.cfg.dst.port(),
-            seq: key.isn + 1,
-            flags: TcpFlags::RST,
-            ..TcpRepr::default()
-        };
-        let ip = IpRepr {
-            src: self.cfg.src,
-            dst: self.cfg.dst.ip(),
-            protocol: Protocol::TCP,
-            ttl: self.cfg.ttl,
-            ident: 0,
-            later_fragment: false,
-            flow_label: 0,
-        };
-        ip.emit(&tcp.emit(ip.src, ip.dst))
     }
 
     /// Expires probes whose deadline has passed by `now`.

@@ -187,11 +187,28 @@ impl BlockState {
     /// in order, until it returns false.
     pub fn for_each_silent(
         &self,
+        f: impl FnMut(u64) -> std::io::Result<bool>,
+    ) -> std::io::Result<()> {
+        let start = self.read().range.start;
+        self.for_each_silent_from(start, f)
+    }
+
+    /// [`BlockState::for_each_silent`] from probe `from` on (a list taken in
+    /// several goes).
+    pub fn for_each_silent_from(
+        &self,
+        from: u64,
         mut f: impl FnMut(u64) -> std::io::Result<bool>,
     ) -> std::io::Result<()> {
         let b = self.read();
-        for (i, (s, a)) in b.sent.iter().zip(&b.answered).enumerate() {
+        let from = from.max(b.range.start);
+        let skip = ((from - b.range.start) / 64) as usize;
+        for (i, (s, a)) in b.sent.iter().zip(&b.answered).enumerate().skip(skip) {
             let mut left = s.load(RELAXED) & !a.load(RELAXED);
+            if i == skip {
+                // the probes of this word before `from`
+                left &= u64::MAX << ((from - b.range.start) % 64);
+            }
             while left != 0 {
                 let j = b.range.start + i as u64 * 64 + left.trailing_zeros() as u64;
                 if j >= b.range.end {
@@ -270,6 +287,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(first_two, want[..2]);
+        let mut rest = Vec::new();
+        st.for_each_silent_from(want[70], |j| {
+            rest.push(j);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(rest, want[70..]);
         st.close();
         assert_eq!(st.mark_answered(104), Mark::Elsewhere);
         assert!(!st.is_answered(104));

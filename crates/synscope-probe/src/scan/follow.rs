@@ -315,28 +315,29 @@ impl<T> FollowUp<T> {
                 host.canaries.iter().any(|c| c.0 == p).then_some(0)
             })
             .ok()?;
-        let h = self.hosts.get_mut(&r.host)?;
-        let answer = match r.verdict {
+        let (host, port) = (r.host(), r.port());
+        let h = self.hosts.get_mut(&host)?;
+        let answer = match r.reply.answer {
             SynAnswer::Open => CanaryAnswer::SynAck,
             SynAnswer::Closed => CanaryAnswer::Rst,
             _ => CanaryAnswer::Icmp,
         };
         let mut out = Vec::new();
         if answer == CanaryAnswer::SynAck
-            && let Some(rst) = m.rst(r.host, r.port)
+            && let Some(rst) = m.rst(host, port)
         {
-            out.push(Action::Send(r.host, rst));
+            out.push(Action::Send(host, rst));
         }
         if answer == CanaryAnswer::Rst
             && let Some(v) = h.verifier.as_mut()
         {
             v.learn(data, at);
         }
-        for c in h.canaries.iter_mut().filter(|c| c.0 == r.port) {
+        for c in h.canaries.iter_mut().filter(|c| c.0 == port) {
             c.1.get_or_insert(answer);
         }
         if h.state == State::Pending {
-            decide(r.host, h, false, &mut out);
+            decide(host, h, false, &mut out);
         }
         Some(out)
     }

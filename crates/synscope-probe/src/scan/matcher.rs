@@ -12,39 +12,30 @@ use crate::wire::{
 };
 use std::net::IpAddr;
 
-/// A reply matched to a probe.
+/// A reply matched to a probe: the reply as read ([`SynReply`]), which probe
+/// it answers and when it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanReply {
-    /// The target host.
-    pub host: IpAddr,
-    /// The target port.
-    pub port: u16,
     /// host index × number of ports + port index.
     pub index: u64,
-    /// Open, Closed or Filtered (a pair never answered is NoAnswer in the report).
-    pub verdict: SynAnswer,
-    /// The reply's IP TTL (hop limit) on arrival.
-    pub ttl: u8,
-    /// The TCP window of a SYN-ACK or RST, unscaled; 0 for ICMP.
-    pub window: u16,
-    /// The TCP options of a SYN-ACK or RST; none for ICMP.
-    pub options: TcpOptions,
+    /// The reply: Open, Closed or Filtered, its TTL, window, flags, options.
+    pub reply: SynReply,
     /// The kernel's receive stamp.
     pub at: Timestamp,
 }
 
 impl ScanReply {
-    fn new(r: SynReply, index: u64, at: Timestamp) -> ScanReply {
-        ScanReply {
-            host: r.remote.ip(),
-            port: r.remote.port(),
-            index,
-            verdict: r.answer,
-            ttl: r.ttl,
-            window: r.window,
-            options: r.options,
-            at,
-        }
+    /// The target host.
+    pub fn host(&self) -> IpAddr {
+        self.reply.remote.ip()
+    }
+    /// The target port.
+    pub fn port(&self) -> u16 {
+        self.reply.remote.port()
+    }
+    /// Open, Closed or Filtered (a pair never answered is NoAnswer in the report).
+    pub fn verdict(&self) -> &SynAnswer {
+        &self.reply.answer
     }
 }
 
@@ -184,7 +175,11 @@ impl ScanMatcher {
                 if r.isn != Some(cookie) {
                     return Err(Ignored::WrongAck);
                 }
-                Ok(ScanReply::new(r, index, at))
+                Ok(ScanReply {
+                    index,
+                    reply: r,
+                    at,
+                })
             }
             Transport::Icmp(_) => {
                 let r = SynReply::read(&d)?;
@@ -197,7 +192,11 @@ impl ScanMatcher {
                 if r.isn.is_some_and(|s| s != cookie) {
                     return Err(Ignored::WrongAck);
                 }
-                Ok(ScanReply::new(r, index, at))
+                Ok(ScanReply {
+                    index,
+                    reply: r,
+                    at,
+                })
             }
             Transport::Other(_) => Err(Ignored::Unreadable),
             _ => Err(Ignored::OtherFlow),
@@ -257,14 +256,15 @@ mod tests {
             let r = m
                 .classify(&answer(&m, i, sa, 0), false, Timestamp(1))
                 .unwrap();
-            assert_eq!((r.index, r.verdict), (i, SynAnswer::Open));
-            assert_eq!(Some((r.host, r.port)), m.target(i));
+            assert_eq!((r.index, r.verdict()), (i, &SynAnswer::Open));
+            assert_eq!(Some((r.host(), r.port())), m.target(i));
         }
         let ra = TcpFlags::RST.union(TcpFlags::ACK);
         assert_eq!(
             m.classify(&answer(&m, 4, ra, 0), false, Timestamp(1))
                 .unwrap()
-                .verdict,
+                .reply
+                .answer,
             SynAnswer::Closed
         );
     }
@@ -382,7 +382,7 @@ mod tests {
         let r = m.classify(&wrap(&syn), false, Timestamp(1)).unwrap();
         assert_eq!(r.index, 5);
         assert_eq!(
-            r.verdict,
+            r.reply.answer,
             SynAnswer::Filtered {
                 error: crate::wire::IcmpError {
                     v6: false,

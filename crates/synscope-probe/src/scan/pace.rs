@@ -7,18 +7,19 @@ use std::time::{Duration, Instant};
 /// The lowest rate back-pressure can push a sender down to (packets/s).
 const MIN_RATE: f64 = 100.0;
 
-/// Send times for an even rate, slowed by back-pressure.
+/// Send times for an even rate, slowed by back-pressure, on any clock `T`
+/// (an [`Instant`], or a capture [`crate::event::Timestamp`] of a sans-IO machine).
 #[derive(Debug, Clone)]
-pub struct Pacer {
+pub struct Pacer<T = Instant> {
     target: f64,
     rate: f64,
-    origin: Instant,
+    origin: T,
     base: u64,
 }
 
-impl Pacer {
+impl<T: Copy + Ord + std::ops::Add<Duration, Output = T>> Pacer<T> {
     /// A pacer of `rate` packets per second (at least 0.001), starting at `now`.
-    pub fn new(rate: f64, now: Instant) -> Pacer {
+    pub fn new(rate: f64, now: T) -> Pacer<T> {
         let rate = rate.max(1e-3);
         Pacer {
             target: rate,
@@ -29,7 +30,7 @@ impl Pacer {
     }
 
     /// When the packet after `sent` packets may go out.
-    pub fn due(&self, sent: u64) -> Instant {
+    pub fn due(&self, sent: u64) -> T {
         let secs = sent.saturating_sub(self.base) as f64 / self.rate;
         self.origin + Duration::from_secs_f64(secs.min(1e9))
     }
@@ -46,7 +47,7 @@ impl Pacer {
 
     /// A new asked rate (from rate control), after `sent` packets: spacing
     /// goes on from the next packet's due time, without a burst to catch up.
-    pub fn retarget(&mut self, rate: f64, sent: u64, now: Instant) {
+    pub fn retarget(&mut self, rate: f64, sent: u64, now: T) {
         let rate = rate.max(1e-3);
         self.origin = self.due(sent).max(now);
         self.base = sent;
@@ -55,7 +56,7 @@ impl Pacer {
     }
 
     /// After a batch: `sent` packets so far; `stalled` if the queue was full.
-    pub fn after_batch(&mut self, sent: u64, stalled: bool, now: Instant) {
+    pub fn after_batch(&mut self, sent: u64, stalled: bool, now: T) {
         let (origin, rate) = if stalled {
             (now, (self.rate / 2.0).max(MIN_RATE.min(self.target)))
         } else if self.rate < self.target {

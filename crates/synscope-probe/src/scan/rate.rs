@@ -151,6 +151,9 @@ pub struct RateControl {
     /// How far the receiver has read: replies up to this instant are counted
     /// (a slow receiver must not look like loss).
     receiver_ns: u64,
+    /// How far the sender has sent: probes handed over before this instant
+    /// have left (a sender thread behind the loop must not look like loss).
+    sender_ns: u64,
     /// Slices judged with too few samples, added up until they have enough.
     acc: Slice,
     acc_slices: u64,
@@ -206,6 +209,7 @@ impl RateControl {
             history: Vec::new(),
             keep_history: false,
             receiver_ns: now_ns,
+            sender_ns: u64::MAX,
             acc: Slice::default(),
             acc_slices: 0,
             cut_index: None,
@@ -297,6 +301,12 @@ impl RateControl {
     /// one stamped then, or found its queue empty then).
     pub fn on_receiver(&mut self, at_ns: u64) {
         self.receiver_ns = self.receiver_ns.max(at_ns);
+    }
+
+    /// Every probe handed to the sender before `through_ns` has left (None:
+    /// every one has): slices are judged no further than that.
+    pub fn on_sender(&mut self, through_ns: Option<u64>) {
+        self.sender_ns = through_ns.unwrap_or(u64::MAX);
     }
 
     /// A reply at `at_ns` to a probe to a known host sent at `sent_ns`.
@@ -418,7 +428,7 @@ impl RateControl {
             self.receiver_overrun(now_ns);
         }
         // judged as far as the receiver has read
-        let current = self.index_of(now_ns.min(self.receiver_ns));
+        let current = self.index_of(now_ns.min(self.receiver_ns).min(self.sender_ns));
         let rtt = if self.min_rtt_ns == u64::MAX {
             0
         } else {

@@ -1,0 +1,344 @@
+//! The real network of a scan as the drive loop sees it: the SYNs of each
+//! poll are handed, as one batch, to sender threads that send them with
+//! `sendmmsg` (raw IP, or frames to discovered on-link hosts, [`Egress`]),
+//! and replies are read from the scan's capture. On a veth the receiving
+//! side's work runs inside the send call, on the sender's core: one sender
+//! thread per core keeps the loop (which reads, matches and paces) free.
+//! The threads only send; every decision is the loop's and its machine's.
+
+use super::capture::Capture;
+use super::egress::Egress;
+use super::pcap::PcapWriter;
+use super::timer::PreciseTimer;
+use super::{Captured, IoError, Link, Outgoing};
+use crate::event::Timestamp;
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Batches a sender thread may have queued before the loop waits for it.
+const QUEUE: usize = 4;
+/// Datagrams gathered (the RSTs of single replies) before they are handed
+/// over without waiting for the loop to read again.
+const GATHER: usize = 64;
+
+/// Send times kept, by tag modulo this (the scan machine's ring of recent
+/// sends is as long).
+const TIMES: usize = 1 << 17;
+
+type Batch = Vec<Outgoing>;
+
+/// When each recent tagged datagram left: (tag + 1, stamp) by tag modulo
+/// [`TIMES`], written by the sender threads just before each send call.
+struct SendTimes {
+    tag: Vec<AtomicU64>,
+    at: Vec<AtomicU64>,
+}
+
+impl SendTimes {
+    fn new() -> SendTimes {
+        SendTimes {
+            tag: (0..TIMES).map(|_| AtomicU64::new(0)).collect(),
+            at: (0..TIMES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn note(&self, tag: u64, at: Timestamp) {
+        let i = (tag as usize) % TIMES;
+        self.at[i].store(at.0, Ordering::Relaxed);
+        self.tag[i].store(tag + 1, Ordering::Release);
+    }
+
+    fn get(&self, tag: u64) -> Option<Timestamp> {
+        let i = (tag as usize) % TIMES;
+        (self.tag[i].load(Ordering::Acquire) == tag + 1)
+            .then(|| Timestamp(self.at[i].load(Ordering::Relaxed)))
+    }
+}
+
+/// One sender thread as the loop sees it.
+struct Lane {
+    tx: SyncSender<Batch>,
+    /// Batches it finished.
+    done: Arc<AtomicU64>,
+    /// When each batch not known to be finished was handed over.
+    pending: VecDeque<Timestamp>,
+    /// Batches handed over and known to be finished.
+    finished: u64,
+}
+
+/// What the sender threads did.
+#[derive(Default)]
+struct Counts {
+    sent: AtomicU64,
+    refused: AtomicU64,
+    stalls: AtomicU64,
+    first_error: Mutex<Option<IoError>>,
+}
+
+/// What a scan's sends came to, once its link is finished.
+#[derive(Debug, Default)]
+pub struct SendTotals {
+    /// Datagrams handed to the kernel.
+    pub sent: u64,
+    /// Datagrams the kernel refused (skipped).
+    pub refused: u64,
+    /// Times the kernel's queue was full (back-pressure).
+    pub stalls: u64,
+    /// The first refusal's error.
+    pub first_error: Option<IoError>,
+}
+
+/// A scan's [`Link`]: sender threads over one [`Egress`], the capture read
+/// by the loop, and a pcap file of every reply read.
+pub struct ScanLink<'a> {
+    capture: Capture,
+    pcap: Option<&'a mut PcapWriter>,
+    timer: PreciseTimer,
+    lanes: Vec<Lane>,
+    next_lane: usize,
+    threads: Vec<JoinHandle<()>>,
+    counts: Arc<Counts>,
+    times: Arc<SendTimes>,
+    stalls_seen: u64,
+    /// Small sends gathered into one batch, and when the first came: handed
+    /// over when the loop next reads (or waits), or once there are enough.
+    gathered: Batch,
+    gathered_at: Option<Timestamp>,
+}
+
+impl<'a> ScanLink<'a> {
+    /// Sends through `egress` from `lanes` threads (at least one) and reads
+    /// `capture`. Must be called inside a tokio runtime.
+    pub fn new(
+        egress: Egress,
+        capture: Capture,
+        pcap: Option<&'a mut PcapWriter>,
+        lanes: usize,
+    ) -> Result<ScanLink<'a>, IoError> {
+        let egress = Arc::new(egress);
+        let counts = Arc::new(Counts::default());
+        let times = Arc::new(SendTimes::new());
+        let mut senders = Vec::new();
+        let mut threads = Vec::new();
+        for lane in 0..lanes.max(1) {
+            let (tx, rx) = sync_channel::<Batch>(QUEUE);
+            let done = Arc::new(AtomicU64::new(0));
+            let (egress, counts, finished, stamps) = (
+                Arc::clone(&egress),
+                Arc::clone(&counts),
+                Arc::clone(&done),
+                Arc::clone(&times),
+            );
+            let t = std::thread::Builder::new()
+                .name(format!("scan-send-{lane}"))
+                .spawn(move || {
+                    while let Ok(batch) = rx.recv() {
+                        let refs: Vec<(IpAddr, &[u8])> = batch
+                            .iter()
+                            .map(|o| (o.dst, o.datagram.as_slice()))
+                            .collect();
+                        // the send time of each, as close to the send call as can be
+                        let now = Timestamp::now();
+                        for tag in batch.iter().filter_map(|o| o.tag) {
+                            stamps.note(tag, now);
+                        }
+                        let out = egress.send_many(&refs);
+                        counts
+                            .sent
+                            .fetch_add((refs.len() - out.refused) as u64, Ordering::Relaxed);
+                        counts
+                            .refused
+                            .fetch_add(out.refused as u64, Ordering::Relaxed);
+                        counts.stalls.fetch_add(out.stalls, Ordering::Relaxed);
+                        if let Some(e) = out.first_error {
+                            let mut first =
+                                counts.first_error.lock().unwrap_or_else(|e| e.into_inner());
+                            first.get_or_insert(e);
+                        }
+                        finished.fetch_add(1, Ordering::Release);
+                    }
+                })
+                .map_err(|source| IoError::Socket {
+                    op: "start a sender thread",
+                    source,
+                })?;
+            senders.push(Lane {
+                tx,
+                done,
+                pending: VecDeque::new(),
+                finished: 0,
+            });
+            threads.push(t);
+        }
+        Ok(ScanLink {
+            capture,
+            pcap,
+            timer: PreciseTimer::new()?,
+            lanes: senders,
+            next_lane: 0,
+            threads,
+            counts,
+            times,
+            stalls_seen: 0,
+            gathered: Vec::new(),
+            gathered_at: None,
+        })
+    }
+
+    /// Waits for every batch handed over to be sent, and says what the sends
+    /// came to.
+    pub fn finish(&mut self) -> SendTotals {
+        let _ = self.hand_over_gathered();
+        self.lanes.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let c = &self.counts;
+        SendTotals {
+            sent: c.sent.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            stalls: c.stalls.load(Ordering::Relaxed),
+            first_error: c
+                .first_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        }
+    }
+
+    /// The capture (its drops and reassembly counts).
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+
+    fn seen(&mut self, p: Captured) -> Result<Captured, IoError> {
+        if let Some(w) = self.pcap.as_mut() {
+            w.write(p.timestamp, &p.data)?;
+        }
+        Ok(p)
+    }
+
+    /// Hands the gathered small sends over.
+    fn hand_over_gathered(&mut self) -> Result<(), IoError> {
+        match self.gathered_at.take() {
+            Some(at) => {
+                let batch = std::mem::take(&mut self.gathered);
+                self.hand_over(batch, at)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Hands `batch` (gathered since `at`) to the next sender thread.
+    fn hand_over(&mut self, batch: Batch, at: Timestamp) -> Result<(), IoError> {
+        if self.lanes.is_empty() || batch.is_empty() {
+            return Ok(());
+        }
+        let n = self.lanes.len();
+        let lane = &mut self.lanes[self.next_lane % n];
+        self.next_lane = self.next_lane.wrapping_add(1);
+        lane.pending.push_back(at);
+        // a full queue waits for the thread (the loop then sends no faster
+        // than the kernel takes)
+        lane.tx.send(batch).map_err(|_| IoError::Socket {
+            op: "hand SYNs to a sender thread",
+            source: std::io::Error::other("the sender thread ended"),
+        })
+    }
+}
+
+impl Drop for ScanLink<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Link for ScanLink<'_> {
+    fn send(&mut self, dst: IpAddr, datagram: &[u8]) -> Result<(), IoError> {
+        self.send_many(&mut vec![Outgoing {
+            dst,
+            datagram: datagram.to_vec(),
+            tag: None,
+        }])
+    }
+
+    /// A poll's batch of SYNs goes at once; a reply's RST or two is
+    /// gathered with the next ones (one hand-over, one wake of a sender
+    /// thread, per turn of the loop rather than per reply).
+    fn send_many(&mut self, datagrams: &mut Vec<Outgoing>) -> Result<(), IoError> {
+        self.gathered_at.get_or_insert_with(Timestamp::now);
+        self.gathered.append(datagrams);
+        if self.gathered.len() >= 8 {
+            self.hand_over_gathered()?;
+        }
+        Ok(())
+    }
+
+    fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
+        self.times.get(tag)
+    }
+
+    fn sent_through(&mut self) -> Option<Timestamp> {
+        let mut through: Option<Timestamp> = self.gathered_at;
+        for lane in &mut self.lanes {
+            let done = lane.done.load(Ordering::Acquire);
+            while lane.finished < done && lane.pending.pop_front().is_some() {
+                lane.finished += 1;
+            }
+            // everything handed over before its oldest unfinished batch has left
+            if let Some(&t) = lane.pending.front() {
+                through = Some(through.map_or(t, |x| x.min(t)));
+            }
+        }
+        through
+    }
+
+    fn take_drops(&mut self) -> u64 {
+        self.capture.drops()
+    }
+
+    fn take_stalls(&mut self) -> u64 {
+        let now = self.counts.stalls.load(Ordering::Relaxed);
+        let new = now - self.stalls_seen;
+        self.stalls_seen = now;
+        new
+    }
+
+    async fn recv(&mut self, until: Timestamp) -> Result<Option<Captured>, IoError> {
+        // what was gathered goes before the loop waits
+        self.hand_over_gathered()?;
+        let wake = super::clock::instant_of(until);
+        let p = tokio::select! {
+            biased;
+            p = self.capture.recv() => Some(p?),
+            t = self.timer.sleep_until(wake) => { t?; None }
+        };
+        p.map(|p| self.seen(p)).transpose()
+    }
+
+    fn try_recv(&mut self) -> Result<Option<Captured>, IoError> {
+        if self.gathered.len() >= GATHER {
+            self.hand_over_gathered()?;
+        }
+        let p = self.capture.try_recv()?;
+        p.map(|p| self.seen(p)).transpose()
+    }
+
+    fn reserve_port(&mut self) -> Result<u16, IoError> {
+        // a scan sends from its one reserved port
+        Err(IoError::Socket {
+            op: "reserve a source port",
+            source: std::io::Error::other("a scan holds one port for the whole scan"),
+        })
+    }
+
+    fn release_port(&mut self, _port: u16) {}
+
+    fn random(&mut self) -> u32 {
+        rand::random()
+    }
+}
