@@ -120,15 +120,16 @@ pub struct ScanArgs {
     /// the server's next segments (TTL, window, options, timestamp clock),
     /// then reset it; a SYN proxy shows as `syn-ack (syn-proxy: ttl 62, later
     /// 61, ...)`. Closed ports' RSTs are compared with the host's own (its
-    /// canaries' RSTs): an injected one shows as `rst not from the host?`.
+    /// canary's RST): an injected one shows as `rst not from the host?`.
     /// Costs a handshake per open port, and canaries for every host that
     /// answered. Example: synscope scan 198.18.4.2 -p 80,8090 --verify
     #[arg(long)]
     pub verify: bool,
-    /// Send no canaries. By default a host's first SYN-ACK sends SYNs to 3
-    /// random unscanned ports in 49152-65535 (closed on a normal host); a
-    /// host that answers all of them answers every port (tarpit, proxy): it
-    /// is reported once, and its SYN-ACKs are not counted as open.
+    /// Send no canaries. By default a host's first SYN-ACK sends a SYN to a
+    /// random unscanned port in 49152-65535 (closed on a normal host), and 2
+    /// more such SYNs if it answers SYN-ACK; a host that answers all 3
+    /// answers every port (tarpit, proxy): it is reported once, and its
+    /// SYN-ACKs are not counted as open.
     #[arg(long)]
     pub no_canaries: bool,
     /// `-4` / `-6`.

@@ -1241,8 +1241,12 @@ fn scan_canaries_catch_a_tarpit_answering_every_port() {
         .collect();
     assert_eq!(absorbed, all);
     assert!(s.results.keys().all(|(h, _)| *h != host(5)));
-    // the normal hosts as before, .2 after its canaries came back closed
+    // the normal hosts as before, .2 after its canary came back closed
     assert_three_hosts(&s.results);
+    // .2 cost one canary (its RST), the tarpit three (the first's SYN-ACK
+    // sent the other two)
+    assert_eq!(s.tally.follow.canary_hosts, 2);
+    assert_eq!(s.tally.follow.canary_probes, 1 + 3);
 }
 
 #[test]

@@ -1,16 +1,18 @@
 //! Verified verdicts for a scan: what follows a host's first answers.
 //!
 //! - Canaries: a host's first SYN-ACK (with `--verify`, its first answer of
-//!   any kind) sends SYNs to a few random high ports that are not scanned and
-//!   closed on any normal host. A host that answers all of them with SYN-ACK
-//!   answers every port (a tarpit or a proxy): it is said once, and its
-//!   SYN-ACKs are not open ports. Until its canaries are judged, the host's
-//!   results are held (a few round trips); after, they pass at once. Silent
-//!   and closed-only hosts cost nothing (without `--verify`).
+//!   any kind) sends a SYN to a random high port that is not scanned and is
+//!   closed on any normal host; only if that one answers SYN-ACK do the
+//!   others ([`CANARIES`] in all) go out. A host that answers all of them
+//!   with SYN-ACK answers every port (a tarpit or a proxy): it is said once,
+//!   and its SYN-ACKs are not open ports. A normal host costs one canary (its
+//!   RST judges it). Until its canaries are judged, the host's results are
+//!   held (a round trip, two for a suspect host); after, they pass at once.
+//!   Silent and closed-only hosts cost nothing (without `--verify`).
 //! - `--verify`: each SYN-ACK's handshake is completed, the server's next
 //!   segments are compared with the SYN-ACK ([`crate::probe::verify`]) and
 //!   the connection is reset; a closed port's RST is compared with what is
-//!   known of the host (its canaries' RSTs, its verified segments).
+//!   known of the host (its canary's RST, its verified segments).
 //!
 //! Sans-IO and generic over the caller's result type `T`: answers, captured
 //! packets and timestamps in, [`Action`]s out. Without `--verify` the caller
@@ -28,7 +30,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-/// Canary ports per host.
+/// Canary ports of a host that answers the first one with a SYN-ACK (a
+/// normal host gets only the first).
 pub const CANARIES: usize = 3;
 
 /// What a canary port answered.
@@ -40,7 +43,8 @@ pub enum CanaryAnswer {
     Rst,
     /// An ICMP error.
     Icmp,
-    /// Nothing (after one retry).
+    /// Nothing (after one retry), or not sent (the first canary did not
+    /// answer SYN-ACK).
     NoAnswer,
 }
 
@@ -113,7 +117,10 @@ struct Held<T> {
 #[derive(Debug)]
 struct Host<T> {
     state: State,
+    /// Its canary ports (drawn at once) and their answers; the first `sent`
+    /// are out.
     canaries: Vec<(u16, Option<CanaryAnswer>)>,
+    sent: usize,
     retried: bool,
     held: Vec<Held<T>>,
     verifier: Option<Verifier>,
@@ -261,7 +268,9 @@ impl<T> FollowUp<T> {
         } else {
             Vec::new()
         };
-        for &p in &ports {
+        // one canary first: the others only if it answers SYN-ACK
+        let sent = ports.len().min(1);
+        for &p in &ports[..sent] {
             if let Some(syn) = m.syn_to(host, p, 0, tsval) {
                 out.push(Action::Send(host, syn));
                 self.counts.canary_probes += 1;
@@ -281,6 +290,7 @@ impl<T> FollowUp<T> {
                 State::Pending
             },
             canaries: ports.into_iter().map(|p| (p, None)).collect(),
+            sent,
             retried: false,
             held: Vec::new(),
             verifier,
@@ -312,7 +322,10 @@ impl<T> FollowUp<T> {
         let r = m
             .classify_with(data, offloaded, at, |h, p| {
                 let host = hosts.get(&h)?;
-                host.canaries.iter().any(|c| c.0 == p).then_some(0)
+                host.canaries[..host.sent]
+                    .iter()
+                    .any(|c| c.0 == p)
+                    .then_some(0)
             })
             .ok()?;
         let (host, port) = (r.host(), r.port());
@@ -335,6 +348,21 @@ impl<T> FollowUp<T> {
         }
         for c in h.canaries.iter_mut().filter(|c| c.0 == port) {
             c.1.get_or_insert(answer);
+        }
+        // the first canary answered SYN-ACK: a suspect host, the others go out
+        if h.state == State::Pending
+            && h.sent < h.canaries.len()
+            && h.canaries[..h.sent]
+                .iter()
+                .all(|c| c.1 == Some(CanaryAnswer::SynAck))
+        {
+            for &(p, _) in &h.canaries[h.sent..] {
+                if let Some(syn) = m.syn_to(host, p, 0, tsval(at)) {
+                    out.push(Action::Send(host, syn));
+                    self.counts.canary_probes += 1;
+                }
+            }
+            h.sent = h.canaries.len();
         }
         if h.state == State::Pending {
             decide(host, h, false, &mut out);
@@ -376,8 +404,9 @@ impl<T> FollowUp<T> {
             .min()
     }
 
-    /// Sends the canaries still unanswered again, once per host (at the end
-    /// of a block, before [`FollowUp::close`]).
+    /// Sends the canaries out and still unanswered again, once per host (at
+    /// the end of a block, before [`FollowUp::close`]). A first canary whose
+    /// retry answers SYN-ACK sends the others then (not retried).
     pub fn retry_canaries(&mut self, m: &ScanMatcher, tsval: u32) -> Vec<Action<T>> {
         let mut out = Vec::new();
         for (&host, h) in self.hosts.iter_mut() {
@@ -385,7 +414,7 @@ impl<T> FollowUp<T> {
                 continue;
             }
             h.retried = true;
-            for c in h.canaries.iter().filter(|c| c.1.is_none()) {
+            for c in h.canaries[..h.sent].iter().filter(|c| c.1.is_none()) {
                 if let Some(syn) = m.syn_to(host, c.0, 0, tsval) {
                     out.push(Action::Send(host, syn));
                     self.counts.canary_probes += 1;
@@ -502,6 +531,10 @@ mod tests {
 
     /// The host's answer (`flags`, TTL 61) to our SYN to `port`.
     fn answer(m: &ScanMatcher, port: u16, flags: TcpFlags) -> Vec<u8> {
+        answer_ttl(m, port, flags, 61)
+    }
+
+    fn answer_ttl(m: &ScanMatcher, port: u16, flags: TcpFlags, ttl: u8) -> Vec<u8> {
         let host: IpAddr = HOST.parse().unwrap();
         let syn = Datagram::parse(&m.syn_to(host, port, 1, 1).unwrap()).unwrap();
         let Transport::Tcp(s) = syn.transport else {
@@ -519,7 +552,7 @@ mod tests {
         let ip = IpRepr {
             src: syn.ip.dst,
             dst: syn.ip.src,
-            ttl: 61,
+            ttl,
             ..syn.ip.clone()
         };
         ip.emit(&tcp.emit(ip.src, ip.dst))
@@ -570,19 +603,31 @@ mod tests {
     fn a_host_answering_its_canaries_is_said_once_and_its_ports_are_absorbed() {
         let m = matcher();
         let mut f = FollowUp::new(true, false);
-        // the first SYN-ACK: canaries out, the port held (the caller resets it)
+        // the first SYN-ACK: one canary out, the port held (the caller resets it)
         let a = open(&mut f, &m, 80);
-        assert_eq!(sent(&a), vec![49159, 49160, 49161]);
+        assert_eq!(sent(&a), vec![49159]);
         assert!(!a.iter().any(|a| matches!(a, Action::Report(..))));
         assert!(f.busy());
         // another SYN-ACK while pending: held, no more canaries
         assert!(open(&mut f, &m, 81).is_empty());
+        // the others are not ours yet
+        assert!(
+            f.on_packet(&m, &answer(&m, 49160, sa()), false, T0)
+                .is_none()
+        );
+        // the first canary answers SYN-ACK: it is reset, the other two go out
+        let out = f
+            .on_packet(&m, &answer(&m, 49159, sa()), false, T0)
+            .unwrap();
+        assert_eq!(sent(&out), vec![49159, 49160, 49161]);
+        assert!(!out.iter().any(|a| matches!(a, Action::Report(..))));
+        assert!(f.busy());
         let mut out = Vec::new();
-        for p in [49159, 49160, 49161] {
+        for p in [49160, 49161] {
             out.extend(f.on_packet(&m, &answer(&m, p, sa()), false, T0).unwrap());
         }
         // each canary SYN-ACK reset; the host said once; its ports absorbed
-        assert_eq!(sent(&out), vec![49159, 49160, 49161]);
+        assert_eq!(sent(&out), vec![49160, 49161]);
         let every: Vec<_> = out
             .iter()
             .filter_map(|a| match a {
@@ -618,28 +663,80 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_canary_releases_the_host_and_a_silent_one_waits_for_the_close() {
+    fn a_normal_host_costs_one_canary_its_rst() {
+        let m = matcher();
+        let mut f = FollowUp::new(true, false);
+        assert_eq!(sent(&open(&mut f, &m, 80)), vec![49159]);
+        let rst = TcpFlags::RST.union(TcpFlags::ACK);
+        let out = f.on_packet(&m, &answer(&m, 49159, rst), false, T0).unwrap();
+        // no more canaries: the host is released at once
+        assert_eq!(out, vec![Action::Report(80, None)]);
+        assert_eq!(open(&mut f, &m, 81), vec![Action::Report(81, None)]);
+        assert!(!f.busy());
+        assert!(f.retry_canaries(&m, 1).is_empty());
+        assert!(f.close(1).is_empty());
+        assert_eq!(f.counts.canary_probes, 1);
+        assert_eq!(f.counts.canary_hosts, 1);
+    }
+
+    #[test]
+    fn a_syn_ack_then_an_rst_is_not_a_host_answering_every_port() {
         let m = matcher();
         let mut f = FollowUp::new(true, false);
         open(&mut f, &m, 80);
+        let out = f
+            .on_packet(&m, &answer(&m, 49159, sa()), false, T0)
+            .unwrap();
+        assert_eq!(sent(&out), vec![49159, 49160, 49161]);
+        // the second canary is closed: a normal host, released at once
         let rst = TcpFlags::RST.union(TcpFlags::ACK);
         let out = f.on_packet(&m, &answer(&m, 49160, rst), false, T0).unwrap();
         assert_eq!(out, vec![Action::Report(80, None)]);
+        // the third's late SYN-ACK is reset, changes nothing
+        let out = f
+            .on_packet(&m, &answer(&m, 49161, sa()), false, T0)
+            .unwrap();
+        assert_eq!(sent(&out), vec![49161]);
+        assert!(!out.iter().any(|a| matches!(a, Action::EveryPort(_))));
         assert_eq!(open(&mut f, &m, 81), vec![Action::Report(81, None)]);
         assert!(f.close(1).is_empty());
+        assert_eq!(f.counts.canary_probes, 3);
+    }
 
-        // canaries unanswered: one retry of each, then at the close a normal host
+    #[test]
+    fn unanswered_canaries_are_retried_once_then_the_close_decides() {
+        let m = matcher();
+        // the first canary silent: only it is retried; still silent, a
+        // normal host at the close
         let mut f = FollowUp::new(true, false);
         open(&mut f, &m, 80);
-        assert_eq!(sent(&f.retry_canaries(&m, 1)), vec![49159, 49160, 49161]);
+        assert_eq!(sent(&f.retry_canaries(&m, 1)), vec![49159]);
         assert!(f.retry_canaries(&m, 1).is_empty(), "one retry only");
-        // two of three answer SYN-ACK: still not every port
+        assert!(f.busy());
+        assert_eq!(f.close(1), vec![Action::Report(80, None)]);
+        assert_eq!(f.counts.canary_probes, 2);
+
+        // the retry answers SYN-ACK: the other two go out then
+        let mut f = FollowUp::new(true, false);
+        open(&mut f, &m, 80);
+        f.retry_canaries(&m, 1);
+        let out = f
+            .on_packet(&m, &answer(&m, 49159, sa()), false, T0)
+            .unwrap();
+        assert_eq!(sent(&out), vec![49159, 49160, 49161]);
+        assert_eq!(f.counts.canary_probes, 4);
+
+        // two of three answer SYN-ACK, the third silent after its retry:
+        // not every port
+        let mut f = FollowUp::new(true, false);
+        open(&mut f, &m, 80);
         for p in [49159, 49160] {
             f.on_packet(&m, &answer(&m, p, sa()), false, T0).unwrap();
         }
+        assert_eq!(sent(&f.retry_canaries(&m, 1)), vec![49161]);
         assert!(f.busy());
         assert_eq!(f.close(1), vec![Action::Report(80, None)]);
-        assert_eq!(f.counts.canary_probes, 6);
+        assert_eq!(f.counts.canary_probes, 4);
     }
 
     #[test]
@@ -686,5 +783,40 @@ mod tests {
         }
         assert!(!f.busy());
         assert_eq!(f.counts.handshakes, 1);
+    }
+
+    #[test]
+    fn with_verify_the_one_canary_rst_is_what_closed_ports_are_checked_against() {
+        let m = matcher();
+        let host: IpAddr = HOST.parse().unwrap();
+        let mut f = FollowUp::new(true, true);
+        let rst = TcpFlags::RST.union(TcpFlags::ACK);
+        let closed = |f: &mut FollowUp<u16>, port: u16, ttl: u8| {
+            f.on_answer(
+                &m,
+                port,
+                (host, port, &SynAnswer::Closed),
+                &answer_ttl(&m, port, rst, ttl),
+                T0,
+                Duration::ZERO,
+                T0,
+                draws(),
+            )
+        };
+        // a closed port: one canary, the RST held until it is judged
+        let a = closed(&mut f, 22, 62);
+        assert_eq!(sent(&a), vec![49159]);
+        assert!(!a.iter().any(|a| matches!(a, Action::Report(..))));
+        // the canary's RST (TTL 61): the host's own; the held RST (62) differs
+        let out = f.on_packet(&m, &answer(&m, 49159, rst), false, T0).unwrap();
+        match &out[..] {
+            [Action::Report(22, Some(c))] => {
+                assert_eq!(c.text(), "rst not from the host?: rst ttl 62, host 61")
+            }
+            a => panic!("{a:?}"),
+        }
+        // a later RST with the host's TTL passes unremarked
+        assert_eq!(closed(&mut f, 81, 61), vec![Action::Report(81, None)]);
+        assert_eq!(f.counts.canary_probes, 1);
     }
 }
