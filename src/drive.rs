@@ -9,7 +9,7 @@
 
 use crate::cmd::{CmdError, Interrupt};
 use crate::io::{Captured, Clock, IoError, Link, Outgoing};
-use crate::probe::machine::{Context, Frame, Machine, Packet, Stop};
+use crate::probe::machine::{Context, Frame, Machine, Packet, PreRead, Stop};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -124,12 +124,13 @@ impl<L: Link, E> Cx<'_, L, E> {
     }
 }
 
-fn packet(p: &Captured) -> Packet<'_> {
+fn packet<'a>(p: &'a Captured, read: &'a PreRead) -> Packet<'a> {
     Packet {
         data: &p.data,
         direction: p.direction,
         at: p.timestamp,
         offloaded: p.checksum_offloaded,
+        read: Some(read),
     }
 }
 
@@ -213,7 +214,8 @@ where
         };
         let now = clock.now();
         if let Some(p) = got {
-            machine.on_packet(&packet(&p), &mut cx);
+            let read = PreRead::new(cx.link.take_read());
+            machine.on_packet(&packet(&p, &read), &mut cx);
             cx.flush(reporter)?;
         }
         // everything the kernel queued before `now` is read before a timer runs
@@ -221,7 +223,8 @@ where
         for _ in 0..DRAIN_MAX {
             match cx.link.try_recv()? {
                 Some(p) => {
-                    machine.on_packet(&packet(&p), &mut cx);
+                    let read = PreRead::new(cx.link.take_read());
+                    machine.on_packet(&packet(&p, &read), &mut cx);
                     cx.flush(reporter)?;
                 }
                 None => {
@@ -243,7 +246,8 @@ where
     if !linger.is_zero() {
         let until = clock.now() + linger;
         while let Some(p) = cx.link.recv(until).await? {
-            machine.on_packet(&packet(&p), &mut cx);
+            let read = PreRead::new(cx.link.take_read());
+            machine.on_packet(&packet(&p, &read), &mut cx);
             // done: nothing more goes out
             cx.sends.clear();
             cx.frames.clear();

@@ -400,6 +400,61 @@ fn latency_vs_tcpdump(lab: &Lab, extra: Option<&str>, timed_by: &str) {
     assert!(median < 10.0, "median error {median} µs");
 }
 
+/// `--pcap` in bulk mode: every query (at its kernel TX stamp) and every
+/// answer (at its RX stamp), IPv4 and IPv6; each line's time is the
+/// distance between its two packets in the file. Without CAP_NET_RAW
+/// `--pcap` is a setup error, not a silent empty file.
+#[test]
+fn bulk_pcap_holds_every_query_and_answer_with_the_stamps_that_timed_them() {
+    if synscope_lab::skip_unless_root(
+        "bulk_pcap_holds_every_query_and_answer_with_the_stamps_that_timed_them",
+    ) {
+        return;
+    }
+    let (_dns, lab) = lab();
+    let path = std::env::temp_dir().join(format!("synscope-bulk-{}.pcap", std::process::id()));
+    let p = path.to_str().unwrap();
+    let n = 300;
+    let names: String = (0..n).map(|i| format!("n{i}.lab.test\n")).collect();
+    let out = bulk(
+        &lab,
+        names.as_bytes(),
+        &["@198.18.0.2", "@[2001:db8::2]", "--pcap", p],
+    );
+    common::assert_status(&out, 0);
+    let (lines, sum) = ndjson(&out);
+    assert_eq!(sum["timing"], "kernel", "{sum}");
+    assert_eq!(lines.len(), 2 * n);
+    let packets = common::read_pcap(&path);
+    let _ = std::fs::remove_file(&path);
+    let mut sent = std::collections::HashMap::new();
+    let mut got = std::collections::HashMap::new();
+    for (ts, ip) in &packets {
+        let (name, server, answer) = dns_of(ip).expect("DNS over UDP only");
+        let to = if answer { &mut got } else { &mut sent };
+        assert!(to.insert((name, server), *ts).is_none(), "a packet twice");
+    }
+    assert_eq!((sent.len(), got.len()), (2 * n, 2 * n));
+    for l in &lines {
+        let key = (
+            l["name"].as_str().unwrap().to_lowercase(),
+            l["server"].as_str().unwrap().to_string(),
+        );
+        let rtt_ns = got[&key] - sent[&key];
+        let time_us = l["time_us"].as_f64().unwrap();
+        // the same two stamps (the JSON keeps three decimals of a µs)
+        assert!(
+            (time_us - rtt_ns as f64 / 1000.0).abs() < 0.002,
+            "{l}: {rtt_ns} ns in the pcap"
+        );
+    }
+    let out = bulk_as_nobody(&lab, b"a.lab.test\n", &["@198.18.0.2", "--pcap", p]);
+    common::assert_status(&out, 2);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pcap"), "{err}");
+    assert!(!path.exists());
+}
+
 /// The benchmark (printed, not asserted; run by bench/dns.sh with --release):
 /// bulk q/s beside dnsperf's against the same NSD (RRL off), in the same run,
 /// on a mixed query set (A, AAAA, CNAME chain, MX, TXT, NXDOMAIN) and on one
@@ -495,62 +550,74 @@ fn bench_bulk_vs_dnsperf() {
                 .map(|i| format!("{}\n", kinds[i % kinds.len()].0))
                 .collect();
             std::fs::write(&nfile, text).unwrap();
-            let ofile = dir.join("out.ndjson");
-            let out = lab
-                .client_command("/usr/bin/time")
-                .args(["-f", "TIMECPU %U %S", env!("CARGO_BIN_EXE_synscope")])
-                .args(["dns", "--file"])
-                .arg(&nfile)
-                .args(["@198.18.0.2", "--timeout", "1s"])
-                .stdout(std::fs::File::create(&ofile).unwrap())
-                .stderr(Stdio::piped())
-                .output()
-                .unwrap();
-            // every answer checked against the zone
-            let (mut ok, mut bad) = (0u64, 0u64);
-            let mut summary = Value::Null;
-            let text = std::fs::read_to_string(&ofile).unwrap();
-            for l in text.lines() {
-                let v: Value = serde_json::from_str(l).unwrap();
-                if v["kind"] == "summary" {
-                    summary = v;
-                    continue;
-                }
-                let (_, _, status, answers) =
-                    kinds[(v["line"].as_u64().unwrap() - 1) as usize % kinds.len()];
-                let got: Vec<&str> = v["answers"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-                    .unwrap_or_default();
-                if v["status"] == status && got == answers {
-                    ok += 1;
+            // BENCH_BINS (comma-separated) runs other builds of synscope
+            // (e.g. main's) in the same round, one after another
+            let bins: Vec<String> = std::env::var("BENCH_BINS")
+                .map(|b| b.split(',').map(str::to_string).collect())
+                .unwrap_or_else(|_| vec![env!("CARGO_BIN_EXE_synscope").to_string()]);
+            for bin in &bins {
+                let label = if bins.len() > 1 {
+                    format!(" [{bin}]")
                 } else {
-                    bad += 1;
-                    if bad <= 3 {
-                        println!("not as the zone says: {l}");
+                    String::new()
+                };
+                let ofile = dir.join("out.ndjson");
+                let out = lab
+                    .client_command("/usr/bin/time")
+                    .args(["-f", "TIMECPU %U %S", bin.as_str()])
+                    .args(["dns", "--file"])
+                    .arg(&nfile)
+                    .args(["@198.18.0.2", "--timeout", "1s"])
+                    .stdout(std::fs::File::create(&ofile).unwrap())
+                    .stderr(Stdio::piped())
+                    .output()
+                    .unwrap();
+                // every answer checked against the zone
+                let (mut ok, mut bad) = (0u64, 0u64);
+                let mut summary = Value::Null;
+                let text = std::fs::read_to_string(&ofile).unwrap();
+                for l in text.lines() {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    if v["kind"] == "summary" {
+                        summary = v;
+                        continue;
+                    }
+                    let (_, _, status, answers) =
+                        kinds[(v["line"].as_u64().unwrap() - 1) as usize % kinds.len()];
+                    let got: Vec<&str> = v["answers"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+                        .unwrap_or_default();
+                    if v["status"] == status && got == answers {
+                        ok += 1;
+                    } else {
+                        bad += 1;
+                        if bad <= 3 {
+                            println!("not as the zone says: {l}");
+                        }
                     }
                 }
-            }
-            let ours = summary["qps"].as_f64().unwrap_or(f64::NAN);
-            let lines = text.lines().count() as u64 - 1;
-            if lines != names as u64 {
-                println!("{lines} result lines for {names} names");
-            }
-            println!(
-                "round {round} {set:<11}: synscope {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query, user {:.2}) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query, user {dnsperf_user:.2}), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query, user {edns_user:.2}), ratio {:.2}",
-                summary["no_response"],
-                summary["time"]["p50_us"],
-                summary["timing"],
-                cpu_secs(&out.stderr) * 1e6 / names as f64,
-                cpu_split(&out.stderr).0 * 1e6 / names as f64,
-                ours / dnsperf_qps,
-                ours / edns_qps
-            );
-            if !out.status.success() {
+                let ours = summary["qps"].as_f64().unwrap_or(f64::NAN);
+                let lines = text.lines().count() as u64 - 1;
+                if lines != names as u64 {
+                    println!("{lines} result lines for {names} names");
+                }
                 println!(
-                    "synscope stderr: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    "round {round} {set:<11}: synscope{label} {ours:>8.0} q/s ({ok} answers checked ok, {bad} not, timeouts {}, p50 {} µs, {} timestamps, CPU {:.2} µs/query, user {:.2}) | dnsperf {dnsperf_qps:>8.0} q/s (CPU {dnsperf_cpu:.2} µs/query, user {dnsperf_user:.2}), ratio {:.2} | dnsperf -e {edns_qps:>8.0} q/s (CPU {edns_cpu:.2} µs/query, user {edns_user:.2}), ratio {:.2}",
+                    summary["no_response"],
+                    summary["time"]["p50_us"],
+                    summary["timing"],
+                    cpu_secs(&out.stderr) * 1e6 / names as f64,
+                    cpu_split(&out.stderr).0 * 1e6 / names as f64,
+                    ours / dnsperf_qps,
+                    ours / edns_qps
                 );
+                if !out.status.success() {
+                    println!(
+                        "synscope stderr: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
             }
         }
     }
@@ -581,7 +648,8 @@ fn cpu_split(stderr: &[u8]) -> (f64, f64) {
 }
 
 /// For profiling: runs `$PROFILE_CMD synscope dns --file ... $PROFILE_ARGS`
-/// (e.g. PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names.
+/// (e.g. PROFILE_CMD="perf record -g -o /tmp/bulk.perf") on 300,000 mixed names;
+/// PROFILE_BIN names another synscope binary to run instead of this build's.
 #[test]
 #[ignore]
 fn profile_bulk() {
@@ -604,7 +672,10 @@ fn profile_bulk() {
     std::fs::write(&file, text).unwrap();
     let cmd = std::env::var("PROFILE_CMD").unwrap_or_default();
     let mut argv: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
-    argv.push(env!("CARGO_BIN_EXE_synscope").into());
+    // PROFILE_BIN: another build of synscope (e.g. main's) to profile
+    argv.push(
+        std::env::var("PROFILE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_synscope").into()),
+    );
     let out = lab
         .client_command(&argv[0])
         .args(&argv[1..])

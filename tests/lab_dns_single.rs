@@ -601,7 +601,8 @@ fn measure_icmp_exit_and_rtt_against_tcpdump() {
 }
 
 /// `--pcap FILE`: each query and its answer, as the capture saw them, for
-/// every (type, server) asked; with `--file` or `--no-raw` a usage error.
+/// every (type, server) asked; with `--no-raw` a usage error (bulk's own
+/// pcap test is in lab_dns_bulk.rs).
 #[test]
 fn pcap_holds_the_queries_and_answers() {
     if synscope_lab::skip_unless_root("pcap_holds_the_queries_and_answers") {
@@ -655,7 +656,7 @@ fn pcap_holds_the_queries_and_answers() {
     }
     for args in [
         &["a.lab.test", "@198.18.0.2", "--no-raw", "--pcap", p][..],
-        &["--file", "-", "@198.18.0.2", "--pcap", p][..],
+        &["--file", "-", "@198.18.0.2", "--no-raw", "--pcap", p][..],
     ] {
         let out = synscope(&lab, args);
         common::assert_status(&out, 2);

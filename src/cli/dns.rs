@@ -28,9 +28,9 @@ ordinary UDP sockets instead, timed by those sockets' kernel TX and RX
 stamps: no privilege needed. The output says which timed it
 (`timed by: raw capture` or `timed by: socket timestamps`).
 
---pcap FILE (single queries, raw path: not with --file or --no-raw)
-writes each query and its answer as the capture saw them, kernel-stamped;
-with several types or servers the queries then run one after another.
+--pcap FILE (raw path: not with --no-raw) writes each query and its
+answer as the capture saw them, kernel-stamped, single or bulk; with
+several types or servers single queries then run one after another.
 
 Bulk (--file): one `name[,type[,server]]` per line, each to every
 @SERVER (--spread: to one, in turn), every --expect* checked per query;
@@ -164,7 +164,7 @@ pub struct DnsArgs {
     /// `--no-progress`.
     #[command(flatten)]
     pub progress: ProgressArgs,
-    /// `--pcap`: single queries over the raw path; the query and answer packets.
+    /// `--pcap`: queries over the raw path (single or bulk); the query and answer packets.
     #[command(flatten)]
     pub pcap: PcapArgs,
 }
@@ -203,7 +203,7 @@ pub struct DnsSettings {
     pub tcp_fallback: bool,
     /// Single queries over an ordinary UDP socket even with CAP_NET_RAW.
     pub no_raw: bool,
-    /// `--pcap FILE` (single queries, raw path): every query and answer packet.
+    /// `--pcap FILE` (raw path, single or bulk): every query and answer packet.
     pub pcap: Option<std::path::PathBuf>,
     /// `--retries`: attempts after the first, per query.
     pub retries: u32,
@@ -287,15 +287,19 @@ impl DnsArgs {
             Some(f) => Some(BulkSource::File(f.into())),
             None => None,
         };
+        if bulk.is_some() && (!types.is_empty() || dns::parse_type(&display_name).is_some()) {
+            return Err(UsageError(
+                "TYPE arguments apply to single queries: with --file each line names its own type (name,type)".into(),
+            ));
+        }
         if bulk.is_some() && name.is_some() {
             return Err(UsageError(format!(
                 "give either NAME ('{display_name}') or --file, not both"
             )));
         }
-        if self.pcap.pcap.is_some() && (bulk.is_some() || self.no_raw) {
+        if self.pcap.pcap.is_some() && self.no_raw {
             return Err(UsageError(
-                "--pcap applies to single queries over raw sockets: not with --file or --no-raw"
-                    .into(),
+                "--pcap writes what the raw path's capture saw: not with --no-raw".into(),
             ));
         }
         if bulk.is_none() && self.spread {
@@ -453,10 +457,18 @@ mod tests {
         assert_eq!(s.pcap.as_deref(), Some(std::path::Path::new("q.pcap")));
         for bad in [
             &["a", "--no-raw", "--pcap", "q"][..],
-            &["--file", "-", "--pcap", "q"],
+            &["--file", "-", "--no-raw", "--pcap", "q"],
         ] {
             assert!(dns(bad).unwrap_err().0.contains("--pcap"), "{bad:?}");
         }
+        for bad in [
+            &["--file", "-", "AAAA"][..],
+            &["--file", "-", "a.test", "MX"],
+        ] {
+            assert!(dns(bad).unwrap_err().0.contains("TYPE"), "{bad:?}");
+        }
+        let s = dns(&["--file", "-", "@198.18.0.2", "--pcap", "q.pcap"]).unwrap();
+        assert!(s.bulk.is_some() && s.pcap.is_some());
         let s = dns(&["--file", "-", "@198.18.0.2"]).unwrap();
         assert_eq!(
             (s.bulk, s.format),

@@ -1,28 +1,26 @@
 //! `synscope dns`: raw UDP queries timed by kernel timestamps, TCP after a
 //! truncated answer, several servers at once; bulk resolution is in `bulk`.
 
-mod bulk;
+pub(crate) mod bulk;
 
 use super::{CmdError, Interrupt, Log};
 use crate::cli::DnsSettings;
-use crate::event::Timestamp;
 use crate::io::bpf::FlowFilter;
+use crate::io::dns_link::SocketLink;
 use crate::io::pcap::PcapWriter;
 use crate::io::{
-    Capture, CaptureLink, IoError, Packets, PortReservation, RawSender, RealClock, Route,
-    StampedUdp, UdpEvent, dns_tcp,
+    Capture, CaptureLink, IoError, Packets, PortReservation, RawSender, RealClock, Route, dns_tcp,
 };
-use crate::probe::dns::{DnsExchange, DnsIgnored, DnsOutcome, DnsProbeConfig, QueryKey};
+use crate::probe::dns::{DnsExchange, DnsIgnored, DnsOutcome, DnsProbeConfig};
 use crate::probe::dns_query::{OneQuery, QueryEvent};
 use crate::report::dns::{DnsResult, TcpLeg, TimedBy, UdpLeg, write_results};
 use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, Question, ReplyRepr, type_name};
 use hickory_proto::rr::{Name, RecordType};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Exit statuses of `synscope dns` (see `DNS_EXIT_CODES`; defined in cmd::status).
 pub use super::status::{
@@ -34,11 +32,6 @@ fn add_ignored(to: &mut BTreeMap<DnsIgnored, u64>, from: &BTreeMap<DnsIgnored, u
     for (k, v) in from {
         *to.entry(*k).or_default() += v;
     }
-}
-
-/// The capture-clock deadline `t` as a tokio instant (the one conversion: io::clock).
-fn instant_of(t: Timestamp) -> Instant {
-    crate::io::clock::instant_of(t).into()
 }
 
 /// Runs the command; returns the exit status.
@@ -59,27 +52,6 @@ pub async fn run(s: &DnsSettings, out: &mut impl Write, log: Log) -> Result<u8, 
                     Ok(EXIT_INTERRUPTED)
                 }
             }
-        }
-    }
-}
-
-/// What a datagram received on `port`, or an ICMP error quoting our query,
-/// does to `ex` (single and bulk alike). Send stamps are the caller's: each
-/// matches them to its queries its own way, so they end nothing here.
-pub(crate) fn on_answer(ex: &mut DnsExchange, port: u16, ev: UdpEvent) -> Option<DnsOutcome> {
-    match ev {
-        UdpEvent::Sent { .. } => None,
-        UdpEvent::Received { from, at, data, .. } => ex.on_message(from, port, &data, at),
-        UdpEvent::Icmp {
-            error,
-            from,
-            to,
-            quoted,
-            at,
-        } => {
-            // the quoted DNS header starts with the query's id
-            let id = quoted.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-            ex.on_icmp(to, port, id, error, from, at)
         }
     }
 }
@@ -178,6 +150,33 @@ fn open_raw(
     Ok((sender, port, capture))
 }
 
+/// What a single query's machine reports, as the `-v` log puts it (`how`:
+/// the path it takes).
+fn query_log<'a>(
+    server: SocketAddr,
+    src: std::net::IpAddr,
+    port: u16,
+    query: &'a QueryRepr,
+    how: &'static str,
+    log: Log,
+) -> impl FnMut(QueryEvent) -> Result<(), CmdError> + 'a {
+    move |e| {
+        match e {
+            QueryEvent::Sent { id } => log.debug(|| {
+                format!(
+                    "sent {} {} to {server} from {src}:{port} id {id} ({how})",
+                    query.question.name,
+                    type_name(query.question.qtype),
+                )
+            }),
+            QueryEvent::Retry { id } => {
+                log.debug(|| format!("no answer from {server} yet: retrying id {id}"))
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Runs `query` over raw UDP until answered, refused or given up (the one
 /// drive loop; an interrupt ends the whole command around it).
 async fn exchange_raw(
@@ -191,26 +190,13 @@ async fn exchange_raw(
     let src = ex.config().src;
     let mut q = OneQuery::new(ex, server, port.port, query.clone());
     let mut link = CaptureLink::new(&sender, Packets::Capture(&mut capture), src, pcap)?;
+    let mut reporter = query_log(server, src, port.port, query, "raw", log);
+    let clock = RealClock::new();
     crate::drive::drive(
         &mut q,
         &mut link,
-        &RealClock::new(),
-        &mut |e| {
-            match e {
-                QueryEvent::Sent { id } => log.debug(|| {
-                    format!(
-                        "sent {} {} to {server} from {src}:{} id {id} (raw)",
-                        query.question.name,
-                        type_name(query.question.qtype),
-                        port.port,
-                    )
-                }),
-                QueryEvent::Retry { id } => {
-                    log.debug(|| format!("no answer from {server} yet: retrying id {id}"))
-                }
-            }
-            Ok(())
-        },
+        &clock,
+        &mut reporter,
         &mut Interrupt::never(),
     )
     .await?;
@@ -225,8 +211,9 @@ async fn exchange_raw(
 }
 
 /// Runs `query` over an ordinary UDP socket until answered, refused or given
-/// up: the kernel's TX stamp (error queue) and RX stamp time it, ICMP errors
-/// come through IP_RECVERR.
+/// up, through the same drive loop and machine as the raw path: the socket
+/// link hands the machine the kernel's TX stamp (error queue) and RX stamp,
+/// and ICMP errors (IP_RECVERR), as the packets a capture would hold.
 async fn exchange_socket(
     ex: &mut DnsExchange,
     server: SocketAddr,
@@ -234,59 +221,24 @@ async fn exchange_socket(
     log: Log,
 ) -> Result<DnsOutcome, CmdError> {
     let src = ex.config().src;
-    let mut sock = StampedUdp::bind(SocketAddr::new(src, 0))?;
-    if !sock.ready_stamps().await? {
+    let mut link = SocketLink::open(&[src], 1, None)?;
+    if !link.ready_stamps().await? {
         log.debug(|| "no kernel receive stamps: answers timed in user space".into());
     }
-    let port = sock.local_addr().port();
-    let msg = query.emit();
-    // the sequence number of each datagram in flight, to match its TX stamp
-    let mut in_flight: HashMap<u32, QueryKey> = HashMap::new();
-    let (key, _) = ex.query(Timestamp::now(), 0, server, port, query);
-    in_flight.insert(sock.send_to(server, &msg)?, key);
-    log.debug(|| {
-        format!(
-            "sent {} {} to {server} from {src}:{port} id {} (UDP socket)",
-            query.question.name,
-            type_name(query.question.qtype),
-            query.id
-        )
-    });
-    loop {
-        while let Some(ev) = sock.try_recv()? {
-            let done = match ev {
-                UdpEvent::Sent { seq, at } => {
-                    if let Some(k) = in_flight.remove(&seq) {
-                        ex.on_sent(&k, at);
-                    }
-                    None
-                }
-                answer => on_answer(ex, port, answer),
-            };
-            if let Some(o) = done {
-                return Ok(o);
-            }
-        }
-        let wake = ex
-            .next_deadline()
-            .map(instant_of)
-            .unwrap_or_else(Instant::now);
-        tokio::select! {
-            r = sock.wait() => r?,
-            _ = tokio::time::sleep_until(wake) => {
-                let (mut done, resend) = ex.on_time(Timestamp::now());
-                for r in resend {
-                    log.debug(|| format!("no answer from {server} yet: retrying id {}", r.key.id));
-                    // a stamp of an earlier attempt must not time this one
-                    in_flight.retain(|_, k| *k != r.key);
-                    in_flight.insert(sock.send_to(server, &msg)?, r.key);
-                }
-                if let Some(o) = done.pop() {
-                    return Ok(o);
-                }
-            }
-        }
-    }
+    let port = link.ports(src)[0];
+    let mut q = OneQuery::new(ex, server, port, query.clone());
+    let mut reporter = query_log(server, src, port, query, "UDP socket", log);
+    let clock = RealClock::new();
+    crate::drive::drive(
+        &mut q,
+        &mut link,
+        &clock,
+        &mut reporter,
+        &mut Interrupt::never(),
+    )
+    .await?;
+    q.take_outcome()
+        .ok_or_else(|| CmdError::Setup(format!("query to {server} ended without an outcome")))
 }
 
 /// One query to one server over UDP, raw or through a socket (then TCP if

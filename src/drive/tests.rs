@@ -1460,6 +1460,364 @@ fn scan_with_a_sender_lagging_behind_the_loop_keeps_rtts_and_verdicts_right() {
     assert_eq!((c.peak_loss, s.tally.sent), (0.0, 64 * 64), "{c:?}");
 }
 
+/// How a [`Resolver`] server treats queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serves {
+    /// Answers each A query with this address, after `think`.
+    Answer([u8; 4]),
+    /// An ICMP port-unreachable for every query (nothing listens on 53).
+    PortClosed,
+    /// Never answers.
+    Silent,
+}
+
+/// DNS servers by address, answering A queries with one record each.
+struct Resolver {
+    servers: std::collections::BTreeMap<IpAddr, Serves>,
+    think: Duration,
+    /// Queries that reached each server.
+    seen: std::collections::BTreeMap<IpAddr, u64>,
+}
+
+impl Resolver {
+    fn new(servers: &[(IpAddr, Serves)]) -> Resolver {
+        Resolver {
+            servers: servers.iter().copied().collect(),
+            think: Duration::from_micros(30),
+            seen: Default::default(),
+        }
+    }
+}
+
+impl super::sim::Peer for Resolver {
+    fn on_datagram(&mut self, _at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let Ok(p) = crate::wire::Datagram::parse(d) else {
+            return Vec::new();
+        };
+        let crate::wire::Transport::Udp(u) = p.transport else {
+            return Vec::new();
+        };
+        *self.seen.entry(p.ip.dst).or_default() += 1;
+        let serves = self
+            .servers
+            .get(&p.ip.dst)
+            .copied()
+            .unwrap_or(Serves::Silent);
+        let addr = match serves {
+            Serves::Silent => return Vec::new(),
+            Serves::PortClosed => {
+                return vec![(
+                    self.think,
+                    super::sim::icmp_datagram(p.ip.dst, p.ip.src, 3, 3, d),
+                )];
+            }
+            Serves::Answer(a) => a,
+        };
+        if u.payload.len() < 12 {
+            return Vec::new();
+        }
+        // the query with QR set, one answer: NAME (a pointer to the
+        // question's), A, IN, TTL 300, the address
+        let mut msg = u.payload.clone();
+        msg[2] |= 0x80;
+        msg[6..8].copy_from_slice(&1u16.to_be_bytes());
+        msg.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4]);
+        msg.extend_from_slice(&addr);
+        let udp = crate::wire::UdpRepr {
+            src_port: u.dst_port,
+            dst_port: u.src_port,
+            payload: msg,
+        };
+        let ip = crate::wire::IpRepr {
+            src: p.ip.dst,
+            dst: p.ip.src,
+            protocol: crate::wire::Protocol::UDP,
+            ttl: 64,
+            ident: 0,
+            later_fragment: false,
+            flow_label: 0,
+        };
+        vec![(self.think, ip.emit(&udp.emit(ip.src, ip.dst)))]
+    }
+}
+
+fn server(last: u8) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([198, 18, 0, last]), 53)
+}
+
+/// Bulk settings: `servers`, NDJSON out, no EDNS (the simulated server
+/// appends its answer after the question).
+fn bulk_settings(
+    servers: &[SocketAddr],
+    timeout: Duration,
+    retries: u32,
+) -> crate::cli::DnsSettings {
+    crate::cli::DnsSettings {
+        display_name: String::new(),
+        name: None,
+        types: vec![hickory_proto::rr::RecordType::A],
+        servers: servers.to_vec(),
+        default_server: false,
+        edns: None,
+        recursion_desired: true,
+        tcp_fallback: true,
+        no_raw: false,
+        pcap: None,
+        retries,
+        timeout,
+        format: crate::cli::DnsFormat::Ndjson,
+        checks: Default::default(),
+        bulk: Some(crate::cli::BulkSource::Stdin),
+        rate: None,
+        concurrency: 20,
+        spread: false,
+        progress: false,
+        verbose: false,
+    }
+}
+
+/// What a simulated bulk run printed: its answer lines, its summary, its
+/// exit status, and the link (what was sent when).
+struct Bulked {
+    answers: Vec<serde_json::Value>,
+    summary: serde_json::Value,
+    status: u8,
+    link: SimLink<Resolver>,
+    clock: SimClock,
+}
+
+fn bulk_over(
+    s: &crate::cli::DnsSettings,
+    input: &str,
+    peer: Resolver,
+    path: super::sim::Path,
+    interrupt_at: Option<Duration>,
+) -> Bulked {
+    use crate::cmd::dns::bulk;
+    let clock = SimClock::starting_at(T0);
+    let mut link = SimLink::new(&clock, peer, path, 5);
+    let src: IpAddr = US.parse().unwrap();
+    let paths = vec![crate::probe::dns_bulk::BulkPath {
+        config: bulk::probe_config(src, s),
+        ports: (40000..40008).collect(),
+    }];
+    let servers = s.servers.iter().map(|sv| (*sv, 0)).collect();
+    let cfg = bulk::bulk_config(s, paths, servers);
+    let feed = bulk::Feed::new(std::io::Cursor::new(input.as_bytes().to_vec()), |_| Some(0));
+    let mut interrupt = match interrupt_at {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    };
+    let mut out = Vec::new();
+    let status = rt()
+        .block_on(bulk::run(
+            s,
+            cfg,
+            feed,
+            &mut link,
+            &clock,
+            &mut interrupt,
+            &mut out,
+            ("kernel", crate::report::dns::TimedBy::RawCapture),
+        ))
+        .unwrap();
+    let mut answers: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = answers.pop().expect("a summary");
+    assert_eq!(summary["kind"], "summary");
+    Bulked {
+        answers,
+        summary,
+        status,
+        link,
+        clock,
+    }
+}
+
+fn names(n: usize) -> String {
+    (0..n).map(|i| format!("n{i}.lab.test\n")).collect()
+}
+
+#[test]
+fn bulk_answers_out_of_order_are_each_matched_to_their_line() {
+    let s = bulk_settings(&[server(2)], ms(500), 0);
+    let peer = Resolver::new(&[(server(2).ip(), Serves::Answer([198, 18, 0, 10]))]);
+    // up to 5 ms of jitter on 1 ms: queries sent together come back shuffled
+    let b = bulk_over(
+        &s,
+        &names(200),
+        peer,
+        random_path(3, ms(1), ms(5), 0.0, 0.0),
+        None,
+    );
+    assert_eq!(b.status, status::OK, "{}", b.summary);
+    assert_eq!(b.answers.len(), 200);
+    let lines: Vec<u64> = b
+        .answers
+        .iter()
+        .map(|a| a["line"].as_u64().unwrap())
+        .collect();
+    assert!(
+        lines.windows(2).any(|w| w[0] > w[1]),
+        "answers came in order"
+    );
+    let mut sorted = lines.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=200).collect::<Vec<u64>>());
+    for a in &b.answers {
+        assert_eq!(a["status"], "NOERROR");
+        assert_eq!(a["answers"][0], "198.18.0.10");
+        assert_eq!(a["rtt_source"], "kernel", "{a}");
+        // 1 ms there and back, up to 5 ms of jitter each way, and the think time
+        let t = a["time_us"].as_f64().unwrap();
+        assert!((2_030.0..=12_031.0).contains(&t), "{a}");
+    }
+    // never more than the window in flight: 20
+    assert_eq!(b.summary["answered"], 200);
+    assert_eq!(b.summary["timing"], "kernel");
+    assert_eq!(b.summary["packets_sent"], 200);
+}
+
+#[test]
+fn bulk_retries_lost_queries_and_answers_every_line() {
+    let s = bulk_settings(&[server(2)], ms(200), 4);
+    let peer = Resolver::new(&[(server(2).ip(), Serves::Answer([198, 18, 0, 10]))]);
+    // 15 % lost each way
+    let b = bulk_over(
+        &s,
+        &names(300),
+        peer,
+        random_path(9, ms(1), ms(1), 0.15, 0.05),
+        None,
+    );
+    let retried = b
+        .answers
+        .iter()
+        .filter(|a| a["attempts"].as_u64().unwrap() > 1)
+        .count();
+    assert!(retried > 30, "{retried} retried");
+    let answered = b.summary["answered"].as_u64().unwrap();
+    let lost = b.summary["no_response"].as_u64().unwrap();
+    assert_eq!(answered + lost, 300);
+    // five attempts each at 28 % loss: a line going unanswered is rare
+    assert!(lost <= 2, "{}", b.summary);
+    assert_eq!(
+        b.summary["packets_sent"].as_u64().unwrap(),
+        b.link.sent.len() as u64
+    );
+    // a retried answer is timed from its last attempt
+    for a in b.answers.iter().filter(|a| !a["time_us"].is_null()) {
+        assert!(a["time_us"].as_f64().unwrap() < 200_000.0, "{a}");
+    }
+}
+
+#[test]
+fn bulk_a_server_answering_port_unreachable_ends_its_lines_at_once() {
+    let s = bulk_settings(&[server(2), server(3)], Duration::from_secs(5), 3);
+    let peer = Resolver::new(&[
+        (server(2).ip(), Serves::Answer([198, 18, 0, 10])),
+        (server(3).ip(), Serves::PortClosed),
+    ]);
+    let b = bulk_over(&s, &names(100), peer, clean_path(ms(1)), None);
+    assert_eq!(b.status, status::NO_ANSWER);
+    // no waiting for 5 s timeouts, nor retries: over within a few round trips
+    assert!(b.clock.elapsed() < ms(100), "{:?}", b.clock.elapsed());
+    let refused: Vec<&serde_json::Value> = b
+        .answers
+        .iter()
+        .filter(|a| a["server"] == "198.18.0.3:53")
+        .collect();
+    assert_eq!(refused.len(), 100);
+    for a in &refused {
+        assert!(a["status"].is_null());
+        let e = a["error"].as_str().unwrap();
+        assert!(e.starts_with("port-unreachable from 198.18.0.3"), "{a}");
+        assert!(a["attempts"].as_u64().unwrap() <= 1, "{a}");
+    }
+    // the first window went out; the lines after the refusal were not sent
+    let to_3 = b.link.peer.seen[&server(3).ip()];
+    assert!(to_3 <= 20, "{to_3} queries reached the closed port");
+    assert!(refused.iter().any(|a| {
+        a["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("(refused before: not sent)")
+    }));
+    assert_eq!(b.summary["answered"], 100);
+    assert_eq!(b.summary["refused"][0]["count"], 100, "{}", b.summary);
+}
+
+#[test]
+fn bulk_a_silent_server_times_out_after_every_attempt() {
+    let s = bulk_settings(&[server(2)], ms(300), 2);
+    let peer = Resolver::new(&[(server(2).ip(), Serves::Silent)]);
+    let b = bulk_over(&s, &names(30), peer, clean_path(ms(1)), None);
+    assert_eq!(b.status, status::NO_ANSWER);
+    assert_eq!(b.summary["no_response"], 30);
+    assert_eq!(b.summary["answered"], 0);
+    for a in &b.answers {
+        assert_eq!(a["attempts"], 3);
+        assert!(a["time_us"].is_null());
+    }
+    // 30 lines in a window of 20: two rounds of three 300 ms attempts
+    assert_eq!(b.link.sent.len(), 90);
+    assert!(
+        b.clock.elapsed() >= ms(1800) && b.clock.elapsed() < ms(1900),
+        "{:?}",
+        b.clock.elapsed()
+    );
+}
+
+#[test]
+fn bulk_interrupted_counts_the_queries_in_flight() {
+    let s = bulk_settings(&[server(2)], Duration::from_secs(5), 0);
+    let peer = Resolver::new(&[(server(2).ip(), Serves::Silent)]);
+    let b = bulk_over(&s, &names(100), peer, clean_path(ms(1)), Some(ms(700)));
+    assert_eq!(b.status, status::INTERRUPTED);
+    assert_eq!(b.summary["interrupted"], true);
+    assert_eq!(b.summary["in_flight"], 20);
+    assert!(b.answers.is_empty());
+    assert!(b.clock.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn bulk_two_servers_that_differ_are_listed_by_line() {
+    let s = bulk_settings(&[server(2), server(3)], ms(500), 0);
+    let peer = Resolver::new(&[
+        (server(2).ip(), Serves::Answer([198, 18, 0, 10])),
+        (server(3).ip(), Serves::Answer([198, 18, 0, 11])),
+    ]);
+    let b = bulk_over(
+        &s,
+        &names(5),
+        peer,
+        random_path(4, ms(1), ms(3), 0.0, 0.0),
+        None,
+    );
+    assert_eq!(b.status, status::OK);
+    assert_eq!(b.answers.len(), 10);
+    assert_eq!(b.summary["differing_lines"], 5, "{}", b.summary);
+    let d = &b.summary["differences"][0];
+    let answers = d["answers"].as_object().unwrap();
+    assert_eq!(answers["198.18.0.2:53"], "NOERROR [198.18.0.10]");
+    assert_eq!(answers["198.18.0.3:53"], "NOERROR [198.18.0.11]");
+    // spread: each line to one server in turn, nothing compared
+    let mut spread = bulk_settings(&[server(2), server(3)], ms(500), 0);
+    spread.spread = true;
+    let peer = Resolver::new(&[
+        (server(2).ip(), Serves::Answer([198, 18, 0, 10])),
+        (server(3).ip(), Serves::Answer([198, 18, 0, 11])),
+    ]);
+    let b = bulk_over(&spread, &names(6), peer, clean_path(ms(1)), None);
+    assert_eq!(b.answers.len(), 6);
+    assert_eq!(b.link.peer.seen[&server(2).ip()], 3);
+    assert_eq!(b.link.peer.seen[&server(3).ip()], 3);
+    assert!(b.summary["differing_lines"].is_null(), "{}", b.summary);
+}
+
 // ---- scan: on-link host discovery (ARP) over the simulated link ----
 
 use crate::probe::machine::Machine;

@@ -61,6 +61,11 @@ pub trait Link {
     ) -> impl std::future::Future<Output = Result<Option<Captured>, IoError>>;
     /// A packet already queued, without waiting.
     fn try_recv(&mut self) -> Result<Option<Captured>, IoError>;
+    /// What a reader of the link's own already made of the packet last
+    /// received (see [`crate::probe::machine::PreRead`]); None for most.
+    fn take_read(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
+        None
+    }
     /// Holds a local source port until [`Link::release_port`].
     fn reserve_port(&mut self) -> Result<u16, IoError>;
     /// Gives back a port from [`Link::reserve_port`].

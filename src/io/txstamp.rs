@@ -111,13 +111,18 @@ pub struct SendLog<K> {
     sent: std::collections::VecDeque<K>,
 }
 
-impl<K: Copy> SendLog<K> {
+impl<K> SendLog<K> {
     /// An empty log; the first datagram recorded gets counter 0.
     pub fn new() -> SendLog<K> {
         SendLog {
             base: 0,
             sent: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Nothing recorded waits for its stamp.
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_empty()
     }
 
     /// One datagram the kernel accepted (it took the next send counter).
@@ -138,7 +143,7 @@ impl<K: Copy> SendLog<K> {
     }
 }
 
-impl<K: Copy> Default for SendLog<K> {
+impl<K> Default for SendLog<K> {
     fn default() -> Self {
         Self::new()
     }

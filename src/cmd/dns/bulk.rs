@@ -4,34 +4,24 @@
 //! the same checks as a single query, and printed as one NDJSON line (or
 //! `--json`, `--short`), then a summary.
 
-use super::super::{CmdError, Log};
-use super::{
-    EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, instant_of, over_tcp, query_of,
-    result_of,
-};
+use super::super::{CmdError, Interrupt, Log};
+use super::{EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_NO_ANSWER, EXIT_OK, over_tcp, result_of};
 use crate::cli::{BulkSource, DnsFormat, DnsSettings};
-use crate::event::Timestamp;
-use crate::io::bpf::FlowFilter;
-use crate::io::capture::{BlockingCapture, CapturedRef};
-use crate::io::ring::RingCapture;
-use crate::io::txstamp::SendLog;
-use crate::io::{IoError, PortReservation, RawSender, Route, StampedUdp, UdpEvent};
-use crate::probe::dns::{
-    DnsExchange, DnsOutcome, DnsProbeConfig, QueryKey, Received, Refusal, read_packet,
+use crate::io::dns_link::{RawBulkLink, SOCKETS, SocketLink};
+use crate::io::pcap::PcapWriter;
+use crate::io::{Clock, Link, RealClock, Route};
+use crate::probe::dns::{DnsIgnored, DnsProbeConfig};
+use crate::probe::dns_bulk::{
+    BulkConfig, BulkEvent, BulkInput, BulkLine as BulkDnsLine, BulkMachine, BulkPath, Finished,
 };
-use crate::probe::fxhash::{FxMap, FxSet};
+use crate::probe::fxhash::FxMap;
 use crate::report::dns::{BulkSummary, DifferingLine, DnsResult, TimedBy, answer_view, check};
-use crate::wire::Protocol;
 use crate::wire::dns::{QueryRepr, parse_name, parse_type, rcode_known, rcode_name};
 use hickory_proto::rr::{Name, RecordType};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// Bulk only: some input line could not be read or parsed (the others were
 /// still queried).
@@ -112,521 +102,6 @@ impl<R: BufRead> Lines<R> {
         )))
     }
 }
-
-/// Reserves `n` consecutive UDP source ports (so one BPF range covers them).
-fn reserve_block(src: IpAddr, n: u16) -> Result<Vec<PortReservation>, CmdError> {
-    for _ in 0..50 {
-        let base: u16 = 20000 + (rand::random::<u16>() % 40000);
-        let mut held = Vec::with_capacity(n as usize);
-        for p in base..base + n {
-            match PortReservation::reserve_udp(src, p) {
-                Ok(r) => held.push(r),
-                Err(_) => break,
-            }
-        }
-        if held.len() == n as usize {
-            return Ok(held);
-        }
-    }
-    Err(CmdError::Setup(format!(
-        "could not reserve {n} consecutive UDP ports on {src}"
-    )))
-}
-
-/// Everything that goes out from one source address: the exchange, the
-/// queries in flight, and how they are sent and received ([`Link`]).
-struct Path {
-    src: IpAddr,
-    ex: DnsExchange,
-    /// Queries sent and not reported yet (the exchange keeps the rest: the
-    /// line number as its tag, the question).
-    pending: FxSet<QueryKey>,
-    next_port: usize,
-    link: Link,
-}
-
-/// How a path's queries travel and are timed.
-enum Link {
-    Raw(Box<RawLink>),
-    Socket(SocketLink),
-}
-
-/// With CAP_NET_RAW: a raw sender (kernel TX stamps from its error queue), a
-/// block of reserved source ports, and a capture of the replies read by a
-/// thread of its own.
-struct RawLink {
-    sender: RawSender,
-    /// Until the receiver thread starts.
-    capture: Option<Replies>,
-    receiver: Option<std::thread::JoinHandle<Result<(), IoError>>>,
-    ports: Vec<PortReservation>,
-    batch: Vec<(IpAddr, Vec<u8>)>,
-    /// The key of each datagram in `batch`.
-    batch_keys: Vec<QueryKey>,
-    refused_at: Vec<usize>,
-    /// The capture sees our queries leave, with their kernel stamps.
-    sends_captured: bool,
-    /// Else the kernel stamps our sends (SO_TIMESTAMPING on the raw socket).
-    tx_stamps: bool,
-    sends: SendLog<QueryKey>,
-    stamps: Vec<(u32, Timestamp)>,
-}
-
-/// Without CAP_NET_RAW (or with --no-raw): ordinary UDP sockets, timed by
-/// their kernel TX stamps (error queue) and RX stamps ([`StampedUdp`]).
-struct SocketLink {
-    socks: Vec<StampedUdp>,
-    /// Per socket: what was sent, in order, to match its TX stamps.
-    sends: Vec<SendLog<QueryKey>>,
-    /// Per socket: (server, DNS message, key) to send.
-    batch: Vec<Vec<(SocketAddr, Vec<u8>, QueryKey)>>,
-}
-
-/// Source ports of the raw path (one reserved block, one BPF range).
-const PORTS: u16 = 64;
-/// Sockets of the socket path: each has its own receive buffer (an
-/// unprivileged process cannot raise one above net.core.rmem_max).
-const SOCKETS: usize = 16;
-
-/// The DNS message of a UDP datagram we built (after the IP and UDP headers).
-fn udp_payload(dgram: &[u8]) -> &[u8] {
-    let ip_len = match dgram.first().map(|b| b >> 4) {
-        Some(4) => usize::from(dgram[0] & 0xf) * 4,
-        _ => 40,
-    };
-    dgram.get(ip_len + 8..).unwrap_or(&[])
-}
-
-impl Path {
-    fn exchange(src: IpAddr, s: &DnsSettings) -> DnsExchange {
-        DnsExchange::new(DnsProbeConfig {
-            src,
-            ttl: 64,
-            timeout: s.timeout,
-            retries: s.retries,
-            // the answer set is all bulk prints and checks, except that
-            // --expect-signed looks at every RRset and at the authority
-            // section (a signed denial)
-            answers_only: !s.checks.signed,
-        })
-    }
-
-    fn open_raw(src: IpAddr, s: &DnsSettings, log: Log) -> Result<Path, CmdError> {
-        let sender = RawSender::open(src, None)?;
-        let ports = reserve_block(src, PORTS)?;
-        let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
-        // the kernel stamps our sends on the raw socket (SO_TIMESTAMPING,
-        // OPT_TSONLY, read off its error queue); without that, the ring
-        // captures them leaving, as tcpdump does. Measured (300k mixed
-        // queries, 3 runs each): stamps 0.30 s user + 0.67 s system, the
-        // capture of our own queries 0.47 s + 0.54 s (its receiver thread
-        // reads every query back)
-        let tx_stamps = match sender.enable_tx_stamps() {
-            Ok(()) => true,
-            Err(e) => {
-                log.debug(|| format!("bulk: no transmit timestamps ({e})"));
-                false
-            }
-        };
-        let mut filter = FlowFilter {
-            local: src,
-            remote: None,
-            remote_port: None,
-            local_ports: Some((lo, hi)),
-            protocol: Protocol::UDP,
-            outbound: !tx_stamps,
-        };
-        // a TPACKET_V3 ring: no system call nor copy per packet
-        let ring = RingCapture::open(0, &filter, 8 << 20);
-        let (capture, sends_captured, tx_stamps) = match ring {
-            Ok(c) => {
-                if tx_stamps {
-                    // spares the kernel a copy of every query (best effort)
-                    if let Err(e) = c.ignore_outgoing() {
-                        log.debug(|| format!("bulk: {e}"));
-                    }
-                }
-                (Replies::Ring(c), !tx_stamps, tx_stamps)
-            }
-            Err(e) => {
-                log.debug(|| format!("bulk: no capture ring ({e}): socket reads"));
-                // replies only (half the packets), read with recvmmsg
-                filter.outbound = false;
-                let c = BlockingCapture::open(0, &filter, 8 << 20)?;
-                if let Err(e) = c.ignore_outgoing() {
-                    log.debug(|| format!("bulk: {e}"));
-                }
-                // without stamps, RTTs start at the user-space send time
-                (Replies::Queue(c), false, tx_stamps)
-            }
-        };
-        log.debug(|| format!("bulk: raw sockets from {src}, ports {lo}-{hi}"));
-        Ok(Path {
-            src,
-            ex: Self::exchange(src, s),
-            pending: FxSet::default(),
-            next_port: 0,
-            link: Link::Raw(Box::new(RawLink {
-                sender,
-                capture: Some(capture),
-                receiver: None,
-                ports,
-                batch: Vec::with_capacity(256),
-                batch_keys: Vec::with_capacity(256),
-                refused_at: Vec::new(),
-                sends_captured,
-                tx_stamps,
-                sends: SendLog::new(),
-                stamps: Vec::with_capacity(256),
-            })),
-        })
-    }
-
-    fn open_socket(src: IpAddr, s: &DnsSettings, log: Log) -> Result<Path, IoError> {
-        let socks = (0..SOCKETS)
-            .map(|_| StampedUdp::bind(SocketAddr::new(src, 0)))
-            .collect::<Result<Vec<_>, _>>()?;
-        log.debug(|| format!("bulk: {SOCKETS} UDP sockets from {src}, socket timestamps"));
-        Ok(Path {
-            src,
-            ex: Self::exchange(src, s),
-            pending: FxSet::default(),
-            next_port: 0,
-            link: Link::Socket(SocketLink {
-                sends: (0..SOCKETS).map(|_| SendLog::new()).collect(),
-                batch: (0..SOCKETS).map(|_| Vec::new()).collect(),
-                socks,
-            }),
-        })
-    }
-
-    /// Are both ends of every RTT kernel stamps?
-    fn kernel_timed(&self) -> bool {
-        match &self.link {
-            Link::Raw(r) => r.sends_captured || r.tx_stamps,
-            Link::Socket(_) => true,
-        }
-    }
-
-    fn timed_by(&self) -> TimedBy {
-        match &self.link {
-            Link::Raw(_) => TimedBy::RawCapture,
-            Link::Socket(_) => TimedBy::SocketTimestamps,
-        }
-    }
-
-    /// Builds a query and queues it for the next [`flush`](Self::flush).
-    fn queue(&mut self, line_no: u64, server: SocketAddr, mut q: QueryRepr) {
-        let slot = self.next_port;
-        self.next_port = self.next_port.wrapping_add(1);
-        let port = match &self.link {
-            Link::Raw(r) => r.ports[slot % r.ports.len()].port,
-            Link::Socket(k) => k.socks[slot % k.socks.len()].local_addr().port(),
-        };
-        let mut tries = 0;
-        // not in use, nor finished and waiting to be reported
-        while tries < 100 && {
-            let k = QueryKey {
-                server,
-                src_port: port,
-                id: q.id,
-            };
-            self.ex.in_use(&k) || self.pending.contains(&k)
-        } {
-            q.id = rand::random();
-            tries += 1;
-        }
-        let (key, dgram) = self.ex.query(Timestamp::now(), line_no, server, port, &q);
-        match &mut self.link {
-            Link::Raw(r) => {
-                r.batch.push((server.ip(), dgram));
-                r.batch_keys.push(key);
-            }
-            Link::Socket(k) => {
-                let i = slot % k.socks.len();
-                k.batch[i].push((server, udp_payload(&dgram).to_vec(), key));
-            }
-        }
-        self.pending.insert(key);
-    }
-
-    /// Sends what is queued (raw: one sendmmsg for the lot; a datagram the
-    /// kernel refuses times out like a lost one).
-    fn flush(&mut self) -> Result<(), CmdError> {
-        match &mut self.link {
-            Link::Raw(r) => {
-                if r.batch.is_empty() {
-                    return Ok(());
-                }
-                let refs: Vec<(IpAddr, &[u8])> =
-                    r.batch.iter().map(|(a, d)| (*a, d.as_slice())).collect();
-                r.refused_at.clear();
-                r.sender.send_batch_noting(&refs, &mut r.refused_at)?;
-                if r.tx_stamps {
-                    // a refused datagram took no send counter
-                    let mut refused = r.refused_at.iter().peekable();
-                    for (i, k) in r.batch_keys.iter().enumerate() {
-                        if refused.next_if_eq(&&i).is_none() {
-                            r.sends.sent(*k);
-                        }
-                    }
-                }
-                r.batch.clear();
-                r.batch_keys.clear();
-                self.take_stamps()?;
-            }
-            Link::Socket(k) => {
-                for (i, batch) in k.batch.iter_mut().enumerate() {
-                    for (to, msg, key) in batch.drain(..) {
-                        send_on(&mut k.socks[i], to, &msg)?;
-                        k.sends[i].sent(key);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies the transmit stamps the kernel queued on the raw socket
-    /// (before any answer to those queries is read: veth and loopback stamp
-    /// within the send call).
-    fn take_stamps(&mut self) -> Result<(), CmdError> {
-        let Link::Raw(r) = &mut self.link else {
-            return Ok(());
-        };
-        if !r.tx_stamps {
-            return Ok(());
-        }
-        r.stamps.clear();
-        r.sender.tx_stamps(&mut r.stamps)?;
-        for &(counter, at) in &r.stamps {
-            if let Some(key) = r.sends.stamped(counter) {
-                self.ex.on_sent(&key, at);
-            }
-        }
-        Ok(())
-    }
-
-    /// Raw path: starts the thread that reads and parses the replies (the
-    /// first lever of throughput: sending and receiving each get a core, as
-    /// in dnsperf).
-    fn start_receiver(&mut self, index: usize, tx: RxSender, stop: &Arc<AtomicBool>) {
-        let Link::Raw(r) = &mut self.link else {
-            return;
-        };
-        let Some(mut capture) = r.capture.take() else {
-            return;
-        };
-        let (src, stop) = (self.src, Arc::clone(stop));
-        let answers_only = self.ex.config().answers_only;
-        r.receiver = Some(std::thread::spawn(move || {
-            let mut batch = Vec::with_capacity(RX_BATCH);
-            while !stop.load(Ordering::Relaxed) {
-                // wait only when nothing is in hand
-                let wait = if batch.is_empty() {
-                    Duration::from_millis(20)
-                } else {
-                    Duration::ZERO
-                };
-                let n = capture.recv_batch(wait, |p| {
-                    batch.push(read_packet(
-                        src,
-                        answers_only,
-                        p.data,
-                        p.direction,
-                        p.timestamp,
-                        p.checksum_offloaded,
-                    ))
-                })?;
-                // hand over when the queue is empty, or a batch is full
-                if batch.is_empty() || (n > 0 && batch.len() < RX_BATCH) {
-                    continue;
-                }
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(RX_BATCH));
-                if tx.send((index, full)).is_err() {
-                    break; // the main loop has ended
-                }
-            }
-            Ok(())
-        }));
-    }
-
-    /// An outcome: an ICMP error that ended a query means the server
-    /// refused, so every other query to it ends too (no retries to a server
-    /// that refused).
-    fn finished(&mut self, o: DnsOutcome, done: &mut Vec<DnsOutcome>) {
-        if let Some(refusal) = o.refused {
-            done.extend(self.ex.give_up_server(o.key.server, refusal));
-        }
-        done.push(o);
-    }
-
-    /// Raw path: takes what the receiver thread read.
-    fn on_received(&mut self, batch: Vec<Rx>, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
-        // the send stamps of the queries first (their answers may be in this batch)
-        self.take_stamps()?;
-        for r in batch {
-            if let Some(o) = self.ex.on_received(r) {
-                self.finished(o, done);
-            }
-        }
-        Ok(())
-    }
-
-    /// Socket path: reads what the sockets have queued, without waiting.
-    fn poll_sockets(&mut self, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
-        let Link::Socket(k) = &mut self.link else {
-            return Ok(());
-        };
-        for (i, sock) in k.socks.iter_mut().enumerate() {
-            let port = sock.local_addr().port();
-            // bounded per turn, so one busy socket cannot starve the rest
-            for _ in 0..1024 {
-                let Some(ev) = sock.try_recv()? else {
-                    break;
-                };
-                let o = match ev {
-                    UdpEvent::Sent { seq, at } => {
-                        if let Some(key) = k.sends[i].stamped(seq) {
-                            self.ex.on_sent(&key, at);
-                        }
-                        None
-                    }
-                    answer => super::on_answer(&mut self.ex, port, answer),
-                };
-                if let Some(o) = o {
-                    if let Some(refusal) = o.refused {
-                        done.extend(self.ex.give_up_server(o.key.server, refusal));
-                    }
-                    done.push(o);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Retries and timeouts due by now.
-    fn on_time(&mut self, sent: &mut u64, done: &mut Vec<DnsOutcome>) -> Result<(), CmdError> {
-        let (gone, resend) = self.ex.on_time(Timestamp::now());
-        for r in &resend {
-            match &mut self.link {
-                Link::Raw(l) => {
-                    l.sender.send(r.key.server.ip(), &r.datagram)?;
-                    if l.tx_stamps {
-                        l.sends.sent(r.key);
-                    }
-                }
-                Link::Socket(k) => {
-                    if let Some(i) = k
-                        .socks
-                        .iter()
-                        .position(|s| s.local_addr().port() == r.key.src_port)
-                    {
-                        send_on(&mut k.socks[i], r.key.server, udp_payload(&r.datagram))?;
-                        k.sends[i].sent(r.key);
-                    }
-                }
-            }
-            *sent += 1;
-        }
-        if !resend.is_empty() {
-            self.take_stamps()?;
-        }
-        done.extend(gone);
-        Ok(())
-    }
-
-    /// Stops the receiver thread (it notices within 20 ms).
-    fn stop_receiver(&mut self) -> Result<(), CmdError> {
-        let Link::Raw(r) = &mut self.link else {
-            return Ok(());
-        };
-        if let Some(h) = r.receiver.take() {
-            match h.join() {
-                Ok(r) => r?,
-                Err(_) => return Err(CmdError::Setup("bulk receiver thread panicked".into())),
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Sends on a UDP socket. An ICMP error about an earlier datagram leaves an
-/// error on the socket that the next send reports instead of sending (its
-/// details are on the error queue, where the socket path reads them): that
-/// send is made again, once. A failed send takes no TX stamp counter (Linux
-/// 6.x), so the stamps of later sends still match.
-fn send_on(sock: &mut StampedUdp, to: SocketAddr, msg: &[u8]) -> Result<u32, IoError> {
-    match sock.send_to(to, msg) {
-        Err(IoError::Send { source, .. })
-            if matches!(
-                source.raw_os_error(),
-                Some(
-                    libc::ECONNREFUSED
-                        | libc::EHOSTUNREACH
-                        | libc::ENETUNREACH
-                        | libc::EHOSTDOWN
-                        | libc::EPROTO
-                )
-            ) =>
-        {
-            sock.send_to(to, msg)
-        }
-        r => r,
-    }
-}
-
-/// Waits until one of the socket path's sockets may have something queued
-/// (never, without a socket path).
-async fn sockets_ready(paths: &[Path]) -> Result<(), IoError> {
-    let mut futs: Vec<_> = paths
-        .iter()
-        .filter_map(|p| match &p.link {
-            Link::Socket(k) => Some(k.socks.iter()),
-            Link::Raw(_) => None,
-        })
-        .flatten()
-        .map(|s| Box::pin(s.wait()))
-        .collect();
-    if futs.is_empty() {
-        return std::future::pending().await;
-    }
-    std::future::poll_fn(|cx| {
-        for f in futs.iter_mut() {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(cx) {
-                return std::task::Poll::Ready(v);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-}
-
-/// The capture of the raw path's replies.
-enum Replies {
-    Ring(RingCapture),
-    Queue(BlockingCapture),
-}
-
-impl Replies {
-    fn recv_batch(
-        &mut self,
-        timeout: Duration,
-        f: impl FnMut(CapturedRef<'_>),
-    ) -> Result<usize, IoError> {
-        match self {
-            Replies::Ring(c) => c.recv_batch(timeout, f),
-            Replies::Queue(c) => c.recv_batch(timeout, f),
-        }
-    }
-}
-
-/// What the receiver thread hands over: packets read and parsed, by value, in
-/// batches (no allocation per packet beyond the parse).
-type Rx = Received;
-
-const RX_BATCH: usize = 256;
-type RxSender = tokio::sync::mpsc::UnboundedSender<(usize, Vec<Rx>)>;
 
 /// One NDJSON line of bulk output (fields in this order; `kind: answer`,
 /// docs/schema/dns.schema.json).
@@ -829,19 +304,15 @@ struct Comparison {
 }
 
 impl Comparison {
-    /// Line `line` goes to `servers` servers.
-    fn expect(&mut self, line: u64, servers: usize) {
-        if servers > 1 {
-            self.open
-                .insert(line, (servers, Vec::with_capacity(servers)));
-        }
-    }
-
-    /// One of its results.
-    fn add(&mut self, line: u64, r: &DnsResult) {
-        let Some((left, views)) = self.open.get_mut(&line) else {
+    /// One of the `of` results of line `line`.
+    fn add(&mut self, line: u64, of: usize, r: &DnsResult) {
+        if of < 2 {
             return;
-        };
+        }
+        let (left, views) = self
+            .open
+            .entry(line)
+            .or_insert_with(|| (of, Vec::with_capacity(of)));
         views.push((r.server, answer_view(r)));
         *left -= 1;
         if *left > 0 {
@@ -909,9 +380,15 @@ impl<W: Write> Report<'_, W> {
 
     /// One finished query; `unsent` if it was not sent because its server
     /// had refused an earlier one.
-    fn result(&mut self, line: u64, r: &DnsResult, unsent: bool) -> Result<(), CmdError> {
+    fn result(
+        &mut self,
+        line: u64,
+        of: usize,
+        r: &DnsResult,
+        unsent: bool,
+    ) -> Result<(), CmdError> {
         if let Some(c) = &mut self.compare {
-            c.add(line, r);
+            c.add(line, of, r);
         }
         let refused = r.refused.map(|f| {
             if unsent {
@@ -1142,20 +619,296 @@ impl<W: Write> Report<'_, W> {
     }
 }
 
-/// A query that was never sent: its server refused an earlier one.
-fn unsent(server: SocketAddr, q: &QueryRepr, refusal: Refusal, timed_by: TimedBy) -> DnsResult {
-    DnsResult {
-        server,
-        name: crate::wire::dns::name_text(&q.question.name),
-        qtype: crate::wire::dns::type_name(q.question.qtype),
-        qtype_code: u16::from(q.question.qtype),
-        query_size: 0,
-        udp: None,
-        attempts: 0,
-        tcp: None,
-        refused: Some(refusal),
-        timed_by,
+/// The lines of the input as the bulk machine takes them: parsed, each
+/// per-line server checked against our source addresses (`route` names the
+/// path that reaches an address, None: none does), bad lines as such. A
+/// read error ends the feed; it is kept for the caller.
+pub(crate) struct Feed<R, F> {
+    lines: Lines<R>,
+    route: F,
+    /// Which path reaches an address (None: none of ours does).
+    path_of: FxMap<IpAddr, Option<usize>>,
+    failed: Option<CmdError>,
+}
+
+impl<R: BufRead, F: FnMut(IpAddr) -> Option<usize>> Iterator for Feed<R, F> {
+    type Item = BulkInput;
+
+    fn next(&mut self) -> Option<BulkInput> {
+        loop {
+            let (line, text) = match self.lines.next_line() {
+                Ok(Some(l)) => l,
+                Ok(None) => return None,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return None;
+                }
+            };
+            let bad = |input: &str, error: String| BulkInput::Bad {
+                line,
+                input: input.to_string(),
+                error,
+            };
+            let t = match text {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    let input = String::from_utf8_lossy(&self.lines.buf);
+                    return Some(bad(input.trim_end(), e));
+                }
+            };
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let l = match parse_line(t) {
+                Ok(l) => l,
+                Err(e) => return Some(bad(t, e)),
+            };
+            let server = match l.server {
+                None => None,
+                Some(sv) => {
+                    let route = &mut self.route;
+                    match *self
+                        .path_of
+                        .entry(sv.ip())
+                        .or_insert_with(|| route(sv.ip()))
+                    {
+                        Some(path) => Some((sv, path)),
+                        None => {
+                            return Some(bad(
+                                t,
+                                format!(
+                                    "server {sv} is not reached from a source address of the @SERVERs (bulk mode sends from those only)"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            };
+            return Some(BulkInput::Line(BulkDnsLine {
+                line,
+                name: l.name,
+                qtype: l.qtype,
+                server,
+            }));
+        }
     }
+}
+
+impl<R: BufRead, F: FnMut(IpAddr) -> Option<usize>> Feed<R, F> {
+    /// The lines of `r`; `route` names the path that reaches a per-line server.
+    pub(crate) fn new(r: R, route: F) -> Feed<R, F> {
+        Feed {
+            lines: Lines {
+                r,
+                buf: Vec::with_capacity(256),
+                no: 0,
+            },
+            route,
+            path_of: FxMap::default(),
+            failed: None,
+        }
+    }
+}
+
+/// TCP exchanges after truncated answers at once, at most (a server limits
+/// its TCP connections: NSD's tcp-count, a listen backlog).
+const TCP_AT_ONCE: usize = 4;
+
+/// The TCP exchanges after truncated answers: run beside the loop, a few at
+/// a time, each result written when its exchange ends.
+struct TcpFallbacks {
+    running: tokio::task::JoinSet<(u64, usize, DnsResult)>,
+    waiting: std::collections::VecDeque<(u64, usize, DnsResult, QueryRepr)>,
+    timeout: std::time::Duration,
+}
+
+impl TcpFallbacks {
+    fn start(&mut self) {
+        while self.running.len() < TCP_AT_ONCE {
+            let Some((line, of, mut r, q)) = self.waiting.pop_front() else {
+                return;
+            };
+            let timeout = self.timeout;
+            self.running.spawn(async move {
+                r.tcp = Some(over_tcp(r.server, &q, timeout).await);
+                (line, of, r)
+            });
+        }
+    }
+
+    /// Writes the results of the exchanges that ended, and starts waiting ones.
+    fn written<W: Write>(&mut self, report: &mut Report<'_, W>) -> Result<(), CmdError> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        while let Some(done) = self.running.try_join_next() {
+            let (line, of, r) = done.map_err(|e| CmdError::Setup(format!("TCP task: {e}")))?;
+            report.result(line, of, &r, false)?;
+        }
+        self.start();
+        Ok(())
+    }
+
+    /// Runs every exchange left to its end, writing each result.
+    async fn finish<W: Write>(&mut self, report: &mut Report<'_, W>) -> Result<(), CmdError> {
+        self.start();
+        while let Some(done) = self.running.join_next().await {
+            let (line, of, r) = done.map_err(|e| CmdError::Setup(format!("TCP task: {e}")))?;
+            report.result(line, of, &r, false)?;
+            self.start();
+        }
+        Ok(())
+    }
+}
+
+/// Runs a bulk machine over `link` to its end (or Ctrl-C), writing each
+/// result to `report` as it comes (a truncated answer's TCP exchange runs
+/// beside the loop, its result written when it ends). The command and the
+/// simulation tests run this.
+async fn play<I, L, C, W>(
+    machine: &mut BulkMachine<I>,
+    link: &mut L,
+    clock: &C,
+    interrupt: &mut Interrupt<'_>,
+    report: &mut Report<'_, W>,
+    timed_by: TimedBy,
+    progress: &mut super::super::progress::Bar,
+) -> Result<(), CmdError>
+where
+    I: Iterator<Item = BulkInput>,
+    L: Link,
+    C: Clock,
+    W: Write,
+{
+    let mut tcp = TcpFallbacks {
+        running: tokio::task::JoinSet::new(),
+        waiting: Default::default(),
+        timeout: report.s.timeout,
+    };
+    let mut lines_done: u64 = 0;
+    let mut on_event = |e: BulkEvent| -> Result<(), CmdError> {
+        tcp.written(report)?;
+        match e {
+            BulkEvent::Bad { line, input, error } => {
+                lines_done += 1;
+                report.bad_line(line, &input, &error)?;
+            }
+            BulkEvent::Done(f) => {
+                let Finished {
+                    outcome,
+                    unsent,
+                    of,
+                    tcp: tcp_query,
+                    ..
+                } = *f;
+                let line = outcome.tag;
+                let qtype = outcome.question.qtype;
+                let mut r = result_of(outcome, qtype);
+                r.timed_by = timed_by;
+                lines_done += 1;
+                match tcp_query {
+                    Some(q) => {
+                        report.sum.tcp += 1;
+                        tcp.waiting.push_back((line, of, r, q));
+                        tcp.start();
+                    }
+                    None => report.result(line, of, &r, unsent)?,
+                }
+            }
+        }
+        let sum = &report.sum;
+        progress.update(lines_done, || {
+            format!(
+                "{} answered, {} timeouts, {:.0} answers/s",
+                sum.answered,
+                sum.timeouts,
+                sum.answered as f64 / clock.elapsed().as_secs_f64().max(1e-9)
+            )
+        });
+        Ok(())
+    };
+    let ended = crate::drive::drive(machine, link, clock, &mut on_event, interrupt).await?;
+    if !ended.interrupted {
+        tcp.finish(report).await?;
+    }
+    report.sum.names = machine.counts.names;
+    report.sum.queries = machine.counts.queries;
+    report.sum.sent_packets = machine.counts.packets;
+    if ended.interrupted {
+        // what is outstanding is neither answered nor timed out
+        report.sum.interrupted = true;
+        report.sum.in_flight = machine.in_flight() as u64;
+    }
+    Ok(())
+}
+
+/// The machine's settings from the command's.
+pub(crate) fn bulk_config(
+    s: &DnsSettings,
+    paths: Vec<BulkPath>,
+    servers: Vec<(SocketAddr, usize)>,
+) -> BulkConfig {
+    BulkConfig {
+        paths,
+        servers,
+        spread: s.spread,
+        concurrency: s.concurrency as usize,
+        rate: s.rate.map(u64::from),
+        recursion_desired: s.recursion_desired,
+        edns: s.edns.clone(),
+        tcp_fallback: s.tcp_fallback,
+    }
+}
+
+/// A path's exchange settings.
+pub(crate) fn probe_config(src: IpAddr, s: &DnsSettings) -> DnsProbeConfig {
+    DnsProbeConfig {
+        src,
+        ttl: 64,
+        timeout: s.timeout,
+        retries: s.retries,
+        // the answer set is all bulk prints and checks, except that
+        // --expect-signed looks at every RRset and at the authority
+        // section (a signed denial)
+        answers_only: !s.checks.signed,
+    }
+}
+
+/// The report of a run of `s` writing to `out`.
+fn report_to<'a, W: Write>(
+    s: &'a DnsSettings,
+    out: W,
+    timing: &'static str,
+    timed_by: TimedBy,
+) -> Report<'a, W> {
+    Report {
+        out: std::io::BufWriter::with_capacity(1 << 16, out),
+        s,
+        sum: BulkSummary {
+            servers: s.servers.clone(),
+            timing,
+            timed_by,
+            ..BulkSummary::default()
+        },
+        several_servers: s.servers.len() > 1,
+        json_results: Vec::new(),
+        json_errors: Vec::new(),
+        first_failure: None,
+        line: Vec::with_capacity(512),
+        server_text: Vec::new(),
+        compare: (s.servers.len() > 1 && !s.spread).then(Comparison::default),
+    }
+}
+
+/// The ignored packets of every path, summed.
+fn ignored_of<I>(m: &BulkMachine<I>) -> BTreeMap<DnsIgnored, u64> {
+    let mut ignored = BTreeMap::new();
+    for ex in m.exchanges() {
+        for (k, v) in ex.ignored() {
+            *ignored.entry(*k).or_default() += v;
+        }
+    }
+    ignored
 }
 
 pub(super) async fn bulk(
@@ -1165,9 +918,9 @@ pub(super) async fn bulk(
     log: Log,
 ) -> Result<u8, CmdError> {
     // before the slow set-up (reading the file, sockets, the ring): the first
-    // SIGINT/SIGTERM from then on sets the flag the loop reads every turn (a
-    // busy loop never waits on a signal future), so the summary so far is
-    // printed instead of the process dying unseen; a second ends it at once
+    // SIGINT/SIGTERM from then on is the drive loop's interrupt, so the
+    // summary so far is printed instead of the process dying unseen; a
+    // second ends it at once
     super::super::catch_signals();
     let reader: Box<dyn BufRead> = match src {
         BulkSource::Stdin => Box::new(std::io::BufReader::new(std::io::stdin())),
@@ -1177,288 +930,148 @@ pub(super) async fn bulk(
                 .map_err(|e| CmdError::Setup(format!("open {}: {e}", p.display())))?,
         )),
     };
-    let mut lines = Lines {
-        r: reader,
-        buf: Vec::with_capacity(256),
-        no: 0,
-    };
-    // one path per source address of the @SERVERs (e.g. one IPv4, one IPv6);
+    // one path per source address of the @SERVERs (e.g. one IPv4, one IPv6)
+    let mut srcs: Vec<IpAddr> = Vec::new();
+    let mut servers = Vec::with_capacity(s.servers.len());
+    for server in &s.servers {
+        let route = Route::lookup(server.ip(), None)?;
+        let i = match srcs.iter().position(|a| *a == route.src) {
+            Some(i) => i,
+            None => {
+                srcs.push(route.src);
+                srcs.len() - 1
+            }
+        };
+        servers.push((*server, i));
+    }
+    let feed = Feed::new(reader, {
+        let srcs = srcs.clone();
+        move |ip: IpAddr| {
+            let src = Route::lookup(ip, None).ok()?.src;
+            srcs.iter().position(|a| *a == src)
+        }
+    });
     // raw sockets and a capture with CAP_NET_RAW, else (or with --no-raw)
     // ordinary UDP sockets timed by their kernel stamps
-    let mut raw = !s.no_raw && crate::io::privileges::has_net_raw();
+    let raw = !s.no_raw && crate::io::privileges::has_net_raw();
     if !raw && !s.no_raw {
         log.debug(|| "no CAP_NET_RAW: bulk timed with socket timestamps".into());
     }
-    let mut paths: Vec<Path> = Vec::new();
-    // which path reaches a server (None: none of ours does)
-    let mut path_of: FxMap<IpAddr, Option<usize>> = FxMap::default();
-    for server in &s.servers {
-        let route = Route::lookup(server.ip(), None)?;
-        let i = match paths.iter().position(|p| p.src == route.src) {
-            Some(i) => i,
-            None => {
-                let path = match raw.then(|| Path::open_raw(route.src, s, log)) {
-                    Some(Ok(p)) => p,
-                    // no raw socket after all (e.g. a seccomp or LSM rule)
-                    Some(Err(CmdError::Io(e))) if e.is_permission() && paths.is_empty() => {
-                        log.debug(|| format!("{e}: bulk timed with socket timestamps"));
-                        raw = false;
-                        Path::open_socket(route.src, s, log)?
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => Path::open_socket(route.src, s, log)?,
-                };
-                paths.push(path);
-                paths.len() - 1
+    if !raw && s.pcap.is_some() {
+        return Err(CmdError::Setup(
+            "--pcap needs raw sockets and a capture (CAP_NET_RAW)".into(),
+        ));
+    }
+    let mut pcap = s.pcap.as_deref().map(PcapWriter::create).transpose()?;
+    if raw {
+        let mut link = RawBulkLink::new(pcap.take());
+        let mut paths = Vec::new();
+        let mut fell_back = None;
+        for &src in &srcs {
+            match link.add_path(src, probe_config(src, s).answers_only, |m| log.debug(|| m)) {
+                Ok(ports) => paths.push(BulkPath {
+                    config: probe_config(src, s),
+                    ports,
+                }),
+                // no raw socket after all (e.g. a seccomp or LSM rule)
+                Err(e) if e.is_permission() && paths.is_empty() && s.pcap.is_none() => {
+                    log.debug(|| format!("{e}: bulk timed with socket timestamps"));
+                    fell_back = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
             }
-        };
-        path_of.insert(server.ip(), Some(i));
-    }
-    // bulk opens no socket after this (TCP fallback needs no privilege)
-    crate::io::privileges::drop_all()?;
-    // then the receiver threads start, with no capability either
-    let (rx_tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    for (i, p) in paths.iter_mut().enumerate() {
-        p.start_receiver(i, rx_tx.clone(), &stop);
-    }
-    drop(rx_tx);
-    let servers: Vec<SocketAddr> = s.servers.clone();
-    let several = servers.len() > 1;
-    let mut report = Report {
-        out: std::io::BufWriter::with_capacity(1 << 16, out),
-        s,
-        sum: BulkSummary {
-            servers: servers.clone(),
-            timing: if paths.iter().all(|p| p.kernel_timed()) {
+        }
+        if fell_back.is_none() {
+            // bulk opens no socket after this (TCP fallback needs no privilege);
+            // then the receiver threads start, with no capability either
+            crate::io::privileges::drop_all()?;
+            link.start();
+            let timing = if link.kernel_timed() {
                 "kernel"
             } else {
                 "user-space send, kernel receive"
-            },
-            timed_by: paths.first().map(|p| p.timed_by()).unwrap_or_default(),
-            ..BulkSummary::default()
-        },
-        several_servers: several,
-        json_results: Vec::new(),
-        json_errors: Vec::new(),
-        first_failure: None,
-        line: Vec::with_capacity(512),
-        server_text: Vec::new(),
-        compare: (servers.len() > 1 && !s.spread).then(Comparison::default),
-    };
-    // servers that refused a query (ICMP error): later lines to them are not sent
-    let mut refused: FxMap<SocketAddr, Refusal> = FxMap::default();
+            };
+            let cfg = bulk_config(s, paths, servers);
+            let how = (timing, TimedBy::RawCapture);
+            let r = run(
+                s,
+                cfg,
+                feed,
+                &mut link,
+                &RealClock::new(),
+                &mut Interrupt::signals(),
+                out,
+                how,
+            )
+            .await;
+            link.finish()?;
+            return r;
+        }
+    }
+    let mut link = SocketLink::open(&srcs, SOCKETS, None)?;
+    log.debug(|| format!("bulk: {SOCKETS} UDP sockets per source address, socket timestamps"));
+    crate::io::privileges::drop_all()?;
+    let paths = srcs
+        .iter()
+        .map(|&src| BulkPath {
+            config: probe_config(src, s),
+            ports: link.ports(src),
+        })
+        .collect();
+    let cfg = bulk_config(s, paths, servers);
+    let how = ("kernel", TimedBy::SocketTimestamps);
+    let clock = RealClock::new();
+    let mut interrupt = Interrupt::signals();
+    let r = run(s, cfg, feed, &mut link, &clock, &mut interrupt, out, how).await;
+    link.finish()?;
+    r
+}
+
+/// The run itself, over either link (or the simulated one of the tests),
+/// on `clock` until done or `interrupt`; `how` says how it is timed
+/// (the summary's `timing`, and `timed_by`). Returns the exit status.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<R, F, L, C>(
+    s: &DnsSettings,
+    cfg: BulkConfig,
+    mut feed: Feed<R, F>,
+    link: &mut L,
+    clock: &C,
+    interrupt: &mut Interrupt<'_>,
+    out: &mut impl Write,
+    (timing, timed_by): (&'static str, TimedBy),
+) -> Result<u8, CmdError>
+where
+    R: BufRead,
+    F: FnMut(IpAddr) -> Option<usize>,
+    L: Link,
+    C: Clock,
+{
+    let mut report = report_to(s, out, timing, timed_by);
     // the bar's total: the lines of a file (not of stdin), counted only when drawn
     let total = match (&s.bulk, s.progress) {
         (Some(BulkSource::File(path)), true) => super::super::progress::count_lines(path),
         _ => None,
     };
     let mut progress = super::super::progress::Bar::new(s.progress, total, "names");
-    let started = Instant::now();
-    let mut input_done = false;
-    let mut queries_sent: u64 = 0;
-    let mut next_server: usize = 0;
-    let concurrency = s.concurrency as usize;
-    let mut finished: Vec<DnsOutcome> = Vec::new();
-    let mut targets: Vec<SocketAddr> = Vec::with_capacity(servers.len());
-    let outstanding = |paths: &[Path]| paths.iter().map(|p| p.ex.outstanding()).sum::<usize>();
-
-    loop {
-        // 1. send what the rate and the concurrency allow
-        let mut budget = 256usize;
-        while !input_done && outstanding(&paths) < concurrency && budget > 0 {
-            if let Some(rate) = s.rate {
-                let allowed = (started.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
-                if queries_sent >= allowed {
-                    break;
-                }
-            }
-            let Some((line_no, text)) = lines.next_line()? else {
-                input_done = true;
-                break;
-            };
-            let t = match text {
-                Ok(t) => t.trim(),
-                Err(e) => {
-                    let input = String::from_utf8_lossy(&lines.buf).trim_end().to_string();
-                    report.sum.names += 1;
-                    report.bad_line(line_no, &input, &e)?;
-                    continue;
-                }
-            };
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            report.sum.names += 1;
-            let l = match parse_line(t) {
-                Ok(l) => l,
-                Err(e) => {
-                    let t = t.to_string();
-                    report.bad_line(line_no, &t, &e)?;
-                    continue;
-                }
-            };
-            targets.clear();
-            match l.server {
-                Some(sv) => targets.push(sv),
-                None if s.spread => {
-                    targets.push(servers[next_server % servers.len()]);
-                    next_server += 1;
-                }
-                None => targets.extend_from_slice(&servers),
-            }
-            // every target must be reachable from one of our source addresses
-            let unreachable = targets.iter().find(|sv| {
-                path_of
-                    .entry(sv.ip())
-                    .or_insert_with(|| {
-                        let src = Route::lookup(sv.ip(), None).ok()?.src;
-                        paths.iter().position(|p| p.src == src)
-                    })
-                    .is_none()
-            });
-            if let Some(sv) = unreachable {
-                let e = format!(
-                    "server {sv} is not reached from a source address of the @SERVERs (bulk mode sends from those only)"
-                );
-                let t = t.to_string();
-                report.bad_line(line_no, &t, &e)?;
-                continue;
-            }
-            if let Some(c) = &mut report.compare {
-                c.expect(line_no, targets.len());
-            }
-            for &server in &targets {
-                let q = query_of(s, l.name.clone(), l.qtype);
-                report.sum.queries += 1;
-                if let Some(&f) = refused.get(&server) {
-                    let by = report.sum.timed_by;
-                    report.result(line_no, &unsent(server, &q, f, by), true)?;
-                    continue;
-                }
-                budget = budget.saturating_sub(1);
-                let Some(Some(i)) = path_of.get(&server.ip()).copied() else {
-                    continue;
-                };
-                paths[i].queue(line_no, server, q);
-                report.sum.sent_packets += 1;
-                queries_sent += 1;
-            }
-        }
-        for p in paths.iter_mut() {
-            p.flush()?;
-        }
-        // 2. answers read so far, 3. deadlines
-        while let Ok((i, batch)) = rx.try_recv() {
-            paths[i].on_received(batch, &mut finished)?;
-        }
-        for p in paths.iter_mut() {
-            p.poll_sockets(&mut finished)?;
-            p.on_time(&mut report.sum.sent_packets, &mut finished)?;
-        }
-        for o in finished.drain(..) {
-            let key = o.key;
-            let Some(i) = path_of.get(&key.server.ip()).copied().flatten() else {
-                continue;
-            };
-            if !paths[i].pending.remove(&key) {
-                continue;
-            }
-            if let Some(f) = o.refused {
-                refused.entry(key.server).or_insert(f);
-            }
-            let line_no = o.tag;
-            let truncated = o.reply.as_ref().is_some_and(|x| x.flags.tc);
-            let tc_question = truncated.then(|| o.question.clone());
-            let qtype = o.question.qtype;
-            let mut r = result_of(o, qtype);
-            r.timed_by = paths[i].timed_by();
-            if s.tcp_fallback
-                && r.udp.as_ref().is_some_and(|u| u.reply.flags.tc)
-                && let Some(question) = tc_question
-            {
-                // the query as it was sent (query_of, with its id)
-                let q = QueryRepr {
-                    id: key.id,
-                    question,
-                    recursion_desired: s.recursion_desired,
-                    edns: s.edns.clone(),
-                };
-                r.tcp = Some(over_tcp(r.server, &q, s.timeout).await);
-                report.sum.tcp += 1;
-            }
-            report.result(line_no, &r, false)?;
-        }
-        if input_done && outstanding(&paths) == 0 {
-            break;
-        }
-        if super::super::signalled() {
-            // stop: what is outstanding is neither answered nor timed out
-            report.sum.interrupted = true;
-            report.sum.in_flight = outstanding(&paths) as u64;
-            break;
-        }
-        let sum = &report.sum;
-        progress.update(sum.names, || {
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            format!(
-                "{} answered, {} timeouts, {} outstanding, {:.0} answers/s",
-                sum.answered,
-                sum.timeouts,
-                outstanding(&paths),
-                sum.answered as f64 / secs
-            )
-        });
-        // 4. wait when there is nothing to send right now
-        let can_send = !input_done && outstanding(&paths) < concurrency;
-        let rate_wait = s.rate.map(|rate| {
-            let next = (queries_sent as f64) / rate as f64;
-            started + Duration::from_secs_f64(next)
-        });
-        let send_at = match (can_send, rate_wait) {
-            (false, _) => None,
-            (true, Some(at)) if at > Instant::now() => Some(at),
-            (true, _) => continue,
-        };
-        let mut wake = paths
-            .iter_mut()
-            .filter_map(|p| p.ex.next_deadline())
-            .min()
-            .map(instant_of)
-            .unwrap_or_else(|| Instant::now() + Duration::from_millis(100));
-        if let Some(at) = send_at {
-            wake = wake.min(at);
-        }
-        // a signal is seen within this
-        wake = wake.min(Instant::now() + Duration::from_millis(50));
-        tokio::select! {
-            got = rx.recv(), if raw => {
-                match got {
-                    Some((i, batch)) => paths[i].on_received(batch, &mut finished)?, // handled on the next turn
-                    None => {
-                        // every receiver thread ended: one failed
-                        for p in paths.iter_mut() {
-                            p.stop_receiver()?;
-                        }
-                        return Err(CmdError::Setup("bulk receiver threads ended".into()));
-                    }
-                }
-            }
-            r = sockets_ready(&paths) => r?, // read on the next turn
-            _ = tokio::time::sleep_until(wake) => {}
-        }
-    }
-    report.sum.elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    for p in paths.iter_mut() {
-        p.stop_receiver()?;
-    }
+    let mut machine = BulkMachine::new(cfg, &mut feed);
+    play(
+        &mut machine,
+        link,
+        clock,
+        interrupt,
+        &mut report,
+        timed_by,
+        &mut progress,
+    )
+    .await?;
+    report.sum.elapsed = clock.elapsed();
     progress.finish();
-    let mut ignored = BTreeMap::new();
-    for p in &paths {
-        for (k, v) in p.ex.ignored() {
-            *ignored.entry(*k).or_default() += v;
-        }
+    let ignored = ignored_of(&machine);
+    drop(machine);
+    if let Some(e) = feed.failed.take() {
+        return Err(e);
     }
     report.finish(&ignored)
 }
@@ -1468,6 +1081,7 @@ mod tests {
     use super::*;
     use crate::report::dns::UdpLeg;
     use crate::wire::dns::{Flags, RecordRepr, ReplyRepr};
+    use std::time::Duration;
 
     fn record(rtype: &str, type_code: u16, data: &str) -> RecordRepr {
         RecordRepr {

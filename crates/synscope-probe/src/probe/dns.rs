@@ -644,9 +644,11 @@ pub fn read_packet(
     at: Timestamp,
     checksum_offloaded: bool,
 ) -> Received {
-    let outgoing = direction == Direction::Outgoing;
-    // our own packets carry partial checksums; replies over veth/lo may too
-    let mode = if outgoing || checksum_offloaded {
+    if direction == Direction::Outgoing {
+        return read_sent(data, at);
+    }
+    // replies over veth/lo may carry partial checksums
+    let mode = if checksum_offloaded {
         Checksums::Offloaded
     } else {
         Checksums::Verify
@@ -656,7 +658,7 @@ pub fn read_packet(
     };
     let u = match d.transport {
         Transport::Udp(u) => u,
-        Transport::Icmp(i) if !outgoing && d.ip.dst == src => {
+        Transport::Icmp(i) if d.ip.dst == src => {
             let (Some(error), Some(q)) = (i.error(), i.quoted) else {
                 return Received::Ignored(DnsIgnored::NotUdp);
             };
@@ -672,28 +674,8 @@ pub fn read_packet(
                 at,
             };
         }
-        _ => {
-            return Received::Ignored(if outgoing {
-                DnsIgnored::OwnTraffic
-            } else {
-                DnsIgnored::NotUdp
-            });
-        }
+        _ => return Received::Ignored(DnsIgnored::NotUdp),
     };
-    if outgoing {
-        return match u.payload.get(..2) {
-            Some(id) => Received::Sent {
-                key: QueryKey {
-                    server: SocketAddr::new(d.ip.dst, u.dst_port),
-                    src_port: u.src_port,
-                    id: u16::from_be_bytes([id[0], id[1]]),
-                },
-                from: d.ip.src,
-                at,
-            },
-            None => Received::Ignored(DnsIgnored::OwnTraffic),
-        };
-    }
     if d.ip.dst != src {
         return Received::Ignored(DnsIgnored::OtherFlow);
     }
@@ -705,6 +687,68 @@ pub fn read_packet(
         local_port: u.dst_port,
         id: u16::from_be_bytes([id[0], id[1]]),
         message: parse_message(&u.payload, answers_only),
+        at,
+    }
+}
+
+/// One of our own datagrams leaving (a capture of outgoing packets, or a
+/// link's TX stamp), read at its fixed offsets: what a query's send stamp
+/// needs (addresses, ports, id) and nothing more: no checksum to check (ours
+/// are partial) and no DNS to parse. Bulk reads one per query.
+fn read_sent(data: &[u8], at: Timestamp) -> Received {
+    let own = Received::Ignored(DnsIgnored::OwnTraffic);
+    let bad = Received::Ignored(DnsIgnored::Malformed);
+    let v4 = |o: usize| -> Option<IpAddr> {
+        let b: [u8; 4] = data.get(o..o + 4)?.try_into().ok()?;
+        Some(IpAddr::from(b))
+    };
+    let v6 = |o: usize| -> Option<IpAddr> {
+        let b: [u8; 16] = data.get(o..o + 16)?.try_into().ok()?;
+        Some(IpAddr::from(b))
+    };
+    let (src, dst, l4) = match data.first().map(|b| b >> 4) {
+        Some(4) => {
+            let hl = usize::from(data[0] & 0x0f) * 4;
+            let Some(&[f0, f1]) = data.get(6..8) else {
+                return bad;
+            };
+            if hl < 20 || data.len() < hl {
+                return bad;
+            }
+            // UDP, and not a later fragment (no UDP header there)
+            if data[9] != 17 || u16::from_be_bytes([f0, f1]) & 0x1fff != 0 {
+                return own;
+            }
+            match (v4(12), v4(16)) {
+                (Some(s), Some(d)) => (s, d, hl),
+                _ => return bad,
+            }
+        }
+        Some(6) => {
+            // our queries carry no extension header
+            if data.get(6) != Some(&17) {
+                return own;
+            }
+            match (v6(8), v6(24)) {
+                (Some(s), Some(d)) => (s, d, 40),
+                _ => return bad,
+            }
+        }
+        _ => return bad,
+    };
+    let Some(u) = data.get(l4..l4 + 8) else {
+        return bad;
+    };
+    let Some(id) = data.get(l4 + 8..l4 + 10) else {
+        return own;
+    };
+    Received::Sent {
+        key: QueryKey {
+            server: SocketAddr::new(dst, u16::from_be_bytes([u[2], u[3]])),
+            src_port: u16::from_be_bytes([u[0], u[1]]),
+            id: u16::from_be_bytes([id[0], id[1]]),
+        },
+        from: src,
         at,
     }
 }
@@ -841,6 +885,45 @@ mod tests {
             .is_none()
         );
         assert_eq!(e.ignored().get(&DnsIgnored::NoQuery), Some(&1));
+    }
+
+    #[test]
+    fn our_query_leaving_is_read_at_its_offsets_and_cut_short_never_panics() {
+        let mut e = ex(0);
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let (key, dgram) = e.query(Timestamp(1), 0, server, 40000, &query(0xbeef, "a.lab.test"));
+        let at = Timestamp(5);
+        let sent = |d: &[u8]| {
+            read_packet(
+                CLIENT.parse().unwrap(),
+                true,
+                d,
+                Direction::Outgoing,
+                at,
+                true,
+            )
+        };
+        assert_eq!(
+            sent(&dgram),
+            Received::Sent {
+                key,
+                from: CLIENT.parse().unwrap(),
+                at
+            }
+        );
+        // up to the id (20 + 8 + 2 bytes) it is not read; past it, as a whole
+        for n in 0..dgram.len() {
+            let r = sent(&dgram[..n]);
+            assert_eq!(
+                matches!(r, Received::Sent { .. }),
+                n >= 30,
+                "{n} bytes: {r:?}"
+            );
+        }
+        // not UDP: someone else's traffic of ours
+        let mut tcp = dgram.clone();
+        tcp[9] = 6;
+        assert_eq!(sent(&tcp), Received::Ignored(DnsIgnored::OwnTraffic));
     }
 
     #[test]

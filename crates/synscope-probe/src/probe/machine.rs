@@ -17,8 +17,13 @@ use crate::wire::MacAddr;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// What a link's own reader thread already made of a packet (bulk DNS
+/// parses its answers off the drive loop's thread), for the machine that
+/// knows the type to take it; empty for most links.
+pub type PreRead = std::cell::Cell<Option<Box<dyn std::any::Any + Send>>>;
+
 /// One captured packet, starting at its IP header, as a machine sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Packet<'a> {
     /// The datagram, from its IP header.
     pub data: &'a [u8],
@@ -28,6 +33,20 @@ pub struct Packet<'a> {
     pub at: Timestamp,
     /// The transport checksum was left to the hardware (veth, lo): not checked.
     pub offloaded: bool,
+    /// What the link's reader already read of it, if it reads ahead (a
+    /// machine may take it instead of reading `data` again).
+    pub read: Option<&'a PreRead>,
+}
+
+impl std::fmt::Debug for Packet<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packet")
+            .field("data", &self.data)
+            .field("direction", &self.direction)
+            .field("at", &self.at)
+            .field("offloaded", &self.offloaded)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One link-layer frame for an interface (an ARP request, a Neighbor

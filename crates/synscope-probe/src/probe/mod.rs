@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod correlate;
 pub mod dns;
+pub mod dns_bulk;
 pub mod dns_query;
 pub mod fingerprint;
 pub mod fxhash;
