@@ -530,4 +530,141 @@ mod tests {
         assert_eq!(d.step(Timestamp(3 * MS), 8), Step::Done);
         assert_eq!(d.down().count(), 0);
     }
+
+    mod machine {
+        use super::*;
+        use crate::probe::machine::Recorder;
+        use crate::wire::{IpRepr, Protocol};
+        use std::net::Ipv6Addr;
+
+        const OURS: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+        const US: &str = "2001:db8:200::1";
+
+        fn group(targets: &str) -> OnLinkGroup {
+            OnLinkGroup {
+                ifindex: 7,
+                src: addr(US),
+                mac: OURS,
+                set: set(targets),
+            }
+        }
+
+        /// The advertisement `target` sends us: "I am at `mac`".
+        fn advert(target: Ipv6Addr, mac: MacAddr) -> Vec<u8> {
+            let us: Ipv6Addr = US.parse().unwrap();
+            let na = NdpRepr {
+                kind: NdpKind::Advert {
+                    router: false,
+                    solicited: true,
+                    override_: true,
+                },
+                target,
+                lladdr: Some(mac),
+            };
+            let ip = IpRepr {
+                src: target.into(),
+                dst: us.into(),
+                protocol: Protocol::ICMPV6,
+                ttl: 255,
+                ident: 0,
+                later_fragment: false,
+                flow_label: 0,
+            };
+            ip.emit(&na.emit(target, us))
+        }
+
+        #[test]
+        fn solicits_one_paced_batch_a_poll_and_takes_the_advertisement() {
+            // 1000/s: one request a batch, the next due 1 ms later
+            let mut m = DiscoveryMachine::new(
+                vec![group("2001:db8:200::2-2001:db8:200::3")],
+                1000,
+                0,
+                Duration::from_millis(200),
+            );
+            let mut cx = Recorder::<Neighbour>::new(1);
+            let t0 = 1_000 * MS;
+            assert_eq!(m.poll_at(), Some(Timestamp(0)));
+            m.poll(Timestamp(t0), &mut cx);
+            assert_eq!(cx.frames.len(), 1);
+            let f = &cx.frames[0];
+            assert_eq!((f.ifindex, f.ethertype), (7, ETHERTYPE_IPV6));
+            // to the target's solicited-node group
+            assert_eq!(f.dst, MacAddr([0x33, 0x33, 0xff, 0, 0, 2]));
+            assert_eq!(f.host, addr("2001:db8:200::2"));
+            assert_eq!(m.poll_at(), Some(Timestamp(t0 + MS)));
+            // not yet due: nothing more
+            m.poll(Timestamp(t0 + MS / 2), &mut cx);
+            assert_eq!(cx.frames.len(), 1);
+            m.poll(Timestamp(t0 + MS), &mut cx);
+            assert_eq!(cx.frames.len(), 2);
+            // our solicitation leaving (the kernel's stamp), then the answer
+            let ns = cx.frames[0].payload.clone();
+            m.on_packet(
+                &Packet {
+                    data: &ns,
+                    direction: Direction::Outgoing,
+                    at: Timestamp(t0 + 10_000),
+                    offloaded: false,
+                    read: None,
+                },
+                &mut cx,
+            );
+            let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+            let na = advert("2001:db8:200::2".parse().unwrap(), mac);
+            m.on_packet(
+                &Packet {
+                    data: &na,
+                    direction: Direction::Incoming,
+                    at: Timestamp(t0 + 60_000),
+                    offloaded: false,
+                    read: None,
+                },
+                &mut cx,
+            );
+            let want = Neighbour {
+                addr: addr("2001:db8:200::2"),
+                mac,
+                rtt_ns: Some(50_000),
+            };
+            assert_eq!(cx.events, [want]);
+            // an advertisement seen leaving is no answer
+            m.on_packet(
+                &Packet {
+                    data: &na,
+                    direction: Direction::Outgoing,
+                    at: Timestamp(t0 + 70_000),
+                    offloaded: false,
+                    read: None,
+                },
+                &mut cx,
+            );
+            assert_eq!(cx.events.len(), 1);
+            // ::3 stays silent: the only round's wait, then done
+            m.poll(Timestamp(t0 + 2 * MS), &mut cx);
+            assert!(!m.is_done());
+            m.poll(Timestamp(t0 + 202 * MS), &mut cx);
+            assert!(m.is_done());
+            assert_eq!(m.poll_at(), None);
+            let d = m.results().next().unwrap();
+            assert_eq!(d.down().collect::<Vec<_>>(), [addr("2001:db8:200::3")]);
+        }
+
+        #[test]
+        fn stop_ends_it_at_once() {
+            let mut m = DiscoveryMachine::new(
+                vec![group("2001:db8:200::/120")],
+                10,
+                1,
+                Duration::from_secs(1),
+            );
+            let mut cx = Recorder::<Neighbour>::new(1);
+            m.poll(Timestamp(MS), &mut cx);
+            m.stop(Stop::Interrupted, Timestamp(2 * MS), &mut cx);
+            assert!(m.is_done());
+            m.poll(Timestamp(3 * MS), &mut cx);
+            assert_eq!(cx.frames.len(), 1);
+            assert!(m.bound().is_some_and(|b| b >= Duration::from_secs(2)));
+        }
+    }
 }
