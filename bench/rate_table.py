@@ -59,7 +59,7 @@ def check(tool, path):
             elif tool == "nmap":
                 ok = v == "filtered"
             else:
-                ok = v == "filtered" if p in rej else v in ("no-response", "filtered")
+                ok = v == "filtered" if p in rej else v in ("no_response", "no-response", "filtered")
             kind = "filtered"
         else:
             ok, kind = v == "closed", "closed"

@@ -807,7 +807,7 @@ fn sigterm_stops_bulk_with_the_summary_so_far() {
     let (_dns, lab) = lab();
     let file = std::env::temp_dir().join(format!("{}-names.txt", lab.client_ns));
     std::fs::write(&file, "a.lab.test\n".repeat(10_000)).unwrap();
-    let child = lab
+    let mut child = lab
         .client_command(env!("CARGO_BIN_EXE_synscope"))
         .args(["dns", "--file"])
         .arg(&file)
@@ -816,14 +816,21 @@ fn sigterm_stops_bulk_with_the_summary_so_far() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    // the signal goes once answers come out (the handler is installed before
+    // the first query), not after a fixed sleep a loaded machine can outlast
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let t0 = std::time::Instant::now();
     common::signal(&child, "-TERM");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_file(&file);
     assert!(t0.elapsed() < std::time::Duration::from_secs(3));
     common::assert_status(&out, 1);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = first + &rest;
     let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(last["kind"], "summary");
     assert_eq!(last["interrupted"], true);

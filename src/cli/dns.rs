@@ -32,7 +32,7 @@ stamps: no privilege needed. The output says which timed it
 answer as the capture saw them, kernel-stamped, single or bulk; with
 several types or servers single queries then run one after another.
 
-Bulk (--file): one `name[,type[,server]]` per line, each to every
+Bulk (--file): one `name[,type[,server]]` (or `name type server`) per line, each to every
 @SERVER (--spread: to one, in turn), every --expect* checked per query;
 NDJSON (or --json, --short) and a summary with per-check failure counts.
 
@@ -141,7 +141,7 @@ pub struct DnsArgs {
     /// The answer must arrive within this time (e.g. 50ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_time: Option<Duration>,
-    /// Bulk: read `name[,type[,server]]` lines from this file (`-` for stdin).
+    /// Bulk: read `name[,type[,server]]` (or `name [type [server]]`) lines from this file (`-` for stdin).
     /// Each line is queried at each @SERVER (or, with --spread, at one of
     /// them) and checked with every --expect* given; one NDJSON line per query,
     /// then a summary with per-check failure counts. A line that cannot be read

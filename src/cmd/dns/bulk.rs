@@ -28,6 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 pub use crate::cmd::status::BAD_LINES as EXIT_BAD_LINES;
 
 /// One parsed bulk line.
+#[derive(Debug)]
 struct BulkLine {
     name: Name,
     qtype: RecordType,
@@ -35,8 +36,15 @@ struct BulkLine {
     server: Option<SocketAddr>,
 }
 
+/// `name[,type[,server]]`, or dnsperf's and dig's `name [type [server]]`
+/// separated by blanks (a name in presentation form holds neither).
 fn parse_line(line: &str) -> Result<BulkLine, String> {
-    let mut parts = line.split(',').map(str::trim);
+    let fields: Vec<&str> = if line.contains(',') {
+        line.split(',').map(str::trim).collect()
+    } else {
+        line.split_whitespace().collect()
+    };
+    let mut parts = fields.into_iter();
     let name = parse_name(parts.next().unwrap_or(""))?;
     let qtype = match parts.next() {
         None | Some("") => RecordType::A,
@@ -54,7 +62,9 @@ fn parse_line(line: &str) -> Result<BulkLine, String> {
         }
     };
     if parts.next().is_some() {
-        return Err("too many fields: expected name[,type[,server]]".into());
+        return Err(
+            "too many fields: expected name[,type[,server]] or name [type [server]]".into(),
+        );
     }
     Ok(BulkLine {
         name,
@@ -1082,6 +1092,35 @@ mod tests {
     use crate::report::dns::UdpLeg;
     use crate::wire::dns::{Flags, RecordRepr, ReplyRepr};
     use std::time::Duration;
+
+    #[test]
+    fn lines_take_commas_or_blanks_between_their_fields() {
+        for line in [
+            "mail.lab.test,MX,198.18.0.2",
+            "mail.lab.test MX 198.18.0.2",
+            "mail.lab.test\tMX  @198.18.0.2",
+            " mail.lab.test , MX , 198.18.0.2:53 ",
+        ] {
+            let l = parse_line(line).unwrap();
+            assert_eq!(l.name.to_string(), "mail.lab.test.", "{line}");
+            assert_eq!(l.qtype, RecordType::MX, "{line}");
+            assert_eq!(l.server, Some("198.18.0.2:53".parse().unwrap()), "{line}");
+        }
+        // an empty field keeps its place between commas
+        let l = parse_line("www.lab.test,,198.18.0.3").unwrap();
+        assert_eq!((l.qtype, l.server.unwrap().port()), (RecordType::A, 53));
+        assert_eq!(parse_line("www.lab.test").unwrap().qtype, RecordType::A);
+        assert!(
+            parse_line("www.lab.test A 198.18.0.2 x")
+                .unwrap_err()
+                .contains("too many fields")
+        );
+        assert!(
+            parse_line("www.lab.test XX")
+                .unwrap_err()
+                .contains("unknown type")
+        );
+    }
 
     fn record(rtype: &str, type_code: u16, data: &str) -> RecordRepr {
         RecordRepr {
