@@ -9,7 +9,7 @@
 
 use crate::cmd::{CmdError, Interrupt};
 use crate::io::{Captured, Clock, IoError, Link, Outgoing};
-use crate::probe::machine::{Context, Machine, Packet, PreRead, Stop};
+use crate::probe::machine::{Context, Frame, Machine, Packet, PreRead, Stop};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -47,6 +47,7 @@ pub struct Ended {
 struct Cx<'l, L, E> {
     link: &'l mut L,
     sends: Vec<Outgoing>,
+    frames: Vec<Frame>,
     events: Vec<E>,
     failed: Option<IoError>,
 }
@@ -58,6 +59,9 @@ impl<L: Link, E> Context<E> for Cx<'_, L, E> {
             datagram,
             tag: None,
         });
+    }
+    fn send_frame(&mut self, frame: Frame) {
+        self.frames.push(frame);
     }
     fn report(&mut self, event: E) {
         self.events.push(event);
@@ -108,6 +112,10 @@ impl<L: Link, E> Cx<'_, L, E> {
         if !self.sends.is_empty() {
             self.link.send_many(&mut self.sends)?;
             self.sends.clear();
+        }
+        if !self.frames.is_empty() {
+            self.link.send_frames(&mut self.frames)?;
+            self.frames.clear();
         }
         for e in self.events.drain(..) {
             reporter.report(e)?;
@@ -167,6 +175,7 @@ where
     let mut cx = Cx {
         link,
         sends: Vec::new(),
+        frames: Vec::new(),
         events: Vec::new(),
         failed: None,
     };
@@ -241,6 +250,7 @@ where
             machine.on_packet(&packet(&p, &read), &mut cx);
             // done: nothing more goes out
             cx.sends.clear();
+            cx.frames.clear();
             cx.flush(reporter)?;
         }
     }

@@ -243,7 +243,7 @@ async fn scan_family<W: std::io::Write>(
     interrupt: &mut super::Interrupt<'_>,
 ) -> Result<(), CmdError> {
     // on-link targets: only the hosts that answer ARP / ND get SYNs
-    let found = net.discover(s.rate, output, log)?;
+    let found = net.discover(s.rate, output, log, interrupt).await?;
     tally.skipped += net.skipped;
     tally.unroutable += net.unroutable;
     tally.stalls += net.stalls;

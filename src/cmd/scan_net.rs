@@ -5,22 +5,22 @@
 //! Solicitation (only they get SYNs), and the sockets that send each probe the
 //! way its route says.
 
-use super::{CmdError, Log};
+use super::{CmdError, Interrupt, Log};
 use crate::cli::ScanSettings;
-use crate::event::Timestamp;
+use crate::drive::drive;
 use crate::io::bpf::{FlowFilter, compile_any};
 use crate::io::bpf_neigh;
-use crate::io::capture::{BlockingCapture, Captured, Direction};
+use crate::io::capture::BlockingCapture;
+use crate::io::discovery_link::DiscoveryLink;
 use crate::io::egress::Egress;
-use crate::io::link::{ETH_P_ARP, ETH_P_IPV6, LinkInfo, LinkSender, enslaved_interfaces};
+use crate::io::link::{LinkInfo, LinkSender, enslaved_interfaces};
 use crate::io::rtnl::{NUD_PERMANENT, RouteMsg, RouteType, Rtnl};
 use crate::io::{IoError, PortReservation, RawSender};
 use crate::report::scan::{DiscoverySummary, HostResult, ScanOutput};
 use crate::scan::TargetSet;
-use crate::scan::discovery::{Discovery, Step};
-use crate::scan::pace::Pacer;
+use crate::scan::discovery::{Discovery, DiscoveryMachine, Neighbour, OnLinkGroup};
 use crate::scan::routes::{self, Regions, SourceMap, split};
-use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr, Protocol};
+use crate::wire::{MacAddr, Protocol};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -460,13 +460,15 @@ impl Network {
     }
 
     /// Runs host discovery on every on-link group (at `rate` requests per
-    /// second), reports each host once through `output`, and returns what is
-    /// left to probe: every direct target and the hosts that answered.
-    pub fn discover<W: std::io::Write>(
+    /// second, through the drive loop), reports each host once through
+    /// `output`, and returns what is left to probe: every direct target and
+    /// the hosts that answered.
+    pub async fn discover<W: std::io::Write>(
         &mut self,
         rate: u64,
         output: &mut ScanOutput<W>,
         log: Log,
+        interrupt: &mut Interrupt<'_>,
     ) -> Result<Discovered, CmdError> {
         let mut targets = std::mem::take(&mut self.direct);
         if self.on_link.is_empty() {
@@ -483,16 +485,36 @@ impl Network {
             ..DiscoverySummary::default()
         };
         let started = Instant::now();
-        let mut groups = std::mem::take(&mut self.on_link);
-        let done = discover_links(&mut groups, self.egress.links(), rate, &mut self.stalls);
-        for (group, d) in groups.iter().zip(done) {
+        let senders = self.egress.links();
+        let mut groups = Vec::new();
+        let mut captures = Vec::new();
+        let mut links = Vec::new();
+        for g in std::mem::take(&mut self.on_link) {
+            groups.push(OnLinkGroup {
+                ifindex: senders[g.link].info.ifindex,
+                src: g.src,
+                mac: g.mac,
+                set: g.set,
+            });
+            captures.push(g.capture.into_async()?);
+            links.push((g.link, g.src));
+        }
+        let mut machine = DiscoveryMachine::new(groups, rate, DISCOVERY_RETRIES, DISCOVERY_WAIT);
+        let mut link = DiscoveryLink::new(senders, captures)?;
+        let clock = crate::io::RealClock::new();
+        // hosts are reported once discovery is over, in order
+        let mut answered = |_: Neighbour| Ok(());
+        drive(&mut machine, &mut link, &clock, &mut answered, interrupt).await?;
+        self.stalls += link.stalls();
+        drop(link);
+        for (&(link, src), d) in links.iter().zip(machine.results()) {
             summary.addresses += d.addresses();
             summary.requests += d.requests();
             summary.up += d.up().len() as u64;
             let mut up = d.up().to_vec();
             up.sort_by_key(|n| n.addr);
             for n in &up {
-                self.egress.add_neighbour(n.addr, group.link, n.mac);
+                self.egress.add_neighbour(n.addr, link, n.mac);
                 let x = to_u128(n.addr);
                 targets.push((x, x));
                 output.host(&HostResult {
@@ -516,8 +538,8 @@ impl Network {
             log.debug(|| {
                 format!(
                     "discovery from {} on link #{}: {} of {} up",
-                    group.src,
-                    group.link,
+                    src,
+                    link,
                     d.up().len(),
                     d.addresses()
                 )
@@ -529,150 +551,5 @@ impl Network {
             targets: TargetSet::from_ranges(self.v6, targets),
             summary: Some(summary),
         })
-    }
-}
-
-/// Discovery on every link at once (so several links take as long as the
-/// slowest, not their sum): requests paced at `rate` in all, replies read
-/// between batches and while waiting.
-fn discover_links(
-    groups: &mut [OnLink],
-    links: &[LinkSender],
-    rate: u64,
-    stalls: &mut u64,
-) -> Vec<Discovery> {
-    let mut ds: Vec<Discovery> = groups
-        .iter()
-        .map(|g| Discovery::new(g.set.clone(), DISCOVERY_RETRIES, DISCOVERY_WAIT))
-        .collect();
-    let mut done = vec![false; groups.len()];
-    let batch = (rate / 5000).clamp(1, 64) as usize;
-    let mut pacer = Pacer::new(rate as f64, Instant::now());
-    let mut sent = 0u64;
-    // bounded by the state machines, which end after their last round's wait
-    while !super::signalled() && done.contains(&false) {
-        let mut sent_any = false;
-        let mut earliest: Option<Timestamp> = None;
-        for (i, (g, d)) in groups.iter_mut().zip(ds.iter_mut()).enumerate() {
-            if done[i] {
-                continue;
-            }
-            match d.step(Timestamp::now(), batch) {
-                Step::Send(addrs) => {
-                    sleep_until(pacer.due(sent));
-                    let frames: Vec<(MacAddr, Vec<u8>)> =
-                        addrs.iter().map(|a| request(g.src, g.mac, *a)).collect();
-                    let refs: Vec<(MacAddr, &[u8])> =
-                        frames.iter().map(|(m, b)| (*m, b.as_slice())).collect();
-                    let proto = if g.src.is_ipv6() {
-                        ETH_P_IPV6
-                    } else {
-                        ETH_P_ARP
-                    };
-                    let o = links[g.link].send_batch(proto, &refs, &addrs);
-                    sent += addrs.len() as u64;
-                    *stalls += o.stalls;
-                    pacer.after_batch(sent, o.stalls > 0, Instant::now());
-                    drain(g, d, Duration::ZERO);
-                    sent_any = true;
-                }
-                Step::WaitUntil(t) => {
-                    earliest = Some(earliest.map_or(t, |e| Timestamp(e.0.min(t.0))));
-                }
-                Step::Done => done[i] = true,
-            }
-        }
-        if sent_any {
-            continue;
-        }
-        let Some(until) = earliest else { continue };
-        let left = until
-            .saturating_sub(Timestamp::now())
-            .min(Duration::from_millis(5));
-        let waiting: Vec<usize> = (0..groups.len()).filter(|i| !done[*i]).collect();
-        if let [only] = waiting[..] {
-            // one link: sleep in its capture
-            drain(&mut groups[only], &mut ds[only], left);
-        } else {
-            std::thread::sleep(left.min(Duration::from_millis(1)));
-            for &i in &waiting {
-                drain(&mut groups[i], &mut ds[i], Duration::ZERO);
-            }
-        }
-    }
-    ds
-}
-
-/// The request for `target`: an ARP request broadcast, or a Neighbor
-/// Solicitation to the target's solicited-node group; with the Ethernet
-/// address it goes to.
-fn request(src: IpAddr, mac: MacAddr, target: IpAddr) -> (MacAddr, Vec<u8>) {
-    match (src, target) {
-        (IpAddr::V4(s), IpAddr::V4(t)) => (MacAddr::BROADCAST, ArpRepr::request(mac, s, t).emit()),
-        (IpAddr::V6(s), IpAddr::V6(t)) => {
-            let (bytes, group) = NdpRepr::solicitation(s, mac, t);
-            (group, bytes)
-        }
-        _ => (MacAddr::BROADCAST, Vec::new()),
-    }
-}
-
-/// Reads what the discovery capture holds (waiting up to `wait` for the
-/// first packet) and feeds our requests' send stamps and the replies to `d`.
-fn drain(g: &mut OnLink, d: &mut Discovery, wait: Duration) {
-    let mut wait = wait;
-    // bounded: a burst of replies is at most a few per address asked
-    for _ in 0..4096 {
-        let got = if wait.is_zero() {
-            g.capture.try_recv()
-        } else {
-            g.capture.recv_timeout(wait)
-        };
-        wait = Duration::ZERO;
-        let Ok(Some(p)) = got else { break };
-        feed(g.src, d, &p);
-    }
-}
-
-fn feed(src: IpAddr, d: &mut Discovery, p: &Captured) {
-    let outgoing = p.direction == Direction::Outgoing;
-    match src {
-        IpAddr::V4(ours) => {
-            let Ok(a) = ArpRepr::parse(&p.data) else {
-                return;
-            };
-            match a.op {
-                ArpOp::Request if outgoing && a.sender_ip == ours => {
-                    d.on_request_sent(a.target_ip.into(), p.timestamp)
-                }
-                ArpOp::Reply if !outgoing && a.target_ip == ours => {
-                    d.on_reply(a.sender_ip.into(), a.sender_mac, p.timestamp);
-                }
-                _ => {}
-            }
-        }
-        IpAddr::V6(ours) => {
-            let Ok((ip, nd)) = NdpRepr::parse_datagram(&p.data) else {
-                return;
-            };
-            match nd.kind {
-                NdpKind::Solicit if outgoing && ip.src == IpAddr::V6(ours) => {
-                    d.on_request_sent(nd.target.into(), p.timestamp)
-                }
-                NdpKind::Advert { .. } if !outgoing && ip.dst == IpAddr::V6(ours) => {
-                    if let Some(mac) = nd.lladdr {
-                        d.on_reply(nd.target.into(), mac, p.timestamp);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-fn sleep_until(due: Instant) {
-    let now = Instant::now();
-    if due > now {
-        std::thread::sleep(due - now);
     }
 }

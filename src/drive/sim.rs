@@ -280,6 +280,18 @@ impl<P: Peer> Link for SimLink<P> {
         Ok(())
     }
 
+    fn send_frames(
+        &mut self,
+        frames: &mut Vec<crate::probe::machine::Frame>,
+    ) -> Result<(), IoError> {
+        // a frame crosses the path as a datagram does: its payload, stamped
+        // leaving, then to the peer (which answers ARP / ND as it likes)
+        for f in frames.drain(..) {
+            self.send(f.host, &f.payload)?;
+        }
+        Ok(())
+    }
+
     fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
         // as the real link: only when the send lags
         self.left

@@ -1821,3 +1821,188 @@ fn bulk_two_servers_that_differ_are_listed_by_line() {
     assert_eq!(b.link.peer.seen[&server(3).ip()], 3);
     assert!(b.summary["differing_lines"].is_null(), "{}", b.summary);
 }
+
+// ---- scan: on-link host discovery (ARP) over the simulated link ----
+
+use crate::probe::machine::Machine;
+use crate::scan::discovery::{DiscoveryMachine, Neighbour, OnLinkGroup};
+use crate::wire::{ArpOp, ArpRepr, MacAddr};
+use std::net::Ipv4Addr;
+
+const OUR_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+
+/// Neighbours that answer ARP: each listed address answers the request
+/// numbered as given (0: the first; 1: only a retry), after 0.2 ms.
+struct ArpHosts {
+    answer_from: BTreeMap<Ipv4Addr, u32>,
+    asked: BTreeMap<Ipv4Addr, u32>,
+}
+
+impl super::sim::Peer for ArpHosts {
+    fn on_datagram(&mut self, _at: Timestamp, d: &[u8]) -> Vec<(Duration, Vec<u8>)> {
+        let Ok(a) = ArpRepr::parse(d) else {
+            return Vec::new();
+        };
+        if a.op != ArpOp::Request {
+            return Vec::new();
+        }
+        let n = self.asked.entry(a.target_ip).or_insert(0);
+        *n += 1;
+        match self.answer_from.get(&a.target_ip) {
+            Some(&from) if *n > from => {
+                let o = a.target_ip.octets();
+                let reply = ArpRepr {
+                    op: ArpOp::Reply,
+                    sender_mac: MacAddr([2, 0, 0, 0, 1, o[3]]),
+                    sender_ip: a.target_ip,
+                    target_mac: a.sender_mac,
+                    target_ip: a.sender_ip,
+                };
+                vec![(Duration::from_micros(200), reply.emit())]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+struct Discovered {
+    up: Vec<Neighbour>,
+    down: Vec<IpAddr>,
+    reported: Vec<Neighbour>,
+    requests: u64,
+    asked: BTreeMap<Ipv4Addr, u32>,
+    took: Duration,
+    ended: crate::drive::Ended,
+}
+
+fn discover(
+    targets: &str,
+    answer_from: &[(&str, u32)],
+    interrupt_after: Option<Duration>,
+) -> Discovered {
+    let clock = SimClock::starting_at(T0);
+    let peer = ArpHosts {
+        answer_from: answer_from
+            .iter()
+            .map(|(a, n)| (a.parse().unwrap(), *n))
+            .collect(),
+        asked: BTreeMap::new(),
+    };
+    let mut link = SimLink::new(&clock, peer, clean_path(Duration::from_micros(50)), 3);
+    let no = |_: &str| Err("none".to_string());
+    let set = crate::scan::TargetSet::build(&[parse_target(targets, &no).unwrap()], &[]).unwrap();
+    let group = OnLinkGroup {
+        ifindex: 2,
+        src: US.parse().unwrap(),
+        mac: OUR_MAC,
+        set,
+    };
+    let wait = Duration::from_millis(200);
+    let mut machine = DiscoveryMachine::new(vec![group], 1000, 1, wait);
+    let mut reported = Vec::new();
+    let mut reporter = |n: Neighbour| {
+        reported.push(n);
+        Ok(())
+    };
+    let mut interrupt = match interrupt_after {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    };
+    let ended = rt()
+        .block_on(super::drive(
+            &mut machine,
+            &mut link,
+            &clock,
+            &mut reporter,
+            &mut interrupt,
+        ))
+        .unwrap();
+    assert!(machine.is_done());
+    let d = machine.results().next().unwrap();
+    Discovered {
+        up: d.up().to_vec(),
+        down: d.down().collect(),
+        reported,
+        requests: d.requests(),
+        asked: link.peer.asked.clone(),
+        took: clock.elapsed(),
+        ended,
+    }
+}
+
+fn v4(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn discovery_finds_the_prompt_the_retried_and_the_silent() {
+    // .2 and .3 answer at once, .4 only the retry, .5 and .6 never
+    let d = discover(
+        "198.18.0.2-6",
+        &[("198.18.0.2", 0), ("198.18.0.3", 0), ("198.18.0.4", 1)],
+        None,
+    );
+    assert!(
+        !d.ended.interrupted && !d.ended.out_of_time,
+        "{:?}",
+        d.ended
+    );
+    let mut up: Vec<IpAddr> = d.up.iter().map(|n| n.addr).collect();
+    up.sort();
+    assert_eq!(up, [v4("198.18.0.2"), v4("198.18.0.3"), v4("198.18.0.4")]);
+    assert_eq!(d.down, [v4("198.18.0.5"), v4("198.18.0.6")]);
+    // each host reported once, as it answered, with its MAC and the kernel-stamped RTT
+    assert_eq!(d.reported, d.up);
+    for n in &d.up {
+        let IpAddr::V4(a) = n.addr else { panic!() };
+        assert_eq!(n.mac, MacAddr([2, 0, 0, 0, 1, a.octets()[3]]));
+        // out 50 µs + 200 µs thinking + back 50 µs, from the send stamp
+        assert_eq!(n.rtt_ns, Some(300_000), "{n:?}");
+    }
+    // five asked, then the three silent once more; nobody a third time
+    assert_eq!(d.requests, 8);
+    assert_eq!(d.asked.values().copied().max(), Some(2));
+    assert_eq!(d.asked[&"198.18.0.2".parse().unwrap()], 1);
+    // within its waits: two rounds of at most 200 ms each
+    assert!(d.took <= Duration::from_millis(500), "{:?}", d.took);
+}
+
+#[test]
+fn discovery_where_everyone_answers_ends_without_waiting() {
+    let d = discover(
+        "198.18.0.2-3",
+        &[("198.18.0.2", 0), ("198.18.0.3", 0)],
+        None,
+    );
+    assert_eq!(d.up.len(), 2);
+    assert!(d.down.is_empty());
+    assert_eq!(d.requests, 2);
+    assert!(d.took < Duration::from_millis(20), "{:?}", d.took);
+}
+
+#[test]
+fn discovery_where_nobody_answers_waits_its_longest_each_round() {
+    let d = discover("198.18.0.2-4", &[], None);
+    assert!(d.up.is_empty());
+    assert_eq!(d.down.len(), 3);
+    assert_eq!(d.requests, 6);
+    // two rounds of the full 200 ms wait, and not much more
+    assert!(d.took >= Duration::from_millis(400), "{:?}", d.took);
+    assert!(d.took <= Duration::from_millis(450), "{:?}", d.took);
+}
+
+#[test]
+fn ctrl_c_ends_discovery_with_what_it_knows() {
+    // 100 addresses at 1000/s: interrupted after about 30 were asked
+    let d = discover(
+        "198.18.0.0/25",
+        &[("198.18.0.2", 0)],
+        Some(Duration::from_millis(30)),
+    );
+    assert!(d.ended.interrupted);
+    assert!(d.took < Duration::from_millis(40), "{:?}", d.took);
+    assert_eq!(d.up.len(), 1);
+    // only the addresses asked are down; those never asked are unknown
+    assert!(d.requests < 40, "{}", d.requests);
+    assert_eq!(d.down.len() as u64, d.requests - 1);
+}

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod bpf_neigh;
 pub mod capture;
 pub mod clock;
+pub mod discovery_link;
 pub mod dns_link;
 pub mod dns_tcp;
 pub mod egress;

@@ -7,6 +7,7 @@ use super::pcap::PcapWriter;
 use super::timer::PreciseTimer;
 use super::{Capture, Captured, IoError, PortReservation, RawSender};
 use crate::event::Timestamp;
+use crate::probe::machine::Frame;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -22,6 +23,19 @@ pub trait Link {
             self.send(o.dst, &o.datagram)?;
         }
         Ok(())
+    }
+    /// Sends link-layer frames in order (ARP, Neighbor Discovery); a link
+    /// that sends only IP datagrams refuses them.
+    fn send_frames(&mut self, frames: &mut Vec<Frame>) -> Result<(), IoError> {
+        let host = frames.first().map(|f| f.host);
+        frames.clear();
+        Err(IoError::Socket {
+            op: "send a link-layer frame on an IP-only link",
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                format!("no link-layer sender (for {host:?})"),
+            ),
+        })
     }
     /// When the datagram sent with `tag` left, if this link times its sends
     /// itself (see [`crate::probe::machine::Context::left_at`]).

@@ -13,6 +13,7 @@
 //! the capture delivered, and the machine ignores those not of its flows.
 
 use crate::event::{Direction, Timestamp};
+use crate::wire::MacAddr;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -48,6 +49,22 @@ impl std::fmt::Debug for Packet<'_> {
     }
 }
 
+/// One link-layer frame for an interface (an ARP request, a Neighbor
+/// Solicitation): what a machine that works below IP hands the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The interface it leaves by.
+    pub ifindex: u32,
+    /// Its EtherType (0x0806 ARP, 0x86dd IPv6).
+    pub ethertype: u16,
+    /// The Ethernet address it goes to.
+    pub dst: MacAddr,
+    /// The payload, from the network header on (the link adds Ethernet's).
+    pub payload: Vec<u8>,
+    /// The host it is about, for error messages.
+    pub host: IpAddr,
+}
+
 /// What a machine may ask of the world while it handles a packet or a timer.
 /// Sends and reports are carried out after the call returns, in order.
 pub trait Context<E> {
@@ -65,6 +82,11 @@ pub trait Context<E> {
     fn left_at(&mut self, tag: u64) -> Option<Timestamp> {
         let _ = tag;
         None
+    }
+    /// Sends one link-layer frame (a link that sends only IP datagrams
+    /// fails the run when the call returns).
+    fn send_frame(&mut self, frame: Frame) {
+        let _ = frame;
     }
     /// Hands a finished result to the reporter.
     fn report(&mut self, event: E);
@@ -150,6 +172,8 @@ pub fn settled(now: Timestamp) -> Timestamp {
 pub struct Recorder<E> {
     /// Every datagram sent, with its destination.
     pub sent: Vec<(IpAddr, Vec<u8>)>,
+    /// Every link-layer frame sent.
+    pub frames: Vec<Frame>,
     /// Every event reported.
     pub events: Vec<E>,
     /// The ports held now.
@@ -167,6 +191,7 @@ impl<E> Recorder<E> {
     pub fn new(seed: u64) -> Recorder<E> {
         Recorder {
             sent: Vec::new(),
+            frames: Vec::new(),
             events: Vec::new(),
             held: Default::default(),
             next_port: 40000,
@@ -179,6 +204,9 @@ impl<E> Recorder<E> {
 impl<E> Context<E> for Recorder<E> {
     fn send(&mut self, dst: IpAddr, datagram: Vec<u8>) {
         self.sent.push((dst, datagram));
+    }
+    fn send_frame(&mut self, frame: Frame) {
+        self.frames.push(frame);
     }
     fn report(&mut self, event: E) {
         self.events.push(event);

@@ -8,8 +8,10 @@
 //! millisecond), never longer than `max_wait`.
 
 use super::TargetSet;
-use crate::event::Timestamp;
-use crate::wire::MacAddr;
+use super::pace::Pacer;
+use crate::event::{Direction, Timestamp};
+use crate::probe::machine::{Context, Frame, Machine, Packet, Stop};
+use crate::wire::{ArpOp, ArpRepr, MacAddr, NdpKind, NdpRepr};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -190,6 +192,251 @@ impl Discovery {
     }
 }
 
+/// EtherType of ARP.
+const ETHERTYPE_ARP: u16 = 0x0806;
+/// EtherType of IPv6.
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// The on-link addresses one source address asks for on one interface.
+#[derive(Debug, Clone)]
+pub struct OnLinkGroup {
+    /// The interface the requests leave by.
+    pub ifindex: u32,
+    /// Our address on it (the requests' sender).
+    pub src: IpAddr,
+    /// Our Ethernet address on it.
+    pub mac: MacAddr,
+    /// The addresses to ask for.
+    pub set: TargetSet,
+}
+
+struct Group {
+    ifindex: u32,
+    src: IpAddr,
+    mac: MacAddr,
+    discovery: Discovery,
+    done: bool,
+}
+
+/// Discovery on every on-link group at once, as a [`Machine`] the drive loop
+/// runs (so several links take as long as the slowest, not their sum):
+/// requests paced at one rate in all, each group's [`Discovery`] deciding
+/// what to ask and when to stop. Reports each host as it answers; the full
+/// up and down lists are read from [`DiscoveryMachine::results`] at the end.
+pub struct DiscoveryMachine {
+    groups: Vec<Group>,
+    rate: u64,
+    batch: usize,
+    retries: u32,
+    max_wait: Duration,
+    pacer: Option<Pacer<Timestamp>>,
+    sent: u64,
+    paced: u64,
+    wake: Option<Timestamp>,
+    stopped: bool,
+}
+
+impl DiscoveryMachine {
+    /// Discovers `groups` at `rate` requests per second in all, each in
+    /// `retries` rounds after the first, waiting at most `max_wait` after each.
+    pub fn new(
+        groups: Vec<OnLinkGroup>,
+        rate: u64,
+        retries: u32,
+        max_wait: Duration,
+    ) -> DiscoveryMachine {
+        DiscoveryMachine {
+            groups: groups
+                .into_iter()
+                .map(|g| Group {
+                    ifindex: g.ifindex,
+                    src: g.src,
+                    mac: g.mac,
+                    discovery: Discovery::new(g.set, retries, max_wait),
+                    done: false,
+                })
+                .collect(),
+            rate: rate.max(1),
+            batch: (rate / 5000).clamp(1, 64) as usize,
+            retries,
+            max_wait,
+            pacer: None,
+            sent: 0,
+            paced: 0,
+            // the first poll sends at once
+            wake: Some(Timestamp(0)),
+            stopped: false,
+        }
+    }
+
+    /// Each group's discovery, in the order the groups were given.
+    pub fn results(&self) -> impl Iterator<Item = &Discovery> + '_ {
+        self.groups.iter().map(|g| &g.discovery)
+    }
+
+    /// Requests handed to the link so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
+/// The request for `target`: an ARP request broadcast, or a Neighbor
+/// Solicitation to the target's solicited-node group.
+fn request(ifindex: u32, src: IpAddr, mac: MacAddr, target: IpAddr) -> Option<Frame> {
+    let (ethertype, dst, payload) = match (src, target) {
+        (IpAddr::V4(s), IpAddr::V4(t)) => (
+            ETHERTYPE_ARP,
+            MacAddr::BROADCAST,
+            ArpRepr::request(mac, s, t).emit(),
+        ),
+        (IpAddr::V6(s), IpAddr::V6(t)) => {
+            let (bytes, group) = NdpRepr::solicitation(s, mac, t);
+            (ETHERTYPE_IPV6, group, bytes)
+        }
+        _ => return None,
+    };
+    Some(Frame {
+        ifindex,
+        ethertype,
+        dst,
+        payload,
+        host: target,
+    })
+}
+
+/// What a captured packet is to discovery: the kernel's stamp of our request
+/// for a target (from `src`), or a reply for `src` saying where a host is.
+enum Seen {
+    Sent {
+        src: IpAddr,
+        target: IpAddr,
+    },
+    Reply {
+        src: IpAddr,
+        addr: IpAddr,
+        mac: MacAddr,
+    },
+}
+
+fn seen(p: &Packet<'_>) -> Option<Seen> {
+    let outgoing = p.direction == Direction::Outgoing;
+    if let Ok(a) = ArpRepr::parse(p.data) {
+        return match a.op {
+            ArpOp::Request if outgoing => Some(Seen::Sent {
+                src: a.sender_ip.into(),
+                target: a.target_ip.into(),
+            }),
+            ArpOp::Reply if !outgoing => Some(Seen::Reply {
+                src: a.target_ip.into(),
+                addr: a.sender_ip.into(),
+                mac: a.sender_mac,
+            }),
+            _ => None,
+        };
+    }
+    let (ip, nd) = NdpRepr::parse_datagram(p.data).ok()?;
+    match nd.kind {
+        NdpKind::Solicit if outgoing => Some(Seen::Sent {
+            src: ip.src,
+            target: nd.target.into(),
+        }),
+        NdpKind::Advert { .. } if !outgoing => Some(Seen::Reply {
+            src: ip.dst,
+            addr: nd.target.into(),
+            mac: nd.lladdr?,
+        }),
+        _ => None,
+    }
+}
+
+impl Machine for DiscoveryMachine {
+    type Event = Neighbour;
+
+    fn on_packet(&mut self, packet: &Packet<'_>, cx: &mut dyn Context<Neighbour>) {
+        match seen(packet) {
+            Some(Seen::Sent { src, target }) => {
+                for g in self.groups.iter_mut().filter(|g| g.src == src) {
+                    g.discovery.on_request_sent(target, packet.at);
+                }
+            }
+            Some(Seen::Reply { src, addr, mac }) => {
+                // the group that asked for it (a source address may be on two links)
+                for g in self.groups.iter_mut().filter(|g| g.src == src) {
+                    if g.discovery.on_reply(addr, mac, packet.at) {
+                        if let Some(n) = g.discovery.up().last() {
+                            cx.report(*n);
+                        }
+                        break;
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn poll(&mut self, now: Timestamp, cx: &mut dyn Context<Neighbour>) {
+        if self.stopped {
+            return;
+        }
+        let pacer = self
+            .pacer
+            .get_or_insert_with(|| Pacer::new(self.rate as f64, now));
+        // the last batches met a full queue (or not): slow down or recover
+        let stalled = cx.send_stalls() > 0;
+        if self.sent > self.paced || stalled {
+            pacer.after_batch(self.sent, stalled, now);
+            self.paced = self.sent;
+        }
+        let mut wake: Option<Timestamp> = None;
+        let mut soonest = |t: Timestamp| wake = Some(wake.map_or(t, |w| w.min(t)));
+        // one batch per group and poll: the drive loop reads the capture
+        // (our requests' stamps, the replies) between them
+        for g in self.groups.iter_mut().filter(|g| !g.done) {
+            let due = pacer.due(self.sent);
+            if due > now {
+                soonest(due);
+                continue;
+            }
+            match g.discovery.step(now, self.batch) {
+                Step::Send(addrs) => {
+                    for a in &addrs {
+                        if let Some(f) = request(g.ifindex, g.src, g.mac, *a) {
+                            cx.send_frame(f);
+                        }
+                    }
+                    self.sent += addrs.len() as u64;
+                    soonest(pacer.due(self.sent).max(now));
+                }
+                Step::WaitUntil(t) => soonest(t),
+                Step::Done => g.done = true,
+            }
+        }
+        self.wake = wake;
+    }
+
+    fn poll_at(&self) -> Option<Timestamp> {
+        if self.is_done() { None } else { self.wake }
+    }
+
+    fn is_done(&self) -> bool {
+        self.stopped || self.groups.iter().all(|g| g.done)
+    }
+
+    fn stop(&mut self, _why: Stop, _now: Timestamp, _cx: &mut dyn Context<Neighbour>) {
+        self.stopped = true;
+    }
+
+    fn bound(&self) -> Option<Duration> {
+        // every round's requests at the rate, every round's longest wait, and slack
+        let addresses: u64 = self.groups.iter().map(|g| g.discovery.addresses()).sum();
+        let rounds = u64::from(self.retries) + 1;
+        let sending = Duration::from_secs_f64(
+            (addresses.saturating_mul(rounds) as f64 / self.rate as f64).min(1e9),
+        );
+        Some(sending + self.max_wait * (rounds as u32) + Duration::from_secs(10))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +529,142 @@ mod tests {
         d.on_reply(addr("2001:db8:200::1"), MAC, Timestamp(2 * MS));
         assert_eq!(d.step(Timestamp(3 * MS), 8), Step::Done);
         assert_eq!(d.down().count(), 0);
+    }
+
+    mod machine {
+        use super::*;
+        use crate::probe::machine::Recorder;
+        use crate::wire::{IpRepr, Protocol};
+        use std::net::Ipv6Addr;
+
+        const OURS: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+        const US: &str = "2001:db8:200::1";
+
+        fn group(targets: &str) -> OnLinkGroup {
+            OnLinkGroup {
+                ifindex: 7,
+                src: addr(US),
+                mac: OURS,
+                set: set(targets),
+            }
+        }
+
+        /// The advertisement `target` sends us: "I am at `mac`".
+        fn advert(target: Ipv6Addr, mac: MacAddr) -> Vec<u8> {
+            let us: Ipv6Addr = US.parse().unwrap();
+            let na = NdpRepr {
+                kind: NdpKind::Advert {
+                    router: false,
+                    solicited: true,
+                    override_: true,
+                },
+                target,
+                lladdr: Some(mac),
+            };
+            let ip = IpRepr {
+                src: target.into(),
+                dst: us.into(),
+                protocol: Protocol::ICMPV6,
+                ttl: 255,
+                ident: 0,
+                later_fragment: false,
+                flow_label: 0,
+            };
+            ip.emit(&na.emit(target, us))
+        }
+
+        #[test]
+        fn solicits_one_paced_batch_a_poll_and_takes_the_advertisement() {
+            // 1000/s: one request a batch, the next due 1 ms later
+            let mut m = DiscoveryMachine::new(
+                vec![group("2001:db8:200::2-2001:db8:200::3")],
+                1000,
+                0,
+                Duration::from_millis(200),
+            );
+            let mut cx = Recorder::<Neighbour>::new(1);
+            let t0 = 1_000 * MS;
+            assert_eq!(m.poll_at(), Some(Timestamp(0)));
+            m.poll(Timestamp(t0), &mut cx);
+            assert_eq!(cx.frames.len(), 1);
+            let f = &cx.frames[0];
+            assert_eq!((f.ifindex, f.ethertype), (7, ETHERTYPE_IPV6));
+            // to the target's solicited-node group
+            assert_eq!(f.dst, MacAddr([0x33, 0x33, 0xff, 0, 0, 2]));
+            assert_eq!(f.host, addr("2001:db8:200::2"));
+            assert_eq!(m.poll_at(), Some(Timestamp(t0 + MS)));
+            // not yet due: nothing more
+            m.poll(Timestamp(t0 + MS / 2), &mut cx);
+            assert_eq!(cx.frames.len(), 1);
+            m.poll(Timestamp(t0 + MS), &mut cx);
+            assert_eq!(cx.frames.len(), 2);
+            // our solicitation leaving (the kernel's stamp), then the answer
+            let ns = cx.frames[0].payload.clone();
+            m.on_packet(
+                &Packet {
+                    data: &ns,
+                    direction: Direction::Outgoing,
+                    at: Timestamp(t0 + 10_000),
+                    offloaded: false,
+                    read: None,
+                },
+                &mut cx,
+            );
+            let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+            let na = advert("2001:db8:200::2".parse().unwrap(), mac);
+            m.on_packet(
+                &Packet {
+                    data: &na,
+                    direction: Direction::Incoming,
+                    at: Timestamp(t0 + 60_000),
+                    offloaded: false,
+                    read: None,
+                },
+                &mut cx,
+            );
+            let want = Neighbour {
+                addr: addr("2001:db8:200::2"),
+                mac,
+                rtt_ns: Some(50_000),
+            };
+            assert_eq!(cx.events, [want]);
+            // an advertisement seen leaving is no answer
+            m.on_packet(
+                &Packet {
+                    data: &na,
+                    direction: Direction::Outgoing,
+                    at: Timestamp(t0 + 70_000),
+                    offloaded: false,
+                    read: None,
+                },
+                &mut cx,
+            );
+            assert_eq!(cx.events.len(), 1);
+            // ::3 stays silent: the only round's wait, then done
+            m.poll(Timestamp(t0 + 2 * MS), &mut cx);
+            assert!(!m.is_done());
+            m.poll(Timestamp(t0 + 202 * MS), &mut cx);
+            assert!(m.is_done());
+            assert_eq!(m.poll_at(), None);
+            let d = m.results().next().unwrap();
+            assert_eq!(d.down().collect::<Vec<_>>(), [addr("2001:db8:200::3")]);
+        }
+
+        #[test]
+        fn stop_ends_it_at_once() {
+            let mut m = DiscoveryMachine::new(
+                vec![group("2001:db8:200::/120")],
+                10,
+                1,
+                Duration::from_secs(1),
+            );
+            let mut cx = Recorder::<Neighbour>::new(1);
+            m.poll(Timestamp(MS), &mut cx);
+            m.stop(Stop::Interrupted, Timestamp(2 * MS), &mut cx);
+            assert!(m.is_done());
+            m.poll(Timestamp(3 * MS), &mut cx);
+            assert_eq!(cx.frames.len(), 1);
+            assert!(m.bound().is_some_and(|b| b >= Duration::from_secs(2)));
+        }
     }
 }
