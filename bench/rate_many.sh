@@ -44,7 +44,8 @@ wrong = s["probes"] - min(s["open"], 3 * s["probes"] // 4) - min(s["closed"], s[
 print(f"{name:4} --rate {mode:8} run {run}: {s['probes'] / wall:,.0f} probes/s sustained "
       f"({s['probes']} in {wall:.2f} s), wrong {wrong}, {s['sent']} SYNs sent at {s['send_rate_pps']:,.0f}/s, "
       f"capture drops {s['capture_drops']}, uncertain {c['uncertain_pairs']:,.0f}, CPU {float(cpu):.2f} s, "
-      f"settled {c['settled_pps']:,.0f}/s, peak loss {c['peak_loss']:.3f}, load {load}")
+      f"settled {c['settled_pps']:,.0f}/s, peak loss {c['peak_loss']:.3f}, "
+      f"canary SYNs {(s.get('verify') or {}).get('canary_probes', 0)}, load {load}")
 PY
     done
   done
