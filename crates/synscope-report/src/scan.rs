@@ -355,7 +355,8 @@ impl DiscoverySummary {
 pub struct RateSummary {
     /// "auto" or "fixed".
     pub mode: String,
-    /// The rate at the end (probes/s).
+    /// The rate at the end (probes/s): with "auto" the controller's, or the
+    /// rate the sends really reached if that was lower.
     pub settled_pps: f64,
     /// The largest loss of a time slice (0..1), and the rate it was sent at.
     pub peak_loss: f64,

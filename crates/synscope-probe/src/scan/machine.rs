@@ -134,7 +134,8 @@ pub enum ScanEvent {
 pub struct Coverage {
     /// `--rate auto`.
     pub auto: bool,
-    /// The rate at the end (probes/s).
+    /// The rate at the end (probes/s): with `--rate auto` the controller's,
+    /// or the rate the sends really reached if that was lower.
     pub settled_pps: f64,
     /// The largest loss of a time slice (0..1), and the rate it was sent at.
     pub peak_loss: f64,
@@ -676,7 +677,14 @@ impl ScanMachine {
         self.phase = Phase::Done;
         let c = &mut self.tally.coverage;
         c.settled_pps = if c.auto {
-            self.ctl.rate()
+            // the controller's rate, unless the senders could not reach it
+            // (a full queue to them slows the loop, which is no loss)
+            let achieved = self.tally.sent as f64 / self.tally.send_time.as_secs_f64();
+            if achieved.is_finite() && achieved > 0.0 {
+                self.ctl.rate().min(achieved)
+            } else {
+                self.ctl.rate()
+            }
         } else {
             self.cfg.rate as f64
         };
