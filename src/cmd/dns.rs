@@ -190,24 +190,37 @@ async fn exchange_raw(
     let src = ex.config().src;
     let mut q = OneQuery::new(ex, server, port.port, query.clone());
     let mut link = CaptureLink::new(&sender, Packets::Capture(&mut capture), src, pcap)?;
-    let mut reporter = query_log(server, src, port.port, query, "raw", log);
-    let clock = RealClock::new();
-    crate::drive::drive(
+    let outcome = drive_query(
         &mut q,
         &mut link,
-        &clock,
-        &mut reporter,
-        &mut Interrupt::never(),
+        (server, src, port.port),
+        query,
+        "raw",
+        log,
     )
-    .await?;
+    .await;
     drop(link);
     if let Some(f) = capture.fragments().describe() {
         log.debug(|| format!("{server}: {f}"));
     }
-    let outcome = q
-        .take_outcome()
-        .ok_or_else(|| CmdError::Setup(format!("query to {server} ended without an outcome")))?;
-    Ok(outcome)
+    outcome
+}
+
+/// Drives one query's machine over `link` to its outcome, logging (`-v`)
+/// what it reports; `how` names the path in the log.
+async fn drive_query(
+    q: &mut OneQuery<'_>,
+    link: &mut impl crate::io::Link,
+    (server, src, port): (SocketAddr, std::net::IpAddr, u16),
+    query: &QueryRepr,
+    how: &'static str,
+    log: Log,
+) -> Result<DnsOutcome, CmdError> {
+    let mut reporter = query_log(server, src, port, query, how, log);
+    let clock = RealClock::new();
+    crate::drive::drive(q, link, &clock, &mut reporter, &mut Interrupt::never()).await?;
+    q.take_outcome()
+        .ok_or_else(|| CmdError::Setup(format!("query to {server} ended without an outcome")))
 }
 
 /// Runs `query` over an ordinary UDP socket until answered, refused or given
@@ -227,18 +240,15 @@ async fn exchange_socket(
     }
     let port = link.ports(src)[0];
     let mut q = OneQuery::new(ex, server, port, query.clone());
-    let mut reporter = query_log(server, src, port, query, "UDP socket", log);
-    let clock = RealClock::new();
-    crate::drive::drive(
+    drive_query(
         &mut q,
         &mut link,
-        &clock,
-        &mut reporter,
-        &mut Interrupt::never(),
+        (server, src, port),
+        query,
+        "UDP socket",
+        log,
     )
-    .await?;
-    q.take_outcome()
-        .ok_or_else(|| CmdError::Setup(format!("query to {server} ended without an outcome")))
+    .await
 }
 
 /// One query to one server over UDP, raw or through a socket (then TCP if
