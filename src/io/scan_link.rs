@@ -15,7 +15,7 @@ use crate::event::Timestamp;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -108,6 +108,8 @@ pub struct ScanLink<'a> {
     /// over when the loop next reads (or waits), or once there are enough.
     gathered: Batch,
     gathered_at: Option<Timestamp>,
+    /// Batches sent, handed back to be freed where they were allocated.
+    spent: Receiver<Batch>,
 }
 
 impl<'a> ScanLink<'a> {
@@ -124,14 +126,16 @@ impl<'a> ScanLink<'a> {
         let times = Arc::new(SendTimes::new());
         let mut senders = Vec::new();
         let mut threads = Vec::new();
+        let (spent_tx, spent) = channel::<Batch>();
         for lane in 0..lanes.max(1) {
             let (tx, rx) = sync_channel::<Batch>(QUEUE);
             let done = Arc::new(AtomicU64::new(0));
-            let (egress, counts, finished, stamps) = (
+            let (egress, counts, finished, stamps, spent_tx): (_, _, _, _, Sender<Batch>) = (
                 Arc::clone(&egress),
                 Arc::clone(&counts),
                 Arc::clone(&done),
                 Arc::clone(&times),
+                spent_tx.clone(),
             );
             let t = std::thread::Builder::new()
                 .name(format!("scan-send-{lane}"))
@@ -160,6 +164,9 @@ impl<'a> ScanLink<'a> {
                             first.get_or_insert(e);
                         }
                         finished.fetch_add(1, Ordering::Release);
+                        drop(refs);
+                        // freed by the thread that allocated it (see `spent`)
+                        let _ = spent_tx.send(batch);
                     }
                 })
                 .map_err(|source| IoError::Socket {
@@ -186,7 +193,16 @@ impl<'a> ScanLink<'a> {
             stalls_seen: 0,
             gathered: Vec::new(),
             gathered_at: None,
+            spent,
         })
+    }
+
+    /// Frees the batches the sender threads are done with, on this thread:
+    /// freed on a sender thread, the allocator's blocks return to the loop's
+    /// heap only later, and the loop, the scan's busiest thread, keeps
+    /// faulting in fresh pages instead (a quarter of its time in a profile).
+    fn free_spent(&mut self) {
+        while self.spent.try_recv().is_ok() {}
     }
 
     /// Waits for every batch handed over to be sent, and says what the sends
@@ -197,6 +213,7 @@ impl<'a> ScanLink<'a> {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        self.free_spent();
         let c = &self.counts;
         SendTotals {
             sent: c.sent.load(Ordering::Relaxed),
@@ -235,6 +252,7 @@ impl<'a> ScanLink<'a> {
 
     /// Hands `batch` (gathered since `at`) to the next sender thread.
     fn hand_over(&mut self, batch: Batch, at: Timestamp) -> Result<(), IoError> {
+        self.free_spent();
         if self.lanes.is_empty() || batch.is_empty() {
             return Ok(());
         }
