@@ -893,33 +893,46 @@ mod tests {
         assert!(c.rate() < before, "{} {}", c.rate(), before);
     }
 
-    #[test]
-    fn a_cut_for_replies_that_were_only_late_is_undone() {
-        let mut c = RateControl::new(START, 100.0, 1e7, 0);
-        let per_slice = 1_000u64;
-        let mut held: Vec<u64> = Vec::new();
+    /// Replies per slice of [`late_in_slices_4_and_5`].
+    const LATE_PER_SLICE: u64 = 1_000;
+
+    /// 12 slices of 1,000 probes, every one answered after 100 µs but in
+    /// slices 4 and 5, whose replies wait in a busy core's backlog until
+    /// after they are judged; returns those two slices' send instants.
+    fn late_in_slices_4_and_5(c: &mut RateControl) -> Vec<u64> {
+        let mut held = Vec::new();
         for k in 0..12u64 {
             let t = k * SLICE;
-            c.on_sent(t, per_slice, per_slice);
-            // slices 4 and 5: every reply waits in a busy core's backlog
-            // until after they are judged
+            c.on_sent(t, LATE_PER_SLICE, LATE_PER_SLICE);
             if k == 4 || k == 5 {
                 held.push(t);
             } else {
-                for _ in 0..per_slice {
+                for _ in 0..LATE_PER_SLICE {
                     c.on_reply(t, t + 100_000);
                 }
             }
             c.on_receiver(t + SLICE);
             c.tick(t + SLICE);
         }
-        assert!(!c.starting, "{:?}", c.history());
-        let cut = c.rate();
-        for t in held {
-            for _ in 0..per_slice {
+        held
+    }
+
+    /// The held-back replies of [`late_in_slices_4_and_5`] arrive, late.
+    fn release_late(c: &mut RateControl, held: &[u64]) {
+        for &t in held {
+            for _ in 0..LATE_PER_SLICE {
                 c.on_reply(t, 12 * SLICE);
             }
         }
+    }
+
+    #[test]
+    fn a_cut_for_replies_that_were_only_late_is_undone() {
+        let mut c = RateControl::new(START, 100.0, 1e7, 0);
+        let held = late_in_slices_4_and_5(&mut c);
+        assert!(!c.starting, "{:?}", c.history());
+        let cut = c.rate();
+        release_late(&mut c, &held);
         assert!(c.starting);
         assert!(c.rate() > cut, "{} {cut}", c.rate());
         assert_eq!(c.spurious_cuts, 1);
@@ -1039,29 +1052,11 @@ mod tests {
     #[test]
     fn a_capture_cut_is_not_undone_by_late_replies() {
         let mut c = RateControl::new(START, 100.0, 1e7, 0);
-        let per_slice = 1_000u64;
-        let mut held: Vec<u64> = Vec::new();
-        for k in 0..12u64 {
-            let t = k * SLICE;
-            c.on_sent(t, per_slice, per_slice);
-            if k == 4 || k == 5 {
-                held.push(t);
-            } else {
-                for _ in 0..per_slice {
-                    c.on_reply(t, t + 100_000);
-                }
-            }
-            c.on_receiver(t + SLICE);
-            c.tick(t + SLICE);
-        }
+        let held = late_in_slices_4_and_5(&mut c);
         // the loss cut is in; then the capture drops
         c.on_capture_drops(12 * SLICE, 100);
         let cut = c.rate();
-        for t in held {
-            for _ in 0..per_slice {
-                c.on_reply(t, 12 * SLICE);
-            }
-        }
+        release_late(&mut c, &held);
         assert_eq!(c.rate(), cut);
         assert_eq!(c.spurious_cuts, 0);
     }
