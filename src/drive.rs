@@ -124,6 +124,13 @@ impl<L: Link, E> Cx<'_, L, E> {
     }
 }
 
+/// Hands one captured packet to the machine, with what the link already
+/// read of it.
+fn deliver<M: Machine, L: Link>(machine: &mut M, p: &Captured, cx: &mut Cx<'_, L, M::Event>) {
+    let read = PreRead::new(cx.link.take_read());
+    machine.on_packet(&packet(p, &read), cx);
+}
+
 fn packet<'a>(p: &'a Captured, read: &'a PreRead) -> Packet<'a> {
     Packet {
         data: &p.data,
@@ -214,8 +221,7 @@ where
         };
         let now = clock.now();
         if let Some(p) = got {
-            let read = PreRead::new(cx.link.take_read());
-            machine.on_packet(&packet(&p, &read), &mut cx);
+            deliver(machine, &p, &mut cx);
             cx.flush(reporter)?;
         }
         // everything the kernel queued before `now` is read before a timer runs
@@ -223,8 +229,7 @@ where
         for _ in 0..DRAIN_MAX {
             match cx.link.try_recv()? {
                 Some(p) => {
-                    let read = PreRead::new(cx.link.take_read());
-                    machine.on_packet(&packet(&p, &read), &mut cx);
+                    deliver(machine, &p, &mut cx);
                     cx.flush(reporter)?;
                 }
                 None => {
@@ -246,8 +251,7 @@ where
     if !linger.is_zero() {
         let until = clock.now() + linger;
         while let Some(p) = cx.link.recv(until).await? {
-            let read = PreRead::new(cx.link.take_read());
-            machine.on_packet(&packet(&p, &read), &mut cx);
+            deliver(machine, &p, &mut cx);
             // done: nothing more goes out
             cx.sends.clear();
             cx.frames.clear();
