@@ -32,6 +32,14 @@ fn them(port: u16) -> SocketAddr {
     SocketAddr::new(THEM.parse().unwrap(), port)
 }
 
+/// A simulated Ctrl-C `after` the start, or none.
+fn ctrl_c_after(clock: &SimClock, after: Option<Duration>) -> Interrupt<'static> {
+    match after {
+        Some(d) => clock.interrupt_at(T0 + d),
+        None => Interrupt::never(),
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -88,10 +96,7 @@ fn ping(
         OutputFormat::Text,
         expect,
     );
-    let mut interrupt = match interrupt_after {
-        Some(d) => clock.interrupt_at(T0 + d),
-        None => Interrupt::never(),
-    };
+    let mut interrupt = ctrl_c_after(&clock, interrupt_after);
     let mut out = Vec::new();
     let summary = rt()
         .block_on(crate::cmd::ping::session(
@@ -1014,10 +1019,7 @@ fn run_scan_lagging<P: Peer>(
         }
         Ok(())
     };
-    let mut interrupt = match interrupt_after {
-        Some(d) => clock.interrupt_at(T0 + d),
-        None => Interrupt::never(),
-    };
+    let mut interrupt = ctrl_c_after(&clock, interrupt_after);
     let ended = rt()
         .block_on(super::drive(
             &mut machine,
@@ -1351,10 +1353,7 @@ fn scan_command(
     };
     let mut machine = ScanMachine::new(crate::cmd::scan::config(settings, matcher));
     let mut output = crate::report::scan::ScanOutput::new(Vec::new(), settings.format, false);
-    let mut interrupt = match interrupt_after {
-        Some(d) => clock.interrupt_at(T0 + d),
-        None => Interrupt::never(),
-    };
+    let mut interrupt = ctrl_c_after(&clock, interrupt_after);
     let (ended, checks) = rt()
         .block_on(crate::cmd::scan::session(
             &mut machine,
@@ -1608,10 +1607,7 @@ fn bulk_over(
     let servers = s.servers.iter().map(|sv| (*sv, 0)).collect();
     let cfg = bulk::bulk_config(s, paths, servers);
     let feed = bulk::Feed::new(std::io::Cursor::new(input.as_bytes().to_vec()), |_| Some(0));
-    let mut interrupt = match interrupt_at {
-        Some(d) => clock.interrupt_at(T0 + d),
-        None => Interrupt::never(),
-    };
+    let mut interrupt = ctrl_c_after(&clock, interrupt_at);
     let mut out = Vec::new();
     let status = rt()
         .block_on(bulk::run(
@@ -1904,10 +1900,7 @@ fn discover(
         reported.push(n);
         Ok(())
     };
-    let mut interrupt = match interrupt_after {
-        Some(d) => clock.interrupt_at(T0 + d),
-        None => Interrupt::never(),
-    };
+    let mut interrupt = ctrl_c_after(&clock, interrupt_after);
     let ended = rt()
         .block_on(super::drive(
             &mut machine,
