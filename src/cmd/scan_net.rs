@@ -31,9 +31,6 @@ const DISCOVERY_RETRIES: u32 = 2;
 const DISCOVERY_WAIT: Duration = Duration::from_millis(250);
 /// Source addresses one capture filter can hold (cBPF programs are bounded).
 const MAX_SOURCES: usize = 64;
-/// Bytes of SYNs the kernel may hold for a scan (e.g. while it resolves the
-/// neighbours of on-link targets probed with --no-discovery): ~40,000 SYNs.
-const SEND_BUFFER: usize = 32 << 20;
 /// Addresses named in the "skipped" line on stderr.
 const NAMED_SKIPS: usize = 4;
 
@@ -362,7 +359,8 @@ impl Network {
             groups.retain(|_, r| !r.is_empty());
         }
         let raw = RawSender::open(srcs[0], s.send.interface.as_deref())?;
-        raw.set_send_buffer(SEND_BUFFER);
+        // e.g. while the kernel resolves on-link targets probed with --no-discovery
+        raw.set_send_buffer(RawSender::BULK_SEND_BUFFER);
         let mut senders: Vec<LinkSender> = Vec::new();
         let mut on_link = Vec::new();
         for ((ifindex, src), ranges) in groups {

@@ -143,6 +143,9 @@ impl RawBulkLink {
         log: impl Fn(String),
     ) -> Result<Vec<u16>, IoError> {
         let sender = RawSender::open(src, None)?;
+        // queries to a server whose neighbour entry is unresolved wait in the
+        // kernel; a default buffer full of them refused every other send
+        sender.set_send_buffer(RawSender::BULK_SEND_BUFFER);
         let ports = reserve_block(src, PORTS)?;
         let (lo, hi) = (ports[0].port, ports[ports.len() - 1].port);
         // the kernel stamps our sends on the raw socket (SO_TIMESTAMPING,

@@ -41,6 +41,11 @@ impl RawSender {
         Ok(RawSender { sock })
     }
 
+    /// Bytes of datagrams a raw sender that sends in bulk lets the kernel
+    /// hold (scan, bulk DNS): while a neighbour is being resolved its queued
+    /// datagrams count against the socket, ~40,000 SYNs' worth here.
+    pub const BULK_SEND_BUFFER: usize = 32 << 20;
+
     /// Lets `bytes` of datagrams wait in the kernel (SO_SNDBUFFORCE with
     /// CAP_NET_ADMIN, else as much as the system allows): datagrams to
     /// on-link hosts whose neighbour entry is unresolved wait there, and a
