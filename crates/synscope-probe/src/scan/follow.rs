@@ -26,7 +26,7 @@ use crate::event::Timestamp;
 use crate::probe::SynAnswer;
 use crate::probe::verify::{self, Probe, ProbeCheck, Verifier};
 use crate::wire::IpRepr;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -132,6 +132,11 @@ pub struct FollowUp<T> {
     canaries: bool,
     verify: bool,
     hosts: HashMap<IpAddr, Host<T>>,
+    /// Hosts judged normal with nothing left to do (no `--verify`): their
+    /// answers pass at once. Kept apart from `hosts`, whose entries are
+    /// large: a block of many hosts would otherwise hold one per host that
+    /// answered, and grow the loop's memory (page faults) the whole scan.
+    settled: HashSet<IpAddr>,
     /// What the checks cost so far.
     pub counts: FollowCounts,
 }
@@ -144,6 +149,7 @@ impl<T> FollowUp<T> {
             canaries,
             verify,
             hosts: HashMap::new(),
+            settled: HashSet::new(),
             counts: FollowCounts::default(),
         }
     }
@@ -183,6 +189,11 @@ impl<T> FollowUp<T> {
             if open {
                 self.reset(m, host, port, &mut out);
             }
+            out.push(Action::Report(item, None));
+            return out;
+        }
+        if self.settled.contains(&host) {
+            // normal, no --verify: the caller resets a SYN-ACK itself
             out.push(Action::Report(item, None));
             return out;
         }
@@ -241,7 +252,23 @@ impl<T> FollowUp<T> {
         }
         h.held.push(held);
         release(h, &mut out);
+        self.settle(host);
         out
+    }
+
+    /// Moves `host` to the settled set if nothing of it is left to do: judged
+    /// normal, nothing held, every canary sent answered, no verification.
+    fn settle(&mut self, host: IpAddr) {
+        let done = |h: &Host<T>| {
+            h.state == State::Normal
+                && h.held.is_empty()
+                && h.verifier.is_none()
+                && h.canaries[..h.sent].iter().all(|c| c.1.is_some())
+        };
+        if !self.verify && self.hosts.get(&host).is_some_and(done) {
+            self.hosts.remove(&host);
+            self.settled.insert(host);
+        }
     }
 
     /// An RST for a SYN-ACK not handed to a verification: ours to send only
@@ -367,6 +394,7 @@ impl<T> FollowUp<T> {
         if h.state == State::Pending {
             decide(host, h, false, &mut out);
         }
+        self.settle(host);
         Some(out)
     }
 
@@ -428,6 +456,7 @@ impl<T> FollowUp<T> {
     /// host; handshakes under way end now; everything held is released.
     pub fn close(&mut self, tsval: u32) -> Vec<Action<T>> {
         let mut out = self.on_time(Timestamp(u64::MAX), tsval);
+        self.settled.clear();
         let mut hosts: Vec<(IpAddr, Host<T>)> = self.hosts.drain().collect();
         hosts.sort_by_key(|(a, _)| *a);
         for (host, mut h) in hosts {
