@@ -101,6 +101,9 @@ impl<L: Link, E> Context<E> for Cx<'_, L, E> {
     fn capture_drops(&mut self) -> u64 {
         self.link.take_drops()
     }
+    fn watch_resets(&mut self, on: bool) -> bool {
+        self.link.watch_resets(on)
+    }
 }
 
 impl<L: Link, E> Cx<'_, L, E> {

@@ -253,3 +253,106 @@ fn scan_pcap_holds_the_replies() {
         "every record has its kernel stamp"
     );
 }
+
+/// Runs `script` through `nft -f -` with `cmd` (a namespace's command).
+fn nft(mut cmd: std::process::Command, script: &str) {
+    use std::io::Write;
+    let mut child = cmd
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f: {script}");
+}
+
+/// The packets counted by the server's `rsts` counter since the last call
+/// (the RSTs that came to its open ports), reset as read.
+fn server_rsts(lab: &Lab) -> u64 {
+    let out = lab
+        .server_command("nft")
+        .args(["reset", "counter", "inet", "rsts", "rsts"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counter in {text}"))
+}
+
+/// Who resets the SYN-ACKs: the kernel of the client does (no socket owns
+/// the connection), so synscope learns that from the first and sends none
+/// of its own: one RST per open port reaches the server, not two. With the
+/// client's firewall keeping SYN-ACKs from its kernel, synscope resets each
+/// itself. Either way no connection is left half-open on the server.
+#[test]
+fn syn_acks_are_reset_once_by_the_kernel_or_by_us() {
+    if synscope_lab::skip_unless_root("syn_acks_are_reset_once_by_the_kernel_or_by_us") {
+        return;
+    }
+    let spec = LabSpec {
+        many_hosts_v4: Some("198.19.0.0/24".into()),
+        ..LabSpec::standard()
+    };
+    let lab = Lab::up(&spec).unwrap();
+    nft(
+        lab.server_command("nft"),
+        "table inet rsts {\n counter rsts {}\n chain in { type filter hook input priority -10; tcp dport { 22, 80, 443 } tcp flags rst counter name rsts; }\n}\n",
+    );
+    let args = [
+        "198.19.0.0/24",
+        "-p",
+        "22,80,81,443",
+        "--timeout",
+        "300ms",
+        "--ndjson",
+        "-v",
+    ];
+    let half_open = |lab: &Lab| {
+        let out = lab
+            .server_command("ss")
+            .args(["-Htn", "state", "syn-recv"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    for (kernel_sees, said) in [
+        (true, "resets: the kernel reset 16 SYN-ACKs to"),
+        (false, "synscope resets every SYN-ACK to"),
+    ] {
+        if !kernel_sees {
+            // the capture reads the SYN-ACKs before the input hook drops them
+            nft(
+                lab.client_command("nft"),
+                "table inet nosynack {\n chain in { type filter hook input priority 0; tcp flags & (syn | ack) == syn | ack drop; }\n}\n",
+            );
+        }
+        server_rsts(&lab);
+        let out = scan(&lab, &args);
+        let lines = ndjson(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(said),
+            "kernel sees SYN-ACKs: {kernel_sees}: {stderr}"
+        );
+        let open = lines.iter().filter(|v| v["verdict"] == "open").count() as u64;
+        assert_eq!(open, 256 * 3);
+        let summary = lines.last().unwrap();
+        let ours = summary["resets_sent"].as_u64().unwrap();
+        assert_eq!(ours, if kernel_sees { 0 } else { open }, "{summary}");
+        // one RST per open port: the kernel's, or ours
+        assert_eq!(
+            server_rsts(&lab),
+            open,
+            "kernel sees SYN-ACKs: {kernel_sees}"
+        );
+        assert_eq!(half_open(&lab), 0);
+    }
+}

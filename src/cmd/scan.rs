@@ -34,6 +34,8 @@ pub(crate) struct Tally {
     drops: u64,
     cut_short: u64,
     stalls: u64,
+    resets_sent: u64,
+    kernel_resets_seen: u64,
     skipped: u64,
     unroutable: u64,
     discovery: Option<DiscoverySummary>,
@@ -123,6 +125,8 @@ pub(crate) fn summary<W: std::io::Write>(
         skipped_addresses: tally.skipped,
         unroutable_addresses: tally.unroutable,
         send_backpressure: tally.stalls,
+        resets_sent: tally.resets_sent,
+        kernel_resets_seen: tally.kernel_resets_seen,
         not_probed: if was_interrupted {
             tally.probes.saturating_sub(reported + tally.cut_short)
         } else {
@@ -404,6 +408,8 @@ impl Tally {
         self.sent += t.sent;
         self.send_time += t.send_time;
         self.cut_short += t.cut_short;
+        self.resets_sent += t.resets_sent;
+        self.kernel_resets_seen += t.kernel_resets_seen;
         for (why, n) in &t.ignored {
             *self.ignored.entry(*why).or_default() += n;
         }

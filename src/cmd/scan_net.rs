@@ -8,7 +8,7 @@
 use super::{CmdError, Interrupt, Log};
 use crate::cli::ScanSettings;
 use crate::drive::drive;
-use crate::io::bpf::{FlowFilter, compile_any};
+use crate::io::bpf::{FlowFilter, compile_any, resets_leaving};
 use crate::io::bpf_neigh;
 use crate::io::capture::BlockingCapture;
 use crate::io::discovery_link::DiscoveryLink;
@@ -426,9 +426,16 @@ impl Network {
         } else {
             enslaved_interfaces()
         };
-        let program = bpf_neigh::incoming_once(&ports, compile_any(&filters));
+        // and the resets leaving from the scan's port (the kernel's to our
+        // SYN-ACKs), shown while the scan learns who resets them
+        let program = bpf_neigh::incoming_once_or(
+            &ports,
+            compile_any(&filters),
+            resets_leaving(&srcs, sport),
+        );
         let capture = BlockingCapture::open_program(oif.unwrap_or(0), &program, 64 << 20)?;
-        // the filter drops our own packets anyway: spare the kernel a copy of each
+        // nothing leaving is wanted until the scan watches the resets: spare
+        // the kernel a copy of each packet sent
         let _ = capture.ignore_outgoing();
         let mtu = links
             .values()

@@ -497,10 +497,48 @@ pub fn compile_any(filters: &[FlowFilter]) -> Vec<Insn> {
     a.finish()
 }
 
+/// A program that accepts the TCP resets leaving from `sport` of any of
+/// `sources` (a scan's: the kernel's RSTs to SYN-ACKs, and ours), and
+/// nothing else. Both are built by a local stack: IPv4 with any header
+/// length, IPv6 with TCP right after the fixed header.
+pub fn resets_leaving(sources: &[IpAddr], sport: u16) -> Vec<Insn> {
+    const RST: u32 = 0x04;
+    let mut a = Asm::default();
+    let accept = a.label();
+    for &src in sources {
+        let next = a.label();
+        let v4 = src.is_ipv4();
+        a.op(op::LD_H_ABS, op::AD_PROTOCOL);
+        a.jne_to(if v4 { ETH_P_IP } else { ETH_P_IPV6 }, next);
+        a.op(op::LD_B_ABS, if v4 { 9 } else { 6 });
+        a.jne_to(6, next);
+        addr_is(&mut a, src, true, next);
+        let (load, base) = if v4 {
+            a.op(op::LDX_B_MSH, 0);
+            (op::LD_H_IND, 0)
+        } else {
+            (op::LD_H_ABS, 40)
+        };
+        port_in(&mut a, load, base, 0, (sport, sport), next);
+        a.op(if v4 { op::LD_B_IND } else { op::LD_B_ABS }, base + 13);
+        a.jump(op::JSET_K, RST, To::L(accept), To::L(next));
+        a.mark(next);
+    }
+    a.op(op::RET_K, 0);
+    a.mark(accept);
+    a.op(op::RET_K, SNAPLEN);
+    a.finish()
+}
+
 /// Runs a program the way the kernel would on a SOCK_DGRAM packet socket, for
 /// tests: returns the number of bytes to keep (0 = drop). Only the opcodes this
 /// module emits are supported; anything else drops.
 pub fn run(prog: &[Insn], packet: &[u8], skb_protocol: u16) -> u32 {
+    run_as(prog, packet, skb_protocol, 0)
+}
+
+/// [`run`] on a packet of type `pkttype` (4: one leaving).
+pub fn run_as(prog: &[Insn], packet: &[u8], skb_protocol: u16, pkttype: u32) -> u32 {
     let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
     let mut mem = [0u32; 16];
     let load = |off: usize, n: usize| {
@@ -518,8 +556,9 @@ pub fn run(prog: &[Insn], packet: &[u8], skb_protocol: u16) -> u32 {
         };
         match i.code {
             op::LD_H_ABS if i.k == op::AD_PROTOCOL => a = skb_protocol as u32,
-            // in tests: an incoming packet (type 0) on no interface (0)
-            op::LD_W_ABS if i.k == op::AD_IFINDEX || i.k == op::AD_PKTTYPE => a = 0,
+            // in tests: a packet of `pkttype` on no interface (0)
+            op::LD_W_ABS if i.k == op::AD_IFINDEX => a = 0,
+            op::LD_W_ABS if i.k == op::AD_PKTTYPE => a = pkttype,
             op::LD_W_ABS | op::LD_H_ABS | op::LD_B_ABS => match load(i.k as usize, size(i.code)) {
                 Some(v) => a = v,
                 None => return 0,

@@ -128,6 +128,13 @@ pub fn ndp(local: Ipv6Addr) -> Vec<Insn> {
 /// (the ports of a bridge or bond: a reply seen there is seen again on the
 /// master it is delivered up to).
 pub fn incoming_once(ifindexes: &[u32], program: Vec<Insn>) -> Vec<Insn> {
+    incoming_once_or(ifindexes, program, Vec::new())
+}
+
+/// [`incoming_once`], except that what it drops goes to `leaving` (none:
+/// dropped), which decides: a scan's capture of the resets leaving
+/// ([`super::bpf::resets_leaving`]).
+pub fn incoming_once_or(ifindexes: &[u32], program: Vec<Insn>, leaving: Vec<Insn>) -> Vec<Insn> {
     let n = ifindexes.len().min(200);
     let ld = |k| Insn {
         code: op::LD_W_ABS,
@@ -161,13 +168,24 @@ pub fn incoming_once(ifindexes: &[u32], program: Vec<Insn>) -> Vec<Insn> {
         jf: 0,
         k: 1,
     });
-    out.push(Insn {
-        code: op::RET_K,
-        jt: 0,
-        jf: 0,
-        k: 0,
+    out.push(if leaving.is_empty() {
+        Insn {
+            code: op::RET_K,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }
+    } else {
+        // over the program, to the test of what leaves
+        Insn {
+            code: op::JA,
+            jt: 0,
+            jf: 0,
+            k: program.len() as u32,
+        }
     });
     out.extend(program);
+    out.extend(leaving);
     out
 }
 
@@ -198,6 +216,49 @@ mod tests {
         // the interpreter sees an incoming packet on no interface: the program decides
         assert_eq!(run(&prog, ARP_REP, 0x0806), SNAPLEN);
         assert_eq!(run(&incoming_once(&[], vec![]), ARP_REP, 0x0806), 0);
+    }
+
+    #[test]
+    fn what_leaves_goes_to_the_leaving_program() {
+        use crate::io::bpf::{resets_leaving, run_as};
+        use crate::wire::testutil::fixture;
+        // the kernel's RST from 198.18.0.2:81, and a SYN from 198.18.0.1:53190
+        let (rst, syn) = (fixture("rst_v4"), fixture("syn_v4"));
+        let leaving = resets_leaving(&["198.18.0.2".parse().unwrap()], 81);
+        let prog = incoming_once_or(&[7], arp(Ipv4Addr::new(198, 18, 200, 1)), leaving.clone());
+        assert_eq!(run_as(&prog, rst, 0x0800, PACKET_OUTGOING), SNAPLEN);
+        // incoming, it is the program's to judge (ARP only: dropped)
+        assert_eq!(run_as(&prog, rst, 0x0800, 0), 0);
+        assert_eq!(run_as(&prog, ARP_REP, 0x0806, 0), SNAPLEN);
+        assert_eq!(run_as(&prog, ARP_REP, 0x0806, PACKET_OUTGOING), 0);
+        // a SYN leaving is not a reset
+        let ours = resets_leaving(&["198.18.0.1".parse().unwrap()], 53190);
+        assert_eq!(run_as(&ours, syn, 0x0800, PACKET_OUTGOING), 0);
+        // nor another port's, another source's, or another family's
+        for other in [
+            resets_leaving(&["198.18.0.2".parse().unwrap()], 82),
+            resets_leaving(&["198.18.0.3".parse().unwrap()], 81),
+        ] {
+            assert_eq!(run_as(&other, rst, 0x0800, PACKET_OUTGOING), 0);
+        }
+        assert_eq!(run_as(&leaving, rst, 0x86dd, PACKET_OUTGOING), 0);
+        // IPv6, several sources
+        let v6 = resets_leaving(
+            &[
+                "198.18.0.9".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+            ],
+            81,
+        );
+        assert_eq!(
+            run_as(&v6, fixture("rst_v6"), 0x86dd, PACKET_OUTGOING),
+            SNAPLEN
+        );
+        assert_eq!(
+            run_as(&v6, &fixture("rst_v6")[..50], 0x86dd, PACKET_OUTGOING),
+            0
+        );
+        assert_eq!(run_as(&v6, fixture("syn_v6"), 0x86dd, PACKET_OUTGOING), 0);
     }
 
     #[test]

@@ -236,6 +236,13 @@ impl Capture {
     pub fn drops(&self) -> u64 {
         packet_drops(self.fd.get_ref().as_raw_fd())
     }
+
+    /// Stops (`ignore`) or starts again showing this socket the packets this
+    /// host sends (PACKET_IGNORE_OUTGOING, Linux 4.20): each one shown costs
+    /// the kernel a copy, and the filter's run.
+    pub fn set_ignore_outgoing(&self, ignore: bool) -> Result<(), IoError> {
+        set_ignore_outgoing(self.fd.get_ref().as_raw_fd(), ignore)
+    }
 }
 
 /// A capture read from a plain thread (the scanner's receiver), without tokio.
@@ -349,18 +356,19 @@ impl BlockingCapture {
     /// (PACKET_IGNORE_OUTGOING, Linux 4.20): the kernel then no longer copies
     /// each one for it, which a capture of replies alone does not need.
     pub fn ignore_outgoing(&self) -> Result<(), IoError> {
-        const PACKET_IGNORE_OUTGOING: i32 = 23;
-        setsockopt_int(
-            self.sock.as_raw_fd(),
-            libc::SOL_PACKET,
-            PACKET_IGNORE_OUTGOING,
-            1,
-        )
-        .map_err(|source| IoError::Socket {
+        set_ignore_outgoing(self.sock.as_raw_fd(), true)
+    }
+}
+
+/// Sets PACKET_IGNORE_OUTGOING on a packet socket.
+fn set_ignore_outgoing(fd: RawFd, ignore: bool) -> Result<(), IoError> {
+    const PACKET_IGNORE_OUTGOING: i32 = 23;
+    setsockopt_int(fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, ignore as i32).map_err(|source| {
+        IoError::Socket {
             op: "set PACKET_IGNORE_OUTGOING",
             source,
-        })
-    }
+        }
+    })
 }
 
 /// PACKET_STATISTICS: packets dropped for lack of buffer space since the last call.

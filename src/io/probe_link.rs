@@ -50,6 +50,11 @@ pub trait Link {
     fn take_drops(&mut self) -> u64 {
         0
     }
+    /// Shows (or stops showing) the resets leaving from a scan's port (see
+    /// [`crate::probe::machine::Context::watch_resets`]); false: cannot.
+    fn watch_resets(&mut self, _on: bool) -> bool {
+        false
+    }
     /// Every datagram handed over before this instant has left (None: all).
     fn sent_through(&mut self) -> Option<Timestamp> {
         None

@@ -11,7 +11,7 @@ use super::egress::Egress;
 use super::pcap::PcapWriter;
 use super::timer::PreciseTimer;
 use super::{Captured, IoError, Link, Outgoing};
-use crate::event::Timestamp;
+use crate::event::{Direction, Timestamp};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -234,7 +234,12 @@ impl<'a> ScanLink<'a> {
     }
 
     fn seen(&mut self, p: Captured) -> Result<Captured, IoError> {
-        if let Some(w) = self.pcap.as_mut() {
+        // the pcap holds the replies (not the resets seen leaving)
+        if let Some(w) = self
+            .pcap
+            .as_mut()
+            .filter(|_| p.direction == Direction::Incoming)
+        {
             w.write(p.timestamp, &p.data)?;
         }
         Ok(p)
@@ -318,6 +323,13 @@ impl Link for ScanLink<'_> {
 
     fn take_drops(&mut self) -> u64 {
         self.capture.drops()
+    }
+
+    /// The scan's capture program lets the resets leaving through
+    /// ([`super::bpf::resets_leaving`]); the socket is shown what leaves
+    /// only while they are watched.
+    fn watch_resets(&mut self, on: bool) -> bool {
+        self.capture.set_ignore_outgoing(!on).is_ok()
     }
 
     fn take_stalls(&mut self) -> u64 {

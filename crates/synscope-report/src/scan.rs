@@ -486,6 +486,13 @@ pub struct ScanSummary {
     /// Times the kernel's send queue was full (EAGAIN/ENOBUFS) and sending
     /// slowed down.
     pub send_backpressure: u64,
+    /// RSTs synscope sent to SYN-ACKs. None once the kernel is seen to
+    /// reset them itself (from an address of this host, it answers each
+    /// SYN-ACK no socket owns with an RST), so each open port gets one.
+    pub resets_sent: u64,
+    /// The kernel's RSTs to SYN-ACKs seen while synscope learned who
+    /// resets them (see `resets_sent`).
+    pub kernel_resets_seen: u64,
     /// Pairs never sent because the scan was interrupted (never reported as
     /// no-response).
     pub not_probed: u64,
@@ -981,6 +988,8 @@ mod tests {
             skipped_addresses: 0,
             unroutable_addresses: 0,
             send_backpressure: 0,
+            resets_sent: 0,
+            kernel_resets_seen: 0,
             coverage: RateSummary {
                 mode: "auto".into(),
                 ..RateSummary::default()

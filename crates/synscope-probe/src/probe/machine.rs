@@ -115,6 +115,13 @@ pub trait Context<E> {
     fn capture_drops(&mut self) -> u64 {
         0
     }
+    /// Shows (`on`) or stops showing the TCP resets leaving from a scan's
+    /// port, as outgoing packets: a scan learns whether the kernel resets
+    /// its SYN-ACKs ([`crate::scan::reset`]). False: the link cannot.
+    fn watch_resets(&mut self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
 }
 
 /// Why a machine is told to stop before it is done.

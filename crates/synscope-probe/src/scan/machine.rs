@@ -20,6 +20,7 @@ use super::blocks::{self, BlockState, Mark};
 use super::follow::{Action, AnswersEveryPort, FollowCounts, FollowUp, tsval};
 use super::pace::Pacer;
 use super::rate::{self, RateControl};
+use super::reset::{self, Resets, Resetter};
 use super::{Permutation, ScanMatcher, Shard};
 use crate::event::{Direction, Timestamp};
 use crate::probe::machine::{Context, Machine, Packet, Stop};
@@ -170,6 +171,10 @@ pub struct ScanTally {
     pub capture_drops: u64,
     /// The rate and loss.
     pub coverage: Coverage,
+    /// RSTs we sent to SYN-ACKs (the kernel's, once trusted, not counted).
+    pub resets_sent: u64,
+    /// The kernel's RSTs to SYN-ACKs seen while learning who resets.
+    pub kernel_resets_seen: u64,
     /// What the canaries and --verify cost.
     pub follow: FollowCounts,
     /// An interrupt ended the scan.
@@ -235,6 +240,12 @@ pub struct ScanMachine {
     batch: usize,
     ctl: RateControl,
     follow: FollowUp<Found>,
+    /// Who resets the SYN-ACKs (without --verify).
+    resets: Resets,
+    /// The link shows the resets leaving.
+    watching_resets: bool,
+    /// Sources whose resetter -v has said.
+    resets_said: Vec<IpAddr>,
     ring_probe: Vec<u64>,
     ring_time: Vec<u64>,
     /// Hosts that answered with SYN-ACK or RST, hashed.
@@ -282,6 +293,9 @@ impl ScanMachine {
             batch: 1,
             ctl,
             follow,
+            resets: Resets::new(false),
+            watching_resets: false,
+            resets_said: Vec::new(),
             ring_probe: vec![0; RING],
             ring_time: vec![0; RING],
             known: vec![0; (KNOWN_BITS / 64) as usize],
@@ -675,6 +689,10 @@ impl ScanMachine {
     /// The scan is over: the rate control's last word.
     fn finish(&mut self, cx: &mut dyn Context<ScanEvent>) {
         self.phase = Phase::Done;
+        // resets still awaited from the kernel: ours, rather than none
+        self.resets_due(Timestamp(u64::MAX), cx);
+        self.tally.resets_sent = self.resets.ours;
+        self.tally.kernel_resets_seen = self.resets.kernel_seen;
         let c = &mut self.tally.coverage;
         c.settled_pps = if c.auto {
             // the controller's rate, unless the senders could not reach it
@@ -718,6 +736,43 @@ impl ScanMachine {
         }
     }
 
+    /// Sends our RSTs to the held SYN-ACKs whose kernel RST did not come by
+    /// `now`, ends learning after [`reset::LEARN_WITHIN`] probes, and stops
+    /// watching the resets leaving once nothing is left to learn.
+    fn resets_due(&mut self, now: Timestamp, cx: &mut dyn Context<ScanEvent>) {
+        if self.tally.sent >= reset::LEARN_WITHIN {
+            self.resets.stop_learning();
+        }
+        for (host, port) in self.resets.due(now) {
+            if let Some(rst) = self.cfg.matcher.rst(host, port) {
+                cx.send(host, rst);
+            }
+        }
+        if self.cfg.verbose {
+            for src in self.cfg.matcher.sources.sources() {
+                let r = self.resets.resetter(src);
+                if matches!(r, Resetter::Learning(_)) || self.resets_said.contains(&src) {
+                    continue;
+                }
+                self.resets_said.push(src);
+                cx.report(ScanEvent::Debug(match r {
+                    Resetter::Kernel => format!(
+                        "resets: the kernel reset {} SYN-ACKs to {src} in a row: synscope sends no RST of its own from it",
+                        reset::TRUST
+                    ),
+                    _ => format!(
+                        "resets: synscope resets every SYN-ACK to {src} itself (the kernel's RST did not leave within {:?}, or too few SYN-ACKs came to learn)",
+                        reset::HOLD
+                    ),
+                }));
+            }
+        }
+        if self.watching_resets && !self.resets.watching() {
+            self.watching_resets = false;
+            cx.watch_resets(false);
+        }
+    }
+
     /// Carries out what the checks ask for.
     fn act(&mut self, actions: Vec<Action<Found>>, cx: &mut dyn Context<ScanEvent>) {
         for a in actions {
@@ -727,6 +782,23 @@ impl ScanMachine {
                 Action::Absorbed(r) => cx.report(ScanEvent::Absorbed(r)),
                 Action::EveryPort(h) => cx.report(ScanEvent::EveryPort(h)),
             }
+        }
+    }
+
+    /// A packet leaving while resets are watched: an RST from the scan's
+    /// port is told to [`Resets`].
+    fn reset_leaving(&mut self, data: &[u8]) {
+        // the kernel's own segments leave with their checksum still to fill
+        let Ok(d) =
+            crate::wire::Datagram::parse_with(data, crate::wire::datagram::Checksums::Offloaded)
+        else {
+            return;
+        };
+        if let crate::wire::Transport::Tcp(t) = &d.transport
+            && t.flags.contains(crate::wire::TcpFlags::RST)
+            && t.src_port == self.cfg.matcher.sport
+        {
+            self.resets.on_reset_leaving(d.ip.src, d.ip.dst, t.dst_port);
         }
     }
 
@@ -764,7 +836,13 @@ impl Machine for ScanMachine {
     type Event = ScanEvent;
 
     fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<ScanEvent>) {
-        if p.direction == Direction::Outgoing || self.phase == Phase::Done {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if p.direction == Direction::Outgoing {
+            if self.watching_resets {
+                self.reset_leaving(p.data);
+            }
             return;
         }
         self.ctl.on_receiver(p.at.0);
@@ -790,9 +868,13 @@ impl Machine for ScanMachine {
         };
         let (host, port) = (r.host(), r.port());
         let open = *r.verdict() == SynAnswer::Open;
-        if open && !self.cfg.verify {
-            // our own RST (besides the kernel's): never leave a half-open
-            // connection (--verify resets after its check)
+        if open
+            && !self.cfg.verify
+            && let Some(src) = self.cfg.matcher.sources.source_for(host)
+            && self.resets.on_syn_ack(src, host, port, p.at)
+        {
+            // our own RST, unless the kernel's is seen to leave: never leave
+            // a half-open connection (--verify resets after its check)
             if let Some(rst) = self.cfg.matcher.rst(host, port) {
                 cx.send(host, rst);
             }
@@ -869,6 +951,9 @@ impl Machine for ScanMachine {
                 self.ctl.on_capture_drops(now.0, n);
             }
         }
+        if self.watching_resets || self.resets.next_due().is_some_and(|t| t <= now) {
+            self.resets_due(now, cx);
+        }
         // --verify: end the handshakes checked long enough, every few ms
         // (a look at every host's verification is not free)
         if self.cfg.verify && now >= self.verify_at {
@@ -883,6 +968,12 @@ impl Machine for ScanMachine {
             let sending = matches!(self.phase, Phase::Send { .. });
             match self.phase {
                 Phase::Start => {
+                    // learn whether the kernel resets our SYN-ACKs, if the
+                    // link can show what leaves
+                    if !self.cfg.verify && cx.watch_resets(true) {
+                        self.resets = Resets::new(true);
+                        self.watching_resets = true;
+                    }
                     self.ctl = Self::ctl(&self.cfg, now.0);
                     self.last_progress = now;
                     self.start_block(now, cx);
@@ -940,6 +1031,7 @@ impl Machine for ScanMachine {
             Phase::List { .. } => self.now,
             Phase::Done => return None,
         };
+        let at = self.resets.next_due().map_or(at, |t| t.min(at));
         Some(if self.cfg.verify {
             at.min(self.verify_at)
         } else {

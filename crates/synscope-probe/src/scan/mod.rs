@@ -13,6 +13,7 @@ pub mod pace;
 pub mod permute;
 pub mod ports;
 pub mod rate;
+pub mod reset;
 pub mod routes;
 pub mod targets;
 
