@@ -6,7 +6,9 @@
 //!   others ([`CANARIES`] in all) go out. A host that answers all of them
 //!   with SYN-ACK answers every port (a tarpit or a proxy): it is said once,
 //!   and its SYN-ACKs are not open ports. A normal host costs one canary (its
-//!   RST judges it). Until its canaries are judged, the host's results are
+//!   RST judges it), or none: an RST from a scanned port says what a
+//!   canary's would (without `--verify`, a host that sent one gets no canary,
+//!   or is judged at once if its canary is out). Until its canaries are judged, the host's results are
 //!   held (a round trip, two for a suspect host); after, they pass at once.
 //!   Silent and closed-only hosts cost nothing (without `--verify`).
 //! - `--verify`: each SYN-ACK's handshake is completed, the server's next
@@ -185,6 +187,21 @@ impl<T> FollowUp<T> {
         let open = *verdict == SynAnswer::Open;
         let closed = *verdict == SynAnswer::Closed;
         let mut out = Vec::new();
+        if closed && self.canaries && !self.verify {
+            // an RST from a scanned port says what a canary's would: not a
+            // host that answers every port (its canary is spared)
+            match self.hosts.get_mut(&host) {
+                None => {
+                    self.settled.insert(host);
+                }
+                Some(h) if h.state == State::Pending => {
+                    h.state = State::Normal;
+                    release(h, &mut out);
+                    self.settle(host);
+                }
+                Some(_) => {}
+            }
+        }
         if !(open || closed) || !self.enabled() || (closed && !self.verify) {
             if open {
                 self.reset(m, host, port, &mut out);
@@ -706,6 +723,48 @@ mod tests {
         assert!(f.close(1).is_empty());
         assert_eq!(f.counts.canary_probes, 1);
         assert_eq!(f.counts.canary_hosts, 1);
+    }
+
+    fn closed(f: &mut FollowUp<u16>, m: &ScanMatcher, port: u16) -> Vec<Action<u16>> {
+        let host = HOST.parse().unwrap();
+        let rst = TcpFlags::RST.union(TcpFlags::ACK);
+        f.on_answer(
+            m,
+            port,
+            (host, port, &SynAnswer::Closed),
+            &answer(m, port, rst),
+            T0,
+            Duration::from_micros(50),
+            T0,
+            draws(),
+        )
+    }
+
+    #[test]
+    fn a_closed_scanned_port_spares_the_canary() {
+        let m = matcher();
+        // its RST first: the SYN-ACKs after pass at once, no canary
+        let mut f = FollowUp::new(true, false);
+        assert_eq!(closed(&mut f, &m, 81), vec![Action::Report(81, None)]);
+        assert_eq!(open(&mut f, &m, 80), vec![Action::Report(80, None)]);
+        assert_eq!((f.counts.canary_probes, f.busy()), (0, false));
+        // its RST while the canary is out: what was held is released
+        let mut f = FollowUp::new(true, false);
+        assert_eq!(sent(&open(&mut f, &m, 80)), vec![49159]);
+        assert_eq!(
+            closed(&mut f, &m, 81),
+            vec![Action::Report(80, None), Action::Report(81, None)]
+        );
+        assert_eq!(open(&mut f, &m, 22), vec![Action::Report(22, None)]);
+        // the canary's answer still comes (reset if a SYN-ACK), then nothing is left
+        let rst = TcpFlags::RST.union(TcpFlags::ACK);
+        assert!(
+            f.on_packet(&m, &answer(&m, 49159, rst), false, T0)
+                .is_some()
+        );
+        assert!(!f.busy());
+        assert!(f.close(1).is_empty());
+        assert_eq!(f.counts.canary_probes, 1);
     }
 
     #[test]
