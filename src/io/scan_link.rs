@@ -70,6 +70,17 @@ struct Lane {
     finished: u64,
 }
 
+impl Lane {
+    /// Batches handed over and not known to be finished.
+    fn outstanding(&mut self) -> usize {
+        let done = self.done.load(Ordering::Acquire);
+        while self.finished < done && self.pending.pop_front().is_some() {
+            self.finished += 1;
+        }
+        self.pending.len()
+    }
+}
+
 /// What the sender threads did.
 #[derive(Default)]
 struct Counts {
@@ -262,9 +273,17 @@ impl<'a> ScanLink<'a> {
         if self.lanes.is_empty() || batch.is_empty() {
             return Ok(());
         }
+        // the thread with the least handed over and not sent yet (a full
+        // queue of one must not hold the loop while the other idles); ties
+        // taken in turn
         let n = self.lanes.len();
-        let lane = &mut self.lanes[self.next_lane % n];
+        let start = self.next_lane;
         self.next_lane = self.next_lane.wrapping_add(1);
+        let i = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| self.lanes[i].outstanding())
+            .unwrap_or(0);
+        let lane = &mut self.lanes[i];
         lane.pending.push_back(at);
         // a full queue waits for the thread (the loop then sends no faster
         // than the kernel takes)
@@ -309,10 +328,7 @@ impl Link for ScanLink<'_> {
     fn sent_through(&mut self) -> Option<Timestamp> {
         let mut through: Option<Timestamp> = self.gathered_at;
         for lane in &mut self.lanes {
-            let done = lane.done.load(Ordering::Acquire);
-            while lane.finished < done && lane.pending.pop_front().is_some() {
-                lane.finished += 1;
-            }
+            lane.outstanding();
             // everything handed over before its oldest unfinished batch has left
             if let Some(&t) = lane.pending.front() {
                 through = Some(through.map_or(t, |x| x.min(t)));
