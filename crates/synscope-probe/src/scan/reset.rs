@@ -31,7 +31,7 @@ pub const TRUST: u32 = 16;
 /// Probes a scan sends while it learns: a source with too few SYN-ACKs by
 /// then is ours to reset (its own RSTs cost little), and the capture stops
 /// being shown every packet that leaves (a copy each).
-pub const LEARN_WITHIN: u64 = 1 << 14;
+pub const LEARN_WITHIN: u64 = 1 << 12;
 
 /// Who resets the SYN-ACKs of one source address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
