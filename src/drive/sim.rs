@@ -165,6 +165,16 @@ pub struct SimLink<P> {
     left: BTreeMap<u64, Timestamp>,
     /// Hand-over instants of datagrams not yet left, with when they leave.
     in_flight: std::collections::VecDeque<(Timestamp, Timestamp)>,
+    /// Our kernel answers each SYN-ACK that reaches us with an RST (as
+    /// Linux does when no socket owns the connection): it leaves, seen
+    /// only while the resets are watched, and crosses to the peer.
+    pub kernel_resets: bool,
+    /// The link can show the resets leaving ([`Link::watch_resets`]).
+    pub shows_resets: bool,
+    /// The resets leaving are shown now.
+    pub watching: bool,
+    /// RSTs our kernel sent.
+    pub kernel_rsts: u64,
 }
 
 /// How long after the send call the kernel stamps our packet leaving.
@@ -191,6 +201,10 @@ impl<P: Peer> SimLink<P> {
             lag_from: Timestamp(0),
             left: BTreeMap::new(),
             in_flight: Default::default(),
+            kernel_resets: false,
+            shows_resets: false,
+            watching: false,
+            kernel_rsts: 0,
         }
     }
 
@@ -226,6 +240,28 @@ impl<P: Peer> SimLink<P> {
         }
     }
 
+    /// Our kernel's RST to a SYN-ACK that reached us at `at`.
+    fn kernel_reset(&mut self, at: Timestamp, d: &[u8]) {
+        let Some((ip, t)) = parse_tcp(d) else { return };
+        if t.flags != TcpFlags::SYN.union(TcpFlags::ACK) {
+            return;
+        }
+        let rst = TcpRepr {
+            src_port: t.dst_port,
+            dst_port: t.src_port,
+            seq: t.ack,
+            flags: TcpFlags::RST,
+            ..TcpRepr::default()
+        };
+        let rst = tcp_datagram(ip.dst, ip.src, &rst);
+        let left = at + Duration::from_micros(1);
+        self.kernel_rsts += 1;
+        if self.watching {
+            self.push(left, Event::ToUs(Direction::Outgoing, rst.clone()));
+        }
+        self.cross(Leg::Out, left, rst);
+    }
+
     /// The next packet for us due by `until`, running the peer on the way.
     fn next_by(&mut self, until: Timestamp) -> Option<Captured> {
         while let Some(entry) = self.queue.first_entry() {
@@ -241,6 +277,9 @@ impl<P: Peer> SimLink<P> {
                     }
                 }
                 Event::ToUs(direction, data) => {
+                    if direction == Direction::Incoming && self.kernel_resets {
+                        self.kernel_reset(at, &data);
+                    }
                     self.delivered.push((at, direction));
                     return Some(Captured {
                         data,
@@ -290,6 +329,11 @@ impl<P: Peer> Link for SimLink<P> {
             self.send(f.host, &f.payload)?;
         }
         Ok(())
+    }
+
+    fn watch_resets(&mut self, on: bool) -> bool {
+        self.watching = on && self.shows_resets;
+        self.shows_resets
     }
 
     fn left_at(&mut self, tag: u64) -> Option<Timestamp> {

@@ -995,11 +995,24 @@ fn run_scan_lagging<P: Peer>(
     interrupt_after: Option<Duration>,
     lag: Duration,
 ) -> Scanned<P> {
+    run_scan_on(cfg, peer, path, interrupt_after, |link| {
+        // the sends start to lag once the rate control knows the path's RTT
+        link.send_lag = lag;
+        link.lag_from = T0 + ms(60);
+    })
+}
+
+/// [`run_scan`] on a link `setup` changed.
+fn run_scan_on<P: Peer>(
+    cfg: ScanConfig,
+    peer: P,
+    path: super::sim::Path,
+    interrupt_after: Option<Duration>,
+    setup: impl FnOnce(&mut SimLink<P>),
+) -> Scanned<P> {
     let clock = SimClock::starting_at(T0);
     let mut link = SimLink::new(&clock, peer, path, 5);
-    // the sends start to lag once the rate control knows the path's RTT
-    link.send_lag = lag;
-    link.lag_from = T0 + ms(60);
+    setup(&mut link);
     let mut rtts = Vec::new();
     let mut machine = ScanMachine::new(cfg);
     let mut results = Verdicts::new();
@@ -1140,6 +1153,62 @@ fn scan_gives_open_closed_filtered_and_silent_verdicts_for_several_hosts() {
     // and the wait after the last round is a few RTTs, not the whole --wait
     let took = s.link.sent.last().unwrap().0.saturating_sub(T0);
     assert!(took < ms(500), "{took:?}");
+}
+
+/// The RSTs we sent, by destination port.
+fn our_rsts<P>(link: &SimLink<P>) -> Vec<u16> {
+    link.sent
+        .iter()
+        .filter_map(
+            |(_, d)| match crate::wire::Datagram::parse(d).map(|d| d.transport) {
+                Ok(crate::wire::Transport::Tcp(t)) if t.flags == crate::wire::TcpFlags::RST => {
+                    Some(t.dst_port)
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn scan_leaves_syn_acks_to_a_kernel_seen_resetting_them_else_resets_them_itself() {
+    // 64 hosts, port 80 open, 81 closed
+    let hosts = || Hosts {
+        hosts: (2..66)
+            .map(|n| (host(n), SynPeer::new(&[(80, PortIs::Open)])))
+            .collect(),
+    };
+    let cfg = || scan_config("198.18.0.2-65", "80,81");
+    let open = |s: &Scanned<Hosts>| {
+        s.results
+            .values()
+            .filter(|v| v.as_slice() == [SynAnswer::Open])
+            .count() as u64
+    };
+    // a kernel that resets: seen 16 times in a row, trusted; none of ours
+    let s = run_scan_on(cfg(), hosts(), clean_path(ms(1)), None, |l| {
+        (l.kernel_resets, l.shows_resets) = (true, true)
+    });
+    assert_eq!(open(&s), 64);
+    assert_eq!(our_rsts(&s.link), Vec::<u16>::new());
+    assert_eq!((s.tally.resets_sent, s.tally.kernel_resets_seen), (0, 16));
+    assert_eq!(s.link.kernel_rsts, 64);
+    // the capture stops showing what leaves once trusted
+    assert!(!s.link.watching);
+    // a kernel kept from the SYN-ACKs (a firewall): ours, one per open port
+    let s = run_scan_on(cfg(), hosts(), clean_path(ms(1)), None, |l| {
+        (l.kernel_resets, l.shows_resets) = (false, true)
+    });
+    assert_eq!(open(&s), 64);
+    assert_eq!(our_rsts(&s.link), vec![80; 64]);
+    assert_eq!((s.tally.resets_sent, s.tally.kernel_resets_seen), (64, 0));
+    assert!(!s.link.watching);
+    // a link that cannot show what leaves: ours at once, as before
+    let s = run_scan_on(cfg(), hosts(), clean_path(ms(1)), None, |l| {
+        l.kernel_resets = true
+    });
+    assert_eq!(our_rsts(&s.link), vec![80; 64]);
+    assert_eq!(s.tally.kernel_resets_seen, 0);
 }
 
 #[test]
