@@ -391,8 +391,15 @@ fn scan_names_the_tarpit_once_and_verify_names_the_syn_proxy() {
         text.contains(": 5 open, 1 closed, 2 filtered, 2 no-response"),
         "{text}"
     );
+    // the server costs one canary, or none when its closed port's RST came
+    // before its first SYN-ACK (the probes' order is the random seed's)
     assert!(
-        text.contains("checks: 4 canary SYNs to 2 hosts, 1 answers every port (6 SYN-ACKs not counted as open)"),
+        [
+            "checks: 4 canary SYNs to 2 hosts, 1 answers every port (6 SYN-ACKs not counted as open)",
+            "checks: 3 canary SYNs to 1 host, 1 answers every port (6 SYN-ACKs not counted as open)"
+        ]
+        .iter()
+        .any(|c| text.contains(c)),
         "{text}"
     );
     assert!(!text.contains("syn-proxy"), "{text}");
