@@ -255,9 +255,11 @@ where
         let until = clock.now() + linger;
         while let Some(p) = cx.link.recv(until).await? {
             deliver(machine, &p, &mut cx);
-            // done: nothing more goes out
-            cx.sends.clear();
-            cx.frames.clear();
+            // done: nothing more goes out, unless the machine says so
+            if !machine.sends_while_lingering() {
+                cx.sends.clear();
+                cx.frames.clear();
+            }
             cx.flush(reporter)?;
         }
     }

@@ -356,3 +356,55 @@ fn syn_acks_are_reset_once_by_the_kernel_or_by_us() {
         assert_eq!(half_open(&lab), 0);
     }
 }
+
+/// Interrupted, a scan whose SYN-ACKs the kernel cannot reset (the client's
+/// firewall keeps them from it) reads on briefly and resets those still on
+/// their way: no connection is left half-open on the server.
+#[test]
+fn an_interrupted_scan_leaves_no_half_open_connection() {
+    if synscope_lab::skip_unless_root("an_interrupted_scan_leaves_no_half_open_connection") {
+        return;
+    }
+    let spec = LabSpec {
+        many_hosts_v4: Some("198.19.0.0/16".into()),
+        ..LabSpec::standard()
+    };
+    let lab = Lab::up(&spec).unwrap();
+    nft(
+        lab.client_command("nft"),
+        "table inet nosynack {\n chain in { type filter hook input priority 0; tcp flags & (syn | ack) == syn | ack drop; }\n}\n",
+    );
+    let child = lab
+        .client_command(env!("CARGO_BIN_EXE_synscope"))
+        .args([
+            "scan",
+            "198.19.0.0/16",
+            "-p",
+            "22,80,81,443",
+            "--ndjson",
+            "--open",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    common::signal(&child, "-INT");
+    let out = child.wait_with_output().unwrap();
+    common::assert_status(&out, 1);
+    let lines = common::schema::check_lines("scan", &String::from_utf8_lossy(&out.stdout));
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    let open = summary["open"].as_u64().unwrap();
+    assert!(
+        open > 0 && summary["resets_sent"].as_u64().unwrap() >= open,
+        "{summary}"
+    );
+    let half_open = lab
+        .server_command("ss")
+        .args(["-Htn", "state", "syn-recv"])
+        .output()
+        .unwrap();
+    let left = String::from_utf8_lossy(&half_open.stdout).lines().count();
+    assert_eq!(left, 0, "half-open on the server after the interrupt");
+}

@@ -1212,6 +1212,44 @@ fn scan_leaves_syn_acks_to_a_kernel_seen_resetting_them_else_resets_them_itself(
 }
 
 #[test]
+fn scan_cut_short_resets_the_syn_acks_still_on_their_way_unless_the_kernel_does() {
+    // 1,024 hosts with port 80 open, 5 ms away, 20k SYN/s, interrupted at
+    // 50 ms: about 100 SYN-ACKs are on their way when it comes
+    let hosts = || Hosts {
+        hosts: (0..1024u32)
+            .map(|n| {
+                let a = IpAddr::from((u32::from_be_bytes([198, 18, 0, 0]) + n).to_be_bytes());
+                (a, SynPeer::new(&[(80, PortIs::Open)]))
+            })
+            .collect(),
+    };
+    let cfg = || {
+        let mut c = scan_config("198.18.0.0/22", "80");
+        c.rate = 20_000;
+        c
+    };
+    let syn_acks = |s: &Scanned<Hosts>| s.link.peer.hosts.values().map(|h| h.syns).sum::<u64>();
+    // the kernel kept from the SYN-ACKs: every one gets our RST, those
+    // after the interrupt too
+    let s = run_scan_on(cfg(), hosts(), clean_path(ms(5)), Some(ms(50)), |l| {
+        l.shows_resets = true
+    });
+    assert!(s.tally.interrupted);
+    let n = syn_acks(&s);
+    assert!((500..1024).contains(&n), "{n} SYN-ACKs");
+    assert_eq!(our_rsts(&s.link).len() as u64, n);
+    assert_eq!(s.tally.resets_sent, n);
+    let after = s.link.sent.iter().filter(|(t, _)| *t > T0 + ms(51)).count();
+    assert!(after > 0 && s.link.sent.iter().all(|(t, _)| *t < T0 + ms(80)));
+    // a kernel that resets them: nothing of ours, and no linger
+    let s = run_scan_on(cfg(), hosts(), clean_path(ms(5)), Some(ms(50)), |l| {
+        (l.kernel_resets, l.shows_resets) = (true, true)
+    });
+    assert_eq!(our_rsts(&s.link), Vec::<u16>::new());
+    assert!(s.link.sent.iter().all(|(t, _)| *t <= T0 + ms(51)));
+}
+
+#[test]
 fn scan_retry_rounds_recover_answers_lost_in_the_first() {
     // a quarter of the first round's SYNs are lost on the way out
     let first_round = 15;

@@ -157,9 +157,15 @@ pub trait Machine {
         None
     }
     /// How long to keep reading packets once done, for the kernel's stamps
-    /// of the last segments sent.
+    /// of the last segments sent (or, a scan cut short, to reset the
+    /// SYN-ACKs still on their way).
     fn linger(&self) -> Duration {
         Duration::ZERO
+    }
+    /// Does what the machine sends while lingering go out? (Not by default:
+    /// done means nothing more goes out.)
+    fn sends_while_lingering(&self) -> bool {
+        false
     }
 }
 

@@ -785,6 +785,29 @@ impl ScanMachine {
         }
     }
 
+    /// Done (cut short: [`Machine::linger`]): a SYN-ACK still coming is
+    /// reset unless the kernel is known to do it; nothing is reported.
+    fn reset_late(&mut self, p: &Packet<'_>, cx: &mut dyn Context<ScanEvent>) {
+        if p.direction == Direction::Outgoing || self.cfg.verify {
+            return;
+        }
+        let m = &self.cfg.matcher;
+        let Ok(r) = m.classify(p.data, p.offloaded, p.at) else {
+            return;
+        };
+        let (host, port) = (r.host(), r.port());
+        if *r.verdict() == SynAnswer::Open
+            && m.sources
+                .source_for(host)
+                .is_some_and(|src| self.resets.resetter(src) != Resetter::Kernel)
+            && let Some(rst) = m.rst(host, port)
+        {
+            cx.send(host, rst);
+            self.resets.ours += 1;
+            self.tally.resets_sent = self.resets.ours;
+        }
+    }
+
     /// A packet leaving while resets are watched: an RST from the scan's
     /// port is told to [`Resets`].
     fn reset_leaving(&mut self, data: &[u8]) {
@@ -837,6 +860,7 @@ impl Machine for ScanMachine {
 
     fn on_packet(&mut self, p: &Packet<'_>, cx: &mut dyn Context<ScanEvent>) {
         if self.phase == Phase::Done {
+            self.reset_late(p, cx);
             return;
         }
         if p.direction == Direction::Outgoing {
@@ -1041,6 +1065,29 @@ impl Machine for ScanMachine {
 
     fn is_done(&self) -> bool {
         self.phase == Phase::Done
+    }
+
+    /// Cut short (an interrupt, or the run's bound), a scan whose SYN-ACKs
+    /// are not all reset by the kernel reads on for as long as the wait
+    /// after a last round (a few of the largest RTTs, within `--wait`),
+    /// and resets the SYN-ACKs of the probes still on their way: no
+    /// half-open connection is left behind.
+    fn linger(&self) -> Duration {
+        let sources = self.cfg.matcher.sources.sources();
+        if !self.tally.interrupted
+            || self.cfg.verify
+            || sources
+                .iter()
+                .all(|&s| self.resets.resetter(s) == Resetter::Kernel)
+        {
+            return Duration::ZERO;
+        }
+        let q = rate::quiet_needed(&self.rtts, true).map_or(self.cfg.wait, Duration::from_nanos);
+        q.min(self.cfg.wait)
+    }
+
+    fn sends_while_lingering(&self) -> bool {
+        true
     }
 
     fn stop(&mut self, _why: Stop, now: Timestamp, cx: &mut dyn Context<ScanEvent>) {
