@@ -393,16 +393,25 @@ impl<P: Peer> Link for SimLink<P> {
 
 /// An IP datagram from `src` to `dst` carrying `tcp`.
 pub fn tcp_datagram(src: IpAddr, dst: IpAddr, tcp: &TcpRepr) -> Vec<u8> {
-    let ip = IpRepr {
+    ip_header(src, dst, Protocol::TCP).emit(&tcp.emit(src, dst))
+}
+
+/// An IP datagram from `src` to `dst` carrying `udp`.
+pub fn udp_datagram(src: IpAddr, dst: IpAddr, udp: &crate::wire::UdpRepr) -> Vec<u8> {
+    ip_header(src, dst, Protocol::UDP).emit(&udp.emit(src, dst))
+}
+
+/// The header of a simulated peer's datagram (TTL 64, no ID, no fragments).
+fn ip_header(src: IpAddr, dst: IpAddr, protocol: u8) -> IpRepr {
+    IpRepr {
         src,
         dst,
-        protocol: Protocol::TCP,
+        protocol,
         ttl: 64,
         ident: 0,
         later_fragment: false,
         flow_label: 0,
-    };
-    ip.emit(&tcp.emit(src, dst))
+    }
 }
 
 /// An ICMP error from `from` about `original` (sent by `to`).
@@ -418,16 +427,7 @@ pub fn icmp_datagram(
     } else {
         Protocol::ICMP
     };
-    let ip = IpRepr {
-        src: from,
-        dst: to,
-        protocol,
-        ttl: 64,
-        ident: 0,
-        later_fragment: false,
-        flow_label: 0,
-    };
-    ip.emit(&IcmpRepr::emit_error(icmp_type, code, original, from, to))
+    ip_header(from, to, protocol).emit(&IcmpRepr::emit_error(icmp_type, code, original, from, to))
 }
 
 fn parse_tcp(d: &[u8]) -> Option<(IpRepr, TcpRepr)> {

@@ -766,16 +766,7 @@ impl super::sim::Peer for Dns {
             dst_port: u.src_port,
             payload: msg,
         };
-        let ip = crate::wire::IpRepr {
-            src: p.ip.dst,
-            dst: p.ip.src,
-            protocol: crate::wire::Protocol::UDP,
-            ttl: 64,
-            ident: 0,
-            later_fragment: false,
-            flow_label: 0,
-        };
-        vec![(ms(1), ip.emit(&udp.emit(ip.src, ip.dst)))]
+        vec![(ms(1), super::sim::udp_datagram(p.ip.dst, p.ip.src, &udp))]
     }
 }
 
@@ -1638,16 +1629,10 @@ impl super::sim::Peer for Resolver {
             dst_port: u.src_port,
             payload: msg,
         };
-        let ip = crate::wire::IpRepr {
-            src: p.ip.dst,
-            dst: p.ip.src,
-            protocol: crate::wire::Protocol::UDP,
-            ttl: 64,
-            ident: 0,
-            later_fragment: false,
-            flow_label: 0,
-        };
-        vec![(self.think, ip.emit(&udp.emit(ip.src, ip.dst)))]
+        vec![(
+            self.think,
+            super::sim::udp_datagram(p.ip.dst, p.ip.src, &udp),
+        )]
     }
 }
 
