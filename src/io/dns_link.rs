@@ -662,18 +662,7 @@ fn stamped(sent: &mut VecDeque<(u32, Vec<u8>)>, seq: u32) -> Option<Vec<u8>> {
 /// stamps of later sends still match.
 fn send_on(sock: &mut StampedUdp, to: SocketAddr, msg: &[u8]) -> Result<u32, IoError> {
     match sock.send_to(to, msg) {
-        Err(IoError::Send { source, .. })
-            if matches!(
-                source.raw_os_error(),
-                Some(
-                    libc::ECONNREFUSED
-                        | libc::EHOSTUNREACH
-                        | libc::ENETUNREACH
-                        | libc::EHOSTDOWN
-                        | libc::EPROTO
-                )
-            ) =>
-        {
+        Err(IoError::Send { source, .. }) if super::stamped_udp::is_unreachable_errno(&source) => {
             sock.send_to(to, msg)
         }
         r => r,

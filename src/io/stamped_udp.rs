@@ -290,7 +290,20 @@ impl StampedUdp {
     }
 }
 
+/// An errno an ICMP error sets on the socket: these, and those of
+/// [`is_unreachable_errno`].
 fn is_icmp_errno(e: &std::io::Error) -> bool {
+    is_unreachable_errno(e)
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EACCES | libc::EPERM | libc::EMSGSIZE | libc::ENOPROTOOPT)
+        )
+}
+
+/// An errno that only an ICMP unreachable (or a protocol error) about an
+/// earlier datagram sets on the socket: a send reporting one did not fail
+/// by itself (unlike EACCES, EPERM or EMSGSIZE, which a send may cause).
+pub(super) fn is_unreachable_errno(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -299,10 +312,6 @@ fn is_icmp_errno(e: &std::io::Error) -> bool {
                 | libc::ENETUNREACH
                 | libc::EHOSTDOWN
                 | libc::EPROTO
-                | libc::EACCES
-                | libc::EPERM
-                | libc::EMSGSIZE
-                | libc::ENOPROTOOPT
         )
     )
 }
