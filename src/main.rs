@@ -5,7 +5,7 @@ use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 use synscope::cli::{Cli, Command, SystemEnv};
 use synscope::cmd::status::{self, USAGE as EXIT_USAGE};
-use synscope::cmd::{self, CmdError, Log};
+use synscope::cmd::{self, CmdError, Log, runtime};
 
 /// mimalloc: per-thread free lists that take frees from other threads without
 /// a lock (bulk DNS parses replies on one thread and drops them on another),
@@ -151,11 +151,4 @@ fn command_in_args() -> Option<String> {
 /// 0 when the command's expectation held, 1 when not.
 fn exit(ok: bool) -> u8 {
     status::of(ok)
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CmdError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))
 }

@@ -56,6 +56,15 @@ impl CmdError {
     }
 }
 
+/// The async runtime a command runs on: one thread (a scan's sender
+/// threads and bulk DNS's readers are their links' own).
+pub fn runtime() -> Result<tokio::runtime::Runtime, CmdError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CmdError::Setup(format!("start runtime: {e}")))
+}
+
 /// Resolves once SIGINT or SIGTERM arrives (see [`crate::io::signals`]: the
 /// same handlers as [`catch_signals`], so a second signal ends the process).
 pub(crate) async fn interrupted() {
@@ -100,9 +109,9 @@ impl<'a> Interrupt<'a> {
     }
 }
 
-/// For the blocking commands (scan): the first SIGINT or SIGTERM sets a flag
-/// the loops check (see [`signalled`]); a second one ends the process at once
-/// with status 1, the documented status of an interrupted run.
+/// For set-up before a drive loop (bulk DNS): the first SIGINT or SIGTERM
+/// sets a flag the loops check (see [`signalled`]); a second one ends the
+/// process at once with status 1, the documented status of an interrupted run.
 pub(crate) fn catch_signals() {
     crate::io::signals::catch(status::INTERRUPTED);
 }

@@ -143,14 +143,7 @@ pub(crate) fn summary<W: std::io::Write>(
 pub(crate) fn in_runtime<T>(
     f: impl std::future::Future<Output = Result<T, CmdError>>,
 ) -> Result<T, CmdError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| IoError::Socket {
-            op: "start the async runtime",
-            source,
-        })?
-        .block_on(f)
+    super::runtime()?.block_on(f)
 }
 
 /// Scans every family of `s` into `output`; with `drop_privileges` (the
