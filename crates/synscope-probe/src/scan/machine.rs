@@ -609,9 +609,15 @@ impl ScanMachine {
             self.close_block(now, cx);
             return;
         }
-        let quiet = Duration::from_nanos(rate::quiet_needed(&self.rtts, true).unwrap_or(u64::MAX));
+        let quiet = self.quiet_after_last_round();
         let until = now + quiet.max(CHECKS_WAIT).min(self.cfg.wait.max(CHECKS_WAIT));
         self.phase = Phase::Checks { until };
+    }
+
+    /// How long replies must have stopped after a last round (a few of the
+    /// largest RTTs seen); unbounded while no RTT is known.
+    fn quiet_after_last_round(&self) -> Duration {
+        Duration::from_nanos(rate::quiet_needed(&self.rtts, true).unwrap_or(u64::MAX))
     }
 
     /// The block takes no more replies: its checks end, its estimate is
@@ -1082,8 +1088,7 @@ impl Machine for ScanMachine {
         {
             return Duration::ZERO;
         }
-        let q = rate::quiet_needed(&self.rtts, true).map_or(self.cfg.wait, Duration::from_nanos);
-        q.min(self.cfg.wait)
+        self.quiet_after_last_round().min(self.cfg.wait)
     }
 
     fn sends_while_lingering(&self) -> bool {
