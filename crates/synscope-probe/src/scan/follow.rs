@@ -631,18 +631,30 @@ mod tests {
             .collect()
     }
 
-    fn open(f: &mut FollowUp<u16>, m: &ScanMatcher, port: u16) -> Vec<Action<u16>> {
+    /// The host's first answer (`verdict`, by a segment with `flags`) to
+    /// our SYN to `port`, handed to `f`.
+    fn answered(
+        f: &mut FollowUp<u16>,
+        m: &ScanMatcher,
+        port: u16,
+        verdict: SynAnswer,
+        flags: TcpFlags,
+    ) -> Vec<Action<u16>> {
         let host = HOST.parse().unwrap();
         f.on_answer(
             m,
             port,
-            (host, port, &SynAnswer::Open),
-            &answer(m, port, sa()),
+            (host, port, &verdict),
+            &answer(m, port, flags),
             T0,
             Duration::from_micros(50),
             T0,
             draws(),
         )
+    }
+
+    fn open(f: &mut FollowUp<u16>, m: &ScanMatcher, port: u16) -> Vec<Action<u16>> {
+        answered(f, m, port, SynAnswer::Open, sa())
     }
 
     #[test]
@@ -726,18 +738,8 @@ mod tests {
     }
 
     fn closed(f: &mut FollowUp<u16>, m: &ScanMatcher, port: u16) -> Vec<Action<u16>> {
-        let host = HOST.parse().unwrap();
         let rst = TcpFlags::RST.union(TcpFlags::ACK);
-        f.on_answer(
-            m,
-            port,
-            (host, port, &SynAnswer::Closed),
-            &answer(m, port, rst),
-            T0,
-            Duration::from_micros(50),
-            T0,
-            draws(),
-        )
+        answered(f, m, port, SynAnswer::Closed, rst)
     }
 
     #[test]
@@ -830,20 +832,8 @@ mod tests {
     #[test]
     fn closed_ports_pass_at_once_without_verify_and_nothing_is_held_when_off() {
         let m = matcher();
-        let host: IpAddr = HOST.parse().unwrap();
         let mut f = FollowUp::new(true, false);
-        let rst = answer(&m, 22, TcpFlags::RST.union(TcpFlags::ACK));
-        let a = f.on_answer(
-            &m,
-            22,
-            (host, 22, &SynAnswer::Closed),
-            &rst,
-            T0,
-            Duration::ZERO,
-            T0,
-            draws(),
-        );
-        assert_eq!(a, vec![Action::Report(22, None)]);
+        assert_eq!(closed(&mut f, &m, 22), vec![Action::Report(22, None)]);
         assert_eq!(f.counts.canary_probes, 0, "closed-only hosts cost nothing");
         let mut off = FollowUp::new(false, false);
         assert_eq!(open(&mut off, &m, 80), vec![Action::Report(80, None)]);
