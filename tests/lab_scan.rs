@@ -254,23 +254,6 @@ fn scan_pcap_holds_the_replies() {
     );
 }
 
-/// Runs `script` through `nft -f -` with `cmd` (a namespace's command).
-fn nft(mut cmd: std::process::Command, script: &str) {
-    use std::io::Write;
-    let mut child = cmd
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft -f: {script}");
-}
-
 /// The packets counted by the server's `rsts` counter since the last call
 /// (the RSTs that came to its open ports), reset as read.
 fn server_rsts(lab: &Lab) -> u64 {
@@ -302,10 +285,10 @@ fn syn_acks_are_reset_once_by_the_kernel_or_by_us() {
         ..LabSpec::standard()
     };
     let lab = Lab::up(&spec).unwrap();
-    nft(
-        lab.server_command("nft"),
+    synscope_lab::nft(
+        &lab.server_ns,
         "table inet rsts {\n counter rsts {}\n chain in { type filter hook input priority -10; tcp dport { 22, 80, 443 } tcp flags rst counter name rsts; }\n}\n",
-    );
+    ).unwrap();
     let args = [
         "198.19.0.0/24",
         "-p",
@@ -329,10 +312,10 @@ fn syn_acks_are_reset_once_by_the_kernel_or_by_us() {
     ] {
         if !kernel_sees {
             // the capture reads the SYN-ACKs before the input hook drops them
-            nft(
-                lab.client_command("nft"),
+            synscope_lab::nft(
+                &lab.client_ns,
                 "table inet nosynack {\n chain in { type filter hook input priority 0; tcp flags & (syn | ack) == syn | ack drop; }\n}\n",
-            );
+            ).unwrap();
         }
         server_rsts(&lab);
         let out = scan(&lab, &args);
@@ -370,10 +353,10 @@ fn an_interrupted_scan_leaves_no_half_open_connection() {
         ..LabSpec::standard()
     };
     let lab = Lab::up(&spec).unwrap();
-    nft(
-        lab.client_command("nft"),
+    synscope_lab::nft(
+        &lab.client_ns,
         "table inet nosynack {\n chain in { type filter hook input priority 0; tcp flags & (syn | ack) == syn | ack drop; }\n}\n",
-    );
+    ).unwrap();
     let child = lab
         .client_command(env!("CARGO_BIN_EXE_synscope"))
         .args([

@@ -585,17 +585,8 @@ fn scan_verify_tells_an_injected_rst_and_raises_no_alarm_elsewhere() {
 /// Router 3 answers SYNs to `port` with an RST in the server's name: one hop
 /// closer than the server, so its TTL arrives one higher.
 fn inject_rst(lab: &Lab, port: u16) {
-    let mut nft = lab
-        .router_command(3, "nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("run nft");
     let rules = format!(
         "table inet synscope_inject {{\n  chain inject {{\n    type filter hook forward priority filter; policy accept;\n    tcp dport {port} reject with tcp reset\n  }}\n}}\n"
     );
-    std::io::Write::write_all(nft.stdin.as_mut().unwrap(), rules.as_bytes()).unwrap();
-    drop(nft.stdin.take());
-    let st = nft.wait().unwrap();
-    assert!(st.success());
+    synscope_lab::nft(&lab.routers[2], &rules).unwrap();
 }

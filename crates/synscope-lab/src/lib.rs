@@ -157,6 +157,12 @@ pub mod routed;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Loads `script` (`nft -f -`) into namespace `ns`: a test's own rules,
+/// removed with the namespace.
+pub fn nft(ns: &str, script: &str) -> Result<(), LabError> {
+    run(&["ip", "netns", "exec", ns, "nft", "-f", "-"], Some(script))
+}
+
 /// Runs a command, turning failure into a one-line error.
 fn run(args: &[&str], stdin: Option<&str>) -> Result<(), LabError> {
     let mut cmd = Command::new(args[0]);
