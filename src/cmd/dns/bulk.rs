@@ -795,12 +795,14 @@ where
         waiting: Default::default(),
         timeout: report.s.timeout,
     };
-    let mut lines_done: u64 = 0;
+    // lines done, for the bar (its total is the file's lines): a line that
+    // went to n servers is done by its n results, a share each
+    let mut lines_done: f64 = 0.0;
     let mut on_event = |e: BulkEvent| -> Result<(), CmdError> {
         tcp.written(report)?;
         match e {
             BulkEvent::Bad { line, input, error } => {
-                lines_done += 1;
+                lines_done += 1.0;
                 report.bad_line(line, &input, &error)?;
             }
             BulkEvent::Done(f) => {
@@ -815,7 +817,7 @@ where
                 let qtype = outcome.question.qtype;
                 let mut r = result_of(outcome, qtype);
                 r.timed_by = timed_by;
-                lines_done += 1;
+                lines_done += 1.0 / of.max(1) as f64;
                 match tcp_query {
                     Some(q) => {
                         report.sum.tcp += 1;
@@ -827,7 +829,7 @@ where
             }
         }
         let sum = &report.sum;
-        progress.update(lines_done, || {
+        progress.update(lines_done.round() as u64, || {
             format!(
                 "{} answered, {} timeouts, {:.0} answers/s",
                 sum.answered,
