@@ -916,9 +916,7 @@ fn report_to<'a, W: Write>(
 fn ignored_of<I>(m: &BulkMachine<I>) -> BTreeMap<DnsIgnored, u64> {
     let mut ignored = BTreeMap::new();
     for ex in m.exchanges() {
-        for (k, v) in ex.ignored() {
-            *ignored.entry(*k).or_default() += v;
-        }
+        super::add_ignored(&mut ignored, ex.ignored());
     }
     ignored
 }
