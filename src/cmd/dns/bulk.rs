@@ -849,7 +849,7 @@ where
     if ended.interrupted {
         // what is outstanding is neither answered nor timed out
         report.sum.interrupted = true;
-        report.sum.in_flight = machine.in_flight() as u64;
+        report.sum.in_flight = machine.outstanding() as u64;
     }
     Ok(())
 }

@@ -101,8 +101,6 @@ pub enum BulkEvent {
 pub struct Finished {
     /// How it ended (`tag` is the line number).
     pub outcome: DnsOutcome,
-    /// The path it went on.
-    pub path: usize,
     /// Its server had refused an earlier query: it was not sent.
     pub unsent: bool,
     /// How many queries its line made (one per server): the last one in
@@ -131,7 +129,6 @@ pub struct BulkMachine<I> {
     sent: u64,
     next_server: usize,
     stopped: bool,
-    in_flight: usize,
     /// When the rate lets the next query out (None: it does now, or no rate).
     rate_wait: Option<Timestamp>,
     /// More lines are due at once (the budget ran out).
@@ -173,7 +170,6 @@ impl<I: Iterator<Item = BulkInput>> BulkMachine<I> {
             sent: 0,
             next_server: 0,
             stopped: false,
-            in_flight: 0,
             rate_wait: None,
             more: false,
             counts: BulkCounts::default(),
@@ -186,22 +182,16 @@ impl<I: Iterator<Item = BulkInput>> BulkMachine<I> {
         if let Some(refusal) = o.refused {
             self.refused.entry(o.key.server).or_insert(refusal);
             let rest = self.exs[path].give_up_server(o.key.server, refusal);
-            self.report(path, o, false, cx);
+            self.report(o, false, cx);
             for r in rest {
-                self.report(path, r, false, cx);
+                self.report(r, false, cx);
             }
         } else {
-            self.report(path, o, false, cx);
+            self.report(o, false, cx);
         }
     }
 
-    fn report(
-        &mut self,
-        path: usize,
-        o: DnsOutcome,
-        unsent: bool,
-        cx: &mut dyn Context<BulkEvent>,
-    ) {
+    fn report(&mut self, o: DnsOutcome, unsent: bool, cx: &mut dyn Context<BulkEvent>) {
         let of = match self.of.get_mut(&o.tag) {
             Some((of, left)) => {
                 let of = *of;
@@ -213,22 +203,24 @@ impl<I: Iterator<Item = BulkInput>> BulkMachine<I> {
             }
             None => 1,
         };
-        let tcp =
-            (self.cfg.tcp_fallback && o.reply.as_ref().is_some_and(|r| r.flags.tc)).then(|| {
-                QueryRepr {
-                    id: o.key.id,
-                    question: o.question.clone(),
-                    recursion_desired: self.cfg.recursion_desired,
-                    edns: self.cfg.edns.clone(),
-                }
-            });
+        let tcp = (self.cfg.tcp_fallback && o.reply.as_ref().is_some_and(|r| r.flags.tc))
+            .then(|| self.query(o.key.id, o.question.clone()));
         cx.report(BulkEvent::Done(Box::new(Finished {
             outcome: o,
-            path,
             unsent,
             of,
             tcp,
         })));
+    }
+
+    /// The query `id` for `question`, as the run asks (RD, EDNS).
+    fn query(&self, id: u16, question: Question) -> QueryRepr {
+        QueryRepr {
+            id,
+            question,
+            recursion_desired: self.cfg.recursion_desired,
+            edns: self.cfg.edns.clone(),
+        }
     }
 
     /// Builds and sends the query of `line` to `server` over path `path`.
@@ -245,12 +237,7 @@ impl<I: Iterator<Item = BulkInput>> BulkMachine<I> {
         let slot = self.slots[path];
         self.slots[path] = slot.wrapping_add(1);
         let src_port = ports[slot % ports.len()];
-        let mut q = QueryRepr {
-            id: cx.random() as u16,
-            question,
-            recursion_desired: self.cfg.recursion_desired,
-            edns: self.cfg.edns.clone(),
-        };
+        let mut q = self.query(cx.random() as u16, question);
         // an id not in use on that port towards that server
         for _ in 0..100 {
             let key = QueryKey {
@@ -297,7 +284,7 @@ impl<I: Iterator<Item = BulkInput>> BulkMachine<I> {
             let question = Question::new(l.name.clone(), l.qtype);
             if let Some(&f) = self.refused.get(&server) {
                 let o = unsent(l.line, server, question, f, now);
-                self.report(path, o, true, cx);
+                self.report(o, true, cx);
                 continue;
             }
             self.ask(now, l.line, question, server, path, cx);
@@ -349,11 +336,6 @@ impl<I> BulkMachine<I> {
     /// Queries neither answered nor given up.
     pub fn outstanding(&self) -> usize {
         self.exs.iter().map(DnsExchange::outstanding).sum()
-    }
-
-    /// Queries in flight when the run was interrupted.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
     }
 
     fn rewake(&mut self) {
@@ -474,8 +456,7 @@ impl<I: Iterator<Item = BulkInput>> Machine for BulkMachine<I> {
     }
 
     fn stop(&mut self, _why: Stop, _now: Timestamp, _cx: &mut dyn Context<BulkEvent>) {
-        // what is outstanding is neither answered nor timed out
-        self.in_flight = self.outstanding();
+        // what is outstanding stays so: neither answered nor timed out
         self.stopped = true;
     }
 }
@@ -653,7 +634,7 @@ mod tests {
         m.poll(Timestamp(1_000), &mut cx);
         m.stop(Stop::Interrupted, Timestamp(2_000), &mut cx);
         assert!(m.is_done());
-        assert_eq!(m.in_flight(), 10);
+        assert_eq!(m.outstanding(), 10);
         assert_eq!(m.poll_at(), None);
     }
 }
