@@ -234,7 +234,7 @@ async fn exchange_socket(
     log: Log,
 ) -> Result<DnsOutcome, CmdError> {
     let src = ex.config().src;
-    let mut link = SocketLink::open(&[src], 1, None)?;
+    let mut link = SocketLink::open(&[src], 1)?;
     if !link.ready_stamps().await? {
         log.debug(|| "no kernel receive stamps: answers timed in user space".into());
     }

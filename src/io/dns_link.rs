@@ -498,8 +498,7 @@ pub const SOCKETS: usize = 16;
 /// stamp (the datagram as built), each answer as the IP datagram it came in
 /// (headers rebuilt from the socket's addresses around the payload), and
 /// each ICMP error the socket reports as the ICMP datagram quoting our query.
-/// So the machines read one kind of packet, whichever way it travelled, and
-/// a pcap of the run holds them as a capture would.
+/// So the machines read one kind of packet, whichever way it travelled.
 pub struct SocketLink {
     socks: Vec<StampedUdp>,
     /// Per socket: what waits for the next flush (server, payload, datagram).
@@ -509,16 +508,11 @@ pub struct SocketLink {
     sends: Vec<VecDeque<(u32, Vec<u8>)>>,
     /// The socket read first on the next turn (so no socket starves the rest).
     next: usize,
-    pcap: Option<PcapWriter>,
 }
 
 impl SocketLink {
     /// `n` sockets on each of `srcs`, on ports the kernel picks.
-    pub fn open(
-        srcs: &[IpAddr],
-        n: usize,
-        pcap: Option<PcapWriter>,
-    ) -> Result<SocketLink, IoError> {
+    pub fn open(srcs: &[IpAddr], n: usize) -> Result<SocketLink, IoError> {
         let socks = srcs
             .iter()
             .flat_map(|src| (0..n).map(|_| StampedUdp::bind(SocketAddr::new(*src, 0))))
@@ -528,7 +522,6 @@ impl SocketLink {
             sends: socks.iter().map(|_| VecDeque::new()).collect(),
             socks,
             next: 0,
-            pcap,
         })
     }
 
@@ -549,21 +542,6 @@ impl SocketLink {
             all &= s.ready_stamps().await?;
         }
         Ok(all)
-    }
-
-    /// Flushes the pcap file.
-    pub fn finish(&mut self) -> Result<(), IoError> {
-        if let Some(w) = self.pcap.as_mut() {
-            w.flush()?;
-        }
-        Ok(())
-    }
-
-    fn seen(&mut self, p: Captured) -> Result<Captured, IoError> {
-        if let Some(w) = self.pcap.as_mut() {
-            w.write(p.timestamp, &p.data)?;
-        }
-        Ok(p)
     }
 
     /// What socket `i` reported, as the datagram a capture would hold.
@@ -750,7 +728,7 @@ impl Link for SocketLink {
                 };
                 if let Some(p) = self.packet_of(i, ev) {
                     self.next = (i + 1) % n;
-                    return self.seen(p).map(Some);
+                    return Ok(Some(p));
                 }
             }
         }

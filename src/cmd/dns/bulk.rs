@@ -1019,7 +1019,7 @@ pub(super) async fn bulk(
             return r;
         }
     }
-    let mut link = SocketLink::open(&srcs, SOCKETS, None)?;
+    let mut link = SocketLink::open(&srcs, SOCKETS)?;
     log.debug(|| format!("bulk: {SOCKETS} UDP sockets per source address, socket timestamps"));
     crate::io::privileges::drop_all()?;
     let paths = srcs
@@ -1033,9 +1033,7 @@ pub(super) async fn bulk(
     let how = ("kernel", TimedBy::SocketTimestamps);
     let clock = RealClock::new();
     let mut interrupt = Interrupt::signals();
-    let r = run(s, cfg, feed, &mut link, &clock, &mut interrupt, out, how).await;
-    link.finish()?;
-    r
+    run(s, cfg, feed, &mut link, &clock, &mut interrupt, out, how).await
 }
 
 /// The run itself, over either link (or the simulated one of the tests),
