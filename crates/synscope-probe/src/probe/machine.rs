@@ -85,9 +85,7 @@ pub trait Context<E> {
     }
     /// Sends one link-layer frame (a link that sends only IP datagrams
     /// fails the run when the call returns).
-    fn send_frame(&mut self, frame: Frame) {
-        let _ = frame;
-    }
+    fn send_frame(&mut self, frame: Frame);
     /// Hands a finished result to the reporter.
     fn report(&mut self, event: E);
     /// A local source port no local socket may take until it is released.

@@ -192,9 +192,7 @@ impl Discovery {
     }
 }
 
-/// EtherType of ARP.
-const ETHERTYPE_ARP: u16 = 0x0806;
-/// EtherType of IPv6.
+/// EtherType of IPv6 (ARP's is [`ArpRepr::ETHERTYPE`]).
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// The on-link addresses one source address asks for on one interface.
@@ -274,10 +272,6 @@ impl DiscoveryMachine {
         self.groups.iter().map(|g| &g.discovery)
     }
 
-    /// Requests handed to the link so far.
-    pub fn sent(&self) -> u64 {
-        self.sent
-    }
 }
 
 /// The request for `target`: an ARP request broadcast, or a Neighbor
@@ -285,7 +279,7 @@ impl DiscoveryMachine {
 fn request(ifindex: u32, src: IpAddr, mac: MacAddr, target: IpAddr) -> Option<Frame> {
     let (ethertype, dst, payload) = match (src, target) {
         (IpAddr::V4(s), IpAddr::V4(t)) => (
-            ETHERTYPE_ARP,
+            ArpRepr::ETHERTYPE,
             MacAddr::BROADCAST,
             ArpRepr::request(mac, s, t).emit(),
         ),
