@@ -372,14 +372,16 @@ pub fn write(
 ) -> std::io::Result<()> {
     let (flags, options) = sent_flags(cfg);
     if format != OutputFormat::Text {
+        let ndjson = format == OutputFormat::Ndjson;
+        // NDJSON: only the hops not streamed yet (the summary has none)
         let hops: Vec<HopJson> = r
             .hops
             .iter()
+            .filter(|h| !ndjson || h.ttl > streamed)
             .map(|h| hop_json(h, &first_seen_at(r, h.ttl)))
             .collect();
-        let ndjson = format == OutputFormat::Ndjson;
         if ndjson {
-            for h in hops.iter().filter(|h| h.ttl > streamed) {
+            for h in &hops {
                 hop_line(out, h)?;
             }
         }

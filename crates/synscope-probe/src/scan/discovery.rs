@@ -271,7 +271,6 @@ impl DiscoveryMachine {
     pub fn results(&self) -> impl Iterator<Item = &Discovery> + '_ {
         self.groups.iter().map(|g| &g.discovery)
     }
-
 }
 
 /// The request for `target`: an ARP request broadcast, or a Neighbor
